@@ -1,0 +1,33 @@
+//! The contract between the wasmfleet server and its edge agents.
+//!
+//! Everything that crosses MQTT is defined here, and nothing here does I/O:
+//!
+//! - [`topic`]: the topic tree under `wf/v1/` and a parser for incoming topics;
+//! - [`envelope`]: the versioned postcard envelope every payload travels in;
+//! - [`node`]: what an agent says about itself (birth, will, heartbeat);
+//! - [`pod`]: desired pods sent to a node and the status it reports back;
+//! - [`blob`]: content-addressed module transfer in chunks;
+//! - [`logs`]: container log requests and the chunks that answer them;
+//! - [`names`]: validation of names that end up inside topics.
+//!
+//! Wire evolution is append-only: new messages are new variants at the end of
+//! [`Message`], a changed message is a new envelope version.
+
+#![deny(missing_docs)]
+
+pub mod blob;
+pub mod envelope;
+pub mod logs;
+pub mod names;
+pub mod node;
+pub mod pod;
+pub mod topic;
+
+pub use envelope::{DecodeError, Message, decode, encode};
+
+/// Module chunks are at most this large, so that one chunk plus its envelope fits in a
+/// packet on every broker we support (EMQX defaults to 1 MiB).
+pub const CHUNK_SIZE: usize = 256 * 1024;
+
+/// The largest envelope any side accepts. Anything bigger is refused before decoding.
+pub const MAX_MESSAGE_SIZE: usize = 512 * 1024;

@@ -1,0 +1,243 @@
+//! Desired pods going down to a node and their status coming back up.
+//!
+//! Desired state is level-triggered: the server publishes the *whole* set of a node's pods
+//! as one retained snapshot stamped with the store revision, and the agent converges on it.
+//! Status is reported the same way: each report holds every pod the node knows, carries a
+//! sequence number, and is re-sent until the server acknowledges that sequence.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one node should be running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredPods {
+    /// The store revision this snapshot was cut at; agents ignore older snapshots.
+    pub revision: u64,
+    /// The pods, in no particular order.
+    pub pods: Vec<PodAssignment>,
+}
+
+/// One pod bound to the node, fully resolved (images are digests).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodAssignment {
+    /// The pod's `metadata.uid`; the identity the agent keys on.
+    pub uid: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+    /// What to do when a container exits.
+    pub restart_policy: RestartPolicy,
+    /// The containers, in spec order.
+    pub containers: Vec<ContainerSpec>,
+}
+
+/// A pod's `spec.restartPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Restart on every exit.
+    Always,
+    /// Restart on a non-zero exit only.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// One container of a pod, ready to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// The container name, unique in the pod.
+    pub name: String,
+    /// The image as the user wrote it (`hello:v1`), for status display.
+    pub image: String,
+    /// The module to run.
+    pub module: ModuleRef,
+    /// Replaces the module's argv\[0..\] entry point arguments (Kubernetes `command`).
+    pub command: Vec<String>,
+    /// Arguments after `command`.
+    pub args: Vec<String>,
+    /// Environment variables, in order.
+    pub env: Vec<(String, String)>,
+    /// `resources.limits.memory`, bytes.
+    pub memory_limit_bytes: Option<u64>,
+    /// `resources.limits.cpu`, millicores.
+    pub cpu_limit_millis: Option<u64>,
+}
+
+/// A module in the server's content-addressed store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleRef {
+    /// sha256 of the module bytes, 64 lowercase hex characters.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A node's report of every pod it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The agent's session epoch.
+    pub epoch: u64,
+    /// Increases with every new report in an epoch; the server acks it.
+    pub seq: u64,
+    /// The revision of the last desired snapshot the agent applied.
+    pub observed_revision: u64,
+    /// One entry per pod the agent runs or has finished.
+    pub pods: Vec<PodStatus>,
+}
+
+/// The server's receipt for a persisted [`StatusReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusAck {
+    /// The epoch of the report.
+    pub epoch: u64,
+    /// The sequence number of the report.
+    pub seq: u64,
+}
+
+/// A pod's phase, as Kubernetes names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodPhase {
+    /// Accepted, not all containers started yet (fetching modules, backing off).
+    Pending,
+    /// At least one container is running or restarting.
+    Running,
+    /// Every container exited 0 and will not restart.
+    Succeeded,
+    /// Every container exited and at least one failed, with no restart coming.
+    Failed,
+}
+
+/// The status of one pod on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodStatus {
+    /// The pod's uid.
+    pub uid: String,
+    /// Its phase.
+    pub phase: PodPhase,
+    /// When the agent started the pod, in milliseconds since the Unix epoch.
+    pub start_unix_ms: Option<u64>,
+    /// One entry per container, in spec order.
+    pub containers: Vec<ContainerStatus>,
+}
+
+/// The status of one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    /// The container's name.
+    pub name: String,
+    /// How many times it was restarted.
+    pub restart_count: u32,
+    /// Its current state.
+    pub state: ContainerState,
+    /// The state of its previous run, if it was restarted.
+    pub last_state: Option<ContainerState>,
+    /// Whether the container is running.
+    pub ready: bool,
+}
+
+/// A container's state, as Kubernetes' `ContainerState`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// Not running: fetching its module, or backing off before a restart.
+    Waiting {
+        /// A CamelCase reason (`ContainerCreating`, `CrashLoopBackOff`, `ErrModulePull`).
+        reason: String,
+        /// A human explanation.
+        message: String,
+    },
+    /// Running since the given time.
+    Running {
+        /// Start time, milliseconds since the Unix epoch.
+        started_unix_ms: u64,
+    },
+    /// Exited.
+    Terminated {
+        /// The exit code (137 for a kill, as on Linux).
+        exit_code: i32,
+        /// `Completed`, `Error`, `OOMKilled` or `Trap`.
+        reason: String,
+        /// A human explanation (the trap message).
+        message: String,
+        /// Start time, milliseconds since the Unix epoch.
+        started_unix_ms: u64,
+        /// Exit time, milliseconds since the Unix epoch.
+        finished_unix_ms: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Message, decode, encode};
+
+    fn assignment() -> PodAssignment {
+        PodAssignment {
+            uid: "6b1c".into(),
+            namespace: "default".into(),
+            name: "hello".into(),
+            restart_policy: RestartPolicy::OnFailure,
+            containers: vec![ContainerSpec {
+                name: "main".into(),
+                image: "hello:v1".into(),
+                module: ModuleRef {
+                    digest: "ab".repeat(32),
+                    size: 1234,
+                },
+                command: vec![],
+                args: vec!["a".into(), "b".into()],
+                env: vec![("GREETING".into(), "hi".into())],
+                memory_limit_bytes: Some(64 << 20),
+                cpu_limit_millis: Some(500),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_desired_snapshot_survives_a_round_trip() {
+        let message = Message::Desired(DesiredPods {
+            revision: 42,
+            pods: vec![assignment()],
+        });
+        assert_eq!(decode(&encode(&message)), Ok(message));
+    }
+
+    #[test]
+    fn a_status_report_with_every_container_state_survives_a_round_trip() {
+        let message = Message::Status(StatusReport {
+            epoch: 2,
+            seq: 17,
+            observed_revision: 42,
+            pods: vec![PodStatus {
+                uid: "6b1c".into(),
+                phase: PodPhase::Running,
+                start_unix_ms: Some(1),
+                containers: vec![
+                    ContainerStatus {
+                        name: "a".into(),
+                        restart_count: 3,
+                        state: ContainerState::Waiting {
+                            reason: "CrashLoopBackOff".into(),
+                            message: "back-off 40s".into(),
+                        },
+                        last_state: Some(ContainerState::Terminated {
+                            exit_code: 137,
+                            reason: "OOMKilled".into(),
+                            message: String::new(),
+                            started_unix_ms: 1,
+                            finished_unix_ms: 2,
+                        }),
+                        ready: false,
+                    },
+                    ContainerStatus {
+                        name: "b".into(),
+                        restart_count: 0,
+                        state: ContainerState::Running { started_unix_ms: 5 },
+                        last_state: None,
+                        ready: true,
+                    },
+                ],
+            }],
+        });
+        assert_eq!(decode(&encode(&message)), Ok(message));
+    }
+}
