@@ -1,1 +1,42 @@
-//! Shared harness for the end-to-end tests.
+//! The end-to-end harness: real `wasmfleet-server`, `wasmfleet-agent` and `wasmfleet`
+//! processes talking over real sockets, with the embedded broker or a real Mosquitto.
+//!
+//! Set `WASMFLEET_E2E_BROKER=mosquitto` to run every test against a Mosquitto broker the
+//! harness starts (with passwords and topic ACLs); the default is the server's embedded
+//! broker. The binaries come from the same cargo target directory as the test (build
+//! them first with `cargo build --workspace --bins`; `scripts/test` does).
+
+pub mod cluster;
+pub mod manifests;
+pub mod mosquitto;
+pub mod mqtt;
+pub mod process;
+pub mod wait;
+
+pub use cluster::{Cluster, ClusterOptions};
+pub use wait::wait_for;
+
+use std::path::PathBuf;
+
+/// The directory holding the workspace's binaries, next to the running test executable.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/e2e-xxxx -> target/debug
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .expect("test executable lives in target/<profile>/deps")
+}
+
+/// The path of a built guest module in `workloads/dist`.
+pub fn guest(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../workloads/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run workloads/build",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,423 @@
+//! A whole cluster of real processes: a server, its broker (embedded or Mosquitto) and
+//! agents, driven through the real `wasmfleet` CLI.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::mosquitto::Mosquitto;
+use crate::process::Process;
+use crate::{bin_dir, wait_for};
+
+/// How long a cluster may take to converge on anything in these tests.
+pub const CONVERGE: Duration = Duration::from_secs(30);
+
+/// The server's MQTT password when the broker is Mosquitto (the test writes its passwd).
+const SERVER_PASSWORD: &str = "server-secret-for-tests";
+
+/// Where the server keeps its generated MQTT password with the embedded broker.
+const SERVER_PASSWORD_FILE: &str = "server/credentials/server-mqtt-password";
+
+/// Which agents to start.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Agent node names with their `--labels` value.
+    pub agents: Vec<(String, String)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            agents: vec![("node-a".into(), String::new())],
+        }
+    }
+}
+
+/// A running cluster in a temporary directory.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    server: Process,
+    agents: BTreeMap<String, (Process, String)>,
+    mosquitto: Option<Mosquitto>,
+    https_port: u16,
+    mqtt: SocketAddr,
+    node_token: String,
+    /// The admin bearer token from the kubeconfig.
+    pub admin_token: String,
+}
+
+/// What a CLI invocation printed.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Whether it exited 0.
+    pub success: bool,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl Cluster {
+    /// Starts a server (with the broker chosen by `WASMFLEET_E2E_BROKER`) and the agents,
+    /// and waits until every agent's node is Ready.
+    pub fn start(options: ClusterOptions) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let https_port = free_port().port();
+        let use_mosquitto = std::env::var("WASMFLEET_E2E_BROKER").as_deref() == Ok("mosquitto");
+        let mosquitto =
+            use_mosquitto.then(|| Mosquitto::start(&dir.path().join("mosquitto"), SERVER_PASSWORD));
+        let mqtt = mosquitto.as_ref().map_or_else(free_port, |m| m.addr);
+        let server = start_server(
+            dir.path(),
+            https_port,
+            mqtt,
+            mosquitto.as_ref(),
+            SERVER_PASSWORD,
+        );
+        let mut cluster = Cluster {
+            server,
+            agents: BTreeMap::new(),
+            mosquitto,
+            https_port,
+            mqtt,
+            node_token: String::new(),
+            admin_token: String::new(),
+            dir,
+        };
+        cluster.wait_for_endpoints();
+        cluster.node_token = read_trimmed(&cluster.dir.path().join("server/node-token"));
+        cluster.admin_token = kubeconfig_token(&cluster.kubeconfig());
+        if let Some(mosquitto) = &cluster.mosquitto {
+            mosquitto.add_user("admin", &cluster.admin_token);
+        }
+        for (name, labels) in &options.agents {
+            cluster.start_agent(name, labels);
+        }
+        for (name, _) in &options.agents {
+            cluster.wait_node_ready(name);
+        }
+        cluster
+    }
+
+    /// The admin kubeconfig the server wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("server/admin.kubeconfig")
+    }
+
+    /// The broker address agents and the server use.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt
+    }
+
+    /// The node join token.
+    pub fn node_token(&self) -> &str {
+        &self.node_token
+    }
+
+    /// The cluster's scratch directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts (or restarts) an agent process for `name`, keeping its data dir.
+    pub fn start_agent(&mut self, name: &str, labels: &str) {
+        if let Some(mosquitto) = &self.mosquitto {
+            mosquitto.add_user(name, &self.node_token);
+        }
+        let mut args = vec![
+            "--server".to_string(),
+            format!("mqtt://{}", self.mqtt),
+            "--token".into(),
+            self.node_token.clone(),
+            "--node-name".into(),
+            name.into(),
+            "--data-dir".into(),
+            self.dir
+                .path()
+                .join(format!("agent-{name}"))
+                .display()
+                .to_string(),
+            "--restart-backoff-base-ms".into(),
+            "300".into(),
+            "--heartbeat-interval-ms".into(),
+            "500".into(),
+        ];
+        if !labels.is_empty() {
+            args.extend(["--labels".into(), labels.into()]);
+        }
+        let log = self.dir.path().join(format!("agent-{name}.log"));
+        let process = Process::spawn(
+            &format!("agent {name}"),
+            &bin_dir().join("wasmfleet-agent"),
+            &args,
+            &log,
+        );
+        self.agents
+            .insert(name.to_owned(), (process, labels.to_owned()));
+    }
+
+    /// Lets `name` log in with the node token (a no-op with the embedded broker, which
+    /// accepts any node name with the join token).
+    pub fn allow_node_login(&self, name: &str) {
+        if let Some(mosquitto) = &self.mosquitto {
+            mosquitto.add_user(name, &self.node_token);
+        }
+    }
+
+    /// The password the server's own MQTT identity uses.
+    pub fn server_mqtt_password(&self) -> String {
+        match self.mosquitto {
+            Some(_) => SERVER_PASSWORD.to_owned(),
+            None => read_trimmed(&self.dir.path().join(SERVER_PASSWORD_FILE)),
+        }
+    }
+
+    /// Kills an agent abruptly (SIGKILL), as a power cut would.
+    pub fn kill_agent(&mut self, name: &str) {
+        if let Some((process, _)) = self.agents.get_mut(name) {
+            process.kill();
+        }
+    }
+
+    /// Restarts an agent that was killed, with the same labels and data dir.
+    pub fn restart_agent(&mut self, name: &str) {
+        let labels = self
+            .agents
+            .get(name)
+            .map(|(_, labels)| labels.clone())
+            .unwrap_or_default();
+        self.kill_agent(name);
+        self.start_agent(name, &labels);
+    }
+
+    /// Stops the server gracefully and starts it again on the same data dir and ports.
+    pub fn restart_server(&mut self) {
+        self.server.stop();
+        let _ = std::fs::remove_file(self.dir.path().join("server/endpoints.json"));
+        self.server = start_server(
+            self.dir.path(),
+            self.https_port,
+            self.mqtt,
+            self.mosquitto.as_ref(),
+            SERVER_PASSWORD,
+        );
+        self.wait_for_endpoints();
+    }
+
+    /// Whether the server process is still alive.
+    pub fn server_is_running(&mut self) -> bool {
+        self.server.is_running()
+    }
+
+    /// Whether an agent process is still alive.
+    pub fn agent_is_running(&mut self, name: &str) -> bool {
+        self.agents
+            .get_mut(name)
+            .is_some_and(|(process, _)| process.is_running())
+    }
+
+    /// Everything the server has logged.
+    pub fn server_output(&self) -> String {
+        self.server.output()
+    }
+
+    /// Everything an agent has logged.
+    pub fn agent_output(&self, name: &str) -> String {
+        self.agents
+            .get(name)
+            .map(|(process, _)| process.output())
+            .unwrap_or_default()
+    }
+
+    /// Runs the `wasmfleet` CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_with_stdin(args, None)
+    }
+
+    /// Runs the CLI with `stdin` as its standard input.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        let mut child = Command::new(bin_dir().join("wasmfleet"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wasmfleet CLI");
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes()).expect("write CLI stdin");
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().expect("wait for CLI");
+        CliOutput {
+            success: status.success(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// `wasmfleet apply -f -` with `manifest`, asserting success.
+    pub fn apply(&self, manifest: &str) -> CliOutput {
+        let out = self.cli_with_stdin(&["apply", "-f", "-"], Some(manifest));
+        assert!(out.success, "apply failed: {}{}", out.stdout, out.stderr);
+        out
+    }
+
+    /// `wasmfleet push` of a built guest, asserting success.
+    pub fn push(&self, guest: &str, name_tag: &str) {
+        let path = crate::guest(guest);
+        let out = self.cli(&["push", &path.display().to_string(), name_tag]);
+        assert!(out.success, "push failed: {}{}", out.stdout, out.stderr);
+    }
+
+    /// A pod as JSON, or `None` when it does not exist.
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        let out = self.cli(&["get", "pod", name, "-o", "json"]);
+        if !out.success {
+            return None;
+        }
+        serde_json::from_str(&out.stdout).ok()
+    }
+
+    /// A node as JSON, or `None` when it does not exist.
+    pub fn node(&self, name: &str) -> Option<Value> {
+        let out = self.cli(&["get", "node", name, "-o", "json"]);
+        out.success
+            .then(|| serde_json::from_str(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// Waits until the pod satisfies `accept`, returning it.
+    pub fn wait_pod(&self, name: &str, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        wait_for(&format!("pod {name} {what}"), CONVERGE, || {
+            match self.pod(name) {
+                Some(pod) if accept(&pod) => Ok(pod),
+                Some(pod) => Err(pod["status"].to_string()),
+                None => Err("pod not found".into()),
+            }
+        })
+    }
+
+    /// Waits until the node reports `Ready=<status>`.
+    pub fn wait_node_condition(&self, name: &str, status: &str) -> Value {
+        wait_for(
+            &format!("node {name} Ready={status}"),
+            CONVERGE,
+            || match self.node(name) {
+                Some(node) if node_ready(&node) == status => Ok(node),
+                Some(node) => Err(node["status"]["conditions"].to_string()),
+                None => Err("node not registered".into()),
+            },
+        )
+    }
+
+    /// Waits until the node is Ready.
+    pub fn wait_node_ready(&self, name: &str) -> Value {
+        self.wait_node_condition(name, "True")
+    }
+
+    /// `wasmfleet logs POD`, as text.
+    pub fn logs(&self, pod: &str) -> String {
+        let out = self.cli(&["logs", pod]);
+        assert!(out.success, "logs failed: {}", out.stderr);
+        out.stdout
+    }
+
+    fn wait_for_endpoints(&self) {
+        let path = self.dir.path().join("server/endpoints.json");
+        wait_for("the server to write endpoints.json", CONVERGE, || {
+            let text = std::fs::read_to_string(&path).map_err(|err| err.to_string())?;
+            serde_json::from_str::<Value>(&text).map_err(|err| err.to_string())
+        });
+    }
+}
+
+/// The status of a node's Ready condition (`True`, `False`, `Unknown`), or empty.
+pub fn node_ready(node: &Value) -> String {
+    node["status"]["conditions"]
+        .as_array()
+        .and_then(|conds| conds.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The pod's phase.
+pub fn phase(pod: &Value) -> &str {
+    pod["status"]["phase"].as_str().unwrap_or_default()
+}
+
+/// The status of the pod's container `name`.
+pub fn container_status<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+fn start_server(
+    dir: &Path,
+    https_port: u16,
+    mqtt: SocketAddr,
+    mosquitto: Option<&Mosquitto>,
+    server_password: &str,
+) -> Process {
+    let mut args = vec![
+        "--data-dir".to_string(),
+        dir.join("server").display().to_string(),
+        "--https-listen".into(),
+        format!("127.0.0.1:{https_port}"),
+        "--no-local-agent".into(),
+        "--node-monitor-grace-ms".into(),
+        "3000".into(),
+    ];
+    match mosquitto {
+        Some(broker) => args.extend([
+            "--mqtt-url".into(),
+            broker.url(),
+            "--mqtt-password".into(),
+            server_password.into(),
+        ]),
+        None => args.extend(["--mqtt-listen".into(), mqtt.to_string()]),
+    }
+    Process::spawn(
+        "server",
+        &bin_dir().join("wasmfleet-server"),
+        &args,
+        &dir.join("server.log"),
+    )
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
+fn read_trimmed(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+fn kubeconfig_token(path: &Path) -> String {
+    read_trimmed(path)
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("token:"))
+        .map(|token| token.trim().trim_matches('"').to_owned())
+        .expect("kubeconfig has a user token")
+}

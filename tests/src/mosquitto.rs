@@ -1,0 +1,113 @@
+//! A real Mosquitto broker for the end-to-end suite, configured the way a user would run
+//! wasmfleet with an external broker: no anonymous clients, a password per identity and
+//! the topic ACL that confines each node to its own topics.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::Process;
+use crate::wait_for;
+
+/// The ACL wasmfleet needs from an external broker (mosquitto `acl_file` syntax).
+pub const ACL: &str = "\
+user wasmfleet-server
+topic readwrite wf/v1/#
+
+user admin
+topic write wf/v1/modules/#
+
+pattern read wf/v1/n/%u/down/#
+pattern write wf/v1/n/%u/up/#
+pattern read wf/v1/server/state
+";
+
+/// A running Mosquitto with a password file the test can add users to.
+pub struct Mosquitto {
+    process: Process,
+    dir: PathBuf,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto in `dir` with one user: the server.
+    pub fn start(dir: &Path, server_password: &str) -> Mosquitto {
+        std::fs::create_dir_all(dir).expect("mosquitto dir");
+        let passwd = dir.join("passwd");
+        run_passwd(&["-c", "-b"], &passwd, "wasmfleet-server", server_password);
+        std::fs::write(dir.join("acl"), ACL).expect("write acl");
+        let addr = free_port();
+        let mut conf = format!(
+            "per_listener_settings false\nlistener {} 127.0.0.1\nallow_anonymous false\n\
+             password_file {}\nacl_file {}\npersistence false\nlog_dest stderr\n\
+             log_type error\nlog_type warning\nlog_type notice\nmax_packet_size 20000000\n",
+            addr.port(),
+            passwd.display(),
+            dir.join("acl").display(),
+        );
+        if is_root() {
+            conf.push_str("user root\n");
+        }
+        let conf_path = dir.join("mosquitto.conf");
+        std::fs::write(&conf_path, conf).expect("write mosquitto.conf");
+        let process = Process::spawn(
+            "mosquitto",
+            Path::new("mosquitto"),
+            &["-c".into(), conf_path.display().to_string()],
+            &dir.join("mosquitto.log"),
+        );
+        wait_for(
+            "mosquitto to accept connections",
+            Duration::from_secs(10),
+            || TcpStream::connect(addr).map_err(|err| err.to_string()),
+        );
+        Mosquitto {
+            process,
+            dir: dir.to_owned(),
+            addr,
+        }
+    }
+
+    /// Adds (or replaces) a user and makes the running broker reload its password file.
+    pub fn add_user(&self, username: &str, password: &str) {
+        run_passwd(&["-b"], &self.dir.join("passwd"), username, password);
+        self.process.signal("HUP");
+        // The reload is asynchronous: wait until the broker accepts the new login.
+        wait_for(
+            &format!("mosquitto to accept user {username}"),
+            Duration::from_secs(10),
+            || crate::mqtt::try_login(self.addr, username, password),
+        );
+    }
+
+    /// The broker URL for `--mqtt-url` / `--server`.
+    pub fn url(&self) -> String {
+        format!("mqtt://{}", self.addr)
+    }
+}
+
+fn run_passwd(flags: &[&str], file: &Path, user: &str, password: &str) {
+    let status = Command::new("mosquitto_passwd")
+        .args(flags)
+        .arg(file)
+        .args([user, password])
+        .status()
+        .expect("mosquitto_passwd (apt-get install mosquitto)");
+    assert!(status.success(), "mosquitto_passwd failed for {user}");
+}
+
+fn free_port() -> SocketAddr {
+    // Mosquitto cannot listen on port 0; take a free port from the kernel and release it.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}

@@ -1,0 +1,92 @@
+//! Crashes and restarts: the server, the agent and the broker come and go; nothing is lost
+//! and running pods are not restarted needlessly.
+
+use wasmfleet_tests::cluster::{CONVERGE, container_status, phase};
+use wasmfleet_tests::manifests::pod;
+use wasmfleet_tests::{Cluster, ClusterOptions, wait_for};
+
+fn started_at(pod: &serde_json::Value) -> String {
+    container_status(pod, "main")["state"]["running"]["startedAt"].to_string()
+}
+
+fn last_line_number(logs: &str) -> u64 {
+    logs.lines()
+        .filter_map(|l| l.strip_prefix("line ").and_then(|n| n.trim().parse().ok()))
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_server_restart_keeps_state_and_does_not_restart_running_pods() {
+    let mut cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("exerciser", "exerciser:v1");
+    cluster.apply(&pod("long", "exerciser:v1", &["print", "100000"], "Never"));
+    let before = cluster.wait_pod("long", "to run", |p| phase(p) == "Running");
+    let uid = before["metadata"]["uid"].clone();
+
+    cluster.restart_server();
+
+    // The pod is still there, with the same identity, and its container was never restarted.
+    let after = cluster.wait_pod("long", "to be reported running again", |p| {
+        phase(p) == "Running"
+    });
+    assert_eq!(after["metadata"]["uid"], uid);
+    assert_eq!(started_at(&after), started_at(&before));
+    assert_eq!(container_status(&after, "main")["restartCount"], 0);
+    cluster.wait_node_ready("node-a");
+    // Its output continued across the restart instead of starting over at line 1.
+    let logs = cluster.logs("long");
+    assert!(logs.starts_with("line 1\n"), "{logs}");
+    wait_for("more lines after the restart", CONVERGE, || {
+        let n = last_line_number(&cluster.logs("long"));
+        if n > last_line_number(&logs) {
+            Ok(())
+        } else {
+            Err(format!("last line {n}"))
+        }
+    });
+    // The module store survived too: a new pod can use the module pushed before.
+    cluster.apply(&pod("after", "exerciser:v1", &["exit", "0"], "Never"));
+    cluster.wait_pod("after", "to succeed", |p| phase(p) == "Succeeded");
+}
+
+#[test]
+fn an_agent_restart_resumes_its_pods_and_does_not_rerun_finished_ones() {
+    let mut cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("exerciser", "exerciser:v1");
+    cluster.apply(&pod("done", "exerciser:v1", &["print", "1"], "Never"));
+    cluster.wait_pod("done", "to succeed", |p| phase(p) == "Succeeded");
+    cluster.apply(&pod("long", "exerciser:v1", &["print", "100000"], "Never"));
+    let before = cluster.wait_pod("long", "to run", |p| phase(p) == "Running");
+
+    cluster.kill_agent("node-a");
+    cluster.wait_node_condition("node-a", "Unknown");
+    cluster.restart_agent("node-a");
+    cluster.wait_node_ready("node-a");
+
+    let resumed = cluster.wait_pod("long", "to run again", |p| {
+        phase(p) == "Running" && started_at(p) != started_at(&before)
+    });
+    assert_eq!(resumed["metadata"]["uid"], before["metadata"]["uid"]);
+    let done = cluster.pod("done").expect("finished pod still exists");
+    assert_eq!(phase(&done), "Succeeded");
+    assert_eq!(
+        cluster.logs("done"),
+        "line 1\n",
+        "a finished pod must not run again"
+    );
+}
+
+#[test]
+fn a_node_whose_agent_disappears_becomes_not_ready() {
+    let mut cluster = Cluster::start(ClusterOptions::default());
+    let node = cluster.wait_node_ready("node-a");
+    let labels = &node["metadata"]["labels"];
+    assert_eq!(labels["kubernetes.io/hostname"], "node-a");
+    assert!(labels["kubernetes.io/arch"].is_string());
+    assert!(node["status"]["capacity"]["memory"].is_string());
+    assert!(node["status"]["nodeInfo"]["kernelVersion"].is_string());
+
+    cluster.kill_agent("node-a");
+    cluster.wait_node_condition("node-a", "Unknown");
+}
