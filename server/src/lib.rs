@@ -1,1 +1,16 @@
-//! placeholder
+//! The wasmfleet control plane as a library, so that tests run the real server in-process.
+//!
+//! # Layout
+//! - [`store`]: cluster state in redb (objects, global revision, watch events).
+//! - [`bootstrap`]: data-directory setup: CA, serving certificate, tokens, kubeconfig.
+//! - [`broker`]: the embedded MQTT broker and its per-identity topic rules.
+//! - [`modules`]: the content-addressed wasm module store (tables in the store's file).
+//! - [`scheduler`]: binds pending pods to nodes.
+//! - [`controllers`]: level-triggered controllers (node lifecycle).
+
+pub mod bootstrap;
+pub mod broker;
+pub mod controllers;
+pub mod modules;
+pub mod scheduler;
+pub mod store;

@@ -221,6 +221,21 @@ impl Cluster {
             .is_some_and(|(process, _)| process.is_running())
     }
 
+    /// The server's process id.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.pid()
+    }
+
+    /// An agent's process id.
+    pub fn agent_pid(&self, name: &str) -> Option<u32> {
+        self.agents.get(name).and_then(|(process, _)| process.pid())
+    }
+
+    /// The API server's base URL.
+    pub fn api_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.https_port)
+    }
+
     /// Everything the server has logged.
     pub fn server_output(&self) -> String {
         self.server.output()

@@ -18,14 +18,16 @@ pub use wait::wait_for;
 
 use std::path::PathBuf;
 
-/// The directory holding the workspace's binaries, next to the running test executable.
+/// The directory holding the workspace's binaries: `target/<profile>`, found from the
+/// running executable (a test in `target/<profile>/deps`, or a tool in `target/<profile>`).
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/e2e-xxxx -> target/debug
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(PathBuf::from)
-        .expect("test executable lives in target/<profile>/deps")
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable has a directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The path of a built guest module in `workloads/dist`.

@@ -1,0 +1,115 @@
+//! Command-line arguments (clap derive): global flags and one struct per subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+/// wasmfleet: apply, inspect and delete Wasm pods on a wasmfleet cluster, push modules and
+/// read logs. Talks to the server named by the kubeconfig (like kubectl).
+#[derive(Debug, Parser)]
+#[command(name = "wasmfleet", version, about, long_about = None)]
+pub struct Cli {
+    /// Path to the kubeconfig (default: first path of $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use instead of its current-context.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Namespace (default: the context's namespace, else `default`).
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from manifests (YAML or JSON, multi-document, Lists).
+    Apply(ApplyArgs),
+    /// List objects, or show one.
+    Get(GetArgs),
+    /// Delete objects by name or by manifest.
+    Delete(DeleteArgs),
+    /// Print (or follow) the logs of a pod's container.
+    Logs(LogsArgs),
+    /// Upload a Wasm module to the server's module store as NAME:TAG.
+    Push(PushArgs),
+}
+
+/// `wasmfleet apply -f FILE...`
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Manifest file, directory, or `-` for stdin (repeatable).
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `wasmfleet get KIND [NAME]`
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// pods (pod, po), nodes (node, no), namespaces (namespace, ns) or modules (module).
+    pub kind: String,
+
+    /// One object's name (for modules: every tag of that module).
+    pub name: Option<String>,
+
+    /// Output format: json, yaml, wide or name (default: a table).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Format>,
+
+    /// List across all namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+/// `wasmfleet delete KIND NAME...` or `wasmfleet delete -f FILE`
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The kind, then one or more names (omit both with -f).
+    #[arg(value_name = "KIND NAME", conflicts_with = "files")]
+    pub targets: Vec<String>,
+
+    /// Delete the objects in these manifests instead (repeatable, `-` for stdin).
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Treat "not found" as success.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+/// `wasmfleet logs POD`
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The pod.
+    pub pod: String,
+
+    /// The container (default: the server picks the pod's first container).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+
+    /// Keep streaming new output until the container ends or Ctrl-C.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+}
+
+/// `wasmfleet push FILE NAME:TAG`
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The .wasm file (core module or component).
+    pub file: PathBuf,
+
+    /// Module reference: NAME:TAG (a bare NAME means NAME:latest).
+    pub reference: String,
+}

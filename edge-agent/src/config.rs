@@ -1,0 +1,467 @@
+//! The agent's configuration: one plain [`AgentConfig`], validated once, passed down.
+//!
+//! The `wasmfleet-agent` binary fills it from command-line flags (with environment twins) via
+//! [`Cli`]; the server builds the same struct directly for its in-process agent. Invalid
+//! values give a [`ConfigError`] naming the field, never a panic.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use wasmfleet_protocol::names::{InvalidName, validate_dns_subdomain, validate_node_name};
+
+/// The MQTT port used when `--server` names none.
+pub const DEFAULT_MQTT_PORT: u16 = 1883;
+
+/// Where an agent keeps its state when not told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/wasmfleet/agent";
+
+/// Everything the agent needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The broker the agent connects to.
+    pub mqtt: MqttAddress,
+    /// The node join token, sent as the MQTT password.
+    pub token: String,
+    /// The node name: MQTT client id, username and Kubernetes node name.
+    pub node_name: String,
+    /// Where the local state database and module cache live.
+    pub data_dir: PathBuf,
+    /// Labels the node asks for in its birth message.
+    pub labels: BTreeMap<String, String>,
+    /// The first delay before restarting a crashed container; doubles per restart.
+    pub restart_backoff_base: Duration,
+    /// How often the agent renews its lease.
+    pub heartbeat_interval: Duration,
+}
+
+/// A broker address (plain TCP for now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttAddress {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--server` is not an `mqtt://host[:port]` URL.
+    #[error("invalid server URL {url:?}: {why}")]
+    ServerUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// No token, or an empty one.
+    #[error("a node token is required (--token, WASMFLEET_TOKEN or --token-file)")]
+    MissingToken,
+    /// The token file could not be read.
+    #[error("cannot read token file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The node name (given or taken from the host name) is not a DNS-1123 subdomain.
+    #[error("{0} (pass a valid --node-name)")]
+    NodeName(#[from] InvalidName),
+    /// The host name could not be read and no `--node-name` was given.
+    #[error("cannot read the host name for the default node name: {0} (pass --node-name)")]
+    Hostname(std::io::Error),
+    /// A `--labels` entry is malformed.
+    #[error("invalid label {label:?}: {why}")]
+    Label {
+        /// The offending `key=value` entry.
+        label: String,
+        /// The rule it broke.
+        why: String,
+    },
+    /// An interval is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+}
+
+impl AgentConfig {
+    /// A configuration with the default data dir, no labels and default intervals.
+    pub fn new(mqtt: MqttAddress, token: impl Into<String>, node_name: impl Into<String>) -> Self {
+        AgentConfig {
+            mqtt,
+            token: token.into(),
+            node_name: node_name.into(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            labels: BTreeMap::new(),
+            restart_backoff_base: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks every field; `run` calls this before doing anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_node_name(&self.node_name)?;
+        if self.token.trim().is_empty() {
+            return Err(ConfigError::MissingToken);
+        }
+        if self.mqtt.host.is_empty() {
+            return Err(ConfigError::ServerUrl {
+                url: String::new(),
+                why: "the host is empty",
+            });
+        }
+        for (key, value) in &self.labels {
+            validate_label(key, value).map_err(|why| ConfigError::Label {
+                label: format!("{key}={value}"),
+                why,
+            })?;
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError::ZeroDuration("the heartbeat interval"));
+        }
+        if self.restart_backoff_base.is_zero() {
+            return Err(ConfigError::ZeroDuration("the restart back-off base"));
+        }
+        Ok(())
+    }
+
+    /// The redb file holding the agent's local state.
+    pub fn state_path(&self) -> PathBuf {
+        self.data_dir.join("state.redb")
+    }
+
+    /// The directory of downloaded modules.
+    pub fn modules_dir(&self) -> PathBuf {
+        self.data_dir.join("modules")
+    }
+
+    /// The directory of precompiled artifacts (owned by the runtime).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
+    }
+}
+
+/// The `wasmfleet-agent` command line.
+#[derive(Debug, Parser)]
+#[command(name = "wasmfleet-agent", version, about = "Runs Wasm pods for a wasmfleet server.")]
+pub struct Cli {
+    /// The server's MQTT broker, as `mqtt://host:port`.
+    #[arg(long, env = "WASMFLEET_SERVER")]
+    pub server: String,
+    /// The node join token.
+    #[arg(long, env = "WASMFLEET_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// A file holding the node join token.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The node name [default: the host name].
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Where the agent keeps its state and module cache.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Node labels, as `key=value,key2=value2`.
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    /// The first container restart delay in milliseconds (for tests).
+    #[arg(long, hide = true, default_value_t = 10_000)]
+    pub restart_backoff_base_ms: u64,
+    /// The heartbeat interval in milliseconds (for tests).
+    #[arg(long, hide = true, default_value_t = 10_000)]
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Cli {
+    /// Resolves defaults (token file, host name) and validates the result.
+    pub fn into_config(self) -> Result<AgentConfig, ConfigError> {
+        let token = match (self.token, &self.token_file) {
+            (Some(token), _) => token,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+            (None, None) => return Err(ConfigError::MissingToken),
+        };
+        let node_name = match self.node_name {
+            Some(name) => name,
+            None => default_node_name()?,
+        };
+        let config = AgentConfig {
+            mqtt: parse_server_url(&self.server)?,
+            token,
+            node_name,
+            data_dir: self.data_dir,
+            labels: parse_labels(&self.labels)?,
+            restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Parses `mqtt://host[:port]` (IPv6 hosts in brackets).
+pub fn parse_server_url(url: &str) -> Result<MqttAddress, ConfigError> {
+    let bad = |why| ConfigError::ServerUrl {
+        url: url.to_owned(),
+        why,
+    };
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| bad("must start with mqtt:// (TLS is not supported yet)"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '@', '?', '#']) {
+        return Err(bad("must be mqtt://host:port with no path or credentials"));
+    }
+    let (host, port) = split_host_port(authority).ok_or_else(|| bad("malformed host or port"))?;
+    if host.is_empty() {
+        return Err(bad("the host is empty"));
+    }
+    Ok(MqttAddress {
+        host: host.to_owned(),
+        port: port.unwrap_or(DEFAULT_MQTT_PORT),
+    })
+}
+
+/// Splits `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(port) => Some(port.parse::<u16>().ok().filter(|p| *p != 0)?),
+        None => None,
+    };
+    Some((host, port))
+}
+
+/// Parses `k=v,k2=v2` (empty input is no labels), validating each pair.
+pub fn parse_labels(input: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut labels = BTreeMap::new();
+    for entry in input.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = |why: String| ConfigError::Label {
+            label: entry.to_owned(),
+            why,
+        };
+        let (key, value) = entry
+            .split_once('=')
+            .ok_or_else(|| bad("must be key=value".into()))?;
+        validate_label(key, value).map_err(bad)?;
+        if labels.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(bad("the key is given twice".into()));
+        }
+    }
+    Ok(labels)
+}
+
+/// Checks a Kubernetes label: key `[prefix/]name`, value a name of at most 63 characters or empty.
+pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            validate_dns_subdomain("label key prefix", prefix).map_err(|e| e.to_string())?;
+            name
+        }
+        None => key,
+    };
+    if !is_label_name(name) {
+        return Err(format!(
+            "key name {name:?} must be 1-63 alphanumeric characters, '-', '_' or '.', \
+             starting and ending with an alphanumeric character"
+        ));
+    }
+    if !value.is_empty() && !is_label_name(value) {
+        return Err(format!(
+            "value {value:?} must be empty or 1-63 alphanumeric characters, '-', '_' or '.', \
+             starting and ending with an alphanumeric character"
+        ));
+    }
+    Ok(())
+}
+
+/// Kubernetes' qualified-name part: `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, at most 63.
+fn is_label_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The host name, lowercased as the kubelet does, for the default node name.
+fn default_node_name() -> Result<String, ConfigError> {
+    let name = crate::node_info::hostname().map_err(ConfigError::Hostname)?;
+    Ok(name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<AgentConfig, String> {
+        let mut argv = vec!["wasmfleet-agent"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_server_url_gives_host_and_port() {
+        let addr = parse_server_url("mqtt://127.0.0.1:1884").map_err(|e| e.to_string());
+        assert_eq!(
+            addr,
+            Ok(MqttAddress {
+                host: "127.0.0.1".into(),
+                port: 1884
+            })
+        );
+    }
+
+    #[test]
+    fn a_server_url_without_a_port_uses_1883() {
+        let addr = parse_server_url("mqtt://broker.local/").map_err(|e| e.to_string());
+        assert_eq!(
+            addr,
+            Ok(MqttAddress {
+                host: "broker.local".into(),
+                port: 1883
+            })
+        );
+    }
+
+    #[test]
+    fn an_ipv6_server_url_keeps_the_address_without_brackets() {
+        let addr = parse_server_url("mqtt://[::1]:9000").map_err(|e| e.to_string());
+        assert_eq!(
+            addr,
+            Ok(MqttAddress {
+                host: "::1".into(),
+                port: 9000
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_server_urls_are_refused() {
+        for url in [
+            "127.0.0.1:1883",
+            "mqtts://host:8883",
+            "mqtt://",
+            "mqtt://host:0",
+            "mqtt://host:port",
+            "mqtt://host:70000",
+            "mqtt://user@host",
+            "mqtt://host/path",
+            "mqtt://[::1",
+        ] {
+            assert!(parse_server_url(url).is_err(), "{url} was accepted");
+        }
+    }
+
+    #[test]
+    fn labels_parse_into_a_sorted_map() {
+        let labels = parse_labels("site=barn, kubernetes.io/role=edge,empty=").map_err(|e| e.to_string());
+        assert_eq!(
+            labels,
+            Ok(BTreeMap::from([
+                ("empty".into(), String::new()),
+                ("kubernetes.io/role".into(), "edge".into()),
+                ("site".into(), "barn".into()),
+            ]))
+        );
+        assert_eq!(parse_labels("").map(|l| l.len()).ok(), Some(0));
+    }
+
+    #[test]
+    fn labels_that_kubernetes_would_refuse_are_refused() {
+        for bad in [
+            "novalue",
+            "=v",
+            "-k=v",
+            "k=-v",
+            "k=v v",
+            "Bad_Prefix!/k=v",
+            "a/b/c=v",
+            "k=v,k=w",
+            &format!("k={}", "v".repeat(64)),
+        ] {
+            assert!(parse_labels(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_command_line_builds_a_valid_config() {
+        let config = cli(&[
+            "--server",
+            "mqtt://127.0.0.1:1883",
+            "--token",
+            "secret",
+            "--node-name",
+            "pi-1",
+            "--labels",
+            "site=barn",
+            "--heartbeat-interval-ms",
+            "500",
+            "--restart-backoff-base-ms",
+            "300",
+        ]);
+        let config = config.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.node_name, "pi-1");
+        assert_eq!(config.token, "secret");
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(config.restart_backoff_base, Duration::from_millis(300));
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.labels.get("site").map(String::as_str), Some("barn"));
+    }
+
+    #[test]
+    fn a_token_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").unwrap_or_else(|e| panic!("{e}"));
+        let path = path.display().to_string();
+        let config = cli(&[
+            "--server",
+            "mqtt://h",
+            "--token-file",
+            &path,
+            "--node-name",
+            "n",
+        ]);
+        assert_eq!(config.map(|c| c.token), Ok("from-file".to_owned()));
+    }
+
+    #[test]
+    fn invalid_config_is_an_error_not_a_panic() {
+        let missing_token = cli(&["--server", "mqtt://h", "--node-name", "n"]);
+        assert!(missing_token.is_err_and(|e| e.contains("token")));
+        let bad_name = cli(&["--server", "mqtt://h", "--token", "t", "--node-name", "Pi_1"]);
+        assert!(bad_name.is_err_and(|e| e.contains("node name")));
+        let zero = cli(&[
+            "--server",
+            "mqtt://h",
+            "--token",
+            "t",
+            "--node-name",
+            "n",
+            "--heartbeat-interval-ms",
+            "0",
+        ]);
+        assert!(zero.is_err_and(|e| e.contains("heartbeat")));
+    }
+}

@@ -1,0 +1,169 @@
+//! The one task that owns the rumqttc event loop.
+//!
+//! It connects (with back-off between failed attempts), stamps every connect with a fresh
+//! persisted epoch (the will carries the same epoch as the birth that follows), announces
+//! sessions on the [`Session`] watch, and routes every received publish. It never awaits
+//! anyone else: routing is a watch update, a `try_send` or a call that does not block.
+
+use std::time::Duration;
+
+use rumqttc::{Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::logs::NodeCommand;
+use wasmfleet_protocol::node::NodeState;
+use wasmfleet_protocol::pod::{DesiredPods, StatusAck};
+use wasmfleet_protocol::topic::{self, Up};
+use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode};
+
+use super::backoff::{Backoff, BackoffPolicy};
+use super::inbound::{Inbound, classify};
+use super::uplink::Session;
+use super::LinkConfig;
+use crate::modules::ModuleFetcher;
+use crate::state::AgentState;
+
+/// The MQTT keep-alive: a dead agent's will fires about 1.5× this after it vanishes.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Largest packet in either direction: one envelope plus topic and header, with room.
+const MAX_PACKET: usize = 2 * MAX_MESSAGE_SIZE;
+
+/// rumqttc's request channel; the publisher task is its only producer.
+pub(super) const REQUEST_CAPACITY: usize = 64;
+
+/// Where received messages go.
+pub(super) struct Routes {
+    pub(super) desired: watch::Sender<Option<DesiredPods>>,
+    pub(super) acks: watch::Sender<Option<StatusAck>>,
+    pub(super) server_epoch: watch::Sender<Option<u64>>,
+    pub(super) commands: mpsc::Sender<NodeCommand>,
+    pub(super) fetcher: ModuleFetcher,
+}
+
+/// The event loop and everything it needs.
+pub(super) struct Connection {
+    pub(super) eventloop: EventLoop,
+    pub(super) node: String,
+    pub(super) state: AgentState,
+    pub(super) session: watch::Sender<Session>,
+    pub(super) routes: Routes,
+    pub(super) backoff: BackoffPolicy,
+    /// Ends the loop at once.
+    pub(super) stop: CancellationToken,
+}
+
+/// The client options: client id = username = node name, password = token, clean session.
+pub(super) fn mqtt_options(config: &LinkConfig) -> MqttOptions {
+    let mut options = MqttOptions::new(&config.node_name, &config.mqtt.host, config.mqtt.port);
+    options
+        .set_credentials(&config.node_name, &config.token)
+        .set_keep_alive(KEEP_ALIVE)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_clean_session(true);
+    options
+}
+
+impl Connection {
+    /// Runs until the stop token fires or a graceful disconnect went out.
+    pub(super) async fn run(mut self) {
+        let mut backoff = Backoff::new(self.backoff);
+        let mut connected = false;
+        let mut epoch = self.session.borrow().epoch;
+        loop {
+            if !connected {
+                epoch = self.next_epoch(epoch);
+                self.set_will(epoch);
+            }
+            let event = tokio::select! {
+                () = self.stop.cancelled() => break,
+                event = self.eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    tracing::info!(epoch, node = %self.node, "connected to the broker");
+                    connected = true;
+                    backoff.reset();
+                    self.session.send_replace(Session { epoch, connected });
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => self.route(&publish),
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    tracing::info!("disconnected from the broker");
+                    break;
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    if connected {
+                        tracing::warn!(%err, epoch, "connection to the broker lost");
+                        connected = false;
+                        self.session.send_replace(Session { epoch, connected });
+                    }
+                    let delay = backoff.next_delay(rand::random::<f64>());
+                    tracing::warn!(%err, ?delay, "cannot reach the broker; retrying");
+                    tokio::select! {
+                        () = self.stop.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.session.send_replace(Session {
+            epoch,
+            connected: false,
+        });
+    }
+
+    /// A fresh persisted epoch. If the disk fails the agent keeps running its pods and
+    /// counts on in memory: a reused epoch after a restart is the lesser harm.
+    fn next_epoch(&self, current: u64) -> u64 {
+        match self.state.next_epoch() {
+            Ok(epoch) => epoch.max(current + 1),
+            Err(err) => {
+                tracing::error!(%err, "cannot persist the session epoch; continuing in memory");
+                current + 1
+            }
+        }
+    }
+
+    /// The will of the coming session: retained "offline" stamped with its epoch.
+    fn set_will(&mut self, epoch: u64) {
+        let will = Message::NodeState(NodeState {
+            epoch,
+            online: false,
+            info: None,
+        });
+        let topic = topic::up(&self.node, Up::State);
+        self.eventloop
+            .mqtt_options
+            .set_last_will(LastWill::new(topic, encode(&will), QoS::AtLeastOnce, true));
+    }
+
+    fn route(&self, publish: &Publish) {
+        let inbound = match classify(&self.node, &publish.topic, &publish.payload) {
+            Ok(inbound) => inbound,
+            Err(why) => {
+                tracing::warn!(topic = %publish.topic, bytes = publish.payload.len(), "dropped: {why}");
+                return;
+            }
+        };
+        match inbound {
+            Inbound::Desired(desired) => {
+                self.routes.desired.send_replace(Some(desired));
+            }
+            Inbound::StatusAck(ack) => {
+                self.routes.acks.send_replace(Some(ack));
+            }
+            Inbound::ServerState(state) => {
+                if state.online {
+                    self.routes.server_epoch.send_replace(Some(state.epoch));
+                }
+            }
+            Inbound::BlobReply(reply) => self.routes.fetcher.deliver(reply),
+            Inbound::Command(command) => {
+                if let Err(err) = self.routes.commands.try_send(command) {
+                    tracing::warn!(%err, "too many pending commands; dropped one");
+                }
+            }
+        }
+    }
+}

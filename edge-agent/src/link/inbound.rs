@@ -1,0 +1,115 @@
+//! Classifying what arrives on the agent's subscriptions.
+//!
+//! Pure: a topic and a payload in, an [`Inbound`] (or the reason to drop it) out. Every
+//! payload goes through `wasmfleet_protocol::decode`, so oversize, garbage and
+//! future-version payloads are refused here with a reason the caller logs.
+
+use wasmfleet_protocol::blob::BlobReply;
+use wasmfleet_protocol::logs::NodeCommand;
+use wasmfleet_protocol::node::ServerState;
+use wasmfleet_protocol::pod::{DesiredPods, StatusAck};
+use wasmfleet_protocol::topic::{self, Down};
+use wasmfleet_protocol::{Message, decode};
+
+/// A message the agent acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// The node's desired pods.
+    Desired(DesiredPods),
+    /// The server persisted a status report.
+    StatusAck(StatusAck),
+    /// A module chunk.
+    BlobReply(BlobReply),
+    /// A command (log requests).
+    Command(NodeCommand),
+    /// The server's presence.
+    ServerState(ServerState),
+}
+
+/// Classifies a publish received by `node`; `Err` says why it is dropped.
+pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, String> {
+    if topic == topic::SERVER_STATE {
+        return match decode(payload) {
+            Ok(Message::ServerState(state)) => Ok(Inbound::ServerState(state)),
+            Ok(other) => Err(unexpected(topic, &other)),
+            Err(err) => Err(format!("undecodable payload on {topic}: {err}")),
+        };
+    }
+    let Some(kind) = topic::parse_node_inbound(node, topic) else {
+        return Err(format!("unexpected topic {topic}"));
+    };
+    let message = decode(payload).map_err(|err| format!("undecodable payload on {topic}: {err}"))?;
+    match (kind, message) {
+        (Down::Desired, Message::Desired(desired)) => Ok(Inbound::Desired(desired)),
+        (Down::Ack, Message::StatusAck(ack)) => Ok(Inbound::StatusAck(ack)),
+        (Down::Blob, Message::BlobReply(reply)) => Ok(Inbound::BlobReply(reply)),
+        (Down::Cmd, Message::Command(command)) => Ok(Inbound::Command(command)),
+        (_, other) => Err(unexpected(topic, &other)),
+    }
+}
+
+fn unexpected(topic: &str, message: &Message) -> String {
+    let name = format!("{message:?}");
+    let name = name.split('(').next().unwrap_or("?");
+    format!("unexpected message {name} on {topic}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmfleet_protocol::encode;
+    use wasmfleet_protocol::node::Heartbeat;
+
+    #[test]
+    fn a_desired_snapshot_on_the_desired_topic_is_accepted() {
+        let desired = DesiredPods {
+            revision: 3,
+            pods: vec![],
+        };
+        let payload = encode(&Message::Desired(desired.clone()));
+        let topic = topic::down("pi-1", Down::Desired);
+        assert_eq!(classify("pi-1", &topic, &payload), Ok(Inbound::Desired(desired)));
+    }
+
+    #[test]
+    fn server_state_is_accepted_on_its_shared_topic() {
+        let state = ServerState {
+            online: true,
+            epoch: 4,
+        };
+        let payload = encode(&Message::ServerState(state.clone()));
+        assert_eq!(
+            classify("pi-1", topic::SERVER_STATE, &payload),
+            Ok(Inbound::ServerState(state))
+        );
+    }
+
+    #[test]
+    fn a_message_on_the_wrong_topic_is_dropped() {
+        let payload = encode(&Message::StatusAck(StatusAck { epoch: 1, seq: 1 }));
+        let topic = topic::down("pi-1", Down::Desired);
+        let err = classify("pi-1", &topic, &payload).err().unwrap_or_default();
+        assert!(err.contains("StatusAck"), "{err}");
+        let heartbeat = encode(&Message::Heartbeat(Heartbeat {
+            epoch: 1,
+            unix_ms: 1,
+        }));
+        assert!(classify("pi-1", topic::SERVER_STATE, &heartbeat).is_err());
+    }
+
+    #[test]
+    fn garbage_empty_and_future_payloads_are_dropped_with_a_reason() {
+        let topic = topic::down("pi-1", Down::Cmd);
+        for payload in [&b"garbage"[..], &[], &[7, 0, 0]] {
+            let err = classify("pi-1", &topic, payload).err().unwrap_or_default();
+            assert!(err.contains("undecodable"), "{err}");
+        }
+    }
+
+    #[test]
+    fn another_nodes_topic_is_dropped() {
+        let payload = encode(&Message::StatusAck(StatusAck { epoch: 1, seq: 1 }));
+        let topic = topic::down("pi-2", Down::Ack);
+        assert!(classify("pi-1", &topic, &payload).is_err());
+    }
+}

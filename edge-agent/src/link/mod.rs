@@ -1,0 +1,200 @@
+//! The agent's MQTT link to the server.
+//!
+//! One task owns the rumqttc event loop ([`connection`]); everything else talks to it
+//! through channels and watches, so nothing can block it:
+//!
+//! - [`Uplink`]: the cloneable handle every part of the agent publishes through; a
+//!   `publisher` task feeds the client, births the node at every session start and drops
+//!   stale messages while disconnected;
+//! - [`inbound`]: classifies what arrives; the connection routes module chunks to the
+//!   [`ModuleFetcher`] and everything else to the [`Inbox`];
+//! - `heartbeat`: the lease, every interval;
+//! - [`sync`]: keeps the `PodManager` in step with the server: applies desired snapshots,
+//!   reports statuses at least once, streams logs;
+//! - [`outbox`]: the latest status report and its acknowledgement;
+//! - [`backoff`]: delays between reconnect attempts.
+//!
+//! Shutdown is ordered so the server hears the end: [`sync::PodSync::shutdown`] sends the
+//! final status, then [`Link::shutdown`] flushes the queue, publishes "offline" (a graceful
+//! disconnect does not fire the will) and disconnects.
+
+pub mod backoff;
+mod connection;
+mod heartbeat;
+pub mod inbound;
+pub mod outbox;
+mod publisher;
+pub mod sync;
+mod uplink;
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::logs::NodeCommand;
+use wasmfleet_protocol::node::NodeInfo;
+use wasmfleet_protocol::pod::{DesiredPods, StatusAck};
+
+pub use backoff::BackoffPolicy;
+pub use heartbeat::unix_ms;
+pub use uplink::{Session, Uplink, UplinkError, UplinkParts, uplink};
+
+use crate::config::MqttAddress;
+use crate::modules::ModuleFetcher;
+use crate::state::AgentState;
+
+/// How many commands (log requests) may wait to be handled.
+const COMMAND_CAPACITY: usize = 64;
+
+/// What the link needs to connect.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The broker.
+    pub mqtt: MqttAddress,
+    /// Client id, username and node name.
+    pub node_name: String,
+    /// The MQTT password.
+    pub token: String,
+    /// How often to send a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Delays between reconnect attempts.
+    pub reconnect: BackoffPolicy,
+}
+
+/// Why the link did not shut down cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// A link task panicked.
+    #[error("a link task failed: {0}")]
+    Task(String),
+}
+
+/// What the server sent, for [`sync`]: level-triggered values as watches, commands queued.
+#[derive(Debug)]
+pub struct Inbox {
+    /// The latest desired snapshot received.
+    pub desired: watch::Receiver<Option<DesiredPods>>,
+    /// The latest status acknowledgement received.
+    pub acks: watch::Receiver<Option<StatusAck>>,
+    /// The epoch of the server's latest "online" presence.
+    pub server_epoch: watch::Receiver<Option<u64>>,
+    /// Commands (log requests), in order.
+    pub commands: mpsc::Receiver<NodeCommand>,
+    /// Bump to publish the birth again in the current session.
+    pub rebirth: watch::Sender<u64>,
+}
+
+/// The running link: its tasks and the tokens that stop them in order.
+#[derive(Debug)]
+pub struct Link {
+    connection: JoinHandle<()>,
+    publisher: JoinHandle<()>,
+    uplink: Uplink,
+    stop_heartbeat: CancellationToken,
+    stop_publisher: CancellationToken,
+    stop_connection: CancellationToken,
+}
+
+impl Link {
+    /// Starts the connection, publisher and heartbeat tasks. Connecting happens in the
+    /// background (with back-off); the link never gives up on an unreachable broker.
+    pub fn start(
+        config: &LinkConfig,
+        parts: UplinkParts,
+        uplink: Uplink,
+        info: NodeInfo,
+        state: AgentState,
+        fetcher: ModuleFetcher,
+        tracker: &TaskTracker,
+    ) -> (Link, Inbox) {
+        let (client, eventloop) = rumqttc::AsyncClient::new(
+            connection::mqtt_options(config),
+            connection::REQUEST_CAPACITY,
+        );
+        let (desired_tx, desired_rx) = watch::channel(None);
+        let (acks_tx, acks_rx) = watch::channel(None);
+        let (server_epoch_tx, server_epoch_rx) = watch::channel(None);
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (rebirth_tx, rebirth_rx) = watch::channel(0);
+        let stop_heartbeat = CancellationToken::new();
+        let stop_publisher = CancellationToken::new();
+        let stop_connection = CancellationToken::new();
+
+        let session = parts.session.subscribe();
+        let connection = connection::Connection {
+            eventloop,
+            node: config.node_name.clone(),
+            state,
+            session: parts.session,
+            routes: connection::Routes {
+                desired: desired_tx,
+                acks: acks_tx,
+                server_epoch: server_epoch_tx,
+                commands: commands_tx,
+                fetcher,
+            },
+            backoff: config.reconnect,
+            stop: stop_connection.clone(),
+        };
+        let publisher = publisher::Publisher {
+            client,
+            node: config.node_name.clone(),
+            info,
+            queue: parts.queue,
+            session,
+            rebirth: rebirth_rx,
+            stop: stop_publisher.clone(),
+        };
+        let link = Link {
+            connection: tracker.spawn(connection.run()),
+            publisher: tracker.spawn(publisher.run()),
+            uplink: uplink.clone(),
+            stop_heartbeat: stop_heartbeat.clone(),
+            stop_publisher,
+            stop_connection,
+        };
+        tracker.spawn(heartbeat::run(
+            uplink,
+            config.heartbeat_interval,
+            stop_heartbeat,
+        ));
+        let inbox = Inbox {
+            desired: desired_rx,
+            acks: acks_rx,
+            server_epoch: server_epoch_rx,
+            commands: commands_rx,
+            rebirth: rebirth_tx,
+        };
+        (link, inbox)
+    }
+
+    /// Sends what is queued, publishes "offline", disconnects; gives up after `timeout`.
+    pub async fn shutdown(self, timeout: Duration) -> Result<(), LinkError> {
+        self.stop_heartbeat.cancel();
+        self.stop_publisher.cancel();
+        let graceful = async {
+            if let Err(err) = self.publisher.await {
+                tracing::warn!(%err, "the publisher task failed");
+            }
+            if !self.uplink.session().connected {
+                self.stop_connection.cancel();
+            }
+        };
+        let mut connection = self.connection;
+        let finished = tokio::time::timeout(timeout, async {
+            graceful.await;
+            (&mut connection).await
+        })
+        .await;
+        match finished {
+            Ok(joined) => joined.map_err(|e| LinkError::Task(e.to_string())),
+            Err(_) => {
+                tracing::warn!(?timeout, "the link did not close in time; dropping the connection");
+                self.stop_connection.cancel();
+                connection.await.map_err(|e| LinkError::Task(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! What the agent says about its machine in the birth message ([`NodeInfo`]).
+//!
+//! Facts come from `/proc` and `/etc/os-release`; each is parsed by a pure function so the
+//! parsing is tested without the files. A fact that cannot be read is reported as empty
+//! (or zero) and logged, rather than keeping the agent from joining.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use wasmfleet_protocol::node::{EngineInfo, NodeInfo, Resources};
+
+/// The pod capacity of every node, as the kubelet's default `maxPods`.
+pub const MAX_PODS: u32 = 110;
+
+/// Memory kept back from pods for the agent and the OS, as a fraction (1/10) of the total…
+const MEMORY_RESERVE_DIVISOR: u64 = 10;
+/// …but never more than this.
+const MEMORY_RESERVE_MAX: u64 = 512 << 20;
+/// CPU kept back for the agent itself, in millicores.
+const CPU_RESERVE_MILLIS: u64 = 100;
+
+/// Collects the node's identity and capacity from the running machine.
+pub fn collect(labels: BTreeMap<String, String>, engine: EngineInfo) -> NodeInfo {
+    let capacity = Resources {
+        memory_bytes: read_or_log("/proc/meminfo", parse_mem_total),
+        cpu_millis: cpu_millis(),
+        pods: MAX_PODS,
+    };
+    NodeInfo {
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        architecture: kubernetes_arch(std::env::consts::ARCH).to_owned(),
+        operating_system: std::env::consts::OS.to_owned(),
+        kernel_version: read_or_log("/proc/sys/kernel/osrelease", |s| Some(s.trim().to_owned())),
+        os_image: read_or_log("/etc/os-release", parse_pretty_name),
+        hostname: hostname().unwrap_or_default(),
+        capacity,
+        allocatable: allocatable(capacity),
+        labels,
+        engine,
+    }
+}
+
+/// The machine's host name.
+pub fn hostname() -> std::io::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))?;
+    Ok(name.trim().to_owned())
+}
+
+/// Maps a Rust `target_arch` to the name Kubernetes uses (`kubernetes.io/arch`).
+pub fn kubernetes_arch(rust_arch: &str) -> &str {
+    match rust_arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+pub fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut fields = line["MemTotal:".len()..].split_whitespace();
+    let amount: u64 = fields.next()?.parse().ok()?;
+    match fields.next() {
+        Some("kB") | None => amount.checked_mul(1024),
+        Some(_) => None,
+    }
+}
+
+/// `PRETTY_NAME` of an os-release file, unquoted.
+pub fn parse_pretty_name(os_release: &str) -> Option<String> {
+    let value = os_release
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("PRETTY_NAME="))?;
+    let unquoted = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+        .unwrap_or(value);
+    Some(unquoted.replace("\\\"", "\"").replace("\\\\", "\\"))
+}
+
+/// What pods may use: the capacity minus a small reserve for the agent and the OS.
+pub fn allocatable(capacity: Resources) -> Resources {
+    let memory_reserve = (capacity.memory_bytes / MEMORY_RESERVE_DIVISOR).min(MEMORY_RESERVE_MAX);
+    Resources {
+        memory_bytes: capacity.memory_bytes - memory_reserve,
+        cpu_millis: capacity
+            .cpu_millis
+            .saturating_sub(CPU_RESERVE_MILLIS)
+            .max(capacity.cpu_millis / 2),
+        pods: capacity.pods,
+    }
+}
+
+fn cpu_millis() -> u64 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u64::try_from(cpus).unwrap_or(1).saturating_mul(1000)
+}
+
+/// Reads a file and parses it, logging (once, here) and defaulting when either fails.
+fn read_or_log<T: Default>(path: &str, parse: impl FnOnce(&str) -> Option<T>) -> T {
+    match std::fs::read_to_string(Path::new(path)) {
+        Ok(text) => parse(&text).unwrap_or_else(|| {
+            tracing::warn!(path, "cannot parse node fact; reporting it as empty");
+            T::default()
+        }),
+        Err(err) => {
+            tracing::warn!(path, %err, "cannot read node fact; reporting it as empty");
+            T::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_architectures_get_their_kubernetes_names() {
+        assert_eq!(kubernetes_arch("x86_64"), "amd64");
+        assert_eq!(kubernetes_arch("aarch64"), "arm64");
+        assert_eq!(kubernetes_arch("arm"), "arm");
+        assert_eq!(kubernetes_arch("riscv64"), "riscv64");
+    }
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let meminfo = "MemTotal:        3884380 kB\nMemFree:          123 kB\n";
+        assert_eq!(parse_mem_total(meminfo), Some(3_884_380 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: lots kB\n"), None);
+    }
+
+    #[test]
+    fn pretty_name_is_unquoted() {
+        let os_release = "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n";
+        assert_eq!(
+            parse_pretty_name(os_release).as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+        assert_eq!(parse_pretty_name("PRETTY_NAME=Alpine").as_deref(), Some("Alpine"));
+        assert_eq!(parse_pretty_name("ID=x"), None);
+    }
+
+    #[test]
+    fn allocatable_keeps_a_small_reserve() {
+        let pi = Resources {
+            memory_bytes: 4 << 30,
+            cpu_millis: 4000,
+            pods: 110,
+        };
+        let a = allocatable(pi);
+        assert_eq!(a.memory_bytes, (4 << 30) - (512 << 20));
+        assert_eq!(a.cpu_millis, 3900);
+        assert_eq!(a.pods, 110);
+        let tiny = Resources {
+            memory_bytes: 512 << 20,
+            cpu_millis: 100,
+            pods: 110,
+        };
+        let a = allocatable(tiny);
+        assert_eq!(a.memory_bytes, (512 << 20) - (512 << 20) / 10);
+        assert_eq!(a.cpu_millis, 50);
+    }
+
+    #[test]
+    fn this_machine_reports_a_plausible_node() {
+        let engine = EngineInfo {
+            wasmtime_version: "48.0.8".into(),
+            target: "x".into(),
+            compatibility_key: "00".into(),
+            can_compile: true,
+        };
+        let info = collect(BTreeMap::new(), engine);
+        assert!(info.capacity.memory_bytes > 0);
+        assert!(info.capacity.cpu_millis >= 1000);
+        assert!(info.allocatable.memory_bytes < info.capacity.memory_bytes);
+        assert!(!info.kernel_version.is_empty());
+        assert_eq!(info.operating_system, "linux");
+    }
+}

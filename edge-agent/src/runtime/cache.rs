@@ -1,0 +1,184 @@
+//! Compiling modules, and the on-disk cache of their precompiled artifacts.
+//!
+//! Artifacts are keyed by the module's sha256 and the engine's compatibility key, so an
+//! agent upgrade or a CPU with other features never loads a stale artifact: it misses the
+//! cache and compiles again. Files are written to a temporary name and renamed into place,
+//! so a crash never leaves a half-written artifact under a real key.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
+
+use super::LoadError;
+
+/// What a `.wasm` file holds, from its preamble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// A core module (wasm32-wasip1).
+    Core,
+    /// A component (wasm32-wasip2).
+    Component,
+}
+
+/// Compiled code, ready to be linked.
+pub enum Compiled {
+    /// A core module.
+    Core(Module),
+    /// A component.
+    Component(Component),
+}
+
+/// Reads the 8-byte preamble: `\0asm`, then version 1 for core modules or the component
+/// layer encoding (`0d 00 01 00`).
+pub fn detect_kind(bytes: &[u8]) -> Result<ModuleKind, LoadError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Ok(ModuleKind::Core),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(ModuleKind::Component),
+        _ => Err(LoadError::NotWasm),
+    }
+}
+
+/// The artifact cache in one private directory.
+#[derive(Debug, Clone)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+    compatibility_key: String,
+}
+
+impl ArtifactCache {
+    /// A cache in `dir` (created on first write) for an engine with `compatibility_key`.
+    pub fn new(dir: PathBuf, compatibility_key: String) -> Self {
+        Self {
+            dir,
+            compatibility_key,
+        }
+    }
+
+    /// Where the artifact for `digest` lives.
+    pub fn artifact_path(&self, digest: &str) -> PathBuf {
+        let key = &self.compatibility_key[..self.compatibility_key.len().min(16)];
+        self.dir.join(format!("{digest}-{key}.cwasm"))
+    }
+
+    /// The compiled code for the module at `wasm` with sha256 `digest`: from the cache if
+    /// present and loadable, otherwise compiled and then stored. Blocking (compiles).
+    pub fn load(&self, engine: &Engine, digest: &str, wasm: &Path) -> Result<Compiled, LoadError> {
+        if !is_sha256_hex(digest) {
+            return Err(LoadError::BadDigest(digest.to_string()));
+        }
+        let artifact = self.artifact_path(digest);
+        if artifact.exists() {
+            match deserialize(engine, &artifact) {
+                Ok(compiled) => return Ok(compiled),
+                Err(error) => {
+                    tracing::warn!(path = %artifact.display(), error = %format!("{error:#}"),
+                        "discarding unusable precompiled artifact");
+                    let _ = std::fs::remove_file(&artifact);
+                }
+            }
+        }
+        let compiled = compile(engine, wasm)?;
+        if let Err(error) = self.store(&compiled, &artifact) {
+            // The module still runs; the next start just compiles again.
+            tracing::warn!(path = %artifact.display(), %error, "could not cache a precompiled artifact");
+        }
+        Ok(compiled)
+    }
+
+    fn store(&self, compiled: &Compiled, artifact: &Path) -> std::io::Result<()> {
+        let bytes = match compiled {
+            Compiled::Core(module) => module.serialize(),
+            Compiled::Component(component) => component.serialize(),
+        }
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        std::fs::create_dir_all(&self.dir)?;
+        let mut temp = tempfile_in(&self.dir)?;
+        temp.1.write_all(&bytes)?;
+        temp.1.sync_all()?;
+        std::fs::rename(&temp.0, artifact)
+    }
+}
+
+/// Compiles the module at `wasm`.
+fn compile(engine: &Engine, wasm: &Path) -> Result<Compiled, LoadError> {
+    let bytes = std::fs::read(wasm).map_err(|source| LoadError::Read {
+        path: wasm.to_path_buf(),
+        source,
+    })?;
+    let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
+    match detect_kind(&bytes)? {
+        ModuleKind::Core => Module::new(engine, &bytes).map(Compiled::Core).map_err(invalid),
+        ModuleKind::Component => Component::new(engine, &bytes)
+            .map(Compiled::Component)
+            .map_err(invalid),
+    }
+}
+
+/// Loads a precompiled artifact written by [`ArtifactCache::store`].
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, artifact: &Path) -> wasmtime::Result<Compiled> {
+    use wasmtime::Precompiled;
+    let kind = Engine::detect_precompiled_file(artifact)?;
+    // SAFETY: `deserialize_file` trusts the file to be native code that wasmtime produced
+    // and maps it into memory. The file lives in the agent's private cache directory, was
+    // written there by `ArtifactCache::store` from a module this agent compiled, and is only
+    // ever replaced by an atomic rename (never modified in place while mapped). Version or
+    // configuration mismatches are detected by wasmtime and returned as errors.
+    unsafe {
+        match kind {
+            Some(Precompiled::Module) => Module::deserialize_file(engine, artifact).map(Compiled::Core),
+            Some(Precompiled::Component) => {
+                Component::deserialize_file(engine, artifact).map(Compiled::Component)
+            }
+            None => Err(wasmtime::format_err!("not a precompiled wasmtime artifact")),
+        }
+    }
+}
+
+/// Creates a uniquely named temporary file in `dir`, returning its path and handle.
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!(".tmp-{}-{nanos}-{}", std::process::id(), rand::random::<u32>());
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok((path, file))
+}
+
+fn is_sha256_hex(digest: &str) -> bool {
+    digest.len() == 64 && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_core_module_preamble_is_recognised() {
+        assert!(matches!(detect_kind(b"\0asm\x01\0\0\0rest"), Ok(ModuleKind::Core)));
+    }
+
+    #[test]
+    fn a_component_preamble_is_recognised() {
+        assert!(matches!(detect_kind(b"\0asm\x0d\0\x01\0"), Ok(ModuleKind::Component)));
+    }
+
+    #[test]
+    fn bytes_without_the_wasm_magic_are_not_wasm() {
+        assert!(matches!(detect_kind(b"garbage bytes"), Err(LoadError::NotWasm)));
+        assert!(matches!(detect_kind(b"\0as"), Err(LoadError::NotWasm)));
+    }
+
+    #[test]
+    fn only_lowercase_sha256_hex_is_a_digest() {
+        assert!(is_sha256_hex(&"ab".repeat(32)));
+        assert!(!is_sha256_hex(&"AB".repeat(32)));
+        assert!(!is_sha256_hex("../../etc/passwd"));
+    }
+}

@@ -1,0 +1,145 @@
+//! The process-wide wasmtime `Engine`: its fixed settings, the epoch ticker, and what the
+//! agent reports about it.
+//!
+//! Every setting that changes compiled code is set explicitly here, so that the
+//! compatibility key (and so the on-disk artifact cache, and any module the server
+//! precompiles for this node) does not drift with wasmtime's platform defaults.
+
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmfleet_protocol::node::EngineInfo;
+use wasmtime::{Config, Engine};
+
+/// How often the engine-wide ticker advances the epoch. One tick is the unit of CPU
+/// accounting and the longest a guest runs before the host gets control back.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The wasmtime version this agent embeds (pinned in the workspace manifest).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// Linear-memory address-space settings. On 64-bit hosts a 4 GiB reservation plus a guard
+/// lets compiled code skip bounds checks; 32-bit hosts cannot reserve that much.
+#[cfg(target_pointer_width = "64")]
+const MEMORY_RESERVATION: u64 = 4 << 30;
+#[cfg(target_pointer_width = "64")]
+const MEMORY_GUARD: u64 = 32 << 20;
+#[cfg(target_pointer_width = "64")]
+const MEMORY_GROWTH_RESERVATION: u64 = 2 << 30;
+#[cfg(not(target_pointer_width = "64"))]
+const MEMORY_RESERVATION: u64 = 10 << 20;
+#[cfg(not(target_pointer_width = "64"))]
+const MEMORY_GUARD: u64 = 64 << 10;
+#[cfg(not(target_pointer_width = "64"))]
+const MEMORY_GROWTH_RESERVATION: u64 = 1 << 20;
+
+/// The engine configuration every wasmfleet agent uses. A server that precompiles modules
+/// for a node must build its engine from this same configuration (plus `Config::target`).
+pub fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .wasm_component_model(true)
+        .memory_reservation(MEMORY_RESERVATION)
+        .memory_guard_size(MEMORY_GUARD)
+        .memory_reservation_for_growth(MEMORY_GROWTH_RESERVATION)
+        .max_wasm_stack(512 << 10)
+        .async_stack_size(2 << 20);
+    config
+}
+
+/// Starts the engine-wide epoch ticker on its own thread. The thread only holds a weak
+/// reference, so it exits by itself once the last `Engine` clone is dropped.
+pub fn start_ticker(engine: &Engine) -> std::io::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+/// What the agent tells the server about its engine at birth.
+pub fn engine_info(engine: &Engine) -> EngineInfo {
+    EngineInfo {
+        wasmtime_version: WASMTIME_VERSION.to_string(),
+        target: target_triple(engine),
+        compatibility_key: compatibility_key(engine),
+        // The agent is always built with Cranelift (or its Pulley backend on 32-bit hosts).
+        can_compile: true,
+    }
+}
+
+/// The engine's `precompile_compatibility_hash`, digested with sha256 so that it is
+/// stable across processes (std's `DefaultHasher` is not), as 64 hex characters.
+pub fn compatibility_key(engine: &Engine) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(hasher.0.finalize())
+}
+
+/// The target triple the engine compiles for. wasmtime has no public getter, so it is
+/// derived from the host the agent was built for (the engine never cross-compiles).
+fn target_triple(engine: &Engine) -> String {
+    if engine.is_pulley() {
+        let width = if cfg!(target_pointer_width = "64") { "64" } else { "32" };
+        let endian = if cfg!(target_endian = "big") { "be" } else { "" };
+        return format!("pulley{width}{endian}");
+    }
+    let env = if cfg!(target_env = "musl") {
+        "-musl"
+    } else if cfg!(target_env = "gnu") {
+        "-gnu"
+    } else {
+        ""
+    };
+    format!(
+        "{}-unknown-{}{env}",
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+}
+
+/// Feeds `Hash` output into sha256.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        // Only the sha256 digest is used; `finish` exists to satisfy the trait.
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_engines_with_the_same_config_share_a_compatibility_key() {
+        let a = Engine::new(&engine_config()).expect("engine");
+        let b = Engine::new(&engine_config()).expect("engine");
+        assert_eq!(compatibility_key(&a), compatibility_key(&b));
+        assert_eq!(compatibility_key(&a).len(), 64);
+    }
+
+    #[test]
+    fn engine_info_names_the_pinned_wasmtime_and_the_host_target() {
+        let engine = Engine::new(&engine_config()).expect("engine");
+        let info = engine_info(&engine);
+        assert_eq!(info.wasmtime_version, "48.0.8");
+        assert!(info.target.starts_with(std::env::consts::ARCH) || info.target.starts_with("pulley"));
+        assert!(info.can_compile);
+    }
+}

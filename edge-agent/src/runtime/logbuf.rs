@@ -1,0 +1,278 @@
+//! A container's log: a bounded buffer of recent lines plus a broadcast of new ones.
+//!
+//! The guest's stdout and stderr are both written here (as `kubectl logs` shows them
+//! interleaved). Bytes are cut into lines as they arrive; a line longer than
+//! [`MAX_LINE_BYTES`] is truncated. The buffer keeps the last [`MAX_LINES`] lines and at most
+//! [`MAX_BUFFER_BYTES`], dropping the oldest first. The buffer outlives a single run of the
+//! container, so logs survive restarts; it is *finished* once the container will never run
+//! again, which ends every follower.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::broadcast;
+
+/// The most lines kept per container.
+pub const MAX_LINES: usize = 5_000;
+/// The most bytes of line text kept per container.
+pub const MAX_BUFFER_BYTES: usize = 1 << 20;
+/// Longer lines are truncated to this many bytes.
+pub const MAX_LINE_BYTES: usize = 16 << 10;
+/// How many new lines a slow follower may fall behind before it skips some.
+const FOLLOW_CAPACITY: usize = 1024;
+
+/// What followers receive.
+#[derive(Debug, Clone)]
+pub enum LogEvent {
+    /// A new complete line, without its newline.
+    Line(Arc<str>),
+    /// The container will not run again; no more lines will come.
+    Finished,
+}
+
+/// A cheap, cloneable handle to one container's log.
+#[derive(Debug, Clone)]
+pub struct LogBuffer {
+    inner: Arc<Mutex<LogState>>,
+}
+
+#[derive(Debug)]
+struct LogState {
+    lines: VecDeque<Arc<str>>,
+    bytes: usize,
+    finished: bool,
+    // Sent to under the same lock that appends to `lines`, so a subscriber that takes its
+    // snapshot under the lock sees every line exactly once.
+    events: broadcast::Sender<LogEvent>,
+}
+
+/// The retained lines at one moment, and (when following) the lines that come after them.
+#[derive(Debug)]
+pub struct LogSnapshot {
+    /// The requested tail of the retained lines, oldest first.
+    pub lines: Vec<String>,
+    /// New lines after `lines`; `None` when not following or already finished.
+    pub follow: Option<broadcast::Receiver<LogEvent>>,
+}
+
+impl Default for LogBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LogBuffer {
+    /// An empty, unfinished log.
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(FOLLOW_CAPACITY);
+        Self {
+            inner: Arc::new(Mutex::new(LogState {
+                lines: VecDeque::new(),
+                bytes: 0,
+                finished: false,
+                events,
+            })),
+        }
+    }
+
+    /// Appends one line (truncating it if too long) and tells followers.
+    pub fn push_line(&self, line: &str) {
+        let line: Arc<str> = Arc::from(truncate(line, MAX_LINE_BYTES));
+        let mut state = self.lock();
+        state.bytes += line.len();
+        state.lines.push_back(line.clone());
+        while state.lines.len() > MAX_LINES || state.bytes > MAX_BUFFER_BYTES {
+            match state.lines.pop_front() {
+                Some(old) => state.bytes -= old.len(),
+                None => break,
+            }
+        }
+        // No receivers is normal (nobody follows); nothing to do then.
+        let _ = state.events.send(LogEvent::Line(line));
+    }
+
+    /// Marks the log finished: followers end after the lines they already have.
+    pub fn finish(&self) {
+        let mut state = self.lock();
+        if !state.finished {
+            state.finished = true;
+            let _ = state.events.send(LogEvent::Finished);
+        }
+    }
+
+    /// Whether [`LogBuffer::finish`] was called.
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished
+    }
+
+    /// The last `tail` lines (all when `None`), and a follower when `follow` is set and the
+    /// log is not finished.
+    pub fn snapshot(&self, tail: Option<usize>, follow: bool) -> LogSnapshot {
+        let state = self.lock();
+        let skip = tail.map_or(0, |n| state.lines.len().saturating_sub(n));
+        let lines = state.lines.iter().skip(skip).map(|l| l.to_string()).collect();
+        let follow = (follow && !state.finished).then(|| state.events.subscribe());
+        LogSnapshot { lines, follow }
+    }
+
+    /// Every retained line, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.snapshot(None, false).lines
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        // A panic while holding this lock cannot leave the state inconsistent in a way that
+        // matters for logs, so a poisoned lock is simply taken over.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Cuts raw output bytes into lines. One per output stream, so that stdout and stderr
+/// do not splice into each other's partial lines.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buffer: LogBuffer,
+    partial: Vec<u8>,
+    // Set once the current line hit the length limit: the rest of it is dropped.
+    overflowed: bool,
+}
+
+impl LineSplitter {
+    /// A splitter writing complete lines into `buffer`.
+    pub fn new(buffer: LogBuffer) -> Self {
+        Self {
+            buffer,
+            partial: Vec::new(),
+            overflowed: false,
+        }
+    }
+
+    /// Takes some output bytes.
+    pub fn write(&mut self, mut bytes: &[u8]) {
+        while let Some(pos) = bytes.iter().position(|b| *b == b'\n') {
+            self.append(&bytes[..pos]);
+            self.emit();
+            bytes = &bytes[pos + 1..];
+        }
+        self.append(bytes);
+    }
+
+    /// Emits a trailing partial line, if any (the stream ended without a newline).
+    pub fn flush(&mut self) {
+        if !self.partial.is_empty() || self.overflowed {
+            self.emit();
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        let room = MAX_LINE_BYTES.saturating_sub(self.partial.len());
+        if bytes.len() > room {
+            self.overflowed = true;
+        }
+        self.partial.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.partial);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        self.buffer.push_line(text);
+        self.partial.clear();
+        self.overflowed = false;
+    }
+}
+
+impl Drop for LineSplitter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The longest prefix of `line` that fits in `max` bytes and ends on a char boundary.
+fn truncate(line: &str, max: usize) -> &str {
+    if line.len() <= max {
+        return line;
+    }
+    let mut end = max;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_split_into_lines_across_writes() {
+        let buffer = LogBuffer::new();
+        let mut splitter = LineSplitter::new(buffer.clone());
+        splitter.write(b"hel");
+        splitter.write(b"lo\nwor");
+        splitter.write(b"ld\r\n\nlast");
+        assert_eq!(buffer.lines(), ["hello", "world", ""]);
+        drop(splitter);
+        assert_eq!(buffer.lines(), ["hello", "world", "", "last"]);
+    }
+
+    #[test]
+    fn an_overlong_line_is_truncated_and_the_next_line_is_intact() {
+        let buffer = LogBuffer::new();
+        let mut splitter = LineSplitter::new(buffer.clone());
+        splitter.write(&vec![b'x'; MAX_LINE_BYTES + 100]);
+        splitter.write(b"tail\nnext\n");
+        let lines = buffer.lines();
+        assert_eq!(lines[0].len(), MAX_LINE_BYTES);
+        assert_eq!(lines[1], "next");
+    }
+
+    #[test]
+    fn the_buffer_keeps_only_the_newest_lines() {
+        let buffer = LogBuffer::new();
+        for i in 0..MAX_LINES + 10 {
+            buffer.push_line(&i.to_string());
+        }
+        let lines = buffer.lines();
+        assert_eq!(lines.len(), MAX_LINES);
+        assert_eq!(lines[0], "10");
+    }
+
+    #[test]
+    fn the_buffer_keeps_at_most_its_byte_budget() {
+        let buffer = LogBuffer::new();
+        let line = "y".repeat(MAX_LINE_BYTES);
+        for _ in 0..(MAX_BUFFER_BYTES / MAX_LINE_BYTES) + 5 {
+            buffer.push_line(&line);
+        }
+        assert_eq!(buffer.lines().len(), MAX_BUFFER_BYTES / MAX_LINE_BYTES);
+    }
+
+    #[test]
+    fn a_tail_returns_the_last_lines_only() {
+        let buffer = LogBuffer::new();
+        for line in ["a", "b", "c"] {
+            buffer.push_line(line);
+        }
+        assert_eq!(buffer.snapshot(Some(2), false).lines, ["b", "c"]);
+        assert_eq!(buffer.snapshot(Some(10), false).lines, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_follower_sees_new_lines_and_then_the_end() {
+        let buffer = LogBuffer::new();
+        buffer.push_line("old");
+        let snapshot = buffer.snapshot(None, true);
+        let mut follow = snapshot.follow.expect("follower");
+        buffer.push_line("new");
+        buffer.finish();
+        assert!(matches!(follow.try_recv(), Ok(LogEvent::Line(l)) if &*l == "new"));
+        assert!(matches!(follow.try_recv(), Ok(LogEvent::Finished)));
+    }
+
+    #[test]
+    fn following_a_finished_log_gives_no_follower() {
+        let buffer = LogBuffer::new();
+        buffer.finish();
+        assert!(buffer.snapshot(None, true).follow.is_none());
+    }
+}

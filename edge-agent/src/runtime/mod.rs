@@ -1,0 +1,235 @@
+//! The wasm runtime: one wasmtime `Engine` per process and the sandboxes pods run in.
+//!
+//! This module narrows wasmtime to what wasmfleet uses. The rest of the agent sees only
+//! [`Runtime`] (engine facts, [`Runtime::load`], [`Runtime::run`]), [`Program`],
+//! [`RunSpec`], [`Exit`] and [`LogBuffer`].
+//!
+//! - `engine`: the fixed engine settings and the epoch ticker;
+//! - `cache`: compiling, and the on-disk cache of precompiled artifacts;
+//! - `sandbox`: one container run (WASI context, limits, exit mapping);
+//! - `limits`: the memory limiter and the CPU throttle;
+//! - `logbuf` / `stdio`: the bounded per-container log and the guest's output streams.
+
+mod cache;
+mod engine;
+mod limits;
+mod logbuf;
+mod sandbox;
+mod stdio;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::node::EngineInfo;
+use wasmtime::{Engine, ExternType, Linker};
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+pub use cache::ModuleKind;
+pub use engine::{EPOCH_TICK, engine_config};
+pub use logbuf::{LogBuffer, LogEvent, LogSnapshot};
+pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, RunSpec};
+
+use cache::{ArtifactCache, Compiled};
+use sandbox::{ComponentState, CoreState, Prepared, Sandbox};
+
+/// Creating the runtime failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime refused the engine configuration or the WASI linkers.
+    #[error("cannot set up the wasm engine: {0}")]
+    Engine(String),
+    /// The epoch ticker thread could not be started.
+    #[error("cannot start the epoch ticker: {0}")]
+    Ticker(#[source] std::io::Error),
+}
+
+/// A module could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The digest is not 64 lowercase hex characters.
+    #[error("invalid module digest {0:?}")]
+    BadDigest(String),
+    /// The module file could not be read.
+    #[error("cannot read module {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes do not start with the wasm magic and a known version.
+    #[error("not a WebAssembly module or component (bad preamble)")]
+    NotWasm,
+    /// wasmtime rejected the module.
+    #[error("invalid WebAssembly: {0}")]
+    Invalid(String),
+    /// The module is valid but cannot run as a WASI command here.
+    #[error("cannot run this module: {0}")]
+    Unrunnable(String),
+    /// The compile task failed.
+    #[error("module compilation was aborted: {0}")]
+    Aborted(String),
+}
+
+/// A loaded module: compiled and linked once, instantiated per container run. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Program {
+    digest: Arc<str>,
+    kind: ModuleKind,
+    prepared: Arc<Prepared>,
+}
+
+impl Program {
+    /// The module's sha256.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Core module or component.
+    pub fn kind(&self) -> ModuleKind {
+        self.kind
+    }
+}
+
+/// The process's wasm runtime. Cheap to clone; create one per process.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    core_linker: Linker<CoreState>,
+    component_linker: wasmtime::component::Linker<ComponentState>,
+    cache: ArtifactCache,
+    programs: Mutex<HashMap<String, Program>>,
+    live: Arc<AtomicUsize>,
+    info: EngineInfo,
+}
+
+impl Runtime {
+    /// Creates the engine, its WASI linkers and its epoch ticker. Precompiled artifacts are
+    /// cached in `cache_dir`, which must be private to the agent (artifacts are native code).
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let engine = Engine::new(&engine_config()).map_err(engine_err)?;
+        let mut core_linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut core_linker, |s: &mut CoreState| &mut s.wasi)
+            .map_err(engine_err)?;
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(engine_err)?;
+        engine::start_ticker(&engine).map_err(RuntimeError::Ticker)?;
+        let info = engine::engine_info(&engine);
+        let cache = ArtifactCache::new(cache_dir.into(), info.compatibility_key.clone());
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                core_linker,
+                component_linker,
+                cache,
+                programs: Mutex::new(HashMap::new()),
+                live: Arc::new(AtomicUsize::new(0)),
+                info,
+            }),
+        })
+    }
+
+    /// What the agent reports about its engine at birth.
+    pub fn engine_info(&self) -> EngineInfo {
+        self.inner.info.clone()
+    }
+
+    /// Where the precompiled artifact of `digest` is (or would be) cached.
+    pub fn artifact_path(&self, digest: &str) -> PathBuf {
+        self.inner.cache.artifact_path(digest)
+    }
+
+    /// How many container instances (stores) are alive right now.
+    pub fn live_instances(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Loads the verified module at `wasm` whose sha256 is `digest`: from memory if it was
+    /// loaded before, else from the artifact cache, else by compiling it (on a blocking
+    /// thread). Invalid bytes give a [`LoadError`], never a panic.
+    pub async fn load(&self, digest: &str, wasm: &Path) -> Result<Program, LoadError> {
+        if let Some(program) = self.programs().get(digest) {
+            return Ok(program.clone());
+        }
+        let runtime = self.clone();
+        let (digest, wasm) = (digest.to_string(), wasm.to_path_buf());
+        let program = tokio::task::spawn_blocking(move || runtime.load_blocking(&digest, &wasm))
+            .await
+            .map_err(|e| LoadError::Aborted(e.to_string()))??;
+        self.programs()
+            .insert(program.digest().to_string(), program.clone());
+        Ok(program)
+    }
+
+    /// Runs one container to its end, or until `stop` is cancelled (then it returns a
+    /// [`ExitReason::Killed`] exit immediately, the instance already dropped). Output goes
+    /// to `logs`.
+    pub async fn run(
+        &self,
+        program: &Program,
+        spec: &RunSpec,
+        logs: &LogBuffer,
+        stop: &CancellationToken,
+    ) -> Exit {
+        let sandbox = Sandbox {
+            engine: &self.inner.engine,
+            live: &self.inner.live,
+            logs,
+            stop,
+        };
+        sandbox.run(&program.prepared, spec).await
+    }
+
+    fn load_blocking(&self, digest: &str, wasm: &Path) -> Result<Program, LoadError> {
+        let compiled = self.inner.cache.load(&self.inner.engine, digest, wasm)?;
+        let (kind, prepared) = self.link(compiled)?;
+        Ok(Program {
+            digest: Arc::from(digest),
+            kind,
+            prepared: Arc::new(prepared),
+        })
+    }
+
+    /// Resolves the module's imports against WASI and checks it is a command.
+    fn link(&self, compiled: Compiled) -> Result<(ModuleKind, Prepared), LoadError> {
+        let unrunnable = |e: wasmtime::Error| LoadError::Unrunnable(format!("{e:#}"));
+        match compiled {
+            Compiled::Core(module) => {
+                if !matches!(module.get_export("_start"), Some(ExternType::Func(_))) {
+                    return Err(LoadError::Unrunnable(
+                        "not a WASI command: no `_start` function export".into(),
+                    ));
+                }
+                let pre = self.inner.core_linker.instantiate_pre(&module).map_err(unrunnable)?;
+                Ok((ModuleKind::Core, Prepared::Core(pre)))
+            }
+            Compiled::Component(component) => {
+                let pre = self
+                    .inner
+                    .component_linker
+                    .instantiate_pre(&component)
+                    .map_err(unrunnable)?;
+                let pre = CommandPre::new(pre).map_err(unrunnable)?;
+                Ok((ModuleKind::Component, Prepared::Component(pre)))
+            }
+        }
+    }
+
+    fn programs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Program>> {
+        // The map only caches; a panic elsewhere cannot corrupt it.
+        self.inner
+            .programs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

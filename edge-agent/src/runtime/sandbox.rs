@@ -1,0 +1,295 @@
+//! Running one container: one `Store` with its WASI context, memory limiter and epoch
+//! callback, from instantiation to exit.
+//!
+//! How a run ends is mapped onto Kubernetes terms in [`Exit`]:
+//! - returning normally or `exit(0)`: `Completed`, code 0;
+//! - `exit(n)` with n != 0 (or a p2 command returning `Err`, which is code 1): `Error`, code n;
+//! - a trap (e.g. `unreachable` after a Rust panic): `Error`, code 1, with the trap as message;
+//! - any failure or non-zero exit after the memory limiter denied growth: `OOMKilled`, 137
+//!   (the guest's allocator aborts when memory cannot grow, so the trap is a symptom);
+//! - stopped by the host: `Killed`, 137 (SIGKILL on Linux).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, InstancePre, Store, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::limits::{CpuThrottle, MemoryLimiter};
+use super::logbuf::LogBuffer;
+use super::stdio::LogSink;
+
+/// The most WASI handles (streams, sockets, ...) a component may hold at once.
+const MAX_RESOURCE_HANDLES: usize = 10_000;
+
+/// Exit code of a container killed for memory or by the host, as on Linux (128 + SIGKILL).
+pub const KILLED_EXIT_CODE: i32 = 137;
+
+/// What one container run is started with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSpec {
+    /// The full argv, argv\[0\] included.
+    pub argv: Vec<String>,
+    /// Environment variables, in order.
+    pub env: Vec<(String, String)>,
+    /// Limit on each linear memory, bytes.
+    pub memory_limit_bytes: Option<u64>,
+    /// CPU limit in millicores.
+    pub cpu_limit_millis: Option<u64>,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// Exit code 0.
+    Completed,
+    /// A non-zero exit code or a trap.
+    Error,
+    /// Stopped after the memory limit was hit.
+    OomKilled,
+    /// Stopped by the host.
+    Killed,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code.
+    pub code: i32,
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// A human explanation (the trap or instantiation error); empty for plain exits.
+    pub message: String,
+}
+
+impl Exit {
+    fn killed() -> Self {
+        Self {
+            code: KILLED_EXIT_CODE,
+            reason: ExitReason::Killed,
+            message: "stopped by the agent".into(),
+        }
+    }
+}
+
+/// Linked, ready-to-instantiate code.
+pub enum Prepared {
+    /// A wasip1 command module (`_start`).
+    Core(InstancePre<CoreState>),
+    /// A wasip2 command component (`wasi:cli/run`).
+    Component(CommandPre<ComponentState>),
+}
+
+/// Store data of a core-module container.
+pub struct CoreState {
+    pub(super) wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+    _live: LiveGuard,
+}
+
+/// Store data of a component container.
+pub struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    _live: LiveGuard,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Counts live stores, so the agent (and tests) can see that a stopped container's
+/// instance is really gone.
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl LiveGuard {
+    fn new(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::Relaxed);
+        Self(live.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything a run needs besides the code.
+pub struct Sandbox<'a> {
+    /// The engine the code was compiled for.
+    pub engine: &'a Engine,
+    /// The live-store counter.
+    pub live: &'a Arc<AtomicUsize>,
+    /// Where stdout and stderr go.
+    pub logs: &'a LogBuffer,
+    /// Cancelled to stop the run.
+    pub stop: &'a CancellationToken,
+}
+
+impl Sandbox<'_> {
+    /// Runs `prepared` to completion, or until `stop` is cancelled. Stopping drops the
+    /// store at once, also while the guest is blocked in a host call (a sleep).
+    pub async fn run(&self, prepared: &Prepared, spec: &RunSpec) -> Exit {
+        let limiter = MemoryLimiter::new(spec.memory_limit_bytes);
+        let oom = limiter.exceeded_flag();
+        let result = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return Exit::killed(),
+            result = self.execute(prepared, spec, limiter) => result,
+        };
+        classify(result, &oom)
+    }
+
+    async fn execute(
+        &self,
+        prepared: &Prepared,
+        spec: &RunSpec,
+        limiter: MemoryLimiter,
+    ) -> wasmtime::Result<()> {
+        let live = LiveGuard::new(self.live);
+        match prepared {
+            Prepared::Core(pre) => {
+                let wasi = self.wasi(spec).build_p1();
+                let state = CoreState { wasi, limiter, _live: live };
+                let mut store = Store::new(self.engine, state);
+                store.limiter(|s| &mut s.limiter);
+                self.supervise(&mut store, spec);
+                let instance = pre.instantiate_async(&mut store).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await
+            }
+            Prepared::Component(pre) => {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCE_HANDLES);
+                let ctx = self.wasi(spec).build();
+                let state = ComponentState { ctx, table, limiter, _live: live };
+                let mut store = Store::new(self.engine, state);
+                store.limiter(|s| &mut s.limiter);
+                self.supervise(&mut store, spec);
+                let command = pre.instantiate_async(&mut store).await?;
+                match command.wasi_cli_run().call_run(&mut store).await? {
+                    Ok(()) => Ok(()),
+                    Err(()) => Err(I32Exit(1).into()),
+                }
+            }
+        }
+    }
+
+    /// The WASI context: argv, env, stdout/stderr into the log; no preopens, no network
+    /// (the builder denies all sockets by default), no stdin.
+    fn wasi(&self, spec: &RunSpec) -> WasiCtxBuilder {
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .args(&spec.argv)
+            .envs(&spec.env)
+            .stdout(LogSink::new(self.logs.clone()))
+            .stderr(LogSink::new(self.logs.clone()));
+        builder
+    }
+
+    /// Installs the epoch callback: interrupt when stopping, otherwise yield to tokio on
+    /// every tick (so a busy guest never starves other pods), pausing until the end of the
+    /// accounting window when over the CPU limit.
+    fn supervise<T: Send + 'static>(&self, store: &mut Store<T>, spec: &RunSpec) {
+        let stop = self.stop.clone();
+        let mut throttle = spec
+            .cpu_limit_millis
+            .and_then(|millis| CpuThrottle::new(millis, Instant::now()));
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if stop.is_cancelled() {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            let pause = throttle.as_mut().and_then(|t| t.on_tick(Instant::now()));
+            Ok(match pause {
+                Some(until) => UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(until))),
+                ),
+                None => UpdateDeadline::Yield(1),
+            })
+        });
+    }
+}
+
+/// Maps the result of a run onto an [`Exit`] (see the module docs).
+fn classify(result: wasmtime::Result<()>, oom: &AtomicBool) -> Exit {
+    let oom = oom.load(Ordering::Relaxed);
+    let (code, message) = match result {
+        Ok(()) => (0, String::new()),
+        Err(error) => match error.downcast_ref::<I32Exit>() {
+            Some(I32Exit(code)) => (*code, String::new()),
+            None => (1, format!("{error:#}")),
+        },
+    };
+    let reason = match (code, oom) {
+        (0, _) => ExitReason::Completed,
+        (_, true) => ExitReason::OomKilled,
+        (_, false) => ExitReason::Error,
+    };
+    match reason {
+        ExitReason::OomKilled => Exit {
+            code: KILLED_EXIT_CODE,
+            reason,
+            message: if message.is_empty() {
+                "memory limit exceeded".into()
+            } else {
+                format!("memory limit exceeded: {message}")
+            },
+        },
+        _ => Exit {
+            code,
+            reason,
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_normal_return_is_completed() {
+        let exit = classify(Ok(()), &AtomicBool::new(false));
+        assert_eq!((exit.code, exit.reason), (0, ExitReason::Completed));
+    }
+
+    #[test]
+    fn an_explicit_exit_code_is_kept() {
+        let exit = classify(Err(I32Exit(3).into()), &AtomicBool::new(false));
+        assert_eq!((exit.code, exit.reason), (3, ExitReason::Error));
+        assert!(exit.message.is_empty());
+    }
+
+    #[test]
+    fn a_trap_is_an_error_with_code_1_and_its_message() {
+        let exit = classify(Err(wasmtime::Trap::UnreachableCodeReached.into()), &AtomicBool::new(false));
+        assert_eq!((exit.code, exit.reason), (1, ExitReason::Error));
+        assert!(exit.message.contains("unreachable"), "{}", exit.message);
+    }
+
+    #[test]
+    fn a_failure_after_denied_growth_is_oom_killed() {
+        let exit = classify(Err(wasmtime::Trap::UnreachableCodeReached.into()), &AtomicBool::new(true));
+        assert_eq!((exit.code, exit.reason), (137, ExitReason::OomKilled));
+    }
+
+    #[test]
+    fn a_clean_exit_after_denied_growth_is_completed() {
+        let exit = classify(Err(I32Exit(0).into()), &AtomicBool::new(true));
+        assert_eq!((exit.code, exit.reason), (0, ExitReason::Completed));
+    }
+}

@@ -1,0 +1,260 @@
+//! The agent's local database: what must survive a reboot with no server reachable.
+//!
+//! [`AgentState`] is the one owner of the redb file `<data-dir>/state.redb`. It keeps:
+//!
+//! - the session **epoch**, incremented before every connect so the will and the birth of a
+//!   session carry the same, never reused, number;
+//! - the last applied **desired snapshot**, committed *before* the agent acts on it, so a
+//!   rebooted agent restarts its pods without a server (offline autonomy);
+//! - the last known **status of every pod**, so a pod that already finished is not run again
+//!   after a restart.
+//!
+//! Values are stored as protocol envelopes (`wasmfleet_protocol::encode`), which gives them a
+//! version byte for free, and decoded explicitly: bad bytes are a [`StateError::Corrupt`],
+//! never a panic. Transactions are short and synchronous (one fsync each).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use wasmfleet_protocol::pod::{DesiredPods, PodStatus, StatusReport};
+use wasmfleet_protocol::{Message, decode, encode};
+
+/// Counters: `epoch`.
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Encoded snapshots: `desired`, `statuses`.
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+
+const EPOCH: &str = "epoch";
+const DESIRED: &str = "desired";
+const STATUSES: &str = "statuses";
+
+/// The redb page cache; the agent's state is a few KiB, the default (1 GiB) is for servers.
+const CACHE_BYTES: usize = 4 << 20;
+
+/// Why the local state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// redb failed (I/O, a lock held by another agent process, a corrupt file).
+    #[error("local state database: {0}")]
+    Db(#[from] redb::Error),
+    /// The data directory could not be created.
+    #[error("cannot create the state directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored value could not be decoded.
+    #[error("stored {what} is unreadable: {why}")]
+    Corrupt {
+        /// Which value.
+        what: &'static str,
+        /// The decoder's complaint.
+        why: String,
+    },
+}
+
+fn db_err(err: impl Into<redb::Error>) -> StateError {
+    StateError::Db(err.into())
+}
+
+/// A cheap, cloneable handle on the local state database.
+#[derive(Clone)]
+pub struct AgentState {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentState").finish_non_exhaustive()
+    }
+}
+
+impl AgentState {
+    /// Opens (or creates) the database at `path`, creating its tables.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(db_err)?;
+        let write = db.begin_write().map_err(db_err)?;
+        write.open_table(COUNTERS).map_err(db_err)?;
+        write.open_table(SNAPSHOTS).map_err(db_err)?;
+        write.commit().map_err(db_err)?;
+        Ok(AgentState { db: Arc::new(db) })
+    }
+
+    /// The epoch of the latest session (0 before the first connect).
+    pub fn epoch(&self) -> Result<u64, StateError> {
+        let read = self.db.begin_read().map_err(db_err)?;
+        let table = read.open_table(COUNTERS).map_err(db_err)?;
+        Ok(table.get(EPOCH).map_err(db_err)?.map_or(0, |g| g.value()))
+    }
+
+    /// Increments and persists the session epoch, returning the new value.
+    pub fn next_epoch(&self) -> Result<u64, StateError> {
+        let write = self.db.begin_write().map_err(db_err)?;
+        let epoch = {
+            let mut table = write.open_table(COUNTERS).map_err(db_err)?;
+            let epoch = table.get(EPOCH).map_err(db_err)?.map_or(0, |g| g.value()) + 1;
+            table.insert(EPOCH, epoch).map_err(db_err)?;
+            epoch
+        };
+        write.commit().map_err(db_err)?;
+        Ok(epoch)
+    }
+
+    /// Persists the desired snapshot the agent is about to apply.
+    pub fn save_desired(&self, desired: &DesiredPods) -> Result<(), StateError> {
+        self.put(DESIRED, &encode(&Message::Desired(desired.clone())))
+    }
+
+    /// The last applied desired snapshot, if any.
+    pub fn desired(&self) -> Result<Option<DesiredPods>, StateError> {
+        match self.get(DESIRED)? {
+            None => Ok(None),
+            Some(bytes) => match decode(&bytes) {
+                Ok(Message::Desired(desired)) => Ok(Some(desired)),
+                other => Err(corrupt("desired snapshot", other)),
+            },
+        }
+    }
+
+    /// Persists the latest status of every pod.
+    pub fn save_statuses(&self, pods: &[PodStatus]) -> Result<(), StateError> {
+        // The statuses travel in a `StatusReport` only to reuse its versioned envelope;
+        // the report fields are meaningless here.
+        let report = StatusReport {
+            epoch: 0,
+            seq: 0,
+            observed_revision: 0,
+            pods: pods.to_vec(),
+        };
+        self.put(STATUSES, &encode(&Message::Status(report)))
+    }
+
+    /// The last persisted status of every pod (empty when none was saved).
+    pub fn statuses(&self) -> Result<Vec<PodStatus>, StateError> {
+        match self.get(STATUSES)? {
+            None => Ok(Vec::new()),
+            Some(bytes) => match decode(&bytes) {
+                Ok(Message::Status(report)) => Ok(report.pods),
+                other => Err(corrupt("pod statuses", other)),
+            },
+        }
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let write = self.db.begin_write().map_err(db_err)?;
+        write
+            .open_table(SNAPSHOTS)
+            .map_err(db_err)?
+            .insert(key, bytes)
+            .map_err(db_err)?;
+        write.commit().map_err(db_err)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let read = self.db.begin_read().map_err(db_err)?;
+        let table = read.open_table(SNAPSHOTS).map_err(db_err)?;
+        Ok(table.get(key).map_err(db_err)?.map(|g| g.value().to_vec()))
+    }
+}
+
+fn corrupt(
+    what: &'static str,
+    decoded: Result<Message, wasmfleet_protocol::DecodeError>,
+) -> StateError {
+    let why = match decoded {
+        Ok(other) => format!("holds an unexpected message {other:?}"),
+        Err(err) => err.to_string(),
+    };
+    StateError::Corrupt { what, why }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmfleet_protocol::pod::{PodAssignment, PodPhase, RestartPolicy};
+
+    fn desired(revision: u64) -> DesiredPods {
+        DesiredPods {
+            revision,
+            pods: vec![PodAssignment {
+                uid: "u1".into(),
+                namespace: "default".into(),
+                name: "hello".into(),
+                restart_policy: RestartPolicy::Never,
+                containers: vec![],
+            }],
+        }
+    }
+
+    fn succeeded(uid: &str) -> PodStatus {
+        PodStatus {
+            uid: uid.into(),
+            phase: PodPhase::Succeeded,
+            start_unix_ms: Some(5),
+            containers: vec![],
+        }
+    }
+
+    #[test]
+    fn a_fresh_database_is_empty() -> Result<(), StateError> {
+        let dir = tempfile::tempdir()?;
+        let state = AgentState::open(&dir.path().join("state.redb"))?;
+        assert_eq!(state.epoch()?, 0);
+        assert_eq!(state.desired()?, None);
+        assert!(state.statuses()?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn reopening_keeps_epoch_desired_snapshot_and_statuses() -> Result<(), StateError> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("nested/state.redb");
+        {
+            let state = AgentState::open(&path)?;
+            assert_eq!(state.next_epoch()?, 1);
+            assert_eq!(state.next_epoch()?, 2);
+            state.save_desired(&desired(7))?;
+            state.save_statuses(&[succeeded("u1")])?;
+        }
+        let state = AgentState::open(&path)?;
+        assert_eq!(state.epoch()?, 2);
+        assert_eq!(state.next_epoch()?, 3);
+        assert_eq!(state.desired()?, Some(desired(7)));
+        assert_eq!(state.statuses()?, vec![succeeded("u1")]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_snapshot_replaces_the_older_one() -> Result<(), StateError> {
+        let dir = tempfile::tempdir()?;
+        let state = AgentState::open(&dir.path().join("state.redb"))?;
+        state.save_desired(&desired(1))?;
+        state.save_desired(&desired(2))?;
+        assert_eq!(state.desired()?.map(|d| d.revision), Some(2));
+        Ok(())
+    }
+
+    #[test]
+    fn garbage_in_the_database_is_an_error_not_a_panic() -> Result<(), StateError> {
+        let dir = tempfile::tempdir()?;
+        let state = AgentState::open(&dir.path().join("state.redb"))?;
+        state.put(DESIRED, &[0, 250, 250])?;
+        state.put(STATUSES, &encode(&Message::Desired(desired(1))))?;
+        assert!(matches!(state.desired(), Err(StateError::Corrupt { .. })));
+        assert!(matches!(state.statuses(), Err(StateError::Corrupt { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn a_second_opener_of_the_same_file_gets_an_error() -> Result<(), StateError> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("state.redb");
+        let _first = AgentState::open(&path)?;
+        assert!(AgentState::open(&path).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! The fleet link: the server's side of MQTT.
+//!
+//! One task owns the rumqttc event loop ([`connection`]): it keeps the session up
+//! (keep-alive, capped exponential back-off between reconnects, since rumqttc retries at
+//! once) and hands every incoming publish to the dispatcher ([`inbound`]), which decodes it
+//! and routes it:
+//!
+//! - births and wills → Node objects and leases ([`nodes`]);
+//! - heartbeats → leases only (memory; the node lifecycle controller reads them);
+//! - status reports → pod status in the store, then an ack ([`status`]);
+//! - chunk requests → module chunks, sent from their own task ([`blobs`]);
+//! - log chunks → the waiting [`FleetHandle::logs`] receiver ([`logs`]);
+//! - module uploads → the module store.
+//!
+//! A third task ([`desired`]) publishes each node's retained desired-pods snapshot whenever
+//! it changes, and all of them after every (re)connect. The server's retained presence on
+//! `wf/v1/server/state` is also its last will (`online: false`).
+
+mod blobs;
+mod connection;
+pub mod desired;
+mod inbound;
+mod logs;
+pub mod nodes;
+pub mod status;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rumqttc::{AsyncClient, ClientError, LastWill, MqttOptions, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::logs::LogChunk;
+use wasmfleet_protocol::node::ServerState;
+use wasmfleet_protocol::{Message, encode, topic};
+
+use crate::broker::MAX_PACKET_SIZE;
+use crate::controllers::node_lifecycle::{self, Leases};
+use crate::modules::ModuleStore;
+use crate::store::Store;
+
+pub use logs::LogParams;
+
+/// Where the broker is and how the server logs in to it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MqttTarget {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Username (`wasmfleet-server` on the embedded broker).
+    pub username: String,
+    /// Password (the server's MQTT password).
+    pub password: String,
+}
+
+impl std::fmt::Debug for MqttTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the fleet link behaves. [`FleetConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// The broker.
+    pub mqtt: MqttTarget,
+    /// The MQTT client id.
+    pub client_id: String,
+    /// This server run's epoch, published in its presence; must grow with every start
+    /// (the default is the start time in milliseconds).
+    pub server_epoch: u64,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// How long a node may go without heartbeats before it is `Ready=Unknown`.
+    pub node_grace: Duration,
+    /// How long a log request waits for the node's first answer.
+    pub log_timeout: Duration,
+    /// How often desired snapshots are re-planned even without changes.
+    pub resync: Duration,
+}
+
+impl FleetConfig {
+    /// The defaults: client id `wasmfleet-server`, 15 s keep-alive, 40 s node grace,
+    /// 5 s log timeout, 30 s resync, epoch = now in milliseconds.
+    pub fn new(mqtt: MqttTarget) -> Self {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            mqtt,
+            client_id: "wasmfleet-server".to_owned(),
+            server_epoch: epoch,
+            keep_alive: Duration::from_secs(15),
+            node_grace: node_lifecycle::DEFAULT_GRACE,
+            log_timeout: Duration::from_secs(5),
+            resync: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the fleet link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The MQTT client's request queue is closed (the fleet link stopped).
+    #[error("the fleet link is not running: {0}")]
+    Stopped(#[from] ClientError),
+    /// A node name that cannot be a topic level.
+    #[error(transparent)]
+    InvalidNode(#[from] wasmfleet_protocol::names::InvalidName),
+}
+
+/// The fleet link's entry point.
+#[derive(Debug)]
+pub struct Fleet;
+
+/// A handle to the running fleet link. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct FleetHandle {
+    client: AsyncClient,
+    logs: logs::LogRouter,
+    leases: Leases,
+}
+
+impl Fleet {
+    /// Connects to the broker and starts the fleet tasks on `tracker`: the event loop, the
+    /// dispatcher, the desired-state publisher and the node lifecycle controller. They stop
+    /// when `shutdown` is cancelled (the server's presence is set offline on the way out).
+    ///
+    /// Returns at once; the connection is made (and retried) in the background.
+    pub fn start(
+        config: FleetConfig,
+        store: Store,
+        modules: ModuleStore,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<FleetHandle, FleetError> {
+        let (client, eventloop) = AsyncClient::new(mqtt_options(&config), 256);
+        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+        let leases = Leases::default();
+        let logs = logs::LogRouter::new(client.clone(), config.log_timeout, shutdown.clone(), tracker.clone());
+        let desired = desired::DesiredPublisher::new(client.clone(), store.clone(), modules.clone());
+        let ctx = inbound::Dispatcher {
+            client: client.clone(),
+            store: store.clone(),
+            modules,
+            leases: leases.clone(),
+            logs: logs.clone(),
+            republish: desired.republish_trigger(),
+            server_state: server_state_payload(&config, true),
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
+            complaints: inbound::Complaints::default(),
+        };
+        tracker.spawn(connection::run(
+            eventloop,
+            client.clone(),
+            inbound_tx,
+            server_state_payload(&config, false),
+            shutdown.clone(),
+        ));
+        tracker.spawn(ctx.run(inbound_rx));
+        tracker.spawn(desired.run(config.resync, shutdown.clone()));
+        tracker.spawn(node_lifecycle::run(
+            store,
+            leases.clone(),
+            config.node_grace,
+            shutdown,
+        ));
+        Ok(FleetHandle {
+            client,
+            logs,
+            leases,
+        })
+    }
+}
+
+impl FleetHandle {
+    /// Asks `node` for a container's logs. Chunks arrive on the receiver; the last one has
+    /// `done` set (or `error` when the node refused or did not answer within the log
+    /// timeout). Dropping the receiver cancels a follow on the node.
+    pub async fn logs(
+        &self,
+        node: &str,
+        params: LogParams,
+    ) -> Result<mpsc::Receiver<LogChunk>, FleetError> {
+        wasmfleet_protocol::names::validate_node_name(node)?;
+        self.logs.request(node, params).await
+    }
+
+    /// Whether the node's agent is connected and heartbeating (as of its last message).
+    pub fn node_online(&self, node: &str) -> bool {
+        self.leases.get(node).is_some_and(|lease| lease.online)
+    }
+
+    /// The MQTT client, for publishing from other server parts.
+    pub fn client(&self) -> &AsyncClient {
+        &self.client
+    }
+}
+
+fn mqtt_options(config: &FleetConfig) -> MqttOptions {
+    let mut options = MqttOptions::new(&config.client_id, &config.mqtt.host, config.mqtt.port);
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_credentials(&config.mqtt.username, &config.mqtt.password)
+        // Incoming module uploads may be as large as the broker allows; outgoing messages
+        // are envelopes (chunks, snapshots) bounded by the protocol.
+        .set_max_packet_size(MAX_PACKET_SIZE + 1024, MAX_PACKET_SIZE + 1024)
+        .set_clean_session(true)
+        .set_last_will(LastWill::new(
+            topic::SERVER_STATE,
+            server_state_payload(config, false),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    options
+}
+
+fn server_state_payload(config: &FleetConfig, online: bool) -> Vec<u8> {
+    encode(&Message::ServerState(ServerState {
+        online,
+        epoch: config.server_epoch,
+    }))
+}

@@ -1,0 +1,219 @@
+//! Births and wills: Node objects from what agents say about themselves.
+//!
+//! [`node_from_birth`] is the pure mapping from a birth's [`NodeInfo`] to the Kubernetes
+//! Node object (labels, capacity, nodeInfo, addresses, `Ready=True`), preserving whatever
+//! users set on an existing object (extra labels, annotations, `spec.unschedulable`).
+
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+use wasmfleet_protocol::node::{NodeInfo, NodeState, Resources};
+
+use crate::controllers::conditions::set_condition;
+use crate::controllers::node_lifecycle::{
+    DISCONNECTED_MESSAGE, LeaseUpdate, Leases, ready_condition, set_node_ready, unknown_condition,
+};
+use crate::scheduler::quantity;
+use crate::store::{ObjectKey, Store, StoreError, now_rfc3339};
+
+/// The Node object for a birth, merged over the stored one (if any).
+pub fn node_from_birth(name: &str, info: &NodeInfo, existing: Option<&Value>, now: &str) -> Value {
+    let mut node = existing.cloned().unwrap_or_else(|| {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name},
+            "spec": {},
+        })
+    });
+    if let Some(map) = node.as_object_mut() {
+        map.insert("apiVersion".into(), "v1".into());
+        map.insert("kind".into(), "Node".into());
+        merge_labels(map, name, info);
+        let conditions = map
+            .get("status")
+            .and_then(|s| s.get("conditions"))
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        let mut status = status_from_birth(info);
+        status.insert("conditions".into(), conditions);
+        map.insert("status".into(), Value::Object(status));
+    }
+    set_condition(&mut node, &ready_condition(), now);
+    node
+}
+
+/// Standard labels win over the agent's labels, which win over labels already stored
+/// (a user's `kubectl label` stays unless the agent sets the same key).
+fn merge_labels(map: &mut Map<String, Value>, name: &str, info: &NodeInfo) {
+    let metadata = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(metadata) = metadata.as_object_mut() else {
+        return;
+    };
+    let labels = metadata
+        .entry("labels")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !labels.is_object() {
+        *labels = Value::Object(Map::new());
+    }
+    let Some(labels) = labels.as_object_mut() else {
+        return;
+    };
+    for (key, value) in &info.labels {
+        labels.insert(key.clone(), value.clone().into());
+    }
+    labels.insert("kubernetes.io/arch".into(), info.architecture.clone().into());
+    labels.insert("kubernetes.io/os".into(), info.operating_system.clone().into());
+    labels.insert("kubernetes.io/hostname".into(), name.into());
+}
+
+fn resources(r: &Resources) -> Value {
+    json!({
+        "memory": format!("{}Ki", r.memory_bytes / 1024),
+        "cpu": quantity::format_cpu(r.cpu_millis),
+        "pods": r.pods.to_string(),
+    })
+}
+
+fn status_from_birth(info: &NodeInfo) -> Map<String, Value> {
+    let status = json!({
+        "capacity": resources(&info.capacity),
+        "allocatable": resources(&info.allocatable),
+        "nodeInfo": {
+            "architecture": info.architecture,
+            "operatingSystem": info.operating_system,
+            "kernelVersion": info.kernel_version,
+            "osImage": info.os_image,
+            "kubeletVersion": info.agent_version,
+            "kubeProxyVersion": "",
+            "containerRuntimeVersion": format!("wasmtime://{}", info.engine.wasmtime_version),
+            "machineID": "",
+            "systemUUID": "",
+            "bootID": "",
+        },
+        "addresses": [{"type": "Hostname", "address": info.hostname}],
+    });
+    match status {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// Applies a birth or will from `node`. Stale wills (older epoch) are ignored.
+pub fn handle_state(
+    store: &Store,
+    leases: &Leases,
+    node: &str,
+    state: &NodeState,
+) -> Result<(), StoreError> {
+    let update = leases.presence(node, state.epoch, state.online, Instant::now());
+    if update == LeaseUpdate::Stale {
+        tracing::debug!(%node, epoch = state.epoch, online = state.online, "ignoring presence of an older session");
+        return Ok(());
+    }
+    match (&state.online, &state.info) {
+        (true, Some(info)) => register(store, node, info),
+        (true, None) => {
+            tracing::warn!(%node, "birth without node info; treating it as a heartbeat");
+            set_node_ready(store, node, &ready_condition())
+        }
+        (false, _) => {
+            tracing::info!(%node, epoch = state.epoch, "agent disconnected");
+            set_node_ready(store, node, &unknown_condition(DISCONNECTED_MESSAGE))
+        }
+    }
+}
+
+fn register(store: &Store, node: &str, info: &NodeInfo) -> Result<(), StoreError> {
+    let key = ObjectKey::cluster("nodes", node);
+    let now = now_rfc3339();
+    store.upsert_with(&key, |existing| {
+        Ok::<Value, StoreError>(node_from_birth(node, info, existing, &now))
+    })?;
+    tracing::info!(%node, arch = %info.architecture, agent = %info.agent_version, "node registered");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::controllers::conditions::condition_status;
+    use wasmfleet_protocol::node::EngineInfo;
+
+    pub(crate) fn info() -> NodeInfo {
+        NodeInfo {
+            agent_version: "0.1.0".into(),
+            architecture: "arm64".into(),
+            operating_system: "linux".into(),
+            kernel_version: "6.6.31".into(),
+            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+            hostname: "raspberrypi".into(),
+            capacity: Resources {
+                memory_bytes: 4 << 30,
+                cpu_millis: 4000,
+                pods: 110,
+            },
+            allocatable: Resources {
+                memory_bytes: 3 << 30,
+                cpu_millis: 3500,
+                pods: 100,
+            },
+            labels: BTreeMap::from([("site".into(), "barn".into())]),
+            engine: EngineInfo {
+                wasmtime_version: "48.0.8".into(),
+                target: "aarch64-unknown-linux-gnu".into(),
+                compatibility_key: "00".into(),
+                can_compile: true,
+            },
+        }
+    }
+
+    #[test]
+    fn a_birth_makes_a_ready_node_with_kubernetes_shaped_status() {
+        let node = node_from_birth("pi-1", &info(), None, "t");
+        assert_eq!(node["kind"], "Node");
+        assert_eq!(node["metadata"]["labels"]["kubernetes.io/arch"], "arm64");
+        assert_eq!(node["metadata"]["labels"]["kubernetes.io/os"], "linux");
+        assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "pi-1");
+        assert_eq!(node["metadata"]["labels"]["site"], "barn");
+        assert_eq!(node["status"]["capacity"]["memory"], "4194304Ki");
+        assert_eq!(node["status"]["allocatable"]["memory"], "3145728Ki");
+        assert_eq!(node["status"]["allocatable"]["cpu"], "3500m");
+        assert_eq!(node["status"]["capacity"]["pods"], "110");
+        assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "0.1.0");
+        assert_eq!(
+            node["status"]["nodeInfo"]["containerRuntimeVersion"],
+            "wasmtime://48.0.8"
+        );
+        assert_eq!(node["status"]["addresses"][0]["type"], "Hostname");
+        assert_eq!(condition_status(&node, "Ready"), Some("True"));
+        assert_eq!(node["status"]["conditions"][0]["reason"], "AgentReady");
+        let typed: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(node).expect("a valid Node");
+        assert_eq!(typed.metadata.name.as_deref(), Some("pi-1"));
+    }
+
+    #[test]
+    fn a_rebirth_keeps_what_users_set_and_revives_an_unknown_node() {
+        let mut existing = node_from_birth("pi-1", &info(), None, "t1");
+        existing["metadata"]["labels"]["team"] = "green".into();
+        existing["spec"]["unschedulable"] = true.into();
+        set_condition(&mut existing, &unknown_condition("gone"), "t2");
+        let node = node_from_birth("pi-1", &info(), Some(&existing), "t3");
+        assert_eq!(node["metadata"]["labels"]["team"], "green");
+        assert_eq!(node["spec"]["unschedulable"], true);
+        assert_eq!(condition_status(&node, "Ready"), Some("True"));
+        assert_eq!(node["status"]["conditions"][0]["lastTransitionTime"], "t3");
+    }
+
+    #[test]
+    fn an_identical_rebirth_changes_nothing() {
+        let first = node_from_birth("pi-1", &info(), None, "t1");
+        let again = node_from_birth("pi-1", &info(), Some(&first), "t2");
+        assert_eq!(first, again);
+    }
+}

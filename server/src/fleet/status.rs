@@ -1,0 +1,360 @@
+//! Status reports: the agent's view of its pods, written into the pods' Kubernetes status.
+//!
+//! [`merge_status`] is the pure mapping from a protocol [`PodStatus`] onto a stored pod
+//! (phase, containerStatuses, conditions, startTime); [`apply_report`] writes the pods of a
+//! report that are really bound to the reporting node and whose uid matches, skipping
+//! unchanged ones (the store writes nothing for a no-op edit).
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+use wasmfleet_protocol::pod::{ContainerState, ContainerStatus, PodPhase, PodStatus, StatusReport};
+
+use crate::controllers::conditions::{Condition, set_condition};
+use crate::store::{ObjectKey, Scope, Store, StoreError, now_rfc3339};
+
+/// Formats milliseconds since the Unix epoch as Kubernetes' RFC 3339 seconds.
+pub fn rfc3339(unix_ms: u64) -> String {
+    i64::try_from(unix_ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map(|ts| ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+fn phase(phase: PodPhase) -> &'static str {
+    match phase {
+        PodPhase::Pending => "Pending",
+        PodPhase::Running => "Running",
+        PodPhase::Succeeded => "Succeeded",
+        PodPhase::Failed => "Failed",
+    }
+}
+
+/// A container state as Kubernetes JSON (`{"running": {...}}` and so on).
+pub fn container_state(state: &ContainerState) -> Value {
+    match state {
+        ContainerState::Waiting { reason, message } => {
+            let mut waiting = json!({"reason": reason});
+            if !message.is_empty() {
+                waiting["message"] = message.clone().into();
+            }
+            json!({"waiting": waiting})
+        }
+        ContainerState::Running { started_unix_ms } => {
+            json!({"running": {"startedAt": rfc3339(*started_unix_ms)}})
+        }
+        ContainerState::Terminated {
+            exit_code,
+            reason,
+            message,
+            started_unix_ms,
+            finished_unix_ms,
+        } => {
+            let mut terminated = json!({
+                "exitCode": exit_code,
+                "reason": reason,
+                "startedAt": rfc3339(*started_unix_ms),
+                "finishedAt": rfc3339(*finished_unix_ms),
+            });
+            if !message.is_empty() {
+                terminated["message"] = message.clone().into();
+            }
+            json!({"terminated": terminated})
+        }
+    }
+}
+
+/// One container's Kubernetes status. `image` is the spec's image, `image_id` its digest.
+fn container_status(status: &ContainerStatus, pod_uid: &str, image: &str, image_id: &str) -> Value {
+    let running = matches!(status.state, ContainerState::Running { .. });
+    json!({
+        "name": status.name,
+        "image": image,
+        "imageID": image_id,
+        "containerID": format!("wasmtime://{pod_uid}/{}", status.name),
+        "restartCount": status.restart_count,
+        "ready": status.ready,
+        "started": running,
+        "state": container_state(&status.state),
+        "lastState": status.last_state.as_ref().map_or_else(|| json!({}), container_state),
+    })
+}
+
+/// The spec images of a stored pod, by container name.
+fn spec_images(pod: &Value) -> HashMap<String, String> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let name = c.get("name")?.as_str()?.to_owned();
+            let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_owned();
+            Some((name, image))
+        })
+        .collect()
+}
+
+/// Applies a reported status to a stored pod. `image_id` maps a spec image to its
+/// `sha256:...` id. Returns whether anything changed.
+pub fn merge_status(
+    pod: &mut Value,
+    reported: &PodStatus,
+    image_id: &dyn Fn(&str) -> Option<String>,
+    now: &str,
+) -> bool {
+    let before = pod.clone();
+    let images = spec_images(pod);
+    let containers: Vec<Value> = reported
+        .containers
+        .iter()
+        .map(|c| {
+            let image = images.get(&c.name).map_or("", String::as_str);
+            let id = image_id(image).unwrap_or_default();
+            container_status(c, &reported.uid, image, &id)
+        })
+        .collect();
+    let all_ready = !reported.containers.is_empty() && reported.containers.iter().all(|c| c.ready);
+    let unready: Vec<&str> = reported
+        .containers
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
+    let Some(status) = status_map(pod) else {
+        return false;
+    };
+    status.insert("phase".into(), phase(reported.phase).into());
+    status.insert("containerStatuses".into(), Value::Array(containers));
+    if let Some(start) = reported.start_unix_ms {
+        status.insert("startTime".into(), rfc3339(start).into());
+    }
+    set_pod_conditions(pod, reported.phase, all_ready, &unready, now);
+    *pod != before
+}
+
+fn status_map(pod: &mut Value) -> Option<&mut Map<String, Value>> {
+    pod.as_object_mut()?
+        .entry("status")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+}
+
+fn set_pod_conditions(pod: &mut Value, phase: PodPhase, all_ready: bool, unready: &[&str], now: &str) {
+    let finished = matches!(phase, PodPhase::Succeeded | PodPhase::Failed);
+    let unready_message = format!("containers with unready status: [{}]", unready.join(" "));
+    let (containers_ready, ready_reason, ready_message) = if all_ready {
+        ("True", "", "")
+    } else if finished {
+        ("False", "PodCompleted", "")
+    } else {
+        ("False", "ContainersNotReady", unready_message.as_str())
+    };
+    let ready = if all_ready && phase == PodPhase::Running { "True" } else { "False" };
+    for condition in [
+        Condition { type_: "Initialized", status: "True", reason: "", message: "" },
+        Condition { type_: "Ready", status: ready, reason: ready_reason, message: ready_message },
+        Condition {
+            type_: "ContainersReady",
+            status: containers_ready,
+            reason: ready_reason,
+            message: ready_message,
+        },
+        Condition { type_: "PodScheduled", status: "True", reason: "", message: "" },
+    ] {
+        set_condition(pod, &condition, now);
+    }
+}
+
+/// Writes a report's pods. Pods not bound to `node`, with another uid, or being deleted
+/// are ignored. Returns how many pods changed.
+pub fn apply_report(
+    store: &Store,
+    node: &str,
+    report: &StatusReport,
+    image_id: &dyn Fn(&str) -> Option<String>,
+) -> Result<usize, StoreError> {
+    let bound = pods_bound_to(store, node)?;
+    let now = now_rfc3339();
+    let mut changed = 0;
+    for reported in &report.pods {
+        let Some(key) = bound.get(&reported.uid) else {
+            tracing::debug!(%node, uid = %reported.uid, "ignoring status of a pod not bound to this node");
+            continue;
+        };
+        let mut wrote = false;
+        let result = store.update_with(key, |obj: &mut Value| {
+            if uid_and_node(obj) == (Some(reported.uid.as_str()), Some(node)) {
+                wrote = merge_status(obj, reported, image_id, &now);
+            }
+            Ok::<(), StoreError>(())
+        });
+        match result {
+            Ok(_) | Err(StoreError::NotFound(_)) => {}
+            Err(err) => return Err(err),
+        }
+        changed += usize::from(wrote);
+    }
+    Ok(changed)
+}
+
+fn uid_and_node(obj: &Value) -> (Option<&str>, Option<&str>) {
+    (
+        obj.pointer("/metadata/uid").and_then(Value::as_str),
+        obj.pointer("/spec/nodeName").and_then(Value::as_str),
+    )
+}
+
+/// uid → key of every pod bound to `node`.
+fn pods_bound_to(store: &Store, node: &str) -> Result<HashMap<String, ObjectKey>, StoreError> {
+    let pods = store.list(&Scope::all("pods"))?.items;
+    Ok(pods
+        .iter()
+        .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+        .filter_map(|p| {
+            let uid = p.pointer("/metadata/uid")?.as_str()?.to_owned();
+            let namespace = p.pointer("/metadata/namespace")?.as_str()?;
+            let name = p.pointer("/metadata/name")?.as_str()?;
+            Some((uid, ObjectKey::namespaced("pods", namespace, name)))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored_pod() -> Value {
+        json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u-1"},
+            "spec": {"nodeName": "pi-1", "containers": [
+                {"name": "a", "image": "hello:v1"},
+                {"name": "b", "image": "other:v2"}
+            ]},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "True", "reason": "", "message": "", "lastTransitionTime": "t0"}
+            ]}
+        })
+    }
+
+    fn image_id(image: &str) -> Option<String> {
+        (image == "hello:v1").then(|| format!("sha256:{}", "ab".repeat(32)))
+    }
+
+    fn report() -> PodStatus {
+        PodStatus {
+            uid: "u-1".into(),
+            phase: PodPhase::Running,
+            start_unix_ms: Some(1_700_000_000_000),
+            containers: vec![
+                ContainerStatus {
+                    name: "a".into(),
+                    restart_count: 2,
+                    state: ContainerState::Running { started_unix_ms: 1_700_000_001_000 },
+                    last_state: Some(ContainerState::Terminated {
+                        exit_code: 137,
+                        reason: "OOMKilled".into(),
+                        message: String::new(),
+                        started_unix_ms: 1_700_000_000_000,
+                        finished_unix_ms: 1_700_000_000_500,
+                    }),
+                    ready: true,
+                },
+                ContainerStatus {
+                    name: "b".into(),
+                    restart_count: 0,
+                    state: ContainerState::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: "back-off 10s".into(),
+                    },
+                    last_state: None,
+                    ready: false,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_report_becomes_kubernetes_pod_status() {
+        let mut pod = stored_pod();
+        assert!(merge_status(&mut pod, &report(), &image_id, "t1"));
+        let status = &pod["status"];
+        assert_eq!(status["phase"], "Running");
+        assert_eq!(status["startTime"], "2023-11-14T22:13:20Z");
+        let a = &status["containerStatuses"][0];
+        assert_eq!(a["name"], "a");
+        assert_eq!(a["image"], "hello:v1");
+        assert_eq!(a["imageID"], format!("sha256:{}", "ab".repeat(32)));
+        assert_eq!(a["restartCount"], 2);
+        assert_eq!(a["ready"], true);
+        assert_eq!(a["state"]["running"]["startedAt"], "2023-11-14T22:13:21Z");
+        assert_eq!(a["lastState"]["terminated"]["exitCode"], 137);
+        assert_eq!(a["lastState"]["terminated"]["reason"], "OOMKilled");
+        let b = &status["containerStatuses"][1];
+        assert_eq!(b["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert_eq!(b["lastState"], json!({}));
+        let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod.clone()).expect("valid pod");
+        let conditions = typed.status.and_then(|s| s.conditions).unwrap_or_default();
+        let get = |t: &str| conditions.iter().find(|c| c.type_ == t).map(|c| c.status.clone());
+        assert_eq!(get("Ready").as_deref(), Some("False"));
+        assert_eq!(get("ContainersReady").as_deref(), Some("False"));
+        assert_eq!(get("Initialized").as_deref(), Some("True"));
+        assert_eq!(get("PodScheduled").as_deref(), Some("True"));
+    }
+
+    #[test]
+    fn a_pod_whose_containers_are_all_ready_and_running_is_ready() {
+        let mut pod = stored_pod();
+        let mut all_ready = report();
+        all_ready.containers[1].ready = true;
+        all_ready.containers[1].state = ContainerState::Running { started_unix_ms: 1 };
+        merge_status(&mut pod, &all_ready, &image_id, "t1");
+        let ready = pod["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["status"].clone());
+        assert_eq!(ready, Some(json!("True")));
+    }
+
+    #[test]
+    fn the_same_report_twice_changes_nothing_the_second_time() {
+        let mut pod = stored_pod();
+        assert!(merge_status(&mut pod, &report(), &image_id, "t1"));
+        assert!(!merge_status(&mut pod, &report(), &image_id, "t2"));
+    }
+
+    #[test]
+    fn a_finished_pod_reports_completed_conditions() {
+        let mut pod = stored_pod();
+        let done = PodStatus {
+            uid: "u-1".into(),
+            phase: PodPhase::Succeeded,
+            start_unix_ms: None,
+            containers: vec![ContainerStatus {
+                name: "a".into(),
+                restart_count: 0,
+                state: ContainerState::Terminated {
+                    exit_code: 0,
+                    reason: "Completed".into(),
+                    message: String::new(),
+                    started_unix_ms: 0,
+                    finished_unix_ms: 1000,
+                },
+                last_state: None,
+                ready: false,
+            }],
+        };
+        merge_status(&mut pod, &done, &image_id, "t1");
+        assert_eq!(pod["status"]["phase"], "Succeeded");
+        assert_eq!(
+            pod["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"],
+            "1970-01-01T00:00:01Z"
+        );
+        let ready = pod["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(ready["reason"], "PodCompleted");
+    }
+}

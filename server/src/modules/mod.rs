@@ -1,0 +1,310 @@
+//! The content-addressed module store: wasm modules and components, kept in the store's
+//! redb file in tables of their own.
+//!
+//! - `module_tags`: `name:tag` → digest (hex sha256);
+//! - `module_blobs`: digest → size in bytes;
+//! - `module_chunks`: (digest, chunk index) → up to [`CHUNK_SIZE`] bytes.
+//!
+//! Identical content is stored once, whatever it is tagged as. Images are written as
+//! `NAME:TAG`, bare `NAME` (meaning `NAME:latest`) or `sha256:HEX`. Every change bumps a
+//! `watch` counter so the fleet re-plans when a module a pod waits for arrives.
+//! Writes here do not bump the cluster revision: modules are not Kubernetes objects.
+
+mod image;
+
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use wasmfleet_protocol::blob::chunk_count;
+use wasmfleet_protocol::names::{self, InvalidName};
+use wasmfleet_protocol::pod::ModuleRef;
+use wasmfleet_protocol::CHUNK_SIZE;
+
+use crate::store::Store;
+
+pub use image::{ImageRef, parse_image};
+
+/// The largest module accepted.
+pub const MAX_MODULE_SIZE: usize = 64 * 1024 * 1024;
+
+/// The magic number every wasm binary (core module or component) starts with.
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+const TAGS: TableDefinition<&str, &str> = TableDefinition::new("module_tags");
+const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("module_blobs");
+const CHUNKS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("module_chunks");
+
+/// A module stored under a name and tag.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModuleRecord {
+    /// The module name.
+    pub name: String,
+    /// The tag.
+    pub tag: String,
+    /// sha256 of the bytes, 64 lowercase hex characters (no `sha256:` prefix).
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// One chunk of a stored module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// The chunk's index.
+    pub index: u32,
+    /// How many chunks the module has.
+    pub total: u32,
+    /// The whole module's size.
+    pub size: u64,
+    /// The chunk's bytes.
+    pub data: Vec<u8>,
+}
+
+/// Why a module operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// A name, tag or digest breaks the naming rules.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    /// An image reference that is not `NAME[:TAG]` or `sha256:HEX`.
+    #[error("invalid image reference {0:?}")]
+    InvalidImage(String),
+    /// The bytes are not a wasm module or component.
+    #[error("not a WebAssembly module or component (missing the \\0asm magic number)")]
+    NotWasm,
+    /// The module is larger than [`MAX_MODULE_SIZE`].
+    #[error("module of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The module's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A stored chunk is missing (the file was damaged or written by something else).
+    #[error("module {digest} is missing chunk {index}")]
+    Corrupt {
+        /// The module.
+        digest: String,
+        /// The missing chunk.
+        index: u32,
+    },
+    /// redb failed.
+    #[error("module database: {0}")]
+    Database(#[from] redb::Error),
+}
+
+macro_rules! from_redb {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for ModuleError {
+            fn from(err: $ty) -> Self {
+                ModuleError::Database(err.into())
+            }
+        }
+    )*};
+}
+
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Handle to the module store. Cheap to clone; all clones share the database and the
+/// change notification.
+#[derive(Clone)]
+pub struct ModuleStore {
+    store: Store,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl std::fmt::Debug for ModuleStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleStore").finish_non_exhaustive()
+    }
+}
+
+impl ModuleStore {
+    /// Opens the module tables inside `store`'s database, creating them on first use.
+    pub fn open(store: &Store) -> Result<Self, ModuleError> {
+        let write = store.database().begin_write()?;
+        {
+            write.open_table(TAGS)?;
+            write.open_table(BLOBS)?;
+            write.open_table(CHUNKS)?;
+        }
+        write.commit()?;
+        let (changes, _) = watch::channel(0);
+        Ok(Self {
+            store: store.clone(),
+            changes: Arc::new(changes),
+        })
+    }
+
+    /// A receiver woken whenever a tag or module is added or moved.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Stores `bytes` as `name:tag`. Identical content is stored once; re-pushing the same
+    /// bytes under the same tag changes nothing and does not notify.
+    ///
+    /// Synchronous: hashing and writing a large module takes tens of milliseconds, so
+    /// async callers with many clients should use `spawn_blocking`.
+    pub fn put(&self, name: &str, tag: &str, bytes: &[u8]) -> Result<ModuleRecord, ModuleError> {
+        names::validate_module_name(name)?;
+        names::validate_tag(tag)?;
+        validate_wasm(bytes)?;
+        let digest = hex::encode(Sha256::digest(bytes));
+        let size = bytes.len() as u64;
+        let changed = self.write_module(&format!("{name}:{tag}"), &digest, bytes)?;
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
+            tracing::info!(module = %name, %tag, %digest, size, "module stored");
+        }
+        Ok(ModuleRecord {
+            name: name.to_owned(),
+            tag: tag.to_owned(),
+            digest,
+            size,
+        })
+    }
+
+    /// Writes the chunks (unless the digest is known) and points the tag at the digest, in
+    /// one transaction. Returns whether anything changed.
+    fn write_module(&self, tag_key: &str, digest: &str, bytes: &[u8]) -> Result<bool, ModuleError> {
+        let write = self.store.database().begin_write()?;
+        let changed = {
+            let mut blobs = write.open_table(BLOBS)?;
+            let new_blob = blobs.get(digest)?.is_none();
+            if new_blob {
+                let mut chunks = write.open_table(CHUNKS)?;
+                for (index, data) in (0u32..).zip(bytes.chunks(CHUNK_SIZE)) {
+                    chunks.insert((digest, index), data)?;
+                }
+                blobs.insert(digest, bytes.len() as u64)?;
+            }
+            let mut tags = write.open_table(TAGS)?;
+            let previous = tags.insert(tag_key, digest)?.map(|g| g.value().to_owned());
+            new_blob || previous.as_deref() != Some(digest)
+        };
+        write.commit()?;
+        Ok(changed)
+    }
+
+    /// Resolves an image reference to a stored module; `Ok(None)` when it is well-formed
+    /// but unknown.
+    pub fn resolve(&self, image: &str) -> Result<Option<ModuleRef>, ModuleError> {
+        let read = self.store.database().begin_read()?;
+        let digest = match parse_image(image)? {
+            ImageRef::Digest(digest) => digest,
+            ImageRef::Tagged { name, tag } => {
+                let tags = read.open_table(TAGS)?;
+                match tags.get(format!("{name}:{tag}").as_str())? {
+                    Some(guard) => guard.value().to_owned(),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let blobs = read.open_table(BLOBS)?;
+        let size = blobs.get(digest.as_str())?.map(|g| g.value());
+        Ok(size.map(|size| ModuleRef { digest, size }))
+    }
+
+    /// Every tag, sorted by name then tag.
+    pub fn list(&self) -> Result<Vec<ModuleRecord>, ModuleError> {
+        let read = self.store.database().begin_read()?;
+        let tags = read.open_table(TAGS)?;
+        let blobs = read.open_table(BLOBS)?;
+        let mut records = Vec::new();
+        for entry in tags.iter()? {
+            let (key, digest) = entry?;
+            let Some((name, tag)) = key.value().split_once(':') else {
+                continue;
+            };
+            let digest = digest.value().to_owned();
+            let size = blobs.get(digest.as_str())?.map_or(0, |g| g.value());
+            records.push(ModuleRecord {
+                name: name.to_owned(),
+                tag: tag.to_owned(),
+                digest,
+                size,
+            });
+        }
+        Ok(records)
+    }
+
+    /// The size of a stored module, `None` when the digest is unknown.
+    pub fn size(&self, digest: &str) -> Result<Option<u64>, ModuleError> {
+        let read = self.store.database().begin_read()?;
+        let blobs = read.open_table(BLOBS)?;
+        Ok(blobs.get(digest)?.map(|g| g.value()))
+    }
+
+    /// Chunk `index` of module `digest`; `None` when the module is unknown or the index is
+    /// past its end.
+    pub fn chunk(&self, digest: &str, index: u32) -> Result<Option<Chunk>, ModuleError> {
+        let read = self.store.database().begin_read()?;
+        let Some(size) = read.open_table(BLOBS)?.get(digest)?.map(|g| g.value()) else {
+            return Ok(None);
+        };
+        let total = chunk_count(size);
+        if index >= total {
+            return Ok(None);
+        }
+        let chunks = read.open_table(CHUNKS)?;
+        let data = chunks
+            .get((digest, index))?
+            .map(|g| g.value().to_vec())
+            .ok_or_else(|| ModuleError::Corrupt {
+                digest: digest.to_owned(),
+                index,
+            })?;
+        Ok(Some(Chunk {
+            index,
+            total,
+            size,
+            data,
+        }))
+    }
+
+    /// The whole module, reassembled; `None` when the digest is unknown.
+    pub fn read(&self, digest: &str) -> Result<Option<Vec<u8>>, ModuleError> {
+        let Some(size) = self.size(digest)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        for index in 0..chunk_count(size) {
+            match self.chunk(digest, index)? {
+                Some(chunk) => bytes.extend_from_slice(&chunk.data),
+                None => {
+                    return Err(ModuleError::Corrupt {
+                        digest: digest.to_owned(),
+                        index,
+                    });
+                }
+            }
+        }
+        Ok(Some(bytes))
+    }
+}
+
+/// Refuses oversize input and anything that is not wasm.
+fn validate_wasm(bytes: &[u8]) -> Result<(), ModuleError> {
+    if bytes.len() > MAX_MODULE_SIZE {
+        return Err(ModuleError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_MODULE_SIZE,
+        });
+    }
+    // Magic plus the 4-byte version/layer field: the smallest valid binary is 8 bytes.
+    if bytes.len() < 8 || !bytes.starts_with(WASM_MAGIC) {
+        return Err(ModuleError::NotWasm);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

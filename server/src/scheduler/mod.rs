@@ -1,0 +1,208 @@
+//! The scheduler: binds pending pods to nodes.
+//!
+//! [`fit`] holds the pure filter-and-score logic; this module is the level-triggered loop
+//! around it. Each pass re-reads every node and pod, and for each unbound pending pod
+//! either binds it (`spec.nodeName` plus `PodScheduled=True`) or records why it cannot
+//! (`PodScheduled=False`, reason `Unschedulable`, Kubernetes' `0/N nodes are available: ...`
+//! message). A pass runs on every store change and on a periodic resync; writes happen only
+//! when something changes, so a pass that finds nothing new writes nothing.
+
+pub mod fit;
+pub mod quantity;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::controllers::conditions::{Condition, set_condition};
+use crate::store::{ObjectKey, Scope, Store, StoreError, now_rfc3339};
+
+use fit::{NodeView, demand, node_view, occupies_node, pick};
+
+/// How often the scheduler re-plans even without store changes.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Runs the scheduler until `shutdown` is cancelled.
+pub async fn run(store: Store, shutdown: CancellationToken) {
+    let mut changes = store.subscribe();
+    tracing::info!("scheduler started");
+    loop {
+        changes.borrow_and_update();
+        match schedule_pending(&store) {
+            Ok(0) => {}
+            Ok(bound) => tracing::debug!(bound, "scheduler pass bound pods"),
+            Err(err) => tracing::warn!(%err, "scheduler pass failed; retrying at the next change"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = changes.changed() => if changed.is_err() { break },
+            () = tokio::time::sleep(RESYNC_INTERVAL) => {}
+        }
+    }
+    tracing::info!("scheduler stopped");
+}
+
+/// One pass: tries to place every pending unbound pod. Returns how many were bound.
+pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
+    let nodes = typed::<Node>(store.list(&Scope::all("nodes"))?.items);
+    let pods = typed::<Pod>(store.list(&Scope::all("pods"))?.items);
+    let mut views: Vec<NodeView> = nodes
+        .iter()
+        .map(|node| {
+            let name = node.metadata.name.as_deref();
+            let bound: Vec<&Pod> = pods.iter().filter(|p| bound_node(p) == name).collect();
+            node_view(node, &bound)
+        })
+        .collect();
+    let mut pending: Vec<&Pod> = pods.iter().filter(|p| needs_scheduling(p)).collect();
+    // Oldest first, as a queue would; names break ties so passes are deterministic.
+    pending.sort_by(|a, b| {
+        let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    let mut bound = 0;
+    for pod in pending {
+        if place(store, pod, &mut views)? {
+            bound += 1;
+        }
+    }
+    Ok(bound)
+}
+
+/// Places one pod, updating `views` so later pods in the same pass see its memory.
+fn place(store: &Store, pod: &Pod, views: &mut [NodeView]) -> Result<bool, StoreError> {
+    let Some(key) = pod_key(pod) else {
+        return Ok(false);
+    };
+    let want = demand(pod);
+    match pick(&want, views) {
+        Ok(node) => {
+            let name = node.name.clone();
+            if !bind(store, &key, &name)? {
+                return Ok(false);
+            }
+            if let Some(view) = views.iter_mut().find(|v| v.name == name) {
+                view.requested_memory = view.requested_memory.saturating_add(want.memory);
+                view.pod_count += 1;
+            }
+            tracing::info!(pod = %key, node = %name, "pod scheduled");
+            Ok(true)
+        }
+        Err(no_fit) => {
+            mark_unschedulable(store, &key, &no_fit.message)?;
+            Ok(false)
+        }
+    }
+}
+
+/// Binds the pod unless someone bound or deleted it meanwhile. Returns whether it bound.
+fn bind(store: &Store, key: &ObjectKey, node: &str) -> Result<bool, StoreError> {
+    let mut bound = false;
+    let result = store.update_with(key, |obj: &mut Value| {
+        if !obj_needs_scheduling(obj) {
+            return Ok::<(), StoreError>(());
+        }
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("nodeName".into(), node.into());
+            bound = true;
+        }
+        let now = now_rfc3339();
+        set_phase_if_missing(obj);
+        set_condition(
+            obj,
+            &Condition {
+                type_: "PodScheduled",
+                status: "True",
+                reason: "",
+                message: "",
+            },
+            &now,
+        );
+        Ok(())
+    });
+    match result {
+        Ok(_) => Ok(bound),
+        Err(StoreError::NotFound(_)) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Records why the pod cannot be placed; writes only when the message changed.
+fn mark_unschedulable(store: &Store, key: &ObjectKey, message: &str) -> Result<(), StoreError> {
+    let result = store.update_with(key, |obj: &mut Value| {
+        if obj_needs_scheduling(obj) {
+            set_phase_if_missing(obj);
+            set_condition(
+                obj,
+                &Condition {
+                    type_: "PodScheduled",
+                    status: "False",
+                    reason: "Unschedulable",
+                    message,
+                },
+                &now_rfc3339(),
+            );
+        }
+        Ok::<(), StoreError>(())
+    });
+    match result {
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+fn set_phase_if_missing(obj: &mut Value) {
+    if let Some(map) = obj.as_object_mut() {
+        let status = map
+            .entry("status")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Some(status) = status.as_object_mut() {
+            status
+                .entry("phase")
+                .or_insert_with(|| Value::String("Pending".into()));
+        }
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(items: Vec<Value>) -> Vec<T> {
+    items
+        .into_iter()
+        .filter_map(|item| match serde_json::from_value(item) {
+            Ok(typed) => Some(typed),
+            Err(err) => {
+                tracing::warn!(%err, "skipping an object the scheduler cannot read");
+                None
+            }
+        })
+        .collect()
+}
+
+fn bound_node(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+/// Unbound, not being deleted, not finished.
+fn needs_scheduling(pod: &Pod) -> bool {
+    bound_node(pod).is_none()
+        && pod.metadata.deletion_timestamp.is_none()
+        && pod.spec.is_some()
+        && occupies_node(pod)
+}
+
+/// [`needs_scheduling`] on the raw object, re-checked inside the write transaction.
+fn obj_needs_scheduling(obj: &Value) -> bool {
+    serde_json::from_value::<Pod>(obj.clone()).is_ok_and(|pod| needs_scheduling(&pod))
+}
+
+fn pod_key(pod: &Pod) -> Option<ObjectKey> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref()?;
+    Some(ObjectKey::namespaced("pods", namespace, name))
+}

@@ -1,0 +1,243 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(dir.path().join("state.redb")).unwrap()
+}
+
+fn pod_key(name: &str) -> ObjectKey {
+    ObjectKey::namespaced("pods", "default", name)
+}
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"x": 1}})
+}
+
+fn rv(obj: &Value) -> u64 {
+    resource_version(obj).unwrap().parse().unwrap()
+}
+
+#[test]
+fn every_write_bumps_the_global_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let a = store.create(&pod_key("a"), pod("a")).unwrap();
+    let b = store.create(&pod_key("b"), pod("b")).unwrap();
+    assert_eq!(rv(&a), 1);
+    assert_eq!(rv(&b), 2);
+    assert_eq!(store.revision(), 2);
+    let deleted = store.delete(&pod_key("a"), None).unwrap();
+    assert_eq!(rv(&deleted), 3);
+    assert_eq!(store.get(&pod_key("a")).unwrap(), None);
+}
+
+#[test]
+fn creating_an_existing_key_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.create(&pod_key("a"), pod("a")).unwrap();
+    let err = store.create(&pod_key("a"), pod("a")).unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+    assert_eq!(store.revision(), 1);
+}
+
+#[test]
+fn a_stale_resource_version_conflicts_and_a_missing_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let created = store.create(&pod_key("a"), pod("a")).unwrap();
+    let mut changed = created.clone();
+    changed["spec"]["x"] = json!(2);
+    let updated = store.update(&pod_key("a"), changed.clone()).unwrap();
+    assert_eq!(updated["metadata"]["generation"], 2);
+
+    // `changed` still carries the first resourceVersion.
+    let err = store.update(&pod_key("a"), changed.clone()).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let err = store.delete(&pod_key("a"), Some("1")).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+
+    changed["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    changed["spec"]["x"] = json!(3);
+    let unconditional = store.update(&pod_key("a"), changed).unwrap();
+    assert_eq!(unconditional["metadata"]["uid"], created["metadata"]["uid"]);
+}
+
+#[test]
+fn update_with_writes_changes_and_skips_no_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.create(&pod_key("a"), pod("a")).unwrap();
+    let updated = store
+        .update_with(&pod_key("a"), |obj| {
+            obj["status"] = json!({"phase": "Running"});
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(updated["status"]["phase"], "Running");
+    assert_eq!(store.revision(), 2);
+
+    let same = store
+        .update_with(&pod_key("a"), |obj| {
+            obj["status"] = json!({"phase": "Running"});
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(rv(&same), 2);
+    assert_eq!(store.revision(), 2);
+}
+
+#[test]
+fn update_with_aborts_when_the_closure_fails_or_the_key_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.create(&pod_key("a"), pod("a")).unwrap();
+    let err = store
+        .update_with(&pod_key("a"), |obj| {
+            obj["spec"] = json!(null);
+            Err(StoreError::InvalidObject("no".into()))
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidObject(_)));
+    assert_eq!(store.get(&pod_key("a")).unwrap().unwrap()["spec"]["x"], 1);
+
+    let err = store
+        .update_with(&pod_key("b"), |_| Ok::<_, StoreError>(()))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)));
+}
+
+#[test]
+fn upsert_with_creates_then_modifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let key = ObjectKey::cluster("nodes", "pi");
+    let node = |current: Option<&Value>| {
+        let count = current.map_or(0, |n| n["status"]["n"].as_i64().unwrap());
+        Ok::<_, StoreError>(json!({"metadata": {}, "status": {"n": count + 1}}))
+    };
+    assert_eq!(store.upsert_with(&key, node).unwrap()["status"]["n"], 1);
+    let second = store.upsert_with(&key, node).unwrap();
+    assert_eq!(second["status"]["n"], 2);
+    assert_eq!(second["metadata"]["name"], "pi");
+}
+
+#[test]
+fn lists_cover_their_scope_and_carry_the_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.create(&pod_key("a"), pod("a")).unwrap();
+    store
+        .create(&ObjectKey::namespaced("pods", "other", "b"), pod("b"))
+        .unwrap();
+    store
+        .create(&ObjectKey::cluster("nodes", "n"), json!({"metadata": {}}))
+        .unwrap();
+    let all = store.list(&Scope::all("pods")).unwrap();
+    assert_eq!(all.items.len(), 2);
+    assert_eq!(all.revision, 3);
+    let default = store.list(&Scope::namespace("pods", "default")).unwrap();
+    assert_eq!(default.items.len(), 1);
+    assert_eq!(default.items[0]["metadata"]["name"], "a");
+}
+
+#[tokio::test]
+async fn a_watch_sees_exactly_the_changes_after_its_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.create(&pod_key("before"), pod("before")).unwrap();
+    let listed = store.list(&Scope::all("pods")).unwrap();
+    let mut watcher = store.watch(Scope::all("pods"), listed.revision).unwrap();
+
+    let writer = store.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        writer
+            .create(&ObjectKey::cluster("nodes", "n"), json!({"metadata": {}}))
+            .unwrap();
+        writer.create(&pod_key("after"), pod("after")).unwrap();
+        writer.delete(&pod_key("after"), None).unwrap();
+    });
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let batch = tokio::time::timeout(Duration::from_secs(5), watcher.next())
+            .await
+            .expect("watch never woke")
+            .unwrap();
+        seen.extend(batch);
+    }
+    let kinds: Vec<_> = seen.iter().map(|e| (e.kind, e.key.name.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [(EventType::Added, "after"), (EventType::Deleted, "after")]
+    );
+    assert_eq!(seen[1].revision, 4);
+    assert_eq!(rv(&seen[1].object), 4);
+    assert_eq!(watcher.revision(), 4);
+}
+
+#[test]
+fn a_watch_resumes_from_any_retained_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for name in ["a", "b", "c"] {
+        store.create(&pod_key(name), pod(name)).unwrap();
+    }
+    let (events, scanned) = store.events_after(&Scope::all("pods"), 1, 100).unwrap();
+    let names: Vec<_> = events.iter().map(|e| e.key.name.as_str()).collect();
+    assert_eq!(names, ["b", "c"]);
+    assert_eq!(scanned, 3);
+
+    let (events, scanned) = store.events_after(&Scope::all("pods"), 0, 2).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(scanned, 2, "a limited scan reports where it stopped");
+}
+
+#[test]
+fn compacted_revisions_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        event_retention: 10,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path().join("s.redb"), options).unwrap();
+    for i in 0..30 {
+        store.create(&pod_key(&format!("p{i}")), pod("p")).unwrap();
+    }
+    let err = store.watch(Scope::all("pods"), 1).err().unwrap();
+    assert!(matches!(err, StoreError::Gone { requested: 1, .. }), "{err}");
+    let (events, _) = store.events_after(&Scope::all("pods"), 25, 100).unwrap();
+    assert_eq!(events.len(), 5);
+}
+
+#[test]
+fn state_survives_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = {
+        let store = open(&dir);
+        store.create(&pod_key("a"), pod("a")).unwrap();
+        let b = store.create(&pod_key("b"), pod("b")).unwrap();
+        store.delete(&pod_key("a"), None).unwrap();
+        b["metadata"]["uid"].clone()
+    };
+    let store = open(&dir);
+    assert_eq!(store.revision(), 3);
+    let b = store.get(&pod_key("b")).unwrap().unwrap();
+    assert_eq!(b["metadata"]["uid"], uid);
+    assert_eq!(store.get(&pod_key("a")).unwrap(), None);
+    let (events, _) = store.events_after(&Scope::all("pods"), 2, 100).unwrap();
+    assert_eq!(events[0].kind, EventType::Deleted);
+    let next = store.create(&pod_key("c"), pod("c")).unwrap();
+    assert_eq!(rv(&next), 4);
+}
+
+#[test]
+fn a_second_open_of_the_same_file_fails_instead_of_corrupting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = open(&dir);
+    assert!(Store::open(dir.path().join("state.redb")).is_err());
+}

@@ -1,0 +1,205 @@
+//! Measures what BENCHMARKS.md records, on real release binaries:
+//!
+//! - time from `wasmfleet apply` to each pod's first log line, for 100 pods, with a cold
+//!   module cache (every pod has its own module, never seen by the agent) and a warm one
+//!   (the same modules again, already fetched and compiled), as p50/p99;
+//! - the idle resident memory of the server and of the agent.
+//!
+//! Run: `cargo build --release --workspace --bins && target/release/wasmfleet-bench`
+//! (`workloads/build` first). Optional argument: the number of pods (default 100).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use futures::StreamExt;
+use wasmfleet_tests::{Cluster, ClusterOptions, guest};
+
+fn main() -> anyhow::Result<()> {
+    let pods: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(100);
+    let cluster = Cluster::start(ClusterOptions::default());
+    let client = ApiClient::from_kubeconfig(&cluster)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+
+    let names = push_distinct_modules(&cluster, pods)?;
+    println!("pods: {pods}, module: exerciser (one distinct digest per pod)");
+    let cold = runtime.block_on(apply_and_time_first_lines(
+        &cluster, &client, &names, "cold",
+    ))?;
+    report("cold module cache", &cold);
+    delete_all(&cluster, &names, "cold")?;
+    let warm = runtime.block_on(apply_and_time_first_lines(
+        &cluster, &client, &names, "warm",
+    ))?;
+    report("warm module cache", &warm);
+    delete_all(&cluster, &names, "warm")?;
+
+    std::thread::sleep(Duration::from_secs(5));
+    let server_rss = rss_kib(cluster.server_pid().context("server pid")?)?;
+    let agent_rss = rss_kib(cluster.agent_pid("node-a").context("agent pid")?)?;
+    println!(
+        "idle RSS: server {} MiB, agent {} MiB",
+        server_rss / 1024,
+        agent_rss / 1024
+    );
+    Ok(())
+}
+
+/// Pushes `count` copies of the exerciser that differ only in a custom section, so each has
+/// its own digest and the agent must fetch and compile every one.
+fn push_distinct_modules(cluster: &Cluster, count: usize) -> anyhow::Result<Vec<String>> {
+    let base = std::fs::read(guest("exerciser"))?;
+    let dir = cluster.dir().join("bench-modules");
+    std::fs::create_dir_all(&dir)?;
+    let mut names = Vec::new();
+    for i in 0..count {
+        let name = format!("bench-{i}");
+        let path = dir.join(format!("{name}.wasm"));
+        std::fs::write(&path, with_custom_section(&base, &name))?;
+        let out = cluster.cli(&["push", &path.display().to_string(), &format!("{name}:v1")]);
+        if !out.success {
+            bail!("push {name}: {}", out.stderr);
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Appends a wasm custom section (id 0) named `name`; valid in modules and components.
+fn with_custom_section(module: &[u8], name: &str) -> Vec<u8> {
+    let mut section = Vec::new();
+    section.push(u8::try_from(name.len()).unwrap_or(u8::MAX) & 0x7f);
+    section.extend_from_slice(name.as_bytes());
+    let mut out = module.to_vec();
+    out.push(0);
+    out.push(u8::try_from(section.len()).unwrap_or(u8::MAX) & 0x7f);
+    out.extend_from_slice(&section);
+    out
+}
+
+fn manifest(names: &[String], round: &str) -> String {
+    names
+        .iter()
+        .map(|name| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}-{round}\nspec:\n  restartPolicy: Never\n  \
+                 containers:\n    - name: main\n      image: {name}:v1\n      args: [\"print\", \"600\"]\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+async fn apply_and_time_first_lines(
+    cluster: &Cluster,
+    client: &ApiClient,
+    names: &[String],
+    round: &str,
+) -> anyhow::Result<Vec<Duration>> {
+    let manifest = manifest(names, round);
+    let started = Instant::now();
+    let out = cluster.cli_with_stdin(&["apply", "-f", "-"], Some(&manifest));
+    if !out.success {
+        bail!("apply: {}", out.stderr);
+    }
+    let waits = names.iter().map(|name| {
+        let pod = format!("{name}-{round}");
+        async move {
+            client
+                .wait_first_log_line(&pod)
+                .await
+                .map(|()| started.elapsed())
+        }
+    });
+    futures::future::join_all(waits).await.into_iter().collect()
+}
+
+fn delete_all(cluster: &Cluster, names: &[String], round: &str) -> anyhow::Result<()> {
+    for name in names {
+        let out = cluster.cli(&["delete", "pod", &format!("{name}-{round}")]);
+        if !out.success {
+            bail!("delete: {}", out.stderr);
+        }
+    }
+    Ok(())
+}
+
+fn report(what: &str, samples: &[Duration]) {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let at = |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    println!(
+        "apply -> first log line, {what}: p50 {:?}, p99 {:?}, max {:?}",
+        at(0.50),
+        at(0.99),
+        sorted[sorted.len() - 1]
+    );
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS in /proc/<pid>/status")
+}
+
+/// Just enough of an API client to follow logs: the CA and token from the kubeconfig.
+struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl ApiClient {
+    fn from_kubeconfig(cluster: &Cluster) -> anyhow::Result<ApiClient> {
+        let text = std::fs::read_to_string(cluster.kubeconfig())?;
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix(key)
+                        .map(|v| v.trim().trim_matches('"').to_owned())
+                })
+                .with_context(|| format!("{key} in kubeconfig"))
+        };
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(field("certificate-authority-data:")?)?;
+        let http = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .build()?;
+        Ok(ApiClient {
+            http,
+            base: cluster.api_url(),
+            token: cluster.admin_token.clone(),
+        })
+    }
+
+    /// Follows the pod's log until its first line arrives, retrying while it is not running.
+    async fn wait_first_log_line(&self, pod: &str) -> anyhow::Result<()> {
+        let url = format!(
+            "{}/api/v1/namespaces/default/pods/{pod}/log?follow=true",
+            self.base
+        );
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            let response = self.http.get(&url).bearer_auth(&self.token).send().await?;
+            if response.status().is_success() {
+                let mut body = response.bytes_stream();
+                while let Some(chunk) = body.next().await {
+                    if chunk?.contains(&b'\n') {
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("no log line from {pod} within 300 s")
+    }
+}

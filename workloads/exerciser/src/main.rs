@@ -1,0 +1,188 @@
+//! `exerciser`: an argv-driven guest for the runtime's limits and failure paths.
+//!
+//! Built twice: `exerciser.wasm` (wasm32-wasip1 core module) and `exerciser-p2.wasm`
+//! (wasm32-wasip2 command component). The first argument picks the behaviour:
+//!
+//! | command     | behaviour                                                          |
+//! |-------------|--------------------------------------------------------------------|
+//! | `exit N`    | prints `exiting with N`, exits with code N (p2 reports only 0 / 1)  |
+//! | `sleep MS`  | sleeps MS milliseconds, prints `slept MS ms`                        |
+//! | `alloc MIB` | allocates MIB MiB one MiB at a time, writing every 4 KiB page and   |
+//! |             | printing `allocated K MiB` after each; ends with `done`             |
+//! | `spin MS`   | busy-loops reading the monotonic clock for MS ms, prints `spun MS ms` |
+//! | `trap`      | executes the wasm `unreachable` instruction (a real trap)           |
+//! | `print N`   | prints `line 1` .. `line N`, one every 100 ms, flushed each         |
+//!
+//! Anything else prints the usage to stderr and exits 2. Like spin's `core-wasi-test`
+//! and krustlet's wasmerciser, one small guest serves every host test.
+//!
+//! Note on `exit N` under wasm32-wasip2: `wasi:cli/exit@0.2` carries only ok/err, so
+//! any N other than 0 is observed by the host as exit code 1.
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: exerciser <command>
+commands:
+  exit N      exit with code N
+  sleep MS    sleep MS milliseconds
+  alloc MIB   allocate and touch MIB MiB of memory
+  spin MS     busy-loop for MS milliseconds
+  trap        execute a wasm trap (unreachable)
+  print N     print N numbered lines, one every 100 ms";
+
+const MIB: usize = 1024 * 1024;
+/// Wasm pages are 64 KiB, host pages 4 KiB: writing every 4 KiB touches both.
+const PAGE: usize = 4096;
+const PRINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One behaviour selected by argv.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Exit(i32),
+    Sleep(u64),
+    Alloc(usize),
+    Spin(u64),
+    Trap,
+    Print(u64),
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&args) {
+        Ok(command) => run(command),
+        Err(problem) => {
+            eprintln!("exerciser: {problem}\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Parses argv (without the program name) into a command.
+fn parse(args: &[String]) -> Result<Command, String> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["exit", n] => number(n).map(Command::Exit),
+        ["sleep", ms] => number(ms).map(Command::Sleep),
+        ["alloc", mib] => number(mib).map(Command::Alloc),
+        ["spin", ms] => number(ms).map(Command::Spin),
+        ["trap"] => Ok(Command::Trap),
+        ["print", n] => number(n).map(Command::Print),
+        [] => Err("missing command".to_owned()),
+        _ => Err(format!("bad arguments: {}", words.join(" "))),
+    }
+}
+
+fn number<T: std::str::FromStr>(word: &str) -> Result<T, String> {
+    word.parse().map_err(|_| format!("not a valid number: {word:?}"))
+}
+
+fn run(command: Command) {
+    match command {
+        Command::Exit(code) => {
+            say(&format!("exiting with {code}"));
+            std::process::exit(code);
+        }
+        Command::Sleep(ms) => {
+            std::thread::sleep(Duration::from_millis(ms));
+            say(&format!("slept {ms} ms"));
+        }
+        Command::Alloc(mib) => alloc(mib),
+        Command::Spin(ms) => {
+            spin(Duration::from_millis(ms));
+            say(&format!("spun {ms} ms"));
+        }
+        Command::Trap => trap(),
+        Command::Print(n) => print_lines(n),
+    }
+}
+
+/// Grows the heap one MiB at a time and keeps every MiB alive, so a memory limit
+/// is hit part-way through with the progress lines already in the logs.
+fn alloc(mib: usize) {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for i in 1..=mib {
+        let mut chunk = vec![0u8; MIB];
+        for offset in (0..MIB).step_by(PAGE) {
+            chunk[offset] = 1;
+        }
+        held.push(std::hint::black_box(chunk));
+        say(&format!("allocated {i} MiB"));
+    }
+    std::hint::black_box(&held);
+    say("done");
+}
+
+/// Burns CPU without yielding to the host, checking the clock as it goes.
+fn spin(duration: Duration) {
+    let start = Instant::now();
+    let mut iterations: u64 = 0;
+    while start.elapsed() < duration {
+        iterations = std::hint::black_box(iterations.wrapping_add(1));
+    }
+}
+
+fn print_lines(n: u64) {
+    for i in 1..=n {
+        say(&format!("line {i}"));
+        if i < n {
+            std::thread::sleep(PRINT_INTERVAL);
+        }
+    }
+}
+
+#[cfg(target_family = "wasm")]
+fn trap() -> ! {
+    say("trapping");
+    core::arch::wasm32::unreachable()
+}
+
+/// Host builds exist only for unit tests; abort is the closest thing to a trap.
+#[cfg(not(target_family = "wasm"))]
+fn trap() -> ! {
+    say("trapping");
+    std::process::abort()
+}
+
+/// Writes one line to stdout and flushes it, so log followers see it at once.
+/// A closed stdout is ignored: the behaviour under test matters, not the output.
+fn say(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn parses_every_command_with_its_number() {
+        assert_eq!(parse(&args(&["exit", "3"])), Ok(Command::Exit(3)));
+        assert_eq!(parse(&args(&["sleep", "50"])), Ok(Command::Sleep(50)));
+        assert_eq!(parse(&args(&["alloc", "64"])), Ok(Command::Alloc(64)));
+        assert_eq!(parse(&args(&["spin", "10"])), Ok(Command::Spin(10)));
+        assert_eq!(parse(&args(&["trap"])), Ok(Command::Trap));
+        assert_eq!(parse(&args(&["print", "5"])), Ok(Command::Print(5)));
+    }
+
+    #[test]
+    fn rejects_missing_unknown_and_malformed_commands() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&args(&["explode"])).is_err());
+        assert!(parse(&args(&["sleep"])).is_err());
+        assert!(parse(&args(&["sleep", "soon"])).is_err());
+        assert!(parse(&args(&["alloc", "-1"])).is_err());
+        assert!(parse(&args(&["trap", "now"])).is_err());
+    }
+
+    #[test]
+    fn spin_returns_after_its_duration() {
+        let start = Instant::now();
+        spin(Duration::from_millis(20));
+        assert!(start.elapsed() >= Duration::from_millis(20));
+    }
+}
