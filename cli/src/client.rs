@@ -152,12 +152,20 @@ impl Client {
 
     /// POST a JSON object to a collection (create).
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        json(self.send(self.request(Method::POST, path).json(body)).await?).await
+        json(
+            self.send(self.request(Method::POST, path).json(body))
+                .await?,
+        )
+        .await
     }
 
     /// PUT a JSON object (replace).
     pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        json(self.send(self.request(Method::PUT, path).json(body)).await?).await
+        json(
+            self.send(self.request(Method::PUT, path).json(body))
+                .await?,
+        )
+        .await
     }
 
     /// DELETE an object.
@@ -188,7 +196,9 @@ impl Client {
         query: &[(&str, String)],
     ) -> Result<impl Stream<Item = Result<Bytes, ClientError>> + use<>, ClientError> {
         use futures::TryStreamExt as _;
-        let response = self.send(self.request(Method::GET, path).query(query)).await?;
+        let response = self
+            .send(self.request(Method::GET, path).query(query))
+            .await?;
         Ok(response
             .bytes_stream()
             .map_err(|err| ClientError::Body(error_chain(&err))))
@@ -257,7 +267,10 @@ pub fn classify(code: StatusCode, body: &[u8]) -> ClientError {
                 status.code = code.as_u16();
             }
             if status.reason.is_empty() {
-                status.reason = code.canonical_reason().unwrap_or("Unknown").replace(' ', "");
+                status.reason = code
+                    .canonical_reason()
+                    .unwrap_or("Unknown")
+                    .replace(' ', "");
             }
             ClientError::Status(status)
         }
@@ -279,14 +292,20 @@ mod tests {
         let body = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"pods \"nope\" not found"}"#;
         let err = classify(StatusCode::NOT_FOUND, body);
         assert_eq!(err.reason(), Some("NotFound"));
-        assert_eq!(err.to_string(), "Error from server (NotFound): pods \"nope\" not found");
+        assert_eq!(
+            err.to_string(),
+            "Error from server (NotFound): pods \"nope\" not found"
+        );
         assert!(err.is_from_server());
     }
 
     #[test]
     fn unauthorized_is_reported_whatever_the_body() {
         let err = classify(StatusCode::UNAUTHORIZED, b"{}");
-        assert_eq!(err.to_string(), "You must be logged in to the server (Unauthorized)");
+        assert_eq!(
+            err.to_string(),
+            "You must be logged in to the server (Unauthorized)"
+        );
         assert_eq!(err.code(), Some(401));
     }
 
@@ -299,8 +318,14 @@ mod tests {
 
     #[test]
     fn a_status_without_reason_gets_the_http_reason() {
-        let err = classify(StatusCode::UNPROCESSABLE_ENTITY, br#"{"kind":"Status","message":"bad"}"#);
-        assert_eq!(err.to_string(), "Error from server (UnprocessableEntity): bad");
+        let err = classify(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            br#"{"kind":"Status","message":"bad"}"#,
+        );
+        assert_eq!(
+            err.to_string(),
+            "Error from server (UnprocessableEntity): bad"
+        );
         assert_eq!(err.code(), Some(422));
     }
 

@@ -155,12 +155,24 @@ mod tests {
     #[test]
     fn paths_follow_the_kubernetes_rest_shape() {
         let ns = Scope::Namespace("edge".to_owned());
-        assert_eq!(Kind::Pod.collection_path(&ns), "/api/v1/namespaces/edge/pods");
+        assert_eq!(
+            Kind::Pod.collection_path(&ns),
+            "/api/v1/namespaces/edge/pods"
+        );
         assert_eq!(Kind::Pod.collection_path(&Scope::All), "/api/v1/pods");
         assert_eq!(Kind::Node.collection_path(&ns), "/api/v1/nodes");
-        assert_eq!(Kind::Namespace.item_path("edge", "x"), "/api/v1/namespaces/x");
-        assert_eq!(Kind::Pod.item_path("edge", "p"), "/api/v1/namespaces/edge/pods/p");
-        assert_eq!(pod_log_path("default", "p"), "/api/v1/namespaces/default/pods/p/log");
+        assert_eq!(
+            Kind::Namespace.item_path("edge", "x"),
+            "/api/v1/namespaces/x"
+        );
+        assert_eq!(
+            Kind::Pod.item_path("edge", "p"),
+            "/api/v1/namespaces/edge/pods/p"
+        );
+        assert_eq!(
+            pod_log_path("default", "p"),
+            "/api/v1/namespaces/default/pods/p/log"
+        );
         assert_eq!(
             module_tag_path("hello", "v1"),
             "/apis/wasmfleet.dev/v1/modules/hello/tags/v1"

@@ -325,11 +325,7 @@ preferences: {{}}
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("ca.crt"), CA_PEM).expect("write ca");
         std::fs::write(dir.path().join("token"), "tok\n").expect("write token");
-        let text = kubeconfig(
-            "certificate-authority: ca.crt",
-            "tokenFile: token",
-            "",
-        );
+        let text = kubeconfig("certificate-authority: ca.crt", "tokenFile: token", "");
         let access = resolve(&text, dir.path(), None).expect("resolves");
         assert_eq!(access.ca_pem.as_deref(), Some(CA_PEM.as_bytes()));
         assert_eq!(access.token.as_deref(), Some("tok"));
@@ -359,7 +355,9 @@ preferences: {{}}
     fn a_missing_cluster_is_named_in_the_error() {
         let text = kubeconfig("", "token: t", "").replace("cluster: wasmfleet", "cluster: gone");
         match resolve(&text, Path::new("."), None) {
-            Err(ResolveError::Invalid(problem)) => assert!(problem.contains("\"gone\""), "{problem}"),
+            Err(ResolveError::Invalid(problem)) => {
+                assert!(problem.contains("\"gone\""), "{problem}")
+            }
             other => panic!("expected Invalid, got {other:?}"),
         }
     }
@@ -383,13 +381,19 @@ preferences: {{}}
     #[test]
     fn locate_prefers_the_flag_then_the_first_env_path_then_home() {
         let flag = Path::new("/flag/config");
-        assert_eq!(locate(Some(flag), Some("/env/a:/env/b"), None).ok(), Some(flag.to_path_buf()));
+        assert_eq!(
+            locate(Some(flag), Some("/env/a:/env/b"), None).ok(),
+            Some(flag.to_path_buf())
+        );
         assert_eq!(
             locate(None, Some("/env/a:/env/b"), None).ok(),
             Some(PathBuf::from("/env/a"))
         );
         let home = tempfile::tempdir().expect("tempdir");
-        assert!(matches!(locate(None, None, Some(home.path())), Err(KubeconfigError::NotFound)));
+        assert!(matches!(
+            locate(None, None, Some(home.path())),
+            Err(KubeconfigError::NotFound)
+        ));
         std::fs::create_dir(home.path().join(".kube")).expect("mkdir");
         std::fs::write(home.path().join(".kube/config"), "").expect("write");
         assert_eq!(

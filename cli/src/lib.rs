@@ -67,7 +67,8 @@ fn connect(cli: &Cli, env: &Environment) -> anyhow::Result<Session> {
         env.home.as_deref(),
     )?;
     let access = kubeconfig::load(&path, cli.context.as_deref())?;
-    let client = Client::new(&access).with_context(|| format!("using kubeconfig {}", path.display()))?;
+    let client =
+        Client::new(&access).with_context(|| format!("using kubeconfig {}", path.display()))?;
     let namespace = cli
         .namespace
         .clone()
@@ -89,6 +90,56 @@ pub fn error_report(err: &anyhow::Error) -> Option<String> {
     }
     match err.downcast_ref::<client::ClientError>() {
         Some(client_err) if client_err.is_from_server() => Some(client_err.to_string()),
-        _ => Some(format!("error: {err:#}")),
+        _ => Some(format!("error: {}", chain_text(err))),
+    }
+}
+
+/// An error and its causes joined by `: `, skipping a cause whose text the message already
+/// includes (several error types print their source inline).
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::other("disk on fire");
+        let err = anyhow::Error::new(kubeconfig::KubeconfigError::Read {
+            path: PathBuf::from("kc"),
+            source: io,
+        })
+        .context("loading");
+        assert_eq!(
+            error_report(&err).as_deref(),
+            Some("error: loading: cannot read kubeconfig kc: disk on fire")
+        );
+    }
+
+    #[test]
+    fn reported_failures_print_nothing_more_and_server_errors_print_bare() {
+        let reported = anyhow::Error::new(commands::Reported { failures: 2 });
+        assert_eq!(error_report(&reported), None);
+        let status = client::classify(
+            reqwest::StatusCode::NOT_FOUND,
+            br#"{"kind":"Status","reason":"NotFound","message":"pods \"x\" not found"}"#,
+        );
+        assert_eq!(
+            error_report(&anyhow::Error::new(status)).as_deref(),
+            Some("Error from server (NotFound): pods \"x\" not found")
+        );
     }
 }

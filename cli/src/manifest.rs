@@ -101,7 +101,9 @@ fn read_source(source: &Path) -> Result<Vec<(String, String)>, ManifestError> {
     };
     if source == Path::new("-") {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map_err(read_err)?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
         return Ok(vec![("STDIN".to_owned(), text)]);
     }
     if source.is_dir() {
@@ -249,13 +251,19 @@ mod tests {
         let one = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"}}"#;
         assert_eq!(names(&parse("a.json", one).expect("one")), ["Pod/a"]);
         let stream = format!("{one}\n{}", one.replace("\"a\"", "\"b\""));
-        assert_eq!(names(&parse("s.json", &stream).expect("stream")), ["Pod/a", "Pod/b"]);
+        assert_eq!(
+            names(&parse("s.json", &stream).expect("stream")),
+            ["Pod/a", "Pod/b"]
+        );
     }
 
     #[test]
     fn reads_dash_separated_json_documents() {
         let text = "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"a\"}}\n---\n{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"b\"}}\n";
-        assert_eq!(names(&parse("d.json", text).expect("parses")), ["Pod/a", "Pod/b"]);
+        assert_eq!(
+            names(&parse("d.json", text).expect("parses")),
+            ["Pod/a", "Pod/b"]
+        );
     }
 
     #[test]
@@ -263,7 +271,10 @@ mod tests {
         let text = r#"{"apiVersion":"v1","kind":"List","items":[
             {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"edge"}},
             {"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"edge"}}]}"#;
-        assert_eq!(names(&parse("l.json", text).expect("parses")), ["Namespace/edge", "Pod/p"]);
+        assert_eq!(
+            names(&parse("l.json", text).expect("parses")),
+            ["Namespace/edge", "Pod/p"]
+        );
     }
 
     #[test]
@@ -278,7 +289,10 @@ mod tests {
         let err = parse("bad.yaml", text).expect_err("invalid");
         let message = err.to_string();
         assert!(message.starts_with("error parsing bad.yaml:"), "{message}");
-        assert!(message.contains("line 5") || message.contains("line 4"), "{message}");
+        assert!(
+            message.contains("line 5") || message.contains("line 4"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -300,13 +314,21 @@ mod tests {
 
     #[test]
     fn a_scalar_document_is_rejected() {
-        let message = parse("f.yaml", "just text\n").expect_err("invalid").to_string();
-        assert!(message.contains("expected an object, found a string"), "{message}");
+        let message = parse("f.yaml", "just text\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            message.contains("expected an object, found a string"),
+            "{message}"
+        );
     }
 
     #[test]
     fn an_empty_file_has_no_objects() {
-        assert_eq!(parse("e.yaml", "\n# nothing\n").expect("parses"), Vec::new());
+        assert_eq!(
+            parse("e.yaml", "\n# nothing\n").expect("parses"),
+            Vec::new()
+        );
     }
 
     #[test]

@@ -46,7 +46,9 @@ impl Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The manifest's kind is not one wasmfleet applies.
-    #[error("error: unable to recognize {source_name:?}: no matches for kind {kind:?} in version {api_version:?}")]
+    #[error(
+        "error: unable to recognize {source_name:?}: no matches for kind {kind:?} in version {api_version:?}"
+    )]
     UnknownKind {
         /// The manifest source.
         source_name: String,
@@ -92,17 +94,19 @@ impl ApplyError {
 
 /// Applies every object in `files`, printing one line per object to `out` and each failure
 /// to stderr. Fails with [`Reported`] when any object failed.
-pub async fn run(
-    session: &Session,
-    files: &[PathBuf],
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+pub async fn run(session: &Session, files: &[PathBuf], out: &mut dyn Write) -> anyhow::Result<()> {
     let objects = manifest::read_sources(files)?;
     let mut failures = 0;
     for object in &objects {
         match apply_one(session, object).await {
             Ok((kind, outcome)) => {
-                writeln!(out, "{}/{} {}", kind.singular(), object.name(), outcome.verb())?;
+                writeln!(
+                    out,
+                    "{}/{} {}",
+                    kind.singular(),
+                    object.name(),
+                    outcome.verb()
+                )?;
             }
             Err(err) => {
                 failures += 1;
@@ -157,7 +161,11 @@ async fn apply_one(session: &Session, object: &Object) -> Result<(Kind, Outcome)
         reason: "Conflict".to_owned(),
         action: "replacing",
         source_name: object.source.clone(),
-        message: format!("{} {:?} kept changing; try again", kind.plural(), object.name()),
+        message: format!(
+            "{} {:?} kept changing; try again",
+            kind.plural(),
+            object.name()
+        ),
     })
 }
 
@@ -223,7 +231,10 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
         }),
         (Value::Array(live), Value::Array(desired)) => {
             live.len() == desired.len()
-                && live.iter().zip(desired).all(|(have, want)| contains(have, want))
+                && live
+                    .iter()
+                    .zip(desired)
+                    .all(|(have, want)| contains(have, want))
         }
         (Value::Number(have), Value::Number(want)) => have.as_f64() == want.as_f64(),
         (have, want) => have == want,
@@ -248,10 +259,12 @@ pub fn merge(live: &Value, desired: &Value) -> Value {
         (Value::Array(live), Value::Array(desired)) if named(live) && named(desired) => {
             let merged = desired
                 .iter()
-                .map(|want| match live.iter().find(|have| have["name"] == want["name"]) {
-                    Some(have) => merge(have, want),
-                    None => want.clone(),
-                })
+                .map(
+                    |want| match live.iter().find(|have| have["name"] == want["name"]) {
+                        Some(have) => merge(have, want),
+                        None => want.clone(),
+                    },
+                )
                 .collect();
             Value::Array(merged)
         }
@@ -304,7 +317,10 @@ mod tests {
         assert_eq!(body["spec"]["containers"][0]["image"], "hello:v2");
         // What the server set is kept: node binding, container defaults, uid, status.
         assert_eq!(body["spec"]["nodeName"], "pi-1");
-        assert_eq!(body["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            body["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
         assert_eq!(body["metadata"]["uid"], "u-1");
         assert_eq!(body["status"]["phase"], "Running");
     }
@@ -322,14 +338,20 @@ mod tests {
         let mut want = desired();
         want["metadata"]["labels"] = json!({"tier": "edge"});
         let body = update_body(&live(), &want).expect("changed");
-        assert_eq!(body["metadata"]["labels"], json!({"app": "hello", "tier": "edge"}));
+        assert_eq!(
+            body["metadata"]["labels"],
+            json!({"app": "hello", "tier": "edge"})
+        );
     }
 
     #[test]
     fn named_lists_follow_the_manifest_order_and_drop_unlisted_items() {
         let live = json!([{"name": "a", "x": 1}, {"name": "b", "x": 2}]);
         let want = json!([{"name": "b", "y": 3}, {"name": "c"}]);
-        assert_eq!(merge(&live, &want), json!([{"name": "b", "x": 2, "y": 3}, {"name": "c"}]));
+        assert_eq!(
+            merge(&live, &want),
+            json!([{"name": "b", "x": 2, "y": 3}, {"name": "c"}])
+        );
     }
 
     #[test]
@@ -342,7 +364,10 @@ mod tests {
     #[test]
     fn namespaced_objects_get_the_target_namespace() {
         let pod = json!({"metadata": {"name": "p"}});
-        assert_eq!(with_namespace(&pod, Kind::Pod, "edge")["metadata"]["namespace"], "edge");
+        assert_eq!(
+            with_namespace(&pod, Kind::Pod, "edge")["metadata"]["namespace"],
+            "edge"
+        );
         assert!(with_namespace(&pod, Kind::Namespace, "edge")["metadata"]["namespace"].is_null());
     }
 

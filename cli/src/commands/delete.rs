@@ -49,7 +49,9 @@ pub async fn run(session: &Session, args: &DeleteArgs, out: &mut dyn Write) -> a
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// Nothing given.
-    #[error("you must provide one or more resources by argument or filename (KIND NAME... or -f FILE)")]
+    #[error(
+        "you must provide one or more resources by argument or filename (KIND NAME... or -f FILE)"
+    )]
     Missing,
     /// A kind without names.
     #[error("resource(s) were provided, but no name was specified")]
@@ -81,7 +83,10 @@ pub fn targets_from_args(words: &[String], namespace: &str) -> anyhow::Result<Ve
         .collect()
 }
 
-fn targets_from_files(files: &[std::path::PathBuf], namespace: &str) -> anyhow::Result<Vec<Target>> {
+fn targets_from_files(
+    files: &[std::path::PathBuf],
+    namespace: &str,
+) -> anyhow::Result<Vec<Target>> {
     manifest::read_sources(files)?
         .iter()
         .map(|object| {
@@ -107,7 +112,14 @@ mod tests {
     fn kind_and_names_become_targets_in_the_namespace() {
         let targets = targets_from_args(&words(&["po", "a", "b"]), "edge").expect("targets");
         assert_eq!(targets.len(), 2);
-        assert_eq!(targets[1], Target { kind: Kind::Pod, namespace: "edge".into(), name: "b".into() });
+        assert_eq!(
+            targets[1],
+            Target {
+                kind: Kind::Pod,
+                namespace: "edge".into(),
+                name: "b".into()
+            }
+        );
     }
 
     #[test]

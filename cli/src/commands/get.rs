@@ -108,7 +108,10 @@ pub fn render(
     match format {
         Some(Format::Json) => to_json(whole),
         Some(Format::Yaml) => to_yaml(whole),
-        Some(Format::Name) => Ok(items.iter().map(|item| object_name(kind, item) + "\n").collect()),
+        Some(Format::Name) => Ok(items
+            .iter()
+            .map(|item| object_name(kind, item) + "\n")
+            .collect()),
         Some(Format::Wide) | None => {
             let options = TableOptions {
                 wide: format == Some(Format::Wide),
@@ -170,8 +173,14 @@ mod tests {
 
     #[test]
     fn json_output_prints_the_whole_list() {
-        let text = render(Kind::Pod, &pod_list(), Some(Format::Json), &default_ns(), now())
-            .expect("renders");
+        let text = render(
+            Kind::Pod,
+            &pod_list(),
+            Some(Format::Json),
+            &default_ns(),
+            now(),
+        )
+        .expect("renders");
         let value: Value = serde_json::from_str(&text).expect("valid json");
         assert_eq!(value["kind"], "PodList");
         assert_eq!(value["items"][0]["metadata"]["name"], "hello");
@@ -179,17 +188,32 @@ mod tests {
 
     #[test]
     fn name_output_prints_kind_slash_name() {
-        let text = render(Kind::Pod, &pod_list(), Some(Format::Name), &default_ns(), now())
-            .expect("renders");
+        let text = render(
+            Kind::Pod,
+            &pod_list(),
+            Some(Format::Name),
+            &default_ns(),
+            now(),
+        )
+        .expect("renders");
         assert_eq!(text, "pod/hello\n");
     }
 
     #[test]
     fn one_object_in_yaml_is_the_object_itself() {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}});
-        let text = render(Kind::Namespace, &Fetched::One(ns), Some(Format::Yaml), &Scope::All, now())
-            .expect("renders");
-        assert_eq!(text, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: edge\n");
+        let text = render(
+            Kind::Namespace,
+            &Fetched::One(ns),
+            Some(Format::Yaml),
+            &Scope::All,
+            now(),
+        )
+        .expect("renders");
+        assert_eq!(
+            text,
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: edge\n"
+        );
     }
 
     #[test]
@@ -197,19 +221,32 @@ mod tests {
         let list = json!({"apiVersion": "wasmfleet.dev/v1", "kind": "ModuleList", "items": [
             {"name": "hello", "tag": "v1", "digest": "sha256:aa", "size": 10},
             {"name": "exerciser", "tag": "v1", "digest": "sha256:bb", "size": 20}]});
-        let Ok(Fetched::Many { items, list: filtered }) = filter_modules(list.clone(), Some("hello")) else {
+        let Ok(Fetched::Many {
+            items,
+            list: filtered,
+        }) = filter_modules(list.clone(), Some("hello"))
+        else {
             panic!("expected a filtered list");
         };
         assert_eq!(items.len(), 1);
         assert_eq!(filtered["items"].as_array().map(Vec::len), Some(1));
         let err = filter_modules(list, Some("nope")).expect_err("missing");
-        assert_eq!(err.to_string(), "Error from server (NotFound): modules \"nope\" not found");
+        assert_eq!(
+            err.to_string(),
+            "Error from server (NotFound): modules \"nope\" not found"
+        );
     }
 
     #[test]
     fn empty_lists_say_where_nothing_was_found() {
-        assert_eq!(no_resources(Kind::Pod, &default_ns()), "No resources found in default namespace.");
+        assert_eq!(
+            no_resources(Kind::Pod, &default_ns()),
+            "No resources found in default namespace."
+        );
         assert_eq!(no_resources(Kind::Pod, &Scope::All), "No resources found");
-        assert_eq!(no_resources(Kind::Node, &default_ns()), "No resources found");
+        assert_eq!(
+            no_resources(Kind::Node, &default_ns()),
+            "No resources found"
+        );
     }
 }

@@ -46,14 +46,23 @@ mod tests {
 
     #[test]
     fn only_given_options_become_query_parameters() {
-        let mut args = LogsArgs { pod: "p".into(), container: None, follow: false, tail: None };
+        let mut args = LogsArgs {
+            pod: "p".into(),
+            container: None,
+            follow: false,
+            tail: None,
+        };
         assert!(query(&args).is_empty());
         args.container = Some("main".into());
         args.follow = true;
         args.tail = Some(5);
         assert_eq!(
             query(&args),
-            [("container", "main".to_owned()), ("follow", "true".to_owned()), ("tailLines", "5".to_owned())]
+            [
+                ("container", "main".to_owned()),
+                ("follow", "true".to_owned()),
+                ("tailLines", "5".to_owned())
+            ]
         );
     }
 }

@@ -12,8 +12,8 @@ use futures::TryStreamExt as _;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::io::ReaderStream;
 
-use super::check_name;
 use super::Session;
+use super::check_name;
 use crate::args::PushArgs;
 use crate::kinds::module_tag_path;
 
@@ -60,14 +60,20 @@ pub fn parse_reference(text: &str) -> Result<Reference, PushError> {
     if tag.contains(':') {
         return Err(bad());
     }
-    Ok(Reference { name: name.to_owned(), tag: tag.to_owned() })
+    Ok(Reference {
+        name: name.to_owned(),
+        tag: tag.to_owned(),
+    })
 }
 
 /// Runs `push`.
 pub async fn run(session: &Session, args: &PushArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let reference = parse_reference(&args.reference)?;
     let size = check_wasm_file(&args.file)?;
-    let read_err = |source| PushError::Read { path: args.file.display().to_string(), source };
+    let read_err = |source| PushError::Read {
+        path: args.file.display().to_string(),
+        source,
+    };
     let file = tokio::fs::File::open(&args.file).await.map_err(read_err)?;
     let progress = progress_bar(size);
     let bar = progress.clone();
@@ -75,7 +81,12 @@ pub async fn run(session: &Session, args: &PushArgs, out: &mut dyn Write) -> any
     let path = module_tag_path(&reference.name, &reference.tag);
     let result = session
         .client
-        .put_bytes(&path, "application/wasm", size, reqwest::Body::wrap_stream(body))
+        .put_bytes(
+            &path,
+            "application/wasm",
+            size,
+            reqwest::Body::wrap_stream(body),
+        )
         .await;
     progress.finish_and_clear();
     let record = result?;
@@ -94,7 +105,10 @@ pub async fn run(session: &Session, args: &PushArgs, out: &mut dyn Write) -> any
 /// Checks the magic bytes up front (a clear local error beats a rejected upload) and
 /// returns the file size.
 fn check_wasm_file(path: &Path) -> Result<u64, PushError> {
-    let read_err = |source| PushError::Read { path: path.display().to_string(), source };
+    let read_err = |source| PushError::Read {
+        path: path.display().to_string(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(read_err)?;
     let mut magic = [0u8; 4];
     let is_wasm = file.read_exact(&mut magic).is_ok() && &magic == WASM_MAGIC;
@@ -128,11 +142,17 @@ mod tests {
     fn references_parse_with_and_without_a_tag() {
         assert_eq!(
             parse_reference("hello:v1").ok(),
-            Some(Reference { name: "hello".into(), tag: "v1".into() })
+            Some(Reference {
+                name: "hello".into(),
+                tag: "v1".into()
+            })
         );
         assert_eq!(
             parse_reference("hello").ok(),
-            Some(Reference { name: "hello".into(), tag: "latest".into() })
+            Some(Reference {
+                name: "hello".into(),
+                tag: "latest".into()
+            })
         );
         for bad in ["", ":v1", "hello:", "a/b:v1", "a:b:c"] {
             assert!(parse_reference(bad).is_err(), "{bad:?}");
@@ -148,6 +168,9 @@ mod tests {
         let text = dir.path().join("m.txt");
         std::fs::write(&text, b"hello").expect("write");
         assert!(matches!(check_wasm_file(&text), Err(PushError::NotWasm(_))));
-        assert!(matches!(check_wasm_file(&dir.path().join("none")), Err(PushError::Read { .. })));
+        assert!(matches!(
+            check_wasm_file(&dir.path().join("none")),
+            Err(PushError::Read { .. })
+        ));
     }
 }

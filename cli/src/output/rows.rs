@@ -21,9 +21,12 @@ pub struct TableOptions {
     pub now: Timestamp,
 }
 
+/// Computes one table row from one object.
+type RowFn = fn(&Value, &TableOptions) -> Vec<String>;
+
 /// Renders `items` of `kind` as a table.
 pub fn table(kind: Kind, items: &[Value], options: TableOptions) -> Table {
-    let (headers, row): (&[&str], fn(&Value, &TableOptions) -> Vec<String>) = match kind {
+    let (headers, row): (&[&str], RowFn) = match kind {
         Kind::Pod if options.wide => (
             &["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"],
             pod_row,
@@ -97,9 +100,10 @@ fn module_row(module: &Value, _options: &TableOptions) -> Vec<String> {
         text(&module["name"]).to_owned(),
         text(&module["tag"]).to_owned(),
         text(&module["digest"]).to_owned(),
-        module["size"]
-            .as_u64()
-            .map_or_else(|| "<unknown>".to_owned(), |size| HumanBytes(size).to_string()),
+        module["size"].as_u64().map_or_else(
+            || "<unknown>".to_owned(),
+            |size| HumanBytes(size).to_string(),
+        ),
     ]
 }
 
@@ -135,11 +139,20 @@ pub fn pod_status(pod: &Value) -> String {
         }
     }
     if reason == "Completed" && has_running {
-        reason = if pod_ready_condition(pod) { "Running" } else { "NotReady" }.to_owned();
+        reason = if pod_ready_condition(pod) {
+            "Running"
+        } else {
+            "NotReady"
+        }
+        .to_owned();
     }
     if !pod["metadata"]["deletionTimestamp"].is_null() {
-        reason = if text(&status["reason"]) == "NodeLost" { "Unknown" } else { "Terminating" }
-            .to_owned();
+        reason = if text(&status["reason"]) == "NodeLost" {
+            "Unknown"
+        } else {
+            "Terminating"
+        }
+        .to_owned();
     }
     reason
 }
@@ -184,7 +197,13 @@ pub fn node_status(node: &Value) -> String {
     let ready = array(&node["status"]["conditions"])
         .iter()
         .find(|c| c["type"] == "Ready")
-        .map(|c| if c["status"] == "True" { "Ready" } else { "NotReady" })
+        .map(|c| {
+            if c["status"] == "True" {
+                "Ready"
+            } else {
+                "NotReady"
+            }
+        })
         .unwrap_or("Unknown");
     if node["spec"]["unschedulable"].as_bool() == Some(true) {
         format!("{ready},SchedulingDisabled")
@@ -290,7 +309,10 @@ mod tests {
         let pending = pod("p", json!({"phase": "Pending"}));
         let table = table(Kind::Pod, &[pending], options(true, false));
         assert_eq!(table.headers.last().map(String::as_str), Some("NODE"));
-        assert_eq!(table.rows[0][2..], ["Pending", "0", "30s", "<none>", "pi-1"]);
+        assert_eq!(
+            table.rows[0][2..],
+            ["Pending", "0", "30s", "<none>", "pi-1"]
+        );
     }
 
     #[test]
@@ -360,8 +382,12 @@ mod tests {
     #[test]
     fn restarts_show_the_time_since_the_last_one() {
         let mut status = container(json!({"waiting": {"reason": "CrashLoopBackOff"}}), false, 4);
-        status["lastState"] = json!({"terminated": {"exitCode": 1, "finishedAt": "2026-11-27T11:59:48Z"}});
-        let crashing = pod("c", json!({"phase": "Running", "containerStatuses": [status]}));
+        status["lastState"] =
+            json!({"terminated": {"exitCode": 1, "finishedAt": "2026-11-27T11:59:48Z"}});
+        let crashing = pod(
+            "c",
+            json!({"phase": "Running", "containerStatuses": [status]}),
+        );
         assert_eq!(pod_restarts(&crashing, now()), "4 (12s ago)");
         assert_eq!(pod_restarts(&pod("p", json!({})), now()), "0");
     }
@@ -402,7 +428,10 @@ mod tests {
 
     #[test]
     fn a_cordoned_unready_node_says_so() {
-        assert_eq!(node_status(&node("Unknown", true)), "NotReady,SchedulingDisabled");
+        assert_eq!(
+            node_status(&node("Unknown", true)),
+            "NotReady,SchedulingDisabled"
+        );
         assert_eq!(node_status(&json!({})), "Unknown");
         assert_eq!(node_roles(&json!({"metadata": {}})), "<none>");
     }

@@ -70,8 +70,12 @@ mod tests {
     #[test]
     fn pads_columns_to_the_widest_cell_plus_three_spaces() {
         let mut table = Table::new(&["NAME", "STATUS", "AGE"]);
-        table.rows.push(vec!["hello".into(), "Running".into(), "5s".into()]);
-        table.rows.push(vec!["a".into(), "Completed".into(), "10m".into()]);
+        table
+            .rows
+            .push(vec!["hello".into(), "Running".into(), "5s".into()]);
+        table
+            .rows
+            .push(vec!["a".into(), "Completed".into(), "10m".into()]);
         assert_eq!(
             table.render(),
             "NAME    STATUS      AGE\nhello   Running     5s\na       Completed   10m\n"

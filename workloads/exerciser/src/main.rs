@@ -74,7 +74,8 @@ fn parse(args: &[String]) -> Result<Command, String> {
 }
 
 fn number<T: std::str::FromStr>(word: &str) -> Result<T, String> {
-    word.parse().map_err(|_| format!("not a valid number: {word:?}"))
+    word.parse()
+        .map_err(|_| format!("not a valid number: {word:?}"))
 }
 
 fn run(command: Command) {
