@@ -18,7 +18,7 @@ pub const DEFAULT_MQTT_PORT: u16 = 1883;
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/wasmfleet/agent";
 
 /// Everything the agent needs to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     /// The broker the agent connects to.
     pub mqtt: MqttAddress,
@@ -86,6 +86,21 @@ pub enum ConfigError {
     ZeroDuration(&'static str),
 }
 
+/// The token is a credential: it never appears in logs.
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("mqtt", &self.mqtt)
+            .field("token", &"<redacted>")
+            .field("node_name", &self.node_name)
+            .field("data_dir", &self.data_dir)
+            .field("labels", &self.labels)
+            .field("restart_backoff_base", &self.restart_backoff_base)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .finish()
+    }
+}
+
 impl AgentConfig {
     /// A configuration with the default data dir, no labels and default intervals.
     pub fn new(mqtt: MqttAddress, token: impl Into<String>, node_name: impl Into<String>) -> Self {
@@ -144,14 +159,23 @@ impl AgentConfig {
 }
 
 /// The `wasmfleet-agent` command line.
-#[derive(Debug, Parser)]
-#[command(name = "wasmfleet-agent", version, about = "Runs Wasm pods for a wasmfleet server.")]
+#[derive(Parser)]
+#[command(
+    name = "wasmfleet-agent",
+    version,
+    about = "Runs Wasm pods for a wasmfleet server."
+)]
 pub struct Cli {
     /// The server's MQTT broker, as `mqtt://host:port`.
     #[arg(long, env = "WASMFLEET_SERVER")]
     pub server: String,
     /// The node join token.
-    #[arg(long, env = "WASMFLEET_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "WASMFLEET_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
     /// A file holding the node join token.
     #[arg(long)]
@@ -375,7 +399,8 @@ mod tests {
 
     #[test]
     fn labels_parse_into_a_sorted_map() {
-        let labels = parse_labels("site=barn, kubernetes.io/role=edge,empty=").map_err(|e| e.to_string());
+        let labels =
+            parse_labels("site=barn, kubernetes.io/role=edge,empty=").map_err(|e| e.to_string());
         assert_eq!(
             labels,
             Ok(BTreeMap::from([
@@ -447,10 +472,30 @@ mod tests {
     }
 
     #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let config = AgentConfig::new(
+            MqttAddress {
+                host: "h".into(),
+                port: 1,
+            },
+            "s3cret",
+            "n",
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
     fn invalid_config_is_an_error_not_a_panic() {
         let missing_token = cli(&["--server", "mqtt://h", "--node-name", "n"]);
         assert!(missing_token.is_err_and(|e| e.contains("token")));
-        let bad_name = cli(&["--server", "mqtt://h", "--token", "t", "--node-name", "Pi_1"]);
+        let bad_name = cli(&[
+            "--server",
+            "mqtt://h",
+            "--token",
+            "t",
+            "--node-name",
+            "Pi_1",
+        ]);
         assert!(bad_name.is_err_and(|e| e.contains("node name")));
         let zero = cli(&[
             "--server",

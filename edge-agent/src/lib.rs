@@ -4,17 +4,19 @@
 //!
 //! - [`link`]: the MQTT link to the server (one task owns the rumqttc event loop): birth and
 //!   will, heartbeats, desired pods in, status reports out (at-least-once), log streaming;
-//! - `runtime`: the wasmtime engine and sandboxes;
-//! - `pods`: pod lifecycle, restart policy and logs (`PodManager`);
+//! - [`runtime`]: the wasmtime engine and sandboxes;
+//! - [`pods`]: pod lifecycle, restart policy and logs ([`pods::PodManager`]);
 //! - [`state`]: the agent's local redb (session epoch, desired pods, last pod statuses);
 //! - [`modules`]: the module cache and the chunked, resumable fetcher;
 //! - [`node_info`]: what the agent reports about its machine;
 //! - [`config`]: the agent's configuration and command line;
-//! - `run`: wires everything together and shuts it down gracefully.
+//! - [`run`]: wires everything together and shuts it down gracefully.
 
 pub mod config;
 pub mod link;
 pub mod modules;
 pub mod node_info;
+pub mod pods;
+pub mod run;
 pub mod runtime;
 pub mod state;

@@ -142,19 +142,23 @@ mod tests {
             parse_pretty_name(os_release).as_deref(),
             Some("Debian GNU/Linux 12 (bookworm)")
         );
-        assert_eq!(parse_pretty_name("PRETTY_NAME=Alpine").as_deref(), Some("Alpine"));
+        assert_eq!(
+            parse_pretty_name("PRETTY_NAME=Alpine").as_deref(),
+            Some("Alpine")
+        );
         assert_eq!(parse_pretty_name("ID=x"), None);
     }
 
     #[test]
     fn allocatable_keeps_a_small_reserve() {
         let pi = Resources {
-            memory_bytes: 4 << 30,
+            memory_bytes: 8 << 30,
             cpu_millis: 4000,
             pods: 110,
         };
         let a = allocatable(pi);
-        assert_eq!(a.memory_bytes, (4 << 30) - (512 << 20));
+        // A tenth of the memory, capped at 512 MiB.
+        assert_eq!(a.memory_bytes, (8 << 30) - (512 << 20));
         assert_eq!(a.cpu_millis, 3900);
         assert_eq!(a.pods, 110);
         let tiny = Resources {

@@ -21,6 +21,9 @@ enum Envelope {
 }
 
 /// The messages of protocol version 1. Append new variants at the end only.
+// A birth carries the whole NodeInfo inline; messages are decoded one at a time and never
+// stored in bulk, so the size difference between variants costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// The server's retained presence (and its last will).

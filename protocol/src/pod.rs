@@ -140,7 +140,8 @@ pub struct ContainerStatus {
 pub enum ContainerState {
     /// Not running: fetching its module, or backing off before a restart.
     Waiting {
-        /// A CamelCase reason (`ContainerCreating`, `CrashLoopBackOff`, `ErrModulePull`).
+        /// A CamelCase reason (`ContainerCreating`, `CrashLoopBackOff`, `ErrModulePull`,
+        /// `CreateContainerError`).
         reason: String,
         /// A human explanation.
         message: String,
@@ -154,7 +155,8 @@ pub enum ContainerState {
     Terminated {
         /// The exit code (137 for a kill, as on Linux).
         exit_code: i32,
-        /// `Completed`, `Error`, `OOMKilled` or `Trap`.
+        /// `Completed`, `Error` (a non-zero exit or a trap), `OOMKilled`, or `Unknown` (the
+        /// agent restarted while it ran).
         reason: String,
         /// A human explanation (the trap message).
         message: String,

@@ -73,7 +73,9 @@ mod tests {
     #[test]
     fn delays_double_up_to_the_cap() {
         let mut backoff = Backoff::new(policy());
-        let delays: Vec<u128> = (0..6).map(|_| backoff.next_delay(1.0).as_millis()).collect();
+        let delays: Vec<u128> = (0..6)
+            .map(|_| backoff.next_delay(1.0).as_millis())
+            .collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
     }
 
@@ -82,7 +84,10 @@ mod tests {
         let mut low = Backoff::new(policy());
         let mut high = Backoff::new(policy());
         assert_eq!(low.next_delay(0.0), Duration::from_millis(50));
-        assert_eq!(high.next_delay(0.999_999), Duration::from_millis(100).mul_f64(0.999_999_5));
+        assert_eq!(
+            high.next_delay(0.999_999),
+            Duration::from_millis(100).mul_f64(0.999_999_5)
+        );
     }
 
     #[test]

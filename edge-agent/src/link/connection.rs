@@ -19,7 +19,7 @@ use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode};
 use super::backoff::{Backoff, BackoffPolicy};
 use super::inbound::{Inbound, classify};
 use super::uplink::Session;
-use super::LinkConfig;
+use super::{Inbox, LinkConfig};
 use crate::modules::ModuleFetcher;
 use crate::state::AgentState;
 
@@ -32,6 +32,9 @@ const MAX_PACKET: usize = 2 * MAX_MESSAGE_SIZE;
 /// rumqttc's request channel; the publisher task is its only producer.
 pub(super) const REQUEST_CAPACITY: usize = 64;
 
+/// How many commands (log requests) may wait to be handled.
+const COMMAND_CAPACITY: usize = 64;
+
 /// Where received messages go.
 pub(super) struct Routes {
     pub(super) desired: watch::Sender<Option<DesiredPods>>,
@@ -39,6 +42,33 @@ pub(super) struct Routes {
     pub(super) server_epoch: watch::Sender<Option<u64>>,
     pub(super) commands: mpsc::Sender<NodeCommand>,
     pub(super) fetcher: ModuleFetcher,
+}
+
+impl Routes {
+    /// Routes whose receiving ends form the [`Inbox`]; also returns the rebirth receiver
+    /// for the publisher.
+    pub(super) fn with_inbox(fetcher: ModuleFetcher) -> (Routes, Inbox, watch::Receiver<u64>) {
+        let (desired, desired_rx) = watch::channel(None);
+        let (acks, acks_rx) = watch::channel(None);
+        let (server_epoch, server_epoch_rx) = watch::channel(None);
+        let (commands, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (rebirth, rebirth_rx) = watch::channel(0);
+        let routes = Routes {
+            desired,
+            acks,
+            server_epoch,
+            commands,
+            fetcher,
+        };
+        let inbox = Inbox {
+            desired: desired_rx,
+            acks: acks_rx,
+            server_epoch: server_epoch_rx,
+            commands: commands_rx,
+            rebirth,
+        };
+        (routes, inbox, rebirth_rx)
+    }
 }
 
 /// The event loop and everything it needs.
@@ -93,13 +123,14 @@ impl Connection {
                 }
                 Ok(_) => {}
                 Err(err) => {
+                    let delay = backoff.next_delay(rand::random::<f64>());
                     if connected {
-                        tracing::warn!(%err, epoch, "connection to the broker lost");
+                        tracing::warn!(%err, epoch, ?delay, "connection to the broker lost; reconnecting");
                         connected = false;
                         self.session.send_replace(Session { epoch, connected });
+                    } else {
+                        tracing::warn!(%err, ?delay, "cannot reach the broker; retrying");
                     }
-                    let delay = backoff.next_delay(rand::random::<f64>());
-                    tracing::warn!(%err, ?delay, "cannot reach the broker; retrying");
                     tokio::select! {
                         () = self.stop.cancelled() => break,
                         () = tokio::time::sleep(delay) => {}
@@ -133,9 +164,12 @@ impl Connection {
             info: None,
         });
         let topic = topic::up(&self.node, Up::State);
-        self.eventloop
-            .mqtt_options
-            .set_last_will(LastWill::new(topic, encode(&will), QoS::AtLeastOnce, true));
+        self.eventloop.mqtt_options.set_last_will(LastWill::new(
+            topic,
+            encode(&will),
+            QoS::AtLeastOnce,
+            true,
+        ));
     }
 
     fn route(&self, publish: &Publish) {

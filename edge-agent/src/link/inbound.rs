@@ -38,7 +38,8 @@ pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, Stri
     let Some(kind) = topic::parse_node_inbound(node, topic) else {
         return Err(format!("unexpected topic {topic}"));
     };
-    let message = decode(payload).map_err(|err| format!("undecodable payload on {topic}: {err}"))?;
+    let message =
+        decode(payload).map_err(|err| format!("undecodable payload on {topic}: {err}"))?;
     match (kind, message) {
         (Down::Desired, Message::Desired(desired)) => Ok(Inbound::Desired(desired)),
         (Down::Ack, Message::StatusAck(ack)) => Ok(Inbound::StatusAck(ack)),
@@ -68,7 +69,10 @@ mod tests {
         };
         let payload = encode(&Message::Desired(desired.clone()));
         let topic = topic::down("pi-1", Down::Desired);
-        assert_eq!(classify("pi-1", &topic, &payload), Ok(Inbound::Desired(desired)));
+        assert_eq!(
+            classify("pi-1", &topic, &payload),
+            Ok(Inbound::Desired(desired))
+        );
     }
 
     #[test]

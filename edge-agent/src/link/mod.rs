@@ -1,6 +1,6 @@
 //! The agent's MQTT link to the server.
 //!
-//! One task owns the rumqttc event loop ([`connection`]); everything else talks to it
+//! One task owns the rumqttc event loop (`connection`); everything else talks to it
 //! through channels and watches, so nothing can block it:
 //!
 //! - [`Uplink`]: the cloneable handle every part of the agent publishes through; a
@@ -22,6 +22,7 @@ pub mod backoff;
 mod connection;
 mod heartbeat;
 pub mod inbound;
+mod logs;
 pub mod outbox;
 mod publisher;
 pub mod sync;
@@ -45,11 +46,8 @@ use crate::config::MqttAddress;
 use crate::modules::ModuleFetcher;
 use crate::state::AgentState;
 
-/// How many commands (log requests) may wait to be handled.
-const COMMAND_CAPACITY: usize = 64;
-
 /// What the link needs to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkConfig {
     /// The broker.
     pub mqtt: MqttAddress,
@@ -61,6 +59,19 @@ pub struct LinkConfig {
     pub heartbeat_interval: Duration,
     /// Delays between reconnect attempts.
     pub reconnect: BackoffPolicy,
+}
+
+/// The token is a credential: it never appears in logs.
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig")
+            .field("mqtt", &self.mqtt)
+            .field("node_name", &self.node_name)
+            .field("token", &"<redacted>")
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("reconnect", &self.reconnect)
+            .finish()
+    }
 }
 
 /// Why the link did not shut down cleanly.
@@ -103,7 +114,6 @@ impl Link {
     pub fn start(
         config: &LinkConfig,
         parts: UplinkParts,
-        uplink: Uplink,
         info: NodeInfo,
         state: AgentState,
         fetcher: ModuleFetcher,
@@ -113,28 +123,19 @@ impl Link {
             connection::mqtt_options(config),
             connection::REQUEST_CAPACITY,
         );
-        let (desired_tx, desired_rx) = watch::channel(None);
-        let (acks_tx, acks_rx) = watch::channel(None);
-        let (server_epoch_tx, server_epoch_rx) = watch::channel(None);
-        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
-        let (rebirth_tx, rebirth_rx) = watch::channel(0);
+        let (routes, inbox, rebirth) = connection::Routes::with_inbox(fetcher);
         let stop_heartbeat = CancellationToken::new();
         let stop_publisher = CancellationToken::new();
         let stop_connection = CancellationToken::new();
 
+        let uplink = parts.uplink;
         let session = parts.session.subscribe();
         let connection = connection::Connection {
             eventloop,
             node: config.node_name.clone(),
             state,
             session: parts.session,
-            routes: connection::Routes {
-                desired: desired_tx,
-                acks: acks_tx,
-                server_epoch: server_epoch_tx,
-                commands: commands_tx,
-                fetcher,
-            },
+            routes,
             backoff: config.reconnect,
             stop: stop_connection.clone(),
         };
@@ -144,7 +145,7 @@ impl Link {
             info,
             queue: parts.queue,
             session,
-            rebirth: rebirth_rx,
+            rebirth,
             stop: stop_publisher.clone(),
         };
         let link = Link {
@@ -160,13 +161,6 @@ impl Link {
             config.heartbeat_interval,
             stop_heartbeat,
         ));
-        let inbox = Inbox {
-            desired: desired_rx,
-            acks: acks_rx,
-            server_epoch: server_epoch_rx,
-            commands: commands_rx,
-            rebirth: rebirth_tx,
-        };
         (link, inbox)
     }
 
@@ -191,7 +185,10 @@ impl Link {
         match finished {
             Ok(joined) => joined.map_err(|e| LinkError::Task(e.to_string())),
             Err(_) => {
-                tracing::warn!(?timeout, "the link did not close in time; dropping the connection");
+                tracing::warn!(
+                    ?timeout,
+                    "the link did not close in time; dropping the connection"
+                );
                 self.stop_connection.cancel();
                 connection.await.map_err(|e| LinkError::Task(e.to_string()))
             }

@@ -54,9 +54,10 @@ pub struct Uplink {
     session: watch::Receiver<Session>,
 }
 
-/// The receiving ends the link itself consumes.
+/// The receiving ends the link itself consumes (and a handle for its own heartbeats).
 #[derive(Debug)]
 pub struct UplinkParts {
+    pub(crate) uplink: Uplink,
     pub(crate) queue: mpsc::Receiver<Outgoing>,
     pub(crate) session: watch::Sender<Session>,
 }
@@ -71,6 +72,7 @@ pub fn uplink(node: &str) -> (Uplink, UplinkParts) {
         session: session_rx,
     };
     let parts = UplinkParts {
+        uplink: uplink.clone(),
         queue: queue_rx,
         session: session_tx,
     };
@@ -88,9 +90,12 @@ impl Uplink {
         *self.session.borrow()
     }
 
-    /// A receiver that wakes whenever a session starts or ends.
+    /// A receiver that wakes whenever a session starts or ends (the current one counts
+    /// as seen).
     pub fn sessions(&self) -> watch::Receiver<Session> {
-        self.session.clone()
+        let mut sessions = self.session.clone();
+        sessions.borrow_and_update();
+        sessions
     }
 
     /// Queues a message without waiting; fails when the queue is full.

@@ -76,9 +76,12 @@ impl Job<'_> {
             .open(partial)
             .await
             .map_err(|e| self.io(e))?;
-        file.set_len(self.module.size).await.map_err(|e| self.io(e))?;
+        file.set_len(self.module.size)
+            .await
+            .map_err(|e| self.io(e))?;
         let mut progress = Progress::new(chunk_count(self.module.size));
         let mut sessions = self.uplink.sessions();
+        let mut session = *sessions.borrow_and_update();
         let mut last_progress = Instant::now();
         while !progress.is_complete() {
             self.request_more(&mut progress);
@@ -99,7 +102,13 @@ impl Job<'_> {
                     }
                 }
                 // A new session (or none) lost whatever was in flight: ask again once connected.
-                Wake::SessionChanged => progress.forget_in_flight(),
+                Wake::SessionChanged => {
+                    let now = *sessions.borrow_and_update();
+                    if now != session {
+                        progress.forget_in_flight();
+                        session = now;
+                    }
+                }
                 Wake::RequestTimeout => {
                     progress.forget_in_flight();
                     self.check_stall(last_progress)?;

@@ -241,6 +241,16 @@ impl ModuleFetcher {
     }
 }
 
+impl crate::pods::ModuleSource for ModuleFetcher {
+    fn fetch(
+        &self,
+        module: &ModuleRef,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<PathBuf, String>> + Send + 'static>> {
+        let fetch = ModuleFetcher::fetch(self, module);
+        Box::pin(async move { fetch.await.map_err(|err| err.to_string()) })
+    }
+}
+
 fn check_ref(module: &ModuleRef) -> Result<(), FetchError> {
     validate_digest_hex(&module.digest).map_err(|e| FetchError::InvalidRef(e.to_string()))?;
     if module.size == 0 {
@@ -277,10 +287,10 @@ fn remove_partials(dir: &Path) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_some_and(|e| e == "partial") {
-            if let Err(err) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %err, "cannot remove a stale partial module");
-            }
+        if path.extension().is_some_and(|e| e == "partial")
+            && let Err(err) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(path = %path.display(), %err, "cannot remove a stale partial module");
         }
     }
 }

@@ -109,7 +109,9 @@ fn compile(engine: &Engine, wasm: &Path) -> Result<Compiled, LoadError> {
     })?;
     let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
     match detect_kind(&bytes)? {
-        ModuleKind::Core => Module::new(engine, &bytes).map(Compiled::Core).map_err(invalid),
+        ModuleKind::Core => Module::new(engine, &bytes)
+            .map(Compiled::Core)
+            .map_err(invalid),
         ModuleKind::Component => Component::new(engine, &bytes)
             .map(Compiled::Component)
             .map_err(invalid),
@@ -128,7 +130,9 @@ fn deserialize(engine: &Engine, artifact: &Path) -> wasmtime::Result<Compiled> {
     // configuration mismatches are detected by wasmtime and returned as errors.
     unsafe {
         match kind {
-            Some(Precompiled::Module) => Module::deserialize_file(engine, artifact).map(Compiled::Core),
+            Some(Precompiled::Module) => {
+                Module::deserialize_file(engine, artifact).map(Compiled::Core)
+            }
             Some(Precompiled::Component) => {
                 Component::deserialize_file(engine, artifact).map(Compiled::Component)
             }
@@ -142,7 +146,11 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let name = format!(".tmp-{}-{nanos}-{}", std::process::id(), rand::random::<u32>());
+    let name = format!(
+        ".tmp-{}-{nanos}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
     let path = dir.join(name);
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -152,7 +160,10 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 }
 
 fn is_sha256_hex(digest: &str) -> bool {
-    digest.len() == 64 && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
@@ -161,17 +172,26 @@ mod tests {
 
     #[test]
     fn a_core_module_preamble_is_recognised() {
-        assert!(matches!(detect_kind(b"\0asm\x01\0\0\0rest"), Ok(ModuleKind::Core)));
+        assert!(matches!(
+            detect_kind(b"\0asm\x01\0\0\0rest"),
+            Ok(ModuleKind::Core)
+        ));
     }
 
     #[test]
     fn a_component_preamble_is_recognised() {
-        assert!(matches!(detect_kind(b"\0asm\x0d\0\x01\0"), Ok(ModuleKind::Component)));
+        assert!(matches!(
+            detect_kind(b"\0asm\x0d\0\x01\0"),
+            Ok(ModuleKind::Component)
+        ));
     }
 
     #[test]
     fn bytes_without_the_wasm_magic_are_not_wasm() {
-        assert!(matches!(detect_kind(b"garbage bytes"), Err(LoadError::NotWasm)));
+        assert!(matches!(
+            detect_kind(b"garbage bytes"),
+            Err(LoadError::NotWasm)
+        ));
         assert!(matches!(detect_kind(b"\0as"), Err(LoadError::NotWasm)));
     }
 

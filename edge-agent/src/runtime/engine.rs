@@ -90,8 +90,16 @@ pub fn compatibility_key(engine: &Engine) -> String {
 /// derived from the host the agent was built for (the engine never cross-compiles).
 fn target_triple(engine: &Engine) -> String {
     if engine.is_pulley() {
-        let width = if cfg!(target_pointer_width = "64") { "64" } else { "32" };
-        let endian = if cfg!(target_endian = "big") { "be" } else { "" };
+        let width = if cfg!(target_pointer_width = "64") {
+            "64"
+        } else {
+            "32"
+        };
+        let endian = if cfg!(target_endian = "big") {
+            "be"
+        } else {
+            ""
+        };
         return format!("pulley{width}{endian}");
     }
     let env = if cfg!(target_env = "musl") {
@@ -139,7 +147,9 @@ mod tests {
         let engine = Engine::new(&engine_config()).expect("engine");
         let info = engine_info(&engine);
         assert_eq!(info.wasmtime_version, "48.0.8");
-        assert!(info.target.starts_with(std::env::consts::ARCH) || info.target.starts_with("pulley"));
+        assert!(
+            info.target.starts_with(std::env::consts::ARCH) || info.target.starts_with("pulley")
+        );
         assert!(info.can_compile);
     }
 }

@@ -128,7 +128,11 @@ mod tests {
     fn memory_growth_past_the_limit_is_denied_and_remembered() {
         let mut limiter = MemoryLimiter::new(Some(32 << 20));
         let flag = limiter.exceeded_flag();
-        assert!(!limiter.memory_growing(16 << 20, 33 << 20, None).expect("ok"));
+        assert!(
+            !limiter
+                .memory_growing(16 << 20, 33 << 20, None)
+                .expect("ok")
+        );
         assert!(flag.load(Ordering::Relaxed));
     }
 

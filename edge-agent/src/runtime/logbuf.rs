@@ -110,7 +110,12 @@ impl LogBuffer {
     pub fn snapshot(&self, tail: Option<usize>, follow: bool) -> LogSnapshot {
         let state = self.lock();
         let skip = tail.map_or(0, |n| state.lines.len().saturating_sub(n));
-        let lines = state.lines.iter().skip(skip).map(|l| l.to_string()).collect();
+        let lines = state
+            .lines
+            .iter()
+            .skip(skip)
+            .map(|l| l.to_string())
+            .collect();
         let follow = (follow && !state.finished).then(|| state.events.subscribe());
         LogSnapshot { lines, follow }
     }
@@ -123,7 +128,9 @@ impl LogBuffer {
     fn lock(&self) -> MutexGuard<'_, LogState> {
         // A panic while holding this lock cannot leave the state inconsistent in a way that
         // matters for logs, so a poisoned lock is simply taken over.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -169,7 +176,8 @@ impl LineSplitter {
         if bytes.len() > room {
             self.overflowed = true;
         }
-        self.partial.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.partial
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     fn emit(&mut self) {

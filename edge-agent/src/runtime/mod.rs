@@ -210,7 +210,11 @@ impl Runtime {
                         "not a WASI command: no `_start` function export".into(),
                     ));
                 }
-                let pre = self.inner.core_linker.instantiate_pre(&module).map_err(unrunnable)?;
+                let pre = self
+                    .inner
+                    .core_linker
+                    .instantiate_pre(&module)
+                    .map_err(unrunnable)?;
                 Ok((ModuleKind::Core, Prepared::Core(pre)))
             }
             Compiled::Component(component) => {

@@ -158,32 +158,55 @@ impl Sandbox<'_> {
         spec: &RunSpec,
         limiter: MemoryLimiter,
     ) -> wasmtime::Result<()> {
-        let live = LiveGuard::new(self.live);
         match prepared {
-            Prepared::Core(pre) => {
-                let wasi = self.wasi(spec).build_p1();
-                let state = CoreState { wasi, limiter, _live: live };
-                let mut store = Store::new(self.engine, state);
-                store.limiter(|s| &mut s.limiter);
-                self.supervise(&mut store, spec);
-                let instance = pre.instantiate_async(&mut store).await?;
-                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-                start.call_async(&mut store, ()).await
-            }
-            Prepared::Component(pre) => {
-                let mut table = ResourceTable::new();
-                table.set_max_capacity(MAX_RESOURCE_HANDLES);
-                let ctx = self.wasi(spec).build();
-                let state = ComponentState { ctx, table, limiter, _live: live };
-                let mut store = Store::new(self.engine, state);
-                store.limiter(|s| &mut s.limiter);
-                self.supervise(&mut store, spec);
-                let command = pre.instantiate_async(&mut store).await?;
-                match command.wasi_cli_run().call_run(&mut store).await? {
-                    Ok(()) => Ok(()),
-                    Err(()) => Err(I32Exit(1).into()),
-                }
-            }
+            Prepared::Core(pre) => self.run_core(pre, spec, limiter).await,
+            Prepared::Component(pre) => self.run_component(pre, spec, limiter).await,
+        }
+    }
+
+    /// Instantiates a wasip1 command module and calls its `_start`.
+    async fn run_core(
+        &self,
+        pre: &InstancePre<CoreState>,
+        spec: &RunSpec,
+        limiter: MemoryLimiter,
+    ) -> wasmtime::Result<()> {
+        let state = CoreState {
+            wasi: self.wasi(spec).build_p1(),
+            limiter,
+            _live: LiveGuard::new(self.live),
+        };
+        let mut store = Store::new(self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        self.supervise(&mut store, spec);
+        let instance = pre.instantiate_async(&mut store).await?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        start.call_async(&mut store, ()).await
+    }
+
+    /// Instantiates a wasip2 command component and calls `wasi:cli/run`.
+    async fn run_component(
+        &self,
+        pre: &CommandPre<ComponentState>,
+        spec: &RunSpec,
+        limiter: MemoryLimiter,
+    ) -> wasmtime::Result<()> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCE_HANDLES);
+        let state = ComponentState {
+            ctx: self.wasi(spec).build(),
+            table,
+            limiter,
+            _live: LiveGuard::new(self.live),
+        };
+        let mut store = Store::new(self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        self.supervise(&mut store, spec);
+        let command = pre.instantiate_async(&mut store).await?;
+        match command.wasi_cli_run().call_run(&mut store).await? {
+            Ok(()) => Ok(()),
+            // `wasi:cli/run` returning `err` is the component's way of exiting with 1.
+            Err(()) => Err(I32Exit(1).into()),
         }
     }
 
@@ -216,9 +239,14 @@ impl Sandbox<'_> {
             Ok(match pause {
                 Some(until) => UpdateDeadline::YieldCustom(
                     1,
-                    Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(until))),
+                    Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+                        until,
+                    ))),
                 ),
-                None => UpdateDeadline::Yield(1),
+                // tokio's own yield defers the wake-up until the scheduler has polled its
+                // timers and I/O; a plain `Yield` re-queues at once, and a current-thread
+                // runtime then checks timers only every few dozen polls.
+                None => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
             })
         });
     }
@@ -276,14 +304,20 @@ mod tests {
 
     #[test]
     fn a_trap_is_an_error_with_code_1_and_its_message() {
-        let exit = classify(Err(wasmtime::Trap::UnreachableCodeReached.into()), &AtomicBool::new(false));
+        let exit = classify(
+            Err(wasmtime::Trap::UnreachableCodeReached.into()),
+            &AtomicBool::new(false),
+        );
         assert_eq!((exit.code, exit.reason), (1, ExitReason::Error));
         assert!(exit.message.contains("unreachable"), "{}", exit.message);
     }
 
     #[test]
     fn a_failure_after_denied_growth_is_oom_killed() {
-        let exit = classify(Err(wasmtime::Trap::UnreachableCodeReached.into()), &AtomicBool::new(true));
+        let exit = classify(
+            Err(wasmtime::Trap::UnreachableCodeReached.into()),
+            &AtomicBool::new(true),
+        );
         assert_eq!((exit.code, exit.reason), (137, ExitReason::OomKilled));
     }
 

@@ -1,0 +1,212 @@
+//! One container's task: fetch and load its module, run it, and follow the lifecycle's
+//! decisions (restart after a back-off, retry a failed fetch, or stop) until it is done
+//! or its pod is stopped.
+//!
+//! A stop (pod removed, agent shutting down) ends the task without recording anything:
+//! a removed pod has no status any more, and on shutdown the last recorded status is what
+//! a restarted agent should continue from.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::pod::ContainerSpec;
+
+use super::lifecycle::{Event, Next, TerminationReason, WaitingReason};
+use super::manager::Shared;
+use super::pod::Pod;
+use crate::runtime::{Exit, ExitReason, LogBuffer, Program, RunSpec};
+
+/// Runs container `index` of `pod`.
+pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
+    let Some(spec) = pod.assignment.containers.get(index) else {
+        return;
+    };
+    let Some(logs) = pod.logs.get(index) else {
+        return;
+    };
+    let task = Task {
+        pod: &pod,
+        index,
+        spec,
+        run_spec: run_spec(spec),
+        logs,
+        shared: &shared,
+    };
+    let mut program: Option<Program> = None;
+    loop {
+        let step = match &program {
+            None => match until_stopped(&pod.stop, load(&shared, spec)).await {
+                None => None,
+                Some(Ok(loaded)) => {
+                    program = Some(loaded);
+                    continue;
+                }
+                Some(Err(failure)) => Some(task.module_failed(failure)),
+            },
+            Some(program) => task.run_once(program).await,
+        };
+        let proceed = match step {
+            None | Some(Next::Done) => false,
+            Some(Next::Continue) => true,
+            Some(Next::RetryAfter(delay)) => until_stopped(&pod.stop, tokio::time::sleep(delay))
+                .await
+                .is_some(),
+        };
+        if !proceed {
+            break;
+        }
+    }
+    logs.finish();
+}
+
+/// One container's fixed context.
+struct Task<'a> {
+    pod: &'a Pod,
+    index: usize,
+    spec: &'a ContainerSpec,
+    run_spec: RunSpec,
+    logs: &'a LogBuffer,
+    shared: &'a Shared,
+}
+
+impl Task<'_> {
+    /// Records a fetch or load failure.
+    fn module_failed(&self, failure: Event) -> Next {
+        tracing::warn!(uid = self.pod.uid(), container = %self.spec.name, ?failure, "module not available");
+        self.pod.record(self.index, failure)
+    }
+
+    /// Runs the container once and records how it went; `None` when it was stopped.
+    async fn run_once(&self, program: &Program) -> Option<Next> {
+        let started = Event::Started {
+            at_unix_ms: now_unix_ms(),
+        };
+        self.pod.record(self.index, started);
+        tracing::info!(uid = self.pod.uid(), container = %self.spec.name, "container started");
+        let stop = &self.pod.stop;
+        let exit = self
+            .shared
+            .runtime
+            .run(program, &self.run_spec, self.logs, stop)
+            .await;
+        if stop.is_cancelled() {
+            return None;
+        }
+        tracing::info!(uid = self.pod.uid(), container = %self.spec.name, code = exit.code,
+            reason = ?exit.reason, "container exited");
+        Some(self.pod.record(self.index, exited(exit)))
+    }
+}
+
+/// The argv, env and limits of one run. argv is `command` then `args`; with no `command`
+/// argv\[0\] is the container's name, as a program's own name would be.
+pub fn run_spec(spec: &ContainerSpec) -> RunSpec {
+    let head = if spec.command.is_empty() {
+        vec![spec.name.clone()]
+    } else {
+        spec.command.clone()
+    };
+    RunSpec {
+        argv: head.into_iter().chain(spec.args.iter().cloned()).collect(),
+        env: spec.env.clone(),
+        memory_limit_bytes: spec.memory_limit_bytes,
+        cpu_limit_millis: spec.cpu_limit_millis,
+    }
+}
+
+/// Fetches and loads the container's module; a failure is the lifecycle event for it.
+async fn load(shared: &Shared, spec: &ContainerSpec) -> Result<Program, Event> {
+    let path = shared
+        .source
+        .fetch(&spec.module)
+        .await
+        .map_err(|message| Event::ModuleFailed {
+            reason: WaitingReason::ErrModulePull,
+            message: format!(
+                "cannot fetch module {} (sha256:{}): {message}",
+                spec.image, spec.module.digest
+            ),
+        })?;
+    shared
+        .runtime
+        .load(&spec.module.digest, &path)
+        .await
+        .map_err(|error| Event::ModuleFailed {
+            reason: WaitingReason::CreateContainerError,
+            message: format!(
+                "module {} (sha256:{}): {error}",
+                spec.image, spec.module.digest
+            ),
+        })
+}
+
+fn exited(exit: Exit) -> Event {
+    Event::Exited {
+        exit_code: exit.code,
+        reason: match exit.reason {
+            ExitReason::Completed => TerminationReason::Completed,
+            ExitReason::OomKilled => TerminationReason::OomKilled,
+            ExitReason::Error | ExitReason::Killed => TerminationReason::Error,
+        },
+        message: exit.message,
+        at_unix_ms: now_unix_ms(),
+    }
+}
+
+/// Runs `work` unless `stop` is cancelled first (`None` then).
+async fn until_stopped<T>(stop: &CancellationToken, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        value = work => Some(value),
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmfleet_protocol::pod::ModuleRef;
+
+    fn container(command: &[&str], args: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            name: "main".into(),
+            image: "exerciser:v1".into(),
+            module: ModuleRef {
+                digest: "ab".repeat(32),
+                size: 1,
+            },
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![("K".into(), "V".into())],
+            memory_limit_bytes: Some(1 << 20),
+            cpu_limit_millis: Some(250),
+        }
+    }
+
+    #[test]
+    fn without_a_command_argv0_is_the_container_name() {
+        assert_eq!(
+            run_spec(&container(&[], &["exit", "3"])).argv,
+            ["main", "exit", "3"]
+        );
+    }
+
+    #[test]
+    fn a_command_replaces_argv0_and_comes_before_the_args() {
+        let spec = run_spec(&container(&["tool", "sub"], &["x"]));
+        assert_eq!(spec.argv, ["tool", "sub", "x"]);
+        assert_eq!(spec.env, [("K".to_string(), "V".to_string())]);
+        assert_eq!(
+            (spec.memory_limit_bytes, spec.cpu_limit_millis),
+            (Some(1 << 20), Some(250))
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! [`PodManager`]: the cheap handle through which the agent converges on its assigned
+//! pods, reads their statuses and logs, and is told about status changes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::pod::{PodAssignment, PodStatus};
+
+use super::container::now_unix_ms;
+use super::lifecycle::Backoff;
+use super::logs::{LogError, LogStream};
+use super::pod::{Pod, supervise};
+use super::{ModuleSource, PodManagerConfig};
+use crate::runtime::Runtime;
+
+/// What every pod task needs.
+pub struct Shared {
+    /// The wasm runtime.
+    pub runtime: Runtime,
+    /// Where modules come from.
+    pub source: Arc<dyn ModuleSource>,
+    /// Every task is spawned here, so shutdown can wait for all of them.
+    pub tracker: TaskTracker,
+}
+
+/// Runs this node's pods. Cheap to clone; all clones manage the same pods.
+///
+/// Pods are immutable: a uid names one pod for its whole life, so [`PodManager::apply`]
+/// only starts new uids and stops missing ones. On shutdown (the token given to
+/// [`PodManager::new`] is cancelled) every container stops and statuses are left as they
+/// were, so that a restarted agent continues from them via [`PodManager::restore`].
+#[derive(Clone)]
+pub struct PodManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    backoff: Backoff,
+    shutdown: CancellationToken,
+    state: Mutex<State>,
+    changes: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    pods: BTreeMap<String, Arc<Pod>>,
+    restored: HashMap<String, PodStatus>,
+}
+
+impl PodManager {
+    /// A manager with no pods. Its tasks are spawned on `tracker` and stop when `shutdown`
+    /// is cancelled.
+    pub fn new(
+        runtime: Runtime,
+        source: Arc<dyn ModuleSource>,
+        config: PodManagerConfig,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        let (changes, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                shared: Arc::new(Shared {
+                    runtime,
+                    source,
+                    tracker,
+                }),
+                backoff: Backoff::with_base(config.restart_backoff_base),
+                shutdown,
+                state: Mutex::new(State::default()),
+                changes,
+            }),
+        }
+    }
+
+    /// Remembers statuses persisted by an earlier agent process. A later
+    /// [`PodManager::apply`] that includes one of these uids continues the pod: a pod that
+    /// had Succeeded or Failed is not run again, and unfinished containers start again
+    /// (counted as restarts). Call before the first `apply`.
+    pub fn restore(&self, statuses: Vec<PodStatus>) {
+        let mut state = self.state();
+        for status in statuses {
+            state.restored.insert(status.uid.clone(), status);
+        }
+    }
+
+    /// Converges on `desired`: starts pods with new uids and stops pods that are no longer
+    /// listed (their instances are dropped at once; their statuses and logs disappear).
+    pub fn apply(&self, desired: Vec<PodAssignment>) {
+        if self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        let wanted: HashSet<String> = desired.iter().map(|p| p.uid.clone()).collect();
+        let mut state = self.state();
+        let removed: Vec<String> = state
+            .pods
+            .keys()
+            .filter(|uid| !wanted.contains(*uid))
+            .cloned()
+            .collect();
+        let mut changed = !removed.is_empty();
+        for uid in removed {
+            if let Some(pod) = state.pods.remove(&uid) {
+                tracing::info!(%uid, name = %pod.assignment.name, "stopping pod");
+                pod.stop.cancel();
+                pod.finish_logs();
+            }
+        }
+        for assignment in desired {
+            if state.pods.contains_key(&assignment.uid) {
+                continue;
+            }
+            let restored = state.restored.remove(&assignment.uid);
+            let pod = Arc::new(Pod::new(
+                assignment,
+                restored.as_ref(),
+                now_unix_ms(),
+                self.inner.shutdown.child_token(),
+                self.inner.backoff,
+                self.inner.changes.clone(),
+            ));
+            state.pods.insert(pod.uid().to_string(), pod.clone());
+            self.inner
+                .shared
+                .tracker
+                .spawn(supervise(pod, self.inner.shared.clone()));
+            changed = true;
+        }
+        drop(state);
+        if changed {
+            self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// The status of every pod on the node, ordered by uid.
+    pub fn statuses(&self) -> Vec<PodStatus> {
+        let pods: Vec<Arc<Pod>> = self.state().pods.values().cloned().collect();
+        pods.iter().map(|pod| pod.status()).collect()
+    }
+
+    /// A receiver whose value changes after every status change (and every apply that
+    /// added or removed pods).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The last `tail_lines` lines (all retained lines when `None`) of a container's log,
+    /// and when `follow` is set the lines that come after them.
+    pub fn logs(
+        &self,
+        uid: &str,
+        container: &str,
+        tail_lines: Option<u32>,
+        follow: bool,
+    ) -> Result<LogStream, LogError> {
+        let pod = self
+            .state()
+            .pods
+            .get(uid)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownPod(uid.to_string()))?;
+        let log = pod
+            .log(container)
+            .ok_or_else(|| LogError::UnknownContainer {
+                pod: uid.to_string(),
+                container: container.to_string(),
+            })?;
+        let snapshot = log.snapshot(tail_lines.map(|n| n as usize), follow);
+        Ok(LogStream::new(snapshot.lines, snapshot.follow))
+    }
+
+    /// The runtime the pods run in.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.shared.runtime
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The map is only ever changed by whole inserts and removals.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

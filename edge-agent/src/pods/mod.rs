@@ -1,0 +1,56 @@
+//! Pods on this node: their lifecycles, restart policy, limits and logs.
+//!
+//! [`PodManager`] converges on the set of pods the server assigns ([`PodManager::apply`]),
+//! runs each container in the [`Runtime`](crate::runtime::Runtime), and reports
+//! [`PodStatus`](wasmfleet_protocol::pod::PodStatus)es. Modules come from a
+//! [`ModuleSource`] (the agent's module cache).
+//!
+//! - `lifecycle`: pure container lifecycle, back-off and pod phase;
+//! - `manager`: the handle, apply/restore/statuses/logs;
+//! - `pod`: one pod's shared record and its supervisor task;
+//! - `container`: one container's task (fetch, load, run, restart);
+//! - `logs`: what [`PodManager::logs`] returns.
+
+pub mod lifecycle;
+
+mod container;
+mod logs;
+mod manager;
+mod pod;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use wasmfleet_protocol::pod::ModuleRef;
+
+pub use logs::{LogError, LogStream};
+pub use manager::PodManager;
+
+/// Where modules come from: resolves a module to the path of a complete,
+/// sha256-verified `.wasm` file on disk (fetching it first if needed).
+///
+/// The error is a human message; the container shows it as `ErrModulePull`.
+pub trait ModuleSource: Send + Sync + 'static {
+    /// Fetches `module` (or finds it locally) and returns its path.
+    fn fetch(
+        &self,
+        module: &ModuleRef,
+    ) -> Pin<Box<dyn Future<Output = Result<PathBuf, String>> + Send + 'static>>;
+}
+
+/// How the pod manager behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodManagerConfig {
+    /// The first restart (and module retry) delay; it doubles up to 5 minutes.
+    pub restart_backoff_base: Duration,
+}
+
+impl Default for PodManagerConfig {
+    fn default() -> Self {
+        Self {
+            restart_backoff_base: Duration::from_secs(10),
+        }
+    }
+}

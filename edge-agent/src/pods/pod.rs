@@ -1,0 +1,184 @@
+//! One pod: its shared record (lifecycles, logs, stop token) and its supervisor task.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::pod::{PodAssignment, PodPhase, PodStatus};
+
+use super::container;
+use super::lifecycle::{Backoff, Event, Lifecycle, Next, pod_phase};
+use super::manager::Shared;
+use crate::runtime::LogBuffer;
+
+/// How long a stopped pod's containers get to end before the supervisor complains. Runs
+/// are dropped at once on cancellation, so this is only a safety net for the log.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Everything the agent knows about one pod, shared by its tasks and the manager.
+pub struct Pod {
+    /// The assignment it was created from (immutable: same uid, same pod).
+    pub assignment: PodAssignment,
+    /// When this agent accepted it, Unix ms.
+    pub start_unix_ms: u64,
+    /// Cancelled when the pod is removed or the agent shuts down.
+    pub stop: CancellationToken,
+    /// One log per container, in spec order.
+    pub logs: Vec<LogBuffer>,
+    lifecycles: Mutex<Vec<Lifecycle>>,
+    // Restored in a final phase: nothing runs, the status is kept as it was.
+    finished: bool,
+    backoff: Backoff,
+    changes: watch::Sender<u64>,
+}
+
+impl Pod {
+    /// A pod about to start, or continuing from `restored` (its status in an earlier agent
+    /// process): finished pods stay finished, unfinished containers run again.
+    pub fn new(
+        assignment: PodAssignment,
+        restored: Option<&PodStatus>,
+        now_unix_ms: u64,
+        stop: CancellationToken,
+        backoff: Backoff,
+        changes: watch::Sender<u64>,
+    ) -> Self {
+        let finished =
+            restored.is_some_and(|s| matches!(s.phase, PodPhase::Succeeded | PodPhase::Failed));
+        let lifecycles = assignment
+            .containers
+            .iter()
+            .map(|spec| {
+                let previous = restored
+                    .and_then(|s| s.containers.iter().find(|c| c.name == spec.name))
+                    .map(Lifecycle::restore);
+                let mut lifecycle = previous.unwrap_or_default();
+                if !finished {
+                    lifecycle.resume(now_unix_ms);
+                }
+                lifecycle
+            })
+            .collect();
+        let logs: Vec<LogBuffer> = assignment
+            .containers
+            .iter()
+            .map(|_| LogBuffer::new())
+            .collect();
+        if finished {
+            logs.iter().for_each(LogBuffer::finish);
+        }
+        Self {
+            start_unix_ms: restored
+                .and_then(|s| s.start_unix_ms)
+                .unwrap_or(now_unix_ms),
+            assignment,
+            stop,
+            logs,
+            lifecycles: Mutex::new(lifecycles),
+            finished,
+            backoff,
+            changes,
+        }
+    }
+
+    /// The uid.
+    pub fn uid(&self) -> &str {
+        &self.assignment.uid
+    }
+
+    /// Applies `event` to container `index`, tells watchers, and says what to do next.
+    pub fn record(&self, index: usize, event: Event) -> Next {
+        let next = match self.lifecycles().get_mut(index) {
+            Some(lifecycle) => {
+                lifecycle.apply(event, self.assignment.restart_policy, &self.backoff)
+            }
+            None => Next::Done,
+        };
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        next
+    }
+
+    /// The wire status.
+    pub fn status(&self) -> PodStatus {
+        let lifecycles = self.lifecycles();
+        PodStatus {
+            uid: self.assignment.uid.clone(),
+            phase: pod_phase(self.assignment.restart_policy, lifecycles.iter()),
+            start_unix_ms: Some(self.start_unix_ms),
+            containers: self
+                .assignment
+                .containers
+                .iter()
+                .zip(lifecycles.iter())
+                .map(|(spec, lifecycle)| lifecycle.status(&spec.name))
+                .collect(),
+        }
+    }
+
+    /// The containers that still have to run.
+    pub fn containers_to_run(&self) -> Vec<usize> {
+        if self.finished {
+            return Vec::new();
+        }
+        let lifecycles = self.lifecycles();
+        (0..lifecycles.len())
+            .filter(|i| !lifecycles[*i].is_done())
+            .collect()
+    }
+
+    /// Ends every log follower.
+    pub fn finish_logs(&self) {
+        self.logs.iter().for_each(LogBuffer::finish);
+    }
+
+    /// The log of the container called `name`.
+    pub fn log(&self, name: &str) -> Option<&LogBuffer> {
+        let index = self
+            .assignment
+            .containers
+            .iter()
+            .position(|c| c.name == name)?;
+        self.logs.get(index)
+    }
+
+    fn lifecycles(&self) -> MutexGuard<'_, Vec<Lifecycle>> {
+        // Lifecycle updates are single assignments; a panicking holder cannot leave a
+        // half-applied transition that matters more than losing the pod's status.
+        self.lifecycles
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The pod's supervisor: starts one task per container that still has to run, and waits
+/// for them. After a stop it gives them [`STOP_GRACE`] and says so if they overrun.
+pub async fn supervise(pod: Arc<Pod>, shared: Arc<Shared>) {
+    let tasks: Vec<_> = pod
+        .containers_to_run()
+        .into_iter()
+        .map(|index| {
+            shared
+                .tracker
+                .spawn(container::run(pod.clone(), index, shared.clone()))
+        })
+        .collect();
+    tracing::info!(uid = pod.uid(), name = %pod.assignment.name, containers = tasks.len(), "pod started");
+    let all = futures::future::join_all(tasks);
+    tokio::pin!(all);
+    let results = tokio::select! {
+        results = &mut all => Some(results),
+        () = pod.stop.cancelled() => {
+            let results = tokio::time::timeout(STOP_GRACE, &mut all).await.ok();
+            if results.is_none() {
+                tracing::warn!(uid = pod.uid(), "pod containers did not stop within {STOP_GRACE:?}");
+            }
+            results
+        }
+    };
+    for error in results.into_iter().flatten().filter_map(Result::err) {
+        tracing::error!(uid = pod.uid(), %error, "a container task failed");
+    }
+    pod.finish_logs();
+    tracing::info!(uid = pod.uid(), name = %pod.assignment.name, "pod supervisor ended");
+}

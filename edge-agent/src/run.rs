@@ -1,0 +1,139 @@
+//! Wires the agent together and takes it apart in order.
+//!
+//! Start: open the local state, build the runtime, the module fetcher and the
+//! `PodManager`, restore the last pod statuses and apply the persisted desired pods
+//! *before* the broker is reachable (offline autonomy), then start the link and the pod sync.
+//!
+//! Stop (when `shutdown` fires): freeze the persisted statuses, stop the pods gracefully,
+//! report their final status if connected, publish "offline" and disconnect, and wait for
+//! every task, each step under a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::AgentConfig;
+use crate::link::sync::PodSync;
+use crate::link::{self, BackoffPolicy, Link, LinkConfig};
+use crate::modules::{FetchTimeouts, ModuleFetcher};
+use crate::node_info;
+use crate::pods::{PodManager, PodManagerConfig};
+use crate::runtime::Runtime;
+use crate::state::AgentState;
+
+/// How long pods get to stop.
+const POD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the link gets to send the final status and say goodbye.
+const LINK_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the remaining tasks get to end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs the agent until `shutdown` fires.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let state = AgentState::open(&config.state_path())
+        .with_context(|| format!("opening {}", config.state_path().display()))?;
+    let runtime = Runtime::new(config.cache_dir()).context("starting the wasm runtime")?;
+    let info = node_info::collect(config.labels.clone(), runtime.engine_info());
+    let (uplink, parts) = link::uplink(&config.node_name);
+
+    // Pods get their own token and tracker: they stop first, before the link says goodbye.
+    let pods_shutdown = CancellationToken::new();
+    let pods_tracker = TaskTracker::new();
+    let fetcher = ModuleFetcher::new(
+        config.modules_dir(),
+        uplink.clone(),
+        FetchTimeouts::default(),
+        pods_shutdown.clone(),
+        pods_tracker.clone(),
+    )
+    .with_context(|| format!("creating {}", config.modules_dir().display()))?;
+    let pods = PodManager::new(
+        runtime,
+        Arc::new(fetcher.clone()),
+        PodManagerConfig {
+            restart_backoff_base: config.restart_backoff_base,
+        },
+        pods_shutdown.clone(),
+        pods_tracker.clone(),
+    );
+    let applied = resume_from_local_state(&state, &pods);
+
+    let link_tracker = TaskTracker::new();
+    let (link, inbox) = Link::start(
+        &link_config(&config),
+        parts,
+        info,
+        state.clone(),
+        fetcher,
+        &link_tracker,
+    );
+    let sync = PodSync::start(inbox, pods, state, uplink, applied, &link_tracker);
+    tracing::info!(node = %config.node_name, server = %format!("{}:{}", config.mqtt.host, config.mqtt.port), "agent started");
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    sync.freeze();
+    pods_shutdown.cancel();
+    drain("pods", pods_tracker, POD_STOP_TIMEOUT).await;
+    sync.shutdown().await;
+    if let Err(err) = link.shutdown(LINK_CLOSE_TIMEOUT).await {
+        tracing::warn!(%err, "the link did not close cleanly");
+    }
+    drain("link", link_tracker, DRAIN_TIMEOUT).await;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// Restores the last statuses and applies the persisted desired pods; returns the
+/// revision applied. Unreadable local state is logged and treated as empty: the server
+/// sends everything again once it is reachable.
+fn resume_from_local_state(state: &AgentState, pods: &PodManager) -> Option<u64> {
+    match state.statuses() {
+        Ok(statuses) if !statuses.is_empty() => {
+            tracing::info!(
+                pods = statuses.len(),
+                "restoring pod statuses from local state"
+            );
+            pods.restore(statuses);
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(%err, "ignoring unreadable pod statuses"),
+    }
+    match state.desired() {
+        Ok(Some(desired)) => {
+            tracing::info!(
+                revision = desired.revision,
+                pods = desired.pods.len(),
+                "starting pods from local state"
+            );
+            pods.apply(desired.pods);
+            Some(desired.revision)
+        }
+        Ok(None) => None,
+        Err(err) => {
+            tracing::warn!(%err, "ignoring an unreadable desired snapshot");
+            None
+        }
+    }
+}
+
+fn link_config(config: &AgentConfig) -> LinkConfig {
+    LinkConfig {
+        mqtt: config.mqtt.clone(),
+        node_name: config.node_name.clone(),
+        token: config.token.clone(),
+        heartbeat_interval: config.heartbeat_interval,
+        reconnect: BackoffPolicy::default(),
+    }
+}
+
+async fn drain(what: &str, tracker: TaskTracker, timeout: Duration) {
+    tracker.close();
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        tracing::warn!(what, ?timeout, "tasks did not stop in time");
+    }
+}

@@ -1,0 +1,625 @@
+//! The whole agent (`run`) against a real Mosquitto and a rumqttc client playing the server:
+//! birth and heartbeats, desired pods to Succeeded with at-least-once reports, logs,
+//! garbage input, broker restarts, and restarts from local state with no server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod link_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use link_support::{Broker, FakeServer, Received, init_tracing, workload};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wasmfleet_agent::config::{AgentConfig, MqttAddress};
+use wasmfleet_protocol::logs::{LogChunk, LogRequest, NodeCommand};
+use wasmfleet_protocol::node::NodeState;
+use wasmfleet_protocol::pod::{
+    ContainerSpec, ContainerState, DesiredPods, ModuleRef, PodAssignment, PodPhase, PodStatus,
+    RestartPolicy, StatusAck, StatusReport,
+};
+use wasmfleet_protocol::topic::{Down, Up};
+use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message};
+
+const NODE: &str = "edge-1";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// An agent running in-process with `run`.
+struct Agent {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Agent {
+    fn start(broker: &Broker, data_dir: &Path) -> Agent {
+        let mut config = AgentConfig::new(
+            MqttAddress {
+                host: broker.addr.ip().to_string(),
+                port: broker.addr.port(),
+            },
+            "node-token",
+            NODE,
+        );
+        config.data_dir = data_dir.to_owned();
+        config.labels = BTreeMap::from([("site".into(), "lab".into())]);
+        config.heartbeat_interval = Duration::from_millis(200);
+        config.restart_backoff_base = Duration::from_millis(200);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(wasmfleet_agent::run::run(config, shutdown.clone()));
+        Agent { shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the agent stops in time")
+            .expect("the agent task does not panic")
+            .expect("the agent stops cleanly");
+    }
+}
+
+fn pod(uid: &str, module: &ModuleRef, policy: RestartPolicy, args: &[&str]) -> PodAssignment {
+    PodAssignment {
+        uid: uid.into(),
+        namespace: "default".into(),
+        name: format!("pod-{uid}"),
+        restart_policy: policy,
+        containers: vec![ContainerSpec {
+            name: "main".into(),
+            image: "test:v1".into(),
+            module: module.clone(),
+            command: vec![],
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: vec![],
+            memory_limit_bytes: None,
+            cpu_limit_millis: None,
+        }],
+    }
+}
+
+fn desired(revision: u64, pods: Vec<PodAssignment>) -> Message {
+    Message::Desired(DesiredPods { revision, pods })
+}
+
+fn births(received: &[Received]) -> Vec<NodeState> {
+    received
+        .iter()
+        .filter_map(|r| match &r.message {
+            Message::NodeState(state) if r.kind == Up::State && state.online => Some(state.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reports(received: &[Received]) -> Vec<StatusReport> {
+    received
+        .iter()
+        .filter_map(|r| match &r.message {
+            Message::Status(report) => Some(report.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pod_in<'a>(report: &'a StatusReport, uid: &str) -> Option<&'a PodStatus> {
+    report.pods.iter().find(|p| p.uid == uid)
+}
+
+/// The latest report in which `uid` has `phase`.
+fn report_with(received: &[Received], uid: &str, phase: PodPhase) -> Option<StatusReport> {
+    reports(received)
+        .into_iter()
+        .rev()
+        .find(|r| pod_in(r, uid).is_some_and(|p| p.phase == phase))
+}
+
+fn log_chunks(received: &[Received], request_id: u64) -> Vec<LogChunk> {
+    received
+        .iter()
+        .filter_map(|r| match &r.message {
+            Message::LogChunk(chunk) if chunk.request_id == request_id => Some(chunk.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hello(server: &FakeServer) -> ModuleRef {
+    server.add_module(std::fs::read(workload("hello")).expect("workloads/dist/hello.wasm"))
+}
+
+fn exerciser(server: &FakeServer) -> ModuleRef {
+    server.add_module(std::fs::read(workload("exerciser")).expect("workloads/dist/exerciser.wasm"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_publishes_a_retained_birth_with_its_node_info_and_heartbeats() {
+    init_tracing();
+    let broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&broker, dir.path());
+
+    let birth = server
+        .wait_for("a birth", WAIT, |r| births(r).into_iter().next())
+        .await;
+    assert!(birth.epoch >= 1);
+    let info = birth.info.expect("a birth carries node info");
+    assert_eq!(
+        info.architecture,
+        wasmfleet_agent::node_info::kubernetes_arch(std::env::consts::ARCH)
+    );
+    assert_eq!(info.operating_system, "linux");
+    assert_eq!(info.labels.get("site").map(String::as_str), Some("lab"));
+    assert_eq!(info.capacity.pods, 110);
+    assert!(info.allocatable.memory_bytes > 0);
+    assert!(!info.engine.wasmtime_version.is_empty());
+
+    let heartbeats = server
+        .wait_for("two heartbeats", WAIT, |r| {
+            let beats: Vec<u64> = r
+                .iter()
+                .filter_map(|r| match &r.message {
+                    Message::Heartbeat(hb) => Some(hb.epoch),
+                    _ => None,
+                })
+                .collect();
+            (beats.len() >= 2).then_some(beats)
+        })
+        .await;
+    assert!(heartbeats.iter().all(|epoch| *epoch == birth.epoch));
+
+    // The birth is retained: a server that connects later still sees it.
+    let late = FakeServer::connect(broker.addr).await;
+    let retained = late
+        .wait_for("the retained birth", WAIT, |r| {
+            r.iter()
+                .find(|r| r.kind == Up::State && r.retained)
+                .cloned()
+        })
+        .await;
+    assert!(matches!(
+        retained.message,
+        Message::NodeState(NodeState { online: true, .. })
+    ));
+
+    agent.stop().await;
+    // A graceful stop says "offline" itself (the will only fires on a lost connection).
+    server
+        .wait_for("the offline state", WAIT, |r| {
+            r.iter().find(|r| {
+                matches!(&r.message, Message::NodeState(s) if !s.online && s.epoch == birth.epoch)
+            })
+            .cloned()
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_pod_runs_to_succeeded_and_its_report_is_resent_until_acked() {
+    init_tracing();
+    let broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    let module = hello(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&broker, dir.path());
+    server
+        .publish_down(
+            NODE,
+            Down::Desired,
+            &desired(5, vec![pod("p1", &module, RestartPolicy::Never, &["hi"])]),
+            true,
+        )
+        .await;
+
+    let done = server
+        .wait_for("p1 Succeeded", WAIT, |r| {
+            report_with(r, "p1", PodPhase::Succeeded)
+        })
+        .await;
+    assert_eq!(done.observed_revision, 5);
+    let container = &pod_in(&done, "p1").unwrap().containers[0];
+    assert!(
+        matches!(
+            container.state,
+            ContainerState::Terminated { exit_code: 0, .. }
+        ),
+        "{container:?}"
+    );
+
+    // Nobody acked: the same report comes again.
+    let (epoch, seq) = (done.epoch, done.seq);
+    server
+        .wait_for("the unacked report again", WAIT, |r| {
+            let copies = reports(r)
+                .iter()
+                .filter(|x| x.epoch == epoch && x.seq == seq)
+                .count();
+            (copies >= 2).then_some(())
+        })
+        .await;
+
+    // Acked: it stops (watch for longer than the re-send interval, while heartbeats flow).
+    server
+        .publish_down(
+            NODE,
+            Down::Ack,
+            &Message::StatusAck(StatusAck { epoch, seq }),
+            false,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.clear();
+    let resend = wasmfleet_agent::link::sync::RESEND_INTERVAL + Duration::from_secs(1);
+    tokio::time::sleep(resend).await;
+    let received = server.received();
+    assert!(
+        received
+            .iter()
+            .any(|r| matches!(r.message, Message::Heartbeat(_)))
+    );
+    assert!(
+        reports(&received).is_empty(),
+        "no report after the ack: {:?}",
+        reports(&received)
+    );
+
+    // The container's output can be read back.
+    let request = |request_id, pod_uid: &str| {
+        Message::Command(NodeCommand::Logs(LogRequest {
+            request_id,
+            pod_uid: pod_uid.into(),
+            container: "main".into(),
+            tail_lines: None,
+            follow: false,
+        }))
+    };
+    server
+        .publish_down(NODE, Down::Cmd, &request(7, "p1"), false)
+        .await;
+    server
+        .publish_down(NODE, Down::Cmd, &request(8, "nope"), false)
+        .await;
+    let lines = server
+        .wait_for("the logs of p1", WAIT, |r| {
+            let chunks = log_chunks(r, 7);
+            chunks
+                .last()
+                .is_some_and(|c| c.done)
+                .then(|| chunks.into_iter().flat_map(|c| c.lines).collect::<Vec<_>>())
+        })
+        .await;
+    assert_eq!(lines, vec!["hello from wasmfleet".to_owned(), "hi".into()]);
+    let unknown = server
+        .wait_for("an error for an unknown pod", WAIT, |r| {
+            log_chunks(r, 8).pop()
+        })
+        .await;
+    assert!(unknown.done && unknown.error.is_some_and(|e| e.contains("nope")));
+
+    // An older snapshot is ignored.
+    server
+        .publish_down(
+            NODE,
+            Down::Desired,
+            &desired(4, vec![pod("p-old", &module, RestartPolicy::Never, &[])]),
+            true,
+        )
+        .await;
+    server.set_auto_ack(true);
+    server
+        .publish_down(
+            NODE,
+            Down::Desired,
+            &desired(6, vec![pod("p1", &module, RestartPolicy::Never, &["hi"])]),
+            true,
+        )
+        .await;
+    let latest = server
+        .wait_for("a report observing revision 6", WAIT, |r| {
+            reports(r).into_iter().find(|x| x.observed_revision == 6)
+        })
+        .await;
+    assert!(pod_in(&latest, "p-old").is_none());
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followed_logs_stream_in_batches_until_cancelled() {
+    init_tracing();
+    let broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    server.set_auto_ack(true);
+    let module = exerciser(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&broker, dir.path());
+    server
+        .publish_down(
+            NODE,
+            Down::Desired,
+            &desired(
+                1,
+                vec![pod(
+                    "printer",
+                    &module,
+                    RestartPolicy::Never,
+                    &["print", "100000"],
+                )],
+            ),
+            true,
+        )
+        .await;
+    server
+        .wait_for("the printer running", WAIT, |r| {
+            report_with(r, "printer", PodPhase::Running)
+        })
+        .await;
+    let follow = Message::Command(NodeCommand::Logs(LogRequest {
+        request_id: 1,
+        pod_uid: "printer".into(),
+        container: "main".into(),
+        tail_lines: Some(1),
+        follow: true,
+    }));
+    server.publish_down(NODE, Down::Cmd, &follow, false).await;
+    server
+        .wait_for("several followed chunks", WAIT, |r| {
+            let lines: usize = log_chunks(r, 1).iter().map(|c| c.lines.len()).sum();
+            (lines >= 5).then_some(())
+        })
+        .await;
+    let chunks = log_chunks(&server.received(), 1);
+    assert!(chunks.iter().all(|c| !c.done && c.error.is_none()));
+    let first: Vec<String> = chunks.iter().flat_map(|c| c.lines.clone()).collect();
+    let numbers: Vec<u64> = first
+        .iter()
+        .filter_map(|l| l.strip_prefix("line ").and_then(|n| n.parse().ok()))
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines in order, none lost: {first:?}"
+    );
+
+    server
+        .publish_down(
+            NODE,
+            Down::Cmd,
+            &Message::Command(NodeCommand::CancelLogs { request_id: 1 }),
+            false,
+        )
+        .await;
+    server
+        .wait_for("the final chunk", WAIT, |r| {
+            log_chunks(r, 1).into_iter().find(|c| c.done)
+        })
+        .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_down_topics_is_survived() {
+    init_tracing();
+    let broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    server.set_auto_ack(true);
+    let module = hello(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&broker, dir.path());
+    let birth = server
+        .wait_for("a birth", WAIT, |r| births(r).into_iter().next())
+        .await;
+
+    let mut future_version = wasmfleet_protocol::encode(&desired(9, vec![]));
+    future_version[0] = 1;
+    let wrong_kind =
+        wasmfleet_protocol::encode(&Message::StatusAck(StatusAck { epoch: 1, seq: 1 }));
+    let payloads = [
+        b"garbage".to_vec(),
+        Vec::new(),
+        vec![0xff; 12],
+        future_version,
+        wrong_kind,
+        vec![0; MAX_MESSAGE_SIZE + 1],
+    ];
+    for kind in [Down::Desired, Down::Ack, Down::Blob, Down::Cmd] {
+        for payload in &payloads {
+            let topic = wasmfleet_protocol::topic::down(NODE, kind);
+            server.publish_raw(&topic, payload.clone(), false).await;
+        }
+    }
+    server
+        .publish_raw(
+            wasmfleet_protocol::topic::SERVER_STATE,
+            b"junk".to_vec(),
+            true,
+        )
+        .await;
+
+    // Still connected in the same session, and still doing its job.
+    server
+        .publish_down(
+            NODE,
+            Down::Desired,
+            &desired(2, vec![pod("p1", &module, RestartPolicy::Never, &[])]),
+            true,
+        )
+        .await;
+    let done = server
+        .wait_for("p1 Succeeded", WAIT, |r| {
+            report_with(r, "p1", PodPhase::Succeeded)
+        })
+        .await;
+    assert_eq!(done.epoch, birth.epoch, "the session survived");
+    assert_eq!(births(&server.received()).len(), 1);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_broker_restart_the_agent_reconnects_rebirths_and_reports_again() {
+    init_tracing();
+    let mut broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    server.set_auto_ack(true);
+    let module = hello(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&broker, dir.path());
+    server
+        .publish_down(
+            NODE,
+            Down::Desired,
+            &desired(3, vec![pod("p1", &module, RestartPolicy::Never, &[])]),
+            true,
+        )
+        .await;
+    let before = server
+        .wait_for("p1 Succeeded", WAIT, |r| {
+            report_with(r, "p1", PodPhase::Succeeded)
+        })
+        .await;
+
+    broker.kill();
+    broker.spawn();
+    drop(server);
+    let server = FakeServer::connect(broker.addr).await;
+    let birth = server
+        .wait_for("a new birth", WAIT, |r| {
+            births(r).into_iter().find(|b| b.epoch > before.epoch)
+        })
+        .await;
+    let after = server
+        .wait_for("a report in the new session", WAIT, |r| {
+            reports(r).into_iter().find(|x| x.epoch == birth.epoch)
+        })
+        .await;
+    assert_eq!(after.observed_revision, 3);
+    assert_eq!(
+        pod_in(&after, "p1"),
+        pod_in(&before, "p1"),
+        "the finished pod is reported as it was"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_resumes_its_pods_from_local_state_without_a_server() {
+    init_tracing();
+    let mut broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    server.set_auto_ack(true);
+    let hello = hello(&server);
+    let sleeper = exerciser(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&broker, dir.path());
+    let pods = vec![
+        pod("once", &hello, RestartPolicy::Never, &[]),
+        pod(
+            "sleeper",
+            &sleeper,
+            RestartPolicy::Always,
+            &["sleep", "600000"],
+        ),
+    ];
+    server
+        .publish_down(NODE, Down::Desired, &desired(8, pods), true)
+        .await;
+    let before = server
+        .wait_for("once Succeeded and sleeper Running", WAIT, |r| {
+            report_with(r, "once", PodPhase::Succeeded)
+                .filter(|x| pod_in(x, "sleeper").is_some_and(|p| p.phase == PodPhase::Running))
+        })
+        .await;
+    agent.stop().await;
+    drop(server);
+    broker.kill();
+
+    // No broker, no server: the agent starts its pods from local state alone.
+    let agent = Agent::start(&broker, dir.path());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let broker_back = wasmfleet_agent::link::unix_ms();
+    broker.spawn();
+    let server = FakeServer::connect(broker.addr).await;
+    let after = server
+        .wait_for("a report with the sleeper running again", WAIT, |r| {
+            reports(r)
+                .into_iter()
+                .find(|x| pod_in(x, "sleeper").is_some_and(|p| p.phase == PodPhase::Running))
+        })
+        .await;
+    assert_eq!(after.observed_revision, 8);
+    assert_eq!(
+        pod_in(&after, "once"),
+        pod_in(&before, "once"),
+        "the finished pod did not run again"
+    );
+    let sleeper = &pod_in(&after, "sleeper").unwrap().containers[0];
+    match sleeper.state {
+        ContainerState::Running { started_unix_ms } => {
+            assert!(
+                started_unix_ms < broker_back,
+                "started before the broker was back"
+            );
+        }
+        ref other => panic!("sleeper is {other:?}"),
+    }
+    assert!(after.epoch > before.epoch, "a fresh session epoch");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_comes_back_with_a_new_epoch_gets_a_new_birth_and_report() {
+    init_tracing();
+    let broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    server.set_auto_ack(true);
+    let server_state = |epoch| {
+        wasmfleet_protocol::encode(&Message::ServerState(
+            wasmfleet_protocol::node::ServerState {
+                online: true,
+                epoch,
+            },
+        ))
+    };
+    let topic = wasmfleet_protocol::topic::SERVER_STATE;
+    server.publish_raw(topic, server_state(1), true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&broker, dir.path());
+    let birth = server
+        .wait_for("a birth", WAIT, |r| births(r).into_iter().next())
+        .await;
+    server
+        .wait_for("a first report", WAIT, |r| reports(r).into_iter().next())
+        .await;
+
+    // The same epoch again (a re-delivered retained state) changes nothing…
+    server.publish_raw(topic, server_state(1), true).await;
+    // …a new one means the server restarted.
+    server.publish_raw(topic, server_state(2), true).await;
+    server
+        .wait_for("a second birth in the same session", WAIT, |r| {
+            let all = births(r);
+            (all.len() == 2).then_some(())
+        })
+        .await;
+    let received = server.received();
+    assert!(births(&received).iter().all(|b| b.epoch == birth.epoch));
+    let second_birth = received
+        .iter()
+        .rposition(|r| matches!(&r.message, Message::NodeState(s) if s.online))
+        .unwrap();
+    server
+        .wait_for("a report after the second birth", WAIT, |r| {
+            r[second_birth..]
+                .iter()
+                .any(|r| matches!(r.message, Message::Status(_)))
+                .then_some(())
+        })
+        .await;
+    assert_eq!(
+        births(&server.received()).len(),
+        2,
+        "only the new epoch caused a birth"
+    );
+    agent.stop().await;
+}

@@ -1,0 +1,575 @@
+//! The pod manager running real guests (`workloads/dist`, built by `workloads/build`) in
+//! real wasmtime: lifecycles, restart policy, limits, logs, stopping and restore.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmfleet_agent::pods::{ModuleSource, PodManager, PodManagerConfig};
+use wasmfleet_agent::runtime::Runtime;
+use wasmfleet_protocol::pod::{
+    ContainerSpec, ContainerState, ModuleRef, PodAssignment, PodPhase, PodStatus, RestartPolicy,
+};
+
+/// Modules in directories on disk, found by the sha256 of their bytes: the shape of the
+/// agent's real module cache, without the network.
+struct DirSource {
+    by_digest: HashMap<String, PathBuf>,
+}
+
+impl DirSource {
+    fn new() -> Self {
+        Self {
+            by_digest: HashMap::new(),
+        }
+    }
+
+    /// Registers the file at `path` and returns its module reference.
+    fn add(&mut self, path: &Path) -> ModuleRef {
+        let bytes = std::fs::read(path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run workloads/build first)", path.display()));
+        let digest = hex::encode(Sha256::digest(&bytes));
+        self.by_digest.insert(digest.clone(), path.to_path_buf());
+        ModuleRef {
+            digest,
+            size: bytes.len() as u64,
+        }
+    }
+}
+
+impl ModuleSource for DirSource {
+    fn fetch(
+        &self,
+        module: &ModuleRef,
+    ) -> Pin<Box<dyn Future<Output = Result<PathBuf, String>> + Send + 'static>> {
+        let found = self
+            .by_digest
+            .get(&module.digest)
+            .cloned()
+            .ok_or_else(|| format!("no module with digest {}", module.digest));
+        Box::pin(async move { found })
+    }
+}
+
+fn dist(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../workloads/dist")
+        .join(format!("{name}.wasm"))
+}
+
+/// A pod manager over a fresh runtime, with the guests registered.
+struct Node {
+    manager: PodManager,
+    runtime: Runtime,
+    modules: HashMap<&'static str, ModuleRef>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(backoff: Duration) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let garbage = dir.path().join("garbage.wasm");
+        std::fs::write(&garbage, b"this is not a wasm module at all").expect("write garbage");
+        let mut source = DirSource::new();
+        let mut modules = HashMap::new();
+        for name in ["hello", "exerciser", "exerciser-p2"] {
+            modules.insert(name, source.add(&dist(name)));
+        }
+        modules.insert("garbage", source.add(&garbage));
+        let runtime = Runtime::new(dir.path().join("cache")).expect("runtime");
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let manager = PodManager::new(
+            runtime.clone(),
+            Arc::new(source),
+            PodManagerConfig {
+                restart_backoff_base: backoff,
+            },
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        Self {
+            manager,
+            runtime,
+            modules,
+            shutdown,
+            tracker,
+            _dir: dir,
+        }
+    }
+
+    fn container(&self, module: &str, args: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            name: "main".into(),
+            image: format!("{module}:test"),
+            module: self.modules[module].clone(),
+            command: vec![],
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            memory_limit_bytes: None,
+            cpu_limit_millis: None,
+        }
+    }
+
+    /// Waits until `done` holds for the statuses, re-checking on every change.
+    async fn wait_until(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&[PodStatus]) -> bool,
+    ) -> Vec<PodStatus> {
+        let mut changes = self.manager.changes();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let statuses = self.manager.statuses();
+            if done(&statuses) {
+                return statuses;
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                panic!("timed out waiting for {what}; statuses: {statuses:#?}");
+            }
+        }
+    }
+
+    async fn wait_for_phase(&self, uid: &str, phase: PodPhase) -> PodStatus {
+        let statuses = self
+            .wait_until(
+                &format!("{uid} to be {phase:?}"),
+                Duration::from_secs(20),
+                |s| pod(s, uid).is_some_and(|p| p.phase == phase),
+            )
+            .await;
+        pod(&statuses, uid).cloned().expect("pod present")
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(Duration::from_secs(2), self.tracker.wait())
+            .await
+            .expect("every pod task ends on shutdown");
+    }
+}
+
+fn assignment(uid: &str, policy: RestartPolicy, containers: Vec<ContainerSpec>) -> PodAssignment {
+    PodAssignment {
+        uid: uid.into(),
+        namespace: "default".into(),
+        name: format!("pod-{uid}"),
+        restart_policy: policy,
+        containers,
+    }
+}
+
+fn pod<'a>(statuses: &'a [PodStatus], uid: &str) -> Option<&'a PodStatus> {
+    statuses.iter().find(|p| p.uid == uid)
+}
+
+fn terminated(status: &PodStatus) -> (i32, String, String) {
+    match &status.containers[0].state {
+        ContainerState::Terminated {
+            exit_code,
+            reason,
+            message,
+            ..
+        } => (*exit_code, reason.clone(), message.clone()),
+        other => panic!("container not terminated: {other:?}"),
+    }
+}
+
+fn lines(node: &Node, uid: &str) -> Vec<String> {
+    node.manager
+        .logs(uid, "main", None, false)
+        .expect("logs")
+        .lines
+}
+
+/// Waits until exactly `n` container instances are alive (a container is reported
+/// Running just before its instance is created).
+async fn wait_for_live_instances(node: &Node, n: usize) {
+    let start = Instant::now();
+    while node.runtime.live_instances() != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{} live instances, expected {n}",
+            node.runtime.live_instances()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn hello_prints_its_arguments_and_greeting_and_succeeds() {
+    let node = Node::start(Duration::from_millis(10));
+    let mut hello = node.container("hello", &["first", "second"]);
+    hello.env = vec![("GREETING".into(), "good morning".into())];
+    node.manager
+        .apply(vec![assignment("hello", RestartPolicy::Never, vec![hello])]);
+
+    let status = node.wait_for_phase("hello", PodPhase::Succeeded).await;
+
+    assert_eq!(terminated(&status), (0, "Completed".into(), String::new()));
+    assert_eq!(
+        lines(&node, "hello"),
+        ["hello from wasmfleet", "first", "second", "good morning"]
+    );
+    assert!(status.start_unix_ms.is_some());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_under_never_fails_the_pod_with_that_code() {
+    let node = Node::start(Duration::from_millis(10));
+    let exit = node.container("exerciser", &["exit", "3"]);
+    node.manager
+        .apply(vec![assignment("exit", RestartPolicy::Never, vec![exit])]);
+
+    let status = node.wait_for_phase("exit", PodPhase::Failed).await;
+
+    assert_eq!(terminated(&status), (3, "Error".into(), String::new()));
+    assert_eq!(status.containers[0].restart_count, 0);
+    assert_eq!(lines(&node, "exit"), ["exiting with 3"]);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn on_failure_restarts_a_failing_container_with_a_growing_restart_count() {
+    let node = Node::start(Duration::from_millis(20));
+    let exit = node.container("exerciser", &["exit", "3"]);
+    node.manager.apply(vec![assignment(
+        "crash",
+        RestartPolicy::OnFailure,
+        vec![exit],
+    )]);
+
+    let statuses = node
+        .wait_until("three restarts", Duration::from_secs(20), |s| {
+            pod(s, "crash").is_some_and(|p| p.containers[0].restart_count >= 3)
+        })
+        .await;
+
+    let status = pod(&statuses, "crash").expect("pod");
+    assert_eq!(status.phase, PodPhase::Running);
+    assert!(matches!(
+        status.containers[0].last_state,
+        Some(ContainerState::Terminated { exit_code: 3, .. })
+    ));
+    // The log keeps every run's output.
+    assert!(lines(&node, "crash").len() >= 3);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_trap_terminates_the_container_with_an_error_naming_the_trap() {
+    let node = Node::start(Duration::from_millis(10));
+    let trap = node.container("exerciser", &["trap"]);
+    node.manager
+        .apply(vec![assignment("trap", RestartPolicy::Never, vec![trap])]);
+
+    let status = node.wait_for_phase("trap", PodPhase::Failed).await;
+
+    let (code, reason, message) = terminated(&status);
+    assert_eq!((code, reason.as_str()), (1, "Error"));
+    assert!(message.contains("unreachable"), "message: {message}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn exceeding_the_memory_limit_is_oom_killed_while_a_neighbour_keeps_running() {
+    let node = Node::start(Duration::from_millis(10));
+    let mut hog = node.container("exerciser", &["alloc", "64"]);
+    hog.memory_limit_bytes = Some(32 << 20);
+    let neighbour = node.container("exerciser", &["sleep", "60000"]);
+    node.manager.apply(vec![
+        assignment("neighbour", RestartPolicy::Never, vec![neighbour]),
+        assignment("hog", RestartPolicy::Never, vec![hog]),
+    ]);
+
+    let status = node.wait_for_phase("hog", PodPhase::Failed).await;
+
+    let (code, reason, _) = terminated(&status);
+    assert_eq!((code, reason.as_str()), (137, "OOMKilled"));
+    let progress = lines(&node, "hog");
+    assert!(
+        progress.iter().any(|l| l == "allocated 16 MiB"),
+        "{progress:?}"
+    );
+    assert!(!progress.iter().any(|l| l == "done"), "{progress:?}");
+    let statuses = node.manager.statuses();
+    assert_eq!(
+        pod(&statuses, "neighbour").map(|p| p.phase),
+        Some(PodPhase::Running)
+    );
+    wait_for_live_instances(&node, 1).await;
+    node.stop().await;
+}
+
+// One tokio thread: the print pod only makes progress if the spinning guest yields.
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_guest_does_not_starve_a_printing_neighbour() {
+    let node = Node::start(Duration::from_millis(10));
+    let spin = node.container("exerciser", &["spin", "3000"]);
+    let print = node.container("exerciser", &["print", "10"]);
+    node.manager.apply(vec![
+        assignment("spin", RestartPolicy::Never, vec![spin]),
+        assignment("print", RestartPolicy::Never, vec![print]),
+    ]);
+    node.wait_until("both running", Duration::from_secs(20), |s| {
+        s.iter().all(|p| p.phase == PodPhase::Running) && s.len() == 2
+    })
+    .await;
+    let started = Instant::now();
+
+    node.wait_for_phase("print", PodPhase::Succeeded).await;
+
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2000),
+        "print took {took:?} beside the spinner"
+    );
+    assert_eq!(lines(&node, "print").len(), 10);
+    let statuses = node.manager.statuses();
+    assert_eq!(
+        pod(&statuses, "spin").map(|p| p.phase),
+        Some(PodPhase::Running)
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_cpu_limited_guest_still_runs_to_completion() {
+    let node = Node::start(Duration::from_millis(10));
+    let mut spin = node.container("exerciser", &["spin", "300"]);
+    spin.cpu_limit_millis = Some(100);
+    node.manager.apply(vec![assignment(
+        "limited",
+        RestartPolicy::Never,
+        vec![spin],
+    )]);
+
+    node.wait_for_phase("limited", PodPhase::Succeeded).await;
+
+    assert_eq!(lines(&node, "limited"), ["spun 300 ms"]);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn removing_a_pod_drops_its_sleeping_instance_within_a_second() {
+    let node = Node::start(Duration::from_millis(10));
+    let sleeper = node.container("exerciser", &["sleep", "60000"]);
+    node.manager.apply(vec![assignment(
+        "sleeper",
+        RestartPolicy::Always,
+        vec![sleeper],
+    )]);
+    node.wait_for_phase("sleeper", PodPhase::Running).await;
+    let mut follow = node
+        .manager
+        .logs("sleeper", "main", None, true)
+        .expect("logs");
+    wait_for_live_instances(&node, 1).await;
+
+    let removed = Instant::now();
+    node.manager.apply(vec![]);
+    while node.runtime.live_instances() > 0 {
+        assert!(
+            removed.elapsed() < Duration::from_secs(1),
+            "instance still alive"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    assert!(node.manager.statuses().is_empty());
+    let end = tokio::time::timeout(Duration::from_secs(1), follow.next_line()).await;
+    assert_eq!(end, Ok(None), "a follow ends when its pod is removed");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_p2_component_prints_and_succeeds() {
+    let node = Node::start(Duration::from_millis(10));
+    let print = node.container("exerciser-p2", &["print", "3"]);
+    node.manager
+        .apply(vec![assignment("p2", RestartPolicy::Never, vec![print])]);
+
+    let status = node.wait_for_phase("p2", PodPhase::Succeeded).await;
+
+    assert_eq!(terminated(&status).0, 0);
+    assert_eq!(lines(&node, "p2"), ["line 1", "line 2", "line 3"]);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_p2_component_exiting_non_zero_fails_with_code_1() {
+    let node = Node::start(Duration::from_millis(10));
+    let exit = node.container("exerciser-p2", &["exit", "3"]);
+    node.manager.apply(vec![assignment(
+        "p2-exit",
+        RestartPolicy::Never,
+        vec![exit],
+    )]);
+
+    let status = node.wait_for_phase("p2-exit", PodPhase::Failed).await;
+
+    // wasi:cli/exit@0.2 carries only ok/err.
+    assert_eq!(terminated(&status), (1, "Error".into(), String::new()));
+    assert_eq!(lines(&node, "p2-exit"), ["exiting with 3"]);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_bytes_leave_the_container_waiting_with_a_clear_error() {
+    let node = Node::start(Duration::from_millis(10));
+    let garbage = node.container("garbage", &[]);
+    node.manager.apply(vec![assignment(
+        "garbage",
+        RestartPolicy::Never,
+        vec![garbage],
+    )]);
+
+    let statuses = node
+        .wait_until("a waiting error", Duration::from_secs(10), |s| {
+            pod(s, "garbage").is_some_and(|p| {
+                matches!(&p.containers[0].state, ContainerState::Waiting { reason, .. } if reason == "CreateContainerError")
+            })
+        })
+        .await;
+
+    let status = pod(&statuses, "garbage").expect("pod");
+    assert_eq!(status.phase, PodPhase::Pending);
+    let ContainerState::Waiting { message, .. } = &status.containers[0].state else {
+        unreachable!()
+    };
+    assert!(message.contains("not a WebAssembly module"), "{message}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn an_unfetchable_module_waits_as_err_module_pull_and_is_retried() {
+    let node = Node::start(Duration::from_millis(10));
+    let mut missing = node.container("hello", &[]);
+    missing.module.digest = "00".repeat(32);
+    node.manager.apply(vec![assignment(
+        "missing",
+        RestartPolicy::Never,
+        vec![missing],
+    )]);
+
+    let statuses = node
+        .wait_until("an ErrModulePull", Duration::from_secs(10), |s| {
+            pod(s, "missing").is_some_and(|p| {
+                matches!(&p.containers[0].state, ContainerState::Waiting { reason, .. } if reason == "ErrModulePull")
+            })
+        })
+        .await;
+    let ContainerState::Waiting { message, .. } =
+        &pod(&statuses, "missing").expect("pod").containers[0].state
+    else {
+        unreachable!()
+    };
+    assert!(message.contains("no module with digest"), "{message}");
+
+    // Retries keep bumping the change counter (10 ms, 20 ms, 40 ms, ...).
+    let mut changes = node.manager.changes();
+    changes.borrow_and_update();
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
+        .await
+        .expect("the fetch is retried")
+        .expect("manager alive");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_follower_gets_the_tail_then_new_lines_until_the_container_ends() {
+    let node = Node::start(Duration::from_millis(10));
+    let print = node.container("exerciser", &["print", "5"]);
+    node.manager.apply(vec![assignment(
+        "follow",
+        RestartPolicy::Never,
+        vec![print],
+    )]);
+    node.wait_until("the first line", Duration::from_secs(20), |_| {
+        !lines(&node, "follow").is_empty()
+    })
+    .await;
+
+    let mut stream = node
+        .manager
+        .logs("follow", "main", Some(1), true)
+        .expect("logs");
+    let mut seen = stream.lines.clone();
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(5), stream.next_line())
+        .await
+        .expect("the follow ends by itself")
+    {
+        seen.push(line);
+    }
+
+    assert_eq!(seen.last().map(String::as_str), Some("line 5"));
+    assert!(seen.len() >= 2 && seen.len() <= 5, "{seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "in order, no repeats: {seen:?}"
+    );
+    assert!(node.manager.logs("follow", "other", None, false).is_err());
+    assert!(node.manager.logs("nope", "main", None, false).is_err());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_restored_finished_pod_is_not_run_again_and_an_unfinished_one_restarts() {
+    let node = Node::start(Duration::from_millis(10));
+    let done = assignment(
+        "done",
+        RestartPolicy::Never,
+        vec![node.container("hello", &[])],
+    );
+    let busy = assignment(
+        "busy",
+        RestartPolicy::Always,
+        vec![node.container("exerciser", &["sleep", "60000"])],
+    );
+    node.manager.apply(vec![done.clone(), busy.clone()]);
+    node.wait_until("done and busy", Duration::from_secs(20), |s| {
+        pod(s, "done").is_some_and(|p| p.phase == PodPhase::Succeeded)
+            && pod(s, "busy").is_some_and(|p| p.phase == PodPhase::Running)
+    })
+    .await;
+    let before = node.manager.statuses();
+    node.stop().await;
+
+    let node = Node::start(Duration::from_millis(10));
+    node.manager.restore(before.clone());
+    node.manager.apply(vec![done, busy]);
+    let statuses = node
+        .wait_until("busy running again", Duration::from_secs(20), |s| {
+            pod(s, "busy")
+                .is_some_and(|p| matches!(p.containers[0].state, ContainerState::Running { .. }))
+        })
+        .await;
+    let busy_status = pod(&statuses, "busy").expect("pod");
+
+    assert_eq!(pod(&node.manager.statuses(), "done"), pod(&before, "done"));
+    assert!(
+        lines(&node, "done").is_empty(),
+        "the finished pod did not run again"
+    );
+    assert_eq!(busy_status.containers[0].restart_count, 1);
+    assert!(matches!(
+        &busy_status.containers[0].last_state,
+        Some(ContainerState::Terminated { reason, .. }) if reason == "Unknown"
+    ));
+    wait_for_live_instances(&node, 1).await;
+    node.stop().await;
+}
