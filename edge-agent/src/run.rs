@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::pod::DesiredPods;
 
 use crate::config::AgentConfig;
 use crate::link::sync::PodSync;
@@ -89,9 +90,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
 }
 
 /// Restores the last statuses and applies the persisted desired pods; returns the
-/// revision applied. Unreadable local state is logged and treated as empty: the server
+/// snapshot applied. Unreadable local state is logged and treated as empty: the server
 /// sends everything again once it is reachable.
-fn resume_from_local_state(state: &AgentState, pods: &PodManager) -> Option<u64> {
+fn resume_from_local_state(state: &AgentState, pods: &PodManager) -> Option<DesiredPods> {
     match state.statuses() {
         Ok(statuses) if !statuses.is_empty() => {
             tracing::info!(
@@ -110,8 +111,8 @@ fn resume_from_local_state(state: &AgentState, pods: &PodManager) -> Option<u64>
                 pods = desired.pods.len(),
                 "starting pods from local state"
             );
-            pods.apply(desired.pods);
-            Some(desired.revision)
+            pods.apply(desired.pods.clone());
+            Some(desired)
         }
         Ok(None) => None,
         Err(err) => {

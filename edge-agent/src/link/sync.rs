@@ -11,6 +11,7 @@
 //!   agent restarts;
 //! - log requests are answered by `logs` tasks, one per request.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -43,14 +44,14 @@ pub struct PodSync {
 }
 
 impl PodSync {
-    /// Starts synchronising `pods` with what arrives in `inbox`. `applied` is the revision
-    /// of the desired snapshot already applied from local state.
+    /// Starts synchronising `pods` with what arrives in `inbox`. `applied` is the desired
+    /// snapshot already applied from local state.
     pub fn start(
         inbox: Inbox,
         pods: PodManager,
         state: AgentState,
         uplink: Uplink,
-        applied: Option<u64>,
+        applied: Option<DesiredPods>,
         tracker: &TaskTracker,
     ) -> PodSync {
         let stop = CancellationToken::new();
@@ -74,7 +75,7 @@ impl PodSync {
             pods,
             state,
             uplink,
-            outbox: Outbox::new(applied.unwrap_or(0)),
+            outbox: Outbox::new(applied.as_ref().map_or(0, |d| d.revision)),
             applied,
             saved: None,
             desired,
@@ -113,8 +114,8 @@ struct Task {
     state: AgentState,
     uplink: Uplink,
     outbox: Outbox,
-    /// The revision of the applied desired snapshot.
-    applied: Option<u64>,
+    /// The applied desired snapshot.
+    applied: Option<DesiredPods>,
     /// The statuses last persisted, to skip identical writes.
     saved: Option<Vec<PodStatus>>,
     sessions: watch::Receiver<Session>,
@@ -219,8 +220,13 @@ impl Task {
 
     /// Commits a newer snapshot, then applies it; false if it was not newer.
     fn apply(&mut self, desired: DesiredPods) -> bool {
-        if !is_newer(self.applied, desired.revision) {
-            tracing::debug!(revision = desired.revision, applied = ?self.applied, "desired snapshot is not newer; ignored");
+        let applied = self.applied.as_ref().map(|d| d.revision);
+        if !is_newer(applied, desired.revision) {
+            tracing::debug!(
+                revision = desired.revision,
+                ?applied,
+                "desired snapshot is not newer; ignored"
+            );
             return false;
         }
         if let Err(err) = self.state.save_desired(&desired) {
@@ -232,9 +238,16 @@ impl Task {
             pods = desired.pods.len(),
             "applying desired pods"
         );
-        self.applied = Some(desired.revision);
         self.outbox.set_observed_revision(desired.revision);
-        self.pods.apply(desired.pods);
+        self.pods.apply(desired.pods.clone());
+        let (started, stopped) = pod_changes(self.applied.as_ref(), &desired);
+        for pod in started {
+            tracing::info!("started pod {pod}");
+        }
+        for pod in stopped {
+            tracing::info!("stopped pod {pod}");
+        }
+        self.applied = Some(desired);
         true
     }
 
@@ -286,10 +299,82 @@ impl Task {
     }
 }
 
+/// The pods (`namespace/name`) a new snapshot adds and removes, by uid.
+pub fn pod_changes(old: Option<&DesiredPods>, new: &DesiredPods) -> (Vec<String>, Vec<String>) {
+    let uids = |d: Option<&DesiredPods>| -> BTreeMap<String, String> {
+        d.map(|d| {
+            d.pods
+                .iter()
+                .map(|p| (p.uid.clone(), format!("{}/{}", p.namespace, p.name)))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let before = uids(old);
+    let after = uids(Some(new));
+    let started = after
+        .iter()
+        .filter(|(uid, _)| !before.contains_key(*uid))
+        .map(|(_, name)| name.clone())
+        .collect();
+    let stopped = before
+        .iter()
+        .filter(|(uid, _)| !after.contains_key(*uid))
+        .map(|(_, name)| name.clone())
+        .collect();
+    (started, stopped)
+}
+
 /// Sleeps until `at`, or forever when there is nothing scheduled.
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmfleet_protocol::pod::{PodAssignment, RestartPolicy};
+
+    fn snapshot(revision: u64, pods: &[(&str, &str)]) -> DesiredPods {
+        DesiredPods {
+            revision,
+            pods: pods
+                .iter()
+                .map(|(uid, name)| PodAssignment {
+                    uid: (*uid).into(),
+                    namespace: "default".into(),
+                    name: (*name).into(),
+                    restart_policy: RestartPolicy::Always,
+                    containers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_snapshot_starts_new_uids_and_stops_missing_ones() {
+        let old = snapshot(1, &[("u1", "a"), ("u2", "b")]);
+        let new = snapshot(2, &[("u2", "b"), ("u3", "c")]);
+        let (started, stopped) = pod_changes(Some(&old), &new);
+        assert_eq!(started, vec!["default/c".to_owned()]);
+        assert_eq!(stopped, vec!["default/a".to_owned()]);
+    }
+
+    #[test]
+    fn a_pod_recreated_under_the_same_name_is_a_stop_and_a_start() {
+        let old = snapshot(1, &[("u1", "a")]);
+        let new = snapshot(2, &[("u9", "a")]);
+        let (started, stopped) = pod_changes(Some(&old), &new);
+        assert_eq!((started.len(), stopped.len()), (1, 1));
+    }
+
+    #[test]
+    fn the_first_snapshot_only_starts_pods() {
+        let (started, stopped) = pod_changes(None, &snapshot(1, &[("u1", "a")]));
+        assert_eq!(started, vec!["default/a".to_owned()]);
+        assert!(stopped.is_empty());
     }
 }
