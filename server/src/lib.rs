@@ -2,15 +2,22 @@
 //!
 //! # Layout
 //! - [`store`]: cluster state in redb (objects, global revision, watch events).
+//! - [`config`]: the command line; [`run`]: wiring and shutdown.
+//! - [`api`]: the HTTPS API in the Kubernetes REST shape.
 //! - [`bootstrap`]: data-directory setup: CA, serving certificate, tokens, kubeconfig.
 //! - [`broker`]: the embedded MQTT broker and its per-identity topic rules.
 //! - [`modules`]: the content-addressed wasm module store (tables in the store's file).
 //! - [`scheduler`]: binds pending pods to nodes.
 //! - [`controllers`]: level-triggered controllers (node lifecycle).
+//! - [`fleet`]: the server's MQTT side (births, desired state, status, chunks, logs).
 
+pub mod api;
 pub mod bootstrap;
 pub mod broker;
+pub mod config;
 pub mod controllers;
+pub mod fleet;
 pub mod modules;
+pub mod run;
 pub mod scheduler;
 pub mod store;

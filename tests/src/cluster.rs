@@ -20,8 +20,8 @@ pub const CONVERGE: Duration = Duration::from_secs(30);
 /// The server's MQTT password when the broker is Mosquitto (the test writes its passwd).
 const SERVER_PASSWORD: &str = "server-secret-for-tests";
 
-/// Where the server keeps its generated MQTT password with the embedded broker.
-const SERVER_PASSWORD_FILE: &str = "server/credentials/server-mqtt-password";
+/// Where the server keeps its generated credentials (the MQTT password among them).
+const CREDENTIALS_FILE: &str = "server/credentials.json";
 
 /// Which agents to start.
 #[derive(Debug, Clone)]
@@ -173,7 +173,14 @@ impl Cluster {
     pub fn server_mqtt_password(&self) -> String {
         match self.mosquitto {
             Some(_) => SERVER_PASSWORD.to_owned(),
-            None => read_trimmed(&self.dir.path().join(SERVER_PASSWORD_FILE)),
+            None => {
+                let text = read_trimmed(&self.dir.path().join(CREDENTIALS_FILE));
+                let credentials: Value = serde_json::from_str(&text).expect("credentials.json");
+                credentials["server_mqtt_password"]
+                    .as_str()
+                    .expect("server_mqtt_password in credentials.json")
+                    .to_owned()
+            }
         }
     }
 

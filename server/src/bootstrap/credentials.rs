@@ -48,10 +48,11 @@ impl Credentials {
             });
         }
         let credentials = Self::generate();
-        let text = serde_json::to_vec_pretty(&credentials).map_err(|err| BootstrapError::Corrupt {
-            path: path.to_owned(),
-            reason: err.to_string(),
-        })?;
+        let text =
+            serde_json::to_vec_pretty(&credentials).map_err(|err| BootstrapError::Corrupt {
+                path: path.to_owned(),
+                reason: err.to_string(),
+            })?;
         files::write_private(path, &text).map_err(io)?;
         Ok(credentials)
     }

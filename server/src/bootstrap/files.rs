@@ -32,6 +32,7 @@ pub(crate) fn read_optional(path: &Path) -> std::io::Result<Option<String>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -36,6 +36,7 @@ pub fn render(server_url: &str, ca_cert_pem: &str, token: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -53,7 +54,10 @@ mod tests {
     fn the_kubeconfig_names_server_ca_and_token() {
         let text = render("https://127.0.0.1:1", "PEM", "tok");
         let parsed: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
-        assert_eq!(parsed["clusters"][0]["cluster"]["server"], "https://127.0.0.1:1");
+        assert_eq!(
+            parsed["clusters"][0]["cluster"]["server"],
+            "https://127.0.0.1:1"
+        );
         assert_eq!(
             parsed["clusters"][0]["cluster"]["certificate-authority-data"],
             "UEVN"

@@ -111,6 +111,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), BootstrapError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -181,7 +181,9 @@ pub fn may_subscribe(identity: &Identity, filter: &str) -> bool {
     }
     match identity {
         Identity::Server => within(filter, &server_scope()),
-        Identity::Node(name) => filter == topic::SERVER_STATE || within(filter, &node_down_scope(name)),
+        Identity::Node(name) => {
+            filter == topic::SERVER_STATE || within(filter, &node_down_scope(name))
+        }
         Identity::Admin => false,
     }
 }
@@ -303,7 +305,10 @@ mod tests {
     #[test]
     fn anonymous_clients_are_refused() {
         let auth = authenticator();
-        assert_eq!(auth.authenticate("pi-1", None, None), Err(AuthError::Anonymous));
+        assert_eq!(
+            auth.authenticate("pi-1", None, None),
+            Err(AuthError::Anonymous)
+        );
         assert_eq!(
             auth.authenticate("pi-1", Some("pi-1"), None),
             Err(AuthError::Anonymous)

@@ -21,6 +21,7 @@ use mqtt5::broker::server::BrokerShutdownHandle;
 use mqtt5::broker::{BrokerConfig, MqttBroker};
 use tokio::task::JoinHandle;
 
+use crate::bootstrap::Credentials;
 use auth::{Authenticator, BrokerAuth};
 
 /// The largest MQTT packet the broker accepts or sends: big enough for a 16 MiB module
@@ -52,6 +53,16 @@ pub struct BrokerCredentials {
 impl std::fmt::Debug for BrokerCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BrokerCredentials { .. }")
+    }
+}
+
+impl From<&Credentials> for BrokerCredentials {
+    fn from(credentials: &Credentials) -> Self {
+        Self {
+            admin_token: credentials.admin_token.clone(),
+            node_token: credentials.node_token.clone(),
+            server_mqtt_password: credentials.server_mqtt_password.clone(),
+        }
     }
 }
 
@@ -89,12 +100,13 @@ impl std::fmt::Debug for EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Binds `addr` (port 0 picks a free port) and starts serving MQTT 3.1.1 and 5 clients.
+    /// `credentials` is usually `&bootstrap::Credentials`.
     pub async fn start(
         addr: SocketAddr,
-        credentials: &BrokerCredentials,
+        credentials: impl Into<BrokerCredentials>,
     ) -> Result<Self, BrokerError> {
         let start_error = |source| BrokerError::Start { addr, source };
-        let auth = BrokerAuth::new(Authenticator::new(credentials.clone()));
+        let auth = BrokerAuth::new(Authenticator::new(credentials.into()));
         let mut broker = MqttBroker::with_config(config(addr))
             .await
             .map_err(start_error)?
@@ -128,7 +140,10 @@ impl EmbeddedBroker {
     pub async fn shutdown(self) {
         self.shutdown.shutdown();
         let mut task = self.task;
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
             tracing::warn!("embedded MQTT broker did not stop in time; aborting it");
             task.abort();
         }
@@ -139,13 +154,15 @@ fn config(addr: SocketAddr) -> BrokerConfig {
     let storage = StorageConfig::new()
         .with_backend(StorageBackend::Memory)
         .with_persistence(true);
-    let mut config = BrokerConfig::new()
+    // `auth_config` stays at mqtt5's permissive default on purpose: mqtt5 refuses a config
+    // that disallows anonymous clients without a password file, and its built-in provider
+    // is replaced by ours (`with_auth_provider`) before the broker runs; ours refuses
+    // anonymous clients.
+    BrokerConfig::new()
         .with_bind_address(addr)
         .with_max_packet_size(MAX_PACKET_SIZE)
         .with_max_retained_message_size(MAX_RETAINED_MESSAGE_SIZE)
         .with_session_expiry(SESSION_EXPIRY)
         .with_storage(storage)
-        .with_sys_topics_enabled(false);
-    config.auth_config.allow_anonymous = false;
-    config
+        .with_sys_topics_enabled(false)
 }

@@ -207,7 +207,11 @@ pub fn unknown_condition(message: &str) -> Condition<'_> {
 
 /// Sets a node's `Ready` condition (no write when unchanged; a missing node is not an
 /// error: it was deleted meanwhile).
-pub fn set_node_ready(store: &Store, node: &str, condition: &Condition<'_>) -> Result<(), StoreError> {
+pub fn set_node_ready(
+    store: &Store,
+    node: &str,
+    condition: &Condition<'_>,
+) -> Result<(), StoreError> {
     let key = ObjectKey::cluster("nodes", node);
     let result = store.update_with(&key, |obj: &mut Value| {
         set_condition(obj, condition, &now_rfc3339());

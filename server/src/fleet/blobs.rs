@@ -22,7 +22,12 @@ pub fn chunks_to_send(requested: &[u32], total: u32) -> Vec<u32> {
 }
 
 /// Sends the requested chunks of a module to `node`, or `NotFound`.
-pub(super) async fn answer(client: AsyncClient, modules: ModuleStore, node: String, request: BlobRequest) {
+pub(super) async fn answer(
+    client: AsyncClient,
+    modules: ModuleStore,
+    node: String,
+    request: BlobRequest,
+) {
     let topic = topic::down(&node, Down::Blob);
     let size = if validate_digest_hex(&request.digest).is_ok() {
         modules.size(&request.digest)
@@ -69,7 +74,10 @@ async fn send(client: &AsyncClient, topic: &str, digest: &str, body: BlobBody) -
         digest: digest.to_owned(),
         body,
     }));
-    match client.publish(topic, QoS::AtLeastOnce, false, payload).await {
+    match client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+    {
         Ok(()) => true,
         Err(err) => {
             tracing::warn!(%err, "cannot publish a module chunk; the fleet link is stopping");

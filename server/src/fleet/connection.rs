@@ -88,7 +88,11 @@ pub(super) async fn run(
 }
 
 /// Forwards one incoming packet. Returns false when the dispatcher is gone.
-fn handle_packet(packet: Packet, inbound: &mpsc::UnboundedSender<Inbound>, backoff: &mut Backoff) -> bool {
+fn handle_packet(
+    packet: Packet,
+    inbound: &mpsc::UnboundedSender<Inbound>,
+    backoff: &mut Backoff,
+) -> bool {
     let message = match packet {
         Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {
             tracing::info!("fleet MQTT connected");

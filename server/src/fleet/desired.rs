@@ -7,7 +7,10 @@
 //!
 //! [`DesiredPublisher`] re-plans on every store change, module change and resync, publishes
 //! (retained, QoS 1) only the snapshots whose pods changed, and publishes all of them after
-//! every (re)connect.
+//! every (re)connect. A snapshot's `revision` is the store revision plus the module store's
+//! generation: both persist and only grow, and a module arriving changes a snapshot without
+//! a store write, so the plain store revision could repeat (agents ignore a snapshot whose
+//! revision is not newer than the last one they applied).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,7 +21,9 @@ use rumqttc::{AsyncClient, QoS};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use wasmfleet_protocol::pod::{ContainerSpec, DesiredPods, ModuleRef, PodAssignment, RestartPolicy};
+use wasmfleet_protocol::pod::{
+    ContainerSpec, DesiredPods, ModuleRef, PodAssignment, RestartPolicy,
+};
 use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, encode};
 
@@ -95,7 +100,11 @@ fn assignment(
     pod: &Pod,
     resolve: &dyn Fn(&str) -> Option<ModuleRef>,
 ) -> Result<PodAssignment, Vec<Unresolved>> {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let spec = pod.spec.as_ref();
     let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
@@ -184,7 +193,9 @@ pub fn mark_unresolved(pod: &mut Value, missing: &[&Unresolved]) -> bool {
         .iter()
         .map(|(name, image)| {
             let waiting = match missing.iter().find(|m| &m.container == name) {
-                Some(m) => json!({"reason": MODULE_NOT_FOUND, "message": not_found_message(&m.image)}),
+                Some(m) => {
+                    json!({"reason": MODULE_NOT_FOUND, "message": not_found_message(&m.image)})
+                }
                 None => json!({"reason": "ContainerCreating"}),
             };
             json!({
@@ -271,9 +282,16 @@ impl DesiredPublisher {
             if force {
                 self.published.clear();
             }
-            match self.pass().await {
+            // A publish can wait forever once the event loop has stopped: bail out at shutdown.
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => break,
+                outcome = self.pass() => outcome,
+            };
+            match outcome {
                 Ok(()) => force = false,
-                Err(err) => tracing::warn!(%err, "desired-state pass failed; retrying on the next change"),
+                Err(err) => {
+                    tracing::warn!(%err, "desired-state pass failed; retrying on the next change")
+                }
             }
         }
     }
@@ -281,7 +299,9 @@ impl DesiredPublisher {
     /// Plans every node and publishes what changed.
     async fn pass(&mut self) -> Result<(), PassError> {
         let listing = self.store.list(&Scope::all("pods"))?;
-        let revision = listing.revision;
+        // Module arrivals change snapshots without a store write: adding the module store's
+        // generation keeps the revision growing with every change to what a node runs.
+        let revision = listing.revision + self.modules.generation()?;
         let pods: Vec<Pod> = listing
             .items
             .into_iter()
@@ -295,6 +315,9 @@ impl DesiredPublisher {
             .filter_map(|n| n.pointer("/metadata/name")?.as_str().map(str::to_owned))
             .collect();
         nodes.extend(pods.iter().filter_map(bound_node).map(str::to_owned));
+        // A name that is not a valid node name could carry MQTT wildcards or levels into the
+        // topic (and get the fleet disconnected): such pods simply never reach a node.
+        nodes.retain(|node| wasmfleet_protocol::names::validate_node_name(node).is_ok());
         let modules = self.modules.clone();
         let resolve = move |image: &str| modules.resolve(image).ok().flatten();
         let mut all_unresolved = Vec::new();
@@ -316,7 +339,12 @@ impl DesiredPublisher {
             return Ok(());
         }
         self.client
-            .publish(topic::down(node, Down::Desired), QoS::AtLeastOnce, true, payload)
+            .publish(
+                topic::down(node, Down::Desired),
+                QoS::AtLeastOnce,
+                true,
+                payload,
+            )
             .await?;
         tracing::debug!(%node, revision = desired.revision, pods = desired.pods.len(), "desired snapshot published");
         self.published.insert(node.to_owned(), desired.pods);
@@ -337,9 +365,11 @@ impl DesiredPublisher {
             .map(|u| (u.namespace.clone(), u.pod.clone(), u.image.clone()))
             .collect();
         for ((namespace, pod), missing) in by_pod {
-            let fresh = missing
-                .iter()
-                .any(|m| !self.marked.contains(&(namespace.clone(), pod.clone(), m.image.clone())));
+            let fresh = missing.iter().any(|m| {
+                !self
+                    .marked
+                    .contains(&(namespace.clone(), pod.clone(), m.image.clone()))
+            });
             if !fresh {
                 continue;
             }
@@ -366,6 +396,8 @@ enum PassError {
     Store(#[from] StoreError),
     #[error("cannot publish: {0}")]
     Publish(#[from] rumqttc::ClientError),
+    #[error(transparent)]
+    Modules(#[from] crate::modules::ModuleError),
 }
 
 #[cfg(test)]
@@ -426,10 +458,12 @@ mod tests {
     #[test]
     fn pods_of_other_nodes_unbound_or_deleting_are_left_out() {
         let mut deleting = web("pi-1", "hello:v1");
-        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            "2024-01-01T00:00:00Z".parse().expect("timestamp"),
-        ));
-        let unbound = pod(json!({"metadata": {"name": "x", "uid": "u-2"}, "spec": {"containers": []}}));
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2024-01-01T00:00:00Z".parse().expect("timestamp"),
+            ));
+        let unbound =
+            pod(json!({"metadata": {"name": "x", "uid": "u-2"}, "spec": {"containers": []}}));
         let plan = desired_for_node(
             "pi-1",
             &[web("pi-2", "hello:v1"), deleting, unbound],
@@ -477,7 +511,11 @@ mod tests {
         assert!(mark_unresolved(&mut obj, &[&missing]));
         let waiting = &obj["status"]["containerStatuses"][0]["state"]["waiting"];
         assert_eq!(waiting["reason"], MODULE_NOT_FOUND);
-        assert!(waiting["message"].as_str().is_some_and(|m| m.contains("nope:v9")));
+        assert!(
+            waiting["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("nope:v9"))
+        );
         assert!(!mark_unresolved(&mut obj, &[&missing]));
     }
 }

@@ -121,14 +121,26 @@ impl LogRouter {
             node: node.to_owned(),
             tx,
         };
-        self.tracker.spawn(watchdog.run(first_rx, finished_rx));
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            // Cancelling publishes, which can wait forever once the event loop has stopped.
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = watchdog.run(first_rx, finished_rx) => {}
+            }
+        });
         Ok(rx)
     }
 
     async fn command(&self, node: &str, command: NodeCommand) -> Result<(), FleetError> {
         let payload = encode(&Message::Command(command));
         self.client
-            .publish(topic::down(node, Down::Cmd), QoS::AtLeastOnce, false, payload)
+            .publish(
+                topic::down(node, Down::Cmd),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
             .await?;
         Ok(())
     }

@@ -41,6 +41,11 @@ use crate::store::Store;
 
 pub use logs::LogParams;
 
+/// How many requests (publishes, subscriptions) may wait for the event loop. Publishers
+/// wait when it is full, which bounds the memory held by queued module chunks
+/// (64 × 256 KiB = 16 MiB).
+const REQUEST_QUEUE: usize = 64;
+
 /// Where the broker is and how the server logs in to it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MqttTarget {
@@ -139,11 +144,17 @@ impl Fleet {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<FleetHandle, FleetError> {
-        let (client, eventloop) = AsyncClient::new(mqtt_options(&config), 256);
+        let (client, eventloop) = AsyncClient::new(mqtt_options(&config), REQUEST_QUEUE);
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
         let leases = Leases::default();
-        let logs = logs::LogRouter::new(client.clone(), config.log_timeout, shutdown.clone(), tracker.clone());
-        let desired = desired::DesiredPublisher::new(client.clone(), store.clone(), modules.clone());
+        let logs = logs::LogRouter::new(
+            client.clone(),
+            config.log_timeout,
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        let desired =
+            desired::DesiredPublisher::new(client.clone(), store.clone(), modules.clone());
         let ctx = inbound::Dispatcher {
             client: client.clone(),
             store: store.clone(),

@@ -64,8 +64,14 @@ fn merge_labels(map: &mut Map<String, Value>, name: &str, info: &NodeInfo) {
     for (key, value) in &info.labels {
         labels.insert(key.clone(), value.clone().into());
     }
-    labels.insert("kubernetes.io/arch".into(), info.architecture.clone().into());
-    labels.insert("kubernetes.io/os".into(), info.operating_system.clone().into());
+    labels.insert(
+        "kubernetes.io/arch".into(),
+        info.architecture.clone().into(),
+    );
+    labels.insert(
+        "kubernetes.io/os".into(),
+        info.operating_system.clone().into(),
+    );
     labels.insert("kubernetes.io/hostname".into(), name.into());
 }
 
@@ -174,7 +180,7 @@ mod tests {
 
     #[test]
     fn a_birth_makes_a_ready_node_with_kubernetes_shaped_status() {
-        let node = node_from_birth("pi-1", &info(), None, "t");
+        let node = node_from_birth("pi-1", &info(), None, "2024-01-01T00:00:00Z");
         assert_eq!(node["kind"], "Node");
         assert_eq!(node["metadata"]["labels"]["kubernetes.io/arch"], "arm64");
         assert_eq!(node["metadata"]["labels"]["kubernetes.io/os"], "linux");

@@ -89,7 +89,11 @@ fn spec_images(pod: &Value) -> HashMap<String, String> {
         .flatten()
         .filter_map(|c| {
             let name = c.get("name")?.as_str()?.to_owned();
-            let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_owned();
+            let image = c
+                .get("image")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
             Some((name, image))
         })
         .collect()
@@ -140,7 +144,13 @@ fn status_map(pod: &mut Value) -> Option<&mut Map<String, Value>> {
         .as_object_mut()
 }
 
-fn set_pod_conditions(pod: &mut Value, phase: PodPhase, all_ready: bool, unready: &[&str], now: &str) {
+fn set_pod_conditions(
+    pod: &mut Value,
+    phase: PodPhase,
+    all_ready: bool,
+    unready: &[&str],
+    now: &str,
+) {
     let finished = matches!(phase, PodPhase::Succeeded | PodPhase::Failed);
     let unready_message = format!("containers with unready status: [{}]", unready.join(" "));
     let (containers_ready, ready_reason, ready_message) = if all_ready {
@@ -150,17 +160,36 @@ fn set_pod_conditions(pod: &mut Value, phase: PodPhase, all_ready: bool, unready
     } else {
         ("False", "ContainersNotReady", unready_message.as_str())
     };
-    let ready = if all_ready && phase == PodPhase::Running { "True" } else { "False" };
+    let ready = if all_ready && phase == PodPhase::Running {
+        "True"
+    } else {
+        "False"
+    };
     for condition in [
-        Condition { type_: "Initialized", status: "True", reason: "", message: "" },
-        Condition { type_: "Ready", status: ready, reason: ready_reason, message: ready_message },
+        Condition {
+            type_: "Initialized",
+            status: "True",
+            reason: "",
+            message: "",
+        },
+        Condition {
+            type_: "Ready",
+            status: ready,
+            reason: ready_reason,
+            message: ready_message,
+        },
         Condition {
             type_: "ContainersReady",
             status: containers_ready,
             reason: ready_reason,
             message: ready_message,
         },
-        Condition { type_: "PodScheduled", status: "True", reason: "", message: "" },
+        Condition {
+            type_: "PodScheduled",
+            status: "True",
+            reason: "",
+            message: "",
+        },
     ] {
         set_condition(pod, &condition, now);
     }
@@ -232,7 +261,7 @@ mod tests {
                 {"name": "b", "image": "other:v2"}
             ]},
             "status": {"phase": "Pending", "conditions": [
-                {"type": "PodScheduled", "status": "True", "reason": "", "message": "", "lastTransitionTime": "t0"}
+                {"type": "PodScheduled", "status": "True", "reason": "", "message": "", "lastTransitionTime": "2024-01-01T00:00:00Z"}
             ]}
         })
     }
@@ -250,7 +279,9 @@ mod tests {
                 ContainerStatus {
                     name: "a".into(),
                     restart_count: 2,
-                    state: ContainerState::Running { started_unix_ms: 1_700_000_001_000 },
+                    state: ContainerState::Running {
+                        started_unix_ms: 1_700_000_001_000,
+                    },
                     last_state: Some(ContainerState::Terminated {
                         exit_code: 137,
                         reason: "OOMKilled".into(),
@@ -277,7 +308,12 @@ mod tests {
     #[test]
     fn a_report_becomes_kubernetes_pod_status() {
         let mut pod = stored_pod();
-        assert!(merge_status(&mut pod, &report(), &image_id, "t1"));
+        assert!(merge_status(
+            &mut pod,
+            &report(),
+            &image_id,
+            "2024-01-01T00:00:01Z"
+        ));
         let status = &pod["status"];
         assert_eq!(status["phase"], "Running");
         assert_eq!(status["startTime"], "2023-11-14T22:13:20Z");
@@ -293,9 +329,15 @@ mod tests {
         let b = &status["containerStatuses"][1];
         assert_eq!(b["state"]["waiting"]["reason"], "CrashLoopBackOff");
         assert_eq!(b["lastState"], json!({}));
-        let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod.clone()).expect("valid pod");
+        let typed: k8s_openapi::api::core::v1::Pod =
+            serde_json::from_value(pod.clone()).expect("valid pod");
         let conditions = typed.status.and_then(|s| s.conditions).unwrap_or_default();
-        let get = |t: &str| conditions.iter().find(|c| c.type_ == t).map(|c| c.status.clone());
+        let get = |t: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .map(|c| c.status.clone())
+        };
         assert_eq!(get("Ready").as_deref(), Some("False"));
         assert_eq!(get("ContainersReady").as_deref(), Some("False"));
         assert_eq!(get("Initialized").as_deref(), Some("True"));

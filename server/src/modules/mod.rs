@@ -3,11 +3,13 @@
 //!
 //! - `module_tags`: `name:tag` → digest (hex sha256);
 //! - `module_blobs`: digest → size in bytes;
-//! - `module_chunks`: (digest, chunk index) → up to [`CHUNK_SIZE`] bytes.
+//! - `module_chunks`: (digest, chunk index) → up to [`CHUNK_SIZE`] bytes;
+//! - `module_meta`: the generation, bumped (and persisted) by every change.
 //!
 //! Identical content is stored once, whatever it is tagged as. Images are written as
-//! `NAME:TAG`, bare `NAME` (meaning `NAME:latest`) or `sha256:HEX`. Every change bumps a
-//! `watch` counter so the fleet re-plans when a module a pod waits for arrives.
+//! `NAME:TAG`, bare `NAME` (meaning `NAME:latest`) or `sha256:HEX`. Every change bumps the
+//! generation and wakes [`ModuleStore::subscribe`] receivers, so the fleet re-plans when a
+//! module a pod waits for arrives.
 //! Writes here do not bump the cluster revision: modules are not Kubernetes objects.
 
 mod image;
@@ -17,10 +19,10 @@ use std::sync::Arc;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+use wasmfleet_protocol::CHUNK_SIZE;
 use wasmfleet_protocol::blob::chunk_count;
 use wasmfleet_protocol::names::{self, InvalidName};
 use wasmfleet_protocol::pod::ModuleRef;
-use wasmfleet_protocol::CHUNK_SIZE;
 
 use crate::store::Store;
 
@@ -35,6 +37,10 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const TAGS: TableDefinition<&str, &str> = TableDefinition::new("module_tags");
 const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("module_blobs");
 const CHUNKS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("module_chunks");
+/// Counters; [`GENERATION`] only for now.
+const META: TableDefinition<&str, u64> = TableDefinition::new("module_meta");
+/// Bumped by every change to tags or modules, persisted, so it never goes backwards.
+const GENERATION: &str = "generation";
 
 /// A module stored under a name and tag.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -134,6 +140,7 @@ impl ModuleStore {
             write.open_table(TAGS)?;
             write.open_table(BLOBS)?;
             write.open_table(CHUNKS)?;
+            write.open_table(META)?;
         }
         write.commit()?;
         let (changes, _) = watch::channel(0);
@@ -148,6 +155,15 @@ impl ModuleStore {
         self.changes.subscribe()
     }
 
+    /// How many changes the module store has seen, ever (persisted). Desired snapshots add
+    /// it to the store revision, so a snapshot that changes only because a module arrived
+    /// still carries a higher revision than the one before.
+    pub fn generation(&self) -> Result<u64, ModuleError> {
+        let read = self.store.database().begin_read()?;
+        let meta = read.open_table(META)?;
+        Ok(meta.get(GENERATION)?.map_or(0, |g| g.value()))
+    }
+
     /// Stores `bytes` as `name:tag`. Identical content is stored once; re-pushing the same
     /// bytes under the same tag changes nothing and does not notify.
     ///
@@ -160,8 +176,8 @@ impl ModuleStore {
         let digest = hex::encode(Sha256::digest(bytes));
         let size = bytes.len() as u64;
         let changed = self.write_module(&format!("{name}:{tag}"), &digest, bytes)?;
-        if changed {
-            self.changes.send_modify(|n| *n += 1);
+        if let Some(generation) = changed {
+            self.changes.send_replace(generation);
             tracing::info!(module = %name, %tag, %digest, size, "module stored");
         }
         Ok(ModuleRecord {
@@ -173,8 +189,13 @@ impl ModuleStore {
     }
 
     /// Writes the chunks (unless the digest is known) and points the tag at the digest, in
-    /// one transaction. Returns whether anything changed.
-    fn write_module(&self, tag_key: &str, digest: &str, bytes: &[u8]) -> Result<bool, ModuleError> {
+    /// one transaction. Returns the new generation when anything changed.
+    fn write_module(
+        &self,
+        tag_key: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Option<u64>, ModuleError> {
         let write = self.store.database().begin_write()?;
         let changed = {
             let mut blobs = write.open_table(BLOBS)?;
@@ -188,9 +209,19 @@ impl ModuleStore {
             }
             let mut tags = write.open_table(TAGS)?;
             let previous = tags.insert(tag_key, digest)?.map(|g| g.value().to_owned());
-            new_blob || previous.as_deref() != Some(digest)
+            if new_blob || previous.as_deref() != Some(digest) {
+                let mut meta = write.open_table(META)?;
+                let generation = meta.get(GENERATION)?.map_or(0, |g| g.value()) + 1;
+                meta.insert(GENERATION, generation)?;
+                Some(generation)
+            } else {
+                None
+            }
         };
-        write.commit()?;
+        if changed.is_some() {
+            write.commit()?;
+        }
+        // Otherwise dropping `write` aborts it: nothing was changed.
         Ok(changed)
     }
 
@@ -233,6 +264,8 @@ impl ModuleStore {
                 size,
             });
         }
+        // Keys sort as `name:tag` strings, where `a-b:x` comes before `a:x`.
+        records.sort_by(|a, b| (&a.name, &a.tag).cmp(&(&b.name, &b.tag)));
         Ok(records)
     }
 

@@ -52,7 +52,10 @@ fn bytes_that_are_not_wasm_are_refused() {
         modules.put("hello", "v1", b"#!/bin/sh\necho hi"),
         Err(ModuleError::NotWasm)
     ));
-    assert!(matches!(modules.put("hello", "v1", b"\0asm"), Err(ModuleError::NotWasm)));
+    assert!(matches!(
+        modules.put("hello", "v1", b"\0asm"),
+        Err(ModuleError::NotWasm)
+    ));
     assert!(modules.list().expect("list").is_empty());
 }
 
@@ -89,7 +92,10 @@ fn identical_content_is_stored_once_and_repushing_does_not_notify() {
     changes.borrow_and_update();
     let b = modules.put("b", "v1", &bytes).expect("put");
     assert_eq!(a.digest, b.digest);
-    assert!(changes.has_changed().expect("open"), "a new tag is a change");
+    assert!(
+        changes.has_changed().expect("open"),
+        "a new tag is a change"
+    );
     changes.borrow_and_update();
     modules.put("b", "v1", &bytes).expect("put");
     assert!(!changes.has_changed().expect("open"), "a re-push is not");
@@ -98,12 +104,33 @@ fn identical_content_is_stored_once_and_repushing_does_not_notify() {
 }
 
 #[test]
+fn the_generation_grows_with_every_change_and_survives_reopening() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("state.redb");
+    {
+        let store = Store::open(&path).expect("store");
+        let modules = ModuleStore::open(&store).expect("modules");
+        assert_eq!(modules.generation().expect("generation"), 0);
+        modules.put("a", "v1", &wasm(b"1")).expect("put");
+        modules.put("a", "v1", &wasm(b"1")).expect("put");
+        modules.put("a", "v2", &wasm(b"1")).expect("put");
+        assert_eq!(modules.generation().expect("generation"), 2);
+    }
+    let store = Store::open(&path).expect("store");
+    let modules = ModuleStore::open(&store).expect("modules");
+    assert_eq!(modules.generation().expect("generation"), 2);
+}
+
+#[test]
 fn moving_a_tag_points_it_at_the_new_content() {
     let (_dir, modules) = open();
     modules.put("app", "v1", &wasm(b"one")).expect("put");
     let two = modules.put("app", "v1", &wasm(b"two")).expect("put");
     assert_eq!(
-        modules.resolve("app:v1").expect("resolve").map(|m| m.digest),
+        modules
+            .resolve("app:v1")
+            .expect("resolve")
+            .map(|m| m.digest),
         Some(two.digest)
     );
     assert_eq!(modules.list().expect("list").len(), 1);
@@ -112,14 +139,22 @@ fn moving_a_tag_points_it_at_the_new_content() {
 #[test]
 fn chunks_cover_the_module_and_reassemble_to_it() {
     let (_dir, modules) = open();
-    let body: Vec<u8> = (0..(2 * CHUNK_SIZE + 10)).map(|i| (i % 251) as u8).collect();
+    let body: Vec<u8> = (0..(2 * CHUNK_SIZE + 10))
+        .map(|i| (i % 251) as u8)
+        .collect();
     let bytes = wasm(&body);
     let record = modules.put("big", "v1", &bytes).expect("put");
-    let first = modules.chunk(&record.digest, 0).expect("chunk").expect("exists");
+    let first = modules
+        .chunk(&record.digest, 0)
+        .expect("chunk")
+        .expect("exists");
     assert_eq!(first.total, 3);
     assert_eq!(first.size, bytes.len() as u64);
     assert_eq!(first.data.len(), CHUNK_SIZE);
-    let last = modules.chunk(&record.digest, 2).expect("chunk").expect("exists");
+    let last = modules
+        .chunk(&record.digest, 2)
+        .expect("chunk")
+        .expect("exists");
     assert_eq!(last.data.len(), bytes.len() - 2 * CHUNK_SIZE);
     assert_eq!(modules.chunk(&record.digest, 3).expect("chunk"), None);
     assert_eq!(modules.chunk(&"00".repeat(32), 0).expect("chunk"), None);
@@ -138,7 +173,10 @@ fn modules_survive_reopening_the_database() {
     let store = Store::open(&path).expect("store");
     let modules = ModuleStore::open(&store).expect("modules");
     assert_eq!(
-        modules.resolve("keep:v1").expect("resolve").map(|m| m.digest),
+        modules
+            .resolve("keep:v1")
+            .expect("resolve")
+            .map(|m| m.digest),
         Some(digest)
     );
 }

@@ -91,7 +91,10 @@ pub fn filter(pod: &PodDemand, node: &NodeView) -> Result<(), Rejection> {
     if !selector_matches {
         return Err(Rejection::SelectorMismatch);
     }
-    if node.allocatable_pods.is_some_and(|max| node.pod_count >= max) {
+    if node
+        .allocatable_pods
+        .is_some_and(|max| node.pod_count >= max)
+    {
         return Err(Rejection::TooManyPods);
     }
     let needed = node.requested_memory.saturating_add(pod.memory);
@@ -172,7 +175,9 @@ pub fn pod_memory(pod: &Pod) -> u64 {
         .iter()
         .map(|container| {
             let resources = container.resources.as_ref();
-            let from = |map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+            let from = |map: Option<
+                &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+            >| {
                 map.and_then(|m| m.get("memory"))
                     .and_then(|q| quantity::memory_bytes(&q.0).ok())
             };

@@ -206,3 +206,127 @@ fn pod_key(pod: &Pod) -> Option<ObjectKey> {
     let name = pod.metadata.name.as_deref()?;
     Some(ObjectKey::namespaced("pods", namespace, name))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path().join("state.redb")).expect("store");
+        (dir, store)
+    }
+
+    fn add_node(store: &Store, name: &str, arch: &str, memory: &str) {
+        let node = json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/arch": arch}},
+            "status": {
+                "allocatable": {"memory": memory, "pods": "10"},
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }
+        });
+        store
+            .create(&ObjectKey::cluster("nodes", name), node)
+            .expect("node");
+    }
+
+    fn add_pod(store: &Store, name: &str, memory: &str, selector: Value) -> ObjectKey {
+        let key = ObjectKey::namespaced("pods", "default", name);
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "nodeSelector": selector,
+                "containers": [{"name": "c", "image": "x", "resources": {"requests": {"memory": memory}}}]
+            }
+        });
+        store.create(&key, pod).expect("pod");
+        key
+    }
+
+    fn condition(pod: &Value) -> Value {
+        pod["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled"))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_pass_binds_pods_that_fit_and_explains_those_that_do_not() {
+        let (_dir, store) = store();
+        add_node(&store, "pi-1", "arm64", "1Gi");
+        add_node(&store, "x86-1", "amd64", "4Gi");
+        let small = add_pod(
+            &store,
+            "small",
+            "512Mi",
+            json!({"kubernetes.io/arch": "arm64"}),
+        );
+        let huge = add_pod(
+            &store,
+            "huge",
+            "2Gi",
+            json!({"kubernetes.io/arch": "arm64"}),
+        );
+        assert_eq!(schedule_pending(&store).expect("pass"), 1);
+
+        let small = store.get(&small).expect("read").expect("exists");
+        assert_eq!(small["spec"]["nodeName"], "pi-1");
+        assert_eq!(condition(&small)["status"], "True");
+        let huge = store.get(&huge).expect("read").expect("exists");
+        assert_eq!(huge["spec"]["nodeName"], Value::Null);
+        assert_eq!(condition(&huge)["status"], "False");
+        assert_eq!(condition(&huge)["reason"], "Unschedulable");
+        assert_eq!(
+            condition(&huge)["message"],
+            "0/2 nodes are available: 1 Insufficient memory, \
+             1 node(s) didn't match Pod's node affinity/selector."
+        );
+    }
+
+    #[test]
+    fn a_pass_with_nothing_new_writes_nothing() {
+        let (_dir, store) = store();
+        add_node(&store, "pi-1", "arm64", "1Gi");
+        add_pod(&store, "huge", "2Gi", json!({}));
+        schedule_pending(&store).expect("pass");
+        let revision = store.revision();
+        schedule_pending(&store).expect("pass");
+        assert_eq!(store.revision(), revision);
+    }
+
+    #[test]
+    fn pods_placed_in_one_pass_count_against_the_node() {
+        let (_dir, store) = store();
+        add_node(&store, "pi-1", "arm64", "1Gi");
+        add_pod(&store, "a", "600Mi", json!({}));
+        add_pod(&store, "b", "600Mi", json!({}));
+        assert_eq!(schedule_pending(&store).expect("pass"), 1);
+    }
+
+    #[tokio::test]
+    async fn the_loop_binds_a_pod_created_after_it_started() {
+        let (_dir, store) = store();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(store.clone(), shutdown.clone()));
+        add_node(&store, "pi-1", "arm64", "1Gi");
+        let key = add_pod(&store, "late", "1Mi", json!({}));
+        let bound = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let pod = store.get(&key).expect("read").expect("exists");
+                if pod["spec"]["nodeName"] == "pi-1" {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        shutdown.cancel();
+        task.await.expect("scheduler task");
+        assert!(bound.is_ok(), "the pod was not bound");
+    }
+}

@@ -20,7 +20,7 @@ pub fn cpu_millis(quantity: &str) -> Result<u64, InvalidQuantity> {
 
 /// Formats bytes the way kubelets report memory: in Ki when it divides evenly.
 pub fn format_memory(bytes: u64) -> String {
-    if bytes % 1024 == 0 {
+    if bytes.is_multiple_of(1024) {
         format!("{}Ki", bytes / 1024)
     } else {
         bytes.to_string()
@@ -29,7 +29,7 @@ pub fn format_memory(bytes: u64) -> String {
 
 /// Formats millicores: whole cores as an integer, otherwise with the `m` suffix.
 pub fn format_cpu(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")

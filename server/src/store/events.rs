@@ -122,15 +122,13 @@ impl Watcher {
             if !events.is_empty() {
                 return Ok(events);
             }
-            self.wake
-                .changed()
-                .await
-                .map_err(|_| StoreError::Closed)?;
+            self.wake.changed().await.map_err(|_| StoreError::Closed)?;
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

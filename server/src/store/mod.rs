@@ -438,13 +438,11 @@ fn check_precondition(
 ) -> Result<(), StoreError> {
     let actual = resource_version(current).unwrap_or("");
     match expected {
-        Some(expected) if !expected.is_empty() && expected != actual => {
-            Err(StoreError::Conflict {
-                key: key.clone(),
-                expected: expected.to_owned(),
-                actual: actual.to_owned(),
-            })
-        }
+        Some(expected) if !expected.is_empty() && expected != actual => Err(StoreError::Conflict {
+            key: key.clone(),
+            expected: expected.to_owned(),
+            actual: actual.to_owned(),
+        }),
         _ => Ok(()),
     }
 }
@@ -460,7 +458,11 @@ fn decode_object(raw_key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
     })
 }
 
-fn decode_event(scope: &Scope, revision: u64, raw: &[u8]) -> Result<Option<WatchEvent>, StoreError> {
+fn decode_event(
+    scope: &Scope,
+    revision: u64,
+    raw: &[u8],
+) -> Result<Option<WatchEvent>, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         key: format!("event {revision}"),
         reason,
@@ -480,4 +482,5 @@ fn decode_event(scope: &Scope, revision: u64, raw: &[u8]) -> Result<Option<Watch
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -60,7 +60,10 @@ fn a_stale_resource_version_conflicts_and_a_missing_one_does_not() {
     let err = store.delete(&pod_key("a"), Some("1")).unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
 
-    changed["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    changed["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
     changed["spec"]["x"] = json!(3);
     let unconditional = store.update(&pod_key("a"), changed).unwrap();
     assert_eq!(unconditional["metadata"]["uid"], created["metadata"]["uid"]);
@@ -209,7 +212,10 @@ fn compacted_revisions_are_gone() {
         store.create(&pod_key(&format!("p{i}")), pod("p")).unwrap();
     }
     let err = store.watch(Scope::all("pods"), 1).err().unwrap();
-    assert!(matches!(err, StoreError::Gone { requested: 1, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::Gone { requested: 1, .. }),
+        "{err}"
+    );
     let (events, _) = store.events_after(&Scope::all("pods"), 25, 100).unwrap();
     assert_eq!(events.len(), 5);
 }

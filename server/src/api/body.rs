@@ -1,0 +1,242 @@
+//! Request bodies: size limits, content types, and the patch formats.
+//!
+//! Objects are JSON (or YAML, which is a superset). Patches:
+//! - `application/merge-patch+json`: RFC 7386;
+//! - `application/strategic-merge-patch+json`: what `kubectl apply` sends. Implemented as a
+//!   merge patch that merges the lists Kubernetes merges by key (`containers`, `env`, ... by
+//!   `name`), honours `$patch: delete`/`replace` and drops the other `$` directives (which only
+//!   reorder or prune lists wasmfleet objects do not need pruned);
+//! - `application/json-patch+json`: RFC 6902.
+//!
+//! Protobuf bodies are understood for namespaces only (see `protobuf`); other protobuf
+//! bodies and server-side apply (`application/apply-patch+yaml`) get a 415.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use serde_json::{Map, Value};
+
+use super::status::ApiError;
+
+/// The largest object body accepted.
+pub const MAX_OBJECT_BODY: usize = 1 << 20;
+
+/// Reads at most `limit` bytes; 413 beyond.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        // The only way a body of unknown length fails here, short of the client vanishing,
+        // is by exceeding the limit.
+        tracing::debug!(%err, "request body refused");
+        ApiError::too_large(limit)
+    })
+}
+
+/// The media type of the request (without parameters), lowercased.
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Parses an object body (POST, PUT).
+pub fn parse_object(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
+    let media = content_type(headers);
+    let value: Value = match media.as_str() {
+        "application/json" | "" => serde_json::from_slice(bytes)
+            .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?,
+        "application/yaml" | "application/x-yaml" => serde_yaml_ng::from_slice(bytes)
+            .map_err(|err| ApiError::bad_request(format!("invalid YAML body: {err}")))?,
+        "application/vnd.kubernetes.protobuf" => super::protobuf::decode_namespace(bytes)
+            .ok_or_else(|| {
+                ApiError::unsupported_media_type(
+                    "application/vnd.kubernetes.protobuf (only for namespaces)",
+                )
+            })?,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(ApiError::bad_request("the body must be a JSON object"))
+    }
+}
+
+/// Applies a PATCH body to `target`, by the request's content type.
+pub fn apply_patch(headers: &HeaderMap, bytes: &[u8], target: &mut Value) -> Result<(), ApiError> {
+    let media = content_type(headers);
+    let parse = || -> Result<Value, ApiError> {
+        serde_json::from_slice(bytes)
+            .map_err(|err| ApiError::bad_request(format!("invalid patch: {err}")))
+    };
+    match media.as_str() {
+        "application/merge-patch+json" => json_patch::merge(target, &parse()?),
+        "application/strategic-merge-patch+json" => strategic_merge(target, &parse()?),
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_slice(bytes)
+                .map_err(|err| ApiError::bad_request(format!("invalid JSON patch: {err}")))?;
+            json_patch::patch(target, &ops)
+                .map_err(|err| ApiError::bad_request(format!("the JSON patch failed: {err}")))?;
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
+    if target.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("the patch must leave an object"))
+    }
+}
+
+/// Lists whose items are merged by this key in a strategic merge patch.
+fn merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "containers" | "initContainers" | "env" | "volumes" | "imagePullSecrets" => Some("name"),
+        "conditions" | "addresses" => Some("type"),
+        _ => None,
+    }
+}
+
+/// A strategic merge patch (see the module docs for the subset).
+pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Some(patch) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if patch.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut replacement = patch.clone();
+        replacement.remove("$patch");
+        *target = Value::Object(replacement);
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Some(map) = target.as_object_mut() else {
+        return;
+    };
+    for (key, value) in patch {
+        if key.starts_with('$') {
+            continue;
+        }
+        match (value, merge_key(key)) {
+            (Value::Null, _) => {
+                map.remove(key);
+            }
+            (Value::Array(items), Some(merge_key)) => {
+                let current = map.entry(key.clone()).or_insert(Value::Array(Vec::new()));
+                merge_keyed_list(current, items, merge_key);
+            }
+            (Value::Object(_), _) => {
+                strategic_merge(map.entry(key.clone()).or_insert(Value::Null), value);
+            }
+            _ => {
+                map.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+fn merge_keyed_list(current: &mut Value, patch: &[Value], key: &str) {
+    if !current.is_array() {
+        *current = Value::Array(Vec::new());
+    }
+    let Some(list) = current.as_array_mut() else {
+        return;
+    };
+    for item in patch {
+        let id = item.get(key).cloned();
+        let position = id.as_ref().and_then(|id| {
+            list.iter()
+                .position(|existing| existing.get(key) == Some(id))
+        });
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (position, delete) {
+            (Some(i), true) => {
+                list.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => strategic_merge(&mut list[i], item),
+            (None, false) => {
+                let mut fresh = Value::Object(Map::new());
+                strategic_merge(&mut fresh, item);
+                list.push(fresh);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn strategic_merge_updates_a_container_by_name() {
+        let mut pod = json!({"spec": {"containers": [
+            {"name": "a", "image": "x:1", "args": ["1"]},
+            {"name": "b", "image": "y:1"},
+        ]}});
+        let patch = json!({"metadata": {"labels": {"l": "v"}}, "spec": {
+            "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+            "containers": [{"name": "a", "image": "x:2"}, {"name": "b", "$patch": "delete"}],
+        }});
+        strategic_merge(&mut pod, &patch);
+        assert_eq!(
+            pod,
+            json!({"metadata": {"labels": {"l": "v"}}, "spec": {"containers": [
+                {"name": "a", "image": "x:2", "args": ["1"]},
+            ]}})
+        );
+    }
+
+    #[test]
+    fn strategic_merge_replaces_plain_lists_and_deletes_nulls() {
+        let mut obj = json!({"spec": {"args": ["a", "b"], "nodeSelector": {"k": "v"}}});
+        strategic_merge(
+            &mut obj,
+            &json!({"spec": {"args": ["c"], "nodeSelector": null}}),
+        );
+        assert_eq!(obj, json!({"spec": {"args": ["c"]}}));
+    }
+
+    #[test]
+    fn unknown_patch_types_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/apply-patch+yaml".parse().unwrap(),
+        );
+        let err = apply_patch(&headers, b"{}", &mut json!({})).unwrap_err();
+        assert_eq!(err.code.as_u16(), 415);
+    }
+
+    #[test]
+    fn json_patches_apply() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/json-patch+json".parse().unwrap(),
+        );
+        let mut obj = json!({"a": 1});
+        apply_patch(
+            &headers,
+            br#"[{"op":"replace","path":"/a","value":2}]"#,
+            &mut obj,
+        )
+        .unwrap();
+        assert_eq!(obj, json!({"a": 2}));
+    }
+}

@@ -1,0 +1,144 @@
+//! The HTTPS API in the Kubernetes REST shape, so that `kubectl` and `wasmfleet` work.
+//!
+//! Served with axum over rustls (ring). Resources: Namespaces and Nodes (cluster-scoped),
+//! Pods (namespaced, plus `/api/v1/pods` across namespaces) with list, watch, get, create,
+//! update, patch and delete; pod logs; module push and list; discovery and a minimal OpenAPI.
+//! Errors are Kubernetes `Status` objects.
+//!
+//! Files: [`router`] (routes), [`auth`] (bearer token), [`objects`] (the verbs),
+//! [`kinds`] + [`pods`]/[`nodes`]/[`namespaces`] (per-resource admission),
+//! [`validation`] (the Pod allow-list), [`body`] (limits, content types, patches),
+//! [`protobuf`] (`kubectl create namespace`), [`selectors`], [`watch`], [`table`], [`logs`], [`modules`], [`discovery`], [`status`].
+//!
+//! Store calls run in `spawn_blocking`: a write waits for an fsync, and the API serves many
+//! clients at once.
+
+pub mod auth;
+pub mod body;
+pub mod discovery;
+pub mod kinds;
+pub mod logs;
+pub mod modules;
+pub mod namespaces;
+pub mod nodes;
+pub mod objects;
+pub mod pods;
+pub mod protobuf;
+pub mod router;
+pub mod selectors;
+pub mod status;
+pub mod table;
+pub mod validation;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use logs::{LogFuture, LogQuery, LogSource};
+pub use status::ApiError;
+
+use crate::bootstrap::TlsMaterial;
+use crate::modules::ModuleStore;
+use crate::store::Store;
+
+/// How long open connections (watches, log follows) get to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// The cluster state.
+    pub store: Store,
+    /// The module store; `None` answers module requests with 503.
+    pub modules: Option<ModuleStore>,
+    /// Where pod logs come from; `None` answers log requests with 503.
+    pub logs: Option<Arc<dyn LogSource>>,
+    /// The bearer token every request must carry.
+    pub admin_token: Arc<str>,
+    /// Ends watches and log streams on shutdown.
+    pub shutdown: CancellationToken,
+    /// Tracks the tasks that feed streaming responses.
+    pub tracker: TaskTracker,
+}
+
+/// Starting the API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The TLS material was refused by rustls.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// The listener could not be used.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Installs ring as rustls' process-wide crypto provider (once; later calls are no-ops).
+pub fn install_crypto_provider() {
+    // An error only means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Serves the API on `listener` until `shutdown`, then drains connections for a few seconds.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    tls: TlsMaterial,
+    ctx: ApiContext,
+) -> Result<(), ServeError> {
+    let config = server_config(&tls)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let shutdown = ctx.shutdown.clone();
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let app = router::build(ctx);
+    let server = axum_server::tls_rustls::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
+    )?
+    .handle(handle.clone());
+    tracing::info!(%local, "API serving");
+    let serving = server.serve(app.into_make_service());
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => result?,
+        () = shutdown.cancelled() => {
+            handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
+            serving.await?;
+        }
+    }
+    Ok(())
+}
+
+fn server_config(tls: &TlsMaterial) -> Result<rustls::ServerConfig, ServeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_error = |err: &dyn std::fmt::Display| ServeError::Tls(err.to_string());
+    let certs = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).map_err(|e| tls_error(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_error(&e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| tls_error(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Runs a synchronous store call off the async workers.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|err| ApiError::internal(&err))?
+}

@@ -1,0 +1,88 @@
+//! The route table. Every route requires the admin bearer token; unknown paths get a 404
+//! Status, unknown methods a 405 Status, and writes with `dryRun` a 400.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, put};
+
+use super::kinds::{Namespaces, Nodes, Pods, Resource};
+use super::status::ApiError;
+use super::{ApiContext, auth, discovery, logs, modules, objects};
+
+/// All routes, with authentication.
+pub fn build(ctx: ApiContext) -> Router {
+    let token: Arc<str> = Arc::clone(&ctx.admin_token);
+    Router::new()
+        .route("/version", get(discovery::version))
+        .route("/api", get(discovery::api))
+        .route("/api/v1", get(discovery::api_v1))
+        .route("/apis", get(discovery::apis))
+        .route("/openapi/v3", get(discovery::openapi_root))
+        .route("/openapi/v3/api/v1", get(discovery::openapi_v1))
+        .route("/api/v1/namespaces", collection::<Namespaces>())
+        .route("/api/v1/namespaces/{name}", item::<Namespaces>())
+        .route("/api/v1/nodes", collection::<Nodes>())
+        .route("/api/v1/nodes/{name}", item::<Nodes>())
+        .route(
+            "/api/v1/pods",
+            get(objects::list::<Pods>).fallback(method_not_allowed),
+        )
+        .route("/api/v1/namespaces/{ns}/pods", collection::<Pods>())
+        .route("/api/v1/namespaces/{ns}/pods/{name}", item::<Pods>())
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/log",
+            get(logs::pod_logs).fallback(method_not_allowed),
+        )
+        .route(
+            "/apis/wasmfleet.dev/v1/modules",
+            get(modules::list).fallback(method_not_allowed),
+        )
+        .route(
+            "/apis/wasmfleet.dev/v1/modules/{name}/tags/{tag}",
+            put(modules::push).fallback(method_not_allowed),
+        )
+        .fallback(not_found)
+        .layer(middleware::from_fn(refuse_dry_run))
+        .layer(middleware::from_fn_with_state(token, auth::require_token))
+        .with_state(ctx)
+}
+
+fn collection<R: Resource>() -> MethodRouter<ApiContext> {
+    get(objects::list::<R>)
+        .post(objects::create::<R>)
+        .fallback(method_not_allowed)
+}
+
+fn item<R: Resource>() -> MethodRouter<ApiContext> {
+    get(objects::get::<R>)
+        .put(objects::replace::<R>)
+        .patch(objects::patch::<R>)
+        .delete(objects::delete::<R>)
+        .fallback(method_not_allowed)
+}
+
+/// `dryRun` (`kubectl --dry-run=server`) is not implemented; refusing it is better than
+/// persisting a change the client believes is hypothetical.
+async fn refuse_dry_run(request: Request, next: Next) -> Response {
+    let dry_run = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("dryRun=")));
+    if dry_run && request.method() != Method::GET {
+        return ApiError::bad_request("dryRun is not supported by wasmfleet yet").into_response();
+    }
+    next.run(request).await
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::method_not_allowed()
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::no_route()
+}

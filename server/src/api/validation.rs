@@ -1,0 +1,484 @@
+//! What a Pod manifest may contain, and what it must.
+//!
+//! wasmfleet refuses what it cannot honour instead of ignoring it: every field outside the
+//! allow-list below is a 422 naming the field's path. The checks are pure functions over JSON
+//! and return every problem at once, as `Status.details.causes`.
+
+use serde_json::{Map, Value};
+
+use super::status::Cause;
+use crate::scheduler::quantity;
+
+/// The JSON a field may hold.
+enum Shape {
+    Str,
+    Int,
+    /// A Kubernetes quantity: a string (`64Mi`) or a plain number.
+    Quantity,
+    /// A string → string map (labels, annotations, nodeSelector).
+    StringMap,
+    /// Accepted and ignored on input (server-owned fields).
+    Ignored,
+    Object(&'static [(&'static str, Shape)]),
+    List(&'static Shape),
+}
+
+const RESOURCE_LIST: Shape =
+    Shape::Object(&[("memory", Shape::Quantity), ("cpu", Shape::Quantity)]);
+const RESOURCES: Shape = Shape::Object(&[("limits", RESOURCE_LIST), ("requests", RESOURCE_LIST)]);
+const ENV_VAR: Shape = Shape::Object(&[("name", Shape::Str), ("value", Shape::Str)]);
+const CONTAINER: Shape = Shape::Object(&[
+    ("name", Shape::Str),
+    ("image", Shape::Str),
+    ("command", Shape::List(&Shape::Str)),
+    ("args", Shape::List(&Shape::Str)),
+    ("env", Shape::List(&ENV_VAR)),
+    ("resources", RESOURCES),
+]);
+const POD_SPEC: Shape = Shape::Object(&[
+    ("containers", Shape::List(&CONTAINER)),
+    ("restartPolicy", Shape::Str),
+    ("nodeName", Shape::Str),
+    ("nodeSelector", Shape::StringMap),
+    ("terminationGracePeriodSeconds", Shape::Int),
+]);
+const METADATA: Shape = Shape::Object(&[
+    ("name", Shape::Str),
+    ("generateName", Shape::Str),
+    ("namespace", Shape::Str),
+    ("labels", Shape::StringMap),
+    ("annotations", Shape::StringMap),
+    ("uid", Shape::Ignored),
+    ("resourceVersion", Shape::Ignored),
+    ("creationTimestamp", Shape::Ignored),
+    ("generation", Shape::Ignored),
+]);
+const POD: Shape = Shape::Object(&[
+    ("apiVersion", Shape::Str),
+    ("kind", Shape::Str),
+    ("metadata", METADATA),
+    ("spec", POD_SPEC),
+    ("status", Shape::Ignored),
+]);
+
+/// The message for a field outside the allow-list.
+const UNSUPPORTED: &str = "Unsupported value: wasmfleet does not support this field yet";
+
+/// Checks a Pod manifest: only supported fields, of the right types, with valid values.
+pub fn validate_pod(pod: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    check_shape(pod, &POD, "", &mut causes);
+    check_type_meta(pod, "v1", "Pod", &mut causes);
+    check_pod_metadata(pod, &mut causes);
+    check_pod_spec(pod.get("spec"), &mut causes);
+    causes
+}
+
+/// Checks a replacement of `old` by `new`: only images, labels and annotations may change.
+/// Both are complete pods (after defaults).
+pub fn validate_pod_update(old: &Value, new: &Value) -> Vec<Cause> {
+    let strip_images = |pod: &Value| {
+        let mut spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+        if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+            for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+                container.remove("image");
+            }
+        }
+        spec
+    };
+    if strip_images(old) == strip_images(new) {
+        Vec::new()
+    } else {
+        vec![Cause::new(
+            "FieldValueForbidden",
+            "spec",
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`",
+        )]
+    }
+}
+
+/// Checks `metadata.name` of a namespace (a DNS label: `label_only`) or a node (a DNS
+/// subdomain).
+pub fn validate_object_name(obj: &Value, label_only: bool) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    match obj.pointer("/metadata/name").and_then(Value::as_str) {
+        None | Some("") => causes.push(required("metadata.name")),
+        Some(name) if label_only => check_dns_label(name, "metadata.name", &mut causes),
+        Some(name) => check_dns_subdomain(name, "metadata.name", &mut causes),
+    }
+    causes
+}
+
+/// Fills in what a Pod gets when the manifest leaves it out.
+pub fn apply_pod_defaults(pod: &mut Value) {
+    if let Some(obj) = pod.as_object_mut() {
+        obj.insert("apiVersion".into(), "v1".into());
+        obj.insert("kind".into(), "Pod".into());
+    }
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("restartPolicy")
+            .or_insert_with(|| "Always".into());
+        spec.entry("terminationGracePeriodSeconds")
+            .or_insert_with(|| 30.into());
+    }
+}
+
+fn check_shape(value: &Value, shape: &Shape, path: &str, causes: &mut Vec<Cause>) {
+    if value.is_null() {
+        return; // `null` means "not set", as in Kubernetes.
+    }
+    let wrong = |expected: &str| {
+        Cause::new(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: expected {expected}"),
+        )
+    };
+    match shape {
+        Shape::Ignored => {}
+        Shape::Str if !value.is_string() => causes.push(wrong("a string")),
+        Shape::Int if !value.is_i64() => causes.push(wrong("an integer")),
+        Shape::Quantity if !(value.is_string() || value.is_number()) => {
+            causes.push(wrong("a quantity"))
+        }
+        Shape::StringMap => match value.as_object() {
+            Some(map) => {
+                for (key, _) in map.iter().filter(|(_, v)| !v.is_string() && !v.is_null()) {
+                    causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        format!("{path}.{key}"),
+                        "Invalid value: expected a string",
+                    ));
+                }
+            }
+            None => causes.push(wrong("a map of strings")),
+        },
+        Shape::Object(fields) => match value.as_object() {
+            Some(map) => check_object(map, fields, path, causes),
+            None => causes.push(wrong("an object")),
+        },
+        Shape::List(item) => match value.as_array() {
+            Some(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    check_shape(v, item, &format!("{path}[{i}]"), causes);
+                }
+            }
+            None => causes.push(wrong("a list")),
+        },
+        Shape::Str | Shape::Int | Shape::Quantity => {}
+    }
+}
+
+fn check_object(
+    map: &Map<String, Value>,
+    fields: &[(&str, Shape)],
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
+    for (key, value) in map {
+        let field_path = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match fields.iter().find(|(name, _)| name == key) {
+            Some((_, shape)) => check_shape(value, shape, &field_path, causes),
+            None if value.is_null() => {}
+            None => causes.push(Cause::new(
+                "FieldValueNotSupported",
+                field_path,
+                UNSUPPORTED,
+            )),
+        }
+    }
+}
+
+fn check_type_meta(obj: &Value, api_version: &str, kind: &str, causes: &mut Vec<Cause>) {
+    for (field, expected) in [("apiVersion", api_version), ("kind", kind)] {
+        if let Some(actual) = obj.get(field).and_then(Value::as_str)
+            && actual != expected
+        {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: {actual:?}: must be {expected:?}"),
+            ));
+        }
+    }
+}
+
+fn check_pod_metadata(pod: &Value, causes: &mut Vec<Cause>) {
+    let name = pod.pointer("/metadata/name").and_then(Value::as_str);
+    let generate = pod
+        .pointer("/metadata/generateName")
+        .and_then(Value::as_str);
+    match (name, generate) {
+        (Some(name), _) if !name.is_empty() => check_dns_subdomain(name, "metadata.name", causes),
+        (_, Some(prefix)) if !prefix.is_empty() => {}
+        _ => causes.push(Cause::new(
+            "FieldValueRequired",
+            "metadata.name",
+            "Required value: name or generateName is required",
+        )),
+    }
+    if let Some(ns) = pod.pointer("/metadata/namespace").and_then(Value::as_str) {
+        check_dns_label(ns, "metadata.namespace", causes);
+    }
+}
+
+fn check_pod_spec(spec: Option<&Value>, causes: &mut Vec<Cause>) {
+    let Some(spec) = spec.filter(|s| s.is_object()) else {
+        causes.push(required("spec"));
+        return;
+    };
+    match spec.get("containers").and_then(Value::as_array) {
+        Some(containers) if !containers.is_empty() => check_containers(containers, causes),
+        _ => causes.push(required("spec.containers")),
+    }
+    if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str)
+        && !matches!(policy, "Always" | "OnFailure" | "Never")
+    {
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            "spec.restartPolicy",
+            format!(
+                "Unsupported value: {policy:?}: supported values: \"Always\", \"OnFailure\", \"Never\""
+            ),
+        ));
+    }
+    if let Some(node) = spec.get("nodeName").and_then(Value::as_str) {
+        check_dns_subdomain(node, "spec.nodeName", causes);
+    }
+    if spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|s| s < 0)
+    {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            "spec.terminationGracePeriodSeconds",
+            "Invalid value: must be greater than or equal to 0",
+        ));
+    }
+}
+
+fn check_containers(containers: &[Value], causes: &mut Vec<Cause>) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, container) in containers.iter().enumerate() {
+        let path = format!("spec.containers[{i}]");
+        match container.get("name").and_then(Value::as_str) {
+            None | Some("") => causes.push(required(&format!("{path}.name"))),
+            Some(name) => {
+                check_dns_label(name, &format!("{path}.name"), causes);
+                if !seen.insert(name) {
+                    causes.push(Cause::new(
+                        "FieldValueDuplicate",
+                        format!("{path}.name"),
+                        format!("Duplicate value: {name:?}"),
+                    ));
+                }
+            }
+        }
+        match container.get("image").and_then(Value::as_str) {
+            None | Some("") => causes.push(required(&format!("{path}.image"))),
+            Some(_) => {}
+        }
+        check_env(container.get("env"), &path, causes);
+        check_resources(container.get("resources"), &path, causes);
+    }
+}
+
+fn check_env(env: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    for (i, var) in env
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if var
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            causes.push(required(&format!("{path}.env[{i}].name")));
+        }
+    }
+}
+
+fn check_resources(resources: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    for list in ["limits", "requests"] {
+        for (name, parse) in [
+            ("memory", quantity::memory_bytes as fn(&str) -> _),
+            ("cpu", quantity::cpu_millis),
+        ] {
+            let Some(value) = resources
+                .and_then(|r| r.get(list))
+                .and_then(|l| l.get(name))
+            else {
+                continue;
+            };
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => continue, // reported by the shape check
+            };
+            if parse(&text).is_err() {
+                causes.push(Cause::new(
+                    "FieldValueInvalid",
+                    format!("{path}.resources.{list}.{name}"),
+                    format!(
+                        "Invalid value: {text:?}: quantities must match the regular expression \
+                         '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn required(field: &str) -> Cause {
+    Cause::new("FieldValueRequired", field, "Required value")
+}
+
+/// DNS-1123 label: at most 63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn check_dns_label(name: &str, field: &str, causes: &mut Vec<Cause>) {
+    if !is_dns_label(name) {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            field,
+            format!(
+                "Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case \
+                 alphanumeric characters or '-', start and end with an alphanumeric character, \
+                 and be at most 63 characters"
+            ),
+        ));
+    }
+}
+
+fn check_dns_subdomain(name: &str, field: &str, causes: &mut Vec<Cause>) {
+    if wasmfleet_protocol::names::validate_dns_subdomain("name", name).is_err() {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            field,
+            format!(
+                "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower \
+                 case alphanumeric characters, '-' or '.', and must start and end with an \
+                 alphanumeric character"
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "labels": {"app": "web"}, "creationTimestamp": null},
+            "spec": {"containers": [{
+                "name": "main", "image": "hello:latest", "args": ["print", "3"],
+                "env": [{"name": "A", "value": "b"}],
+                "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}, "requests": {"cpu": 1}},
+            }], "restartPolicy": "Never"},
+        })
+    }
+
+    fn fields(causes: &[Cause]) -> Vec<&str> {
+        causes.iter().map(|c| c.field.as_str()).collect()
+    }
+
+    #[test]
+    fn a_supported_pod_is_valid() {
+        assert_eq!(validate_pod(&pod()), vec![]);
+    }
+
+    #[test]
+    fn unsupported_fields_are_named_by_path() {
+        let mut p = pod();
+        p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
+        p["spec"]["hostNetwork"] = json!(true);
+        let causes = validate_pod(&p);
+        assert_eq!(
+            fields(&causes),
+            ["spec.containers[0].ports", "spec.hostNetwork"]
+        );
+        assert!(causes[0].message.contains("does not support"));
+    }
+
+    #[test]
+    fn missing_required_fields_are_reported() {
+        let p = json!({"metadata": {}, "spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(
+            fields(&validate_pod(&p)),
+            ["metadata.name", "spec.containers[0].image"]
+        );
+        let p = json!({"metadata": {"name": "x"}, "spec": {}});
+        assert_eq!(fields(&validate_pod(&p)), ["spec.containers"]);
+    }
+
+    #[test]
+    fn bad_values_are_reported() {
+        let mut p = pod();
+        p["metadata"]["name"] = json!("Web_1");
+        p["spec"]["restartPolicy"] = json!("Sometimes");
+        p["spec"]["containers"][0]["resources"]["limits"]["memory"] = json!("lots");
+        p["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "main", "image": "x"}));
+        assert_eq!(
+            fields(&validate_pod(&p)),
+            [
+                "metadata.name",
+                "spec.containers[0].resources.limits.memory",
+                "spec.containers[1].name",
+                "spec.restartPolicy",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_reported() {
+        let mut p = pod();
+        p["spec"]["containers"][0]["args"] = json!("print 3");
+        p["metadata"]["labels"]["n"] = json!(3);
+        assert_eq!(
+            fields(&validate_pod(&p)),
+            ["metadata.labels.n", "spec.containers[0].args"]
+        );
+    }
+
+    #[test]
+    fn only_images_may_change_on_update() {
+        let old = pod();
+        let mut new_image = pod();
+        new_image["spec"]["containers"][0]["image"] = json!("hello:v2");
+        new_image["metadata"]["labels"]["x"] = json!("y");
+        assert!(validate_pod_update(&old, &new_image).is_empty());
+        let mut new_args = pod();
+        new_args["spec"]["containers"][0]["args"] = json!(["exit", "1"]);
+        assert_eq!(fields(&validate_pod_update(&old, &new_args)), ["spec"]);
+    }
+
+    #[test]
+    fn defaults_fill_restart_policy_and_grace() {
+        let mut p = json!({"spec": {"containers": []}});
+        apply_pod_defaults(&mut p);
+        assert_eq!(p["spec"]["restartPolicy"], "Always");
+        assert_eq!(p["kind"], "Pod");
+    }
+}

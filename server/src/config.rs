@@ -1,0 +1,142 @@
+//! The server's command line: one typed config, parsed once in `main` and passed down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Where the MQTT broker is, when it is not the embedded one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalBroker {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::str::FromStr for ExternalBroker {
+    type Err = String;
+
+    /// Parses `mqtt://host:port` (`mqtt://host` means port 1883).
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .ok_or_else(|| format!("{url:?}: expected mqtt://host:port"))?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            // An IPv6 literal without a port (`[::1]`) has colons but ends in `]`.
+            Some((host, port)) if !port.ends_with(']') => (
+                host,
+                port.parse()
+                    .map_err(|_| format!("{url:?}: invalid port {port:?}"))?,
+            ),
+            _ => (rest, 1883),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{url:?}: missing host"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// `wasmfleet-server`: the control plane (API, state, scheduler, MQTT side) and, unless
+/// `--no-local-agent`, an agent for this machine.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "wasmfleet-server", version, about)]
+pub struct ServerConfig {
+    /// Where state, certificates, tokens and the admin kubeconfig live.
+    #[arg(long, default_value = "/var/lib/wasmfleet/server")]
+    pub data_dir: PathBuf,
+
+    /// Address of the HTTPS API.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    pub https_listen: SocketAddr,
+
+    /// Address of the embedded MQTT broker.
+    #[arg(long, default_value = "0.0.0.0:1883")]
+    pub mqtt_listen: SocketAddr,
+
+    /// Use this external broker (`mqtt://host:port`) instead of the embedded one.
+    #[arg(long)]
+    pub mqtt_url: Option<ExternalBroker>,
+
+    /// MQTT username of the server's own client.
+    #[arg(long, default_value = "wasmfleet-server")]
+    pub mqtt_username: String,
+
+    /// MQTT password of the server's own client (default: the generated server password).
+    #[arg(long, env = "WASMFLEET_MQTT_PASSWORD", hide_env_values = true)]
+    pub mqtt_password: Option<String>,
+
+    /// Do not run an agent inside the server process.
+    #[arg(long)]
+    pub no_local_agent: bool,
+
+    /// Node name of the in-process agent (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+
+    /// Extra subject alternative name for the API certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
+
+    /// How long a node may be silent before it is marked NotReady (tests shorten it).
+    #[arg(long, hide = true)]
+    pub node_monitor_grace_ms: Option<u64>,
+
+    /// How many store events watches can resume from (tests shrink it to reach 410 Gone).
+    #[arg(long, hide = true, default_value_t = 10_000)]
+    pub event_retention: u64,
+}
+
+impl ServerConfig {
+    /// A config with every default, for `data_dir` (tests then set ports to 0).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::parse_from(["wasmfleet-server"]);
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    /// The node monitor grace, when overridden.
+    pub fn node_monitor_grace(&self) -> Option<Duration> {
+        self.node_monitor_grace_ms.map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_broker_urls_parse_with_and_without_port() {
+        let b: ExternalBroker = "mqtt://broker.lan:1884".parse().unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("broker.lan", 1884));
+        let b: ExternalBroker = "mqtt://10.0.0.1".parse().unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("10.0.0.1", 1883));
+        let b: ExternalBroker = "mqtt://[::1]:2000".parse().unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("::1", 2000));
+        assert!("tcp://x:1".parse::<ExternalBroker>().is_err());
+        assert!("mqtt://x:notaport".parse::<ExternalBroker>().is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = ServerConfig::with_data_dir("/tmp/x");
+        assert_eq!(config.https_listen.port(), 6443);
+        assert_eq!(config.mqtt_listen.port(), 1883);
+        assert_eq!(config.mqtt_username, "wasmfleet-server");
+        assert!(!config.no_local_agent);
+    }
+
+    #[test]
+    fn tls_sans_repeat() {
+        let config = ServerConfig::parse_from(["s", "--tls-san", "a.lan", "--tls-san", "10.0.0.9"]);
+        assert_eq!(config.tls_sans, ["a.lan", "10.0.0.9"]);
+    }
+}

@@ -1,0 +1,305 @@
+//! The dispatcher: decodes what arrives from the broker and hands it to the right place.
+//!
+//! It runs as its own task, fed by the event loop, so it may await publishes (acks,
+//! subscriptions) without ever blocking the event loop. Garbage, unknown protocol
+//! versions, oversize payloads and messages on the wrong topic are logged (at most one
+//! warning per node and ten seconds) and dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::pod::{StatusAck, StatusReport};
+use wasmfleet_protocol::topic::{self, Down, ServerInbound, Up};
+use wasmfleet_protocol::{Message, decode, encode};
+
+use super::connection::Inbound;
+use super::logs::LogRouter;
+use super::{blobs, nodes, status};
+use crate::controllers::node_lifecycle::{LeaseUpdate, Leases};
+use crate::modules::ModuleStore;
+use crate::store::Store;
+
+/// Everything the dispatcher needs.
+pub(super) struct Dispatcher {
+    pub(super) client: AsyncClient,
+    pub(super) store: Store,
+    pub(super) modules: ModuleStore,
+    pub(super) leases: Leases,
+    pub(super) logs: LogRouter,
+    pub(super) republish: Arc<Notify>,
+    pub(super) server_state: Vec<u8>,
+    pub(super) tracker: TaskTracker,
+    pub(super) shutdown: CancellationToken,
+    pub(super) complaints: Complaints,
+}
+
+/// Rate-limits warnings about bad input: one per source and topic per window, with a count
+/// of what was suppressed in between.
+#[derive(Debug, Default)]
+pub(super) struct Complaints {
+    last: HashMap<(String, String), (Instant, u32)>,
+}
+
+impl Complaints {
+    const WINDOW: Duration = Duration::from_secs(10);
+    /// Beyond this many remembered sources, old entries are forgotten (bounded memory).
+    const MAX_ENTRIES: usize = 4096;
+
+    /// Logs the complaint unless `source` complained about `topic` recently. Returns whether
+    /// it was logged.
+    fn warn(&mut self, source: &str, topic: &str, reason: &str) -> bool {
+        let now = Instant::now();
+        let key = (source.to_owned(), topic.to_owned());
+        match self.last.get_mut(&key) {
+            Some((at, suppressed)) if now.duration_since(*at) < Self::WINDOW => {
+                *suppressed += 1;
+                false
+            }
+            entry => {
+                let suppressed = entry.map_or(0, |(_, n)| *n);
+                tracing::warn!(%source, %topic, %reason, suppressed, "dropping a bad MQTT message");
+                if self.last.len() >= Self::MAX_ENTRIES {
+                    self.last
+                        .retain(|_, (at, _)| now.duration_since(*at) < Self::WINDOW);
+                }
+                self.last.insert(key, (now, 0));
+                true
+            }
+        }
+    }
+}
+
+/// Which message kinds may arrive on which up topic.
+fn expected_on(kind: Up, message: &Message) -> bool {
+    matches!(
+        (kind, message),
+        (Up::State, Message::NodeState(_))
+            | (Up::Heartbeat, Message::Heartbeat(_))
+            | (Up::Status, Message::Status(_))
+            | (Up::BlobRequest, Message::BlobRequest(_))
+            | (Up::Logs, Message::LogChunk(_))
+    )
+}
+
+impl Dispatcher {
+    /// Handles inbound messages until the event loop or `shutdown` ends.
+    pub(super) async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>) {
+        let shutdown = self.shutdown.clone();
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = inbound.recv() => message,
+            };
+            let Some(message) = message else { break };
+            // Publishes wait for room in the client's queue, which never frees once the
+            // event loop has stopped: give up on the message at shutdown instead of hanging.
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.handle(message) => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, message: Inbound) {
+        match message {
+            Inbound::Connected => self.on_connected().await,
+            Inbound::Publish { topic, payload } => self.on_publish(&topic, payload).await,
+        }
+    }
+
+    /// A fresh (clean) session: subscribe, announce ourselves, re-send desired state.
+    async fn on_connected(&mut self) {
+        let subscribed = async {
+            self.client
+                .subscribe(topic::ALL_NODES_UP, QoS::AtLeastOnce)
+                .await?;
+            self.client
+                .subscribe(topic::ALL_MODULE_UPLOADS, QoS::AtLeastOnce)
+                .await?;
+            self.client
+                .publish(
+                    topic::SERVER_STATE,
+                    QoS::AtLeastOnce,
+                    true,
+                    self.server_state.clone(),
+                )
+                .await
+        };
+        if let Err(err) = subscribed.await {
+            tracing::warn!(%err, "cannot subscribe after connecting; the fleet link is stopping");
+        }
+        self.republish.notify_one();
+    }
+
+    async fn on_publish(&mut self, topic_name: &str, payload: Bytes) {
+        match topic::parse_server_inbound(topic_name) {
+            Some(ServerInbound::FromNode { node, kind }) => {
+                self.node_message(node, kind, topic_name, &payload).await;
+            }
+            Some(ServerInbound::ModuleUpload { name, tag }) => {
+                self.module_upload(name, tag, payload).await
+            }
+            None => {
+                self.complaints.warn("?", topic_name, "unknown topic");
+            }
+        }
+    }
+
+    async fn node_message(&mut self, node: &str, kind: Up, topic_name: &str, payload: &[u8]) {
+        let message = match decode(payload) {
+            Ok(message) => message,
+            Err(err) => {
+                self.complaints.warn(node, topic_name, &err.to_string());
+                return;
+            }
+        };
+        if !expected_on(kind, &message) {
+            self.complaints
+                .warn(node, topic_name, "message of the wrong kind for this topic");
+            return;
+        }
+        match message {
+            Message::NodeState(state) => {
+                if let Err(err) = nodes::handle_state(&self.store, &self.leases, node, &state) {
+                    tracing::error!(%node, %err, "cannot record node presence");
+                }
+            }
+            Message::Heartbeat(hb) => self.heartbeat(node, hb.epoch),
+            Message::Status(report) => self.status(node, &report).await,
+            Message::BlobRequest(request) => {
+                let task = blobs::answer(
+                    self.client.clone(),
+                    self.modules.clone(),
+                    node.to_owned(),
+                    request,
+                );
+                let shutdown = self.shutdown.clone();
+                self.tracker.spawn(async move {
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = task => {}
+                    }
+                });
+            }
+            Message::LogChunk(chunk) => self.logs.route(node, chunk),
+            _ => {}
+        }
+    }
+
+    /// Renews the node's lease; heartbeats never touch the store.
+    fn heartbeat(&self, node: &str, epoch: u64) {
+        if self.leases.heartbeat(node, epoch, Instant::now()) == LeaseUpdate::Stale {
+            tracing::debug!(%node, epoch, "heartbeat of an older session");
+        }
+    }
+
+    /// Writes the report (unless it is from an older session) and acknowledges it.
+    async fn status(&mut self, node: &str, report: &StatusReport) {
+        let stale = self
+            .leases
+            .get(node)
+            .is_some_and(|lease| report.epoch < lease.epoch);
+        if stale {
+            tracing::debug!(%node, epoch = report.epoch, "acking a status report of an older session without applying it");
+        } else {
+            let modules = self.modules.clone();
+            let image_id = move |image: &str| {
+                modules
+                    .resolve(image)
+                    .ok()
+                    .flatten()
+                    .map(|m| format!("sha256:{}", m.digest))
+            };
+            match status::apply_report(&self.store, node, report, &image_id) {
+                Ok(changed) => {
+                    tracing::debug!(%node, seq = report.seq, changed, "status report applied")
+                }
+                Err(err) => {
+                    // No ack: the agent re-sends, and the write is retried.
+                    tracing::error!(%node, %err, "cannot write a status report");
+                    return;
+                }
+            }
+        }
+        let ack = encode(&Message::StatusAck(StatusAck {
+            epoch: report.epoch,
+            seq: report.seq,
+        }));
+        if let Err(err) = self
+            .client
+            .publish(topic::down(node, Down::Ack), QoS::AtLeastOnce, false, ack)
+            .await
+        {
+            tracing::warn!(%node, %err, "cannot ack a status report");
+        }
+    }
+
+    /// Stores an uploaded module (raw wasm bytes, not an envelope).
+    async fn module_upload(&mut self, name: &str, tag: &str, payload: Bytes) {
+        let topic_name = topic::module_upload(name, tag);
+        let modules = self.modules.clone();
+        let (name, tag) = (name.to_owned(), tag.to_owned());
+        // Hashing and writing up to 16 MiB takes a while: keep it off the async workers.
+        let stored = tokio::task::spawn_blocking(move || modules.put(&name, &tag, &payload)).await;
+        match stored {
+            Ok(Ok(record)) => tracing::info!(
+                module = %record.name,
+                tag = %record.tag,
+                digest = %record.digest,
+                size = record.size,
+                "module uploaded over MQTT"
+            ),
+            Ok(Err(err)) => {
+                self.complaints
+                    .warn("module upload", &topic_name, &err.to_string());
+            }
+            Err(err) => tracing::error!(%err, "module upload task failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmfleet_protocol::node::Heartbeat;
+
+    #[test]
+    fn a_heartbeat_is_only_expected_on_the_heartbeat_topic() {
+        let hb = Message::Heartbeat(Heartbeat {
+            epoch: 1,
+            unix_ms: 2,
+        });
+        assert!(expected_on(Up::Heartbeat, &hb));
+        assert!(!expected_on(Up::Status, &hb));
+        assert!(!expected_on(Up::State, &hb));
+    }
+
+    #[test]
+    fn a_repeated_complaint_is_suppressed_but_one_about_another_topic_is_not() {
+        let mut complaints = Complaints::default();
+        assert!(complaints.warn("pi-1", "wf/v1/n/pi-1/up/state", "garbage"));
+        assert!(!complaints.warn("pi-1", "wf/v1/n/pi-1/up/state", "garbage"));
+        assert!(complaints.warn("pi-1", "wf/v1/n/pi-1/up/status", "garbage"));
+        assert!(complaints.warn("pi-2", "wf/v1/n/pi-2/up/state", "garbage"));
+    }
+
+    #[test]
+    fn server_messages_are_never_expected_from_nodes() {
+        let ack = Message::StatusAck(StatusAck { epoch: 1, seq: 1 });
+        for kind in [
+            Up::State,
+            Up::Heartbeat,
+            Up::Status,
+            Up::BlobRequest,
+            Up::Logs,
+        ] {
+            assert!(!expected_on(kind, &ack));
+        }
+    }
+}

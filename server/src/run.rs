@@ -1,0 +1,186 @@
+//! Wiring: everything one server process runs, started in order and drained on shutdown.
+//!
+//! Start: data directory (secrets, CA, certificate) → store (+ built-in namespaces) → module
+//! store → MQTT broker (embedded, unless `--mqtt-url`) → fleet link (which runs the node
+//! lifecycle controller) → scheduler → HTTPS API → `admin.kubeconfig` and `endpoints.json`.
+//! Stop (when `shutdown` is cancelled): every task sees the token, the API drains its
+//! connections, tracked tasks get [`DRAIN_TIMEOUT`] to finish, then the broker stops last so
+//! the fleet can still say goodbye through it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiContext, LogFuture, LogQuery, LogSource};
+use crate::bootstrap::{self, Bootstrap};
+use crate::broker::EmbeddedBroker;
+use crate::config::ServerConfig;
+use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
+use crate::modules::ModuleStore;
+use crate::scheduler;
+use crate::store::{Store, StoreOptions};
+
+/// How long tracked tasks get to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the server until `shutdown` is cancelled (or the API fails).
+pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    api::install_crypto_provider();
+    // A stale file from an earlier run would point readers at dead ports.
+    let _ = std::fs::remove_file(config.data_dir.join("endpoints.json"));
+    let boot = bootstrap::load_or_create(&config.data_dir, &config.tls_sans)
+        .context("preparing the data directory")?;
+    let options = StoreOptions {
+        event_retention: config.event_retention,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(config.data_dir.join("state.redb"), options)
+        .context("opening the store")?;
+    api::namespaces::ensure_built_in(&store).context("creating the built-in namespaces")?;
+    let modules = ModuleStore::open(&store).context("opening the module store")?;
+    let tracker = TaskTracker::new();
+
+    let (broker, mqtt) = start_mqtt(&config, &boot).await?;
+    let mut fleet_config = FleetConfig::new(mqtt.clone());
+    if let Some(grace) = config.node_monitor_grace() {
+        fleet_config.node_grace = grace;
+    }
+    let fleet = Fleet::start(
+        fleet_config,
+        store.clone(),
+        modules.clone(),
+        shutdown.clone(),
+        &tracker,
+    )
+    .context("starting the fleet link")?;
+    tracker.spawn(scheduler::run(store.clone(), shutdown.clone()));
+
+    let listener = std::net::TcpListener::bind(config.https_listen)
+        .with_context(|| format!("binding the API on {}", config.https_listen))?;
+    let api_addr = listener.local_addr()?;
+    let ctx = ApiContext {
+        store,
+        modules: Some(modules),
+        logs: Some(Arc::new(FleetLogs(fleet))),
+        admin_token: Arc::from(boot.credentials.admin_token.as_str()),
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    };
+    let api_task = tracker.spawn(api::serve(listener, boot.tls.clone(), ctx));
+    let kubeconfig = bootstrap::write_kubeconfig(&config.data_dir, api_addr, &boot)?;
+    write_endpoints(&config.data_dir, api_addr, &mqtt)?;
+    tracing::info!(api = %bootstrap::api_url(api_addr), kubeconfig = %kubeconfig.display(), "wasmfleet server ready");
+
+    if !config.no_local_agent {
+        // The in-process agent (`wasmfleet_agent::run::run`) is wired by the lead: it needs
+        // `mqtt`, `boot.credentials.node_token`, `config.node_name` (default: hostname) and
+        // `<data-dir>/agent` as its data directory, on `tracker` with `shutdown`.
+        tracing::warn!("the in-process agent is not wired in yet; run wasmfleet-agent separately");
+    }
+
+    let result = tokio::select! {
+        () = shutdown.cancelled() => Ok(()),
+        served = api_task => match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(anyhow::Error::new(err).context("the API stopped")),
+            Err(err) => Err(anyhow::Error::new(err).context("the API task panicked")),
+        },
+    };
+    shutdown.cancel();
+    drain(tracker, broker).await;
+    result
+}
+
+/// Starts the embedded broker (or points at the external one) and says how to log in.
+async fn start_mqtt(
+    config: &ServerConfig,
+    boot: &Bootstrap,
+) -> anyhow::Result<(Option<EmbeddedBroker>, MqttTarget)> {
+    let password = config
+        .mqtt_password
+        .clone()
+        .unwrap_or_else(|| boot.credentials.server_mqtt_password.clone());
+    let (broker, host, port) = match &config.mqtt_url {
+        Some(external) => (None, external.host.clone(), external.port),
+        None => {
+            let broker = EmbeddedBroker::start(config.mqtt_listen, &boot.credentials).await?;
+            let addr = broker.local_addr();
+            (Some(broker), loopback_host(addr), addr.port())
+        }
+    };
+    let target = MqttTarget {
+        host,
+        port,
+        username: config.mqtt_username.clone(),
+        password,
+    };
+    Ok((broker, target))
+}
+
+/// Cancelled already: wait for tracked tasks (bounded), then stop the broker.
+async fn drain(tracker: TaskTracker, broker: Option<EmbeddedBroker>) {
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(remaining = tracker.len(), "tasks did not stop in time");
+    }
+    if let Some(broker) = broker {
+        broker.shutdown().await;
+    }
+    tracing::info!("wasmfleet server stopped");
+}
+
+/// The host a local client uses to reach a listener bound to `addr`.
+fn loopback_host(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "::1".to_owned(),
+        ip => ip.to_string(),
+    }
+}
+
+/// `<data-dir>/endpoints.json`: where the API and the broker are (tests and tools read it).
+fn write_endpoints(data_dir: &Path, api: SocketAddr, mqtt: &MqttTarget) -> anyhow::Result<()> {
+    let host = if mqtt.host.contains(':') {
+        format!("[{}]", mqtt.host)
+    } else {
+        mqtt.host.clone()
+    };
+    let endpoints = serde_json::json!({
+        "api": bootstrap::api_url(api),
+        "mqtt": format!("mqtt://{host}:{}", mqtt.port),
+    });
+    let path = data_dir.join("endpoints.json");
+    let tmp = data_dir.join("endpoints.json.tmp");
+    std::fs::write(&tmp, endpoints.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The API's log seam, served by the fleet link.
+struct FleetLogs(FleetHandle);
+
+impl LogSource for FleetLogs {
+    fn logs(&self, query: LogQuery) -> LogFuture {
+        let fleet = self.0.clone();
+        Box::pin(async move {
+            let params = LogParams {
+                pod_uid: query.pod_uid,
+                container: query.container,
+                tail_lines: query.tail_lines,
+                follow: query.follow,
+            };
+            fleet
+                .logs(&query.node, params)
+                .await
+                .map_err(|err| err.to_string())
+        })
+    }
+}

@@ -1,0 +1,807 @@
+//! The fleet link end to end: the real embedded broker, a real store in a temp dir, the
+//! real `Fleet`, and a rumqttc client acting as a node with the node token.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::blob::{BlobBody, BlobRequest};
+use wasmfleet_protocol::logs::{LogChunk, NodeCommand};
+use wasmfleet_protocol::node::{EngineInfo, Heartbeat, NodeInfo, NodeState, Resources};
+use wasmfleet_protocol::pod::{
+    ContainerState, ContainerStatus, DesiredPods, PodPhase, PodStatus, StatusReport,
+};
+use wasmfleet_protocol::topic::{self, Up};
+use wasmfleet_protocol::{Message, decode, encode};
+use wasmfleet_server::broker::auth::{ADMIN_USERNAME, SERVER_USERNAME};
+use wasmfleet_server::broker::{BrokerCredentials, EmbeddedBroker};
+use wasmfleet_server::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
+use wasmfleet_server::modules::ModuleStore;
+use wasmfleet_server::store::{ObjectKey, Store};
+
+const WAIT: Duration = Duration::from_secs(10);
+const NODE: &str = "pi-1";
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    broker: Option<EmbeddedBroker>,
+    store: Store,
+    modules: ModuleStore,
+    fleet: FleetHandle,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path().join("state.redb")).expect("store");
+        let modules = ModuleStore::open(&store).expect("modules");
+        let broker = EmbeddedBroker::start("127.0.0.1:0".parse().expect("addr"), credentials())
+            .await
+            .expect("broker");
+        let mut config = FleetConfig::new(MqttTarget {
+            host: "127.0.0.1".into(),
+            port: broker.local_addr().port(),
+            username: SERVER_USERNAME.into(),
+            password: "server-password".into(),
+        });
+        config.node_grace = Duration::from_secs(2);
+        config.log_timeout = Duration::from_millis(800);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let fleet = Fleet::start(
+            config,
+            store.clone(),
+            modules.clone(),
+            shutdown.clone(),
+            &tracker,
+        )
+        .expect("fleet starts");
+        Self {
+            _dir: dir,
+            broker: Some(broker),
+            store,
+            modules,
+            fleet,
+            shutdown,
+            tracker,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.broker.as_ref().map_or(0, |b| b.local_addr().port())
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(WAIT, self.tracker.wait())
+            .await
+            .expect("fleet tasks stop");
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await;
+        }
+    }
+
+    fn node(&self) -> Option<Value> {
+        self.store
+            .get(&ObjectKey::cluster("nodes", NODE))
+            .expect("store read")
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        self.store
+            .get(&ObjectKey::namespaced("pods", "default", name))
+            .expect("store read")
+    }
+
+    fn create_pod(&self, name: &str, image: &str) -> Value {
+        self.store
+            .create(
+                &ObjectKey::namespaced("pods", "default", name),
+                json!({
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {
+                        "nodeName": NODE,
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "main", "image": image, "args": ["exit", "0"]}]
+                    }
+                }),
+            )
+            .expect("pod created")
+    }
+}
+
+fn credentials() -> BrokerCredentials {
+    BrokerCredentials {
+        admin_token: "admin-token".into(),
+        node_token: "node-token".into(),
+        server_mqtt_password: "server-password".into(),
+    }
+}
+
+/// A rumqttc client standing in for an agent.
+struct FakeNode {
+    client: AsyncClient,
+    inbox: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+}
+
+impl FakeNode {
+    async fn connect(port: u16) -> Self {
+        let mut options = MqttOptions::new(NODE, "127.0.0.1", port);
+        options
+            .set_credentials(NODE, "node-token")
+            .set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let resubscriber = client.clone();
+        tokio::spawn(async move {
+            let mut connects = 0;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send((p.topic, p.payload.to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connects += 1;
+                        // A clean session forgets subscriptions: redo them after a reconnect
+                        // (the first ones are made by `connect`, before anything is sent).
+                        if connects > 1 {
+                            let _ = resubscriber
+                                .try_subscribe(topic::node_down_filter(NODE), QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        client
+            .subscribe(topic::node_down_filter(NODE), QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        client
+            .subscribe(topic::SERVER_STATE, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        Self { client, inbox }
+    }
+
+    async fn send(&self, kind: Up, message: &Message) {
+        self.raw(kind, encode(message)).await;
+    }
+
+    async fn raw(&self, kind: Up, payload: Vec<u8>) {
+        self.client
+            .publish(topic::up(NODE, kind), QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish");
+    }
+
+    /// Waits for the first message (down to this node) for which `pick` returns something.
+    async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&str, Message) -> Option<T>,
+    ) -> T {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let (topic, payload) = self.inbox.recv().await.expect("node inbox open");
+                if let Ok(message) = decode(&payload)
+                    && let Some(found) = pick(&topic, message)
+                {
+                    return found;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    async fn desired(&mut self, mut accept: impl FnMut(&DesiredPods) -> bool) -> DesiredPods {
+        self.expect("a desired snapshot", |topic, m| match m {
+            Message::Desired(d) if topic.ends_with("/down/desired") && accept(&d) => Some(d),
+            _ => None,
+        })
+        .await
+    }
+}
+
+fn birth(epoch: u64) -> Message {
+    Message::NodeState(NodeState {
+        epoch,
+        online: true,
+        info: Some(NodeInfo {
+            agent_version: "0.1.0".into(),
+            architecture: "amd64".into(),
+            operating_system: "linux".into(),
+            kernel_version: "6.1.0".into(),
+            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+            hostname: "host-1".into(),
+            capacity: Resources {
+                memory_bytes: 2 << 30,
+                cpu_millis: 2000,
+                pods: 50,
+            },
+            allocatable: Resources {
+                memory_bytes: 1 << 30,
+                cpu_millis: 2000,
+                pods: 50,
+            },
+            labels: BTreeMap::from([("site".into(), "lab".into())]),
+            engine: EngineInfo {
+                wasmtime_version: "48.0.8".into(),
+                target: "x86_64-unknown-linux-gnu".into(),
+                compatibility_key: "00".into(),
+                can_compile: true,
+            },
+        }),
+    })
+}
+
+fn wasm(len: usize) -> Vec<u8> {
+    let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    bytes.extend((0..len).map(|i| (i % 253) as u8));
+    bytes
+}
+
+/// Polls `check` until it returns something, or fails after [`WAIT`].
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn ready_status(node: &Value) -> Option<String> {
+    node.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str().map(str::to_owned))
+}
+
+fn ready_message(node: &Value) -> String {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn register(cluster: &Cluster) -> FakeNode {
+    let node = FakeNode::connect(cluster.port()).await;
+    node.send(Up::State, &birth(1)).await;
+    eventually("the node to be Ready", || {
+        cluster
+            .node()
+            .filter(|n| ready_status(n).as_deref() == Some("True"))
+    })
+    .await;
+    node
+}
+
+#[tokio::test]
+async fn a_node_is_born_runs_a_pod_reports_its_status_and_downloads_the_module() {
+    let cluster = Cluster::start().await;
+    let mut node = register(&cluster).await;
+    let stored = cluster.node().expect("node exists");
+    assert_eq!(stored["metadata"]["labels"]["kubernetes.io/arch"], "amd64");
+    assert_eq!(stored["metadata"]["labels"]["site"], "lab");
+    assert_eq!(stored["status"]["allocatable"]["memory"], "1048576Ki");
+    assert_eq!(
+        stored["status"]["nodeInfo"]["containerRuntimeVersion"],
+        "wasmtime://48.0.8"
+    );
+
+    // Push a module (three chunks), then bind a pod that uses it.
+    let bytes = wasm(600 * 1024);
+    let record = cluster
+        .modules
+        .put("hello", "v1", &bytes)
+        .expect("module stored");
+    let pod = cluster.create_pod("web", "hello:v1");
+    let uid = pod["metadata"]["uid"].as_str().expect("uid").to_owned();
+    let desired = node.desired(|d| !d.pods.is_empty()).await;
+    assert_eq!(desired.pods[0].uid, uid);
+    assert_eq!(desired.pods[0].containers[0].module.digest, record.digest);
+    assert_eq!(
+        desired.pods[0].containers[0].args,
+        vec!["exit".to_owned(), "0".to_owned()]
+    );
+    assert!(
+        desired.revision
+            >= pod["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(u64::MAX)
+    );
+
+    // A status report lands in the pod and is acknowledged.
+    let report = StatusReport {
+        epoch: 1,
+        seq: 5,
+        observed_revision: desired.revision,
+        pods: vec![PodStatus {
+            uid: uid.clone(),
+            phase: PodPhase::Running,
+            start_unix_ms: Some(1_700_000_000_000),
+            containers: vec![ContainerStatus {
+                name: "main".into(),
+                restart_count: 0,
+                state: ContainerState::Running {
+                    started_unix_ms: 1_700_000_000_000,
+                },
+                last_state: None,
+                ready: true,
+            }],
+        }],
+    };
+    node.send(Up::Status, &Message::Status(report)).await;
+    let ack = node
+        .expect("a status ack", |_, m| match m {
+            Message::StatusAck(ack) => Some(ack),
+            _ => None,
+        })
+        .await;
+    assert_eq!((ack.epoch, ack.seq), (1, 5));
+    let web = cluster.pod("web").expect("pod exists");
+    assert_eq!(web["status"]["phase"], "Running");
+    assert_eq!(
+        web["status"]["containerStatuses"][0]["imageID"],
+        format!("sha256:{}", record.digest)
+    );
+
+    // The module comes back in chunks that reassemble to the pushed bytes.
+    let request = BlobRequest {
+        digest: record.digest.clone(),
+        chunks: vec![],
+    };
+    node.send(Up::BlobRequest, &Message::BlobRequest(request))
+        .await;
+    let mut chunks = BTreeMap::new();
+    while chunks.len() < 3 {
+        let (index, data) = node
+            .expect("a module chunk", |_, m| match m {
+                Message::BlobReply(reply) => match reply.body {
+                    BlobBody::Chunk {
+                        index,
+                        total: 3,
+                        data,
+                        ..
+                    } => Some((index, data)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .await;
+        chunks.insert(index, data);
+    }
+    assert_eq!(chunks.into_values().flatten().collect::<Vec<u8>>(), bytes);
+
+    // An unknown digest is answered with NotFound.
+    let unknown = BlobRequest {
+        digest: "00".repeat(32),
+        chunks: vec![0],
+    };
+    node.send(Up::BlobRequest, &Message::BlobRequest(unknown))
+        .await;
+    node.expect("NotFound", |_, m| match m {
+        Message::BlobReply(reply) if reply.body == BlobBody::NotFound => Some(()),
+        _ => None,
+    })
+    .await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_is_dropped_and_later_messages_still_work() {
+    let cluster = Cluster::start().await;
+    let node = FakeNode::connect(cluster.port()).await;
+    node.raw(Up::State, vec![0xff; 40]).await;
+    node.raw(Up::Status, vec![]).await;
+    node.raw(Up::Heartbeat, vec![9, 1, 2, 3]).await; // unknown envelope version
+    node.raw(
+        Up::Status,
+        vec![0; wasmfleet_protocol::MAX_MESSAGE_SIZE + 1],
+    )
+    .await;
+    // A valid message on the wrong topic.
+    node.send(
+        Up::Status,
+        &Message::Heartbeat(Heartbeat {
+            epoch: 1,
+            unix_ms: 0,
+        }),
+    )
+    .await;
+    // A report about a pod that is not bound to this node is acked but changes nothing.
+    let stray = StatusReport {
+        epoch: 1,
+        seq: 1,
+        observed_revision: 0,
+        pods: vec![PodStatus {
+            uid: "not-a-pod".into(),
+            phase: PodPhase::Failed,
+            start_unix_ms: None,
+            containers: vec![],
+        }],
+    };
+    node.send(Up::Status, &Message::Status(stray)).await;
+    node.send(Up::State, &birth(1)).await;
+    eventually("the node to be Ready after the garbage", || {
+        cluster
+            .node()
+            .filter(|n| ready_status(n).as_deref() == Some("True"))
+    })
+    .await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_node_becomes_unknown_and_recovers_when_heartbeats_resume() {
+    let cluster = Cluster::start().await;
+    let node = register(&cluster).await;
+    eventually("the node to go Unknown", || {
+        cluster
+            .node()
+            .filter(|n| ready_status(n).as_deref() == Some("Unknown"))
+    })
+    .await;
+    let unknown = cluster.node().expect("node");
+    let reason = unknown["status"]["conditions"][0]["reason"].clone();
+    assert_eq!(reason, "NodeStatusUnknown");
+    node.send(
+        Up::Heartbeat,
+        &Message::Heartbeat(Heartbeat {
+            epoch: 1,
+            unix_ms: 0,
+        }),
+    )
+    .await;
+    eventually("the node to be Ready again", || {
+        cluster
+            .node()
+            .filter(|n| ready_status(n).as_deref() == Some("True"))
+    })
+    .await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_will_of_the_current_session_marks_the_node_unknown_and_a_stale_one_does_not() {
+    let cluster = Cluster::start().await;
+    let node = FakeNode::connect(cluster.port()).await;
+    node.send(Up::State, &birth(3)).await;
+    eventually("the node to be Ready", || {
+        cluster
+            .node()
+            .filter(|n| ready_status(n).as_deref() == Some("True"))
+    })
+    .await;
+    let will = |epoch| {
+        Message::NodeState(NodeState {
+            epoch,
+            online: false,
+            info: None,
+        })
+    };
+    node.send(Up::State, &will(2)).await;
+    // Followed by a marker we can wait for: the stale will was handled before it.
+    let marker = StatusReport {
+        epoch: 3,
+        seq: 1,
+        observed_revision: 0,
+        pods: vec![],
+    };
+    let mut node = node;
+    node.send(Up::Status, &Message::Status(marker)).await;
+    node.expect("the marker's ack", |_, m| {
+        matches!(m, Message::StatusAck(_)).then_some(())
+    })
+    .await;
+    // (The node may already be Unknown for lack of heartbeats on a slow machine, but never
+    // because of the stale will.)
+    assert!(!ready_message(&cluster.node().expect("node")).contains("disconnected"));
+    node.send(Up::State, &will(3)).await;
+    eventually("the node to go Unknown as disconnected", || {
+        cluster.node().filter(|n| {
+            ready_status(n).as_deref() == Some("Unknown")
+                && ready_message(n).contains("disconnected")
+        })
+    })
+    .await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_pod_with_an_unknown_module_waits_and_runs_once_the_module_arrives() {
+    let cluster = Cluster::start().await;
+    let mut node = register(&cluster).await;
+    let empty = node.desired(|d| d.pods.is_empty()).await;
+    cluster.create_pod("late", "later:v1");
+    let waiting = eventually("ErrModuleNotFound", || {
+        cluster
+            .pod("late")
+            .map(|p| p["status"]["containerStatuses"][0]["state"]["waiting"].clone())
+            .filter(|w| w["reason"] == "ErrModuleNotFound")
+    })
+    .await;
+    assert!(
+        waiting["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("later:v1"))
+    );
+
+    // Upload over MQTT as the admin; the snapshot then includes the pod.
+    let mut options = MqttOptions::new("cli", "127.0.0.1", cluster.port());
+    options
+        .set_credentials(ADMIN_USERNAME, "admin-token")
+        .set_max_packet_size(4 << 20, 4 << 20);
+    let (admin, mut admin_loop) = AsyncClient::new(options, 8);
+    let bytes = wasm(2 << 20);
+    admin
+        .publish(
+            topic::module_upload("later", "v1"),
+            QoS::AtLeastOnce,
+            false,
+            bytes.clone(),
+        )
+        .await
+        .expect("queue");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = admin_loop.poll().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("upload acknowledged");
+    let desired = node.desired(|d| !d.pods.is_empty()).await;
+    assert!(
+        desired.revision > empty.revision,
+        "a module arrival moves the revision on"
+    );
+    let module = &desired.pods[0].containers[0].module;
+    assert_eq!(module.size, bytes.len() as u64);
+    assert_eq!(
+        cluster.modules.read(&module.digest).expect("read"),
+        Some(bytes)
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn logs_are_requested_from_the_node_and_streamed_back() {
+    let cluster = Cluster::start().await;
+    let mut node = register(&cluster).await;
+    let params = LogParams {
+        pod_uid: "u-1".into(),
+        container: "main".into(),
+        tail_lines: Some(10),
+        follow: false,
+    };
+    let mut logs = cluster
+        .fleet
+        .logs(NODE, params.clone())
+        .await
+        .expect("request sent");
+    let request = node
+        .expect("a log request", |_, m| match m {
+            Message::Command(NodeCommand::Logs(request)) => Some(request),
+            _ => None,
+        })
+        .await;
+    assert_eq!(request.pod_uid, "u-1");
+    assert_eq!(request.tail_lines, Some(10));
+    for (lines, done) in [
+        (vec!["one".to_owned()], false),
+        (vec!["two".to_owned()], true),
+    ] {
+        let chunk = LogChunk {
+            request_id: request.request_id,
+            lines,
+            done,
+            error: None,
+        };
+        node.send(Up::Logs, &Message::LogChunk(chunk)).await;
+    }
+    let mut lines = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, logs.recv())
+        .await
+        .expect("stream ends")
+    {
+        lines.extend(chunk.lines);
+    }
+    assert_eq!(lines, vec!["one".to_owned(), "two".to_owned()]);
+
+    // No answer: an error chunk after the timeout.
+    let mut silent = cluster
+        .fleet
+        .logs(NODE, params.clone())
+        .await
+        .expect("request sent");
+    let chunk = tokio::time::timeout(WAIT, silent.recv())
+        .await
+        .expect("timeout chunk in time")
+        .expect("a chunk");
+    assert!(chunk.done && chunk.error.is_some_and(|e| e.contains("did not answer")));
+
+    // A follow whose reader goes away is cancelled on the node.
+    let follow = LogParams {
+        follow: true,
+        ..params
+    };
+    let reader = cluster
+        .fleet
+        .logs(NODE, follow)
+        .await
+        .expect("request sent");
+    let request = node
+        .expect("the follow request", |_, m| match m {
+            Message::Command(NodeCommand::Logs(r)) if r.follow => Some(r),
+            _ => None,
+        })
+        .await;
+    let first = LogChunk {
+        request_id: request.request_id,
+        lines: vec!["live".into()],
+        done: false,
+        error: None,
+    };
+    node.send(Up::Logs, &Message::LogChunk(first)).await;
+    drop(reader);
+    let cancelled = node
+        .expect("CancelLogs", |_, m| match m {
+            Message::Command(NodeCommand::CancelLogs { request_id }) => Some(request_id),
+            _ => None,
+        })
+        .await;
+    assert_eq!(cancelled, request.request_id);
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_announces_itself_and_republishes_desired_state_after_a_restart() {
+    let cluster = Cluster::start().await;
+    let mut node = register(&cluster).await;
+    node.expect("the server's presence", |topic, m| match m {
+        Message::ServerState(state) if topic == topic::SERVER_STATE => state.online.then_some(()),
+        _ => None,
+    })
+    .await;
+    cluster
+        .modules
+        .put("hello", "v1", &wasm(10))
+        .expect("module");
+    cluster.create_pod("web", "hello:v1");
+    node.desired(|d| d.pods.len() == 1).await;
+
+    // A second fleet link on the same store (a server restart) publishes the snapshot again.
+    let port = cluster.port();
+    let restarted = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut config = FleetConfig::new(MqttTarget {
+        host: "127.0.0.1".into(),
+        port,
+        username: SERVER_USERNAME.into(),
+        password: "server-password".into(),
+    });
+    config.client_id = "wasmfleet-server-2".into();
+    Fleet::start(
+        config,
+        cluster.store.clone(),
+        cluster.modules.clone(),
+        restarted.clone(),
+        &tracker,
+    )
+    .expect("second fleet starts");
+    node.desired(|d| d.pods.len() == 1).await;
+    restarted.cancel();
+    tracker.close();
+    tracker.wait().await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_module_upload_that_is_not_wasm_is_refused_and_later_uploads_work() {
+    let cluster = Cluster::start().await;
+    // Uploads are not retained: make sure the fleet is subscribed before sending any.
+    let _node = register(&cluster).await;
+    let mut options = MqttOptions::new("cli", "127.0.0.1", cluster.port());
+    options.set_credentials(ADMIN_USERNAME, "admin-token");
+    let (admin, mut admin_loop) = AsyncClient::new(options, 8);
+    let admin_task = tokio::spawn(async move { while admin_loop.poll().await.is_ok() {} });
+    admin
+        .publish(
+            topic::module_upload("bad", "v1"),
+            QoS::AtLeastOnce,
+            false,
+            b"#!/bin/sh".to_vec(),
+        )
+        .await
+        .expect("queue");
+    admin
+        .publish(
+            topic::module_upload("good", "v1"),
+            QoS::AtLeastOnce,
+            false,
+            wasm(100),
+        )
+        .await
+        .expect("queue");
+    eventually("the good module", || {
+        cluster.modules.resolve("good:v1").expect("resolve")
+    })
+    .await;
+    assert_eq!(cluster.modules.resolve("bad:v1").expect("resolve"), None);
+    admin_task.abort();
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_broker_restart_the_fleet_reconnects_and_republishes_desired_state() {
+    let mut cluster = Cluster::start().await;
+    let mut node = register(&cluster).await;
+    cluster
+        .modules
+        .put("hello", "v1", &wasm(10))
+        .expect("module");
+    cluster.create_pod("web", "hello:v1");
+    node.desired(|d| d.pods.len() == 1).await;
+
+    // The broker keeps retained messages in memory only: after a restart the snapshot is
+    // gone until the fleet, reconnecting, publishes it again.
+    let addr = cluster
+        .broker
+        .as_ref()
+        .map(EmbeddedBroker::local_addr)
+        .expect("broker");
+    if let Some(broker) = cluster.broker.take() {
+        broker.shutdown().await;
+    }
+    cluster.broker = Some(
+        EmbeddedBroker::start(addr, credentials())
+            .await
+            .expect("broker restarts on the same port"),
+    );
+    node.desired(|d| d.pods.len() == 1).await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_pod_leaves_the_snapshot_of_its_node() {
+    let cluster = Cluster::start().await;
+    let mut node = register(&cluster).await;
+    cluster
+        .modules
+        .put("hello", "v1", &wasm(10))
+        .expect("module");
+    cluster.create_pod("web", "hello:v1");
+    node.desired(|d| d.pods.len() == 1).await;
+    cluster
+        .store
+        .delete(&ObjectKey::namespaced("pods", "default", "web"), None)
+        .expect("delete");
+    node.desired(|d| d.pods.is_empty()).await;
+    cluster.stop().await;
+}
