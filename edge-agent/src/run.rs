@@ -57,6 +57,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         Arc::new(fetcher.clone()),
         PodManagerConfig {
             restart_backoff_base: config.restart_backoff_base,
+            log_dir: Some(config.data_dir.join("logs")),
         },
         pods_shutdown.clone(),
         pods_tracker.clone(),

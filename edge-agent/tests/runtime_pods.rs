@@ -1,5 +1,6 @@
 //! The pod manager running real guests (`workloads/dist`, built by `workloads/build`) in
-//! real wasmtime: lifecycles, restart policy, limits, logs, stopping and restore.
+//! real wasmtime: lifecycles, restart policy, limits, logs (in memory and persisted in a
+//! temp dir), stopping and restore.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_agent::pods::{ModuleSource, PodManager, PodManagerConfig};
-use wasmfleet_agent::runtime::Runtime;
+use wasmfleet_agent::runtime::{LOG_FILE_SEGMENT_BYTES, MAX_BUFFER_BYTES, Runtime};
 use wasmfleet_protocol::pod::{
     ContainerSpec, ContainerState, ModuleRef, PodAssignment, PodPhase, PodStatus, RestartPolicy,
 };
@@ -75,6 +76,11 @@ struct Node {
 
 impl Node {
     fn start(backoff: Duration) -> Self {
+        Self::start_with(backoff, None)
+    }
+
+    /// A node whose container logs are persisted under `log_dir`.
+    fn start_with(backoff: Duration, log_dir: Option<PathBuf>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let garbage = dir.path().join("garbage.wasm");
         std::fs::write(&garbage, b"this is not a wasm module at all").expect("write garbage");
@@ -92,6 +98,7 @@ impl Node {
             Arc::new(source),
             PodManagerConfig {
                 restart_backoff_base: backoff,
+                log_dir,
             },
             shutdown.clone(),
             tracker.clone(),
@@ -153,7 +160,8 @@ impl Node {
         pod(&statuses, uid).cloned().expect("pod present")
     }
 
-    async fn stop(self) {
+    /// Stops every pod, as an agent shutdown does; statuses and logs stay readable.
+    async fn stop(&self) {
         self.shutdown.cancel();
         self.tracker.close();
         tokio::time::timeout(Duration::from_secs(2), self.tracker.wait())
@@ -571,5 +579,188 @@ async fn a_restored_finished_pod_is_not_run_again_and_an_unfinished_one_restarts
         Some(ContainerState::Terminated { reason, .. }) if reason == "Unknown"
     ));
     wait_for_live_instances(&node, 1).await;
+    node.stop().await;
+}
+
+/// Polls until the log of `uid` satisfies `done` (log lines do not bump `changes`).
+async fn wait_for_lines(node: &Node, uid: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let lines = lines(node, uid);
+        if done(&lines) {
+            return lines;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for the log of {uid}: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[tokio::test]
+async fn persisted_logs_survive_an_agent_restart_and_a_rerun_appends_to_them() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let log_dir = data.path().join("logs");
+    let node = Node::start_with(Duration::from_millis(10), Some(log_dir.clone()));
+    let done = assignment(
+        "done",
+        RestartPolicy::Never,
+        vec![node.container("hello", &["a", "b"])],
+    );
+    let busy = assignment(
+        "busy",
+        RestartPolicy::Always,
+        vec![node.container("exerciser", &["print", "1000"])],
+    );
+    node.manager.apply(vec![done.clone(), busy.clone()]);
+    node.wait_for_phase("done", PodPhase::Succeeded).await;
+    wait_for_lines(&node, "busy", |l| l.len() >= 2).await;
+    node.stop().await;
+    let before = node.manager.statuses();
+    let busy_before = lines(&node, "busy");
+    drop(node);
+    assert!(log_dir.join("done/main.log").is_file());
+
+    let node = Node::start_with(Duration::from_millis(10), Some(log_dir.clone()));
+    node.manager.restore(before);
+    node.manager.apply(vec![done, busy]);
+
+    assert_eq!(lines(&node, "done"), ["hello from wasmfleet", "a", "b"]);
+    let follow = node
+        .manager
+        .logs("done", "main", Some(1), true)
+        .expect("logs");
+    assert_eq!(follow.lines, ["b"]);
+    assert!(!follow.is_following(), "a finished pod's log has ended");
+    let busy_after = wait_for_lines(&node, "busy", |l| l.len() > busy_before.len()).await;
+    assert_eq!(busy_after[..busy_before.len()], busy_before[..]);
+    assert_eq!(busy_after[busy_before.len()], "line 1", "the rerun appends");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_persisted_log_is_rotated_and_keeps_its_newest_lines() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let log_dir = data.path().join("logs");
+    let node = Node::start_with(Duration::from_millis(10), Some(log_dir.clone()));
+    // 150 lines of 15,000 bytes: 2.25 MB, more than both segments hold.
+    let args: Vec<String> = (0..150)
+        .map(|i| format!("{i:04}{}", "x".repeat(14_996)))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let chatty = assignment(
+        "chatty",
+        RestartPolicy::Never,
+        vec![node.container("hello", &args)],
+    );
+    node.manager.apply(vec![chatty.clone()]);
+    node.wait_for_phase("chatty", PodPhase::Succeeded).await;
+    node.stop().await;
+    let before = node.manager.statuses();
+    let in_memory = lines(&node, "chatty");
+    drop(node);
+
+    let log = log_dir.join("chatty/main.log");
+    let previous = log_dir.join("chatty/main.log.1");
+    assert!(file_size(&previous) > 0, "rotated");
+    assert!(file_size(&log) <= LOG_FILE_SEGMENT_BYTES);
+    assert!(file_size(&previous) <= LOG_FILE_SEGMENT_BYTES);
+
+    let node = Node::start_with(Duration::from_millis(10), Some(log_dir));
+    node.manager.restore(before);
+    node.manager.apply(vec![chatty]);
+    let reloaded = lines(&node, "chatty");
+    assert_eq!(reloaded.len(), MAX_BUFFER_BYTES / 15_000);
+    assert_eq!(
+        reloaded, in_memory,
+        "the same newest lines as before the restart"
+    );
+    assert!(reloaded.last().is_some_and(|l| l.starts_with("0149")));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn removing_a_pod_deletes_its_logs_and_a_restart_deletes_logs_of_pods_gone_meanwhile() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let log_dir = data.path().join("logs");
+    std::fs::create_dir_all(log_dir.join("stale")).expect("mkdir");
+    std::fs::write(log_dir.join("stale/main.log"), "old\n").expect("write");
+    std::fs::create_dir_all(log_dir.join("restored")).expect("mkdir");
+    let node = Node::start_with(Duration::from_millis(10), Some(log_dir.clone()));
+    node.manager.restore(vec![PodStatus {
+        uid: "restored".into(),
+        phase: PodPhase::Succeeded,
+        start_unix_ms: Some(1),
+        containers: vec![],
+    }]);
+    let hello = assignment(
+        "hello",
+        RestartPolicy::Never,
+        vec![node.container("hello", &[])],
+    );
+    node.manager.apply(vec![hello]);
+    node.wait_for_phase("hello", PodPhase::Succeeded).await;
+    assert!(log_dir.join("hello/main.log").is_file());
+    assert!(!log_dir.join("stale").exists(), "not on the node any more");
+    assert!(log_dir.join("restored").exists(), "may still be applied");
+
+    node.manager.apply(vec![]);
+
+    assert!(!log_dir.join("hello").exists());
+    node.stop().await;
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread, so the thread-local subscriber sees the container's warnings.
+#[tokio::test(flavor = "current_thread")]
+async fn an_unwritable_log_dir_leaves_logs_in_memory_with_a_warning() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let data = tempfile::tempdir().expect("temp dir");
+    let not_a_dir = data.path().join("file");
+    std::fs::write(&not_a_dir, b"").expect("write");
+    let node = Node::start_with(Duration::from_millis(10), Some(not_a_dir.join("logs")));
+    let hello = assignment(
+        "hello",
+        RestartPolicy::Never,
+        vec![node.container("hello", &["x"])],
+    );
+
+    node.manager.apply(vec![hello]);
+    node.wait_for_phase("hello", PodPhase::Succeeded).await;
+
+    assert_eq!(lines(&node, "hello"), ["hello from wasmfleet", "x"]);
+    let output = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
+    assert!(
+        output.contains("WARN") && output.contains("keeping this log in memory only"),
+        "{output}"
+    );
     node.stop().await;
 }

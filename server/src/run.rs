@@ -24,9 +24,11 @@ use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::modules::ModuleStore;
 use crate::scheduler;
 use crate::store::{Store, StoreOptions};
+use wasmfleet_agent::config::{AgentConfig, MqttAddress};
 
 /// How long tracked tasks get to finish after shutdown begins.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The in-process agent needs up to about 16 s to stop its pods and say goodbye.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs the server until `shutdown` is cancelled (or the API fails).
 pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -77,10 +79,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     tracing::info!(api = %bootstrap::api_url(api_addr), kubeconfig = %kubeconfig.display(), "wasmfleet server ready");
 
     if !config.no_local_agent {
-        // The in-process agent (`wasmfleet_agent::run::run`) is wired by the lead: it needs
-        // `mqtt`, `boot.credentials.node_token`, `config.node_name` (default: hostname) and
-        // `<data-dir>/agent` as its data directory, on `tracker` with `shutdown`.
-        tracing::warn!("the in-process agent is not wired in yet; run wasmfleet-agent separately");
+        start_local_agent(&config, &boot, &mqtt, &shutdown, &tracker)?;
     }
 
     let result = tokio::select! {
@@ -94,6 +93,41 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     shutdown.cancel();
     drain(tracker, broker).await;
     result
+}
+
+/// Runs an agent inside the server process, like `k3s server`, so one command gives a
+/// working single-node cluster. It joins through the same broker with the node token,
+/// exactly as a remote agent would, and keeps its state under `<data-dir>/agent`.
+fn start_local_agent(
+    config: &ServerConfig,
+    boot: &Bootstrap,
+    mqtt: &MqttTarget,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let node_name = match &config.node_name {
+        Some(name) => name.clone(),
+        None => bootstrap::hostname()
+            .context("cannot read the host name for the in-process agent; pass --node-name")?
+            .to_lowercase(),
+    };
+    let address = MqttAddress {
+        host: mqtt.host.clone(),
+        port: mqtt.port,
+    };
+    let mut agent = AgentConfig::new(address, boot.credentials.node_token.clone(), node_name);
+    agent.data_dir = config.data_dir.join("agent");
+    agent
+        .validate()
+        .context("configuring the in-process agent (set --node-name, or --no-local-agent)")?;
+    tracing::info!(node = %agent.node_name, "starting the in-process agent");
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        if let Err(err) = wasmfleet_agent::run::run(agent, shutdown).await {
+            tracing::error!(error = %format!("{err:#}"), "the in-process agent stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Starts the embedded broker (or points at the external one) and says how to log in.

@@ -2,6 +2,7 @@
 //! pods, reads their statuses and logs, and is told about status changes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -11,6 +12,7 @@ use wasmfleet_protocol::pod::{PodAssignment, PodStatus};
 
 use super::container::now_unix_ms;
 use super::lifecycle::Backoff;
+use super::logfiles;
 use super::logs::{LogError, LogStream};
 use super::pod::{Pod, supervise};
 use super::{ModuleSource, PodManagerConfig};
@@ -24,6 +26,8 @@ pub struct Shared {
     pub source: Arc<dyn ModuleSource>,
     /// Every task is spawned here, so shutdown can wait for all of them.
     pub tracker: TaskTracker,
+    /// Where container logs are persisted, if anywhere.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// Runs this node's pods. Cheap to clone; all clones manage the same pods.
@@ -49,6 +53,8 @@ struct Inner {
 struct State {
     pods: BTreeMap<String, Arc<Pod>>,
     restored: HashMap<String, PodStatus>,
+    // Whether the log directories of pods this process never saw have been cleaned up.
+    swept_logs: bool,
 }
 
 impl PodManager {
@@ -68,6 +74,7 @@ impl PodManager {
                     runtime,
                     source,
                     tracker,
+                    log_dir: config.log_dir,
                 }),
                 backoff: Backoff::with_base(config.restart_backoff_base),
                 shutdown,
@@ -80,7 +87,9 @@ impl PodManager {
     /// Remembers statuses persisted by an earlier agent process. A later
     /// [`PodManager::apply`] that includes one of these uids continues the pod: a pod that
     /// had Succeeded or Failed is not run again, and unfinished containers start again
-    /// (counted as restarts). Call before the first `apply`.
+    /// (counted as restarts), and each container's persisted log (see
+    /// [`PodManagerConfig::log_dir`]) is read back, so `logs` shows the earlier lines and a
+    /// container that runs again appends to them. Call before the first `apply`.
     pub fn restore(&self, statuses: Vec<PodStatus>) {
         let mut state = self.state();
         for status in statuses {
@@ -89,13 +98,23 @@ impl PodManager {
     }
 
     /// Converges on `desired`: starts pods with new uids and stops pods that are no longer
-    /// listed (their instances are dropped at once; their statuses and logs disappear).
+    /// listed (their instances are dropped at once; their statuses and logs disappear,
+    /// persisted logs included). The first apply also deletes the persisted logs of pods
+    /// that are neither listed nor restored (removed while the agent was down).
     pub fn apply(&self, desired: Vec<PodAssignment>) {
         if self.inner.shutdown.is_cancelled() {
             return;
         }
         let wanted: HashSet<String> = desired.iter().map(|p| p.uid.clone()).collect();
         let mut state = self.state();
+        if !state.swept_logs {
+            state.swept_logs = true;
+            if let Some(log_dir) = &self.inner.shared.log_dir {
+                let mut keep = wanted.clone();
+                keep.extend(state.restored.keys().cloned());
+                logfiles::remove_others(log_dir, &keep);
+            }
+        }
         let removed: Vec<String> = state
             .pods
             .keys()
@@ -103,11 +122,13 @@ impl PodManager {
             .cloned()
             .collect();
         let mut changed = !removed.is_empty();
+        let mut stopped = Vec::new();
         for uid in removed {
             if let Some(pod) = state.pods.remove(&uid) {
                 tracing::info!(%uid, name = %pod.assignment.name, "stopping pod");
                 pod.stop.cancel();
                 pod.finish_logs();
+                stopped.push(pod);
             }
         }
         for assignment in desired {
@@ -118,6 +139,7 @@ impl PodManager {
             let pod = Arc::new(Pod::new(
                 assignment,
                 restored.as_ref(),
+                self.inner.shared.log_dir.as_deref(),
                 now_unix_ms(),
                 self.inner.shutdown.child_token(),
                 self.inner.backoff,
@@ -131,6 +153,8 @@ impl PodManager {
             changed = true;
         }
         drop(state);
+        // Outside the lock: deleting files should not hold up `statuses` and `logs`.
+        stopped.iter().for_each(|pod| pod.delete_logs());
         if changed {
             self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
         }

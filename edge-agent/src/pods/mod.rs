@@ -9,11 +9,13 @@
 //! - `manager`: the handle, apply/restore/statuses/logs;
 //! - `pod`: one pod's shared record and its supervisor task;
 //! - `container`: one container's task (fetch, load, run, restart);
-//! - `logs`: what [`PodManager::logs`] returns.
+//! - `logs`: what [`PodManager::logs`] returns;
+//! - `logfiles`: where container logs live on disk, so they survive an agent restart.
 
 pub mod lifecycle;
 
 mod container;
+mod logfiles;
 mod logs;
 mod manager;
 mod pod;
@@ -41,16 +43,20 @@ pub trait ModuleSource: Send + Sync + 'static {
 }
 
 /// How the pod manager behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodManagerConfig {
     /// The first restart (and module retry) delay; it doubles up to 5 minutes.
     pub restart_backoff_base: Duration,
+    /// Where container logs are persisted (`<log_dir>/<pod uid>/<container>.log`), so
+    /// that they survive an agent restart; `None` keeps them in memory only.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for PodManagerConfig {
     fn default() -> Self {
         Self {
             restart_backoff_base: Duration::from_secs(10),
+            log_dir: None,
         }
     }
 }

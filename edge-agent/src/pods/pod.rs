@@ -1,5 +1,6 @@
 //! One pod: its shared record (lifecycles, logs, stop token) and its supervisor task.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use wasmfleet_protocol::pod::{PodAssignment, PodPhase, PodStatus};
 
 use super::container;
 use super::lifecycle::{Backoff, Event, Lifecycle, Next, pod_phase};
+use super::logfiles;
 use super::manager::Shared;
 use crate::runtime::LogBuffer;
 
@@ -26,6 +28,8 @@ pub struct Pod {
     pub stop: CancellationToken,
     /// One log per container, in spec order.
     pub logs: Vec<LogBuffer>,
+    // Where the logs are persisted, if anywhere.
+    log_dir: Option<PathBuf>,
     lifecycles: Mutex<Vec<Lifecycle>>,
     // Restored in a final phase: nothing runs, the status is kept as it was.
     finished: bool,
@@ -35,10 +39,13 @@ pub struct Pod {
 
 impl Pod {
     /// A pod about to start, or continuing from `restored` (its status in an earlier agent
-    /// process): finished pods stay finished, unfinished containers run again.
+    /// process): finished pods stay finished, unfinished containers run again. With a
+    /// `log_dir`, container logs are persisted under it and start with what an earlier
+    /// process persisted (read here, synchronously: at most about 1 MiB per container).
     pub fn new(
         assignment: PodAssignment,
         restored: Option<&PodStatus>,
+        log_dir: Option<&Path>,
         now_unix_ms: u64,
         stop: CancellationToken,
         backoff: Backoff,
@@ -60,10 +67,11 @@ impl Pod {
                 lifecycle
             })
             .collect();
+        let log_dir = log_dir.and_then(|dir| logfiles::pod_dir(dir, &assignment.uid));
         let logs: Vec<LogBuffer> = assignment
             .containers
             .iter()
-            .map(|_| LogBuffer::new())
+            .map(|spec| logfiles::container_log(log_dir.as_deref(), &spec.name))
             .collect();
         if finished {
             logs.iter().for_each(LogBuffer::finish);
@@ -75,6 +83,7 @@ impl Pod {
             assignment,
             stop,
             logs,
+            log_dir,
             lifecycles: Mutex::new(lifecycles),
             finished,
             backoff,
@@ -130,6 +139,14 @@ impl Pod {
     /// Ends every log follower.
     pub fn finish_logs(&self) {
         self.logs.iter().for_each(LogBuffer::finish);
+    }
+
+    /// Deletes the persisted logs (the pod was removed); its logs go on in memory only.
+    pub fn delete_logs(&self) {
+        if let Some(dir) = &self.log_dir {
+            self.logs.iter().for_each(LogBuffer::detach_file);
+            logfiles::remove_pod_dir(dir);
+        }
     }
 
     /// The log of the container called `name`.

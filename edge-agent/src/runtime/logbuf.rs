@@ -6,11 +6,19 @@
 //! [`MAX_BUFFER_BYTES`], dropping the oldest first. The buffer outlives a single run of the
 //! container, so logs survive restarts; it is *finished* once the container will never run
 //! again, which ends every follower.
+//!
+//! A *persistent* buffer ([`LogBuffer::persistent`]) also appends every line to a
+//! [`LogFile`] and starts from that file's newest lines, so the log survives an agent
+//! restart too. Disk trouble never reaches the guest: the first I/O error is logged as a
+//! warning and the buffer carries on in memory only.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
+
+use super::logfile::{self, LogFile};
 
 /// The most lines kept per container.
 pub const MAX_LINES: usize = 5_000;
@@ -41,6 +49,8 @@ struct LogState {
     lines: VecDeque<Arc<str>>,
     bytes: usize,
     finished: bool,
+    // Where lines are also written; `None` for a memory-only log, and after a write error.
+    file: Option<LogFile>,
     // Sent to under the same lock that appends to `lines`, so a subscriber that takes its
     // snapshot under the lock sees every line exactly once.
     events: broadcast::Sender<LogEvent>,
@@ -62,38 +72,77 @@ impl Default for LogBuffer {
 }
 
 impl LogBuffer {
-    /// An empty, unfinished log.
+    /// An empty, unfinished, memory-only log.
     pub fn new() -> Self {
+        Self::with_file(None)
+    }
+
+    /// A log kept in memory and appended to the file at `path` (see [`LogFile`]), starting
+    /// with the newest lines already there (from an earlier run of the agent). The file
+    /// and its directory are created on the first line. If the file cannot be read, that
+    /// is logged and the log starts empty.
+    pub fn persistent(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        // File bytes include a newline per line, which the memory budget does not count.
+        let budget = (MAX_BUFFER_BYTES + MAX_LINES) as u64;
+        let previous = logfile::read_tail(&path, budget).unwrap_or_else(|error| {
+            tracing::warn!(path = %path.display(), %error, "cannot read the persisted container log; starting it empty");
+            Vec::new()
+        });
+        let buffer = Self::with_file(Some(LogFile::new(path)));
+        {
+            let mut state = buffer.lock();
+            for line in previous {
+                state.retain(Arc::from(truncate(&line, MAX_LINE_BYTES)));
+            }
+        }
+        buffer
+    }
+
+    fn with_file(file: Option<LogFile>) -> Self {
         let (events, _) = broadcast::channel(FOLLOW_CAPACITY);
         Self {
             inner: Arc::new(Mutex::new(LogState {
                 lines: VecDeque::new(),
                 bytes: 0,
                 finished: false,
+                file,
                 events,
             })),
         }
     }
 
-    /// Appends one line (truncating it if too long) and tells followers.
+    /// Appends one line (truncating it if too long), tells followers, and flushes it to
+    /// the log file, if any.
     pub fn push_line(&self, line: &str) {
-        let line: Arc<str> = Arc::from(truncate(line, MAX_LINE_BYTES));
         let mut state = self.lock();
-        state.bytes += line.len();
-        state.lines.push_back(line.clone());
-        while state.lines.len() > MAX_LINES || state.bytes > MAX_BUFFER_BYTES {
-            match state.lines.pop_front() {
-                Some(old) => state.bytes -= old.len(),
-                None => break,
-            }
-        }
-        // No receivers is normal (nobody follows); nothing to do then.
-        let _ = state.events.send(LogEvent::Line(line));
+        state.push(line);
+        state.flush_file();
+    }
+
+    /// Appends one line without flushing the file: for a batch of lines that ends with
+    /// [`LogBuffer::flush`].
+    fn push_unflushed(&self, line: &str) {
+        self.lock().push(line);
+    }
+
+    /// Hands buffered lines to the log file, if any.
+    fn flush(&self) {
+        self.lock().flush_file();
+    }
+
+    /// Stops writing to the log file (flushing what is buffered): from now on the log is
+    /// in memory only. Call before deleting the file, so nothing re-creates it.
+    pub fn detach_file(&self) {
+        let mut state = self.lock();
+        state.flush_file();
+        state.file = None;
     }
 
     /// Marks the log finished: followers end after the lines they already have.
     pub fn finish(&self) {
         let mut state = self.lock();
+        state.flush_file();
         if !state.finished {
             state.finished = true;
             let _ = state.events.send(LogEvent::Finished);
@@ -134,6 +183,52 @@ impl LogBuffer {
     }
 }
 
+impl LogState {
+    fn push(&mut self, line: &str) {
+        let line: Arc<str> = Arc::from(truncate(line, MAX_LINE_BYTES));
+        self.write_file(&line);
+        self.retain(line.clone());
+        // No receivers is normal (nobody follows); nothing to do then.
+        let _ = self.events.send(LogEvent::Line(line));
+    }
+
+    /// Keeps `line`, dropping the oldest lines beyond the bounds.
+    fn retain(&mut self, line: Arc<str>) {
+        self.bytes += line.len();
+        self.lines.push_back(line);
+        while self.lines.len() > MAX_LINES || self.bytes > MAX_BUFFER_BYTES {
+            match self.lines.pop_front() {
+                Some(old) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn write_file(&mut self, line: &str) {
+        if let Some(file) = &mut self.file {
+            let result = file.append(line);
+            self.check(result);
+        }
+    }
+
+    fn flush_file(&mut self) {
+        if let Some(file) = &mut self.file {
+            let result = file.flush();
+            self.check(result);
+        }
+    }
+
+    /// After a file error, warns once and goes on in memory only: a full or broken disk
+    /// must not stop the guest, and retrying every line would flood the agent's log.
+    fn check(&mut self, result: std::io::Result<()>) {
+        if let Err(error) = result {
+            let path = self.file.take().map(|f| f.path().to_path_buf());
+            let path = path.as_deref().unwrap_or(Path::new("?")).display();
+            tracing::warn!(%path, %error, "cannot write the container log file; keeping this log in memory only");
+        }
+    }
+}
+
 /// Cuts raw output bytes into lines. One per output stream, so that stdout and stderr
 /// do not splice into each other's partial lines.
 #[derive(Debug)]
@@ -154,20 +249,27 @@ impl LineSplitter {
         }
     }
 
-    /// Takes some output bytes.
+    /// Takes some output bytes. The complete lines among them reach the log file as one
+    /// batch (one flush per write, not per line).
     pub fn write(&mut self, mut bytes: &[u8]) {
+        let mut emitted = false;
         while let Some(pos) = bytes.iter().position(|b| *b == b'\n') {
             self.append(&bytes[..pos]);
             self.emit();
+            emitted = true;
             bytes = &bytes[pos + 1..];
         }
         self.append(bytes);
+        if emitted {
+            self.buffer.flush();
+        }
     }
 
     /// Emits a trailing partial line, if any (the stream ended without a newline).
     pub fn flush(&mut self) {
         if !self.partial.is_empty() || self.overflowed {
             self.emit();
+            self.buffer.flush();
         }
     }
 
@@ -183,7 +285,7 @@ impl LineSplitter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.partial);
         let text = text.strip_suffix('\r').unwrap_or(&text);
-        self.buffer.push_line(text);
+        self.buffer.push_unflushed(text);
         self.partial.clear();
         self.overflowed = false;
     }
@@ -275,6 +377,63 @@ mod tests {
         buffer.finish();
         assert!(matches!(follow.try_recv(), Ok(LogEvent::Line(l)) if &*l == "new"));
         assert!(matches!(follow.try_recv(), Ok(LogEvent::Finished)));
+    }
+
+    #[test]
+    fn a_persistent_log_starts_with_the_lines_of_its_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("uid").join("main.log");
+        let first = LogBuffer::persistent(&path);
+        let mut splitter = LineSplitter::new(first.clone());
+        splitter.write(b"one\ntwo\npartial");
+        drop(splitter);
+        first.finish();
+
+        let second = LogBuffer::persistent(&path);
+        assert_eq!(second.lines(), ["one", "two", "partial"]);
+        second.push_line("three");
+        assert_eq!(
+            LogBuffer::persistent(&path).lines(),
+            ["one", "two", "partial", "three"]
+        );
+    }
+
+    #[test]
+    fn a_persistent_log_keeps_only_its_bounds_when_reloaded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("main.log");
+        let buffer = LogBuffer::persistent(&path);
+        for i in 0..MAX_LINES + 10 {
+            buffer.push_line(&i.to_string());
+        }
+        let reloaded = LogBuffer::persistent(&path).lines();
+        assert_eq!(reloaded.len(), MAX_LINES);
+        assert_eq!(reloaded.first().map(String::as_str), Some("10"));
+    }
+
+    #[test]
+    fn an_unwritable_log_file_leaves_the_log_working_in_memory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"").expect("write");
+        let buffer = LogBuffer::persistent(not_a_dir.join("main.log"));
+        buffer.push_line("still");
+        buffer.push_line("here");
+        assert_eq!(buffer.lines(), ["still", "here"]);
+        assert!(buffer.lock().file.is_none(), "gave up on the file");
+    }
+
+    #[test]
+    fn a_detached_log_no_longer_writes_its_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("pod").join("main.log");
+        let buffer = LogBuffer::persistent(&path);
+        buffer.push_line("kept");
+        buffer.detach_file();
+        std::fs::remove_dir_all(dir.path().join("pod")).expect("remove");
+        buffer.push_line("memory only");
+        assert!(!path.exists());
+        assert_eq!(buffer.lines(), ["kept", "memory only"]);
     }
 
     #[test]

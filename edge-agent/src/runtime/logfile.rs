@@ -193,7 +193,10 @@ mod tests {
         log.append("").expect("append");
         log.append("three").expect("append");
         log.flush().expect("flush");
-        assert_eq!(read_tail(&path, 1 << 20).expect("read"), ["one", "", "three"]);
+        assert_eq!(
+            read_tail(&path, 1 << 20).expect("read"),
+            ["one", "", "three"]
+        );
     }
 
     #[test]
@@ -212,7 +215,10 @@ mod tests {
         let mut log = LogFile::new(path.clone());
         log.append("next").expect("append");
         log.flush().expect("flush");
-        assert_eq!(read_tail(&path, 100).expect("read"), ["whole", "tor", "next"]);
+        assert_eq!(
+            read_tail(&path, 100).expect("read"),
+            ["whole", "tor", "next"]
+        );
     }
 
     #[test]
@@ -244,7 +250,11 @@ mod tests {
         let lines = read_tail(&path, 2 * SEGMENT_BYTES).expect("read");
         let last = lines.last().expect("lines");
         assert!(last.starts_with(&format!("{:08} ", count - 1)), "{last}");
-        assert!(lines.len() as u64 * 1010 >= SEGMENT_BYTES, "{}", lines.len());
+        assert!(
+            lines.len() as u64 * 1010 >= SEGMENT_BYTES,
+            "{}",
+            lines.len()
+        );
         let numbers: Vec<u64> = lines
             .iter()
             .map(|l| l[..8].parse().expect("number"))

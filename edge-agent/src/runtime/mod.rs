@@ -8,12 +8,14 @@
 //! - `cache`: compiling, and the on-disk cache of precompiled artifacts;
 //! - `sandbox`: one container run (WASI context, limits, exit mapping);
 //! - `limits`: the memory limiter and the CPU throttle;
-//! - `logbuf` / `stdio`: the bounded per-container log and the guest's output streams.
+//! - `logbuf` / `stdio`: the bounded per-container log and the guest's output streams;
+//! - `logfile`: a container log's rotating file, so logs survive an agent restart.
 
 mod cache;
 mod engine;
 mod limits;
 mod logbuf;
+mod logfile;
 mod sandbox;
 mod stdio;
 
@@ -29,7 +31,8 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 
 pub use cache::ModuleKind;
 pub use engine::{EPOCH_TICK, engine_config};
-pub use logbuf::{LogBuffer, LogEvent, LogSnapshot};
+pub use logbuf::{LogBuffer, LogEvent, LogSnapshot, MAX_BUFFER_BYTES, MAX_LINE_BYTES, MAX_LINES};
+pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
 pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, RunSpec};
 
 use cache::{ArtifactCache, Compiled};
