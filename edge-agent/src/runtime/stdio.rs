@@ -1,9 +1,11 @@
 //! The guest's stdout and stderr: WASI output streams that write straight into the
 //! container's [`LogBuffer`].
 //!
-//! Writing is synchronous and never blocks or fails: the log buffer is bounded and drops
-//! old lines instead of pushing back on the guest, so a chatty guest cannot stall itself
-//! or the host.
+//! Writing is synchronous and never fails: the log buffer is bounded and drops old lines
+//! instead of pushing back on the guest, so a chatty guest cannot stall itself or the
+//! host. A persisted log also appends to its file through a buffered writer flushed once
+//! per guest write (a page-cache write, not a sync); a file error only turns that log
+//! memory-only.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
