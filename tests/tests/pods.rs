@@ -58,6 +58,9 @@ fn on_failure_restarts_a_failing_container_with_a_growing_restart_count() {
         container_status(p, "main")["restartCount"].as_u64() >= Some(2)
     });
     assert_ne!(phase(&restarted), "Succeeded");
+    cluster.wait_pod("crashy", "to show CrashLoopBackOff", |p| {
+        container_status(p, "main")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
     let main = container_status(&restarted, "main");
     assert_eq!(main["lastState"]["terminated"]["exitCode"], 1);
     // The count keeps growing: the agent keeps restarting it with back-off.
