@@ -51,7 +51,7 @@ fn a_node_cannot_publish_modules() {
         "sneaky",
         cluster.node_token(),
         &topic::module_upload("hello", "sneaky"),
-        &[bytes.clone()],
+        std::slice::from_ref(&bytes),
     );
     // An admin upload sent afterwards arrives; the node's never does.
     publish_all(
