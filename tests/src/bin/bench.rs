@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default());
     let client = ApiClient::from_kubeconfig(&cluster)?;
     let runtime = tokio::runtime::Runtime::new()?;
+    print_rss(&cluster, "idle RSS, fresh cluster")?;
 
     let names = push_distinct_modules(&cluster, pods)?;
     println!("pods: {pods}, module: exerciser (one distinct digest per pod)");
@@ -38,13 +39,21 @@ fn main() -> anyhow::Result<()> {
     report("warm module cache", &warm);
     delete_all(&cluster, &names, "warm")?;
 
+    print_rss(
+        &cluster,
+        "idle RSS after the runs (pods deleted, modules cached)",
+    )
+}
+
+fn print_rss(cluster: &Cluster, what: &str) -> anyhow::Result<()> {
+    // Let start-up or deletions settle before reading.
     std::thread::sleep(Duration::from_secs(5));
-    let server_rss = rss_kib(cluster.server_pid().context("server pid")?)?;
-    let agent_rss = rss_kib(cluster.agent_pid("node-a").context("agent pid")?)?;
+    let server = rss_kib(cluster.server_pid().context("server pid")?)?;
+    let agent = rss_kib(cluster.agent_pid("node-a").context("agent pid")?)?;
     println!(
-        "idle RSS: server {} MiB, agent {} MiB",
-        server_rss / 1024,
-        agent_rss / 1024
+        "{what}: server {} MiB, agent {} MiB",
+        server / 1024,
+        agent / 1024
     );
     Ok(())
 }
