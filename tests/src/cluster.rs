@@ -353,9 +353,18 @@ impl Cluster {
 
     /// `wasmfleet logs POD`, as text.
     pub fn logs(&self, pod: &str) -> String {
+        self.try_logs(pod)
+            .unwrap_or_else(|err| panic!("logs failed: {err}"))
+    }
+
+    /// `wasmfleet logs POD`, or the CLI's error.
+    pub fn try_logs(&self, pod: &str) -> Result<String, String> {
         let out = self.cli(&["logs", pod]);
-        assert!(out.success, "logs failed: {}", out.stderr);
-        out.stdout
+        if out.success {
+            Ok(out.stdout)
+        } else {
+            Err(out.stderr)
+        }
     }
 
     fn wait_for_endpoints(&self) {

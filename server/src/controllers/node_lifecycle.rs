@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::conditions::{Condition, condition_status, set_condition};
@@ -55,6 +56,8 @@ pub enum LeaseUpdate {
 #[derive(Debug, Clone, Default)]
 pub struct Leases {
     inner: Arc<Mutex<HashMap<String, Lease>>>,
+    /// Woken on every applied birth, will or heartbeat.
+    changed: Arc<Notify>,
 }
 
 impl Leases {
@@ -67,7 +70,7 @@ impl Leases {
 
     /// A birth (online) or will (offline) for `epoch`. Messages of older epochs are stale.
     pub fn presence(&self, node: &str, epoch: u64, online: bool, now: Instant) -> LeaseUpdate {
-        self.with(|map| match map.get(node) {
+        let update = self.with(|map| match map.get(node) {
             Some(lease) if epoch < lease.epoch => LeaseUpdate::Stale,
             // A birth of the same epoch after its will cannot happen; a late duplicate
             // birth must not revive a session whose will already arrived.
@@ -83,12 +86,14 @@ impl Leases {
                 );
                 LeaseUpdate::Applied
             }
-        })
+        });
+        self.changed.notify_waiters();
+        update
     }
 
     /// A heartbeat of `epoch`.
     pub fn heartbeat(&self, node: &str, epoch: u64, now: Instant) -> LeaseUpdate {
-        self.with(|map| match map.get_mut(node) {
+        let update = self.with(|map| match map.get_mut(node) {
             Some(lease) if epoch < lease.epoch || (epoch == lease.epoch && !lease.online) => {
                 LeaseUpdate::Stale
             }
@@ -110,12 +115,39 @@ impl Leases {
                 );
                 LeaseUpdate::Applied
             }
-        })
+        });
+        self.changed.notify_waiters();
+        update
     }
 
     /// A copy of one node's lease.
     pub fn get(&self, node: &str) -> Option<Lease> {
         self.with(|map| map.get(node).copied())
+    }
+
+    /// Whether the node's agent is connected (as of its last message).
+    pub fn is_online(&self, node: &str) -> bool {
+        self.get(node).is_some_and(|lease| lease.online)
+    }
+
+    /// Waits up to `timeout` for the node's agent to be connected. Right after a server
+    /// start, agents are still reconnecting to the (restarted) broker; requests for them
+    /// wait here instead of being published to nobody.
+    pub async fn wait_online(&self, node: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a change between the check and the wait
+            // is not missed.
+            changed.as_mut().enable();
+            if self.is_online(node) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
     }
 
     fn snapshot(&self) -> HashMap<String, Lease> {
@@ -375,5 +407,20 @@ mod tests {
         assert_eq!(leases.heartbeat("a", 2, t), LeaseUpdate::Stale);
         assert_eq!(leases.heartbeat("a", 3, t), LeaseUpdate::Applied);
         assert!(leases.get("a").is_some_and(|l| l.online && l.epoch == 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_node_ends_when_its_agent_is_heard_from() {
+        let leases = Leases::default();
+        let writer = leases.clone();
+        let arrive = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            writer.heartbeat("a", 1, Instant::now());
+        });
+        assert!(leases.wait_online("a", Duration::from_secs(5)).await);
+        arrive.await.expect("heartbeat task");
+        assert!(!leases.wait_online("b", Duration::from_secs(5)).await);
+        leases.presence("a", 1, false, Instant::now());
+        assert!(!leases.wait_online("a", Duration::from_millis(10)).await);
     }
 }

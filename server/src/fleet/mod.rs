@@ -114,6 +114,9 @@ pub enum FleetError {
     /// The MQTT client's request queue is closed (the fleet link stopped).
     #[error("the fleet link is not running: {0}")]
     Stopped(#[from] ClientError),
+    /// The node's agent is not connected to the broker.
+    #[error("node {0} is not connected: its agent has not been heard from")]
+    NodeNotConnected(String),
     /// A node name that cannot be a topic level.
     #[error(transparent)]
     InvalidNode(#[from] wasmfleet_protocol::names::InvalidName),
@@ -129,6 +132,7 @@ pub struct FleetHandle {
     client: AsyncClient,
     logs: logs::LogRouter,
     leases: Leases,
+    log_timeout: Duration,
 }
 
 impl Fleet {
@@ -186,6 +190,7 @@ impl Fleet {
             client,
             logs,
             leases,
+            log_timeout: config.log_timeout,
         })
     }
 }
@@ -200,12 +205,15 @@ impl FleetHandle {
         params: LogParams,
     ) -> Result<mpsc::Receiver<LogChunk>, FleetError> {
         wasmfleet_protocol::names::validate_node_name(node)?;
+        if !self.leases.wait_online(node, self.log_timeout).await {
+            return Err(FleetError::NodeNotConnected(node.to_owned()));
+        }
         self.logs.request(node, params).await
     }
 
     /// Whether the node's agent is connected and heartbeating (as of its last message).
     pub fn node_online(&self, node: &str) -> bool {
-        self.leases.get(node).is_some_and(|lease| lease.online)
+        self.leases.is_online(node)
     }
 
     /// The MQTT client, for publishing from other server parts.
