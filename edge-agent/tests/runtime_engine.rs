@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
-use wasmfleet_agent::runtime::{ExitReason, LoadError, LogBuffer, ModuleKind, RunSpec, Runtime};
+use wasmfleet_agent::runtime::{
+    ExitReason, IDLE_PROGRAMS, LoadError, LogBuffer, ModuleKind, RunSpec, Runtime,
+};
 
 fn dist(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,6 +81,49 @@ async fn a_precompiled_artifact_is_reused_by_a_second_runtime() {
         .await;
     assert_eq!(exit.reason, ExitReason::Completed);
     assert_eq!(logs.lines(), ["exiting with 0"]);
+}
+
+/// A distinct module (own digest) that behaves like `hello`: hello with a custom section
+/// appended.
+fn hello_variant(dir: &Path, n: u8) -> (String, PathBuf) {
+    let mut bytes = std::fs::read(dist("hello")).expect("hello");
+    let name = b"variant";
+    bytes.extend_from_slice(&[0, 1 + name.len() as u8 + 1, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.push(n);
+    let path = dir.join(format!("hello-{n}.wasm"));
+    std::fs::write(&path, &bytes).expect("write variant");
+    (digest_of(&path), path)
+}
+
+#[tokio::test]
+async fn idle_programs_are_unloaded_past_the_budget_but_programs_in_use_stay() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = Runtime::new(dir.path().join("cache")).expect("runtime");
+    let (held_digest, held_path) = hello_variant(dir.path(), 0);
+    let held = runtime.load(&held_digest, &held_path).await.expect("loads");
+
+    for n in 1..=(IDLE_PROGRAMS as u8 + 4) {
+        let (digest, path) = hello_variant(dir.path(), n);
+        runtime.load(&digest, &path).await.expect("loads");
+    }
+
+    // The held program, the idle budget, and the one loaded last: it was still being
+    // handed out when the others were weighed.
+    assert_eq!(runtime.loaded_programs(), IDLE_PROGRAMS + 2);
+    assert!(runtime.is_loaded(&held_digest), "a program in use stays");
+    let (oldest, _) = hello_variant(dir.path(), 1);
+    assert!(!runtime.is_loaded(&oldest), "the oldest idle program went");
+    // An evicted program loads again (from the artifact cache) and runs.
+    let (digest, path) = hello_variant(dir.path(), 1);
+    let again = runtime.load(&digest, &path).await.expect("reloads");
+    let logs = LogBuffer::new();
+    let exit = runtime
+        .run(&again, &argv(&["hello"]), &logs, &CancellationToken::new())
+        .await;
+    assert_eq!(exit.reason, ExitReason::Completed);
+    assert_eq!(logs.lines(), ["hello from wasmfleet"]);
+    drop(held);
 }
 
 #[tokio::test]

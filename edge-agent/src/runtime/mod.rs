@@ -6,6 +6,7 @@
 //!
 //! - `engine`: the fixed engine settings and the epoch ticker;
 //! - `cache`: compiling, and the on-disk cache of precompiled artifacts;
+//! - `programs`: the loaded programs kept in memory, and their eviction;
 //! - `sandbox`: one container run (WASI context, limits, exit mapping);
 //! - `limits`: the memory limiter and the CPU throttle;
 //! - `logbuf` / `stdio`: the bounded per-container log and the guest's output streams;
@@ -16,10 +17,10 @@ mod engine;
 mod limits;
 mod logbuf;
 mod logfile;
+mod programs;
 mod sandbox;
 mod stdio;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,9 +34,11 @@ pub use cache::ModuleKind;
 pub use engine::{EPOCH_TICK, engine_config};
 pub use logbuf::{LogBuffer, LogEvent, LogSnapshot, MAX_BUFFER_BYTES, MAX_LINE_BYTES, MAX_LINES};
 pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
+pub use programs::IDLE_PROGRAMS;
 pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, RunSpec};
 
 use cache::{ArtifactCache, Compiled};
+use programs::Programs;
 use sandbox::{ComponentState, CoreState, Prepared, Sandbox};
 
 /// Creating the runtime failed.
@@ -110,7 +113,7 @@ struct RuntimeInner {
     core_linker: Linker<CoreState>,
     component_linker: wasmtime::component::Linker<ComponentState>,
     cache: ArtifactCache,
-    programs: Mutex<HashMap<String, Program>>,
+    programs: Mutex<Programs>,
     live: Arc<AtomicUsize>,
     info: EngineInfo,
 }
@@ -135,7 +138,7 @@ impl Runtime {
                 core_linker,
                 component_linker,
                 cache,
-                programs: Mutex::new(HashMap::new()),
+                programs: Mutex::new(Programs::default()),
                 live: Arc::new(AtomicUsize::new(0)),
                 info,
             }),
@@ -152,13 +155,23 @@ impl Runtime {
         self.inner.cache.artifact_path(digest)
     }
 
+    /// How many programs are loaded in memory (in use, plus up to [`IDLE_PROGRAMS`] idle).
+    pub fn loaded_programs(&self) -> usize {
+        self.programs().len()
+    }
+
+    /// Whether the program of `digest` is loaded in memory.
+    pub fn is_loaded(&self, digest: &str) -> bool {
+        self.programs().contains(digest)
+    }
+
     /// How many container instances (stores) are alive right now.
     pub fn live_instances(&self) -> usize {
         self.inner.live.load(Ordering::Relaxed)
     }
 
-    /// Loads the verified module at `wasm` whose sha256 is `digest`: from memory if it was
-    /// loaded before, else from the artifact cache, else by compiling it (on a blocking
+    /// Loads the verified module at `wasm` whose sha256 is `digest`: from memory if it is
+    /// still loaded, else from the artifact cache, else by compiling it (on a blocking
     /// thread). Invalid bytes give a [`LoadError`], never a panic.
     pub async fn load(&self, digest: &str, wasm: &Path) -> Result<Program, LoadError> {
         if let Some(program) = self.programs().get(digest) {
@@ -169,8 +182,7 @@ impl Runtime {
         let program = tokio::task::spawn_blocking(move || runtime.load_blocking(&digest, &wasm))
             .await
             .map_err(|e| LoadError::Aborted(e.to_string()))??;
-        self.programs()
-            .insert(program.digest().to_string(), program.clone());
+        self.programs().insert(program.clone());
         Ok(program)
     }
 
@@ -232,7 +244,7 @@ impl Runtime {
         }
     }
 
-    fn programs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Program>> {
+    fn programs(&self) -> std::sync::MutexGuard<'_, Programs> {
         // The map only caches; a panic elsewhere cannot corrupt it.
         self.inner
             .programs
