@@ -11,7 +11,7 @@
 #   NODE_NAME   the node name (lowercase DNS-1123); default: this machine's host name
 #
 # It installs wasmfleet-agent_*_<arch>.deb found in $WASMFLEET_DEB, beside this script, in
-# ./dist/ beside it, or in the current directory; writes /etc/wasmfleet/agent.env (labels from
+# ./dist/ beside it, or in the current directory; writes /etc/wasmfleet/agent.toml (labels from
 # $WASMFLEET_LABELS, e.g. "zone=garage,sensor=bme280"); then enables and (re)starts the unit and
 # waits until the agent is running. Run it again to change the server, token or name.
 set -eu
@@ -32,7 +32,7 @@ normalise_server() {
     esac
 }
 
-# systemd's EnvironmentFile reads values literally up to the line end: refuse what would break it.
+# Values go into TOML strings unescaped: refuse what would break them.
 check_value() {
     case $2 in
     *'
@@ -81,19 +81,31 @@ install_deb() {
     fi
 }
 
+# "k=v,k2=v2" as TOML lines `"k" = "v"` (the agent validates keys and values).
+toml_labels() {
+    printf '%s\n' "$1" | tr ',' '\n' | while IFS='=' read -r key value; do
+        [ -n "$key" ] || continue
+        printf '"%s" = "%s"\n' "$key" "$value"
+    done
+}
+
 write_config() {
-    tmp=$(mktemp /etc/wasmfleet/.agent.env.XXXXXX)
-    chmod 0600 "$tmp"
+    tmp=$(mktemp /etc/wasmfleet/.agent.toml.XXXXXX)
+    chown root:wasmfleet "$tmp"
+    chmod 0640 "$tmp"
     cat >"$tmp" <<EOF
 # wasmfleet agent settings, written by install.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ).
 # After editing: systemctl restart wasmfleet-agent
-WASMFLEET_SERVER=$1
-WASMFLEET_TOKEN=$2
-WASMFLEET_NODE_NAME=$3
-WASMFLEET_LABELS=$4
+server = "$1"
+token = "$2"
+node_name = "$3"
+data_dir = "/var/lib/wasmfleet/agent"
+
+[labels]
+$(toml_labels "$4")
 EOF
-    mv "$tmp" /etc/wasmfleet/agent.env
-    log "wrote /etc/wasmfleet/agent.env (server $1, node $3)"
+    mv "$tmp" /etc/wasmfleet/agent.toml
+    log "wrote /etc/wasmfleet/agent.toml (server $1, node $3)"
 }
 
 start_unit() {

@@ -1,14 +1,17 @@
 //! The agent's configuration: one plain [`AgentConfig`], validated once, passed down.
 //!
 //! The `wasmfleet-agent` binary fills it from command-line flags (with environment twins) via
-//! [`Cli`]; the server builds the same struct directly for its in-process agent. Invalid
-//! values give a [`ConfigError`] naming the field, never a panic.
+//! [`Cli`], over an optional TOML file ([`FileConfig`], `--config`, e.g.
+//! `/etc/wasmfleet/agent.toml` from the Debian package): a flag wins over the file, the file
+//! over the defaults. The server builds the same struct directly for its in-process agent.
+//! Invalid values give a [`ConfigError`] naming the field, never a panic.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use serde::Deserialize;
 use wasmfleet_protocol::names::{InvalidName, validate_dns_subdomain, validate_node_name};
 
 /// The MQTT port used when `--server` names none.
@@ -81,6 +84,19 @@ pub enum ConfigError {
         /// The rule it broke.
         why: String,
     },
+    /// The config file could not be read, or is not valid TOML of the expected shape.
+    #[error("config file {path}: {why}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (TOML errors name the line and the key).
+        why: String,
+    },
+    /// Neither `--server` nor the config file names the broker.
+    #[error(
+        "the server's MQTT URL is required (--server, WASMFLEET_SERVER or `server` in --config)"
+    )]
+    MissingServer,
     /// An interval is zero.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
@@ -166,9 +182,13 @@ impl AgentConfig {
     about = "Runs Wasm pods for a wasmfleet server."
 )]
 pub struct Cli {
+    /// A TOML file with `server`, `token` or `token_file`, `node_name`, `data_dir` and a
+    /// `[labels]` table; flags override it.
+    #[arg(long, env = "WASMFLEET_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The server's MQTT broker, as `mqtt://host:port`.
     #[arg(long, env = "WASMFLEET_SERVER")]
-    pub server: String,
+    pub server: Option<String>,
     /// The node join token.
     #[arg(
         long,
@@ -183,12 +203,12 @@ pub struct Cli {
     /// The node name [default: the host name].
     #[arg(long)]
     pub node_name: Option<String>,
-    /// Where the agent keeps its state and module cache.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Node labels, as `key=value,key2=value2`.
-    #[arg(long, default_value = "")]
-    pub labels: String,
+    /// Where the agent keeps its state and module cache [default: /var/lib/wasmfleet/agent].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node labels, as `key=value,key2=value2` (replaces the file's labels).
+    #[arg(long)]
+    pub labels: Option<String>,
     /// The first container restart delay in milliseconds (for tests).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub restart_backoff_base_ms: u64,
@@ -198,35 +218,114 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Resolves defaults (token file, host name) and validates the result.
+    /// Reads the config file (if any), lets the flags override it, resolves defaults (token
+    /// file, host name) and validates the result.
     pub fn into_config(self) -> Result<AgentConfig, ConfigError> {
-        let token = match (self.token, &self.token_file) {
-            (Some(token), _) => token,
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::TokenFile {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_owned(),
-            (None, None) => return Err(ConfigError::MissingToken),
+        let file = match &self.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
         };
-        let node_name = match self.node_name {
+        let token = match (self.token, self.token_file) {
+            (Some(token), _) => token,
+            (None, Some(path)) => read_token_file(&path)?,
+            (None, None) => match (file.token, file.token_file) {
+                (Some(token), _) => token,
+                (None, Some(path)) => read_token_file(&path)?,
+                (None, None) => return Err(ConfigError::MissingToken),
+            },
+        };
+        let server = self
+            .server
+            .or(file.server)
+            .ok_or(ConfigError::MissingServer)?;
+        let node_name = match self.node_name.or(file.node_name) {
             Some(name) => name,
             None => default_node_name()?,
         };
+        let labels = match self.labels {
+            Some(labels) => parse_labels(&labels)?,
+            None => file.labels,
+        };
         let config = AgentConfig {
-            mqtt: parse_server_url(&self.server)?,
+            mqtt: parse_server_url(&server)?,
             token,
             node_name,
-            data_dir: self.data_dir,
-            labels: parse_labels(&self.labels)?,
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            labels,
             restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
         };
         config.validate()?;
         Ok(config)
     }
+}
+
+/// The largest config file the agent reads.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 64 * 1024;
+
+/// The agent's TOML config file. Every key is optional; unknown keys are refused so a typo
+/// does not go unnoticed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The server's MQTT broker, as `mqtt://host:port`.
+    pub server: Option<String>,
+    /// The node join token.
+    pub token: Option<String>,
+    /// A file holding the node join token.
+    pub token_file: Option<PathBuf>,
+    /// The node name.
+    pub node_name: Option<String>,
+    /// Where the agent keeps its state.
+    pub data_dir: Option<PathBuf>,
+    /// Node labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path` (at most [`MAX_CONFIG_FILE_BYTES`]).
+    pub fn read(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let bad = |why: String| ConfigError::File {
+            path: path.to_owned(),
+            why,
+        };
+        let len = std::fs::metadata(path)
+            .map_err(|e| bad(e.to_string()))?
+            .len();
+        if len > MAX_CONFIG_FILE_BYTES {
+            return Err(bad(format!(
+                "{len} bytes is larger than the limit of {MAX_CONFIG_FILE_BYTES}"
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        Self::parse(&text).map_err(bad)
+    }
+
+    /// Parses the TOML text; the error names the line and the key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        // An empty value in the shipped template means "not set".
+        let set = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        Ok(FileConfig {
+            server: set(file.server),
+            token: set(file.token),
+            node_name: set(file.node_name),
+            ..file
+        })
+    }
+}
+
+fn read_token_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|token| token.trim().to_owned())
+        .map_err(|source| ConfigError::TokenFile {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Parses `mqtt://host[:port]` (IPv6 hosts in brackets).
@@ -508,5 +607,82 @@ mod tests {
             "0",
         ]);
         assert!(zero.is_err_and(|e| e.contains("heartbeat")));
+    }
+
+    fn write_config(dir: &std::path::Path, text: &str) -> String {
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        path.display().to_string()
+    }
+
+    #[test]
+    fn a_config_file_supplies_what_the_flags_leave_out() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write_config(
+            dir.path(),
+            "server = \"mqtt://broker.local:1884\"\ntoken = \"t0k\"\nnode_name = \"pi-7\"\n\
+             data_dir = \"/srv/agent\"\n[labels]\nsite = \"barn\"\n",
+        );
+        let config = cli(&["--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.mqtt.host, "broker.local");
+        assert_eq!(config.mqtt.port, 1884);
+        assert_eq!(config.token, "t0k");
+        assert_eq!(config.node_name, "pi-7");
+        assert_eq!(config.data_dir, PathBuf::from("/srv/agent"));
+        assert_eq!(config.labels.get("site").map(String::as_str), Some("barn"));
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write_config(
+            dir.path(),
+            "server = \"mqtt://a\"\ntoken = \"file\"\nnode_name = \"from-file\"\n[labels]\nsite = \"barn\"\n",
+        );
+        let config = cli(&[
+            "--config",
+            &path,
+            "--server",
+            "mqtt://b",
+            "--node-name",
+            "from-flag",
+            "--labels",
+            "zone=north",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.mqtt.host, "b");
+        assert_eq!(config.token, "file");
+        assert_eq!(config.node_name, "from-flag");
+        assert_eq!(config.labels.len(), 1);
+        assert_eq!(config.labels.get("zone").map(String::as_str), Some("north"));
+    }
+
+    #[test]
+    fn a_bad_config_file_is_refused_naming_the_problem() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let typo = write_config(dir.path(), "servr = \"mqtt://a\"\n");
+        let err = cli(&["--config", &typo, "--token", "t", "--node-name", "n"]);
+        assert!(err.is_err_and(|e| e.contains("servr")));
+        let bad_label = write_config(
+            dir.path(),
+            "server = \"mqtt://a\"\ntoken = \"t\"\nnode_name = \"n\"\n[labels]\n\"a b\" = \"c\"\n",
+        );
+        assert!(cli(&["--config", &bad_label]).is_err_and(|e| e.contains("label")));
+        let missing = dir.path().join("absent.toml").display().to_string();
+        assert!(cli(&["--config", &missing]).is_err_and(|e| e.contains("absent.toml")));
+    }
+
+    #[test]
+    fn the_packaged_config_template_parses_and_asks_for_a_server_and_token() {
+        let template = FileConfig::parse(include_str!("../../cross/deb/agent.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(template.server, None);
+        assert_eq!(template.token, None);
+        assert_eq!(template.node_name, None);
+        assert_eq!(
+            template.data_dir,
+            Some(PathBuf::from(DEFAULT_DATA_DIR)),
+            "the package's data dir is the agent's default"
+        );
     }
 }
