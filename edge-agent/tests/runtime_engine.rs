@@ -123,7 +123,14 @@ async fn idle_programs_are_unloaded_past_the_budget_but_programs_in_use_stay() {
         .await;
     assert_eq!(exit.reason, ExitReason::Completed);
     assert_eq!(logs.lines(), ["hello from wasmfleet"]);
-    drop(held);
+    // Once nothing runs them, only the budget stays.
+    drop((held, again));
+    runtime.unload_idle();
+    assert_eq!(runtime.loaded_programs(), IDLE_PROGRAMS);
+    assert!(
+        !runtime.is_loaded(&held_digest),
+        "the released program was the oldest"
+    );
 }
 
 #[tokio::test]

@@ -58,6 +58,9 @@ pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
         }
     }
     logs.finish();
+    // This container no longer holds its program; unload what went idle past the budget.
+    drop(program);
+    shared.runtime.unload_idle();
 }
 
 /// One container's fixed context.

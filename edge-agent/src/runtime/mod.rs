@@ -160,6 +160,12 @@ impl Runtime {
         self.programs().len()
     }
 
+    /// Unloads the least recently used idle programs past [`IDLE_PROGRAMS`]; the pod manager
+    /// calls it when a container lets go of its program.
+    pub fn unload_idle(&self) {
+        self.programs().trim();
+    }
+
     /// Whether the program of `digest` is loaded in memory.
     pub fn is_loaded(&self, digest: &str) -> bool {
         self.programs().contains(digest)

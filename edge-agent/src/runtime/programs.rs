@@ -48,6 +48,12 @@ impl Programs {
         self.evict(IDLE_PROGRAMS);
     }
 
+    /// Evicts the least recently used idle programs past the budget (call it when programs
+    /// go idle: nothing else would unload them until the next load).
+    pub fn trim(&mut self) {
+        self.evict(IDLE_PROGRAMS);
+    }
+
     /// How many programs are loaded.
     pub fn len(&self) -> usize {
         self.entries.len()
