@@ -668,6 +668,11 @@ mod tests {
             "server = \"mqtt://a\"\ntoken = \"t\"\nnode_name = \"n\"\n[labels]\n\"a b\" = \"c\"\n",
         );
         assert!(cli(&["--config", &bad_label]).is_err_and(|e| e.contains("label")));
+        let huge = write_config(
+            dir.path(),
+            &format!("# {}\n", "x".repeat(MAX_CONFIG_FILE_BYTES as usize)),
+        );
+        assert!(cli(&["--config", &huge]).is_err_and(|e| e.contains("larger than the limit")));
         let missing = dir.path().join("absent.toml").display().to_string();
         assert!(cli(&["--config", &missing]).is_err_and(|e| e.contains("absent.toml")));
     }
