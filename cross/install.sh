@@ -4,14 +4,17 @@
 #
 #   sudo sh install.sh SERVER_URL TOKEN [NODE_NAME]
 #
-#   SERVER_URL  the server's MQTT broker: mqtt://HOST[:PORT] (a bare HOST or HOST:PORT is taken
-#               as mqtt://; port 1883 when omitted)
+#   SERVER_URL  the server's MQTT broker: mqtts://HOST[:PORT] (a bare HOST or HOST:PORT is
+#               taken as mqtts://; port 8883 when omitted). mqtt:// (plain TCP) only for an
+#               external broker on a trusted network.
 #   TOKEN       the node join token (`<server data dir>/node-token`); `-` reads it from stdin so
 #               it stays out of the shell history and the process list
 #   NODE_NAME   the node name (lowercase DNS-1123); default: this machine's host name
 #
 # It installs wasmfleet-agent_*_<arch>.deb found in $WASMFLEET_DEB, beside this script, in
-# ./dist/ beside it, or in the current directory; writes /etc/wasmfleet/agent.toml (labels from
+# ./dist/ beside it, or in the current directory; copies the cluster CA certificate (the
+# server's `<data dir>/tls/ca.crt`: $WASMFLEET_CA_FILE, or ca.crt beside this script or in the
+# current directory) to /etc/wasmfleet/ca.crt; writes /etc/wasmfleet/agent.toml (labels from
 # $WASMFLEET_LABELS, e.g. "zone=garage,sensor=bme280"); then enables and (re)starts the unit and
 # waits until the agent is running. Run it again to change the server, token or name.
 set -eu
@@ -26,10 +29,33 @@ usage() {
 
 normalise_server() {
     case $1 in
-    mqtt://*) echo "$1" ;;
-    *://*) die "SERVER_URL must be mqtt://HOST[:PORT] (the server's MQTT listener, not its HTTPS API): $1" ;;
-    *) echo "mqtt://$1" ;;
+    mqtts://* | mqtt://*) echo "$1" ;;
+    *://*) die "SERVER_URL must be mqtts://HOST[:PORT] (the server's MQTT listener, not its HTTPS API): $1" ;;
+    *) echo "mqtts://$1" ;;
     esac
+}
+
+find_ca() {
+    if [ -n "${WASMFLEET_CA_FILE:-}" ]; then
+        [ -f "$WASMFLEET_CA_FILE" ] || die "WASMFLEET_CA_FILE=$WASMFLEET_CA_FILE does not exist"
+        echo "$WASMFLEET_CA_FILE"
+        return
+    fi
+    here=$(cd "$(dirname "$0")" && pwd)
+    for dir in "$here" "$(pwd)"; do
+        if [ -f "$dir/ca.crt" ]; then
+            echo "$dir/ca.crt"
+            return
+        fi
+    done
+    die "no ca.crt beside this script or in $(pwd): copy the server's <data dir>/tls/ca.crt
+    (e.g. scp SERVER:/var/lib/wasmfleet/server/tls/ca.crt .) or set WASMFLEET_CA_FILE"
+}
+
+install_ca() {
+    grep -q 'BEGIN CERTIFICATE' "$1" || die "$1 is not a PEM certificate"
+    install -m 0644 -o root -g root "$1" /etc/wasmfleet/ca.crt
+    log "installed the cluster CA as /etc/wasmfleet/ca.crt"
 }
 
 # Values go into TOML strings unescaped: refuse what would break them.
@@ -97,6 +123,7 @@ write_config() {
 # wasmfleet agent settings, written by install.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ).
 # After editing: systemctl restart wasmfleet-agent
 server = "$1"
+ca_file = "$5"
 token = "$2"
 node_name = "$3"
 data_dir = "/var/lib/wasmfleet/agent"
@@ -129,7 +156,8 @@ main() {
     fi
     if [ "$(id -u)" -ne 0 ]; then
         command -v sudo >/dev/null 2>&1 || die "run as root"
-        exec sudo WASMFLEET_DEB="${WASMFLEET_DEB:-}" WASMFLEET_LABELS="${WASMFLEET_LABELS:-}" sh "$0" "$@"
+        exec sudo WASMFLEET_DEB="${WASMFLEET_DEB:-}" WASMFLEET_LABELS="${WASMFLEET_LABELS:-}" \
+            WASMFLEET_CA_FILE="${WASMFLEET_CA_FILE:-}" sh "$0" "$@"
     fi
     server=$(normalise_server "$1")
     token=$2
@@ -149,9 +177,18 @@ main() {
     arm64 | armhf) ;;
     *) log "warning: this machine is $arch; the packages are built for arm64 and armhf" ;;
     esac
+    ca_file=
+    case $server in
+    mqtts://*) ca_source=$(find_ca) ;;
+    *) log "warning: $server is plain TCP: the token crosses the network in clear text" ;;
+    esac
     deb_file=$(find_deb "$arch")
     install_deb "$deb_file"
-    write_config "$server" "$token" "$node" "$labels"
+    if [ -n "${ca_source:-}" ]; then
+        install_ca "$ca_source"
+        ca_file=/etc/wasmfleet/ca.crt
+    fi
+    write_config "$server" "$token" "$node" "$labels" "$ca_file"
     start_unit
 }
 

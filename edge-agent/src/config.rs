@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use wasmfleet_protocol::broker_url::{BrokerUrl, BrokerUrlError};
 use wasmfleet_protocol::names::{InvalidName, validate_dns_subdomain, validate_node_name};
-
-/// The MQTT port used when `--server` names none.
-pub const DEFAULT_MQTT_PORT: u16 = 1883;
+use wasmfleet_protocol::transport::{self, TransportError};
 
 /// Where an agent keeps its state when not told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/wasmfleet/agent";
@@ -24,7 +23,10 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/wasmfleet/agent";
 #[derive(Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     /// The broker the agent connects to.
-    pub mqtt: MqttAddress,
+    pub mqtt: BrokerUrl,
+    /// The PEM CA certificate(s) the broker's certificate must chain to (`mqtts://` only):
+    /// the server's `tls/ca.crt` for its embedded broker.
+    pub ca_pem: Option<Vec<u8>>,
     /// The node join token, sent as the MQTT password.
     pub token: String,
     /// The node name: MQTT client id, username and Kubernetes node name.
@@ -39,25 +41,22 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
 }
 
-/// A broker address (plain TCP for now).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttAddress {
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// `--server` is not an `mqtt://host[:port]` URL.
-    #[error("invalid server URL {url:?}: {why}")]
-    ServerUrl {
-        /// The URL as given.
-        url: String,
-        /// What is wrong with it.
-        why: &'static str,
+    /// `--server` is not an `mqtts://host[:port]` or `mqtt://host[:port]` URL.
+    #[error(transparent)]
+    ServerUrl(#[from] BrokerUrlError),
+    /// The broker's TLS cannot be set up: no CA for `mqtts://`, or an unusable one.
+    #[error("{0} (--ca-file, WASMFLEET_CA_FILE or `ca_file` in --config: the server's tls/ca.crt)")]
+    Tls(#[from] TransportError),
+    /// The CA file could not be read.
+    #[error("cannot read CA file {path}: {why}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
     },
     /// No token, or an empty one.
     #[error("a node token is required (--token, WASMFLEET_TOKEN or --token-file)")]
@@ -107,6 +106,7 @@ impl std::fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentConfig")
             .field("mqtt", &self.mqtt)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<set>"))
             .field("token", &"<redacted>")
             .field("node_name", &self.node_name)
             .field("data_dir", &self.data_dir)
@@ -118,10 +118,11 @@ impl std::fmt::Debug for AgentConfig {
 }
 
 impl AgentConfig {
-    /// A configuration with the default data dir, no labels and default intervals.
-    pub fn new(mqtt: MqttAddress, token: impl Into<String>, node_name: impl Into<String>) -> Self {
+    /// A configuration with no CA, the default data dir, no labels and default intervals.
+    pub fn new(mqtt: BrokerUrl, token: impl Into<String>, node_name: impl Into<String>) -> Self {
         AgentConfig {
             mqtt,
+            ca_pem: None,
             token: token.into(),
             node_name: node_name.into(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -137,12 +138,7 @@ impl AgentConfig {
         if self.token.trim().is_empty() {
             return Err(ConfigError::MissingToken);
         }
-        if self.mqtt.host.is_empty() {
-            return Err(ConfigError::ServerUrl {
-                url: String::new(),
-                why: "the host is empty",
-            });
-        }
+        self.transport()?;
         for (key, value) in &self.labels {
             validate_label(key, value).map_err(|why| ConfigError::Label {
                 label: format!("{key}={value}"),
@@ -156,6 +152,12 @@ impl AgentConfig {
             return Err(ConfigError::ZeroDuration("the restart back-off base"));
         }
         Ok(())
+    }
+
+    /// How the MQTT client reaches the broker: TLS checked against [`Self::ca_pem`] for
+    /// `mqtts://`, plain TCP for `mqtt://`.
+    pub fn transport(&self) -> Result<rumqttc::Transport, ConfigError> {
+        Ok(transport::transport(&self.mqtt, self.ca_pem.as_deref())?)
     }
 
     /// The redb file holding the agent's local state.
@@ -182,13 +184,18 @@ impl AgentConfig {
     about = "Runs Wasm pods for a wasmfleet server."
 )]
 pub struct Cli {
-    /// A TOML file with `server`, `token` or `token_file`, `node_name`, `data_dir` and a
-    /// `[labels]` table; flags override it.
+    /// A TOML file with `server`, `ca_file`, `token` or `token_file`, `node_name`,
+    /// `data_dir` and a `[labels]` table; flags override it.
     #[arg(long, env = "WASMFLEET_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The server's MQTT broker, as `mqtt://host:port`.
+    /// The server's MQTT broker, as `mqtts://host[:8883]` (or `mqtt://host[:1883]`: plain
+    /// TCP, the token crosses the network in clear text).
     #[arg(long, env = "WASMFLEET_SERVER")]
     pub server: Option<String>,
+    /// The CA certificate (PEM) the broker's certificate must chain to: the server's
+    /// `<data-dir>/tls/ca.crt`. Required for `mqtts://`.
+    #[arg(long, env = "WASMFLEET_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// The node join token.
     #[arg(
         long,
@@ -246,8 +253,13 @@ impl Cli {
             Some(labels) => parse_labels(&labels)?,
             None => file.labels,
         };
+        let ca_pem = match self.ca_file.or(file.ca_file) {
+            Some(path) => Some(read_ca_file(&path)?),
+            None => None,
+        };
         let config = AgentConfig {
-            mqtt: parse_server_url(&server)?,
+            mqtt: server.parse()?,
+            ca_pem,
             token,
             node_name,
             data_dir: self
@@ -271,8 +283,10 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 64 * 1024;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// The server's MQTT broker, as `mqtt://host:port`.
+    /// The server's MQTT broker, as `mqtts://host:port`.
     pub server: Option<String>,
+    /// The CA certificate the broker's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
     /// The node join token.
     pub token: Option<String>,
     /// A file holding the node join token.
@@ -312,6 +326,7 @@ impl FileConfig {
         let set = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
         Ok(FileConfig {
             server: set(file.server),
+            ca_file: file.ca_file.filter(|p| !p.as_os_str().is_empty()),
             token: set(file.token),
             node_name: set(file.node_name),
             ..file
@@ -328,48 +343,25 @@ fn read_token_file(path: &std::path::Path) -> Result<String, ConfigError> {
         })
 }
 
-/// Parses `mqtt://host[:port]` (IPv6 hosts in brackets).
-pub fn parse_server_url(url: &str) -> Result<MqttAddress, ConfigError> {
-    let bad = |why| ConfigError::ServerUrl {
-        url: url.to_owned(),
+/// The largest CA file the agent reads (a CA bundle of a few certificates is a few KiB).
+pub const MAX_CA_FILE_BYTES: u64 = 256 * 1024;
+
+/// Reads a PEM CA file (at most [`MAX_CA_FILE_BYTES`]); its contents are checked when the
+/// transport is built.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    let bad = |why: String| ConfigError::CaFile {
+        path: path.to_owned(),
         why,
     };
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| bad("must start with mqtt:// (TLS is not supported yet)"))?;
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.contains(['/', '@', '?', '#']) {
-        return Err(bad("must be mqtt://host:port with no path or credentials"));
+    let len = std::fs::metadata(path)
+        .map_err(|e| bad(e.to_string()))?
+        .len();
+    if len > MAX_CA_FILE_BYTES {
+        return Err(bad(format!(
+            "{len} bytes is larger than the limit of {MAX_CA_FILE_BYTES}"
+        )));
     }
-    let (host, port) = split_host_port(authority).ok_or_else(|| bad("malformed host or port"))?;
-    if host.is_empty() {
-        return Err(bad("the host is empty"));
-    }
-    Ok(MqttAddress {
-        host: host.to_owned(),
-        port: port.unwrap_or(DEFAULT_MQTT_PORT),
-    })
-}
-
-/// Splits `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']')?;
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':')?)),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-    let port = match port {
-        Some(port) => Some(port.parse::<u16>().ok().filter(|p| *p != 0)?),
-        None => None,
-    };
-    Some((host, port))
+    std::fs::read(path).map_err(|e| bad(e.to_string()))
 }
 
 /// Parses `k=v,k2=v2` (empty input is no labels), validating each pair.
@@ -436,64 +428,15 @@ fn default_node_name() -> Result<String, ConfigError> {
 mod tests {
     use super::*;
 
+    fn broker(url: &str) -> BrokerUrl {
+        url.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn cli(args: &[&str]) -> Result<AgentConfig, String> {
         let mut argv = vec!["wasmfleet-agent"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         cli.into_config().map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn a_server_url_gives_host_and_port() {
-        let addr = parse_server_url("mqtt://127.0.0.1:1884").map_err(|e| e.to_string());
-        assert_eq!(
-            addr,
-            Ok(MqttAddress {
-                host: "127.0.0.1".into(),
-                port: 1884
-            })
-        );
-    }
-
-    #[test]
-    fn a_server_url_without_a_port_uses_1883() {
-        let addr = parse_server_url("mqtt://broker.local/").map_err(|e| e.to_string());
-        assert_eq!(
-            addr,
-            Ok(MqttAddress {
-                host: "broker.local".into(),
-                port: 1883
-            })
-        );
-    }
-
-    #[test]
-    fn an_ipv6_server_url_keeps_the_address_without_brackets() {
-        let addr = parse_server_url("mqtt://[::1]:9000").map_err(|e| e.to_string());
-        assert_eq!(
-            addr,
-            Ok(MqttAddress {
-                host: "::1".into(),
-                port: 9000
-            })
-        );
-    }
-
-    #[test]
-    fn malformed_server_urls_are_refused() {
-        for url in [
-            "127.0.0.1:1883",
-            "mqtts://host:8883",
-            "mqtt://",
-            "mqtt://host:0",
-            "mqtt://host:port",
-            "mqtt://host:70000",
-            "mqtt://user@host",
-            "mqtt://host/path",
-            "mqtt://[::1",
-        ] {
-            assert!(parse_server_url(url).is_err(), "{url} was accepted");
-        }
     }
 
     #[test]
@@ -572,14 +515,7 @@ mod tests {
 
     #[test]
     fn the_token_never_shows_in_debug_output() {
-        let config = AgentConfig::new(
-            MqttAddress {
-                host: "h".into(),
-                port: 1,
-            },
-            "s3cret",
-            "n",
-        );
+        let config = AgentConfig::new(broker("mqtt://h:1"), "s3cret", "n");
         assert!(!format!("{config:?}").contains("s3cret"));
     }
 
@@ -677,6 +613,67 @@ mod tests {
         assert!(cli(&["--config", &missing]).is_err_and(|e| e.contains("absent.toml")));
     }
 
+    fn self_signed_ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut params =
+            rcgen::CertificateParams::new(Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        cert.pem()
+    }
+
+    #[test]
+    fn a_tls_server_needs_a_ca_file_and_takes_it_from_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let base = [
+            "--server",
+            "mqtts://pi-server",
+            "--token",
+            "t",
+            "--node-name",
+            "n",
+        ];
+        let err = cli(&base).unwrap_err();
+        assert!(
+            err.contains("no CA certificate") && err.contains("--ca-file"),
+            "{err}"
+        );
+
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, self_signed_ca_pem()).unwrap_or_else(|e| panic!("{e}"));
+        let ca = ca.display().to_string();
+        let config =
+            cli(&[&base[..], &["--ca-file", &ca]].concat()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.mqtt.tls);
+        assert_eq!(config.mqtt.port, 8883);
+        assert!(matches!(config.transport(), Ok(rumqttc::Transport::Tls(_))));
+
+        let path = write_config(dir.path(), &format!("ca_file = {ca:?}\n"));
+        let config = cli(&[&base[..], &["--config", &path]].concat());
+        assert!(config.is_ok_and(|c| c.ca_pem.is_some()));
+    }
+
+    #[test]
+    fn an_unusable_ca_file_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let not_pem = dir.path().join("token-by-mistake");
+        std::fs::write(&not_pem, "K10abc::server:secret\n").unwrap_or_else(|e| panic!("{e}"));
+        let not_pem = not_pem.display().to_string();
+        let args = [
+            "--server",
+            "mqtts://h",
+            "--token",
+            "t",
+            "--node-name",
+            "n",
+            "--ca-file",
+        ];
+        let err = cli(&[&args[..], &[&not_pem]].concat()).unwrap_err();
+        assert!(err.contains("invalid CA certificate"), "{err}");
+        let err = cli(&[&args[..], &["/nonexistent/ca.crt"]].concat()).unwrap_err();
+        assert!(err.contains("/nonexistent/ca.crt"), "{err}");
+    }
+
     #[test]
     fn the_packaged_config_template_parses_and_asks_for_a_server_and_token() {
         let template = FileConfig::parse(include_str!("../../cross/deb/agent.toml"))
@@ -684,6 +681,11 @@ mod tests {
         assert_eq!(template.server, None);
         assert_eq!(template.token, None);
         assert_eq!(template.node_name, None);
+        assert_eq!(
+            template.ca_file,
+            Some(PathBuf::from("/etc/wasmfleet/ca.crt")),
+            "install.sh puts the cluster CA there"
+        );
         assert_eq!(
             template.data_dir,
             Some(PathBuf::from(DEFAULT_DATA_DIR)),

@@ -35,6 +35,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Runs the agent until `shutdown` fires.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
+    let transport = config.transport()?;
+    if !config.mqtt.tls {
+        tracing::warn!(
+            server = %config.mqtt,
+            "connecting without TLS: the node token and all pod traffic cross the network in clear text"
+        );
+    }
     let state = AgentState::open(&config.state_path())
         .with_context(|| format!("opening {}", config.state_path().display()))?;
     let runtime = Runtime::new(config.cache_dir()).context("starting the wasm runtime")?;
@@ -66,7 +73,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
 
     let link_tracker = TaskTracker::new();
     let (link, inbox) = Link::start(
-        &link_config(&config),
+        &link_config(&config, transport),
         parts,
         info,
         state.clone(),
@@ -74,7 +81,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         &link_tracker,
     );
     let sync = PodSync::start(inbox, pods, state, uplink, applied, &link_tracker);
-    tracing::info!(node = %config.node_name, server = %format!("{}:{}", config.mqtt.host, config.mqtt.port), "agent started");
+    tracing::info!(node = %config.node_name, server = %config.mqtt, "agent started");
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
@@ -123,9 +130,10 @@ fn resume_from_local_state(state: &AgentState, pods: &PodManager) -> Option<Desi
     }
 }
 
-fn link_config(config: &AgentConfig) -> LinkConfig {
+fn link_config(config: &AgentConfig, transport: rumqttc::Transport) -> LinkConfig {
     LinkConfig {
         mqtt: config.mqtt.clone(),
+        transport,
         node_name: config.node_name.clone(),
         token: config.token.clone(),
         heartbeat_interval: config.heartbeat_interval,

@@ -13,7 +13,8 @@ use std::time::Duration;
 use link_support::{Broker, FakeServer, Received, init_tracing, workload};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wasmfleet_agent::config::{AgentConfig, MqttAddress};
+use wasmfleet_agent::config::AgentConfig;
+use wasmfleet_protocol::broker_url::BrokerUrl;
 use wasmfleet_protocol::logs::{LogChunk, LogRequest, NodeCommand};
 use wasmfleet_protocol::node::NodeState;
 use wasmfleet_protocol::pod::{
@@ -35,7 +36,8 @@ struct Agent {
 impl Agent {
     fn start(broker: &Broker, data_dir: &Path) -> Agent {
         let mut config = AgentConfig::new(
-            MqttAddress {
+            BrokerUrl {
+                tls: false,
                 host: broker.addr.ip().to_string(),
                 port: broker.addr.port(),
             },

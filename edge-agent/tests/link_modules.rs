@@ -11,11 +11,11 @@ use std::time::Duration;
 use link_support::{Broker, FakeServer, init_tracing};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wasmfleet_agent::config::MqttAddress;
 use wasmfleet_agent::link::{self, BackoffPolicy, Link, LinkConfig};
 use wasmfleet_agent::modules::{FetchError, FetchTimeouts, ModuleFetcher};
 use wasmfleet_agent::state::AgentState;
 use wasmfleet_protocol::CHUNK_SIZE;
+use wasmfleet_protocol::broker_url::BrokerUrl;
 use wasmfleet_protocol::node::EngineInfo;
 use wasmfleet_protocol::pod::ModuleRef;
 
@@ -46,10 +46,12 @@ impl Agent {
         )
         .unwrap();
         let config = LinkConfig {
-            mqtt: MqttAddress {
+            mqtt: BrokerUrl {
+                tls: false,
                 host: broker.addr.ip().to_string(),
                 port: broker.addr.port(),
             },
+            transport: rumqttc::Transport::Tcp,
             node_name: NODE.into(),
             token: "token".into(),
             heartbeat_interval: Duration::from_secs(10),

@@ -8,7 +8,10 @@
 //! - [`pod`]: desired pods sent to a node and the status it reports back;
 //! - [`blob`]: content-addressed module transfer in chunks;
 //! - [`logs`]: container log requests and the chunks that answer them;
-//! - [`names`]: validation of names that end up inside topics.
+//! - [`names`]: validation of names that end up inside topics;
+//! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
+//! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
+//!   included.
 //!
 //! Wire evolution is append-only: new messages are new variants at the end of
 //! [`Message`], a changed message is a new envelope version.
@@ -16,12 +19,15 @@
 #![deny(missing_docs)]
 
 pub mod blob;
+pub mod broker_url;
 pub mod envelope;
 pub mod logs;
 pub mod names;
 pub mod node;
 pub mod pod;
 pub mod topic;
+#[cfg(feature = "client")]
+pub mod transport;
 
 pub use envelope::{DecodeError, Message, decode, encode};
 

@@ -5,44 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-
-/// Where the MQTT broker is, when it is not the embedded one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExternalBroker {
-    /// Host name or address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-}
-
-impl std::str::FromStr for ExternalBroker {
-    type Err = String;
-
-    /// Parses `mqtt://host:port` (`mqtt://host` means port 1883).
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| format!("{url:?}: expected mqtt://host:port"))?;
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            // An IPv6 literal without a port (`[::1]`) has colons but ends in `]`.
-            Some((host, port)) if !port.ends_with(']') => (
-                host,
-                port.parse()
-                    .map_err(|_| format!("{url:?}: invalid port {port:?}"))?,
-            ),
-            _ => (rest, 1883),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("{url:?}: missing host"));
-        }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
+use wasmfleet_protocol::broker_url::BrokerUrl;
 
 /// `wasmfleet-server`: the control plane (API, state, scheduler, MQTT side) and, unless
 /// `--no-local-agent`, an agent for this machine.
@@ -57,13 +20,19 @@ pub struct ServerConfig {
     #[arg(long, default_value = "0.0.0.0:6443")]
     pub https_listen: SocketAddr,
 
-    /// Address of the embedded MQTT broker.
-    #[arg(long, default_value = "0.0.0.0:1883")]
+    /// Address of the embedded MQTT broker (TLS only; agents join with
+    /// `--server mqtts://HOST:PORT --ca-file <data-dir>/tls/ca.crt`).
+    #[arg(long, default_value = "0.0.0.0:8883")]
     pub mqtt_listen: SocketAddr,
 
-    /// Use this external broker (`mqtt://host:port`) instead of the embedded one.
+    /// Use this external broker (`mqtts://host:port`, or `mqtt://host:port` for plain TCP)
+    /// instead of the embedded one.
     #[arg(long)]
-    pub mqtt_url: Option<ExternalBroker>,
+    pub mqtt_url: Option<BrokerUrl>,
+
+    /// The CA certificate (PEM) of an external `mqtts://` broker (default: the cluster CA).
+    #[arg(long, requires = "mqtt_url")]
+    pub mqtt_ca_file: Option<PathBuf>,
 
     /// MQTT username of the server's own client.
     #[arg(long, default_value = "wasmfleet-server")]
@@ -114,22 +83,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn external_broker_urls_parse_with_and_without_port() {
-        let b: ExternalBroker = "mqtt://broker.lan:1884".parse().unwrap();
-        assert_eq!((b.host.as_str(), b.port), ("broker.lan", 1884));
-        let b: ExternalBroker = "mqtt://10.0.0.1".parse().unwrap();
-        assert_eq!((b.host.as_str(), b.port), ("10.0.0.1", 1883));
-        let b: ExternalBroker = "mqtt://[::1]:2000".parse().unwrap();
-        assert_eq!((b.host.as_str(), b.port), ("::1", 2000));
-        assert!("tcp://x:1".parse::<ExternalBroker>().is_err());
-        assert!("mqtt://x:notaport".parse::<ExternalBroker>().is_err());
+    fn an_external_broker_url_may_be_tls_or_plain() {
+        let config = ServerConfig::parse_from(["s", "--mqtt-url", "mqtts://broker.lan"]);
+        let url = config.mqtt_url.unwrap();
+        assert!(url.tls);
+        assert_eq!(url.port, 8883);
+        let config = ServerConfig::parse_from(["s", "--mqtt-url", "mqtt://10.0.0.1:1884"]);
+        assert!(!config.mqtt_url.unwrap().tls);
+        assert!(ServerConfig::try_parse_from(["s", "--mqtt-url", "tcp://x:1"]).is_err());
     }
 
     #[test]
     fn defaults_match_the_documented_ones() {
         let config = ServerConfig::with_data_dir("/tmp/x");
         assert_eq!(config.https_listen.port(), 6443);
-        assert_eq!(config.mqtt_listen.port(), 1883);
+        assert_eq!(config.mqtt_listen.port(), 8883);
         assert_eq!(config.mqtt_username, "wasmfleet-server");
         assert!(!config.no_local_agent);
     }

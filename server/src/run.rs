@@ -24,7 +24,8 @@ use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::modules::ModuleStore;
 use crate::scheduler;
 use crate::store::{Store, StoreOptions};
-use wasmfleet_agent::config::{AgentConfig, MqttAddress};
+use wasmfleet_agent::config::{AgentConfig, read_ca_file};
+use wasmfleet_protocol::broker_url::BrokerUrl;
 
 /// How long tracked tasks get to finish after shutdown begins.
 /// The in-process agent needs up to about 16 s to stop its pods and say goodbye.
@@ -111,11 +112,12 @@ fn start_local_agent(
             .context("cannot read the host name for the in-process agent; pass --node-name")?
             .to_lowercase(),
     };
-    let address = MqttAddress {
-        host: mqtt.host.clone(),
-        port: mqtt.port,
-    };
-    let mut agent = AgentConfig::new(address, boot.credentials.node_token.clone(), node_name);
+    let mut agent = AgentConfig::new(
+        mqtt.broker.clone(),
+        boot.credentials.node_token.clone(),
+        node_name,
+    );
+    agent.ca_pem = mqtt.ca_pem.clone();
     agent.data_dir = config.data_dir.join("agent");
     agent
         .validate()
@@ -139,17 +141,30 @@ async fn start_mqtt(
         .mqtt_password
         .clone()
         .unwrap_or_else(|| boot.credentials.server_mqtt_password.clone());
-    let (broker, host, port) = match &config.mqtt_url {
-        Some(external) => (None, external.host.clone(), external.port),
+    let cluster_ca = boot.tls.ca_cert_pem.as_bytes().to_vec();
+    let (broker, url, ca_pem) = match &config.mqtt_url {
+        Some(external) => {
+            let ca_pem = match &config.mqtt_ca_file {
+                Some(path) => read_ca_file(path)?,
+                None => cluster_ca,
+            };
+            (None, external.clone(), ca_pem)
+        }
         None => {
-            let broker = EmbeddedBroker::start(config.mqtt_listen, &boot.credentials).await?;
+            let broker =
+                EmbeddedBroker::start(config.mqtt_listen, &boot.credentials, &boot.tls).await?;
             let addr = broker.local_addr();
-            (Some(broker), loopback_host(addr), addr.port())
+            let url = BrokerUrl {
+                tls: true,
+                host: loopback_host(addr),
+                port: addr.port(),
+            };
+            (Some(broker), url, cluster_ca)
         }
     };
     let target = MqttTarget {
-        host,
-        port,
+        broker: url,
+        ca_pem: Some(ca_pem),
         username: config.mqtt_username.clone(),
         password,
     };
@@ -182,14 +197,9 @@ fn loopback_host(addr: SocketAddr) -> String {
 
 /// `<data-dir>/endpoints.json`: where the API and the broker are (tests and tools read it).
 fn write_endpoints(data_dir: &Path, api: SocketAddr, mqtt: &MqttTarget) -> anyhow::Result<()> {
-    let host = if mqtt.host.contains(':') {
-        format!("[{}]", mqtt.host)
-    } else {
-        mqtt.host.clone()
-    };
     let endpoints = serde_json::json!({
         "api": bootstrap::api_url(api),
-        "mqtt": format!("mqtt://{host}:{}", mqtt.port),
+        "mqtt": mqtt.broker.to_string(),
     });
     let path = data_dir.join("endpoints.json");
     let tmp = data_dir.join("endpoints.json.tmp");

@@ -9,6 +9,8 @@ use rumqttc::{
 use wasmfleet_server::broker::auth::{ADMIN_USERNAME, SERVER_USERNAME};
 use wasmfleet_server::broker::{BrokerCredentials, EmbeddedBroker};
 
+mod broker_support;
+
 const WAIT: Duration = Duration::from_secs(5);
 
 fn credentials() -> BrokerCredentials {
@@ -19,14 +21,20 @@ fn credentials() -> BrokerCredentials {
     }
 }
 
-async fn broker() -> EmbeddedBroker {
-    EmbeddedBroker::start("127.0.0.1:0".parse().expect("addr"), credentials())
-        .await
-        .expect("broker starts")
+/// The broker (its TLS material is read at start, so the directory may go) and its CA.
+async fn broker() -> (EmbeddedBroker, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addr = "127.0.0.1:0".parse().expect("addr");
+    broker_support::start_broker(dir.path(), addr, credentials()).await
 }
 
-fn options(broker: &EmbeddedBroker, client_id: &str, login: Option<(&str, &str)>) -> MqttOptions {
-    let mut options = MqttOptions::new(client_id, "127.0.0.1", broker.local_addr().port());
+fn options(
+    broker: &EmbeddedBroker,
+    ca_pem: &[u8],
+    client_id: &str,
+    login: Option<(&str, &str)>,
+) -> MqttOptions {
+    let mut options = broker_support::tls_options(client_id, broker.local_addr().port(), ca_pem);
     options.set_keep_alive(Duration::from_secs(5));
     if let Some((user, pass)) = login {
         options.set_credentials(user, pass);
@@ -80,7 +88,7 @@ fn drive(mut eventloop: EventLoop) -> tokio::task::JoinHandle<()> {
 
 #[tokio::test]
 async fn the_broker_reports_the_real_port_and_shuts_down() {
-    let broker = broker().await;
+    let (broker, _ca) = broker().await;
     assert_ne!(broker.local_addr().port(), 0);
     let port = broker.local_addr().port();
     tokio::time::timeout(WAIT, broker.shutdown())
@@ -91,9 +99,42 @@ async fn the_broker_reports_the_real_port_and_shuts_down() {
 }
 
 #[tokio::test]
+async fn plain_tcp_clients_get_no_mqtt_session() {
+    let (broker, _ca) = broker().await;
+    let mut plain = MqttOptions::new("pi-1", "127.0.0.1", broker.local_addr().port());
+    plain.set_credentials("pi-1", "node-token");
+    let result = connect(plain).await;
+    assert!(result.is_err(), "a plain-TCP CONNECT must not be answered");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_cluster_ca_refuses_the_broker() {
+    let (broker, _ca) = broker().await;
+    let other_dir = tempfile::tempdir().expect("temp dir");
+    let other_ca = wasmfleet_server::bootstrap::load_or_create(other_dir.path(), &[])
+        .expect("another cluster's CA")
+        .tls
+        .ca_cert_pem;
+    let result = connect(options(
+        &broker,
+        other_ca.as_bytes(),
+        "pi-1",
+        Some(("pi-1", "node-token")),
+    ))
+    .await;
+    assert!(
+        matches!(result, Err(ConnectionError::Tls(_))),
+        "{:?}",
+        result.err()
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn anonymous_clients_are_refused() {
-    let broker = broker().await;
-    let result = connect(options(&broker, "pi-1", None)).await;
+    let (broker, ca) = broker().await;
+    let result = connect(options(&broker, &ca, "pi-1", None)).await;
     assert!(
         matches!(result, Err(ConnectionError::ConnectionRefused(_))),
         "{:?}",
@@ -104,22 +145,28 @@ async fn anonymous_clients_are_refused() {
 
 #[tokio::test]
 async fn a_wrong_token_is_refused() {
-    let broker = broker().await;
-    let result = connect(options(&broker, "pi-1", Some(("pi-1", "not-the-token")))).await;
+    let (broker, ca) = broker().await;
+    let result = connect(options(
+        &broker,
+        &ca,
+        "pi-1",
+        Some(("pi-1", "not-the-token")),
+    ))
+    .await;
     assert!(
         matches!(result, Err(ConnectionError::ConnectionRefused(_))),
         "{:?}",
         result.err()
     );
-    let admin_as_node = connect(options(&broker, "pi-1", Some(("pi-1", "admin-token")))).await;
+    let admin_as_node = connect(options(&broker, &ca, "pi-1", Some(("pi-1", "admin-token")))).await;
     assert!(admin_as_node.is_err());
     broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_node_must_connect_with_its_own_name_as_client_id() {
-    let broker = broker().await;
-    let result = connect(options(&broker, "pi-2", Some(("pi-1", "node-token")))).await;
+    let (broker, ca) = broker().await;
+    let result = connect(options(&broker, &ca, "pi-2", Some(("pi-1", "node-token")))).await;
     assert!(
         matches!(result, Err(ConnectionError::ConnectionRefused(_))),
         "{:?}",
@@ -130,9 +177,10 @@ async fn a_node_must_connect_with_its_own_name_as_client_id() {
 
 #[tokio::test]
 async fn a_node_cannot_publish_as_another_node_but_the_server_sees_its_own_topics() {
-    let broker = broker().await;
+    let (broker, ca) = broker().await;
     let (server, mut server_loop) = connect(options(
         &broker,
+        &ca,
         "srv",
         Some((SERVER_USERNAME, "server-password")),
     ))
@@ -147,7 +195,7 @@ async fn a_node_cannot_publish_as_another_node_but_the_server_sees_its_own_topic
         vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
 
-    let (node, node_loop) = connect(options(&broker, "pi-1", Some(("pi-1", "node-token"))))
+    let (node, node_loop) = connect(options(&broker, &ca, "pi-1", Some(("pi-1", "node-token"))))
         .await
         .expect("node connects");
     let node_task = drive(node_loop);
@@ -181,10 +229,11 @@ async fn a_node_cannot_publish_as_another_node_but_the_server_sees_its_own_topic
 
 #[tokio::test]
 async fn a_node_cannot_subscribe_to_everything_or_to_another_node() {
-    let broker = broker().await;
-    let (node, mut node_loop) = connect(options(&broker, "pi-1", Some(("pi-1", "node-token"))))
-        .await
-        .expect("node connects");
+    let (broker, ca) = broker().await;
+    let (node, mut node_loop) =
+        connect(options(&broker, &ca, "pi-1", Some(("pi-1", "node-token"))))
+            .await
+            .expect("node connects");
     for filter in ["#", "wf/v1/n/pi-2/down/#", "wf/v1/n/+/up/#"] {
         node.subscribe(filter, QoS::AtLeastOnce)
             .await
@@ -207,8 +256,13 @@ async fn a_node_cannot_subscribe_to_everything_or_to_another_node() {
 
 #[tokio::test]
 async fn the_server_reaches_a_node_and_retained_messages_wait_for_it() {
-    let broker = broker().await;
-    let mut server_options = options(&broker, "srv", Some((SERVER_USERNAME, "server-password")));
+    let (broker, ca) = broker().await;
+    let mut server_options = options(
+        &broker,
+        &ca,
+        "srv",
+        Some((SERVER_USERNAME, "server-password")),
+    );
     server_options.set_max_packet_size(1 << 20, 1 << 20);
     let (server, mut server_loop) = connect(server_options).await.expect("server connects");
     server
@@ -225,7 +279,7 @@ async fn the_server_reaches_a_node_and_retained_messages_wait_for_it() {
     })
     .await;
     // The node connects after the retained snapshot was stored and still gets it.
-    let mut node_options = options(&broker, "pi-1", Some(("pi-1", "node-token")));
+    let mut node_options = options(&broker, &ca, "pi-1", Some(("pi-1", "node-token")));
     node_options.set_max_packet_size(1 << 20, 1 << 20);
     let (node, mut node_loop) = connect(node_options).await.expect("node connects");
     node.subscribe("wf/v1/n/pi-1/down/#", QoS::AtLeastOnce)
@@ -244,9 +298,10 @@ async fn the_server_reaches_a_node_and_retained_messages_wait_for_it() {
 
 #[tokio::test]
 async fn the_admin_may_upload_modules_but_not_talk_to_nodes() {
-    let broker = broker().await;
+    let (broker, ca) = broker().await;
     let (server, mut server_loop) = connect(options(
         &broker,
+        &ca,
         "srv",
         Some((SERVER_USERNAME, "server-password")),
     ))
@@ -259,6 +314,7 @@ async fn the_admin_may_upload_modules_but_not_talk_to_nodes() {
     suback(&mut server_loop).await;
     let (admin, admin_loop) = connect(options(
         &broker,
+        &ca,
         "cli",
         Some((ADMIN_USERNAME, "admin-token")),
     ))

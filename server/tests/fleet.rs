@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,12 +23,15 @@ use wasmfleet_server::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTa
 use wasmfleet_server::modules::ModuleStore;
 use wasmfleet_server::store::{ObjectKey, Store};
 
+mod broker_support;
+
 const WAIT: Duration = Duration::from_secs(10);
 const NODE: &str = "pi-1";
 
 struct Cluster {
     _dir: tempfile::TempDir,
     broker: Option<EmbeddedBroker>,
+    ca_pem: Vec<u8>,
     store: Store,
     modules: ModuleStore,
     fleet: FleetHandle,
@@ -41,12 +44,15 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path().join("state.redb")).expect("store");
         let modules = ModuleStore::open(&store).expect("modules");
-        let broker = EmbeddedBroker::start("127.0.0.1:0".parse().expect("addr"), credentials())
-            .await
-            .expect("broker");
+        let (broker, ca_pem) = broker_support::start_broker(
+            dir.path(),
+            "127.0.0.1:0".parse().expect("addr"),
+            credentials(),
+        )
+        .await;
         let mut config = FleetConfig::new(MqttTarget {
-            host: "127.0.0.1".into(),
-            port: broker.local_addr().port(),
+            broker: broker_support::url(broker.local_addr().port()),
+            ca_pem: Some(ca_pem.clone()),
             username: SERVER_USERNAME.into(),
             password: "server-password".into(),
         });
@@ -65,6 +71,7 @@ impl Cluster {
         Self {
             _dir: dir,
             broker: Some(broker),
+            ca_pem,
             store,
             modules,
             fleet,
@@ -134,8 +141,8 @@ struct FakeNode {
 }
 
 impl FakeNode {
-    async fn connect(port: u16) -> Self {
-        let mut options = MqttOptions::new(NODE, "127.0.0.1", port);
+    async fn connect(port: u16, ca_pem: &[u8]) -> Self {
+        let mut options = broker_support::tls_options(NODE, port, ca_pem);
         options
             .set_credentials(NODE, "node-token")
             .set_keep_alive(Duration::from_secs(5))
@@ -288,7 +295,7 @@ fn ready_message(node: &Value) -> String {
 }
 
 async fn register(cluster: &Cluster) -> FakeNode {
-    let node = FakeNode::connect(cluster.port()).await;
+    let node = FakeNode::connect(cluster.port(), &cluster.ca_pem).await;
     node.send(Up::State, &birth(1)).await;
     eventually("the node to be Ready", || {
         cluster
@@ -415,7 +422,7 @@ async fn a_node_is_born_runs_a_pod_reports_its_status_and_downloads_the_module()
 #[tokio::test]
 async fn garbage_is_dropped_and_later_messages_still_work() {
     let cluster = Cluster::start().await;
-    let node = FakeNode::connect(cluster.port()).await;
+    let node = FakeNode::connect(cluster.port(), &cluster.ca_pem).await;
     node.raw(Up::State, vec![0xff; 40]).await;
     node.raw(Up::Status, vec![]).await;
     node.raw(Up::Heartbeat, vec![9, 1, 2, 3]).await; // unknown envelope version
@@ -489,7 +496,7 @@ async fn a_silent_node_becomes_unknown_and_recovers_when_heartbeats_resume() {
 #[tokio::test]
 async fn a_will_of_the_current_session_marks_the_node_unknown_and_a_stale_one_does_not() {
     let cluster = Cluster::start().await;
-    let node = FakeNode::connect(cluster.port()).await;
+    let node = FakeNode::connect(cluster.port(), &cluster.ca_pem).await;
     node.send(Up::State, &birth(3)).await;
     eventually("the node to be Ready", || {
         cluster
@@ -552,7 +559,7 @@ async fn a_pod_with_an_unknown_module_waits_and_runs_once_the_module_arrives() {
     );
 
     // Upload over MQTT as the admin; the snapshot then includes the pod.
-    let mut options = MqttOptions::new("cli", "127.0.0.1", cluster.port());
+    let mut options = broker_support::tls_options("cli", cluster.port(), &cluster.ca_pem);
     options
         .set_credentials(ADMIN_USERNAME, "admin-token")
         .set_max_packet_size(4 << 20, 4 << 20);
@@ -701,8 +708,8 @@ async fn the_server_announces_itself_and_republishes_desired_state_after_a_resta
     let restarted = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut config = FleetConfig::new(MqttTarget {
-        host: "127.0.0.1".into(),
-        port,
+        broker: broker_support::url(port),
+        ca_pem: Some(cluster.ca_pem.clone()),
         username: SERVER_USERNAME.into(),
         password: "server-password".into(),
     });
@@ -727,7 +734,7 @@ async fn a_module_upload_that_is_not_wasm_is_refused_and_later_uploads_work() {
     let cluster = Cluster::start().await;
     // Uploads are not retained: make sure the fleet is subscribed before sending any.
     let _node = register(&cluster).await;
-    let mut options = MqttOptions::new("cli", "127.0.0.1", cluster.port());
+    let mut options = broker_support::tls_options("cli", cluster.port(), &cluster.ca_pem);
     options.set_credentials(ADMIN_USERNAME, "admin-token");
     let (admin, mut admin_loop) = AsyncClient::new(options, 8);
     let admin_task = tokio::spawn(async move { while admin_loop.poll().await.is_ok() {} });
@@ -780,9 +787,9 @@ async fn after_a_broker_restart_the_fleet_reconnects_and_republishes_desired_sta
         broker.shutdown().await;
     }
     cluster.broker = Some(
-        EmbeddedBroker::start(addr, credentials())
+        broker_support::start_broker(cluster._dir.path(), addr, credentials())
             .await
-            .expect("broker restarts on the same port"),
+            .0,
     );
     node.desired(|d| d.pods.len() == 1).await;
     cluster.stop().await;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::mosquitto::Mosquitto;
+use crate::mqtt::MqttEndpoint;
 use crate::process::Process;
 use crate::{bin_dir, wait_for};
 
@@ -45,7 +46,7 @@ pub struct Cluster {
     agents: BTreeMap<String, (Process, String)>,
     mosquitto: Option<Mosquitto>,
     https_port: u16,
-    mqtt: SocketAddr,
+    mqtt: MqttEndpoint,
     node_token: String,
     /// The admin bearer token from the kubeconfig.
     pub admin_token: String,
@@ -71,11 +72,18 @@ impl Cluster {
         let use_mosquitto = std::env::var("WASMFLEET_E2E_BROKER").as_deref() == Ok("mosquitto");
         let mosquitto =
             use_mosquitto.then(|| Mosquitto::start(&dir.path().join("mosquitto"), SERVER_PASSWORD));
-        let mqtt = mosquitto.as_ref().map_or_else(free_port, |m| m.addr);
+        // The embedded broker's certificate chains to the cluster CA the server creates.
+        let mqtt = match &mosquitto {
+            Some(mosquitto) => mosquitto.endpoint.clone(),
+            None => MqttEndpoint {
+                addr: free_port(),
+                ca_file: dir.path().join("server/tls/ca.crt"),
+            },
+        };
         let server = start_server(
             dir.path(),
             https_port,
-            mqtt,
+            &mqtt,
             mosquitto.as_ref(),
             SERVER_PASSWORD,
         );
@@ -109,9 +117,9 @@ impl Cluster {
         self.dir.path().join("server/admin.kubeconfig")
     }
 
-    /// The broker address agents and the server use.
-    pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt
+    /// The broker agents and the server use, and the CA to trust it with.
+    pub fn mqtt(&self) -> &MqttEndpoint {
+        &self.mqtt
     }
 
     /// The node join token.
@@ -131,7 +139,9 @@ impl Cluster {
         }
         let mut args = vec![
             "--server".to_string(),
-            format!("mqtt://{}", self.mqtt),
+            self.mqtt.url(),
+            "--ca-file".into(),
+            self.mqtt.ca_file.display().to_string(),
             "--token".into(),
             self.node_token.clone(),
             "--node-name".into(),
@@ -209,7 +219,7 @@ impl Cluster {
         self.server = start_server(
             self.dir.path(),
             self.https_port,
-            self.mqtt,
+            &self.mqtt,
             self.mosquitto.as_ref(),
             SERVER_PASSWORD,
         );
@@ -402,7 +412,7 @@ pub fn container_status<'a>(pod: &'a Value, name: &str) -> &'a Value {
 fn start_server(
     dir: &Path,
     https_port: u16,
-    mqtt: SocketAddr,
+    mqtt: &MqttEndpoint,
     mosquitto: Option<&Mosquitto>,
     server_password: &str,
 ) -> Process {
@@ -416,13 +426,15 @@ fn start_server(
         "3000".into(),
     ];
     match mosquitto {
-        Some(broker) => args.extend([
+        Some(_) => args.extend([
             "--mqtt-url".into(),
-            broker.url(),
+            mqtt.url(),
+            "--mqtt-ca-file".into(),
+            mqtt.ca_file.display().to_string(),
             "--mqtt-password".into(),
             server_password.into(),
         ]),
-        None => args.extend(["--mqtt-listen".into(), mqtt.to_string()]),
+        None => args.extend(["--mqtt-listen".into(), mqtt.addr.to_string()]),
     }
     Process::spawn(
         "server",

@@ -1,12 +1,14 @@
 //! A real Mosquitto broker for the end-to-end suite, configured the way a user would run
-//! wasmfleet with an external broker: no anonymous clients, a password per identity and
-//! the topic ACL that confines each node to its own topics.
+//! wasmfleet with an external broker: TLS only (with its own CA, not the cluster's), no
+//! anonymous clients, a password per identity and the topic ACL that confines each node to
+//! its own topics.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::mqtt::MqttEndpoint;
 use crate::process::Process;
 use crate::wait_for;
 
@@ -27,8 +29,8 @@ pattern read wf/v1/server/state
 pub struct Mosquitto {
     process: Process,
     dir: PathBuf,
-    /// Where it listens.
-    pub addr: SocketAddr,
+    /// Where it listens (TLS) and its CA.
+    pub endpoint: MqttEndpoint,
 }
 
 impl Mosquitto {
@@ -39,11 +41,16 @@ impl Mosquitto {
         run_passwd(&["-c", "-b"], &passwd, "wasmfleet-server", server_password);
         std::fs::write(dir.join("acl"), ACL).expect("write acl");
         let addr = free_port();
+        write_pki(dir);
         let mut conf = format!(
-            "per_listener_settings false\nlistener {} 127.0.0.1\nallow_anonymous false\n\
-             password_file {}\nacl_file {}\npersistence false\nlog_dest stderr\n\
-             log_type error\nlog_type warning\nlog_type notice\nmax_packet_size 20000000\n",
+            "per_listener_settings false\nlistener {} 127.0.0.1\ncafile {}\ncertfile {}\n\
+             keyfile {}\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
+             persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n\
+             log_type notice\nmax_packet_size 20000000\n",
             addr.port(),
+            dir.join("ca.crt").display(),
+            dir.join("server.crt").display(),
+            dir.join("server.key").display(),
             passwd.display(),
             dir.join("acl").display(),
         );
@@ -66,7 +73,10 @@ impl Mosquitto {
         Mosquitto {
             process,
             dir: dir.to_owned(),
-            addr,
+            endpoint: MqttEndpoint {
+                addr,
+                ca_file: dir.join("ca.crt"),
+            },
         }
     }
 
@@ -78,14 +88,26 @@ impl Mosquitto {
         wait_for(
             &format!("mosquitto to accept user {username}"),
             Duration::from_secs(10),
-            || crate::mqtt::try_login(self.addr, username, password),
+            || crate::mqtt::try_login(&self.endpoint, username, password),
         );
     }
+}
 
-    /// The broker URL for `--mqtt-url` / `--server`.
-    pub fn url(&self) -> String {
-        format!("mqtt://{}", self.addr)
-    }
+/// Writes `ca.crt` and a `server.crt`/`server.key` for 127.0.0.1 that it signed.
+fn write_pki(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("server params");
+    let cert = params.signed_by(&key, &issuer).expect("server certificate");
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("write ca.crt");
+    std::fs::write(dir.join("server.crt"), cert.pem()).expect("write server.crt");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write server.key");
 }
 
 fn run_passwd(flags: &[&str], file: &Path, user: &str, password: &str) {

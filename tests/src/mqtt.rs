@@ -1,13 +1,39 @@
-//! A raw MQTT client for tests that play an intruder or a broken peer.
+//! A raw MQTT client for tests that play an intruder or a broken peer, over TLS like every
+//! wasmfleet client.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use wasmfleet_protocol::broker_url::BrokerUrl;
+use wasmfleet_protocol::transport::transport;
+
+/// Where a test broker listens (TLS) and the CA its certificate chains to.
+#[derive(Debug, Clone)]
+pub struct MqttEndpoint {
+    /// The TLS listener.
+    pub addr: SocketAddr,
+    /// The CA certificate (PEM) clients trust.
+    pub ca_file: PathBuf,
+}
+
+impl MqttEndpoint {
+    /// The URL for `--server` / `--mqtt-url`.
+    pub fn url(&self) -> String {
+        BrokerUrl {
+            tls: true,
+            host: self.addr.ip().to_string(),
+            port: self.addr.port(),
+        }
+        .to_string()
+    }
+}
 
 /// Connects as `username` and disconnects; `Ok` when the broker accepted the login.
-pub fn try_login(addr: SocketAddr, username: &str, password: &str) -> Result<(), String> {
-    let (client, mut connection) = connect(addr, &format!("{username}-probe"), username, password);
+pub fn try_login(broker: &MqttEndpoint, username: &str, password: &str) -> Result<(), String> {
+    let (client, mut connection) =
+        connect(broker, &format!("{username}-probe"), username, password)?;
     let outcome = first_connack(&mut connection);
     let _ = client.disconnect();
     outcome
@@ -15,14 +41,14 @@ pub fn try_login(addr: SocketAddr, username: &str, password: &str) -> Result<(),
 
 /// Publishes `payloads` to `topic` as `username` (QoS 1) and waits for the broker's acks.
 pub fn publish_all(
-    addr: SocketAddr,
+    broker: &MqttEndpoint,
     client_id: &str,
     username: &str,
     password: &str,
     topic: &str,
     payloads: &[Vec<u8>],
 ) -> Result<(), String> {
-    let (client, mut connection) = connect(addr, client_id, username, password);
+    let (client, mut connection) = connect(broker, client_id, username, password)?;
     first_connack(&mut connection)?;
     for payload in payloads {
         client
@@ -47,17 +73,22 @@ pub fn publish_all(
 }
 
 fn connect(
-    addr: SocketAddr,
+    broker: &MqttEndpoint,
     client_id: &str,
     username: &str,
     password: &str,
-) -> (Client, rumqttc::Connection) {
-    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+) -> Result<(Client, rumqttc::Connection), String> {
+    let url: BrokerUrl = broker.url().parse().map_err(|e| format!("{e}"))?;
+    let ca_pem =
+        std::fs::read(&broker.ca_file).map_err(|e| format!("{}: {e}", broker.ca_file.display()))?;
+    let transport = transport(&url, Some(&ca_pem)).map_err(|e| e.to_string())?;
+    let mut options = MqttOptions::new(client_id, url.host, url.port);
     options
+        .set_transport(transport)
         .set_credentials(username, password)
         .set_keep_alive(Duration::from_secs(5))
         .set_max_packet_size(20 << 20, 20 << 20);
-    Client::new(options, 16)
+    Ok(Client::new(options, 16))
 }
 
 fn first_connack(connection: &mut rumqttc::Connection) -> Result<(), String> {

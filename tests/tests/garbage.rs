@@ -27,7 +27,7 @@ fn garbage() -> Vec<Vec<u8>> {
 fn garbage_on_server_and_agent_topics_is_refused_and_nothing_crashes() {
     let mut cluster = Cluster::start(ClusterOptions::default());
     cluster.push("hello", "hello:v1");
-    let addr = cluster.mqtt_addr();
+    let broker = cluster.mqtt().clone();
 
     // A node with a valid token sends garbage on every topic the server listens to.
     cluster.allow_node_login("intruder");
@@ -39,7 +39,7 @@ fn garbage_on_server_and_agent_topics_is_refused_and_nothing_crashes() {
         Up::Logs,
     ] {
         publish_all(
-            addr,
+            &broker,
             "intruder",
             "intruder",
             cluster.node_token(),
@@ -52,7 +52,7 @@ fn garbage_on_server_and_agent_topics_is_refused_and_nothing_crashes() {
     let server_password = cluster.server_mqtt_password();
     for kind in [Down::Desired, Down::Ack, Down::Blob, Down::Cmd] {
         publish_all(
-            addr,
+            &broker,
             "e2e-garbage",
             "wasmfleet-server",
             &server_password,

@@ -12,7 +12,7 @@ fn a_module_published_over_mqtt_by_the_admin_runs_by_tag_and_by_digest() {
     let cluster = Cluster::start(ClusterOptions::default());
     let bytes = std::fs::read(guest("hello")).expect("hello.wasm");
     publish_all(
-        cluster.mqtt_addr(),
+        cluster.mqtt(),
         "admin",
         "admin",
         &cluster.admin_token,
@@ -46,7 +46,7 @@ fn a_node_cannot_publish_modules() {
     let bytes = std::fs::read(guest("hello")).expect("hello.wasm");
     // The broker drops (or refuses) the node's publish.
     let _ = publish_all(
-        cluster.mqtt_addr(),
+        cluster.mqtt(),
         "sneaky",
         "sneaky",
         cluster.node_token(),
@@ -55,7 +55,7 @@ fn a_node_cannot_publish_modules() {
     );
     // An admin upload sent afterwards arrives; the node's never does.
     publish_all(
-        cluster.mqtt_addr(),
+        cluster.mqtt(),
         "admin",
         "admin",
         &cluster.admin_token,

@@ -83,10 +83,12 @@ pub(super) struct Connection {
     pub(super) stop: CancellationToken,
 }
 
-/// The client options: client id = username = node name, password = token, clean session.
+/// The client options: client id = username = node name, password = token, clean session,
+/// over the configured transport (TLS by default).
 pub(super) fn mqtt_options(config: &LinkConfig) -> MqttOptions {
     let mut options = MqttOptions::new(&config.node_name, &config.mqtt.host, config.mqtt.port);
     options
+        .set_transport(config.transport.clone())
         .set_credentials(&config.node_name, &config.token)
         .set_keep_alive(KEEP_ALIVE)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::broker_url::BrokerUrl;
 use wasmfleet_protocol::logs::NodeCommand;
 use wasmfleet_protocol::node::NodeInfo;
 use wasmfleet_protocol::pod::{DesiredPods, StatusAck};
@@ -42,7 +43,6 @@ pub use backoff::BackoffPolicy;
 pub use heartbeat::unix_ms;
 pub use uplink::{Session, Uplink, UplinkError, UplinkParts, uplink};
 
-use crate::config::MqttAddress;
 use crate::modules::ModuleFetcher;
 use crate::state::AgentState;
 
@@ -50,7 +50,10 @@ use crate::state::AgentState;
 #[derive(Clone)]
 pub struct LinkConfig {
     /// The broker.
-    pub mqtt: MqttAddress,
+    pub mqtt: BrokerUrl,
+    /// How to reach it (TLS with the cluster CA, or plain TCP); see
+    /// [`AgentConfig::transport`](crate::config::AgentConfig::transport).
+    pub transport: rumqttc::Transport,
     /// Client id, username and node name.
     pub node_name: String,
     /// The MQTT password.

@@ -7,6 +7,7 @@
 //! - `engine`: the fixed engine settings and the epoch ticker;
 //! - `cache`: compiling, and the on-disk cache of precompiled artifacts;
 //! - `programs`: the loaded programs kept in memory, and their eviction;
+//! - `heap`: giving freed heap back to the OS once a burst of work is over;
 //! - `sandbox`: one container run (WASI context, limits, exit mapping);
 //! - `limits`: the memory limiter and the CPU throttle;
 //! - `logbuf` / `stdio`: the bounded per-container log and the guest's output streams;
@@ -14,6 +15,7 @@
 
 mod cache;
 mod engine;
+mod heap;
 mod limits;
 mod logbuf;
 mod logfile;
@@ -38,6 +40,7 @@ pub use programs::IDLE_PROGRAMS;
 pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, RunSpec};
 
 use cache::{ArtifactCache, Compiled};
+use heap::HeapTrimmer;
 use programs::Programs;
 use sandbox::{ComponentState, CoreState, Prepared, Sandbox};
 
@@ -50,6 +53,9 @@ pub enum RuntimeError {
     /// The epoch ticker thread could not be started.
     #[error("cannot start the epoch ticker: {0}")]
     Ticker(#[source] std::io::Error),
+    /// The heap trimming thread could not be started.
+    #[error("cannot start the heap trimming thread: {0}")]
+    HeapTrimmer(#[source] std::io::Error),
 }
 
 /// A module could not be loaded.
@@ -115,6 +121,7 @@ struct RuntimeInner {
     cache: ArtifactCache,
     programs: Mutex<Programs>,
     live: Arc<AtomicUsize>,
+    heap: HeapTrimmer,
     info: EngineInfo,
 }
 
@@ -130,6 +137,7 @@ impl Runtime {
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(engine_err)?;
         engine::start_ticker(&engine).map_err(RuntimeError::Ticker)?;
+        let heap = HeapTrimmer::start().map_err(RuntimeError::HeapTrimmer)?;
         let info = engine::engine_info(&engine);
         let cache = ArtifactCache::new(cache_dir.into(), info.compatibility_key.clone());
         Ok(Self {
@@ -140,6 +148,7 @@ impl Runtime {
                 cache,
                 programs: Mutex::new(Programs::default()),
                 live: Arc::new(AtomicUsize::new(0)),
+                heap,
                 info,
             }),
         })
@@ -161,9 +170,11 @@ impl Runtime {
     }
 
     /// Unloads the least recently used idle programs past [`IDLE_PROGRAMS`]; the pod manager
-    /// calls it when a container lets go of its program.
+    /// calls it when a container lets go of its program. Freed memory goes back to the OS
+    /// once the agent is quiet.
     pub fn unload_idle(&self) {
         self.programs().trim();
+        self.inner.heap.poke();
     }
 
     /// Whether the program of `digest` is loaded in memory.
@@ -187,7 +198,10 @@ impl Runtime {
         let (digest, wasm) = (digest.to_string(), wasm.to_path_buf());
         let program = tokio::task::spawn_blocking(move || runtime.load_blocking(&digest, &wasm))
             .await
-            .map_err(|e| LoadError::Aborted(e.to_string()))??;
+            .map_err(|e| LoadError::Aborted(e.to_string()));
+        // Compiling (or failing to) freed the compiler's working memory.
+        self.inner.heap.poke();
+        let program = program??;
         self.programs().insert(program.clone());
         Ok(program)
     }

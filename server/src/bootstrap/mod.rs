@@ -3,8 +3,9 @@
 //! Layout of `--data-dir`:
 //! - `credentials.json` (0600): [`Credentials`] (admin token, node token, server MQTT password);
 //! - `tls/ca.crt`, `tls/ca.key` (0600): the cluster CA, created once;
-//! - `tls/server.crt`, `tls/server.key` (0600): the API's serving certificate, re-issued every
-//!   start for `localhost`, `127.0.0.1`, the hostname and every `--tls-san`;
+//! - `tls/server.crt`, `tls/server.key` (0600): the serving certificate of the API and of the
+//!   embedded MQTT broker, re-issued every start for `localhost`, `127.0.0.1`, the hostname
+//!   and every `--tls-san`. Agents trust `tls/ca.crt` (`--ca-file`);
 //! - `node-token` (0600): the node join token, for copying onto agents;
 //! - `admin.kubeconfig` (0600): written by [`write_kubeconfig`] once the API port is known,
 //!   on every start (the port may change).
@@ -50,7 +51,7 @@ pub enum BootstrapError {
 pub struct Bootstrap {
     /// The cluster's secrets.
     pub credentials: Credentials,
-    /// The API's TLS material.
+    /// The TLS material of the API and the embedded broker.
     pub tls: TlsMaterial,
 }
 

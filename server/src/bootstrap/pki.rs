@@ -4,7 +4,7 @@
 //! the kubeconfig. The serving certificate is re-issued on every start from the CA, so a
 //! changed hostname or `--tls-san` takes effect without any migration.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -26,6 +26,10 @@ pub struct TlsMaterial {
     pub cert_pem: String,
     /// The serving certificate's private key (PKCS#8).
     pub key_pem: String,
+    /// Where the serving certificate is written (`tls/server.crt`; the broker reads files).
+    pub cert_file: PathBuf,
+    /// Where its key is written (`tls/server.key`, 0600).
+    pub key_file: PathBuf,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -59,9 +63,11 @@ pub(crate) fn load_or_create(dir: &Path, sans: &[String]) -> Result<TlsMaterial,
         ca_cert_pem,
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
+        cert_file: dir.join("server.crt"),
+        key_file: dir.join("server.key"),
     };
-    write(&dir.join("server.crt"), material.cert_pem.as_bytes())?;
-    write(&dir.join("server.key"), material.key_pem.as_bytes())?;
+    write(&material.cert_file, material.cert_pem.as_bytes())?;
+    write(&material.key_file, material.key_pem.as_bytes())?;
     Ok(material)
 }
 

@@ -1,5 +1,9 @@
 //! The embedded MQTT broker (mqtt5 0.49) that agents and the server's own fleet link meet on.
 //!
+//! It speaks MQTT over TLS only (`mqtts://`, port 8883 by default), with the same serving
+//! certificate as the API: the node token is a password, and it must never cross a network
+//! in clear text. Clients check the certificate against the cluster CA.
+//!
 //! It is never the source of truth: desired state is re-published by the server after any
 //! restart, so the broker keeps its sessions and retained messages in memory only (mqtt5 needs
 //! `enable_persistence` for sessions to exist at all, with the memory backend nothing touches
@@ -16,12 +20,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mqtt5::broker::config::{StorageBackend, StorageConfig};
+use mqtt5::broker::config::{StorageBackend, StorageConfig, TlsConfig};
 use mqtt5::broker::server::BrokerShutdownHandle;
 use mqtt5::broker::{BrokerConfig, MqttBroker};
 use tokio::task::JoinHandle;
 
-use crate::bootstrap::Credentials;
+use crate::bootstrap::{Credentials, TlsMaterial};
 use auth::{Authenticator, BrokerAuth};
 
 /// The largest MQTT packet the broker accepts or sends: big enough for a 16 MiB module
@@ -79,7 +83,7 @@ pub enum BrokerError {
         source: mqtt5::MqttError,
     },
     /// The listener reported no local address.
-    #[error("the embedded MQTT broker has no bound listener for {0}")]
+    #[error("the embedded MQTT broker could not listen on {0} (address in use?)")]
     NoListener(SocketAddr),
 }
 
@@ -99,20 +103,27 @@ impl std::fmt::Debug for EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Binds `addr` (port 0 picks a free port) and starts serving MQTT 3.1.1 and 5 clients.
-    /// `credentials` is usually `&bootstrap::Credentials`.
+    /// Binds `addr` (port 0 picks a free port) and starts serving MQTT 3.1.1 and 5 clients
+    /// over TLS with `tls`'s serving certificate. `credentials` is usually
+    /// `&bootstrap::Credentials`.
     pub async fn start(
         addr: SocketAddr,
         credentials: impl Into<BrokerCredentials>,
+        tls: &TlsMaterial,
     ) -> Result<Self, BrokerError> {
         let start_error = |source| BrokerError::Start { addr, source };
+        // mqtt5 builds its rustls config with the process-wide crypto provider.
+        crate::api::install_crypto_provider();
         let auth = BrokerAuth::new(Authenticator::new(credentials.into()));
-        let mut broker = MqttBroker::with_config(config(addr))
+        let mut broker = MqttBroker::with_config(config(addr, tls))
             .await
             .map_err(start_error)?
             .with_auth_provider(Arc::new(auth));
-        // `run` takes the listeners, so the address must be read before it starts.
-        let local_addr = broker.local_addr().ok_or(BrokerError::NoListener(addr))?;
+        // `run` takes the listeners, so the address must be read before it starts. mqtt5
+        // only warns when a TLS listener cannot bind, so a missing one is our error.
+        let local_addr = broker
+            .tls_local_addr()
+            .ok_or(BrokerError::NoListener(addr))?;
         let shutdown = broker.shutdown_handle();
         let mut ready = broker.ready_receiver();
         let task = tokio::spawn(async move {
@@ -123,7 +134,7 @@ impl EmbeddedBroker {
         // Connections are accepted by the kernel already; waiting for `ready` only makes
         // sure the broker's router is initialised before the first client talks to it.
         let _ = tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await;
-        tracing::info!(%local_addr, "embedded MQTT broker listening");
+        tracing::info!(%local_addr, "embedded MQTT broker listening (TLS)");
         Ok(Self {
             local_addr,
             shutdown,
@@ -150,7 +161,7 @@ impl EmbeddedBroker {
     }
 }
 
-fn config(addr: SocketAddr) -> BrokerConfig {
+fn config(addr: SocketAddr, tls: &TlsMaterial) -> BrokerConfig {
     let storage = StorageConfig::new()
         .with_backend(StorageBackend::Memory)
         .with_persistence(true);
@@ -158,8 +169,12 @@ fn config(addr: SocketAddr) -> BrokerConfig {
     // that disallows anonymous clients without a password file, and its built-in provider
     // is replaced by ours (`with_auth_provider`) before the broker runs; ours refuses
     // anonymous clients.
+    let tls =
+        TlsConfig::new(tls.cert_file.clone(), tls.key_file.clone()).with_bind_addresses(vec![addr]);
     BrokerConfig::new()
-        .with_bind_address(addr)
+        // No plain-TCP listener at all.
+        .with_bind_addresses(Vec::new())
+        .with_tls(tls)
         .with_max_packet_size(MAX_PACKET_SIZE)
         .with_max_retained_message_size(MAX_RETAINED_MESSAGE_SIZE)
         .with_session_expiry(SESSION_EXPIRY)

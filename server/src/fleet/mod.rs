@@ -30,8 +30,10 @@ use rumqttc::{AsyncClient, ClientError, LastWill, MqttOptions, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::broker_url::BrokerUrl;
 use wasmfleet_protocol::logs::LogChunk;
 use wasmfleet_protocol::node::ServerState;
+use wasmfleet_protocol::transport::{TransportError, transport};
 use wasmfleet_protocol::{Message, encode, topic};
 
 use crate::broker::MAX_PACKET_SIZE;
@@ -47,12 +49,13 @@ pub use logs::LogParams;
 const REQUEST_QUEUE: usize = 64;
 
 /// Where the broker is and how the server logs in to it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct MqttTarget {
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
+    /// The broker.
+    pub broker: BrokerUrl,
+    /// The PEM CA the broker's certificate must chain to (`mqtts://`): the cluster CA for
+    /// the embedded broker, an external broker's own CA otherwise.
+    pub ca_pem: Option<Vec<u8>>,
     /// Username (`wasmfleet-server` on the embedded broker).
     pub username: String,
     /// Password (the server's MQTT password).
@@ -62,8 +65,7 @@ pub struct MqttTarget {
 impl std::fmt::Debug for MqttTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttTarget")
-            .field("host", &self.host)
-            .field("port", &self.port)
+            .field("broker", &self.broker)
             .field("username", &self.username)
             .finish_non_exhaustive()
     }
@@ -120,6 +122,9 @@ pub enum FleetError {
     /// A node name that cannot be a topic level.
     #[error(transparent)]
     InvalidNode(#[from] wasmfleet_protocol::names::InvalidName),
+    /// The broker's TLS cannot be set up (no CA for `mqtts://`, or an unusable one).
+    #[error("cannot connect to the MQTT broker: {0}")]
+    Transport(#[from] TransportError),
 }
 
 /// The fleet link's entry point.
@@ -148,7 +153,7 @@ impl Fleet {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<FleetHandle, FleetError> {
-        let (client, eventloop) = AsyncClient::new(mqtt_options(&config), REQUEST_QUEUE);
+        let (client, eventloop) = AsyncClient::new(mqtt_options(&config)?, REQUEST_QUEUE);
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
         let leases = Leases::default();
         let logs = logs::LogRouter::new(
@@ -222,9 +227,11 @@ impl FleetHandle {
     }
 }
 
-fn mqtt_options(config: &FleetConfig) -> MqttOptions {
-    let mut options = MqttOptions::new(&config.client_id, &config.mqtt.host, config.mqtt.port);
+fn mqtt_options(config: &FleetConfig) -> Result<MqttOptions, TransportError> {
+    let broker = &config.mqtt.broker;
+    let mut options = MqttOptions::new(&config.client_id, &broker.host, broker.port);
     options
+        .set_transport(transport(broker, config.mqtt.ca_pem.as_deref())?)
         .set_keep_alive(config.keep_alive)
         .set_credentials(&config.mqtt.username, &config.mqtt.password)
         // Incoming module uploads may be as large as the broker allows; outgoing messages
@@ -237,7 +244,7 @@ fn mqtt_options(config: &FleetConfig) -> MqttOptions {
             QoS::AtLeastOnce,
             true,
         ));
-    options
+    Ok(options)
 }
 
 fn server_state_payload(config: &FleetConfig, online: bool) -> Vec<u8> {
