@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::modules::gc::DEFAULT_BUDGET_BYTES;
 use clap::Parser;
 use serde::Deserialize;
 use wasmfleet_protocol::broker_url::{BrokerUrl, BrokerUrlError};
@@ -35,6 +36,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Labels the node asks for in its birth message.
     pub labels: BTreeMap<String, String>,
+    /// The disk budget of cached modules plus their compiled artifacts.
+    pub module_cache_bytes: u64,
     /// The first delay before restarting a crashed container; doubles per restart.
     pub restart_backoff_base: Duration,
     /// How often the agent renews its lease.
@@ -111,6 +114,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("node_name", &self.node_name)
             .field("data_dir", &self.data_dir)
             .field("labels", &self.labels)
+            .field("module_cache_bytes", &self.module_cache_bytes)
             .field("restart_backoff_base", &self.restart_backoff_base)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .finish()
@@ -127,6 +131,7 @@ impl AgentConfig {
             node_name: node_name.into(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             labels: BTreeMap::new(),
+            module_cache_bytes: DEFAULT_BUDGET_BYTES,
             restart_backoff_base: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
         }
@@ -216,6 +221,10 @@ pub struct Cli {
     /// Node labels, as `key=value,key2=value2` (replaces the file's labels).
     #[arg(long)]
     pub labels: Option<String>,
+    /// Disk budget in MiB for downloaded modules and their compiled code; modules no pod
+    /// uses are deleted, least recently used first, beyond it [default: 1024].
+    #[arg(long, env = "WASMFLEET_MODULE_CACHE_MIB")]
+    pub module_cache_mib: Option<u64>,
     /// The first container restart delay in milliseconds (for tests).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub restart_backoff_base_ms: u64,
@@ -267,6 +276,10 @@ impl Cli {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             labels,
+            module_cache_bytes: self
+                .module_cache_mib
+                .or(file.module_cache_mib)
+                .map_or(DEFAULT_BUDGET_BYTES, |mib| mib.saturating_mul(1 << 20)),
             restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
         };
@@ -295,6 +308,8 @@ pub struct FileConfig {
     pub node_name: Option<String>,
     /// Where the agent keeps its state.
     pub data_dir: Option<PathBuf>,
+    /// Disk budget in MiB for cached modules and their compiled code.
+    pub module_cache_mib: Option<u64>,
     /// Node labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

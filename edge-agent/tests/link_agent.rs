@@ -35,6 +35,14 @@ struct Agent {
 
 impl Agent {
     fn start(broker: &Broker, data_dir: &Path) -> Agent {
+        Self::start_with(broker, data_dir, |_| {})
+    }
+
+    fn start_with(
+        broker: &Broker,
+        data_dir: &Path,
+        adjust: impl FnOnce(&mut AgentConfig),
+    ) -> Agent {
         let mut config = AgentConfig::new(
             BrokerUrl {
                 tls: false,
@@ -48,6 +56,7 @@ impl Agent {
         config.labels = BTreeMap::from([("site".into(), "lab".into())]);
         config.heartbeat_interval = Duration::from_millis(200);
         config.restart_backoff_base = Duration::from_millis(200);
+        adjust(&mut config);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(wasmfleet_agent::run::run(config, shutdown.clone()));
         Agent { shutdown, task }
@@ -623,5 +632,67 @@ async fn a_server_that_comes_back_with_a_new_epoch_gets_a_new_birth_and_report()
         2,
         "only the new epoch caused a birth"
     );
+    agent.stop().await;
+}
+
+/// The module file and compiled artifacts of `digest` under the agent's data dir.
+fn files_of(data_dir: &Path, digest: &str) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["modules", "cache"] {
+        let Ok(entries) = std::fs::read_dir(data_dir.join(dir)) else {
+            continue;
+        };
+        files.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(digest))
+                .map(|e| e.path()),
+        );
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_no_pod_uses_are_deleted_from_disk_once_the_cache_is_over_budget() {
+    init_tracing();
+    let broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    let (hello, exerciser) = (hello(&server), exerciser(&server));
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start_with(&broker, dir.path(), |config| config.module_cache_bytes = 1);
+
+    let first = vec![pod("p1", &hello, RestartPolicy::Never, &[])];
+    server
+        .publish_down(NODE, Down::Desired, &desired(1, first), true)
+        .await;
+    server
+        .wait_for("p1 Succeeded", WAIT, |r| {
+            report_with(r, "p1", PodPhase::Succeeded)
+        })
+        .await;
+    let hello_files = files_of(dir.path(), &hello.digest);
+    assert_eq!(hello_files.len(), 2, "module and artifact: {hello_files:?}");
+
+    // p1 is gone, p2 uses another module: hello is no longer used by any pod.
+    let second = vec![pod("p2", &exerciser, RestartPolicy::Never, &["exit", "0"])];
+    server
+        .publish_down(NODE, Down::Desired, &desired(2, second), true)
+        .await;
+    server
+        .wait_for("p2 Succeeded", WAIT, |r| {
+            report_with(r, "p2", PodPhase::Succeeded)
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !files_of(dir.path(), &hello.digest).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hello's files were not deleted: {:?}",
+            files_of(dir.path(), &hello.digest)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The module of a pod that is still assigned stays, whatever the budget.
+    assert_eq!(files_of(dir.path(), &exerciser.digest).len(), 2);
     agent.stop().await;
 }

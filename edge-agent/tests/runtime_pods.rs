@@ -99,6 +99,7 @@ impl Node {
             PodManagerConfig {
                 restart_backoff_base: backoff,
                 log_dir,
+                ..PodManagerConfig::default()
             },
             shutdown.clone(),
             tracker.clone(),

@@ -7,9 +7,13 @@
 //! place. Requests are repeated for exactly the missing chunks after a timeout or a
 //! reconnect. Concurrent fetches of one digest share one download.
 //!
+//! A fetch of a cached module marks it used (its modification time), so [`gc`] can keep the
+//! cache within its disk budget by deleting the modules no pod has used for longest.
+//!
 //! [`BlobRequest`]: wasmfleet_protocol::blob::BlobRequest
 
 mod download;
+pub mod gc;
 pub mod progress;
 
 use std::collections::HashMap;
@@ -185,6 +189,7 @@ impl ModuleFetcher {
         check_ref(&module)?;
         let path = self.path_of(&module.digest);
         if cached(&path, module.size).await {
+            mark_used(&path);
             return Ok(path);
         }
         let mut outcome = self.join_or_start(&module);
@@ -248,6 +253,51 @@ impl crate::pods::ModuleSource for ModuleFetcher {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<PathBuf, String>> + Send + 'static>> {
         let fetch = ModuleFetcher::fetch(self, module);
         Box::pin(async move { fetch.await.map_err(|err| err.to_string()) })
+    }
+
+    fn cached(&self) -> Vec<gc::CachedModule> {
+        let Ok(entries) = std::fs::read_dir(&self.inner.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let digest = name.to_str()?.strip_suffix(".wasm")?;
+                validate_digest_hex(digest).ok()?;
+                let meta = entry.metadata().ok()?;
+                Some(gc::CachedModule {
+                    digest: digest.to_owned(),
+                    bytes: meta.len(),
+                    last_used: meta.modified().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    fn remove(&self, digest: &str) {
+        if self.lock().contains_key(digest) {
+            return; // being downloaded again right now
+        }
+        let path = self.path_of(digest);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(%digest, "removed an unused module from the cache"),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "cannot remove a cached module")
+            }
+        }
+    }
+}
+
+/// Sets the module's modification time to now: the garbage collector's "last used".
+fn mark_used(path: &Path) {
+    let touched = std::fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+    if let Err(err) = touched {
+        tracing::debug!(path = %path.display(), %err, "cannot mark a cached module as used");
     }
 }
 

@@ -16,6 +16,7 @@ use super::logfiles;
 use super::logs::{LogError, LogStream};
 use super::pod::{Pod, supervise};
 use super::{ModuleSource, PodManagerConfig};
+use crate::modules::gc;
 use crate::runtime::Runtime;
 
 /// What every pod task needs.
@@ -47,6 +48,9 @@ struct Inner {
     shutdown: CancellationToken,
     state: Mutex<State>,
     changes: watch::Sender<u64>,
+    module_cache_bytes: u64,
+    // One garbage collection at a time.
+    gc: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -80,6 +84,8 @@ impl PodManager {
                 shutdown,
                 state: Mutex::new(State::default()),
                 changes,
+                module_cache_bytes: config.module_cache_bytes,
+                gc: Mutex::new(()),
             }),
         }
     }
@@ -157,7 +163,42 @@ impl PodManager {
         stopped.iter().for_each(|pod| pod.delete_logs());
         if changed {
             self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
+            self.collect_module_garbage();
         }
+    }
+
+    /// Deletes cached modules (and their artifacts) that no pod uses, least recently used
+    /// first, while the cache is over its budget. Runs on a blocking thread; returns at once.
+    fn collect_module_garbage(&self) {
+        let this = self.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = this.inner.gc.lock().unwrap_or_else(|p| p.into_inner());
+            let in_use = this.modules_in_use();
+            let runtime = &this.inner.shared.runtime;
+            let mut cached = this.inner.shared.source.cached();
+            for module in &mut cached {
+                module.bytes += runtime.artifact_bytes(&module.digest);
+            }
+            for digest in gc::plan(cached, &in_use, this.inner.module_cache_bytes) {
+                this.inner.shared.source.remove(&digest);
+                runtime.remove_artifacts(&digest);
+            }
+        });
+        self.inner.shared.tracker.spawn(async move {
+            if let Err(err) = task.await {
+                tracing::warn!(%err, "module garbage collection failed");
+            }
+        });
+    }
+
+    /// The digests of every module a pod on this node references.
+    fn modules_in_use(&self) -> HashSet<String> {
+        self.state()
+            .pods
+            .values()
+            .flat_map(|pod| pod.assignment.containers.iter())
+            .map(|container| container.module.digest.clone())
+            .collect()
     }
 
     /// The status of every pod on the node, ordered by uid.

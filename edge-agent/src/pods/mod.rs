@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use wasmfleet_protocol::pod::ModuleRef;
 
+use crate::modules::gc::CachedModule;
+
 pub use logs::{LogError, LogStream};
 pub use manager::PodManager;
 
@@ -40,6 +42,15 @@ pub trait ModuleSource: Send + Sync + 'static {
         &self,
         module: &ModuleRef,
     ) -> Pin<Box<dyn Future<Output = Result<PathBuf, String>> + Send + 'static>>;
+
+    /// The modules kept locally, for garbage collection (none, for a source that keeps
+    /// nothing of its own).
+    fn cached(&self) -> Vec<CachedModule> {
+        Vec::new()
+    }
+
+    /// Deletes a local module that no pod uses any more.
+    fn remove(&self, _digest: &str) {}
 }
 
 /// How the pod manager behaves.
@@ -50,6 +61,9 @@ pub struct PodManagerConfig {
     /// Where container logs are persisted (`<log_dir>/<pod uid>/<container>.log`), so
     /// that they survive an agent restart; `None` keeps them in memory only.
     pub log_dir: Option<PathBuf>,
+    /// The disk budget of cached modules and their compiled artifacts; modules no pod uses
+    /// are deleted, least recently used first, to stay within it.
+    pub module_cache_bytes: u64,
 }
 
 impl Default for PodManagerConfig {
@@ -57,6 +71,7 @@ impl Default for PodManagerConfig {
         Self {
             restart_backoff_base: Duration::from_secs(10),
             log_dir: None,
+            module_cache_bytes: crate::modules::gc::DEFAULT_BUDGET_BYTES,
         }
     }
 }

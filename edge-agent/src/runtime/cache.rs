@@ -62,6 +62,39 @@ impl ArtifactCache {
         self.dir.join(format!("{digest}-{key}.cwasm"))
     }
 
+    /// The artifact files of `digest`, for any engine (an agent upgrade changes the key).
+    fn artifacts_of(&self, digest: &str) -> Vec<(PathBuf, u64)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let prefix = format!("{digest}-");
+        entries
+            .flatten()
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|name| name.starts_with(&prefix) && name.ends_with(".cwasm"))
+            })
+            .filter_map(|entry| Some((entry.path(), entry.metadata().ok()?.len())))
+            .collect()
+    }
+
+    /// Bytes on disk of the artifacts of `digest`.
+    pub fn bytes_of(&self, digest: &str) -> u64 {
+        self.artifacts_of(digest).iter().map(|(_, len)| len).sum()
+    }
+
+    /// Deletes the artifacts of `digest`. A program loaded from one keeps working: its
+    /// code is mapped, and the mapping outlives the file.
+    pub fn remove(&self, digest: &str) {
+        for (path, _) in self.artifacts_of(digest) {
+            if let Err(err) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %err, "cannot remove a compiled artifact");
+            }
+        }
+    }
+
     /// The compiled code for the module at `wasm` with sha256 `digest`: from the cache if
     /// present and loadable, otherwise compiled and then stored. Blocking (compiles).
     pub fn load(&self, engine: &Engine, digest: &str, wasm: &Path) -> Result<Compiled, LoadError> {

@@ -164,6 +164,16 @@ impl Runtime {
         self.inner.cache.artifact_path(digest)
     }
 
+    /// Bytes on disk of the compiled artifacts of `digest`.
+    pub fn artifact_bytes(&self, digest: &str) -> u64 {
+        self.inner.cache.bytes_of(digest)
+    }
+
+    /// Deletes the compiled artifacts of `digest` (its module is gone from the cache).
+    pub fn remove_artifacts(&self, digest: &str) {
+        self.inner.cache.remove(digest);
+    }
+
     /// How many programs are loaded in memory (in use, plus up to [`IDLE_PROGRAMS`] idle).
     pub fn loaded_programs(&self) -> usize {
         self.programs().len()
