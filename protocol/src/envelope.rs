@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::MAX_MESSAGE_SIZE;
+use crate::artifact::{ArtifactOffer, ArtifactRequest};
 use crate::blob::{BlobReply, BlobRequest};
 use crate::logs::{LogChunk, NodeCommand};
 use crate::node::{Heartbeat, NodeState, ServerState};
@@ -46,6 +47,11 @@ pub enum Message {
     Command(NodeCommand),
     /// Log lines answering a [`crate::logs::LogRequest`].
     LogChunk(LogChunk),
+    /// An agent asks for a module precompiled for its engine (on its blob request topic).
+    ArtifactRequest(ArtifactRequest),
+    /// The server's answer: a signed artifact to pull, or why there is none (on the node's
+    /// blob topic).
+    ArtifactOffer(ArtifactOffer),
 }
 
 /// Why a payload could not be decoded.

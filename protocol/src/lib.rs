@@ -7,6 +7,7 @@
 //! - [`node`]: what an agent says about itself (birth, will, heartbeat);
 //! - [`pod`]: desired pods sent to a node and the status it reports back;
 //! - [`blob`]: content-addressed module transfer in chunks;
+//! - [`artifact`]: modules the server precompiled for a node's engine, and their signature;
 //! - [`logs`]: container log requests and the chunks that answer them;
 //! - [`names`]: validation of names that end up inside topics;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
@@ -18,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod blob;
 pub mod broker_url;
 pub mod envelope;

@@ -7,11 +7,13 @@
 //! - [`bootstrap`]: data-directory setup: CA, serving certificate, tokens, kubeconfig.
 //! - [`broker`]: the embedded MQTT broker and its per-identity topic rules.
 //! - [`modules`]: the content-addressed wasm module store (tables in the store's file).
+//! - [`artifacts`]: modules precompiled per agent target and signed (server-side AOT).
 //! - [`scheduler`]: binds pending pods to nodes.
 //! - [`controllers`]: level-triggered controllers (node lifecycle).
 //! - [`fleet`]: the server's MQTT side (births, desired state, status, chunks, logs).
 
 pub mod api;
+pub mod artifacts;
 pub mod bootstrap;
 pub mod broker;
 pub mod config;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiContext, LogFuture, LogQuery, LogSource};
+use crate::artifacts::Artifacts;
 use crate::bootstrap::{self, Bootstrap};
 use crate::broker::EmbeddedBroker;
 use crate::config::ServerConfig;
@@ -50,6 +51,10 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
 
     let (broker, mqtt) = start_mqtt(&config, &boot).await?;
     let mut fleet_config = FleetConfig::new(mqtt.clone());
+    fleet_config.artifacts = Some(
+        Artifacts::new(modules.clone(), &boot.tls.ca_key_pem)
+            .context("setting up artifact signing")?,
+    );
     if let Some(grace) = config.node_monitor_grace() {
         fleet_config.node_grace = grace;
     }

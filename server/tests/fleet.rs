@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::artifact::{ArtifactOutcome, ArtifactRequest, verify};
 use wasmfleet_protocol::blob::{BlobBody, BlobRequest};
 use wasmfleet_protocol::logs::{LogChunk, NodeCommand};
 use wasmfleet_protocol::node::{EngineInfo, Heartbeat, NodeInfo, NodeState, Resources};
@@ -17,6 +18,8 @@ use wasmfleet_protocol::pod::{
 };
 use wasmfleet_protocol::topic::{self, Up};
 use wasmfleet_protocol::{Message, decode, encode};
+use wasmfleet_server::artifacts::Artifacts;
+use wasmfleet_server::bootstrap;
 use wasmfleet_server::broker::auth::{ADMIN_USERNAME, SERVER_USERNAME};
 use wasmfleet_server::broker::{BrokerCredentials, EmbeddedBroker};
 use wasmfleet_server::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
@@ -58,6 +61,11 @@ impl Cluster {
         });
         config.node_grace = Duration::from_secs(2);
         config.log_timeout = Duration::from_millis(800);
+        let ca_key = bootstrap::load_or_create(dir.path(), &[])
+            .expect("the broker's TLS material")
+            .tls
+            .ca_key_pem;
+        config.artifacts = Some(Artifacts::new(modules.clone(), &ca_key).expect("signer"));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let fleet = Fleet::start(
@@ -810,5 +818,126 @@ async fn a_deleted_pod_leaves_the_snapshot_of_its_node() {
         .delete(&ObjectKey::namespaced("pods", "default", "web"), None)
         .expect("delete");
     node.desired(|d| d.pods.is_empty()).await;
+    cluster.stop().await;
+}
+
+/// Asks for an artifact and returns the outcome of the offer that answers it.
+async fn ask_artifact(node: &mut FakeNode, request: &ArtifactRequest) -> ArtifactOutcome {
+    node.send(Up::BlobRequest, &Message::ArtifactRequest(request.clone()))
+        .await;
+    let wanted = request.clone();
+    node.expect("an artifact offer", move |_, m| match m {
+        Message::ArtifactOffer(offer) if offer.request == wanted => Some(offer.outcome),
+        _ => None,
+    })
+    .await
+}
+
+/// Downloads a blob by digest, all chunks.
+async fn download(node: &mut FakeNode, digest: &str) -> Vec<u8> {
+    let request = BlobRequest {
+        digest: digest.to_owned(),
+        chunks: vec![],
+    };
+    node.send(Up::BlobRequest, &Message::BlobRequest(request))
+        .await;
+    let mut chunks = BTreeMap::new();
+    loop {
+        let wanted = digest.to_owned();
+        let (index, total, data) = node
+            .expect("a blob chunk", move |_, m| match m {
+                Message::BlobReply(reply) if reply.digest == wanted => match reply.body {
+                    BlobBody::Chunk {
+                        index, total, data, ..
+                    } => Some((index, total, data)),
+                    BlobBody::NotFound => panic!("blob {wanted} not found"),
+                },
+                _ => None,
+            })
+            .await;
+        chunks.insert(index, data);
+        if chunks.len() == total as usize {
+            return chunks.into_values().flatten().collect();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_gets_a_signed_artifact_compiled_once_per_target() {
+    let cluster = Cluster::start().await;
+    let mut node = register(&cluster).await;
+    let module = cluster
+        .modules
+        .put("empty", "v1", b"\0asm\x01\0\0\0")
+        .expect("module");
+    let arm64 = ArtifactRequest {
+        module_digest: module.digest.clone(),
+        target: "aarch64-unknown-linux-gnu".into(),
+        wasmtime_version: "48.0.8".into(),
+    };
+
+    let ArtifactOutcome::Ready {
+        artifact,
+        signature,
+    } = ask_artifact(&mut node, &arm64).await
+    else {
+        panic!("no artifact for aarch64");
+    };
+    verify(&cluster.ca_pem, &arm64, &artifact.digest, &signature)
+        .expect("signed by the cluster CA");
+    let bytes = download(&mut node, &artifact.digest).await;
+    assert_eq!(bytes.len() as u64, artifact.size);
+    assert_eq!(&bytes[..4], b"\x7fELF", "wasmtime artifacts are ELF files");
+    assert_eq!(
+        u16::from_le_bytes([bytes[18], bytes[19]]),
+        183,
+        "EM_AARCH64"
+    );
+
+    // The signature binds the artifact to this module, target and version.
+    let mut other_target = arm64.clone();
+    other_target.target = "x86_64-unknown-linux-gnu".into();
+    assert!(verify(&cluster.ca_pem, &other_target, &artifact.digest, &signature).is_err());
+    assert!(verify(&cluster.ca_pem, &arm64, &"0".repeat(64), &signature).is_err());
+
+    // Asked again, the stored artifact is offered (same digest), not a new compilation.
+    match ask_artifact(&mut node, &arm64).await {
+        ArtifactOutcome::Ready {
+            artifact: again, ..
+        } => assert_eq!(again, artifact),
+        other => panic!("{other:?}"),
+    }
+
+    // armv7 agents run Pulley: a separate artifact.
+    let armv7 = ArtifactRequest {
+        target: "pulley32".into(),
+        ..arm64.clone()
+    };
+    match ask_artifact(&mut node, &armv7).await {
+        ArtifactOutcome::Ready {
+            artifact: pulley, ..
+        } => {
+            assert_ne!(pulley.digest, artifact.digest)
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // What the server cannot provide is said, not ignored.
+    let unknown = ArtifactRequest {
+        module_digest: "ab".repeat(32),
+        ..arm64.clone()
+    };
+    assert!(matches!(
+        ask_artifact(&mut node, &unknown).await,
+        ArtifactOutcome::Unavailable(why) if why.contains("unknown module")
+    ));
+    let old_wasmtime = ArtifactRequest {
+        wasmtime_version: "47.0.0".into(),
+        ..arm64.clone()
+    };
+    assert!(matches!(
+        ask_artifact(&mut node, &old_wasmtime).await,
+        ArtifactOutcome::Unavailable(why) if why.contains("wasmtime 48.0.8")
+    ));
     cluster.stop().await;
 }

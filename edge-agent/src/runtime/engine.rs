@@ -19,31 +19,61 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The wasmtime version this agent embeds (pinned in the workspace manifest).
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
-/// Linear-memory address-space settings. On 64-bit hosts a 4 GiB reservation plus a guard
-/// lets compiled code skip bounds checks; 32-bit hosts cannot reserve that much.
-#[cfg(target_pointer_width = "64")]
-const MEMORY_RESERVATION: u64 = 4 << 30;
-#[cfg(target_pointer_width = "64")]
-const MEMORY_GUARD: u64 = 32 << 20;
-#[cfg(target_pointer_width = "64")]
-const MEMORY_GROWTH_RESERVATION: u64 = 2 << 30;
-#[cfg(not(target_pointer_width = "64"))]
-const MEMORY_RESERVATION: u64 = 10 << 20;
-#[cfg(not(target_pointer_width = "64"))]
-const MEMORY_GUARD: u64 = 64 << 10;
-#[cfg(not(target_pointer_width = "64"))]
-const MEMORY_GROWTH_RESERVATION: u64 = 1 << 20;
+/// Linear-memory address-space settings: `(reservation, guard, growth reservation)`. On
+/// 64-bit hosts a 4 GiB reservation plus a guard lets compiled code skip bounds checks;
+/// 32-bit hosts cannot reserve that much. They shape compiled code, so a server compiling
+/// for a node must use the node's values, not its own.
+fn memory_settings(pointer_width: u32) -> (u64, u64, u64) {
+    if pointer_width == 64 {
+        (4 << 30, 32 << 20, 2 << 30)
+    } else {
+        (10 << 20, 64 << 10, 1 << 20)
+    }
+}
 
-/// The engine configuration every wasmfleet agent uses. A server that precompiles modules
-/// for a node must build its engine from this same configuration (plus `Config::target`).
+/// The engine configuration every wasmfleet agent uses on this host.
 pub fn engine_config() -> Config {
+    let host_width = if cfg!(target_pointer_width = "64") {
+        64
+    } else {
+        32
+    };
+    base_config(host_width)
+}
+
+/// The configuration of an agent engine for `target` (a target triple such as
+/// `aarch64-unknown-linux-gnu`, or `pulley32`/`pulley64`): what the server uses to
+/// precompile modules for that agent. The caller's wasmtime must have the target's backend
+/// (the server enables `all-arch`).
+pub fn engine_config_for_target(target: &str) -> Result<Config, String> {
+    let width = pointer_width_of(target)
+        .ok_or_else(|| format!("unsupported target {target:?}: unknown pointer width"))?;
+    let mut config = base_config(width);
+    config
+        .target(target)
+        .map_err(|e| format!("unsupported target {target:?}: {e:#}"))?;
+    Ok(config)
+}
+
+/// The pointer width of the targets wasmfleet agents run on.
+fn pointer_width_of(target: &str) -> Option<u32> {
+    let arch = target.split('-').next()?;
+    match arch {
+        "x86_64" | "aarch64" | "riscv64gc" | "s390x" | "pulley64" | "pulley64be" => Some(64),
+        "armv7" | "arm" | "i686" | "pulley32" | "pulley32be" => Some(32),
+        _ => None,
+    }
+}
+
+fn base_config(pointer_width: u32) -> Config {
+    let (reservation, guard, growth) = memory_settings(pointer_width);
     let mut config = Config::new();
     config
         .epoch_interruption(true)
         .wasm_component_model(true)
-        .memory_reservation(MEMORY_RESERVATION)
-        .memory_guard_size(MEMORY_GUARD)
-        .memory_reservation_for_growth(MEMORY_GROWTH_RESERVATION)
+        .memory_reservation(reservation)
+        .memory_guard_size(guard)
+        .memory_reservation_for_growth(growth)
         .max_wasm_stack(512 << 10)
         .async_stack_size(2 << 20);
     config
@@ -133,6 +163,26 @@ impl Hasher for Sha256Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_config_for_the_host_target_compiles_artifacts_this_engine_loads() {
+        let host = Engine::new(&engine_config()).expect("engine");
+        let target = target_triple(&host);
+        let config = engine_config_for_target(&target).expect("config");
+        let cross = Engine::new(&config).expect("engine");
+        let empty_module = b"\0asm\x01\0\0\0";
+        let artifact = cross.precompile_module(empty_module).expect("precompiles");
+        // SAFETY: the bytes were just produced by wasmtime's own precompile_module.
+        let loaded = unsafe { wasmtime::Module::deserialize(&host, &artifact) };
+        assert!(loaded.is_ok(), "{:?}", loaded.err());
+    }
+
+    #[test]
+    fn unknown_targets_are_refused() {
+        assert!(engine_config_for_target("mips-unknown-linux-gnu").is_err());
+        assert!(engine_config_for_target("").is_err());
+    }
 
     #[test]
     fn two_engines_with_the_same_config_share_a_compatibility_key() {

@@ -32,8 +32,8 @@ use wasmfleet_protocol::node::EngineInfo;
 use wasmtime::{Engine, ExternType, Linker};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-pub use cache::ModuleKind;
-pub use engine::{EPOCH_TICK, engine_config};
+pub use cache::{ModuleKind, detect_kind};
+pub use engine::{EPOCH_TICK, WASMTIME_VERSION, engine_config, engine_config_for_target};
 pub use logbuf::{LogBuffer, LogEvent, LogSnapshot, MAX_BUFFER_BYTES, MAX_LINE_BYTES, MAX_LINES};
 pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
 pub use programs::IDLE_PROGRAMS;

@@ -22,6 +22,8 @@ const CA_COMMON_NAME: &str = "wasmfleet-ca";
 pub struct TlsMaterial {
     /// The CA certificate clients trust.
     pub ca_cert_pem: String,
+    /// The CA's private key (PKCS#8): it also signs precompiled artifacts.
+    pub ca_key_pem: String,
     /// The serving certificate.
     pub cert_pem: String,
     /// The serving certificate's private key (PKCS#8).
@@ -45,6 +47,7 @@ pub(crate) fn load_or_create(dir: &Path, sans: &[String]) -> Result<TlsMaterial,
         source,
     })?;
     let (ca_cert_pem, ca_key) = load_or_create_ca(dir)?;
+    let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca_params(), ca_key);
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(sans.to_vec())?;
@@ -61,6 +64,7 @@ pub(crate) fn load_or_create(dir: &Path, sans: &[String]) -> Result<TlsMaterial,
     let cert = params.signed_by(&key, &issuer)?;
     let material = TlsMaterial {
         ca_cert_pem,
+        ca_key_pem,
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         cert_file: dir.join("server.crt"),

@@ -1,14 +1,16 @@
-//! Answers module chunk requests, one `BlobReply` per chunk, from a task of its own so a
-//! large module never holds up the dispatcher.
+//! Answers module chunk requests, one `BlobReply` per chunk, and artifact requests (which
+//! may compile first), each from a task of its own so that neither holds up the dispatcher.
 
 use std::collections::BTreeSet;
 
 use rumqttc::{AsyncClient, QoS};
+use wasmfleet_protocol::artifact::{ArtifactOffer, ArtifactOutcome, ArtifactRequest};
 use wasmfleet_protocol::blob::{BlobBody, BlobReply, BlobRequest, chunk_count};
 use wasmfleet_protocol::names::validate_digest_hex;
 use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, encode};
 
+use crate::artifacts::Artifacts;
 use crate::modules::ModuleStore;
 
 /// The chunk indices to send: the requested ones that exist (deduplicated, in order), or
@@ -66,6 +68,37 @@ pub(super) async fn answer(
         if !send(&client, &topic, &request.digest, body).await {
             return;
         }
+    }
+}
+
+/// Answers an artifact request with an `ArtifactOffer` on the node's blob topic.
+pub(super) async fn offer_artifact(
+    client: AsyncClient,
+    artifacts: Option<Artifacts>,
+    node: String,
+    request: ArtifactRequest,
+) {
+    let outcome = match artifacts {
+        Some(artifacts) => {
+            let request = request.clone();
+            tokio::task::spawn_blocking(move || artifacts.offer(&request))
+                .await
+                .unwrap_or_else(|err| {
+                    ArtifactOutcome::Unavailable(format!("compile task failed: {err}"))
+                })
+        }
+        None => ArtifactOutcome::Unavailable("this server does not precompile modules".into()),
+    };
+    if let ArtifactOutcome::Unavailable(why) = &outcome {
+        tracing::info!(%node, module = %request.module_digest, target = %request.target, %why, "no artifact for a node");
+    }
+    let payload = encode(&Message::ArtifactOffer(ArtifactOffer { request, outcome }));
+    let topic = topic::down(&node, Down::Blob);
+    if let Err(err) = client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+    {
+        tracing::warn!(%err, "cannot publish an artifact offer; the fleet link is stopping");
     }
 }
 

@@ -21,6 +21,7 @@ use wasmfleet_protocol::{Message, decode, encode};
 use super::connection::Inbound;
 use super::logs::LogRouter;
 use super::{blobs, nodes, status};
+use crate::artifacts::Artifacts;
 use crate::controllers::node_lifecycle::{LeaseUpdate, Leases};
 use crate::modules::ModuleStore;
 use crate::store::Store;
@@ -33,6 +34,7 @@ pub(super) struct Dispatcher {
     pub(super) leases: Leases,
     pub(super) logs: LogRouter,
     pub(super) republish: Arc<Notify>,
+    pub(super) artifacts: Option<Artifacts>,
     pub(super) server_state: Vec<u8>,
     pub(super) tracker: TaskTracker,
     pub(super) shutdown: CancellationToken,
@@ -82,7 +84,10 @@ fn expected_on(kind: Up, message: &Message) -> bool {
         (Up::State, Message::NodeState(_))
             | (Up::Heartbeat, Message::Heartbeat(_))
             | (Up::Status, Message::Status(_))
-            | (Up::BlobRequest, Message::BlobRequest(_))
+            | (
+                Up::BlobRequest,
+                Message::BlobRequest(_) | Message::ArtifactRequest(_)
+            )
             | (Up::Logs, Message::LogChunk(_))
     )
 }
@@ -176,6 +181,21 @@ impl Dispatcher {
                 let task = blobs::answer(
                     self.client.clone(),
                     self.modules.clone(),
+                    node.to_owned(),
+                    request,
+                );
+                let shutdown = self.shutdown.clone();
+                self.tracker.spawn(async move {
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = task => {}
+                    }
+                });
+            }
+            Message::ArtifactRequest(request) => {
+                let task = blobs::offer_artifact(
+                    self.client.clone(),
+                    self.artifacts.clone(),
                     node.to_owned(),
                     request,
                 );

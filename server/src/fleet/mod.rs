@@ -36,6 +36,7 @@ use wasmfleet_protocol::node::ServerState;
 use wasmfleet_protocol::transport::{TransportError, transport};
 use wasmfleet_protocol::{Message, encode, topic};
 
+use crate::artifacts::Artifacts;
 use crate::broker::MAX_PACKET_SIZE;
 use crate::controllers::node_lifecycle::{self, Leases};
 use crate::modules::ModuleStore;
@@ -89,6 +90,9 @@ pub struct FleetConfig {
     pub log_timeout: Duration,
     /// How often desired snapshots are re-planned even without changes.
     pub resync: Duration,
+    /// Precompiles modules for agents that ask; `None` answers every request with
+    /// "unavailable" (agents then compile themselves).
+    pub artifacts: Option<Artifacts>,
 }
 
 impl FleetConfig {
@@ -106,6 +110,7 @@ impl FleetConfig {
             node_grace: node_lifecycle::DEFAULT_GRACE,
             log_timeout: Duration::from_secs(5),
             resync: Duration::from_secs(30),
+            artifacts: None,
         }
     }
 }
@@ -171,6 +176,7 @@ impl Fleet {
             leases: leases.clone(),
             logs: logs.clone(),
             republish: desired.republish_trigger(),
+            artifacts: config.artifacts.clone(),
             server_state: server_state_payload(&config, true),
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),

@@ -4,7 +4,10 @@
 //! - `module_tags`: `name:tag` → digest (hex sha256);
 //! - `module_blobs`: digest → size in bytes;
 //! - `module_chunks`: (digest, chunk index) → up to [`CHUNK_SIZE`] bytes;
-//! - `module_meta`: the generation, bumped (and persisted) by every change.
+//! - `module_meta`: the generation, bumped (and persisted) by every change;
+//! - `module_artifacts`: `module digest/target/wasmtime version` → the digest of the
+//!   precompiled artifact, itself a blob in `module_blobs`/`module_chunks` (served to agents
+//!   like a module, never tagged).
 //!
 //! Identical content is stored once, whatever it is tagged as. Images are written as
 //! `NAME:TAG`, bare `NAME` (meaning `NAME:latest`) or `sha256:HEX`. Every change bumps the
@@ -39,6 +42,7 @@ const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("module_blobs");
 const CHUNKS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("module_chunks");
 /// Counters; [`GENERATION`] only for now.
 const META: TableDefinition<&str, u64> = TableDefinition::new("module_meta");
+const ARTIFACTS: TableDefinition<&str, &str> = TableDefinition::new("module_artifacts");
 /// Bumped by every change to tags or modules, persisted, so it never goes backwards.
 const GENERATION: &str = "generation";
 
@@ -141,6 +145,7 @@ impl ModuleStore {
             write.open_table(BLOBS)?;
             write.open_table(CHUNKS)?;
             write.open_table(META)?;
+            write.open_table(ARTIFACTS)?;
         }
         write.commit()?;
         let (changes, _) = watch::channel(0);
@@ -301,6 +306,52 @@ impl ModuleStore {
             size,
             data,
         }))
+    }
+
+    /// Stores an untagged blob (a precompiled artifact) and returns its reference. Does not
+    /// bump the generation: no pod waits for an artifact by name.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<ModuleRef, ModuleError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let write = self.store.database().begin_write()?;
+        {
+            let mut blobs = write.open_table(BLOBS)?;
+            if blobs.get(digest.as_str())?.is_none() {
+                let mut chunks = write.open_table(CHUNKS)?;
+                for (index, data) in (0u32..).zip(bytes.chunks(CHUNK_SIZE)) {
+                    chunks.insert((digest.as_str(), index), data)?;
+                }
+                blobs.insert(digest.as_str(), bytes.len() as u64)?;
+            }
+        }
+        write.commit()?;
+        Ok(ModuleRef {
+            digest,
+            size: bytes.len() as u64,
+        })
+    }
+
+    /// The artifact recorded under `key` (see [`ModuleStore::set_artifact`]), if its blob
+    /// is still there.
+    pub fn artifact(&self, key: &str) -> Result<Option<ModuleRef>, ModuleError> {
+        let digest = {
+            let read = self.store.database().begin_read()?;
+            let artifacts = read.open_table(ARTIFACTS)?;
+            let Some(digest) = artifacts.get(key)?.map(|g| g.value().to_owned()) else {
+                return Ok(None);
+            };
+            digest
+        };
+        Ok(self.size(&digest)?.map(|size| ModuleRef { digest, size }))
+    }
+
+    /// Records that `artifact` is the precompiled form named by `key`.
+    pub fn set_artifact(&self, key: &str, artifact: &ModuleRef) -> Result<(), ModuleError> {
+        let write = self.store.database().begin_write()?;
+        write
+            .open_table(ARTIFACTS)?
+            .insert(key, artifact.digest.as_str())?;
+        write.commit()?;
+        Ok(())
     }
 
     /// The whole module, reassembled; `None` when the digest is unknown.

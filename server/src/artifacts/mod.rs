@@ -1,0 +1,110 @@
+//! Server-side AOT: modules precompiled once per agent target, signed, and served to agents
+//! as blobs (see `wasmfleet_protocol::artifact` for the exchange).
+//!
+//! - `compiler`: one wasmtime engine per target, configured like the agents on it;
+//! - `signer`: signatures by the cluster CA key.
+//!
+//! [`Artifacts::offer`] answers one request: the stored artifact if this module was
+//! compiled for this target and wasmtime version before, else it compiles now (one compile
+//! at a time: compiling is CPU-bound, and two nodes of one target asking at once get the
+//! one compilation).
+
+mod compiler;
+mod signer;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use wasmfleet_agent::runtime::WASMTIME_VERSION;
+use wasmfleet_protocol::artifact::{ArtifactOutcome, ArtifactRequest};
+use wasmfleet_protocol::names::validate_digest_hex;
+use wasmfleet_protocol::pod::ModuleRef;
+
+pub use signer::SignerError;
+
+use crate::modules::ModuleStore;
+use compiler::Compiler;
+use signer::Signer;
+
+/// The artifact service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    modules: ModuleStore,
+    compiler: Compiler,
+    signer: Signer,
+    compiling: Mutex<()>,
+}
+
+impl Artifacts {
+    /// A service storing artifacts in `modules` and signing with the CA key `ca_key_pem`.
+    pub fn new(modules: ModuleStore, ca_key_pem: &str) -> Result<Self, SignerError> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                modules,
+                compiler: Compiler::default(),
+                signer: Signer::from_pem(ca_key_pem)?,
+                compiling: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The answer to `request`. Blocking (it may compile): call from `spawn_blocking`.
+    pub fn offer(&self, request: &ArtifactRequest) -> ArtifactOutcome {
+        match self.artifact(request) {
+            Ok(artifact) => match self.inner.signer.sign(request, &artifact.digest) {
+                Ok(signature) => ArtifactOutcome::Ready {
+                    artifact,
+                    signature,
+                },
+                Err(err) => ArtifactOutcome::Unavailable(err.to_string()),
+            },
+            Err(why) => ArtifactOutcome::Unavailable(why),
+        }
+    }
+
+    fn artifact(&self, request: &ArtifactRequest) -> Result<ModuleRef, String> {
+        validate_digest_hex(&request.module_digest).map_err(|e| e.to_string())?;
+        if request.wasmtime_version != WASMTIME_VERSION {
+            return Err(format!(
+                "the server compiles for wasmtime {WASMTIME_VERSION}, not {}",
+                request.wasmtime_version
+            ));
+        }
+        let key = format!(
+            "{}/{}/{}",
+            request.module_digest, request.target, request.wasmtime_version
+        );
+        let modules = &self.inner.modules;
+        let _one_compile_at_a_time = self
+            .inner
+            .compiling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(artifact) = modules.artifact(&key).map_err(|e| e.to_string())? {
+            return Ok(artifact);
+        }
+        let wasm = modules
+            .read(&request.module_digest)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("unknown module sha256:{}", request.module_digest))?;
+        let started = std::time::Instant::now();
+        let compiled = self.inner.compiler.compile(&request.target, &wasm)?;
+        let artifact = modules.put_blob(&compiled).map_err(|e| e.to_string())?;
+        modules
+            .set_artifact(&key, &artifact)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            module = %request.module_digest,
+            target = %request.target,
+            artifact = %artifact.digest,
+            size = artifact.size,
+            took = ?started.elapsed(),
+            "precompiled a module for a node target"
+        );
+        Ok(artifact)
+    }
+}
