@@ -53,6 +53,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     let pods_tracker = TaskTracker::new();
     let fetcher = ModuleFetcher::new(
         config.modules_dir(),
+        config.ca_pem.clone(),
         uplink.clone(),
         FetchTimeouts::default(),
         pods_shutdown.clone(),

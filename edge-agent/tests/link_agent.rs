@@ -14,6 +14,8 @@ use link_support::{Broker, FakeServer, Received, init_tracing, workload};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wasmfleet_agent::config::AgentConfig;
+use wasmfleet_agent::runtime::{Runtime, engine_config_for_target};
+use wasmfleet_protocol::artifact::{ArtifactOutcome, ArtifactRequest, signed_message};
 use wasmfleet_protocol::broker_url::BrokerUrl;
 use wasmfleet_protocol::logs::{LogChunk, LogRequest, NodeCommand};
 use wasmfleet_protocol::node::NodeState;
@@ -694,5 +696,171 @@ async fn modules_no_pod_uses_are_deleted_from_disk_once_the_cache_is_over_budget
     }
     // The module of a pod that is still assigned stays, whatever the budget.
     assert_eq!(files_of(dir.path(), &exerciser.digest).len(), 2);
+    agent.stop().await;
+}
+
+/// A cluster CA for signing artifacts in tests: its certificate (PEM) and signing key.
+struct TestCa {
+    cert_pem: String,
+    key: ring::signature::EcdsaKeyPair,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert_pem = params.self_signed(&key).unwrap().pem();
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &key.serialize_der(),
+            &rng,
+        )
+        .unwrap();
+        TestCa { cert_pem, key }
+    }
+
+    fn sign(&self, request: &ArtifactRequest, artifact_digest: &str) -> Vec<u8> {
+        let message = signed_message(request, artifact_digest);
+        let rng = ring::rand::SystemRandom::new();
+        self.key.sign(&rng, &message).unwrap().as_ref().to_vec()
+    }
+}
+
+/// What this host's agent asks for, and hello precompiled for it the way the server does.
+fn hello_artifact(module: &ModuleRef) -> (ArtifactRequest, Vec<u8>) {
+    let scratch = tempfile::tempdir().unwrap();
+    let engine = Runtime::new(scratch.path()).unwrap().engine_info();
+    let request = ArtifactRequest {
+        module_digest: module.digest.clone(),
+        target: engine.target.clone(),
+        wasmtime_version: engine.wasmtime_version,
+    };
+    let config = engine_config_for_target(&engine.target).unwrap();
+    let wasm = std::fs::read(workload("hello")).unwrap();
+    let artifact = wasmtime::Engine::new(&config)
+        .unwrap()
+        .precompile_module(&wasm)
+        .unwrap();
+    (request, artifact)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The agent's cached artifact of `digest`, if any.
+fn cached_artifact(data_dir: &Path, digest: &str) -> Option<Vec<u8>> {
+    files_of(data_dir, digest)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .map(|p| std::fs::read(p).unwrap())
+}
+
+async fn run_hello_to_success(server: &FakeServer, module: &ModuleRef) {
+    let pods = vec![pod("p1", module, RestartPolicy::Never, &[])];
+    server
+        .publish_down(NODE, Down::Desired, &desired(1, pods), true)
+        .await;
+    server
+        .wait_for("p1 Succeeded", WAIT, |r| {
+            report_with(r, "p1", PodPhase::Succeeded)
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_artifact_from_the_server_is_installed_and_run_instead_of_compiling() {
+    init_tracing();
+    let broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    let module = hello(&server);
+    let ca = TestCa::new();
+    let (request, artifact) = hello_artifact(&module);
+    let blob = server.add_module(artifact.clone());
+    let signature = ca.sign(&request, &blob.digest);
+    server.offer_artifact(
+        &module.digest,
+        ArtifactOutcome::Ready {
+            artifact: blob.clone(),
+            signature,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cert = ca.cert_pem.clone().into_bytes();
+    let agent = Agent::start_with(&broker, dir.path(), |config| config.ca_pem = Some(cert));
+
+    run_hello_to_success(&server, &module).await;
+    let asked = server
+        .received()
+        .iter()
+        .any(|r| matches!(&r.message, Message::ArtifactRequest(a) if *a == request));
+    assert!(asked, "the agent asked for an artifact for its own target");
+    let cached = cached_artifact(dir.path(), &module.digest).expect("an artifact is cached");
+    assert_eq!(
+        sha256_hex(&cached),
+        blob.digest,
+        "the server's artifact is what runs"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_foreign_signed_artifact_is_refused_and_the_module_compiled_locally() {
+    init_tracing();
+    let broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    let module = hello(&server);
+    let ca = TestCa::new();
+    let (request, artifact) = hello_artifact(&module);
+    let genuine = server.add_module(artifact.clone());
+    let signature = ca.sign(&request, &genuine.digest);
+
+    // Changed code under the genuine signature: the signature does not cover its digest.
+    let mut tampered = artifact.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    let tampered = server.add_module(tampered);
+    server.offer_artifact(
+        &module.digest,
+        ArtifactOutcome::Ready {
+            artifact: tampered.clone(),
+            signature,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cert = ca.cert_pem.clone().into_bytes();
+    let agent = Agent::start_with(&broker, dir.path(), |config| config.ca_pem = Some(cert));
+    run_hello_to_success(&server, &module).await;
+    let cached = cached_artifact(dir.path(), &module.digest).expect("compiled locally");
+    assert_ne!(sha256_hex(&cached), tampered.digest);
+    let pulled_tampered = server
+        .received()
+        .iter()
+        .any(|r| matches!(&r.message, Message::BlobRequest(b) if b.digest == tampered.digest));
+    assert!(
+        !pulled_tampered,
+        "a bad signature is refused before any download"
+    );
+    agent.stop().await;
+
+    // Signed, but by another cluster's CA.
+    let stranger = TestCa::new();
+    server.offer_artifact(
+        &module.digest,
+        ArtifactOutcome::Ready {
+            artifact: tampered.clone(),
+            signature: stranger.sign(&request, &tampered.digest),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cert = ca.cert_pem.clone().into_bytes();
+    let agent = Agent::start_with(&broker, dir.path(), |config| config.ca_pem = Some(cert));
+    server.clear();
+    run_hello_to_success(&server, &module).await;
+    let cached = cached_artifact(dir.path(), &module.digest).expect("compiled locally");
+    assert_ne!(sha256_hex(&cached), tampered.digest);
     agent.stop().await;
 }

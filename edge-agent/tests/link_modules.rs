@@ -39,6 +39,7 @@ impl Agent {
         let tracker = TaskTracker::new();
         let fetcher = ModuleFetcher::new(
             dir.path().join("modules"),
+            None,
             uplink.clone(),
             timeouts,
             shutdown.clone(),

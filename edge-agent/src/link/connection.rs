@@ -195,6 +195,7 @@ impl Connection {
                 }
             }
             Inbound::BlobReply(reply) => self.routes.fetcher.deliver(reply),
+            Inbound::ArtifactOffer(offer) => self.routes.fetcher.deliver_offer(offer),
             Inbound::Command(command) => {
                 if let Err(err) = self.routes.commands.try_send(command) {
                     tracing::warn!(%err, "too many pending commands; dropped one");

@@ -4,6 +4,7 @@
 //! payload goes through `wasmfleet_protocol::decode`, so oversize, garbage and
 //! future-version payloads are refused here with a reason the caller logs.
 
+use wasmfleet_protocol::artifact::ArtifactOffer;
 use wasmfleet_protocol::blob::BlobReply;
 use wasmfleet_protocol::logs::NodeCommand;
 use wasmfleet_protocol::node::ServerState;
@@ -20,6 +21,8 @@ pub enum Inbound {
     StatusAck(StatusAck),
     /// A module chunk.
     BlobReply(BlobReply),
+    /// The server's answer to an artifact request.
+    ArtifactOffer(ArtifactOffer),
     /// A command (log requests).
     Command(NodeCommand),
     /// The server's presence.
@@ -44,6 +47,7 @@ pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, Stri
         (Down::Desired, Message::Desired(desired)) => Ok(Inbound::Desired(desired)),
         (Down::Ack, Message::StatusAck(ack)) => Ok(Inbound::StatusAck(ack)),
         (Down::Blob, Message::BlobReply(reply)) => Ok(Inbound::BlobReply(reply)),
+        (Down::Blob, Message::ArtifactOffer(offer)) => Ok(Inbound::ArtifactOffer(offer)),
         (Down::Cmd, Message::Command(command)) => Ok(Inbound::Command(command)),
         (_, other) => Err(unexpected(topic, &other)),
     }

@@ -12,6 +12,8 @@
 //!
 //! [`BlobRequest`]: wasmfleet_protocol::blob::BlobRequest
 
+mod artifact;
+pub use artifact::{ArtifactError, OFFER_TIMEOUT};
 mod download;
 pub mod gc;
 pub mod progress;
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::blob::{BlobBody, BlobReply};
 use wasmfleet_protocol::names::validate_digest_hex;
+use wasmfleet_protocol::node::EngineInfo;
 use wasmfleet_protocol::pod::ModuleRef;
 
 use crate::link::Uplink;
@@ -113,6 +116,8 @@ struct Download {
 
 struct Inner {
     dir: PathBuf,
+    artifact_ca: Option<Vec<u8>>,
+    offers: artifact::Offers,
     uplink: Uplink,
     timeouts: FetchTimeouts,
     downloads: Mutex<HashMap<String, Download>>,
@@ -136,8 +141,10 @@ impl std::fmt::Debug for ModuleFetcher {
 
 impl ModuleFetcher {
     /// A fetcher caching in `dir` (created if missing) and asking the server via `uplink`.
+    /// Precompiled artifacts are accepted only with a signature by `artifact_ca` (PEM).
     pub fn new(
         dir: PathBuf,
+        artifact_ca: Option<Vec<u8>>,
         uplink: Uplink,
         timeouts: FetchTimeouts,
         shutdown: CancellationToken,
@@ -148,6 +155,8 @@ impl ModuleFetcher {
         Ok(ModuleFetcher {
             inner: Arc::new(Inner {
                 dir,
+                artifact_ca,
+                offers: artifact::Offers::default(),
                 uplink,
                 timeouts,
                 downloads: Mutex::new(HashMap::new()),
@@ -273,6 +282,19 @@ impl crate::pods::ModuleSource for ModuleFetcher {
                 })
             })
             .collect()
+    }
+
+    fn fetch_artifact(
+        &self,
+        module: &ModuleRef,
+        engine: &EngineInfo,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<PathBuf, String>> + Send + 'static>> {
+        let (this, module, engine) = (self.clone(), module.clone(), engine.clone());
+        Box::pin(async move {
+            ModuleFetcher::fetch_artifact(&this, &module, &engine)
+                .await
+                .map_err(|err| err.to_string())
+        })
     }
 
     fn remove(&self, digest: &str) {

@@ -131,6 +131,7 @@ async fn load(shared: &Shared, spec: &ContainerSpec) -> Result<Program, Event> {
                 spec.image, spec.module.digest
             ),
         })?;
+    precompiled_by_server(shared, spec).await;
     shared
         .runtime
         .load(&spec.module.digest, &path)
@@ -142,6 +143,30 @@ async fn load(shared: &Shared, spec: &ContainerSpec) -> Result<Program, Event> {
                 spec.image, spec.module.digest
             ),
         })
+}
+
+/// Installs the server's signed artifact for the module, unless one is cached already, so
+/// that loading does not compile. Without one the runtime compiles locally.
+async fn precompiled_by_server(shared: &Shared, spec: &ContainerSpec) {
+    let runtime = &shared.runtime;
+    let digest = &spec.module.digest;
+    if runtime.has_artifact(digest) {
+        return;
+    }
+    let artifact = match shared
+        .source
+        .fetch_artifact(&spec.module, &runtime.engine_info())
+        .await
+    {
+        Ok(artifact) => artifact,
+        Err(why) => {
+            tracing::info!(image = %spec.image, %digest, %why, "compiling locally");
+            return;
+        }
+    };
+    if let Err(err) = runtime.install_artifact(digest, &artifact) {
+        tracing::warn!(image = %spec.image, %digest, %err, "cannot install the server's artifact; compiling locally");
+    }
 }
 
 fn exited(exit: Exit) -> Event {

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+use wasmfleet_protocol::node::EngineInfo;
 use wasmfleet_protocol::pod::ModuleRef;
 
 use crate::modules::gc::CachedModule;
@@ -51,6 +52,16 @@ pub trait ModuleSource: Send + Sync + 'static {
 
     /// Deletes a local module that no pod uses any more.
     fn remove(&self, _digest: &str) {}
+
+    /// Fetches the server's signed, verified precompiled artifact of `module` for `engine`;
+    /// the error says why there is none (the module is then compiled locally).
+    fn fetch_artifact(
+        &self,
+        _module: &ModuleRef,
+        _engine: &EngineInfo,
+    ) -> Pin<Box<dyn Future<Output = Result<PathBuf, String>> + Send + 'static>> {
+        Box::pin(async { Err("this module source has no precompiled artifacts".to_owned()) })
+    }
 }
 
 /// How the pod manager behaves.

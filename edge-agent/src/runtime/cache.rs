@@ -7,6 +7,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
@@ -45,6 +47,7 @@ pub fn detect_kind(bytes: &[u8]) -> Result<ModuleKind, LoadError> {
 pub struct ArtifactCache {
     dir: PathBuf,
     compatibility_key: String,
+    compilations: Arc<AtomicU64>,
 }
 
 impl ArtifactCache {
@@ -53,6 +56,7 @@ impl ArtifactCache {
         Self {
             dir,
             compatibility_key,
+            compilations: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -78,6 +82,30 @@ impl ArtifactCache {
             })
             .filter_map(|entry| Some((entry.path(), entry.metadata().ok()?.len())))
             .collect()
+    }
+
+    /// Moves the verified artifact at `verified` into place for `digest` (same filesystem:
+    /// an atomic rename; else a copy through a temporary file).
+    pub fn install(&self, digest: &str, verified: &Path) -> std::io::Result<()> {
+        if !is_sha256_hex(digest) {
+            return Err(std::io::Error::other(format!("invalid digest {digest:?}")));
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let target = self.artifact_path(digest);
+        if std::fs::rename(verified, &target).is_ok() {
+            return Ok(());
+        }
+        let (temp, mut file) = tempfile_in(&self.dir)?;
+        file.write_all(&std::fs::read(verified)?)?;
+        file.sync_all()?;
+        std::fs::rename(temp, target)?;
+        let _ = std::fs::remove_file(verified);
+        Ok(())
+    }
+
+    /// How many modules were compiled here.
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(Ordering::Relaxed)
     }
 
     /// Bytes on disk of the artifacts of `digest`.
@@ -113,6 +141,7 @@ impl ArtifactCache {
             }
         }
         let compiled = compile(engine, wasm)?;
+        self.compilations.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = self.store(&compiled, &artifact) {
             // The module still runs; the next start just compiles again.
             tracing::warn!(path = %artifact.display(), %error, "could not cache a precompiled artifact");
@@ -157,10 +186,12 @@ fn deserialize(engine: &Engine, artifact: &Path) -> wasmtime::Result<Compiled> {
     use wasmtime::Precompiled;
     let kind = Engine::detect_precompiled_file(artifact)?;
     // SAFETY: `deserialize_file` trusts the file to be native code that wasmtime produced
-    // and maps it into memory. The file lives in the agent's private cache directory, was
-    // written there by `ArtifactCache::store` from a module this agent compiled, and is only
-    // ever replaced by an atomic rename (never modified in place while mapped). Version or
-    // configuration mismatches are detected by wasmtime and returned as errors.
+    // and maps it into memory. The file lives in the agent's private cache directory and was
+    // put there either by `ArtifactCache::store` from a module this agent compiled, or by
+    // `ArtifactCache::install` from a server artifact whose signature by the cluster CA and
+    // sha256 were verified first. It is only ever replaced by an atomic rename (never
+    // modified in place while mapped). Version or configuration mismatches are detected by
+    // wasmtime and returned as errors.
     unsafe {
         match kind {
             Some(Precompiled::Module) => {

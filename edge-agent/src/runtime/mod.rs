@@ -169,6 +169,23 @@ impl Runtime {
         self.inner.cache.bytes_of(digest)
     }
 
+    /// Whether a precompiled artifact of `digest` for this engine is cached.
+    pub fn has_artifact(&self, digest: &str) -> bool {
+        self.artifact_path(digest).exists()
+    }
+
+    /// Moves a verified precompiled artifact (the server's, signature checked) into the
+    /// cache, where [`Runtime::load`] finds it. Artifacts are native code: never call this
+    /// with a file whose origin was not verified.
+    pub fn install_artifact(&self, digest: &str, verified: &Path) -> std::io::Result<()> {
+        self.inner.cache.install(digest, verified)
+    }
+
+    /// How many modules this runtime compiled itself (rather than loading an artifact).
+    pub fn compilations(&self) -> u64 {
+        self.inner.cache.compilations()
+    }
+
     /// Deletes the compiled artifacts of `digest` (its module is gone from the cache).
     pub fn remove_artifacts(&self, digest: &str) {
         self.inner.cache.remove(digest);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::artifact::{ArtifactOffer, ArtifactOutcome};
 use wasmfleet_protocol::blob::{BlobBody, BlobReply, chunk_count};
 use wasmfleet_protocol::pod::{ModuleRef, StatusAck};
 use wasmfleet_protocol::topic::{self, Down, ServerInbound, Up};
@@ -128,6 +129,8 @@ struct Shared {
     /// Blob requests to ignore before answering (to exercise re-requests).
     drop_blob_requests: AtomicUsize,
     blob_requests: AtomicUsize,
+    /// What to answer artifact requests for a module digest with.
+    artifact_offers: Mutex<HashMap<String, ArtifactOutcome>>,
 }
 
 /// A rumqttc client playing the server.
@@ -212,6 +215,15 @@ impl FakeServer {
             digest: digest.to_owned(),
             size,
         }
+    }
+
+    /// Answers artifact requests for `module_digest` with `outcome` (by default: none).
+    pub fn offer_artifact(&self, module_digest: &str, outcome: ArtifactOutcome) {
+        self.shared
+            .artifact_offers
+            .lock()
+            .unwrap()
+            .insert(module_digest.to_owned(), outcome);
     }
 
     pub fn set_auto_ack(&self, on: bool) {
@@ -310,6 +322,26 @@ async fn handle(
                     QoS::AtLeastOnce,
                     false,
                     encode(&ack),
+                )
+                .await;
+        }
+        Message::ArtifactRequest(request) => {
+            let outcome = shared
+                .artifact_offers
+                .lock()
+                .unwrap()
+                .get(&request.module_digest)
+                .cloned()
+                .unwrap_or_else(|| {
+                    ArtifactOutcome::Unavailable("the fake server compiles nothing".into())
+                });
+            let offer = Message::ArtifactOffer(ArtifactOffer { request, outcome });
+            let _ = client
+                .publish(
+                    topic::down(node, Down::Blob),
+                    QoS::AtLeastOnce,
+                    false,
+                    encode(&offer),
                 )
                 .await;
         }
