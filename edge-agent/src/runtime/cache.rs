@@ -149,6 +149,7 @@ impl ArtifactCache {
         Ok(compiled)
     }
 
+    #[cfg(feature = "compiler")]
     fn store(&self, compiled: &Compiled, artifact: &Path) -> std::io::Result<()> {
         let bytes = match compiled {
             Compiled::Core(module) => module.serialize(),
@@ -164,6 +165,7 @@ impl ArtifactCache {
 }
 
 /// Compiles the module at `wasm`.
+#[cfg(feature = "compiler")]
 fn compile(engine: &Engine, wasm: &Path) -> Result<Compiled, LoadError> {
     let bytes = std::fs::read(wasm).map_err(|source| LoadError::Read {
         path: wasm.to_path_buf(),
@@ -177,6 +179,22 @@ fn compile(engine: &Engine, wasm: &Path) -> Result<Compiled, LoadError> {
         ModuleKind::Component => Component::new(engine, &bytes)
             .map(Compiled::Component)
             .map_err(invalid),
+    }
+}
+
+/// A runtime-only agent cannot compile.
+#[cfg(not(feature = "compiler"))]
+fn compile(_engine: &Engine, _wasm: &Path) -> Result<Compiled, LoadError> {
+    Err(LoadError::NoCompiler)
+}
+
+#[cfg(not(feature = "compiler"))]
+impl ArtifactCache {
+    // Never reached: `compile` always fails without a compiler.
+    fn store(&self, _compiled: &Compiled, _artifact: &Path) -> std::io::Result<()> {
+        Err(std::io::Error::other(
+            "a runtime-only agent does not compile",
+        ))
     }
 }
 
@@ -233,6 +251,21 @@ fn is_sha256_hex(digest: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(not(feature = "compiler"))]
+    fn a_runtime_only_agent_refuses_to_compile_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wasm = dir.path().join("m.wasm");
+        std::fs::write(&wasm, b"\0asm\x01\0\0\0").expect("write");
+        let engine = Engine::new(&super::super::engine_config()).expect("engine");
+        let cache = ArtifactCache::new(dir.path().join("cache"), "k".repeat(64));
+        let result = cache.load(&engine, &"ab".repeat(32), &wasm);
+        let err = result.err().expect("no compiler, no artifact: an error");
+        assert!(matches!(err, LoadError::NoCompiler), "{err}");
+        assert!(err.to_string().contains("runtime only"), "{err}");
+        assert_eq!(cache.compilations(), 0);
+    }
 
     #[test]
     fn a_core_module_preamble_is_recognised() {

@@ -5,7 +5,6 @@
 //! compatibility key (and so the on-disk artifact cache, and any module the server
 //! precompiles for this node) does not drift with wasmtime's platform defaults.
 
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -103,17 +102,32 @@ pub fn engine_info(engine: &Engine) -> EngineInfo {
         wasmtime_version: WASMTIME_VERSION.to_string(),
         target: target_triple(engine),
         compatibility_key: compatibility_key(engine),
-        // The agent is always built with Cranelift (or its Pulley backend on 32-bit hosts).
-        can_compile: true,
+        // Cranelift (or its Pulley backend on 32-bit hosts), unless built runtime only.
+        can_compile: cfg!(feature = "compiler"),
     }
 }
 
 /// The engine's `precompile_compatibility_hash`, digested with sha256 so that it is
 /// stable across processes (std's `DefaultHasher` is not), as 64 hex characters.
+#[cfg(feature = "compiler")]
 pub fn compatibility_key(engine: &Engine) -> String {
+    use std::hash::Hash;
     let mut hasher = Sha256Hasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hex::encode(hasher.0.finalize())
+}
+
+/// Without a compiler wasmtime offers no compatibility hash. The key then only names the
+/// cache namespace (wasmtime still checks every artifact it loads): it changes with the
+/// wasmtime version and the target, which is what invalidates artifacts.
+#[cfg(not(feature = "compiler"))]
+pub fn compatibility_key(engine: &Engine) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!(
+        "runtime-only/{WASMTIME_VERSION}/{}",
+        target_triple(engine)
+    ));
+    hex::encode(hasher.finalize())
 }
 
 /// The target triple the engine compiles for. wasmtime has no public getter, so it is
@@ -147,9 +161,11 @@ fn target_triple(engine: &Engine) -> String {
 }
 
 /// Feeds `Hash` output into sha256.
+#[cfg(feature = "compiler")]
 struct Sha256Hasher(Sha256);
 
-impl Hasher for Sha256Hasher {
+#[cfg(feature = "compiler")]
+impl std::hash::Hasher for Sha256Hasher {
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
@@ -165,6 +181,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "compiler")]
     #[allow(unsafe_code)]
     fn the_config_for_the_host_target_compiles_artifacts_this_engine_loads() {
         let host = Engine::new(&engine_config()).expect("engine");
@@ -200,6 +217,6 @@ mod tests {
         assert!(
             info.target.starts_with(std::env::consts::ARCH) || info.target.starts_with("pulley")
         );
-        assert!(info.can_compile);
+        assert_eq!(info.can_compile, cfg!(feature = "compiler"));
     }
 }

@@ -82,6 +82,14 @@ pub enum LoadError {
     /// The module is valid but cannot run as a WASI command here.
     #[error("cannot run this module: {0}")]
     Unrunnable(String),
+    /// This agent has no compiler (built without the `compiler` feature) and no usable
+    /// precompiled artifact of the module.
+    #[error(
+        "this agent is runtime only (built without a compiler) and has no precompiled \
+         artifact of the module for its engine: the server must precompile it (agents need \
+         an mqtts:// server and its CA to accept artifacts)"
+    )]
+    NoCompiler,
     /// The compile task failed.
     #[error("module compilation was aborted: {0}")]
     Aborted(String),
