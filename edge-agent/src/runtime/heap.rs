@@ -6,6 +6,8 @@
 //! good (measured: 227 MiB, 70 MiB after `malloc_trim`; BENCHMARKS.md). On a 512 MiB
 //! device that memory belongs to the pods.
 //!
+//! The agent's runtime and the server's artifact compiler both use it.
+//!
 //! [`HeapTrimmer::poke`] is called after work that may have freed a lot (a compile, a
 //! container's end). A background thread waits until no poke has come for [`QUIET`], then
 //! asks the allocator to release what it holds. Trimming walks every arena, so it waits

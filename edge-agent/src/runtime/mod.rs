@@ -34,13 +34,13 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 
 pub use cache::{ModuleKind, detect_kind};
 pub use engine::{EPOCH_TICK, WASMTIME_VERSION, engine_config, engine_config_for_target};
+pub use heap::HeapTrimmer;
 pub use logbuf::{LogBuffer, LogEvent, LogSnapshot, MAX_BUFFER_BYTES, MAX_LINE_BYTES, MAX_LINES};
 pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
 pub use programs::IDLE_PROGRAMS;
 pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, RunSpec};
 
 use cache::{ArtifactCache, Compiled};
-use heap::HeapTrimmer;
 use programs::Programs;
 use sandbox::{ComponentState, CoreState, Prepared, Sandbox};
 
@@ -137,8 +137,20 @@ impl Runtime {
     /// Creates the engine, its WASI linkers and its epoch ticker. Precompiled artifacts are
     /// cached in `cache_dir`, which must be private to the agent (artifacts are native code).
     pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        Self::with_config(cache_dir.into(), &engine_config())
+    }
+
+    /// A runtime whose engine targets `target` instead of the host, e.g. `pulley64` to
+    /// run guests on wasmtime's interpreter as an armv7 agent does (benchmarks compare the
+    /// two on one machine). The target's backend must be compiled in.
+    pub fn for_target(cache_dir: impl Into<PathBuf>, target: &str) -> Result<Self, RuntimeError> {
+        let config = engine_config_for_target(target).map_err(RuntimeError::Engine)?;
+        Self::with_config(cache_dir.into(), &config)
+    }
+
+    fn with_config(cache_dir: PathBuf, config: &wasmtime::Config) -> Result<Self, RuntimeError> {
         let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
-        let engine = Engine::new(&engine_config()).map_err(engine_err)?;
+        let engine = Engine::new(config).map_err(engine_err)?;
         let mut core_linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut core_linker, |s: &mut CoreState| &mut s.wasi)
             .map_err(engine_err)?;
@@ -147,7 +159,7 @@ impl Runtime {
         engine::start_ticker(&engine).map_err(RuntimeError::Ticker)?;
         let heap = HeapTrimmer::start().map_err(RuntimeError::HeapTrimmer)?;
         let info = engine::engine_info(&engine);
-        let cache = ArtifactCache::new(cache_dir.into(), info.compatibility_key.clone());
+        let cache = ArtifactCache::new(cache_dir, info.compatibility_key.clone());
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,

@@ -5,21 +5,33 @@
 //! - `signer`: signatures by the cluster CA key.
 //!
 //! [`Artifacts::offer`] answers one request: the stored artifact if this module was
-//! compiled for this target and wasmtime version before, else it compiles now (one compile
-//! at a time: compiling is CPU-bound, and two nodes of one target asking at once get the
-//! one compilation).
+//! compiled for this target and wasmtime version before, else it compiles now. Requests for
+//! the same artifact wait for one compilation; different artifacts compile in parallel
+//! (Cranelift itself also uses every core).
 
 mod compiler;
 mod signer;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use wasmfleet_agent::runtime::WASMTIME_VERSION;
+use wasmfleet_agent::runtime::{HeapTrimmer, WASMTIME_VERSION};
 use wasmfleet_protocol::artifact::{ArtifactOutcome, ArtifactRequest};
 use wasmfleet_protocol::names::validate_digest_hex;
 use wasmfleet_protocol::pod::ModuleRef;
 
 pub use signer::SignerError;
+
+/// The artifact service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactsError {
+    /// The CA key cannot sign.
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    /// The heap trimming thread could not start.
+    #[error("cannot start the heap trimming thread: {0}")]
+    HeapTrimmer(#[source] std::io::Error),
+}
 
 use crate::modules::ModuleStore;
 use compiler::Compiler;
@@ -36,18 +48,22 @@ struct Inner {
     modules: ModuleStore,
     compiler: Compiler,
     signer: Signer,
-    compiling: Mutex<()>,
+    /// One lock per artifact being looked up or compiled.
+    compiling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Compiling leaves freed memory in glibc's arenas; this gives it back once quiet.
+    heap: HeapTrimmer,
 }
 
 impl Artifacts {
     /// A service storing artifacts in `modules` and signing with the CA key `ca_key_pem`.
-    pub fn new(modules: ModuleStore, ca_key_pem: &str) -> Result<Self, SignerError> {
+    pub fn new(modules: ModuleStore, ca_key_pem: &str) -> Result<Self, ArtifactsError> {
         Ok(Self {
             inner: Arc::new(Inner {
                 modules,
                 compiler: Compiler::default(),
                 signer: Signer::from_pem(ca_key_pem)?,
-                compiling: Mutex::new(()),
+                compiling: Mutex::new(HashMap::new()),
+                heap: HeapTrimmer::start().map_err(ArtifactsError::HeapTrimmer)?,
             }),
         })
     }
@@ -78,13 +94,43 @@ impl Artifacts {
             "{}/{}/{}",
             request.module_digest, request.target, request.wasmtime_version
         );
-        let modules = &self.inner.modules;
-        let _one_compile_at_a_time = self
+        let lock = self.lock_for(&key);
+        let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = self.stored_or_compiled(request, &key);
+        drop(guard);
+        self.release(&key, lock);
+        result
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<Mutex<()>> {
+        let mut locks = self
             .inner
             .compiling
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(artifact) = modules.artifact(&key).map_err(|e| e.to_string())? {
+        locks.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Forgets the lock of `key` once nobody else holds or waits for it.
+    fn release(&self, key: &str, lock: Arc<Mutex<()>>) {
+        let mut locks = self
+            .inner
+            .compiling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Two references: ours and the map's.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(key);
+        }
+    }
+
+    fn stored_or_compiled(
+        &self,
+        request: &ArtifactRequest,
+        key: &str,
+    ) -> Result<ModuleRef, String> {
+        let modules = &self.inner.modules;
+        if let Some(artifact) = modules.artifact(key).map_err(|e| e.to_string())? {
             return Ok(artifact);
         }
         let wasm = modules
@@ -92,10 +138,12 @@ impl Artifacts {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("unknown module sha256:{}", request.module_digest))?;
         let started = std::time::Instant::now();
-        let compiled = self.inner.compiler.compile(&request.target, &wasm)?;
+        let compiled = self.inner.compiler.compile(&request.target, &wasm);
+        self.inner.heap.poke();
+        let compiled = compiled?;
         let artifact = modules.put_blob(&compiled).map_err(|e| e.to_string())?;
         modules
-            .set_artifact(&key, &artifact)
+            .set_artifact(key, &artifact)
             .map_err(|e| e.to_string())?;
         tracing::info!(
             module = %request.module_digest,

@@ -12,6 +12,8 @@
 //! | `spin MS`   | busy-loops reading the monotonic clock for MS ms, prints `spun MS ms` |
 //! | `trap`      | executes the wasm `unreachable` instruction (a real trap)           |
 //! | `print N`   | prints `line 1` .. `line N`, one every 100 ms, flushed each         |
+//! | `work N`    | N million rounds of a xorshift/multiply hash, prints `work N: HEX`  |
+//! |             | (fixed CPU work, for comparing engines, e.g. Pulley vs native)      |
 //!
 //! Anything else prints the usage to stderr and exits 2. Like spin's `core-wasi-test`
 //! and krustlet's wasmerciser, one small guest serves every host test.
@@ -29,7 +31,8 @@ commands:
   alloc MIB   allocate and touch MIB MiB of memory
   spin MS     busy-loop for MS milliseconds
   trap        execute a wasm trap (unreachable)
-  print N     print N numbered lines, one every 100 ms";
+  print N     print N numbered lines, one every 100 ms
+  work N      N million rounds of a hash (fixed CPU work), print the result";
 
 const MIB: usize = 1024 * 1024;
 /// Wasm pages are 64 KiB, host pages 4 KiB: writing every 4 KiB touches both.
@@ -45,6 +48,7 @@ enum Command {
     Spin(u64),
     Trap,
     Print(u64),
+    Work(u64),
 }
 
 fn main() {
@@ -68,6 +72,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         ["spin", ms] => number(ms).map(Command::Spin),
         ["trap"] => Ok(Command::Trap),
         ["print", n] => number(n).map(Command::Print),
+        ["work", n] => number(n).map(Command::Work),
         [] => Err("missing command".to_owned()),
         _ => Err(format!("bad arguments: {}", words.join(" "))),
     }
@@ -95,7 +100,21 @@ fn run(command: Command) {
         }
         Command::Trap => trap(),
         Command::Print(n) => print_lines(n),
+        Command::Work(millions) => say(&format!("work {millions}: {:016x}", work(millions))),
     }
+}
+
+/// A fixed amount of integer work that the optimiser cannot skip: the result depends on
+/// every round.
+fn work(millions: u64) -> u64 {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for round in 0..millions.saturating_mul(1_000_000) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state = state.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(round);
+    }
+    state
 }
 
 /// Grows the heap one MiB at a time and keeps every MiB alive, so a memory limit
@@ -166,6 +185,7 @@ mod tests {
         assert_eq!(parse(&args(&["sleep", "50"])), Ok(Command::Sleep(50)));
         assert_eq!(parse(&args(&["alloc", "64"])), Ok(Command::Alloc(64)));
         assert_eq!(parse(&args(&["spin", "10"])), Ok(Command::Spin(10)));
+        assert_eq!(parse(&args(&["work", "3"])), Ok(Command::Work(3)));
         assert_eq!(parse(&args(&["trap"])), Ok(Command::Trap));
         assert_eq!(parse(&args(&["print", "5"])), Ok(Command::Print(5)));
     }
@@ -185,5 +205,12 @@ mod tests {
         let start = Instant::now();
         spin(Duration::from_millis(20));
         assert!(start.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn work_is_deterministic_and_depends_on_the_amount() {
+        assert_eq!(work(1), work(1));
+        assert_ne!(work(1), work(2));
+        assert_ne!(work(0), work(1));
     }
 }
