@@ -322,15 +322,8 @@ impl FileConfig {
             path: path.to_owned(),
             why,
         };
-        let len = std::fs::metadata(path)
-            .map_err(|e| bad(e.to_string()))?
-            .len();
-        if len > MAX_CONFIG_FILE_BYTES {
-            return Err(bad(format!(
-                "{len} bytes is larger than the limit of {MAX_CONFIG_FILE_BYTES}"
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = read_limited(path, MAX_CONFIG_FILE_BYTES).map_err(bad)?;
+        let text = String::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
         Self::parse(&text).map_err(bad)
     }
 
@@ -364,19 +357,19 @@ pub const MAX_CA_FILE_BYTES: u64 = 256 * 1024;
 /// Reads a PEM CA file (at most [`MAX_CA_FILE_BYTES`]); its contents are checked when the
 /// transport is built.
 pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
-    let bad = |why: String| ConfigError::CaFile {
+    read_limited(path, MAX_CA_FILE_BYTES).map_err(|why| ConfigError::CaFile {
         path: path.to_owned(),
         why,
-    };
-    let len = std::fs::metadata(path)
-        .map_err(|e| bad(e.to_string()))?
-        .len();
-    if len > MAX_CA_FILE_BYTES {
-        return Err(bad(format!(
-            "{len} bytes is larger than the limit of {MAX_CA_FILE_BYTES}"
-        )));
+    })
+}
+
+/// Reads a file of at most `limit` bytes; the error says why in words.
+fn read_limited(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if len > limit {
+        return Err(format!("{len} bytes is larger than the limit of {limit}"));
     }
-    std::fs::read(path).map_err(|e| bad(e.to_string()))
+    std::fs::read(path).map_err(|e| e.to_string())
 }
 
 /// Parses `k=v,k2=v2` (empty input is no labels), validating each pair.

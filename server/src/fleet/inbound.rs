@@ -177,39 +177,32 @@ impl Dispatcher {
             }
             Message::Heartbeat(hb) => self.heartbeat(node, hb.epoch),
             Message::Status(report) => self.status(node, &report).await,
-            Message::BlobRequest(request) => {
-                let task = blobs::answer(
-                    self.client.clone(),
-                    self.modules.clone(),
-                    node.to_owned(),
-                    request,
-                );
-                let shutdown = self.shutdown.clone();
-                self.tracker.spawn(async move {
-                    tokio::select! {
-                        () = shutdown.cancelled() => {}
-                        () = task => {}
-                    }
-                });
-            }
-            Message::ArtifactRequest(request) => {
-                let task = blobs::offer_artifact(
-                    self.client.clone(),
-                    self.artifacts.clone(),
-                    node.to_owned(),
-                    request,
-                );
-                let shutdown = self.shutdown.clone();
-                self.tracker.spawn(async move {
-                    tokio::select! {
-                        () = shutdown.cancelled() => {}
-                        () = task => {}
-                    }
-                });
-            }
+            Message::BlobRequest(request) => self.spawn_until_shutdown(blobs::answer(
+                self.client.clone(),
+                self.modules.clone(),
+                node.to_owned(),
+                request,
+            )),
+            Message::ArtifactRequest(request) => self.spawn_until_shutdown(blobs::offer_artifact(
+                self.client.clone(),
+                self.artifacts.clone(),
+                node.to_owned(),
+                request,
+            )),
             Message::LogChunk(chunk) => self.logs.route(node, chunk),
             _ => {}
         }
+    }
+
+    /// Runs `task` on the tracker, so it never holds up the dispatcher; shutdown ends it.
+    fn spawn_until_shutdown(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = task => {}
+            }
+        });
     }
 
     /// Renews the node's lease; heartbeats never touch the store.
