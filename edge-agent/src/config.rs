@@ -28,6 +28,10 @@ pub struct AgentConfig {
     /// The PEM CA certificate(s) the broker's certificate must chain to (`mqtts://` only):
     /// the server's `tls/ca.crt` for its embedded broker.
     pub ca_pem: Option<Vec<u8>>,
+    /// The PEM certificate of the wasmfleet cluster CA, whose key signs precompiled
+    /// artifacts, when it is not [`Self::ca_pem`]: an external broker (Mosquitto) has a CA
+    /// of its own. See [`Self::artifact_signer`].
+    pub cluster_ca_pem: Option<Vec<u8>>,
     /// The node join token, sent as the MQTT password.
     pub token: String,
     /// The node name: MQTT client id, username and Kubernetes node name.
@@ -53,6 +57,11 @@ pub enum ConfigError {
     /// The broker's TLS cannot be set up: no CA for `mqtts://`, or an unusable one.
     #[error("{0} (--ca-file, WASMFLEET_CA_FILE or `ca_file` in --config: the server's tls/ca.crt)")]
     Tls(#[from] TransportError),
+    /// The cluster CA file holds no usable certificate.
+    #[error(
+        "{0} (--cluster-ca-file, WASMFLEET_CLUSTER_CA_FILE or `cluster_ca_file` in --config: the server's tls/ca.crt)"
+    )]
+    ClusterCa(TransportError),
     /// The CA file could not be read.
     #[error("cannot read CA file {path}: {why}")]
     CaFile {
@@ -110,6 +119,10 @@ impl std::fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("mqtt", &self.mqtt)
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<set>"))
+            .field(
+                "cluster_ca_pem",
+                &self.cluster_ca_pem.as_ref().map(|_| "<set>"),
+            )
             .field("token", &"<redacted>")
             .field("node_name", &self.node_name)
             .field("data_dir", &self.data_dir)
@@ -127,6 +140,7 @@ impl AgentConfig {
         AgentConfig {
             mqtt,
             ca_pem: None,
+            cluster_ca_pem: None,
             token: token.into(),
             node_name: node_name.into(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -144,6 +158,9 @@ impl AgentConfig {
             return Err(ConfigError::MissingToken);
         }
         self.transport()?;
+        if let Some(pem) = &self.cluster_ca_pem {
+            transport::tls_config(pem).map_err(ConfigError::ClusterCa)?;
+        }
         for (key, value) in &self.labels {
             validate_label(key, value).map_err(|why| ConfigError::Label {
                 label: format!("{key}={value}"),
@@ -157,6 +174,13 @@ impl AgentConfig {
             return Err(ConfigError::ZeroDuration("the restart back-off base"));
         }
         Ok(())
+    }
+
+    /// The CA whose signature a precompiled artifact must carry: the cluster CA when given
+    /// apart, else the broker's CA (they are one with the server's embedded broker). `None`
+    /// means no artifact is trusted and the agent compiles every module itself.
+    pub fn artifact_signer(&self) -> Option<&[u8]> {
+        self.cluster_ca_pem.as_deref().or(self.ca_pem.as_deref())
     }
 
     /// How the MQTT client reaches the broker: TLS checked against [`Self::ca_pem`] for
@@ -201,6 +225,11 @@ pub struct Cli {
     /// `<data-dir>/tls/ca.crt`. Required for `mqtts://`.
     #[arg(long, env = "WASMFLEET_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The wasmfleet server's own CA certificate (its `<data-dir>/tls/ca.crt`), which signs
+    /// the precompiled code the agent accepts, when the broker is not the server's embedded
+    /// one and --ca-file names the broker's CA [default: --ca-file].
+    #[arg(long, env = "WASMFLEET_CLUSTER_CA_FILE")]
+    pub cluster_ca_file: Option<PathBuf>,
     /// The node join token.
     #[arg(
         long,
@@ -262,13 +291,20 @@ impl Cli {
             Some(labels) => parse_labels(&labels)?,
             None => file.labels,
         };
-        let ca_pem = match self.ca_file.or(file.ca_file) {
-            Some(path) => Some(read_ca_file(&path)?),
-            None => None,
-        };
+        let ca_pem = self
+            .ca_file
+            .or(file.ca_file)
+            .map(|path| read_ca_file(&path))
+            .transpose()?;
+        let cluster_ca_pem = self
+            .cluster_ca_file
+            .or(file.cluster_ca_file)
+            .map(|path| read_ca_file(&path))
+            .transpose()?;
         let config = AgentConfig {
             mqtt: server.parse()?,
             ca_pem,
+            cluster_ca_pem,
             token,
             node_name,
             data_dir: self
@@ -300,6 +336,8 @@ pub struct FileConfig {
     pub server: Option<String>,
     /// The CA certificate the broker's certificate must chain to.
     pub ca_file: Option<PathBuf>,
+    /// The server's CA certificate, which signs precompiled artifacts (default: `ca_file`).
+    pub cluster_ca_file: Option<PathBuf>,
     /// The node join token.
     pub token: Option<String>,
     /// A file holding the node join token.
@@ -335,6 +373,7 @@ impl FileConfig {
         Ok(FileConfig {
             server: set(file.server),
             ca_file: file.ca_file.filter(|p| !p.as_os_str().is_empty()),
+            cluster_ca_file: file.cluster_ca_file.filter(|p| !p.as_os_str().is_empty()),
             token: set(file.token),
             node_name: set(file.node_name),
             ..file
@@ -659,6 +698,47 @@ mod tests {
         let path = write_config(dir.path(), &format!("ca_file = {ca:?}\n"));
         let config = cli(&[&base[..], &["--config", &path]].concat());
         assert!(config.is_ok_and(|c| c.ca_pem.is_some()));
+    }
+
+    #[test]
+    fn artifacts_must_be_signed_by_the_cluster_ca_which_defaults_to_the_broker_ca() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+            path.display().to_string()
+        };
+        let broker_ca = self_signed_ca_pem();
+        let cluster_ca = self_signed_ca_pem();
+        let broker_file = write("broker-ca.crt", &broker_ca);
+        let cluster_file = write("cluster-ca.crt", &cluster_ca);
+        let args = [
+            "--server",
+            "mqtts://mosquitto",
+            "--token",
+            "t",
+            "--node-name",
+            "n",
+            "--ca-file",
+            &broker_file,
+        ];
+
+        let shared = cli(&args).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shared.artifact_signer(), Some(broker_ca.as_bytes()));
+
+        let apart = cli(&[&args[..], &["--cluster-ca-file", &cluster_file]].concat())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(apart.artifact_signer(), Some(cluster_ca.as_bytes()));
+        assert_eq!(apart.ca_pem.as_deref(), Some(broker_ca.as_bytes()));
+
+        let from_file = write_config(dir.path(), &format!("cluster_ca_file = {cluster_file:?}\n"));
+        let config =
+            cli(&[&args[..], &["--config", &from_file]].concat()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.artifact_signer(), Some(cluster_ca.as_bytes()));
+
+        let garbage = write("not-a-cert", "hello\n");
+        let err = cli(&[&args[..], &["--cluster-ca-file", &garbage]].concat()).unwrap_err();
+        assert!(err.contains("--cluster-ca-file"), "{err}");
     }
 
     #[test]

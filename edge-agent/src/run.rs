@@ -53,7 +53,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     let pods_tracker = TaskTracker::new();
     let fetcher = ModuleFetcher::new(
         config.modules_dir(),
-        config.ca_pem.clone(),
+        config.artifact_signer().map(<[u8]>::to_vec),
         uplink.clone(),
         FetchTimeouts::default(),
         pods_shutdown.clone(),

@@ -123,6 +123,8 @@ fn start_local_agent(
         node_name,
     );
     agent.ca_pem = mqtt.ca_pem.clone();
+    // With an external broker `ca_pem` is the broker's CA; artifacts are signed by ours.
+    agent.cluster_ca_pem = Some(boot.tls.ca_cert_pem.as_bytes().to_vec());
     agent.data_dir = config.data_dir.join("agent");
     agent
         .validate()

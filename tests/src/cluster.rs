@@ -39,17 +39,41 @@ impl Default for ClusterOptions {
     }
 }
 
+/// What an agent process runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    /// This machine: the workspace's own `wasmfleet-agent`.
+    Host,
+    /// An ARM agent binary (`cross/build`) run under qemu-user by `cross/qemu-run`, as its
+    /// own process: `arch` is `aarch64` or `armv7`.
+    Emulated {
+        /// The `cross/qemu-run` architecture.
+        arch: String,
+        /// The cross-built agent.
+        binary: PathBuf,
+    },
+}
+
+/// How an agent was started, so it can be started again the same way.
+#[derive(Debug, Clone)]
+struct AgentLaunch {
+    labels: String,
+    device: Device,
+}
+
 /// A running cluster in a temporary directory.
 pub struct Cluster {
-    dir: tempfile::TempDir,
     server: Process,
-    agents: BTreeMap<String, (Process, String)>,
+    agents: BTreeMap<String, (Process, AgentLaunch)>,
     mosquitto: Option<Mosquitto>,
     https_port: u16,
     mqtt: MqttEndpoint,
     node_token: String,
     /// The admin bearer token from the kubeconfig.
     pub admin_token: String,
+    /// Dropped last (fields drop in order), so a failing test's processes can still show
+    /// the logs they kept in it.
+    dir: tempfile::TempDir,
 }
 
 /// What a CLI invocation printed.
@@ -134,6 +158,31 @@ impl Cluster {
 
     /// Starts (or restarts) an agent process for `name`, keeping its data dir.
     pub fn start_agent(&mut self, name: &str, labels: &str) {
+        self.launch_agent(
+            name,
+            AgentLaunch {
+                labels: labels.to_owned(),
+                device: Device::Host,
+            },
+        );
+    }
+
+    /// Starts an ARM agent for `name` under qemu-user: `binary` is a `cross/build` output
+    /// for `arch` (`aarch64` or `armv7`).
+    pub fn start_emulated_agent(&mut self, name: &str, arch: &str, binary: &Path) {
+        self.launch_agent(
+            name,
+            AgentLaunch {
+                labels: String::new(),
+                device: Device::Emulated {
+                    arch: arch.to_owned(),
+                    binary: binary.to_owned(),
+                },
+            },
+        );
+    }
+
+    fn launch_agent(&mut self, name: &str, launch: AgentLaunch) {
         if let Some(mosquitto) = &self.mosquitto {
             mosquitto.add_user(name, &self.node_token);
         }
@@ -157,18 +206,31 @@ impl Cluster {
             "--heartbeat-interval-ms".into(),
             "500".into(),
         ];
-        if !labels.is_empty() {
-            args.extend(["--labels".into(), labels.into()]);
+        if self.mosquitto.is_some() {
+            // Mosquitto's CA is not the one that signs precompiled artifacts: the server's is.
+            args.extend([
+                "--cluster-ca-file".into(),
+                self.dir
+                    .path()
+                    .join("server/tls/ca.crt")
+                    .display()
+                    .to_string(),
+            ]);
         }
+        if !launch.labels.is_empty() {
+            args.extend(["--labels".into(), launch.labels.clone()]);
+        }
+        let (program, args) = match &launch.device {
+            Device::Host => (bin_dir().join("wasmfleet-agent"), args),
+            Device::Emulated { arch, binary } => {
+                let mut qemu_args = vec![arch.clone(), binary.display().to_string()];
+                qemu_args.extend(args);
+                (crate::repo_root().join("cross/qemu-run"), qemu_args)
+            }
+        };
         let log = self.dir.path().join(format!("agent-{name}.log"));
-        let process = Process::spawn(
-            &format!("agent {name}"),
-            &bin_dir().join("wasmfleet-agent"),
-            &args,
-            &log,
-        );
-        self.agents
-            .insert(name.to_owned(), (process, labels.to_owned()));
+        let process = Process::spawn(&format!("agent {name}"), &program, &args, &log);
+        self.agents.insert(name.to_owned(), (process, launch));
     }
 
     /// Lets `name` log in with the node token (a no-op with the embedded broker, which
@@ -201,15 +263,18 @@ impl Cluster {
         }
     }
 
-    /// Restarts an agent that was killed, with the same labels and data dir.
+    /// Restarts an agent that was killed, on the same device with the same labels and data dir.
     pub fn restart_agent(&mut self, name: &str) {
-        let labels = self
+        let launch = self
             .agents
             .get(name)
-            .map(|(_, labels)| labels.clone())
-            .unwrap_or_default();
+            .map(|(_, launch)| launch.clone())
+            .unwrap_or(AgentLaunch {
+                labels: String::new(),
+                device: Device::Host,
+            });
         self.kill_agent(name);
-        self.start_agent(name, &labels);
+        self.launch_agent(name, launch);
     }
 
     /// Stops the server gracefully and starts it again on the same data dir and ports.
@@ -334,7 +399,18 @@ impl Cluster {
 
     /// Waits until the pod satisfies `accept`, returning it.
     pub fn wait_pod(&self, name: &str, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
-        wait_for(&format!("pod {name} {what}"), CONVERGE, || {
+        self.wait_pod_within(name, what, CONVERGE, accept)
+    }
+
+    /// Waits up to `timeout` until the pod satisfies `accept`, returning it.
+    pub fn wait_pod_within(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_for(&format!("pod {name} {what}"), timeout, || {
             match self.pod(name) {
                 Some(pod) if accept(&pod) => Ok(pod),
                 Some(pod) => Err(pod["status"].to_string()),
@@ -345,9 +421,14 @@ impl Cluster {
 
     /// Waits until the node reports `Ready=<status>`.
     pub fn wait_node_condition(&self, name: &str, status: &str) -> Value {
+        self.wait_node_condition_within(name, status, CONVERGE)
+    }
+
+    /// Waits up to `timeout` until the node reports `Ready=<status>`.
+    pub fn wait_node_condition_within(&self, name: &str, status: &str, timeout: Duration) -> Value {
         wait_for(
             &format!("node {name} Ready={status}"),
-            CONVERGE,
+            timeout,
             || match self.node(name) {
                 Some(node) if node_ready(&node) == status => Ok(node),
                 Some(node) => Err(node["status"]["conditions"].to_string()),

@@ -30,10 +30,15 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// The path of a built guest module in `workloads/dist`.
 pub fn guest(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../workloads/dist")
+    let path = repo_root()
+        .join("workloads/dist")
         .join(format!("{name}.wasm"));
     assert!(
         path.exists(),

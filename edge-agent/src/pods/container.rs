@@ -164,8 +164,13 @@ async fn precompiled_by_server(shared: &Shared, spec: &ContainerSpec) {
             return;
         }
     };
-    if let Err(err) = runtime.install_artifact(digest, &artifact) {
-        tracing::warn!(image = %spec.image, %digest, %err, "cannot install the server's artifact; compiling locally");
+    match runtime.install_artifact(digest, &artifact) {
+        Ok(()) => {
+            tracing::info!(image = %spec.image, %digest, "installed the server's signed artifact")
+        }
+        Err(err) => {
+            tracing::warn!(image = %spec.image, %digest, %err, "cannot install the server's artifact; compiling locally")
+        }
     }
 }
 

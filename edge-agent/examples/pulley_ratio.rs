@@ -2,8 +2,8 @@
 //! Cranelift has no 32-bit ARM backend) than as Cranelift native code, on one machine and a
 //! CPU-bound guest: `exerciser work N` (N million rounds of an integer hash).
 //!
-//! Run: `workloads/build && cargo run --release -p wasmfleet-tests --bin
-//! wasmfleet-pulley-ratio [N]` (default N = 20). Both engines are the agent's own
+//! Run: `workloads/build && cargo run --release -p wasmfleet-agent --example pulley_ratio
+//! -- [N]` (default N = 20). Both engines are the agent's own
 //! (`wasmfleet_agent::runtime::Runtime`), with the agent's settings; each runs the guest
 //! once to warm up and three times measured, and the best run counts.
 
