@@ -54,11 +54,38 @@ pub enum Device {
     },
 }
 
-/// How an agent was started, so it can be started again the same way.
+/// How to start an agent (kept, so it can be started again the same way).
 #[derive(Debug, Clone)]
-struct AgentLaunch {
-    labels: String,
-    device: Device,
+pub struct AgentLaunch {
+    /// Its `--labels` value.
+    pub labels: String,
+    /// What it runs on.
+    pub device: Device,
+    /// Flags added after the harness's own.
+    pub extra_args: Vec<String>,
+}
+
+impl AgentLaunch {
+    /// A native agent with `labels`.
+    pub fn host(labels: &str) -> Self {
+        AgentLaunch {
+            labels: labels.to_owned(),
+            device: Device::Host,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// An ARM agent: `binary` is a `cross/build` output for `arch` (`aarch64` or `armv7`).
+    pub fn emulated(arch: &str, binary: &Path) -> Self {
+        AgentLaunch {
+            labels: String::new(),
+            device: Device::Emulated {
+                arch: arch.to_owned(),
+                binary: binary.to_owned(),
+            },
+            extra_args: Vec::new(),
+        }
+    }
 }
 
 /// A running cluster in a temporary directory.
@@ -158,31 +185,17 @@ impl Cluster {
 
     /// Starts (or restarts) an agent process for `name`, keeping its data dir.
     pub fn start_agent(&mut self, name: &str, labels: &str) {
-        self.launch_agent(
-            name,
-            AgentLaunch {
-                labels: labels.to_owned(),
-                device: Device::Host,
-            },
-        );
+        self.launch_agent(name, AgentLaunch::host(labels));
     }
 
     /// Starts an ARM agent for `name` under qemu-user: `binary` is a `cross/build` output
     /// for `arch` (`aarch64` or `armv7`).
     pub fn start_emulated_agent(&mut self, name: &str, arch: &str, binary: &Path) {
-        self.launch_agent(
-            name,
-            AgentLaunch {
-                labels: String::new(),
-                device: Device::Emulated {
-                    arch: arch.to_owned(),
-                    binary: binary.to_owned(),
-                },
-            },
-        );
+        self.launch_agent(name, AgentLaunch::emulated(arch, binary));
     }
 
-    fn launch_agent(&mut self, name: &str, launch: AgentLaunch) {
+    /// Starts (or restarts) the agent `name` as `launch` says, keeping its data dir.
+    pub fn launch_agent(&mut self, name: &str, launch: AgentLaunch) {
         if let Some(mosquitto) = &self.mosquitto {
             mosquitto.add_user(name, &self.node_token);
         }
@@ -220,6 +233,7 @@ impl Cluster {
         if !launch.labels.is_empty() {
             args.extend(["--labels".into(), launch.labels.clone()]);
         }
+        args.extend(launch.extra_args.iter().cloned());
         let (program, args) = match &launch.device {
             Device::Host => (bin_dir().join("wasmfleet-agent"), args),
             Device::Emulated { arch, binary } => {
@@ -269,10 +283,7 @@ impl Cluster {
             .agents
             .get(name)
             .map(|(_, launch)| launch.clone())
-            .unwrap_or(AgentLaunch {
-                labels: String::new(),
-                device: Device::Host,
-            });
+            .unwrap_or_else(|| AgentLaunch::host(""));
         self.kill_agent(name);
         self.launch_agent(name, launch);
     }

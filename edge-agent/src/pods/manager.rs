@@ -176,8 +176,9 @@ impl PodManager {
             let in_use = this.modules_in_use();
             let runtime = &this.inner.shared.runtime;
             let mut cached = this.inner.shared.source.cached();
+            let artifact_bytes = runtime.artifact_bytes_by_module();
             for module in &mut cached {
-                module.bytes += runtime.artifact_bytes(&module.digest);
+                module.bytes += artifact_bytes.get(&module.digest).copied().unwrap_or(0);
             }
             for digest in gc::plan(cached, &in_use, this.inner.module_cache_bytes) {
                 this.inner.shared.source.remove(&digest);

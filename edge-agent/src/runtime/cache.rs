@@ -5,6 +5,7 @@
 //! cache and compiles again. Files are written to a temporary name and renamed into place,
 //! so a crash never leaves a half-written artifact under a real key.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,21 +67,29 @@ impl ArtifactCache {
         self.dir.join(format!("{digest}-{key}.cwasm"))
     }
 
-    /// The artifact files of `digest`, for any engine (an agent upgrade changes the key).
-    fn artifacts_of(&self, digest: &str) -> Vec<(PathBuf, u64)> {
+    /// Every artifact file, for any engine (an agent upgrade changes the key), with the
+    /// module digest it belongs to and its size: one directory listing.
+    fn artifacts(&self) -> Vec<(String, PathBuf, u64)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let prefix = format!("{digest}-");
         entries
             .flatten()
-            .filter(|entry| {
-                entry
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|name| name.starts_with(&prefix) && name.ends_with(".cwasm"))
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let (digest, _key) = name.to_str()?.strip_suffix(".cwasm")?.split_once('-')?;
+                let len = entry.metadata().ok()?.len();
+                Some((digest.to_owned(), entry.path(), len))
             })
-            .filter_map(|entry| Some((entry.path(), entry.metadata().ok()?.len())))
+            .collect()
+    }
+
+    /// The artifact files of `digest`, for any engine.
+    fn artifacts_of(&self, digest: &str) -> Vec<(PathBuf, u64)> {
+        self.artifacts()
+            .into_iter()
+            .filter(|(of, _, _)| of == digest)
+            .map(|(_, path, len)| (path, len))
             .collect()
     }
 
@@ -108,9 +117,13 @@ impl ArtifactCache {
         self.compilations.load(Ordering::Relaxed)
     }
 
-    /// Bytes on disk of the artifacts of `digest`.
-    pub fn bytes_of(&self, digest: &str) -> u64 {
-        self.artifacts_of(digest).iter().map(|(_, len)| len).sum()
+    /// Bytes on disk of the artifacts of each module digest that has any.
+    pub fn bytes_by_module(&self) -> HashMap<String, u64> {
+        let mut bytes = HashMap::new();
+        for (digest, _, len) in self.artifacts() {
+            *bytes.entry(digest).or_default() += len;
+        }
+        bytes
     }
 
     /// Deletes the artifacts of `digest`. A program loaded from one keeps working: its
@@ -265,6 +278,29 @@ mod tests {
         assert!(matches!(err, LoadError::NoCompiler), "{err}");
         assert!(err.to_string().contains("runtime only"), "{err}");
         assert_eq!(cache.compilations(), 0);
+    }
+
+    #[test]
+    fn artifact_bytes_are_summed_per_module_over_every_engine_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = ArtifactCache::new(dir.path().to_path_buf(), "k".repeat(64));
+        let (a, b) = ("aa".repeat(32), "bb".repeat(32));
+        for (name, len) in [
+            (format!("{a}-old0000000000000.cwasm"), 100),
+            (format!("{a}-kkkkkkkkkkkkkkkk.cwasm"), 20),
+            (format!("{b}-kkkkkkkkkkkkkkkk.cwasm"), 3),
+            ("stray.tmp".to_owned(), 1000),
+        ] {
+            std::fs::write(dir.path().join(name), vec![0; len]).expect("write");
+        }
+        let bytes = cache.bytes_by_module();
+        assert_eq!(bytes.len(), 2, "{bytes:?}");
+        assert_eq!(bytes[&a], 120);
+        assert_eq!(bytes[&b], 3);
+
+        cache.remove(&a);
+        assert_eq!(cache.bytes_by_module().get(&a), None);
+        assert_eq!(cache.bytes_by_module()[&b], 3);
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod programs;
 mod sandbox;
 mod stdio;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -184,9 +185,9 @@ impl Runtime {
         self.inner.cache.artifact_path(digest)
     }
 
-    /// Bytes on disk of the compiled artifacts of `digest`.
-    pub fn artifact_bytes(&self, digest: &str) -> u64 {
-        self.inner.cache.bytes_of(digest)
+    /// Bytes on disk of the compiled artifacts of each module digest that has any.
+    pub fn artifact_bytes_by_module(&self) -> HashMap<String, u64> {
+        self.inner.cache.bytes_by_module()
     }
 
     /// Whether a precompiled artifact of `digest` for this engine is cached.

@@ -6,22 +6,98 @@
 //! - the idle resident memory of the server and of the agent.
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/wasmfleet-bench`
-//! (`workloads/build` first). Optional argument: the number of pods (default 100).
+//! (`workloads/build` first). Arguments, all optional:
+//!
+//! - the number of pods (default 100);
+//! - `--emulated ARCH BINARY`: the agent is a `cross/build` binary for `ARCH` (`aarch64`,
+//!   `armv7`) under qemu-user instead of the native one (its RSS then includes qemu's);
+//! - `--refuse-artifacts`: the agent trusts another CA as the artifact signer, so it refuses
+//!   the server's precompiled artifacts and compiles every module itself.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use futures::StreamExt;
+use wasmfleet_tests::cluster::AgentLaunch;
 use wasmfleet_tests::{Cluster, ClusterOptions, guest};
 
+/// The agent's node name.
+const NODE: &str = "node-a";
+
+/// What to measure, from the command line.
+struct Options {
+    pods: usize,
+    emulated: Option<(String, PathBuf)>,
+    refuse_artifacts: bool,
+}
+
+fn parse_options() -> anyhow::Result<Options> {
+    let mut options = Options {
+        pods: 100,
+        emulated: None,
+        refuse_artifacts: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--emulated" => {
+                let (Some(arch), Some(binary)) = (args.next(), args.next()) else {
+                    bail!("usage: --emulated aarch64|armv7 BINARY");
+                };
+                options.emulated = Some((arch, PathBuf::from(binary)));
+            }
+            "--refuse-artifacts" => options.refuse_artifacts = true,
+            pods => options.pods = pods.parse().context("the number of pods")?,
+        }
+    }
+    Ok(options)
+}
+
+/// A server and one agent, as the options say.
+fn start_cluster(options: &Options) -> anyhow::Result<Cluster> {
+    let mut cluster = Cluster::start(ClusterOptions { agents: Vec::new() });
+    let mut launch = match &options.emulated {
+        Some((arch, binary)) => AgentLaunch::emulated(arch, binary),
+        None => AgentLaunch::host(""),
+    };
+    if options.refuse_artifacts {
+        let foreign = cluster.dir().join("foreign-ca.crt");
+        std::fs::write(&foreign, foreign_ca_pem()?)?;
+        launch.extra_args = vec!["--cluster-ca-file".into(), foreign.display().to_string()];
+    }
+    println!(
+        "agent: {}, artifacts: {}",
+        options
+            .emulated
+            .as_ref()
+            .map_or("native".to_owned(), |(arch, _)| format!(
+                "{arch} under qemu-user"
+            )),
+        if options.refuse_artifacts {
+            "refused (the agent compiles)"
+        } else {
+            "from the server"
+        }
+    );
+    cluster.launch_agent(NODE, launch);
+    cluster.wait_node_condition_within(NODE, "True", Duration::from_secs(300));
+    Ok(cluster)
+}
+
+/// A CA nobody signs artifacts with.
+fn foreign_ca_pem() -> anyhow::Result<String> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    Ok(params.self_signed(&key)?.pem())
+}
+
 fn main() -> anyhow::Result<()> {
-    let pods: usize = std::env::args()
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(100);
-    let cluster = Cluster::start(ClusterOptions::default());
+    let options = parse_options()?;
+    let pods = options.pods;
+    let cluster = start_cluster(&options)?;
     let client = ApiClient::from_kubeconfig(&cluster)?;
     let runtime = tokio::runtime::Runtime::new()?;
     print_rss(&cluster, "idle RSS, fresh cluster")?;
@@ -49,7 +125,7 @@ fn print_rss(cluster: &Cluster, what: &str) -> anyhow::Result<()> {
     // Let start-up or deletions settle before reading.
     std::thread::sleep(Duration::from_secs(5));
     let server = rss_kib(cluster.server_pid().context("server pid")?)?;
-    let agent = rss_kib(cluster.agent_pid("node-a").context("agent pid")?)?;
+    let agent = rss_kib(cluster.agent_pid(NODE).context("agent pid")?)?;
     println!(
         "{what}: server {} MiB, agent {} MiB",
         server / 1024,
