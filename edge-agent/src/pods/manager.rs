@@ -180,10 +180,11 @@ impl PodManager {
             for module in &mut cached {
                 module.bytes += artifact_bytes.get(&module.digest).copied().unwrap_or(0);
             }
-            for digest in gc::plan(cached, &in_use, this.inner.module_cache_bytes) {
-                this.inner.shared.source.remove(&digest);
-                runtime.remove_artifacts(&digest);
+            let doomed = gc::plan(cached, &in_use, this.inner.module_cache_bytes);
+            for digest in &doomed {
+                this.inner.shared.source.remove(digest);
             }
+            runtime.remove_artifacts(&doomed);
         });
         self.inner.shared.tracker.spawn(async move {
             if let Err(err) = task.await {

@@ -84,15 +84,6 @@ impl ArtifactCache {
             .collect()
     }
 
-    /// The artifact files of `digest`, for any engine.
-    fn artifacts_of(&self, digest: &str) -> Vec<(PathBuf, u64)> {
-        self.artifacts()
-            .into_iter()
-            .filter(|(of, _, _)| of == digest)
-            .map(|(_, path, len)| (path, len))
-            .collect()
-    }
-
     /// Moves the verified artifact at `verified` into place for `digest` (same filesystem:
     /// an atomic rename; else a copy through a temporary file).
     pub fn install(&self, digest: &str, verified: &Path) -> std::io::Result<()> {
@@ -126,10 +117,15 @@ impl ArtifactCache {
         bytes
     }
 
-    /// Deletes the artifacts of `digest`. A program loaded from one keeps working: its
-    /// code is mapped, and the mapping outlives the file.
-    pub fn remove(&self, digest: &str) {
-        for (path, _) in self.artifacts_of(digest) {
+    /// Deletes the artifacts of every module in `digests` (one directory listing). A
+    /// program loaded from one keeps working: its code is mapped, and the mapping outlives
+    /// the file.
+    pub fn remove(&self, digests: &[String]) {
+        let doomed = self
+            .artifacts()
+            .into_iter()
+            .filter(|(digest, _, _)| digests.contains(digest));
+        for (_, path, _) in doomed {
             if let Err(err) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), %err, "cannot remove a compiled artifact");
             }
@@ -298,7 +294,7 @@ mod tests {
         assert_eq!(bytes[&a], 120);
         assert_eq!(bytes[&b], 3);
 
-        cache.remove(&a);
+        cache.remove(std::slice::from_ref(&a));
         assert_eq!(cache.bytes_by_module().get(&a), None);
         assert_eq!(cache.bytes_by_module()[&b], 3);
     }

@@ -207,9 +207,9 @@ impl Runtime {
         self.inner.cache.compilations()
     }
 
-    /// Deletes the compiled artifacts of `digest` (its module is gone from the cache).
-    pub fn remove_artifacts(&self, digest: &str) {
-        self.inner.cache.remove(digest);
+    /// Deletes the compiled artifacts of the modules in `digests` (gone from the cache).
+    pub fn remove_artifacts(&self, digests: &[String]) {
+        self.inner.cache.remove(digests);
     }
 
     /// How many programs are loaded in memory (in use, plus up to [`IDLE_PROGRAMS`] idle).
