@@ -32,8 +32,12 @@ pub struct AgentConfig {
     /// artifacts, when it is not [`Self::ca_pem`]: an external broker (Mosquitto) has a CA
     /// of its own. See [`Self::artifact_signer`].
     pub cluster_ca_pem: Option<Vec<u8>>,
-    /// The node join token, sent as the MQTT password.
+    /// The node join token (empty when the node has joined and keeps no token): needed
+    /// only for the first login under this node name, see [`crate::identity`].
     pub token: String,
+    /// The node's own password, the credential the server binds its name to [default:
+    /// `<data_dir>/node-password`, created at first start].
+    pub node_password_file: Option<PathBuf>,
     /// The node name: MQTT client id, username and Kubernetes node name.
     pub node_name: String,
     /// Where the local state database and module cache live.
@@ -70,9 +74,12 @@ pub enum ConfigError {
         /// Why.
         why: String,
     },
-    /// No token, or an empty one.
-    #[error("a node token is required (--token, WASMFLEET_TOKEN or --token-file)")]
-    MissingToken,
+    /// No token, or an empty one, and no node password from an earlier join.
+    #[error(
+        "a node join token is required (--token, WASMFLEET_TOKEN or --token-file) until the node \
+         has joined and keeps its own password ({0})"
+    )]
+    MissingToken(PathBuf),
     /// The token file could not be read.
     #[error("cannot read token file {path}: {source}")]
     TokenFile {
@@ -124,6 +131,7 @@ impl std::fmt::Debug for AgentConfig {
                 &self.cluster_ca_pem.as_ref().map(|_| "<set>"),
             )
             .field("token", &"<redacted>")
+            .field("node_password_file", &self.node_password_file)
             .field("node_name", &self.node_name)
             .field("data_dir", &self.data_dir)
             .field("labels", &self.labels)
@@ -142,6 +150,7 @@ impl AgentConfig {
             ca_pem: None,
             cluster_ca_pem: None,
             token: token.into(),
+            node_password_file: None,
             node_name: node_name.into(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             labels: BTreeMap::new(),
@@ -154,8 +163,8 @@ impl AgentConfig {
     /// Checks every field; `run` calls this before doing anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_node_name(&self.node_name)?;
-        if self.token.trim().is_empty() {
-            return Err(ConfigError::MissingToken);
+        if self.token.trim().is_empty() && !self.node_password_path().exists() {
+            return Err(ConfigError::MissingToken(self.node_password_path()));
         }
         self.transport()?;
         if let Some(pem) = &self.cluster_ca_pem {
@@ -187,6 +196,13 @@ impl AgentConfig {
     /// `mqtts://`, plain TCP for `mqtt://`.
     pub fn transport(&self) -> Result<rumqttc::Transport, ConfigError> {
         Ok(transport::transport(&self.mqtt, self.ca_pem.as_deref())?)
+    }
+
+    /// The file holding the node's own password.
+    pub fn node_password_path(&self) -> PathBuf {
+        self.node_password_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::identity::NODE_PASSWORD_FILE))
     }
 
     /// The redb file holding the agent's local state.
@@ -241,6 +257,10 @@ pub struct Cli {
     /// A file holding the node join token.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The file with this node's own password, its identity at the server, created at the
+    /// first start [default: <data-dir>/node-password].
+    #[arg(long, env = "WASMFLEET_NODE_PASSWORD_FILE")]
+    pub node_password_file: Option<PathBuf>,
     /// The node name [default: the host name].
     #[arg(long)]
     pub node_name: Option<String>,
@@ -276,7 +296,8 @@ impl Cli {
             (None, None) => match (file.token, file.token_file) {
                 (Some(token), _) => token,
                 (None, Some(path)) => read_token_file(&path)?,
-                (None, None) => return Err(ConfigError::MissingToken),
+                // Validation decides: a node that has joined needs no token.
+                (None, None) => String::new(),
             },
         };
         let server = self
@@ -306,6 +327,7 @@ impl Cli {
             ca_pem,
             cluster_ca_pem,
             token,
+            node_password_file: self.node_password_file.or(file.node_password_file),
             node_name,
             data_dir: self
                 .data_dir
@@ -342,6 +364,8 @@ pub struct FileConfig {
     pub token: Option<String>,
     /// A file holding the node join token.
     pub token_file: Option<PathBuf>,
+    /// The file with the node's own password.
+    pub node_password_file: Option<PathBuf>,
     /// The node name.
     pub node_name: Option<String>,
     /// Where the agent keeps its state.
@@ -374,6 +398,9 @@ impl FileConfig {
             server: set(file.server),
             ca_file: file.ca_file.filter(|p| !p.as_os_str().is_empty()),
             cluster_ca_file: file.cluster_ca_file.filter(|p| !p.as_os_str().is_empty()),
+            node_password_file: file
+                .node_password_file
+                .filter(|p| !p.as_os_str().is_empty()),
             token: set(file.token),
             node_name: set(file.node_name),
             ..file

@@ -9,10 +9,12 @@
 //! - [`state`]: the agent's local redb (session epoch, desired pods, last pod statuses);
 //! - [`modules`]: the module cache and the chunked, resumable fetcher;
 //! - [`node_info`]: what the agent reports about its machine;
+//! - [`identity`]: the node's own password, its credential at the server;
 //! - [`config`]: the agent's configuration and command line;
 //! - [`run`]: wires everything together and shuts it down gracefully.
 
 pub mod config;
+pub mod identity;
 pub mod link;
 pub mod modules;
 pub mod node_info;

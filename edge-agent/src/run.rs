@@ -36,6 +36,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let transport = config.transport()?;
+    let password = crate::identity::mqtt_password(&config.node_password_path(), &config.token)?;
     if !config.mqtt.tls {
         tracing::warn!(
             server = %config.mqtt,
@@ -75,7 +76,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
 
     let link_tracker = TaskTracker::new();
     let (link, inbox) = Link::start(
-        &link_config(&config, transport),
+        &link_config(&config, transport, password),
         parts,
         info,
         state.clone(),
@@ -132,12 +133,16 @@ fn resume_from_local_state(state: &AgentState, pods: &PodManager) -> Option<Desi
     }
 }
 
-fn link_config(config: &AgentConfig, transport: rumqttc::Transport) -> LinkConfig {
+fn link_config(
+    config: &AgentConfig,
+    transport: rumqttc::Transport,
+    password: String,
+) -> LinkConfig {
     LinkConfig {
         mqtt: config.mqtt.clone(),
         transport,
         node_name: config.node_name.clone(),
-        token: config.token.clone(),
+        password,
         heartbeat_interval: config.heartbeat_interval,
         reconnect: BackoffPolicy::default(),
     }

@@ -54,7 +54,7 @@ impl Agent {
             },
             transport: rumqttc::Transport::Tcp,
             node_name: NODE.into(),
-            token: "token".into(),
+            password: "token".into(),
             heartbeat_interval: Duration::from_secs(10),
             reconnect: BackoffPolicy {
                 base: Duration::from_millis(50),

@@ -9,6 +9,7 @@
 //! - [`blob`]: content-addressed module transfer in chunks;
 //! - [`artifact`]: modules the server precompiled for a node's engine, and their signature;
 //! - [`logs`]: container log requests and the chunks that answer them;
+//! - [`login`]: how a node's MQTT password carries its own credential and the join token;
 //! - [`names`]: validation of names that end up inside topics;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
 //! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
@@ -23,6 +24,7 @@ pub mod artifact;
 pub mod blob;
 pub mod broker_url;
 pub mod envelope;
+pub mod login;
 pub mod logs;
 pub mod names;
 pub mod node;

@@ -50,6 +50,12 @@ pub struct ServerConfig {
     #[arg(long)]
     pub node_name: Option<String>,
 
+    /// Replace the node join token with a new one at start (written to
+    /// `<data-dir>/node-token`). Nodes that joined keep logging in with their own node
+    /// passwords; new nodes need the new token.
+    #[arg(long)]
+    pub rotate_join_token: bool,
+
     /// Extra subject alternative name for the API certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,

@@ -6,6 +6,7 @@
 //! - [`api`]: the HTTPS API in the Kubernetes REST shape.
 //! - [`bootstrap`]: data-directory setup: CA, serving certificate, tokens, kubeconfig.
 //! - [`broker`]: the embedded MQTT broker and its per-identity topic rules.
+//! - [`identity`]: node identity: each node name bound to its own node password at join.
 //! - [`modules`]: the content-addressed wasm module store (tables in the store's file).
 //! - [`artifacts`]: modules precompiled per agent target and signed (server-side AOT).
 //! - [`scheduler`]: binds pending pods to nodes.
@@ -19,6 +20,7 @@ pub mod broker;
 pub mod config;
 pub mod controllers;
 pub mod fleet;
+pub mod identity;
 pub mod modules;
 pub mod run;
 pub mod scheduler;

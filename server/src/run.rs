@@ -37,8 +37,13 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     api::install_crypto_provider();
     // A stale file from an earlier run would point readers at dead ports.
     let _ = std::fs::remove_file(config.data_dir.join("endpoints.json"));
-    let boot = bootstrap::load_or_create(&config.data_dir, &config.tls_sans)
+    let mut boot = bootstrap::load_or_create(&config.data_dir, &config.tls_sans)
         .context("preparing the data directory")?;
+    if config.rotate_join_token {
+        bootstrap::rotate_join_token(&config.data_dir, &mut boot)
+            .context("rotating the join token")?;
+        tracing::info!("replaced the node join token; joined nodes are not affected");
+    }
     let options = StoreOptions {
         event_retention: config.event_retention,
         ..StoreOptions::default()
@@ -49,7 +54,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let modules = ModuleStore::open(&store).context("opening the module store")?;
     let tracker = TaskTracker::new();
 
-    let (broker, mqtt) = start_mqtt(&config, &boot).await?;
+    let (broker, mqtt) = start_mqtt(&config, &boot, &store).await?;
     let mut fleet_config = FleetConfig::new(mqtt.clone());
     fleet_config.artifacts = Some(
         Artifacts::new(modules.clone(), &boot.tls.ca_key_pem)
@@ -143,6 +148,7 @@ fn start_local_agent(
 async fn start_mqtt(
     config: &ServerConfig,
     boot: &Bootstrap,
+    store: &Store,
 ) -> anyhow::Result<(Option<EmbeddedBroker>, MqttTarget)> {
     let password = config
         .mqtt_password
@@ -158,8 +164,13 @@ async fn start_mqtt(
             (None, external.clone(), ca_pem)
         }
         None => {
-            let broker =
-                EmbeddedBroker::start(config.mqtt_listen, &boot.credentials, &boot.tls).await?;
+            let broker = EmbeddedBroker::start(
+                config.mqtt_listen,
+                &boot.credentials,
+                &boot.tls,
+                store.clone(),
+            )
+            .await?;
             let addr = broker.local_addr();
             let url = BrokerUrl {
                 tls: true,

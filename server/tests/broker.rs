@@ -8,8 +8,11 @@ use rumqttc::{
 };
 use wasmfleet_server::broker::auth::{ADMIN_USERNAME, SERVER_USERNAME};
 use wasmfleet_server::broker::{BrokerCredentials, EmbeddedBroker};
+use wasmfleet_server::store::Store;
 
 mod broker_support;
+
+use broker_support::NODE_LOGIN;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -25,7 +28,8 @@ fn credentials() -> BrokerCredentials {
 async fn broker() -> (EmbeddedBroker, Vec<u8>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let addr = "127.0.0.1:0".parse().expect("addr");
-    broker_support::start_broker(dir.path(), addr, credentials()).await
+    let store = Store::open(dir.path().join("state.redb")).expect("store");
+    broker_support::start_broker(dir.path(), addr, credentials(), store).await
 }
 
 fn options(
@@ -102,7 +106,7 @@ async fn the_broker_reports_the_real_port_and_shuts_down() {
 async fn plain_tcp_clients_get_no_mqtt_session() {
     let (broker, _ca) = broker().await;
     let mut plain = MqttOptions::new("pi-1", "127.0.0.1", broker.local_addr().port());
-    plain.set_credentials("pi-1", "node-token");
+    plain.set_credentials("pi-1", NODE_LOGIN);
     let result = connect(plain).await;
     assert!(result.is_err(), "a plain-TCP CONNECT must not be answered");
     broker.shutdown().await;
@@ -120,7 +124,7 @@ async fn a_client_that_does_not_trust_the_cluster_ca_refuses_the_broker() {
         &broker,
         other_ca.as_bytes(),
         "pi-1",
-        Some(("pi-1", "node-token")),
+        Some(("pi-1", NODE_LOGIN)),
     ))
     .await;
     assert!(
@@ -163,10 +167,74 @@ async fn a_wrong_token_is_refused() {
     broker.shutdown().await;
 }
 
+/// Issue 8 item 2: the join token is not a master key. Once a node joined, a client with
+/// the join token but not that node's password can neither log in under its name nor kick
+/// its session off; the node's own password still logs in.
+#[tokio::test]
+async fn the_join_token_cannot_log_in_as_a_node_that_joined_nor_take_over_its_session() {
+    let (broker, ca) = broker().await;
+    let (node, mut node_loop) = connect(options(&broker, &ca, "pi-1", Some(("pi-1", NODE_LOGIN))))
+        .await
+        .expect("the node joins with the join token and its own password");
+    for intruder in ["node-token:ffffffffffffffffffffffff", "node-token"] {
+        let result = connect(options(&broker, &ca, "pi-1", Some(("pi-1", intruder)))).await;
+        assert!(
+            matches!(result, Err(ConnectionError::ConnectionRefused(_))),
+            "{intruder}: {:?}",
+            result.err()
+        );
+    }
+    // The real node's session survived: its QoS 1 publish is still acknowledged.
+    node.publish(
+        "wf/v1/n/pi-1/up/hb",
+        QoS::AtLeastOnce,
+        false,
+        b"hb".to_vec(),
+    )
+    .await
+    .expect("queue");
+    next(&mut node_loop, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    node.disconnect().await.expect("disconnect");
+    let again = connect(options(
+        &broker,
+        &ca,
+        "pi-1",
+        Some(("pi-1", "0123456789abcdef0123")),
+    ))
+    .await;
+    assert!(
+        again.is_ok(),
+        "its own password alone logs in: {:?}",
+        again.err()
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_that_never_joined_needs_the_join_token() {
+    let (broker, ca) = broker().await;
+    let result = connect(options(
+        &broker,
+        &ca,
+        "pi-9",
+        Some(("pi-9", "0123456789abcdef0123")),
+    ))
+    .await;
+    assert!(
+        matches!(result, Err(ConnectionError::ConnectionRefused(_))),
+        "{:?}",
+        result.err()
+    );
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_node_must_connect_with_its_own_name_as_client_id() {
     let (broker, ca) = broker().await;
-    let result = connect(options(&broker, &ca, "pi-2", Some(("pi-1", "node-token")))).await;
+    let result = connect(options(&broker, &ca, "pi-2", Some(("pi-1", NODE_LOGIN)))).await;
     assert!(
         matches!(result, Err(ConnectionError::ConnectionRefused(_))),
         "{:?}",
@@ -195,7 +263,7 @@ async fn a_node_cannot_publish_as_another_node_but_the_server_sees_its_own_topic
         vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
 
-    let (node, node_loop) = connect(options(&broker, &ca, "pi-1", Some(("pi-1", "node-token"))))
+    let (node, node_loop) = connect(options(&broker, &ca, "pi-1", Some(("pi-1", NODE_LOGIN))))
         .await
         .expect("node connects");
     let node_task = drive(node_loop);
@@ -230,10 +298,9 @@ async fn a_node_cannot_publish_as_another_node_but_the_server_sees_its_own_topic
 #[tokio::test]
 async fn a_node_cannot_subscribe_to_everything_or_to_another_node() {
     let (broker, ca) = broker().await;
-    let (node, mut node_loop) =
-        connect(options(&broker, &ca, "pi-1", Some(("pi-1", "node-token"))))
-            .await
-            .expect("node connects");
+    let (node, mut node_loop) = connect(options(&broker, &ca, "pi-1", Some(("pi-1", NODE_LOGIN))))
+        .await
+        .expect("node connects");
     for filter in ["#", "wf/v1/n/pi-2/down/#", "wf/v1/n/+/up/#"] {
         node.subscribe(filter, QoS::AtLeastOnce)
             .await
@@ -279,7 +346,7 @@ async fn the_server_reaches_a_node_and_retained_messages_wait_for_it() {
     })
     .await;
     // The node connects after the retained snapshot was stored and still gets it.
-    let mut node_options = options(&broker, &ca, "pi-1", Some(("pi-1", "node-token")));
+    let mut node_options = options(&broker, &ca, "pi-1", Some(("pi-1", NODE_LOGIN)));
     node_options.set_max_packet_size(1 << 20, 1 << 20);
     let (node, mut node_loop) = connect(node_options).await.expect("node connects");
     node.subscribe("wf/v1/n/pi-1/down/#", QoS::AtLeastOnce)

@@ -51,6 +51,7 @@ impl Cluster {
             dir.path(),
             "127.0.0.1:0".parse().expect("addr"),
             credentials(),
+            store.clone(),
         )
         .await;
         let mut config = FleetConfig::new(MqttTarget {
@@ -152,7 +153,7 @@ impl FakeNode {
     async fn connect(port: u16, ca_pem: &[u8]) -> Self {
         let mut options = broker_support::tls_options(NODE, port, ca_pem);
         options
-            .set_credentials(NODE, "node-token")
+            .set_credentials(NODE, broker_support::NODE_LOGIN)
             .set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 64);
@@ -795,9 +796,14 @@ async fn after_a_broker_restart_the_fleet_reconnects_and_republishes_desired_sta
         broker.shutdown().await;
     }
     cluster.broker = Some(
-        broker_support::start_broker(cluster._dir.path(), addr, credentials())
-            .await
-            .0,
+        broker_support::start_broker(
+            cluster._dir.path(),
+            addr,
+            credentials(),
+            cluster.store.clone(),
+        )
+        .await
+        .0,
     );
     node.desired(|d| d.pods.len() == 1).await;
     cluster.stop().await;

@@ -137,6 +137,7 @@ impl Cluster {
             &mqtt,
             mosquitto.as_ref(),
             SERVER_PASSWORD,
+            &[],
         );
         let mut cluster = Cluster {
             server,
@@ -196,29 +197,34 @@ impl Cluster {
 
     /// Starts (or restarts) the agent `name` as `launch` says, keeping its data dir.
     pub fn launch_agent(&mut self, name: &str, launch: AgentLaunch) {
-        if let Some(mosquitto) = &self.mosquitto {
-            mosquitto.add_user(name, &self.node_token);
-        }
+        let data_dir = self.agent_dir(name);
         let mut args = vec![
             "--server".to_string(),
             self.mqtt.url(),
             "--ca-file".into(),
             self.mqtt.ca_file.display().to_string(),
-            "--token".into(),
-            self.node_token.clone(),
             "--node-name".into(),
             name.into(),
             "--data-dir".into(),
-            self.dir
-                .path()
-                .join(format!("agent-{name}"))
-                .display()
-                .to_string(),
+            data_dir.display().to_string(),
             "--restart-backoff-base-ms".into(),
             "300".into(),
             "--heartbeat-interval-ms".into(),
             "500".into(),
         ];
+        match &self.mosquitto {
+            // An external broker keeps node identities itself: the operator gives each node
+            // a Mosquitto user and writes its password into the node's password file.
+            Some(mosquitto) => {
+                let password = test_node_password(name);
+                std::fs::create_dir_all(&data_dir).expect("agent data dir");
+                std::fs::write(data_dir.join("node-password"), &password).expect("node password");
+                mosquitto.add_user(name, &password);
+            }
+            // The embedded broker binds the name to the agent's own password at its first
+            // login, which needs the join token.
+            None => args.extend(["--token".into(), self.node_token.clone()]),
+        }
         if self.mosquitto.is_some() {
             // Mosquitto's CA is not the one that signs precompiled artifacts: the server's is.
             args.extend([
@@ -247,11 +253,27 @@ impl Cluster {
         self.agents.insert(name.to_owned(), (process, launch));
     }
 
-    /// Lets `name` log in with the node token (a no-op with the embedded broker, which
-    /// accepts any node name with the join token).
-    pub fn allow_node_login(&self, name: &str) {
-        if let Some(mosquitto) = &self.mosquitto {
-            mosquitto.add_user(name, &self.node_token);
+    /// Whether the broker is Mosquitto (`WASMFLEET_E2E_BROKER=mosquitto`), not the embedded one.
+    pub fn uses_mosquitto(&self) -> bool {
+        self.mosquitto.is_some()
+    }
+
+    /// The data dir of agent `name`.
+    pub fn agent_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{name}"))
+    }
+
+    /// Lets a test client log in as a new node `name` and returns the MQTT password for it:
+    /// with the embedded broker the join token and a node password (the first login binds
+    /// the name to it), with Mosquitto a user for `name`.
+    pub fn allow_node_login(&self, name: &str) -> String {
+        let password = test_node_password(name);
+        match &self.mosquitto {
+            Some(mosquitto) => {
+                mosquitto.add_user(name, &password);
+                password
+            }
+            None => format!("{}:{password}", self.node_token),
         }
     }
 
@@ -290,6 +312,12 @@ impl Cluster {
 
     /// Stops the server gracefully and starts it again on the same data dir and ports.
     pub fn restart_server(&mut self) {
+        self.restart_server_with(&[]);
+    }
+
+    /// Restarts the server like [`Self::restart_server`], with `extra_args` this time only.
+    /// Re-reads the node join token (a flag may rotate it).
+    pub fn restart_server_with(&mut self, extra_args: &[&str]) {
         self.server.stop();
         let _ = std::fs::remove_file(self.dir.path().join("server/endpoints.json"));
         self.server = start_server(
@@ -298,8 +326,10 @@ impl Cluster {
             &self.mqtt,
             self.mosquitto.as_ref(),
             SERVER_PASSWORD,
+            extra_args,
         );
         self.wait_for_endpoints();
+        self.node_token = read_trimmed(&self.dir.path().join("server/node-token"));
     }
 
     /// Whether the server process is still alive.
@@ -349,7 +379,16 @@ impl Cluster {
 
     /// Runs the CLI with `stdin` as its standard input.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
-        let mut child = Command::new(bin_dir().join("wasmfleet"))
+        self.run_client(&bin_dir().join("wasmfleet"), args, stdin)
+    }
+
+    /// Runs the real `kubectl` against this cluster.
+    pub fn kubectl(&self, args: &[&str]) -> CliOutput {
+        self.run_client(Path::new("kubectl"), args, None)
+    }
+
+    fn run_client(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        let mut child = Command::new(program)
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
             .args(args)
@@ -361,7 +400,7 @@ impl Cluster {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start wasmfleet CLI");
+            .unwrap_or_else(|err| panic!("start {}: {err}", program.display()));
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input.as_bytes()).expect("write CLI stdin");
         }
@@ -369,7 +408,7 @@ impl Cluster {
             status,
             stdout,
             stderr,
-        } = child.wait_with_output().expect("wait for CLI");
+        } = child.wait_with_output().expect("wait for the client");
         CliOutput {
             success: status.success(),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -507,6 +546,7 @@ fn start_server(
     mqtt: &MqttEndpoint,
     mosquitto: Option<&Mosquitto>,
     server_password: &str,
+    extra_args: &[&str],
 ) -> Process {
     let mut args = vec![
         "--data-dir".to_string(),
@@ -528,12 +568,18 @@ fn start_server(
         ]),
         None => args.extend(["--mqtt-listen".into(), mqtt.addr.to_string()]),
     }
+    args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
     Process::spawn(
         "server",
         &bin_dir().join("wasmfleet-server"),
         &args,
         &dir.join("server.log"),
     )
+}
+
+/// The node password the harness gives node `name` when it provisions it itself.
+fn test_node_password(name: &str) -> String {
+    format!("e2e-node-password-for-{name}")
 }
 
 fn free_port() -> SocketAddr {

@@ -30,7 +30,7 @@ fn garbage_on_server_and_agent_topics_is_refused_and_nothing_crashes() {
     let broker = cluster.mqtt().clone();
 
     // A node with a valid token sends garbage on every topic the server listens to.
-    cluster.allow_node_login("intruder");
+    let intruder_password = cluster.allow_node_login("intruder");
     for kind in [
         Up::State,
         Up::Heartbeat,
@@ -42,7 +42,7 @@ fn garbage_on_server_and_agent_topics_is_refused_and_nothing_crashes() {
             &broker,
             "intruder",
             "intruder",
-            cluster.node_token(),
+            &intruder_password,
             &topic::up("intruder", kind),
             &garbage(),
         )

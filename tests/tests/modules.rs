@@ -42,14 +42,14 @@ fn a_module_published_over_mqtt_by_the_admin_runs_by_tag_and_by_digest() {
 #[test]
 fn a_node_cannot_publish_modules() {
     let cluster = Cluster::start(ClusterOptions::default());
-    cluster.allow_node_login("sneaky");
+    let sneaky_password = cluster.allow_node_login("sneaky");
     let bytes = std::fs::read(guest("hello")).expect("hello.wasm");
     // The broker drops (or refuses) the node's publish.
     let _ = publish_all(
         cluster.mqtt(),
         "sneaky",
         "sneaky",
-        cluster.node_token(),
+        &sneaky_password,
         &topic::module_upload("hello", "sneaky"),
         std::slice::from_ref(&bytes),
     );

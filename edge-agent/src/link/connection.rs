@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use rumqttc::{Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS};
+use rumqttc::{
+    ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::logs::NodeCommand;
@@ -83,13 +85,13 @@ pub(super) struct Connection {
     pub(super) stop: CancellationToken,
 }
 
-/// The client options: client id = username = node name, password = token, clean session,
+/// The client options: client id = username = node name, password = node login, clean session,
 /// over the configured transport (TLS by default).
 pub(super) fn mqtt_options(config: &LinkConfig) -> MqttOptions {
     let mut options = MqttOptions::new(&config.node_name, &config.mqtt.host, config.mqtt.port);
     options
         .set_transport(config.transport.clone())
-        .set_credentials(&config.node_name, &config.token)
+        .set_credentials(&config.node_name, &config.password)
         .set_keep_alive(KEEP_ALIVE)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_clean_session(true);
@@ -130,6 +132,16 @@ impl Connection {
                         tracing::warn!(%err, epoch, ?delay, "connection to the broker lost; reconnecting");
                         connected = false;
                         self.session.send_replace(Session { epoch, connected });
+                    } else if let ConnectionError::ConnectionRefused(code) = err {
+                        tracing::error!(
+                            ?code,
+                            ?delay,
+                            node = %self.node,
+                            "the broker refused this node's login; retrying. A node logs in with \
+                             its own password (data dir file node-password); its first login also \
+                             needs the join token. If the node joined before with another password \
+                             (a re-flashed device), an admin must delete the Node first"
+                        );
                     } else {
                         tracing::warn!(%err, ?delay, "cannot reach the broker; retrying");
                     }

@@ -56,21 +56,22 @@ pub struct LinkConfig {
     pub transport: rumqttc::Transport,
     /// Client id, username and node name.
     pub node_name: String,
-    /// The MQTT password.
-    pub token: String,
+    /// The MQTT password: the node password, after the join token while the agent has one
+    /// ([`crate::identity::mqtt_password`]).
+    pub password: String,
     /// How often to send a heartbeat.
     pub heartbeat_interval: Duration,
     /// Delays between reconnect attempts.
     pub reconnect: BackoffPolicy,
 }
 
-/// The token is a credential: it never appears in logs.
+/// The password is a credential: it never appears in logs.
 impl std::fmt::Debug for LinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LinkConfig")
             .field("mqtt", &self.mqtt)
             .field("node_name", &self.node_name)
-            .field("token", &"<redacted>")
+            .field("password", &"<redacted>")
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("reconnect", &self.reconnect)
             .finish()

@@ -48,13 +48,26 @@ impl Credentials {
             });
         }
         let credentials = Self::generate();
-        let text =
-            serde_json::to_vec_pretty(&credentials).map_err(|err| BootstrapError::Corrupt {
-                path: path.to_owned(),
-                reason: err.to_string(),
-            })?;
-        files::write_private(path, &text).map_err(io)?;
+        credentials.save(path)?;
         Ok(credentials)
+    }
+
+    /// A new random join token. Nodes that joined log in with their own passwords and are
+    /// not affected; the old token no longer admits new nodes.
+    pub(crate) fn rotate_node_token(&mut self) {
+        self.node_token = random_token();
+    }
+
+    /// Writes the credentials to `path` (0600).
+    pub(crate) fn save(&self, path: &Path) -> Result<(), BootstrapError> {
+        let text = serde_json::to_vec_pretty(self).map_err(|err| BootstrapError::Corrupt {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        })?;
+        files::write_private(path, &text).map_err(|source| BootstrapError::Io {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 

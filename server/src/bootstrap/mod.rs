@@ -68,6 +68,16 @@ pub fn load_or_create(data_dir: &Path, extra_sans: &[String]) -> Result<Bootstra
     Ok(Bootstrap { credentials, tls })
 }
 
+/// Replaces the node join token (in `credentials.json` and `node-token`) with a new one.
+pub fn rotate_join_token(data_dir: &Path, bootstrap: &mut Bootstrap) -> Result<(), BootstrapError> {
+    let mut credentials = bootstrap.credentials.clone();
+    credentials.rotate_node_token();
+    credentials.save(&data_dir.join("credentials.json"))?;
+    write_file(&data_dir.join("node-token"), &credentials.node_token)?;
+    bootstrap.credentials = credentials;
+    Ok(())
+}
+
 /// Writes `<data-dir>/admin.kubeconfig` for an API listening on `api_addr`.
 pub fn write_kubeconfig(
     data_dir: &Path,
@@ -115,6 +125,20 @@ fn write_file(path: &Path, text: &str) -> Result<(), BootstrapError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotating_the_join_token_replaces_it_on_disk_and_keeps_the_other_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut boot = load_or_create(dir.path(), &[]).unwrap();
+        let before = boot.credentials.clone();
+        rotate_join_token(dir.path(), &mut boot).unwrap();
+        assert_ne!(boot.credentials.node_token, before.node_token);
+        assert_eq!(boot.credentials.admin_token, before.admin_token);
+        let file = std::fs::read_to_string(dir.path().join("node-token")).unwrap();
+        assert_eq!(file.trim(), boot.credentials.node_token);
+        let reloaded = load_or_create(dir.path(), &[]).unwrap();
+        assert_eq!(reloaded.credentials, boot.credentials);
+    }
 
     #[test]
     fn a_second_start_reloads_the_same_secrets_and_ca() {

@@ -3,13 +3,14 @@
 //! This is the one seam for broker authentication and authorization: [`Authenticator`]
 //! turns CONNECT credentials into an [`Identity`], and [`may_publish`] / [`may_subscribe`]
 //! are the pure topic rules. [`BrokerAuth`] adapts both to mqtt5's `AuthProvider`.
-//! Per-node credentials later replace the shared node token inside [`Authenticator`] only.
+//! Nodes log in with their own node password, bound to their name at their first login
+//! (which needs the join token): see [`crate::identity`].
 //!
 //! Identities (the username decides which rule applies):
 //! - `wasmfleet-server` + the server password: [`Identity::Server`], everything under `wf/v1/`;
 //! - `admin` + the admin token: [`Identity::Admin`], publishes module uploads only;
-//! - any other DNS-1123 name + the node token, with client id equal to the name:
-//!   [`Identity::Node`], publishes only its own `up/` topics and subscribes only to its own
+//! - any other DNS-1123 name + that node's password (plus the join token at its first
+//!   login), with client id equal to the name: [`Identity::Node`], publishes only its own `up/` topics and subscribes only to its own
 //!   `down/` topics and the server's presence. (So no node can be named `admin` or
 //!   `wasmfleet-server`.)
 
@@ -23,6 +24,7 @@ use mqtt5::protocol::v5::reason_codes::ReasonCode;
 use wasmfleet_protocol::{names, topic};
 
 use super::BrokerCredentials;
+use crate::identity::{Admission, IdentityError, NodeIdentities, constant_time_eq};
 
 /// The username the server's own MQTT client connects with.
 pub const SERVER_USERNAME: &str = "wasmfleet-server";
@@ -57,6 +59,12 @@ pub enum AuthError {
         /// The username (node name) sent.
         node: String,
     },
+    /// A node login the node identities refused.
+    #[error(transparent)]
+    Node(#[from] IdentityError),
+    /// The check itself failed to run.
+    #[error("cannot check the credentials: {0}")]
+    Unavailable(String),
 }
 
 impl Identity {
@@ -87,6 +95,7 @@ impl Identity {
 #[derive(Clone)]
 pub struct Authenticator {
     credentials: BrokerCredentials,
+    nodes: NodeIdentities,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -96,12 +105,13 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for these secrets.
-    pub fn new(credentials: BrokerCredentials) -> Self {
-        Self { credentials }
+    /// An authenticator for these secrets, checking node logins against `nodes`.
+    pub fn new(credentials: BrokerCredentials, nodes: NodeIdentities) -> Self {
+        Self { credentials, nodes }
     }
 
-    /// Decides who a client is from its CONNECT fields.
+    /// Decides who a client is from its CONNECT fields. Blocking: a node's first login
+    /// writes its binding to the store.
     pub fn authenticate(
         &self,
         client_id: &str,
@@ -125,22 +135,20 @@ impl Authenticator {
                 if names::validate_node_name(node).is_err() {
                     return Err(AuthError::BadCredentials);
                 }
-                let identity = check(&self.credentials.node_token, Identity::Node(node.into()))?;
                 if client_id != node {
                     return Err(AuthError::ClientIdMismatch {
                         client_id: client_id.to_owned(),
                         node: node.to_owned(),
                     });
                 }
-                Ok(identity)
+                let admission = self.nodes.admit(node, password)?;
+                if admission == Admission::Joined {
+                    tracing::info!(%node, "node joined with the join token; its name is now bound to its node password");
+                }
+                Ok(Identity::Node(node.into()))
             }
         }
     }
-}
-
-/// Compares secrets without leaking the position of the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn server_scope() -> String {
@@ -211,34 +219,57 @@ fn identity_of(user_id: Option<&str>) -> Option<Identity> {
     user_id.and_then(Identity::from_user_id)
 }
 
+/// The answer to a CONNECT, logged.
+fn connect_result(
+    client_id: &str,
+    client_addr: SocketAddr,
+    outcome: Result<Identity, AuthError>,
+) -> AuthResult {
+    match outcome {
+        Ok(identity) => {
+            tracing::debug!(client_id, ?identity, "mqtt client authenticated");
+            AuthResult::success_with_user(identity.user_id())
+        }
+        Err(err) => {
+            tracing::warn!(client_id, %client_addr, %err, "mqtt connect refused");
+            let code = match err {
+                AuthError::ClientIdMismatch { .. } => ReasonCode::ClientIdentifierNotValid,
+                AuthError::Anonymous
+                | AuthError::BadCredentials
+                | AuthError::Node(IdentityError::Malformed | IdentityError::NotThisNode(_)) => {
+                    ReasonCode::BadUsernameOrPassword
+                }
+                AuthError::Node(IdentityError::NotJoined(_)) => ReasonCode::NotAuthorized,
+                AuthError::Node(IdentityError::Unavailable(_)) | AuthError::Unavailable(_) => {
+                    ReasonCode::ServerUnavailable
+                }
+            };
+            AuthResult::fail_with_reason(code, err.to_string())
+        }
+    }
+}
+
 impl AuthProvider for BrokerAuth {
     fn authenticate<'a>(
         &'a self,
         connect: &'a ConnectPacket,
         client_addr: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = mqtt5::Result<AuthResult>> + Send + 'a>> {
-        let outcome = self.authenticator.authenticate(
-            &connect.client_id,
-            connect.username.as_deref(),
-            connect.password.as_deref(),
+        let authenticator = self.authenticator.clone();
+        let (client_id, username, password) = (
+            connect.client_id.clone(),
+            connect.username.clone(),
+            connect.password.clone(),
         );
-        let result = match outcome {
-            Ok(identity) => {
-                tracing::debug!(client_id = %connect.client_id, ?identity, "mqtt client authenticated");
-                AuthResult::success_with_user(identity.user_id())
-            }
-            Err(err) => {
-                tracing::warn!(client_id = %connect.client_id, %client_addr, %err, "mqtt connect refused");
-                let code = match err {
-                    AuthError::ClientIdMismatch { .. } => ReasonCode::ClientIdentifierNotValid,
-                    AuthError::Anonymous | AuthError::BadCredentials => {
-                        ReasonCode::BadUsernameOrPassword
-                    }
-                };
-                AuthResult::fail_with_reason(code, err.to_string())
-            }
-        };
-        Box::pin(async move { Ok(result) })
+        Box::pin(async move {
+            // A node's first login writes to the store: keep it off the async workers.
+            let outcome = tokio::task::spawn_blocking(move || {
+                authenticator.authenticate(&client_id, username.as_deref(), password.as_deref())
+            })
+            .await
+            .unwrap_or_else(|err| Err(AuthError::Unavailable(err.to_string())));
+            Ok(connect_result(&connect.client_id, client_addr, outcome))
+        })
     }
 
     fn authorize_publish<'a>(
@@ -273,12 +304,21 @@ mod tests {
     use super::*;
     use wasmfleet_protocol::topic::{Down, Up, down, up};
 
+    const NODE_LOGIN: &[u8] = b"node-secret:0123456789abcdef0123";
+
     fn authenticator() -> Authenticator {
-        Authenticator::new(BrokerCredentials {
-            admin_token: "admin-secret".into(),
-            node_token: "node-secret".into(),
-            server_mqtt_password: "server-secret".into(),
-        })
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path().join("s.redb")).expect("store");
+        // redb keeps the file open; the directory may go.
+        drop(dir);
+        Authenticator::new(
+            BrokerCredentials {
+                admin_token: "admin-secret".into(),
+                node_token: "node-secret".into(),
+                server_mqtt_password: "server-secret".into(),
+            },
+            NodeIdentities::new(store, "node-secret"),
+        )
     }
 
     fn node(name: &str) -> Identity {
@@ -297,7 +337,7 @@ mod tests {
             Ok(Identity::Admin)
         );
         assert_eq!(
-            auth.authenticate("pi-1", Some("pi-1"), Some(b"node-secret")),
+            auth.authenticate("pi-1", Some("pi-1"), Some(NODE_LOGIN)),
             Ok(node("pi-1"))
         );
     }
@@ -321,13 +361,13 @@ mod tests {
         for (user, pass) in [
             (SERVER_USERNAME, "node-secret"),
             (ADMIN_USERNAME, "server-secret"),
-            ("pi-1", "admin-secret"),
+            ("pi-1", "admin-secret:0123456789abcdef0123"),
             ("pi-1", ""),
-            ("Bad_Name", "node-secret"),
+            ("Bad_Name", "node-secret:0123456789abcdef0123"),
         ] {
-            assert_eq!(
-                auth.authenticate(user, Some(user), Some(pass.as_bytes())),
-                Err(AuthError::BadCredentials),
+            assert!(
+                auth.authenticate(user, Some(user), Some(pass.as_bytes()))
+                    .is_err(),
                 "{user}/{pass}"
             );
         }
@@ -336,7 +376,7 @@ mod tests {
     #[test]
     fn a_node_must_use_its_name_as_client_id() {
         assert!(matches!(
-            authenticator().authenticate("pi-2", Some("pi-1"), Some(b"node-secret")),
+            authenticator().authenticate("pi-2", Some("pi-1"), Some(NODE_LOGIN)),
             Err(AuthError::ClientIdMismatch { .. })
         ));
     }

@@ -26,6 +26,8 @@ use mqtt5::broker::{BrokerConfig, MqttBroker};
 use tokio::task::JoinHandle;
 
 use crate::bootstrap::{Credentials, TlsMaterial};
+use crate::identity::NodeIdentities;
+use crate::store::Store;
 use auth::{Authenticator, BrokerAuth};
 
 /// The largest MQTT packet the broker accepts or sends: big enough for a 16 MiB module
@@ -48,7 +50,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct BrokerCredentials {
     /// The admin token (username `admin`).
     pub admin_token: String,
-    /// The shared token every node presents (username = node name).
+    /// The join token a node presents at its first login (username = node name).
     pub node_token: String,
     /// The password of the server's own MQTT client (username `wasmfleet-server`).
     pub server_mqtt_password: String,
@@ -105,16 +107,19 @@ impl std::fmt::Debug for EmbeddedBroker {
 impl EmbeddedBroker {
     /// Binds `addr` (port 0 picks a free port) and starts serving MQTT 3.1.1 and 5 clients
     /// over TLS with `tls`'s serving certificate. `credentials` is usually
-    /// `&bootstrap::Credentials`.
+    /// `&bootstrap::Credentials`; node identities are kept in `store`.
     pub async fn start(
         addr: SocketAddr,
         credentials: impl Into<BrokerCredentials>,
         tls: &TlsMaterial,
+        store: Store,
     ) -> Result<Self, BrokerError> {
         let start_error = |source| BrokerError::Start { addr, source };
         // mqtt5 builds its rustls config with the process-wide crypto provider.
         crate::api::install_crypto_provider();
-        let auth = BrokerAuth::new(Authenticator::new(credentials.into()));
+        let credentials = credentials.into();
+        let nodes = NodeIdentities::new(store, &credentials.node_token);
+        let auth = BrokerAuth::new(Authenticator::new(credentials, nodes));
         let mut broker = MqttBroker::with_config(config(addr, tls))
             .await
             .map_err(start_error)?

@@ -11,16 +11,22 @@ use wasmfleet_protocol::broker_url::BrokerUrl;
 use wasmfleet_protocol::transport::transport;
 use wasmfleet_server::bootstrap;
 use wasmfleet_server::broker::{BrokerCredentials, EmbeddedBroker};
+use wasmfleet_server::store::Store;
+
+/// The MQTT password of a test node: the test join token `node-token` and its node password.
+pub const NODE_LOGIN: &str = "node-token:0123456789abcdef0123";
 
 /// Starts the broker on `addr` with the TLS material of `data_dir` (created on first use,
-/// reused afterwards, so a restarted broker has the same CA). Returns the CA PEM.
+/// reused afterwards, so a restarted broker has the same CA). Node identities live in
+/// `store`. Returns the CA PEM.
 pub async fn start_broker(
     data_dir: &Path,
     addr: SocketAddr,
     credentials: BrokerCredentials,
+    store: Store,
 ) -> (EmbeddedBroker, Vec<u8>) {
     let boot = bootstrap::load_or_create(data_dir, &[]).expect("TLS material");
-    let broker = EmbeddedBroker::start(addr, credentials, &boot.tls)
+    let broker = EmbeddedBroker::start(addr, credentials, &boot.tls, store)
         .await
         .expect("broker starts");
     (broker, boot.tls.ca_cert_pem.into_bytes())
