@@ -121,8 +121,9 @@ pub fn handle_state(
         tracing::debug!(%node, epoch = state.epoch, online = state.online, "ignoring a will that is not of the current session");
         return Ok(());
     };
-    if persist {
-        leases::write_lease(store, node, leases.grace())?;
+    if persist && let Err(err) = leases::write_lease(store, node, leases.grace()) {
+        // The in-memory session still counts; the next due renewal writes the lease.
+        tracing::warn!(%node, %err, "cannot write the node's lease");
     }
     match (&state.online, &state.info) {
         (true, Some(info)) => register(store, node, info),
