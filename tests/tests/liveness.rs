@@ -78,7 +78,7 @@ fn connections(cluster: &Cluster, node: &str) -> usize {
 
 #[test]
 fn a_forged_heartbeat_with_a_huge_epoch_does_not_wedge_the_node() {
-    let cluster = Cluster::start(ClusterOptions::default());
+    let mut cluster = Cluster::start(ClusterOptions::default());
     cluster.push("exerciser", "exerciser:v1");
     let before = connections(&cluster, "node-a");
 
@@ -141,7 +141,12 @@ fn a_forged_heartbeat_with_a_huge_epoch_does_not_wedge_the_node() {
 fn pods_on_a_dead_node_become_not_ready_and_recover_when_it_returns() {
     let mut cluster = Cluster::start(ClusterOptions::default());
     cluster.push("exerciser", "exerciser:v1");
-    cluster.apply(&pod("steady", "exerciser:v1", &["sleep", "600000"], "Always"));
+    cluster.apply(&pod(
+        "steady",
+        "exerciser:v1",
+        &["sleep", "600000"],
+        "Always",
+    ));
     cluster.wait_pod("steady", "to run and be ready", |p| {
         phase(p) == "Running" && pod_ready(p)
     });
@@ -182,14 +187,18 @@ fn pods_on_a_dead_node_become_not_ready_and_recover_when_it_returns() {
     cluster.wait_pod_within("steady", "to be ready again", BOUND, |p| {
         phase(p) == "Running" && pod_ready(p)
     });
-    wait_for("the node Ready without the unreachable taints", BOUND, || {
-        let node = cluster.node("node-a").unwrap_or_default();
-        if node_ready(&node) == "True" && unreachable_effects(&node).is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} / {}", node["spec"], node_ready(&node)))
-        }
-    });
+    wait_for(
+        "the node Ready without the unreachable taints",
+        BOUND,
+        || {
+            let node = cluster.node("node-a").unwrap_or_default();
+            if node_ready(&node) == "True" && unreachable_effects(&node).is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} / {}", node["spec"], node_ready(&node)))
+            }
+        },
+    );
     let (ok, table) = kubectl(&cluster, &["get", "pod", "steady", "--no-headers"], None);
     assert!(ok && table.contains(" 1/1 "), "{table}");
 }
@@ -199,10 +208,18 @@ fn kubectl_server_dry_runs_never_write() {
     let cluster = Cluster::start(ClusterOptions { agents: vec![] });
     let manifest = pod("keep", "exerciser:v1", &["sleep", "1000"], "Never");
     cluster.apply(&manifest);
-    let before = cluster.pod("keep").expect("pod created");
+    // Settled: the scheduler has said why it cannot place the pod (no nodes), and writes
+    // nothing more.
+    let before = cluster.wait_pod("keep", "to be marked unschedulable", |p| {
+        condition(p, "PodScheduled")["status"] == "False"
+    });
 
     // A dry-run delete answers like a delete and deletes nothing.
-    let (ok, out) = kubectl(&cluster, &["delete", "pod", "keep", "--dry-run=server"], None);
+    let (ok, out) = kubectl(
+        &cluster,
+        &["delete", "pod", "keep", "--dry-run=server"],
+        None,
+    );
     assert!(ok, "{out}");
     assert!(out.contains("server dry run"), "{out}");
     let (ok, out) = kubectl(

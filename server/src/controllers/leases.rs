@@ -87,7 +87,8 @@ pub fn on_birth(
 ) -> (Lease, LeaseUpdate) {
     let same = current.filter(|lease| lease.epoch == epoch && lease.online);
     let persisted = same.and_then(|lease| lease.persisted);
-    let persist = due(persisted, now, interval) || same.is_none();
+    // A new session has nothing persisted yet, so it is always written at once.
+    let persist = due(persisted, now, interval);
     let lease = Lease {
         epoch,
         online: true,

@@ -412,9 +412,30 @@ struct Executor<'a> {
     store: &'a Store,
     leases: &'a Leases,
     modules: &'a ModuleStore,
+    started: Instant,
+    grace: Duration,
 }
 
 impl Executor<'_> {
+    /// Whether the node's session is live right now.
+    fn is_live(&self, node: &str) -> bool {
+        let lease = self.leases.get(node);
+        let unknown = ObservedNode {
+            name: node.to_owned(),
+            ready: None,
+            tainted: false,
+            any_taint: false,
+            stored_renew: None,
+        };
+        liveness(
+            &unknown,
+            lease.as_ref(),
+            Instant::now(),
+            self.started,
+            self.grace,
+        ) == Liveness::Live
+    }
+
     fn execute(&self, actions: &[Action]) -> Result<(), StoreError> {
         let now = now_rfc3339();
         for action in actions {
@@ -444,9 +465,14 @@ impl Executor<'_> {
                 &ObjectKey::cluster("nodes", node),
                 remove_unreachable_taints,
             ),
-            Action::MarkPodNotReady { pod, node } => {
-                edit_if_present(store, pod, |obj| mark_pod_not_ready(obj, node, now))
-            }
+            Action::MarkPodNotReady { pod, node } => edit_if_present(store, pod, |obj| {
+                // Checked under the store's write lock: a report of a session that came
+                // back after the plan was made is written either before (then the node is
+                // live here) or after this edit, so it is never overwritten.
+                if !self.is_live(node) {
+                    mark_pod_not_ready(obj, node, now);
+                }
+            }),
             Action::RestorePods(node) => self.restore_pods(node),
         }
     }
@@ -462,7 +488,8 @@ impl Executor<'_> {
     }
 }
 
-fn pass(executor: &Executor<'_>, started: Instant, grace: Duration) -> Result<(), StoreError> {
+fn pass(executor: &Executor<'_>) -> Result<(), StoreError> {
+    let (started, grace) = (executor.started, executor.grace);
     let nodes = observe_nodes(executor.store)?;
     let leases = executor.leases.snapshot();
     let now = Instant::now();
@@ -489,13 +516,15 @@ pub async fn run(
         store: &store,
         leases: &leases,
         modules: &modules,
+        started,
+        grace,
     };
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        if let Err(err) = pass(&executor, started, grace) {
+        if let Err(err) = pass(&executor) {
             tracing::warn!(%err, "node lifecycle pass failed");
         }
     }
