@@ -11,7 +11,7 @@ use super::validation;
 use crate::store::{ObjectKey, Scope, Store, StoreError};
 
 /// Namespaces the server creates on start and never deletes.
-pub const BUILT_IN: [&str; 2] = ["default", "kube-system"];
+pub const BUILT_IN: [&str; 3] = ["default", "kube-system", "kube-node-lease"];
 
 /// A new namespace: a DNS label name, `Active`.
 pub fn admit_create(ns: &mut Value) -> Result<(), ApiError> {

@@ -1,6 +1,9 @@
 //! The Kubernetes verbs on any served [`Kind`]: list (and watch), get, create, update (PUT),
 //! patch and delete. Kind-specific rules come from the kind's admission hooks.
 //!
+//! Dry run: DELETE honours `dryRun=All` (answers as a real delete, writes nothing); the
+//! other writes refuse it (see the router), so a dry run never writes.
+//!
 //! Admission of updates and patches runs inside the store's read-modify-write transaction,
 //! so validation always sees the object it replaces.
 
@@ -195,26 +198,124 @@ pub async fn patch<R: Resource>(
     Ok(respond(StatusCode::OK, updated, kind))
 }
 
-/// DELETE on one object; returns its last state.
+/// The largest `DeleteOptions` body read.
+const MAX_DELETE_OPTIONS: usize = 64 * 1024;
+
+/// Whether a request asks for a dry run (`dryRun=All`, from the query or a
+/// `DeleteOptions` body). Any other value is refused, as Kubernetes does.
+pub fn dry_run<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<bool, ApiError> {
+    let mut dry = false;
+    for value in values {
+        match value {
+            "All" => dry = true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "dryRun: unsupported value {other:?}: the only supported value is \"All\""
+                )));
+            }
+        }
+    }
+    Ok(dry)
+}
+
+/// The `dryRun` values in a raw query string.
+pub fn query_dry_run(query: Option<&str>) -> impl Iterator<Item = &str> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("dryRun="))
+}
+
+/// What DELETE honours of its `DeleteOptions` body.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct DeleteOptions {
+    dry_run: bool,
+    resource_version: Option<String>,
+}
+
+fn delete_options(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let parsed: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|err| ApiError::bad_request(format!("invalid DeleteOptions body: {err}")))?
+    };
+    let body_dry_run: Vec<&str> = match parsed.get("dryRun") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(values)) => values
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| ApiError::bad_request("dryRun: must be a list of strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::bad_request("dryRun: must be a list of strings")),
+    };
+    let dry_run = dry_run(query_dry_run(query).chain(body_dry_run))?;
+    let resource_version = parsed
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|rv| !rv.is_empty())
+        .map(str::to_owned);
+    Ok(DeleteOptions {
+        dry_run,
+        resource_version,
+    })
+}
+
+/// DELETE on one object; returns its last state. Honours `dryRun=All` (query or
+/// `DeleteOptions` body: everything is checked and answered as a real delete would be, and
+/// nothing is written) and `preconditions.resourceVersion`.
 pub async fn delete<R: Resource>(
     State(ctx): State<ApiContext>,
     params: RawPathParams,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let kind = R::KIND;
     let key = Target::from(&params).key(kind)?;
+    let bytes = body::read_limited(&headers, body, MAX_DELETE_OPTIONS).await?;
+    let options = delete_options(uri.query(), &bytes)?;
     let store = ctx.store.clone();
     let is_namespace = std::ptr::eq(kind, &super::kinds::NAMESPACES);
     let deleted = blocking(move || {
         if is_namespace {
             namespaces::check_deletable(&store, &key.name)?;
         }
-        Ok(store.delete(&key, None)?)
+        let expected = options.resource_version.as_deref();
+        if options.dry_run {
+            return Ok(would_delete(&store, &key, expected)?);
+        }
+        Ok(store.delete(&key, expected)?)
     })
     .await?;
     if is_namespace {
         return Ok(axum::Json(success(kind.plural, name_of(&deleted))).into_response());
     }
     Ok(respond(StatusCode::OK, deleted, kind))
+}
+
+/// What a delete of `key` would answer (the stored object, preconditions checked),
+/// without writing.
+fn would_delete(
+    store: &crate::store::Store,
+    key: &ObjectKey,
+    expected: Option<&str>,
+) -> Result<Value, StoreError> {
+    let current = store
+        .get(key)?
+        .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+    if let Some(expected) = expected
+        && Some(expected) != resource_version(&current)
+    {
+        return Err(StoreError::Conflict {
+            key: key.clone(),
+            expected: expected.to_owned(),
+            actual: resource_version(&current).unwrap_or_default().to_owned(),
+        });
+    }
+    Ok(current)
 }
 
 /// Read-modify-write: `edit` builds the new object from the stored one; the new object must
@@ -300,4 +401,43 @@ fn assign_generated_name(obj: &mut Value) {
 fn respond(code: StatusCode, mut obj: Value, kind: &Kind) -> Response {
     stamp_type(&mut obj, kind);
     (code, axum::Json(obj)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dry_run_comes_from_the_query_or_the_delete_options_body() {
+        let body = br#"{"kind":"DeleteOptions","apiVersion":"v1","dryRun":["All"]}"#;
+        assert!(delete_options(None, body).is_ok_and(|o| o.dry_run));
+        assert!(delete_options(Some("dryRun=All"), b"").is_ok_and(|o| o.dry_run));
+        assert!(delete_options(Some("pretty=true"), b" \n").is_ok_and(|o| !o.dry_run));
+        assert!(delete_options(None, br#"{"dryRun":[]}"#).is_ok_and(|o| !o.dry_run));
+    }
+
+    #[test]
+    fn bad_dry_run_values_and_bodies_are_refused() {
+        for (query, body) in [
+            (Some("dryRun=Some"), &b""[..]),
+            (None, br#"{"dryRun":["None"]}"#),
+            (None, br#"{"dryRun":"All"}"#),
+            (None, br#"{"dryRun":[1]}"#),
+            (None, b"{not json"),
+        ] {
+            assert!(delete_options(query, body).is_err(), "{query:?} {body:?}");
+        }
+    }
+
+    #[test]
+    fn a_resource_version_precondition_is_read() {
+        let body = br#"{"preconditions":{"resourceVersion":"42"}}"#;
+        assert_eq!(
+            delete_options(None, body).ok(),
+            Some(DeleteOptions {
+                dry_run: false,
+                resource_version: Some("42".into())
+            })
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The route table. Every route requires the admin bearer token; unknown paths get a 404
-//! Status, unknown methods a 405 Status, and writes with `dryRun` a 400.
+//! Status, unknown methods a 405 Status, and writes other than DELETE with `dryRun` a 400
+//! (DELETE honours it).
 
 use std::sync::Arc;
 
@@ -66,17 +67,22 @@ fn item<R: Resource>() -> MethodRouter<ApiContext> {
         .fallback(method_not_allowed)
 }
 
-/// `dryRun` (`kubectl --dry-run=server`) is not implemented; refusing it is better than
-/// persisting a change the client believes is hypothetical.
+/// `dryRun` (`kubectl --dry-run=server`) is implemented for DELETE only (in the handler,
+/// which also reads it from the `DeleteOptions` body); every other write with it is refused
+/// with a 400 before anything runs, so a dry run never writes.
 async fn refuse_dry_run(request: Request, next: Next) -> Response {
-    let dry_run = request
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("dryRun=")));
-    if dry_run && request.method() != Method::GET {
-        return ApiError::bad_request("dryRun is not supported by wasmfleet yet").into_response();
+    let method = request.method();
+    if method == Method::GET || method == Method::DELETE {
+        return next.run(request).await;
     }
-    next.run(request).await
+    match objects::dry_run(objects::query_dry_run(request.uri().query())) {
+        Ok(false) => next.run(request).await,
+        Ok(true) => ApiError::bad_request(
+            "dryRun is supported by wasmfleet for DELETE only; nothing was written",
+        )
+        .into_response(),
+        Err(err) => err.into_response(),
+    }
 }
 
 async fn method_not_allowed() -> impl IntoResponse {

@@ -1,22 +1,34 @@
-//! The node lifecycle controller: node readiness from agent liveness.
+//! The node lifecycle controller: node readiness, taints and pod readiness from agent
+//! liveness.
 //!
-//! The fleet link records every agent's liveness in [`Leases`] (in memory: heartbeats are
-//! never written to the store). This controller compares the leases with the `Ready`
-//! condition of every Node object and flips it: `Unknown` (reason `NodeStatusUnknown`) when
-//! no heartbeat arrived within the grace period or the agent's will said it disconnected,
-//! `True` (reason `AgentReady`) when heartbeats resume. Right after a server start no lease
-//! exists yet; nodes then get one grace period, counted from the controller's start, to
-//! show up before they are marked unknown.
+//! The fleet link records every agent's session in [`Leases`] (see [`super::leases`]; the
+//! store keeps a `Lease` object per node too). This controller compares them with the Node
+//! and Pod objects and plans:
+//!
+//! - `Ready=Unknown` (reason `NodeStatusUnknown`) when no heartbeat of the current session
+//!   arrived within the grace period or its will said the agent disconnected, plus the
+//!   `node.kubernetes.io/unreachable` taints (`NoSchedule` and `NoExecute`, with
+//!   `timeAdded`), and `Ready=False` / `ContainersReady=False` (reason `NodeNotReady`) with
+//!   every container not ready on each pod bound to the node, like Kubernetes'
+//!   `MarkPodsNotReady`;
+//! - `Ready=True` (reason `AgentReady`) and no unreachable taints when heartbeats resume,
+//!   and the pods' status from the agent's last report of the session again (a new session
+//!   reports afresh by itself).
+//!
+//! Right after a server start no session is known yet; nodes then get one grace period,
+//! counted from the controller's start, to show up before they are marked unknown (the
+//! message then says when the stored lease was last renewed).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use tokio::sync::Notify;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::conditions::{Condition, condition_status, set_condition};
+use super::leases::{self, Lease, Leases};
+use crate::fleet::status;
+use crate::modules::ModuleStore;
 use crate::store::{ObjectKey, Scope, Store, StoreError, now_rfc3339};
 
 /// How long a node may go without a heartbeat before it is `Ready=Unknown` (Kubernetes'
@@ -31,129 +43,12 @@ pub const READY_MESSAGE: &str = "wasmfleet agent is posting ready status";
 pub const UNKNOWN_REASON: &str = "NodeStatusUnknown";
 /// The message when the agent's last will arrived.
 pub const DISCONNECTED_MESSAGE: &str = "wasmfleet agent disconnected";
-
-/// What is known about one agent's session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    /// The agent's session epoch.
-    pub epoch: u64,
-    /// False once the will of this epoch arrived.
-    pub online: bool,
-    /// When the last birth or heartbeat of this epoch arrived.
-    pub renewed: Instant,
-}
-
-/// What happened to a lease when a message arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseUpdate {
-    /// The message was from the current (or a newer) session and was applied.
-    Applied,
-    /// The message was from an older session and was ignored.
-    Stale,
-}
-
-/// Every agent's liveness, shared between the fleet link (writer) and this controller.
-#[derive(Debug, Clone, Default)]
-pub struct Leases {
-    inner: Arc<Mutex<HashMap<String, Lease>>>,
-    /// Woken on every applied birth, will or heartbeat.
-    changed: Arc<Notify>,
-}
-
-impl Leases {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Lease>) -> R) -> R {
-        // A panic while holding this lock cannot leave the map half-updated (single
-        // inserts), so a poisoned lock is still safe to use.
-        let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut map)
-    }
-
-    /// A birth (online) or will (offline) for `epoch`. Messages of older epochs are stale.
-    pub fn presence(&self, node: &str, epoch: u64, online: bool, now: Instant) -> LeaseUpdate {
-        let update = self.with(|map| match map.get(node) {
-            Some(lease) if epoch < lease.epoch => LeaseUpdate::Stale,
-            // A birth of the same epoch after its will cannot happen; a late duplicate
-            // birth must not revive a session whose will already arrived.
-            Some(lease) if epoch == lease.epoch && online && !lease.online => LeaseUpdate::Stale,
-            _ => {
-                map.insert(
-                    node.to_owned(),
-                    Lease {
-                        epoch,
-                        online,
-                        renewed: now,
-                    },
-                );
-                LeaseUpdate::Applied
-            }
-        });
-        self.changed.notify_waiters();
-        update
-    }
-
-    /// A heartbeat of `epoch`.
-    pub fn heartbeat(&self, node: &str, epoch: u64, now: Instant) -> LeaseUpdate {
-        let update = self.with(|map| match map.get_mut(node) {
-            Some(lease) if epoch < lease.epoch || (epoch == lease.epoch && !lease.online) => {
-                LeaseUpdate::Stale
-            }
-            Some(lease) => {
-                // A newer epoch means the agent reconnected and we missed its birth.
-                lease.epoch = epoch;
-                lease.online = true;
-                lease.renewed = now;
-                LeaseUpdate::Applied
-            }
-            None => {
-                map.insert(
-                    node.to_owned(),
-                    Lease {
-                        epoch,
-                        online: true,
-                        renewed: now,
-                    },
-                );
-                LeaseUpdate::Applied
-            }
-        });
-        self.changed.notify_waiters();
-        update
-    }
-
-    /// A copy of one node's lease.
-    pub fn get(&self, node: &str) -> Option<Lease> {
-        self.with(|map| map.get(node).copied())
-    }
-
-    /// Whether the node's agent is connected (as of its last message).
-    pub fn is_online(&self, node: &str) -> bool {
-        self.get(node).is_some_and(|lease| lease.online)
-    }
-
-    /// Waits up to `timeout` for the node's agent to be connected. Right after a server
-    /// start, agents are still reconnecting to the (restarted) broker; requests for them
-    /// wait here instead of being published to nobody.
-    pub async fn wait_online(&self, node: &str, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            // Registered before the check, so a change between the check and the wait
-            // is not missed.
-            changed.as_mut().enable();
-            if self.is_online(node) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return false;
-            }
-        }
-    }
-
-    fn snapshot(&self) -> HashMap<String, Lease> {
-        self.with(|map| map.clone())
-    }
-}
+/// The taint of an unreachable node (Kubernetes' `TaintNodeUnreachable`).
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+/// The effects the unreachable taint is applied with.
+pub const UNREACHABLE_EFFECTS: [&str; 2] = ["NoSchedule", "NoExecute"];
+/// The reason of a pod's `Ready=False` while its node is unreachable.
+pub const POD_NODE_NOT_READY: &str = "NodeNotReady";
 
 /// A node as the controller sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,9 +57,26 @@ pub struct ObservedNode {
     pub name: String,
     /// The `status` of its `Ready` condition, if any.
     pub ready: Option<String>,
+    /// Whether it carries every unreachable taint.
+    pub tainted: bool,
+    /// Whether it carries any unreachable taint.
+    pub any_taint: bool,
+    /// `spec.renewTime` of its stored lease (from before a server restart, say).
+    pub stored_renew: Option<String>,
 }
 
-/// A change to a node's `Ready` condition.
+/// A pod bound to a node, as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedPod {
+    /// Its store key.
+    pub key: ObjectKey,
+    /// `spec.nodeName`.
+    pub node: String,
+    /// Whether anything still says ready (the `Ready` condition or a container).
+    pub looks_ready: bool,
+}
+
+/// A change the controller makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Set `Ready=True`.
@@ -176,45 +88,134 @@ pub enum Action {
         /// Why.
         message: String,
     },
+    /// Add the unreachable taints.
+    Taint(String),
+    /// Remove the unreachable taints.
+    Untaint(String),
+    /// Mark a pod of an unreachable node not ready.
+    MarkPodNotReady {
+        /// The pod.
+        pod: ObjectKey,
+        /// Its node.
+        node: String,
+    },
+    /// Write the node's last report of the current session again (its pods were marked
+    /// not ready while heartbeats were missing).
+    RestorePods(String),
 }
 
-/// Decides which nodes change readiness. `started` is when the controller started: a node
-/// without a lease is given the grace period from then.
+/// Whether a node is live, unreachable (and why), or not yet decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// The current session is heartbeating.
+    Live,
+    /// Unreachable, with the message for its `Ready` condition.
+    Unreachable(String),
+    /// No session known yet, within the grace period after the server started.
+    Undecided,
+}
+
+/// The liveness of one node. `started` is when the controller started: a node without a
+/// lease is given the grace period from then.
+pub fn liveness(
+    node: &ObservedNode,
+    lease: Option<&Lease>,
+    now: Instant,
+    started: Instant,
+    grace: Duration,
+) -> Liveness {
+    match lease {
+        Some(lease) if !lease.online => Liveness::Unreachable(DISCONNECTED_MESSAGE.to_owned()),
+        Some(lease) if now.saturating_duration_since(lease.renewed) > grace => {
+            Liveness::Unreachable(format!(
+                "wasmfleet agent stopped posting node status (no heartbeat for more than {}s)",
+                grace.as_secs()
+            ))
+        }
+        Some(_) => Liveness::Live,
+        None if now.saturating_duration_since(started) > grace => {
+            let last = node
+                .stored_renew
+                .as_deref()
+                .map_or_else(String::new, |at| format!("; last heard of at {at}"));
+            Liveness::Unreachable(format!(
+                "wasmfleet agent has not connected since the server started ({}s ago){last}",
+                grace.as_secs()
+            ))
+        }
+        None => Liveness::Undecided,
+    }
+}
+
+/// Decides what changes. `pods` need only hold the pods of unreachable nodes (see
+/// [`unreachable_nodes`]).
 pub fn plan(
     nodes: &[ObservedNode],
+    pods: &[ObservedPod],
     leases: &HashMap<String, Lease>,
     now: Instant,
     started: Instant,
     grace: Duration,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
+    let mut unreachable = HashSet::new();
     for node in nodes {
-        let lease = leases.get(&node.name);
-        let desired = match lease {
-            Some(lease) if !lease.online => Err(DISCONNECTED_MESSAGE.to_owned()),
-            Some(lease) if now.saturating_duration_since(lease.renewed) > grace => Err(format!(
-                "wasmfleet agent stopped posting node status (no heartbeat for more than {}s)",
-                grace.as_secs()
-            )),
-            Some(_) => Ok(()),
-            None if now.saturating_duration_since(started) > grace => Err(format!(
-                "wasmfleet agent has not connected since the server started ({}s ago)",
-                grace.as_secs()
-            )),
-            // No news yet, still within the grace period: leave the node as it is.
-            None => continue,
-        };
+        let name = &node.name;
         let current = node.ready.as_deref();
-        match desired {
-            Ok(()) if current != Some("True") => actions.push(Action::MarkReady(node.name.clone())),
-            Err(message) if current != Some("Unknown") => actions.push(Action::MarkUnknown {
-                node: node.name.clone(),
-                message,
-            }),
-            _ => {}
+        match liveness(node, leases.get(name), now, started, grace) {
+            Liveness::Live => {
+                if current != Some("True") {
+                    actions.push(Action::MarkReady(name.clone()));
+                    actions.push(Action::RestorePods(name.clone()));
+                }
+                if node.any_taint {
+                    actions.push(Action::Untaint(name.clone()));
+                }
+            }
+            Liveness::Unreachable(message) => {
+                unreachable.insert(name.as_str());
+                if current != Some("Unknown") {
+                    actions.push(Action::MarkUnknown {
+                        node: name.clone(),
+                        message,
+                    });
+                }
+                if !node.tainted {
+                    actions.push(Action::Taint(name.clone()));
+                }
+            }
+            Liveness::Undecided => {}
+        }
+    }
+    for pod in pods {
+        if pod.looks_ready && unreachable.contains(pod.node.as_str()) {
+            actions.push(Action::MarkPodNotReady {
+                pod: pod.key.clone(),
+                node: pod.node.clone(),
+            });
         }
     }
     actions
+}
+
+/// The nodes [`plan`] will treat as unreachable (so pods are only read when one is).
+pub fn unreachable_nodes(
+    nodes: &[ObservedNode],
+    leases: &HashMap<String, Lease>,
+    now: Instant,
+    started: Instant,
+    grace: Duration,
+) -> HashSet<String> {
+    nodes
+        .iter()
+        .filter(|node| {
+            matches!(
+                liveness(node, leases.get(&node.name), now, started, grace),
+                Liveness::Unreachable(_)
+            )
+        })
+        .map(|node| node.name.clone())
+        .collect()
 }
 
 /// The `Ready=True` condition of a healthy node.
@@ -244,9 +245,19 @@ pub fn set_node_ready(
     node: &str,
     condition: &Condition<'_>,
 ) -> Result<(), StoreError> {
-    let key = ObjectKey::cluster("nodes", node);
-    let result = store.update_with(&key, |obj: &mut Value| {
+    edit_if_present(store, &ObjectKey::cluster("nodes", node), |obj| {
         set_condition(obj, condition, &now_rfc3339());
+    })
+}
+
+/// Read-modify-write that treats a deleted object as done.
+fn edit_if_present(
+    store: &Store,
+    key: &ObjectKey,
+    edit: impl FnOnce(&mut Value),
+) -> Result<(), StoreError> {
+    let result = store.update_with(key, |obj: &mut Value| {
+        edit(obj);
         Ok::<(), StoreError>(())
     });
     match result {
@@ -255,51 +266,265 @@ pub fn set_node_ready(
     }
 }
 
-fn observe(store: &Store) -> Result<Vec<ObservedNode>, StoreError> {
+fn is_unreachable_taint(taint: &Value) -> bool {
+    taint.get("key").and_then(Value::as_str) == Some(UNREACHABLE_TAINT)
+}
+
+fn taints(node: &Value) -> &[Value] {
+    node.pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Which unreachable taint effects the node carries.
+fn unreachable_effects(node: &Value) -> Vec<&str> {
+    taints(node)
+        .iter()
+        .filter(|t| is_unreachable_taint(t))
+        .filter_map(|t| t.get("effect").and_then(Value::as_str))
+        .collect()
+}
+
+/// Adds the missing unreachable taints (`timeAdded` = `now`), keeping every other taint.
+pub fn add_unreachable_taints(node: &mut Value, now: &str) {
+    let present: Vec<String> = unreachable_effects(node)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let Some(map) = node.as_object_mut() else {
+        return;
+    };
+    let spec = map.entry("spec").or_insert_with(|| json!({}));
+    let Some(spec) = spec.as_object_mut() else {
+        return;
+    };
+    let list = spec.entry("taints").or_insert_with(|| json!([]));
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    let Some(list) = list.as_array_mut() else {
+        return;
+    };
+    for effect in UNREACHABLE_EFFECTS {
+        if !present.iter().any(|p| p == effect) {
+            list.push(json!({"key": UNREACHABLE_TAINT, "effect": effect, "timeAdded": now}));
+        }
+    }
+}
+
+/// Removes the unreachable taints, keeping every other taint (and no empty list).
+pub fn remove_unreachable_taints(node: &mut Value) {
+    let Some(spec) = node.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let Some(list) = spec.get_mut("taints").and_then(Value::as_array_mut) else {
+        return;
+    };
+    list.retain(|t| !is_unreachable_taint(t));
+    if list.is_empty() {
+        spec.remove("taints");
+    }
+}
+
+/// Marks a pod not ready because its node is unreachable: `Ready` and `ContainersReady`
+/// `False` (reason `NodeNotReady`), every container `ready: false`.
+pub fn mark_pod_not_ready(pod: &mut Value, node: &str, now: &str) {
+    let message = format!("node {node} is not ready: its agent is not reachable");
+    for type_ in ["Ready", "ContainersReady"] {
+        set_condition(
+            pod,
+            &Condition {
+                type_,
+                status: "False",
+                reason: POD_NODE_NOT_READY,
+                message: &message,
+            },
+            now,
+        );
+    }
+    let containers = pod
+        .pointer_mut("/status/containerStatuses")
+        .and_then(Value::as_array_mut);
+    for container in containers.into_iter().flatten() {
+        if let Some(container) = container.as_object_mut() {
+            container.insert("ready".into(), false.into());
+        }
+    }
+}
+
+/// Whether a pod still looks ready anywhere (condition or container).
+fn pod_looks_ready(pod: &Value) -> bool {
+    let containers_ready = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.get("ready") == Some(&Value::Bool(true)))
+        });
+    condition_status(pod, "Ready") == Some("True") || containers_ready
+}
+
+fn observe_nodes(store: &Store) -> Result<Vec<ObservedNode>, StoreError> {
+    let renewed = leases::stored_renew_times(store)?;
     let nodes = store.list(&Scope::all("nodes"))?.items;
     Ok(nodes
         .iter()
         .filter_map(|node| {
             let name = node.pointer("/metadata/name")?.as_str()?.to_owned();
             let ready = condition_status(node, "Ready").map(str::to_owned);
-            Some(ObservedNode { name, ready })
+            let effects = unreachable_effects(node);
+            Some(ObservedNode {
+                stored_renew: renewed.get(&name).cloned(),
+                name,
+                ready,
+                tainted: UNREACHABLE_EFFECTS.iter().all(|e| effects.contains(e)),
+                any_taint: !effects.is_empty(),
+            })
         })
         .collect())
 }
 
-fn execute(store: &Store, actions: &[Action]) -> Result<(), StoreError> {
-    for action in actions {
+fn observe_pods(store: &Store, nodes: &HashSet<String>) -> Result<Vec<ObservedPod>, StoreError> {
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pods = store.list(&Scope::all("pods"))?.items;
+    Ok(pods
+        .iter()
+        .filter_map(|pod| {
+            let node = pod.pointer("/spec/nodeName")?.as_str()?;
+            if !nodes.contains(node) {
+                return None;
+            }
+            let namespace = pod.pointer("/metadata/namespace")?.as_str()?;
+            let name = pod.pointer("/metadata/name")?.as_str()?;
+            Some(ObservedPod {
+                key: ObjectKey::namespaced("pods", namespace, name),
+                node: node.to_owned(),
+                looks_ready: pod_looks_ready(pod),
+            })
+        })
+        .collect())
+}
+
+/// What the executor needs besides the store.
+struct Executor<'a> {
+    store: &'a Store,
+    leases: &'a Leases,
+    modules: &'a ModuleStore,
+    started: Instant,
+    grace: Duration,
+}
+
+impl Executor<'_> {
+    /// Whether the node's session is live right now.
+    fn is_live(&self, node: &str) -> bool {
+        let lease = self.leases.get(node);
+        let unknown = ObservedNode {
+            name: node.to_owned(),
+            ready: None,
+            tainted: false,
+            any_taint: false,
+            stored_renew: None,
+        };
+        liveness(
+            &unknown,
+            lease.as_ref(),
+            Instant::now(),
+            self.started,
+            self.grace,
+        ) == Liveness::Live
+    }
+
+    fn execute(&self, actions: &[Action]) -> Result<(), StoreError> {
+        let now = now_rfc3339();
+        for action in actions {
+            self.apply(action, &now)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, action: &Action, now: &str) -> Result<(), StoreError> {
+        let store = self.store;
         match action {
             Action::MarkReady(node) => {
                 tracing::info!(%node, "node is ready again");
-                set_node_ready(store, node, &ready_condition())?;
+                set_node_ready(store, node, &ready_condition())
             }
             Action::MarkUnknown { node, message } => {
                 tracing::warn!(%node, %message, "node is not reachable");
-                set_node_ready(store, node, &unknown_condition(message))?;
+                set_node_ready(store, node, &unknown_condition(message))
             }
+            Action::Taint(node) => {
+                edit_if_present(store, &ObjectKey::cluster("nodes", node), |obj| {
+                    add_unreachable_taints(obj, now);
+                })
+            }
+            Action::Untaint(node) => edit_if_present(
+                store,
+                &ObjectKey::cluster("nodes", node),
+                remove_unreachable_taints,
+            ),
+            Action::MarkPodNotReady { pod, node } => edit_if_present(store, pod, |obj| {
+                // Checked under the store's write lock: a report of a session that came
+                // back after the plan was made is written either before (then the node is
+                // live here) or after this edit, so it is never overwritten.
+                if !self.is_live(node) {
+                    mark_pod_not_ready(obj, node, now);
+                }
+            }),
+            Action::RestorePods(node) => self.restore_pods(node),
         }
     }
-    Ok(())
+
+    fn restore_pods(&self, node: &str) -> Result<(), StoreError> {
+        let Some(report) = self.leases.get(node).and_then(|lease| lease.last_report) else {
+            return Ok(());
+        };
+        let image_id = status::image_id_resolver(self.modules.clone());
+        let changed = status::apply_report(self.store, node, &report, &image_id)?;
+        tracing::debug!(%node, changed, "pod status restored from the last report");
+        Ok(())
+    }
+}
+
+fn pass(executor: &Executor<'_>) -> Result<(), StoreError> {
+    let (started, grace) = (executor.started, executor.grace);
+    let nodes = observe_nodes(executor.store)?;
+    let leases = executor.leases.snapshot();
+    let now = Instant::now();
+    let unreachable = unreachable_nodes(&nodes, &leases, now, started, grace);
+    let pods = observe_pods(executor.store, &unreachable)?;
+    let actions = plan(&nodes, &pods, &leases, now, started, grace);
+    executor.execute(&actions)
 }
 
 /// Runs the controller until `shutdown` is cancelled, checking every quarter grace period
 /// (at least every second).
-pub async fn run(store: Store, leases: Leases, grace: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    store: Store,
+    leases: Leases,
+    modules: ModuleStore,
+    grace: Duration,
+    shutdown: CancellationToken,
+) {
     let started = Instant::now();
     let period = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let executor = Executor {
+        store: &store,
+        leases: &leases,
+        modules: &modules,
+        started,
+        grace,
+    };
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let outcome = observe(&store).and_then(|nodes| {
-            let actions = plan(&nodes, &leases.snapshot(), Instant::now(), started, grace);
-            execute(&store, &actions)
-        });
-        if let Err(err) = outcome {
+        if let Err(err) = pass(&executor) {
             tracing::warn!(%err, "node lifecycle pass failed");
         }
     }
@@ -315,6 +540,9 @@ mod tests {
         ObservedNode {
             name: name.into(),
             ready: ready.map(str::to_owned),
+            tainted: ready == Some("Unknown"),
+            any_taint: ready == Some("Unknown"),
+            stored_renew: None,
         }
     }
 
@@ -323,7 +551,26 @@ mod tests {
             epoch: 1,
             online,
             renewed,
+            persisted: None,
+            last_report: None,
         }
+    }
+
+    fn pod(name: &str, node: &str, looks_ready: bool) -> ObservedPod {
+        ObservedPod {
+            key: ObjectKey::namespaced("pods", "default", name),
+            node: node.into(),
+            looks_ready,
+        }
+    }
+
+    fn plan_nodes(
+        nodes: &[ObservedNode],
+        leases: &HashMap<String, Lease>,
+        now: Instant,
+        started: Instant,
+    ) -> Vec<Action> {
+        plan(nodes, &[], leases, now, started, GRACE)
     }
 
     #[test]
@@ -331,34 +578,53 @@ mod tests {
         let t0 = Instant::now();
         let leases = HashMap::from([("a".into(), lease(true, t0))]);
         let now = t0 + Duration::from_secs(10);
-        assert!(plan(&[node("a", Some("True"))], &leases, now, t0, GRACE).is_empty());
+        assert!(plan_nodes(&[node("a", Some("True"))], &leases, now, t0).is_empty());
     }
 
     #[test]
-    fn a_node_without_heartbeats_past_the_grace_period_becomes_unknown() {
+    fn a_node_without_heartbeats_past_the_grace_period_becomes_unknown_and_tainted() {
         let t0 = Instant::now();
         let leases = HashMap::from([("a".into(), lease(true, t0))]);
         let now = t0 + GRACE + Duration::from_secs(1);
-        let actions = plan(&[node("a", Some("True"))], &leases, now, t0, GRACE);
-        assert!(matches!(&actions[..], [Action::MarkUnknown { node, .. }] if node == "a"));
+        let actions = plan_nodes(&[node("a", Some("True"))], &leases, now, t0);
+        assert!(matches!(&actions[0], Action::MarkUnknown { node, .. } if node == "a"));
+        assert_eq!(actions[1], Action::Taint("a".into()));
+        assert_eq!(actions.len(), 2);
     }
 
     #[test]
-    fn an_unknown_node_is_not_marked_again() {
+    fn an_unknown_tainted_node_is_not_marked_again() {
         let t0 = Instant::now();
         let leases = HashMap::from([("a".into(), lease(true, t0))]);
         let now = t0 + GRACE * 2;
-        assert!(plan(&[node("a", Some("Unknown"))], &leases, now, t0, GRACE).is_empty());
+        assert!(plan_nodes(&[node("a", Some("Unknown"))], &leases, now, t0).is_empty());
     }
 
     #[test]
-    fn a_node_whose_heartbeats_resume_becomes_ready_again() {
+    fn a_node_whose_heartbeats_resume_becomes_ready_untainted_and_its_pods_restored() {
         let t0 = Instant::now();
         let now = t0 + GRACE * 3;
         let leases = HashMap::from([("a".into(), lease(true, now))]);
         assert_eq!(
-            plan(&[node("a", Some("Unknown"))], &leases, now, t0, GRACE),
-            vec![Action::MarkReady("a".into())]
+            plan_nodes(&[node("a", Some("Unknown"))], &leases, now, t0),
+            vec![
+                Action::MarkReady("a".into()),
+                Action::RestorePods("a".into()),
+                Action::Untaint("a".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_ready_node_that_still_carries_a_taint_loses_it() {
+        // A birth sets Ready=True directly; the taint goes on the next pass.
+        let t0 = Instant::now();
+        let leases = HashMap::from([("a".into(), lease(true, t0))]);
+        let mut reborn = node("a", Some("True"));
+        reborn.any_taint = true;
+        assert_eq!(
+            plan_nodes(&[reborn], &leases, t0, t0),
+            vec![Action::Untaint("a".into())]
         );
     }
 
@@ -366,61 +632,106 @@ mod tests {
     fn a_disconnected_agent_makes_its_node_unknown_at_once() {
         let t0 = Instant::now();
         let leases = HashMap::from([("a".into(), lease(false, t0))]);
-        let actions = plan(&[node("a", Some("True"))], &leases, t0, t0, GRACE);
+        let actions = plan_nodes(&[node("a", Some("True"))], &leases, t0, t0);
         assert_eq!(
             actions,
-            vec![Action::MarkUnknown {
-                node: "a".into(),
-                message: DISCONNECTED_MESSAGE.into()
+            vec![
+                Action::MarkUnknown {
+                    node: "a".into(),
+                    message: DISCONNECTED_MESSAGE.into()
+                },
+                Action::Taint("a".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_ready_pods_of_an_unreachable_node_are_marked_not_ready() {
+        let t0 = Instant::now();
+        let leases = HashMap::from([
+            ("a".into(), lease(false, t0)),
+            ("b".into(), lease(true, t0)),
+        ]);
+        let nodes = [node("a", Some("Unknown")), node("b", Some("True"))];
+        let pods = [
+            pod("on-a", "a", true),
+            pod("already-marked", "a", false),
+            pod("on-b", "b", true),
+        ];
+        assert_eq!(
+            plan(&nodes, &pods, &leases, t0, t0, GRACE),
+            vec![Action::MarkPodNotReady {
+                pod: ObjectKey::namespaced("pods", "default", "on-a"),
+                node: "a".into()
             }]
+        );
+        assert_eq!(
+            unreachable_nodes(&nodes, &leases, t0, t0, GRACE),
+            HashSet::from(["a".to_owned()])
         );
     }
 
     #[test]
     fn a_node_never_heard_of_gets_one_grace_period_after_the_server_starts() {
         let t0 = Instant::now();
-        let nodes = [node("a", Some("True"))];
-        assert!(plan(&nodes, &HashMap::new(), t0 + GRACE / 2, t0, GRACE).is_empty());
-        assert_eq!(
-            plan(&nodes, &HashMap::new(), t0 + GRACE * 2, t0, GRACE).len(),
-            1
+        let mut known = node("a", Some("True"));
+        known.stored_renew = Some("2024-01-01T00:00:00.000000Z".into());
+        let nodes = [known];
+        assert!(plan_nodes(&nodes, &HashMap::new(), t0 + GRACE / 2, t0).is_empty());
+        let actions = plan_nodes(&nodes, &HashMap::new(), t0 + GRACE * 2, t0);
+        assert!(
+            matches!(&actions[0], Action::MarkUnknown { message, .. } if message.contains("last heard of at 2024-01-01T00:00:00.000000Z")),
+            "{actions:?}"
         );
     }
 
     #[test]
-    fn a_will_from_an_older_session_is_stale() {
-        let leases = Leases::default();
-        let t = Instant::now();
-        assert_eq!(leases.presence("a", 5, true, t), LeaseUpdate::Applied);
-        assert_eq!(leases.presence("a", 4, false, t), LeaseUpdate::Stale);
-        assert!(leases.get("a").is_some_and(|l| l.online));
-        assert_eq!(leases.presence("a", 5, false, t), LeaseUpdate::Applied);
-        assert!(leases.get("a").is_some_and(|l| !l.online));
+    fn unreachable_taints_are_added_once_and_removed_without_touching_others() {
+        let mut n = json!({"spec": {"taints": [{"key": "dedicated", "effect": "NoSchedule"}]}});
+        add_unreachable_taints(&mut n, "2024-01-01T00:00:01Z");
+        add_unreachable_taints(&mut n, "2024-01-01T00:00:02Z");
+        let taints = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
+        assert_eq!(taints.len(), 3);
+        assert_eq!(taints[1]["key"], UNREACHABLE_TAINT);
+        assert_eq!(taints[1]["effect"], "NoSchedule");
+        assert_eq!(taints[2]["effect"], "NoExecute");
+        assert_eq!(taints[2]["timeAdded"], "2024-01-01T00:00:01Z");
+        let typed: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(n.clone()).expect("a valid Node");
+        assert_eq!(typed.spec.and_then(|s| s.taints).map(|t| t.len()), Some(3));
+        remove_unreachable_taints(&mut n);
+        assert_eq!(
+            n["spec"]["taints"],
+            json!([{"key": "dedicated", "effect": "NoSchedule"}])
+        );
+        let mut bare = json!({"spec": {}});
+        add_unreachable_taints(&mut bare, "t");
+        remove_unreachable_taints(&mut bare);
+        assert_eq!(bare, json!({"spec": {}}));
     }
 
     #[test]
-    fn heartbeats_after_the_will_of_their_session_are_ignored() {
-        let leases = Leases::default();
-        let t = Instant::now();
-        leases.presence("a", 2, true, t);
-        leases.presence("a", 2, false, t);
-        assert_eq!(leases.heartbeat("a", 2, t), LeaseUpdate::Stale);
-        assert_eq!(leases.heartbeat("a", 3, t), LeaseUpdate::Applied);
-        assert!(leases.get("a").is_some_and(|l| l.online && l.epoch == 3));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn waiting_for_a_node_ends_when_its_agent_is_heard_from() {
-        let leases = Leases::default();
-        let writer = leases.clone();
-        let arrive = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            writer.heartbeat("a", 1, Instant::now());
+    fn a_pod_marked_not_ready_shows_zero_ready_containers() {
+        let mut p = json!({
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "c", "ready": true}]
+            }
         });
-        assert!(leases.wait_online("a", Duration::from_secs(5)).await);
-        arrive.await.expect("heartbeat task");
-        assert!(!leases.wait_online("b", Duration::from_secs(5)).await);
-        leases.presence("a", 1, false, Instant::now());
-        assert!(!leases.wait_online("a", Duration::from_millis(10)).await);
+        assert!(pod_looks_ready(&p));
+        mark_pod_not_ready(&mut p, "pi-1", "t");
+        assert!(!pod_looks_ready(&p));
+        assert_eq!(p["status"]["phase"], "Running");
+        assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
+        assert_eq!(condition_status(&p, "Ready"), Some("False"));
+        assert_eq!(condition_status(&p, "ContainersReady"), Some("False"));
+        let ready = &p["status"]["conditions"][0];
+        assert_eq!(ready["reason"], POD_NODE_NOT_READY);
+        assert!(
+            ready["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("pi-1"))
+        );
     }
 }

@@ -22,7 +22,7 @@ use super::connection::Inbound;
 use super::logs::LogRouter;
 use super::{blobs, nodes, status};
 use crate::artifacts::Artifacts;
-use crate::controllers::node_lifecycle::{LeaseUpdate, Leases};
+use crate::controllers::leases::{self, LeaseUpdate, Leases};
 use crate::modules::ModuleStore;
 use crate::store::Store;
 
@@ -205,33 +205,36 @@ impl Dispatcher {
         });
     }
 
-    /// Renews the node's lease; heartbeats never touch the store.
+    /// Renews the node's lease when the heartbeat is of its current session; writes the
+    /// store's `Lease` object when it is due (at a bounded rate).
     fn heartbeat(&self, node: &str, epoch: u64) {
-        if self.leases.heartbeat(node, epoch, Instant::now()) == LeaseUpdate::Stale {
-            tracing::debug!(%node, epoch, "heartbeat of an older session");
+        match self.leases.heartbeat(node, epoch, Instant::now()) {
+            LeaseUpdate::Ignored => {
+                tracing::debug!(%node, epoch, "ignoring a heartbeat that is not of the current session");
+            }
+            LeaseUpdate::Applied { persist } => {
+                if persist
+                    && let Err(err) = leases::write_lease(&self.store, node, self.leases.grace())
+                {
+                    tracing::warn!(%node, %err, "cannot write the node's lease");
+                }
+            }
         }
     }
 
-    /// Writes the report (unless it is from an older session) and acknowledges it.
+    /// Writes the report if it is of the node's live current session, and acknowledges it
+    /// either way: a report of another session (an old one, or a forged epoch) is acked
+    /// without being applied, so an agent never re-sends it forever, and its current session
+    /// reports afresh after its birth.
     async fn status(&mut self, node: &str, report: &StatusReport) {
-        let stale = self
-            .leases
-            .get(node)
-            .is_some_and(|lease| report.epoch < lease.epoch);
-        if stale {
-            tracing::debug!(%node, epoch = report.epoch, "acking a status report of an older session without applying it");
+        if !self.leases.is_current(node, report.epoch) {
+            tracing::debug!(%node, epoch = report.epoch, "acking a status report that is not of the current session without applying it");
         } else {
-            let modules = self.modules.clone();
-            let image_id = move |image: &str| {
-                modules
-                    .resolve(image)
-                    .ok()
-                    .flatten()
-                    .map(|m| format!("sha256:{}", m.digest))
-            };
+            let image_id = status::image_id_resolver(self.modules.clone());
             match status::apply_report(&self.store, node, report, &image_id) {
                 Ok(changed) => {
-                    tracing::debug!(%node, seq = report.seq, changed, "status report applied")
+                    self.leases.remember_report(node, report);
+                    tracing::debug!(%node, seq = report.seq, changed, "status report applied");
                 }
                 Err(err) => {
                     // No ack: the agent re-sends, and the write is retried.

@@ -6,7 +6,8 @@
 //! and routes it:
 //!
 //! - births and wills → Node objects and leases ([`nodes`]);
-//! - heartbeats → leases only (memory; the node lifecycle controller reads them);
+//! - heartbeats → leases (memory, and the store's `Lease` objects at a bounded rate; the
+//!   node lifecycle controller reads them);
 //! - status reports → pod status in the store, then an ack ([`status`]);
 //! - chunk requests → module chunks, sent from their own task ([`blobs`]);
 //! - log chunks → the waiting [`FleetHandle::logs`] receiver ([`logs`]);
@@ -38,7 +39,8 @@ use wasmfleet_protocol::{Message, encode, topic};
 
 use crate::artifacts::Artifacts;
 use crate::broker::MAX_PACKET_SIZE;
-use crate::controllers::node_lifecycle::{self, Leases};
+use crate::controllers::leases::Leases;
+use crate::controllers::node_lifecycle;
 use crate::modules::ModuleStore;
 use crate::store::Store;
 
@@ -160,7 +162,7 @@ impl Fleet {
     ) -> Result<FleetHandle, FleetError> {
         let (client, eventloop) = AsyncClient::new(mqtt_options(&config)?, REQUEST_QUEUE);
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
-        let leases = Leases::default();
+        let leases = Leases::new(config.node_grace);
         let logs = logs::LogRouter::new(
             client.clone(),
             config.log_timeout,
@@ -172,7 +174,7 @@ impl Fleet {
         let ctx = inbound::Dispatcher {
             client: client.clone(),
             store: store.clone(),
-            modules,
+            modules: modules.clone(),
             leases: leases.clone(),
             logs: logs.clone(),
             republish: desired.republish_trigger(),
@@ -194,6 +196,7 @@ impl Fleet {
         tracker.spawn(node_lifecycle::run(
             store,
             leases.clone(),
+            modules,
             config.node_grace,
             shutdown,
         ));

@@ -10,8 +10,9 @@ use serde_json::{Map, Value, json};
 use wasmfleet_protocol::node::{NodeInfo, NodeState, Resources};
 
 use crate::controllers::conditions::set_condition;
+use crate::controllers::leases::{self, LeaseUpdate, Leases};
 use crate::controllers::node_lifecycle::{
-    DISCONNECTED_MESSAGE, LeaseUpdate, Leases, ready_condition, set_node_ready, unknown_condition,
+    DISCONNECTED_MESSAGE, ready_condition, set_node_ready, unknown_condition,
 };
 use crate::scheduler::quantity;
 use crate::store::{ObjectKey, Store, StoreError, now_rfc3339};
@@ -107,7 +108,8 @@ fn status_from_birth(info: &NodeInfo) -> Map<String, Value> {
     }
 }
 
-/// Applies a birth or will from `node`. Stale wills (older epoch) are ignored.
+/// Applies a birth or will from `node`. A birth starts the node's current session
+/// whatever its epoch; a will counts only for the current session (see [`leases`]).
 pub fn handle_state(
     store: &Store,
     leases: &Leases,
@@ -115,9 +117,13 @@ pub fn handle_state(
     state: &NodeState,
 ) -> Result<(), StoreError> {
     let update = leases.presence(node, state.epoch, state.online, Instant::now());
-    if update == LeaseUpdate::Stale {
-        tracing::debug!(%node, epoch = state.epoch, online = state.online, "ignoring presence of an older session");
+    let LeaseUpdate::Applied { persist } = update else {
+        tracing::debug!(%node, epoch = state.epoch, online = state.online, "ignoring a will that is not of the current session");
         return Ok(());
+    };
+    if persist && let Err(err) = leases::write_lease(store, node, leases.grace()) {
+        // The in-memory session still counts; the next due renewal writes the lease.
+        tracing::warn!(%node, %err, "cannot write the node's lease");
     }
     match (&state.online, &state.info) {
         (true, Some(info)) => register(store, node, info),

@@ -11,7 +11,20 @@ use serde_json::{Map, Value, json};
 use wasmfleet_protocol::pod::{ContainerState, ContainerStatus, PodPhase, PodStatus, StatusReport};
 
 use crate::controllers::conditions::{Condition, set_condition};
+use crate::modules::ModuleStore;
 use crate::store::{ObjectKey, Scope, Store, StoreError, now_rfc3339};
+
+/// Maps a spec image to its `sha256:...` id through the module store (`None` when the
+/// image is unknown).
+pub fn image_id_resolver(modules: ModuleStore) -> impl Fn(&str) -> Option<String> {
+    move |image: &str| {
+        modules
+            .resolve(image)
+            .ok()
+            .flatten()
+            .map(|m| format!("sha256:{}", m.digest))
+    }
+}
 
 /// Formats milliseconds since the Unix epoch as Kubernetes' RFC 3339 seconds.
 pub fn rfc3339(unix_ms: u64) -> String {

@@ -1,18 +1,18 @@
 //! The pure half of the scheduler: which nodes can take a pod, and which of those is best.
 //!
-//! Filters run in the order Kubernetes reports them (readiness, cordon, node selector, pod
-//! count, memory); each rejected node counts once, under its first failing filter. Among the
+//! Filters run in the order Kubernetes reports them (readiness, cordon, untolerated
+//! `NoSchedule`/`NoExecute` taints, node selector, pod count, memory); each rejected node counts once, under its first failing filter. Among the
 //! nodes that fit, the least-allocated wins (average of memory and pod-slot use after
 //! placing the pod), ties broken by name so the choice is deterministic.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 
 use super::quantity;
 
 /// What the scheduler needs to know about one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
     /// The node's name.
     pub name: String,
@@ -22,6 +22,8 @@ pub struct NodeView {
     pub ready: bool,
     /// `spec.unschedulable` (cordoned).
     pub unschedulable: bool,
+    /// `spec.taints`.
+    pub taints: Vec<Taint>,
     /// `status.allocatable.memory` in bytes (0 when absent).
     pub allocatable_memory: u64,
     /// `status.allocatable.pods`, when set.
@@ -33,12 +35,14 @@ pub struct NodeView {
 }
 
 /// What the scheduler needs to know about the pod being placed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodDemand {
     /// Sum of the containers' memory requests (limits when no request), bytes.
     pub memory: u64,
     /// `spec.nodeSelector`.
     pub node_selector: BTreeMap<String, String>,
+    /// `spec.tolerations`.
+    pub tolerations: Vec<Toleration>,
 }
 
 /// Why a node cannot take the pod, as Kubernetes words it in a histogram.
@@ -48,6 +52,8 @@ pub enum Rejection {
     NotReady,
     /// The node is cordoned.
     Unschedulable,
+    /// The node has a `NoSchedule` or `NoExecute` taint the pod does not tolerate.
+    UntoleratedTaint,
     /// A `nodeSelector` label does not match.
     SelectorMismatch,
     /// The node holds its maximum number of pods.
@@ -61,6 +67,7 @@ impl Rejection {
         match self {
             Rejection::NotReady => "node(s) were not ready",
             Rejection::Unschedulable => "node(s) were unschedulable",
+            Rejection::UntoleratedTaint => "node(s) had untolerated taint(s)",
             Rejection::SelectorMismatch => "node(s) didn't match Pod's node affinity/selector",
             Rejection::TooManyPods => "Too many pods",
             Rejection::InsufficientMemory => "Insufficient memory",
@@ -84,6 +91,13 @@ pub fn filter(pod: &PodDemand, node: &NodeView) -> Result<(), Rejection> {
     if node.unschedulable {
         return Err(Rejection::Unschedulable);
     }
+    if node
+        .taints
+        .iter()
+        .any(|taint| repels(taint) && !tolerated(taint, &pod.tolerations))
+    {
+        return Err(Rejection::UntoleratedTaint);
+    }
     let selector_matches = pod
         .node_selector
         .iter()
@@ -102,6 +116,37 @@ pub fn filter(pod: &PodDemand, node: &NodeView) -> Result<(), Rejection> {
         return Err(Rejection::InsufficientMemory);
     }
     Ok(())
+}
+
+/// Whether a taint keeps new pods off (`PreferNoSchedule` is only a preference).
+fn repels(taint: &Taint) -> bool {
+    matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
+}
+
+/// Kubernetes' `ToleratesTaint`: the effect matches (or is empty), and the key matches
+/// with operator `Exists` (an empty key with `Exists` tolerates every taint) or `Equal`
+/// (the default) with the same value.
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration.effect.as_deref().unwrap_or("");
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match toleration.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" => {
+            !key.is_empty()
+                && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
+fn tolerated(taint: &Taint, tolerations: &[Toleration]) -> bool {
+    tolerations.iter().any(|t| tolerates(t, taint))
 }
 
 /// Chooses the node for the pod, or explains why none fits.
@@ -197,6 +242,11 @@ pub fn demand(pod: &Pod) -> PodDemand {
             .as_ref()
             .and_then(|s| s.node_selector.clone())
             .unwrap_or_default(),
+        tolerations: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -230,6 +280,11 @@ pub fn node_view(node: &Node, bound: &[&Pod]) -> NodeView {
             .as_ref()
             .and_then(|s| s.unschedulable)
             .unwrap_or(false),
+        taints: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default(),
         allocatable_memory,
         allocatable_pods,
         requested_memory: occupying
@@ -252,6 +307,7 @@ mod tests {
             labels: BTreeMap::from([("kubernetes.io/arch".into(), "arm64".into())]),
             ready: true,
             unschedulable: false,
+            taints: Vec::new(),
             allocatable_memory: 4 * GI,
             allocatable_pods: Some(110),
             requested_memory: 0,
@@ -263,7 +319,93 @@ mod tests {
         PodDemand {
             memory,
             node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
         }
+    }
+
+    fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: value.map(str::to_owned),
+            effect: effect.into(),
+            time_added: None,
+        }
+    }
+
+    fn toleration(key: &str, operator: &str, value: Option<&str>, effect: &str) -> Toleration {
+        Toleration {
+            key: (!key.is_empty()).then(|| key.to_owned()),
+            operator: Some(operator.to_owned()),
+            value: value.map(str::to_owned),
+            effect: (!effect.is_empty()).then(|| effect.to_owned()),
+            toleration_seconds: None,
+        }
+    }
+
+    #[test]
+    fn a_node_with_an_untolerated_no_schedule_or_no_execute_taint_is_filtered_out() {
+        for effect in ["NoSchedule", "NoExecute"] {
+            let n = NodeView {
+                taints: vec![taint("node.kubernetes.io/unreachable", None, effect)],
+                ..node("a")
+            };
+            assert_eq!(filter(&pod(0), &n), Err(Rejection::UntoleratedTaint));
+        }
+        let soft = NodeView {
+            taints: vec![taint("x", None, "PreferNoSchedule")],
+            ..node("a")
+        };
+        assert_eq!(filter(&pod(0), &soft), Ok(()));
+    }
+
+    #[test]
+    fn a_matching_toleration_lets_the_pod_on() {
+        let n = NodeView {
+            taints: vec![
+                taint("node.kubernetes.io/unreachable", None, "NoSchedule"),
+                taint("dedicated", Some("edge"), "NoSchedule"),
+            ],
+            ..node("a")
+        };
+        let mut tolerant = pod(0);
+        tolerant.tolerations = vec![
+            toleration(
+                "node.kubernetes.io/unreachable",
+                "Exists",
+                None,
+                "NoSchedule",
+            ),
+            toleration("dedicated", "Equal", Some("edge"), ""),
+        ];
+        assert_eq!(filter(&tolerant, &n), Ok(()));
+        // One taint left untolerated is enough to refuse.
+        tolerant.tolerations.pop();
+        assert_eq!(filter(&tolerant, &n), Err(Rejection::UntoleratedTaint));
+    }
+
+    #[test]
+    fn toleration_matching_follows_kubernetes() {
+        let t = taint("dedicated", Some("edge"), "NoSchedule");
+        assert!(tolerates(&toleration("", "Exists", None, ""), &t));
+        assert!(tolerates(&toleration("dedicated", "Exists", None, ""), &t));
+        assert!(tolerates(
+            &toleration("dedicated", "Equal", Some("edge"), "NoSchedule"),
+            &t
+        ));
+        assert!(!tolerates(
+            &toleration("dedicated", "Equal", Some("core"), ""),
+            &t
+        ));
+        assert!(!tolerates(
+            &toleration("dedicated", "Exists", None, "NoExecute"),
+            &t
+        ));
+        assert!(!tolerates(&toleration("other", "Exists", None, ""), &t));
+        assert!(!tolerates(&toleration("", "Equal", None, ""), &t));
+        assert!(!tolerates(
+            &toleration("dedicated", "Sometimes", None, ""),
+            &t
+        ));
     }
 
     #[test]
