@@ -258,6 +258,16 @@ impl Cluster {
         self.mosquitto.is_some()
     }
 
+    /// The MQTT password agent `name` logs in with (read from its data dir): what a stolen
+    /// device, or a buggy agent, can use.
+    pub fn node_login(&self, name: &str) -> String {
+        let password = read_trimmed(&self.agent_dir(name).join("node-password"));
+        match &self.mosquitto {
+            Some(_) => password,
+            None => format!("{}:{password}", self.node_token),
+        }
+    }
+
     /// The data dir of agent `name`.
     pub fn agent_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("agent-{name}"))
@@ -384,7 +394,12 @@ impl Cluster {
 
     /// Runs the real `kubectl` against this cluster.
     pub fn kubectl(&self, args: &[&str]) -> CliOutput {
-        self.run_client(Path::new("kubectl"), args, None)
+        self.kubectl_with_stdin(args, None)
+    }
+
+    /// Runs the real `kubectl` with `stdin` as its standard input.
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        self.run_client(Path::new("kubectl"), args, stdin)
     }
 
     fn run_client(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> CliOutput {
