@@ -7,7 +7,8 @@
 //!
 //! Files: [`router`] (routes), [`auth`] (bearer token), [`objects`] (the verbs),
 //! [`kinds`] + [`pods`]/[`nodes`]/[`namespaces`] (per-resource admission),
-//! [`validation`] (the Pod allow-list), [`body`] (limits, content types, patches),
+//! [`validation`] (the Pod allow-list), [`body`] (limits, content types, patches, decoding
+//! off the async workers), [`nesting`] (the depth pre-scan),
 //! [`protobuf`] (`kubectl create namespace`), [`selectors`], [`watch`], [`table`], [`logs`], [`modules`], [`discovery`], [`status`].
 //!
 //! Store calls run in `spawn_blocking`: a write waits for an fsync, and the API serves many
@@ -20,6 +21,7 @@ pub mod kinds;
 pub mod logs;
 pub mod modules;
 pub mod namespaces;
+pub mod nesting;
 pub mod nodes;
 pub mod objects;
 pub mod pods;
