@@ -23,6 +23,7 @@ pub mod artifact;
 pub mod blob;
 pub mod broker_url;
 pub mod envelope;
+pub mod limits;
 pub mod logs;
 pub mod names;
 pub mod node;

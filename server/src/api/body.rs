@@ -81,8 +81,7 @@ fn check_depth(
     check(bytes).map_err(|err| ApiError::bad_request(err.to_string()))
 }
 
-/// The largest object body accepted.
-pub const MAX_OBJECT_BODY: usize = 1 << 20;
+pub use wasmfleet_protocol::limits::MAX_OBJECT_BODY;
 
 /// Reads at most `limit` bytes; 413 beyond.
 pub async fn read_limited(
@@ -95,6 +94,7 @@ pub async fn read_limited(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
+        drain(body).await;
         return Err(ApiError::too_large(limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|err| {
@@ -103,6 +103,30 @@ pub async fn read_limited(
         tracing::debug!(%err, "request body refused");
         ApiError::too_large(limit)
     })
+}
+
+/// At most this much of a refused body is read and discarded (see [`drain`]).
+const DRAIN_LIMIT: usize = 8 << 20;
+
+/// At most this long is spent discarding a refused body.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and discards a refused body, bounded by [`DRAIN_LIMIT`] and [`DRAIN_TIME`], before
+/// the 413 is sent: over HTTP/2 an answer that comes while the body is still unread resets
+/// the stream, and clients (curl, hyper) then report a stream error instead of the 413.
+async fn drain(body: Body) {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let discard = async {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 /// The media type of the request (without parameters), lowercased.

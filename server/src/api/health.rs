@@ -85,7 +85,10 @@ mod tests {
     #[tokio::test]
     async fn healthy_checks_answer_ok_and_verbose_lists_them() {
         let checks = [("ping", true), ("store", true)];
-        assert_eq!(body(report("readyz", &checks, false)).await, (200, "ok".to_owned()));
+        assert_eq!(
+            body(report("readyz", &checks, false)).await,
+            (200, "ok".to_owned())
+        );
         let (code, text) = body(report("readyz", &checks, true)).await;
         assert_eq!(code, 200);
         assert_eq!(text, "[+]ping ok\n[+]store ok\nreadyz check passed\n");
@@ -93,7 +96,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_check_is_a_503_naming_it() {
-        let (code, text) = body(report("readyz", &[("ping", true), ("fleet-link", false)], false)).await;
+        let (code, text) = body(report(
+            "readyz",
+            &[("ping", true), ("fleet-link", false)],
+            false,
+        ))
+        .await;
         assert_eq!(code, 503);
         assert!(text.contains("[-]fleet-link failed\n"), "{text}");
         assert!(text.ends_with("readyz check failed\n"), "{text}");

@@ -496,7 +496,11 @@ mod tests {
                 "spec.containers[0].resources.requests.memory",
             ]
         );
-        assert!(causes[0].message.contains("at least 64Ki"), "{:?}", causes[0]);
+        assert!(
+            causes[0].message.contains("at least 64Ki"),
+            "{:?}",
+            causes[0]
+        );
         p["spec"]["containers"][0]["resources"]["limits"] = json!({"memory": "64Ki", "cpu": "1m"});
         p["spec"]["containers"][0]["resources"]["requests"] = json!({"memory": 65536});
         assert!(validate_pod(&p).is_empty(), "{:?}", validate_pod(&p));

@@ -72,7 +72,8 @@ pub(super) async fn run(
         };
         match event {
             Ok(Event::Incoming(packet)) => {
-                if matches!(&packet, Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success) {
+                if matches!(&packet, Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success)
+                {
                     link_up.store(true, Ordering::Relaxed);
                 }
                 if !handle_packet(packet, &inbound, &mut backoff) {
