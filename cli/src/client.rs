@@ -12,6 +12,7 @@ use futures::Stream;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::Value;
+use wasmfleet_protocol::limits::MAX_OBJECT_BODY;
 
 use crate::kubeconfig::ClusterAccess;
 
@@ -62,6 +63,16 @@ pub enum ClientError {
         code: u16,
         /// Start of the response body.
         body: String,
+    },
+    /// A body larger than the server accepts, refused before sending it.
+    #[error(
+        "the object is {size} bytes as JSON, over the server's limit of {limit} bytes; make it smaller or split it"
+    )]
+    TooLarge {
+        /// The body's size.
+        size: usize,
+        /// The server's limit ([`MAX_OBJECT_BODY`]).
+        limit: usize,
     },
     /// The response body could not be read or decoded.
     #[error("invalid response from the server: {0}")]
@@ -152,20 +163,14 @@ impl Client {
 
     /// POST a JSON object to a collection (create).
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        json(
-            self.send(self.request(Method::POST, path).json(body))
-                .await?,
-        )
-        .await
+        let request = self.request(Method::POST, path);
+        json(self.send(with_object_body(request, body)?).await?).await
     }
 
     /// PUT a JSON object (replace).
     pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        json(
-            self.send(self.request(Method::PUT, path).json(body))
-                .await?,
-        )
-        .await
+        let request = self.request(Method::PUT, path);
+        json(self.send(with_object_body(request, body)?).await?).await
     }
 
     /// DELETE an object.
@@ -245,6 +250,26 @@ async fn json(response: Response) -> Result<Value, ClientError> {
     serde_json::from_slice(&bytes).map_err(|err| ClientError::Body(err.to_string()))
 }
 
+/// Adds a JSON object body to `request` (see [`object_body`]).
+fn with_object_body(request: RequestBuilder, body: &Value) -> Result<RequestBuilder, ClientError> {
+    Ok(request
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(object_body(body)?))
+}
+
+/// Encodes an object body, refusing one the server would refuse for its size
+/// ([`MAX_OBJECT_BODY`], shared with the server).
+pub fn object_body(body: &Value) -> Result<Vec<u8>, ClientError> {
+    let bytes = serde_json::to_vec(body).map_err(|err| ClientError::Body(err.to_string()))?;
+    if bytes.len() > MAX_OBJECT_BODY {
+        return Err(ClientError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_OBJECT_BODY,
+        });
+    }
+    Ok(bytes)
+}
+
 /// Decodes an error response: a `Status` body when there is one.
 async fn failure(response: Response) -> ClientError {
     let code = response.status();
@@ -286,6 +311,15 @@ pub fn classify(code: StatusCode, body: &[u8]) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_over_the_servers_limit_is_refused_before_sending() {
+        let big = serde_json::json!({"data": "x".repeat(MAX_OBJECT_BODY)});
+        let err = object_body(&big).unwrap_err();
+        assert!(matches!(err, ClientError::TooLarge { limit, .. } if limit == MAX_OBJECT_BODY));
+        assert!(err.to_string().contains("limit of 1048576 bytes"), "{err}");
+        assert!(object_body(&serde_json::json!({"data": "x"})).is_ok());
+    }
 
     #[test]
     fn a_status_body_prints_like_kubectl() {

@@ -9,6 +9,7 @@
 //! - [`blob`]: content-addressed module transfer in chunks;
 //! - [`artifact`]: modules the server precompiled for a node's engine, and their signature;
 //! - [`logs`]: container log requests and the chunks that answer them;
+//! - [`limits`]: limits of the HTTPS API that the server and its clients share;
 //! - [`login`]: how a node's MQTT password carries its own credential and the join token;
 //! - [`names`]: validation of names that end up inside topics;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
@@ -24,6 +25,7 @@ pub mod artifact;
 pub mod blob;
 pub mod broker_url;
 pub mod envelope;
+pub mod limits;
 pub mod login;
 pub mod logs;
 pub mod names;

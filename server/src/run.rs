@@ -76,9 +76,11 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let listener = std::net::TcpListener::bind(config.https_listen)
         .with_context(|| format!("binding the API on {}", config.https_listen))?;
     let api_addr = listener.local_addr()?;
+    let link = fleet.clone();
     let ctx = ApiContext {
         store,
         modules: Some(modules),
+        fleet_link: Some(Arc::new(move || link.link_up())),
         logs: Some(Arc::new(FleetLogs(fleet))),
         admin_token: Arc::from(boot.credentials.admin_token.as_str()),
         shutdown: shutdown.clone(),

@@ -265,8 +265,22 @@ fn birth(epoch: u64) -> Message {
     })
 }
 
+/// A valid empty core module with `len` bytes of padding in a custom section (modules are
+/// validated at push).
 fn wasm(len: usize) -> Vec<u8> {
     let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    bytes.push(0); // custom section
+    let mut size = len + 2; // the name, "x", and the padding
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            bytes.push(byte);
+            break;
+        }
+        bytes.push(byte | 0x80);
+    }
+    bytes.extend_from_slice(&[1, b'x']);
     bytes.extend((0..len).map(|i| (i % 253) as u8));
     bytes
 }

@@ -80,6 +80,16 @@ pub enum ApplyError {
         /// Status message.
         message: String,
     },
+    /// The object is larger than the server accepts; it was not sent.
+    #[error("error: {source_name}: {what}: {reason}")]
+    TooLarge {
+        /// The manifest source.
+        source_name: String,
+        /// `pod/NAME`.
+        what: String,
+        /// The size and the limit.
+        reason: ClientError,
+    },
     /// A transport-level failure (unreachable, unauthorized, bad response).
     #[error("error: {0}")]
     Client(ClientError),
@@ -131,7 +141,9 @@ async fn apply_one(session: &Session, object: &Object) -> Result<(Kind, Outcome)
     let namespace = target_namespace(session, kind, object)?;
     let desired = with_namespace(&object.value, kind, &namespace);
     let scope = crate::kinds::Scope::Namespace(namespace.clone());
-    let failed = |action| move |err| server_error(err, action, &object.source);
+    let failed = |action| {
+        move |err| server_error(err, action, &object.source, kind.singular(), object.name())
+    };
     match session
         .client
         .post(&kind.collection_path(&scope), &desired)
@@ -169,8 +181,19 @@ async fn apply_one(session: &Session, object: &Object) -> Result<(Kind, Outcome)
     })
 }
 
-fn server_error(err: ClientError, action: &'static str, source: &str) -> ApplyError {
+fn server_error(
+    err: ClientError,
+    action: &'static str,
+    source: &str,
+    kind: &str,
+    name: &str,
+) -> ApplyError {
     match err {
+        ClientError::TooLarge { .. } => ApplyError::TooLarge {
+            source_name: source.to_owned(),
+            what: format!("{kind}/{name}"),
+            reason: err,
+        },
         ClientError::Status(status) => ApplyError::Server {
             reason: status.reason,
             action,

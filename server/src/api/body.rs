@@ -10,15 +10,78 @@
 //!
 //! Protobuf bodies are understood for namespaces only (see `protobuf`); other protobuf
 //! bodies and server-side apply (`application/apply-patch+yaml`) get a 415.
+//!
+//! Decoding runs off the async workers ([`decode_object`], [`decode_patch`]): JSON and YAML
+//! bodies are first checked for nesting depth by a linear pre-scan ([`super::nesting`]), then
+//! parsed on a blocking thread, at most [`MAX_CONCURRENT_DECODES`] at once (a flood of big
+//! bodies waits its turn instead of taking every blocking thread), and a request whose
+//! decoding takes longer than [`DECODE_TIMEOUT`] gets a 503.
+
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 
+use super::nesting;
 use super::status::ApiError;
 
-/// The largest object body accepted.
-pub const MAX_OBJECT_BODY: usize = 1 << 20;
+/// How many request bodies are decoded at once; the rest wait for a permit.
+pub const MAX_CONCURRENT_DECODES: usize = 4;
+
+/// How long a request waits for a permit and then for its decoding, each.
+pub const DECODE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The decoding permits, shared by every request.
+static DECODE_PERMITS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_DECODES);
+
+/// Runs `decode` on a blocking thread once a permit is free. The permit stays with the
+/// thread until it finishes, even when the request has given up waiting for it.
+async fn off_workers<T, F>(decode: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    let busy = || ApiError::unavailable("the server is busy decoding other request bodies");
+    let permit = tokio::time::timeout(DECODE_TIMEOUT, DECODE_PERMITS.acquire())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|err| ApiError::internal(&err))?;
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        decode()
+    });
+    match tokio::time::timeout(DECODE_TIMEOUT, task).await {
+        Ok(joined) => joined.map_err(|err| ApiError::internal(&err))?,
+        Err(_) => Err(ApiError::unavailable(format!(
+            "decoding the request body took longer than {} s",
+            DECODE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Parses an object body (POST, PUT) off the async workers (see the module docs).
+pub async fn decode_object(headers: &HeaderMap, bytes: Bytes) -> Result<Value, ApiError> {
+    let media = content_type(headers);
+    off_workers(move || parse_object(&media, &bytes)).await
+}
+
+/// Parses a PATCH body off the async workers (see the module docs), so that applying it
+/// inside the store's write transaction costs only the merge.
+pub async fn decode_patch(headers: &HeaderMap, bytes: Bytes) -> Result<Patch, ApiError> {
+    let media = content_type(headers);
+    off_workers(move || parse_patch(&media, &bytes)).await
+}
+
+fn check_depth(
+    check: fn(&[u8]) -> Result<(), nesting::TooDeep>,
+    bytes: &[u8],
+) -> Result<(), ApiError> {
+    check(bytes).map_err(|err| ApiError::bad_request(err.to_string()))
+}
+
+pub use wasmfleet_protocol::limits::MAX_OBJECT_BODY;
 
 /// Reads at most `limit` bytes; 413 beyond.
 pub async fn read_limited(
@@ -31,6 +94,7 @@ pub async fn read_limited(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
+        drain(body).await;
         return Err(ApiError::too_large(limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|err| {
@@ -39,6 +103,30 @@ pub async fn read_limited(
         tracing::debug!(%err, "request body refused");
         ApiError::too_large(limit)
     })
+}
+
+/// At most this much of a refused body is read and discarded (see [`drain`]).
+const DRAIN_LIMIT: usize = 8 << 20;
+
+/// At most this long is spent discarding a refused body.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and discards a refused body, bounded by [`DRAIN_LIMIT`] and [`DRAIN_TIME`], before
+/// the 413 is sent: over HTTP/2 an answer that comes while the body is still unread resets
+/// the stream, and clients (curl, hyper) then report a stream error instead of the 413.
+async fn drain(body: Body) {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let discard = async {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 /// The media type of the request (without parameters), lowercased.
@@ -51,14 +139,20 @@ pub fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Parses an object body (POST, PUT).
-pub fn parse_object(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
-    let media = content_type(headers);
-    let value: Value = match media.as_str() {
-        "application/json" | "" => serde_json::from_slice(bytes)
-            .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?,
-        "application/yaml" | "application/x-yaml" => serde_yaml_ng::from_slice(bytes)
-            .map_err(|err| ApiError::bad_request(format!("invalid YAML body: {err}")))?,
+/// Parses an object body (POST, PUT) of media type `media`. Synchronous and CPU-bound: async
+/// callers use [`decode_object`].
+pub fn parse_object(media: &str, bytes: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = match media {
+        "application/json" | "" => {
+            check_depth(nesting::check_json, bytes)?;
+            serde_json::from_slice(bytes)
+                .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?
+        }
+        "application/yaml" | "application/x-yaml" => {
+            check_depth(nesting::check_yaml, bytes)?;
+            serde_yaml_ng::from_slice(bytes)
+                .map_err(|err| ApiError::bad_request(format!("invalid YAML body: {err}")))?
+        }
         "application/vnd.kubernetes.protobuf" => super::protobuf::decode_namespace(bytes)
             .ok_or_else(|| {
                 ApiError::unsupported_media_type(
@@ -74,28 +168,52 @@ pub fn parse_object(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError
     }
 }
 
-/// Applies a PATCH body to `target`, by the request's content type.
-pub fn apply_patch(headers: &HeaderMap, bytes: &[u8], target: &mut Value) -> Result<(), ApiError> {
-    let media = content_type(headers);
+/// A parsed PATCH body.
+#[derive(Debug, Clone)]
+pub enum Patch {
+    /// `application/merge-patch+json`.
+    Merge(Value),
+    /// `application/strategic-merge-patch+json`.
+    Strategic(Value),
+    /// `application/json-patch+json`.
+    Json(json_patch::Patch),
+}
+
+/// Parses a PATCH body of media type `media`. Synchronous and CPU-bound: async callers use
+/// [`decode_patch`].
+pub fn parse_patch(media: &str, bytes: &[u8]) -> Result<Patch, ApiError> {
     let parse = || -> Result<Value, ApiError> {
+        check_depth(nesting::check_json, bytes)?;
         serde_json::from_slice(bytes)
             .map_err(|err| ApiError::bad_request(format!("invalid patch: {err}")))
     };
-    match media.as_str() {
-        "application/merge-patch+json" => json_patch::merge(target, &parse()?),
-        "application/strategic-merge-patch+json" => strategic_merge(target, &parse()?),
+    match media {
+        "application/merge-patch+json" => Ok(Patch::Merge(parse()?)),
+        "application/strategic-merge-patch+json" => Ok(Patch::Strategic(parse()?)),
         "application/json-patch+json" => {
+            check_depth(nesting::check_json, bytes)?;
             let ops: json_patch::Patch = serde_json::from_slice(bytes)
                 .map_err(|err| ApiError::bad_request(format!("invalid JSON patch: {err}")))?;
-            json_patch::patch(target, &ops)
-                .map_err(|err| ApiError::bad_request(format!("the JSON patch failed: {err}")))?;
+            Ok(Patch::Json(ops))
         }
-        other => return Err(ApiError::unsupported_media_type(other)),
+        other => Err(ApiError::unsupported_media_type(other)),
     }
-    if target.is_object() {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request("the patch must leave an object"))
+}
+
+impl Patch {
+    /// Applies the patch to `target`, which must stay an object.
+    pub fn apply(&self, target: &mut Value) -> Result<(), ApiError> {
+        match self {
+            Patch::Merge(patch) => json_patch::merge(target, patch),
+            Patch::Strategic(patch) => strategic_merge(target, patch),
+            Patch::Json(ops) => json_patch::patch(target, ops)
+                .map_err(|err| ApiError::bad_request(format!("the JSON patch failed: {err}")))?,
+        }
+        if target.is_object() {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request("the patch must leave an object"))
+        }
     }
 }
 
@@ -214,29 +332,44 @@ mod tests {
 
     #[test]
     fn unknown_patch_types_are_refused() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            "application/apply-patch+yaml".parse().unwrap(),
-        );
-        let err = apply_patch(&headers, b"{}", &mut json!({})).unwrap_err();
+        let err = parse_patch("application/apply-patch+yaml", b"{}").unwrap_err();
         assert_eq!(err.code.as_u16(), 415);
     }
 
     #[test]
     fn json_patches_apply() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            "application/json-patch+json".parse().unwrap(),
-        );
         let mut obj = json!({"a": 1});
-        apply_patch(
-            &headers,
+        parse_patch(
+            "application/json-patch+json",
             br#"[{"op":"replace","path":"/a","value":2}]"#,
-            &mut obj,
         )
+        .unwrap()
+        .apply(&mut obj)
         .unwrap();
         assert_eq!(obj, json!({"a": 2}));
+    }
+
+    #[test]
+    fn deeply_nested_bodies_are_refused_naming_the_limit() {
+        let deep_json = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep_yaml = format!("a: {}", "[".repeat(100_000));
+        for (media, body) in [
+            ("application/json", deep_json.as_str()),
+            ("application/yaml", deep_yaml.as_str()),
+        ] {
+            let err = parse_object(media, body.as_bytes()).unwrap_err();
+            assert_eq!(err.code.as_u16(), 400, "{media}");
+            assert!(
+                err.message.contains("limit of 64 levels"),
+                "{}",
+                err.message
+            );
+        }
+        let err = parse_patch("application/merge-patch+json", deep_json.as_bytes()).unwrap_err();
+        assert!(
+            err.message.contains("limit of 64 levels"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -7,8 +7,10 @@
 //!
 //! Files: [`router`] (routes), [`auth`] (bearer token), [`objects`] (the verbs),
 //! [`kinds`] + [`pods`]/[`nodes`]/[`namespaces`] (per-resource admission),
-//! [`validation`] (the Pod allow-list), [`body`] (limits, content types, patches),
-//! [`protobuf`] (`kubectl create namespace`), [`selectors`], [`watch`], [`table`], [`logs`], [`modules`], [`discovery`], [`status`].
+//! [`validation`] (the Pod allow-list), [`body`] (limits, content types, patches, decoding
+//! off the async workers), [`nesting`] (the depth pre-scan),
+//! [`protobuf`] (`kubectl create namespace`), [`selectors`], [`watch`], [`table`], [`logs`], [`modules`], [`discovery`], [`status`],
+//! [`health`] (`/healthz`, `/livez`, `/readyz`, without authentication).
 //!
 //! Store calls run in `spawn_blocking`: a write waits for an fsync, and the API serves many
 //! clients at once.
@@ -16,10 +18,12 @@
 pub mod auth;
 pub mod body;
 pub mod discovery;
+pub mod health;
 pub mod kinds;
 pub mod logs;
 pub mod modules;
 pub mod namespaces;
+pub mod nesting;
 pub mod nodes;
 pub mod objects;
 pub mod pods;
@@ -63,6 +67,9 @@ pub struct ApiContext {
     pub shutdown: CancellationToken,
     /// Tracks the tasks that feed streaming responses.
     pub tracker: TaskTracker,
+    /// Whether the fleet link is connected to the broker, for `/readyz`; `None` leaves the
+    /// check out.
+    pub fleet_link: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 /// Starting the API failed.

@@ -83,7 +83,7 @@ fn module_error(err: ModuleError, name: &str) -> ApiError {
             "metadata.name",
             format!("invalid image reference {image:?}"),
         ),
-        ModuleError::NotWasm => invalid("body", err.to_string()),
+        ModuleError::NotWasm | ModuleError::Invalid(_) => invalid("body", err.to_string()),
         ModuleError::TooLarge { limit, .. } => ApiError::too_large(limit),
         other => ApiError::internal(&other),
     }

@@ -133,7 +133,7 @@ pub async fn create<R: Resource>(
     let kind = R::KIND;
     let target = Target::from(&params);
     let bytes = body::read_limited(&headers, body, MAX_OBJECT_BODY).await?;
-    let mut obj = body::parse_object(&headers, &bytes)?;
+    let mut obj = body::decode_object(&headers, bytes).await?;
     place_in_namespace(&mut obj, target.namespace.as_deref())?;
     assign_generated_name(&mut obj);
     (kind.admit_create)(&mut obj)?;
@@ -166,7 +166,7 @@ pub async fn replace<R: Resource>(
     let target = Target::from(&params);
     let key = target.key(kind)?;
     let bytes = body::read_limited(&headers, body, MAX_OBJECT_BODY).await?;
-    let mut new = body::parse_object(&headers, &bytes)?;
+    let mut new = body::decode_object(&headers, bytes).await?;
     place_in_namespace(&mut new, target.namespace.as_deref())?;
     if name_of(&new) != key.name {
         return Err(ApiError::bad_request(format!(
@@ -189,9 +189,10 @@ pub async fn patch<R: Resource>(
     let kind = R::KIND;
     let key = Target::from(&params).key(kind)?;
     let bytes = body::read_limited(&headers, body, MAX_OBJECT_BODY).await?;
+    let patch = body::decode_patch(&headers, bytes).await?;
     let updated = modify(&ctx, key, kind, move |current| {
         let mut patched = current.clone();
-        body::apply_patch(&headers, &bytes, &mut patched)?;
+        patch.apply(&mut patched)?;
         Ok(patched)
     })
     .await?;

@@ -1,6 +1,6 @@
-//! The route table. Every route requires the admin bearer token; unknown paths get a 404
-//! Status, unknown methods a 405 Status, and writes other than DELETE with `dryRun` a 400
-//! (DELETE honours it).
+//! The route table. Every route but the health checks ([`health`]) requires the admin bearer
+//! token; unknown paths get a 404 Status, unknown methods a 405 Status, and writes other than
+//! DELETE with `dryRun` a 400 (DELETE honours it).
 
 use std::sync::Arc;
 
@@ -13,11 +13,12 @@ use axum::routing::{MethodRouter, get, put};
 
 use super::kinds::{Namespaces, Nodes, Pods, Resource};
 use super::status::ApiError;
-use super::{ApiContext, auth, discovery, logs, modules, objects};
+use super::{ApiContext, auth, discovery, health, logs, modules, objects};
 
 /// All routes, with authentication.
 pub fn build(ctx: ApiContext) -> Router {
     let token: Arc<str> = Arc::clone(&ctx.admin_token);
+    let health = health::routes(ctx.clone());
     Router::new()
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::api))
@@ -51,6 +52,7 @@ pub fn build(ctx: ApiContext) -> Router {
         .layer(middleware::from_fn(refuse_dry_run))
         .layer(middleware::from_fn_with_state(token, auth::require_token))
         .with_state(ctx)
+        .merge(health)
 }
 
 fn collection<R: Resource>() -> MethodRouter<ApiContext> {

@@ -305,6 +305,10 @@ fn check_env(env: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// The smallest memory limit or request accepted: one WebAssembly page. Below it no module
+/// with a memory can even start (a limit of `0` was accepted and the pod OOMKilled at start).
+pub const MIN_MEMORY_BYTES: u64 = 64 * 1024;
+
 fn check_resources(resources: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     for list in ["limits", "requests"] {
         for (name, parse) in [
@@ -322,18 +326,44 @@ fn check_resources(resources: Option<&Value>, path: &str, causes: &mut Vec<Cause
                 Value::Number(n) => n.to_string(),
                 _ => continue, // reported by the shape check
             };
-            if parse(&text).is_err() {
-                causes.push(Cause::new(
+            let field = format!("{path}.resources.{list}.{name}");
+            match parse(&text) {
+                Ok(amount) => check_amount(list, name, amount, &text, &field, causes),
+                Err(_) => causes.push(Cause::new(
                     "FieldValueInvalid",
-                    format!("{path}.resources.{list}.{name}"),
+                    field,
                     format!(
                         "Invalid value: {text:?}: quantities must match the regular expression \
                          '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
                     ),
-                ));
+                )),
             }
         }
     }
+}
+
+/// Memory limits and requests of at least [`MIN_MEMORY_BYTES`]; CPU limits above zero
+/// (a CPU request of zero is fine, as in Kubernetes).
+fn check_amount(
+    list: &str,
+    name: &str,
+    amount: u64,
+    text: &str,
+    field: &str,
+    causes: &mut Vec<Cause>,
+) {
+    let problem = match (list, name) {
+        (_, "memory") if amount < MIN_MEMORY_BYTES => {
+            "must be at least 64Ki (one WebAssembly page)"
+        }
+        ("limits", "cpu") if amount == 0 => "must be greater than 0",
+        _ => return,
+    };
+    causes.push(Cause::new(
+        "FieldValueInvalid",
+        field,
+        format!("Invalid value: {text:?}: {problem}"),
+    ));
 }
 
 fn required(field: &str) -> Cause {
@@ -449,6 +479,31 @@ mod tests {
                 "spec.restartPolicy",
             ]
         );
+    }
+
+    #[test]
+    fn zero_and_tiny_limits_are_refused_naming_the_field() {
+        let mut p = pod();
+        let resources = &mut p["spec"]["containers"][0]["resources"];
+        resources["limits"] = json!({"memory": "0", "cpu": "0"});
+        resources["requests"] = json!({"memory": "1Ki", "cpu": "0"});
+        let causes = validate_pod(&p);
+        assert_eq!(
+            fields(&causes),
+            [
+                "spec.containers[0].resources.limits.memory",
+                "spec.containers[0].resources.limits.cpu",
+                "spec.containers[0].resources.requests.memory",
+            ]
+        );
+        assert!(
+            causes[0].message.contains("at least 64Ki"),
+            "{:?}",
+            causes[0]
+        );
+        p["spec"]["containers"][0]["resources"]["limits"] = json!({"memory": "64Ki", "cpu": "1m"});
+        p["spec"]["containers"][0]["resources"]["requests"] = json!({"memory": 65536});
+        assert!(validate_pod(&p).is_empty(), "{:?}", validate_pod(&p));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! Incoming publishes and (re)connects are forwarded to the dispatcher, which subscribes,
 //! announces the server and re-publishes desired state on every `Connected`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,6 +61,7 @@ pub(super) async fn run(
     client: AsyncClient,
     inbound: mpsc::UnboundedSender<Inbound>,
     offline_state: Vec<u8>,
+    link_up: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new();
@@ -69,12 +72,17 @@ pub(super) async fn run(
         };
         match event {
             Ok(Event::Incoming(packet)) => {
+                if matches!(&packet, Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success)
+                {
+                    link_up.store(true, Ordering::Relaxed);
+                }
                 if !handle_packet(packet, &inbound, &mut backoff) {
                     break;
                 }
             }
             Ok(Event::Outgoing(_)) => {}
             Err(err) => {
+                link_up.store(false, Ordering::Relaxed);
                 let delay = backoff.next_delay();
                 tracing::warn!(%err, retry_in = ?delay, "fleet MQTT connection lost");
                 tokio::select! {
@@ -84,6 +92,7 @@ pub(super) async fn run(
             }
         }
     }
+    link_up.store(false, Ordering::Relaxed);
     say_goodbye(&mut eventloop, &client, offline_state).await;
 }
 

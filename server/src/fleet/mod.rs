@@ -25,6 +25,8 @@ mod logs;
 pub mod nodes;
 pub mod status;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rumqttc::{AsyncClient, ClientError, LastWill, MqttOptions, QoS};
@@ -145,6 +147,8 @@ pub struct FleetHandle {
     logs: logs::LogRouter,
     leases: Leases,
     log_timeout: Duration,
+    /// Set while the connection to the broker is up (see [`FleetHandle::link_up`]).
+    link_up: Arc<AtomicBool>,
 }
 
 impl Fleet {
@@ -184,11 +188,13 @@ impl Fleet {
             shutdown: shutdown.clone(),
             complaints: inbound::Complaints::default(),
         };
+        let link_up = Arc::new(AtomicBool::new(false));
         tracker.spawn(connection::run(
             eventloop,
             client.clone(),
             inbound_tx,
             server_state_payload(&config, false),
+            Arc::clone(&link_up),
             shutdown.clone(),
         ));
         tracker.spawn(ctx.run(inbound_rx));
@@ -205,6 +211,7 @@ impl Fleet {
             logs,
             leases,
             log_timeout: config.log_timeout,
+            link_up,
         })
     }
 }
@@ -228,6 +235,11 @@ impl FleetHandle {
     /// Whether the node's agent is connected and heartbeating (as of its last message).
     pub fn node_online(&self, node: &str) -> bool {
         self.leases.is_online(node)
+    }
+
+    /// Whether the fleet link is connected to the broker right now (for `/readyz`).
+    pub fn link_up(&self) -> bool {
+        self.link_up.load(Ordering::Relaxed)
     }
 
     /// The MQTT client, for publishing from other server parts.

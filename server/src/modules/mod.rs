@@ -16,6 +16,7 @@
 //! Writes here do not bump the cluster revision: modules are not Kubernetes objects.
 
 mod image;
+mod validate;
 
 use std::sync::Arc;
 
@@ -30,12 +31,10 @@ use wasmfleet_protocol::pod::ModuleRef;
 use crate::store::Store;
 
 pub use image::{ImageRef, parse_image};
+pub use validate::validate_wasm;
 
 /// The largest module accepted.
 pub const MAX_MODULE_SIZE: usize = 64 * 1024 * 1024;
-
-/// The magic number every wasm binary (core module or component) starts with.
-const WASM_MAGIC: &[u8; 4] = b"\0asm";
 
 const TAGS: TableDefinition<&str, &str> = TableDefinition::new("module_tags");
 const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("module_blobs");
@@ -84,6 +83,9 @@ pub enum ModuleError {
     /// The bytes are not a wasm module or component.
     #[error("not a WebAssembly module or component (missing the \\0asm magic number)")]
     NotWasm,
+    /// The bytes start like wasm but do not validate (wasmparser's message).
+    #[error("invalid WebAssembly: {0}")]
+    Invalid(String),
     /// The module is larger than [`MAX_MODULE_SIZE`].
     #[error("module of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
@@ -172,8 +174,10 @@ impl ModuleStore {
     /// Stores `bytes` as `name:tag`. Identical content is stored once; re-pushing the same
     /// bytes under the same tag changes nothing and does not notify.
     ///
-    /// Synchronous: hashing and writing a large module takes tens of milliseconds, so
-    /// async callers with many clients should use `spawn_blocking`.
+    /// The bytes are validated in full first (see [`validate_wasm`]).
+    ///
+    /// Synchronous: validating, hashing and writing a large module takes tens of
+    /// milliseconds, so async callers with many clients should use `spawn_blocking`.
     pub fn put(&self, name: &str, tag: &str, bytes: &[u8]) -> Result<ModuleRecord, ModuleError> {
         names::validate_module_name(name)?;
         names::validate_tag(tag)?;
@@ -373,21 +377,6 @@ impl ModuleStore {
         }
         Ok(Some(bytes))
     }
-}
-
-/// Refuses oversize input and anything that is not wasm.
-fn validate_wasm(bytes: &[u8]) -> Result<(), ModuleError> {
-    if bytes.len() > MAX_MODULE_SIZE {
-        return Err(ModuleError::TooLarge {
-            size: bytes.len(),
-            limit: MAX_MODULE_SIZE,
-        });
-    }
-    // Magic plus the 4-byte version/layer field: the smallest valid binary is 8 bytes.
-    if bytes.len() < 8 || !bytes.starts_with(WASM_MAGIC) {
-        return Err(ModuleError::NotWasm);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,9 +1,26 @@
 use super::*;
 
+/// A valid empty core module carrying `body` in a custom section (so different bodies make
+/// different, valid modules).
 fn wasm(body: &[u8]) -> Vec<u8> {
     let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    bytes.push(0); // custom section
+    leb128(&mut bytes, body.len() + 2);
+    bytes.extend_from_slice(&[1, b'x']); // its name, "x"
     bytes.extend_from_slice(body);
     bytes
+}
+
+fn leb128(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 fn open() -> (tempfile::TempDir, ModuleStore) {
@@ -57,6 +74,44 @@ fn bytes_that_are_not_wasm_are_refused() {
         Err(ModuleError::NotWasm)
     ));
     assert!(modules.list().expect("list").is_empty());
+}
+
+#[test]
+fn the_magic_followed_by_garbage_is_refused_with_the_validators_message() {
+    let (_dir, modules) = open();
+    let mut garbage = b"\0asm\x01\0\0\0".to_vec();
+    garbage.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    let err = modules
+        .put("hello", "v1", &garbage)
+        .expect_err("garbage refused");
+    assert!(matches!(err, ModuleError::Invalid(_)), "{err}");
+    assert!(
+        err.to_string().starts_with("invalid WebAssembly: "),
+        "{err}"
+    );
+    // A component layer header with nothing valid after it is refused too.
+    let err = modules
+        .put("hello", "v1", b"\0asm\x0d\0\x01\0\xff\xff")
+        .expect_err("broken component refused");
+    assert!(matches!(err, ModuleError::Invalid(_)), "{err}");
+    assert!(modules.list().expect("list").is_empty());
+}
+
+#[test]
+fn an_empty_component_is_accepted() {
+    let (_dir, modules) = open();
+    modules
+        .put("comp", "v1", b"\0asm\x0d\0\x01\0")
+        .expect("an empty component is valid");
+}
+
+#[test]
+fn features_the_agents_lack_are_refused() {
+    // A module with one shared memory: needs `threads`, which the agents' wasmtime lacks.
+    let (_dir, modules) = open();
+    let shared = b"\0asm\x01\0\0\0\x05\x04\x01\x03\x01\x01";
+    let err = modules.put("t", "v1", shared).expect_err("threads refused");
+    assert!(matches!(err, ModuleError::Invalid(_)), "{err}");
 }
 
 #[test]
