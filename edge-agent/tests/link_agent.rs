@@ -928,9 +928,10 @@ async fn pods_starting_one_new_module_together_share_one_artifact_fetch_and_inst
     );
     let files = cache_files(dir.path());
     assert!(
-        files
-            .iter()
-            .all(|(path, len)| *len > 0 && !path.to_string_lossy().contains(".tmp")),
+        files.iter().all(|(path, len)| *len > 0
+            && !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp"))),
         "no empty or temporary files are left: {files:?}"
     );
     agent.stop().await;
