@@ -864,3 +864,75 @@ async fn a_tampered_or_foreign_signed_artifact_is_refused_and_the_module_compile
     assert_ne!(sha256_hex(&cached), tampered.digest);
     agent.stop().await;
 }
+
+/// Every file under the agent's module and artifact caches.
+fn cache_files(data_dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    ["modules", "cache"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(data_dir.join(dir)).ok())
+        .flat_map(|entries| entries.flatten())
+        .map(|e| (e.path(), e.metadata().unwrap().len()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_starting_one_new_module_together_share_one_artifact_fetch_and_install() {
+    init_tracing();
+    let broker = Broker::start();
+    let server = FakeServer::connect(broker.addr).await;
+    let module = hello(&server);
+    let ca = TestCa::new();
+    let (request, artifact) = hello_artifact(&module);
+    let blob = server.add_module(artifact);
+    let signature = ca.sign(&request, &blob.digest);
+    server.offer_artifact(
+        &module.digest,
+        ArtifactOutcome::Ready {
+            artifact: blob.clone(),
+            signature,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cert = ca.cert_pem.clone().into_bytes();
+    let agent = Agent::start_with(&broker, dir.path(), |config| config.ca_pem = Some(cert));
+
+    let uids = ["p1", "p2", "p3", "p4"];
+    let pods = uids
+        .iter()
+        .map(|uid| pod(uid, &module, RestartPolicy::Never, &[]))
+        .collect();
+    server
+        .publish_down(NODE, Down::Desired, &desired(1, pods), true)
+        .await;
+    for uid in uids {
+        server
+            .wait_for(&format!("{uid} Succeeded"), WAIT, |r| {
+                report_with(r, uid, PodPhase::Succeeded)
+            })
+            .await;
+    }
+    let artifact_requests = server
+        .received()
+        .iter()
+        .filter(|r| matches!(&r.message, Message::ArtifactRequest(a) if *a == request))
+        .count();
+    assert_eq!(
+        artifact_requests, 1,
+        "one fetch of the artifact for all pods"
+    );
+    let cached = cached_artifact(dir.path(), &module.digest).expect("an artifact is cached");
+    assert_eq!(
+        sha256_hex(&cached),
+        blob.digest,
+        "the server's artifact runs"
+    );
+    let files = cache_files(dir.path());
+    assert!(
+        files.iter().all(|(path, len)| *len > 0
+            && !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp"))),
+        "no empty or temporary files are left: {files:?}"
+    );
+    agent.stop().await;
+}

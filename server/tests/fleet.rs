@@ -197,9 +197,12 @@ impl FakeNode {
         self.raw(kind, encode(message)).await;
     }
 
+    /// Publishes like the agent does: node state retained, so a server that subscribes
+    /// later (the broker runs on its own threads, so no ordering is guaranteed) still gets it.
     async fn raw(&self, kind: Up, payload: Vec<u8>) {
+        let retain = kind == Up::State;
         self.client
-            .publish(topic::up(NODE, kind), QoS::AtLeastOnce, false, payload)
+            .publish(topic::up(NODE, kind), QoS::AtLeastOnce, retain, payload)
             .await
             .expect("publish");
     }

@@ -7,6 +7,7 @@
 //! them first with `cargo build --workspace --bins`; `scripts/test` does).
 
 pub mod cluster;
+pub mod flood;
 pub mod manifests;
 pub mod mosquitto;
 pub mod mqtt;

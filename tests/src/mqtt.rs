@@ -72,7 +72,8 @@ pub fn publish_all(
     Ok(())
 }
 
-fn connect(
+/// A client logged in as `username` (not yet polled: drive the connection to connect).
+pub fn connect(
     broker: &MqttEndpoint,
     client_id: &str,
     username: &str,

@@ -17,6 +17,7 @@ pub use artifact::{ArtifactError, OFFER_TIMEOUT};
 mod download;
 pub mod gc;
 pub mod progress;
+pub mod single_flight;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -146,8 +146,19 @@ async fn load(shared: &Shared, spec: &ContainerSpec) -> Result<Program, Event> {
 }
 
 /// Installs the server's signed artifact for the module, unless one is cached already, so
-/// that loading does not compile. Without one the runtime compiles locally.
+/// that loading does not compile. Without one the runtime compiles locally. Containers
+/// starting the same module together share one fetch and install.
 async fn precompiled_by_server(shared: &Shared, spec: &ContainerSpec) {
+    shared
+        .artifact_installs
+        .run(
+            &spec.module.digest,
+            fetch_and_install_artifact(shared, spec),
+        )
+        .await;
+}
+
+async fn fetch_and_install_artifact(shared: &Shared, spec: &ContainerSpec) {
     let runtime = &shared.runtime;
     let digest = &spec.module.digest;
     if runtime.has_artifact(digest) {

@@ -17,6 +17,7 @@ use super::logs::{LogError, LogStream};
 use super::pod::{Pod, supervise};
 use super::{ModuleSource, PodManagerConfig};
 use crate::modules::gc;
+use crate::modules::single_flight::SingleFlight;
 use crate::runtime::Runtime;
 
 /// What every pod task needs.
@@ -29,6 +30,9 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Where container logs are persisted, if anywhere.
     pub log_dir: Option<PathBuf>,
+    /// One fetch-and-install of the server's artifact per module digest at a time, shared
+    /// by every container starting that module.
+    pub artifact_installs: SingleFlight<()>,
 }
 
 /// Runs this node's pods. Cheap to clone; all clones manage the same pods.
@@ -79,6 +83,7 @@ impl PodManager {
                     source,
                     tracker,
                     log_dir: config.log_dir,
+                    artifact_installs: SingleFlight::default(),
                 }),
                 backoff: Backoff::with_base(config.restart_backoff_base),
                 shutdown,

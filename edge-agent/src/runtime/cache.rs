@@ -95,10 +95,17 @@ impl ArtifactCache {
         if std::fs::rename(verified, &target).is_ok() {
             return Ok(());
         }
+        // Read before creating the temporary file, so a missing source leaves nothing.
+        let bytes = std::fs::read(verified)?;
         let (temp, mut file) = tempfile_in(&self.dir)?;
-        file.write_all(&std::fs::read(verified)?)?;
-        file.sync_all()?;
-        std::fs::rename(temp, target)?;
+        let written = file
+            .write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&temp, &target));
+        if let Err(err) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(err);
+        }
         let _ = std::fs::remove_file(verified);
         Ok(())
     }

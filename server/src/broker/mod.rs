@@ -12,9 +12,14 @@
 //!
 //! Packet size: a module chunk (256 KiB) plus its envelope fits easily; module uploads over
 //! MQTT (`wf/v1/modules/NAME/TAG`, raw wasm) may use whole packets of up to
-//! [`MAX_PACKET_SIZE`] (16 MiB), so larger modules must be pushed over HTTPS.
+//! [`MAX_PACKET_SIZE`] (16 MiB), so larger modules must be pushed over HTTPS. That is the
+//! only read-time limit mqtt5 has (one for all clients); per-identity payload limits and
+//! per-node rates are enforced before routing by [`limits`].
+//!
+//! The broker runs on its own runtime and OS threads (see [`EmbeddedBroker`]).
 
 pub mod auth;
+pub mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,12 +28,13 @@ use std::time::Duration;
 use mqtt5::broker::config::{StorageBackend, StorageConfig, TlsConfig};
 use mqtt5::broker::server::BrokerShutdownHandle;
 use mqtt5::broker::{BrokerConfig, MqttBroker};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 use crate::bootstrap::{Credentials, TlsMaterial};
 use crate::identity::NodeIdentities;
 use crate::store::Store;
 use auth::{Authenticator, BrokerAuth};
+use limits::PublishLimits;
 
 /// The largest MQTT packet the broker accepts or sends: big enough for a 16 MiB module
 /// upload, bounded so one client cannot make the broker buffer arbitrary amounts.
@@ -36,6 +42,18 @@ pub const MAX_PACKET_SIZE: usize = 16 * 1024 * 1024;
 
 /// Retained messages are presence and desired snapshots, never modules.
 const MAX_RETAINED_MESSAGE_SIZE: usize = wasmfleet_protocol::MAX_MESSAGE_SIZE;
+
+/// The broker runtime's worker threads: its own, so keep-alives never wait for the API.
+const BROKER_THREADS: usize = 2;
+
+/// Messages queued per client and delivery lane (QoS 0 and QoS 1) before the broker drops
+/// QoS 0 messages and holds QoS 1 ones back; with per-node rate limits this bounds what a
+/// slow subscriber (the server among them) can make the broker hold.
+const CLIENT_CHANNEL_CAPACITY: usize = 256;
+
+/// What an offline or lagging session may have queued, in messages and bytes.
+const MAX_QUEUED_MESSAGES: usize = 1000;
+const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 
 /// How long a disconnected persistent session is kept before the broker forgets it.
 const SESSION_EXPIRY: Duration = Duration::from_secs(3600);
@@ -84,16 +102,33 @@ pub enum BrokerError {
         #[source]
         source: mqtt5::MqttError,
     },
+    /// The broker's own runtime or thread could not be created.
+    #[error("cannot start the embedded MQTT broker's runtime for {addr}: {source}")]
+    Runtime {
+        /// The requested listen address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The listener reported no local address.
     #[error("the embedded MQTT broker could not listen on {0} (address in use?)")]
     NoListener(SocketAddr),
 }
 
-/// A running embedded broker. Dropping it does not stop it; call [`EmbeddedBroker::shutdown`].
+/// A running embedded broker. Call [`EmbeddedBroker::shutdown`] to stop it cleanly; dropping
+/// it stops its runtime abruptly.
+///
+/// It runs on its own tokio runtime with its own OS threads ([`BROKER_THREADS`]), so its
+/// keep-alives and acks never wait behind work on the server's runtime (API requests, the
+/// fleet link, controllers): a busy API cannot make it drop its clients.
 pub struct EmbeddedBroker {
     local_addr: SocketAddr,
     shutdown: BrokerShutdownHandle,
-    task: JoinHandle<()>,
+    /// Fires when the broker's runtime has finished (its thread is about to exit).
+    stopped: oneshot::Receiver<()>,
+    /// Dropping (or sending on) it makes the broker thread stop waiting for a clean end.
+    abort: oneshot::Sender<()>,
 }
 
 impl std::fmt::Debug for EmbeddedBroker {
@@ -104,46 +139,45 @@ impl std::fmt::Debug for EmbeddedBroker {
     }
 }
 
+/// What the broker thread reports once it listens (or could not).
+type Started = Result<(SocketAddr, BrokerShutdownHandle), BrokerError>;
+
 impl EmbeddedBroker {
     /// Binds `addr` (port 0 picks a free port) and starts serving MQTT 3.1.1 and 5 clients
-    /// over TLS with `tls`'s serving certificate. `credentials` is usually
-    /// `&bootstrap::Credentials`; node identities are kept in `store`.
+    /// over TLS with `tls`'s serving certificate, on the broker's own runtime thread.
+    /// `credentials` is usually `&bootstrap::Credentials`; node identities are kept in
+    /// `store`.
     pub async fn start(
         addr: SocketAddr,
         credentials: impl Into<BrokerCredentials>,
         tls: &TlsMaterial,
         store: Store,
     ) -> Result<Self, BrokerError> {
-        let start_error = |source| BrokerError::Start { addr, source };
         // mqtt5 builds its rustls config with the process-wide crypto provider.
         crate::api::install_crypto_provider();
         let credentials = credentials.into();
         let nodes = NodeIdentities::new(store, &credentials.node_token);
         let auth = BrokerAuth::new(Authenticator::new(credentials, nodes));
-        let mut broker = MqttBroker::with_config(config(addr, tls))
+        let config = config(addr, tls);
+        let (started_tx, started_rx) = oneshot::channel::<Started>();
+        let (stopped_tx, stopped) = oneshot::channel();
+        let (abort, abort_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("wf-mqtt-broker-main".into())
+            .spawn(move || {
+                run_broker_thread(addr, config, auth, started_tx, abort_rx);
+                let _ = stopped_tx.send(());
+            })
+            .map_err(|source| BrokerError::Runtime { addr, source })?;
+        let (local_addr, shutdown) = started_rx
             .await
-            .map_err(start_error)?
-            .with_auth_provider(Arc::new(auth));
-        // `run` takes the listeners, so the address must be read before it starts. mqtt5
-        // only warns when a TLS listener cannot bind, so a missing one is our error.
-        let local_addr = broker
-            .tls_local_addr()
-            .ok_or(BrokerError::NoListener(addr))?;
-        let shutdown = broker.shutdown_handle();
-        let mut ready = broker.ready_receiver();
-        let task = tokio::spawn(async move {
-            if let Err(err) = broker.run().await {
-                tracing::error!(%err, "embedded MQTT broker stopped with an error");
-            }
-        });
-        // Connections are accepted by the kernel already; waiting for `ready` only makes
-        // sure the broker's router is initialised before the first client talks to it.
-        let _ = tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await;
-        tracing::info!(%local_addr, "embedded MQTT broker listening (TLS)");
+            .map_err(|_| BrokerError::NoListener(addr))??;
+        tracing::info!(%local_addr, "embedded MQTT broker listening (TLS, own runtime)");
         Ok(Self {
             local_addr,
             shutdown,
-            task,
+            stopped,
+            abort,
         })
     }
 
@@ -152,24 +186,92 @@ impl EmbeddedBroker {
         self.local_addr
     }
 
-    /// Stops accepting clients, closes connections and waits (bounded) for the broker to end.
+    /// Stops accepting clients, closes connections and waits (bounded) for the broker's
+    /// runtime to end.
     pub async fn shutdown(self) {
         self.shutdown.shutdown();
-        let mut task = self.task;
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+        let mut stopped = self.stopped;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut stopped)
             .await
             .is_err()
         {
             tracing::warn!("embedded MQTT broker did not stop in time; aborting it");
-            task.abort();
+            let _ = self.abort.send(());
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, stopped).await;
         }
+    }
+}
+
+/// The broker thread: its own runtime, dropped (bounded) when the broker ends.
+fn run_broker_thread(
+    addr: SocketAddr,
+    config: BrokerConfig,
+    auth: BrokerAuth,
+    started: oneshot::Sender<Started>,
+    abort: oneshot::Receiver<()>,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(BROKER_THREADS)
+        .thread_name("wf-mqtt-broker")
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => {
+            runtime.block_on(serve(addr, config, auth, started, abort));
+            runtime.shutdown_timeout(SHUTDOWN_GRACE);
+        }
+        Err(source) => {
+            let _ = started.send(Err(BrokerError::Runtime { addr, source }));
+        }
+    }
+}
+
+/// The broker thread's body: builds the broker on its own runtime, reports the address,
+/// and runs it until it stops or `abort` fires.
+async fn serve(
+    addr: SocketAddr,
+    config: BrokerConfig,
+    auth: BrokerAuth,
+    started: oneshot::Sender<Started>,
+    abort: oneshot::Receiver<()>,
+) {
+    let start_error = |source| BrokerError::Start { addr, source };
+    let mut broker = match MqttBroker::with_config(config).await {
+        Ok(broker) => broker.with_auth_provider(Arc::new(auth)),
+        Err(err) => {
+            let _ = started.send(Err(start_error(err)));
+            return;
+        }
+    };
+    // `run` takes the listeners, so the address must be read before it starts. mqtt5
+    // only warns when a TLS listener cannot bind, so a missing one is our error.
+    let Some(local_addr) = broker.tls_local_addr() else {
+        let _ = started.send(Err(BrokerError::NoListener(addr)));
+        return;
+    };
+    let shutdown = broker.shutdown_handle();
+    let mut ready = broker.ready_receiver();
+    let run = tokio::spawn(async move {
+        if let Err(err) = broker.run().await {
+            tracing::error!(%err, "embedded MQTT broker stopped with an error");
+        }
+    });
+    // Connections are accepted by the kernel already; waiting for `ready` only makes
+    // sure the broker's router is initialised before the first client talks to it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await;
+    let _ = started.send(Ok((local_addr, shutdown)));
+    tokio::select! {
+        _ = run => {}
+        _ = abort => {}
     }
 }
 
 fn config(addr: SocketAddr, tls: &TlsMaterial) -> BrokerConfig {
     let storage = StorageConfig::new()
         .with_backend(StorageBackend::Memory)
-        .with_persistence(true);
+        .with_persistence(true)
+        .with_max_queued_messages_per_client(MAX_QUEUED_MESSAGES)
+        .with_max_queued_bytes_per_client(MAX_QUEUED_BYTES);
     // `auth_config` stays at mqtt5's permissive default on purpose: mqtt5 refuses a config
     // that disallows anonymous clients without a password file, and its built-in provider
     // is replaced by ours (`with_auth_provider`) before the broker runs; ours refuses
@@ -185,4 +287,6 @@ fn config(addr: SocketAddr, tls: &TlsMaterial) -> BrokerConfig {
         .with_session_expiry(SESSION_EXPIRY)
         .with_storage(storage)
         .with_sys_topics_enabled(false)
+        .with_client_channel_capacity(CLIENT_CHANNEL_CAPACITY)
+        .with_event_handler(Arc::new(PublishLimits::default()))
 }

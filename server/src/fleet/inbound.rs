@@ -55,7 +55,7 @@ impl Complaints {
 
     /// Logs the complaint unless `source` complained about `topic` recently. Returns whether
     /// it was logged.
-    fn warn(&mut self, source: &str, topic: &str, reason: &str) -> bool {
+    pub(super) fn warn(&mut self, source: &str, topic: &str, reason: &str) -> bool {
         let now = Instant::now();
         let key = (source.to_owned(), topic.to_owned());
         match self.last.get_mut(&key) {
@@ -94,7 +94,7 @@ fn expected_on(kind: Up, message: &Message) -> bool {
 
 impl Dispatcher {
     /// Handles inbound messages until the event loop or `shutdown` ends.
-    pub(super) async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>) {
+    pub(super) async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>) {
         let shutdown = self.shutdown.clone();
         loop {
             let message = tokio::select! {
@@ -114,7 +114,7 @@ impl Dispatcher {
     async fn handle(&mut self, message: Inbound) {
         match message {
             Inbound::Connected => self.on_connected().await,
-            Inbound::Publish { topic, payload } => self.on_publish(&topic, payload).await,
+            Inbound::Publish { topic, payload, .. } => self.on_publish(&topic, payload).await,
         }
     }
 

@@ -165,7 +165,11 @@ impl Fleet {
         tracker: &TaskTracker,
     ) -> Result<FleetHandle, FleetError> {
         let (client, eventloop) = AsyncClient::new(mqtt_options(&config)?, REQUEST_QUEUE);
-        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound_rx) = mpsc::channel(connection::INBOUND_QUEUE);
+        let inbound_tx = connection::InboundSender::new(
+            inbound_tx,
+            connection::InboundBudget::new(connection::INBOUND_BYTES),
+        );
         let leases = Leases::new(config.node_grace);
         let logs = logs::LogRouter::new(
             client.clone(),
