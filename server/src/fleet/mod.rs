@@ -18,6 +18,7 @@
 
 mod blobs;
 mod connection;
+pub mod delivery;
 pub mod desired;
 mod inbound;
 mod logs;
