@@ -12,7 +12,7 @@ use crate::artifact::{ArtifactOffer, ArtifactRequest};
 use crate::blob::{BlobReply, BlobRequest};
 use crate::logs::{LogChunk, NodeCommand};
 use crate::node::{Heartbeat, NodeState, ServerState};
-use crate::pod::{DesiredPods, StatusAck, StatusReport};
+use crate::pod::{DesiredIndex, DesiredPod, DesiredPods, StatusAck, StatusReport};
 
 /// Every payload on the wire, by protocol version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +33,8 @@ pub enum Message {
     NodeState(NodeState),
     /// An agent's periodic lease renewal.
     Heartbeat(Heartbeat),
-    /// The full set of pods a node should run (retained, level-triggered).
+    /// The full set of pods a node should run: what an agent persists. Older servers sent
+    /// it as one retained snapshot; see [`Message::DesiredIndex`].
     Desired(DesiredPods),
     /// A node's report of all its pods' status.
     Status(StatusReport),
@@ -52,6 +53,11 @@ pub enum Message {
     /// The server's answer: a signed artifact to pull, or why there is none (on the node's
     /// blob topic).
     ArtifactOffer(ArtifactOffer),
+    /// The retained index of a node's desired pods (replaces [`Message::Desired`] on the
+    /// wire: no size cliff).
+    DesiredIndex(DesiredIndex),
+    /// One retained pod of a node's desired set.
+    DesiredPod(DesiredPod),
 }
 
 /// Why a payload could not be decoded.

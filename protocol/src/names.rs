@@ -18,6 +18,23 @@ pub struct InvalidName {
 const DNS_SUBDOMAIN_RULE: &str = "must be at most 253 lowercase alphanumeric characters, '-' or '.', \
      and start and end with an alphanumeric character";
 
+/// Checks a pod uid that names a topic level: 1 to [`crate::pod::MAX_UID_LEN`] ASCII
+/// letters, digits or `-` (so never `/`, `+` or `#`).
+pub fn validate_uid(uid: &str) -> Result<(), InvalidName> {
+    let ok = !uid.is_empty()
+        && uid.len() <= crate::pod::MAX_UID_LEN
+        && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidName {
+            what: "pod uid",
+            name: uid.to_owned(),
+            rule: "must be 1 to 64 ASCII letters, digits or '-'",
+        })
+    }
+}
+
 /// Checks a DNS-1123 subdomain (node names, pod names, namespace names).
 pub fn validate_dns_subdomain(what: &'static str, name: &str) -> Result<(), InvalidName> {
     let ok = !name.is_empty()

@@ -1,7 +1,12 @@
 //! Desired pods going down to a node and their status coming back up.
 //!
-//! Desired state is level-triggered: the server publishes the *whole* set of a node's pods
-//! as one retained snapshot stamped with the store revision, and the agent converges on it.
+//! Desired state is level-triggered and has no size cliff: the server retains one small
+//! [`DesiredIndex`] per node (the revision and, for every pod, its uid and the revision its
+//! content was published at) plus one retained [`DesiredPod`] per pod on its own topic, each
+//! within [`crate::MAX_MESSAGE_SIZE`]. An agent applies an index once it holds every pod it
+//! lists at the listed revision, so it never runs a half-updated set. ([`DesiredPods`], the
+//! whole set in one message, is what the agent applies and persists; older servers sent it
+//! on the wire.)
 //! Status is reported the same way: each report holds every pod the node knows, carries a
 //! sequence number, and is re-sent until the server acknowledges that sequence.
 
@@ -14,6 +19,44 @@ pub struct DesiredPods {
     pub revision: u64,
     /// The pods, in no particular order.
     pub pods: Vec<PodAssignment>,
+}
+
+/// At most this many pods are listed in one [`DesiredIndex`]: an entry is at most
+/// 1 + [`MAX_UID_LEN`] + 10 bytes, so a full index stays under 300 KiB, well within
+/// [`crate::MAX_MESSAGE_SIZE`] (a node has 110 pods by default).
+pub const MAX_INDEXED_PODS: usize = 4096;
+
+/// The longest pod uid that can name a per-pod topic (the server issues 36-character UUIDs).
+pub const MAX_UID_LEN: usize = 64;
+
+/// The retained index of a node's desired pods (`n/{node}/down/desired`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredIndex {
+    /// The revision of this set; it only grows. Agents ignore an index not newer than the
+    /// one they applied.
+    pub revision: u64,
+    /// Every pod of the set, at most [`MAX_INDEXED_PODS`], in no particular order.
+    pub pods: Vec<IndexEntry>,
+}
+
+/// One pod listed in a [`DesiredIndex`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// The pod's uid (names its topic, `n/{node}/down/pod/{uid}`).
+    pub uid: String,
+    /// The [`DesiredPod::revision`] the agent must hold for this pod.
+    pub revision: u64,
+}
+
+/// One pod of a node's desired set, retained on `n/{node}/down/pod/{uid}` (an empty
+/// retained payload clears it once the pod leaves the node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredPod {
+    /// The index revision this content was published for. A pod not listed by an index of
+    /// this revision or newer is stale.
+    pub revision: u64,
+    /// The pod.
+    pub pod: PodAssignment,
 }
 
 /// One pod bound to the node, fully resolved (images are digests).
@@ -201,6 +244,37 @@ mod tests {
             pods: vec![assignment()],
         });
         assert_eq!(decode(&encode(&message)), Ok(message));
+    }
+
+    #[test]
+    fn an_index_and_a_pod_survive_a_round_trip() {
+        let index = Message::DesiredIndex(DesiredIndex {
+            revision: 9,
+            pods: vec![IndexEntry {
+                uid: "6b1c".into(),
+                revision: 8,
+            }],
+        });
+        assert_eq!(decode(&encode(&index)), Ok(index));
+        let pod = Message::DesiredPod(DesiredPod {
+            revision: 8,
+            pod: assignment(),
+        });
+        assert_eq!(decode(&encode(&pod)), Ok(pod));
+    }
+
+    #[test]
+    fn a_full_index_of_the_longest_uids_fits_one_message() {
+        let index = Message::DesiredIndex(DesiredIndex {
+            revision: u64::MAX,
+            pods: (0..MAX_INDEXED_PODS)
+                .map(|_| IndexEntry {
+                    uid: "u".repeat(MAX_UID_LEN),
+                    revision: u64::MAX,
+                })
+                .collect(),
+        });
+        assert!(encode(&index).len() <= crate::MAX_MESSAGE_SIZE);
     }
 
     #[test]

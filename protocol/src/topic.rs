@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! wf/v1/server/state              S→all  retained, the server's will
-//! wf/v1/n/{node}/down/desired     S→N    retained snapshot of the node's pods
+//! wf/v1/n/{node}/down/desired     S→N    retained index of the node's pods
+//! wf/v1/n/{node}/down/pod/{uid}   S→N    retained pod (empty: cleared)
 //! wf/v1/n/{node}/down/ack         S→N    status report acknowledgements
 //! wf/v1/n/{node}/down/blob        S→N    module chunks
 //! wf/v1/n/{node}/down/cmd         S→N    commands (log requests)
@@ -31,7 +32,7 @@ pub const ALL_MODULE_UPLOADS: &str = "wf/v1/modules/+/+";
 /// A per-node topic going down to the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Down {
-    /// The retained desired-pods snapshot.
+    /// The retained desired-pods index.
     Desired,
     /// Acknowledgements of status reports.
     Ack,
@@ -95,6 +96,19 @@ pub fn down(node: &str, kind: Down) -> String {
 /// The topic for a message going up from `node`.
 pub fn up(node: &str, kind: Up) -> String {
     format!("{PREFIX}/n/{node}/up/{}", kind.leaf())
+}
+
+/// The retained topic of one desired pod of `node`; `uid` must pass
+/// [`crate::names::validate_uid`].
+pub fn down_pod(node: &str, uid: &str) -> String {
+    format!("{PREFIX}/n/{node}/down/pod/{uid}")
+}
+
+/// The pod uid of a per-pod topic `node` receives, if `topic` is one (and the uid valid).
+pub fn parse_node_pod<'a>(node: &str, topic: &'a str) -> Option<&'a str> {
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix("/n/")?;
+    let uid = rest.strip_prefix(node)?.strip_prefix("/down/pod/")?;
+    crate::names::validate_uid(uid).ok().map(|()| uid)
 }
 
 /// The filter a node subscribes to: everything sent down to it.
@@ -174,6 +188,19 @@ mod tests {
             let topic = down("pi-1", kind);
             assert_eq!(parse_node_inbound("pi-1", &topic), Some(kind));
             assert_eq!(parse_node_inbound("pi-2", &topic), None);
+        }
+    }
+
+    #[test]
+    fn pod_topics_parse_back_to_their_uid_for_their_own_node_only() {
+        let topic = down_pod("pi-1", "6b1c-77");
+        assert_eq!(parse_node_pod("pi-1", &topic), Some("6b1c-77"));
+        assert_eq!(parse_node_pod("pi-2", &topic), None);
+        assert_eq!(parse_node_pod("pi", &topic), None);
+        assert_eq!(parse_node_inbound("pi-1", &topic), None);
+        for bad in ["", "a/b", "+", "#", &"u".repeat(65)] {
+            let topic = format!("{PREFIX}/n/pi-1/down/pod/{bad}");
+            assert_eq!(parse_node_pod("pi-1", &topic), None, "{bad}");
         }
     }
 

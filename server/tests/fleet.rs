@@ -147,6 +147,10 @@ fn credentials() -> BrokerCredentials {
 struct FakeNode {
     client: AsyncClient,
     inbox: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    /// Assembles desired sets from every index and pod seen, as the agent does.
+    assembler: wasmfleet_agent::link::assembly::Assembler,
+    /// Complete desired sets not yet looked at by [`FakeNode::desired`].
+    sets: std::collections::VecDeque<DesiredPods>,
 }
 
 impl FakeNode {
@@ -190,7 +194,12 @@ impl FakeNode {
             .subscribe(topic::SERVER_STATE, QoS::AtLeastOnce)
             .await
             .expect("subscribe");
-        Self { client, inbox }
+        Self {
+            client,
+            inbox,
+            assembler: Default::default(),
+            sets: Default::default(),
+        }
     }
 
     async fn send(&self, kind: Up, message: &Message) {
@@ -216,7 +225,11 @@ impl FakeNode {
         tokio::time::timeout(WAIT, async {
             loop {
                 let (topic, payload) = self.inbox.recv().await.expect("node inbox open");
-                if let Ok(message) = decode(&payload)
+                let decoded = decode(&payload);
+                if let Ok(message) = &decoded {
+                    self.assemble(&topic, message.clone());
+                }
+                if let Ok(message) = decoded
                     && let Some(found) = pick(&topic, message)
                 {
                     return found;
@@ -227,12 +240,33 @@ impl FakeNode {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
     }
 
-    async fn desired(&mut self, mut accept: impl FnMut(&DesiredPods) -> bool) -> DesiredPods {
-        self.expect("a desired snapshot", |topic, m| match m {
-            Message::Desired(d) if topic.ends_with("/down/desired") && accept(&d) => Some(d),
+    fn assemble(&mut self, topic: &str, message: Message) {
+        let set = match message {
+            Message::DesiredIndex(index) => self.assembler.on_index(index),
+            Message::DesiredPod(pod) => match topic::parse_node_pod(NODE, topic) {
+                Some(uid) => self.assembler.on_pod(uid, pod),
+                None => None,
+            },
             _ => None,
-        })
-        .await
+        };
+        self.sets.extend(set);
+    }
+
+    /// Waits for a complete desired set (index plus per-pod messages, assembled the way the
+    /// agent does) that `accept`s.
+    async fn desired(&mut self, mut accept: impl FnMut(&DesiredPods) -> bool) -> DesiredPods {
+        loop {
+            while let Some(set) = self.sets.pop_front() {
+                if accept(&set) {
+                    return set;
+                }
+            }
+            self.expect("a desired set", |topic, m| {
+                matches!(m, Message::DesiredIndex(_) | Message::DesiredPod(_))
+                    .then(|| topic.to_owned())
+            })
+            .await;
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use wasmfleet_protocol::pod::{DesiredPods, StatusAck};
 use wasmfleet_protocol::topic::{self, Up};
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode};
 
+use super::assembly::Assembler;
 use super::backoff::{Backoff, BackoffPolicy};
 use super::inbound::{Inbound, classify};
 use super::uplink::Session;
@@ -80,6 +81,8 @@ pub(super) struct Connection {
     pub(super) state: AgentState,
     pub(super) session: watch::Sender<Session>,
     pub(super) routes: Routes,
+    /// Builds complete desired sets from the index and per-pod messages.
+    pub(super) assembler: Assembler,
     pub(super) backoff: BackoffPolicy,
     /// Ends the loop at once.
     pub(super) stop: CancellationToken,
@@ -186,7 +189,7 @@ impl Connection {
         ));
     }
 
-    fn route(&self, publish: &Publish) {
+    fn route(&mut self, publish: &Publish) {
         let inbound = match classify(&self.node, &publish.topic, &publish.payload) {
             Ok(inbound) => inbound,
             Err(why) => {
@@ -197,6 +200,20 @@ impl Connection {
         match inbound {
             Inbound::Desired(desired) => {
                 self.routes.desired.send_replace(Some(desired));
+            }
+            Inbound::DesiredIndex(index) => {
+                if let Some(desired) = self.assembler.on_index(index) {
+                    self.routes.desired.send_replace(Some(desired));
+                }
+            }
+            Inbound::DesiredPod { uid, pod: None } => self.assembler.on_cleared(&uid),
+            Inbound::DesiredPod {
+                uid,
+                pod: Some(pod),
+            } => {
+                if let Some(desired) = self.assembler.on_pod(&uid, pod) {
+                    self.routes.desired.send_replace(Some(desired));
+                }
             }
             Inbound::StatusAck(ack) => {
                 self.routes.acks.send_replace(Some(ack));

@@ -8,15 +8,24 @@ use wasmfleet_protocol::artifact::ArtifactOffer;
 use wasmfleet_protocol::blob::BlobReply;
 use wasmfleet_protocol::logs::NodeCommand;
 use wasmfleet_protocol::node::ServerState;
-use wasmfleet_protocol::pod::{DesiredPods, StatusAck};
+use wasmfleet_protocol::pod::{DesiredIndex, DesiredPod, DesiredPods, StatusAck};
 use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, decode};
 
 /// A message the agent acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
-    /// The node's desired pods.
+    /// The node's desired pods in one snapshot (as older servers send them).
     Desired(DesiredPods),
+    /// The index of the node's desired pods.
+    DesiredIndex(DesiredIndex),
+    /// One desired pod, or `None` when its retained message was cleared.
+    DesiredPod {
+        /// The uid named by the topic.
+        uid: String,
+        /// The pod.
+        pod: Option<DesiredPod>,
+    },
     /// The server persisted a status report.
     StatusAck(StatusAck),
     /// A module chunk.
@@ -38,6 +47,9 @@ pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, Stri
             Err(err) => Err(format!("undecodable payload on {topic}: {err}")),
         };
     }
+    if let Some(uid) = topic::parse_node_pod(node, topic) {
+        return desired_pod(uid, topic, payload);
+    }
     let Some(kind) = topic::parse_node_inbound(node, topic) else {
         return Err(format!("unexpected topic {topic}"));
     };
@@ -45,12 +57,30 @@ pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, Stri
         decode(payload).map_err(|err| format!("undecodable payload on {topic}: {err}"))?;
     match (kind, message) {
         (Down::Desired, Message::Desired(desired)) => Ok(Inbound::Desired(desired)),
+        (Down::Desired, Message::DesiredIndex(index)) => Ok(Inbound::DesiredIndex(index)),
         (Down::Ack, Message::StatusAck(ack)) => Ok(Inbound::StatusAck(ack)),
         (Down::Blob, Message::BlobReply(reply)) => Ok(Inbound::BlobReply(reply)),
         (Down::Blob, Message::ArtifactOffer(offer)) => Ok(Inbound::ArtifactOffer(offer)),
         (Down::Cmd, Message::Command(command)) => Ok(Inbound::Command(command)),
         (_, other) => Err(unexpected(topic, &other)),
     }
+}
+
+/// A per-pod topic: an empty payload is the clearing of its retained message.
+fn desired_pod(uid: &str, topic: &str, payload: &[u8]) -> Result<Inbound, String> {
+    let pod = if payload.is_empty() {
+        None
+    } else {
+        match decode(payload) {
+            Ok(Message::DesiredPod(pod)) => Some(pod),
+            Ok(other) => return Err(unexpected(topic, &other)),
+            Err(err) => return Err(format!("undecodable payload on {topic}: {err}")),
+        }
+    };
+    Ok(Inbound::DesiredPod {
+        uid: uid.to_owned(),
+        pod,
+    })
 }
 
 fn unexpected(topic: &str, message: &Message) -> String {
@@ -77,6 +107,31 @@ mod tests {
             classify("pi-1", &topic, &payload),
             Ok(Inbound::Desired(desired))
         );
+    }
+
+    #[test]
+    fn an_index_and_pods_and_their_clearing_are_accepted_on_their_topics() {
+        let index = DesiredIndex {
+            revision: 3,
+            pods: vec![],
+        };
+        let payload = encode(&Message::DesiredIndex(index.clone()));
+        let topic = topic::down("pi-1", Down::Desired);
+        assert_eq!(
+            classify("pi-1", &topic, &payload),
+            Ok(Inbound::DesiredIndex(index.clone()))
+        );
+        let pod_topic = topic::down_pod("pi-1", "u-1");
+        assert_eq!(
+            classify("pi-1", &pod_topic, &[]),
+            Ok(Inbound::DesiredPod {
+                uid: "u-1".into(),
+                pod: None
+            })
+        );
+        // An index is not a pod, and another node's pod is not ours.
+        assert!(classify("pi-1", &pod_topic, &payload).is_err());
+        assert!(classify("pi-2", &pod_topic, &[]).is_err());
     }
 
     #[test]

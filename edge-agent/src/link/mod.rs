@@ -8,6 +8,8 @@
 //!   stale messages while disconnected;
 //! - [`inbound`]: classifies what arrives; the connection routes module chunks to the
 //!   [`ModuleFetcher`] and everything else to the [`Inbox`];
+//! - [`assembly`]: turns the retained desired index and per-pod messages into complete
+//!   desired sets;
 //! - `heartbeat`: the lease, every interval;
 //! - [`sync`]: keeps the `PodManager` in step with the server: applies desired snapshots,
 //!   reports statuses at least once, streams logs;
@@ -18,6 +20,7 @@
 //! final status, then [`Link::shutdown`] flushes the queue, publishes "offline" (a graceful
 //! disconnect does not fire the will) and disconnects.
 
+pub mod assembly;
 pub mod backoff;
 mod connection;
 mod heartbeat;
@@ -140,6 +143,7 @@ impl Link {
             state,
             session: parts.session,
             routes,
+            assembler: assembly::Assembler::default(),
             backoff: config.reconnect,
             stop: stop_connection.clone(),
         };

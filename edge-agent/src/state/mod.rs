@@ -4,8 +4,10 @@
 //!
 //! - the session **epoch**, incremented before every connect so the will and the birth of a
 //!   session carry the same, never reused, number;
-//! - the last applied **desired snapshot**, committed *before* the agent acts on it, so a
-//!   rebooted agent restarts its pods without a server (offline autonomy);
+//! - the last applied **desired set**, committed *before* the agent acts on it, so a
+//!   rebooted agent restarts its pods without a server (offline autonomy): an index (its
+//!   revision and uids) plus one row per pod, written in one transaction, so a set larger
+//!   than one message is stored whole and no row is bigger than the message it came in;
 //! - the last known **status of every pod**, so a pod that already finished is not run again
 //!   after a restart.
 //!
@@ -17,13 +19,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use wasmfleet_protocol::pod::{DesiredPods, PodStatus, StatusReport};
+use wasmfleet_protocol::pod::{
+    DesiredIndex, DesiredPod, DesiredPods, IndexEntry, PodStatus, StatusReport,
+};
 use wasmfleet_protocol::{Message, decode, encode};
 
 /// Counters: `epoch`.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
-/// Encoded snapshots: `desired`, `statuses`.
+/// Encoded snapshots: `desired` (the index of the desired set; older agents stored the
+/// whole set there), `statuses`.
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+/// The pods of the desired set: uid → encoded [`DesiredPod`].
+const DESIRED_PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("desired_pods");
 
 const EPOCH: &str = "epoch";
 const DESIRED: &str = "desired";
@@ -80,6 +87,7 @@ impl AgentState {
         let write = db.begin_write().map_err(db_err)?;
         write.open_table(COUNTERS).map_err(db_err)?;
         write.open_table(SNAPSHOTS).map_err(db_err)?;
+        write.open_table(DESIRED_PODS).map_err(db_err)?;
         write.commit().map_err(db_err)?;
         Ok(AgentState { db: Arc::new(db) })
     }
@@ -104,20 +112,96 @@ impl AgentState {
         Ok(epoch)
     }
 
-    /// Persists the desired snapshot the agent is about to apply.
+    /// Persists the desired set the agent is about to apply, in one transaction: its index
+    /// and the pods whose stored row differs (rows of pods that left are deleted).
     pub fn save_desired(&self, desired: &DesiredPods) -> Result<(), StateError> {
-        self.put(DESIRED, &encode(&Message::Desired(desired.clone())))
+        let index = DesiredIndex {
+            revision: desired.revision,
+            pods: desired
+                .pods
+                .iter()
+                .map(|pod| IndexEntry {
+                    uid: pod.uid.clone(),
+                    revision: desired.revision,
+                })
+                .collect(),
+        };
+        let write = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut rows = write.open_table(DESIRED_PODS).map_err(db_err)?;
+            let wanted: std::collections::HashSet<&str> =
+                desired.pods.iter().map(|p| p.uid.as_str()).collect();
+            let gone: Vec<String> = rows
+                .iter()
+                .map_err(db_err)?
+                .filter_map(Result::ok)
+                .map(|(uid, _)| uid.value().to_owned())
+                .filter(|uid| !wanted.contains(uid.as_str()))
+                .collect();
+            for uid in gone {
+                rows.remove(uid.as_str()).map_err(db_err)?;
+            }
+            for pod in &desired.pods {
+                let bytes = encode(&Message::DesiredPod(DesiredPod {
+                    revision: 0,
+                    pod: pod.clone(),
+                }));
+                let same = rows
+                    .get(pod.uid.as_str())
+                    .map_err(db_err)?
+                    .is_some_and(|row| row.value() == bytes.as_slice());
+                if !same {
+                    rows.insert(pod.uid.as_str(), bytes.as_slice())
+                        .map_err(db_err)?;
+                }
+            }
+            write
+                .open_table(SNAPSHOTS)
+                .map_err(db_err)?
+                .insert(DESIRED, encode(&Message::DesiredIndex(index)).as_slice())
+                .map_err(db_err)?;
+        }
+        write.commit().map_err(db_err)
     }
 
-    /// The last applied desired snapshot, if any.
+    /// The last applied desired set, if any.
     pub fn desired(&self) -> Result<Option<DesiredPods>, StateError> {
-        match self.get(DESIRED)? {
-            None => Ok(None),
-            Some(bytes) => match decode(&bytes) {
-                Ok(Message::Desired(desired)) => Ok(Some(desired)),
-                other => Err(corrupt("desired snapshot", other)),
-            },
+        let Some(bytes) = self.get(DESIRED)? else {
+            return Ok(None);
+        };
+        match decode(&bytes) {
+            // Written by an agent from before per-pod rows.
+            Ok(Message::Desired(desired)) => Ok(Some(desired)),
+            Ok(Message::DesiredIndex(index)) => self.desired_pods(index).map(Some),
+            other => Err(corrupt("desired snapshot", other)),
         }
+    }
+
+    /// The pods `index` lists, read from their rows.
+    fn desired_pods(&self, index: DesiredIndex) -> Result<DesiredPods, StateError> {
+        let read = self.db.begin_read().map_err(db_err)?;
+        let rows = read.open_table(DESIRED_PODS).map_err(db_err)?;
+        let mut pods = Vec::with_capacity(index.pods.len());
+        for entry in &index.pods {
+            let row = rows.get(entry.uid.as_str()).map_err(db_err)?;
+            let decoded = row.map(|row| decode(row.value()));
+            match decoded {
+                Some(Ok(Message::DesiredPod(pod))) if pod.pod.uid == entry.uid => {
+                    pods.push(pod.pod)
+                }
+                Some(other) => return Err(corrupt("desired pod", other)),
+                None => {
+                    return Err(StateError::Corrupt {
+                        what: "desired pod",
+                        why: format!("pod {} of the stored set is missing", entry.uid),
+                    });
+                }
+            }
+        }
+        Ok(DesiredPods {
+            revision: index.revision,
+            pods,
+        })
     }
 
     /// Persists the latest status of every pod.
@@ -235,6 +319,65 @@ mod tests {
         state.save_desired(&desired(1))?;
         state.save_desired(&desired(2))?;
         assert_eq!(state.desired()?.map(|d| d.revision), Some(2));
+        Ok(())
+    }
+
+    #[test]
+    fn a_set_larger_than_one_message_is_stored_and_read_back_whole() -> Result<(), StateError> {
+        use wasmfleet_protocol::pod::{ContainerSpec, ModuleRef};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("state.redb");
+        let big = |uid: &str| PodAssignment {
+            uid: uid.into(),
+            namespace: "default".into(),
+            name: uid.into(),
+            restart_policy: RestartPolicy::Always,
+            containers: vec![ContainerSpec {
+                name: "main".into(),
+                image: "hello:v1".into(),
+                module: ModuleRef {
+                    digest: "ab".repeat(32),
+                    size: 1,
+                },
+                command: vec![],
+                args: vec![],
+                env: vec![("BIG".into(), "x".repeat(400_000))],
+                memory_limit_bytes: None,
+                cpu_limit_millis: None,
+            }],
+        };
+        let set = DesiredPods {
+            revision: 9,
+            pods: vec![big("u1"), big("u2"), big("u3")],
+        };
+        assert!(
+            encode(&Message::Desired(set.clone())).len() > wasmfleet_protocol::MAX_MESSAGE_SIZE
+        );
+        {
+            let state = AgentState::open(&path)?;
+            state.save_desired(&set)?;
+            let smaller = DesiredPods {
+                revision: 10,
+                pods: vec![big("u3"), big("u1")],
+            };
+            state.save_desired(&smaller)?;
+        }
+        let state = AgentState::open(&path)?;
+        let read = state.desired()?.map(|d| {
+            let uids: Vec<String> = d.pods.iter().map(|p| p.uid.clone()).collect();
+            (d.revision, uids)
+        });
+        assert_eq!(read, Some((10, vec!["u3".to_owned(), "u1".to_owned()])));
+        assert_eq!(state.desired()?.map(|d| d.pods[0].clone()), Some(big("u3")));
+        Ok(())
+    }
+
+    #[test]
+    fn a_snapshot_stored_by_an_older_agent_is_still_read() -> Result<(), StateError> {
+        let dir = tempfile::tempdir()?;
+        let state = AgentState::open(&dir.path().join("state.redb"))?;
+        state.put(DESIRED, &encode(&Message::Desired(desired(4))))?;
+        assert_eq!(state.desired()?, Some(desired(4)));
         Ok(())
     }
 

@@ -3,8 +3,9 @@
 use serde_json::{Value, json};
 
 use super::kinds::{keep_status, name_of};
-use super::status::ApiError;
+use super::status::{ApiError, Cause};
 use super::validation;
+use crate::fleet::delivery;
 
 /// A new pod: validated, defaulted, and `Pending` (whatever status the client sent).
 pub fn admit_create(pod: &mut Value) -> Result<(), ApiError> {
@@ -13,6 +14,7 @@ pub fn admit_create(pod: &mut Value) -> Result<(), ApiError> {
         return Err(ApiError::invalid("Pod", name_of(pod), &causes));
     }
     validation::apply_pod_defaults(pod);
+    check_deliverable(pod)?;
     if let Some(map) = pod.as_object_mut() {
         map.insert("status".into(), json!({"phase": "Pending"}));
     }
@@ -29,6 +31,20 @@ pub fn admit_update(old: &Value, pod: &mut Value) -> Result<(), ApiError> {
     if !causes.is_empty() {
         return Err(ApiError::invalid("Pod", name_of(pod), &causes));
     }
+    check_deliverable(pod)?;
     keep_status(old, pod);
     Ok(())
+}
+
+/// Refuses a pod its node could not be sent (see [`delivery`]), naming the field.
+fn check_deliverable(pod: &Value) -> Result<(), ApiError> {
+    delivery::admit(pod).map_err(|why| {
+        let reason = match why {
+            delivery::Undeliverable::TooManyContainers { .. } => "FieldValueTooMany",
+            delivery::Undeliverable::TooLarge { .. } => "FieldValueTooLong",
+            _ => "FieldValueInvalid",
+        };
+        let cause = Cause::new(reason, why.field(), why.to_string());
+        ApiError::invalid("Pod", name_of(pod), &[cause])
+    })
 }

@@ -1,15 +1,23 @@
-//! Desired state: each node's retained snapshot of the pods bound to it.
+//! Desired state: each node's retained index and one retained message per pod bound to it.
 //!
 //! [`desired_for_node`] is the pure planner: the pods with `spec.nodeName` = node and no
 //! `deletionTimestamp`, with images resolved to module digests. A pod whose images do not
 //! all resolve is left out (it cannot run yet) and reported in [`Plan::unresolved`], so its
 //! containers get `waiting.reason = ErrModuleNotFound` in the store.
 //!
+//! [`plan_delivery`] (pure) turns that set and what the node was sent before into messages:
+//! new or changed pods on `n/{node}/down/pod/{uid}` (retained), the index on
+//! `n/{node}/down/desired` (retained) listing each pod's uid and the revision its content was
+//! published at, and empty retained payloads clearing pods that left. A pod that cannot be
+//! delivered ([`super::delivery`]) is left out of the index and marked on the object
+//! (`status.reason = Undeliverable` with a message); every other pod of the node is still
+//! delivered.
+//!
 //! [`DesiredPublisher`] re-plans on every store change, module change and resync, publishes
-//! (retained, QoS 1) only the snapshots whose pods changed, and publishes all of them after
-//! every (re)connect. A snapshot's `revision` is the store revision plus the module store's
-//! generation: both persist and only grow, and a module arriving changes a snapshot without
-//! a store write, so the plain store revision could repeat (agents ignore a snapshot whose
+//! only what changed (pods, then the index, then the clears), and everything again after
+//! every (re)connect. The index `revision` is the store revision plus the module store's
+//! generation: both persist and only grow, and a module arriving changes a pod without a
+//! store write, so the plain store revision could repeat (agents ignore an index whose
 //! revision is not newer than the last one they applied).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,11 +30,13 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::pod::{
-    ContainerSpec, DesiredPods, ModuleRef, PodAssignment, RestartPolicy,
+    ContainerSpec, DesiredIndex, DesiredPods, IndexEntry, MAX_INDEXED_PODS, ModuleRef,
+    PodAssignment, RestartPolicy,
 };
 use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, encode};
 
+use super::delivery::{self, Undeliverable};
 use crate::modules::ModuleStore;
 use crate::scheduler::quantity;
 use crate::store::{ObjectKey, Scope, Store, StoreError};
@@ -96,7 +106,8 @@ fn runs_on(pod: &Pod, node: &str) -> bool {
     bound_node(pod) == Some(node) && pod.metadata.uid.is_some()
 }
 
-fn assignment(
+/// The delivery form of `pod`, or the containers whose images do not resolve.
+pub(crate) fn assignment(
     pod: &Pod,
     resolve: &dyn Fn(&str) -> Option<ModuleRef>,
 ) -> Result<PodAssignment, Vec<Unresolved>> {
@@ -168,6 +179,132 @@ fn container_spec(container: &Container, image: String, module: ModuleRef) -> Co
     }
 }
 
+/// What a node was sent, by pod uid: the revision each pod's content was published at.
+pub type Sent = BTreeMap<String, (u64, PodAssignment)>;
+
+/// A pod left out of its node's index, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// Why it cannot be delivered.
+    pub why: Undeliverable,
+}
+
+/// The messages that bring a node from what it was sent to `pods`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// New or changed pods: uid and retained payload, to publish before the index.
+    pub publish: Vec<(String, Vec<u8>)>,
+    /// The index, when the listed pods or their revisions changed.
+    pub index: Option<DesiredIndex>,
+    /// Uids that left the node: their retained messages are cleared after the index.
+    pub clear: Vec<String>,
+    /// Pods that cannot be delivered.
+    pub refused: Vec<Refused>,
+    /// What the node has been sent once all of the above is published.
+    pub sent: Sent,
+}
+
+/// Plans the delivery of `pods` at `revision` to a node that was `sent` the given pods
+/// (`None`: nothing is known to be retained for it, so the index goes out in any case).
+pub fn plan_delivery(sent: Option<&Sent>, pods: Vec<PodAssignment>, revision: u64) -> Delivery {
+    let known = sent;
+    let empty = Sent::new();
+    let sent = sent.unwrap_or(&empty);
+    let mut delivery = Delivery {
+        publish: Vec::new(),
+        index: None,
+        clear: Vec::new(),
+        refused: Vec::new(),
+        sent: Sent::new(),
+    };
+    for pod in pods {
+        let outcome = if delivery.sent.len() >= MAX_INDEXED_PODS {
+            Err(Undeliverable::NodeFull)
+        } else {
+            match sent.get(&pod.uid) {
+                Some((published, old)) if old == &pod => Ok(*published),
+                _ => delivery::encode_pod(revision, &pod).map(|payload| {
+                    delivery.publish.push((pod.uid.clone(), payload));
+                    revision
+                }),
+            }
+        };
+        match outcome {
+            Ok(at) => {
+                delivery.sent.insert(pod.uid.clone(), (at, pod));
+            }
+            Err(why) => delivery.refused.push(Refused {
+                namespace: pod.namespace,
+                pod: pod.name,
+                why,
+            }),
+        }
+    }
+    delivery.clear = sent
+        .keys()
+        .filter(|uid| !delivery.sent.contains_key(*uid))
+        .cloned()
+        .collect();
+    let revisions = |s: &Sent| -> Vec<(String, u64)> {
+        s.iter().map(|(uid, (at, _))| (uid.clone(), *at)).collect()
+    };
+    if known.is_none() || revisions(sent) != revisions(&delivery.sent) {
+        delivery.index = Some(DesiredIndex {
+            revision,
+            pods: delivery
+                .sent
+                .iter()
+                .map(|(uid, (at, _))| IndexEntry {
+                    uid: uid.clone(),
+                    revision: *at,
+                })
+                .collect(),
+        });
+    }
+    delivery
+}
+
+/// The pod status reason of a pod its node cannot be sent.
+pub const UNDELIVERABLE: &str = "Undeliverable";
+
+/// Sets (`Some(message)`) or removes (`None`) the `Undeliverable` mark on a pod; returns
+/// whether the pod changed. A marked pod is not on its node, so its container statuses go.
+pub fn mark_undeliverable(pod: &mut Value, why: Option<&str>) -> bool {
+    let Some(status) = pod
+        .as_object_mut()
+        .map(|map| {
+            map.entry("status")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()))
+        })
+        .and_then(Value::as_object_mut)
+    else {
+        return false;
+    };
+    let marked = status.get("reason").and_then(Value::as_str) == Some(UNDELIVERABLE);
+    match why {
+        Some(message) => {
+            if marked && status.get("message").and_then(Value::as_str) == Some(message) {
+                return false;
+            }
+            status.insert("reason".into(), UNDELIVERABLE.into());
+            status.insert("message".into(), message.into());
+            status.insert("phase".into(), "Pending".into());
+            status.remove("containerStatuses");
+            true
+        }
+        None if marked => {
+            status.remove("reason");
+            status.remove("message");
+            true
+        }
+        None => false,
+    }
+}
+
 /// The message telling users which image is missing.
 pub fn not_found_message(image: &str) -> String {
     format!("module {image:?} not found in the module store; push it with `wasmfleet push`")
@@ -235,8 +372,8 @@ pub struct DesiredPublisher {
     store: Store,
     modules: ModuleStore,
     republish: Arc<Notify>,
-    /// What each node was last sent (pods only; revisions always move).
-    published: HashMap<String, Vec<PodAssignment>>,
+    /// What each node was last sent.
+    published: HashMap<String, Sent>,
     /// Missing images already written to the store, so they are written once.
     marked: BTreeSet<(String, String, String)>,
 }
@@ -321,33 +458,90 @@ impl DesiredPublisher {
         let modules = self.modules.clone();
         let resolve = move |image: &str| modules.resolve(image).ok().flatten();
         let mut all_unresolved = Vec::new();
+        let mut refused = BTreeMap::new();
         for node in &nodes {
             let plan = desired_for_node(node, &pods, &resolve, revision);
             all_unresolved.extend(plan.unresolved);
-            if self.published.get(node) != Some(&plan.desired.pods) {
-                self.publish(node, plan.desired).await?;
+            let delivery = plan_delivery(self.published.get(node), plan.desired.pods, revision);
+            for r in &delivery.refused {
+                refused.insert((r.namespace.clone(), r.pod.clone()), r.why.to_string());
             }
+            self.deliver(node, revision, delivery).await?;
         }
         self.mark_all(&all_unresolved)?;
+        self.mark_refused(&pods, &refused)?;
         Ok(())
     }
 
-    async fn publish(&mut self, node: &str, desired: DesiredPods) -> Result<(), PassError> {
-        let payload = encode(&Message::Desired(desired.clone()));
-        if payload.len() > wasmfleet_protocol::MAX_MESSAGE_SIZE {
-            tracing::error!(%node, size = payload.len(), "desired snapshot too large to send; node keeps its previous one");
-            return Ok(());
+    /// Publishes a node's changed pods, then its index, then clears the pods that left.
+    async fn deliver(
+        &mut self,
+        node: &str,
+        revision: u64,
+        delivery: Delivery,
+    ) -> Result<(), PassError> {
+        for (uid, payload) in delivery.publish {
+            self.retain(topic::down_pod(node, &uid), payload).await?;
         }
-        self.client
-            .publish(
+        if let Some(index) = delivery.index {
+            let pods = index.pods.len();
+            self.retain(
                 topic::down(node, Down::Desired),
-                QoS::AtLeastOnce,
-                true,
-                payload,
+                encode(&Message::DesiredIndex(index)),
             )
             .await?;
-        tracing::debug!(%node, revision = desired.revision, pods = desired.pods.len(), "desired snapshot published");
-        self.published.insert(node.to_owned(), desired.pods);
+            tracing::debug!(%node, revision, pods, "desired index published");
+        }
+        for uid in delivery.clear {
+            self.retain(topic::down_pod(node, &uid), Vec::new()).await?;
+        }
+        self.published.insert(node.to_owned(), delivery.sent);
+        Ok(())
+    }
+
+    async fn retain(&self, topic: String, payload: Vec<u8>) -> Result<(), PassError> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks pods that cannot be delivered and unmarks those that now can.
+    fn mark_refused(
+        &self,
+        pods: &[Pod],
+        refused: &BTreeMap<(String, String), String>,
+    ) -> Result<(), StoreError> {
+        for pod in pods {
+            let namespace = pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let why = refused.get(&(namespace.clone(), name.clone()));
+            let status = pod.status.as_ref();
+            let marked = status.and_then(|s| s.reason.as_deref()) == Some(UNDELIVERABLE);
+            let current = status.and_then(|s| s.message.as_ref()).filter(|_| marked);
+            if why == current {
+                continue;
+            }
+            let key = ObjectKey::namespaced("pods", &namespace, &name);
+            let result = self.store.update_with(&key, |obj: &mut Value| {
+                mark_undeliverable(obj, why.map(String::as_str));
+                Ok::<(), StoreError>(())
+            });
+            match result {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
+            match why {
+                Some(why) => {
+                    tracing::warn!(%namespace, pod = %name, "pod cannot be delivered to its node: {why}")
+                }
+                None => tracing::info!(%namespace, pod = %name, "pod can be delivered again"),
+            }
+        }
         Ok(())
     }
 
@@ -517,5 +711,125 @@ mod tests {
                 .is_some_and(|m| m.contains("nope:v9"))
         );
         assert!(!mark_unresolved(&mut obj, &[&missing]));
+    }
+
+    fn small(uid: &str, name: &str) -> PodAssignment {
+        PodAssignment {
+            uid: uid.into(),
+            namespace: "default".into(),
+            name: name.into(),
+            restart_policy: RestartPolicy::Always,
+            containers: vec![],
+        }
+    }
+
+    fn huge(uid: &str, name: &str) -> PodAssignment {
+        let mut pod = small(uid, name);
+        pod.containers.push(ContainerSpec {
+            name: "main".into(),
+            image: "hello:v1".into(),
+            module: digest(),
+            command: vec![],
+            args: vec![],
+            env: vec![(
+                "BIG".into(),
+                "x".repeat(wasmfleet_protocol::MAX_MESSAGE_SIZE),
+            )],
+            memory_limit_bytes: None,
+            cpu_limit_millis: None,
+        });
+        pod
+    }
+
+    fn listed(delivery: &Delivery) -> Vec<(String, u64)> {
+        delivery
+            .index
+            .iter()
+            .flat_map(|i| &i.pods)
+            .map(|e| (e.uid.clone(), e.revision))
+            .collect()
+    }
+
+    fn published(delivery: &Delivery) -> Vec<&str> {
+        delivery
+            .publish
+            .iter()
+            .map(|(uid, _)| uid.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_first_delivery_publishes_every_pod_then_an_index_of_them() {
+        let d = plan_delivery(None, vec![small("a", "x"), small("b", "y")], 7);
+        assert_eq!(published(&d), ["a", "b"]);
+        assert_eq!(listed(&d), [("a".into(), 7), ("b".into(), 7)]);
+        assert!(d.clear.is_empty() && d.refused.is_empty());
+        // Nothing known for an empty node still sends its (empty) index once.
+        let empty = plan_delivery(None, vec![], 3);
+        assert_eq!(empty.index.map(|i| i.pods.len()), Some(0));
+        assert_eq!(plan_delivery(Some(&empty.sent), vec![], 4).index, None);
+    }
+
+    #[test]
+    fn only_changes_are_published_and_pods_that_left_are_cleared() {
+        let first = plan_delivery(None, vec![small("a", "x"), small("b", "y")], 7);
+        let same = plan_delivery(Some(&first.sent), vec![small("a", "x"), small("b", "y")], 8);
+        assert!(same.publish.is_empty() && same.index.is_none() && same.clear.is_empty());
+
+        let mut changed = small("a", "x");
+        changed.restart_policy = RestartPolicy::Never;
+        let next = plan_delivery(Some(&first.sent), vec![changed, small("c", "z")], 9);
+        assert_eq!(published(&next), ["a", "c"]);
+        assert_eq!(listed(&next), [("a".into(), 9), ("c".into(), 9)]);
+        assert_eq!(next.clear, ["b".to_owned()]);
+        // An unchanged pod keeps the revision it was published at.
+        let later = plan_delivery(Some(&next.sent), vec![small("c", "z")], 12);
+        assert_eq!(listed(&later), [("c".into(), 9)]);
+        assert_eq!(later.clear, ["a".to_owned()]);
+    }
+
+    #[test]
+    fn an_undeliverable_pod_is_refused_while_the_others_are_delivered() {
+        let pods = vec![small("a", "x"), huge("big", "big"), small("b", "y")];
+        let d = plan_delivery(None, pods, 5);
+        assert_eq!(published(&d), ["a", "b"]);
+        assert_eq!(listed(&d), [("a".into(), 5), ("b".into(), 5)]);
+        let [refused] = d.refused.as_slice() else {
+            panic!("expected one refusal: {:?}", d.refused)
+        };
+        assert_eq!(refused.pod, "big");
+        assert!(matches!(refused.why, Undeliverable::TooLarge { .. }));
+        assert!(
+            d.publish
+                .iter()
+                .all(|(_, p)| p.len() <= wasmfleet_protocol::MAX_MESSAGE_SIZE)
+        );
+    }
+
+    #[test]
+    fn pods_past_the_index_capacity_are_refused() {
+        let pods = (0..=MAX_INDEXED_PODS)
+            .map(|i| small(&format!("u{i:05}"), &format!("p{i:05}")))
+            .collect();
+        let d = plan_delivery(None, pods, 1);
+        assert_eq!(listed(&d).len(), MAX_INDEXED_PODS);
+        assert_eq!(d.refused.len(), 1);
+        assert_eq!(d.refused[0].why, Undeliverable::NodeFull);
+    }
+
+    #[test]
+    fn marking_an_undeliverable_pod_sets_reason_and_message_once_and_unmarking_clears_them() {
+        let mut obj = json!({"metadata": {"name": "big"}, "status": {
+            "phase": "Pending",
+            "containerStatuses": [{"name": "main", "state": {"waiting": {"reason": "ContainerCreating"}}}]
+        }});
+        assert!(mark_undeliverable(&mut obj, Some("too big")));
+        assert_eq!(obj["status"]["reason"], UNDELIVERABLE);
+        assert_eq!(obj["status"]["message"], "too big");
+        assert!(obj["status"].get("containerStatuses").is_none());
+        assert!(!mark_undeliverable(&mut obj, Some("too big")));
+        assert!(mark_undeliverable(&mut obj, None));
+        assert!(obj["status"].get("reason").is_none());
+        assert!(!mark_undeliverable(&mut obj, None));
     }
 }

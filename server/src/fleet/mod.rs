@@ -19,6 +19,7 @@
 
 mod blobs;
 mod connection;
+pub mod delivery;
 pub mod desired;
 mod inbound;
 mod logs;
