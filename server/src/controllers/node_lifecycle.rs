@@ -287,10 +287,20 @@ fn unreachable_effects(node: &Value) -> Vec<&str> {
 
 /// Adds the missing unreachable taints (`timeAdded` = `now`), keeping every other taint.
 pub fn add_unreachable_taints(node: &mut Value, now: &str) {
-    let present: Vec<String> = unreachable_effects(node)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    for effect in UNREACHABLE_EFFECTS {
+        add_taint(node, UNREACHABLE_TAINT, effect, now);
+    }
+}
+
+/// Adds the taint `key:effect` (`timeAdded` = `now`) unless the node carries it already.
+pub fn add_taint(node: &mut Value, key: &str, effect: &str, now: &str) {
+    let present = taints(node).iter().any(|t| {
+        t.get("key").and_then(Value::as_str) == Some(key)
+            && t.get("effect").and_then(Value::as_str) == Some(effect)
+    });
+    if present {
+        return;
+    }
     let Some(map) = node.as_object_mut() else {
         return;
     };
@@ -302,13 +312,8 @@ pub fn add_unreachable_taints(node: &mut Value, now: &str) {
     if !list.is_array() {
         *list = json!([]);
     }
-    let Some(list) = list.as_array_mut() else {
-        return;
-    };
-    for effect in UNREACHABLE_EFFECTS {
-        if !present.iter().any(|p| p == effect) {
-            list.push(json!({"key": UNREACHABLE_TAINT, "effect": effect, "timeAdded": now}));
-        }
+    if let Some(list) = list.as_array_mut() {
+        list.push(json!({"key": key, "effect": effect, "timeAdded": now}));
     }
 }
 
