@@ -287,7 +287,17 @@ async fn state_survives_a_restart_on_the_same_data_dir() {
     assert_eq!(kept["metadata"]["uid"], created["metadata"]["uid"]);
     let (status, namespaces) = server.get("/api/v1/namespaces").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(namespaces["items"].as_array().unwrap().len(), 2);
+    let names: Vec<&str> = namespaces["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|ns| ns["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-system"],
+        "built-in namespaces, not doubled"
+    );
     server.stop().await;
 }
 

@@ -856,6 +856,10 @@ async fn after_a_broker_restart_the_fleet_reconnects_and_republishes_desired_sta
         .await
         .0,
     );
+    // Forget what was assembled, like an agent that starts now: only a republished index
+    // and pod message can give it the set again (the old retained ones died with the broker).
+    node.assembler = Default::default();
+    node.sets.clear();
     node.desired(|d| d.pods.len() == 1).await;
     cluster.stop().await;
 }

@@ -17,7 +17,7 @@ fn a_node_flooding_junk_leaves_server_memory_bounded_and_good_pods_running() {
     let cluster = Cluster::start(ClusterOptions::default());
     cluster.push("hello", "hello:v1");
     cluster.wait_node_ready("node-a");
-    cluster.allow_node_login("junk-node");
+    let junk_login = cluster.allow_node_login("junk-node");
     let pid = cluster.server_pid().expect("server pid");
     let before = rss_bytes(pid).expect("server RSS");
     let sampler = RssSampler::start(pid);
@@ -26,7 +26,7 @@ fn a_node_flooding_junk_leaves_server_memory_bounded_and_good_pods_running() {
     let flood = Flood::start(
         cluster.mqtt(),
         "junk-node",
-        cluster.node_token(),
+        &junk_login,
         48,
         (15 << 20, 400 << 10, 40),
     );
