@@ -56,6 +56,12 @@ pub struct ServerConfig {
     #[arg(long)]
     pub rotate_join_token: bool,
 
+    /// Nodes that join wait for an admin's approval: they are tainted
+    /// `node.wasmfleet.io/unapproved:NoSchedule` until an admin removes the taint
+    /// (`kubectl taint node NAME node.wasmfleet.io/unapproved:NoSchedule-`).
+    #[arg(long)]
+    pub node_approval: bool,
+
     /// Extra subject alternative name for the API certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,

@@ -9,6 +9,10 @@
 //!
 //! Deleting the Node object forgets the binding (as k3s forgets a deleted node's password):
 //! the device, re-flashed or not, may then join under the name again with the join token.
+//!
+//! With approval required (`--node-approval`), a name bound by the join token is tainted
+//! [`UNAPPROVED_TAINT`]`:NoSchedule`: the node runs nothing the scheduler places until an
+//! admin removes the taint (`kubectl taint node NAME node.wasmfleet.io/unapproved:NoSchedule-`).
 
 use std::sync::Arc;
 
@@ -16,7 +20,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wasmfleet_protocol::login::{NodeLogin, validate_node_password};
 
-use crate::store::{ObjectKey, Store, StoreError};
+use crate::controllers::node_lifecycle::add_taint;
+use crate::store::{ObjectKey, Store, StoreError, now_rfc3339};
+
+/// The taint of a node that joined while approval is required, until an admin removes it.
+pub const UNAPPROVED_TAINT: &str = "node.wasmfleet.io/unapproved";
 
 /// The Node annotation holding `sha256:{hex}` of the node's password.
 pub const NODE_PASSWORD_HASH_ANNOTATION: &str = "wasmfleet.io/node-password-hash";
@@ -55,6 +63,7 @@ pub enum Admission {
 pub struct NodeIdentities {
     store: Store,
     join_token: Arc<str>,
+    approval: bool,
 }
 
 impl std::fmt::Debug for NodeIdentities {
@@ -69,7 +78,14 @@ impl NodeIdentities {
         Self {
             store,
             join_token: Arc::from(join_token),
+            approval: false,
         }
+    }
+
+    /// Whether nodes that join wait for an admin's approval ([`UNAPPROVED_TAINT`]).
+    pub fn requiring_approval(mut self, approval: bool) -> Self {
+        self.approval = approval;
+        self
     }
 
     /// Admits `node` if `password` carries its node password, or the join token and a node
@@ -104,7 +120,11 @@ impl NodeIdentities {
                     admission = Admission::Known;
                     return Ok::<Value, IdentityError>(existing.cloned().unwrap_or(Value::Null));
                 }
-                Ok(with_binding(existing, node, hash))
+                let mut obj = with_binding(existing, node, hash);
+                if self.approval {
+                    add_taint(&mut obj, UNAPPROVED_TAINT, "NoSchedule", &now_rfc3339());
+                }
+                Ok(obj)
             })
             .map(|_| admission)
     }
@@ -247,6 +267,29 @@ mod tests {
             ),
             "a refused login writes nothing"
         );
+    }
+
+    #[test]
+    fn with_approval_required_a_joining_node_is_tainted_and_a_known_one_is_left_alone() {
+        let (_dir, ids) = identities();
+        let ids = ids.requiring_approval(true);
+        ids.admit("pi-1", &login(Some("join"), PW)).expect("join");
+        let key = ObjectKey::cluster("nodes", "pi-1");
+        let node = ids.store.get(&key).expect("get").expect("node");
+        let taints = node["spec"]["taints"].as_array().expect("taints");
+        assert_eq!(taints.len(), 1);
+        assert_eq!(taints[0]["key"], UNAPPROVED_TAINT);
+        assert_eq!(taints[0]["effect"], "NoSchedule");
+        // The admin approves; later logins do not taint it again.
+        ids.store
+            .update_with(&key, |obj: &mut Value| {
+                obj["spec"] = json!({});
+                Ok::<(), StoreError>(())
+            })
+            .expect("approve");
+        assert_eq!(ids.admit("pi-1", &login(Some("join"), PW)), Ok(Admission::Known));
+        let node = ids.store.get(&key).expect("get").expect("node");
+        assert!(node["spec"].get("taints").is_none());
     }
 
     #[test]

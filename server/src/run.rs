@@ -21,6 +21,7 @@ use crate::artifacts::Artifacts;
 use crate::bootstrap::{self, Bootstrap};
 use crate::broker::EmbeddedBroker;
 use crate::config::ServerConfig;
+use crate::identity::NodeIdentities;
 use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::modules::ModuleStore;
 use crate::scheduler;
@@ -166,12 +167,10 @@ async fn start_mqtt(
             (None, external.clone(), ca_pem)
         }
         None => {
-            let broker = EmbeddedBroker::start(
-                config.mqtt_listen,
-                &boot.credentials,
-                &boot.tls,
-                store.clone(),
-            )
+            let nodes = NodeIdentities::new(store.clone(), &boot.credentials.node_token)
+                .requiring_approval(config.node_approval);
+            let broker =
+                EmbeddedBroker::start(config.mqtt_listen, &boot.credentials, &boot.tls, nodes)
             .await?;
             let addr = broker.local_addr();
             let url = BrokerUrl {

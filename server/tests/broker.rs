@@ -19,7 +19,6 @@ const WAIT: Duration = Duration::from_secs(5);
 fn credentials() -> BrokerCredentials {
     BrokerCredentials {
         admin_token: "admin-token".into(),
-        node_token: "node-token".into(),
         server_mqtt_password: "server-password".into(),
     }
 }

@@ -138,7 +138,6 @@ impl Cluster {
 fn credentials() -> BrokerCredentials {
     BrokerCredentials {
         admin_token: "admin-token".into(),
-        node_token: "node-token".into(),
         server_mqtt_password: "server-password".into(),
     }
 }

@@ -113,3 +113,45 @@ fn the_node_credential_cannot_be_set_or_changed_through_the_api() {
     let mine = cluster.kubectl(&["annotate", "node", "node-a", "team=green"]);
     assert!(mine.success, "{}{}", mine.stdout, mine.stderr);
 }
+
+#[test]
+fn with_approval_required_a_new_node_gets_no_pods_until_an_admin_removes_its_taint() {
+    let mut cluster = Cluster::start(ClusterOptions::default());
+    cluster.restart_server_with(&["--node-approval"]);
+    cluster.push("hello", "hello:v1");
+    cluster.start_agent("node-b", "");
+    cluster.wait_node_ready("node-b");
+    let tainted = |name: &str| {
+        cluster.node(name).expect("node")["spec"]["taints"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["key"] == "node.wasmfleet.io/unapproved"))
+    };
+    assert!(tainted("node-b"), "a node that joins now waits for approval");
+    assert!(!tainted("node-a"), "nodes that joined before are not affected");
+
+    // A pod that can only go to node-b is not scheduled while it is unapproved.
+    let manifest = format!(
+        "{}  nodeSelector:\n    kubernetes.io/hostname: node-b\n",
+        pod("for-b", "hello:v1", &[], "Never")
+    );
+    cluster.apply(&manifest);
+    let pending = cluster.wait_pod("for-b", "to be found unschedulable", |p| {
+        p["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["reason"] == "Unschedulable"))
+    });
+    assert!(pending["spec"]["nodeName"].is_null(), "{}", pending["spec"]);
+
+    // The admin approves it with the real kubectl.
+    let approve = cluster.kubectl(&[
+        "taint",
+        "node",
+        "node-b",
+        "node.wasmfleet.io/unapproved:NoSchedule-",
+    ]);
+    assert!(approve.success, "{}{}", approve.stdout, approve.stderr);
+    assert!(!tainted("node-b"));
+    cluster.wait_pod("for-b", "to run on node-b", |p| {
+        phase(p) == "Succeeded" && p["spec"]["nodeName"] == "node-b"
+    });
+}

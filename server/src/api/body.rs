@@ -222,6 +222,7 @@ fn merge_key(field: &str) -> Option<&'static str> {
     match field {
         "containers" | "initContainers" | "env" | "volumes" | "imagePullSecrets" => Some("name"),
         "conditions" | "addresses" => Some("type"),
+        "taints" => Some("key"),
         _ => None,
     }
 }

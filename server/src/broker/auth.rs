@@ -314,7 +314,6 @@ mod tests {
         Authenticator::new(
             BrokerCredentials {
                 admin_token: "admin-secret".into(),
-                node_token: "node-secret".into(),
                 server_mqtt_password: "server-secret".into(),
             },
             NodeIdentities::new(store, "node-secret"),

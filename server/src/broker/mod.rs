@@ -32,7 +32,6 @@ use tokio::sync::oneshot;
 
 use crate::bootstrap::{Credentials, TlsMaterial};
 use crate::identity::NodeIdentities;
-use crate::store::Store;
 use auth::{Authenticator, BrokerAuth};
 use limits::PublishLimits;
 
@@ -61,15 +60,14 @@ const SESSION_EXPIRY: Duration = Duration::from_secs(3600);
 /// How long [`EmbeddedBroker::shutdown`] waits for the broker to close its connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The secrets the broker checks CONNECTs against.
+/// The secrets the broker checks the server's and the admin's CONNECTs against (nodes are
+/// checked by [`NodeIdentities`], which holds the join token).
 ///
 /// Mirrors `bootstrap::Credentials`, so the broker does not depend on how they are stored.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerCredentials {
     /// The admin token (username `admin`).
     pub admin_token: String,
-    /// The join token a node presents at its first login (username = node name).
-    pub node_token: String,
     /// The password of the server's own MQTT client (username `wasmfleet-server`).
     pub server_mqtt_password: String,
 }
@@ -84,7 +82,6 @@ impl From<&Credentials> for BrokerCredentials {
     fn from(credentials: &Credentials) -> Self {
         Self {
             admin_token: credentials.admin_token.clone(),
-            node_token: credentials.node_token.clone(),
             server_mqtt_password: credentials.server_mqtt_password.clone(),
         }
     }
@@ -145,19 +142,16 @@ type Started = Result<(SocketAddr, BrokerShutdownHandle), BrokerError>;
 impl EmbeddedBroker {
     /// Binds `addr` (port 0 picks a free port) and starts serving MQTT 3.1.1 and 5 clients
     /// over TLS with `tls`'s serving certificate, on the broker's own runtime thread.
-    /// `credentials` is usually `&bootstrap::Credentials`; node identities are kept in
-    /// `store`.
+    /// `credentials` is usually `&bootstrap::Credentials`; `nodes` checks node logins.
     pub async fn start(
         addr: SocketAddr,
         credentials: impl Into<BrokerCredentials>,
         tls: &TlsMaterial,
-        store: Store,
+        nodes: NodeIdentities,
     ) -> Result<Self, BrokerError> {
         // mqtt5 builds its rustls config with the process-wide crypto provider.
         crate::api::install_crypto_provider();
-        let credentials = credentials.into();
-        let nodes = NodeIdentities::new(store, &credentials.node_token);
-        let auth = BrokerAuth::new(Authenticator::new(credentials, nodes));
+        let auth = BrokerAuth::new(Authenticator::new(credentials.into(), nodes));
         let config = config(addr, tls);
         let (started_tx, started_rx) = oneshot::channel::<Started>();
         let (stopped_tx, stopped) = oneshot::channel();

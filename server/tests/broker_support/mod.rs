@@ -11,6 +11,7 @@ use wasmfleet_protocol::broker_url::BrokerUrl;
 use wasmfleet_protocol::transport::transport;
 use wasmfleet_server::bootstrap;
 use wasmfleet_server::broker::{BrokerCredentials, EmbeddedBroker};
+use wasmfleet_server::identity::NodeIdentities;
 use wasmfleet_server::store::Store;
 
 /// The MQTT password of a test node: the test join token `node-token` and its node password.
@@ -26,7 +27,8 @@ pub async fn start_broker(
     store: Store,
 ) -> (EmbeddedBroker, Vec<u8>) {
     let boot = bootstrap::load_or_create(data_dir, &[]).expect("TLS material");
-    let broker = EmbeddedBroker::start(addr, credentials, &boot.tls, store)
+    let nodes = NodeIdentities::new(store, "node-token");
+    let broker = EmbeddedBroker::start(addr, credentials, &boot.tls, nodes)
         .await
         .expect("broker starts");
     (broker, boot.tls.ca_cert_pem.into_bytes())
