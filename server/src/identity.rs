@@ -287,7 +287,10 @@ mod tests {
                 Ok::<(), StoreError>(())
             })
             .expect("approve");
-        assert_eq!(ids.admit("pi-1", &login(Some("join"), PW)), Ok(Admission::Known));
+        assert_eq!(
+            ids.admit("pi-1", &login(Some("join"), PW)),
+            Ok(Admission::Known)
+        );
         let node = ids.store.get(&key).expect("get").expect("node");
         assert!(node["spec"].get("taints").is_none());
     }

@@ -21,8 +21,8 @@ use crate::artifacts::Artifacts;
 use crate::bootstrap::{self, Bootstrap};
 use crate::broker::EmbeddedBroker;
 use crate::config::ServerConfig;
-use crate::identity::NodeIdentities;
 use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
+use crate::identity::NodeIdentities;
 use crate::modules::ModuleStore;
 use crate::scheduler;
 use crate::store::{Store, StoreOptions};
@@ -171,7 +171,7 @@ async fn start_mqtt(
                 .requiring_approval(config.node_approval);
             let broker =
                 EmbeddedBroker::start(config.mqtt_listen, &boot.credentials, &boot.tls, nodes)
-            .await?;
+                    .await?;
             let addr = broker.local_addr();
             let url = BrokerUrl {
                 tls: true,
