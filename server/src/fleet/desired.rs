@@ -107,16 +107,20 @@ fn runs_on(pod: &Pod, node: &str) -> bool {
 }
 
 /// The delivery form of `pod`, or the containers whose images do not resolve.
+/// A pod's namespace (`default` when unset) and name.
+fn namespace_and_name(pod: &Pod) -> (String, String) {
+    let namespace = pod.metadata.namespace.clone();
+    (
+        namespace.unwrap_or_else(|| "default".into()),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
 pub(crate) fn assignment(
     pod: &Pod,
     resolve: &dyn Fn(&str) -> Option<ModuleRef>,
 ) -> Result<PodAssignment, Vec<Unresolved>> {
-    let namespace = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = pod.metadata.name.clone().unwrap_or_default();
+    let (namespace, name) = namespace_and_name(pod);
     let spec = pod.spec.as_ref();
     let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
     let mut specs = Vec::new();
@@ -513,12 +517,7 @@ impl DesiredPublisher {
         refused: &BTreeMap<(String, String), String>,
     ) -> Result<(), StoreError> {
         for pod in pods {
-            let namespace = pod
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into());
-            let name = pod.metadata.name.clone().unwrap_or_default();
+            let (namespace, name) = namespace_and_name(pod);
             let why = refused.get(&(namespace.clone(), name.clone()));
             let status = pod.status.as_ref();
             let marked = status.and_then(|s| s.reason.as_deref()) == Some(UNDELIVERABLE);
