@@ -15,6 +15,7 @@ use clap::Parser;
 use serde::Deserialize;
 use wasmfleet_protocol::broker_url::{BrokerUrl, BrokerUrlError};
 use wasmfleet_protocol::names::{InvalidName, validate_dns_subdomain, validate_node_name};
+use wasmfleet_protocol::quantity::{self, InvalidResourceList, ResourceAmounts};
 use wasmfleet_protocol::transport::{self, TransportError};
 
 /// Where an agent keeps its state when not told otherwise.
@@ -46,6 +47,10 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// The disk budget of cached modules plus their compiled artifacts.
     pub module_cache_bytes: u64,
+    /// What the agent keeps back from pods for itself and the OS (the kubelet's
+    /// `--system-reserved`); a resource left out gets the default reserve of
+    /// [`crate::node_info::allocatable`].
+    pub system_reserved: ResourceAmounts,
     /// The first delay before restarting a crashed container; doubles per restart.
     pub restart_backoff_base: Duration,
     /// How often the agent renews its lease.
@@ -115,6 +120,9 @@ pub enum ConfigError {
         "the server's MQTT URL is required (--server, WASMFLEET_SERVER or `server` in --config)"
     )]
     MissingServer,
+    /// `--system-reserved` is not a resource list.
+    #[error("invalid --system-reserved (or `system_reserved` in --config): {0}")]
+    SystemReserved(#[from] InvalidResourceList),
     /// An interval is zero.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
@@ -136,6 +144,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("data_dir", &self.data_dir)
             .field("labels", &self.labels)
             .field("module_cache_bytes", &self.module_cache_bytes)
+            .field("system_reserved", &self.system_reserved)
             .field("restart_backoff_base", &self.restart_backoff_base)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .finish()
@@ -155,6 +164,7 @@ impl AgentConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             labels: BTreeMap::new(),
             module_cache_bytes: DEFAULT_BUDGET_BYTES,
+            system_reserved: ResourceAmounts::default(),
             restart_backoff_base: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
         }
@@ -274,6 +284,12 @@ pub struct Cli {
     /// uses are deleted, least recently used first, beyond it [default: 1024].
     #[arg(long, env = "WASMFLEET_MODULE_CACHE_MIB")]
     pub module_cache_mib: Option<u64>,
+    /// What the agent keeps back from pods for itself and the OS, as
+    /// `cpu=100m,memory=256Mi` [default: 100m of CPU and a tenth of the memory, at most
+    /// 512Mi]. The node's allocatable (capacity minus this) is what the scheduler places
+    /// pods against and what the agent lets all pods together use.
+    #[arg(long, env = "WASMFLEET_SYSTEM_RESERVED")]
+    pub system_reserved: Option<String>,
     /// The first container restart delay in milliseconds (for tests).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub restart_backoff_base_ms: u64,
@@ -338,6 +354,12 @@ impl Cli {
                 .module_cache_mib
                 .or(file.module_cache_mib)
                 .map_or(DEFAULT_BUDGET_BYTES, |mib| mib.saturating_mul(1 << 20)),
+            system_reserved: quantity::resource_list(
+                self.system_reserved
+                    .or(file.system_reserved)
+                    .as_deref()
+                    .unwrap_or(""),
+            )?,
             restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
         };
@@ -372,6 +394,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// Disk budget in MiB for cached modules and their compiled code.
     pub module_cache_mib: Option<u64>,
+    /// What the agent keeps back from pods: `cpu=100m,memory=256Mi`.
+    pub system_reserved: Option<String>,
     /// Node labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

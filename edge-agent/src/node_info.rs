@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use wasmfleet_protocol::node::{EngineInfo, NodeInfo, Resources};
+use wasmfleet_protocol::quantity::ResourceAmounts;
 
 /// The pod capacity of every node, as the kubelet's default `maxPods`.
 pub const MAX_PODS: u32 = 110;
@@ -19,14 +20,34 @@ const MEMORY_RESERVE_MAX: u64 = 512 << 20;
 /// CPU kept back for the agent itself, in millicores.
 const CPU_RESERVE_MILLIS: u64 = 100;
 
-/// Collects the node's identity and capacity from the running machine.
-pub fn collect(labels: BTreeMap<String, String>, engine: EngineInfo) -> NodeInfo {
+/// `--system-reserved` asks for all of a resource the machine has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--system-reserved {resource}={reserved} leaves nothing for pods: the machine has {capacity} \
+     (bytes of memory, millicores of CPU)"
+)]
+pub struct ReserveTooLarge {
+    /// `memory` or `cpu`.
+    pub resource: &'static str,
+    /// What was asked for.
+    pub reserved: u64,
+    /// What the machine has.
+    pub capacity: u64,
+}
+
+/// Collects the node's identity and capacity from the running machine; allocatable is the
+/// capacity minus `reserved` (see [`allocatable`]).
+pub fn collect(
+    labels: BTreeMap<String, String>,
+    engine: EngineInfo,
+    reserved: ResourceAmounts,
+) -> Result<NodeInfo, ReserveTooLarge> {
     let capacity = Resources {
         memory_bytes: read_or_log("/proc/meminfo", parse_mem_total),
         cpu_millis: cpu_millis(),
         pods: MAX_PODS,
     };
-    NodeInfo {
+    Ok(NodeInfo {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         architecture: kubernetes_arch(std::env::consts::ARCH).to_owned(),
         operating_system: std::env::consts::OS.to_owned(),
@@ -34,10 +55,10 @@ pub fn collect(labels: BTreeMap<String, String>, engine: EngineInfo) -> NodeInfo
         os_image: read_or_log("/etc/os-release", parse_pretty_name),
         hostname: hostname().unwrap_or_default(),
         capacity,
-        allocatable: allocatable(capacity),
+        allocatable: allocatable(capacity, reserved)?,
         labels,
         engine,
-    }
+    })
 }
 
 /// The machine's host name.
@@ -83,17 +104,33 @@ pub fn parse_pretty_name(os_release: &str) -> Option<String> {
     Some(unquoted.replace("\\\"", "\"").replace("\\\\", "\\"))
 }
 
-/// What pods may use: the capacity minus a small reserve for the agent and the OS.
-pub fn allocatable(capacity: Resources) -> Resources {
-    let memory_reserve = (capacity.memory_bytes / MEMORY_RESERVE_DIVISOR).min(MEMORY_RESERVE_MAX);
-    Resources {
-        memory_bytes: capacity.memory_bytes - memory_reserve,
-        cpu_millis: capacity
-            .cpu_millis
-            .saturating_sub(CPU_RESERVE_MILLIS)
-            .max(capacity.cpu_millis / 2),
+/// What pods may use: the capacity minus what is `reserved` for the agent and the OS. A
+/// resource the reserve leaves out keeps a small default: a tenth of the memory (at most
+/// 512 MiB), and 100m of CPU (at most half of it). An explicit reserve must leave something
+/// (unless the capacity itself could not be read).
+pub fn allocatable(
+    capacity: Resources,
+    reserved: ResourceAmounts,
+) -> Result<Resources, ReserveTooLarge> {
+    let memory_reserve = reserved.memory_bytes.unwrap_or_else(|| {
+        (capacity.memory_bytes / MEMORY_RESERVE_DIVISOR).min(MEMORY_RESERVE_MAX)
+    });
+    let cpu_reserve = reserved
+        .cpu_millis
+        .unwrap_or_else(|| CPU_RESERVE_MILLIS.min(capacity.cpu_millis / 2));
+    let left = |resource, capacity: u64, reserve: u64| match capacity.checked_sub(reserve) {
+        Some(left) if left > 0 || capacity == 0 => Ok(left),
+        _ => Err(ReserveTooLarge {
+            resource,
+            reserved: reserve,
+            capacity,
+        }),
+    };
+    Ok(Resources {
+        memory_bytes: left("memory", capacity.memory_bytes, memory_reserve)?,
+        cpu_millis: left("cpu", capacity.cpu_millis, cpu_reserve)?,
         pods: capacity.pods,
-    }
+    })
 }
 
 fn cpu_millis() -> u64 {
@@ -156,7 +193,7 @@ mod tests {
             cpu_millis: 4000,
             pods: 110,
         };
-        let a = allocatable(pi);
+        let a = allocatable(pi, ResourceAmounts::default()).expect("fits");
         // A tenth of the memory, capped at 512 MiB.
         assert_eq!(a.memory_bytes, (8 << 30) - (512 << 20));
         assert_eq!(a.cpu_millis, 3900);
@@ -166,9 +203,36 @@ mod tests {
             cpu_millis: 100,
             pods: 110,
         };
-        let a = allocatable(tiny);
+        let a = allocatable(tiny, ResourceAmounts::default()).expect("fits");
         assert_eq!(a.memory_bytes, (512 << 20) - (512 << 20) / 10);
         assert_eq!(a.cpu_millis, 50);
+    }
+
+    #[test]
+    fn an_explicit_reserve_is_taken_exactly_but_must_leave_something() {
+        let pi = Resources {
+            memory_bytes: 1 << 30,
+            cpu_millis: 4000,
+            pods: 110,
+        };
+        let reserve = |memory: u64, cpu: u64| ResourceAmounts {
+            memory_bytes: Some(memory),
+            cpu_millis: Some(cpu),
+        };
+        let a = allocatable(pi, reserve(768 << 20, 1500)).expect("fits");
+        assert_eq!(a.memory_bytes, 256 << 20);
+        assert_eq!(a.cpu_millis, 2500);
+        let only_cpu = ResourceAmounts {
+            memory_bytes: None,
+            cpu_millis: Some(0),
+        };
+        let a = allocatable(pi, only_cpu).expect("fits");
+        assert_eq!(a.memory_bytes, (1 << 30) - (1 << 30) / 10);
+        assert_eq!(a.cpu_millis, 4000);
+        let err = allocatable(pi, reserve(1 << 30, 0)).expect_err("nothing left");
+        assert_eq!(err.resource, "memory");
+        assert!(err.to_string().contains("leaves nothing for pods"), "{err}");
+        assert!(allocatable(pi, reserve(0, 5000)).is_err());
     }
 
     #[test]
@@ -179,7 +243,7 @@ mod tests {
             compatibility_key: "00".into(),
             can_compile: true,
         };
-        let info = collect(BTreeMap::new(), engine);
+        let info = collect(BTreeMap::new(), engine, ResourceAmounts::default()).expect("fits");
         assert!(info.capacity.memory_bytes > 0);
         assert!(info.capacity.cpu_millis >= 1000);
         assert!(info.allocatable.memory_bytes < info.capacity.memory_bytes);

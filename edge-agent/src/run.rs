@@ -46,7 +46,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     let state = AgentState::open(&config.state_path())
         .with_context(|| format!("opening {}", config.state_path().display()))?;
     let runtime = Runtime::new(config.cache_dir()).context("starting the wasm runtime")?;
-    let info = node_info::collect(config.labels.clone(), runtime.engine_info());
+    let info = node_info::collect(
+        config.labels.clone(),
+        runtime.engine_info(),
+        config.system_reserved,
+    )?;
+    runtime.limit_to(&info.allocatable);
+    tracing::info!(
+        memory_bytes = info.allocatable.memory_bytes,
+        cpu_millis = info.allocatable.cpu_millis,
+        "pods together may use the node's allocatable"
+    );
     let (uplink, parts) = link::uplink(&config.node_name);
 
     // Pods get their own token and tracker: they stop first, before the link says goodbye.

@@ -61,7 +61,9 @@ impl Agent {
                 max: Duration::from_millis(200),
             },
         };
-        let info = wasmfleet_agent::node_info::collect(BTreeMap::new(), engine());
+        let info =
+            wasmfleet_agent::node_info::collect(BTreeMap::new(), engine(), Default::default())
+                .expect("the default reserve fits");
         let (link, inbox) = Link::start(&config, parts, info, state, fetcher.clone(), &tracker);
         Agent {
             fetcher,

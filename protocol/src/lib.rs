@@ -12,6 +12,8 @@
 //! - [`limits`]: limits of the HTTPS API that the server and its clients share;
 //! - [`login`]: how a node's MQTT password carries its own credential and the join token;
 //! - [`names`]: validation of names that end up inside topics;
+//! - [`quantity`]: Kubernetes resource quantities (`128Mi`, `500m`) and resource lists
+//!   (`cpu=100m,memory=256Mi`), shared by the server's admission and the agent's flags;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
 //! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
 //!   included.
@@ -31,6 +33,7 @@ pub mod logs;
 pub mod names;
 pub mod node;
 pub mod pod;
+pub mod quantity;
 pub mod topic;
 #[cfg(feature = "client")]
 pub mod transport;

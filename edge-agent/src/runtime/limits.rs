@@ -1,5 +1,6 @@
-//! Per-container resource limits: a memory limiter that remembers it said no, and a CPU
-//! throttle driven by epoch ticks.
+//! Per-container resource limits: a memory limiter that remembers it said no (and draws
+//! from the node's memory pool, see [`super::budget`]), and a CPU throttle driven by epoch
+//! ticks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,28 +8,35 @@ use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 
+use super::budget::MemoryPool;
 use super::engine::EPOCH_TICK;
 
 /// The most elements a guest table may grow to (function tables of ordinary programs hold
 /// hundreds to a few thousand entries).
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
-/// Denies linear-memory growth past the container's `resources.limits.memory` and records
-/// that it did, so that the guest's resulting trap or abort is reported as `OOMKilled`.
+/// Denies linear-memory growth past the container's `resources.limits.memory`, or past
+/// what the node's pool has left, and records that it did, so that the guest's resulting
+/// trap or abort is reported as `OOMKilled`. What it took from the pool goes back when the
+/// limiter (the container's store) is dropped.
 ///
 /// The limit applies to each linear memory separately (wasmtime asks per memory);
 /// ordinary guests have exactly one.
 pub struct MemoryLimiter {
     limit: Option<usize>,
     exceeded: Arc<AtomicBool>,
+    pool: Arc<MemoryPool>,
+    taken: u64,
 }
 
 impl MemoryLimiter {
-    /// A limiter for `limit_bytes` (no limit when `None`).
-    pub fn new(limit_bytes: Option<u64>) -> Self {
+    /// A limiter for `limit_bytes` (no limit of its own when `None`) drawing from `pool`.
+    pub fn new(limit_bytes: Option<u64>, pool: Arc<MemoryPool>) -> Self {
         Self {
             limit: limit_bytes.map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
             exceeded: Arc::new(AtomicBool::new(false)),
+            pool,
+            taken: 0,
         }
     }
 
@@ -41,17 +49,18 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        match self.limit {
-            Some(limit) if desired > limit => {
-                self.exceeded.store(true, Ordering::Relaxed);
-                Ok(false)
-            }
-            _ => Ok(true),
+        let within_limit = self.limit.is_none_or(|limit| desired <= limit);
+        let growth = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
+        if within_limit && self.pool.try_take(growth) {
+            self.taken = self.taken.saturating_add(growth);
+            return Ok(true);
         }
+        self.exceeded.store(true, Ordering::Relaxed);
+        Ok(false)
     }
 
     fn table_growing(
@@ -61,6 +70,12 @@ impl ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.pool.give_back(self.taken);
     }
 }
 
@@ -86,19 +101,22 @@ impl CpuThrottle {
     /// A throttle for `cpu_millis`, or `None` when the limit is a whole core or more
     /// (a wasm instance runs on one thread, so it can never use more).
     pub fn new(cpu_millis: u64, now: Instant) -> Option<Self> {
-        if cpu_millis >= 1000 {
-            return None;
-        }
+        (cpu_millis < 1000).then(|| Self::shared(cpu_millis, now))
+    }
+
+    /// A throttle for `cpu_millis` counted over several guests (the node's budget): any
+    /// share, whole cores included, since the ticks of guests on all threads add up.
+    pub fn shared(cpu_millis: u64, now: Instant) -> Self {
         let cpu_millis = cpu_millis.max(1);
         let tick = EPOCH_TICK.as_micros() as u64;
         let window_us = (MIN_WINDOW.as_micros() as u64).max(tick * 1000 / cpu_millis);
         let allowed_ticks = (window_us * cpu_millis / 1000 / tick).max(1);
-        Some(Self {
+        Self {
             window: Duration::from_micros(window_us),
             allowed_ticks: u32::try_from(allowed_ticks).unwrap_or(u32::MAX),
             window_start: now,
             ticks: 0,
-        })
+        }
     }
 
     /// Records one tick of running at `now`; returns when the guest may run again if it has
@@ -119,14 +137,14 @@ mod tests {
 
     #[test]
     fn memory_growth_within_the_limit_is_allowed() {
-        let mut limiter = MemoryLimiter::new(Some(32 << 20));
+        let mut limiter = MemoryLimiter::new(Some(32 << 20), Arc::default());
         assert!(limiter.memory_growing(0, 32 << 20, None).expect("ok"));
         assert!(!limiter.exceeded_flag().load(Ordering::Relaxed));
     }
 
     #[test]
     fn memory_growth_past_the_limit_is_denied_and_remembered() {
-        let mut limiter = MemoryLimiter::new(Some(32 << 20));
+        let mut limiter = MemoryLimiter::new(Some(32 << 20), Arc::default());
         let flag = limiter.exceeded_flag();
         assert!(
             !limiter
@@ -138,8 +156,30 @@ mod tests {
 
     #[test]
     fn no_memory_limit_allows_any_growth() {
-        let mut limiter = MemoryLimiter::new(None);
+        let mut limiter = MemoryLimiter::new(None, Arc::default());
         assert!(limiter.memory_growing(0, 3 << 30, None).expect("ok"));
+    }
+
+    #[test]
+    fn growth_beyond_the_nodes_pool_is_denied_and_returned_on_drop() {
+        let budget = super::super::budget::NodeBudget::default();
+        budget.limit_to(48 << 20, 1000);
+        let pool_of = budget.memory();
+        let mut first = MemoryLimiter::new(Some(32 << 20), pool_of.clone());
+        let mut second = MemoryLimiter::new(None, pool_of.clone());
+        assert!(first.memory_growing(0, 32 << 20, None).expect("ok"));
+        assert!(second.memory_growing(0, 16 << 20, None).expect("ok"));
+        let flag = second.exceeded_flag();
+        assert!(
+            !second.memory_growing(16 << 20, 17 << 20, None).expect("ok"),
+            "the pool is used up, though the second container has no limit of its own"
+        );
+        assert!(flag.load(Ordering::Relaxed));
+        drop(first);
+        assert_eq!(pool_of.used(), 16 << 20);
+        assert!(second.memory_growing(16 << 20, 40 << 20, None).expect("ok"));
+        drop(second);
+        assert_eq!(pool_of.used(), 0);
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //! - `heap`: giving freed heap back to the OS once a burst of work is over;
 //! - `sandbox`: one container run (WASI context, limits, exit mapping);
 //! - `limits`: the memory limiter and the CPU throttle;
+//! - `budget`: the node's allocatable, enforced over all containers together;
 //! - `logbuf` / `stdio`: the bounded per-container log and the guest's output streams;
 //! - `logfile`: a container log's rotating file, so logs survive an agent restart.
 
+mod budget;
 mod cache;
 mod engine;
 mod heap;
@@ -29,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
-use wasmfleet_protocol::node::EngineInfo;
+use wasmfleet_protocol::node::{EngineInfo, Resources};
 use wasmtime::{Engine, ExternType, Linker};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
@@ -41,6 +43,7 @@ pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
 pub use programs::IDLE_PROGRAMS;
 pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, RunSpec};
 
+use budget::NodeBudget;
 use cache::{ArtifactCache, Compiled};
 use programs::Programs;
 use sandbox::{ComponentState, CoreState, Prepared, Sandbox};
@@ -132,6 +135,7 @@ struct RuntimeInner {
     live: Arc<AtomicUsize>,
     heap: HeapTrimmer,
     info: EngineInfo,
+    budget: NodeBudget,
 }
 
 impl Runtime {
@@ -171,8 +175,22 @@ impl Runtime {
                 live: Arc::new(AtomicUsize::new(0)),
                 heap,
                 info,
+                budget: NodeBudget::default(),
             }),
         })
+    }
+
+    /// Limits all containers together to the node's `allocatable` memory and CPU (until
+    /// called, only each container's own limits apply).
+    pub fn limit_to(&self, allocatable: &Resources) {
+        self.inner
+            .budget
+            .limit_to(allocatable.memory_bytes, allocatable.cpu_millis);
+    }
+
+    /// Bytes of linear memory all containers hold now.
+    pub fn memory_in_use(&self) -> u64 {
+        self.inner.budget.memory().used()
     }
 
     /// What the agent reports about its engine at birth.
@@ -269,6 +287,7 @@ impl Runtime {
             live: &self.inner.live,
             logs,
             stop,
+            budget: &self.inner.budget,
         };
         sandbox.run(&program.prepared, spec).await
     }

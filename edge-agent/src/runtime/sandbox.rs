@@ -20,6 +20,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::budget::NodeBudget;
 use super::limits::{CpuThrottle, MemoryLimiter};
 use super::logbuf::LogBuffer;
 use super::stdio::LogSink;
@@ -136,13 +137,15 @@ pub struct Sandbox<'a> {
     pub logs: &'a LogBuffer,
     /// Cancelled to stop the run.
     pub stop: &'a CancellationToken,
+    /// The node's allocatable, shared by every container.
+    pub budget: &'a NodeBudget,
 }
 
 impl Sandbox<'_> {
     /// Runs `prepared` to completion, or until `stop` is cancelled. Stopping drops the
     /// store at once, also while the guest is blocked in a host call (a sleep).
     pub async fn run(&self, prepared: &Prepared, spec: &RunSpec) -> Exit {
-        let limiter = MemoryLimiter::new(spec.memory_limit_bytes);
+        let limiter = MemoryLimiter::new(spec.memory_limit_bytes, self.budget.memory());
         let oom = limiter.exceeded_flag();
         let result = tokio::select! {
             biased;
@@ -224,9 +227,11 @@ impl Sandbox<'_> {
 
     /// Installs the epoch callback: interrupt when stopping, otherwise yield to tokio on
     /// every tick (so a busy guest never starves other pods), pausing until the end of the
-    /// accounting window when over the CPU limit.
+    /// accounting window when over its CPU limit or when all guests together used the
+    /// node's allocatable CPU.
     fn supervise<T: Send + 'static>(&self, store: &mut Store<T>, spec: &RunSpec) {
         let stop = self.stop.clone();
+        let budget = self.budget.clone();
         let mut throttle = spec
             .cpu_limit_millis
             .and_then(|millis| CpuThrottle::new(millis, Instant::now()));
@@ -235,7 +240,9 @@ impl Sandbox<'_> {
             if stop.is_cancelled() {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            let pause = throttle.as_mut().and_then(|t| t.on_tick(Instant::now()));
+            let now = Instant::now();
+            let own = throttle.as_mut().and_then(|t| t.on_tick(now));
+            let pause = own.max(budget.on_tick(now));
             Ok(match pause {
                 Some(until) => UpdateDeadline::YieldCustom(
                     1,

@@ -7,7 +7,8 @@
 //!
 //! Files: [`router`] (routes), [`auth`] (bearer token), [`objects`] (the verbs),
 //! [`kinds`] + [`pods`]/[`nodes`]/[`namespaces`] (per-resource admission),
-//! [`validation`] (the Pod allow-list), [`body`] (limits, content types, patches, decoding
+//! [`validation`] (the Pod allow-list), [`defaults`] (what a Pod gets when left out,
+//! resources included), [`body`] (limits, content types, patches, decoding
 //! off the async workers), [`nesting`] (the depth pre-scan),
 //! [`protobuf`] (`kubectl create namespace`), [`selectors`], [`watch`], [`table`], [`logs`], [`modules`], [`discovery`], [`status`],
 //! [`health`] (`/healthz`, `/livez`, `/readyz`, without authentication).
@@ -17,6 +18,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod defaults;
 pub mod discovery;
 pub mod health;
 pub mod kinds;

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::kinds::{keep_status, name_of};
 use super::status::{ApiError, Cause};
-use super::validation;
+use super::{defaults, validation};
 use crate::fleet::delivery;
 
 /// A new pod: validated, defaulted, and `Pending` (whatever status the client sent).
@@ -13,7 +13,7 @@ pub fn admit_create(pod: &mut Value) -> Result<(), ApiError> {
     if !causes.is_empty() {
         return Err(ApiError::invalid("Pod", name_of(pod), &causes));
     }
-    validation::apply_pod_defaults(pod);
+    defaults::apply_pod_defaults(pod);
     check_deliverable(pod)?;
     if let Some(map) = pod.as_object_mut() {
         map.insert("status".into(), json!({"phase": "Pending"}));
@@ -25,7 +25,7 @@ pub fn admit_create(pod: &mut Value) -> Result<(), ApiError> {
 pub fn admit_update(old: &Value, pod: &mut Value) -> Result<(), ApiError> {
     let mut causes = validation::validate_pod(pod);
     if causes.is_empty() {
-        validation::apply_pod_defaults(pod);
+        defaults::apply_pod_defaults(pod);
         causes = validation::validate_pod_update(old, pod);
     }
     if !causes.is_empty() {

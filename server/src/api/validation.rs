@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::status::Cause;
-use crate::scheduler::quantity;
+use wasmfleet_protocol::quantity;
 
 /// The JSON a field may hold.
 enum Shape {
@@ -107,20 +107,6 @@ pub fn validate_object_name(obj: &Value, label_only: bool) -> Vec<Cause> {
         Some(name) => check_dns_subdomain(name, "metadata.name", &mut causes),
     }
     causes
-}
-
-/// Fills in what a Pod gets when the manifest leaves it out.
-pub fn apply_pod_defaults(pod: &mut Value) {
-    if let Some(obj) = pod.as_object_mut() {
-        obj.insert("apiVersion".into(), "v1".into());
-        obj.insert("kind".into(), "Pod".into());
-    }
-    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.entry("restartPolicy")
-            .or_insert_with(|| "Always".into());
-        spec.entry("terminationGracePeriodSeconds")
-            .or_insert_with(|| 30.into());
-    }
 }
 
 fn check_shape(value: &Value, shape: &Shape, path: &str, causes: &mut Vec<Cause>) {
@@ -310,21 +296,52 @@ fn check_env(env: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
 pub const MIN_MEMORY_BYTES: u64 = 64 * 1024;
 
 fn check_resources(resources: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    check_amounts(resources, path, causes);
+    if causes.is_empty() {
+        check_requests_within_limits(resources, path, causes);
+    }
+}
+
+/// A request above its limit can never be honoured (Kubernetes refuses it the same way).
+fn check_requests_within_limits(resources: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    for (name, parse) in quantity::RESOURCES {
+        let amount = |list: &str| {
+            let text = quantity_text(resources?.get(list)?.get(name)?)?;
+            Some((parse(&text).ok()?, text))
+        };
+        if let (Some((request, text)), Some((limit, limit_text))) =
+            (amount("requests"), amount("limits"))
+            && request > limit
+        {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                format!("{path}.resources.requests.{name}"),
+                format!("Invalid value: {text:?}: must be less than or equal to {name} limit of {limit_text}"),
+            ));
+        }
+    }
+}
+
+/// A quantity as text: a string (`64Mi`) or a plain JSON number.
+pub fn quantity_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn check_amounts(resources: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     for list in ["limits", "requests"] {
-        for (name, parse) in [
-            ("memory", quantity::memory_bytes as fn(&str) -> _),
-            ("cpu", quantity::cpu_millis),
-        ] {
+        for (name, parse) in quantity::RESOURCES {
             let Some(value) = resources
                 .and_then(|r| r.get(list))
                 .and_then(|l| l.get(name))
             else {
                 continue;
             };
-            let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => continue, // reported by the shape check
+            let Some(text) = quantity_text(value) else {
+                continue; // reported by the shape check
             };
             let field = format!("{path}.resources.{list}.{name}");
             match parse(&text) {
@@ -422,7 +439,7 @@ mod tests {
             "spec": {"containers": [{
                 "name": "main", "image": "hello:latest", "args": ["print", "3"],
                 "env": [{"name": "A", "value": "b"}],
-                "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}, "requests": {"cpu": 1}},
+                "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}, "requests": {"cpu": 0.1}},
             }], "restartPolicy": "Never"},
         })
     }
@@ -507,6 +524,22 @@ mod tests {
     }
 
     #[test]
+    fn a_request_above_its_limit_is_refused_naming_the_field() {
+        let mut p = pod();
+        p["spec"]["containers"][0]["resources"] = json!({"limits": {"memory": "32Mi", "cpu": "100m"}, "requests": {"memory": "64Mi", "cpu": "100m"}});
+        let causes = validate_pod(&p);
+        assert_eq!(
+            fields(&causes),
+            ["spec.containers[0].resources.requests.memory"]
+        );
+        assert!(
+            causes[0]
+                .message
+                .contains("must be less than or equal to memory limit of 32Mi")
+        );
+    }
+
+    #[test]
     fn wrong_types_are_reported() {
         let mut p = pod();
         p["spec"]["containers"][0]["args"] = json!("print 3");
@@ -527,13 +560,5 @@ mod tests {
         let mut new_args = pod();
         new_args["spec"]["containers"][0]["args"] = json!(["exit", "1"]);
         assert_eq!(fields(&validate_pod_update(&old, &new_args)), ["spec"]);
-    }
-
-    #[test]
-    fn defaults_fill_restart_policy_and_grace() {
-        let mut p = json!({"spec": {"containers": []}});
-        apply_pod_defaults(&mut p);
-        assert_eq!(p["spec"]["restartPolicy"], "Always");
-        assert_eq!(p["kind"], "Pod");
     }
 }

@@ -38,8 +38,8 @@ use wasmfleet_protocol::{Message, encode};
 
 use super::delivery::{self, Undeliverable};
 use crate::modules::ModuleStore;
-use crate::scheduler::quantity;
 use crate::store::{ObjectKey, Scope, Store, StoreError};
+use wasmfleet_protocol::quantity;
 
 /// The waiting reason of a container whose image is not in the module store.
 pub const MODULE_NOT_FOUND: &str = "ErrModuleNotFound";

@@ -14,8 +14,8 @@ use crate::controllers::leases::{self, LeaseUpdate, Leases};
 use crate::controllers::node_lifecycle::{
     DISCONNECTED_MESSAGE, ready_condition, set_node_ready, unknown_condition,
 };
-use crate::scheduler::quantity;
 use crate::store::{ObjectKey, Store, StoreError, now_rfc3339};
+use wasmfleet_protocol::quantity;
 
 /// The Node object for a birth, merged over the stored one (if any).
 pub fn node_from_birth(name: &str, info: &NodeInfo, existing: Option<&Value>, now: &str) -> Value {

@@ -1,15 +1,19 @@
 //! The pure half of the scheduler: which nodes can take a pod, and which of those is best.
 //!
 //! Filters run in the order Kubernetes reports them (readiness, cordon, untolerated
-//! `NoSchedule`/`NoExecute` taints, node selector, pod count, memory); each rejected node counts once, under its first failing filter. Among the
-//! nodes that fit, the least-allocated wins (average of memory and pod-slot use after
-//! placing the pod), ties broken by name so the choice is deterministic.
+//! `NoSchedule`/`NoExecute` taints, node selector, pod count, CPU, memory); each rejected
+//! node counts once, under its first failing filter. Requests are what count (every pod has
+//! them: admission defaults them, see `api::validation`), against the node's allocatable
+//! (capacity minus what the agent reserves). Among the nodes that fit, the least-allocated
+//! wins (average of CPU, memory and pod-slot use after placing the pod), ties broken by name
+//! so the choice is deterministic.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::quantity;
+use wasmfleet_protocol::quantity;
 
 /// What the scheduler needs to know about one node.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,10 +30,14 @@ pub struct NodeView {
     pub taints: Vec<Taint>,
     /// `status.allocatable.memory` in bytes (0 when absent).
     pub allocatable_memory: u64,
+    /// `status.allocatable.cpu` in millicores (0 when absent).
+    pub allocatable_cpu: u64,
     /// `status.allocatable.pods`, when set.
     pub allocatable_pods: Option<u64>,
     /// Memory requested by the pods already placed on the node.
     pub requested_memory: u64,
+    /// CPU (millicores) requested by the pods already placed on the node.
+    pub requested_cpu: u64,
     /// How many pods are already placed on the node.
     pub pod_count: u64,
 }
@@ -39,6 +47,8 @@ pub struct NodeView {
 pub struct PodDemand {
     /// Sum of the containers' memory requests (limits when no request), bytes.
     pub memory: u64,
+    /// Sum of the containers' CPU requests (limits when no request), millicores.
+    pub cpu: u64,
     /// `spec.nodeSelector`.
     pub node_selector: BTreeMap<String, String>,
     /// `spec.tolerations`.
@@ -58,6 +68,8 @@ pub enum Rejection {
     SelectorMismatch,
     /// The node holds its maximum number of pods.
     TooManyPods,
+    /// The pod's CPU does not fit.
+    InsufficientCpu,
     /// The pod's memory does not fit.
     InsufficientMemory,
 }
@@ -70,6 +82,7 @@ impl Rejection {
             Rejection::UntoleratedTaint => "node(s) had untolerated taint(s)",
             Rejection::SelectorMismatch => "node(s) didn't match Pod's node affinity/selector",
             Rejection::TooManyPods => "Too many pods",
+            Rejection::InsufficientCpu => "Insufficient cpu",
             Rejection::InsufficientMemory => "Insufficient memory",
         }
     }
@@ -111,8 +124,10 @@ pub fn filter(pod: &PodDemand, node: &NodeView) -> Result<(), Rejection> {
     {
         return Err(Rejection::TooManyPods);
     }
-    let needed = node.requested_memory.saturating_add(pod.memory);
-    if needed > node.allocatable_memory {
+    if node.requested_cpu.saturating_add(pod.cpu) > node.allocatable_cpu {
+        return Err(Rejection::InsufficientCpu);
+    }
+    if node.requested_memory.saturating_add(pod.memory) > node.allocatable_memory {
         return Err(Rejection::InsufficientMemory);
     }
     Ok(())
@@ -191,10 +206,14 @@ fn allocation_after(pod: &PodDemand, node: &NodeView) -> f64 {
         node.requested_memory.saturating_add(pod.memory),
         node.allocatable_memory,
     );
+    let cpu = ratio(
+        node.requested_cpu.saturating_add(pod.cpu),
+        node.allocatable_cpu,
+    );
     let pods = node
         .allocatable_pods
         .map_or(0.0, |max| ratio(node.pod_count + 1, max));
-    (memory + pods) / 2.0
+    (cpu + memory + pods) / 3.0
 }
 
 /// Formats `0/3 nodes are available: 1 node(s) ..., 2 Insufficient memory.` with the
@@ -211,20 +230,28 @@ fn explain(total: usize, rejections: &BTreeMap<Rejection, usize>) -> String {
     format!("0/{total} nodes are available: {}.", reasons.join(", "))
 }
 
-/// The memory a pod asks for: the sum over containers of the request, or the limit when
-/// no request is set (Kubernetes defaults requests to limits). Unparsable values count 0
-/// (the API rejects them at admission).
+/// The memory a pod asks for, in bytes: see [`pod_request`].
 pub fn pod_memory(pod: &Pod) -> u64 {
+    pod_request(pod, "memory", quantity::memory_bytes)
+}
+
+/// The CPU a pod asks for, in millicores: see [`pod_request`].
+pub fn pod_cpu(pod: &Pod) -> u64 {
+    pod_request(pod, "cpu", quantity::cpu_millis)
+}
+
+/// What a pod asks for of one resource: the sum over containers of the request, or the
+/// limit when no request is set (Kubernetes defaults requests to limits). Unparsable values
+/// count 0 (the API rejects them at admission).
+fn pod_request(pod: &Pod, resource: &str, parse: quantity::Parser) -> u64 {
     let Some(spec) = &pod.spec else { return 0 };
     spec.containers
         .iter()
         .map(|container| {
             let resources = container.resources.as_ref();
-            let from = |map: Option<
-                &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-            >| {
-                map.and_then(|m| m.get("memory"))
-                    .and_then(|q| quantity::memory_bytes(&q.0).ok())
+            let from = |map: Option<&BTreeMap<String, Quantity>>| {
+                map.and_then(|m| m.get(resource))
+                    .and_then(|q| parse(&q.0).ok())
             };
             from(resources.and_then(|r| r.requests.as_ref()))
                 .or_else(|| from(resources.and_then(|r| r.limits.as_ref())))
@@ -237,6 +264,7 @@ pub fn pod_memory(pod: &Pod) -> u64 {
 pub fn demand(pod: &Pod) -> PodDemand {
     PodDemand {
         memory: pod_memory(pod),
+        cpu: pod_cpu(pod),
         node_selector: pod
             .spec
             .as_ref()
@@ -267,6 +295,10 @@ pub fn node_view(node: &Node, bound: &[&Pod]) -> NodeView {
         .and_then(|a| a.get("memory"))
         .and_then(|q| quantity::memory_bytes(&q.0).ok())
         .unwrap_or(0);
+    let allocatable_cpu = allocatable
+        .and_then(|a| a.get("cpu"))
+        .and_then(|q| quantity::cpu_millis(&q.0).ok())
+        .unwrap_or(0);
     let allocatable_pods = allocatable
         .and_then(|a| a.get("pods"))
         .and_then(|q| q.0.trim().parse::<u64>().ok());
@@ -286,10 +318,15 @@ pub fn node_view(node: &Node, bound: &[&Pod]) -> NodeView {
             .and_then(|s| s.taints.clone())
             .unwrap_or_default(),
         allocatable_memory,
+        allocatable_cpu,
         allocatable_pods,
         requested_memory: occupying
             .iter()
             .map(|p| pod_memory(p))
+            .fold(0, u64::saturating_add),
+        requested_cpu: occupying
+            .iter()
+            .map(|p| pod_cpu(p))
             .fold(0, u64::saturating_add),
         pod_count: occupying.len() as u64,
     }
@@ -309,8 +346,10 @@ mod tests {
             unschedulable: false,
             taints: Vec::new(),
             allocatable_memory: 4 * GI,
+            allocatable_cpu: 4000,
             allocatable_pods: Some(110),
             requested_memory: 0,
+            requested_cpu: 0,
             pod_count: 0,
         }
     }
@@ -318,6 +357,7 @@ mod tests {
     fn pod(memory: u64) -> PodDemand {
         PodDemand {
             memory,
+            cpu: 100,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
         }
@@ -451,6 +491,36 @@ mod tests {
     }
 
     #[test]
+    fn cpu_requests_must_fit_in_what_is_left_of_allocatable() {
+        let n = NodeView {
+            requested_cpu: 3900,
+            ..node("a")
+        };
+        assert_eq!(filter(&pod(GI), &n), Ok(()));
+        let greedy = PodDemand {
+            cpu: 101,
+            ..pod(GI)
+        };
+        assert_eq!(filter(&greedy, &n), Err(Rejection::InsufficientCpu));
+        let message = pick(&greedy, &[n]).expect_err("no fit").message;
+        assert_eq!(message, "0/1 nodes are available: 1 Insufficient cpu.");
+    }
+
+    #[test]
+    fn a_pods_cpu_is_the_sum_of_requests_falling_back_to_limits() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "a", "image": "x", "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}},
+                {"name": "b", "image": "x", "resources": {"limits": {"cpu": "0.5"}}},
+                {"name": "c", "image": "x"}
+            ]}
+        }))
+        .expect("valid pod");
+        assert_eq!(pod_cpu(&pod), 600);
+    }
+
+    #[test]
     fn a_full_node_takes_no_more_pods() {
         let n = NodeView {
             allocatable_pods: Some(2),
@@ -549,8 +619,10 @@ mod tests {
         assert!(view.ready);
         assert!(view.unschedulable);
         assert_eq!(view.allocatable_memory, 4 * GI);
+        assert_eq!(view.allocatable_cpu, 4000);
         assert_eq!(view.allocatable_pods, Some(110));
         assert_eq!(view.requested_memory, GI);
+        assert_eq!(view.requested_cpu, 0);
         assert_eq!(view.pod_count, 1);
     }
 }

@@ -8,7 +8,6 @@
 //! when something changes, so a pass that finds nothing new writes nothing.
 
 pub mod fit;
-pub mod quantity;
 
 use std::time::Duration;
 
@@ -73,7 +72,7 @@ pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
     Ok(bound)
 }
 
-/// Places one pod, updating `views` so later pods in the same pass see its memory.
+/// Places one pod, updating `views` so later pods in the same pass see its requests.
 fn place(store: &Store, pod: &Pod, views: &mut [NodeView]) -> Result<bool, StoreError> {
     let Some(key) = pod_key(pod) else {
         return Ok(false);
@@ -87,6 +86,7 @@ fn place(store: &Store, pod: &Pod, views: &mut [NodeView]) -> Result<bool, Store
             }
             if let Some(view) = views.iter_mut().find(|v| v.name == name) {
                 view.requested_memory = view.requested_memory.saturating_add(want.memory);
+                view.requested_cpu = view.requested_cpu.saturating_add(want.cpu);
                 view.pod_count += 1;
             }
             tracing::info!(pod = %key, node = %name, "pod scheduled");

@@ -7,8 +7,9 @@
 //! |-------------|--------------------------------------------------------------------|
 //! | `exit N`    | prints `exiting with N`, exits with code N (p2 reports only 0 / 1)  |
 //! | `sleep MS`  | sleeps MS milliseconds, prints `slept MS ms`                        |
-//! | `alloc MIB` | allocates MIB MiB one MiB at a time, writing every 4 KiB page and   |
-//! |             | printing `allocated K MiB` after each; ends with `done`             |
+//! | `alloc MIB [HOLD_MS]` | allocates MIB MiB one MiB at a time, writing every 4 KiB  |
+//! |             | page and printing `allocated K MiB` after each; prints `done`, then |
+//! |             | holds the memory for HOLD_MS ms (default 0) before exiting          |
 //! | `spin MS`   | busy-loops reading the monotonic clock for MS ms, prints `spun MS ms` |
 //! | `trap`      | executes the wasm `unreachable` instruction (a real trap)           |
 //! | `print N`   | prints `line 1` .. `line N`, one every 100 ms, flushed each         |
@@ -28,7 +29,7 @@ const USAGE: &str = "usage: exerciser <command>
 commands:
   exit N      exit with code N
   sleep MS    sleep MS milliseconds
-  alloc MIB   allocate and touch MIB MiB of memory
+  alloc MIB [HOLD_MS]  allocate and touch MIB MiB of memory, then hold it HOLD_MS ms
   spin MS     busy-loop for MS milliseconds
   trap        execute a wasm trap (unreachable)
   print N     print N numbered lines, one every 100 ms
@@ -44,7 +45,7 @@ const PRINT_INTERVAL: Duration = Duration::from_millis(100);
 enum Command {
     Exit(i32),
     Sleep(u64),
-    Alloc(usize),
+    Alloc(usize, u64),
     Spin(u64),
     Trap,
     Print(u64),
@@ -68,7 +69,8 @@ fn parse(args: &[String]) -> Result<Command, String> {
     match words.as_slice() {
         ["exit", n] => number(n).map(Command::Exit),
         ["sleep", ms] => number(ms).map(Command::Sleep),
-        ["alloc", mib] => number(mib).map(Command::Alloc),
+        ["alloc", mib] => number(mib).map(|mib| Command::Alloc(mib, 0)),
+        ["alloc", mib, hold] => Ok(Command::Alloc(number(mib)?, number(hold)?)),
         ["spin", ms] => number(ms).map(Command::Spin),
         ["trap"] => Ok(Command::Trap),
         ["print", n] => number(n).map(Command::Print),
@@ -93,7 +95,7 @@ fn run(command: Command) {
             std::thread::sleep(Duration::from_millis(ms));
             say(&format!("slept {ms} ms"));
         }
-        Command::Alloc(mib) => alloc(mib),
+        Command::Alloc(mib, hold_ms) => alloc(mib, Duration::from_millis(hold_ms)),
         Command::Spin(ms) => {
             spin(Duration::from_millis(ms));
             say(&format!("spun {ms} ms"));
@@ -118,8 +120,9 @@ fn work(millions: u64) -> u64 {
 }
 
 /// Grows the heap one MiB at a time and keeps every MiB alive, so a memory limit
-/// is hit part-way through with the progress lines already in the logs.
-fn alloc(mib: usize) {
+/// is hit part-way through with the progress lines already in the logs; then keeps it
+/// for `hold` (so it counts against the node while other pods run).
+fn alloc(mib: usize, hold: Duration) {
     let mut held: Vec<Vec<u8>> = Vec::new();
     for i in 1..=mib {
         let mut chunk = vec![0u8; MIB];
@@ -131,6 +134,8 @@ fn alloc(mib: usize) {
     }
     std::hint::black_box(&held);
     say("done");
+    std::thread::sleep(hold);
+    std::hint::black_box(&held);
 }
 
 /// Burns CPU without yielding to the host, checking the clock as it goes.
@@ -183,7 +188,11 @@ mod tests {
     fn parses_every_command_with_its_number() {
         assert_eq!(parse(&args(&["exit", "3"])), Ok(Command::Exit(3)));
         assert_eq!(parse(&args(&["sleep", "50"])), Ok(Command::Sleep(50)));
-        assert_eq!(parse(&args(&["alloc", "64"])), Ok(Command::Alloc(64)));
+        assert_eq!(parse(&args(&["alloc", "64"])), Ok(Command::Alloc(64, 0)));
+        assert_eq!(
+            parse(&args(&["alloc", "64", "500"])),
+            Ok(Command::Alloc(64, 500))
+        );
         assert_eq!(parse(&args(&["spin", "10"])), Ok(Command::Spin(10)));
         assert_eq!(parse(&args(&["work", "3"])), Ok(Command::Work(3)));
         assert_eq!(parse(&args(&["trap"])), Ok(Command::Trap));

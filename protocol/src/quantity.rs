@@ -1,5 +1,7 @@
 //! Parsing Kubernetes resource quantities (`128Mi`, `1G`, `500m`, `0.5`, `1e3`) into the
-//! integer units wasmfleet counts in: bytes for memory, millicores for CPU.
+//! integer units wasmfleet counts in: bytes for memory, millicores for CPU; and resource
+//! lists as flags write them (`cpu=100m,memory=256Mi`, like the kubelet's
+//! `--system-reserved`).
 
 /// Why a quantity could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +20,12 @@ pub fn cpu_millis(quantity: &str) -> Result<u64, InvalidQuantity> {
     to_u64((value * 1000.0).ceil(), quantity)
 }
 
+/// A parser of one resource's quantities.
+pub type Parser = fn(&str) -> Result<u64, InvalidQuantity>;
+
+/// The resources wasmfleet counts, with the parser of each (bytes, millicores).
+pub const RESOURCES: [(&str, Parser); 2] = [("memory", memory_bytes), ("cpu", cpu_millis)];
+
 /// Formats bytes the way kubelets report memory: in Ki when it divides evenly.
 pub fn format_memory(bytes: u64) -> String {
     if bytes.is_multiple_of(1024) {
@@ -34,6 +42,51 @@ pub fn format_cpu(millis: u64) -> String {
     } else {
         format!("{millis}m")
     }
+}
+
+/// Amounts of CPU and memory, each optional (a flag or a spec may name only one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceAmounts {
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU in millicores.
+    pub cpu_millis: Option<u64>,
+}
+
+/// Why a resource list could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidResourceList {
+    /// An entry is not `name=quantity`.
+    #[error("{0:?} is not name=quantity (e.g. cpu=100m,memory=256Mi)")]
+    NotAPair(String),
+    /// A resource other than `cpu` and `memory`.
+    #[error("unknown resource {0:?}: only cpu and memory are counted")]
+    UnknownResource(String),
+    /// A resource named twice.
+    #[error("resource {0:?} is given twice")]
+    Duplicate(String),
+    /// A quantity that does not parse.
+    #[error(transparent)]
+    Quantity(#[from] InvalidQuantity),
+}
+
+/// Reads `cpu=100m,memory=256Mi` (either may be left out; an empty string names neither).
+pub fn resource_list(list: &str) -> Result<ResourceAmounts, InvalidResourceList> {
+    let mut amounts = ResourceAmounts::default();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, value) = entry
+            .split_once('=')
+            .ok_or_else(|| InvalidResourceList::NotAPair(entry.to_owned()))?;
+        let duplicate = || InvalidResourceList::Duplicate(name.to_owned());
+        match name.trim() {
+            "memory" if amounts.memory_bytes.is_some() => return Err(duplicate()),
+            "cpu" if amounts.cpu_millis.is_some() => return Err(duplicate()),
+            "memory" => amounts.memory_bytes = Some(memory_bytes(value)?),
+            "cpu" => amounts.cpu_millis = Some(cpu_millis(value)?),
+            other => return Err(InvalidResourceList::UnknownResource(other.to_owned())),
+        }
+    }
+    Ok(amounts)
 }
 
 fn to_u64(value: f64, original: &str) -> Result<u64, InvalidQuantity> {
@@ -128,6 +181,44 @@ mod tests {
         for bad in ["", "abc", "-1Mi", "Mi", "1Xi", "1..2", "1 Mi"] {
             assert!(memory_bytes(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn resource_lists_name_cpu_and_memory_in_any_order() {
+        let both = ResourceAmounts {
+            memory_bytes: Some(256 << 20),
+            cpu_millis: Some(100),
+        };
+        assert_eq!(resource_list("cpu=100m,memory=256Mi"), Ok(both));
+        assert_eq!(resource_list(" memory=256Mi , cpu=0.1 "), Ok(both));
+        assert_eq!(
+            resource_list("memory=1Gi"),
+            Ok(ResourceAmounts {
+                memory_bytes: Some(1 << 30),
+                cpu_millis: None
+            })
+        );
+        assert_eq!(resource_list(""), Ok(ResourceAmounts::default()));
+    }
+
+    #[test]
+    fn bad_resource_lists_say_what_is_wrong() {
+        assert!(matches!(
+            resource_list("cpu"),
+            Err(InvalidResourceList::NotAPair(_))
+        ));
+        assert!(matches!(
+            resource_list("gpu=1"),
+            Err(InvalidResourceList::UnknownResource(_))
+        ));
+        assert!(matches!(
+            resource_list("cpu=1,cpu=2"),
+            Err(InvalidResourceList::Duplicate(_))
+        ));
+        assert!(matches!(
+            resource_list("memory=lots"),
+            Err(InvalidResourceList::Quantity(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! What a Pod gets when its manifest leaves something out, applied at admission so the
+//! stored object (and `kubectl get -o yaml`) shows what the cluster really does with it.
+//!
+//! Resources work like a Kubernetes LimitRange that every namespace has: a container that
+//! names no limit gets [`DEFAULT_LIMITS`], one that names no request gets its limit as the
+//! request when it set a limit itself (Kubernetes' own defaulting), else
+//! [`DEFAULT_REQUESTS`]. A request above the default limit raises that limit to the request
+//! rather than making the pod invalid. So every admitted pod has limits the agent enforces
+//! (a runaway guest without them once took a device's whole memory) and requests the
+//! scheduler counts against each node's allocatable.
+
+use serde_json::{Map, Value};
+use wasmfleet_protocol::quantity::{Parser, RESOURCES};
+
+use super::validation::quantity_text;
+
+/// A container's limits when it names none: enough for ordinary Wasm services, small enough
+/// that a few runaway ones cannot take a Raspberry Pi.
+pub const DEFAULT_LIMITS: Defaults = Defaults {
+    memory: "128Mi",
+    cpu: "500m",
+};
+
+/// A container's requests when it names neither a request nor a limit: what the scheduler
+/// reserves for it (about what a small Wasm service really uses).
+pub const DEFAULT_REQUESTS: Defaults = Defaults {
+    memory: "16Mi",
+    cpu: "10m",
+};
+
+/// A quantity per resource.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    /// Memory.
+    pub memory: &'static str,
+    /// CPU.
+    pub cpu: &'static str,
+}
+
+/// Fills in what a Pod gets when the manifest leaves it out (the pod is already valid).
+pub fn apply_pod_defaults(pod: &mut Value) {
+    if let Some(obj) = pod.as_object_mut() {
+        obj.insert("apiVersion".into(), "v1".into());
+        obj.insert("kind".into(), "Pod".into());
+    }
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.entry("restartPolicy")
+        .or_insert_with(|| "Always".into());
+    spec.entry("terminationGracePeriodSeconds")
+        .or_insert_with(|| 30.into());
+    if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+        containers.iter_mut().for_each(default_resources);
+    }
+}
+
+/// Gives one container a limit and a request for every resource in [`RESOURCES`].
+fn default_resources(container: &mut Value) {
+    let Some(resources) = object_entry(container, "resources").filter(|r| r.is_object()) else {
+        return;
+    };
+    for (name, parse) in RESOURCES {
+        let limit = resources
+            .get("limits")
+            .and_then(|l| l.get(name))
+            .and_then(quantity_text);
+        let request = resources
+            .get("requests")
+            .and_then(|r| r.get(name))
+            .and_then(quantity_text);
+        let (limit, request) = resolve(name, parse, limit, request);
+        for (list, amount) in [("limits", limit), ("requests", request)] {
+            if let Some(Value::Object(list)) = object_entry(resources, list) {
+                list.insert(name.into(), amount.into());
+            }
+        }
+    }
+}
+
+/// The (limit, request) pair of one resource from what the container named.
+fn resolve(
+    name: &str,
+    parse: Parser,
+    limit: Option<String>,
+    request: Option<String>,
+) -> (String, String) {
+    let (default_limit, default_request) = match name {
+        "memory" => (DEFAULT_LIMITS.memory, DEFAULT_REQUESTS.memory),
+        _ => (DEFAULT_LIMITS.cpu, DEFAULT_REQUESTS.cpu),
+    };
+    match (limit, request) {
+        (Some(limit), Some(request)) => (limit, request),
+        (Some(limit), None) => (limit.clone(), limit),
+        (None, Some(request)) => {
+            let above_default = parse(&request)
+                .ok()
+                .zip(parse(default_limit).ok())
+                .is_some_and(|(asked, default)| asked > default);
+            let limit = if above_default {
+                request.clone()
+            } else {
+                default_limit.to_owned()
+            };
+            (limit, request)
+        }
+        (None, None) => (default_limit.to_owned(), default_request.to_owned()),
+    }
+}
+
+/// The object under `key` of `value` (created when missing or null); `None` when `value`
+/// is not an object.
+fn object_entry<'a>(value: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    let slot = value.as_object_mut()?.entry(key).or_insert(Value::Null);
+    if slot.is_null() {
+        *slot = Value::Object(Map::new());
+    }
+    Some(slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn defaulted(resources: Value) -> Value {
+        let mut pod = json!({"spec": {"containers": [{"name": "a", "resources": resources}]}});
+        apply_pod_defaults(&mut pod);
+        pod["spec"]["containers"][0]["resources"].clone()
+    }
+
+    #[test]
+    fn defaults_fill_restart_policy_and_grace() {
+        let mut p = json!({"spec": {"containers": []}});
+        apply_pod_defaults(&mut p);
+        assert_eq!(p["spec"]["restartPolicy"], "Always");
+        assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 30);
+        assert_eq!(p["kind"], "Pod");
+    }
+
+    #[test]
+    fn a_container_without_resources_gets_the_default_limits_and_requests() {
+        let mut pod = json!({"spec": {"containers": [{"name": "a"}]}});
+        apply_pod_defaults(&mut pod);
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"],
+            json!({
+                "limits": {"memory": "128Mi", "cpu": "500m"},
+                "requests": {"memory": "16Mi", "cpu": "10m"}
+            })
+        );
+    }
+
+    #[test]
+    fn a_limit_without_a_request_is_also_the_request() {
+        assert_eq!(
+            defaulted(json!({"limits": {"memory": "32Mi", "cpu": 1}})),
+            json!({
+                "limits": {"memory": "32Mi", "cpu": "1"},
+                "requests": {"memory": "32Mi", "cpu": "1"}
+            })
+        );
+    }
+
+    #[test]
+    fn a_request_above_the_default_limit_raises_the_limit_to_it() {
+        assert_eq!(
+            defaulted(json!({"requests": {"memory": "1Gi", "cpu": "100m"}})),
+            json!({
+                "limits": {"memory": "1Gi", "cpu": "500m"},
+                "requests": {"memory": "1Gi", "cpu": "100m"}
+            })
+        );
+    }
+
+    #[test]
+    fn named_limits_and_requests_are_kept() {
+        let both = json!({
+            "limits": {"memory": "64Mi", "cpu": "250m"},
+            "requests": {"memory": "32Mi", "cpu": "0"}
+        });
+        assert_eq!(defaulted(both.clone()), both);
+    }
+}
