@@ -41,6 +41,44 @@ pub enum Command {
     Logs(LogsArgs),
     /// Upload a Wasm module to the server's module store as NAME:TAG.
     Push(PushArgs),
+    /// Create, list and delete join tokens for new nodes.
+    Token(TokenArgs),
+}
+
+/// `wasmfleet token create|list|delete`
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// What to do with join tokens.
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+/// The token subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token and print it (it is shown only this once).
+    Create(TokenCreateArgs),
+    /// List join tokens: id, time left, uses, description.
+    List,
+    /// Delete (revoke) a join token: it admits no more nodes.
+    Delete {
+        /// The token's id (the part before the dot).
+        id: String,
+    },
+}
+
+/// `wasmfleet token create [--ttl D] [--uses N] [--description TEXT]`
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// How long the token may be used: 30m, 2h, 7d, or 0 for ever [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+    /// How many nodes it may admit [default: any number until it expires].
+    #[arg(long, value_name = "N")]
+    pub uses: Option<u64>,
+    /// What the token is for, shown by `token list`.
+    #[arg(long, default_value = "")]
+    pub description: String,
 }
 
 /// `wasmfleet apply -f FILE...`

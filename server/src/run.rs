@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiContext, LogFuture, LogQuery, LogSource};
 use crate::artifacts::Artifacts;
 use crate::bootstrap::{self, Bootstrap};
-use crate::broker::EmbeddedBroker;
+use crate::broker::{self, EmbeddedBroker};
 use crate::config::ServerConfig;
 use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::identity::NodeIdentities;
@@ -63,6 +63,13 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     );
     if let Some(grace) = config.node_monitor_grace() {
         fleet_config.node_grace = grace;
+    }
+    if let Some(broker) = &broker {
+        tracker.spawn(broker::revocation::run(
+            store.clone(),
+            broker.sessions(),
+            shutdown.clone(),
+        ));
     }
     let fleet = Fleet::start(
         fleet_config,

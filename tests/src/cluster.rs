@@ -63,6 +63,8 @@ pub struct AgentLaunch {
     pub device: Device,
     /// Flags added after the harness's own.
     pub extra_args: Vec<String>,
+    /// The join token to give it instead of the cluster's default one (embedded broker).
+    pub join_token: Option<String>,
 }
 
 impl AgentLaunch {
@@ -72,6 +74,7 @@ impl AgentLaunch {
             labels: labels.to_owned(),
             device: Device::Host,
             extra_args: Vec::new(),
+            join_token: None,
         }
     }
 
@@ -84,6 +87,7 @@ impl AgentLaunch {
                 binary: binary.to_owned(),
             },
             extra_args: Vec::new(),
+            join_token: None,
         }
     }
 }
@@ -223,7 +227,13 @@ impl Cluster {
             }
             // The embedded broker binds the name to the agent's own password at its first
             // login, which needs the join token.
-            None => args.extend(["--token".into(), self.node_token.clone()]),
+            None => args.extend([
+                "--token".into(),
+                launch
+                    .join_token
+                    .clone()
+                    .unwrap_or_else(|| self.node_token.clone()),
+            ]),
         }
         if self.mosquitto.is_some() {
             // Mosquitto's CA is not the one that signs precompiled artifacts: the server's is.

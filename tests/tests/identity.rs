@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use wasmfleet_protocol::topic::{self, Up};
-use wasmfleet_tests::cluster::{CONVERGE, node_ready, phase};
+use wasmfleet_tests::cluster::{AgentLaunch, CONVERGE, node_ready, phase};
 use wasmfleet_tests::manifests::pod;
 use wasmfleet_tests::mqtt::publish_all;
 use wasmfleet_tests::{Cluster, ClusterOptions, wait_for};
@@ -165,4 +165,83 @@ fn with_approval_required_a_new_node_gets_no_pods_until_an_admin_removes_its_tai
     cluster.wait_pod("for-b", "to run on node-b", |p| {
         phase(p) == "Succeeded" && p["spec"]["nodeName"] == "node-b"
     });
+}
+
+#[test]
+fn a_created_join_token_admits_as_many_nodes_as_it_may_and_a_deleted_node_is_cut_off() {
+    let mut cluster = Cluster::start(ClusterOptions { agents: Vec::new() });
+    if cluster.uses_mosquitto() {
+        // Mosquitto keeps node identities itself: join tokens are the embedded broker's.
+        return;
+    }
+    let created = cluster.cli(&[
+        "token",
+        "create",
+        "--uses",
+        "1",
+        "--ttl",
+        "10m",
+        "--description",
+        "barn pi",
+    ]);
+    assert!(created.success, "{}", created.stderr);
+    let token = created.stdout.trim().to_owned();
+    let (id, _) = token.split_once('.').expect("id.secret");
+    let listed = cluster.cli(&["token", "list"]);
+    assert!(
+        listed.stdout.contains(id) && listed.stdout.contains("0/1"),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        !listed.stdout.contains(&token),
+        "the secret is shown only once: {}",
+        listed.stdout
+    );
+
+    // One node joins with the single-use token...
+    let mut launch = AgentLaunch::host("");
+    launch.join_token = Some(token.clone());
+    cluster.launch_agent("pi-1", launch);
+    cluster.wait_node_ready("pi-1");
+    let listed = cluster.cli(&["token", "list"]);
+    assert!(listed.stdout.contains("1/1"), "{}", listed.stdout);
+    // ...and no other can.
+    let second = log_in_as(
+        &cluster,
+        "pi-2",
+        &format!("{token}:pi-2-own-password-0123456789"),
+    );
+    assert!(second.is_err(), "a used-up token admitted a second node");
+    assert!(cluster.node("pi-2").is_none());
+
+    // Deleting the node closes its live session at once, and the used-up token cannot
+    // bring it back.
+    let out = cluster.kubectl(&["delete", "node", "pi-1"]);
+    assert!(out.success, "{}", out.stderr);
+    wait_for(
+        "pi-1's session to be closed and its login refused",
+        CONVERGE,
+        || {
+            let log = cluster.agent_output("pi-1");
+            let cut = log.contains("connection to the broker lost")
+                && log.contains("the broker refused this node's login");
+            if cut { Ok(()) } else { Err(log) }
+        },
+    );
+    assert!(cluster.node("pi-1").is_none(), "the revoked node came back");
+
+    // A token that is deleted admits nobody, however many uses it had left.
+    let created = cluster.cli(&["token", "create"]);
+    assert!(created.success, "{}", created.stderr);
+    let unlimited = created.stdout.trim().to_owned();
+    let (unlimited_id, _) = unlimited.split_once('.').expect("id.secret");
+    let deleted = cluster.cli(&["token", "delete", unlimited_id]);
+    assert!(deleted.success, "{}", deleted.stderr);
+    let refused = log_in_as(
+        &cluster,
+        "pi-3",
+        &format!("{unlimited}:pi-3-own-password-0123456789"),
+    );
+    assert!(refused.is_err(), "a deleted token admitted a node");
 }

@@ -9,6 +9,7 @@ pub mod delete;
 pub mod get;
 pub mod logs;
 pub mod push;
+pub mod token;
 
 use crate::client::Client;
 

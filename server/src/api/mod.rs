@@ -2,7 +2,8 @@
 //!
 //! Served with axum over rustls (ring). Resources: Namespaces and Nodes (cluster-scoped),
 //! Pods (namespaced, plus `/api/v1/pods` across namespaces) with list, watch, get, create,
-//! update, patch and delete; pod logs; module push and list; discovery and a minimal OpenAPI.
+//! update, patch and delete; pod logs; module push and list; join tokens; discovery and a
+//! minimal OpenAPI.
 //! Errors are Kubernetes `Status` objects.
 //!
 //! Files: [`router`] (routes), [`auth`] (bearer token), [`objects`] (the verbs),
@@ -10,7 +11,7 @@
 //! [`validation`] (the Pod allow-list), [`defaults`] (what a Pod gets when left out,
 //! resources included), [`body`] (limits, content types, patches, decoding
 //! off the async workers), [`nesting`] (the depth pre-scan),
-//! [`protobuf`] (`kubectl create namespace`), [`selectors`], [`watch`], [`table`], [`logs`], [`modules`], [`discovery`], [`status`],
+//! [`protobuf`] (`kubectl create namespace`), [`selectors`], [`watch`], [`table`], [`logs`], [`modules`], [`join_tokens`], [`discovery`], [`status`],
 //! [`health`] (`/healthz`, `/livez`, `/readyz`, without authentication).
 //!
 //! Store calls run in `spawn_blocking`: a write waits for an fsync, and the API serves many
@@ -21,6 +22,7 @@ pub mod body;
 pub mod defaults;
 pub mod discovery;
 pub mod health;
+pub mod join_tokens;
 pub mod kinds;
 pub mod logs;
 pub mod modules;

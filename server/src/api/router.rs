@@ -13,7 +13,7 @@ use axum::routing::{MethodRouter, get, put};
 
 use super::kinds::{Namespaces, Nodes, Pods, Resource};
 use super::status::ApiError;
-use super::{ApiContext, auth, discovery, health, logs, modules, objects};
+use super::{ApiContext, auth, discovery, health, join_tokens, logs, modules, objects};
 
 /// All routes, with authentication.
 pub fn build(ctx: ApiContext) -> Router {
@@ -47,6 +47,18 @@ pub fn build(ctx: ApiContext) -> Router {
         .route(
             "/apis/wasmfleet.dev/v1/modules/{name}/tags/{tag}",
             put(modules::push).fallback(method_not_allowed),
+        )
+        .route(
+            "/apis/wasmfleet.dev/v1/jointokens",
+            get(join_tokens::list)
+                .post(join_tokens::create)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/apis/wasmfleet.dev/v1/jointokens/{id}",
+            get(join_tokens::get)
+                .delete(join_tokens::delete)
+                .fallback(method_not_allowed),
         )
         .fallback(not_found)
         .layer(middleware::from_fn(refuse_dry_run))

@@ -239,7 +239,9 @@ fn connect_result(
                 | AuthError::Node(IdentityError::Malformed | IdentityError::NotThisNode(_)) => {
                     ReasonCode::BadUsernameOrPassword
                 }
-                AuthError::Node(IdentityError::NotJoined(_)) => ReasonCode::NotAuthorized,
+                AuthError::Node(IdentityError::NotJoined(_) | IdentityError::TokenRefused(..)) => {
+                    ReasonCode::NotAuthorized
+                }
                 AuthError::Node(IdentityError::Unavailable(_)) | AuthError::Unavailable(_) => {
                     ReasonCode::ServerUnavailable
                 }

@@ -20,12 +20,14 @@
 
 pub mod auth;
 pub mod limits;
+pub mod revocation;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt5::broker::config::{StorageBackend, StorageConfig, TlsConfig};
+use mqtt5::broker::router::MessageRouter;
 use mqtt5::broker::server::BrokerShutdownHandle;
 use mqtt5::broker::{BrokerConfig, MqttBroker};
 use tokio::sync::oneshot;
@@ -122,6 +124,7 @@ pub enum BrokerError {
 pub struct EmbeddedBroker {
     local_addr: SocketAddr,
     shutdown: BrokerShutdownHandle,
+    sessions: Sessions,
     /// Fires when the broker's runtime has finished (its thread is about to exit).
     stopped: oneshot::Receiver<()>,
     /// Dropping (or sending on) it makes the broker thread stop waiting for a clean end.
@@ -137,7 +140,29 @@ impl std::fmt::Debug for EmbeddedBroker {
 }
 
 /// What the broker thread reports once it listens (or could not).
-type Started = Result<(SocketAddr, BrokerShutdownHandle), BrokerError>;
+type Started = Result<(SocketAddr, BrokerShutdownHandle, Sessions), BrokerError>;
+
+/// A handle on the broker's live sessions; cheap to clone.
+#[derive(Clone)]
+pub struct Sessions {
+    router: Arc<MessageRouter>,
+}
+
+impl Sessions {
+    /// Closes the live connection of `client_id`, if there is one (a revoked node). The
+    /// client may connect again, and is then authenticated afresh.
+    pub async fn close(&self, client_id: &str) {
+        if self.router.is_connected(client_id).await {
+            self.router.disconnect_client(client_id).await;
+            tracing::info!(client_id, "mqtt session closed by the server");
+        }
+    }
+
+    /// Whether `client_id` has a live connection.
+    pub async fn is_connected(&self, client_id: &str) -> bool {
+        self.router.is_connected(client_id).await
+    }
+}
 
 impl EmbeddedBroker {
     /// Binds `addr` (port 0 picks a free port) and starts serving MQTT 3.1.1 and 5 clients
@@ -163,13 +188,14 @@ impl EmbeddedBroker {
                 let _ = stopped_tx.send(());
             })
             .map_err(|source| BrokerError::Runtime { addr, source })?;
-        let (local_addr, shutdown) = started_rx
+        let (local_addr, shutdown, sessions) = started_rx
             .await
             .map_err(|_| BrokerError::NoListener(addr))??;
         tracing::info!(%local_addr, "embedded MQTT broker listening (TLS, own runtime)");
         Ok(Self {
             local_addr,
             shutdown,
+            sessions,
             stopped,
             abort,
         })
@@ -178,6 +204,11 @@ impl EmbeddedBroker {
     /// The address the broker really listens on (with the real port when started on port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle on the live sessions.
+    pub fn sessions(&self) -> Sessions {
+        self.sessions.clone()
     }
 
     /// Stops accepting clients, closes connections and waits (bounded) for the broker's
@@ -244,6 +275,9 @@ async fn serve(
         return;
     };
     let shutdown = broker.shutdown_handle();
+    let sessions = Sessions {
+        router: broker.router(),
+    };
     let mut ready = broker.ready_receiver();
     let run = tokio::spawn(async move {
         if let Err(err) = broker.run().await {
@@ -253,7 +287,7 @@ async fn serve(
     // Connections are accepted by the kernel already; waiting for `ready` only makes
     // sure the broker's router is initialised before the first client talks to it.
     let _ = tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await;
-    let _ = started.send(Ok((local_addr, shutdown)));
+    let _ = started.send(Ok((local_addr, shutdown, sessions)));
     tokio::select! {
         _ = run => {}
         _ = abort => {}

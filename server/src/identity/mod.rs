@@ -10,9 +10,15 @@
 //! Deleting the Node object forgets the binding (as k3s forgets a deleted node's password):
 //! the device, re-flashed or not, may then join under the name again with the join token.
 //!
+//! Join tokens: the cluster's default token (`<data-dir>/node-token`, replaced by
+//! `--rotate-join-token`) and the tokens an admin creates, limited in time and uses and
+//! revocable at once ([`tokens`]). Either admits a new node name.
+//!
 //! With approval required (`--node-approval`), a name bound by the join token is tainted
 //! [`UNAPPROVED_TAINT`]`:NoSchedule`: the node runs nothing the scheduler places until an
 //! admin removes the taint (`kubectl taint node NAME node.wasmfleet.io/unapproved:NoSchedule-`).
+
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -44,6 +50,9 @@ pub enum IdentityError {
     /// A node that has not joined did not present the join token.
     #[error("node {0:?} has not joined: its first login needs the cluster's join token")]
     NotJoined(String),
+    /// A node that has not joined presented a created join token that cannot be used.
+    #[error("node {0:?} has not joined: {1}")]
+    TokenRefused(String, tokens::TokenRefusal),
     /// The bindings could not be read or written.
     #[error("cannot check node credentials: {0}")]
     Unavailable(String),
@@ -100,14 +109,25 @@ impl NodeIdentities {
         if let Some(bound) = stored.as_ref().and_then(bound_hash) {
             return check_bound(node, bound, &hash).map(|()| Admission::Known);
         }
-        let token_ok = login.join_token.is_some_and(|token| {
-            !self.join_token.is_empty()
-                && constant_time_eq(token.as_bytes(), self.join_token.as_bytes())
-        });
-        if !token_ok {
-            return Err(IdentityError::NotJoined(node.to_owned()));
-        }
+        self.check_join_token(node, login.join_token)?;
         self.bind(&key, node, &hash)
+    }
+
+    /// Accepts the default join token, or uses up one use of a created one.
+    fn check_join_token(&self, node: &str, token: Option<&str>) -> Result<(), IdentityError> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(IdentityError::NotJoined(node.to_owned()));
+        };
+        if !self.join_token.is_empty()
+            && constant_time_eq(token.as_bytes(), self.join_token.as_bytes())
+        {
+            return Ok(());
+        }
+        match tokens::consume(&self.store, token, jiff::Timestamp::now()) {
+            Ok(()) => Ok(()),
+            Err(tokens::TokenRefusal::Malformed) => Err(IdentityError::NotJoined(node.to_owned())),
+            Err(refusal) => Err(IdentityError::TokenRefused(node.to_owned(), refusal)),
+        }
     }
 
     /// Binds the name in one transaction; a concurrent first login may have won meanwhile.
