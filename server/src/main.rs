@@ -6,13 +6,27 @@ use tracing_subscriber::EnvFilter;
 use wasmfleet_server::config::ServerConfig;
 use wasmfleet_server::run::run;
 
+/// Clients that put an IP address in TLS SNI (mosquitto_pub, OpenSSL-based MQTT libraries)
+/// are common and harmless: rustls ignores such SNI but warns on every handshake. Its
+/// handshake messages show only as errors unless `RUST_LOG` names rustls itself.
+const QUIET_SNI: &str = "rustls::msgs::handshake=error";
+
+/// `RUST_LOG` (default `info`) with rustls' SNI warnings quieted; `info` if it is invalid.
+fn log_filter() -> EnvFilter {
+    let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let filter = if requested.contains("rustls") {
+        requested
+    } else {
+        format!("{requested},{QUIET_SNI}")
+    };
+    EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_SNI}")))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ServerConfig::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .init();
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

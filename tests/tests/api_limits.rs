@@ -82,6 +82,28 @@ fn post_file(cluster: &Cluster, file: &Path, media: &str, http: &str) -> Child {
     .expect("run curl")
 }
 
+/// Like [`post_file`], but streamed from stdin with no Content-Length (chunked over
+/// HTTP/1.1, plain DATA frames over HTTP/2), so the server learns the size only by reading.
+fn post_streamed(cluster: &Cluster, file: &Path, media: &str, http: &str) -> Child {
+    curl_command(
+        cluster,
+        "/api/v1/namespaces/default/pods",
+        true,
+        &[
+            http,
+            "-X",
+            "POST",
+            "-H",
+            &format!("Content-Type: {media}"),
+            "-T",
+            "-",
+        ],
+    )
+    .stdin(std::fs::File::open(file).expect("open the body"))
+    .spawn()
+    .expect("run curl")
+}
+
 #[test]
 fn deeply_nested_yaml_and_json_are_refused_promptly_while_other_requests_are_answered() {
     let cluster = Cluster::start(ClusterOptions { agents: Vec::new() });
@@ -130,9 +152,19 @@ fn an_oversized_body_gets_a_413_status_over_http1_and_http2() {
         "x".repeat(3 << 20)
     );
     std::fs::write(&big, manifest).expect("write");
-    for http in ["--http1.1", "--http2"] {
-        let child = post_file(&cluster, &big, "application/json", http);
+    for (http, streamed) in [
+        ("--http1.1", false),
+        ("--http2", false),
+        ("--http1.1", true),
+        ("--http2", true),
+    ] {
+        let child = if streamed {
+            post_streamed(&cluster, &big, "application/json", http)
+        } else {
+            post_file(&cluster, &big, "application/json", http)
+        };
         let (code, body) = parse(&child.wait_with_output().expect("curl"));
+        let http = format!("{http} (streamed: {streamed})");
         assert_eq!(code, 413, "{http}: {body}");
         assert!(
             body.contains("\"reason\":\"RequestEntityTooLarge\""),

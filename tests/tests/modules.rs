@@ -40,6 +40,42 @@ fn a_module_published_over_mqtt_by_the_admin_runs_by_tag_and_by_digest() {
 }
 
 #[test]
+fn a_module_published_with_mosquitto_pub_by_ip_address_is_stored_and_logs_no_tls_warning() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let mqtt = cluster.mqtt();
+    // mosquitto_pub sends the IP address as TLS SNI, which rustls refuses to read as a
+    // host name; that is harmless and must not fill the server's log with warnings.
+    let out = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            &mqtt.addr.ip().to_string(),
+            "-p",
+            &mqtt.addr.port().to_string(),
+        ])
+        .args(["--cafile", &mqtt.ca_file.display().to_string()])
+        .args(["-u", "admin", "-P", &cluster.admin_token, "-q", "1"])
+        .args(["-t", &topic::module_upload("hello", "pub")])
+        .args(["-f", &guest("hello").display().to_string()])
+        .output()
+        .expect("mosquitto_pub runs (Debian package mosquitto-clients)");
+    assert!(
+        out.status.success(),
+        "mosquitto_pub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the published module to be listed", CONVERGE, || {
+        let listing = cluster.cli(&["get", "modules"]);
+        if listing.stdout.contains("pub") {
+            Ok(())
+        } else {
+            Err(listing.stdout)
+        }
+    });
+    let log = cluster.server_output();
+    assert!(!log.contains("Illegal SNI"), "{log}");
+}
+
+#[test]
 fn a_node_cannot_publish_modules() {
     let cluster = Cluster::start(ClusterOptions::default());
     let sneaky_password = cluster.allow_node_login("sneaky");

@@ -19,8 +19,9 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::http::{HeaderMap, header};
+use bytes::BytesMut;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
@@ -83,26 +84,36 @@ fn check_depth(
 
 pub use wasmfleet_protocol::limits::MAX_OBJECT_BODY;
 
-/// Reads at most `limit` bytes; 413 beyond.
+/// Reads at most `limit` bytes; 413 beyond. A body of unknown length (chunked, or HTTP/2
+/// DATA frames without a Content-Length) is counted as it arrives.
 pub async fn read_limited(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
+    use futures::StreamExt as _;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|len| len > limit) {
-        drain(body).await;
+        drain(stream).await;
         return Err(ApiError::too_large(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
-        // The only way a body of unknown length fails here, short of the client vanishing,
-        // is by exceeding the limit.
-        tracing::debug!(%err, "request body refused");
-        ApiError::too_large(limit)
-    })
+    let mut read = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| {
+            tracing::debug!(%err, "request body could not be read");
+            ApiError::bad_request("the request body could not be read")
+        })?;
+        if read.len() + chunk.len() > limit {
+            drain(stream).await;
+            return Err(ApiError::too_large(limit));
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(read.freeze())
 }
 
 /// At most this much of a refused body is read and discarded (see [`drain`]).
@@ -111,12 +122,12 @@ const DRAIN_LIMIT: usize = 8 << 20;
 /// At most this long is spent discarding a refused body.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
-/// Reads and discards a refused body, bounded by [`DRAIN_LIMIT`] and [`DRAIN_TIME`], before
-/// the 413 is sent: over HTTP/2 an answer that comes while the body is still unread resets
-/// the stream, and clients (curl, hyper) then report a stream error instead of the 413.
-async fn drain(body: Body) {
+/// Reads and discards (the rest of) a refused body, bounded by [`DRAIN_LIMIT`] and
+/// [`DRAIN_TIME`], before the 413 is sent: over HTTP/2 an answer that comes while the body
+/// is still unread resets the stream, and clients (curl, hyper) then report a stream error
+/// instead of the 413.
+async fn drain(mut stream: BodyDataStream) {
     use futures::StreamExt as _;
-    let mut stream = body.into_data_stream();
     let discard = async {
         let mut seen = 0;
         while let Some(Ok(chunk)) = stream.next().await {
