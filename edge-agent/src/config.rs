@@ -538,6 +538,34 @@ mod tests {
     }
 
     #[test]
+    fn the_system_reserve_comes_from_the_flag_or_the_file_and_bad_ones_are_named() {
+        let base = [
+            "--server",
+            "mqtt://b:1883",
+            "--token",
+            "t",
+            "--node-name",
+            "pi-1",
+        ];
+        let config = cli(&[&base[..], &["--system-reserved", "cpu=250m,memory=256Mi"]].concat())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.system_reserved.cpu_millis, Some(250));
+        assert_eq!(config.system_reserved.memory_bytes, Some(256 << 20));
+        assert_eq!(
+            cli(&base).map(|c| c.system_reserved).ok(),
+            Some(ResourceAmounts::default())
+        );
+        let err = cli(&[&base[..], &["--system-reserved", "disk=1Gi"]].concat())
+            .expect_err("unknown resource");
+        assert!(
+            err.contains("--system-reserved") && err.contains("disk"),
+            "{err}"
+        );
+        let file = FileConfig::parse("system_reserved = \"memory=1Gi\"").expect("valid file");
+        assert_eq!(file.system_reserved.as_deref(), Some("memory=1Gi"));
+    }
+
+    #[test]
     fn labels_parse_into_a_sorted_map() {
         let labels =
             parse_labels("site=barn, kubernetes.io/role=edge,empty=").map_err(|e| e.to_string());
