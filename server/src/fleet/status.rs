@@ -31,7 +31,7 @@ pub fn rfc3339(unix_ms: u64) -> String {
     i64::try_from(unix_ms)
         .ok()
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map(|ts| ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map(crate::store::rfc3339)
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 

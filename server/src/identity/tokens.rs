@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::constant_time_eq;
-use crate::store::{ObjectKey, Store, StoreError};
+use crate::store::{ObjectKey, Store, StoreError, rfc3339};
 
 /// The store resource of join tokens.
 pub const RESOURCE: &str = "jointokens";
@@ -168,10 +168,6 @@ fn check_and_count(
 
 fn secret_hash(secret: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(secret.as_bytes())))
-}
-
-fn rfc3339(at: jiff::Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]

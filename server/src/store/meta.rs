@@ -97,9 +97,12 @@ fn new_uid() -> String {
 
 /// Now, in the `YYYY-MM-DDTHH:MM:SSZ` form Kubernetes emits.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    rfc3339(jiff::Timestamp::now())
+}
+
+/// A time in the `YYYY-MM-DDTHH:MM:SSZ` form Kubernetes emits (whole seconds, UTC).
+pub fn rfc3339(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use tokio::sync::watch;
 pub use error::StoreError;
 pub use events::{EventType, WatchEvent, Watcher};
 pub use key::{ObjectKey, Scope};
-pub use meta::{now_rfc3339, resource_version};
+pub use meta::{now_rfc3339, resource_version, rfc3339};
 
 /// `resource/namespace/name` → the object's JSON.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
