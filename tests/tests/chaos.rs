@@ -5,11 +5,8 @@
 //! The seed is printed; `WASMFLEET_CHAOS_SEED=N` replays a run. The long run is the
 //! `wasmfleet-chaos` tool (BENCHMARKS.md).
 
-use wasmfleet_tests::chaos::{self, Chaos};
+use wasmfleet_tests::chaos::{self, Chaos, FaultKind};
 use wasmfleet_tests::cluster::Broker;
-
-/// Every fault kind of the broker once, in a seeded order (one more with Mosquitto).
-const ROUNDS: usize = 4;
 
 #[test]
 fn random_faults_lose_no_write_run_no_pod_twice_and_recover() {
@@ -18,7 +15,8 @@ fn random_faults_lose_no_write_run_no_pod_twice_and_recover() {
     println!("chaos seed {seed} ({broker:?} broker; WASMFLEET_CHAOS_SEED={seed} replays it)");
     let mut chaos = Chaos::start(&["node-a", "node-b"], broker, seed)
         .unwrap_or_else(|err| panic!("cannot set up the chaos cluster: {err:#}"));
-    let plan = chaos.plan(ROUNDS);
+    // Every fault kind the broker allows once, in a seeded order.
+    let plan = chaos.plan(FaultKind::all(broker).len());
     for fault in &plan {
         let report = chaos
             .round(fault)

@@ -61,6 +61,11 @@ pub enum FaultKind {
     KillBroker,
     /// Every packet between an agent and the rest dropped silently, then healed.
     Partition,
+    /// A partition during which the agent is killed (kill -9) and restarted, still cut
+    /// off (a device rebooting during a network outage), then healed.
+    AgentRebootInPartition,
+    /// A partition of an agent during which the server is killed (kill -9) and restarted.
+    ServerCrashInPartition,
 }
 
 impl FaultKind {
@@ -70,6 +75,8 @@ impl FaultKind {
             FaultKind::KillServer,
             FaultKind::KillAgent,
             FaultKind::Partition,
+            FaultKind::AgentRebootInPartition,
+            FaultKind::ServerCrashInPartition,
         ];
         if broker == Broker::Mosquitto {
             kinds.push(FaultKind::KillBroker);
@@ -84,6 +91,8 @@ impl FaultKind {
             FaultKind::KillAgent => "kill -9 agent",
             FaultKind::KillBroker => "kill -9 mosquitto",
             FaultKind::Partition => "partition agent",
+            FaultKind::AgentRebootInPartition => "agent kill -9 in partition",
+            FaultKind::ServerCrashInPartition => "server kill -9 in partition",
         }
     }
 }
@@ -104,8 +113,8 @@ pub struct Fault {
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let target = match self.kind {
-            FaultKind::KillAgent | FaultKind::Partition => format!(" {}", self.agent),
             FaultKind::KillServer | FaultKind::KillBroker => String::new(),
+            _ => format!(" {}", self.agent),
         };
         write!(
             f,
@@ -227,7 +236,9 @@ impl Chaos {
         // Outages cross the node grace period (3 s) about half the time.
         let outage = match kind {
             _ if self.long_outages && self.rng.percent(33) => self.rng.millis(15_000, 30_000),
-            FaultKind::Partition => self.rng.millis(500, 6000),
+            FaultKind::Partition
+            | FaultKind::AgentRebootInPartition
+            | FaultKind::ServerCrashInPartition => self.rng.millis(500, 6000),
             _ => self.rng.millis(100, 5000),
         };
         Fault {
@@ -302,18 +313,36 @@ impl Chaos {
                 self.cluster.restart_agent(&fault.agent);
                 Ok(ended)
             }
-            FaultKind::Partition => {
-                let namespace = self
-                    .namespaces
-                    .get(&fault.agent)
-                    .context("no namespace for the partitioned agent")?;
-                namespace.partition()?;
-                std::thread::sleep(fault.outage);
-                let ended = Instant::now();
-                namespace.heal()?;
-                Ok(ended)
+            FaultKind::Partition => self.partitioned(fault, |_| {}),
+            FaultKind::AgentRebootInPartition => {
+                self.partitioned(fault, |cluster| cluster.restart_agent(&fault.agent))
             }
+            FaultKind::ServerCrashInPartition => self.partitioned(fault, |cluster| {
+                cluster.kill_server();
+                cluster.restart_server();
+            }),
         }
+    }
+
+    /// Partitions the fault's agent, runs `during` halfway through the outage, and heals.
+    fn partitioned(
+        &mut self,
+        fault: &Fault,
+        during: impl FnOnce(&mut Cluster),
+    ) -> anyhow::Result<Instant> {
+        let namespace = self
+            .namespaces
+            .get(&fault.agent)
+            .context("no namespace for the partitioned agent")?
+            .clone();
+        namespace.partition()?;
+        let started = Instant::now();
+        std::thread::sleep(fault.outage / 2);
+        during(&mut self.cluster);
+        std::thread::sleep(fault.outage.saturating_sub(started.elapsed()));
+        let ended = Instant::now();
+        namespace.heal()?;
+        Ok(ended)
     }
 
     /// The probe pods of the current round: one per node.
