@@ -74,6 +74,8 @@ impl Network {
         let addr = Ipv4Addr::new(10, 213, self.index, octet);
         ip(&["netns", "add", &name])?;
         self.namespaces.push(name.clone());
+        // A veth of an earlier network with this index may outlive it for a moment.
+        let _ = ip(&["link", "del", &host_end]);
         ip(&[
             "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
         ])?;
@@ -225,12 +227,32 @@ fn list_namespaces() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Deletes namespaces (their veth ends go with them, and so do the host ends) and the bridge.
+/// Deletes the network's veth pairs (from the host end: the kernel destroys a namespace,
+/// and the veths in it, only asynchronously), its namespaces and its bridge.
 fn remove_network(index: u8, namespaces: &[String]) {
+    let prefix = format!("wfc{index}h");
+    for link in list_links().iter().filter(|l| l.starts_with(&prefix)) {
+        let _ = ip(&["link", "del", link]);
+    }
     for ns in namespaces {
         let _ = ip(&["netns", "del", ns]);
     }
     let _ = ip(&["link", "del", &bridge_name(index)]);
+}
+
+/// The names of the host namespace's network links.
+fn list_links() -> Vec<String> {
+    Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|line| line.split(": ").nth(1))
+                .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn bridge_name(index: u8) -> String {
