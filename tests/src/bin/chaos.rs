@@ -35,7 +35,15 @@ enum BrokerArg {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    // The cluster is dropped (processes killed, namespaces removed) before the exit.
+    if run(Args::parse())? > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Runs the rounds and prints the summary; returns the number of violations.
+fn run(args: Args) -> anyhow::Result<usize> {
     let seed = args
         .seed
         .unwrap_or_else(wasmfleet_tests::chaos::seed_from_env);
@@ -75,8 +83,5 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         summary.table()
     );
-    if summary.violations() > 0 {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(summary.violations())
 }
