@@ -132,7 +132,7 @@ fn resume_from_local_state(state: &AgentState, pods: &PodManager) -> Option<Desi
                 pods = desired.pods.len(),
                 "starting pods from local state"
             );
-            pods.apply(desired.pods.clone());
+            pods.resume(desired.pods.clone());
             Some(desired)
         }
         Ok(None) => None,

@@ -704,7 +704,8 @@ async fn removing_a_pod_deletes_its_logs_and_a_restart_deletes_logs_of_pods_gone
         RestartPolicy::Never,
         vec![node.container("hello", &[])],
     );
-    node.manager.apply(vec![hello]);
+    // The set the earlier agent process persisted.
+    node.manager.resume(vec![hello]);
     node.wait_for_phase("hello", PodPhase::Succeeded).await;
     assert!(log_dir.join("hello/main.log").is_file());
     assert!(!log_dir.join("stale").exists(), "not on the node any more");
@@ -713,6 +714,45 @@ async fn removing_a_pod_deletes_its_logs_and_a_restart_deletes_logs_of_pods_gone
     node.manager.apply(vec![]);
 
     assert!(!log_dir.join("hello").exists());
+    assert!(
+        !log_dir.join("restored").exists(),
+        "the server's set does not list it: it left the node"
+    );
+    node.stop().await;
+}
+
+/// Found by the chaos tests: an agent killed after it saved a set without pod P, before it
+/// stopped P and saved the statuses, restores P's status; the server's sets never list P
+/// again, and P's logs stayed on the node for ever (the restored status too).
+#[tokio::test]
+async fn a_restored_pod_the_servers_set_does_not_list_is_forgotten_with_its_logs() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let log_dir = data.path().join("logs");
+    std::fs::create_dir_all(log_dir.join("gone")).expect("mkdir");
+    std::fs::write(log_dir.join("gone/main.log"), "line 1\n").expect("write");
+    let node = Node::start_with(Duration::from_millis(10), Some(log_dir.clone()));
+    node.manager.restore(vec![PodStatus {
+        uid: "gone".into(),
+        phase: PodPhase::Succeeded,
+        start_unix_ms: Some(1),
+        containers: vec![],
+    }]);
+    node.manager.resume(vec![]);
+    assert!(
+        log_dir.join("gone").exists(),
+        "the server's set may list it"
+    );
+
+    let hello = assignment(
+        "hello",
+        RestartPolicy::Never,
+        vec![node.container("hello", &[])],
+    );
+    node.manager.apply(vec![hello]);
+    node.wait_for_phase("hello", PodPhase::Succeeded).await;
+
+    assert!(!log_dir.join("gone").exists(), "its logs outlived it");
+    assert!(pod(&node.manager.statuses(), "gone").is_none());
     node.stop().await;
 }
 

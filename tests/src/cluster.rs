@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -39,6 +39,25 @@ impl Default for ClusterOptions {
     }
 }
 
+/// Which MQTT broker the cluster uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    /// The server's embedded broker (it lives and dies with the server).
+    Embedded,
+    /// A Mosquitto the harness starts.
+    Mosquitto,
+}
+
+impl Broker {
+    /// `WASMFLEET_E2E_BROKER=mosquitto` picks Mosquitto; anything else the embedded broker.
+    pub fn from_env() -> Broker {
+        match std::env::var("WASMFLEET_E2E_BROKER").as_deref() {
+            Ok("mosquitto") => Broker::Mosquitto,
+            _ => Broker::Embedded,
+        }
+    }
+}
+
 /// What an agent process runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Device {
@@ -65,6 +84,8 @@ pub struct AgentLaunch {
     pub extra_args: Vec<String>,
     /// The join token to give it instead of the cluster's default one (embedded broker).
     pub join_token: Option<String>,
+    /// The network namespace to run in (`ip netns exec`), for partitions; `None`: the host's.
+    pub netns: Option<String>,
 }
 
 impl AgentLaunch {
@@ -75,6 +96,7 @@ impl AgentLaunch {
             device: Device::Host,
             extra_args: Vec::new(),
             join_token: None,
+            netns: None,
         }
     }
 
@@ -88,6 +110,7 @@ impl AgentLaunch {
             },
             extra_args: Vec::new(),
             join_token: None,
+            netns: None,
         }
     }
 }
@@ -99,6 +122,8 @@ pub struct Cluster {
     mosquitto: Option<Mosquitto>,
     https_port: u16,
     mqtt: MqttEndpoint,
+    /// Flags the server gets at every start (the broker address's certificate name).
+    server_args: Vec<String>,
     node_token: String,
     /// The admin bearer token from the kubeconfig.
     pub admin_token: String,
@@ -122,18 +147,32 @@ impl Cluster {
     /// Starts a server (with the broker chosen by `WASMFLEET_E2E_BROKER`) and the agents,
     /// and waits until every agent's node is Ready.
     pub fn start(options: ClusterOptions) -> Cluster {
+        Cluster::start_with_broker_on(options, Broker::from_env(), IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Like [`Self::start`] with `broker`, listening on `mqtt_host` (with a certificate for
+    /// it): an address agents in network namespaces reach, such as a bridge's.
+    pub fn start_with_broker_on(
+        options: ClusterOptions,
+        broker: Broker,
+        mqtt_host: IpAddr,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let https_port = free_port().port();
-        let use_mosquitto = std::env::var("WASMFLEET_E2E_BROKER").as_deref() == Ok("mosquitto");
-        let mosquitto =
-            use_mosquitto.then(|| Mosquitto::start(&dir.path().join("mosquitto"), SERVER_PASSWORD));
+        let https_port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).port();
+        let mosquitto = (broker == Broker::Mosquitto)
+            .then(|| Mosquitto::start(&dir.path().join("mosquitto"), mqtt_host, SERVER_PASSWORD));
         // The embedded broker's certificate chains to the cluster CA the server creates.
         let mqtt = match &mosquitto {
             Some(mosquitto) => mosquitto.endpoint.clone(),
             None => MqttEndpoint {
-                addr: free_port(),
+                addr: free_port(mqtt_host),
                 ca_file: dir.path().join("server/tls/ca.crt"),
             },
+        };
+        let server_args = if mqtt_host.is_loopback() {
+            Vec::new()
+        } else {
+            vec!["--tls-san".to_owned(), mqtt_host.to_string()]
         };
         let server = start_server(
             dir.path(),
@@ -141,7 +180,7 @@ impl Cluster {
             &mqtt,
             mosquitto.as_ref(),
             SERVER_PASSWORD,
-            &[],
+            &server_args,
         );
         let mut cluster = Cluster {
             server,
@@ -149,6 +188,7 @@ impl Cluster {
             mosquitto,
             https_port,
             mqtt,
+            server_args,
             node_token: String::new(),
             admin_token: String::new(),
             dir,
@@ -250,9 +290,16 @@ impl Cluster {
             args.extend(["--labels".into(), launch.labels.clone()]);
         }
         args.extend(launch.extra_args.iter().cloned());
-        let (program, args) = match &launch.device {
-            Device::Host => (bin_dir().join("wasmfleet-agent"), args),
-            Device::Emulated { arch, binary } => {
+        let (program, args) = match (&launch.device, &launch.netns) {
+            (Device::Host, None) => (bin_dir().join("wasmfleet-agent"), args),
+            // `ip netns exec` execs the agent: the child's pid is the agent's.
+            (Device::Host, Some(netns)) => {
+                let mut ip_args = vec!["netns".to_owned(), "exec".into(), netns.clone()];
+                ip_args.push(bin_dir().join("wasmfleet-agent").display().to_string());
+                ip_args.extend(args);
+                (PathBuf::from("ip"), ip_args)
+            }
+            (Device::Emulated { arch, binary }, _) => {
                 let mut qemu_args = vec![arch.clone(), binary.display().to_string()];
                 qemu_args.extend(args);
                 (crate::repo_root().join("cross/qemu-run"), qemu_args)
@@ -330,6 +377,27 @@ impl Cluster {
         self.launch_agent(name, launch);
     }
 
+    /// Kills the server abruptly (SIGKILL), and with it the embedded broker. Start it again
+    /// with [`Self::restart_server`].
+    pub fn kill_server(&mut self) {
+        self.server.kill();
+    }
+
+    /// Kills the external broker abruptly (SIGKILL); does nothing with the embedded one
+    /// (it lives and dies with the server).
+    pub fn kill_broker(&mut self) {
+        if let Some(mosquitto) = self.mosquitto.as_mut() {
+            mosquitto.kill();
+        }
+    }
+
+    /// Starts the external broker again after [`Self::kill_broker`].
+    pub fn restart_broker(&mut self) {
+        if let Some(mosquitto) = self.mosquitto.as_mut() {
+            mosquitto.restart();
+        }
+    }
+
     /// Stops the server gracefully and starts it again on the same data dir and ports.
     pub fn restart_server(&mut self) {
         self.restart_server_with(&[]);
@@ -340,13 +408,15 @@ impl Cluster {
     pub fn restart_server_with(&mut self, extra_args: &[&str]) {
         self.server.stop();
         let _ = std::fs::remove_file(self.dir.path().join("server/endpoints.json"));
+        let mut args = self.server_args.clone();
+        args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
         self.server = start_server(
             self.dir.path(),
             self.https_port,
             &self.mqtt,
             self.mosquitto.as_ref(),
             SERVER_PASSWORD,
-            extra_args,
+            &args,
         );
         self.wait_for_endpoints();
         self.node_token = read_trimmed(&self.dir.path().join("server/node-token"));
@@ -392,6 +462,13 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// The clients of this cluster, to run from another thread.
+    pub fn clients(&self) -> Clients {
+        Clients {
+            kubeconfig: self.kubeconfig(),
+        }
+    }
+
     /// Runs the `wasmfleet` CLI against this cluster.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
         self.cli_with_stdin(args, None)
@@ -399,7 +476,7 @@ impl Cluster {
 
     /// Runs the CLI with `stdin` as its standard input.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
-        self.run_client(&bin_dir().join("wasmfleet"), args, stdin)
+        self.clients().cli_with_stdin(args, stdin)
     }
 
     /// Runs the real `kubectl` against this cluster.
@@ -409,36 +486,7 @@ impl Cluster {
 
     /// Runs the real `kubectl` with `stdin` as its standard input.
     pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
-        self.run_client(Path::new("kubectl"), args, stdin)
-    }
-
-    fn run_client(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> CliOutput {
-        let mut child = Command::new(program)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {}: {err}", program.display()));
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes()).expect("write CLI stdin");
-        }
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = child.wait_with_output().expect("wait for the client");
-        CliOutput {
-            success: status.success(),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
+        self.clients().kubectl_with_stdin(args, stdin)
     }
 
     /// `wasmfleet apply -f -` with `manifest`, asserting success.
@@ -542,6 +590,53 @@ impl Cluster {
     }
 }
 
+/// The `wasmfleet` CLI and `kubectl`, logged in as the cluster's admin.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    kubeconfig: PathBuf,
+}
+
+impl Clients {
+    /// Runs the `wasmfleet` CLI with `stdin` as its standard input.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        self.run(&bin_dir().join("wasmfleet"), args, stdin)
+    }
+
+    /// Runs the real `kubectl` with `stdin` as its standard input.
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        self.run(Path::new("kubectl"), args, stdin)
+    }
+
+    fn run(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        let mut child = Command::new(program)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("start {}: {err}", program.display()));
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes()).expect("write CLI stdin");
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().expect("wait for the client");
+        CliOutput {
+            success: status.success(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+}
+
 /// The status of a node's Ready condition (`True`, `False`, `Unknown`), or empty.
 pub fn node_ready(node: &Value) -> String {
     node["status"]["conditions"]
@@ -571,7 +666,7 @@ fn start_server(
     mqtt: &MqttEndpoint,
     mosquitto: Option<&Mosquitto>,
     server_password: &str,
-    extra_args: &[&str],
+    extra_args: &[String],
 ) -> Process {
     let mut args = vec![
         "--data-dir".to_string(),
@@ -593,7 +688,7 @@ fn start_server(
         ]),
         None => args.extend(["--mqtt-listen".into(), mqtt.addr.to_string()]),
     }
-    args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
+    args.extend(extra_args.iter().cloned());
     Process::spawn(
         "server",
         &bin_dir().join("wasmfleet-server"),
@@ -607,8 +702,8 @@ fn test_node_password(name: &str) -> String {
     format!("e2e-node-password-for-{name}")
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
+fn free_port(host: IpAddr) -> SocketAddr {
+    TcpListener::bind((host, 0))
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
 }

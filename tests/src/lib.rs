@@ -6,11 +6,13 @@
 //! broker. The binaries come from the same cargo target directory as the test (build
 //! them first with `cargo build --workspace --bins`; `scripts/test` does).
 
+pub mod chaos;
 pub mod cluster;
 pub mod flood;
 pub mod manifests;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod netns;
 pub mod process;
 pub mod wait;
 

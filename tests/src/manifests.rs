@@ -40,3 +40,29 @@ spec:
 pub fn limits(memory: &str, cpu: &str) -> String {
     format!("      resources:\n        limits:\n          memory: {memory}\n          cpu: {cpu}\n")
 }
+
+/// A one-container pod with extra labels and, when `node` is set, a node selector on the
+/// node's `kubernetes.io/hostname`.
+pub fn pod_labelled(
+    name: &str,
+    labels: &[(&str, &str)],
+    node: Option<&str>,
+    image: &str,
+    args: &[&str],
+    restart_policy: &str,
+) -> String {
+    let mut manifest = pod(name, image, args, restart_policy);
+    let extra: String = labels
+        .iter()
+        .map(|(key, value)| format!("    {key}: \"{value}\"\n"))
+        .collect();
+    manifest = manifest.replacen("    test: e2e\n", &format!("    test: e2e\n{extra}"), 1);
+    if let Some(node) = node {
+        manifest = manifest.replacen(
+            "spec:\n",
+            &format!("spec:\n  nodeSelector:\n    kubernetes.io/hostname: {node}\n"),
+            1,
+        );
+    }
+    manifest
+}

@@ -3,7 +3,7 @@
 //! anonymous clients, a password per identity and the topic ACL that confines each node to
 //! its own topics.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -29,21 +29,23 @@ pattern read wf/v1/server/state
 pub struct Mosquitto {
     process: Process,
     dir: PathBuf,
+    conf_path: PathBuf,
     /// Where it listens (TLS) and its CA.
     pub endpoint: MqttEndpoint,
 }
 
 impl Mosquitto {
-    /// Starts Mosquitto in `dir` with one user: the server.
-    pub fn start(dir: &Path, server_password: &str) -> Mosquitto {
+    /// Starts Mosquitto in `dir` with one user: the server. It listens on `host` (with a
+    /// certificate for it), `127.0.0.1` unless agents reach it from network namespaces.
+    pub fn start(dir: &Path, host: IpAddr, server_password: &str) -> Mosquitto {
         std::fs::create_dir_all(dir).expect("mosquitto dir");
         let passwd = dir.join("passwd");
         run_passwd(&["-c", "-b"], &passwd, "wasmfleet-server", server_password);
         std::fs::write(dir.join("acl"), ACL).expect("write acl");
-        let addr = free_port();
-        write_pki(dir);
+        let addr = free_port(host);
+        write_pki(dir, host);
         let mut conf = format!(
-            "per_listener_settings false\nlistener {} 127.0.0.1\ncafile {}\ncertfile {}\n\
+            "per_listener_settings false\nlistener {} {host}\ncafile {}\ncertfile {}\n\
              keyfile {}\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
              persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n\
              log_type notice\nmax_packet_size 16778240\nmax_queued_messages 1000\n\
@@ -60,25 +62,28 @@ impl Mosquitto {
         }
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, conf).expect("write mosquitto.conf");
-        let process = Process::spawn(
-            "mosquitto",
-            Path::new("mosquitto"),
-            &["-c".into(), conf_path.display().to_string()],
-            &dir.join("mosquitto.log"),
-        );
-        wait_for(
-            "mosquitto to accept connections",
-            Duration::from_secs(10),
-            || TcpStream::connect(addr).map_err(|err| err.to_string()),
-        );
+        let process = spawn(dir, &conf_path, addr);
         Mosquitto {
             process,
             dir: dir.to_owned(),
+            conf_path,
             endpoint: MqttEndpoint {
                 addr,
                 ca_file: dir.join("ca.crt"),
             },
         }
+    }
+
+    /// Kills the broker abruptly (SIGKILL): its sessions and retained messages are gone
+    /// (`persistence false`), as after a power cut.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the broker again after [`Self::kill`], same port, users and ACL.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        self.process = spawn(&self.dir, &self.conf_path, self.endpoint.addr);
     }
 
     /// Adds (or replaces) a user and makes the running broker reload its password file.
@@ -94,8 +99,24 @@ impl Mosquitto {
     }
 }
 
-/// Writes `ca.crt` and a `server.crt`/`server.key` for 127.0.0.1 that it signed.
-fn write_pki(dir: &Path) {
+/// Starts Mosquitto with `conf_path` and waits until it accepts connections on `addr`.
+fn spawn(dir: &Path, conf_path: &Path, addr: SocketAddr) -> Process {
+    let process = Process::spawn(
+        "mosquitto",
+        Path::new("mosquitto"),
+        &["-c".into(), conf_path.display().to_string()],
+        &dir.join("mosquitto.log"),
+    );
+    wait_for(
+        "mosquitto to accept connections",
+        Duration::from_secs(10),
+        || TcpStream::connect(addr).map_err(|err| err.to_string()),
+    );
+    process
+}
+
+/// Writes `ca.crt` and a `server.crt`/`server.key` for `host` (and localhost) that it signed.
+fn write_pki(dir: &Path, host: IpAddr) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::new()).expect("CA params");
@@ -103,8 +124,11 @@ fn write_pki(dir: &Path) {
     let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().expect("server key");
-    let params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-        .expect("server params");
+    let mut names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    if !host.is_loopback() {
+        names.push(host.to_string());
+    }
+    let params = CertificateParams::new(names).expect("server params");
     let cert = params.signed_by(&key, &issuer).expect("server certificate");
     std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("write ca.crt");
     std::fs::write(dir.join("server.crt"), cert.pem()).expect("write server.crt");
@@ -121,9 +145,9 @@ fn run_passwd(flags: &[&str], file: &Path, user: &str, password: &str) {
     assert!(status.success(), "mosquitto_passwd failed for {user}");
 }
 
-fn free_port() -> SocketAddr {
+fn free_port(host: IpAddr) -> SocketAddr {
     // Mosquitto cannot listen on port 0; take a free port from the kernel and release it.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let listener = TcpListener::bind((host, 0)).expect("bind a free port");
     listener.local_addr().expect("local addr")
 }
 

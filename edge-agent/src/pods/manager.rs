@@ -108,11 +108,25 @@ impl PodManager {
         }
     }
 
-    /// Converges on `desired`: starts pods with new uids and stops pods that are no longer
-    /// listed (their instances are dropped at once; their statuses and logs disappear,
-    /// persisted logs included). The first apply also deletes the persisted logs of pods
-    /// that are neither listed nor restored (removed while the agent was down).
+    /// Converges on `desired`, a set from the server: starts pods with new uids and stops
+    /// pods that are no longer listed (their instances are dropped at once; their statuses
+    /// and logs disappear, persisted logs included). The first apply also deletes the
+    /// persisted logs of pods that are neither listed nor restored (removed while the agent
+    /// was down). Restored statuses of pods the set does not list are forgotten with their
+    /// logs: the pod left the node while the agent was down, or after the set persisted
+    /// last was saved and before the statuses were (a kill -9 in between).
     pub fn apply(&self, desired: Vec<PodAssignment>) {
+        self.converge(desired, true);
+    }
+
+    /// Like [`Self::apply`] for the set an earlier agent process persisted. Restored
+    /// statuses it does not list are kept until the server's set: that one may still list
+    /// them if persisting a newer set failed (a finished pod must then not run again).
+    pub fn resume(&self, desired: Vec<PodAssignment>) {
+        self.converge(desired, false);
+    }
+
+    fn converge(&self, desired: Vec<PodAssignment>, forget_unlisted_restored: bool) {
         if self.inner.shutdown.is_cancelled() {
             return;
         }
@@ -126,6 +140,18 @@ impl PodManager {
                 logfiles::remove_others(log_dir, &keep);
             }
         }
+        let forgotten: Vec<String> = if forget_unlisted_restored {
+            let unlisted = state
+                .restored
+                .keys()
+                .filter(|uid| !wanted.contains(*uid))
+                .cloned()
+                .collect();
+            state.restored.retain(|uid, _| wanted.contains(uid));
+            unlisted
+        } else {
+            Vec::new()
+        };
         let removed: Vec<String> = state
             .pods
             .keys()
@@ -166,6 +192,14 @@ impl PodManager {
         drop(state);
         // Outside the lock: deleting files should not hold up `statuses` and `logs`.
         stopped.iter().for_each(|pod| pod.delete_logs());
+        if let Some(log_dir) = &self.inner.shared.log_dir {
+            for uid in &forgotten {
+                tracing::info!(%uid, "forgetting a restored pod the node no longer has");
+                if let Some(dir) = logfiles::pod_dir(log_dir, uid) {
+                    logfiles::remove_pod_dir(&dir);
+                }
+            }
+        }
         if changed {
             self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
             self.collect_module_garbage();
