@@ -226,7 +226,14 @@ fn a_created_join_token_admits_as_many_nodes_as_it_may_and_a_deleted_node_is_cut
             let log = cluster.agent_output("pi-1");
             let cut = log.contains("connection to the broker lost")
                 && log.contains("the broker refused this node's login");
-            if cut { Ok(()) } else { Err(log) }
+            if cut {
+                Ok(())
+            } else {
+                Err(format!(
+                    "agent:\n{log}\nserver:\n{}",
+                    cluster.server_output()
+                ))
+            }
         },
     );
     assert!(cluster.node("pi-1").is_none(), "the revoked node came back");
