@@ -66,6 +66,13 @@ impl Assembler {
         self.pods.remove(uid);
     }
 
+    /// Whether the newest index held was assembled into a complete set.
+    pub fn is_complete(&self) -> bool {
+        self.index
+            .as_ref()
+            .is_some_and(|index| self.assembled == Some(index.revision))
+    }
+
     /// The set the newest index describes, if every pod is held at its listed revision and
     /// the set was not handed out before.
     fn assemble(&mut self) -> Option<DesiredPods> {
@@ -134,9 +141,12 @@ mod tests {
     #[test]
     fn an_index_applies_only_once_every_listed_pod_is_held() {
         let mut a = Assembler::default();
+        assert!(!a.is_complete());
         assert_eq!(a.on_index(index(5, &[("a", 3), ("b", 5)])), None);
         assert_eq!(a.on_pod("a", pod("a", 3)), None);
+        assert!(!a.is_complete());
         let set = a.on_pod("b", pod("b", 5)).expect("complete");
+        assert!(a.is_complete());
         assert_eq!((set.revision, uids(&set)), (5, vec!["a", "b"]));
         // Handed out once.
         assert_eq!(a.on_pod("b", pod("b", 5)), None);

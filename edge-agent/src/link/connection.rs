@@ -5,7 +5,7 @@
 //! sessions on the [`Session`] watch, and routes every received publish. It never awaits
 //! anyone else: routing is a watch update, a `try_send` or a call that does not block.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{
     ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS,
@@ -21,6 +21,7 @@ use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode};
 use super::assembly::Assembler;
 use super::backoff::{Backoff, BackoffPolicy};
 use super::inbound::{Inbound, classify};
+use super::resync::Resync;
 use super::uplink::Session;
 use super::{Inbox, LinkConfig};
 use crate::modules::ModuleFetcher;
@@ -45,23 +46,35 @@ pub(super) struct Routes {
     pub(super) server_epoch: watch::Sender<Option<u64>>,
     pub(super) commands: mpsc::Sender<NodeCommand>,
     pub(super) fetcher: ModuleFetcher,
+    /// Bumped to make the publisher subscribe again (the broker then replays the retained
+    /// desired state).
+    pub(super) resubscribe: watch::Sender<u64>,
+}
+
+/// What the publisher is asked to do besides publishing its queue.
+pub(super) struct PublisherSignals {
+    /// Publish the birth again (a new server epoch).
+    pub(super) rebirth: watch::Receiver<u64>,
+    /// Subscribe to the node's down topics again.
+    pub(super) resubscribe: watch::Receiver<u64>,
 }
 
 impl Routes {
-    /// Routes whose receiving ends form the [`Inbox`]; also returns the rebirth receiver
-    /// for the publisher.
-    pub(super) fn with_inbox(fetcher: ModuleFetcher) -> (Routes, Inbox, watch::Receiver<u64>) {
+    /// Routes whose receiving ends form the [`Inbox`]; also returns the publisher's signals.
+    pub(super) fn with_inbox(fetcher: ModuleFetcher) -> (Routes, Inbox, PublisherSignals) {
         let (desired, desired_rx) = watch::channel(None);
         let (acks, acks_rx) = watch::channel(None);
         let (server_epoch, server_epoch_rx) = watch::channel(None);
         let (commands, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (rebirth, rebirth_rx) = watch::channel(0);
+        let (resubscribe, resubscribe_rx) = watch::channel(0);
         let routes = Routes {
             desired,
             acks,
             server_epoch,
             commands,
             fetcher,
+            resubscribe,
         };
         let inbox = Inbox {
             desired: desired_rx,
@@ -70,7 +83,11 @@ impl Routes {
             commands: commands_rx,
             rebirth,
         };
-        (routes, inbox, rebirth_rx)
+        let signals = PublisherSignals {
+            rebirth: rebirth_rx,
+            resubscribe: resubscribe_rx,
+        };
+        (routes, inbox, signals)
     }
 }
 
@@ -83,6 +100,10 @@ pub(super) struct Connection {
     pub(super) routes: Routes,
     /// Builds complete desired sets from the index and per-pod messages.
     pub(super) assembler: Assembler,
+    /// When to ask the broker to replay the desired state again.
+    pub(super) resync: Resync,
+    /// Whether this session has received a desired index (or a whole set) yet.
+    pub(super) index_this_session: bool,
     pub(super) backoff: BackoffPolicy,
     /// Ends the loop at once.
     pub(super) stop: CancellationToken,
@@ -112,8 +133,13 @@ impl Connection {
                 epoch = self.next_epoch(epoch);
                 self.set_will(epoch);
             }
+            let resync_due = self.resync.due();
             let event = tokio::select! {
                 () = self.stop.cancelled() => break,
+                () = sleep_until(resync_due) => {
+                    self.ask_for_replay();
+                    continue;
+                }
                 event = self.eventloop.poll() => event,
             };
             match event {
@@ -121,6 +147,8 @@ impl Connection {
                     tracing::info!(epoch, node = %self.node, "connected to the broker");
                     connected = true;
                     backoff.reset();
+                    self.index_this_session = false;
+                    self.resync.on_connected(Instant::now());
                     self.session.send_replace(Session { epoch, connected });
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => self.route(&publish),
@@ -131,6 +159,7 @@ impl Connection {
                 Ok(_) => {}
                 Err(err) => {
                     let delay = backoff.next_delay(rand::random::<f64>());
+                    self.resync.on_disconnected();
                     if connected {
                         tracing::warn!(%err, epoch, ?delay, "connection to the broker lost; reconnecting");
                         connected = false;
@@ -189,6 +218,26 @@ impl Connection {
         ));
     }
 
+    /// Tells the resync clock whether this session holds a complete set now.
+    fn note_desired_progress(&mut self) {
+        let complete = self.index_this_session && self.assembler.is_complete();
+        self.resync.on_desired(complete, Instant::now());
+    }
+
+    /// The session has gone too long without a complete desired set: subscribe again, so
+    /// the broker replays the retained index and pods.
+    fn ask_for_replay(&mut self) {
+        tracing::warn!(
+            node = %self.node,
+            received_index = self.index_this_session,
+            "no complete desired set since connecting; asking the broker to replay it"
+        );
+        self.routes
+            .resubscribe
+            .send_modify(|n| *n = n.wrapping_add(1));
+        self.resync.asked(Instant::now());
+    }
+
     fn route(&mut self, publish: &Publish) {
         let inbound = match classify(&self.node, &publish.topic, &publish.payload) {
             Ok(inbound) => inbound,
@@ -200,11 +249,15 @@ impl Connection {
         match inbound {
             Inbound::Desired(desired) => {
                 self.routes.desired.send_replace(Some(desired));
+                self.index_this_session = true;
+                self.resync.on_desired(true, Instant::now());
             }
             Inbound::DesiredIndex(index) => {
+                self.index_this_session = true;
                 if let Some(desired) = self.assembler.on_index(index) {
                     self.routes.desired.send_replace(Some(desired));
                 }
+                self.note_desired_progress();
             }
             Inbound::DesiredPod { uid, pod: None } => self.assembler.on_cleared(&uid),
             Inbound::DesiredPod {
@@ -214,6 +267,7 @@ impl Connection {
                 if let Some(desired) = self.assembler.on_pod(&uid, pod) {
                     self.routes.desired.send_replace(Some(desired));
                 }
+                self.note_desired_progress();
             }
             Inbound::StatusAck(ack) => {
                 self.routes.acks.send_replace(Some(ack));
@@ -231,5 +285,13 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `due`, or for ever when there is nothing due.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -9,7 +9,8 @@
 //! - [`inbound`]: classifies what arrives; the connection routes module chunks to the
 //!   [`ModuleFetcher`] and everything else to the [`Inbox`];
 //! - [`assembly`]: turns the retained desired index and per-pod messages into complete
-//!   desired sets;
+//!   desired sets; [`resync`] asks the broker to replay them when a session goes on
+//!   without a complete set;
 //! - `heartbeat`: the lease, every interval;
 //! - [`sync`]: keeps the `PodManager` in step with the server: applies desired snapshots,
 //!   reports statuses at least once, streams logs;
@@ -28,6 +29,7 @@ pub mod inbound;
 mod logs;
 pub mod outbox;
 mod publisher;
+pub mod resync;
 pub mod sync;
 mod uplink;
 
@@ -130,7 +132,7 @@ impl Link {
             connection::mqtt_options(config),
             connection::REQUEST_CAPACITY,
         );
-        let (routes, inbox, rebirth) = connection::Routes::with_inbox(fetcher);
+        let (routes, inbox, signals) = connection::Routes::with_inbox(fetcher);
         let stop_heartbeat = CancellationToken::new();
         let stop_publisher = CancellationToken::new();
         let stop_connection = CancellationToken::new();
@@ -144,6 +146,8 @@ impl Link {
             session: parts.session,
             routes,
             assembler: assembly::Assembler::default(),
+            resync: resync::Resync::default(),
+            index_this_session: false,
             backoff: config.reconnect,
             stop: stop_connection.clone(),
         };
@@ -153,7 +157,8 @@ impl Link {
             info,
             queue: parts.queue,
             session,
-            rebirth,
+            rebirth: signals.rebirth,
+            resubscribe: signals.resubscribe,
             stop: stop_publisher.clone(),
         };
         let link = Link {

@@ -23,6 +23,9 @@ pub(super) struct Publisher {
     pub(super) session: watch::Receiver<Session>,
     /// Bumped when the node must be born again (a new server epoch).
     pub(super) rebirth: watch::Receiver<u64>,
+    /// Bumped when the node's down topics must be subscribed again (a replay of the
+    /// retained desired state, see [`super::resync`]).
+    pub(super) resubscribe: watch::Receiver<u64>,
     /// Ends the task gracefully: flush the queue, publish "offline", disconnect.
     pub(super) stop: CancellationToken,
 }
@@ -53,6 +56,15 @@ impl Publisher {
                         self.birth(session.epoch).await;
                     }
                 }
+                changed = self.resubscribe.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.resubscribe.borrow_and_update();
+                    if self.session.borrow().connected {
+                        self.subscribe(false).await;
+                    }
+                }
                 outgoing = self.queue.recv() => match outgoing {
                     Some(outgoing) => self.publish(outgoing).await,
                     None => return,
@@ -63,14 +75,27 @@ impl Publisher {
     }
 
     async fn start_session(&self, epoch: u64) {
-        let filters = vec![
-            SubscribeFilter::new(topic::node_down_filter(&self.node), QoS::AtLeastOnce),
-            SubscribeFilter::new(topic::SERVER_STATE.to_owned(), QoS::AtLeastOnce),
-        ];
+        self.subscribe(true).await;
+        self.birth(epoch).await;
+    }
+
+    /// Subscribes to the node's down topics (and, with `server_state`, to the server's
+    /// state). Subscribing again to a filter already held makes the broker send its
+    /// retained messages again (MQTT 3.1.1 §3.8.4), which is how a replay is asked for.
+    async fn subscribe(&self, server_state: bool) {
+        let mut filters = vec![SubscribeFilter::new(
+            topic::node_down_filter(&self.node),
+            QoS::AtLeastOnce,
+        )];
+        if server_state {
+            filters.push(SubscribeFilter::new(
+                topic::SERVER_STATE.to_owned(),
+                QoS::AtLeastOnce,
+            ));
+        }
         if let Err(err) = self.client.subscribe_many(filters).await {
             tracing::warn!(%err, "cannot subscribe");
         }
-        self.birth(epoch).await;
     }
 
     async fn birth(&self, epoch: u64) {
