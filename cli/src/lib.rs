@@ -15,6 +15,8 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod manifest;

@@ -14,6 +14,8 @@
 //! - [`run`]: wires everything together and shuts it down gracefully.
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod link;
 pub mod modules;

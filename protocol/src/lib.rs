@@ -27,6 +27,8 @@ pub mod artifact;
 pub mod blob;
 pub mod broker_url;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod login;
 pub mod logs;

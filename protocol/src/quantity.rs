@@ -10,14 +10,16 @@ pub struct InvalidQuantity(pub String);
 
 /// Memory quantity in bytes (fractions of a byte round up, as Kubernetes does).
 pub fn memory_bytes(quantity: &str) -> Result<u64, InvalidQuantity> {
-    let value = parse(quantity)?;
-    to_u64(value.ceil(), quantity)
+    parse(quantity)?
+        .in_units(0)
+        .ok_or_else(|| InvalidQuantity(quantity.to_owned()))
 }
 
 /// CPU quantity in millicores (`500m` = 500, `1` = 1000, `0.25` = 250), rounded up.
 pub fn cpu_millis(quantity: &str) -> Result<u64, InvalidQuantity> {
-    let value = parse(quantity)?;
-    to_u64((value * 1000.0).ceil(), quantity)
+    parse(quantity)?
+        .in_units(3)
+        .ok_or_else(|| InvalidQuantity(quantity.to_owned()))
 }
 
 /// A parser of one resource's quantities.
@@ -89,67 +91,91 @@ pub fn resource_list(list: &str) -> Result<ResourceAmounts, InvalidResourceList>
     Ok(amounts)
 }
 
-fn to_u64(value: f64, original: &str) -> Result<u64, InvalidQuantity> {
-    // 2^64 as f64: anything at or above it does not fit.
-    if value.is_finite() && (0.0..18_446_744_073_709_551_616.0).contains(&value) {
-        // Truncation is exact here: `value` is already a whole number in range.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        Ok(value as u64)
-    } else {
-        Err(InvalidQuantity(original.to_owned()))
+/// A quantity, exactly: `digits × 10^exponent × binary`. Decimal arithmetic, not
+/// floating point, so `700m` is 700 millicores (floats made it 701; found by the
+/// `selectors` fuzz target).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Exact {
+    digits: u128,
+    exponent: i32,
+    binary: u128,
+}
+
+impl Exact {
+    /// The value in units of `10^-unit_exponent` (0: bytes, 3: millicores), rounded up;
+    /// `None` when it does not fit in a `u64`.
+    fn in_units(self, unit_exponent: i32) -> Option<u64> {
+        let scaled = self.digits.checked_mul(self.binary)?;
+        let exponent = self.exponent + unit_exponent;
+        let power = 10_u128.checked_pow(exponent.unsigned_abs());
+        let value = if exponent >= 0 {
+            scaled.checked_mul(power?)?
+        } else {
+            // Beyond 10^38 any positive value is a tiny fraction, which rounds up to 1.
+            power.map_or(u128::from(scaled > 0), |divisor| scaled.div_ceil(divisor))
+        };
+        u64::try_from(value).ok()
     }
 }
 
-/// The suffixes Kubernetes accepts, longest first so `Ki` wins over `k`-like prefixes.
-const SUFFIXES: [(&str, f64); 13] = [
-    ("Ki", 1024.0),
-    ("Mi", 1_048_576.0),
-    ("Gi", 1_073_741_824.0),
-    ("Ti", 1_099_511_627_776.0),
-    ("Pi", 1_125_899_906_842_624.0),
-    ("Ei", 1_152_921_504_606_846_976.0),
-    ("n", 1e-9),
-    ("u", 1e-6),
-    ("m", 1e-3),
-    ("k", 1e3),
-    ("M", 1e6),
-    ("G", 1e9),
-    ("T", 1e12),
+/// The suffixes Kubernetes accepts, binary ones first so `Ki` wins over `k`-like ones:
+/// (suffix, decimal exponent, binary multiplier).
+const SUFFIXES: [(&str, i32, u128); 15] = [
+    ("Ki", 0, 1 << 10),
+    ("Mi", 0, 1 << 20),
+    ("Gi", 0, 1 << 30),
+    ("Ti", 0, 1 << 40),
+    ("Pi", 0, 1 << 50),
+    ("Ei", 0, 1 << 60),
+    ("n", -9, 1),
+    ("u", -6, 1),
+    ("m", -3, 1),
+    ("k", 3, 1),
+    ("M", 6, 1),
+    ("G", 9, 1),
+    ("T", 12, 1),
+    ("P", 15, 1),
+    ("E", 18, 1),
 ];
 
-fn parse(quantity: &str) -> Result<f64, InvalidQuantity> {
+/// At most this many significant digits (the most a `u128` always holds).
+const MAX_DIGITS: usize = 38;
+
+/// Reads `[+]DIGITS[.DIGITS][(e|E)[+|-]DIGITS][SUFFIX]`.
+fn parse(quantity: &str) -> Result<Exact, InvalidQuantity> {
     let invalid = || InvalidQuantity(quantity.to_owned());
     let text = quantity.trim();
-    if text.is_empty() || text.starts_with('-') {
+    let (number, suffix_exponent, binary) = SUFFIXES
+        .iter()
+        .find_map(|&(suffix, exp, bin)| text.strip_suffix(suffix).map(|n| (n, exp, bin)))
+        .unwrap_or((text, 0, 1));
+    let number = number.strip_prefix('+').unwrap_or(number);
+    let (mantissa, exponent) = match number.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i16>().map_err(|_| invalid())?),
+        None => (number, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let is_digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !is_digits(whole) || !is_digits(fraction) {
         return Err(invalid());
     }
-    let (number, multiplier) = split_suffix(text);
-    if number.is_empty()
-        || !number
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
-    {
+    let fraction = fraction.trim_end_matches('0');
+    let significant = format!("{whole}{fraction}");
+    let significant = significant.trim_start_matches('0');
+    if significant.len() > MAX_DIGITS {
         return Err(invalid());
     }
-    let value: f64 = number.parse().map_err(|_| invalid())?;
-    if value < 0.0 {
-        return Err(invalid());
-    }
-    Ok(value * multiplier)
-}
-
-fn split_suffix(text: &str) -> (&str, f64) {
-    for (suffix, multiplier) in SUFFIXES {
-        if let Some(number) = text.strip_suffix(suffix) {
-            return (number, multiplier);
-        }
-    }
-    for (suffix, multiplier) in [("P", 1e15), ("E", 1e18)] {
-        if let Some(number) = text.strip_suffix(suffix) {
-            return (number, multiplier);
-        }
-    }
-    (text, 1.0)
+    let digits = if significant.is_empty() {
+        0
+    } else {
+        significant.parse::<u128>().map_err(|_| invalid())?
+    };
+    let fraction_len = i32::try_from(fraction.len()).map_err(|_| invalid())?;
+    Ok(Exact {
+        digits,
+        exponent: i32::from(exponent) + suffix_exponent - fraction_len,
+        binary,
+    })
 }
 
 #[cfg(test)]
@@ -176,9 +202,25 @@ mod tests {
         assert_eq!(cpu_millis("2"), Ok(2000));
     }
 
+    /// Found by the `selectors` fuzz target: floating point made `700m` 701 millicores.
+    #[test]
+    fn quantities_are_exact() {
+        assert_eq!(cpu_millis("700m"), Ok(700));
+        assert_eq!(cpu_millis("0.7"), Ok(700));
+        assert_eq!(cpu_millis("0.0001"), Ok(1));
+        assert_eq!(memory_bytes("0.1Ki"), Ok(103));
+        assert_eq!(memory_bytes("1.1G"), Ok(1_100_000_000));
+        assert_eq!(memory_bytes("16Ei"), Err(InvalidQuantity("16Ei".into())));
+        assert_eq!(memory_bytes("15Ei"), Ok(15 << 60));
+        assert_eq!(memory_bytes("1e-50"), Ok(1));
+        assert_eq!(memory_bytes("0e5"), Ok(0));
+    }
+
     #[test]
     fn garbage_and_negative_quantities_are_refused() {
-        for bad in ["", "abc", "-1Mi", "Mi", "1Xi", "1..2", "1 Mi"] {
+        for bad in [
+            "", "abc", "-1Mi", "Mi", "1Xi", "1..2", "1 Mi", "1e", "1e99999", ".", "1e3.5",
+        ] {
             assert!(memory_bytes(bad).is_err(), "{bad:?}");
         }
     }

@@ -20,6 +20,8 @@ pub mod broker;
 pub mod config;
 pub mod controllers;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod modules;
 pub mod run;

@@ -78,7 +78,7 @@ impl Complaints {
 }
 
 /// Which message kinds may arrive on which up topic.
-fn expected_on(kind: Up, message: &Message) -> bool {
+pub(crate) fn expected_on(kind: Up, message: &Message) -> bool {
     matches!(
         (kind, message),
         (Up::State, Message::NodeState(_))

@@ -21,7 +21,7 @@ mod blobs;
 mod connection;
 pub mod delivery;
 pub mod desired;
-mod inbound;
+pub(crate) mod inbound;
 mod logs;
 pub mod nodes;
 pub mod status;
