@@ -125,38 +125,66 @@ impl YamlScan {
 
     /// Tracks quotes, comments, flow brackets and block scalar headers in the rest of a line;
     /// returns the deepest flow nesting reached on it.
+    ///
+    /// Inside a plain (unquoted) scalar, quotes are its text and so are brackets outside
+    /// flow (`a[1]`, `x{"`): only a real scalar start opens them. A plain scalar ends at a
+    /// mapping indicator (`: `) or, in flow, at `,` `]` `}`. (Treating a `"` inside a plain
+    /// scalar as a quote once hid the flow brackets after it: found by the `api_body` fuzz
+    /// target.)
     fn scan_flow(&mut self, rest: &str, indent: usize) -> usize {
         let mut deepest = self.flow;
         let mut previous = ' ';
-        let mut chars = rest.char_indices();
+        let mut plain = false;
+        let mut chars = rest.char_indices().peekable();
         while let Some((at, c)) = chars.next() {
+            let boundary = !plain && starts_scalar(previous);
             match (self.quote, c) {
                 (Quote::Double, '\\') => {
                     chars.next();
                 }
                 (Quote::Double, '"') | (Quote::Single, '\'') => self.quote = Quote::None,
                 (Quote::Double | Quote::Single, _) => {}
-                (Quote::None, '"') if starts_scalar(previous) => self.quote = Quote::Double,
-                (Quote::None, '\'') if starts_scalar(previous) => self.quote = Quote::Single,
+                (Quote::None, '"') if boundary => self.quote = Quote::Double,
+                (Quote::None, '\'') if boundary => self.quote = Quote::Single,
                 (Quote::None, '#') if previous == ' ' || previous == '\t' => break,
-                (Quote::None, '[' | '{') if self.flow > 0 || starts_scalar(previous) => {
+                (Quote::None, '[' | '{') if self.flow > 0 || boundary => {
                     self.flow += 1;
                     deepest = deepest.max(self.flow);
+                    plain = false;
                 }
-                (Quote::None, ']' | '}') if self.flow > 0 => self.flow -= 1,
+                (Quote::None, ']' | '}') if self.flow > 0 => {
+                    self.flow -= 1;
+                    plain = false;
+                }
+                (Quote::None, ',') if self.flow > 0 => plain = false,
+                (Quote::None, ':')
+                    if ends_key(chars.peek().map(|&(_, next)| next), self.flow > 0) =>
+                {
+                    plain = false;
+                }
                 (Quote::None, '|' | '>')
-                    if self.flow == 0
-                        && starts_scalar(previous)
-                        && is_block_scalar_header(&rest[at + 1..]) =>
+                    if self.flow == 0 && boundary && is_block_scalar_header(&rest[at + 1..]) =>
                 {
                     self.block_scalar = Some(indent);
                     break;
                 }
-                _ => {}
+                (Quote::None, ' ' | '\t') => {}
+                (Quote::None, '-' | '?') if boundary => {}
+                (Quote::None, _) => plain = true,
             }
             previous = c;
         }
         deepest
+    }
+}
+
+/// Whether a `:` followed by `next` is a mapping indicator (it ends a plain key): followed
+/// by a space or the end of the line, or, in flow, by a flow indicator.
+fn ends_key(next: Option<char>, in_flow: bool) -> bool {
+    match next {
+        None | Some(' ' | '\t') => true,
+        Some(',' | ']' | '}') => in_flow,
+        Some(_) => false,
     }
 }
 
@@ -207,6 +235,18 @@ spec:
                               text
       resources: {limits: {memory: 64Mi}}
 "#;
+
+    /// Found by the `api_body` fuzz target: the `"` inside the plain key `$`0{":!a` was read
+    /// as opening a quote, which hid the deep flow sequence after `: ` from the pre-scan.
+    #[test]
+    fn a_quote_inside_a_plain_scalar_hides_no_brackets() {
+        let hidden = format!("a:\n $`0{{\":!a: {}y", "[".repeat(126));
+        assert!(serde_yaml_ng::from_str::<serde_json::Value>(&hidden).is_err());
+        assert_eq!(check_yaml(hidden.as_bytes()), Err(TooDeep { line: 2 }));
+        // Quotes and brackets that really are text stay text.
+        let text = "a: it's \"quoted\" [not a list\nb: x{\"y\nc: [\"[[[[\", 'x{', it's]\n";
+        check_yaml(text.as_bytes()).unwrap();
+    }
 
     #[test]
     fn ordinary_objects_pass() {
