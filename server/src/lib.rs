@@ -5,8 +5,10 @@
 //! - [`config`]: the command line; [`run`]: wiring and shutdown.
 //! - [`api`]: the HTTPS API in the Kubernetes REST shape.
 //! - [`bootstrap`]: data-directory setup: CA, serving certificate, tokens, kubeconfig.
-//! - [`broker`]: the embedded MQTT broker and its per-identity topic rules.
-//! - [`identity`]: node identity: each node name bound to its own node password at join.
+//! - [`broker`]: the embedded MQTT broker, its per-identity topic rules and limits, and the
+//!   revocation of deleted nodes' sessions.
+//! - [`identity`]: node identity: each node name bound to its own node password at join, and
+//!   the join tokens that admit new nodes.
 //! - [`modules`]: the content-addressed wasm module store (tables in the store's file).
 //! - [`artifacts`]: modules precompiled per agent target and signed (server-side AOT).
 //! - [`scheduler`]: binds pending pods to nodes.
