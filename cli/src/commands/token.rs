@@ -157,7 +157,7 @@ mod tests {
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
-            ["abcdef", "2h", "1/3", "barn"]
+            ["abcdef", "120m", "1/3", "barn"]
         );
         assert_eq!(
             lines[2].split_whitespace().collect::<Vec<_>>(),
