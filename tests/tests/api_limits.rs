@@ -63,45 +63,30 @@ fn curl(cluster: &Cluster, path: &str, token: bool, args: &[&str]) -> (u16, Stri
 }
 
 fn post_file(cluster: &Cluster, file: &Path, media: &str, http: &str) -> Child {
-    let data = format!("@{}", file.display());
-    curl_command(
-        cluster,
-        "/api/v1/namespaces/default/pods",
-        true,
-        &[
-            http,
-            "-X",
-            "POST",
-            "-H",
-            &format!("Content-Type: {media}"),
-            "--data-binary",
-            &data,
-        ],
-    )
-    .spawn()
-    .expect("run curl")
+    post(cluster, file, media, http, false)
 }
 
-/// Like [`post_file`], but streamed from stdin with no Content-Length (chunked over
-/// HTTP/1.1, plain DATA frames over HTTP/2), so the server learns the size only by reading.
-fn post_streamed(cluster: &Cluster, file: &Path, media: &str, http: &str) -> Child {
-    curl_command(
+/// POSTs `file` as a pod; `streamed` sends it from stdin with no Content-Length (chunked
+/// over HTTP/1.1, plain DATA frames over HTTP/2), so the server learns the size only by
+/// reading.
+fn post(cluster: &Cluster, file: &Path, media: &str, http: &str, streamed: bool) -> Child {
+    let data = format!("@{}", file.display());
+    let content_type = format!("Content-Type: {media}");
+    let body: [&str; 2] = if streamed {
+        ["-T", "-"]
+    } else {
+        ["--data-binary", &data]
+    };
+    let mut command = curl_command(
         cluster,
         "/api/v1/namespaces/default/pods",
         true,
-        &[
-            http,
-            "-X",
-            "POST",
-            "-H",
-            &format!("Content-Type: {media}"),
-            "-T",
-            "-",
-        ],
-    )
-    .stdin(std::fs::File::open(file).expect("open the body"))
-    .spawn()
-    .expect("run curl")
+        &[http, "-X", "POST", "-H", &content_type, body[0], body[1]],
+    );
+    if streamed {
+        command.stdin(std::fs::File::open(file).expect("open the body"));
+    }
+    command.spawn().expect("run curl")
 }
 
 #[test]
@@ -158,11 +143,7 @@ fn an_oversized_body_gets_a_413_status_over_http1_and_http2() {
         ("--http1.1", true),
         ("--http2", true),
     ] {
-        let child = if streamed {
-            post_streamed(&cluster, &big, "application/json", http)
-        } else {
-            post_file(&cluster, &big, "application/json", http)
-        };
+        let child = post(&cluster, &big, "application/json", http, streamed);
         let (code, body) = parse(&child.wait_with_output().expect("curl"));
         let http = format!("{http} (streamed: {streamed})");
         assert_eq!(code, 413, "{http}: {body}");
