@@ -169,7 +169,11 @@ impl YamlScan {
                     break;
                 }
                 (Quote::None, ' ' | '\t') => {}
-                (Quote::None, '-' | '?') if boundary => {}
+                // An indicator only when a space or the line's end follows; `-{` or `?x`
+                // starts a plain scalar (found by the `api_body` fuzz target: `-{":` was
+                // read as a sequence entry opening a flow mapping and a quote).
+                (Quote::None, '-' | '?')
+                    if boundary && matches!(chars.peek(), None | Some((_, ' ' | '\t'))) => {}
                 (Quote::None, _) => plain = true,
             }
             previous = c;
@@ -246,6 +250,16 @@ spec:
         // Quotes and brackets that really are text stay text.
         let text = "a: it's \"quoted\" [not a list\nb: x{\"y\nc: [\"[[[[\", 'x{', it's]\n";
         check_yaml(text.as_bytes()).unwrap();
+    }
+
+    /// Found by the `api_body` fuzz smoke in CI: `-{":!a` is a plain key (a `-` followed
+    /// by no space is no sequence indicator), so its `{` and `"` are text.
+    #[test]
+    fn a_dash_without_a_space_starts_a_plain_scalar() {
+        let hidden = format!("c:\n      -{{\":!a: {}y", "[".repeat(128));
+        assert!(serde_yaml_ng::from_str::<serde_json::Value>(&hidden).is_err());
+        assert_eq!(check_yaml(hidden.as_bytes()), Err(TooDeep { line: 2 }));
+        check_yaml(b"a:\n  - -1\n  - ?x\n  - [-2, -{]\n").unwrap();
     }
 
     #[test]
