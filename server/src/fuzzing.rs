@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use wasmfleet_protocol::topic::{self, ServerInbound, Up};
 
 use crate::api::body::{self, Patch};
+use crate::api::kinds::pods;
 use crate::api::selectors::Selector;
-use crate::api::{nesting, pods, validation};
+use crate::api::{nesting, validation};
 use crate::fleet::inbound::expected_on;
 use crate::modules::{self, ImageRef};
 use wasmfleet_protocol::quantity;

@@ -51,7 +51,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     };
     let store = Store::open_with(config.data_dir.join("state.redb"), options)
         .context("opening the store")?;
-    api::namespaces::ensure_built_in(&store).context("creating the built-in namespaces")?;
+    api::kinds::namespaces::ensure_built_in(&store).context("creating the built-in namespaces")?;
     let modules = ModuleStore::open(&store).context("opening the module store")?;
     let tracker = TaskTracker::new();
 

@@ -1,21 +1,35 @@
 //! What kubectl asks before anything else: `/version`, legacy discovery (`/api`, `/api/v1`,
-//! `/apis`) and a minimal OpenAPI v3 that declares `fieldValidation` on PATCH, so that
-//! `kubectl apply` validates on the server instead of downloading a full schema.
+//! `/apis`, `/apis/{group}/{version}`) and a minimal OpenAPI v3 that declares
+//! `fieldValidation` on PATCH, so that `kubectl apply` validates on the server instead of
+//! downloading a full schema. Everything but `/version` is drawn from the kind registry
+//! ([`kinds::ALL`]).
+//!
+//! kubectl asks `/api` and `/apis` for aggregated discovery first; the plain answers here
+//! make it fall back to one request per group-version (see
+//! `shared/notes/kubectl-surface.md` §3).
 
-use axum::Json;
+use axum::extract::Path;
 use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::{Value, json};
 
-const VERBS: [&str; 8] = [
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+use super::ApiContext;
+use super::kinds::{self, Kind};
+use super::status::ApiError;
+
+/// The discovery and OpenAPI routes.
+pub fn routes() -> Router<ApiContext> {
+    Router::new()
+        .route("/version", get(version))
+        .route("/api", get(api))
+        .route("/api/{version}", get(core_resources))
+        .route("/apis", get(apis))
+        .route("/apis/{group}/{version}", get(group_resources))
+        .route("/openapi/v3", get(openapi_root))
+        .route("/openapi/v3/api/{version}", get(openapi_core))
+        .route("/openapi/v3/apis/{group}/{version}", get(openapi_group))
+}
 
 /// `GET /version`. kubectl's dispatcher picks its client by `minor`.
 pub async fn version() -> Json<Value> {
@@ -33,7 +47,7 @@ pub async fn version() -> Json<Value> {
 }
 
 /// `GET /api`: the core group's versions.
-pub async fn api(headers: HeaderMap) -> Json<Value> {
+async fn api(headers: HeaderMap) -> Json<Value> {
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -45,52 +59,158 @@ pub async fn api(headers: HeaderMap) -> Json<Value> {
     }))
 }
 
-/// `GET /apis`: no named groups are served through discovery yet.
-pub async fn apis() -> Json<Value> {
-    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+/// `GET /apis`: the named groups, each with its one version.
+async fn apis() -> Json<Value> {
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups()}))
 }
 
-/// `GET /api/v1`: the core resources served.
-pub async fn api_v1() -> Json<Value> {
-    Json(json!({
+fn groups() -> Vec<Value> {
+    let mut groups: Vec<Value> = Vec::new();
+    for kind in kinds::ALL.iter().filter(|k| !k.group.is_empty()) {
+        if groups.iter().any(|g| g["name"] == kind.group) {
+            continue;
+        }
+        let version = json!({"groupVersion": kind.api_version, "version": kind.version});
+        groups.push(json!({
+            "name": kind.group,
+            "versions": [version.clone()],
+            "preferredVersion": version,
+        }));
+    }
+    groups
+}
+
+/// `GET /api/{version}`: the core resources.
+async fn core_resources(Path(version): Path<String>) -> Result<Json<Value>, ApiError> {
+    resource_list("", &version)
+}
+
+/// `GET /apis/{group}/{version}`: a named group's resources.
+async fn group_resources(
+    Path((group, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    resource_list(&group, &version)
+}
+
+/// The kinds of one group-version; 404 when it serves none.
+fn of_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Kind> {
+    kinds::ALL
+        .iter()
+        .copied()
+        .filter(move |k| k.group == group && k.version == version)
+}
+
+fn resource_list(group: &str, version: &str) -> Result<Json<Value>, ApiError> {
+    let mut resources = Vec::new();
+    for kind in of_group_version(group, version) {
+        resources.push(json!({
+            "name": kind.plural, "singularName": kind.singular, "namespaced": kind.namespaced,
+            "kind": kind.kind, "verbs": kind.verbs, "shortNames": kind.short_names,
+            "categories": kind.categories,
+        }));
+        resources.extend(kind.subresources.iter().map(|sub| {
+            let mut entry = json!({
+                "name": format!("{}/{}", kind.plural, sub.name), "singularName": "",
+                "namespaced": kind.namespaced, "kind": sub.kind, "verbs": sub.verbs,
+            });
+            if let Some((group, version)) = sub.group_version {
+                entry["group"] = group.into();
+                entry["version"] = version.into();
+            }
+            entry
+        }));
+    }
+    if resources.is_empty() {
+        return Err(ApiError::no_route());
+    }
+    let group_version = match group {
+        "" => version.to_owned(),
+        group => format!("{group}/{version}"),
+    };
+    Ok(Json(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
-        "groupVersion": "v1",
-        "resources": [
-            {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
-             "verbs": VERBS, "shortNames": ["po"], "categories": ["all"]},
-            {"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod",
-             "verbs": ["get"]},
-            {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node",
-             "verbs": VERBS, "shortNames": ["no"]},
-            {"name": "namespaces", "singularName": "namespace", "namespaced": false,
-             "kind": "Namespace", "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-             "shortNames": ["ns"]},
-        ],
-    }))
+        "groupVersion": group_version,
+        "resources": resources,
+    })))
 }
 
-/// `GET /openapi/v3`: the one group-version document there is.
-pub async fn openapi_root() -> Json<Value> {
-    Json(json!({"paths": {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1"}}}))
+/// `GET /openapi/v3`: one document per group-version.
+async fn openapi_root() -> Json<Value> {
+    let mut paths = serde_json::Map::new();
+    for kind in kinds::ALL {
+        let path = kind.group_version_path();
+        let relative = path.trim_start_matches('/').to_owned();
+        paths.insert(
+            relative,
+            json!({"serverRelativeURL": format!("/openapi/v3{path}")}),
+        );
+    }
+    Json(json!({"paths": paths}))
 }
 
-/// `GET /openapi/v3/api/v1`: one PATCH operation per kind, declaring `fieldValidation`.
-pub async fn openapi_v1() -> Json<Value> {
-    let patch = |kind: &str| {
-        json!({"patch": {
-            "x-kubernetes-group-version-kind": {"group": "", "version": "v1", "kind": kind},
+/// `GET /openapi/v3/api/{version}`.
+async fn openapi_core(Path(version): Path<String>) -> Result<Json<Value>, ApiError> {
+    openapi_document("", &version)
+}
+
+/// `GET /openapi/v3/apis/{group}/{version}`.
+async fn openapi_group(
+    Path((group, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    openapi_document(&group, &version)
+}
+
+/// One PATCH operation per kind, declaring `fieldValidation`.
+fn openapi_document(group: &str, version: &str) -> Result<Json<Value>, ApiError> {
+    let mut paths = serde_json::Map::new();
+    for kind in of_group_version(group, version) {
+        let patch = json!({"patch": {
+            "x-kubernetes-group-version-kind":
+                {"group": kind.group, "version": kind.version, "kind": kind.kind},
             "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
             "responses": {"200": {"description": "OK"}},
-        }})
-    };
-    Json(json!({
+        }});
+        paths.insert(kind.openapi_item_path(), patch);
+    }
+    if paths.is_empty() {
+        return Err(ApiError::no_route());
+    }
+    Ok(Json(json!({
         "openapi": "3.0.0",
         "info": {"title": "wasmfleet", "version": env!("CARGO_PKG_VERSION")},
-        "paths": {
-            "/api/v1/namespaces/{namespace}/pods/{name}": patch("Pod"),
-            "/api/v1/nodes/{name}": patch("Node"),
-            "/api/v1/namespaces/{name}": patch("Namespace"),
-        },
-    }))
+        "paths": paths,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_discovery_lists_every_core_kind_and_subresource() {
+        let Ok(Json(list)) = resource_list("", "v1") else {
+            panic!("core v1 is served");
+        };
+        let names: Vec<&str> = list["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert_eq!(names, ["namespaces", "nodes", "pods", "pods/log"]);
+        assert!(resource_list("", "v2").is_err());
+        assert!(resource_list("nope", "v1").is_err());
+    }
+
+    #[test]
+    fn openapi_declares_field_validation_on_every_item_path() {
+        let Ok(Json(doc)) = openapi_document("", "v1") else {
+            panic!("core v1 is served");
+        };
+        let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
+        assert_eq!(patch["parameters"][0]["name"], "fieldValidation");
+        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Pod");
+        assert!(doc["paths"]["/api/v1/nodes/{name}"].is_object());
+    }
 }

@@ -68,11 +68,10 @@ struct YamlScan {
 }
 
 /// Checks the nesting depth of a YAML text (see the module docs); linear in its length.
-/// Text that is not UTF-8 is left to the parser to refuse.
+/// Bytes that are not UTF-8 are scanned as U+FFFD: the parser reads (and nests) up to them
+/// before it refuses them (found by the fuzz smoke: deep brackets before a bad byte).
 pub fn check_yaml(bytes: &[u8]) -> Result<(), TooDeep> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return Ok(());
-    };
+    let text = String::from_utf8_lossy(bytes);
     let mut scan = YamlScan {
         indents: Vec::new(),
         flow: 0,
@@ -260,6 +259,13 @@ spec:
         assert!(serde_yaml_ng::from_str::<serde_json::Value>(&hidden).is_err());
         assert_eq!(check_yaml(hidden.as_bytes()), Err(TooDeep { line: 2 }));
         check_yaml(b"a:\n  - -1\n  - ?x\n  - [-2, -{]\n").unwrap();
+    }
+
+    #[test]
+    fn brackets_before_a_byte_that_is_not_utf8_still_count() {
+        let mut deep = format!("a: {}\n", "[".repeat(100)).into_bytes();
+        deep.extend_from_slice(b"x: \xf4\xb1");
+        assert_eq!(check_yaml(&deep), Err(TooDeep { line: 1 }));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Query, RawPathParams, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,10 +17,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::body::{self, MAX_OBJECT_BODY};
-use super::kinds::{Kind, Resource, name_of, stamp_type};
+use super::kinds::namespaces;
+use super::kinds::{Kind, name_of, stamp_type};
 use super::selectors::Selector;
-use super::status::{ApiError, success};
-use super::{ApiContext, blocking, namespaces, table, watch};
+use super::status::ApiError;
+use super::{ApiContext, blocking, table, watch};
 use crate::store::{ObjectKey, Scope, StoreError, resource_version};
 
 /// The `ns` and `name` path parameters, where the route has them.
@@ -55,13 +57,13 @@ impl Target {
 }
 
 /// GET on a collection: a list, or a watch with `?watch=true`.
-pub async fn list<R: Resource>(
+pub async fn list(
+    Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let kind = R::KIND;
     let target = Target::from(&params);
     let scope = match &target.namespace {
         Some(ns) => Scope::namespace(kind.plural, ns),
@@ -94,7 +96,7 @@ pub async fn list<R: Resource>(
     }
     let list = json!({
         "kind": kind.list_kind,
-        "apiVersion": "v1",
+        "apiVersion": kind.api_version,
         "metadata": {"resourceVersion": revision},
         "items": items,
     });
@@ -102,35 +104,31 @@ pub async fn list<R: Resource>(
 }
 
 /// GET on one object.
-pub async fn get<R: Resource>(
+pub async fn get(
+    Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = Target::from(&params).key(R::KIND)?;
+    let key = Target::from(&params).key(kind)?;
     let store = ctx.store.clone();
     let found = blocking(move || Ok(store.get(&key)?.ok_or(StoreError::NotFound(key))?)).await?;
     if table::wants_table(&headers) {
         let revision = resource_version(&found).map(str::to_owned);
-        let table = table::render(
-            R::KIND,
-            &[found],
-            revision.as_deref(),
-            jiff::Timestamp::now(),
-        );
+        let table = table::render(kind, &[found], revision.as_deref(), jiff::Timestamp::now());
         return Ok(axum::Json(table).into_response());
     }
-    Ok(respond(StatusCode::OK, found, R::KIND))
+    Ok(respond(StatusCode::OK, found, kind))
 }
 
 /// POST on a collection.
-pub async fn create<R: Resource>(
+pub async fn create(
+    Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let kind = R::KIND;
     let target = Target::from(&params);
     let bytes = body::read_limited(&headers, body, MAX_OBJECT_BODY).await?;
     let mut obj = body::decode_object(&headers, bytes).await?;
@@ -156,13 +154,13 @@ pub async fn create<R: Resource>(
 
 /// PUT on one object: a full replacement, conditional on `metadata.resourceVersion` when
 /// the body carries one.
-pub async fn replace<R: Resource>(
+pub async fn replace(
+    Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let kind = R::KIND;
     let target = Target::from(&params);
     let key = target.key(kind)?;
     let bytes = body::read_limited(&headers, body, MAX_OBJECT_BODY).await?;
@@ -180,13 +178,13 @@ pub async fn replace<R: Resource>(
 }
 
 /// PATCH on one object (merge, strategic merge or JSON patch; see [`body`]).
-pub async fn patch<R: Resource>(
+pub async fn patch(
+    Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let kind = R::KIND;
     let key = Target::from(&params).key(kind)?;
     let bytes = body::read_limited(&headers, body, MAX_OBJECT_BODY).await?;
     let patch = body::decode_patch(&headers, bytes).await?;
@@ -267,23 +265,20 @@ fn delete_options(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, Api
 /// DELETE on one object; returns its last state. Honours `dryRun=All` (query or
 /// `DeleteOptions` body: everything is checked and answered as a real delete would be, and
 /// nothing is written) and `preconditions.resourceVersion`.
-pub async fn delete<R: Resource>(
+pub async fn delete(
+    Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let kind = R::KIND;
     let key = Target::from(&params).key(kind)?;
     let bytes = body::read_limited(&headers, body, MAX_DELETE_OPTIONS).await?;
     let options = delete_options(uri.query(), &bytes)?;
     let store = ctx.store.clone();
-    let is_namespace = std::ptr::eq(kind, &super::kinds::NAMESPACES);
     let deleted = blocking(move || {
-        if is_namespace {
-            namespaces::check_deletable(&store, &key.name)?;
-        }
+        (kind.before_delete)(&store, &key)?;
         let expected = options.resource_version.as_deref();
         if options.dry_run {
             return Ok(would_delete(&store, &key, expected)?);
@@ -291,9 +286,6 @@ pub async fn delete<R: Resource>(
         Ok(store.delete(&key, expected)?)
     })
     .await?;
-    if is_namespace {
-        return Ok(axum::Json(success(kind.plural, name_of(&deleted))).into_response());
-    }
     Ok(respond(StatusCode::OK, deleted, kind))
 }
 

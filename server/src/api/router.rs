@@ -4,42 +4,24 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::Request;
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, put};
+use axum::{Extension, Router};
 
-use super::kinds::{Namespaces, Nodes, Pods, Resource};
+use super::kinds::{self, Kind};
 use super::status::ApiError;
-use super::{ApiContext, auth, discovery, health, join_tokens, logs, modules, objects};
+use super::{ApiContext, auth, discovery, health, join_tokens, modules, objects};
 
 /// All routes, with authentication.
 pub fn build(ctx: ApiContext) -> Router {
     let token: Arc<str> = Arc::clone(&ctx.admin_token);
     let health = health::routes(ctx.clone());
-    Router::new()
-        .route("/version", get(discovery::version))
-        .route("/api", get(discovery::api))
-        .route("/api/v1", get(discovery::api_v1))
-        .route("/apis", get(discovery::apis))
-        .route("/openapi/v3", get(discovery::openapi_root))
-        .route("/openapi/v3/api/v1", get(discovery::openapi_v1))
-        .route("/api/v1/namespaces", collection::<Namespaces>())
-        .route("/api/v1/namespaces/{name}", item::<Namespaces>())
-        .route("/api/v1/nodes", collection::<Nodes>())
-        .route("/api/v1/nodes/{name}", item::<Nodes>())
-        .route(
-            "/api/v1/pods",
-            get(objects::list::<Pods>).fallback(method_not_allowed),
-        )
-        .route("/api/v1/namespaces/{ns}/pods", collection::<Pods>())
-        .route("/api/v1/namespaces/{ns}/pods/{name}", item::<Pods>())
-        .route(
-            "/api/v1/namespaces/{ns}/pods/{name}/log",
-            get(logs::pod_logs).fallback(method_not_allowed),
-        )
+    kinds::ALL
+        .iter()
+        .fold(discovery::routes(), |router, kind| add_kind(router, kind))
         .route(
             "/apis/wasmfleet.dev/v1/modules",
             get(modules::list).fallback(method_not_allowed),
@@ -67,18 +49,36 @@ pub fn build(ctx: ApiContext) -> Router {
         .merge(health)
 }
 
-fn collection<R: Resource>() -> MethodRouter<ApiContext> {
-    get(objects::list::<R>)
-        .post(objects::create::<R>)
-        .fallback(method_not_allowed)
-}
-
-fn item<R: Resource>() -> MethodRouter<ApiContext> {
-    get(objects::get::<R>)
-        .put(objects::replace::<R>)
-        .patch(objects::patch::<R>)
-        .delete(objects::delete::<R>)
-        .fallback(method_not_allowed)
+/// The routes of one kind: its collection (and, if namespaced, the list across
+/// namespaces), its items and its subresources, each handler told the kind.
+fn add_kind(router: Router<ApiContext>, kind: &'static Kind) -> Router<ApiContext> {
+    let with_kind =
+        |route: MethodRouter<ApiContext>| route.fallback(method_not_allowed).layer(Extension(kind));
+    let item_path = kind.item_path();
+    let mut router = router
+        .route(
+            &kind.collection_path(),
+            with_kind(get(objects::list).post(objects::create)),
+        )
+        .route(
+            &item_path,
+            with_kind(
+                get(objects::get)
+                    .put(objects::replace)
+                    .patch(objects::patch)
+                    .delete(objects::delete),
+            ),
+        );
+    if kind.namespaced {
+        router = router.route(&kind.all_path(), with_kind(get(objects::list)));
+    }
+    for sub in kind.subresources {
+        router = router.route(
+            &format!("{item_path}/{}", sub.name),
+            with_kind((sub.route)()),
+        );
+    }
+    router
 }
 
 /// `dryRun` (`kubectl --dry-run=server`) is implemented for DELETE only (in the handler,
@@ -99,7 +99,8 @@ async fn refuse_dry_run(request: Request, next: Next) -> Response {
     }
 }
 
-async fn method_not_allowed() -> impl IntoResponse {
+/// 405 with a Status body.
+pub async fn method_not_allowed() -> impl IntoResponse {
     ApiError::method_not_allowed()
 }
 

@@ -24,18 +24,20 @@ pub fn render(
     revision: Option<&str>,
     now: jiff::Timestamp,
 ) -> Value {
-    let columns: Vec<Value> = columns(kind)
+    let columns: Vec<Value> = kind
+        .columns
         .iter()
-        .map(|(name, priority)| {
-            json!({"name": name, "type": "string", "format": if *name == "Name" {"name"} else {""},
-                   "description": "", "priority": priority})
+        .map(|column| {
+            let format = if column.name == "Name" { "name" } else { "" };
+            json!({"name": column.name, "type": column.kind, "format": format,
+                   "description": "", "priority": column.priority})
         })
         .collect();
     let rows: Vec<Value> = objects
         .iter()
         .map(|obj| {
             json!({
-                "cells": cells(kind, obj, now),
+                "cells": (kind.cells)(obj, now),
                 "object": {
                     "kind": "PartialObjectMetadata",
                     "apiVersion": "meta.k8s.io/v1",
@@ -57,159 +59,33 @@ pub fn render(
     })
 }
 
-fn columns(kind: &Kind) -> &'static [(&'static str, u8)] {
-    match kind.plural {
-        "pods" => &[
-            ("Name", 0),
-            ("Ready", 0),
-            ("Status", 0),
-            ("Restarts", 0),
-            ("Age", 0),
-            ("IP", 1),
-            ("Node", 1),
-        ],
-        "nodes" => &[
-            ("Name", 0),
-            ("Status", 0),
-            ("Roles", 0),
-            ("Age", 0),
-            ("Version", 0),
-            ("Internal-IP", 1),
-            ("OS-Image", 1),
-            ("Kernel-Version", 1),
-            ("Container-Runtime", 1),
-        ],
-        "namespaces" => &[("Name", 0), ("Status", 0), ("Age", 0)],
-        _ => &[("Name", 0), ("Age", 0)],
-    }
+/// The text at `pointer`, or `<none>` (kubectl's empty cell).
+pub fn text(obj: &Value, pointer: &str) -> Value {
+    str_at(obj, pointer).unwrap_or("<none>").into()
 }
 
-fn cells(kind: &Kind, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
-    let text = |pointer: &str| str_at(obj, pointer).unwrap_or("<none>").to_owned();
-    let name = text("/metadata/name");
-    let age = age(obj, now);
-    let cells: Vec<String> = match kind.plural {
-        "pods" => vec![
-            name,
-            pod_ready(obj),
-            pod_status(obj),
-            pod_restarts(obj).to_string(),
-            age,
-            text("/status/podIP"),
-            text("/spec/nodeName"),
-        ],
-        "nodes" => vec![
-            name,
-            node_status(obj),
-            node_roles(obj),
-            age,
-            text("/status/nodeInfo/kubeletVersion"),
-            node_address(obj, "InternalIP"),
-            text("/status/nodeInfo/osImage"),
-            text("/status/nodeInfo/kernelVersion"),
-            text("/status/nodeInfo/containerRuntimeVersion"),
-        ],
-        "namespaces" => vec![name, text("/status/phase"), age],
-        _ => vec![name, age],
-    };
-    cells.into_iter().map(Value::String).collect()
-}
-
-fn str_at<'a>(obj: &'a Value, pointer: &str) -> Option<&'a str> {
+/// The non-empty string at `pointer`.
+pub fn str_at<'a>(obj: &'a Value, pointer: &str) -> Option<&'a str> {
     obj.pointer(pointer)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
 }
 
-fn container_statuses(obj: &Value) -> &[Value] {
-    obj.pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
+/// The integer at `pointer`, 0 when absent (kubectl prints absent counts as 0).
+pub fn count(obj: &Value, pointer: &str) -> Value {
+    obj.pointer(pointer)
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        .into()
 }
 
-fn pod_ready(obj: &Value) -> String {
-    let total = obj
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let ready = container_statuses(obj)
-        .iter()
-        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
-        .count();
-    format!("{ready}/{total}")
-}
-
-/// Like kubectl: a container's waiting or terminated reason wins over the phase.
-fn pod_status(obj: &Value) -> String {
-    let reason = container_statuses(obj).iter().find_map(|c| {
-        str_at(c, "/state/waiting/reason").or_else(|| str_at(c, "/state/terminated/reason"))
-    });
-    reason
-        .or_else(|| str_at(obj, "/status/reason"))
-        .or_else(|| str_at(obj, "/status/phase"))
-        .unwrap_or("Unknown")
-        .to_owned()
-}
-
-fn pod_restarts(obj: &Value) -> i64 {
-    container_statuses(obj)
-        .iter()
-        .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
-        .sum()
-}
-
-fn node_status(obj: &Value) -> String {
-    let ready = obj
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-        .and_then(|c| c.get("status").and_then(Value::as_str));
-    let mut status = match ready {
-        Some("True") => "Ready",
-        Some("False") => "NotReady",
-        _ => "Unknown",
-    }
-    .to_owned();
-    if obj.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
-        status.push_str(",SchedulingDisabled");
-    }
-    status
-}
-
-fn node_roles(obj: &Value) -> String {
-    let roles: Vec<&str> = obj
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(key, _)| key.strip_prefix("node-role.kubernetes.io/"))
-        .collect();
-    if roles.is_empty() {
-        "<none>".to_owned()
-    } else {
-        roles.join(",")
-    }
-}
-
-fn node_address(obj: &Value, kind: &str) -> String {
-    obj.pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|a| a.get("type").and_then(Value::as_str) == Some(kind))
-        .and_then(|a| a.get("address").and_then(Value::as_str))
-        .unwrap_or("<none>")
-        .to_owned()
-}
-
-fn age(obj: &Value, now: jiff::Timestamp) -> String {
+/// The AGE cell: time since `metadata.creationTimestamp`.
+pub fn age(obj: &Value, now: jiff::Timestamp) -> Value {
     let created =
         str_at(obj, "/metadata/creationTimestamp").and_then(|t| t.parse::<jiff::Timestamp>().ok());
     match created {
-        Some(created) => human_duration(now.as_second().saturating_sub(created.as_second())),
-        None => "<unknown>".to_owned(),
+        Some(created) => human_duration(now.as_second().saturating_sub(created.as_second())).into(),
+        None => "<unknown>".into(),
     }
 }
 
@@ -233,7 +109,6 @@ pub fn human_duration(seconds: i64) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::api::kinds::{NODES, PODS};
 
     #[test]
     fn durations_read_like_kubectl() {
@@ -243,43 +118,5 @@ mod tests {
         assert_eq!(human_duration(4 * 3600 + 300), "4h5m");
         assert_eq!(human_duration(3 * 86_400 + 4 * 3600), "3d4h");
         assert_eq!(human_duration(-5), "0s");
-    }
-
-    #[test]
-    fn pod_rows_show_readiness_reason_restarts_and_node() {
-        let pod = json!({
-            "metadata": {"name": "web", "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"nodeName": "pi", "containers": [{"name": "a"}, {"name": "b"}]},
-            "status": {"phase": "Pending", "containerStatuses": [
-                {"ready": true, "restartCount": 2, "state": {"running": {}}},
-                {"ready": false, "restartCount": 1, "state": {"waiting": {"reason": "ErrModuleNotFound"}}},
-            ]},
-        });
-        let now: jiff::Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
-        let table = render(&PODS, &[pod], Some("7"), now);
-        assert_eq!(
-            table["rows"][0]["cells"],
-            json!([
-                "web",
-                "1/2",
-                "ErrModuleNotFound",
-                "3",
-                "60s",
-                "<none>",
-                "pi"
-            ])
-        );
-        assert_eq!(table["metadata"]["resourceVersion"], "7");
-        assert_eq!(table["rows"][0]["object"]["metadata"]["name"], "web");
-    }
-
-    #[test]
-    fn node_rows_show_readiness_and_cordon() {
-        let node = json!({
-            "metadata": {"name": "pi"}, "spec": {"unschedulable": true},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-        });
-        let table = render(&NODES, &[node], None, jiff::Timestamp::now());
-        assert_eq!(table["rows"][0]["cells"][1], "Ready,SchedulingDisabled");
     }
 }

@@ -5,10 +5,50 @@
 
 use serde_json::{Value, json};
 
-use super::kinds::{keep_status, name_of};
-use super::status::ApiError;
-use super::validation;
+use super::{Column, Kind, keep_status, name_of};
+use crate::api::status::ApiError;
+use crate::api::table::{age, text};
+use crate::api::validation;
 use crate::store::{ObjectKey, Scope, Store, StoreError};
+
+/// Namespaces (cluster-scoped).
+pub const KIND: Kind = Kind {
+    group: "",
+    version: "v1",
+    api_version: "v1",
+    plural: "namespaces",
+    singular: "namespace",
+    kind: "Namespace",
+    list_kind: "NamespaceList",
+    short_names: &["ns"],
+    categories: &[],
+    namespaced: false,
+    verbs: &[
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ],
+    subresources: &[],
+    columns: &[
+        Column::new("Name"),
+        Column::new("Status"),
+        Column::new("Age"),
+    ],
+    cells,
+    admit_create,
+    admit_update,
+    before_delete,
+};
+
+fn cells(ns: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    vec![
+        text(ns, "/metadata/name"),
+        text(ns, "/status/phase"),
+        age(ns, now),
+    ]
+}
+
+fn before_delete(store: &Store, key: &ObjectKey) -> Result<(), ApiError> {
+    check_deletable(store, &key.name)
+}
 
 /// Namespaces the server creates on start and never deletes.
 pub const BUILT_IN: [&str; 3] = ["default", "kube-system", "kube-node-lease"];

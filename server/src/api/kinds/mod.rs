@@ -1,0 +1,223 @@
+//! The kind registry: one description per served resource, and everything that follows from
+//! it. Routing ([`super::router`]), discovery and the OpenAPI document
+//! ([`super::discovery`]), server-side Table printing ([`super::table`]) and admission
+//! ([`super::objects`]) all read [`ALL`]; adding a kind is one file here plus one line in
+//! [`ALL`].
+//!
+//! Each kind's file holds its [`Kind`] constant, its admission (validation, defaults, what a
+//! client may not change) and its print columns.
+
+pub mod namespaces;
+pub mod nodes;
+pub mod pods;
+
+use axum::routing::MethodRouter;
+use serde_json::Value;
+
+use super::ApiContext;
+use super::status::ApiError;
+use crate::store::{ObjectKey, Store};
+
+/// Every kind the API serves through the registry, in discovery order.
+pub const ALL: &[&Kind] = &[&namespaces::KIND, &nodes::KIND, &pods::KIND];
+
+/// The verbs of an ordinary read-write resource.
+pub const READ_WRITE: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// A served resource: its names, its place in the API, what it prints and its admission
+/// hooks.
+pub struct Kind {
+    /// API group (`""` for the core group served under `/api`).
+    pub group: &'static str,
+    /// API version (`v1`).
+    pub version: &'static str,
+    /// `apiVersion` of its objects: `version` for the core group, else `group/version`.
+    pub api_version: &'static str,
+    /// Plural resource name, as in paths and the store (`pods`).
+    pub plural: &'static str,
+    /// Singular resource name (`pod`).
+    pub singular: &'static str,
+    /// `kind` of one object (`Pod`).
+    pub kind: &'static str,
+    /// `kind` of a list (`PodList`).
+    pub list_kind: &'static str,
+    /// kubectl's short names (`po`).
+    pub short_names: &'static [&'static str],
+    /// Discovery categories (`all` is what `kubectl get all` lists).
+    pub categories: &'static [&'static str],
+    /// Whether objects live in namespaces.
+    pub namespaced: bool,
+    /// The verbs discovery announces.
+    pub verbs: &'static [&'static str],
+    /// Subresources beyond the object itself (`pods/log`).
+    pub subresources: &'static [Subresource],
+    /// The Table columns `kubectl get` prints (priority 1: only with `-o wide`).
+    pub columns: &'static [Column],
+    /// One Table row: a cell per column.
+    pub cells: fn(&Value, jiff::Timestamp) -> Vec<Value>,
+    /// Validates and defaults a new object (name and namespace are already set).
+    pub admit_create: fn(&mut Value) -> Result<(), ApiError>,
+    /// Validates a replacement of the stored object, and carries over what clients may not
+    /// change (status).
+    pub admit_update: fn(&Value, &mut Value) -> Result<(), ApiError>,
+    /// Checked inside the delete's blocking call, before anything is written.
+    pub before_delete: fn(&Store, &ObjectKey) -> Result<(), ApiError>,
+}
+
+/// A Table column.
+pub struct Column {
+    /// The header (kubectl upper-cases it).
+    pub name: &'static str,
+    /// `string`, `integer` or `date`.
+    pub kind: &'static str,
+    /// 0: always printed; 1: only with `-o wide`.
+    pub priority: u8,
+}
+
+impl Column {
+    /// A column printed by default.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: "string",
+            priority: 0,
+        }
+    }
+
+    /// A column printed only with `-o wide`.
+    pub const fn wide(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: "string",
+            priority: 1,
+        }
+    }
+}
+
+/// A subresource: `{item path}/{name}`.
+pub struct Subresource {
+    /// The path segment after the object (`log`).
+    pub name: &'static str,
+    /// The kind it takes or returns, with its group and version when they differ from the
+    /// parent's (`policy/v1 Eviction`).
+    pub kind: &'static str,
+    /// Group of `kind`, `None` for the parent's.
+    pub group_version: Option<(&'static str, &'static str)>,
+    /// The verbs discovery announces.
+    pub verbs: &'static [&'static str],
+    /// Its handlers (the router adds the [`Kind`] as an extension).
+    pub route: fn() -> MethodRouter<ApiContext>,
+}
+
+impl Kind {
+    /// The path of the group-version: `/api/v1` or `/apis/apps/v1`.
+    pub fn group_version_path(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The collection path across namespaces (or of a cluster-scoped kind).
+    pub fn all_path(&self) -> String {
+        format!("{}/{}", self.group_version_path(), self.plural)
+    }
+
+    /// The collection path of one namespace (`{ns}` as the axum capture) or of a
+    /// cluster-scoped kind.
+    pub fn collection_path(&self) -> String {
+        match self.namespaced {
+            true => format!(
+                "{}/namespaces/{{ns}}/{}",
+                self.group_version_path(),
+                self.plural
+            ),
+            false => self.all_path(),
+        }
+    }
+
+    /// The item path (`{name}` as the axum capture).
+    pub fn item_path(&self) -> String {
+        format!("{}/{{name}}", self.collection_path())
+    }
+
+    /// The item path with OpenAPI's parameter names (`{namespace}`, `{name}`).
+    pub fn openapi_item_path(&self) -> String {
+        self.item_path().replace("{ns}", "{namespace}")
+    }
+}
+
+/// Kinds that delete without a check.
+pub fn always_deletable(_: &Store, _: &ObjectKey) -> Result<(), ApiError> {
+    Ok(())
+}
+
+/// Sets `apiVersion` and `kind` (clients may leave them out; responses must have them).
+pub fn stamp_type(obj: &mut Value, kind: &Kind) {
+    if let Some(map) = obj.as_object_mut() {
+        map.insert("apiVersion".into(), kind.api_version.into());
+        map.insert("kind".into(), kind.kind.into());
+    }
+}
+
+/// Keeps the stored `status` (clients change spec and metadata; the server owns status).
+pub fn keep_status(old: &Value, new: &mut Value) {
+    if let Some(map) = new.as_object_mut() {
+        match old.get("status") {
+            Some(status) => map.insert("status".into(), status.clone()),
+            None => map.remove("status"),
+        };
+    }
+}
+
+/// The object's name for messages (`""` when it has none).
+pub fn name_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_consistent() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in ALL {
+            let expected = match kind.group {
+                "" => kind.version.to_owned(),
+                group => format!("{group}/{}", kind.version),
+            };
+            assert_eq!(kind.api_version, expected, "{}", kind.kind);
+            assert_eq!(kind.list_kind, format!("{}List", kind.kind));
+            assert_eq!(kind.singular, kind.kind.to_lowercase());
+            assert!(seen.insert(kind.plural), "{} twice", kind.plural);
+            assert_eq!(kind.columns[0].name, "Name", "{}", kind.kind);
+        }
+    }
+
+    #[test]
+    fn paths_follow_the_group_and_scope() {
+        assert_eq!(
+            pods::KIND.item_path(),
+            "/api/v1/namespaces/{ns}/pods/{name}"
+        );
+        assert_eq!(pods::KIND.all_path(), "/api/v1/pods");
+        assert_eq!(nodes::KIND.item_path(), "/api/v1/nodes/{name}");
+        assert_eq!(
+            pods::KIND.openapi_item_path(),
+            "/api/v1/namespaces/{namespace}/pods/{name}"
+        );
+    }
+}
