@@ -12,9 +12,9 @@ use wasmfleet_protocol::topic::{self, ServerInbound, Up};
 
 use crate::api::body::{self, Patch};
 use crate::api::kinds::pods;
-use crate::api::selectors::Selector;
 use crate::api::{nesting, validation};
 use crate::fleet::inbound::expected_on;
+use crate::k8s::selectors::Selector;
 use crate::modules::{self, ImageRef};
 use wasmfleet_protocol::quantity;
 

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`store`]: cluster state in redb (objects, global revision, watch events).
 //! - [`config`]: the command line; [`run`]: wiring and shutdown.
-//! - [`api`]: the HTTPS API in the Kubernetes REST shape.
+//! - [`api`]: the HTTPS API in the Kubernetes REST shape; [`api::kinds`] is the kind registry.
+//! - [`k8s`]: Kubernetes object rules shared by the API, scheduler, fleet and controllers.
 //! - [`bootstrap`]: data-directory setup: CA, serving certificate, tokens, kubeconfig.
 //! - [`broker`]: the embedded MQTT broker, its per-identity topic rules and limits, and the
 //!   revocation of deleted nodes' sessions.
@@ -25,6 +26,7 @@ pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+pub mod k8s;
 pub mod modules;
 pub mod run;
 pub mod scheduler;

@@ -43,7 +43,14 @@ pub fn apply_pod_defaults(pod: &mut Value) {
         obj.insert("apiVersion".into(), "v1".into());
         obj.insert("kind".into(), "Pod".into());
     }
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+    if let Some(spec) = pod.get_mut("spec") {
+        apply_pod_spec_defaults(spec);
+    }
+}
+
+/// Fills in a pod spec's defaults (of a Pod, or of a workload's pod template).
+pub fn apply_pod_spec_defaults(spec: &mut Value) {
+    let Some(spec) = spec.as_object_mut() else {
         return;
     };
     spec.entry("restartPolicy")

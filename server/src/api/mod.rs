@@ -11,7 +11,7 @@
 //! [`validation`] (the Pod allow-list), [`defaults`] (what a Pod gets when left out,
 //! resources included), [`body`] (limits, content types, patches, decoding
 //! off the async workers), [`nesting`] (the depth pre-scan),
-//! [`protobuf`] (`kubectl create namespace`), [`selectors`], [`watch`], [`table`], [`logs`], [`modules`], [`join_tokens`], [`discovery`], [`status`],
+//! [`protobuf`] (`kubectl create namespace`), [`watch`], [`table`], [`logs`], [`modules`], [`join_tokens`], [`discovery`], [`status`],
 //! [`health`] (`/healthz`, `/livez`, `/readyz`, without authentication).
 //!
 //! Store calls run in `spawn_blocking`: a write waits for an fsync, and the API serves many
@@ -30,7 +30,7 @@ pub mod nesting;
 pub mod objects;
 pub mod protobuf;
 pub mod router;
-pub mod selectors;
+pub mod scale;
 pub mod status;
 pub mod table;
 pub mod validation;

@@ -19,19 +19,19 @@ use serde_json::{Value, json};
 use super::body::{self, MAX_OBJECT_BODY};
 use super::kinds::namespaces;
 use super::kinds::{Kind, name_of, stamp_type};
-use super::selectors::Selector;
 use super::status::ApiError;
 use super::{ApiContext, blocking, table, watch};
+use crate::k8s::selectors::Selector;
 use crate::store::{ObjectKey, Scope, StoreError, resource_version};
 
 /// The `ns` and `name` path parameters, where the route has them.
-struct Target {
+pub(super) struct Target {
     namespace: Option<String>,
     name: Option<String>,
 }
 
 impl Target {
-    fn from(params: &RawPathParams) -> Self {
+    pub(super) fn from(params: &RawPathParams) -> Self {
         let mut target = Target {
             namespace: None,
             name: None,
@@ -46,7 +46,7 @@ impl Target {
         target
     }
 
-    fn key(&self, kind: &Kind) -> Result<ObjectKey, ApiError> {
+    pub(super) fn key(&self, kind: &Kind) -> Result<ObjectKey, ApiError> {
         let name = self.name.as_deref().unwrap_or_default();
         match (&self.namespace, kind.namespaced) {
             (Some(ns), true) => Ok(ObjectKey::namespaced(kind.plural, ns, name)),
@@ -313,7 +313,7 @@ fn would_delete(
 
 /// Read-modify-write: `edit` builds the new object from the stored one; the new object must
 /// keep its identity, carry the stored resourceVersion if any, and pass admission.
-async fn modify<F>(
+pub(super) async fn modify<F>(
     ctx: &ApiContext,
     key: ObjectKey,
     kind: &'static Kind,

@@ -1,4 +1,4 @@
-//! What a Pod manifest may contain, and what it must.
+//! What a Pod manifest (or a workload's pod template) may contain, and what it must.
 //!
 //! wasmfleet refuses what it cannot honour instead of ignoring it: every field outside the
 //! allow-list below is a 422 naming the field's path. The checks are pure functions over JSON
@@ -10,16 +10,24 @@ use super::status::Cause;
 use wasmfleet_protocol::quantity;
 
 /// The JSON a field may hold.
-enum Shape {
+pub enum Shape {
+    /// A string.
     Str,
+    /// An integer.
     Int,
+    /// `true` or `false`.
+    Bool,
+    /// A string or an integer (`maxSurge: 1` or `"25%"`).
+    IntOrString,
     /// A Kubernetes quantity: a string (`64Mi`) or a plain number.
     Quantity,
     /// A string → string map (labels, annotations, nodeSelector).
     StringMap,
     /// Accepted and ignored on input (server-owned fields).
     Ignored,
+    /// An object with these fields (any other is refused).
     Object(&'static [(&'static str, Shape)]),
+    /// A list of this.
     List(&'static Shape),
 }
 
@@ -35,24 +43,50 @@ const CONTAINER: Shape = Shape::Object(&[
     ("env", Shape::List(&ENV_VAR)),
     ("resources", RESOURCES),
 ]);
-const POD_SPEC: Shape = Shape::Object(&[
+/// What a pod spec may hold.
+pub const POD_SPEC: Shape = Shape::Object(&[
     ("containers", Shape::List(&CONTAINER)),
     ("restartPolicy", Shape::Str),
     ("nodeName", Shape::Str),
     ("nodeSelector", Shape::StringMap),
     ("terminationGracePeriodSeconds", Shape::Int),
 ]);
-const METADATA: Shape = Shape::Object(&[
+const OWNER_REFERENCE: Shape = Shape::Object(&[
+    ("apiVersion", Shape::Str),
+    ("kind", Shape::Str),
+    ("name", Shape::Str),
+    ("uid", Shape::Str),
+    ("controller", Shape::Bool),
+    ("blockOwnerDeletion", Shape::Bool),
+]);
+/// What an object's `metadata` may hold (the server-owned fields are ignored on input).
+pub const METADATA: Shape = Shape::Object(&[
     ("name", Shape::Str),
     ("generateName", Shape::Str),
     ("namespace", Shape::Str),
     ("labels", Shape::StringMap),
     ("annotations", Shape::StringMap),
+    ("ownerReferences", Shape::List(&OWNER_REFERENCE)),
+    ("finalizers", Shape::List(&Shape::Str)),
     ("uid", Shape::Ignored),
     ("resourceVersion", Shape::Ignored),
     ("creationTimestamp", Shape::Ignored),
     ("generation", Shape::Ignored),
+    ("deletionTimestamp", Shape::Ignored),
+    ("deletionGracePeriodSeconds", Shape::Ignored),
+    ("managedFields", Shape::Ignored),
+    ("selfLink", Shape::Ignored),
 ]);
+/// A pod template's metadata: labels and annotations (the rest is set per pod).
+const TEMPLATE_METADATA: Shape = Shape::Object(&[
+    ("name", Shape::Str),
+    ("labels", Shape::StringMap),
+    ("annotations", Shape::StringMap),
+    ("creationTimestamp", Shape::Ignored),
+]);
+/// A workload's pod template.
+pub const POD_TEMPLATE: Shape =
+    Shape::Object(&[("metadata", TEMPLATE_METADATA), ("spec", POD_SPEC)]);
 const POD: Shape = Shape::Object(&[
     ("apiVersion", Shape::Str),
     ("kind", Shape::Str),
@@ -70,7 +104,15 @@ pub fn validate_pod(pod: &Value) -> Vec<Cause> {
     check_shape(pod, &POD, "", &mut causes);
     check_type_meta(pod, "v1", "Pod", &mut causes);
     check_pod_metadata(pod, &mut causes);
-    check_pod_spec(pod.get("spec"), &mut causes);
+    check_pod_spec(pod.get("spec"), "spec", &mut causes);
+    causes
+}
+
+/// Checks the pod spec of a workload's template at `path` (`spec.template.spec`); the
+/// template's shape is checked with the workload's ([`POD_TEMPLATE`]).
+pub fn validate_template_spec(spec: Option<&Value>, path: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    check_pod_spec(spec, path, &mut causes);
     causes
 }
 
@@ -109,7 +151,8 @@ pub fn validate_object_name(obj: &Value, label_only: bool) -> Vec<Cause> {
     causes
 }
 
-fn check_shape(value: &Value, shape: &Shape, path: &str, causes: &mut Vec<Cause>) {
+/// Checks `value` against `shape`: every field known, of the right JSON type.
+pub fn check_shape(value: &Value, shape: &Shape, path: &str, causes: &mut Vec<Cause>) {
     if value.is_null() {
         return; // `null` means "not set", as in Kubernetes.
     }
@@ -124,6 +167,10 @@ fn check_shape(value: &Value, shape: &Shape, path: &str, causes: &mut Vec<Cause>
         Shape::Ignored => {}
         Shape::Str if !value.is_string() => causes.push(wrong("a string")),
         Shape::Int if !value.is_i64() => causes.push(wrong("an integer")),
+        Shape::Bool if !value.is_boolean() => causes.push(wrong("a boolean")),
+        Shape::IntOrString if !(value.is_i64() || value.is_string()) => {
+            causes.push(wrong("an integer or a string"))
+        }
         Shape::Quantity if !(value.is_string() || value.is_number()) => {
             causes.push(wrong("a quantity"))
         }
@@ -151,7 +198,7 @@ fn check_shape(value: &Value, shape: &Shape, path: &str, causes: &mut Vec<Cause>
             }
             None => causes.push(wrong("a list")),
         },
-        Shape::Str | Shape::Int | Shape::Quantity => {}
+        Shape::Str | Shape::Int | Shape::Bool | Shape::IntOrString | Shape::Quantity => {}
     }
 }
 
@@ -179,7 +226,8 @@ fn check_object(
     }
 }
 
-fn check_type_meta(obj: &Value, api_version: &str, kind: &str, causes: &mut Vec<Cause>) {
+/// `apiVersion` and `kind`, when given, must be the kind's.
+pub fn check_type_meta(obj: &Value, api_version: &str, kind: &str, causes: &mut Vec<Cause>) {
     for (field, expected) in [("apiVersion", api_version), ("kind", kind)] {
         if let Some(actual) = obj.get(field).and_then(Value::as_str)
             && actual != expected
@@ -194,8 +242,13 @@ fn check_type_meta(obj: &Value, api_version: &str, kind: &str, causes: &mut Vec<
 }
 
 fn check_pod_metadata(pod: &Value, causes: &mut Vec<Cause>) {
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str);
-    let generate = pod
+    check_metadata(pod, causes);
+}
+
+/// `metadata.name` (or `generateName`) and `metadata.namespace` of a namespaced object.
+pub fn check_metadata(obj: &Value, causes: &mut Vec<Cause>) {
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str);
+    let generate = obj
         .pointer("/metadata/generateName")
         .and_then(Value::as_str);
     match (name, generate) {
@@ -207,33 +260,33 @@ fn check_pod_metadata(pod: &Value, causes: &mut Vec<Cause>) {
             "Required value: name or generateName is required",
         )),
     }
-    if let Some(ns) = pod.pointer("/metadata/namespace").and_then(Value::as_str) {
+    if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
         check_dns_label(ns, "metadata.namespace", causes);
     }
 }
 
-fn check_pod_spec(spec: Option<&Value>, causes: &mut Vec<Cause>) {
+fn check_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     let Some(spec) = spec.filter(|s| s.is_object()) else {
-        causes.push(required("spec"));
+        causes.push(required(path));
         return;
     };
     match spec.get("containers").and_then(Value::as_array) {
-        Some(containers) if !containers.is_empty() => check_containers(containers, causes),
-        _ => causes.push(required("spec.containers")),
+        Some(containers) if !containers.is_empty() => check_containers(containers, path, causes),
+        _ => causes.push(required(&format!("{path}.containers"))),
     }
     if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str)
         && !matches!(policy, "Always" | "OnFailure" | "Never")
     {
         causes.push(Cause::new(
             "FieldValueNotSupported",
-            "spec.restartPolicy",
+            format!("{path}.restartPolicy"),
             format!(
                 "Unsupported value: {policy:?}: supported values: \"Always\", \"OnFailure\", \"Never\""
             ),
         ));
     }
     if let Some(node) = spec.get("nodeName").and_then(Value::as_str) {
-        check_dns_subdomain(node, "spec.nodeName", causes);
+        check_dns_subdomain(node, &format!("{path}.nodeName"), causes);
     }
     if spec
         .get("terminationGracePeriodSeconds")
@@ -242,16 +295,16 @@ fn check_pod_spec(spec: Option<&Value>, causes: &mut Vec<Cause>) {
     {
         causes.push(Cause::new(
             "FieldValueInvalid",
-            "spec.terminationGracePeriodSeconds",
+            format!("{path}.terminationGracePeriodSeconds"),
             "Invalid value: must be greater than or equal to 0",
         ));
     }
 }
 
-fn check_containers(containers: &[Value], causes: &mut Vec<Cause>) {
+fn check_containers(containers: &[Value], spec_path: &str, causes: &mut Vec<Cause>) {
     let mut seen = std::collections::HashSet::new();
     for (i, container) in containers.iter().enumerate() {
-        let path = format!("spec.containers[{i}]");
+        let path = format!("{spec_path}.containers[{i}]");
         match container.get("name").and_then(Value::as_str) {
             None | Some("") => causes.push(required(&format!("{path}.name"))),
             Some(name) => {
@@ -383,7 +436,8 @@ fn check_amount(
     ));
 }
 
-fn required(field: &str) -> Cause {
+/// A missing field.
+pub fn required(field: &str) -> Cause {
     Cause::new("FieldValueRequired", field, "Required value")
 }
 

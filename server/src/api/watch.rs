@@ -22,9 +22,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::kinds::{Kind, stamp_type};
-use super::selectors::Selector;
 use super::status::ApiError;
 use super::{ApiContext, blocking};
+use crate::k8s::selectors::Selector;
 use crate::store::{EventType, Scope, StoreError, Watcher};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);

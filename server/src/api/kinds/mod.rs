@@ -7,9 +7,12 @@
 //! Each kind's file holds its [`Kind`] constant, its admission (validation, defaults, what a
 //! client may not change) and its print columns.
 
+pub mod deployments;
 pub mod namespaces;
 pub mod nodes;
 pub mod pods;
+pub mod replicasets;
+pub mod workload;
 
 use axum::routing::MethodRouter;
 use serde_json::Value;
@@ -19,7 +22,13 @@ use super::status::ApiError;
 use crate::store::{ObjectKey, Store};
 
 /// Every kind the API serves through the registry, in discovery order.
-pub const ALL: &[&Kind] = &[&namespaces::KIND, &nodes::KIND, &pods::KIND];
+pub const ALL: &[&Kind] = &[
+    &namespaces::KIND,
+    &nodes::KIND,
+    &pods::KIND,
+    &deployments::KIND,
+    &replicasets::KIND,
+];
 
 /// The verbs of an ordinary read-write resource.
 pub const READ_WRITE: &[&str] = &[

@@ -1,4 +1,6 @@
-//! `labelSelector` and `fieldSelector`: parsing and matching, as pure functions.
+//! `labelSelector` and `fieldSelector`: parsing and matching, as pure functions; and the
+//! object form of a label selector (`metav1.LabelSelector`: `matchLabels` plus
+//! `matchExpressions`) that workloads carry in `spec.selector`.
 //!
 //! Label selectors support `k=v`, `k==v`, `k!=v`, `k` (exists), `!k` (does not exist),
 //! `k in (a,b)` and `k notin (a,b)`, comma-separated (all must hold). Field selectors support
@@ -53,9 +55,87 @@ impl Selector {
         Ok(Self { labels, fields })
     }
 
-    /// Whether `obj` satisfies every requirement.
-    pub fn matches(&self, obj: &Value) -> bool {
-        let labels = obj.pointer("/metadata/labels");
+    /// A `metav1.LabelSelector`; the error names the field (relative to the selector) and
+    /// says what is wrong. Operators: `In`, `NotIn`, `Exists`, `DoesNotExist`.
+    pub fn from_label_selector(selector: &Value) -> Result<Self, (String, String)> {
+        let mut labels = Vec::new();
+        if let Some(map) = selector.get("matchLabels").and_then(Value::as_object) {
+            for (key, value) in map {
+                let value = value.as_str().unwrap_or_default().to_owned();
+                labels.push(LabelRequirement::Equals(key.clone(), value));
+            }
+        }
+        let expressions = selector.get("matchExpressions").and_then(Value::as_array);
+        for (i, expression) in expressions.into_iter().flatten().enumerate() {
+            let field = |name: &str| format!("matchExpressions[{i}].{name}");
+            let key = expression["key"].as_str().unwrap_or_default().to_owned();
+            if key.is_empty() {
+                return Err((field("key"), "Required value".into()));
+            }
+            let values: Vec<String> = expression["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            let operator = expression["operator"].as_str().unwrap_or_default();
+            let needs_values = match operator {
+                "In" | "NotIn" => true,
+                "Exists" | "DoesNotExist" => false,
+                other => {
+                    return Err((
+                        field("operator"),
+                        format!(
+                            "Unsupported value: {other:?}: supported values: \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\""
+                        ),
+                    ));
+                }
+            };
+            if needs_values == values.is_empty() {
+                let why = if needs_values {
+                    "Required value: must be specified when `operator` is 'In' or 'NotIn'"
+                } else {
+                    "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+                };
+                return Err((field("values"), why.into()));
+            }
+            labels.push(match operator {
+                "In" => LabelRequirement::In(key, values),
+                "NotIn" => LabelRequirement::NotIn(key, values),
+                "Exists" => LabelRequirement::Exists(key),
+                _ => LabelRequirement::NotExists(key),
+            });
+        }
+        Ok(Self {
+            labels,
+            fields: Vec::new(),
+        })
+    }
+
+    /// Whether it has no requirement (and so matches everything).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    /// The label requirements as kubectl prints them (`app=web,tier in (a,b)`).
+    pub fn label_text(&self) -> String {
+        let parts: Vec<String> = self
+            .labels
+            .iter()
+            .map(|req| match req {
+                LabelRequirement::Equals(k, v) => format!("{k}={v}"),
+                LabelRequirement::NotEquals(k, v) => format!("{k}!={v}"),
+                LabelRequirement::Exists(k) => k.clone(),
+                LabelRequirement::NotExists(k) => format!("!{k}"),
+                LabelRequirement::In(k, vs) => format!("{k} in ({})", vs.join(",")),
+                LabelRequirement::NotIn(k, vs) => format!("{k} notin ({})", vs.join(",")),
+            })
+            .collect();
+        parts.join(",")
+    }
+
+    /// Whether a label map (`metadata.labels`) satisfies every label requirement.
+    pub fn matches_labels(&self, labels: Option<&Value>) -> bool {
         let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
         self.labels.iter().all(|req| match req {
             LabelRequirement::Equals(k, v) => label(k) == Some(v.as_str()),
@@ -64,13 +144,19 @@ impl Selector {
             LabelRequirement::NotExists(k) => label(k).is_none(),
             LabelRequirement::In(k, vs) => label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
             LabelRequirement::NotIn(k, vs) => !label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
-        }) && self.fields.iter().all(|req| {
-            let actual = obj
-                .pointer(req.pointer)
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            (actual == req.value) == req.equal
         })
+    }
+
+    /// Whether `obj` satisfies every requirement.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.matches_labels(obj.pointer("/metadata/labels"))
+            && self.fields.iter().all(|req| {
+                let actual = obj
+                    .pointer(req.pointer)
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                (actual == req.value) == req.equal
+            })
     }
 }
 
@@ -225,6 +311,42 @@ mod tests {
         assert!(!matches(None, Some("spec.nodeName=pi-2")));
         assert!(matches(None, Some("spec.nodeName!=pi-2")));
         assert!(!matches(None, Some("status.phase=Running")));
+    }
+
+    #[test]
+    fn label_selector_objects_match_and_print_like_kubectl() {
+        let selector = json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["edge", "core"]},
+                {"key": "gpu", "operator": "DoesNotExist"},
+            ],
+        });
+        let parsed = Selector::from_label_selector(&selector).unwrap();
+        assert!(parsed.matches(&pod()));
+        assert_eq!(parsed.label_text(), "app=web,tier in (edge,core),!gpu");
+        let other = json!({"matchLabels": {"app": "api"}});
+        assert!(
+            !Selector::from_label_selector(&other)
+                .unwrap()
+                .matches(&pod())
+        );
+        assert!(
+            Selector::from_label_selector(&json!({}))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_label_selector_objects_name_the_field() {
+        let bad = |selector: Value| Selector::from_label_selector(&selector).unwrap_err().0;
+        let op = json!({"matchExpressions": [{"key": "a", "operator": "Near", "values": ["x"]}]});
+        assert_eq!(bad(op), "matchExpressions[0].operator");
+        let no_values = json!({"matchExpressions": [{"key": "a", "operator": "In"}]});
+        assert_eq!(bad(no_values), "matchExpressions[0].values");
+        let no_key = json!({"matchExpressions": [{"operator": "Exists"}]});
+        assert_eq!(bad(no_key), "matchExpressions[0].key");
     }
 
     #[test]
