@@ -256,7 +256,11 @@ impl Discovery {
                         && group.is_none_or(|g| resource.group == g)
                 })
             })
-            .ok_or_else(|| UnknownResource(typed.to_owned()))
+            .ok_or_else(|| {
+                // kubectl names the resource part of `name.group` in its message.
+                let resource = typed.split('.').next().unwrap_or(typed);
+                UnknownResource(resource.to_owned())
+            })
     }
 
     /// The resource a manifest's `apiVersion` and `kind` name.
@@ -405,13 +409,20 @@ mod tests {
     #[test]
     fn an_unknown_name_or_a_subresource_is_reported_like_kubectl() {
         let discovery = discovery();
-        for typed in ["foo", "pods/log", "log", "deployments.batch", "scale"] {
+        for typed in ["foo", "pods/log", "log", "scale"] {
             let err = discovery.resolve(typed).expect_err(typed);
             assert_eq!(
                 err.to_string(),
                 format!("the server doesn't have a resource type {typed:?}")
             );
         }
+        let err = discovery
+            .resolve("deployments.batch")
+            .expect_err("not in batch");
+        assert_eq!(
+            err.to_string(),
+            "the server doesn't have a resource type \"deployments\""
+        );
     }
 
     #[test]

@@ -143,11 +143,12 @@ fn format_labels(labels: &Value) -> String {
     let Some(labels) = labels.as_object().filter(|labels| !labels.is_empty()) else {
         return "<none>".to_owned();
     };
-    let mut pairs: Vec<String> = labels
+    let mut pairs: Vec<(&String, &str)> = labels
         .iter()
-        .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or_default()))
+        .map(|(key, value)| (key, value.as_str().unwrap_or_default()))
         .collect();
     pairs.sort();
+    let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
     pairs.join(",")
 }
 
@@ -268,6 +269,14 @@ mod tests {
         assert!(is_table(&pod_table()));
         assert!(!is_table(&json!({"kind": "PodList", "items": []})));
         assert_eq!(row_count(&pod_table()), 2);
+    }
+
+    #[test]
+    fn labels_are_sorted_by_key_like_format_labels() {
+        let labels = json!({"a.b": "2", "a": "1", "kubernetes.io/os": "linux"});
+        assert_eq!(format_labels(&labels), "a=1,a.b=2,kubernetes.io/os=linux");
+        assert_eq!(format_labels(&json!({})), "<none>");
+        assert_eq!(format_labels(&Value::Null), "<none>");
     }
 
     #[test]
