@@ -65,14 +65,14 @@ fn get_prints_the_servers_columns_like_kubectl() {
         &["get", "pods"],
         &["get", "po", "-o", "wide"],
         &["get", "pod", "done"],
-        &["-n", "edge", "get", "pods", "--show-labels"],
         &["get", "pods", "-A"],
-        &["get", "po", "-A", "-o", "wide", "--show-labels"],
         &["get", "nodes"],
         &["get", "no", "-o", "wide"],
-        &["get", "node", "node-a", "--show-labels"],
         &["get", "ns"],
         &["get", "namespaces", "-A"],
+        &["-n", "edge", "get", "pods", "--show-labels"],
+        &["get", "po", "-A", "-o", "wide", "--show-labels"],
+        &["get", "node", "node-a", "--show-labels"],
         &["get", "pods", "--no-headers"],
     ];
     for args in cases {
