@@ -139,6 +139,9 @@ impl Resource {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Discovery {
     resources: Vec<Resource>,
+    /// Named group versions the server listed but would not describe (kubectl goes on
+    /// without them too): `group/version: why`.
+    pub unavailable: Vec<String>,
 }
 
 /// `APIResourceList` (only what the CLI reads).
@@ -202,8 +205,15 @@ impl Discovery {
         let mut discovery = Self::default();
         for (group, version) in group_versions {
             let path = list_path(&group, &version);
-            let list: ResourceList = read(client, &path).await?;
-            discovery.add(&group, &version, list);
+            match read::<ResourceList>(client, &path).await {
+                Ok(list) => discovery.add(&group, &version, list),
+                Err(err) if !group.is_empty() && is_partial(&err) => {
+                    discovery
+                        .unavailable
+                        .push(format!("{group}/{version}: {err}"));
+                }
+                Err(err) => return Err(err),
+            }
         }
         Ok(discovery)
     }
@@ -273,6 +283,18 @@ impl Discovery {
                 kind: kind.to_owned(),
                 api_version: api_version.to_owned(),
             })
+    }
+}
+
+/// Whether a named group version's failure leaves the rest of discovery usable: the
+/// server answered (an error status or a bad document) and the login is good. The core
+/// group, an unreachable server or a refused token still fail the command.
+fn is_partial(err: &DiscoveryError) -> bool {
+    match err {
+        DiscoveryError::Client(ClientError::Unauthorized) => false,
+        DiscoveryError::Client(client) => client.code().is_some(),
+        DiscoveryError::Invalid { .. } => true,
+        DiscoveryError::TooManyGroupVersions { .. } => false,
     }
 }
 
@@ -509,6 +531,27 @@ mod tests {
         };
         let err = group_versions(many, GroupList { groups: vec![] }).expect_err("too many");
         assert!(err.to_string().contains("more than the 256 read"), "{err}");
+    }
+
+    #[test]
+    fn only_a_named_group_the_server_answered_for_may_be_skipped() {
+        let answered = |code| {
+            DiscoveryError::Client(crate::client::classify(
+                reqwest::StatusCode::from_u16(code).expect("code"),
+                b"down",
+            ))
+        };
+        assert!(is_partial(&answered(503)));
+        assert!(is_partial(&answered(404)));
+        assert!(!is_partial(&answered(401)), "a refused login fails");
+        let invalid = DiscoveryError::Invalid {
+            path: "/apis/x/v1".into(),
+            reason: "bad".into(),
+        };
+        assert!(is_partial(&invalid));
+        assert!(!is_partial(&DiscoveryError::TooManyGroupVersions {
+            count: 300
+        }));
     }
 
     #[test]

@@ -36,6 +36,8 @@ struct Fake {
     deployments: Mutex<Vec<(String, Value)>>,
     /// Every request: method, path, Accept header.
     requests: Mutex<Vec<(String, String, String)>>,
+    /// List a group `broken.example/v1` that has no resource list.
+    broken_group: std::sync::atomic::AtomicBool,
     revision: Mutex<u64>,
     puts: Mutex<Vec<Value>>,
     log_queries: Mutex<Vec<BTreeMap<String, String>>>,
@@ -150,13 +152,17 @@ async fn core_resources() -> Response {
     .into_response()
 }
 
-async fn api_groups() -> Response {
-    axum::Json(
-        json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-        {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
-         "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}}]}),
-    )
-    .into_response()
+async fn api_groups(State(fake): State<Shared>) -> Response {
+    let group = |name: &str| {
+        json!({"name": name, "versions": [{"groupVersion": format!("{name}/v1"), "version": "v1"}],
+               "preferredVersion": {"groupVersion": format!("{name}/v1"), "version": "v1"}})
+    };
+    let mut groups = vec![group("apps")];
+    if fake.broken_group.load(std::sync::atomic::Ordering::SeqCst) {
+        groups.insert(0, group("broken.example"));
+    }
+    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+        .into_response()
 }
 
 async fn apps_resources() -> Response {
@@ -844,6 +850,28 @@ async fn a_group_resource_is_applied_and_listed_through_discovery() {
             "error: unable to recognize {:?}: no matches for kind \"Job\" in version \"batch/v1\"\n",
             job.display().to_string()
         )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_without_a_resource_list_is_named_and_skipped() {
+    let server = start_server().await;
+    server
+        .fake
+        .broken_group
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let env = env_for(&server, TOKEN);
+    let file = env.write("pod.yaml", POD);
+    assert_success(
+        &env.run(&["apply", "-f", file.to_str().expect("utf-8")])
+            .await,
+    );
+    let output = env.run(&["get", "deploy"]).await;
+    assert_success(&output);
+    assert_eq!(
+        stderr(&output),
+        "warning: couldn't get resource list for broken.example/v1: the server answered 404: \n\
+         No resources found in default namespace.\n"
     );
 }
 

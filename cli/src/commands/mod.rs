@@ -31,11 +31,20 @@ pub struct Session {
 }
 
 impl Session {
-    /// The server's discovery, fetched once per command. A failed request is returned as
-    /// the client's own error, so a server `Status` prints like kubectl's.
+    /// The server's discovery, fetched once per command; a group version the server would
+    /// not describe is named on stderr (once) and left out, like kubectl does. A failed
+    /// request is returned as the client's own error, so a server `Status` prints like
+    /// kubectl's.
     pub async fn discovery(&self) -> anyhow::Result<&Discovery> {
+        let fetch = || async {
+            let discovery = Discovery::fetch(&self.client).await?;
+            for unavailable in &discovery.unavailable {
+                eprintln!("warning: couldn't get resource list for {unavailable}");
+            }
+            Ok(discovery)
+        };
         self.discovery
-            .get_or_try_init(|| Discovery::fetch(&self.client))
+            .get_or_try_init(fetch)
             .await
             .map_err(|err| match err {
                 DiscoveryError::Client(client) => anyhow::Error::new(client),
