@@ -89,10 +89,11 @@ pub struct ApplyArgs {
     pub files: Vec<PathBuf>,
 }
 
-/// `wasmfleet get KIND [NAME]`
+/// `wasmfleet get RESOURCE [NAME]`
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// pods (pod, po), nodes (node, no), namespaces (namespace, ns) or modules (module).
+    /// Any resource the server lists in its discovery, by plural, singular or short name
+    /// (pods, pod, po; nodes, no; namespaces, ns; ...), or modules (module, mod).
     pub kind: String,
 
     /// One object's name (for modules: every tag of that module).
@@ -105,6 +106,14 @@ pub struct GetArgs {
     /// List across all namespaces.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
+
+    /// Add a LABELS column (tables only).
+    #[arg(long)]
+    pub show_labels: bool,
+
+    /// Print the table without its header line.
+    #[arg(long)]
+    pub no_headers: bool,
 }
 
 /// `wasmfleet delete KIND NAME...` or `wasmfleet delete -f FILE`

@@ -161,6 +161,12 @@ impl Client {
         json(self.send(self.request(Method::GET, path)).await?).await
     }
 
+    /// GET a JSON answer in one of the forms `accept` lists (a `Table`, say).
+    pub async fn get_accepting(&self, path: &str, accept: &str) -> Result<Value, ClientError> {
+        let request = self.request_accepting(Method::GET, path, accept);
+        json(self.send(request).await?).await
+    }
+
     /// POST a JSON object to a collection (create).
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         let request = self.request(Method::POST, path);
@@ -210,10 +216,14 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request_accepting(method, path, "application/json")
+    }
+
+    fn request_accepting(&self, method: Method, path: &str, accept: &str) -> RequestBuilder {
         let request = self
             .http
             .request(method, format!("{}{path}", self.server))
-            .header(header::ACCEPT, "application/json");
+            .header(header::ACCEPT, accept);
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,

@@ -5,9 +5,11 @@
 //! - [`kubeconfig`]: finding and resolving the kubeconfig (server, CA, token, namespace).
 //! - [`client`]: the HTTPS client (only the kubeconfig's CA is trusted) and kubectl-style errors.
 //! - [`manifest`]: reading `-f` sources into API objects (multi-document YAML, JSON, Lists).
-//! - [`kinds`]: resource aliases and REST paths.
-//! - [`output`]: tables, ages, JSON/YAML printing.
-//! - [`commands`]: `apply`, `get`, `delete`, `logs`, `push`.
+//! - [`discovery`]: the server's resources (names, short names, kinds, scopes, REST paths),
+//!   read from its discovery documents; the CLI knows no kinds of its own.
+//! - [`output`]: the layout of the server's Tables, JSON/YAML printing.
+//! - [`commands`]: `apply`, `get`, `delete`, `logs`, `push`, `token`; the module store's
+//!   fixed paths are in [`commands::modules`].
 //!
 //! [`run`] is the whole program behind `main`; errors are typed in the library modules and
 //! become `anyhow` only here.
@@ -15,9 +17,9 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod kinds;
 pub mod kubeconfig;
 pub mod manifest;
 pub mod output;
@@ -81,6 +83,7 @@ fn connect(cli: &Cli, env: &Environment) -> anyhow::Result<Session> {
         client,
         namespace: commands::check_name(&namespace)?.to_owned(),
         namespace_from_flag: cli.namespace.is_some(),
+        discovery: tokio::sync::OnceCell::new(),
     })
 }
 

@@ -33,6 +33,11 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Default)]
 struct Fake {
     pods: Mutex<BTreeMap<(String, String), Value>>,
+    deployments: Mutex<Vec<(String, Value)>>,
+    /// Every request: method, path, Accept header.
+    requests: Mutex<Vec<(String, String, String)>>,
+    /// List a group `broken.example/v1` that has no resource list.
+    broken_group: std::sync::atomic::AtomicBool,
     revision: Mutex<u64>,
     puts: Mutex<Vec<Value>>,
     log_queries: Mutex<Vec<BTreeMap<String, String>>>,
@@ -56,6 +61,165 @@ fn next_revision(fake: &Fake) -> String {
     let mut revision = lock(&fake.revision);
     *revision += 1;
     revision.to_string()
+}
+
+async fn record(State(fake): State<Shared>, request: Request, next: Next) -> Response {
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let entry = (
+        request.method().to_string(),
+        request.uri().path().to_owned(),
+        accept,
+    );
+    lock(&fake.requests).push(entry);
+    next.run(request).await
+}
+
+/// The requests made to `path`, each with its Accept header.
+fn accepts_of(fake: &Fake, path: &str) -> Vec<String> {
+    lock(&fake.requests)
+        .iter()
+        .filter(|(method, p, _)| method == "GET" && p == path)
+        .map(|(_, _, accept)| accept.clone())
+        .collect()
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("as=Table"))
+}
+
+/// A Table as a Kubernetes server answers it; the AGE cells are the server's own text
+/// (`5m`), not something a client could compute from the objects.
+fn table(columns: &[(&str, u8)], rows: Vec<(Vec<Value>, &Value)>) -> Response {
+    let columns: Vec<Value> = columns
+        .iter()
+        .map(|(name, priority)| json!({"name": name, "type": "string", "priority": priority}))
+        .collect();
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|(cells, object)| {
+            json!({"cells": cells, "object": {
+            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": object["metadata"]}})
+        })
+        .collect();
+    axum::Json(json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                      "metadata": {"resourceVersion": "99"},
+                      "columnDefinitions": columns, "rows": rows}))
+    .into_response()
+}
+
+const POD_COLUMNS: [(&str, u8); 7] = [
+    ("Name", 0),
+    ("Ready", 0),
+    ("Status", 0),
+    ("Restarts", 0),
+    ("Age", 0),
+    ("IP", 1),
+    ("Node", 1),
+];
+
+fn pod_cells(pod: &Value) -> Vec<Value> {
+    let m = &pod["metadata"];
+    vec![
+        m["name"].clone(),
+        json!("1/1"),
+        pod["status"]["phase"].clone(),
+        json!(0),
+        json!("5m"),
+        pod["status"]["podIP"].clone(),
+        pod["spec"]["nodeName"].clone(),
+    ]
+}
+
+async fn api_versions() -> Response {
+    axum::Json(json!({"kind": "APIVersions", "versions": ["v1"]})).into_response()
+}
+
+async fn core_resources() -> Response {
+    axum::Json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+        {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod", "shortNames": ["po"]},
+        {"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod"},
+        {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node", "shortNames": ["no"]},
+        {"name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace", "shortNames": ["ns"]}]}))
+    .into_response()
+}
+
+async fn api_groups(State(fake): State<Shared>) -> Response {
+    let group = |name: &str| {
+        json!({"name": name, "versions": [{"groupVersion": format!("{name}/v1"), "version": "v1"}],
+               "preferredVersion": {"groupVersion": format!("{name}/v1"), "version": "v1"}})
+    };
+    let mut groups = vec![group("apps")];
+    if fake.broken_group.load(std::sync::atomic::Ordering::SeqCst) {
+        groups.insert(0, group("broken.example"));
+    }
+    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+        .into_response()
+}
+
+async fn apps_resources() -> Response {
+    axum::Json(json!({"kind": "APIResourceList", "groupVersion": "apps/v1", "resources": [
+        {"name": "deployments", "singularName": "deployment", "namespaced": true, "kind": "Deployment", "shortNames": ["deploy"]},
+        {"name": "deployments/scale", "singularName": "", "namespaced": true, "kind": "Scale"}]}))
+    .into_response()
+}
+
+async fn create_deployment(
+    State(fake): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    axum::Json(deployment): axum::Json<Value>,
+) -> Response {
+    lock(&fake.deployments).push((ns, deployment.clone()));
+    (StatusCode::CREATED, axum::Json(deployment)).into_response()
+}
+
+async fn list_deployments(
+    State(fake): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let items: Vec<Value> = lock(&fake.deployments)
+        .iter()
+        .filter(|(d_ns, _)| *d_ns == ns)
+        .map(|(_, d)| d.clone())
+        .collect();
+    if !wants_table(&headers) {
+        return axum::Json(
+            json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "items": items}),
+        )
+        .into_response();
+    }
+    let columns = [
+        ("Name", 0),
+        ("Ready", 0),
+        ("Up-to-date", 0),
+        ("Available", 0),
+        ("Age", 0),
+    ];
+    let rows = items
+        .iter()
+        .map(|d| {
+            (
+                vec![
+                    d["metadata"]["name"].clone(),
+                    json!("0/2"),
+                    json!(0),
+                    json!(0),
+                    json!("7s"),
+                ],
+                d,
+            )
+        })
+        .collect();
+    table(&columns, rows)
 }
 
 async fn require_token(request: Request, next: Next) -> Response {
@@ -104,20 +268,30 @@ async fn create_pod(
     (StatusCode::CREATED, axum::Json(pod)).into_response()
 }
 
-async fn list_pods(State(fake): State<Shared>, UrlPath(ns): UrlPath<String>) -> Response {
+async fn list_pods(
+    State(fake): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
     let items: Vec<Value> = lock(&fake.pods)
         .iter()
         .filter(|((pod_ns, _), _)| *pod_ns == ns)
         .map(|(_, pod)| pod.clone())
         .collect();
-    pod_list(items)
+    pod_list(items, &headers)
 }
 
-async fn list_all_pods(State(fake): State<Shared>) -> Response {
-    pod_list(lock(&fake.pods).values().cloned().collect())
+async fn list_all_pods(State(fake): State<Shared>, headers: HeaderMap) -> Response {
+    pod_list(lock(&fake.pods).values().cloned().collect(), &headers)
 }
 
-fn pod_list(items: Vec<Value>) -> Response {
+fn pod_list(items: Vec<Value>, headers: &HeaderMap) -> Response {
+    if wants_table(headers) {
+        return table(
+            &POD_COLUMNS,
+            items.iter().map(|pod| (pod_cells(pod), pod)).collect(),
+        );
+    }
     axum::Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "99"}, "items": items}))
         .into_response()
 }
@@ -125,8 +299,10 @@ fn pod_list(items: Vec<Value>) -> Response {
 async fn get_pod(
     State(fake): State<Shared>,
     UrlPath((ns, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     match lock(&fake.pods).get(&(ns, name.clone())) {
+        Some(pod) if wants_table(&headers) => table(&POD_COLUMNS, vec![(pod_cells(pod), pod)]),
         Some(pod) => axum::Json(pod.clone()).into_response(),
         None => status(
             StatusCode::NOT_FOUND,
@@ -236,6 +412,14 @@ async fn list_nodes() -> Response {
 
 fn router(fake: Shared) -> Router {
     Router::new()
+        .route("/api", get(api_versions))
+        .route("/api/v1", get(core_resources))
+        .route("/apis", get(api_groups))
+        .route("/apis/apps/v1", get(apps_resources))
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/deployments",
+            get(list_deployments).post(create_deployment),
+        )
         .route(
             "/api/v1/namespaces/{ns}/pods",
             get(list_pods).post(create_pod),
@@ -254,6 +438,7 @@ fn router(fake: Shared) -> Router {
         )
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(require_token))
+        .layer(middleware::from_fn_with_state(fake.clone(), record))
         .with_state(fake)
 }
 
@@ -545,15 +730,67 @@ async fn get_prints_tables_json_yaml_and_not_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_lists_nodes_and_modules() {
+async fn get_asks_for_the_servers_table_and_prints_its_columns() {
     let server = start_server().await;
     let env = env_for(&server, TOKEN);
+    let labelled = POD.replace(
+        "  name: hello\n",
+        "  name: hello\n  labels: {tier: edge, app: hello}\n",
+    );
+    let file = env.write("pod.yaml", labelled);
+    assert_success(
+        &env.run(&["apply", "-f", file.to_str().expect("utf-8")])
+            .await,
+    );
+
+    let plain = env.run(&["get", "pods"]).await;
+    assert_success(&plain);
+    // AGE is the server's cell ("5m"), not computed from the pod's creationTimestamp.
+    assert_eq!(
+        stdout(&plain),
+        "NAME    READY   STATUS    RESTARTS   AGE\nhello   1/1     Running   0          5m\n"
+    );
+    let decorated = env
+        .run(&["get", "po", "-o", "wide", "-A", "--show-labels"])
+        .await;
+    assert_success(&decorated);
+    assert_eq!(
+        stdout(&decorated),
+        "NAMESPACE   NAME    READY   STATUS    RESTARTS   AGE   IP          NODE   LABELS\n\
+         default     hello   1/1     Running   0          5m    10.42.0.7   pi-1   app=hello,tier=edge\n"
+    );
+    let one = env.run(&["get", "pod", "hello", "--no-headers"]).await;
+    assert_success(&one);
+    assert_eq!(stdout(&one), "hello   1/1   Running   0     5m\n");
+
+    let kubectl_accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    assert_eq!(
+        accepts_of(&server.fake, "/api/v1/namespaces/default/pods"),
+        [kubectl_accept]
+    );
+    assert_eq!(accepts_of(&server.fake, "/api/v1/pods"), [kubectl_accept]);
+    assert_eq!(
+        accepts_of(&server.fake, "/api/v1/namespaces/default/pods/hello"),
+        [kubectl_accept]
+    );
+    // One discovery per command: apply and the three gets.
+    assert_eq!(accepts_of(&server.fake, "/api").len(), 4);
+    assert_eq!(accepts_of(&server.fake, "/apis/apps/v1").len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_tables_gets_name_and_age_and_modules_keep_their_listing() {
+    let server = start_server().await;
+    let env = env_for(&server, TOKEN);
+    // The fake's node list ignores `as=Table` and answers a NodeList, as an old server would.
     let nodes = env.run(&["get", "nodes", "-o", "wide"]).await;
     assert_success(&nodes);
     let text = stdout(&nodes);
-    assert!(text.starts_with("NAME   STATUS   ROLES"), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], "NAME   AGE");
     assert!(
-        text.contains("Ready    control-plane") && text.contains("arm64"),
+        lines[1].starts_with("pi-1   ") && lines[1].ends_with('d'),
         "{text}"
     );
 
@@ -565,6 +802,96 @@ async fn get_lists_nodes_and_modules() {
             "NAME    TAG   DIGEST{}SIZE\nhello   v1    {DIGEST}   45.79 KiB\n",
             " ".repeat(DIGEST.len() - 3)
         )
+    );
+    assert!(
+        accepts_of(&server.fake, "/api").len() == 1,
+        "modules are a fixed path: no discovery"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_resource_is_applied_and_listed_through_discovery() {
+    let server = start_server().await;
+    let env = env_for(&server, TOKEN);
+    let deployment =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n";
+    let file = env.write("deploy.yaml", deployment);
+    let applied = env
+        .run(&["apply", "-f", file.to_str().expect("utf-8")])
+        .await;
+    assert_success(&applied);
+    assert_eq!(stdout(&applied), "deployment.apps/web created\n");
+    let created = lock(&server.fake.deployments).clone();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].0, "default");
+    assert_eq!(created[0].1["metadata"]["namespace"], "default");
+
+    let listed = env.run(&["get", "deploy"]).await;
+    assert_success(&listed);
+    assert_eq!(
+        stdout(&listed),
+        "NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    0/2     0            0           7s\n"
+    );
+    let names = env.run(&["get", "deployments.apps", "-o", "name"]).await;
+    assert_success(&names);
+    assert_eq!(stdout(&names), "deployment.apps/web\n");
+
+    let job = env.write(
+        "job.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: j\n",
+    );
+    let refused = env
+        .run(&["apply", "-f", job.to_str().expect("utf-8")])
+        .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        stderr(&refused),
+        format!(
+            "error: unable to recognize {:?}: no matches for kind \"Job\" in version \"batch/v1\"\n",
+            job.display().to_string()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_without_a_resource_list_is_named_and_skipped() {
+    let server = start_server().await;
+    server
+        .fake
+        .broken_group
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let env = env_for(&server, TOKEN);
+    let file = env.write("pod.yaml", POD);
+    assert_success(
+        &env.run(&["apply", "-f", file.to_str().expect("utf-8")])
+            .await,
+    );
+    let output = env.run(&["get", "deploy"]).await;
+    assert_success(&output);
+    assert_eq!(
+        stderr(&output),
+        "warning: couldn't get resource list for broken.example/v1: the server answered 404: \n\
+         No resources found in default namespace.\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_resource_is_refused_like_kubectl() {
+    let server = start_server().await;
+    let env = env_for(&server, TOKEN);
+    for args in [&["get", "foo"][..], &["delete", "foo", "x"][..]] {
+        let output = env.run(args).await;
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&output),
+            "error: the server doesn't have a resource type \"foo\"\n"
+        );
+    }
+    assert!(
+        lock(&server.fake.requests)
+            .iter()
+            .all(|(_, path, _)| path.starts_with("/api")),
+        "only discovery was asked"
     );
 }
 
@@ -755,7 +1082,8 @@ async fn kubeconfig_env_is_used_when_no_flag_is_given() {
         .output()
         .await
         .expect("runs");
-    // The fake server has no namespaces route: the 404 proves the request got there.
+    // The fake server lists namespaces in discovery but has no route for them: the 404
+    // proves the request got there.
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
         stderr(&output).starts_with("error: the server answered 404"),

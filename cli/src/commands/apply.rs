@@ -1,5 +1,7 @@
 //! `wasmfleet apply -f FILE`: create each object, or update it when it already exists.
 //!
+//! Each manifest's `apiVersion` + `kind` is mapped onto its resource path through the
+//! server's discovery (`apps/v1` `Deployment` → `/apis/apps/v1/namespaces/{ns}/deployments`).
 //! Per object: POST to the collection; on 409 `AlreadyExists`, GET the live object. When
 //! every field of the manifest already has that value live, it is `unchanged` and nothing is
 //! sent. Otherwise the manifest is merged onto the live object (maps recursively, lists of
@@ -14,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::{Reported, Session};
 use crate::client::ClientError;
-use crate::kinds::Kind;
+use crate::discovery::{Discovery, Resource, Scope};
 use crate::manifest::{self, Object};
 
 /// PUT attempts before giving up on an object that keeps changing under us.
@@ -45,17 +47,13 @@ impl Outcome {
 /// Why one object could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// The manifest's kind is not one wasmfleet applies.
-    #[error(
-        "error: unable to recognize {source_name:?}: no matches for kind {kind:?} in version {api_version:?}"
-    )]
+    /// The server serves no such `apiVersion` + `kind`.
+    #[error("error: unable to recognize {source_name:?}: {reason}")]
     UnknownKind {
         /// The manifest source.
         source_name: String,
-        /// The object's kind.
-        kind: String,
-        /// The object's apiVersion.
-        api_version: String,
+        /// Which kind in which version.
+        reason: crate::discovery::NoKindMatch,
     },
     /// `-n` disagrees with the manifest's namespace.
     #[error(
@@ -106,14 +104,15 @@ impl ApplyError {
 /// to stderr. Fails with [`Reported`] when any object failed.
 pub async fn run(session: &Session, files: &[PathBuf], out: &mut dyn Write) -> anyhow::Result<()> {
     let objects = manifest::read_sources(files)?;
+    let discovery = session.discovery().await?;
     let mut failures = 0;
     for object in &objects {
-        match apply_one(session, object).await {
-            Ok((kind, outcome)) => {
+        match apply_one(session, discovery, object).await {
+            Ok((resource, outcome)) => {
                 writeln!(
                     out,
                     "{}/{} {}",
-                    kind.singular(),
+                    resource.qualified_kind(),
                     object.name(),
                     outcome.verb()
                 )?;
@@ -130,20 +129,24 @@ pub async fn run(session: &Session, files: &[PathBuf], out: &mut dyn Write) -> a
     Ok(Reported::check(failures)?)
 }
 
-async fn apply_one(session: &Session, object: &Object) -> Result<(Kind, Outcome), ApplyError> {
-    let kind = Kind::from_manifest(object.api_version(), object.kind()).map_err(|_| {
-        ApplyError::UnknownKind {
+async fn apply_one<'d>(
+    session: &Session,
+    discovery: &'d Discovery,
+    object: &Object,
+) -> Result<(&'d Resource, Outcome), ApplyError> {
+    let kind = discovery
+        .for_manifest(object.api_version(), object.kind())
+        .map_err(|reason| ApplyError::UnknownKind {
             source_name: object.source.clone(),
-            kind: object.kind().to_owned(),
-            api_version: object.api_version().to_owned(),
-        }
-    })?;
+            reason,
+        })?;
     let namespace = target_namespace(session, kind, object)?;
     let desired = with_namespace(&object.value, kind, &namespace);
-    let scope = crate::kinds::Scope::Namespace(namespace.clone());
-    let failed = |action| {
-        move |err| server_error(err, action, &object.source, kind.singular(), object.name())
-    };
+    let scope = Scope::Namespace(namespace.clone());
+    let qualified = kind.qualified_kind();
+    let qualified = qualified.as_str();
+    let failed =
+        |action| move |err| server_error(err, action, &object.source, qualified, object.name());
     match session
         .client
         .post(&kind.collection_path(&scope), &desired)
@@ -173,11 +176,7 @@ async fn apply_one(session: &Session, object: &Object) -> Result<(Kind, Outcome)
         reason: "Conflict".to_owned(),
         action: "replacing",
         source_name: object.source.clone(),
-        message: format!(
-            "{} {:?} kept changing; try again",
-            kind.plural(),
-            object.name()
-        ),
+        message: format!("{} {:?} kept changing; try again", kind.name, object.name()),
     })
 }
 
@@ -205,9 +204,13 @@ fn server_error(
 }
 
 /// The namespace an object goes to: its own, else the session's (`-n` must agree).
-fn target_namespace(session: &Session, kind: Kind, object: &Object) -> Result<String, ApplyError> {
+fn target_namespace(
+    session: &Session,
+    kind: &Resource,
+    object: &Object,
+) -> Result<String, ApplyError> {
     match object.namespace() {
-        Some(ns) if kind.namespaced() && session.namespace_from_flag && ns != session.namespace => {
+        Some(ns) if kind.namespaced && session.namespace_from_flag && ns != session.namespace => {
             Err(ApplyError::NamespaceMismatch {
                 object: ns.to_owned(),
                 flag: session.namespace.clone(),
@@ -219,9 +222,9 @@ fn target_namespace(session: &Session, kind: Kind, object: &Object) -> Result<St
 }
 
 /// The object with `metadata.namespace` filled in for namespaced kinds.
-fn with_namespace(value: &Value, kind: Kind, namespace: &str) -> Value {
+fn with_namespace(value: &Value, kind: &Resource, namespace: &str) -> Value {
     let mut value = value.clone();
-    if kind.namespaced()
+    if kind.namespaced
         && let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut)
     {
         metadata.insert("namespace".to_owned(), Value::from(namespace));
@@ -386,12 +389,22 @@ mod tests {
 
     #[test]
     fn namespaced_objects_get_the_target_namespace() {
+        let mut resource = Resource {
+            group: String::new(),
+            version: "v1".into(),
+            name: "pods".into(),
+            singular: "pod".into(),
+            short_names: Vec::new(),
+            kind: "Pod".into(),
+            namespaced: true,
+        };
         let pod = json!({"metadata": {"name": "p"}});
         assert_eq!(
-            with_namespace(&pod, Kind::Pod, "edge")["metadata"]["namespace"],
+            with_namespace(&pod, &resource, "edge")["metadata"]["namespace"],
             "edge"
         );
-        assert!(with_namespace(&pod, Kind::Namespace, "edge")["metadata"]["namespace"].is_null());
+        resource.namespaced = false;
+        assert!(with_namespace(&pod, &resource, "edge")["metadata"]["namespace"].is_null());
     }
 
     #[test]

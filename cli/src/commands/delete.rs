@@ -1,21 +1,23 @@
-//! `wasmfleet delete KIND NAME...` and `wasmfleet delete -f FILE`.
+//! `wasmfleet delete RESOURCE NAME...` and `wasmfleet delete -f FILE`.
 //!
-//! Prints `pod "hello" deleted` per object like kubectl; a failure is printed to stderr and
-//! the remaining objects are still deleted.
+//! The resource (or each manifest's `apiVersion` + `kind`) is resolved through the
+//! server's discovery. Prints `pod "hello" deleted` (`deployment.apps "web" deleted`) per
+//! object like kubectl; a failure is printed to stderr and the remaining objects are still
+//! deleted.
 
 use std::io::Write;
 
-use super::{Reported, Session, check_name};
+use super::{Reported, Session, check_name, modules};
 use crate::args::DeleteArgs;
 use crate::client::ClientError;
-use crate::kinds::Kind;
+use crate::discovery::{Discovery, Resource};
 use crate::manifest;
 
 /// One object to delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// Its kind.
-    pub kind: Kind,
+    /// Its resource.
+    pub resource: Resource,
     /// Its namespace (ignored for cluster-scoped kinds).
     pub namespace: String,
     /// Its name.
@@ -25,15 +27,26 @@ pub struct Target {
 /// Runs `delete`.
 pub async fn run(session: &Session, args: &DeleteArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let targets = if args.files.is_empty() {
-        targets_from_args(&args.targets, &session.namespace)?
+        check_args(&args.targets)?;
+        targets_from_args(
+            &args.targets,
+            &session.namespace,
+            session.discovery().await?,
+        )?
     } else {
-        targets_from_files(&args.files, &session.namespace)?
+        let objects = manifest::read_sources(&args.files)?;
+        targets_from_objects(&objects, &session.namespace, session.discovery().await?)?
     };
     let mut failures = 0;
     for target in &targets {
-        let path = target.kind.item_path(&target.namespace, &target.name);
+        let path = target.resource.item_path(&target.namespace, &target.name);
         match session.client.delete(&path).await {
-            Ok(_) => writeln!(out, "{} {:?} deleted", target.kind.singular(), target.name)?,
+            Ok(_) => writeln!(
+                out,
+                "{} {:?} deleted",
+                target.resource.qualified_kind(),
+                target.name
+            )?,
             Err(err) if args.ignore_not_found && err.reason() == Some("NotFound") => {}
             Err(err @ ClientError::Status(_)) => {
                 failures += 1;
@@ -61,21 +74,30 @@ pub enum TargetError {
     Module,
 }
 
-/// `KIND NAME...` into targets in `namespace`.
-pub fn targets_from_args(words: &[String], namespace: &str) -> anyhow::Result<Vec<Target>> {
+/// What can be told from the words alone, before asking the server anything.
+pub fn check_args(words: &[String]) -> Result<(), TargetError> {
+    match words.split_first() {
+        None => Err(TargetError::Missing),
+        Some((kind, _)) if modules::is_modules(kind) => Err(TargetError::Module),
+        Some((_, [])) => Err(TargetError::NoName),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `RESOURCE NAME...` into targets in `namespace`.
+pub fn targets_from_args(
+    words: &[String],
+    namespace: &str,
+    discovery: &Discovery,
+) -> anyhow::Result<Vec<Target>> {
+    check_args(words)?;
     let (kind, names) = words.split_first().ok_or(TargetError::Missing)?;
-    let kind = Kind::from_alias(kind)?;
-    if kind == Kind::Module {
-        return Err(TargetError::Module.into());
-    }
-    if names.is_empty() {
-        return Err(TargetError::NoName.into());
-    }
+    let resource = discovery.resolve(kind)?;
     names
         .iter()
         .map(|name| {
             Ok(Target {
-                kind,
+                resource: resource.clone(),
                 namespace: namespace.to_owned(),
                 name: check_name(name)?.to_owned(),
             })
@@ -83,16 +105,18 @@ pub fn targets_from_args(words: &[String], namespace: &str) -> anyhow::Result<Ve
         .collect()
 }
 
-fn targets_from_files(
-    files: &[std::path::PathBuf],
+/// Manifest objects into targets (their own namespace, else `namespace`).
+pub fn targets_from_objects(
+    objects: &[manifest::Object],
     namespace: &str,
+    discovery: &Discovery,
 ) -> anyhow::Result<Vec<Target>> {
-    manifest::read_sources(files)?
+    objects
         .iter()
         .map(|object| {
-            let kind = Kind::from_manifest(object.api_version(), object.kind())?;
+            let resource = discovery.for_manifest(object.api_version(), object.kind())?;
             Ok(Target {
-                kind,
+                resource: resource.clone(),
                 namespace: object.namespace().unwrap_or(namespace).to_owned(),
                 name: check_name(object.name())?.to_owned(),
             })
@@ -104,29 +128,69 @@ fn targets_from_files(
 mod tests {
     use super::*;
 
+    use serde_json::json;
+
     fn words(list: &[&str]) -> Vec<String> {
         list.iter().map(|w| (*w).to_owned()).collect()
     }
 
+    fn discovery() -> Discovery {
+        let core = json!({"resources": [
+            {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod", "shortNames": ["po"]}]});
+        let apps = json!({"resources": [
+            {"name": "deployments", "singularName": "deployment", "namespaced": true, "kind": "Deployment", "shortNames": ["deploy"]}]});
+        Discovery::from_lists(&[("", "v1", core), ("apps", "v1", apps)]).expect("lists")
+    }
+
     #[test]
-    fn kind_and_names_become_targets_in_the_namespace() {
-        let targets = targets_from_args(&words(&["po", "a", "b"]), "edge").expect("targets");
+    fn resource_and_names_become_targets_in_the_namespace() {
+        let targets =
+            targets_from_args(&words(&["po", "a", "b"]), "edge", &discovery()).expect("targets");
         assert_eq!(targets.len(), 2);
+        assert_eq!(targets[1].resource.name, "pods");
         assert_eq!(
-            targets[1],
-            Target {
-                kind: Kind::Pod,
-                namespace: "edge".into(),
-                name: "b".into()
-            }
+            (targets[1].namespace.as_str(), targets[1].name.as_str()),
+            ("edge", "b")
+        );
+        let deploy =
+            targets_from_args(&words(&["deploy", "web"]), "edge", &discovery()).expect("targets");
+        assert_eq!(
+            deploy[0].resource.item_path("edge", "web"),
+            "/apis/apps/v1/namespaces/edge/deployments/web"
         );
     }
 
     #[test]
-    fn a_kind_without_names_or_nothing_at_all_is_an_error() {
-        assert!(targets_from_args(&words(&["pods"]), "d").is_err());
-        assert!(targets_from_args(&[], "d").is_err());
-        assert!(targets_from_args(&words(&["modules", "hello"]), "d").is_err());
-        assert!(targets_from_args(&words(&["widgets", "x"]), "d").is_err());
+    fn manifests_become_targets_through_their_group_version_and_kind() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\n\
+                    apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: edge}\n";
+        let objects = manifest::parse("m.yaml", text).expect("manifest");
+        let targets = targets_from_objects(&objects, "default", &discovery()).expect("targets");
+        assert_eq!(targets[0].resource.qualified_kind(), "deployment.apps");
+        assert_eq!(targets[0].namespace, "default");
+        assert_eq!(targets[1].namespace, "edge");
+        let job = manifest::parse(
+            "j.yaml",
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\n",
+        )
+        .expect("manifest");
+        let err = targets_from_objects(&job, "default", &discovery()).expect_err("not served");
+        assert_eq!(
+            err.to_string(),
+            "no matches for kind \"Job\" in version \"batch/v1\""
+        );
+    }
+
+    #[test]
+    fn a_resource_without_names_or_nothing_at_all_is_an_error() {
+        assert!(check_args(&words(&["pods"])).is_err());
+        assert!(check_args(&[]).is_err());
+        assert!(check_args(&words(&["modules", "hello"])).is_err());
+        let err =
+            targets_from_args(&words(&["widgets", "x"]), "d", &discovery()).expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "the server doesn't have a resource type \"widgets\""
+        );
     }
 }

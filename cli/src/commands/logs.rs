@@ -7,7 +7,6 @@ use futures::StreamExt as _;
 
 use super::{Session, check_name};
 use crate::args::LogsArgs;
-use crate::kinds::pod_log_path;
 
 /// Runs `logs`. A closed stdout (`| head`) ends it quietly.
 pub async fn run(session: &Session, args: &LogsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -23,6 +22,11 @@ pub async fn run(session: &Session, args: &LogsArgs, out: &mut dyn Write) -> any
         }
     }
     Ok(())
+}
+
+/// Path of a pod's `log` subresource (a fixed core path, as kubectl uses it).
+pub fn pod_log_path(namespace: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/pods/{name}/log")
 }
 
 /// The query parameters of the log request, as kubectl sends them.
@@ -43,6 +47,14 @@ pub fn query(args: &LogsArgs) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_path_is_the_pods_subresource() {
+        assert_eq!(
+            pod_log_path("default", "p"),
+            "/api/v1/namespaces/default/pods/p/log"
+        );
+    }
 
     #[test]
     fn only_given_options_become_query_parameters() {

@@ -8,10 +8,14 @@ pub mod apply;
 pub mod delete;
 pub mod get;
 pub mod logs;
+pub mod modules;
 pub mod push;
 pub mod token;
 
+use tokio::sync::OnceCell;
+
 use crate::client::Client;
+use crate::discovery::{Discovery, DiscoveryError};
 
 /// What every command needs: a connection and the namespace to work in.
 #[derive(Debug, Clone)]
@@ -22,6 +26,31 @@ pub struct Session {
     pub namespace: String,
     /// Whether `-n` was given (then a manifest's different namespace is an error).
     pub namespace_from_flag: bool,
+    /// The server's discovery, read on first use and kept for this command only.
+    pub discovery: OnceCell<Discovery>,
+}
+
+impl Session {
+    /// The server's discovery, fetched once per command; a group version the server would
+    /// not describe is named on stderr (once) and left out, like kubectl does. A failed
+    /// request is returned as the client's own error, so a server `Status` prints like
+    /// kubectl's.
+    pub async fn discovery(&self) -> anyhow::Result<&Discovery> {
+        let fetch = || async {
+            let discovery = Discovery::fetch(&self.client).await?;
+            for unavailable in &discovery.unavailable {
+                eprintln!("warning: couldn't get resource list for {unavailable}");
+            }
+            Ok(discovery)
+        };
+        self.discovery
+            .get_or_try_init(fetch)
+            .await
+            .map_err(|err| match err {
+                DiscoveryError::Client(client) => anyhow::Error::new(client),
+                other => anyhow::Error::new(other),
+            })
+    }
 }
 
 /// Some operations failed and each failure has already been printed to stderr.

@@ -15,7 +15,6 @@ use tokio_util::io::ReaderStream;
 use super::Session;
 use super::check_name;
 use crate::args::PushArgs;
-use crate::kinds::module_tag_path;
 
 /// Files smaller than this upload too fast for a progress bar to be worth drawing.
 pub const PROGRESS_MIN_BYTES: u64 = 1024 * 1024;
@@ -78,7 +77,7 @@ pub async fn run(session: &Session, args: &PushArgs, out: &mut dyn Write) -> any
     let progress = progress_bar(size);
     let bar = progress.clone();
     let body = ReaderStream::new(file).inspect_ok(move |chunk| bar.inc(chunk.len() as u64));
-    let path = module_tag_path(&reference.name, &reference.tag);
+    let path = super::modules::tag_path(&reference.name, &reference.tag);
     let result = session
         .client
         .put_bytes(

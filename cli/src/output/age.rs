@@ -9,7 +9,7 @@ pub fn age(created: &Value, now: Timestamp) -> String {
 }
 
 /// Time elapsed since an RFC 3339 timestamp, if it parses.
-pub fn since(timestamp: &Value, now: Timestamp) -> Option<String> {
+fn since(timestamp: &Value, now: Timestamp) -> Option<String> {
     let then: Timestamp = timestamp.as_str()?.parse().ok()?;
     // Milliseconds, truncated toward zero like Go's `int(d.Seconds())`.
     let seconds = (now.as_millisecond() - then.as_millisecond()) / 1000;

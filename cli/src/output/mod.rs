@@ -1,11 +1,11 @@
 //! Output formats of `get`: tables (plain and wide), JSON, YAML and names.
 //!
+//! - [`server_table`]: the server's `Table` (columns and cells) as kubectl prints it.
 //! - [`table`]: the column layout.
-//! - [`rows`]: which columns each kind has and how cells are computed from objects.
-//! - [`age`]: kubectl's human durations.
+//! - [`age`]: kubectl's human durations (the fallback AGE column, token lifetimes).
 
 pub mod age;
-pub mod rows;
+pub mod server_table;
 pub mod table;
 
 use serde_json::Value;

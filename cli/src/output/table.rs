@@ -1,4 +1,5 @@
-//! Plain-text tables laid out like kubectl's (Go `tabwriter`, three spaces of padding).
+//! Plain-text tables laid out like kubectl's: Go's `tabwriter` with kubectl's settings
+//! (cells padded by three spaces to at least six columns, the last column not padded).
 
 /// A table of string cells with a header row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +12,9 @@ pub struct Table {
 
 /// Spaces between columns, as kubectl prints them.
 const PADDING: usize = 3;
+
+/// kubectl's `tabwriterMinWidth`: a column, padding included, is at least this wide.
+const MIN_WIDTH: usize = 6;
 
 impl Table {
     /// A table with these headers and no rows yet.
@@ -30,16 +34,26 @@ impl Table {
     }
 
     /// Renders the table: every column but the last padded to its widest cell plus three
-    /// spaces, each line ending in a newline and carrying no trailing spaces.
+    /// spaces (at least six), each line ending in a newline and carrying no trailing spaces.
     pub fn render(&self) -> String {
-        let widths = self.widths();
+        self.render_lines(std::iter::once(&self.headers).chain(&self.rows))
+    }
+
+    /// Renders the rows only (`--no-headers`): widths come from the rows alone.
+    pub fn render_without_headers(&self) -> String {
+        self.render_lines(self.rows.iter())
+    }
+
+    fn render_lines<'a>(&self, lines: impl Iterator<Item = &'a Vec<String>> + Clone) -> String {
+        let widths = self.widths(lines.clone());
         let mut out = String::new();
-        for row in std::iter::once(&self.headers).chain(&self.rows) {
+        for row in lines {
             let mut line = String::new();
             for (i, cell) in row.iter().enumerate() {
                 if i + 1 < row.len() {
                     let width = widths.get(i).copied().unwrap_or(0);
-                    line.push_str(&format!("{cell:<width$}", width = width + PADDING));
+                    let width = (width + PADDING).max(MIN_WIDTH);
+                    line.push_str(&format!("{cell:<width$}"));
                 } else {
                     line.push_str(cell);
                 }
@@ -50,9 +64,9 @@ impl Table {
         out
     }
 
-    fn widths(&self) -> Vec<usize> {
+    fn widths<'a>(&self, lines: impl Iterator<Item = &'a Vec<String>>) -> Vec<usize> {
         let mut widths = vec![0; self.headers.len()];
-        for row in std::iter::once(&self.headers).chain(&self.rows) {
+        for row in lines {
             for (i, cell) in row.iter().enumerate() {
                 if let Some(width) = widths.get_mut(i) {
                     *width = (*width).max(cell.chars().count());
@@ -79,6 +93,27 @@ mod tests {
         assert_eq!(
             table.render(),
             "NAME    STATUS      AGE\nhello   Running     5s\na       Completed   10m\n"
+        );
+    }
+
+    #[test]
+    fn narrow_columns_are_six_wide_like_kubectls_tabwriter() {
+        let mut table = Table::new(&["A", "IP", "NODE"]);
+        table
+            .rows
+            .push(vec!["x".into(), "<none>".into(), "n".into()]);
+        assert_eq!(table.render(), "A     IP       NODE\nx     <none>   n\n");
+        assert_eq!(table.render_without_headers(), "x     <none>   n\n");
+    }
+
+    #[test]
+    fn without_headers_the_widths_come_from_the_rows() {
+        let mut table = Table::new(&["NAME", "STATUS"]);
+        table.rows.push(vec!["a-long-name".into(), "Ready".into()]);
+        table.rows.push(vec!["b".into(), "NotReady".into()]);
+        assert_eq!(
+            table.render_without_headers(),
+            "a-long-name   Ready\nb             NotReady\n"
         );
     }
 
