@@ -1,0 +1,355 @@
+//! The ReplicaSet controller: keeps `spec.replicas` active pods of a ReplicaSet's template
+//! (kube-controller-manager's `replicaset` controller), on the shared [`runner`].
+//!
+//! One reconcile of a ReplicaSet, from the cache:
+//! - pods it controls whose labels no longer match its selector are released (its owner
+//!   reference removed); orphans in its namespace that match are adopted;
+//! - active pods (not `Succeeded`/`Failed`, not being deleted) are counted against
+//!   `spec.replicas`: missing ones are created from the template (at most [`BURST`] per
+//!   reconcile), surplus ones deleted, least valuable first (unbound before bound, pending
+//!   before running, not ready before ready, newest first), as Kubernetes ranks them;
+//! - the status (`replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas`
+//!   after `minReadySeconds`, `observedGeneration`) is written when it changed.
+//!
+//! A ReplicaSet being deleted is left alone (its pods are the garbage collector's).
+//!
+//! [`runner`]: super::runner
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::runner::Controller;
+use crate::informer::{Cache, Change, key_of};
+use crate::k8s::selectors::Selector;
+use crate::k8s::{conditions, owners, pods};
+use crate::store::{ObjectKey, Store, StoreError};
+
+/// The most pods created or deleted in one reconcile.
+pub const BURST: usize = 500;
+
+/// The ReplicaSet controller.
+#[derive(Debug, Default)]
+pub struct ReplicaSets;
+
+/// One ReplicaSet and the pods that concern it.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// The ReplicaSet (`None`: deleted).
+    pub replica_set: Option<Arc<Value>>,
+    /// Pods it controls.
+    pub owned: Vec<Arc<Value>>,
+    /// Pods in its namespace without a controller.
+    pub orphans: Vec<Arc<Value>>,
+    /// The time availability is judged at.
+    pub now: jiff::Timestamp,
+}
+
+/// What a reconcile does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create this pod (named from its `generateName`).
+    Create(Value),
+    /// Delete this pod.
+    Delete(ObjectKey),
+    /// Add this controller reference to a pod that still has no controller.
+    Adopt(ObjectKey, Value),
+    /// Remove the owner reference with this uid from a pod.
+    Release(ObjectKey, String),
+    /// Write this status on the ReplicaSet.
+    Status(ObjectKey, Value),
+}
+
+/// Pure: what to do about one ReplicaSet (see the module docs).
+pub fn plan(state: &State) -> Vec<Action> {
+    let Some(rs) = state.replica_set.as_deref() else {
+        return Vec::new();
+    };
+    if rs.pointer("/metadata/deletionTimestamp").is_some() {
+        return Vec::new();
+    }
+    let (Some(key), Ok(selector)) = (key_of("replicasets", rs), selector_of(rs)) else {
+        return Vec::new();
+    };
+    let uid = rs["metadata"]["uid"].as_str().unwrap_or_default();
+    let matches = |pod: &Value| selector.matches_labels(pod.pointer("/metadata/labels"));
+    let mut actions = Vec::new();
+    let mut mine: Vec<&Value> = Vec::new();
+    for pod in state.owned.iter().map(Arc::as_ref) {
+        match (matches(pod), key_of("pods", pod)) {
+            (true, _) => mine.push(pod),
+            (false, Some(pod_key)) => actions.push(Action::Release(pod_key, uid.to_owned())),
+            (false, None) => {}
+        }
+    }
+    if let Some(reference) = owners::controller_reference(rs) {
+        for pod in state.orphans.iter().map(Arc::as_ref).filter(|p| matches(p)) {
+            if let Some(pod_key) = key_of("pods", pod) {
+                actions.push(Action::Adopt(pod_key, reference.clone()));
+                mine.push(pod);
+            }
+        }
+    }
+    let mut active: Vec<&Value> = mine.into_iter().filter(|p| is_active(p)).collect();
+    let wanted = usize::try_from(rs["spec"]["replicas"].as_i64().unwrap_or(1)).unwrap_or(0);
+    if active.len() < wanted {
+        let missing = (wanted - active.len()).min(BURST);
+        if let Some(pod) = pod_from_template(rs) {
+            actions.extend(std::iter::repeat_n(Action::Create(pod), missing));
+        }
+    } else if active.len() > wanted {
+        active.sort_by_key(|pod| deletion_rank(pod));
+        let surplus = (active.len() - wanted).min(BURST);
+        actions.extend(
+            active
+                .drain(..surplus)
+                .filter_map(|pod| key_of("pods", pod))
+                .map(Action::Delete),
+        );
+    }
+    let status = status_of(rs, &active, state.now);
+    if rs.get("status") != Some(&status) {
+        actions.push(Action::Status(key, status));
+    }
+    actions
+}
+
+fn selector_of(rs: &Value) -> Result<Selector, (String, String)> {
+    let selector = Selector::from_label_selector(&rs["spec"]["selector"])?;
+    match selector.is_empty() {
+        true => Err(("selector".into(), "empty".into())),
+        false => Ok(selector),
+    }
+}
+
+/// Not finished and not being deleted: it counts towards the replicas.
+fn is_active(pod: &Value) -> bool {
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+    !matches!(phase, Some("Succeeded" | "Failed"))
+        && pod.pointer("/metadata/deletionTimestamp").is_none()
+}
+
+/// Lower goes first when scaling down: unbound, then pending, then not ready, then the
+/// most recently created.
+fn deletion_rank(pod: &Value) -> (bool, u8, bool, Reverse<String>) {
+    let phase = match pod.pointer("/status/phase").and_then(Value::as_str) {
+        Some("Pending") => 0,
+        Some("Running") => 2,
+        _ => 1,
+    };
+    let created = pod["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (
+        pods::bound_node(pod).is_some(),
+        phase,
+        pods::is_ready(pod),
+        Reverse(created),
+    )
+}
+
+/// A new pod of the template: `{rs}-` plus a random suffix, the template's labels and
+/// annotations, the ReplicaSet as its controller, `Pending`.
+fn pod_from_template(rs: &Value) -> Option<Value> {
+    let template = rs.pointer("/spec/template")?;
+    let name = rs.pointer("/metadata/name")?.as_str()?;
+    Some(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": format!("{name}-"),
+            "namespace": rs["metadata"]["namespace"],
+            "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+            "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or(json!({})),
+            "ownerReferences": [owners::controller_reference(rs)?],
+        },
+        "spec": template.get("spec")?,
+        "status": {"phase": "Pending"},
+    }))
+}
+
+/// The status the ReplicaSet should show for its active pods.
+fn status_of(rs: &Value, active: &[&Value], now: jiff::Timestamp) -> Value {
+    let template_labels = rs.pointer("/spec/template/metadata/labels");
+    let fully_labeled = active
+        .iter()
+        .filter(|pod| labels_include(pod.pointer("/metadata/labels"), template_labels))
+        .count();
+    let ready: Vec<&&Value> = active.iter().filter(|p| pods::is_ready(p)).collect();
+    let min_ready = rs["spec"]["minReadySeconds"].as_i64().unwrap_or(0);
+    let available = ready
+        .iter()
+        .filter(|pod| ready_for(pod, min_ready, now))
+        .count();
+    let mut status = json!({
+        "replicas": active.len(),
+        "fullyLabeledReplicas": fully_labeled,
+        "readyReplicas": ready.len(),
+        "availableReplicas": available,
+    });
+    if let Some(generation) = rs.pointer("/metadata/generation") {
+        status["observedGeneration"] = generation.clone();
+    }
+    status
+}
+
+fn labels_include(labels: Option<&Value>, wanted: Option<&Value>) -> bool {
+    wanted
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+/// Ready for at least `seconds` (by its Ready condition's last transition).
+pub fn ready_for(pod: &Value, seconds: i64, now: jiff::Timestamp) -> bool {
+    if seconds <= 0 {
+        return true;
+    }
+    let since = conditions::condition(pod, "Ready")
+        .and_then(|c| c.get("lastTransitionTime"))
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    since.is_some_and(|since| now.as_second() - since.as_second() >= seconds)
+}
+
+impl Controller for ReplicaSets {
+    type State = State;
+    type Action = Action;
+
+    fn name(&self) -> &'static str {
+        "replicaset"
+    }
+
+    fn keys_for(&self, change: &Change) -> Vec<ObjectKey> {
+        match change.key.resource.as_str() {
+            "replicasets" => vec![change.key.clone()],
+            "pods" => [change.old.as_deref(), change.new.as_deref()]
+                .into_iter()
+                .flatten()
+                .filter_map(owning_replica_set)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
+        cache
+            .list("replicasets")
+            .iter()
+            .filter_map(|rs| key_of("replicasets", rs))
+            .collect()
+    }
+
+    fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {
+        let replica_set = cache.get(key);
+        let uid = replica_set
+            .as_deref()
+            .and_then(|rs| rs["metadata"]["uid"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = key.namespace.as_deref().unwrap_or_default();
+        State {
+            owned: cache.owned_by(&uid),
+            orphans: cache
+                .in_namespace("pods", namespace)
+                .into_iter()
+                .filter(|pod| owners::controller_uid(pod).is_none())
+                .collect(),
+            replica_set,
+            now: jiff::Timestamp::now(),
+        }
+    }
+
+    fn plan(&self, state: &State) -> Vec<Action> {
+        plan(state)
+    }
+
+    fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {
+        execute(action, store)
+    }
+}
+
+/// The ReplicaSet that controls a pod, if one does.
+fn owning_replica_set(pod: &Value) -> Option<ObjectKey> {
+    let owner = owners::controller_of(pod)?;
+    (owner["kind"] == "ReplicaSet").then_some(())?;
+    Some(ObjectKey::namespaced(
+        "replicasets",
+        pod.pointer("/metadata/namespace")?.as_str()?,
+        owner["name"].as_str()?,
+    ))
+}
+
+/// Applies one action; each re-checks inside its write what the plan assumed.
+fn execute(action: &Action, store: &Store) -> Result<(), StoreError> {
+    match action {
+        Action::Create(pod) => create_named(store, pod),
+        Action::Delete(key) => match store.delete(key, None) {
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        },
+        Action::Adopt(key, reference) => ignore_missing(store.update_with(key, |pod: &mut Value| {
+            if owners::controller_uid(pod).is_none() {
+                push_reference(pod, reference.clone());
+            }
+            Ok::<_, StoreError>(())
+        })),
+        Action::Release(key, uid) => ignore_missing(store.update_with(key, |pod: &mut Value| {
+            if let Some(refs) = pod
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
+                refs.retain(|r| r["uid"].as_str() != Some(uid));
+            }
+            Ok::<_, StoreError>(())
+        })),
+        Action::Status(key, status) => ignore_missing(store.update_with(key, |rs: &mut Value| {
+            rs["status"] = status.clone();
+            Ok::<_, StoreError>(())
+        })),
+    }
+}
+
+fn ignore_missing(result: Result<Value, StoreError>) -> Result<(), StoreError> {
+    match result {
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+fn push_reference(pod: &mut Value, reference: Value) {
+    let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let refs = meta.entry("ownerReferences").or_insert_with(|| json!([]));
+    if let Some(refs) = refs.as_array_mut() {
+        refs.push(reference);
+    }
+}
+
+/// Creates `pod` under its `generateName` plus five random characters (a new suffix if the
+/// name is taken).
+fn create_named(store: &Store, pod: &Value) -> Result<(), StoreError> {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let prefix = pod["metadata"]["generateName"].as_str().unwrap_or("pod-");
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let mut attempts = 0;
+    loop {
+        let suffix: String = (0..5)
+            .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+            .collect();
+        let name = format!("{prefix}{suffix}");
+        let mut named = pod.clone();
+        named["metadata"]["name"] = name.clone().into();
+        match store.create(&ObjectKey::namespaced("pods", namespace, &name), named) {
+            Err(StoreError::AlreadyExists(_)) if attempts < 5 => attempts += 1,
+            other => return other.map(drop),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
