@@ -1,0 +1,151 @@
+//! The Deployment controller: rolls a Deployment's pod template out through ReplicaSets
+//! (kube-controller-manager's `deployment` controller), on the shared [`runner`]. The plan
+//! is pure ([`rollout`]); this file reads its state from the cache and applies its actions.
+//!
+//! [`runner`]: super::runner
+
+pub mod rollout;
+
+use serde_json::Value;
+
+use super::runner::Controller;
+use crate::informer::{Cache, Change, key_of};
+use crate::k8s::owners;
+use crate::store::{ObjectKey, Store, StoreError};
+pub use rollout::{Action, State};
+
+/// The Deployment controller.
+#[derive(Debug, Default)]
+pub struct Deployments;
+
+impl Controller for Deployments {
+    type State = State;
+    type Action = Action;
+
+    fn name(&self) -> &'static str {
+        "deployment"
+    }
+
+    fn keys_for(&self, change: &Change) -> Vec<ObjectKey> {
+        match change.key.resource.as_str() {
+            "deployments" => vec![change.key.clone()],
+            "replicasets" => [change.old.as_deref(), change.new.as_deref()]
+                .into_iter()
+                .flatten()
+                .filter_map(owning_deployment)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
+        cache
+            .list("deployments")
+            .iter()
+            .filter_map(|d| key_of("deployments", d))
+            .collect()
+    }
+
+    fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {
+        let deployment = cache.get(key);
+        let uid = deployment
+            .as_deref()
+            .and_then(|d| d["metadata"]["uid"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = key.namespace.as_deref().unwrap_or_default();
+        State {
+            owned: cache
+                .owned_by(&uid)
+                .into_iter()
+                .filter(|o| o["kind"] == "ReplicaSet")
+                .collect(),
+            orphans: cache
+                .in_namespace("replicasets", namespace)
+                .into_iter()
+                .filter(|rs| owners::controller_uid(rs).is_none())
+                .collect(),
+            deployment,
+            now: jiff::Timestamp::now(),
+        }
+    }
+
+    fn plan(&self, state: &State) -> Vec<Action> {
+        rollout::plan(state)
+    }
+
+    fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {
+        match action {
+            Action::Create(rs) => create(store, rs),
+            Action::Scale(key, replicas) => edit(store, key, |rs| {
+                rs["spec"]["replicas"] = (*replicas).into();
+            }),
+            Action::Renumber(key, revision) => edit(store, key, |rs| {
+                set_revision(rs, *revision);
+            }),
+            Action::Adopt(key, reference) => edit(store, key, |rs| {
+                owners::adopt(rs, reference);
+            }),
+            Action::Delete(key) => match store.delete(key, None) {
+                Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+                Err(err) => Err(err),
+            },
+            Action::Status(key, revision, status) => edit(store, key, |deployment| {
+                if let Some(revision) = revision {
+                    set_revision(deployment, *revision);
+                }
+                deployment["status"] = status.clone();
+            }),
+        }
+    }
+}
+
+/// The Deployment that controls a ReplicaSet, if one does.
+fn owning_deployment(rs: &Value) -> Option<ObjectKey> {
+    let owner = owners::controller_of(rs)?;
+    (owner["kind"] == "Deployment").then_some(())?;
+    Some(ObjectKey::namespaced(
+        "deployments",
+        rs.pointer("/metadata/namespace")?.as_str()?,
+        owner["name"].as_str()?,
+    ))
+}
+
+/// Creates a ReplicaSet; one of the same name already there is fine if it is ours.
+fn create(store: &Store, rs: &Value) -> Result<(), StoreError> {
+    let Some(key) = key_of("replicasets", rs) else {
+        return Ok(());
+    };
+    match store.create(&key, rs.clone()) {
+        Ok(_) => Ok(()),
+        Err(StoreError::AlreadyExists(key)) => {
+            let existing = store.get(&key)?;
+            let ours = existing.as_ref().and_then(owners::controller_uid)
+                == owners::controller_uid(rs);
+            match ours {
+                true => Ok(()),
+                false => Err(StoreError::AlreadyExists(key)),
+            }
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn set_revision(obj: &mut Value, revision: u64) {
+    if !obj["metadata"]["annotations"].is_object() {
+        obj["metadata"]["annotations"] = serde_json::json!({});
+    }
+    obj["metadata"]["annotations"][rollout::REVISION] = revision.to_string().into();
+}
+
+/// A read-modify-write that tolerates the object being gone.
+fn edit(store: &Store, key: &ObjectKey, change: impl FnOnce(&mut Value)) -> Result<(), StoreError> {
+    let result = store.update_with(key, |obj: &mut Value| {
+        change(obj);
+        Ok::<_, StoreError>(())
+    });
+    match result {
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
