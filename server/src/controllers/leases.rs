@@ -296,6 +296,7 @@ pub fn lease_object(
 
 /// Writes the node's `Lease` object, renewed now.
 pub fn write_lease(store: &Store, node: &str, grace: Duration) -> Result<(), StoreError> {
+    tracing::trace!(%node, "lease written");
     let renew_time = now_micro();
     store.upsert_with(&lease_key(node), |existing| {
         Ok::<Value, StoreError>(lease_object(node, grace, &renew_time, existing))

@@ -439,6 +439,7 @@ impl DesiredPublisher {
 
     /// Plans every node and publishes what changed.
     async fn pass(&mut self) -> Result<(), PassError> {
+        tracing::trace!("desired pass");
         let listing = self.store.list(&Scope::all("pods"))?;
         // Module arrivals change snapshots without a store write: adding the module store's
         // generation keeps the revision growing with every change to what a node runs.

@@ -45,6 +45,7 @@ pub async fn run(store: Store, shutdown: CancellationToken) {
 
 /// One pass: tries to place every pending unbound pod. Returns how many were bound.
 pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
+    tracing::trace!("scheduler pass");
     let nodes = typed::<Node>(store.list(&Scope::all("nodes"))?.items);
     let pods = typed::<Pod>(store.list(&Scope::all("pods"))?.items);
     let mut views: Vec<NodeView> = nodes

@@ -160,6 +160,7 @@ impl Store {
 
     /// Every object in `scope`, with the revision they were read at.
     pub fn list(&self, scope: &Scope) -> Result<Listing, StoreError> {
+        tracing::trace!(resource = %scope.resource, "store list");
         let read = self.inner.db.begin_read()?;
         let revision = read_counter(&read.open_table(META)?, REV)?;
         let objects = read.open_table(OBJECTS)?;
