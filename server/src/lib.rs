@@ -2,6 +2,10 @@
 //!
 //! # Layout
 //! - [`store`]: cluster state in redb (objects, global revision, watch events).
+//! - [`k8s`]: Kubernetes object helpers (conditions, bound node, readiness, owner
+//!   references, timestamps) shared by everything below.
+//! - [`informer`]: the in-memory, indexed view of the store the loops read (by node, by
+//!   owner, by namespace), fed by its event log, with change notifications.
 //! - [`config`]: the command line; [`run`]: wiring and shutdown.
 //! - [`api`]: the HTTPS API in the Kubernetes REST shape.
 //! - [`bootstrap`]: data-directory setup: CA, serving certificate, tokens, kubeconfig.
@@ -25,6 +29,8 @@ pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+pub mod informer;
+pub mod k8s;
 pub mod modules;
 pub mod run;
 pub mod scheduler;

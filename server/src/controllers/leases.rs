@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use wasmfleet_protocol::pod::StatusReport;
 
+use crate::k8s::time::now_micro;
 use crate::store::{ObjectKey, Scope, Store, StoreError};
 
 /// The namespace of node leases, as in Kubernetes.
@@ -255,13 +256,6 @@ impl Leases {
     pub fn snapshot(&self) -> HashMap<String, Lease> {
         self.with(|map| map.clone())
     }
-}
-
-/// Now as a Kubernetes `MicroTime` (`2024-01-01T00:00:00.000000Z`).
-pub fn now_micro() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
 }
 
 /// The store key of a node's lease.

@@ -47,7 +47,10 @@ fn main() -> anyhow::Result<()> {
         bail!("set WASMFLEET_E2E_LOG=info,wasmfleet_server=trace: the counts are trace events");
     }
     let cluster = Cluster::start(ClusterOptions {
-        agents: vec![("node-a".into(), String::new()), ("node-b".into(), String::new())],
+        agents: vec![
+            ("node-a".into(), String::new()),
+            ("node-b".into(), String::new()),
+        ],
     });
     cluster.push("exerciser", "exerciser:v1");
     sleep(Duration::from_secs(2));
@@ -57,7 +60,12 @@ fn main() -> anyhow::Result<()> {
     per("desired passes per lease write", idle[2], idle[0]);
 
     for i in 0..pods {
-        cluster.apply(&pod(&format!("crash-{i}"), "exerciser:v1", &["exit", "1"], "Always"));
+        cluster.apply(&pod(
+            &format!("crash-{i}"),
+            "exerciser:v1",
+            &["exit", "1"],
+            "Always",
+        ));
     }
     sleep(Duration::from_secs(5));
     let churn = window(&cluster);

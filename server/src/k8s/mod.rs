@@ -1,0 +1,12 @@
+//! Kubernetes object helpers shared by the API, the scheduler, the controllers and the
+//! fleet: pure functions over the JSON objects the store holds, one home per rule.
+//!
+//! - [`conditions`]: `status.conditions[]` (read one, set one without needless writes);
+//! - [`pods`]: the node a pod is bound to, and pod readiness;
+//! - [`owners`]: `metadata.ownerReferences` (the controller owner, ownership, building one);
+//! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
+
+pub mod conditions;
+pub mod owners;
+pub mod pods;
+pub mod time;
