@@ -15,8 +15,9 @@
 //!   the join tokens that admit new nodes.
 //! - [`modules`]: the content-addressed wasm module store (tables in the store's file).
 //! - [`artifacts`]: modules precompiled per agent target and signed (server-side AOT).
-//! - [`scheduler`]: binds pending pods to nodes.
-//! - [`controllers`]: level-triggered controllers (node lifecycle).
+//! - [`scheduler`]: binds pending pods to nodes (reading the informer cache).
+//! - [`controllers`]: level-triggered controllers on one runner (work queue of keys from the
+//!   cache, pure plans, resync, back-off); node lifecycle.
 //! - [`fleet`]: the server's MQTT side (births, desired state, status, chunks, logs).
 
 pub mod api;

@@ -50,7 +50,7 @@ impl WorkQueue {
     }
 
     /// The next key to reconcile, now marked active.
-    pub fn next(&mut self) -> Option<ObjectKey> {
+    pub fn take(&mut self) -> Option<ObjectKey> {
         let key = self.order.pop_front()?;
         self.queued.remove(&key);
         self.active.insert(key.clone());
@@ -110,20 +110,20 @@ mod tests {
         assert!(!q.add(key("a")));
         q.add(key("b"));
         assert_eq!(q.len(), 2);
-        assert_eq!(q.next(), Some(key("a")));
-        assert_eq!(q.next(), Some(key("b")));
-        assert_eq!(q.next(), None);
+        assert_eq!(q.take(), Some(key("a")));
+        assert_eq!(q.take(), Some(key("b")));
+        assert_eq!(q.take(), None);
     }
 
     #[test]
     fn a_key_being_reconciled_is_not_handed_out_again_until_done() {
         let mut q = queue();
         q.add(key("a"));
-        let a = q.next().expect("a");
+        let a = q.take().expect("a");
         assert!(!q.add(key("a")));
         assert!(q.is_empty());
         assert!(q.done(&a));
-        assert_eq!(q.next(), Some(key("a")));
+        assert_eq!(q.take(), Some(key("a")));
         assert!(!q.done(&key("a")));
         assert!(q.is_empty());
     }

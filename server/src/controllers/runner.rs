@@ -126,7 +126,7 @@ impl<C: Controller> Shared<C> {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            if let Some(key) = self.with_queue(WorkQueue::next) {
+            if let Some(key) = self.with_queue(WorkQueue::take) {
                 return key;
             }
             woken.await;

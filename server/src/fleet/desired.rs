@@ -909,6 +909,56 @@ mod tests {
         assert_eq!(d.refused[0].why, Undeliverable::NodeFull);
     }
 
+    fn change(key: ObjectKey, old: Option<Value>, new: Option<Value>) -> crate::informer::Change {
+        crate::informer::Change {
+            key,
+            old: old.map(Arc::new),
+            new: new.map(Arc::new),
+        }
+    }
+
+    fn batch(changes: Vec<crate::informer::Change>) -> Changes {
+        Changes {
+            revision: 1,
+            changes,
+            relisted: false,
+        }
+    }
+
+    #[test]
+    fn only_changes_to_what_a_node_is_sent_affect_its_snapshot() {
+        let key = ObjectKey::namespaced("pods", "default", "web");
+        let bound = json!({"metadata": {"name": "web", "uid": "u"}, "spec": {"nodeName": "pi-1"}});
+        let mut reported = bound.clone();
+        reported["status"] = json!({"phase": "Running"});
+        reported["metadata"]["resourceVersion"] = json!("9");
+        let lease = ObjectKey::namespaced("leases", "kube-node-lease", "pi-1");
+        let quiet = batch(vec![
+            change(key.clone(), Some(bound.clone()), Some(reported)),
+            change(
+                lease,
+                Some(json!({"spec": {"renewTime": "a"}})),
+                Some(json!({"spec": {"renewTime": "b"}})),
+            ),
+        ]);
+        assert!(affected_nodes(&quiet).is_empty());
+
+        let mut moved = bound.clone();
+        moved["spec"]["nodeName"] = json!("pi-2");
+        let node = ObjectKey::cluster("nodes", "pi-3");
+        let busy = batch(vec![
+            change(key.clone(), Some(bound.clone()), Some(moved)),
+            change(node, None, Some(json!({"metadata": {"name": "pi-3"}}))),
+        ]);
+        let expected: BTreeSet<String> = ["pi-1", "pi-2", "pi-3"].map(str::to_owned).into();
+        assert_eq!(affected_nodes(&busy), expected);
+
+        let mut deleting = bound.clone();
+        deleting["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+        let gone = batch(vec![change(key, Some(bound), Some(deleting))]);
+        assert_eq!(affected_nodes(&gone), BTreeSet::from(["pi-1".to_owned()]));
+    }
+
     #[test]
     fn marking_an_undeliverable_pod_sets_reason_and_message_once_and_unmarking_clears_them() {
         let mut obj = json!({"metadata": {"name": "big"}, "status": {
