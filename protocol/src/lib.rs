@@ -7,6 +7,7 @@
 //! - [`node`]: what an agent says about itself (birth, will, heartbeat);
 //! - [`pod`]: desired pods sent to a node and the status it reports back;
 //! - [`blob`]: content-addressed module transfer in chunks;
+//! - [`backoff`]: capped exponential back-off with jitter (reconnects, retries);
 //! - [`artifact`]: modules the server precompiled for a node's engine, and their signature;
 //! - [`logs`]: container log requests and the chunks that answer them;
 //! - [`limits`]: limits of the HTTPS API that the server and its clients share;
@@ -24,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod artifact;
+pub mod backoff;
 pub mod blob;
 pub mod broker_url;
 pub mod envelope;

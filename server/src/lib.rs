@@ -2,9 +2,12 @@
 //!
 //! # Layout
 //! - [`store`]: cluster state in redb (objects, global revision, watch events).
+//! - [`k8s`]: Kubernetes object helpers (conditions, bound node, readiness, owner
+//!   references, selectors, timestamps) shared by everything below.
+//! - [`informer`]: the in-memory, indexed view of the store the loops read (by node, by
+//!   owner, by namespace), fed by its event log, with change notifications.
 //! - [`config`]: the command line; [`run`]: wiring and shutdown.
 //! - [`api`]: the HTTPS API in the Kubernetes REST shape; [`api::kinds`] is the kind registry.
-//! - [`k8s`]: Kubernetes object rules shared by the API, scheduler, fleet and controllers.
 //! - [`bootstrap`]: data-directory setup: CA, serving certificate, tokens, kubeconfig.
 //! - [`broker`]: the embedded MQTT broker, its per-identity topic rules and limits, and the
 //!   revocation of deleted nodes' sessions.
@@ -12,8 +15,9 @@
 //!   the join tokens that admit new nodes.
 //! - [`modules`]: the content-addressed wasm module store (tables in the store's file).
 //! - [`artifacts`]: modules precompiled per agent target and signed (server-side AOT).
-//! - [`scheduler`]: binds pending pods to nodes.
-//! - [`controllers`]: level-triggered controllers (node lifecycle).
+//! - [`scheduler`]: binds pending pods to nodes (reading the informer cache).
+//! - [`controllers`]: level-triggered controllers on one runner (work queue of keys from the
+//!   cache, pure plans, resync, back-off); node lifecycle.
 //! - [`fleet`]: the server's MQTT side (births, desired state, status, chunks, logs).
 
 pub mod api;
@@ -26,6 +30,7 @@ pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+pub mod informer;
 pub mod k8s;
 pub mod modules;
 pub mod run;

@@ -1,8 +1,9 @@
 //! Wiring: everything one server process runs, started in order and drained on shutdown.
 //!
 //! Start: data directory (secrets, CA, certificate) → store (+ built-in namespaces) → module
-//! store → MQTT broker (embedded, unless `--mqtt-url`) → fleet link (which runs the node
-//! lifecycle controller) → scheduler → HTTPS API → `admin.kubeconfig` and `endpoints.json`.
+//! store → MQTT broker (embedded, unless `--mqtt-url`) → informer cache (listed once, then
+//! following the store's events) → fleet link → scheduler and controllers (node lifecycle),
+//! all reading the cache → HTTPS API → `admin.kubeconfig` and `endpoints.json`.
 //! Stop (when `shutdown` is cancelled): every task sees the token, the API drains its
 //! connections, tracked tasks get [`DRAIN_TIMEOUT`] to finish, then the broker stops last so
 //! the fleet can still say goodbye through it.
@@ -21,8 +22,10 @@ use crate::artifacts::Artifacts;
 use crate::bootstrap::{self, Bootstrap};
 use crate::broker::{self, EmbeddedBroker};
 use crate::config::ServerConfig;
+use crate::controllers::node_lifecycle;
 use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::identity::NodeIdentities;
+use crate::informer::{self, Cache};
 use crate::modules::ModuleStore;
 use crate::scheduler;
 use crate::store::{Store, StoreOptions};
@@ -71,15 +74,31 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
             shutdown.clone(),
         ));
     }
+    let cache = Cache::start(&store, &informer::RESOURCES, shutdown.clone(), &tracker)
+        .context("filling the informer's cache")?;
+    let node_grace = fleet_config.node_grace;
     let fleet = Fleet::start(
         fleet_config,
         store.clone(),
+        cache.clone(),
         modules.clone(),
         shutdown.clone(),
         &tracker,
     )
     .context("starting the fleet link")?;
-    tracker.spawn(scheduler::run(store.clone(), shutdown.clone()));
+    tracker.spawn(scheduler::run(
+        store.clone(),
+        cache.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(node_lifecycle::run(
+        store.clone(),
+        cache,
+        fleet.leases().clone(),
+        modules.clone(),
+        node_grace,
+        shutdown.clone(),
+    ));
 
     let listener = std::net::TcpListener::bind(config.https_listen)
         .with_context(|| format!("binding the API on {}", config.https_listen))?;

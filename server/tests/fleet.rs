@@ -22,7 +22,9 @@ use wasmfleet_server::artifacts::Artifacts;
 use wasmfleet_server::bootstrap;
 use wasmfleet_server::broker::auth::{ADMIN_USERNAME, SERVER_USERNAME};
 use wasmfleet_server::broker::{BrokerCredentials, EmbeddedBroker};
+use wasmfleet_server::controllers::node_lifecycle;
 use wasmfleet_server::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
+use wasmfleet_server::informer::{self, Cache};
 use wasmfleet_server::modules::ModuleStore;
 use wasmfleet_server::store::{ObjectKey, Store};
 
@@ -36,6 +38,7 @@ struct Cluster {
     broker: Option<EmbeddedBroker>,
     ca_pem: Vec<u8>,
     store: Store,
+    cache: Cache,
     modules: ModuleStore,
     fleet: FleetHandle,
     shutdown: CancellationToken,
@@ -69,19 +72,32 @@ impl Cluster {
         config.artifacts = Some(Artifacts::new(modules.clone(), &ca_key).expect("signer"));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let cache =
+            Cache::start(&store, &informer::RESOURCES, shutdown.clone(), &tracker).expect("cache");
+        let grace = config.node_grace;
         let fleet = Fleet::start(
             config,
             store.clone(),
+            cache.clone(),
             modules.clone(),
             shutdown.clone(),
             &tracker,
         )
         .expect("fleet starts");
+        tracker.spawn(node_lifecycle::run(
+            store.clone(),
+            cache.clone(),
+            fleet.leases().clone(),
+            modules.clone(),
+            grace,
+            shutdown.clone(),
+        ));
         Self {
             _dir: dir,
             broker: Some(broker),
             ca_pem,
             store,
+            cache,
             modules,
             fleet,
             shutdown,
@@ -776,6 +792,7 @@ async fn the_server_announces_itself_and_republishes_desired_state_after_a_resta
     Fleet::start(
         config,
         cluster.store.clone(),
+        cluster.cache.clone(),
         cluster.modules.clone(),
         restarted.clone(),
         &tracker,

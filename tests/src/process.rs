@@ -5,6 +5,13 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The `RUST_LOG` of spawned processes: `WASMFLEET_E2E_LOG` when set (tools that count
+/// trace events set it), else debug for wasmfleet's own crates.
+fn log_filter() -> String {
+    std::env::var("WASMFLEET_E2E_LOG")
+        .unwrap_or_else(|_| "info,wasmfleet_server=debug,wasmfleet_agent=debug".to_owned())
+}
+
 /// A running child process whose stdout and stderr go to a log file.
 pub struct Process {
     name: String,
@@ -22,10 +29,7 @@ impl Process {
             .expect("open process log");
         let child = Command::new(program)
             .args(args)
-            .env(
-                "RUST_LOG",
-                "info,wasmfleet_server=debug,wasmfleet_agent=debug",
-            )
+            .env("RUST_LOG", log_filter())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)

@@ -19,13 +19,13 @@ use wasmfleet_protocol::topic::{self, Up};
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode};
 
 use super::assembly::Assembler;
-use super::backoff::{Backoff, BackoffPolicy};
 use super::inbound::{Inbound, classify};
 use super::resync::Resync;
 use super::uplink::Session;
 use super::{Inbox, LinkConfig};
 use crate::modules::ModuleFetcher;
 use crate::state::AgentState;
+use wasmfleet_protocol::backoff::{Backoff, BackoffPolicy};
 
 /// The MQTT keep-alive: a dead agent's will fires about 1.5× this after it vanishes.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -15,14 +15,12 @@
 //! - [`sync`]: keeps the `PodManager` in step with the server: applies desired snapshots,
 //!   reports statuses at least once, streams logs;
 //! - [`outbox`]: the latest status report and its acknowledgement;
-//! - [`backoff`]: delays between reconnect attempts.
 //!
 //! Shutdown is ordered so the server hears the end: [`sync::PodSync::shutdown`] sends the
 //! final status, then [`Link::shutdown`] flushes the queue, publishes "offline" (a graceful
 //! disconnect does not fire the will) and disconnects.
 
 pub mod assembly;
-pub mod backoff;
 mod connection;
 mod heartbeat;
 pub mod inbound;
@@ -44,9 +42,9 @@ use wasmfleet_protocol::logs::NodeCommand;
 use wasmfleet_protocol::node::NodeInfo;
 use wasmfleet_protocol::pod::{DesiredPods, StatusAck};
 
-pub use backoff::BackoffPolicy;
 pub use heartbeat::unix_ms;
 pub use uplink::{Session, Uplink, UplinkError, UplinkParts, uplink};
+pub use wasmfleet_protocol::backoff::BackoffPolicy;
 
 use crate::modules::ModuleFetcher;
 use crate::state::AgentState;

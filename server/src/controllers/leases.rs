@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use wasmfleet_protocol::pod::StatusReport;
 
+use crate::k8s::time::now_micro;
 use crate::store::{ObjectKey, Scope, Store, StoreError};
 
 /// The namespace of node leases, as in Kubernetes.
@@ -257,13 +258,6 @@ impl Leases {
     }
 }
 
-/// Now as a Kubernetes `MicroTime` (`2024-01-01T00:00:00.000000Z`).
-pub fn now_micro() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
-}
-
 /// The store key of a node's lease.
 pub fn lease_key(node: &str) -> ObjectKey {
     ObjectKey::namespaced(LEASE_RESOURCE, LEASE_NAMESPACE, node)
@@ -296,6 +290,7 @@ pub fn lease_object(
 
 /// Writes the node's `Lease` object, renewed now.
 pub fn write_lease(store: &Store, node: &str, grace: Duration) -> Result<(), StoreError> {
+    tracing::trace!(%node, "lease written");
     let renew_time = now_micro();
     store.upsert_with(&lease_key(node), |existing| {
         Ok::<Value, StoreError>(lease_object(node, grace, &renew_time, existing))

@@ -15,6 +15,9 @@
 //!   and the pods' status from the agent's last report of the session again (a new session
 //!   reports afresh by itself).
 //!
+//! It runs on the [`super::runner`] with one key per Node, reading the informer's cache;
+//! every node is re-planned every quarter grace period.
+//!
 //! Right after a server start no session is known yet; nodes then get one grace period,
 //! counted from the controller's start, to show up before they are marked unknown (the
 //! message then says when the stored lease was last renewed).
@@ -25,11 +28,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::conditions::{Condition, condition_status, set_condition};
 use super::leases::{self, Lease, Leases};
+use super::runner::{self, Controller, RunnerConfig};
 use crate::fleet::status;
+use crate::informer::{Cache, Change, key_of};
+use crate::k8s::conditions::{Condition, condition_status, set_condition};
+use crate::k8s::pods::looks_ready;
+use crate::k8s::time::now_rfc3339;
 use crate::modules::ModuleStore;
-use crate::store::{ObjectKey, Scope, Store, StoreError, now_rfc3339};
+use crate::store::{ObjectKey, Store, StoreError};
 
 /// How long a node may go without a heartbeat before it is `Ready=Unknown` (Kubernetes'
 /// default node monitor grace period).
@@ -147,8 +154,7 @@ pub fn liveness(
     }
 }
 
-/// Decides what changes. `pods` need only hold the pods of unreachable nodes (see
-/// [`unreachable_nodes`]).
+/// Decides what changes. `pods` need only hold the pods of unreachable nodes.
 pub fn plan(
     nodes: &[ObservedNode],
     pods: &[ObservedPod],
@@ -196,26 +202,6 @@ pub fn plan(
         }
     }
     actions
-}
-
-/// The nodes [`plan`] will treat as unreachable (so pods are only read when one is).
-pub fn unreachable_nodes(
-    nodes: &[ObservedNode],
-    leases: &HashMap<String, Lease>,
-    now: Instant,
-    started: Instant,
-    grace: Duration,
-) -> HashSet<String> {
-    nodes
-        .iter()
-        .filter(|node| {
-            matches!(
-                liveness(node, leases.get(&node.name), now, started, grace),
-                Liveness::Unreachable(_)
-            )
-        })
-        .map(|node| node.name.clone())
-        .collect()
 }
 
 /// The `Ready=True` condition of a healthy node.
@@ -357,71 +343,75 @@ pub fn mark_pod_not_ready(pod: &mut Value, node: &str, now: &str) {
     }
 }
 
-/// Whether a pod still looks ready anywhere (condition or container).
-fn pod_looks_ready(pod: &Value) -> bool {
-    let containers_ready = pod
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.get("ready") == Some(&Value::Bool(true)))
-        });
-    condition_status(pod, "Ready") == Some("True") || containers_ready
+/// The node as the controller sees it, from the cache (`None`: no such Node).
+fn observe_node(cache: &Cache, name: &str) -> Option<ObservedNode> {
+    let node = cache.get(&ObjectKey::cluster("nodes", name))?;
+    let stored_renew = cache.get(&leases::lease_key(name)).and_then(|lease| {
+        lease
+            .pointer("/spec/renewTime")?
+            .as_str()
+            .map(str::to_owned)
+    });
+    let effects = unreachable_effects(&node);
+    Some(ObservedNode {
+        name: name.to_owned(),
+        ready: condition_status(&node, "Ready").map(str::to_owned),
+        tainted: UNREACHABLE_EFFECTS.iter().all(|e| effects.contains(e)),
+        any_taint: !effects.is_empty(),
+        stored_renew,
+    })
 }
 
-fn observe_nodes(store: &Store) -> Result<Vec<ObservedNode>, StoreError> {
-    let renewed = leases::stored_renew_times(store)?;
-    let nodes = store.list(&Scope::all("nodes"))?.items;
-    Ok(nodes
-        .iter()
-        .filter_map(|node| {
-            let name = node.pointer("/metadata/name")?.as_str()?.to_owned();
-            let ready = condition_status(node, "Ready").map(str::to_owned);
-            let effects = unreachable_effects(node);
-            Some(ObservedNode {
-                stored_renew: renewed.get(&name).cloned(),
-                name,
-                ready,
-                tainted: UNREACHABLE_EFFECTS.iter().all(|e| effects.contains(e)),
-                any_taint: !effects.is_empty(),
-            })
-        })
-        .collect())
-}
-
-fn observe_pods(store: &Store, nodes: &HashSet<String>) -> Result<Vec<ObservedPod>, StoreError> {
-    if nodes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let pods = store.list(&Scope::all("pods"))?.items;
-    Ok(pods
+/// The pods bound to `node`, from the cache's node index.
+fn observe_pods(cache: &Cache, node: &str) -> Vec<ObservedPod> {
+    cache
+        .pods_on_node(node)
         .iter()
         .filter_map(|pod| {
-            let node = pod.pointer("/spec/nodeName")?.as_str()?;
-            if !nodes.contains(node) {
-                return None;
-            }
-            let namespace = pod.pointer("/metadata/namespace")?.as_str()?;
-            let name = pod.pointer("/metadata/name")?.as_str()?;
             Some(ObservedPod {
-                key: ObjectKey::namespaced("pods", namespace, name),
+                key: key_of("pods", pod)?,
                 node: node.to_owned(),
-                looks_ready: pod_looks_ready(pod),
+                looks_ready: looks_ready(pod),
             })
         })
-        .collect())
+        .collect()
 }
 
-/// What the executor needs besides the store.
-struct Executor<'a> {
-    store: &'a Store,
-    leases: &'a Leases,
-    modules: &'a ModuleStore,
+/// One node's inputs to [`plan`].
+#[derive(Debug)]
+pub struct NodeState {
+    nodes: Vec<ObservedNode>,
+    pods: Vec<ObservedPod>,
+    leases: HashMap<String, Lease>,
+    now: Instant,
+}
+
+/// The controller, run by [`super::runner`] with one key per Node.
+pub struct NodeLifecycle {
+    leases: Leases,
+    modules: ModuleStore,
+    cache: Cache,
     started: Instant,
     grace: Duration,
 }
 
-impl Executor<'_> {
+impl NodeLifecycle {
+    /// The controller; a node without a session gets `grace` from now to show up.
+    pub fn new(leases: Leases, modules: ModuleStore, cache: Cache, grace: Duration) -> Self {
+        NodeLifecycle {
+            leases,
+            modules,
+            cache,
+            started: Instant::now(),
+            grace,
+        }
+    }
+
+    /// How often every node is re-planned: a quarter grace period, between 100 ms and 1 s.
+    pub fn resync(grace: Duration) -> Duration {
+        (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
     /// Whether the node's session is live right now.
     fn is_live(&self, node: &str) -> bool {
         let lease = self.leases.get(node);
@@ -441,16 +431,68 @@ impl Executor<'_> {
         ) == Liveness::Live
     }
 
-    fn execute(&self, actions: &[Action]) -> Result<(), StoreError> {
-        let now = now_rfc3339();
-        for action in actions {
-            self.apply(action, &now)?;
-        }
+    fn restore_pods(&self, store: &Store, node: &str) -> Result<(), StoreError> {
+        let Some(report) = self.leases.get(node).and_then(|lease| lease.last_report) else {
+            return Ok(());
+        };
+        let image_id = status::image_id_resolver(self.modules.clone());
+        let changed = status::apply_report(store, &self.cache, node, &report, &image_id)?;
+        tracing::debug!(%node, changed, "pod status restored from the last report");
         Ok(())
     }
+}
 
-    fn apply(&self, action: &Action, now: &str) -> Result<(), StoreError> {
-        let store = self.store;
+impl Controller for NodeLifecycle {
+    type State = NodeState;
+    type Action = Action;
+
+    fn name(&self) -> &'static str {
+        "node-lifecycle"
+    }
+
+    fn keys_for(&self, change: &Change) -> Vec<ObjectKey> {
+        (change.key.resource == "nodes")
+            .then(|| change.key.clone())
+            .into_iter()
+            .collect()
+    }
+
+    fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
+        cache
+            .list("nodes")
+            .iter()
+            .filter_map(|node| key_of("nodes", node))
+            .collect()
+    }
+
+    fn observe(&self, key: &ObjectKey, cache: &Cache) -> NodeState {
+        let name = key.name.as_str();
+        NodeState {
+            nodes: observe_node(cache, name).into_iter().collect(),
+            pods: observe_pods(cache, name),
+            leases: self
+                .leases
+                .get(name)
+                .map(|lease| (name.to_owned(), lease))
+                .into_iter()
+                .collect(),
+            now: Instant::now(),
+        }
+    }
+
+    fn plan(&self, state: &NodeState) -> Vec<Action> {
+        plan(
+            &state.nodes,
+            &state.pods,
+            &state.leases,
+            state.now,
+            self.started,
+            self.grace,
+        )
+    }
+
+    fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {
+        let now = now_rfc3339();
         match action {
             Action::MarkReady(node) => {
                 tracing::info!(%node, "node is ready again");
@@ -462,7 +504,7 @@ impl Executor<'_> {
             }
             Action::Taint(node) => {
                 edit_if_present(store, &ObjectKey::cluster("nodes", node), |obj| {
-                    add_unreachable_taints(obj, now);
+                    add_unreachable_taints(obj, &now);
                 })
             }
             Action::Untaint(node) => edit_if_present(
@@ -475,64 +517,30 @@ impl Executor<'_> {
                 // back after the plan was made is written either before (then the node is
                 // live here) or after this edit, so it is never overwritten.
                 if !self.is_live(node) {
-                    mark_pod_not_ready(obj, node, now);
+                    mark_pod_not_ready(obj, node, &now);
                 }
             }),
-            Action::RestorePods(node) => self.restore_pods(node),
+            Action::RestorePods(node) => self.restore_pods(store, node),
         }
     }
-
-    fn restore_pods(&self, node: &str) -> Result<(), StoreError> {
-        let Some(report) = self.leases.get(node).and_then(|lease| lease.last_report) else {
-            return Ok(());
-        };
-        let image_id = status::image_id_resolver(self.modules.clone());
-        let changed = status::apply_report(self.store, node, &report, &image_id)?;
-        tracing::debug!(%node, changed, "pod status restored from the last report");
-        Ok(())
-    }
 }
 
-fn pass(executor: &Executor<'_>) -> Result<(), StoreError> {
-    let (started, grace) = (executor.started, executor.grace);
-    let nodes = observe_nodes(executor.store)?;
-    let leases = executor.leases.snapshot();
-    let now = Instant::now();
-    let unreachable = unreachable_nodes(&nodes, &leases, now, started, grace);
-    let pods = observe_pods(executor.store, &unreachable)?;
-    let actions = plan(&nodes, &pods, &leases, now, started, grace);
-    executor.execute(&actions)
-}
-
-/// Runs the controller until `shutdown` is cancelled, checking every quarter grace period
-/// (at least every second).
+/// Runs the controller on the runner until `shutdown` is cancelled, re-planning every node
+/// every quarter grace period (at most every second).
 pub async fn run(
     store: Store,
+    cache: Cache,
     leases: Leases,
     modules: ModuleStore,
     grace: Duration,
     shutdown: CancellationToken,
 ) {
-    let started = Instant::now();
-    let period = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let executor = Executor {
-        store: &store,
-        leases: &leases,
-        modules: &modules,
-        started,
-        grace,
+    let controller = NodeLifecycle::new(leases, modules, cache.clone(), grace);
+    let config = RunnerConfig {
+        resync: NodeLifecycle::resync(grace),
+        ..RunnerConfig::default()
     };
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
-        if let Err(err) = pass(&executor) {
-            tracing::warn!(%err, "node lifecycle pass failed");
-        }
-    }
+    runner::run(controller, store, cache, config, shutdown).await;
 }
 
 #[cfg(test)]
@@ -670,10 +678,6 @@ mod tests {
                 node: "a".into()
             }]
         );
-        assert_eq!(
-            unreachable_nodes(&nodes, &leases, t0, t0, GRACE),
-            HashSet::from(["a".to_owned()])
-        );
     }
 
     #[test]
@@ -724,9 +728,9 @@ mod tests {
                 "containerStatuses": [{"name": "c", "ready": true}]
             }
         });
-        assert!(pod_looks_ready(&p));
+        assert!(looks_ready(&p));
         mark_pod_not_ready(&mut p, "pi-1", "t");
-        assert!(!pod_looks_ready(&p));
+        assert!(!looks_ready(&p));
         assert_eq!(p["status"]["phase"], "Running");
         assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
         assert_eq!(condition_status(&p, "Ready"), Some("False"));

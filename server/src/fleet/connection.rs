@@ -23,6 +23,7 @@ use rumqttc::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::backoff::{Backoff, BackoffPolicy};
 use wasmfleet_protocol::topic;
 
 use super::inbound::Complaints;
@@ -154,31 +155,12 @@ pub(super) enum Inbound {
     },
 }
 
-/// Reconnect back-off: doubles from `MIN` to `MAX`, reset by a successful CONNACK.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(200);
-    const MAX: Duration = Duration::from_secs(30);
-
-    pub(super) fn new() -> Self {
-        Self { next: Self::MIN }
-    }
-
-    /// The delay before the next attempt; doubles the one after.
-    pub(super) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        delay
-    }
-
-    pub(super) fn reset(&mut self) {
-        self.next = Self::MIN;
-    }
-}
+/// Reconnect back-off: doubles from 200 ms to 30 s (no jitter: the server is one client),
+/// reset by a successful CONNACK.
+const RECONNECT: BackoffPolicy = BackoffPolicy {
+    base: Duration::from_millis(200),
+    max: Duration::from_secs(30),
+};
 
 /// Drives the connection until `shutdown`, then leaves an offline presence and disconnects.
 pub(super) async fn run(
@@ -189,7 +171,7 @@ pub(super) async fn run(
     link_up: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(RECONNECT);
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -212,7 +194,7 @@ pub(super) async fn run(
             Ok(Event::Outgoing(_)) => {}
             Err(err) => {
                 link_up.store(false, Ordering::Relaxed);
-                let delay = backoff.next_delay();
+                let delay = backoff.next_delay(1.0);
                 tracing::warn!(%err, retry_in = ?delay, "fleet MQTT connection lost");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -268,22 +250,4 @@ async fn say_goodbye(eventloop: &mut EventLoop, client: &AsyncClient, offline_st
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     tracing::info!("fleet MQTT disconnected");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap_and_resets() {
-        let mut backoff = Backoff::new();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(200));
-        assert_eq!(backoff.next_delay(), Duration::from_millis(400));
-        for _ in 0..20 {
-            backoff.next_delay();
-        }
-        assert_eq!(backoff.next_delay(), Backoff::MAX);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Backoff::MIN);
-    }
 }

@@ -13,9 +13,12 @@
 //! (`status.reason = Undeliverable` with a message); every other pod of the node is still
 //! delivered.
 //!
-//! [`DesiredPublisher`] re-plans on every store change, module change and resync, publishes
-//! only what changed (pods, then the index, then the clears), and everything again after
-//! every (re)connect. The index `revision` is the store revision plus the module store's
+//! [`DesiredPublisher`] reads the informer's [`Cache`] and re-plans only the nodes a change
+//! touches ([`affected_nodes`]: a pod added, deleted or changed outside its status, on its
+//! old and new node; a node that appeared), every node on a module change, a resync or a
+//! missed change, and publishes only what changed (pods, then the index, then the clears),
+//! and everything again after every (re)connect. A status report or a `Lease` renewal
+//! re-plans nothing. The index `revision` is the store revision plus the module store's
 //! generation: both persist and only grow, and a module arriving changes a pod without a
 //! store write, so the plain store revision could repeat (agents ignore an index whose
 //! revision is not newer than the last one they applied).
@@ -26,8 +29,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use rumqttc::{AsyncClient, QoS};
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::pod::{
     ContainerSpec, DesiredIndex, DesiredPods, IndexEntry, MAX_INDEXED_PODS, ModuleRef,
@@ -37,8 +42,10 @@ use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, encode};
 
 use super::delivery::{self, Undeliverable};
+use crate::informer::{Cache, Changes};
+use crate::k8s::pods::{running_node, running_node_of};
 use crate::modules::ModuleStore;
-use crate::store::{ObjectKey, Scope, Store, StoreError};
+use crate::store::{ObjectKey, Store, StoreError};
 use wasmfleet_protocol::quantity;
 
 /// The waiting reason of a container whose image is not in the module store.
@@ -91,19 +98,8 @@ pub fn desired_for_node(
     }
 }
 
-/// The node a pod is bound to, if it is bound and not being deleted.
-pub fn bound_node(pod: &Pod) -> Option<&str> {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return None;
-    }
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .filter(|n| !n.is_empty())
-}
-
 fn runs_on(pod: &Pod, node: &str) -> bool {
-    bound_node(pod) == Some(node) && pod.metadata.uid.is_some()
+    running_node_of(pod) == Some(node) && pod.metadata.uid.is_some()
 }
 
 /// The delivery form of `pod`, or the containers whose images do not resolve.
@@ -374,27 +370,87 @@ pub fn mark_unresolved(pod: &mut Value, missing: &[&Unresolved]) -> bool {
 pub struct DesiredPublisher {
     client: AsyncClient,
     store: Store,
+    cache: Cache,
     modules: ModuleStore,
     republish: Arc<Notify>,
     /// What each node was last sent.
     published: HashMap<String, Sent>,
-    /// Missing images already written to the store, so they are written once.
-    marked: BTreeSet<(String, String, String)>,
+    /// Missing images already written to the store, per node, so they are written once.
+    marked: HashMap<String, BTreeSet<(String, String, String)>>,
 }
 
 /// How long to wait after a change for more changes, so bursts cost one pass.
 const SETTLE: Duration = Duration::from_millis(20);
 
+/// Which nodes a pass re-plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Every node (start, resync, module change, reconnect, or a missed change).
+    All,
+    /// Only these.
+    Nodes(BTreeSet<String>),
+}
+
+impl Targets {
+    fn add(&mut self, more: BTreeSet<String>) {
+        if let Targets::Nodes(nodes) = self {
+            nodes.extend(more);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Targets::Nodes(nodes) if nodes.is_empty())
+    }
+}
+
+/// The nodes whose snapshots a batch of changes can alter: the old and new node of a pod
+/// whose delivered form may have changed (added, deleted, or a change outside `status`),
+/// and nodes that appeared. Status-only pod changes and other resources (leases) alter no
+/// snapshot.
+pub fn affected_nodes(batch: &Changes) -> BTreeSet<String> {
+    let mut nodes = BTreeSet::new();
+    for change in batch.of("pods") {
+        let (old, new) = (change.old.as_deref(), change.new.as_deref());
+        if old.is_some() && new.is_some() && !outside_status_differs(old, new) {
+            continue;
+        }
+        nodes.extend(old.and_then(running_node).map(str::to_owned));
+        nodes.extend(new.and_then(running_node).map(str::to_owned));
+    }
+    for change in batch.of("nodes") {
+        if change.old.is_none() {
+            nodes.insert(change.key.name.clone());
+        }
+    }
+    nodes
+}
+
+/// Whether two versions of an object differ anywhere but `status` and `resourceVersion`.
+fn outside_status_differs(old: Option<&Value>, new: Option<&Value>) -> bool {
+    let strip = |obj: Option<&Value>| {
+        let mut obj = obj.cloned().unwrap_or_default();
+        if let Some(map) = obj.as_object_mut() {
+            map.remove("status");
+        }
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+        obj
+    };
+    strip(old) != strip(new)
+}
+
 impl DesiredPublisher {
     /// A publisher that has published nothing yet.
-    pub fn new(client: AsyncClient, store: Store, modules: ModuleStore) -> Self {
+    pub fn new(client: AsyncClient, store: Store, cache: Cache, modules: ModuleStore) -> Self {
         Self {
             client,
             store,
+            cache,
             modules,
             republish: Arc::new(Notify::new()),
             published: HashMap::new(),
-            marked: BTreeSet::new(),
+            marked: HashMap::new(),
         }
     }
 
@@ -405,75 +461,100 @@ impl DesiredPublisher {
 
     /// Runs until `shutdown`.
     pub async fn run(mut self, resync: Duration, shutdown: CancellationToken) {
-        let mut store_changes = self.store.subscribe();
+        let mut changes = self.cache.subscribe();
         let mut module_changes = self.modules.subscribe();
         let republish = Arc::clone(&self.republish);
         let mut force = false;
+        let mut targets = Targets::All;
         loop {
+            if !targets.is_empty() {
+                tokio::time::sleep(SETTLE).await;
+                drain(&mut changes, &mut targets);
+                module_changes.borrow_and_update();
+                if force {
+                    self.published.clear();
+                }
+                // A publish can wait forever once the event loop has stopped: bail out at
+                // shutdown.
+                let outcome = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    outcome = self.pass(&targets) => outcome,
+                };
+                match outcome {
+                    Ok(()) => {
+                        force = false;
+                        targets = Targets::Nodes(BTreeSet::new());
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "desired-state pass failed; retrying on the next change")
+                    }
+                }
+            }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = republish.notified() => force = true,
-                changed = store_changes.changed() => if changed.is_err() { break },
-                changed = module_changes.changed() => if changed.is_err() { break },
-                () = tokio::time::sleep(resync) => {}
-            }
-            tokio::time::sleep(SETTLE).await;
-            store_changes.borrow_and_update();
-            module_changes.borrow_and_update();
-            if force {
-                self.published.clear();
-            }
-            // A publish can wait forever once the event loop has stopped: bail out at shutdown.
-            let outcome = tokio::select! {
-                () = shutdown.cancelled() => break,
-                outcome = self.pass() => outcome,
-            };
-            match outcome {
-                Ok(()) => force = false,
-                Err(err) => {
-                    tracing::warn!(%err, "desired-state pass failed; retrying on the next change")
+                () = republish.notified() => {
+                    force = true;
+                    targets = Targets::All;
                 }
+                batch = changes.recv() => match batch {
+                    Ok(batch) => targets.add(affected_nodes(&batch)),
+                    Err(RecvError::Lagged(_)) => targets = Targets::All,
+                    Err(RecvError::Closed) => break,
+                },
+                changed = module_changes.changed() => {
+                    if changed.is_err() { break }
+                    targets = Targets::All;
+                }
+                () = tokio::time::sleep(resync) => targets = Targets::All,
             }
         }
     }
 
-    /// Plans every node and publishes what changed.
-    async fn pass(&mut self) -> Result<(), PassError> {
-        let listing = self.store.list(&Scope::all("pods"))?;
-        // Module arrivals change snapshots without a store write: adding the module store's
-        // generation keeps the revision growing with every change to what a node runs.
-        let revision = listing.revision + self.modules.generation()?;
-        let pods: Vec<Pod> = listing
-            .items
-            .into_iter()
-            .filter_map(|item| serde_json::from_value(item).ok())
-            .collect();
-        let mut nodes: BTreeSet<String> = self
-            .store
-            .list(&Scope::all("nodes"))?
-            .items
-            .iter()
-            .filter_map(|n| n.pointer("/metadata/name")?.as_str().map(str::to_owned))
-            .collect();
-        nodes.extend(pods.iter().filter_map(bound_node).map(str::to_owned));
+    /// The nodes a pass over `targets` plans: Node objects and nodes with pods, limited to
+    /// valid node names.
+    fn nodes(&self, targets: &Targets) -> BTreeSet<String> {
+        let mut nodes: BTreeSet<String> = match targets {
+            Targets::Nodes(nodes) => nodes.clone(),
+            Targets::All => self
+                .cache
+                .list("nodes")
+                .iter()
+                .filter_map(|n| n.pointer("/metadata/name")?.as_str().map(str::to_owned))
+                .chain(self.cache.nodes_with_pods())
+                .collect(),
+        };
         // A name that is not a valid node name could carry MQTT wildcards or levels into the
         // topic (and get the fleet disconnected): such pods simply never reach a node.
         nodes.retain(|node| wasmfleet_protocol::names::validate_node_name(node).is_ok());
+        nodes
+    }
+
+    /// Plans the target nodes and publishes what changed.
+    async fn pass(&mut self, targets: &Targets) -> Result<(), PassError> {
+        tracing::trace!(all = matches!(targets, Targets::All), "desired pass");
+        // Module arrivals change snapshots without a store write: adding the module store's
+        // generation keeps the revision growing with every change to what a node runs.
+        let revision = self.cache.revision() + self.modules.generation()?;
         let modules = self.modules.clone();
         let resolve = move |image: &str| modules.resolve(image).ok().flatten();
-        let mut all_unresolved = Vec::new();
-        let mut refused = BTreeMap::new();
-        for node in &nodes {
-            let plan = desired_for_node(node, &pods, &resolve, revision);
-            all_unresolved.extend(plan.unresolved);
-            let delivery = plan_delivery(self.published.get(node), plan.desired.pods, revision);
-            for r in &delivery.refused {
-                refused.insert((r.namespace.clone(), r.pod.clone()), r.why.to_string());
-            }
-            self.deliver(node, revision, delivery).await?;
+        for node in self.nodes(targets) {
+            let pods: Vec<Pod> = self
+                .cache
+                .pods_on_node(&node)
+                .iter()
+                .filter_map(|pod| Pod::deserialize(pod.as_ref()).ok())
+                .collect();
+            let plan = desired_for_node(&node, &pods, &resolve, revision);
+            let delivery = plan_delivery(self.published.get(&node), plan.desired.pods, revision);
+            let refused: BTreeMap<(String, String), String> = delivery
+                .refused
+                .iter()
+                .map(|r| ((r.namespace.clone(), r.pod.clone()), r.why.to_string()))
+                .collect();
+            self.deliver(&node, revision, delivery).await?;
+            self.mark_all(&node, &plan.unresolved)?;
+            self.mark_refused(&pods, &refused)?;
         }
-        self.mark_all(&all_unresolved)?;
-        self.mark_refused(&pods, &refused)?;
         Ok(())
     }
 
@@ -545,7 +626,8 @@ impl DesiredPublisher {
     }
 
     /// Writes `ErrModuleNotFound` for newly unresolved containers.
-    fn mark_all(&mut self, unresolved: &[Unresolved]) -> Result<(), StoreError> {
+    fn mark_all(&mut self, node: &str, unresolved: &[Unresolved]) -> Result<(), StoreError> {
+        let marked = self.marked.remove(node).unwrap_or_default();
         let mut by_pod: BTreeMap<(String, String), Vec<&Unresolved>> = BTreeMap::new();
         for u in unresolved {
             by_pod
@@ -558,11 +640,9 @@ impl DesiredPublisher {
             .map(|u| (u.namespace.clone(), u.pod.clone(), u.image.clone()))
             .collect();
         for ((namespace, pod), missing) in by_pod {
-            let fresh = missing.iter().any(|m| {
-                !self
-                    .marked
-                    .contains(&(namespace.clone(), pod.clone(), m.image.clone()))
-            });
+            let fresh = missing
+                .iter()
+                .any(|m| !marked.contains(&(namespace.clone(), pod.clone(), m.image.clone())));
             if !fresh {
                 continue;
             }
@@ -577,8 +657,21 @@ impl DesiredPublisher {
             }
             tracing::warn!(%namespace, %pod, image = %missing[0].image, "pod waits for a module that is not in the store");
         }
-        self.marked = current;
+        if !current.is_empty() {
+            self.marked.insert(node.to_owned(), current);
+        }
         Ok(())
+    }
+}
+
+/// Adds the nodes of every batch already waiting to `targets`.
+fn drain(changes: &mut broadcast::Receiver<Arc<Changes>>, targets: &mut Targets) {
+    loop {
+        match changes.try_recv() {
+            Ok(batch) => targets.add(affected_nodes(&batch)),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => *targets = Targets::All,
+            Err(_) => return,
+        }
     }
 }
 
@@ -814,6 +907,56 @@ mod tests {
         assert_eq!(listed(&d).len(), MAX_INDEXED_PODS);
         assert_eq!(d.refused.len(), 1);
         assert_eq!(d.refused[0].why, Undeliverable::NodeFull);
+    }
+
+    fn change(key: ObjectKey, old: Option<Value>, new: Option<Value>) -> crate::informer::Change {
+        crate::informer::Change {
+            key,
+            old: old.map(Arc::new),
+            new: new.map(Arc::new),
+        }
+    }
+
+    fn batch(changes: Vec<crate::informer::Change>) -> Changes {
+        Changes {
+            revision: 1,
+            changes,
+            relisted: false,
+        }
+    }
+
+    #[test]
+    fn only_changes_to_what_a_node_is_sent_affect_its_snapshot() {
+        let key = ObjectKey::namespaced("pods", "default", "web");
+        let bound = json!({"metadata": {"name": "web", "uid": "u"}, "spec": {"nodeName": "pi-1"}});
+        let mut reported = bound.clone();
+        reported["status"] = json!({"phase": "Running"});
+        reported["metadata"]["resourceVersion"] = json!("9");
+        let lease = ObjectKey::namespaced("leases", "kube-node-lease", "pi-1");
+        let quiet = batch(vec![
+            change(key.clone(), Some(bound.clone()), Some(reported)),
+            change(
+                lease,
+                Some(json!({"spec": {"renewTime": "a"}})),
+                Some(json!({"spec": {"renewTime": "b"}})),
+            ),
+        ]);
+        assert!(affected_nodes(&quiet).is_empty());
+
+        let mut moved = bound.clone();
+        moved["spec"]["nodeName"] = json!("pi-2");
+        let node = ObjectKey::cluster("nodes", "pi-3");
+        let busy = batch(vec![
+            change(key.clone(), Some(bound.clone()), Some(moved)),
+            change(node, None, Some(json!({"metadata": {"name": "pi-3"}}))),
+        ]);
+        let expected: BTreeSet<String> = ["pi-1", "pi-2", "pi-3"].map(str::to_owned).into();
+        assert_eq!(affected_nodes(&busy), expected);
+
+        let mut deleting = bound.clone();
+        deleting["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+        let gone = batch(vec![change(key, Some(bound), Some(deleting))]);
+        assert_eq!(affected_nodes(&gone), BTreeSet::from(["pi-1".to_owned()]));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::logs::LogRouter;
 use super::{blobs, nodes, status};
 use crate::artifacts::Artifacts;
 use crate::controllers::leases::{self, LeaseUpdate, Leases};
+use crate::informer::Cache;
 use crate::modules::ModuleStore;
 use crate::store::Store;
 
@@ -30,6 +31,7 @@ use crate::store::Store;
 pub(super) struct Dispatcher {
     pub(super) client: AsyncClient,
     pub(super) store: Store,
+    pub(super) cache: Cache,
     pub(super) modules: ModuleStore,
     pub(super) leases: Leases,
     pub(super) logs: LogRouter,
@@ -231,7 +233,7 @@ impl Dispatcher {
             tracing::debug!(%node, epoch = report.epoch, "acking a status report that is not of the current session without applying it");
         } else {
             let image_id = status::image_id_resolver(self.modules.clone());
-            match status::apply_report(&self.store, node, report, &image_id) {
+            match status::apply_report(&self.store, &self.cache, node, report, &image_id) {
                 Ok(changed) => {
                     self.leases.remember_report(node, report);
                     tracing::debug!(%node, seq = report.seq, changed, "status report applied");

@@ -44,6 +44,7 @@ use crate::artifacts::Artifacts;
 use crate::broker::MAX_PACKET_SIZE;
 use crate::controllers::leases::Leases;
 use crate::controllers::node_lifecycle;
+use crate::informer::Cache;
 use crate::modules::ModuleStore;
 use crate::store::Store;
 
@@ -154,13 +155,14 @@ pub struct FleetHandle {
 
 impl Fleet {
     /// Connects to the broker and starts the fleet tasks on `tracker`: the event loop, the
-    /// dispatcher, the desired-state publisher and the node lifecycle controller. They stop
-    /// when `shutdown` is cancelled (the server's presence is set offline on the way out).
+    /// dispatcher and the desired-state publisher (which reads `cache`). They stop when
+    /// `shutdown` is cancelled (the server's presence is set offline on the way out).
     ///
     /// Returns at once; the connection is made (and retried) in the background.
     pub fn start(
         config: FleetConfig,
         store: Store,
+        cache: Cache,
         modules: ModuleStore,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
@@ -178,12 +180,17 @@ impl Fleet {
             shutdown.clone(),
             tracker.clone(),
         );
-        let desired =
-            desired::DesiredPublisher::new(client.clone(), store.clone(), modules.clone());
+        let desired = desired::DesiredPublisher::new(
+            client.clone(),
+            store.clone(),
+            cache.clone(),
+            modules.clone(),
+        );
         let ctx = inbound::Dispatcher {
             client: client.clone(),
-            store: store.clone(),
-            modules: modules.clone(),
+            store,
+            cache,
+            modules,
             leases: leases.clone(),
             logs: logs.clone(),
             republish: desired.republish_trigger(),
@@ -203,14 +210,7 @@ impl Fleet {
             shutdown.clone(),
         ));
         tracker.spawn(ctx.run(inbound_rx));
-        tracker.spawn(desired.run(config.resync, shutdown.clone()));
-        tracker.spawn(node_lifecycle::run(
-            store,
-            leases.clone(),
-            modules,
-            config.node_grace,
-            shutdown,
-        ));
+        tracker.spawn(desired.run(config.resync, shutdown));
         Ok(FleetHandle {
             client,
             logs,
@@ -245,6 +245,11 @@ impl FleetHandle {
     /// Whether the fleet link is connected to the broker right now (for `/readyz`).
     pub fn link_up(&self) -> bool {
         self.link_up.load(Ordering::Relaxed)
+    }
+
+    /// Every agent's session and liveness (the node lifecycle controller reads them).
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// The MQTT client, for publishing from other server parts.

@@ -9,12 +9,13 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use wasmfleet_protocol::node::{NodeInfo, NodeState, Resources};
 
-use crate::controllers::conditions::set_condition;
 use crate::controllers::leases::{self, LeaseUpdate, Leases};
 use crate::controllers::node_lifecycle::{
     DISCONNECTED_MESSAGE, ready_condition, set_node_ready, unknown_condition,
 };
-use crate::store::{ObjectKey, Store, StoreError, now_rfc3339};
+use crate::k8s::conditions::set_condition;
+use crate::k8s::time::now_rfc3339;
+use crate::store::{ObjectKey, Store, StoreError};
 use wasmfleet_protocol::quantity;
 
 /// The Node object for a birth, merged over the stored one (if any).
@@ -153,7 +154,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::controllers::conditions::condition_status;
+    use crate::k8s::conditions::condition_status;
     use wasmfleet_protocol::node::EngineInfo;
 
     pub(crate) fn info() -> NodeInfo {

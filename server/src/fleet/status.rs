@@ -2,17 +2,20 @@
 //!
 //! [`merge_status`] is the pure mapping from a protocol [`PodStatus`] onto a stored pod
 //! (phase, containerStatuses, conditions, startTime); [`apply_report`] writes the pods of a
-//! report that are really bound to the reporting node and whose uid matches, skipping
-//! unchanged ones (the store writes nothing for a no-op edit).
+//! report that are really bound to the reporting node and whose uid matches (found in the
+//! informer's node index, re-checked inside each write), skipping unchanged ones (the store
+//! writes nothing for a no-op edit).
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 use wasmfleet_protocol::pod::{ContainerState, ContainerStatus, PodPhase, PodStatus, StatusReport};
 
-use crate::controllers::conditions::{Condition, set_condition};
+use crate::informer::{Cache, key_of};
+use crate::k8s::conditions::{Condition, set_condition};
+use crate::k8s::time::{now_rfc3339, rfc3339_from_unix_ms};
 use crate::modules::ModuleStore;
-use crate::store::{ObjectKey, Scope, Store, StoreError, now_rfc3339};
+use crate::store::{ObjectKey, Store, StoreError};
 
 /// Maps a spec image to its `sha256:...` id through the module store (`None` when the
 /// image is unknown).
@@ -24,15 +27,6 @@ pub fn image_id_resolver(modules: ModuleStore) -> impl Fn(&str) -> Option<String
             .flatten()
             .map(|m| format!("sha256:{}", m.digest))
     }
-}
-
-/// Formats milliseconds since the Unix epoch as Kubernetes' RFC 3339 seconds.
-pub fn rfc3339(unix_ms: u64) -> String {
-    i64::try_from(unix_ms)
-        .ok()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map(crate::store::rfc3339)
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
 fn phase(phase: PodPhase) -> &'static str {
@@ -55,7 +49,7 @@ pub fn container_state(state: &ContainerState) -> Value {
             json!({"waiting": waiting})
         }
         ContainerState::Running { started_unix_ms } => {
-            json!({"running": {"startedAt": rfc3339(*started_unix_ms)}})
+            json!({"running": {"startedAt": rfc3339_from_unix_ms(*started_unix_ms)}})
         }
         ContainerState::Terminated {
             exit_code,
@@ -67,8 +61,8 @@ pub fn container_state(state: &ContainerState) -> Value {
             let mut terminated = json!({
                 "exitCode": exit_code,
                 "reason": reason,
-                "startedAt": rfc3339(*started_unix_ms),
-                "finishedAt": rfc3339(*finished_unix_ms),
+                "startedAt": rfc3339_from_unix_ms(*started_unix_ms),
+                "finishedAt": rfc3339_from_unix_ms(*finished_unix_ms),
             });
             if !message.is_empty() {
                 terminated["message"] = message.clone().into();
@@ -144,7 +138,7 @@ pub fn merge_status(
     status.insert("phase".into(), phase(reported.phase).into());
     status.insert("containerStatuses".into(), Value::Array(containers));
     if let Some(start) = reported.start_unix_ms {
-        status.insert("startTime".into(), rfc3339(start).into());
+        status.insert("startTime".into(), rfc3339_from_unix_ms(start).into());
     }
     set_pod_conditions(pod, reported.phase, all_ready, &unready, now);
     *pod != before
@@ -212,11 +206,12 @@ fn set_pod_conditions(
 /// are ignored. Returns how many pods changed.
 pub fn apply_report(
     store: &Store,
+    cache: &Cache,
     node: &str,
     report: &StatusReport,
     image_id: &dyn Fn(&str) -> Option<String>,
 ) -> Result<usize, StoreError> {
-    let bound = pods_bound_to(store, node)?;
+    let bound = pods_bound_to(cache, node);
     let now = now_rfc3339();
     let mut changed = 0;
     for reported in &report.pods {
@@ -247,19 +242,17 @@ fn uid_and_node(obj: &Value) -> (Option<&str>, Option<&str>) {
     )
 }
 
-/// uid → key of every pod bound to `node`.
-fn pods_bound_to(store: &Store, node: &str) -> Result<HashMap<String, ObjectKey>, StoreError> {
-    let pods = store.list(&Scope::all("pods"))?.items;
-    Ok(pods
+/// uid → key of every pod bound to `node`, from the cache's node index (the write
+/// re-checks uid and node inside its transaction).
+fn pods_bound_to(cache: &Cache, node: &str) -> HashMap<String, ObjectKey> {
+    cache
+        .pods_on_node(node)
         .iter()
-        .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
-        .filter_map(|p| {
-            let uid = p.pointer("/metadata/uid")?.as_str()?.to_owned();
-            let namespace = p.pointer("/metadata/namespace")?.as_str()?;
-            let name = p.pointer("/metadata/name")?.as_str()?;
-            Some((uid, ObjectKey::namespaced("pods", namespace, name)))
+        .filter_map(|pod| {
+            let uid = pod.pointer("/metadata/uid")?.as_str()?.to_owned();
+            Some((uid, key_of("pods", pod)?))
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ use sha2::{Digest, Sha256};
 use wasmfleet_protocol::login::{NodeLogin, validate_node_password};
 
 use crate::controllers::node_lifecycle::add_taint;
-use crate::store::{ObjectKey, Store, StoreError, now_rfc3339};
+use crate::k8s::time::now_rfc3339;
+use crate::store::{ObjectKey, Store, StoreError};
 
 /// The taint of a node that joined while approval is required, until an admin removes it.
 pub const UNAPPROVED_TAINT: &str = "node.wasmfleet.io/unapproved";

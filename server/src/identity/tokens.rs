@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::constant_time_eq;
-use crate::store::{ObjectKey, Store, StoreError, rfc3339};
+use crate::k8s::time::rfc3339;
+use crate::store::{ObjectKey, Store, StoreError};
 
 /// The store resource of join tokens.
 pub const RESOURCE: &str = "jointokens";

@@ -1,8 +1,17 @@
-//! Kubernetes object rules that the API, the scheduler, the fleet and the controllers share,
-//! one home each.
+//! Kubernetes object helpers shared by the API, the scheduler, the controllers and the
+//! fleet: pure functions over the JSON objects the store holds, one home per rule.
 //!
-//! - [`intstr`]: `IntOrString` counts and percentages (`maxSurge`, `maxUnavailable`).
-//! - [`selectors`]: label and field selectors (query strings and `metav1.LabelSelector`).
+//! - [`conditions`]: `status.conditions[]` (read one, set one without needless writes);
+//! - [`pods`]: the node a pod is bound to, and pod readiness;
+//! - [`owners`]: `metadata.ownerReferences` (the controller owner, ownership, building one,
+//!   adopting and releasing);
+//! - [`selectors`]: label and field selectors (query strings and `metav1.LabelSelector`);
+//! - [`intstr`]: `IntOrString` counts and percentages (`maxSurge`, `maxUnavailable`);
+//! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
 
+pub mod conditions;
 pub mod intstr;
+pub mod owners;
+pub mod pods;
 pub mod selectors;
+pub mod time;

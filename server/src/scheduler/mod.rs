@@ -1,61 +1,102 @@
 //! The scheduler: binds pending pods to nodes.
 //!
 //! [`fit`] holds the pure filter-and-score logic; this module is the level-triggered loop
-//! around it. Each pass re-reads every node and pod, and for each unbound pending pod
-//! either binds it (`spec.nodeName` plus `PodScheduled=True`) or records why it cannot
-//! (`PodScheduled=False`, reason `Unschedulable`, Kubernetes' `0/N nodes are available: ...`
-//! message). A pass runs on every store change and on a periodic resync; writes happen only
-//! when something changes, so a pass that finds nothing new writes nothing.
+//! around it. It reads the [`Cache`] (never the store) and recomputes only when a change
+//! can matter: a pod that needs scheduling appeared, or a pod or node changed while some
+//! pod waits (a node's `Lease` renewal, or a status report while nothing waits, costs
+//! nothing). A pass builds each node's view from the pods bound to it (the cache's node
+//! index) and, for each unbound pending pod, either binds it (`spec.nodeName` plus
+//! `PodScheduled=True`) or records why it cannot (`PodScheduled=False`, reason
+//! `Unschedulable`, Kubernetes' `0/N nodes are available: ...` message). Each bind is
+//! re-checked inside its store write, and the next pass waits until the cache holds the
+//! pass's own writes, so a pod is never counted on a node twice or forgotten.
 
 pub mod fit;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::controllers::conditions::{Condition, set_condition};
-use crate::store::{ObjectKey, Scope, Store, StoreError, now_rfc3339};
+use crate::informer::{Cache, Changes};
+use crate::k8s::conditions::{Condition, set_condition};
+use crate::k8s::pods::bound_node_of;
+use crate::k8s::time::now_rfc3339;
+use crate::store::{ObjectKey, Store, StoreError};
 
 use fit::{NodeView, demand, node_view, occupies_node, pick};
 
-/// How often the scheduler re-plans even without store changes.
+/// How often the scheduler re-plans even without changes.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Runs the scheduler until `shutdown` is cancelled.
-pub async fn run(store: Store, shutdown: CancellationToken) {
-    let mut changes = store.subscribe();
+pub async fn run(store: Store, cache: Cache, shutdown: CancellationToken) {
+    let mut changes = cache.subscribe();
+    let mut due = true;
     tracing::info!("scheduler started");
     loop {
-        changes.borrow_and_update();
-        match schedule_pending(&store) {
-            Ok(0) => {}
-            Ok(bound) => tracing::debug!(bound, "scheduler pass bound pods"),
-            Err(err) => tracing::warn!(%err, "scheduler pass failed; retrying at the next change"),
+        if due {
+            let pass = async {
+                match schedule_pending(&store, &cache) {
+                    Ok(0) => {}
+                    Ok(bound) => tracing::debug!(bound, "scheduler pass bound pods"),
+                    Err(err) => {
+                        tracing::warn!(%err, "scheduler pass failed; retrying at the next change")
+                    }
+                }
+                // The next pass must see this pass's binds.
+                cache.wait_for(store.revision()).await
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = pass => {}
+            }
         }
-        tokio::select! {
+        due = tokio::select! {
             () = shutdown.cancelled() => break,
-            changed = changes.changed() => if changed.is_err() { break },
-            () = tokio::time::sleep(RESYNC_INTERVAL) => {}
-        }
+            batch = changes.recv() => match batch {
+                Ok(batch) => concerns_scheduling(&batch, &cache),
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => break,
+            },
+            () = tokio::time::sleep(RESYNC_INTERVAL) => true,
+        };
     }
     tracing::info!("scheduler stopped");
 }
 
-/// One pass: tries to place every pending unbound pod. Returns how many were bound.
-pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
-    let nodes = typed::<Node>(store.list(&Scope::all("nodes"))?.items);
-    let pods = typed::<Pod>(store.list(&Scope::all("pods"))?.items);
-    let mut views: Vec<NodeView> = nodes
+/// Whether a batch of changes can change what the scheduler would do.
+pub fn concerns_scheduling(batch: &Changes, cache: &Cache) -> bool {
+    let arrived = batch
+        .of("pods")
+        .filter_map(|change| change.new.as_deref())
+        .any(obj_needs_scheduling);
+    let touched = batch.of("pods").next().is_some() || batch.of("nodes").next().is_some();
+    arrived || (touched && cache.unbound_pods().iter().any(|p| obj_needs_scheduling(p)))
+}
+
+/// One pass over the cache: tries to place every pending unbound pod. Returns how many
+/// were bound.
+pub fn schedule_pending(store: &Store, cache: &Cache) -> Result<usize, StoreError> {
+    let mut pending: Vec<Pod> = typed(&cache.unbound_pods())
+        .into_iter()
+        .filter(needs_scheduling)
+        .collect();
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    tracing::trace!("scheduler pass");
+    let mut views: Vec<NodeView> = typed::<Node>(&cache.list("nodes"))
         .iter()
         .map(|node| {
-            let name = node.metadata.name.as_deref();
-            let bound: Vec<&Pod> = pods.iter().filter(|p| bound_node(p) == name).collect();
-            node_view(node, &bound)
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            let pods = typed::<Pod>(&cache.pods_on_node(name));
+            node_view(node, &pods.iter().collect::<Vec<_>>())
         })
         .collect();
-    let mut pending: Vec<&Pod> = pods.iter().filter(|p| needs_scheduling(p)).collect();
     // Oldest first, as a queue would; names break ties so passes are deterministic.
     pending.sort_by(|a, b| {
         let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -64,7 +105,7 @@ pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
             .then_with(|| a.metadata.name.cmp(&b.metadata.name))
     });
     let mut bound = 0;
-    for pod in pending {
+    for pod in &pending {
         if place(store, pod, &mut views)? {
             bound += 1;
         }
@@ -168,10 +209,10 @@ fn set_phase_if_missing(obj: &mut Value) {
     }
 }
 
-fn typed<T: serde::de::DeserializeOwned>(items: Vec<Value>) -> Vec<T> {
+fn typed<T: serde::de::DeserializeOwned>(items: &[Arc<Value>]) -> Vec<T> {
     items
-        .into_iter()
-        .filter_map(|item| match serde_json::from_value(item) {
+        .iter()
+        .filter_map(|item| match T::deserialize(item.as_ref()) {
             Ok(typed) => Some(typed),
             Err(err) => {
                 tracing::warn!(%err, "skipping an object the scheduler cannot read");
@@ -181,16 +222,9 @@ fn typed<T: serde::de::DeserializeOwned>(items: Vec<Value>) -> Vec<T> {
         .collect()
 }
 
-fn bound_node(pod: &Pod) -> Option<&str> {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .filter(|n| !n.is_empty())
-}
-
 /// Unbound, not being deleted, not finished.
 fn needs_scheduling(pod: &Pod) -> bool {
-    bound_node(pod).is_none()
+    bound_node_of(pod).is_none()
         && pod.metadata.deletion_timestamp.is_none()
         && pod.spec.is_some()
         && occupies_node(pod)
@@ -198,7 +232,8 @@ fn needs_scheduling(pod: &Pod) -> bool {
 
 /// [`needs_scheduling`] on the raw object, re-checked inside the write transaction.
 fn obj_needs_scheduling(obj: &Value) -> bool {
-    serde_json::from_value::<Pod>(obj.clone()).is_ok_and(|pod| needs_scheduling(&pod))
+    use serde::Deserialize as _;
+    Pod::deserialize(obj).is_ok_and(|pod| needs_scheduling(&pod))
 }
 
 fn pod_key(pod: &Pod) -> Option<ObjectKey> {
@@ -211,12 +246,32 @@ fn pod_key(pod: &Pod) -> Option<ObjectKey> {
 mod tests {
     use serde_json::json;
 
+    use tokio_util::task::TaskTracker;
+
     use super::*;
+    use crate::informer::RESOURCES;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path().join("state.redb")).expect("store");
         (dir, store)
+    }
+
+    /// A cache of `store` (stopped with the test's runtime).
+    fn cache(store: &Store) -> Cache {
+        Cache::start(
+            store,
+            &RESOURCES,
+            CancellationToken::new(),
+            &TaskTracker::new(),
+        )
+        .expect("cache")
+    }
+
+    /// A pass once the cache holds every write so far.
+    async fn pass(store: &Store, cache: &Cache) -> usize {
+        assert!(cache.wait_for(store.revision()).await);
+        schedule_pending(store, cache).expect("pass")
     }
 
     fn add_node(store: &Store, name: &str, arch: &str, memory: &str) {
@@ -255,9 +310,10 @@ mod tests {
             .unwrap_or_default()
     }
 
-    #[test]
-    fn a_pass_binds_pods_that_fit_and_explains_those_that_do_not() {
+    #[tokio::test]
+    async fn a_pass_binds_pods_that_fit_and_explains_those_that_do_not() {
         let (_dir, store) = store();
+        let cache = cache(&store);
         add_node(&store, "pi-1", "arm64", "1Gi");
         add_node(&store, "x86-1", "amd64", "4Gi");
         let small = add_pod(
@@ -272,7 +328,7 @@ mod tests {
             "2Gi",
             json!({"kubernetes.io/arch": "arm64"}),
         );
-        assert_eq!(schedule_pending(&store).expect("pass"), 1);
+        assert_eq!(pass(&store, &cache).await, 1);
 
         let small = store.get(&small).expect("read").expect("exists");
         assert_eq!(small["spec"]["nodeName"], "pi-1");
@@ -288,31 +344,73 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_pass_with_nothing_new_writes_nothing() {
+    #[tokio::test]
+    async fn a_pass_with_nothing_new_writes_nothing() {
         let (_dir, store) = store();
+        let cache = cache(&store);
         add_node(&store, "pi-1", "arm64", "1Gi");
         add_pod(&store, "huge", "2Gi", json!({}));
-        schedule_pending(&store).expect("pass");
+        pass(&store, &cache).await;
         let revision = store.revision();
-        schedule_pending(&store).expect("pass");
+        pass(&store, &cache).await;
         assert_eq!(store.revision(), revision);
     }
 
-    #[test]
-    fn pods_placed_in_one_pass_count_against_the_node() {
+    #[tokio::test]
+    async fn pods_placed_in_one_pass_count_against_the_node() {
         let (_dir, store) = store();
+        let cache = cache(&store);
         add_node(&store, "pi-1", "arm64", "1Gi");
         add_pod(&store, "a", "600Mi", json!({}));
         add_pod(&store, "b", "600Mi", json!({}));
-        assert_eq!(schedule_pending(&store).expect("pass"), 1);
+        assert_eq!(pass(&store, &cache).await, 1);
+    }
+
+    #[tokio::test]
+    async fn pods_bound_in_an_earlier_pass_count_against_the_node() {
+        let (_dir, store) = store();
+        let cache = cache(&store);
+        add_node(&store, "pi-1", "arm64", "1Gi");
+        add_pod(&store, "a", "600Mi", json!({}));
+        assert_eq!(pass(&store, &cache).await, 1);
+        add_pod(&store, "b", "600Mi", json!({}));
+        assert_eq!(pass(&store, &cache).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_lease_renewal_or_a_bound_pods_status_does_not_concern_the_scheduler() {
+        let (_dir, store) = store();
+        let cache = cache(&store);
+        add_node(&store, "pi-1", "arm64", "1Gi");
+        let key = add_pod(&store, "a", "1Mi", json!({}));
+        pass(&store, &cache).await;
+        let mut changes = cache.subscribe();
+        crate::controllers::leases::write_lease(&store, "pi-1", Duration::from_secs(40))
+            .expect("lease");
+        store
+            .update_with(&key, |pod: &mut Value| {
+                pod["status"]["phase"] = "Running".into();
+                Ok::<(), StoreError>(())
+            })
+            .expect("status");
+        let written = store.revision();
+        loop {
+            let batch = changes.recv().await.expect("a batch");
+            assert!(!concerns_scheduling(&batch, &cache), "{batch:?}");
+            if batch.revision >= written {
+                break;
+            }
+        }
+        add_pod(&store, "b", "1Mi", json!({}));
+        let batch = changes.recv().await.expect("a batch");
+        assert!(concerns_scheduling(&batch, &cache));
     }
 
     #[tokio::test]
     async fn the_loop_binds_a_pod_created_after_it_started() {
         let (_dir, store) = store();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(store.clone(), shutdown.clone()));
+        let task = tokio::spawn(run(store.clone(), cache(&store), shutdown.clone()));
         add_node(&store, "pi-1", "arm64", "1Gi");
         let key = add_pod(&store, "late", "1Mi", json!({}));
         let bound = tokio::time::timeout(Duration::from_secs(5), async {

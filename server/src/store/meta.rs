@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{ObjectKey, StoreError};
+use crate::k8s::time::now_rfc3339;
 
 /// The object's `metadata` map, or an error when the object has none.
 pub(crate) fn metadata_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, StoreError> {
@@ -93,16 +94,6 @@ fn new_uid() -> String {
         &hex[16..20],
         &hex[20..32]
     )
-}
-
-/// Now, in the `YYYY-MM-DDTHH:MM:SSZ` form Kubernetes emits.
-pub fn now_rfc3339() -> String {
-    rfc3339(jiff::Timestamp::now())
-}
-
-/// A time in the `YYYY-MM-DDTHH:MM:SSZ` form Kubernetes emits (whole seconds, UTC).
-pub fn rfc3339(at: jiff::Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]

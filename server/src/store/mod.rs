@@ -42,7 +42,7 @@ use tokio::sync::watch;
 pub use error::StoreError;
 pub use events::{EventType, WatchEvent, Watcher};
 pub use key::{ObjectKey, Scope};
-pub use meta::{now_rfc3339, resource_version, rfc3339};
+pub use meta::resource_version;
 
 /// `resource/namespace/name` → the object's JSON.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -160,6 +160,7 @@ impl Store {
 
     /// Every object in `scope`, with the revision they were read at.
     pub fn list(&self, scope: &Scope) -> Result<Listing, StoreError> {
+        tracing::trace!(resource = %scope.resource, "store list");
         let read = self.inner.db.begin_read()?;
         let revision = read_counter(&read.open_table(META)?, REV)?;
         let objects = read.open_table(OBJECTS)?;
@@ -261,6 +262,28 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<WatchEvent>, u64), StoreError> {
+        self.scan_events(after, limit, &|key| scope.contains(key))
+    }
+
+    /// Like [`Store::events_after`], for the events of every resource in `resources` (the
+    /// informer follows several resources in one revision order).
+    pub fn events_of(
+        &self,
+        resources: &[&str],
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<WatchEvent>, u64), StoreError> {
+        self.scan_events(after, limit, &|key| {
+            resources.contains(&key.resource.as_str())
+        })
+    }
+
+    fn scan_events(
+        &self,
+        after: u64,
+        limit: usize,
+        wanted: &dyn Fn(&ObjectKey) -> bool,
+    ) -> Result<(Vec<WatchEvent>, u64), StoreError> {
         let read = self.inner.db.begin_read()?;
         let meta = read.open_table(META)?;
         let compacted = read_counter(&meta, COMPACTED)?;
@@ -279,7 +302,7 @@ impl Store {
                 scanned = revision.value() - 1;
                 break;
             }
-            if let Some(event) = decode_event(scope, revision.value(), raw.value())? {
+            if let Some(event) = decode_event(wanted, revision.value(), raw.value())? {
                 events.push(event);
             }
         }
@@ -459,7 +482,7 @@ fn decode_object(raw_key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
 }
 
 fn decode_event(
-    scope: &Scope,
+    wanted: &dyn Fn(&ObjectKey) -> bool,
     revision: u64,
     raw: &[u8],
 ) -> Result<Option<WatchEvent>, StoreError> {
@@ -469,7 +492,7 @@ fn decode_event(
     };
     let (kind, key, object) =
         events::decode_header(raw).ok_or_else(|| corrupt("bad event header".into()))?;
-    if !scope.contains(&key) {
+    if !wanted(&key) {
         return Ok(None);
     }
     let object = serde_json::from_slice(object).map_err(|err| corrupt(err.to_string()))?;

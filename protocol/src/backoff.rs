@@ -1,8 +1,10 @@
-//! Capped exponential back-off between reconnect attempts.
+//! Capped exponential back-off: the one home of the rule, for the agent's and the server's
+//! reconnects to the broker and the server's controllers retrying a key.
 //!
-//! rumqttc reconnects on the very next `poll()` after an error, so without this an agent
+//! rumqttc reconnects on the very next `poll()` after an error, so without this a client
 //! whose broker is down would spin on connect attempts. Jitter spreads a fleet's reconnects
-//! after a broker restart.
+//! after a broker restart. Pure: the caller supplies the jitter (a random fraction, or 1.0
+//! for none).
 
 use std::time::Duration;
 
@@ -41,7 +43,8 @@ impl Backoff {
     }
 
     /// The delay before the next attempt, given a jitter fraction in `[0, 1)`: the
-    /// delay is drawn from the upper half of the doubled step, `[d/2, d)`.
+    /// delay is drawn from the upper half of the doubled step, `[d/2, d)`. A jitter of 1.0
+    /// gives the full step (no jitter).
     pub fn next_delay(&mut self, jitter: f64) -> Duration {
         let step = self
             .policy
@@ -51,6 +54,11 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
         let jitter = jitter.clamp(0.0, 1.0);
         step.mul_f64(0.5 + jitter / 2.0)
+    }
+
+    /// How many delays were handed out since the start or the last reset.
+    pub fn failures(&self) -> u32 {
+        self.failures
     }
 
     /// Starts over after a successful connect.

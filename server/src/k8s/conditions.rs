@@ -1,5 +1,5 @@
 //! Kubernetes status conditions on JSON objects (`status.conditions[]`), shared by the
-//! scheduler, the node lifecycle controller and the fleet's status writer.
+//! scheduler, the controllers and the fleet's status writer.
 
 use serde_json::{Map, Value, json};
 

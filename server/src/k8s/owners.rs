@@ -1,0 +1,86 @@
+//! Owner references (`metadata.ownerReferences[]`): which object controls another (a
+//! ReplicaSet its pods, a Deployment its ReplicaSets), for the controllers and the garbage
+//! collector.
+
+use serde_json::{Value, json};
+
+/// The object's owner references (none when absent or malformed).
+pub fn owner_references(obj: &Value) -> impl Iterator<Item = &Value> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// The owner reference with `controller: true` (Kubernetes allows at most one).
+pub fn controller_of(obj: &Value) -> Option<&Value> {
+    owner_references(obj).find(|owner| owner.get("controller") == Some(&Value::Bool(true)))
+}
+
+/// The uid of the object's controller owner.
+pub fn controller_uid(obj: &Value) -> Option<&str> {
+    controller_of(obj)?.get("uid")?.as_str()
+}
+
+/// Whether any owner reference of `obj` names `uid`.
+pub fn is_owned_by(obj: &Value, uid: &str) -> bool {
+    owner_references(obj).any(|owner| owner.get("uid").and_then(Value::as_str) == Some(uid))
+}
+
+/// The owner reference a controller puts on what it creates for `owner`: `apiVersion`,
+/// `kind`, `name` and `uid` of the owner, `controller: true` and `blockOwnerDeletion: true`
+/// (foreground deletion of the owner waits for it). `None` when the owner lacks one of them.
+pub fn controller_reference(owner: &Value) -> Option<Value> {
+    let field = |pointer: &str| owner.pointer(pointer).and_then(Value::as_str);
+    Some(json!({
+        "apiVersion": field("/apiVersion")?,
+        "kind": field("/kind")?,
+        "name": field("/metadata/name")?,
+        "uid": field("/metadata/uid")?,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica_set() -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web-5d8f", "namespace": "default", "uid": "rs-1"}
+        })
+    }
+
+    #[test]
+    fn a_controller_reference_names_its_owner_and_blocks_its_deletion() {
+        let reference = controller_reference(&replica_set()).expect("a complete owner");
+        assert_eq!(
+            reference,
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d8f",
+                   "uid": "rs-1", "controller": true, "blockOwnerDeletion": true})
+        );
+        let typed: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference =
+            serde_json::from_value(reference).expect("a valid ownerReference");
+        assert_eq!(typed.controller, Some(true));
+        assert!(controller_reference(&json!({"kind": "ReplicaSet"})).is_none());
+    }
+
+    #[test]
+    fn the_controller_is_the_owner_marked_controller() {
+        let pod = json!({"metadata": {"ownerReferences": [
+            {"kind": "Node", "name": "pi", "uid": "n-1"},
+            controller_reference(&replica_set()).expect("owner"),
+        ]}});
+        assert_eq!(controller_uid(&pod), Some("rs-1"));
+        assert!(is_owned_by(&pod, "n-1") && is_owned_by(&pod, "rs-1"));
+        assert!(!is_owned_by(&pod, "other"));
+        let orphan = json!({"metadata": {"ownerReferences": [{"uid": "n-1"}]}});
+        assert_eq!(controller_uid(&orphan), None);
+        assert_eq!(
+            controller_uid(&json!({"metadata": {"ownerReferences": 3}})),
+            None
+        );
+    }
+}
