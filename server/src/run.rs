@@ -22,7 +22,7 @@ use crate::artifacts::Artifacts;
 use crate::bootstrap::{self, Bootstrap};
 use crate::broker::{self, EmbeddedBroker};
 use crate::config::ServerConfig;
-use crate::controllers::node_lifecycle;
+use crate::controllers::{self, node_lifecycle};
 use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::identity::NodeIdentities;
 use crate::informer::{self, Cache};
@@ -91,6 +91,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         cache.clone(),
         shutdown.clone(),
     ));
+    controllers::start_workloads(&store, &cache, &shutdown, &tracker);
     tracker.spawn(node_lifecycle::run(
         store.clone(),
         cache,

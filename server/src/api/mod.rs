@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cascade;
 pub mod defaults;
 pub mod discovery;
 pub mod health;

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::body::{self, MAX_OBJECT_BODY};
+use super::cascade::{self, Propagation};
 use super::kinds::namespaces;
 use super::kinds::{Kind, name_of, stamp_type};
 use super::status::ApiError;
@@ -230,6 +231,7 @@ pub fn query_dry_run(query: Option<&str>) -> impl Iterator<Item = &str> {
 struct DeleteOptions {
     dry_run: bool,
     resource_version: Option<String>,
+    propagation: Propagation,
 }
 
 fn delete_options(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
@@ -256,9 +258,15 @@ fn delete_options(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, Api
         .and_then(Value::as_str)
         .filter(|rv| !rv.is_empty())
         .map(str::to_owned);
+    let from_query = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("propagationPolicy="));
+    let propagation = Propagation::parse(parsed["propagationPolicy"].as_str().or(from_query))?;
     Ok(DeleteOptions {
         dry_run,
         resource_version,
+        propagation,
     })
 }
 
@@ -283,7 +291,12 @@ pub async fn delete(
         if options.dry_run {
             return Ok(would_delete(&store, &key, expected)?);
         }
-        Ok(store.delete(&key, expected)?)
+        Ok(cascade::delete(
+            &store,
+            &key,
+            expected,
+            options.propagation,
+        )?)
     })
     .await?;
     Ok(respond(StatusCode::OK, deleted, kind))
@@ -423,13 +436,27 @@ mod tests {
     }
 
     #[test]
+    fn the_propagation_policy_comes_from_the_body_or_the_query() {
+        let body = br#"{"kind":"DeleteOptions","propagationPolicy":"Foreground"}"#;
+        let options = delete_options(None, body).ok();
+        assert_eq!(
+            options.map(|o| o.propagation),
+            Some(Propagation::Foreground)
+        );
+        let options = delete_options(Some("propagationPolicy=Orphan"), b"").ok();
+        assert_eq!(options.map(|o| o.propagation), Some(Propagation::Orphan));
+        assert!(delete_options(None, br#"{"propagationPolicy":"Later"}"#).is_err());
+    }
+
+    #[test]
     fn a_resource_version_precondition_is_read() {
         let body = br#"{"preconditions":{"resourceVersion":"42"}}"#;
         assert_eq!(
             delete_options(None, body).ok(),
             Some(DeleteOptions {
                 dry_run: false,
-                resource_version: Some("42".into())
+                resource_version: Some("42".into()),
+                propagation: Propagation::Background,
             })
         );
     }

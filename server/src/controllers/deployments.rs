@@ -120,8 +120,8 @@ fn create(store: &Store, rs: &Value) -> Result<(), StoreError> {
         Ok(_) => Ok(()),
         Err(StoreError::AlreadyExists(key)) => {
             let existing = store.get(&key)?;
-            let ours = existing.as_ref().and_then(owners::controller_uid)
-                == owners::controller_uid(rs);
+            let ours =
+                existing.as_ref().and_then(owners::controller_uid) == owners::controller_uid(rs);
             match ours {
                 true => Ok(()),
                 false => Err(StoreError::AlreadyExists(key)),

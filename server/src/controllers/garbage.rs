@@ -102,12 +102,17 @@ impl Controller for Garbage {
             keys.push(change.key.clone());
         }
         if change.new.is_none()
-            && let Some(uid) = change.old.as_deref().and_then(|o| o["metadata"]["uid"].as_str())
+            && let Some(uid) = change
+                .old
+                .as_deref()
+                .and_then(|o| o["metadata"]["uid"].as_str())
         {
             keys.extend(self.cache.owned_by(uid).iter().filter_map(|dependent| {
                 DEPENDENTS
                     .iter()
-                    .find(|r| resource_of(dependent["kind"].as_str().unwrap_or_default()) == Some(**r))
+                    .find(|r| {
+                        resource_of(dependent["kind"].as_str().unwrap_or_default()) == Some(**r)
+                    })
                     .and_then(|resource| key_of(resource, dependent))
             }));
         }
@@ -203,8 +208,10 @@ mod tests {
     use super::*;
 
     fn pod() -> Arc<Value> {
-        Arc::new(json!({"metadata": {"name": "p", "namespace": "default", "uid": "p-1",
-            "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "uid": "rs-1"}]}}))
+        Arc::new(
+            json!({"metadata": {"name": "p", "namespace": "default", "uid": "p-1",
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "uid": "rs-1"}]}}),
+        )
     }
 
     fn key() -> ObjectKey {

@@ -8,9 +8,46 @@
 //! - [`queue`]: the runner's deduplicating work queue;
 //! - [`node_lifecycle`]: marks nodes `Ready=Unknown` and tainted (and their pods not
 //!   ready) when their agent stops heartbeating, and `Ready=True` again when it resumes;
-//! - [`leases`]: which agent session is current, and the nodes' `Lease` objects.
+//! - [`leases`]: which agent session is current, and the nodes' `Lease` objects;
+//! - [`replicasets`]: keeps a ReplicaSet's pods running; [`deployments`]: rolls a
+//!   Deployment's template out through ReplicaSets; [`garbage`]: deletes what deleted
+//!   owners left behind. [`start_workloads`] starts these three.
 
+pub mod deployments;
+pub mod garbage;
 pub mod leases;
 pub mod node_lifecycle;
 pub mod queue;
+pub mod replicasets;
 pub mod runner;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::informer::Cache;
+use crate::store::Store;
+use runner::RunnerConfig;
+
+/// Starts the workload controllers (ReplicaSets, Deployments, the garbage collector), each
+/// on its own runner, tracked by `tracker` and stopped by `shutdown`.
+pub fn start_workloads(
+    store: &Store,
+    cache: &Cache,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let config = RunnerConfig::default();
+    let args = || (store.clone(), cache.clone(), config, shutdown.clone());
+    let (s, c, cfg, sd) = args();
+    tracker.spawn(runner::run(replicasets::ReplicaSets, s, c, cfg, sd));
+    let (s, c, cfg, sd) = args();
+    tracker.spawn(runner::run(deployments::Deployments, s, c, cfg, sd));
+    let (s, c, cfg, sd) = args();
+    tracker.spawn(runner::run(
+        garbage::Garbage::new(cache.clone()),
+        s,
+        c,
+        cfg,
+        sd,
+    ));
+}

@@ -291,19 +291,14 @@ fn execute(action: &Action, store: &Store) -> Result<(), StoreError> {
             Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
             Err(err) => Err(err),
         },
-        Action::Adopt(key, reference) => ignore_missing(store.update_with(key, |pod: &mut Value| {
-            if owners::controller_uid(pod).is_none() {
-                push_reference(pod, reference.clone());
-            }
-            Ok::<_, StoreError>(())
-        })),
+        Action::Adopt(key, reference) => {
+            ignore_missing(store.update_with(key, |pod: &mut Value| {
+                owners::adopt(pod, reference);
+                Ok::<_, StoreError>(())
+            }))
+        }
         Action::Release(key, uid) => ignore_missing(store.update_with(key, |pod: &mut Value| {
-            if let Some(refs) = pod
-                .pointer_mut("/metadata/ownerReferences")
-                .and_then(Value::as_array_mut)
-            {
-                refs.retain(|r| r["uid"].as_str() != Some(uid));
-            }
+            owners::release(pod, uid);
             Ok::<_, StoreError>(())
         })),
         Action::Status(key, status) => ignore_missing(store.update_with(key, |rs: &mut Value| {
@@ -317,16 +312,6 @@ fn ignore_missing(result: Result<Value, StoreError>) -> Result<(), StoreError> {
     match result {
         Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
         Err(err) => Err(err),
-    }
-}
-
-fn push_reference(pod: &mut Value, reference: Value) {
-    let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let refs = meta.entry("ownerReferences").or_insert_with(|| json!([]));
-    if let Some(refs) = refs.as_array_mut() {
-        refs.push(reference);
     }
 }
 

@@ -36,7 +36,14 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 4] = ["pods", "nodes", "namespaces", "leases"];
+pub const RESOURCES: [&str; 6] = [
+    "pods",
+    "nodes",
+    "namespaces",
+    "leases",
+    "replicasets",
+    "deployments",
+];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.
 const CHANGES_BACKLOG: usize = 1024;

@@ -18,13 +18,20 @@ pub struct Condition<'a> {
 
 /// The `status` of the condition of `type_` in `obj`, if present.
 pub fn condition_status<'v>(obj: &'v Value, type_: &str) -> Option<&'v str> {
-    find(obj, type_)
+    condition(obj, type_)
         .and_then(|c| c.get("status"))
         .and_then(Value::as_str)
 }
 
-fn find<'v>(obj: &'v Value, type_: &str) -> Option<&'v Value> {
-    obj.pointer("/status/conditions")
+/// The condition of `type_` in `obj`'s status, if present.
+pub fn condition<'v>(obj: &'v Value, type_: &str) -> Option<&'v Value> {
+    in_status(obj.get("status")?, type_)
+}
+
+/// The condition of `type_` in a `status` object, if present.
+pub fn in_status<'v>(status: &'v Value, type_: &str) -> Option<&'v Value> {
+    status
+        .get("conditions")
         .and_then(Value::as_array)?
         .iter()
         .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))

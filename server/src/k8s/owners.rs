@@ -42,6 +42,41 @@ pub fn controller_reference(owner: &Value) -> Option<Value> {
     }))
 }
 
+/// Adds `reference` to an object that has no controller yet (adoption); `false` when it has
+/// one already (it stays with that controller).
+pub fn adopt(obj: &mut Value, reference: &Value) -> bool {
+    if controller_of(obj).is_some() {
+        return false;
+    }
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    let refs = meta.entry("ownerReferences").or_insert_with(|| json!([]));
+    match refs.as_array_mut() {
+        Some(refs) => {
+            refs.push(reference.clone());
+            true
+        }
+        None => false,
+    }
+}
+
+/// Removes the owner references naming `uid` (release, orphaning); an emptied list goes.
+pub fn release(obj: &mut Value, uid: &str) {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(refs) = meta
+        .get_mut("ownerReferences")
+        .and_then(Value::as_array_mut)
+    {
+        refs.retain(|owner| owner.get("uid").and_then(Value::as_str) != Some(uid));
+        if refs.is_empty() {
+            meta.remove("ownerReferences");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +117,18 @@ mod tests {
             controller_uid(&json!({"metadata": {"ownerReferences": 3}})),
             None
         );
+    }
+
+    #[test]
+    fn adoption_needs_no_controller_and_release_drops_the_reference() {
+        let reference = controller_reference(&replica_set()).expect("owner");
+        let mut pod = json!({"metadata": {"name": "p"}});
+        assert!(adopt(&mut pod, &reference));
+        assert_eq!(controller_uid(&pod), Some("rs-1"));
+        let mut other = reference.clone();
+        other["uid"] = "rs-2".into();
+        assert!(!adopt(&mut pod, &other), "a pod keeps its controller");
+        release(&mut pod, "rs-1");
+        assert!(pod["metadata"].get("ownerReferences").is_none());
     }
 }

@@ -23,8 +23,8 @@ use serde_json::{Map, Value, json};
 
 use crate::informer::key_of;
 use crate::k8s::intstr::IntOrPercent;
-use crate::k8s::owners;
 use crate::k8s::selectors::Selector;
+use crate::k8s::{conditions, owners};
 use crate::store::ObjectKey;
 
 /// The label that tells the ReplicaSets (and pods) of one template apart.
@@ -117,8 +117,7 @@ pub fn plan(state: &State) -> Vec<Action> {
     }
     if let Some(reference) = owners::controller_reference(deployment) {
         let matching = state.orphans.iter().map(Arc::as_ref).filter(|rs| {
-            selector.matches_labels(rs.pointer("/metadata/labels"))
-                && !selector.is_empty()
+            selector.matches_labels(rs.pointer("/metadata/labels")) && !selector.is_empty()
         });
         for rs in matching.filter_map(Set::of) {
             actions.push(Action::Adopt(rs.key.clone(), reference.clone()));
@@ -156,14 +155,25 @@ pub fn plan(state: &State) -> Vec<Action> {
         }
     };
     actions.extend(history_cleanup(deployment, &old));
-    let status = status(deployment, new.as_ref(), &old, progressed, paused, state.now);
+    let status = status(
+        deployment,
+        new.as_ref(),
+        &old,
+        progressed,
+        paused,
+        state.now,
+    );
     let annotated = deployment
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(REVISION))
         .and_then(Value::as_str)
         == Some(revision.to_string().as_str());
     if !annotated || deployment.get("status") != Some(&status) {
-        actions.push(Action::Status(key, (!annotated).then_some(revision), status));
+        actions.push(Action::Status(
+            key,
+            (!annotated).then_some(revision),
+            status,
+        ));
     }
     actions
 }
@@ -211,7 +221,10 @@ fn new_replica_set(deployment: &Value, revision: u64, replicas: i64) -> Option<V
     let name = format!("{}-{hash}", deployment.pointer("/metadata/name")?.as_str()?);
     let mut annotations = Map::new();
     annotations.insert(REVISION.into(), revision.to_string().into());
-    if let Some(cause) = deployment.pointer("/metadata/annotations").and_then(|a| a.get(CHANGE_CAUSE)) {
+    if let Some(cause) = deployment
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(CHANGE_CAUSE))
+    {
         annotations.insert(CHANGE_CAUSE.into(), cause.clone());
     }
     Some(json!({
@@ -279,7 +292,11 @@ impl Rollout {
         let current: i64 = old.iter().map(|rs| rs.replicas).sum();
         if self.recreate {
             let old_pods: i64 = old.iter().map(|rs| rs.status("replicas")).sum();
-            return if current == 0 && old_pods == 0 { self.replicas } else { 0 };
+            return if current == 0 && old_pods == 0 {
+                self.replicas
+            } else {
+                0
+            };
         }
         (self.replicas + self.surge - current).clamp(0, self.replicas)
     }
@@ -307,7 +324,10 @@ impl Rollout {
             .map(|rs| Action::Scale(rs.key.clone(), 0))
             .collect();
         let old_pods: i64 = old.iter().map(|rs| rs.status("replicas")).sum();
-        match (shrink.is_empty(), old_pods == 0 && new.replicas != self.replicas) {
+        match (
+            shrink.is_empty(),
+            old_pods == 0 && new.replicas != self.replicas,
+        ) {
             (false, _) => shrink,
             (true, true) => vec![Action::Scale(new.key.clone(), self.replicas)],
             (true, false) => Vec::new(),
@@ -327,11 +347,17 @@ impl Rollout {
             *target -= cut;
             budget -= cut;
         }
-        let available: i64 = old.iter().map(|rs| rs.status("availableReplicas")).sum::<i64>()
+        let available: i64 = old
+            .iter()
+            .map(|rs| rs.status("availableReplicas"))
+            .sum::<i64>()
             + new.status("availableReplicas");
         let mut spare = available - min_available;
         for (rs, target) in old.iter().zip(targets.iter_mut()) {
-            let cut = spare.min(*target).min(rs.status("availableReplicas")).max(0);
+            let cut = spare
+                .min(*target)
+                .min(rs.status("availableReplicas"))
+                .max(0);
             *target -= cut;
             spare -= cut;
         }
@@ -345,8 +371,12 @@ impl Rollout {
 
 /// Old ReplicaSets at zero beyond `revisionHistoryLimit`, oldest first.
 fn history_cleanup(deployment: &Value, old: &[Set]) -> Vec<Action> {
-    let limit = usize::try_from(deployment["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10))
-        .unwrap_or(0);
+    let limit = usize::try_from(
+        deployment["spec"]["revisionHistoryLimit"]
+            .as_i64()
+            .unwrap_or(10),
+    )
+    .unwrap_or(0);
     let idle: Vec<&Set> = old
         .iter()
         .filter(|rs| rs.replicas == 0 && rs.status("replicas") == 0)
@@ -392,9 +422,17 @@ fn status(
         && available == rollout.replicas;
     let name = new.map_or_else(String::new, |rs| rs.key.name.clone());
     let available_condition = if available >= rollout.replicas - rollout.unavailable {
-        ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.".to_owned())
+        (
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".to_owned(),
+        )
     } else {
-        ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".to_owned())
+        (
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".to_owned(),
+        )
     };
     let progress = progressed || grew;
     let progressing = progressing(deployment, &name, paused, complete, progress, now);
@@ -419,26 +457,33 @@ fn progressing(
         return ("Unknown", "DeploymentPaused", "Deployment is paused".into());
     }
     if complete {
-        return ("True", "NewReplicaSetAvailable", format!("ReplicaSet {name:?} has successfully progressed."));
+        return (
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet {name:?} has successfully progressed."),
+        );
     }
-    let previous = find_condition(&deployment["status"], "Progressing");
+    let previous = conditions::in_status(&deployment["status"], "Progressing");
     let last_update = previous
         .and_then(|c| c["lastUpdateTime"].as_str())
         .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    let deadline = deployment["spec"]["progressDeadlineSeconds"].as_i64().unwrap_or(600);
+    let deadline = deployment["spec"]["progressDeadlineSeconds"]
+        .as_i64()
+        .unwrap_or(600);
     let timed_out = previous.is_some_and(|c| c["reason"] == "ProgressDeadlineExceeded")
         || last_update.is_some_and(|t| now.as_second() - t.as_second() > deadline);
     if !progressed && timed_out {
-        return ("False", "ProgressDeadlineExceeded", format!("ReplicaSet {name:?} has timed out progressing."));
+        return (
+            "False",
+            "ProgressDeadlineExceeded",
+            format!("ReplicaSet {name:?} has timed out progressing."),
+        );
     }
-    ("True", "ReplicaSetUpdated", format!("ReplicaSet {name:?} is progressing."))
-}
-
-fn find_condition<'a>(status: &'a Value, kind: &str) -> Option<&'a Value> {
-    status["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
+    (
+        "True",
+        "ReplicaSetUpdated",
+        format!("ReplicaSet {name:?} is progressing."),
+    )
 }
 
 /// A condition, keeping its previous times unless it changed (transition) or `refresh`
@@ -451,7 +496,7 @@ fn condition(
     now: jiff::Timestamp,
 ) -> Value {
     let now = crate::k8s::time::rfc3339(now);
-    let before = find_condition(previous, kind)
+    let before = conditions::in_status(previous, kind)
         .filter(|c| c["status"] == status && c["reason"] == reason);
     let kept = |field: &str, keep: bool| match before {
         Some(c) if keep => c[field].clone(),

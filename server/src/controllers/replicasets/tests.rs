@@ -81,10 +81,34 @@ fn missing_pods_are_created_from_the_template_with_the_replica_set_as_controller
 #[test]
 fn surplus_pods_go_unbound_first_then_pending_then_not_ready_then_newest() {
     let owned = vec![
-        pod("running-old", "Running", Some("pi"), true, "2026-01-01T00:00:00Z"),
-        pod("running-new", "Running", Some("pi"), true, "2026-01-01T00:05:00Z"),
-        pod("not-ready", "Running", Some("pi"), false, "2026-01-01T00:00:00Z"),
-        pod("pending", "Pending", Some("pi"), false, "2026-01-01T00:00:00Z"),
+        pod(
+            "running-old",
+            "Running",
+            Some("pi"),
+            true,
+            "2026-01-01T00:00:00Z",
+        ),
+        pod(
+            "running-new",
+            "Running",
+            Some("pi"),
+            true,
+            "2026-01-01T00:05:00Z",
+        ),
+        pod(
+            "not-ready",
+            "Running",
+            Some("pi"),
+            false,
+            "2026-01-01T00:00:00Z",
+        ),
+        pod(
+            "pending",
+            "Pending",
+            Some("pi"),
+            false,
+            "2026-01-01T00:00:00Z",
+        ),
         pod("unbound", "Pending", None, false, "2026-01-01T00:00:00Z"),
     ];
     let actions = plan(&state(replica_set(1), owned.clone(), vec![]));
@@ -132,8 +156,16 @@ fn matching_orphans_are_adopted_and_counted_and_strays_are_released() {
     )));
     assert!(actions.iter().any(|a| matches!(a,
         Action::Adopt(key, reference) if key.name == "orphan" && reference["uid"] == "rs-1")));
-    assert!(!actions.iter().any(|a| matches!(a, Action::Adopt(key, _) if key.name == "other")));
-    assert_eq!(creates(&actions), 0, "the adopted orphan is the one replica");
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Adopt(key, _) if key.name == "other"))
+    );
+    assert_eq!(
+        creates(&actions),
+        0,
+        "the adopted orphan is the one replica"
+    );
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn status_of(actions: &[Action]) -> &Value {
 }
 
 fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
-    find_condition(status, kind).expect("the condition")
+    conditions::in_status(status, kind).expect("the condition")
 }
 
 #[test]
@@ -80,17 +80,32 @@ fn a_new_deployment_gets_its_first_replica_set_labelled_with_the_template_hash()
     assert_eq!(rs["metadata"]["name"], format!("web-{hash}"));
     assert_eq!(rs["metadata"]["annotations"][REVISION], "1");
     assert_eq!(rs["spec"]["replicas"], 3);
-    assert_eq!(rs["spec"]["selector"]["matchLabels"][HASH_LABEL], hash.as_str());
-    assert_eq!(rs["spec"]["template"]["metadata"]["labels"][HASH_LABEL], hash.as_str());
+    assert_eq!(
+        rs["spec"]["selector"]["matchLabels"][HASH_LABEL],
+        hash.as_str()
+    );
+    assert_eq!(
+        rs["spec"]["template"]["metadata"]["labels"][HASH_LABEL],
+        hash.as_str()
+    );
     assert_eq!(owners::controller_uid(rs), Some("d-1"));
-    assert!(matches!(actions.last(), Some(Action::Status(_, Some(1), _))));
+    assert!(matches!(
+        actions.last(),
+        Some(Action::Status(_, Some(1), _))
+    ));
 }
 
 #[test]
 fn the_hash_follows_the_template_only() {
     let a = template_hash(&deployment(3, "hello:v1")["spec"]["template"]);
-    assert_eq!(a, template_hash(&deployment(5, "hello:v1")["spec"]["template"]));
-    assert_ne!(a, template_hash(&deployment(3, "hello:v2")["spec"]["template"]));
+    assert_eq!(
+        a,
+        template_hash(&deployment(5, "hello:v1")["spec"]["template"])
+    );
+    assert_ne!(
+        a,
+        template_hash(&deployment(3, "hello:v2")["spec"]["template"])
+    );
     assert!(a.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
 }
 
@@ -124,7 +139,10 @@ fn a_rolling_update_surges_one_and_never_drops_below_the_replicas() {
     assert_eq!(moves(&step), []);
     let status = status_of(&step);
     assert_eq!(status["updatedReplicas"], 3);
-    assert_eq!(condition(status, "Progressing")["reason"], "NewReplicaSetAvailable");
+    assert_eq!(
+        condition(status, "Progressing")["reason"],
+        "NewReplicaSetAvailable"
+    );
     assert_eq!(condition(status, "Available")["status"], "True");
 }
 
@@ -134,7 +152,10 @@ fn percentages_round_surge_up_and_unavailable_down() {
     d["spec"]["strategy"]["rollingUpdate"] = json!({"maxSurge": "25%", "maxUnavailable": "25%"});
     let old = replica_set(&deployment(10, "hello:v1"), 10, 10, 1);
     // 10 + ceil(2.5) = 13 pods at most: the new ReplicaSet starts at 3.
-    assert_eq!(moves(&plan(&state(&d, vec![old.clone()]))), [("new".to_owned(), 3)]);
+    assert_eq!(
+        moves(&plan(&state(&d, vec![old.clone()]))),
+        [("new".to_owned(), 3)]
+    );
     // With 3 new pods unavailable, floor(2.5) = 2 old pods may go: 13 - 8 available... 10 available, 8 needed.
     let new = replica_set(&d, 3, 0, 2);
     let old_name = old["metadata"]["name"].as_str().unwrap().to_owned();
@@ -148,13 +169,22 @@ fn recreate_stops_every_old_pod_before_starting_new_ones() {
     let v1 = deployment(3, "hello:v1");
     let old = replica_set(&v1, 3, 3, 1);
     let old_name = old["metadata"]["name"].as_str().unwrap().to_owned();
-    assert_eq!(moves(&plan(&state(&v2, vec![old]))), [("new".to_owned(), 0)]);
+    assert_eq!(
+        moves(&plan(&state(&v2, vec![old]))),
+        [("new".to_owned(), 0)]
+    );
     let new = replica_set(&v2, 0, 0, 2);
     let old = replica_set(&v1, 3, 3, 1);
-    assert_eq!(moves(&plan(&state(&v2, vec![old, new.clone()]))), [(old_name, 0)]);
+    assert_eq!(
+        moves(&plan(&state(&v2, vec![old, new.clone()]))),
+        [(old_name, 0)]
+    );
     let mut draining = (*replica_set(&v1, 0, 0, 1)).clone();
     draining["status"]["replicas"] = json!(2);
-    assert_eq!(moves(&plan(&state(&v2, vec![Arc::new(draining), new.clone()]))), []);
+    assert_eq!(
+        moves(&plan(&state(&v2, vec![Arc::new(draining), new.clone()]))),
+        []
+    );
     let gone = replica_set(&v1, 0, 0, 1);
     let new_name = new["metadata"]["name"].as_str().unwrap().to_owned();
     assert_eq!(moves(&plan(&state(&v2, vec![gone, new]))), [(new_name, 3)]);
@@ -170,7 +200,10 @@ fn a_rollback_reactivates_the_old_replica_set_under_the_next_revision() {
     let first_key = key_of("replicasets", &first).unwrap();
     assert!(actions.contains(&Action::Renumber(first_key.clone(), 3)));
     assert!(actions.contains(&Action::Scale(first_key, 1)));
-    assert!(matches!(actions.last(), Some(Action::Status(_, Some(3), _))));
+    assert!(matches!(
+        actions.last(),
+        Some(Action::Status(_, Some(3), _))
+    ));
 }
 
 #[test]
@@ -178,7 +211,10 @@ fn scaling_a_finished_deployment_scales_its_replica_set() {
     let mut d = deployment(5, "hello:v1");
     let rs = replica_set(&d, 3, 3, 1);
     let name = rs["metadata"]["name"].as_str().unwrap().to_owned();
-    assert_eq!(moves(&plan(&state(&d, vec![rs.clone()]))), [(name.clone(), 5)]);
+    assert_eq!(
+        moves(&plan(&state(&d, vec![rs.clone()]))),
+        [(name.clone(), 5)]
+    );
     d["spec"]["replicas"] = json!(1);
     assert_eq!(moves(&plan(&state(&d, vec![rs]))), [(name, 1)]);
 }
@@ -190,7 +226,10 @@ fn a_paused_deployment_does_not_roll() {
     let old = replica_set(&deployment(3, "hello:v1"), 3, 3, 1);
     let actions = plan(&state(&v2, vec![old]));
     assert_eq!(moves(&actions), []);
-    assert_eq!(condition(status_of(&actions), "Progressing")["reason"], "DeploymentPaused");
+    assert_eq!(
+        condition(status_of(&actions), "Progressing")["reason"],
+        "DeploymentPaused"
+    );
 }
 
 #[test]
@@ -245,12 +284,19 @@ fn a_finished_deployment_plans_nothing_and_a_stuck_one_times_out() {
 fn matching_orphan_replica_sets_are_adopted() {
     let d = deployment(1, "hello:v1");
     let mut orphan = (*replica_set(&d, 1, 1, 1)).clone();
-    orphan["metadata"].as_object_mut().unwrap().remove("ownerReferences");
+    orphan["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
     let s = State {
         orphans: vec![Arc::new(orphan)],
         ..state(&d, vec![])
     };
     let actions = plan(&s);
-    assert!(actions.iter().any(|a| matches!(a, Action::Adopt(_, r) if r["uid"] == "d-1")));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Adopt(_, r) if r["uid"] == "d-1"))
+    );
     assert!(!actions.iter().any(|a| matches!(a, Action::Create(_))));
 }
