@@ -1,0 +1,154 @@
+//! Workloads (issue 9): a Deployment driven by the real kubectl against a real server and
+//! agent: rollout, image update, history, undo, scale, and deletion with each cascade.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use wasmfleet_tests::wait::wait_for;
+use wasmfleet_tests::{Cluster, ClusterOptions};
+
+const ROLLOUT: Duration = Duration::from_secs(60);
+
+fn deployment(replicas: u32, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web}}
+  strategy:
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: {image}
+        args: [\"sleep\", \"600000\"]
+"
+    )
+}
+
+fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
+    let out = cluster.kubectl(args);
+    assert!(
+        out.success,
+        "kubectl {args:?}: {}{}",
+        out.stdout, out.stderr
+    );
+    out.stdout
+}
+
+fn list(cluster: &Cluster, what: &str, selector: &str) -> Vec<Value> {
+    let out = kubectl(cluster, &["get", what, "-l", selector, "-o", "json"]);
+    let list: Value = serde_json::from_str(&out).expect("a JSON list");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The images of the running, non-terminating pods of `web`.
+fn running_images(cluster: &Cluster) -> Vec<String> {
+    let mut images: Vec<String> = list(cluster, "pods", "app=web")
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    images.sort();
+    images
+}
+
+fn wait_images(cluster: &Cluster, expected: &[&str]) {
+    wait_for(&format!("pods running {expected:?}"), ROLLOUT, || {
+        let pods = list(cluster, "pods", "app=web");
+        let images = running_images(cluster);
+        (images == expected && pods.len() == expected.len())
+            .then_some(())
+            .ok_or(format!("{images:?} of {} pods", pods.len()))
+    });
+}
+
+fn rollout_status(cluster: &Cluster) -> String {
+    kubectl(
+        cluster,
+        &["rollout", "status", "deploy/web", "--timeout=60s"],
+    )
+}
+
+#[test]
+fn a_deployment_rolls_out_updates_rolls_back_scales_and_is_collected() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("exerciser", "app:v1");
+    cluster.push("exerciser", "app:v2");
+
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&deployment(3, "app:v1")));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    let done = rollout_status(&cluster);
+    assert!(done.contains("successfully rolled out"), "{done}");
+    wait_images(&cluster, &["app:v1"; 3]);
+    let pods = list(&cluster, "pods", "app=web");
+    let hash = pods[0]["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        !hash.is_empty(),
+        "pods carry the template hash: {}",
+        pods[0]
+    );
+    assert_eq!(
+        pods[0]["metadata"]["ownerReferences"][0]["kind"],
+        "ReplicaSet"
+    );
+    let table = kubectl(&cluster, &["get", "deploy", "web", "--no-headers"]);
+    let cells: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(cells[..4], ["web", "3/3", "3", "3"], "{table}");
+
+    kubectl(&cluster, &["set", "image", "deploy/web", "web=app:v2"]);
+    let done = rollout_status(&cluster);
+    assert!(done.contains("successfully rolled out"), "{done}");
+    wait_images(&cluster, &["app:v2"; 3]);
+    assert_eq!(list(&cluster, "replicasets", "app=web").len(), 2);
+    let history = kubectl(&cluster, &["rollout", "history", "deploy/web"]);
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+
+    kubectl(&cluster, &["rollout", "undo", "deploy/web"]);
+    rollout_status(&cluster);
+    wait_images(&cluster, &["app:v1"; 3]);
+    let revision = kubectl(
+        &cluster,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+        ],
+    );
+    assert_eq!(revision, "3", "the rollback is the next revision");
+
+    kubectl(&cluster, &["scale", "deploy/web", "--replicas=1"]);
+    wait_images(&cluster, &["app:v1"]);
+
+    kubectl(&cluster, &["delete", "deploy", "web"]);
+    wait_for(
+        "the garbage collector to take the ReplicaSets and pods",
+        ROLLOUT,
+        || {
+            let left = list(&cluster, "replicasets", "app=web").len()
+                + list(&cluster, "pods", "app=web").len();
+            (left == 0)
+                .then_some(())
+                .ok_or(format!("{left} objects left"))
+        },
+    );
+}
