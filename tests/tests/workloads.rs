@@ -152,3 +152,65 @@ fn a_deployment_rolls_out_updates_rolls_back_scales_and_is_collected() {
         },
     );
 }
+
+fn owner_kinds(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| {
+            o["metadata"]["ownerReferences"][0]["kind"]
+                .as_str()
+                .unwrap_or("-")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn orphaned_replica_sets_are_adopted_again_and_foreground_deletion_takes_the_pods_first() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("exerciser", "app:v1");
+    let manifest = deployment(2, "app:v1");
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifest));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    rollout_status(&cluster);
+    wait_images(&cluster, &["app:v1"; 2]);
+    let pods_before: Vec<String> = list(&cluster, "pods", "app=web")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_owned())
+        .collect();
+
+    // --cascade=orphan: the ReplicaSet and its pods stay, without their owner.
+    kubectl(&cluster, &["delete", "deploy", "web", "--cascade=orphan"]);
+    let sets = list(&cluster, "replicasets", "app=web");
+    assert_eq!(owner_kinds(&sets), ["-"], "the ReplicaSet is an orphan now");
+    assert_eq!(
+        owner_kinds(&list(&cluster, "pods", "app=web")),
+        ["ReplicaSet"; 2]
+    );
+
+    // The same Deployment again adopts it: no new ReplicaSet, the same pods.
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifest));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    wait_for("the ReplicaSet to be adopted", ROLLOUT, || {
+        let kinds = owner_kinds(&list(&cluster, "replicasets", "app=web"));
+        (kinds == ["Deployment"])
+            .then_some(())
+            .ok_or(format!("{kinds:?}"))
+    });
+    let mut pods_after: Vec<String> = list(&cluster, "pods", "app=web")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_owned())
+        .collect();
+    pods_after.sort();
+    let mut expected = pods_before.clone();
+    expected.sort();
+    assert_eq!(pods_after, expected, "adoption keeps the running pods");
+
+    // --cascade=foreground: when kubectl returns, the dependents are gone too.
+    kubectl(
+        &cluster,
+        &["delete", "deploy", "web", "--cascade=foreground"],
+    );
+    assert!(list(&cluster, "replicasets", "app=web").is_empty());
+    assert!(list(&cluster, "pods", "app=web").is_empty());
+}

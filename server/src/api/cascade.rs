@@ -7,8 +7,9 @@
 //!   controller stops acting on it), then its dependents are deleted, depth first (a
 //!   Deployment's ReplicaSets, their pods), then the object; the call returns when all are
 //!   gone, which is when `kubectl delete --cascade=foreground` returns.
-//! - `Orphan`: the dependents lose their reference to the object, then it goes; they keep
-//!   running, and a controller whose selector matches them may adopt them later.
+//! - `Orphan`: the object is marked deleted, its dependents lose their reference to it,
+//!   then it goes; they keep running, and a controller whose selector matches them may
+//!   adopt them later.
 //!
 //! Dependents are the namespaced objects of the served kinds whose `ownerReferences` name
 //! the object's uid. Runs inside the DELETE's blocking call.
@@ -18,7 +19,7 @@ use serde_json::Value;
 use super::kinds;
 use super::status::ApiError;
 use crate::k8s::owners;
-use crate::store::{ObjectKey, Scope, Store, StoreError};
+use crate::store::{ObjectKey, Scope, Store, StoreError, resource_version};
 
 /// `DeleteOptions.propagationPolicy`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,6 +60,18 @@ pub fn delete(
     let Some(current) = store.get(key)? else {
         return Err(StoreError::NotFound(key.clone()));
     };
+    if policy == Propagation::Background {
+        return store.delete(key, expected);
+    }
+    // The precondition is on the object as the client saw it, before it is marked.
+    let actual = resource_version(&current).unwrap_or_default();
+    if let Some(expected) = expected.filter(|e| *e != actual) {
+        return Err(StoreError::Conflict {
+            key: key.clone(),
+            expected: expected.to_owned(),
+            actual: actual.to_owned(),
+        });
+    }
     let uid = current["metadata"]["uid"]
         .as_str()
         .unwrap_or_default()
@@ -66,6 +79,8 @@ pub fn delete(
     match policy {
         Propagation::Background => {}
         Propagation::Orphan => {
+            // Marked first, so its controller does not adopt the released dependents back.
+            mark_deleted(store, key)?;
             for dependent in dependents(store, key, &uid)? {
                 release(store, &dependent, &uid)?;
             }
@@ -77,7 +92,7 @@ pub fn delete(
             }
         }
     }
-    store.delete(key, expected)
+    store.delete(key, None)
 }
 
 /// Deletes an object after everything it owns (depth first).
@@ -141,5 +156,66 @@ fn release(store: &Store, key: &ObjectKey, uid: &str) -> Result<(), StoreError> 
     match result {
         Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
         Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A Deployment owning a ReplicaSet owning two pods, in a fresh store.
+    fn tree(dir: &tempfile::TempDir) -> (Store, [ObjectKey; 4]) {
+        let store = Store::open(dir.path().join("state.redb")).expect("store");
+        let put = |resource: &str, kind: &str, name: &str, owner: Option<&Value>| {
+            let key = ObjectKey::namespaced(resource, "default", name);
+            let mut obj = json!({"apiVersion": "v1", "kind": kind,
+                                 "metadata": {"name": name, "namespace": "default"}});
+            if let Some(owner) = owner {
+                obj["metadata"]["ownerReferences"] =
+                    json!([owners::controller_reference(owner).expect("owner")]);
+            }
+            (key.clone(), store.create(&key, obj).expect("create"))
+        };
+        let (d, deployment) = put("deployments", "Deployment", "web", None);
+        let (rs, replica_set) = put("replicasets", "ReplicaSet", "web-1", Some(&deployment));
+        let (p1, _) = put("pods", "Pod", "web-1-a", Some(&replica_set));
+        let (p2, _) = put("pods", "Pod", "web-1-b", Some(&replica_set));
+        (store, [d, rs, p1, p2])
+    }
+
+    #[test]
+    fn foreground_deletes_the_whole_tree_and_orphan_keeps_the_dependents() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, [d, rs, p1, p2]) = tree(&dir);
+        delete(&store, &d, None, Propagation::Foreground).expect("delete");
+        for key in [&d, &rs, &p1, &p2] {
+            assert!(store.get(key).expect("get").is_none(), "{key} left");
+        }
+
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, [d, rs, p1, _]) = tree(&dir);
+        delete(&store, &d, None, Propagation::Orphan).expect("delete");
+        assert!(store.get(&d).expect("get").is_none());
+        let orphan = store.get(&rs).expect("get").expect("the ReplicaSet stays");
+        assert!(owners::controller_of(&orphan).is_none());
+        let pod = store.get(&p1).expect("get").expect("its pods stay");
+        assert!(
+            owners::controller_of(&pod).is_some(),
+            "pods keep their ReplicaSet"
+        );
+    }
+
+    #[test]
+    fn a_stale_precondition_changes_nothing_and_bad_policies_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, [d, rs, ..]) = tree(&dir);
+        let refused = delete(&store, &d, Some("999"), Propagation::Foreground);
+        assert!(matches!(refused, Err(StoreError::Conflict { .. })));
+        assert!(store.get(&rs).expect("get").is_some());
+        let current = store.get(&d).expect("get").expect("still there");
+        assert!(current["metadata"]["deletionTimestamp"].is_null());
+        assert!(Propagation::parse(Some("Sideways")).is_err());
     }
 }
