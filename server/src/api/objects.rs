@@ -395,12 +395,8 @@ fn assign_generated_name(obj: &mut Value) {
     else {
         return;
     };
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let suffix: String = (0..5)
-        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
-        .collect();
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("name".into(), format!("{prefix}{suffix}").into());
+        meta.insert("name".into(), crate::k8s::names::generate(&prefix).into());
     }
 }
 

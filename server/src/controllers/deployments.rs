@@ -9,6 +9,7 @@ pub mod rollout;
 use serde_json::Value;
 
 use super::runner::Controller;
+use super::writes;
 use crate::informer::{Cache, Change, key_of};
 use crate::k8s::owners;
 use crate::store::{ObjectKey, Store, StoreError};
@@ -77,20 +78,17 @@ impl Controller for Deployments {
     fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {
         match action {
             Action::Create(rs) => create(store, rs),
-            Action::Scale(key, replicas) => edit(store, key, |rs| {
+            Action::Scale(key, replicas) => writes::edit(store, key, |rs| {
                 rs["spec"]["replicas"] = (*replicas).into();
             }),
-            Action::Renumber(key, revision) => edit(store, key, |rs| {
+            Action::Renumber(key, revision) => writes::edit(store, key, |rs| {
                 set_revision(rs, *revision);
             }),
-            Action::Adopt(key, reference) => edit(store, key, |rs| {
+            Action::Adopt(key, reference) => writes::edit(store, key, |rs| {
                 owners::adopt(rs, reference);
             }),
-            Action::Delete(key) => match store.delete(key, None) {
-                Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
-                Err(err) => Err(err),
-            },
-            Action::Status(key, revision, status) => edit(store, key, |deployment| {
+            Action::Delete(key) => writes::delete(store, key),
+            Action::Status(key, revision, status) => writes::edit(store, key, |deployment| {
                 if let Some(revision) = revision {
                     set_revision(deployment, *revision);
                 }
@@ -136,16 +134,4 @@ fn set_revision(obj: &mut Value, revision: u64) {
         obj["metadata"]["annotations"] = serde_json::json!({});
     }
     obj["metadata"]["annotations"][rollout::REVISION] = revision.to_string().into();
-}
-
-/// A read-modify-write that tolerates the object being gone.
-fn edit(store: &Store, key: &ObjectKey, change: impl FnOnce(&mut Value)) -> Result<(), StoreError> {
-    let result = store.update_with(key, |obj: &mut Value| {
-        change(obj);
-        Ok::<_, StoreError>(())
-    });
-    match result {
-        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
-        Err(err) => Err(err),
-    }
 }

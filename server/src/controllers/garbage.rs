@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::runner::Controller;
+use super::writes;
 use crate::informer::{Cache, Change, key_of};
 use crate::k8s::owners;
 use crate::store::{ObjectKey, Store, StoreError};
@@ -174,30 +175,19 @@ fn owner_states(object: &Value, key: &ObjectKey, cache: &Cache) -> Vec<(String, 
 fn execute(action: &Action, store: &Store) -> Result<(), StoreError> {
     match action {
         Action::Delete(key, uid) => {
-            let current = store.get(key)?;
-            let same = current
-                .as_ref()
+            let same = store
+                .get(key)?
                 .is_some_and(|o| o["metadata"]["uid"].as_str() == Some(uid.as_str()));
-            if !same {
-                return Ok(());
-            }
-            match store.delete(key, None) {
-                Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
-                Err(err) => Err(err),
+            match same {
+                true => writes::delete(store, key),
+                false => Ok(()),
             }
         }
-        Action::DropReferences(key, uids) => {
-            let result = store.update_with(key, |obj: &mut Value| {
-                for uid in uids {
-                    owners::release(obj, uid);
-                }
-                Ok::<_, StoreError>(())
-            });
-            match result {
-                Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
-                Err(err) => Err(err),
+        Action::DropReferences(key, uids) => writes::edit(store, key, |obj| {
+            for uid in uids {
+                owners::release(obj, uid);
             }
-        }
+        }),
     }
 }
 

@@ -11,7 +11,8 @@
 //! - [`leases`]: which agent session is current, and the nodes' `Lease` objects;
 //! - [`replicasets`]: keeps a ReplicaSet's pods running; [`deployments`]: rolls a
 //!   Deployment's template out through ReplicaSets; [`garbage`]: deletes what deleted
-//!   owners left behind. [`start_workloads`] starts these three.
+//!   owners left behind. [`start_workloads`] starts these three; [`writes`] holds the
+//!   store writes their executors share.
 
 pub mod deployments;
 pub mod garbage;
@@ -20,6 +21,7 @@ pub mod node_lifecycle;
 pub mod queue;
 pub mod replicasets;
 pub mod runner;
+pub mod writes;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

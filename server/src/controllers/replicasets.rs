@@ -21,6 +21,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::runner::Controller;
+use super::writes;
 use crate::informer::{Cache, Change, key_of};
 use crate::k8s::selectors::Selector;
 use crate::k8s::{conditions, owners, pods};
@@ -286,53 +287,15 @@ fn owning_replica_set(pod: &Value) -> Option<ObjectKey> {
 /// Applies one action; each re-checks inside its write what the plan assumed.
 fn execute(action: &Action, store: &Store) -> Result<(), StoreError> {
     match action {
-        Action::Create(pod) => create_named(store, pod),
-        Action::Delete(key) => match store.delete(key, None) {
-            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
-            Err(err) => Err(err),
-        },
-        Action::Adopt(key, reference) => {
-            ignore_missing(store.update_with(key, |pod: &mut Value| {
-                owners::adopt(pod, reference);
-                Ok::<_, StoreError>(())
-            }))
-        }
-        Action::Release(key, uid) => ignore_missing(store.update_with(key, |pod: &mut Value| {
-            owners::release(pod, uid);
-            Ok::<_, StoreError>(())
-        })),
-        Action::Status(key, status) => ignore_missing(store.update_with(key, |rs: &mut Value| {
+        Action::Create(pod) => writes::create_named(store, "pods", pod),
+        Action::Delete(key) => writes::delete(store, key),
+        Action::Adopt(key, reference) => writes::edit(store, key, |pod| {
+            owners::adopt(pod, reference);
+        }),
+        Action::Release(key, uid) => writes::edit(store, key, |pod| owners::release(pod, uid)),
+        Action::Status(key, status) => writes::edit(store, key, |rs| {
             rs["status"] = status.clone();
-            Ok::<_, StoreError>(())
-        })),
-    }
-}
-
-fn ignore_missing(result: Result<Value, StoreError>) -> Result<(), StoreError> {
-    match result {
-        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
-        Err(err) => Err(err),
-    }
-}
-
-/// Creates `pod` under its `generateName` plus five random characters (a new suffix if the
-/// name is taken).
-fn create_named(store: &Store, pod: &Value) -> Result<(), StoreError> {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let prefix = pod["metadata"]["generateName"].as_str().unwrap_or("pod-");
-    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
-    let mut attempts = 0;
-    loop {
-        let suffix: String = (0..5)
-            .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
-            .collect();
-        let name = format!("{prefix}{suffix}");
-        let mut named = pod.clone();
-        named["metadata"]["name"] = name.clone().into();
-        match store.create(&ObjectKey::namespaced("pods", namespace, &name), named) {
-            Err(StoreError::AlreadyExists(_)) if attempts < 5 => attempts += 1,
-            other => return other.map(drop),
-        }
+        }),
     }
 }
 

@@ -7,10 +7,12 @@
 //!   adopting and releasing);
 //! - [`selectors`]: label and field selectors (query strings and `metav1.LabelSelector`);
 //! - [`intstr`]: `IntOrString` counts and percentages (`maxSurge`, `maxUnavailable`);
+//! - [`names`]: generated names and hashes in Kubernetes' safe alphabet;
 //! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
 
 pub mod conditions;
 pub mod intstr;
+pub mod names;
 pub mod owners;
 pub mod pods;
 pub mod selectors;

@@ -119,7 +119,7 @@ pub fn admit_update(old: &Value, deployment: &mut Value) -> Result<(), ApiError>
 }
 
 fn apply_defaults(deployment: &mut Value) {
-    workload::apply_defaults(deployment);
+    workload::apply_defaults(deployment, true);
     let Some(spec) = deployment.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };

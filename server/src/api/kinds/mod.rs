@@ -8,6 +8,7 @@
 //! client may not change) and its print columns.
 
 pub mod deployments;
+pub mod jobs;
 pub mod namespaces;
 pub mod nodes;
 pub mod pods;
@@ -28,6 +29,7 @@ pub const ALL: &[&Kind] = &[
     &pods::KIND,
     &deployments::KIND,
     &replicasets::KIND,
+    &jobs::KIND,
 ];
 
 /// The verbs of an ordinary read-write resource.

@@ -66,7 +66,7 @@ fn validate(rs: &Value) -> Result<(), ApiError> {
 /// A new ReplicaSet: valid, defaulted, with an empty status.
 pub fn admit_create(rs: &mut Value) -> Result<(), ApiError> {
     validate(rs)?;
-    workload::apply_defaults(rs);
+    workload::apply_defaults(rs, true);
     if let Some(map) = rs.as_object_mut() {
         map.insert("status".into(), json!({"replicas": 0}));
     }
@@ -76,7 +76,7 @@ pub fn admit_create(rs: &mut Value) -> Result<(), ApiError> {
 /// A changed ReplicaSet keeps its selector and its status.
 pub fn admit_update(old: &Value, rs: &mut Value) -> Result<(), ApiError> {
     validate(rs)?;
-    workload::apply_defaults(rs);
+    workload::apply_defaults(rs, true);
     if let Some(cause) = workload::check_selector_unchanged(old, rs) {
         return Err(ApiError::invalid("ReplicaSet", name_of(rs), &[cause]));
     }

@@ -113,12 +113,15 @@ fn check_restart_policy(spec: Option<&Value>, allowed: &[&str], causes: &mut Vec
     }
 }
 
-/// `spec.replicas` 1 when left out, and the template's pod spec defaulted like a Pod's.
-pub fn apply_defaults(obj: &mut Value) {
+/// The template's pod spec defaulted like a Pod's, and `spec.replicas` 1 when left out if
+/// the kind has replicas.
+pub fn apply_defaults(obj: &mut Value, has_replicas: bool) {
     let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
-    spec.entry("replicas").or_insert_with(|| json!(1));
+    if has_replicas {
+        spec.entry("replicas").or_insert_with(|| json!(1));
+    }
     if let Some(pod_spec) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
         defaults::apply_pod_spec_defaults(pod_spec);
     }

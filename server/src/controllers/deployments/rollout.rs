@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use crate::informer::key_of;
 use crate::k8s::intstr::IntOrPercent;
 use crate::k8s::selectors::Selector;
-use crate::k8s::{conditions, owners};
+use crate::k8s::{conditions, names, owners};
 use crate::store::ObjectKey;
 
 /// The label that tells the ReplicaSets (and pods) of one template apart.
@@ -190,24 +190,14 @@ fn template_without_hash(template: &Value) -> Value {
     template
 }
 
-/// The hash of a template: FNV-1a over its canonical JSON, in Kubernetes' safe alphabet.
+/// The hash of a template: FNV-1a over its canonical JSON, in the safe alphabet.
 pub fn template_hash(template: &Value) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut hash: u32 = 0x811c_9dc5;
     for byte in template.to_string().bytes() {
         hash ^= u32::from(byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    let mut text = String::new();
-    let mut rest = hash;
-    for _ in 0..10 {
-        text.push(char::from(ALPHABET[(rest % 27) as usize]));
-        rest /= 27;
-        if rest == 0 {
-            break;
-        }
-    }
-    text
+    names::safe_encode(hash)
 }
 
 /// The ReplicaSet of the Deployment's current template.
