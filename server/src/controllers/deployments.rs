@@ -33,7 +33,7 @@ impl Controller for Deployments {
             "replicasets" => [change.old.as_deref(), change.new.as_deref()]
                 .into_iter()
                 .flatten()
-                .filter_map(owning_deployment)
+                .filter_map(|rs| owners::controller_key(rs, "Deployment", "deployments"))
                 .collect(),
             _ => Vec::new(),
         }
@@ -96,17 +96,6 @@ impl Controller for Deployments {
             }),
         }
     }
-}
-
-/// The Deployment that controls a ReplicaSet, if one does.
-fn owning_deployment(rs: &Value) -> Option<ObjectKey> {
-    let owner = owners::controller_of(rs)?;
-    (owner["kind"] == "Deployment").then_some(())?;
-    Some(ObjectKey::namespaced(
-        "deployments",
-        rs.pointer("/metadata/namespace")?.as_str()?,
-        owner["name"].as_str()?,
-    ))
 }
 
 /// Creates a ReplicaSet; one of the same name already there is fine if it is ours.

@@ -27,6 +27,7 @@ fn resource_of(kind: &str) -> Option<&'static str> {
     match kind {
         "ReplicaSet" => Some("replicasets"),
         "Deployment" => Some("deployments"),
+        "Job" => Some("jobs"),
         "Pod" => Some("pods"),
         "Node" => Some("nodes"),
         "Namespace" => Some("namespaces"),

@@ -10,12 +10,14 @@
 //!   ready) when their agent stops heartbeating, and `Ready=True` again when it resumes;
 //! - [`leases`]: which agent session is current, and the nodes' `Lease` objects;
 //! - [`replicasets`]: keeps a ReplicaSet's pods running; [`deployments`]: rolls a
-//!   Deployment's template out through ReplicaSets; [`garbage`]: deletes what deleted
-//!   owners left behind. [`start_workloads`] starts these three; [`writes`] holds the
+//!   Deployment's template out through ReplicaSets; [`jobs`]: runs a Job's pods to
+//!   completion; [`garbage`]: deletes what deleted
+//!   owners left behind. [`start_workloads`] starts these; [`writes`] holds the
 //!   store writes their executors share.
 
 pub mod deployments;
 pub mod garbage;
+pub mod jobs;
 pub mod leases;
 pub mod node_lifecycle;
 pub mod queue;
@@ -30,7 +32,7 @@ use crate::informer::Cache;
 use crate::store::Store;
 use runner::RunnerConfig;
 
-/// Starts the workload controllers (ReplicaSets, Deployments, the garbage collector), each
+/// Starts the workload controllers (ReplicaSets, Deployments, Jobs, the garbage collector), each
 /// on its own runner, tracked by `tracker` and stopped by `shutdown`.
 pub fn start_workloads(
     store: &Store,

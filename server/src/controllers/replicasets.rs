@@ -151,24 +151,10 @@ fn deletion_rank(pod: &Value) -> (bool, u8, bool, Reverse<String>) {
     )
 }
 
-/// A new pod of the template: `{rs}-` plus a random suffix, the template's labels and
-/// annotations, the ReplicaSet as its controller, `Pending`.
+/// A new pod of the template: `{rs}-` plus a random suffix.
 fn pod_from_template(rs: &Value) -> Option<Value> {
-    let template = rs.pointer("/spec/template")?;
-    let name = rs.pointer("/metadata/name")?.as_str()?;
-    Some(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": format!("{name}-"),
-            "namespace": rs["metadata"]["namespace"],
-            "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
-            "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or(json!({})),
-            "ownerReferences": [owners::controller_reference(rs)?],
-        },
-        "spec": template.get("spec")?,
-        "status": {"phase": "Pending"},
-    }))
+    let prefix = format!("{}-", rs.pointer("/metadata/name")?.as_str()?);
+    pods::from_template(rs, rs.pointer("/spec/template")?, &prefix)
 }
 
 /// The status the ReplicaSet should show for its active pods.
@@ -230,7 +216,7 @@ impl Controller for ReplicaSets {
             "pods" => [change.old.as_deref(), change.new.as_deref()]
                 .into_iter()
                 .flatten()
-                .filter_map(owning_replica_set)
+                .filter_map(|pod| owners::controller_key(pod, "ReplicaSet", "replicasets"))
                 .collect(),
             _ => Vec::new(),
         }
@@ -271,17 +257,6 @@ impl Controller for ReplicaSets {
     fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {
         execute(action, store)
     }
-}
-
-/// The ReplicaSet that controls a pod, if one does.
-fn owning_replica_set(pod: &Value) -> Option<ObjectKey> {
-    let owner = owners::controller_of(pod)?;
-    (owner["kind"] == "ReplicaSet").then_some(())?;
-    Some(ObjectKey::namespaced(
-        "replicasets",
-        pod.pointer("/metadata/namespace")?.as_str()?,
-        owner["name"].as_str()?,
-    ))
 }
 
 /// Applies one action; each re-checks inside its write what the plan assumed.

@@ -36,13 +36,14 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 6] = [
+pub const RESOURCES: [&str; 7] = [
     "pods",
     "nodes",
     "namespaces",
     "leases",
     "replicasets",
     "deployments",
+    "jobs",
 ];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.

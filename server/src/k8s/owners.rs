@@ -42,6 +42,18 @@ pub fn controller_reference(owner: &Value) -> Option<Value> {
     }))
 }
 
+/// The key of `obj`'s controller when it is of `kind` (stored as `resource`, in the same
+/// namespace): which ReplicaSet, Deployment or Job a change of `obj` concerns.
+pub fn controller_key(obj: &Value, kind: &str, resource: &str) -> Option<crate::store::ObjectKey> {
+    let owner = controller_of(obj)?;
+    (owner.get("kind").and_then(Value::as_str) == Some(kind)).then_some(())?;
+    Some(crate::store::ObjectKey::namespaced(
+        resource,
+        obj.pointer("/metadata/namespace")?.as_str()?,
+        owner.get("name")?.as_str()?,
+    ))
+}
+
 /// Adds `reference` to an object that has no controller yet (adoption); `false` when it has
 /// one already (it stays with that controller).
 pub fn adopt(obj: &mut Value, reference: &Value) -> bool {

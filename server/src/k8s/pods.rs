@@ -69,6 +69,31 @@ pub fn looks_ready(pod: &Value) -> bool {
     is_ready(pod) || any_container_ready(pod)
 }
 
+/// A new pod of a workload's `template`, controlled by `owner`: `{prefix}` plus a random
+/// suffix as its `generateName`, the template's labels and annotations, `Pending`.
+pub fn from_template(owner: &Value, template: &Value, prefix: &str) -> Option<Value> {
+    let meta = |field: &str| {
+        template
+            .pointer(&format!("/metadata/{field}"))
+            .filter(|v| v.is_object())
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}))
+    };
+    Some(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": prefix,
+            "namespace": owner.pointer("/metadata/namespace")?,
+            "labels": meta("labels"),
+            "annotations": meta("annotations"),
+            "ownerReferences": [super::owners::controller_reference(owner)?],
+        },
+        "spec": template.get("spec")?,
+        "status": {"phase": "Pending"},
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
