@@ -392,9 +392,12 @@ pub enum Targets {
 }
 
 impl Targets {
-    fn add(&mut self, more: BTreeSet<String>) {
-        if let Targets::Nodes(nodes) = self {
-            nodes.extend(more);
+    /// Adds the nodes a batch affects; a fresh list (the cache fell behind) affects all.
+    fn add_batch(&mut self, batch: &Changes) {
+        if batch.relisted {
+            *self = Targets::All;
+        } else if let Targets::Nodes(nodes) = self {
+            nodes.extend(affected_nodes(batch));
         }
     }
 
@@ -497,7 +500,7 @@ impl DesiredPublisher {
                     targets = Targets::All;
                 }
                 batch = changes.recv() => match batch {
-                    Ok(batch) => targets.add(affected_nodes(&batch)),
+                    Ok(batch) => targets.add_batch(&batch),
                     Err(RecvError::Lagged(_)) => targets = Targets::All,
                     Err(RecvError::Closed) => break,
                 },
@@ -668,7 +671,7 @@ impl DesiredPublisher {
 fn drain(changes: &mut broadcast::Receiver<Arc<Changes>>, targets: &mut Targets) {
     loop {
         match changes.try_recv() {
-            Ok(batch) => targets.add(affected_nodes(&batch)),
+            Ok(batch) => targets.add_batch(&batch),
             Err(broadcast::error::TryRecvError::Lagged(_)) => *targets = Targets::All,
             Err(_) => return,
         }
