@@ -39,7 +39,7 @@ pub use index::{Change, Index};
 pub const RESOURCES: [&str; 4] = ["pods", "nodes", "namespaces", "leases"];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.
-const CHANGES_BACKLOG: usize = 1024;
+const CHANGES_BACKLOG: usize = 256;
 
 /// One batch of applied changes, at the revision the cache reached with it.
 #[derive(Debug, Clone)]
