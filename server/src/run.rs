@@ -59,14 +59,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let tracker = TaskTracker::new();
 
     let (broker, mqtt) = start_mqtt(&config, &boot, &store).await?;
-    let mut fleet_config = FleetConfig::new(mqtt.clone());
-    fleet_config.artifacts = Some(
-        Artifacts::new(modules.clone(), &boot.tls.ca_key_pem)
-            .context("setting up artifact signing")?,
-    );
-    if let Some(grace) = config.node_monitor_grace() {
-        fleet_config.node_grace = grace;
-    }
+    let fleet_config = fleet_config(&config, &boot, &modules, &mqtt)?;
     if let Some(broker) = &broker {
         tracker.spawn(broker::revocation::run(
             store.clone(),
@@ -74,32 +67,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
             shutdown.clone(),
         ));
     }
-    let cache = Cache::start(&store, &informer::RESOURCES, shutdown.clone(), &tracker)
-        .context("filling the informer's cache")?;
-    let node_grace = fleet_config.node_grace;
-    let fleet = Fleet::start(
-        fleet_config,
-        store.clone(),
-        cache.clone(),
-        modules.clone(),
-        shutdown.clone(),
-        &tracker,
-    )
-    .context("starting the fleet link")?;
-    tracker.spawn(scheduler::run(
-        store.clone(),
-        cache.clone(),
-        shutdown.clone(),
-    ));
-    controllers::start_workloads(&store, &cache, &shutdown, &tracker);
-    tracker.spawn(node_lifecycle::run(
-        store.clone(),
-        cache,
-        fleet.leases().clone(),
-        modules.clone(),
-        node_grace,
-        shutdown.clone(),
-    ));
+    let fleet = start_loops(fleet_config, &store, &modules, &shutdown, &tracker)?;
 
     let listener = std::net::TcpListener::bind(config.https_listen)
         .with_context(|| format!("binding the API on {}", config.https_listen))?;
@@ -134,6 +102,62 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     shutdown.cancel();
     drain(tracker, broker).await;
     result
+}
+
+/// The fleet link's settings: the broker, artifact signing, the node grace period.
+fn fleet_config(
+    config: &ServerConfig,
+    boot: &Bootstrap,
+    modules: &ModuleStore,
+    mqtt: &MqttTarget,
+) -> anyhow::Result<FleetConfig> {
+    let mut fleet_config = FleetConfig::new(mqtt.clone());
+    fleet_config.artifacts = Some(
+        Artifacts::new(modules.clone(), &boot.tls.ca_key_pem)
+            .context("setting up artifact signing")?,
+    );
+    if let Some(grace) = config.node_monitor_grace() {
+        fleet_config.node_grace = grace;
+    }
+    Ok(fleet_config)
+}
+
+/// Starts the loops that follow the store, all reading one informer cache: the fleet link
+/// (with the desired-state publisher), the scheduler and the controllers.
+fn start_loops(
+    fleet_config: FleetConfig,
+    store: &Store,
+    modules: &ModuleStore,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<FleetHandle> {
+    let cache = Cache::start(store, &informer::RESOURCES, shutdown.clone(), tracker)
+        .context("filling the informer's cache")?;
+    let node_grace = fleet_config.node_grace;
+    let fleet = Fleet::start(
+        fleet_config,
+        store.clone(),
+        cache.clone(),
+        modules.clone(),
+        shutdown.clone(),
+        tracker,
+    )
+    .context("starting the fleet link")?;
+    tracker.spawn(scheduler::run(
+        store.clone(),
+        cache.clone(),
+        shutdown.clone(),
+    ));
+    controllers::start_workloads(store, &cache, shutdown, tracker);
+    tracker.spawn(node_lifecycle::run(
+        store.clone(),
+        cache,
+        fleet.leases().clone(),
+        modules.clone(),
+        node_grace,
+        shutdown.clone(),
+    ));
+    Ok(fleet)
 }
 
 /// Runs an agent inside the server process, like `k3s server`, so one command gives a

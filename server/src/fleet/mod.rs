@@ -13,7 +13,7 @@
 //! - log chunks → the waiting [`FleetHandle::logs`] receiver ([`logs`]);
 //! - module uploads → the module store.
 //!
-//! A third task ([`desired`]) publishes each node's retained desired-pods snapshot whenever
+//! A third task ([`publisher`], planning with [`desired`]) publishes each node's retained desired-pods snapshot whenever
 //! it changes, and all of them after every (re)connect. The server's retained presence on
 //! `wf/v1/server/state` is also its last will (`online: false`).
 
@@ -24,6 +24,7 @@ pub mod desired;
 pub(crate) mod inbound;
 mod logs;
 pub mod nodes;
+pub mod publisher;
 pub mod status;
 
 use std::sync::Arc;
@@ -180,7 +181,7 @@ impl Fleet {
             shutdown.clone(),
             tracker.clone(),
         );
-        let desired = desired::DesiredPublisher::new(
+        let desired = publisher::DesiredPublisher::new(
             client.clone(),
             store.clone(),
             cache.clone(),

@@ -244,6 +244,11 @@ fn uid_and_node(obj: &Value) -> (Option<&str>, Option<&str>) {
 
 /// uid → key of every pod bound to `node`, from the cache's node index (the write
 /// re-checks uid and node inside its transaction).
+///
+/// The cache is never behind what the agent reports about: an agent learns of a pod only
+/// from the desired-state publisher, which read it from this same cache, and the cache only
+/// moves forward (after a server restart it is listed before the fleet link starts). A uid
+/// missing here was deleted (or re-bound) since, and ignoring its status is right.
 fn pods_bound_to(cache: &Cache, node: &str) -> HashMap<String, ObjectKey> {
     cache
         .pods_on_node(node)

@@ -47,7 +47,7 @@ pub const RESOURCES: [&str; 7] = [
 ];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.
-const CHANGES_BACKLOG: usize = 1024;
+const CHANGES_BACKLOG: usize = 256;
 
 /// One batch of applied changes, at the revision the cache reached with it.
 #[derive(Debug, Clone)]

@@ -29,23 +29,27 @@ impl Reflector {
     /// Lists every resource of `cache` into it.
     pub(super) fn list(store: &Store, cache: &Cache) -> Result<Reflector, StoreError> {
         let mut listed_at = HashMap::new();
-        let mut lowest = u64::MAX;
-        let mut highest = 0;
+        let mut listings = Vec::new();
         for &resource in cache.resources() {
             let listing = store.list(&Scope::all(resource))?;
-            let objects = listing
+            let objects: Vec<_> = listing
                 .items
                 .into_iter()
                 .filter_map(|obj| Some((key_of(resource, &obj)?, obj)))
                 .collect();
-            lowest = lowest.min(listing.revision);
-            highest = highest.max(listing.revision);
             listed_at.insert(resource, listing.revision);
-            cache.publish(0, true, |index| index.replace(resource, objects));
+            listings.push((resource, objects));
         }
-        let after = if lowest == u64::MAX { 0 } else { lowest };
-        cache.publish(after, true, |_| Vec::new());
-        tracing::debug!(revision = highest, "informer listed the store");
+        // Everything up to the oldest list is in; later events of the resources listed
+        // later are skipped by `already_listed`.
+        let after = listed_at.values().copied().min().unwrap_or(0);
+        cache.publish(after, true, |index| {
+            listings
+                .into_iter()
+                .flat_map(|(resource, objects)| index.replace(resource, objects))
+                .collect()
+        });
+        tracing::debug!(revision = after, "informer listed the store");
         Ok(Reflector {
             cache: cache.clone(),
             after,

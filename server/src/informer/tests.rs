@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use super::reflector::Reflector;
 use super::*;
-use crate::store::StoreOptions;
+use crate::store::{Scope, StoreOptions};
 
 fn store(retention: u64) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -126,5 +126,41 @@ async fn objects_of_resources_not_followed_stay_out() {
     synced(&cache, &store).await;
     assert!(cache.list("pods").is_empty());
     assert_eq!(cache.list("nodes").len(), 1);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_concurrent_writes_the_cache_equals_the_store() {
+    let (_dir, store) = store(50);
+    let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let cache = Cache::start(&store, &RESOURCES, shutdown.clone(), &tracker).expect("start");
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..120 {
+                    let key = pod_key(&format!("w{w}-{}", i % 20));
+                    let node = format!("pi-{}", i % 3);
+                    if i % 7 == 0 {
+                        let _ = store.delete(&key, None);
+                    } else {
+                        let _ = store.delete(&key, None);
+                        store.create(&key, pod(&key.name, &node)).expect("create");
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    synced(&cache, &store).await;
+    let stored = store.list(&Scope::all("pods")).expect("list").items;
+    let cached: Vec<Value> = cache.list("pods").iter().map(|p| (**p).clone()).collect();
+    assert_eq!(cached, stored);
+    let on_nodes: usize = (0..3)
+        .map(|n| cache.pods_on_node(&format!("pi-{n}")).len())
+        .sum();
+    assert_eq!(on_nodes, stored.len());
     shutdown.cancel();
 }

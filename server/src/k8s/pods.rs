@@ -52,6 +52,11 @@ fn container_ready_flags(pod: &Value) -> impl Iterator<Item = bool> + '_ {
         .map(|c| c.get("ready") == Some(&Value::Bool(true)))
 }
 
+/// How many container statuses say `ready: true` (kubectl's READY numerator).
+pub fn ready_containers(pod: &Value) -> usize {
+    container_ready_flags(pod).filter(|ready| *ready).count()
+}
+
 /// Whether any container status says `ready: true`.
 pub fn any_container_ready(pod: &Value) -> bool {
     container_ready_flags(pod).any(|ready| ready)
@@ -144,6 +149,8 @@ mod tests {
         }});
         assert!(!is_ready(&half) && !all_containers_ready(&half));
         assert!(any_container_ready(&half) && looks_ready(&half));
+        assert_eq!(ready_containers(&half), 1);
+        assert_eq!(ready_containers(&ready), 2);
         let none = json!({"status": {"phase": "Pending"}});
         assert!(!all_containers_ready(&none) && !any_container_ready(&none));
         assert!(!looks_ready(&none));

@@ -32,28 +32,21 @@ use fit::{NodeView, demand, node_view, occupies_node, pick};
 /// How often the scheduler re-plans even without changes.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How soon a failed pass is tried again without a change.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(store: Store, cache: Cache, shutdown: CancellationToken) {
     let mut changes = cache.subscribe();
     let mut due = true;
+    let mut wait = RESYNC_INTERVAL;
     tracing::info!("scheduler started");
     loop {
         if due {
-            let pass = async {
-                match schedule_pending(&store, &cache) {
-                    Ok(0) => {}
-                    Ok(bound) => tracing::debug!(bound, "scheduler pass bound pods"),
-                    Err(err) => {
-                        tracing::warn!(%err, "scheduler pass failed; retrying at the next change")
-                    }
-                }
-                // The next pass must see this pass's binds.
-                cache.wait_for(store.revision()).await
-            };
-            tokio::select! {
+            wait = tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = pass => {}
-            }
+                wait = pass(&store, &cache) => wait,
+            };
         }
         due = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -62,10 +55,30 @@ pub async fn run(store: Store, cache: Cache, shutdown: CancellationToken) {
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => break,
             },
-            () = tokio::time::sleep(RESYNC_INTERVAL) => true,
+            () = tokio::time::sleep(wait) => true,
         };
     }
     tracing::info!("scheduler stopped");
+}
+
+/// One pass, then waits until the cache holds its writes (the next pass must see its
+/// binds). Returns how long to wait for the next pass without a change: the resync, or a
+/// short retry after a failure.
+async fn pass(store: &Store, cache: &Cache) -> Duration {
+    let wait = match schedule_pending(store, cache) {
+        Ok(bound) => {
+            if bound > 0 {
+                tracing::debug!(bound, "scheduler pass bound pods");
+            }
+            RESYNC_INTERVAL
+        }
+        Err(err) => {
+            tracing::warn!(%err, "scheduler pass failed; retrying");
+            RETRY_INTERVAL
+        }
+    };
+    cache.wait_for(store.revision()).await;
+    wait
 }
 
 /// Whether a batch of changes can change what the scheduler would do.

@@ -13,6 +13,7 @@ use crate::informer::{RESOURCES, key_of};
 struct Toy {
     fail_first: usize,
     executed: Arc<AtomicUsize>,
+    observed: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -44,6 +45,7 @@ impl Controller for Toy {
     }
 
     fn observe(&self, key: &ObjectKey, cache: &Cache) -> Self::State {
+        self.observed.fetch_add(1, Ordering::SeqCst);
         let node = cache.get(key)?;
         let labelled = node.pointer("/metadata/labels/toy") == Some(&json!("yes"));
         Some((key.clone(), labelled))
@@ -70,18 +72,20 @@ impl Controller for Toy {
     }
 }
 
-fn toy(fail_first: usize) -> (Toy, Arc<AtomicUsize>) {
-    let executed = Arc::new(AtomicUsize::new(0));
+/// A toy and its counters of executed actions and observed keys.
+fn toy(fail_first: usize) -> (Toy, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (executed, observed) = (Arc::default(), Arc::default());
     let toy = Toy {
         fail_first,
         executed: Arc::clone(&executed),
+        observed: Arc::clone(&observed),
     };
-    (toy, executed)
+    (toy, executed, observed)
 }
 
 #[test]
 fn the_toy_plans_a_label_only_for_an_unlabelled_node() {
-    let (toy, _) = toy(0);
+    let (toy, _, _) = toy(0);
     let key = ObjectKey::cluster("nodes", "pi");
     assert_eq!(
         toy.plan(&Some((key.clone(), false))),
@@ -125,7 +129,7 @@ async fn the_runner_reconciles_new_keys_retries_failures_and_drains_on_shutdown(
         .expect("node");
     let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
     let cache = Cache::start(&store, &RESOURCES, shutdown.clone(), &tracker).expect("cache");
-    let (toy, executed) = toy(2);
+    let (toy, executed, observed) = toy(2);
     let runner = tokio::spawn(run(toy, store.clone(), cache, config(), shutdown.clone()));
 
     labelled(&store, "early").await;
@@ -139,9 +143,15 @@ async fn the_runner_reconciles_new_keys_retries_failures_and_drains_on_shutdown(
         .expect("node");
     labelled(&store, "late").await;
 
-    // Settled: resyncs re-plan both keys and write nothing.
+    // Settled: resyncs re-plan both keys (twice each at least) and write nothing.
     let revision = store.revision();
-    tokio::time::sleep(config().resync * 3).await;
+    let before = observed.load(Ordering::SeqCst);
+    let resynced = tokio::time::timeout(Duration::from_secs(5), async {
+        while observed.load(Ordering::SeqCst) < before + 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert!(resynced.await.is_ok(), "no resync re-planned the keys");
     assert_eq!(store.revision(), revision);
     assert_eq!(executed.load(Ordering::SeqCst), 4);
 
