@@ -214,3 +214,93 @@ fn orphaned_replica_sets_are_adopted_again_and_foreground_deletion_takes_the_pod
     assert!(list(&cluster, "replicasets", "app=web").is_empty());
     assert!(list(&cluster, "pods", "app=web").is_empty());
 }
+
+#[test]
+fn jobs_complete_or_fail_and_kubectl_waits_for_them() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("exerciser", "app:v1");
+
+    // `kubectl create job`: the command replaces argv[0], as for any container.
+    kubectl(
+        &cluster,
+        &[
+            "create",
+            "job",
+            "calc",
+            "--image=app:v1",
+            "--",
+            "exerciser",
+            "sleep",
+            "200",
+        ],
+    );
+    let waited = kubectl(
+        &cluster,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/calc",
+            "--timeout=60s",
+        ],
+    );
+    assert!(waited.contains("condition met"), "{waited}");
+    let row = kubectl(&cluster, &["get", "job", "calc", "--no-headers"]);
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..3], ["calc", "Complete", "1/1"], "{row}");
+
+    // A Job whose pods keep failing fails after backoffLimit, and says why.
+    let failing = "apiVersion: batch/v1
+kind: Job
+metadata:
+  name: broken
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: app:v1
+        args: [\"exit\", \"1\"]
+";
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(failing));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    let waited = kubectl(
+        &cluster,
+        &[
+            "wait",
+            "--for=condition=failed",
+            "job/broken",
+            "--timeout=60s",
+        ],
+    );
+    assert!(waited.contains("condition met"), "{waited}");
+    let reason = kubectl(
+        &cluster,
+        &[
+            "get",
+            "job",
+            "broken",
+            "-o",
+            "jsonpath={.status.conditions[0].reason}",
+        ],
+    );
+    assert_eq!(reason, "BackoffLimitExceeded");
+    let failed = kubectl(
+        &cluster,
+        &["get", "job", "broken", "-o", "jsonpath={.status.failed}"],
+    );
+    assert_eq!(failed, "2", "backoffLimit 1 allows one retry");
+
+    // A restartPolicy of Always is refused, naming the field.
+    let always = failing
+        .replace("name: broken", "name: forever")
+        .replace("restartPolicy: Never", "restartPolicy: Always");
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&always));
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("spec.template.spec.restartPolicy"),
+        "{}",
+        out.stderr
+    );
+}

@@ -164,12 +164,7 @@ pub fn parse_object(media: &str, bytes: &[u8]) -> Result<Value, ApiError> {
             serde_yaml_ng::from_slice(bytes)
                 .map_err(|err| ApiError::bad_request(format!("invalid YAML body: {err}")))?
         }
-        "application/vnd.kubernetes.protobuf" => super::protobuf::decode_namespace(bytes)
-            .ok_or_else(|| {
-                ApiError::unsupported_media_type(
-                    "application/vnd.kubernetes.protobuf (only for namespaces)",
-                )
-            })?,
+        "application/vnd.kubernetes.protobuf" => super::protobuf::decode(bytes)?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if value.is_object() {

@@ -89,13 +89,9 @@ fn log_query(
     name: &str,
     query: &HashMap<String, String>,
 ) -> Result<LogQuery, ApiError> {
-    let node = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("pod \"{name}\" is not scheduled to a node yet"))
-        })?;
+    let node = crate::k8s::pods::bound_node(pod).ok_or_else(|| {
+        ApiError::bad_request(format!("pod \"{name}\" is not scheduled to a node yet"))
+    })?;
     let containers: Vec<&str> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)

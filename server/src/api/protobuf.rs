@@ -1,90 +1,400 @@
-//! Just enough of the Kubernetes protobuf encoding for `kubectl create namespace`, which
-//! always sends protobuf and never retries as JSON after a 415.
+//! The Kubernetes protobuf encoding of the objects kubectl's `create` generators send
+//! (`kubectl create namespace|deployment|job|cronjob`): they always POST protobuf and never
+//! retry as JSON after a 415.
 //!
 //! Wire format: the magic `k8s\0`, then a `runtime.Unknown` {1: TypeMeta {1: apiVersion,
-//! 2: kind}, 2: raw}. For a Namespace, raw = {1: ObjectMeta {1: name, 2: generateName,
-//! 11: labels, 12: annotations (map entries {1: key, 2: value})}, ...}. Other kinds are
-//! refused (the caller answers 415), and so is anything malformed.
+//! 2: kind}, 2: raw}, where raw is the typed message. The typed messages are decoded by
+//! field number from the tables below (taken from `k8s.io/api` and `k8s.io/apimachinery`'s
+//! `generated.proto`) into the JSON the rest of the API admits. Fields the tables name but
+//! wasmfleet does not support decode to a marker object, so admission refuses them *by
+//! name*; zero values of plain (non-pointer) Go fields, which the Go encoder always writes,
+//! are dropped as JSON's `omitempty` would. Kinds without a table are refused (415), and so
+//! is anything malformed (400).
 
 use serde_json::{Map, Value, json};
 
+use super::status::ApiError;
+
 const MAGIC: &[u8] = b"k8s\0";
 
-/// A protobuf field: a length-delimited one with its number and payload, or another kind
-/// (varints, fixed-width numbers), which nothing here reads.
-enum Field<'a> {
-    Bytes(u32, &'a [u8]),
-    Other,
+/// How a field's payload decodes.
+#[derive(Clone, Copy)]
+enum Ty {
+    Str,
+    Int,
+    Bool,
+    /// `map<string, string>` entries.
+    Map,
+    /// `map<string, Quantity>` entries.
+    QuantityMap,
+    IntOrString,
+    /// `meta.v1.Time`: seconds since the epoch, as RFC 3339.
+    Time,
+    Msg(&'static [FieldDef]),
+    /// A field wasmfleet does not support: decoded as a marker so admission names it.
+    Unsupported,
 }
 
-/// Decodes a protobuf Namespace into its JSON form; `None` for anything else.
-pub fn decode_namespace(body: &[u8]) -> Option<Value> {
-    let unknown = body.strip_prefix(MAGIC)?;
-    let (mut api_version, mut kind, mut raw) = (None, None, None);
-    for field in fields(unknown)? {
+/// One field of a message: number, JSON name, type, repeated, and whether a zero value is
+/// meaningful (a Go pointer field, such as `replicas: 0`).
+struct FieldDef(u32, &'static str, Ty, Rep, Zero);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rep {
+    One,
+    Many,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Zero {
+    Drop,
+    Keep,
+}
+
+use Rep::{Many, One};
+use Ty::{Bool, Int, IntOrString, Map as StrMap, Msg, QuantityMap, Str, Time, Unsupported};
+use Zero::{Drop, Keep};
+
+const OWNER_REFERENCE: &[FieldDef] = &[
+    FieldDef(5, "apiVersion", Str, One, Drop),
+    FieldDef(1, "kind", Str, One, Drop),
+    FieldDef(3, "name", Str, One, Drop),
+    FieldDef(4, "uid", Str, One, Drop),
+    FieldDef(6, "controller", Bool, One, Keep),
+    FieldDef(7, "blockOwnerDeletion", Bool, One, Keep),
+];
+
+const OBJECT_META: &[FieldDef] = &[
+    FieldDef(1, "name", Str, One, Drop),
+    FieldDef(2, "generateName", Str, One, Drop),
+    FieldDef(3, "namespace", Str, One, Drop),
+    FieldDef(4, "selfLink", Str, One, Drop),
+    FieldDef(5, "uid", Str, One, Drop),
+    FieldDef(6, "resourceVersion", Str, One, Drop),
+    FieldDef(7, "generation", Int, One, Drop),
+    FieldDef(8, "creationTimestamp", Time, One, Drop),
+    FieldDef(9, "deletionTimestamp", Time, One, Drop),
+    FieldDef(10, "deletionGracePeriodSeconds", Int, One, Keep),
+    FieldDef(11, "labels", StrMap, One, Drop),
+    FieldDef(12, "annotations", StrMap, One, Drop),
+    FieldDef(13, "ownerReferences", Msg(OWNER_REFERENCE), Many, Drop),
+    FieldDef(14, "finalizers", Str, Many, Drop),
+    FieldDef(17, "managedFields", Unsupported, Many, Drop),
+];
+
+const SELECTOR_REQUIREMENT: &[FieldDef] = &[
+    FieldDef(1, "key", Str, One, Drop),
+    FieldDef(2, "operator", Str, One, Drop),
+    FieldDef(3, "values", Str, Many, Drop),
+];
+
+const LABEL_SELECTOR: &[FieldDef] = &[
+    FieldDef(1, "matchLabels", StrMap, One, Drop),
+    FieldDef(2, "matchExpressions", Msg(SELECTOR_REQUIREMENT), Many, Drop),
+];
+
+const ENV_VAR: &[FieldDef] = &[
+    FieldDef(1, "name", Str, One, Drop),
+    FieldDef(2, "value", Str, One, Drop),
+    FieldDef(3, "valueFrom", Unsupported, One, Drop),
+];
+
+const RESOURCES: &[FieldDef] = &[
+    FieldDef(1, "limits", QuantityMap, One, Drop),
+    FieldDef(2, "requests", QuantityMap, One, Drop),
+    FieldDef(3, "claims", Unsupported, Many, Drop),
+];
+
+const CONTAINER: &[FieldDef] = &[
+    FieldDef(1, "name", Str, One, Drop),
+    FieldDef(2, "image", Str, One, Drop),
+    FieldDef(3, "command", Str, Many, Drop),
+    FieldDef(4, "args", Str, Many, Drop),
+    FieldDef(5, "workingDir", Unsupported, One, Drop),
+    FieldDef(6, "ports", Unsupported, Many, Drop),
+    FieldDef(19, "envFrom", Unsupported, Many, Drop),
+    FieldDef(7, "env", Msg(ENV_VAR), Many, Drop),
+    FieldDef(8, "resources", Msg(RESOURCES), One, Drop),
+    FieldDef(23, "resizePolicy", Unsupported, Many, Drop),
+    FieldDef(24, "restartPolicy", Unsupported, One, Drop),
+    FieldDef(9, "volumeMounts", Unsupported, Many, Drop),
+    FieldDef(21, "volumeDevices", Unsupported, Many, Drop),
+    FieldDef(10, "livenessProbe", Unsupported, One, Drop),
+    FieldDef(11, "readinessProbe", Unsupported, One, Drop),
+    FieldDef(22, "startupProbe", Unsupported, One, Drop),
+    FieldDef(12, "lifecycle", Unsupported, One, Drop),
+    FieldDef(13, "terminationMessagePath", Unsupported, One, Drop),
+    FieldDef(20, "terminationMessagePolicy", Unsupported, One, Drop),
+    FieldDef(14, "imagePullPolicy", Unsupported, One, Drop),
+    FieldDef(15, "securityContext", Unsupported, One, Drop),
+    FieldDef(16, "stdin", Unsupported, One, Drop),
+    FieldDef(17, "stdinOnce", Unsupported, One, Drop),
+    FieldDef(18, "tty", Unsupported, One, Drop),
+];
+
+const POD_SPEC: &[FieldDef] = &[
+    FieldDef(1, "volumes", Unsupported, Many, Drop),
+    FieldDef(20, "initContainers", Unsupported, Many, Drop),
+    FieldDef(2, "containers", Msg(CONTAINER), Many, Drop),
+    FieldDef(3, "restartPolicy", Str, One, Drop),
+    FieldDef(4, "terminationGracePeriodSeconds", Int, One, Keep),
+    FieldDef(5, "activeDeadlineSeconds", Unsupported, One, Drop),
+    FieldDef(6, "dnsPolicy", Unsupported, One, Drop),
+    FieldDef(7, "nodeSelector", StrMap, One, Drop),
+    FieldDef(8, "serviceAccountName", Unsupported, One, Drop),
+    FieldDef(9, "serviceAccount", Unsupported, One, Drop),
+    FieldDef(10, "nodeName", Str, One, Drop),
+    FieldDef(11, "hostNetwork", Unsupported, One, Drop),
+    FieldDef(12, "hostPID", Unsupported, One, Drop),
+    FieldDef(13, "hostIPC", Unsupported, One, Drop),
+    FieldDef(14, "securityContext", Unsupported, One, Drop),
+    FieldDef(15, "imagePullSecrets", Unsupported, Many, Drop),
+    FieldDef(16, "hostname", Unsupported, One, Drop),
+    FieldDef(17, "subdomain", Unsupported, One, Drop),
+    FieldDef(18, "affinity", Unsupported, One, Drop),
+    FieldDef(19, "schedulerName", Unsupported, One, Drop),
+    FieldDef(22, "tolerations", Unsupported, Many, Drop),
+];
+
+const POD_TEMPLATE: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "spec", Msg(POD_SPEC), One, Drop),
+];
+
+const ROLLING_UPDATE: &[FieldDef] = &[
+    FieldDef(1, "maxUnavailable", IntOrString, One, Keep),
+    FieldDef(2, "maxSurge", IntOrString, One, Keep),
+];
+
+const STRATEGY: &[FieldDef] = &[
+    FieldDef(1, "type", Str, One, Drop),
+    FieldDef(2, "rollingUpdate", Msg(ROLLING_UPDATE), One, Drop),
+];
+
+const DEPLOYMENT_SPEC: &[FieldDef] = &[
+    FieldDef(1, "replicas", Int, One, Keep),
+    FieldDef(2, "selector", Msg(LABEL_SELECTOR), One, Drop),
+    FieldDef(3, "template", Msg(POD_TEMPLATE), One, Drop),
+    FieldDef(4, "strategy", Msg(STRATEGY), One, Drop),
+    FieldDef(5, "minReadySeconds", Int, One, Drop),
+    FieldDef(6, "revisionHistoryLimit", Int, One, Keep),
+    FieldDef(7, "paused", Bool, One, Drop),
+    FieldDef(9, "progressDeadlineSeconds", Int, One, Keep),
+];
+
+const JOB_SPEC: &[FieldDef] = &[
+    FieldDef(1, "parallelism", Int, One, Keep),
+    FieldDef(2, "completions", Int, One, Keep),
+    FieldDef(3, "activeDeadlineSeconds", Int, One, Keep),
+    FieldDef(11, "podFailurePolicy", Unsupported, One, Drop),
+    FieldDef(16, "successPolicy", Unsupported, One, Drop),
+    FieldDef(7, "backoffLimit", Int, One, Keep),
+    FieldDef(12, "backoffLimitPerIndex", Unsupported, One, Drop),
+    FieldDef(13, "maxFailedIndexes", Unsupported, One, Drop),
+    FieldDef(4, "selector", Msg(LABEL_SELECTOR), One, Drop),
+    FieldDef(5, "manualSelector", Bool, One, Keep),
+    FieldDef(6, "template", Msg(POD_TEMPLATE), One, Drop),
+    FieldDef(8, "ttlSecondsAfterFinished", Int, One, Keep),
+    FieldDef(9, "completionMode", Str, One, Drop),
+    FieldDef(10, "suspend", Bool, One, Keep),
+    FieldDef(14, "podReplacementPolicy", Unsupported, One, Drop),
+    FieldDef(15, "managedBy", Unsupported, One, Drop),
+];
+
+const JOB_TEMPLATE: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "spec", Msg(JOB_SPEC), One, Drop),
+];
+
+const CRON_JOB_SPEC: &[FieldDef] = &[
+    FieldDef(1, "schedule", Str, One, Drop),
+    FieldDef(8, "timeZone", Str, One, Drop),
+    FieldDef(2, "startingDeadlineSeconds", Int, One, Keep),
+    FieldDef(3, "concurrencyPolicy", Str, One, Drop),
+    FieldDef(4, "suspend", Bool, One, Keep),
+    FieldDef(5, "jobTemplate", Msg(JOB_TEMPLATE), One, Drop),
+    FieldDef(6, "successfulJobsHistoryLimit", Int, One, Keep),
+    FieldDef(7, "failedJobsHistoryLimit", Int, One, Keep),
+];
+
+/// `{1: metadata, 2: spec, 3: status}`, the shape of every top-level kind here.
+macro_rules! object {
+    ($spec:expr) => {
+        &[
+            FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+            FieldDef(2, "spec", Msg($spec), One, Drop),
+            // The server owns status: whatever the client sent is dropped.
+        ]
+    };
+}
+
+const NAMESPACE_SPEC: &[FieldDef] = &[FieldDef(1, "finalizers", Str, Many, Drop)];
+
+/// The kinds decoded, with their apiVersion and message table.
+const KINDS: &[(&str, &str, &[FieldDef])] = &[
+    ("v1", "Namespace", object!(NAMESPACE_SPEC)),
+    ("apps/v1", "Deployment", object!(DEPLOYMENT_SPEC)),
+    ("batch/v1", "Job", object!(JOB_SPEC)),
+    ("batch/v1", "CronJob", object!(CRON_JOB_SPEC)),
+];
+
+/// A protobuf field: its number and payload.
+enum Wire<'a> {
+    Varint(u32, u64),
+    Bytes(u32, &'a [u8]),
+    Fixed,
+}
+
+/// Decodes a protobuf object body into its JSON form: 415 for a kind without a table,
+/// 400 when it is malformed.
+pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
+    let malformed = || ApiError::bad_request("invalid protobuf body");
+    let unknown = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
+    let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), None);
+    for field in fields(unknown).ok_or_else(malformed)? {
         match field {
-            Field::Bytes(1, type_meta) => {
-                for f in fields(type_meta)? {
+            Wire::Bytes(1, type_meta) => {
+                for f in fields(type_meta).ok_or_else(malformed)? {
                     match f {
-                        Field::Bytes(1, v) => api_version = Some(text(v)?),
-                        Field::Bytes(2, v) => kind = Some(text(v)?),
+                        Wire::Bytes(1, v) => api_version = text(v).ok_or_else(malformed)?,
+                        Wire::Bytes(2, v) => kind = text(v).ok_or_else(malformed)?,
                         _ => {}
                     }
                 }
             }
-            Field::Bytes(2, bytes) => raw = Some(bytes),
+            Wire::Bytes(2, bytes) => raw = Some(bytes),
             _ => {}
         }
     }
-    if kind? != "Namespace" || api_version.is_some_and(|v| v != "v1") {
-        return None;
-    }
-    let mut metadata = Map::new();
-    for field in fields(raw?)? {
-        if let Field::Bytes(1, meta) = field {
-            metadata = object_meta(meta)?;
-        }
-    }
-    Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}))
+    let Some((api_version, kind, table)) = KINDS
+        .iter()
+        .find(|(v, k, _)| *v == api_version && *k == kind)
+    else {
+        return Err(ApiError::unsupported_media_type(&format!(
+            "application/vnd.kubernetes.protobuf for {api_version} {kind} (send JSON or YAML, as `kubectl apply -f` does)"
+        )));
+    };
+    let mut object = message(raw.unwrap_or_default(), table).ok_or_else(malformed)?;
+    object.insert("apiVersion".into(), (*api_version).into());
+    object.insert("kind".into(), (*kind).into());
+    Ok(Value::Object(object))
 }
 
-fn object_meta(bytes: &[u8]) -> Option<Map<String, Value>> {
-    let mut meta = Map::new();
-    let (mut labels, mut annotations) = (Map::new(), Map::new());
+/// Decodes one message by its table.
+fn message(bytes: &[u8], table: &[FieldDef]) -> Option<Map<String, Value>> {
+    let mut out = Map::new();
+    for field in fields(bytes)? {
+        let (number, payload) = match field {
+            Wire::Varint(n, v) => (n, Payload::Varint(v)),
+            Wire::Bytes(n, b) => (n, Payload::Bytes(b)),
+            Wire::Fixed => continue,
+        };
+        let Some(FieldDef(_, name, ty, rep, zero)) = table.iter().find(|f| f.0 == number) else {
+            continue; // a field newer than the table: not set by kubectl's generators
+        };
+        let value = value(payload, *ty)?;
+        if value.is_null() || (*zero == Drop && *rep == One && is_zero(&value)) {
+            continue;
+        }
+        match rep {
+            Many => {
+                let list = out.entry(*name).or_insert_with(|| json!([]));
+                list.as_array_mut()?.push(value);
+            }
+            One if matches!(ty, StrMap | QuantityMap) => {
+                let map = out.entry(*name).or_insert_with(|| json!({}));
+                if let (Some(map), Value::Object(entry)) = (map.as_object_mut(), value) {
+                    map.extend(entry);
+                }
+            }
+            One => {
+                out.insert((*name).into(), value);
+            }
+        }
+    }
+    Some(out)
+}
+
+enum Payload<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+fn value(payload: Payload<'_>, ty: Ty) -> Option<Value> {
+    Some(match (ty, payload) {
+        (Str, Payload::Bytes(b)) => text(b)?.into(),
+        (Int, Payload::Varint(v)) => (v as i64).into(),
+        (Bool, Payload::Varint(v)) => (v != 0).into(),
+        (StrMap, Payload::Bytes(b)) => {
+            let (key, value) = map_entry(b)?;
+            json!({ key: text(value.unwrap_or_default())? })
+        }
+        (QuantityMap, Payload::Bytes(b)) => {
+            let (key, value) = map_entry(b)?;
+            let quantity = message(
+                value.unwrap_or_default(),
+                &[FieldDef(1, "q", Str, One, Drop)],
+            )?;
+            json!({ key: quantity.get("q").cloned().unwrap_or(json!("0")) })
+        }
+        (IntOrString, Payload::Bytes(b)) => int_or_string(b)?,
+        (Time, Payload::Bytes(b)) => time(b)?,
+        (Msg(table), Payload::Bytes(b)) => Value::Object(message(b, table)?),
+        // A Go zero value (false, 0, "", an empty struct) is the field left unset.
+        (Unsupported, Payload::Varint(0)) => Value::Null,
+        (Unsupported, Payload::Bytes([])) => Value::Null,
+        (Unsupported, _) => json!({"unsupported": true}),
+        _ => return None,
+    })
+}
+
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Number(n) => n.as_i64() == Some(0),
+        Value::Bool(b) => !b,
+        _ => false,
+    }
+}
+
+fn int_or_string(bytes: &[u8]) -> Option<Value> {
+    let (mut kind, mut int, mut text_value) = (0, 0_i64, String::new());
     for field in fields(bytes)? {
         match field {
-            Field::Bytes(1, v) => {
-                meta.insert("name".into(), text(v)?.into());
-            }
-            Field::Bytes(2, v) => {
-                meta.insert("generateName".into(), text(v)?.into());
-            }
-            Field::Bytes(11, entry) => {
-                let (k, v) = map_entry(entry)?;
-                labels.insert(k, v.into());
-            }
-            Field::Bytes(12, entry) => {
-                let (k, v) = map_entry(entry)?;
-                annotations.insert(k, v.into());
-            }
+            Wire::Varint(1, v) => kind = v,
+            Wire::Varint(2, v) => int = i64::from(v as i32),
+            Wire::Bytes(3, v) => text_value = text(v)?,
             _ => {}
         }
     }
-    if !labels.is_empty() {
-        meta.insert("labels".into(), Value::Object(labels));
-    }
-    if !annotations.is_empty() {
-        meta.insert("annotations".into(), Value::Object(annotations));
-    }
-    Some(meta)
+    Some(if kind == 1 {
+        text_value.into()
+    } else {
+        int.into()
+    })
 }
 
-fn map_entry(bytes: &[u8]) -> Option<(String, String)> {
-    let (mut key, mut value) = (String::new(), String::new());
+fn time(bytes: &[u8]) -> Option<Value> {
+    let mut seconds = 0_i64;
+    for field in fields(bytes)? {
+        if let Wire::Varint(1, v) = field {
+            seconds = v as i64;
+        }
+    }
+    if seconds == 0 {
+        return Some(Value::Null);
+    }
+    let at = jiff::Timestamp::from_second(seconds).ok()?;
+    Some(crate::k8s::time::rfc3339(at).into())
+}
+
+fn map_entry(bytes: &[u8]) -> Option<(String, Option<&[u8]>)> {
+    let (mut key, mut value) = (String::new(), None);
     for field in fields(bytes)? {
         match field {
-            Field::Bytes(1, k) => key = text(k)?,
-            Field::Bytes(2, v) => value = text(v)?,
+            Wire::Bytes(1, k) => key = text(k)?,
+            Wire::Bytes(2, v) => value = Some(v),
             _ => {}
         }
     }
@@ -96,29 +406,26 @@ fn text(bytes: &[u8]) -> Option<String> {
 }
 
 /// Splits a message into its fields; `None` if it is malformed.
-fn fields(mut bytes: &[u8]) -> Option<Vec<Field<'_>>> {
+fn fields(mut bytes: &[u8]) -> Option<Vec<Wire<'_>>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let tag = varint(&mut bytes)?;
         let number = u32::try_from(tag >> 3).ok()?;
         match tag & 7 {
-            0 => {
-                varint(&mut bytes)?;
-                out.push(Field::Other);
-            }
+            0 => out.push(Wire::Varint(number, varint(&mut bytes)?)),
             1 => {
                 bytes = bytes.get(8..)?;
-                out.push(Field::Other);
+                out.push(Wire::Fixed);
             }
             2 => {
                 let len = usize::try_from(varint(&mut bytes)?).ok()?;
                 let (payload, rest) = (bytes.get(..len)?, bytes.get(len..)?);
                 bytes = rest;
-                out.push(Field::Bytes(number, payload));
+                out.push(Wire::Bytes(number, payload));
             }
             5 => {
                 bytes = bytes.get(4..)?;
-                out.push(Field::Other);
+                out.push(Wire::Fixed);
             }
             _ => return None,
         }
@@ -144,31 +451,107 @@ fn varint(bytes: &mut &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn field(number: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![(number << 3) | 2, u8::try_from(payload.len()).unwrap()];
-        out.extend_from_slice(payload);
-        out
+    /// A tag or length as a varint (values below 2^14 are enough here).
+    fn varint(value: usize) -> Vec<u8> {
+        match value {
+            0..128 => vec![u8::try_from(value).unwrap()],
+            _ => vec![
+                u8::try_from(value % 128 + 128).unwrap(),
+                u8::try_from(value / 128).unwrap(),
+            ],
+        }
+    }
+
+    fn field(number: usize, payload: &[u8]) -> Vec<u8> {
+        [
+            varint(number << 3 | 2),
+            varint(payload.len()),
+            payload.to_vec(),
+        ]
+        .concat()
+    }
+
+    fn varint_field(number: usize, value: u8) -> Vec<u8> {
+        [varint(number << 3), vec![value]].concat()
+    }
+
+    fn object(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+        let type_meta = [field(1, api_version.as_bytes()), field(2, kind.as_bytes())].concat();
+        [MAGIC.to_vec(), field(1, &type_meta), field(2, raw)].concat()
     }
 
     fn namespace(kind: &str) -> Vec<u8> {
-        let type_meta = [field(1, b"v1"), field(2, kind.as_bytes())].concat();
         let label = [field(1, b"team"), field(2, b"edge")].concat();
-        let meta = [field(1, b"x"), field(11, &label)].concat();
-        let raw = field(1, &meta);
-        [MAGIC.to_vec(), field(1, &type_meta), field(2, &raw)].concat()
+        let meta = [field(1, b"x"), field(11, &label), field(4, b"")].concat();
+        object("v1", kind, &field(1, &meta))
     }
 
     #[test]
     fn a_protobuf_namespace_decodes_with_name_and_labels() {
-        let ns = decode_namespace(&namespace("Namespace")).unwrap();
+        let ns = decode(&namespace("Namespace")).unwrap();
         assert_eq!(ns["metadata"]["name"], "x");
         assert_eq!(ns["metadata"]["labels"]["team"], "edge");
+        assert!(
+            ns["metadata"].get("selfLink").is_none(),
+            "empty strings are dropped"
+        );
+    }
+
+    /// What `kubectl create deployment web --image=app:v1 --replicas=0` sends, in part.
+    #[test]
+    fn a_deployment_keeps_a_zero_replica_count_and_names_unsupported_fields() {
+        let container = [
+            field(1, b"web"),
+            field(2, b"app:v1"),
+            varint_field(16, 0),
+            field(8, b""),
+        ]
+        .concat();
+        let pod_spec = [field(2, &container), varint_field(11, 1)].concat();
+        let template = [
+            field(
+                1,
+                &field(11, &[field(1, b"app"), field(2, b"web")].concat()),
+            ),
+            field(2, &pod_spec),
+        ]
+        .concat();
+        let spec = [varint_field(1, 0), field(3, &template), field(4, b"")].concat();
+        let raw = [field(1, &field(1, b"web")), field(2, &spec), field(3, b"")].concat();
+        let d = decode(&object("apps/v1", "Deployment", &raw)).unwrap();
+        assert_eq!(d["apiVersion"], "apps/v1");
+        assert_eq!(d["spec"]["replicas"], 0, "a pointer field keeps its zero");
+        let container = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], "app:v1");
+        assert!(container.get("stdin").is_none(), "false is a Go zero value");
+        assert_eq!(container["resources"], json!({}));
+        assert_eq!(
+            d["spec"]["template"]["spec"]["hostNetwork"],
+            json!({"unsupported": true})
+        );
+        assert_eq!(d["spec"]["strategy"], json!({}));
+        assert!(d.get("status").is_none());
     }
 
     #[test]
-    fn other_kinds_and_garbage_are_refused() {
-        assert!(decode_namespace(&namespace("ConfigMap")).is_none());
-        assert!(decode_namespace(b"k8s\0\x0a\xff").is_none());
-        assert!(decode_namespace(b"{}").is_none());
+    fn int_or_string_and_quantities_decode() {
+        let surge = [varint_field(1, 1), field(3, b"25%")].concat();
+        let unavailable = [varint_field(1, 0), varint_field(2, 2)].concat();
+        let rolling = [field(1, &unavailable), field(2, &surge)].concat();
+        let decoded = message(&rolling, ROLLING_UPDATE).unwrap();
+        assert_eq!(decoded["maxSurge"], "25%");
+        assert_eq!(decoded["maxUnavailable"], 2);
+        let limit = [field(1, b"memory"), field(2, &field(1, b"64Mi"))].concat();
+        let resources = message(&field(1, &limit), RESOURCES).unwrap();
+        assert_eq!(resources["limits"]["memory"], "64Mi");
+    }
+
+    #[test]
+    fn other_kinds_are_unsupported_and_garbage_is_refused() {
+        let refused = decode(&namespace("ConfigMap")).unwrap_err();
+        assert_eq!(refused.code, axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        for garbage in [&b"k8s\0\x0a\xff"[..], b"{}", b"k8s\0\x0f"] {
+            assert!(decode(garbage).is_err());
+        }
     }
 }

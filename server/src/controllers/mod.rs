@@ -32,26 +32,42 @@ use crate::informer::Cache;
 use crate::store::Store;
 use runner::RunnerConfig;
 
-/// Starts the workload controllers (ReplicaSets, Deployments, Jobs, the garbage collector), each
-/// on its own runner, tracked by `tracker` and stopped by `shutdown`.
+/// Starts the workload controllers (ReplicaSets, Deployments, Jobs, the garbage
+/// collector), each on its own runner, tracked by `tracker` and stopped by `shutdown`.
 pub fn start_workloads(
     store: &Store,
     cache: &Cache,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let config = RunnerConfig::default();
-    let args = || (store.clone(), cache.clone(), config, shutdown.clone());
-    let (s, c, cfg, sd) = args();
-    tracker.spawn(runner::run(replicasets::ReplicaSets, s, c, cfg, sd));
-    let (s, c, cfg, sd) = args();
-    tracker.spawn(runner::run(deployments::Deployments, s, c, cfg, sd));
-    let (s, c, cfg, sd) = args();
-    tracker.spawn(runner::run(
-        garbage::Garbage::new(cache.clone()),
-        s,
-        c,
-        cfg,
-        sd,
-    ));
+    let start = Starter {
+        store,
+        cache,
+        shutdown,
+        tracker,
+    };
+    start.spawn(replicasets::ReplicaSets);
+    start.spawn(deployments::Deployments);
+    start.spawn(jobs::Jobs);
+    start.spawn(garbage::Garbage::new(cache.clone()));
+}
+
+/// What every runner is started with.
+struct Starter<'a> {
+    store: &'a Store,
+    cache: &'a Cache,
+    shutdown: &'a CancellationToken,
+    tracker: &'a TaskTracker,
+}
+
+impl Starter<'_> {
+    fn spawn<C: runner::Controller>(&self, controller: C) {
+        self.tracker.spawn(runner::run(
+            controller,
+            self.store.clone(),
+            self.cache.clone(),
+            RunnerConfig::default(),
+            self.shutdown.clone(),
+        ));
+    }
 }

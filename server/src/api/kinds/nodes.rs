@@ -95,13 +95,7 @@ fn cells(node: &Value, now: jiff::Timestamp) -> Vec<Value> {
 /// kubectl's STATUS: `Ready`, `NotReady` (Ready is False or Unknown) or `Unknown` (no
 /// Ready condition), then `SchedulingDisabled` when cordoned.
 fn status(node: &Value) -> String {
-    let ready = node
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
-        .map(|c| c["status"] == "True");
+    let ready = crate::k8s::conditions::condition_status(node, "Ready").map(|s| s == "True");
     let mut status = match ready {
         Some(true) => "Ready",
         Some(false) => "NotReady",

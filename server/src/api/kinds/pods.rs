@@ -9,6 +9,7 @@ use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, str_at, text};
 use crate::api::{ApiContext, defaults, logs, router, validation};
 use crate::fleet::delivery;
+use crate::k8s;
 
 /// Pods (namespaced; also listed across namespaces at `/api/v1/pods`).
 pub const KIND: Kind = Kind {
@@ -114,11 +115,7 @@ fn ready(pod: &Value) -> String {
         .pointer("/spec/containers")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
-    let ready = container_statuses(pod)
-        .iter()
-        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
-        .count();
-    format!("{ready}/{total}")
+    format!("{}/{total}", k8s::pods::ready_containers(pod))
 }
 
 /// kubectl's STATUS (`printPod`): the phase or the pod's reason, overridden by the last
@@ -147,7 +144,7 @@ fn status(pod: &Value) -> String {
         }
     }
     if reason == "Completed" && running {
-        reason = if pod_is_ready(pod) {
+        reason = if k8s::pods::is_ready(pod) {
             "Running"
         } else {
             "NotReady"
@@ -163,14 +160,6 @@ fn status(pod: &Value) -> String {
         .to_owned();
     }
     reason
-}
-
-fn pod_is_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 fn restarts(pod: &Value) -> i64 {
