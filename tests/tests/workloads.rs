@@ -304,3 +304,92 @@ spec:
         out.stderr
     );
 }
+
+/// The pods of `ds=sensor`, as (node, image) pairs, sorted.
+fn sensor_pods(cluster: &Cluster) -> Vec<(String, String)> {
+    let mut pods: Vec<(String, String)> = list(cluster, "pods", "app=sensor")
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let field = |ptr: &str| {
+                p.pointer(ptr)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            (field("/spec/nodeName"), field("/spec/containers/0/image"))
+        })
+        .collect();
+    pods.sort();
+    pods
+}
+
+fn wait_sensors(cluster: &Cluster, expected: &[(&str, &str)]) {
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(n, i)| ((*n).to_owned(), (*i).to_owned()))
+        .collect();
+    wait_for(&format!("daemon pods {expected:?}"), ROLLOUT, || {
+        let pods = sensor_pods(cluster);
+        (pods == expected).then_some(()).ok_or(format!("{pods:?}"))
+    });
+}
+
+#[test]
+fn a_daemon_set_follows_node_labels_and_rolls_node_by_node() {
+    let cluster = Cluster::start(ClusterOptions {
+        agents: vec![
+            ("pi-1".into(), "sensor=bme280".into()),
+            ("pi-2".into(), String::new()),
+        ],
+    });
+    cluster.push("exerciser", "app:v1");
+    cluster.push("exerciser", "app:v2");
+    let manifest = "apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: sensor
+spec:
+  selector:
+    matchLabels: {app: sensor}
+  template:
+    metadata:
+      labels: {app: sensor}
+    spec:
+      nodeSelector: {sensor: bme280}
+      containers:
+      - name: read
+        image: app:v1
+        args: [\"sleep\", \"600000\"]
+";
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    wait_sensors(&cluster, &[("pi-1", "app:v1")]);
+
+    // A node that gains the label gets its pod; one that loses it, loses it.
+    kubectl(&cluster, &["label", "node", "pi-2", "sensor=bme280"]);
+    wait_sensors(&cluster, &[("pi-1", "app:v1"), ("pi-2", "app:v1")]);
+    let done = kubectl(
+        &cluster,
+        &["rollout", "status", "ds/sensor", "--timeout=60s"],
+    );
+    assert!(done.contains("successfully rolled out"), "{done}");
+    let row = kubectl(&cluster, &["get", "ds", "sensor", "--no-headers"]);
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[..7],
+        ["sensor", "2", "2", "2", "2", "2", "sensor=bme280"],
+        "{row}"
+    );
+
+    kubectl(&cluster, &["set", "image", "ds/sensor", "read=app:v2"]);
+    let done = kubectl(
+        &cluster,
+        &["rollout", "status", "ds/sensor", "--timeout=60s"],
+    );
+    assert!(done.contains("successfully rolled out"), "{done}");
+    wait_sensors(&cluster, &[("pi-1", "app:v2"), ("pi-2", "app:v2")]);
+
+    kubectl(&cluster, &["label", "node", "pi-1", "sensor-"]);
+    wait_sensors(&cluster, &[("pi-2", "app:v2")]);
+}

@@ -28,6 +28,7 @@ fn resource_of(kind: &str) -> Option<&'static str> {
         "ReplicaSet" => Some("replicasets"),
         "Deployment" => Some("deployments"),
         "Job" => Some("jobs"),
+        "DaemonSet" => Some("daemonsets"),
         "Pod" => Some("pods"),
         "Node" => Some("nodes"),
         "Namespace" => Some("namespaces"),

@@ -11,10 +11,11 @@
 //! - [`leases`]: which agent session is current, and the nodes' `Lease` objects;
 //! - [`replicasets`]: keeps a ReplicaSet's pods running; [`deployments`]: rolls a
 //!   Deployment's template out through ReplicaSets; [`jobs`]: runs a Job's pods to
-//!   completion; [`garbage`]: deletes what deleted
+//!   completion; [`daemonsets`]: one pod per matching node; [`garbage`]: deletes what deleted
 //!   owners left behind. [`start_workloads`] starts these; [`writes`] holds the
 //!   store writes their executors share.
 
+pub mod daemonsets;
 pub mod deployments;
 pub mod garbage;
 pub mod jobs;
@@ -32,8 +33,8 @@ use crate::informer::Cache;
 use crate::store::Store;
 use runner::RunnerConfig;
 
-/// Starts the workload controllers (ReplicaSets, Deployments, Jobs, the garbage
-/// collector), each on its own runner, tracked by `tracker` and stopped by `shutdown`.
+/// Starts the workload controllers (ReplicaSets, Deployments, Jobs, DaemonSets, the
+/// garbage collector), each on its own runner, tracked by `tracker` and stopped by `shutdown`.
 pub fn start_workloads(
     store: &Store,
     cache: &Cache,
@@ -49,6 +50,7 @@ pub fn start_workloads(
     start.spawn(replicasets::ReplicaSets);
     start.spawn(deployments::Deployments);
     start.spawn(jobs::Jobs);
+    start.spawn(daemonsets::DaemonSets::new(cache.clone()));
     start.spawn(garbage::Garbage::new(cache.clone()));
 }
 

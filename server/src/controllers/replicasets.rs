@@ -24,7 +24,7 @@ use super::runner::Controller;
 use super::writes;
 use crate::informer::{Cache, Change, key_of};
 use crate::k8s::selectors::Selector;
-use crate::k8s::{conditions, owners, pods};
+use crate::k8s::{owners, pods};
 use crate::store::{ObjectKey, Store, StoreError};
 
 /// The most pods created or deleted in one reconcile.
@@ -168,7 +168,7 @@ fn status_of(rs: &Value, active: &[&Value], now: jiff::Timestamp) -> Value {
     let min_ready = rs["spec"]["minReadySeconds"].as_i64().unwrap_or(0);
     let available = ready
         .iter()
-        .filter(|pod| ready_for(pod, min_ready, now))
+        .filter(|pod| pods::ready_for(pod, min_ready, now))
         .count();
     let mut status = json!({
         "replicas": active.len(),
@@ -188,18 +188,6 @@ fn labels_include(labels: Option<&Value>, wanted: Option<&Value>) -> bool {
         .into_iter()
         .flatten()
         .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-}
-
-/// Ready for at least `seconds` (by its Ready condition's last transition).
-pub fn ready_for(pod: &Value, seconds: i64, now: jiff::Timestamp) -> bool {
-    if seconds <= 0 {
-        return true;
-    }
-    let since = conditions::condition(pod, "Ready")
-        .and_then(|c| c.get("lastTransitionTime"))
-        .and_then(Value::as_str)
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    since.is_some_and(|since| now.as_second() - since.as_second() >= seconds)
 }
 
 impl Controller for ReplicaSets {

@@ -36,7 +36,7 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 7] = [
+pub const RESOURCES: [&str; 8] = [
     "pods",
     "nodes",
     "namespaces",
@@ -44,6 +44,7 @@ pub const RESOURCES: [&str; 7] = [
     "replicasets",
     "deployments",
     "jobs",
+    "daemonsets",
 ];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.

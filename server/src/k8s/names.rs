@@ -25,6 +25,17 @@ pub fn safe_encode(mut value: u32) -> String {
     }
 }
 
+/// The hash of a pod template (`pod-template-hash`, `controller-revision-hash`): FNV-1a over
+/// its canonical JSON (object keys sorted), in the safe alphabet.
+pub fn template_hash(template: &serde_json::Value) -> String {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in template.to_string().bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    safe_encode(hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,22 @@ pub fn from_template(owner: &Value, template: &Value, prefix: &str) -> Option<Va
     }))
 }
 
+/// Ready for at least `seconds` by its Ready condition's last transition: *available*,
+/// as ReplicaSets and DaemonSets count it with `minReadySeconds`.
+pub fn ready_for(pod: &Value, seconds: i64, now: jiff::Timestamp) -> bool {
+    if !is_ready(pod) {
+        return false;
+    }
+    if seconds <= 0 {
+        return true;
+    }
+    let since = super::conditions::condition(pod, "Ready")
+        .and_then(|c| c.get("lastTransitionTime"))
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    since.is_some_and(|since| now.as_second() - since.as_second() >= seconds)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -107,7 +107,7 @@ pub fn filter(pod: &PodDemand, node: &NodeView) -> Result<(), Rejection> {
     if node
         .taints
         .iter()
-        .any(|taint| repels(taint) && !tolerated(taint, &pod.tolerations))
+        .any(|taint| keeps_off(taint, &pod.tolerations))
     {
         return Err(Rejection::UntoleratedTaint);
     }
@@ -160,8 +160,9 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     }
 }
 
-fn tolerated(taint: &Taint, tolerations: &[Toleration]) -> bool {
-    tolerations.iter().any(|t| tolerates(t, taint))
+/// Whether `taint` keeps a new pod with `tolerations` off its node.
+pub fn keeps_off(taint: &Taint, tolerations: &[Toleration]) -> bool {
+    repels(taint) && !tolerations.iter().any(|t| tolerates(t, taint))
 }
 
 /// Chooses the node for the pod, or explains why none fits.

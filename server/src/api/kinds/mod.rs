@@ -7,6 +7,7 @@
 //! Each kind's file holds its [`Kind`] constant, its admission (validation, defaults, what a
 //! client may not change) and its print columns.
 
+pub mod daemonsets;
 pub mod deployments;
 pub mod jobs;
 pub mod namespaces;
@@ -29,6 +30,7 @@ pub const ALL: &[&Kind] = &[
     &pods::KIND,
     &deployments::KIND,
     &replicasets::KIND,
+    &daemonsets::KIND,
     &jobs::KIND,
 ];
 

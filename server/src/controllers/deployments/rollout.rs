@@ -190,20 +190,10 @@ fn template_without_hash(template: &Value) -> Value {
     template
 }
 
-/// The hash of a template: FNV-1a over its canonical JSON, in the safe alphabet.
-pub fn template_hash(template: &Value) -> String {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in template.to_string().bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    names::safe_encode(hash)
-}
-
 /// The ReplicaSet of the Deployment's current template.
 fn new_replica_set(deployment: &Value, revision: u64, replicas: i64) -> Option<Value> {
     let template = &deployment["spec"]["template"];
-    let hash = template_hash(template);
+    let hash = names::template_hash(template);
     let mut template = template.clone();
     add_label(&mut template, &hash);
     let mut selector = deployment["spec"]["selector"].clone();

@@ -1,6 +1,7 @@
 //! The Deployment controller's plan, step by step through rollouts, without I/O.
 
 use super::*;
+use crate::k8s::names;
 
 const NOW: &str = "2026-01-01T00:10:00Z";
 
@@ -76,7 +77,7 @@ fn a_new_deployment_gets_its_first_replica_set_labelled_with_the_template_hash()
     let Some(Action::Create(rs)) = actions.first() else {
         panic!("{actions:?}");
     };
-    let hash = template_hash(&d["spec"]["template"]);
+    let hash = names::template_hash(&d["spec"]["template"]);
     assert_eq!(rs["metadata"]["name"], format!("web-{hash}"));
     assert_eq!(rs["metadata"]["annotations"][REVISION], "1");
     assert_eq!(rs["spec"]["replicas"], 3);
@@ -97,14 +98,14 @@ fn a_new_deployment_gets_its_first_replica_set_labelled_with_the_template_hash()
 
 #[test]
 fn the_hash_follows_the_template_only() {
-    let a = template_hash(&deployment(3, "hello:v1")["spec"]["template"]);
+    let a = names::template_hash(&deployment(3, "hello:v1")["spec"]["template"]);
     assert_eq!(
         a,
-        template_hash(&deployment(5, "hello:v1")["spec"]["template"])
+        names::template_hash(&deployment(5, "hello:v1")["spec"]["template"])
     );
     assert_ne!(
         a,
-        template_hash(&deployment(3, "hello:v2")["spec"]["template"])
+        names::template_hash(&deployment(3, "hello:v2")["spec"]["template"])
     );
     assert!(a.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
 }
