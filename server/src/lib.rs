@@ -16,6 +16,7 @@
 //! - [`modules`]: the content-addressed wasm module store (tables in the store's file).
 //! - [`artifacts`]: modules precompiled per agent target and signed (server-side AOT).
 //! - [`scheduler`]: binds pending pods to nodes (reading the informer cache).
+//! - [`events`]: recording Events (aggregated by reason and message) and expiring them.
 //! - [`controllers`]: level-triggered controllers on one runner (work queue of keys from the
 //!   cache, pure plans, resync, back-off); node lifecycle.
 //! - [`fleet`]: the server's MQTT side (births, desired state, status, chunks, logs).
@@ -26,6 +27,7 @@ pub mod bootstrap;
 pub mod broker;
 pub mod config;
 pub mod controllers;
+pub mod events;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -23,6 +23,7 @@ use crate::bootstrap::{self, Bootstrap};
 use crate::broker::{self, EmbeddedBroker};
 use crate::config::ServerConfig;
 use crate::controllers::{self, node_lifecycle};
+use crate::events;
 use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::identity::NodeIdentities;
 use crate::informer::{self, Cache};
@@ -149,6 +150,11 @@ fn start_loops(
         shutdown.clone(),
     ));
     controllers::start_workloads(store, &cache, shutdown, tracker);
+    tracker.spawn(events::run_expiry(
+        store.clone(),
+        events::DEFAULT_TTL,
+        shutdown.clone(),
+    ));
     tracker.spawn(node_lifecycle::run(
         store.clone(),
         cache,

@@ -106,6 +106,15 @@ fn a_deployment_rolls_out_updates_rolls_back_scales_and_is_collected() {
         pods[0]["metadata"]["ownerReferences"][0]["kind"],
         "ReplicaSet"
     );
+    let described = kubectl(&cluster, &["describe", "deployment", "web"]);
+    assert!(
+        described.contains("ScalingReplicaSet") && described.contains("Scaled up replica set web-"),
+        "describe shows the controller's events:\n{described}"
+    );
+    let events = kubectl(&cluster, &["get", "events"]);
+    for reason in ["Scheduled", "SuccessfulCreate", "ScalingReplicaSet"] {
+        assert!(events.contains(reason), "{reason} missing from:\n{events}");
+    }
     let table = kubectl(&cluster, &["get", "deploy", "web", "--no-headers"]);
     let cells: Vec<&str> = table.split_whitespace().collect();
     assert_eq!(cells[..4], ["web", "3/3", "3", "3"], "{table}");
@@ -286,6 +295,8 @@ spec:
         ],
     );
     assert_eq!(reason, "BackoffLimitExceeded");
+    let described = kubectl(&cluster, &["describe", "job", "broken"]);
+    assert!(described.contains("BackoffLimitExceeded"), "{described}");
     let failed = kubectl(
         &cluster,
         &["get", "job", "broken", "-o", "jsonpath={.status.failed}"],

@@ -198,7 +198,7 @@ mod tests {
             .flatten()
             .filter_map(|r| r["name"].as_str())
             .collect();
-        assert_eq!(names, ["namespaces", "nodes", "pods", "pods/log"]);
+        assert_eq!(names, ["namespaces", "nodes", "pods", "pods/log", "events"]);
         assert!(resource_list("", "v2").is_err());
         assert!(resource_list("nope", "v1").is_err());
     }

@@ -29,6 +29,9 @@ use crate::k8s::{names, owners, pods};
 use crate::scheduler::fit;
 use crate::store::{ObjectKey, Store, StoreError};
 
+/// The `source.component` of its events.
+const COMPONENT: &str = "daemonset-controller";
+
 /// The label telling a DaemonSet's pods of one template apart.
 pub const HASH_LABEL: &str = "controller-revision-hash";
 
@@ -306,8 +309,8 @@ impl Controller for DaemonSets {
 
     fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {
         match action {
-            Action::Create(pod) => writes::create_named(store, "pods", pod),
-            Action::Delete(key) => writes::delete(store, key),
+            Action::Create(pod) => writes::create_pod(store, pod, COMPONENT),
+            Action::Delete(key) => writes::delete_pod(store, key, COMPONENT),
             Action::Status(key, status) => writes::edit(store, key, |ds| {
                 ds["status"] = status.clone();
             }),

@@ -10,10 +10,14 @@ use serde_json::Value;
 
 use super::runner::Controller;
 use super::writes;
+use crate::events::{self, Type};
 use crate::informer::{Cache, Change, key_of};
 use crate::k8s::owners;
 use crate::store::{ObjectKey, Store, StoreError};
 pub use rollout::{Action, State};
+
+/// The `source.component` of its events.
+const COMPONENT: &str = "deployment-controller";
 
 /// The Deployment controller.
 #[derive(Debug, Default)]
@@ -78,9 +82,7 @@ impl Controller for Deployments {
     fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {
         match action {
             Action::Create(rs) => create(store, rs),
-            Action::Scale(key, replicas) => writes::edit(store, key, |rs| {
-                rs["spec"]["replicas"] = (*replicas).into();
-            }),
+            Action::Scale(key, replicas) => scale(store, key, *replicas),
             Action::Renumber(key, revision) => writes::edit(store, key, |rs| {
                 set_revision(rs, *revision);
             }),
@@ -98,13 +100,52 @@ impl Controller for Deployments {
     }
 }
 
+/// Sets a ReplicaSet's replicas and records `ScalingReplicaSet` on its Deployment.
+fn scale(store: &Store, key: &ObjectKey, replicas: i64) -> Result<(), StoreError> {
+    let mut before = None;
+    let mut rs = None;
+    writes::edit(store, key, |obj| {
+        before = obj["spec"]["replicas"].as_i64();
+        obj["spec"]["replicas"] = replicas.into();
+        rs = Some(obj.clone());
+    })?;
+    if let (Some(before), Some(rs)) = (before.filter(|b| *b != replicas), rs) {
+        let direction = if replicas > before { "up" } else { "down" };
+        let message = format!(
+            "Scaled {direction} replica set {} from {before} to {replicas}",
+            key.name
+        );
+        events::record_on_controller(
+            store,
+            &rs,
+            Type::Normal,
+            "ScalingReplicaSet",
+            &message,
+            COMPONENT,
+        );
+    }
+    Ok(())
+}
+
 /// Creates a ReplicaSet; one of the same name already there is fine if it is ours.
 fn create(store: &Store, rs: &Value) -> Result<(), StoreError> {
     let Some(key) = key_of("replicasets", rs) else {
         return Ok(());
     };
     match store.create(&key, rs.clone()) {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            let replicas = rs["spec"]["replicas"].as_i64().unwrap_or(0);
+            let message = format!("Scaled up replica set {} from 0 to {replicas}", key.name);
+            events::record_on_controller(
+                store,
+                rs,
+                Type::Normal,
+                "ScalingReplicaSet",
+                &message,
+                COMPONENT,
+            );
+            Ok(())
+        }
         Err(StoreError::AlreadyExists(key)) => {
             let existing = store.get(&key)?;
             let ours =

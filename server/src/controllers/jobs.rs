@@ -25,9 +25,13 @@ use serde_json::{Value, json};
 
 use super::runner::Controller;
 use super::writes;
+use crate::events::{self, Involved, Type};
 use crate::informer::{Cache, Change, key_of};
 use crate::k8s::{conditions, owners, pods, time};
 use crate::store::{ObjectKey, Store, StoreError};
+
+/// The `source.component` of its events.
+const COMPONENT: &str = "job-controller";
 
 /// The annotation (and label) holding an Indexed Job pod's index.
 pub const INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
@@ -412,13 +416,45 @@ impl Controller for Jobs {
 
     fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {
         match action {
-            Action::Create(pod) => writes::create_named(store, "pods", pod),
-            Action::Delete(key) | Action::Expire(key) => writes::delete(store, key),
-            Action::Status(key, status) => writes::edit(store, key, |job| {
-                job["status"] = status.clone();
-            }),
+            Action::Create(pod) => writes::create_pod(store, pod, COMPONENT),
+            Action::Delete(key) => writes::delete_pod(store, key, COMPONENT),
+            Action::Expire(key) => writes::delete(store, key),
+            Action::Status(key, status) => write_status(store, key, status),
         }
     }
+}
+
+/// Writes the status; a Job that just finished records why (`Completed`, or its failure
+/// reason as a warning).
+fn write_status(store: &Store, key: &ObjectKey, status: &Value) -> Result<(), StoreError> {
+    let mut finished = None;
+    writes::edit(store, key, |job| {
+        if finished_at(job).is_none() {
+            finished = Some(job.clone());
+        }
+        job["status"] = status.clone();
+    })?;
+    let ending = status["conditions"][0].clone();
+    if let Some(mut job) = finished.filter(|_| ending["status"] == "True") {
+        job["status"] = status.clone();
+        let involved = Involved::of(&job);
+        match ending["type"].as_str() {
+            Some("Complete") => events::record(
+                store,
+                &involved,
+                Type::Normal,
+                "Completed",
+                "Job completed",
+                COMPONENT,
+            ),
+            _ => {
+                let reason = ending["reason"].as_str().unwrap_or("Failed");
+                let message = ending["message"].as_str().unwrap_or("");
+                events::record(store, &involved, Type::Warning, reason, message, COMPONENT);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

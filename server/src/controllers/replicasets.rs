@@ -27,6 +27,9 @@ use crate::k8s::selectors::Selector;
 use crate::k8s::{owners, pods};
 use crate::store::{ObjectKey, Store, StoreError};
 
+/// The `source.component` of its events.
+const COMPONENT: &str = "replicaset-controller";
+
 /// The most pods created or deleted in one reconcile.
 pub const BURST: usize = 500;
 
@@ -250,8 +253,8 @@ impl Controller for ReplicaSets {
 /// Applies one action; each re-checks inside its write what the plan assumed.
 fn execute(action: &Action, store: &Store) -> Result<(), StoreError> {
     match action {
-        Action::Create(pod) => writes::create_named(store, "pods", pod),
-        Action::Delete(key) => writes::delete(store, key),
+        Action::Create(pod) => writes::create_pod(store, pod, COMPONENT),
+        Action::Delete(key) => writes::delete_pod(store, key, COMPONENT),
         Action::Adopt(key, reference) => writes::edit(store, key, |pod| {
             owners::adopt(pod, reference);
         }),

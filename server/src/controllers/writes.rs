@@ -3,12 +3,13 @@
 
 use serde_json::Value;
 
+use crate::events::{self, Type};
 use crate::k8s::names;
 use crate::store::{ObjectKey, Store, StoreError};
 
 /// Creates `obj` (a namespaced object of `resource`) under its `metadata.generateName` plus
-/// a random suffix, trying another suffix if the name is taken.
-pub fn create_named(store: &Store, resource: &str, obj: &Value) -> Result<(), StoreError> {
+/// a random suffix, trying another suffix if the name is taken; returns the name.
+pub fn create_named(store: &Store, resource: &str, obj: &Value) -> Result<String, StoreError> {
     let prefix = obj["metadata"]["generateName"].as_str().unwrap_or("x-");
     let namespace = obj["metadata"]["namespace"].as_str().unwrap_or("default");
     let mut attempts = 0;
@@ -18,9 +19,40 @@ pub fn create_named(store: &Store, resource: &str, obj: &Value) -> Result<(), St
         named["metadata"]["name"] = name.clone().into();
         match store.create(&ObjectKey::namespaced(resource, namespace, &name), named) {
             Err(StoreError::AlreadyExists(_)) if attempts < 5 => attempts += 1,
-            other => return other.map(drop),
+            other => return other.map(|_| name),
         }
     }
+}
+
+/// Creates a controller's pod and records `SuccessfulCreate` on the controller.
+pub fn create_pod(store: &Store, pod: &Value, component: &str) -> Result<(), StoreError> {
+    let name = create_named(store, "pods", pod)?;
+    let message = format!("Created pod: {name}");
+    events::record_on_controller(
+        store,
+        pod,
+        Type::Normal,
+        "SuccessfulCreate",
+        &message,
+        component,
+    );
+    Ok(())
+}
+
+/// Deletes a controller's pod and records `SuccessfulDelete` on its controller.
+pub fn delete_pod(store: &Store, key: &ObjectKey, component: &str) -> Result<(), StoreError> {
+    if let Some(pod) = gone_is_fine(store.delete(key, None))? {
+        let message = format!("Deleted pod: {}", key.name);
+        events::record_on_controller(
+            store,
+            &pod,
+            Type::Normal,
+            "SuccessfulDelete",
+            &message,
+            component,
+        );
+    }
+    Ok(())
 }
 
 /// A read-modify-write of `key` with `change`.
@@ -33,17 +65,19 @@ pub fn edit(
         change(obj);
         Ok::<_, StoreError>(())
     });
-    gone_is_fine(result.map(drop))
+    gone_is_fine(result).map(drop)
 }
 
 /// Deletes `key`.
 pub fn delete(store: &Store, key: &ObjectKey) -> Result<(), StoreError> {
-    gone_is_fine(store.delete(key, None).map(drop))
+    gone_is_fine(store.delete(key, None)).map(drop)
 }
 
-fn gone_is_fine(result: Result<(), StoreError>) -> Result<(), StoreError> {
+/// The object, or `None` when it was gone (not an error for a controller).
+fn gone_is_fine(result: Result<Value, StoreError>) -> Result<Option<Value>, StoreError> {
     match result {
-        Err(StoreError::NotFound(_)) => Ok(()),
-        other => other,
+        Ok(obj) => Ok(Some(obj)),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(err) => Err(err),
     }
 }

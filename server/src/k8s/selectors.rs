@@ -4,8 +4,9 @@
 //!
 //! Label selectors support `k=v`, `k==v`, `k!=v`, `k` (exists), `!k` (does not exist),
 //! `k in (a,b)` and `k notin (a,b)`, comma-separated (all must hold). Field selectors support
-//! `=`, `==` and `!=` on `metadata.name`, `metadata.namespace`, `spec.nodeName` and
-//! `status.phase`.
+//! `=`, `==` and `!=` on `metadata.name`, `metadata.namespace`, `spec.nodeName`,
+//! `status.phase`, and the Event fields `kubectl describe` asks by (`involvedObject.name`,
+//! `.namespace`, `.uid`, `.kind`, ..., `reason`, `type`, `source`).
 
 use serde_json::Value;
 
@@ -257,6 +258,15 @@ fn parse_field_requirement(text: &str) -> Result<FieldRequirement, String> {
         "metadata.namespace" => "/metadata/namespace",
         "spec.nodeName" => "/spec/nodeName",
         "status.phase" => "/status/phase",
+        "involvedObject.name" => "/involvedObject/name",
+        "involvedObject.namespace" => "/involvedObject/namespace",
+        "involvedObject.uid" => "/involvedObject/uid",
+        "involvedObject.kind" => "/involvedObject/kind",
+        "involvedObject.apiVersion" => "/involvedObject/apiVersion",
+        "involvedObject.fieldPath" => "/involvedObject/fieldPath",
+        "reason" => "/reason",
+        "type" => "/type",
+        "source" => "/source/component",
         other => return Err(format!("field label not supported: {other}")),
     };
     Ok(FieldRequirement {

@@ -21,10 +21,14 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::{self, Involved, Type};
 use crate::informer::{Cache, Changes};
 use crate::k8s::conditions::{Condition, set_condition};
 use crate::k8s::pods::bound_node_of;
 use crate::k8s::time::now_rfc3339;
+
+/// The `source.component` of its events.
+const COMPONENT: &str = "default-scheduler";
 use crate::store::{ObjectKey, Store, StoreError};
 
 use fit::{NodeView, demand, node_view, occupies_node, pick};
@@ -144,10 +148,32 @@ fn place(store: &Store, pod: &Pod, views: &mut [NodeView]) -> Result<bool, Store
                 view.pod_count += 1;
             }
             tracing::info!(pod = %key, node = %name, "pod scheduled");
+            let message = format!(
+                "Successfully assigned {}/{} to {name}",
+                key.namespace.as_deref().unwrap_or(""),
+                key.name
+            );
+            events::record(
+                store,
+                &involved(pod),
+                Type::Normal,
+                "Scheduled",
+                &message,
+                COMPONENT,
+            );
             Ok(true)
         }
         Err(no_fit) => {
-            mark_unschedulable(store, &key, &no_fit.message)?;
+            if mark_unschedulable(store, &key, &no_fit.message)? {
+                events::record(
+                    store,
+                    &involved(pod),
+                    Type::Warning,
+                    "FailedScheduling",
+                    &no_fit.message,
+                    COMPONENT,
+                );
+            }
             Ok(false)
         }
     }
@@ -185,12 +211,25 @@ fn bind(store: &Store, key: &ObjectKey, node: &str) -> Result<bool, StoreError> 
     }
 }
 
-/// Records why the pod cannot be placed; writes only when the message changed.
-fn mark_unschedulable(store: &Store, key: &ObjectKey, message: &str) -> Result<(), StoreError> {
+/// The scheduler's events are about the pod.
+fn involved(pod: &Pod) -> Involved {
+    Involved {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+/// Records why the pod cannot be placed; writes only when the message changed, and says
+/// whether it did.
+fn mark_unschedulable(store: &Store, key: &ObjectKey, message: &str) -> Result<bool, StoreError> {
+    let mut changed = false;
     let result = store.update_with(key, |obj: &mut Value| {
         if obj_needs_scheduling(obj) {
             set_phase_if_missing(obj);
-            set_condition(
+            changed = set_condition(
                 obj,
                 &Condition {
                     type_: "PodScheduled",
@@ -204,7 +243,8 @@ fn mark_unschedulable(store: &Store, key: &ObjectKey, message: &str) -> Result<(
         Ok::<(), StoreError>(())
     });
     match result {
-        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+        Ok(_) => Ok(changed),
+        Err(StoreError::NotFound(_)) => Ok(false),
         Err(err) => Err(err),
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod daemonsets;
 pub mod deployments;
+pub mod events;
 pub mod jobs;
 pub mod namespaces;
 pub mod nodes;
@@ -28,6 +29,7 @@ pub const ALL: &[&Kind] = &[
     &namespaces::KIND,
     &nodes::KIND,
     &pods::KIND,
+    &events::KIND,
     &deployments::KIND,
     &replicasets::KIND,
     &daemonsets::KIND,
@@ -216,7 +218,11 @@ mod tests {
             assert_eq!(kind.list_kind, format!("{}List", kind.kind));
             assert_eq!(kind.singular, kind.kind.to_lowercase());
             assert!(seen.insert(kind.plural), "{} twice", kind.plural);
-            assert_eq!(kind.columns[0].name, "Name", "{}", kind.kind);
+            assert!(
+                kind.columns.iter().any(|c| c.name == "Name"),
+                "{}",
+                kind.kind
+            );
         }
     }
 
