@@ -404,3 +404,78 @@ spec:
     kubectl(&cluster, &["label", "node", "pi-1", "sensor-"]);
     wait_sensors(&cluster, &[("pi-2", "app:v2")]);
 }
+
+#[test]
+fn a_cron_job_runs_on_its_schedule_and_kubectl_can_start_one_by_hand() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("exerciser", "app:v1");
+    // `kubectl create cronjob` sends protobuf.
+    kubectl(
+        &cluster,
+        &[
+            "create",
+            "cronjob",
+            "tick",
+            "--image=app:v1",
+            "--schedule=* * * * *",
+            "--",
+            "exerciser",
+            "sleep",
+            "100",
+        ],
+    );
+    let row = kubectl(&cluster, &["get", "cj", "tick", "--no-headers"]);
+    assert!(
+        row.starts_with("tick") && row.contains("* * * * *"),
+        "{row}"
+    );
+    // A run by hand from its template.
+    kubectl(
+        &cluster,
+        &["create", "job", "tick-now", "--from=cronjob/tick"],
+    );
+    let waited = kubectl(
+        &cluster,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/tick-now",
+            "--timeout=60s",
+        ],
+    );
+    assert!(waited.contains("condition met"), "{waited}");
+    // The schedule's own run, within a minute (and a little).
+    wait_for("the scheduled run", Duration::from_secs(75), || {
+        let status = kubectl(
+            &cluster,
+            &[
+                "get",
+                "cj",
+                "tick",
+                "-o",
+                "jsonpath={.status.lastScheduleTime}",
+            ],
+        );
+        (!status.is_empty())
+            .then_some(())
+            .ok_or("not scheduled yet".to_owned())
+    });
+    let jobs = kubectl(&cluster, &["get", "jobs", "-o", "name"]);
+    assert_eq!(
+        jobs.lines().count(),
+        2,
+        "the hand-made and the scheduled run: {jobs}"
+    );
+    let bad = cluster.kubectl(&[
+        "create",
+        "cronjob",
+        "bad",
+        "--image=app:v1",
+        "--schedule=61 * * * *",
+    ]);
+    assert!(
+        !bad.success && bad.stderr.contains("spec.schedule"),
+        "{}",
+        bad.stderr
+    );
+}

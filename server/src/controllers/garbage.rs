@@ -20,7 +20,7 @@ use crate::k8s::owners;
 use crate::store::{ObjectKey, Store, StoreError};
 
 /// The resources whose objects may have owners, and the kind each owner reference names.
-const DEPENDENTS: [&str; 2] = ["pods", "replicasets"];
+const DEPENDENTS: [&str; 3] = ["pods", "replicasets", "jobs"];
 
 /// The resource of an owner `kind` (the owners wasmfleet's controllers create).
 fn resource_of(kind: &str) -> Option<&'static str> {
@@ -29,6 +29,7 @@ fn resource_of(kind: &str) -> Option<&'static str> {
         "Deployment" => Some("deployments"),
         "Job" => Some("jobs"),
         "DaemonSet" => Some("daemonsets"),
+        "CronJob" => Some("cronjobs"),
         "Pod" => Some("pods"),
         "Node" => Some("nodes"),
         "Namespace" => Some("namespaces"),

@@ -11,10 +11,11 @@
 //! - [`leases`]: which agent session is current, and the nodes' `Lease` objects;
 //! - [`replicasets`]: keeps a ReplicaSet's pods running; [`deployments`]: rolls a
 //!   Deployment's template out through ReplicaSets; [`jobs`]: runs a Job's pods to
-//!   completion; [`daemonsets`]: one pod per matching node; [`garbage`]: deletes what deleted
+//!   completion; [`cronjobs`]: Jobs on a schedule; [`daemonsets`]: one pod per matching node; [`garbage`]: deletes what deleted
 //!   owners left behind. [`start_workloads`] starts these; [`writes`] holds the
 //!   store writes their executors share.
 
+pub mod cronjobs;
 pub mod daemonsets;
 pub mod deployments;
 pub mod garbage;
@@ -26,6 +27,8 @@ pub mod replicasets;
 pub mod runner;
 pub mod writes;
 
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,8 +36,8 @@ use crate::informer::Cache;
 use crate::store::Store;
 use runner::RunnerConfig;
 
-/// Starts the workload controllers (ReplicaSets, Deployments, Jobs, DaemonSets, the
-/// garbage collector), each on its own runner, tracked by `tracker` and stopped by `shutdown`.
+/// Starts the workload controllers (ReplicaSets, Deployments, Jobs, CronJobs, DaemonSets,
+/// the garbage collector), each on its own runner, tracked by `tracker` and stopped by `shutdown`.
 pub fn start_workloads(
     store: &Store,
     cache: &Cache,
@@ -50,6 +53,7 @@ pub fn start_workloads(
     start.spawn(replicasets::ReplicaSets);
     start.spawn(deployments::Deployments);
     start.spawn(jobs::Jobs);
+    start.spawn_with(cronjobs::CronJobs, CRON_RESYNC);
     start.spawn(daemonsets::DaemonSets::new(cache.clone()));
     start.spawn(garbage::Garbage::new(cache.clone()));
 }
@@ -64,12 +68,23 @@ struct Starter<'a> {
 
 impl Starter<'_> {
     fn spawn<C: runner::Controller>(&self, controller: C) {
+        self.spawn_with(controller, RunnerConfig::default().resync);
+    }
+
+    fn spawn_with<C: runner::Controller>(&self, controller: C, resync: Duration) {
+        let config = RunnerConfig {
+            resync,
+            ..RunnerConfig::default()
+        };
         self.tracker.spawn(runner::run(
             controller,
             self.store.clone(),
             self.cache.clone(),
-            RunnerConfig::default(),
+            config,
             self.shutdown.clone(),
         ));
     }
 }
+
+/// How often CronJobs are looked at: a run starts within this of its time.
+const CRON_RESYNC: Duration = Duration::from_secs(2);

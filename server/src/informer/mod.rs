@@ -36,7 +36,7 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 8] = [
+pub const RESOURCES: [&str; 9] = [
     "pods",
     "nodes",
     "namespaces",
@@ -45,6 +45,7 @@ pub const RESOURCES: [&str; 8] = [
     "deployments",
     "jobs",
     "daemonsets",
+    "cronjobs",
 ];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.

@@ -6,14 +6,18 @@
 //! - [`owners`]: `metadata.ownerReferences` (the controller owner, ownership, building one,
 //!   adopting and releasing);
 //! - [`selectors`]: label and field selectors (query strings and `metav1.LabelSelector`);
+//! - [`jobs`]: the selector and labels generated for a Job's pods;
 //! - [`intstr`]: `IntOrString` counts and percentages (`maxSurge`, `maxUnavailable`);
 //! - [`names`]: generated names and hashes in Kubernetes' safe alphabet;
+//! - [`schedule`]: CronJob schedules and time zones;
 //! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
 
 pub mod conditions;
 pub mod intstr;
+pub mod jobs;
 pub mod names;
 pub mod owners;
 pub mod pods;
+pub mod schedule;
 pub mod selectors;
 pub mod time;

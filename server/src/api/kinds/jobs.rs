@@ -14,8 +14,8 @@ use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, text};
 use crate::api::validation::{METADATA, POD_TEMPLATE, Shape};
 
-/// The label a Job's pods carry with its name.
-pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+pub use crate::k8s::jobs::JOB_NAME_LABEL;
+use crate::k8s::jobs::generate_selector;
 
 /// Jobs (namespaced).
 pub const KIND: Kind = Kind {
@@ -111,7 +111,17 @@ pub fn admit_update(old: &Value, job: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn admit(job: &mut Value, mut causes: Vec<Cause>) -> Result<(), ApiError> {
+fn admit(job: &mut Value, causes: Vec<Cause>) -> Result<(), ApiError> {
+    let causes = check(job, causes);
+    match causes.is_empty() {
+        true => Ok(()),
+        false => Err(ApiError::invalid("Job", name_of(job), &causes)),
+    }
+}
+
+/// Validates and defaults a Job with its selector generated; the problems found, with
+/// `causes` first.
+pub fn check(job: &mut Value, mut causes: Vec<Cause>) -> Vec<Cause> {
     causes.extend(workload::validate(
         job,
         &JOB,
@@ -123,32 +133,7 @@ fn admit(job: &mut Value, mut causes: Vec<Cause>) -> Result<(), ApiError> {
         apply_defaults(job);
         check_counts(job, &mut causes);
     }
-    match causes.is_empty() {
-        true => Ok(()),
-        false => Err(ApiError::invalid("Job", name_of(job), &causes)),
-    }
-}
-
-/// `batch.kubernetes.io/job-name: {name}` as the selector and on the template's labels.
-fn generate_selector(job: &mut Value) {
-    let name = name_of(job).to_owned();
-    if name.is_empty() || !job["spec"].is_object() {
-        return;
-    }
-    if job["spec"]["manualSelector"] != true {
-        job["spec"]["selector"] = json!({"matchLabels": {JOB_NAME_LABEL: name}});
-    }
-    let template = &mut job["spec"]["template"];
-    if template.is_object() {
-        if !template["metadata"].is_object() {
-            template["metadata"] = json!({});
-        }
-        if !template["metadata"]["labels"].is_object() {
-            template["metadata"]["labels"] = json!({});
-        }
-        template["metadata"]["labels"][JOB_NAME_LABEL] = name.clone().into();
-        template["metadata"]["labels"]["job-name"] = name.into();
-    }
+    causes
 }
 
 fn apply_defaults(job: &mut Value) {

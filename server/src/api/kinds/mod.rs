@@ -7,6 +7,7 @@
 //! Each kind's file holds its [`Kind`] constant, its admission (validation, defaults, what a
 //! client may not change) and its print columns.
 
+pub mod cronjobs;
 pub mod daemonsets;
 pub mod deployments;
 pub mod events;
@@ -34,6 +35,7 @@ pub const ALL: &[&Kind] = &[
     &replicasets::KIND,
     &daemonsets::KIND,
     &jobs::KIND,
+    &cronjobs::KIND,
 ];
 
 /// The verbs of an ordinary read-write resource.
