@@ -479,3 +479,123 @@ fn a_cron_job_runs_on_its_schedule_and_kubectl_can_start_one_by_hand() {
         bad.stderr
     );
 }
+
+/// The nodes the `app=web` pods run on, sorted.
+fn web_nodes(cluster: &Cluster) -> Vec<String> {
+    let mut nodes: Vec<String> = list(cluster, "pods", "app=web")
+        .iter()
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running"
+        })
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_owned())
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[test]
+fn drain_evicts_within_the_disruption_budget_and_keeps_daemons() {
+    let cluster = Cluster::start(ClusterOptions {
+        agents: vec![
+            ("pi-1".into(), String::new()),
+            ("pi-2".into(), String::new()),
+        ],
+    });
+    cluster.push("exerciser", "app:v1");
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&deployment(2, "app:v1")));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    rollout_status(&cluster);
+    let daemon = "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agentd}
+spec:
+  selector: {matchLabels: {app: agentd}}
+  template:
+    metadata: {labels: {app: agentd}}
+    spec:
+      containers: [{name: d, image: app:v1, args: [\"sleep\", \"600000\"]}]
+";
+    let budget = "apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec:
+  minAvailable: 2
+  selector: {matchLabels: {app: web}}
+";
+    for manifest in [daemon, budget] {
+        let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
+        assert!(out.success, "{}{}", out.stdout, out.stderr);
+    }
+    wait_for("two web pods and the budget's status", ROLLOUT, || {
+        let allowed = kubectl(
+            &cluster,
+            &[
+                "get",
+                "pdb",
+                "web",
+                "-o",
+                "jsonpath={.status.currentHealthy}",
+            ],
+        );
+        (allowed == "2").then_some(()).ok_or(allowed)
+    });
+    let node = web_nodes(&cluster).pop().expect("a web pod");
+
+    // minAvailable 2 of 2: the budget refuses, and drain gives up after its timeout.
+    let refused = cluster.kubectl(&["drain", &node, "--ignore-daemonsets", "--timeout=3s"]);
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("disruption budget"),
+        "{}",
+        refused.stderr
+    );
+
+    // With room for one disruption, drain evicts the node's web pod; it comes back elsewhere.
+    kubectl(
+        &cluster,
+        &[
+            "patch",
+            "pdb",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"minAvailable":1}}"#,
+        ],
+    );
+    wait_for("the budget to allow one", ROLLOUT, || {
+        let allowed = kubectl(
+            &cluster,
+            &[
+                "get",
+                "pdb",
+                "web",
+                "-o",
+                "jsonpath={.status.disruptionsAllowed}",
+            ],
+        );
+        (allowed == "1").then_some(()).ok_or(allowed)
+    });
+    let drained = kubectl(
+        &cluster,
+        &["drain", &node, "--ignore-daemonsets", "--timeout=60s"],
+    );
+    assert!(drained.contains("drained"), "{drained}");
+    wait_for("the web pods to run elsewhere", ROLLOUT, || {
+        let nodes = web_nodes(&cluster);
+        (nodes.len() == 2 && !nodes.contains(&node))
+            .then_some(())
+            .ok_or(format!("{nodes:?}"))
+    });
+    let status = kubectl(&cluster, &["get", "node", &node, "--no-headers"]);
+    assert!(status.contains("SchedulingDisabled"), "{status}");
+    let daemons = list(&cluster, "pods", "app=agentd");
+    assert!(
+        daemons
+            .iter()
+            .any(|p| p["spec"]["nodeName"] == node.as_str()),
+        "the daemon pod stays on the drained node"
+    );
+    kubectl(&cluster, &["uncordon", &node]);
+    let status = kubectl(&cluster, &["get", "node", &node, "--no-headers"]);
+    assert!(!status.contains("SchedulingDisabled"), "{status}");
+}

@@ -198,7 +198,23 @@ mod tests {
             .flatten()
             .filter_map(|r| r["name"].as_str())
             .collect();
-        assert_eq!(names, ["namespaces", "nodes", "pods", "pods/log", "events"]);
+        assert_eq!(
+            names,
+            [
+                "namespaces",
+                "nodes",
+                "pods",
+                "pods/log",
+                "pods/eviction",
+                "events"
+            ]
+        );
+        let eviction = &list["resources"][4];
+        assert_eq!(
+            (&eviction["group"], &eviction["version"], &eviction["kind"]),
+            (&json!("policy"), &json!("v1"), &json!("Eviction")),
+            "drain needs the eviction subresource's group and kind"
+        );
         assert!(resource_list("", "v2").is_err());
         assert!(resource_list("nope", "v1").is_err());
     }

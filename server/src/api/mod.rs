@@ -22,6 +22,7 @@ pub mod body;
 pub mod cascade;
 pub mod defaults;
 pub mod discovery;
+pub mod eviction;
 pub mod health;
 pub mod join_tokens;
 pub mod kinds;

@@ -95,6 +95,18 @@ impl ApiError {
             .with_details(json!({"name": name, "kind": resource}))
     }
 
+    /// 429 TooManyRequests: an eviction a disruption budget does not allow now.
+    pub fn disruption_budget(pod: &str, budget: &str, message: String) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+        )
+        .with_details(json!({"name": pod, "kind": "pods", "causes": [
+            {"reason": "DisruptionBudget", "message": message, "field": budget}
+        ]}))
+    }
+
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> Self {
         Self::new(

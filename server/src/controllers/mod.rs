@@ -9,15 +9,17 @@
 //! - [`node_lifecycle`]: marks nodes `Ready=Unknown` and tainted (and their pods not
 //!   ready) when their agent stops heartbeating, and `Ready=True` again when it resumes;
 //! - [`leases`]: which agent session is current, and the nodes' `Lease` objects;
-//! - [`replicasets`]: keeps a ReplicaSet's pods running; [`deployments`]: rolls a
-//!   Deployment's template out through ReplicaSets; [`jobs`]: runs a Job's pods to
-//!   completion; [`cronjobs`]: Jobs on a schedule; [`daemonsets`]: one pod per matching node; [`garbage`]: deletes what deleted
-//!   owners left behind. [`start_workloads`] starts these; [`writes`] holds the
-//!   store writes their executors share.
+//! - the workload controllers: [`replicasets`] (keeps a ReplicaSet's pods running),
+//!   [`deployments`] (rolls a template out through ReplicaSets), [`jobs`] (runs a Job's
+//!   pods to completion), [`cronjobs`] (Jobs on a schedule), [`daemonsets`] (one pod per
+//!   matching node), [`disruption`] (PodDisruptionBudget status) and [`garbage`] (deletes
+//!   what deleted owners left behind); [`start_workloads`] starts them, and [`writes`]
+//!   holds the store writes their executors share.
 
 pub mod cronjobs;
 pub mod daemonsets;
 pub mod deployments;
+pub mod disruption;
 pub mod garbage;
 pub mod jobs;
 pub mod leases;
@@ -55,6 +57,7 @@ pub fn start_workloads(
     start.spawn(jobs::Jobs);
     start.spawn_with(cronjobs::CronJobs, CRON_RESYNC);
     start.spawn(daemonsets::DaemonSets::new(cache.clone()));
+    start.spawn(disruption::Disruption::new(cache.clone()));
     start.spawn(garbage::Garbage::new(cache.clone()));
 }
 

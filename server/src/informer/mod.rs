@@ -36,7 +36,7 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 9] = [
+pub const RESOURCES: [&str; 10] = [
     "pods",
     "nodes",
     "namespaces",
@@ -46,6 +46,7 @@ pub const RESOURCES: [&str; 9] = [
     "jobs",
     "daemonsets",
     "cronjobs",
+    "poddisruptionbudgets",
 ];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.

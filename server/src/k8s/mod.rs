@@ -2,6 +2,7 @@
 //! fleet: pure functions over the JSON objects the store holds, one home per rule.
 //!
 //! - [`conditions`]: `status.conditions[]` (read one, set one without needless writes);
+//! - [`disruption`]: what a PodDisruptionBudget allows;
 //! - [`pods`]: the node a pod is bound to, and pod readiness;
 //! - [`owners`]: `metadata.ownerReferences` (the controller owner, ownership, building one,
 //!   adopting and releasing);
@@ -13,6 +14,7 @@
 //! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
 
 pub mod conditions;
+pub mod disruption;
 pub mod intstr;
 pub mod jobs;
 pub mod names;

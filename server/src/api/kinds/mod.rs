@@ -14,6 +14,7 @@ pub mod events;
 pub mod jobs;
 pub mod namespaces;
 pub mod nodes;
+pub mod poddisruptionbudgets;
 pub mod pods;
 pub mod replicasets;
 pub mod workload;
@@ -36,6 +37,7 @@ pub const ALL: &[&Kind] = &[
     &daemonsets::KIND,
     &jobs::KIND,
     &cronjobs::KIND,
+    &poddisruptionbudgets::KIND,
 ];
 
 /// The verbs of an ordinary read-write resource.

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::{Column, Kind, READ_WRITE, Subresource, always_deletable, keep_status, name_of};
 use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, str_at, text};
-use crate::api::{ApiContext, defaults, logs, router, validation};
+use crate::api::{ApiContext, defaults, eviction, logs, router, validation};
 use crate::fleet::delivery;
 use crate::k8s;
 
@@ -24,13 +24,16 @@ pub const KIND: Kind = Kind {
     categories: &["all"],
     namespaced: true,
     verbs: READ_WRITE,
-    subresources: &[Subresource {
-        name: "log",
-        kind: "Pod",
-        group_version: None,
-        verbs: &["get"],
-        route: log_route,
-    }],
+    subresources: &[
+        Subresource {
+            name: "log",
+            kind: "Pod",
+            group_version: None,
+            verbs: &["get"],
+            route: log_route,
+        },
+        eviction::SUBRESOURCE,
+    ],
     columns: &[
         Column::new("Name"),
         Column::new("Ready"),
