@@ -599,3 +599,60 @@ spec:
     let status = kubectl(&cluster, &["get", "node", &node, "--no-headers"]);
     assert!(!status.contains("SchedulingDisabled"), "{status}");
 }
+
+#[test]
+fn pods_of_a_node_that_went_away_are_replaced_after_their_toleration() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        agents: vec![
+            ("pi-1".into(), String::new()),
+            ("pi-2".into(), String::new()),
+        ],
+    });
+    cluster.push("exerciser", "app:v1");
+    // One replica that tolerates an unreachable node for 2 s (the default is 300 s).
+    let manifest = deployment(1, "app:v1").replace(
+        "      containers:\n",
+        "      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n      containers:\n",
+    );
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifest));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    rollout_status(&cluster);
+    let lost = web_nodes(&cluster).pop().expect("the web pod's node");
+    let other = if lost == "pi-1" { "pi-2" } else { "pi-1" };
+    let tolerations = kubectl(
+        &cluster,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].spec.tolerations[*].key}",
+        ],
+    );
+    assert!(
+        tolerations.contains("node.kubernetes.io/not-ready"),
+        "the default toleration is added: {tolerations}"
+    );
+
+    cluster.kill_agent(&lost);
+    wait_for("the pod to be replaced on the other node", ROLLOUT, || {
+        let nodes = web_nodes(&cluster);
+        (nodes == [other]).then_some(()).ok_or(format!("{nodes:?}"))
+    });
+    let events = kubectl(
+        &cluster,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=TaintManagerEviction",
+        ],
+    );
+    assert!(events.contains("Marking for deletion"), "{events}");
+
+    // The node comes back: its stale copy is not in the store, so it does not run twice.
+    cluster.restart_agent(&lost);
+    cluster.wait_node_ready(&lost);
+    assert_eq!(web_nodes(&cluster), [other]);
+}

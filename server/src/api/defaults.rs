@@ -60,6 +60,38 @@ pub fn apply_pod_spec_defaults(spec: &mut Value) {
     if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
         containers.iter_mut().for_each(default_resources);
     }
+    default_tolerations(spec);
+}
+
+/// How long a pod stays bound to a node that became unreachable or not ready before it is
+/// evicted (and its controller replaces it elsewhere): Kubernetes' DefaultTolerationSeconds.
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// Tolerates `node.kubernetes.io/not-ready` and `unreachable` (`NoExecute`) for
+/// [`DEFAULT_TOLERATION_SECONDS`] unless the pod tolerates them itself.
+fn default_tolerations(spec: &mut Map<String, Value>) {
+    let tolerations = spec
+        .entry("tolerations")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = list.iter().any(|t| {
+            t["operator"] == "Exists"
+                && (t["key"] == key || t["key"].as_str().is_none_or(str::is_empty))
+                && (t["effect"] == "NoExecute" || t["effect"].as_str().is_none_or(str::is_empty))
+        });
+        if !covered {
+            list.push(
+                serde_json::json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                         "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}),
+            );
+        }
+    }
 }
 
 /// Gives one container a limit and a request for every resource in [`RESOURCES`].

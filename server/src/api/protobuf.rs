@@ -132,6 +132,14 @@ const CONTAINER: &[FieldDef] = &[
     FieldDef(18, "tty", Unsupported, One, Drop),
 ];
 
+const TOLERATION: &[FieldDef] = &[
+    FieldDef(1, "key", Str, One, Drop),
+    FieldDef(2, "operator", Str, One, Drop),
+    FieldDef(3, "value", Str, One, Drop),
+    FieldDef(4, "effect", Str, One, Drop),
+    FieldDef(5, "tolerationSeconds", Int, One, Keep),
+];
+
 const POD_SPEC: &[FieldDef] = &[
     FieldDef(1, "volumes", Unsupported, Many, Drop),
     FieldDef(20, "initContainers", Unsupported, Many, Drop),
@@ -153,7 +161,7 @@ const POD_SPEC: &[FieldDef] = &[
     FieldDef(17, "subdomain", Unsupported, One, Drop),
     FieldDef(18, "affinity", Unsupported, One, Drop),
     FieldDef(19, "schedulerName", Unsupported, One, Drop),
-    FieldDef(22, "tolerations", Unsupported, Many, Drop),
+    FieldDef(22, "tolerations", Msg(TOLERATION), Many, Drop),
 ];
 
 const POD_TEMPLATE: &[FieldDef] = &[

@@ -43,8 +43,16 @@ const CONTAINER: Shape = Shape::Object(&[
     ("env", Shape::List(&ENV_VAR)),
     ("resources", RESOURCES),
 ]);
+const TOLERATION: Shape = Shape::Object(&[
+    ("key", Shape::Str),
+    ("operator", Shape::Str),
+    ("value", Shape::Str),
+    ("effect", Shape::Str),
+    ("tolerationSeconds", Shape::Int),
+]);
 /// What a pod spec may hold.
 pub const POD_SPEC: Shape = Shape::Object(&[
+    ("tolerations", Shape::List(&TOLERATION)),
     ("containers", Shape::List(&CONTAINER)),
     ("restartPolicy", Shape::Str),
     ("nodeName", Shape::Str),
@@ -116,7 +124,8 @@ pub fn validate_template_spec(spec: Option<&Value>, path: &str) -> Vec<Cause> {
     causes
 }
 
-/// Checks a replacement of `old` by `new`: only images, labels and annotations may change.
+/// Checks a replacement of `old` by `new`: only images, tolerations, labels and annotations
+/// may change.
 /// Both are complete pods (after defaults).
 pub fn validate_pod_update(old: &Value, new: &Value) -> Vec<Cause> {
     let strip_images = |pod: &Value| {
@@ -125,6 +134,10 @@ pub fn validate_pod_update(old: &Value, new: &Value) -> Vec<Cause> {
             for container in containers.iter_mut().filter_map(Value::as_object_mut) {
                 container.remove("image");
             }
+        }
+        // Tolerations may be added (a pod stored before defaults gave it some gets them).
+        if let Some(spec) = spec.as_object_mut() {
+            spec.remove("tolerations");
         }
         spec
     };
@@ -274,6 +287,7 @@ fn check_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
         Some(containers) if !containers.is_empty() => check_containers(containers, path, causes),
         _ => causes.push(required(&format!("{path}.containers"))),
     }
+    check_tolerations(spec.get("tolerations"), path, causes);
     if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str)
         && !matches!(policy, "Always" | "OnFailure" | "Never")
     {
@@ -298,6 +312,55 @@ fn check_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
             format!("{path}.terminationGracePeriodSeconds"),
             "Invalid value: must be greater than or equal to 0",
         ));
+    }
+}
+
+/// Each toleration: a known operator and effect, no value with `Exists`, and
+/// `tolerationSeconds` only for `NoExecute`.
+fn check_tolerations(tolerations: Option<&Value>, spec_path: &str, causes: &mut Vec<Cause>) {
+    let list = tolerations.and_then(Value::as_array).into_iter().flatten();
+    for (i, toleration) in list.enumerate() {
+        let path = format!("{spec_path}.tolerations[{i}]");
+        let operator = toleration["operator"].as_str().unwrap_or("Equal");
+        let effect = toleration["effect"].as_str().unwrap_or("");
+        let problem = if !matches!(operator, "Equal" | "Exists") {
+            Some((
+                "operator",
+                format!("Unsupported value: {operator:?}: supported values: \"Equal\", \"Exists\""),
+            ))
+        } else if operator == "Exists" && !toleration["value"].as_str().unwrap_or("").is_empty() {
+            Some((
+                "operator",
+                "Invalid value: value must be empty when `operator` is 'Exists'".to_owned(),
+            ))
+        } else if operator == "Equal" && toleration["key"].as_str().unwrap_or("").is_empty() {
+            Some((
+                "operator",
+                "Invalid value: operator must be Exists when `key` is empty".to_owned(),
+            ))
+        } else if !matches!(effect, "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+            Some((
+                "effect",
+                format!(
+                    "Unsupported value: {effect:?}: supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\""
+                ),
+            ))
+        } else if !toleration["tolerationSeconds"].is_null() && effect != "NoExecute" {
+            Some((
+                "effect",
+                "Invalid value: effect must be 'NoExecute' when `tolerationSeconds` is set"
+                    .to_owned(),
+            ))
+        } else {
+            None
+        };
+        if let Some((field, message)) = problem {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                format!("{path}.{field}"),
+                message,
+            ));
+        }
     }
 }
 

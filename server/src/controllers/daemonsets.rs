@@ -250,6 +250,18 @@ fn pod_for(ds: &Value, node: &str, hash: &str) -> Option<Value> {
     let mut pod = pods::from_template(ds, &ds["spec"]["template"], &prefix)?;
     pod["metadata"]["labels"][HASH_LABEL] = hash.into();
     pod["spec"]["nodeName"] = node.into();
+    // A daemon stays on its node however long it is unreachable (no tolerationSeconds).
+    let mut tolerations: Vec<Value> = pod["spec"]["tolerations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["effect"] != "NoExecute" || t["tolerationSeconds"].is_null())
+        .cloned()
+        .collect();
+    for toleration in daemon_tolerations() {
+        tolerations.push(serde_json::to_value(toleration).ok()?);
+    }
+    pod["spec"]["tolerations"] = tolerations.into();
     Some(pod)
 }
 

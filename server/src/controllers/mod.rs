@@ -12,7 +12,8 @@
 //! - the workload controllers: [`replicasets`] (keeps a ReplicaSet's pods running),
 //!   [`deployments`] (rolls a template out through ReplicaSets), [`jobs`] (runs a Job's
 //!   pods to completion), [`cronjobs`] (Jobs on a schedule), [`daemonsets`] (one pod per
-//!   matching node), [`disruption`] (PodDisruptionBudget status) and [`garbage`] (deletes
+//!   matching node), [`disruption`] (PodDisruptionBudget status), [`taint_eviction`]
+//!   (evicts pods from `NoExecute`-tainted nodes) and [`garbage`] (deletes
 //!   what deleted owners left behind); [`start_workloads`] starts them, and [`writes`]
 //!   holds the store writes their executors share.
 
@@ -27,6 +28,7 @@ pub mod node_lifecycle;
 pub mod queue;
 pub mod replicasets;
 pub mod runner;
+pub mod taint_eviction;
 pub mod writes;
 
 use std::time::Duration;
@@ -58,6 +60,7 @@ pub fn start_workloads(
     start.spawn_with(cronjobs::CronJobs, CRON_RESYNC);
     start.spawn(daemonsets::DaemonSets::new(cache.clone()));
     start.spawn(disruption::Disruption::new(cache.clone()));
+    start.spawn_with(taint_eviction::TaintEviction, TAINT_RESYNC);
     start.spawn(garbage::Garbage::new(cache.clone()));
 }
 
@@ -88,6 +91,9 @@ impl Starter<'_> {
         ));
     }
 }
+
+/// How often nodes are looked at for taint eviction: a toleration runs out within this.
+const TAINT_RESYNC: Duration = Duration::from_secs(2);
 
 /// How often CronJobs are looked at: a run starts within this of its time.
 const CRON_RESYNC: Duration = Duration::from_secs(2);
