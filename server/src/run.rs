@@ -149,7 +149,12 @@ fn start_loops(
         cache.clone(),
         shutdown.clone(),
     ));
-    controllers::start_workloads(store, &cache, shutdown, tracker);
+    let namespaced = api::kinds::ALL
+        .iter()
+        .filter(|kind| kind.namespaced)
+        .map(|kind| kind.plural)
+        .collect();
+    controllers::start_workloads(store, &cache, namespaced, shutdown, tracker);
     tracker.spawn(events::run_expiry(
         store.clone(),
         events::DEFAULT_TTL,

@@ -656,3 +656,47 @@ fn pods_of_a_node_that_went_away_are_replaced_after_their_toleration() {
     cluster.wait_node_ready(&lost);
     assert_eq!(web_nodes(&cluster), [other]);
 }
+
+#[test]
+fn deleting_a_namespace_deletes_everything_in_it() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("exerciser", "app:v1");
+    kubectl(&cluster, &["create", "namespace", "team"]);
+    let out = cluster.kubectl_with_stdin(
+        &["apply", "-n", "team", "-f", "-"],
+        Some(&deployment(2, "app:v1")),
+    );
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    let done = kubectl(
+        &cluster,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "team",
+            "deploy/web",
+            "--timeout=60s",
+        ],
+    );
+    assert!(done.contains("successfully rolled out"), "{done}");
+
+    // kubectl waits until the namespace is gone.
+    kubectl(&cluster, &["delete", "namespace", "team", "--timeout=60s"]);
+    let left = kubectl(
+        &cluster,
+        &["get", "pods,rs,deploy", "-n", "team", "-o", "name"],
+    );
+    assert_eq!(left.trim(), "", "nothing is left in a deleted namespace");
+    let gone = cluster.kubectl(&["get", "namespace", "team"]);
+    assert!(
+        !gone.success && gone.stderr.contains("NotFound"),
+        "{}",
+        gone.stderr
+    );
+    let built_in = cluster.kubectl(&["delete", "namespace", "default"]);
+    assert!(
+        !built_in.success && built_in.stderr.contains("built in"),
+        "{}",
+        built_in.stderr
+    );
+}

@@ -56,6 +56,15 @@ pub fn delete(
     key: &ObjectKey,
     expected: Option<&str>,
     policy: Propagation,
+) -> Result<Value, ApiError> {
+    Ok(delete_tree_root(store, key, expected, policy)?)
+}
+
+fn delete_tree_root(
+    store: &Store,
+    key: &ObjectKey,
+    expected: Option<&str>,
+    policy: Propagation,
 ) -> Result<Value, StoreError> {
     let Some(current) = store.get(key)? else {
         return Err(StoreError::NotFound(key.clone()));
@@ -212,7 +221,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let (store, [d, rs, ..]) = tree(&dir);
         let refused = delete(&store, &d, Some("999"), Propagation::Foreground);
-        assert!(matches!(refused, Err(StoreError::Conflict { .. })));
+        assert_eq!(
+            refused.err().map(|e| e.code),
+            Some(axum::http::StatusCode::CONFLICT)
+        );
         assert!(store.get(&rs).expect("get").is_some());
         let current = store.get(&d).expect("get").expect("still there");
         assert!(current["metadata"]["deletionTimestamp"].is_null());

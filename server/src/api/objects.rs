@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::body::{self, MAX_OBJECT_BODY};
-use super::cascade::{self, Propagation};
+use super::cascade::Propagation;
 use super::kinds::namespaces;
 use super::kinds::{Kind, name_of, stamp_type};
 use super::status::ApiError;
@@ -135,6 +135,7 @@ pub async fn create(
     let mut obj = body::decode_object(&headers, bytes).await?;
     place_in_namespace(&mut obj, target.namespace.as_deref())?;
     assign_generated_name(&mut obj);
+    keep_deletion_mark(&Value::Null, &mut obj);
     (kind.admit_create)(&mut obj)?;
     stamp_type(&mut obj, kind);
     let key = Target {
@@ -286,17 +287,11 @@ pub async fn delete(
     let options = delete_options(uri.query(), &bytes)?;
     let store = ctx.store.clone();
     let deleted = blocking(move || {
-        (kind.before_delete)(&store, &key)?;
         let expected = options.resource_version.as_deref();
         if options.dry_run {
             return Ok(would_delete(&store, &key, expected)?);
         }
-        Ok(cascade::delete(
-            &store,
-            &key,
-            expected,
-            options.propagation,
-        )?)
+        (kind.delete)(&store, &key, expected, options.propagation)
     })
     .await?;
     Ok(respond(StatusCode::OK, deleted, kind))
@@ -354,12 +349,24 @@ where
                 return Err(ApiError::bad_request("metadata.name cannot be changed"));
             }
             (kind.admit_update)(current, &mut new)?;
+            keep_deletion_mark(current, &mut new);
             stamp_type(&mut new, kind);
             *current = new;
             Ok::<_, ApiError>(())
         })
     })
     .await
+}
+
+/// `metadata.deletionTimestamp` is the server's: a client can neither set nor clear it.
+fn keep_deletion_mark(old: &Value, new: &mut Value) {
+    let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    match old.pointer("/metadata/deletionTimestamp") {
+        Some(mark) => meta.insert("deletionTimestamp".into(), mark.clone()),
+        None => meta.remove("deletionTimestamp"),
+    };
 }
 
 /// Puts `obj` into the request's namespace; a different namespace in the body is an error.

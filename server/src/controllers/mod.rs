@@ -14,7 +14,8 @@
 //!   pods to completion), [`cronjobs`] (Jobs on a schedule), [`daemonsets`] (one pod per
 //!   matching node), [`disruption`] (PodDisruptionBudget status), [`taint_eviction`]
 //!   (evicts pods from `NoExecute`-tainted nodes) and [`garbage`] (deletes
-//!   what deleted owners left behind); [`start_workloads`] starts them, and [`writes`]
+//!   what deleted owners left behind), and [`namespaces`] (empties a namespace being
+//!   deleted); [`start_workloads`] starts them, and [`writes`]
 //!   holds the store writes their executors share.
 
 pub mod cronjobs;
@@ -24,6 +25,7 @@ pub mod disruption;
 pub mod garbage;
 pub mod jobs;
 pub mod leases;
+pub mod namespaces;
 pub mod node_lifecycle;
 pub mod queue;
 pub mod replicasets;
@@ -41,10 +43,12 @@ use crate::store::Store;
 use runner::RunnerConfig;
 
 /// Starts the workload controllers (ReplicaSets, Deployments, Jobs, CronJobs, DaemonSets,
-/// the garbage collector), each on its own runner, tracked by `tracker` and stopped by `shutdown`.
+/// disruption budgets, taint eviction, the garbage collector, namespaces; `namespaced` are
+/// the namespaced resources a deleted namespace is emptied of), each on its own runner, tracked by `tracker` and stopped by `shutdown`.
 pub fn start_workloads(
     store: &Store,
     cache: &Cache,
+    namespaced: Vec<&'static str>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) {
@@ -62,6 +66,7 @@ pub fn start_workloads(
     start.spawn(disruption::Disruption::new(cache.clone()));
     start.spawn_with(taint_eviction::TaintEviction, TAINT_RESYNC);
     start.spawn(garbage::Garbage::new(cache.clone()));
+    start.spawn(namespaces::Namespaces::new(namespaced));
 }
 
 /// What every runner is started with.

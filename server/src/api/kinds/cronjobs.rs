@@ -9,7 +9,8 @@
 use serde_json::{Value, json};
 
 use super::jobs;
-use super::{Column, Kind, READ_WRITE, always_deletable, keep_status, name_of};
+use super::{Column, Kind, READ_WRITE, keep_status, name_of};
+use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, text};
 use crate::api::validation::{METADATA, Shape};
@@ -44,7 +45,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
-    before_delete: always_deletable,
+    delete: cascade::delete,
 };
 
 const JOB_TEMPLATE: Shape = Shape::Object(&[

@@ -9,7 +9,8 @@
 use serde_json::{Value, json};
 
 use super::workload::{self, LABEL_SELECTOR};
-use super::{Column, Kind, READ_WRITE, always_deletable, keep_status, name_of};
+use super::{Column, Kind, READ_WRITE, keep_status, name_of};
+use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, count, text};
 use crate::api::validation::{METADATA, POD_TEMPLATE, Shape};
@@ -45,7 +46,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
-    before_delete: always_deletable,
+    delete: cascade::delete,
 };
 
 const ROLLING_UPDATE: Shape = Shape::Object(&[

@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::{Column, Kind, READ_WRITE, always_deletable, name_of};
+use super::{Column, Kind, READ_WRITE, name_of};
+use crate::api::cascade;
 use crate::api::status::ApiError;
 use crate::api::table::{age, text};
 use crate::api::validation;
@@ -37,7 +38,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
-    before_delete: always_deletable,
+    delete: cascade::delete,
 };
 
 /// An event from a client: it needs a name (or generateName) and an involved object.

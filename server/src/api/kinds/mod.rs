@@ -88,8 +88,9 @@ pub struct Kind {
     /// Validates a replacement of the stored object, and carries over what clients may not
     /// change (status).
     pub admit_update: fn(&Value, &mut Value) -> Result<(), ApiError>,
-    /// Checked inside the delete's blocking call, before anything is written.
-    pub before_delete: fn(&Store, &ObjectKey) -> Result<(), ApiError>,
+    /// What a DELETE does (inside its blocking call): [`super::cascade::delete`] for most
+    /// kinds; a Namespace is marked `Terminating` and emptied by its controller.
+    pub delete: DeleteFn,
 }
 
 /// A Table column.
@@ -176,10 +177,9 @@ impl Kind {
     }
 }
 
-/// Kinds that delete without a check.
-pub fn always_deletable(_: &Store, _: &ObjectKey) -> Result<(), ApiError> {
-    Ok(())
-}
+/// A kind's delete: store, key, resourceVersion precondition, propagation policy.
+pub type DeleteFn =
+    fn(&Store, &ObjectKey, Option<&str>, super::cascade::Propagation) -> Result<Value, ApiError>;
 
 /// Sets `apiVersion` and `kind` (clients may leave them out; responses must have them).
 pub fn stamp_type(obj: &mut Value, kind: &Kind) {

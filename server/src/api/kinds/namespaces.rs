@@ -1,15 +1,17 @@
 //! Namespace admission, the built-in namespaces, and the deletion rule.
 //!
-//! Deleting a namespace that still holds pods is refused with 409 (there is no namespace
-//! garbage collector yet); the built-in namespaces cannot be deleted at all.
+//! Deleting a namespace marks it `Terminating`; the namespace controller
+//! (`controllers::namespaces`) deletes everything in it, then it. Nothing new may be created
+//! in it meanwhile (403). The built-in namespaces cannot be deleted at all (409).
 
 use serde_json::{Value, json};
 
 use super::{Column, Kind, keep_status, name_of};
+use crate::api::cascade::Propagation;
 use crate::api::status::ApiError;
 use crate::api::table::{age, text};
 use crate::api::validation;
-use crate::store::{ObjectKey, Scope, Store, StoreError};
+use crate::store::{ObjectKey, Store, StoreError, resource_version};
 
 /// Namespaces (cluster-scoped).
 pub const KIND: Kind = Kind {
@@ -35,7 +37,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
-    before_delete,
+    delete: mark_terminating,
 };
 
 fn cells(ns: &Value, now: jiff::Timestamp) -> Vec<Value> {
@@ -46,8 +48,42 @@ fn cells(ns: &Value, now: jiff::Timestamp) -> Vec<Value> {
     ]
 }
 
-fn before_delete(store: &Store, key: &ObjectKey) -> Result<(), ApiError> {
-    check_deletable(store, &key.name)
+/// Deleting a namespace marks it `Terminating` (with `deletionTimestamp`); the namespace
+/// controller deletes everything in it, then the namespace itself.
+fn mark_terminating(
+    store: &Store,
+    key: &ObjectKey,
+    expected: Option<&str>,
+    _: Propagation,
+) -> Result<Value, ApiError> {
+    if BUILT_IN.contains(&key.name.as_str()) {
+        return Err(ApiError::conflict(
+            "namespaces",
+            &key.name,
+            format!(
+                "namespace \"{}\" is built in and cannot be deleted",
+                key.name
+            ),
+        ));
+    }
+    let now = crate::k8s::time::now_rfc3339();
+    let marked = store.update_with(key, |ns: &mut Value| {
+        if let Some(expected) = expected
+            && resource_version(ns) != Some(expected)
+        {
+            return Err(StoreError::Conflict {
+                key: key.clone(),
+                expected: expected.to_owned(),
+                actual: resource_version(ns).unwrap_or_default().to_owned(),
+            });
+        }
+        if ns["metadata"]["deletionTimestamp"].is_null() {
+            ns["metadata"]["deletionTimestamp"] = now.clone().into();
+        }
+        ns["status"]["phase"] = "Terminating".into();
+        Ok(())
+    })?;
+    Ok(marked)
 }
 
 /// Namespaces the server creates on start and never deletes.
@@ -89,34 +125,15 @@ pub fn ensure_built_in(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Refuses to delete a built-in namespace or one that still has pods.
-pub fn check_deletable(store: &Store, name: &str) -> Result<(), ApiError> {
-    if BUILT_IN.contains(&name) {
-        return Err(ApiError::conflict(
-            "namespaces",
-            name,
-            format!("namespace \"{name}\" is built in and cannot be deleted"),
-        ));
-    }
-    let pods = store.list(&Scope::namespace("pods", name))?;
-    if pods.items.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::conflict(
-            "namespaces",
-            name,
-            format!(
-                "namespace \"{name}\" still has {} pod(s); delete them first \
-                 (wasmfleet does not cascade namespace deletion yet)",
-                pods.items.len()
-            ),
-        ))
-    }
-}
-
-/// 404 unless the namespace exists (objects cannot be created in a missing namespace).
+/// 404 unless the namespace exists, 403 while it is being deleted (objects cannot be
+/// created in a missing or terminating namespace).
 pub fn require(store: &Store, name: &str) -> Result<(), ApiError> {
     match store.get(&ObjectKey::cluster("namespaces", name))? {
+        Some(ns) if !ns["metadata"]["deletionTimestamp"].is_null() => {
+            Err(ApiError::forbidden(format!(
+                "unable to create new content in namespace {name} because it is being terminated"
+            )))
+        }
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("namespaces", name)),
     }

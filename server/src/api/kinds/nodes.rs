@@ -6,7 +6,8 @@
 
 use serde_json::Value;
 
-use super::{Column, Kind, READ_WRITE, always_deletable, keep_status, name_of};
+use super::{Column, Kind, READ_WRITE, keep_status, name_of};
+use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, str_at, text};
 use crate::api::validation;
@@ -41,7 +42,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
-    before_delete: always_deletable,
+    delete: cascade::delete,
 };
 
 /// A node created through the API: only its name is checked, and it carries no credential.

@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 
 use super::workload::LABEL_SELECTOR;
-use super::{Column, Kind, READ_WRITE, always_deletable, keep_status, name_of};
+use super::{Column, Kind, READ_WRITE, keep_status, name_of};
+use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, count, text};
 use crate::api::validation::{self, METADATA, Shape};
@@ -36,7 +37,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
-    before_delete: always_deletable,
+    delete: cascade::delete,
 };
 
 const SPEC: Shape = Shape::Object(&[

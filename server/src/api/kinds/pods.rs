@@ -4,7 +4,8 @@
 use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
 
-use super::{Column, Kind, READ_WRITE, Subresource, always_deletable, keep_status, name_of};
+use super::{Column, Kind, READ_WRITE, Subresource, keep_status, name_of};
+use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, str_at, text};
 use crate::api::{ApiContext, defaults, eviction, logs, router, validation};
@@ -46,7 +47,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
-    before_delete: always_deletable,
+    delete: cascade::delete,
 };
 
 fn log_route() -> MethodRouter<ApiContext> {

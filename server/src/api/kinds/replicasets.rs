@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use super::workload::{self, LABEL_SELECTOR};
-use super::{Column, Kind, READ_WRITE, always_deletable, keep_status, name_of};
+use super::{Column, Kind, READ_WRITE, keep_status, name_of};
+use crate::api::cascade;
 use crate::api::scale;
 use crate::api::status::ApiError;
 use crate::api::table::{age, count, text};
@@ -37,7 +38,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
-    before_delete: always_deletable,
+    delete: cascade::delete,
 };
 
 const SPEC: Shape = Shape::Object(&[
