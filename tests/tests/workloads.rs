@@ -145,8 +145,58 @@ fn a_deployment_rolls_out_updates_rolls_back_scales_and_is_collected() {
     );
     assert_eq!(revision, "3", "the rollback is the next revision");
 
+    // pause: a template change waits; resume rolls it out; restart rolls the same template.
+    kubectl(&cluster, &["rollout", "pause", "deploy/web"]);
+    kubectl(&cluster, &["set", "image", "deploy/web", "web=app:v2"]);
+    let progressing = kubectl(
+        &cluster,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ],
+    );
+    wait_for("the pause to show", ROLLOUT, || {
+        let reason = kubectl(
+            &cluster,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+            ],
+        );
+        (reason == "DeploymentPaused")
+            .then_some(())
+            .ok_or(format!("{reason} (was {progressing})"))
+    });
+    assert_eq!(
+        running_images(&cluster),
+        ["app:v1"; 3],
+        "a paused Deployment does not roll"
+    );
+    kubectl(&cluster, &["rollout", "resume", "deploy/web"]);
+    rollout_status(&cluster);
+    wait_images(&cluster, &["app:v2"; 3]);
+    let before: Vec<Value> = list(&cluster, "pods", "app=web");
+    kubectl(&cluster, &["rollout", "restart", "deploy/web"]);
+    rollout_status(&cluster);
+    wait_for("every pod to be replaced", ROLLOUT, || {
+        let now = list(&cluster, "pods", "app=web");
+        let replaced = now.len() == 3
+            && now.iter().all(|p| {
+                !before
+                    .iter()
+                    .any(|b| b["metadata"]["name"] == p["metadata"]["name"])
+            });
+        replaced.then_some(()).ok_or(format!("{} pods", now.len()))
+    });
+
     kubectl(&cluster, &["scale", "deploy/web", "--replicas=1"]);
-    wait_images(&cluster, &["app:v1"]);
+    wait_images(&cluster, &["app:v2"]);
 
     kubectl(&cluster, &["delete", "deploy", "web"]);
     wait_for(
