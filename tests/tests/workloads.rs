@@ -589,6 +589,11 @@ spec:
         );
         (allowed == "2").then_some(()).ok_or(allowed)
     });
+    assert_eq!(
+        web_nodes(&cluster),
+        ["pi-1", "pi-2"],
+        "replicas of one owner spread over the nodes"
+    );
     let node = web_nodes(&cluster).pop().expect("a web pod");
 
     // minAvailable 2 of 2: the budget refuses, and drain gives up after its timeout.

@@ -40,6 +40,8 @@ pub struct NodeView {
     pub requested_cpu: u64,
     /// How many pods are already placed on the node.
     pub pod_count: u64,
+    /// How many of them each controller (by owner uid) has there.
+    pub owners: BTreeMap<String, u64>,
 }
 
 /// What the scheduler needs to know about the pod being placed.
@@ -53,6 +55,8 @@ pub struct PodDemand {
     pub node_selector: BTreeMap<String, String>,
     /// `spec.tolerations`.
     pub tolerations: Vec<Toleration>,
+    /// The uid of the pod's controller (a ReplicaSet, a Job...), whose pods are spread.
+    pub owner: Option<String>,
 }
 
 /// Why a node cannot take the pod, as Kubernetes words it in a histogram.
@@ -168,19 +172,25 @@ pub fn keeps_off(taint: &Taint, tolerations: &[Toleration]) -> bool {
 /// Chooses the node for the pod, or explains why none fits.
 pub fn pick<'a>(pod: &PodDemand, nodes: &'a [NodeView]) -> Result<&'a NodeView, NoFit> {
     let mut rejections: BTreeMap<Rejection, usize> = BTreeMap::new();
-    let mut best: Option<(f64, &NodeView)> = None;
+    let mut best: Option<((u64, f64), &NodeView)> = None;
     for node in nodes {
         match filter(pod, node) {
             Err(rejection) => *rejections.entry(rejection).or_default() += 1,
             Ok(()) => {
-                let score = allocation_after(pod, node);
+                let score = (siblings(pod, node), allocation_after(pod, node));
                 let better = match best {
                     None => true,
-                    Some((best_score, best_node)) => match score.total_cmp(&best_score) {
-                        std::cmp::Ordering::Less => true,
-                        std::cmp::Ordering::Equal => node.name < best_node.name,
-                        std::cmp::Ordering::Greater => false,
-                    },
+                    Some((best_score, best_node)) => {
+                        match score
+                            .0
+                            .cmp(&best_score.0)
+                            .then(score.1.total_cmp(&best_score.1))
+                        {
+                            std::cmp::Ordering::Less => true,
+                            std::cmp::Ordering::Equal => node.name < best_node.name,
+                            std::cmp::Ordering::Greater => false,
+                        }
+                    }
                 };
                 if better {
                     best = Some((score, node));
@@ -191,6 +201,25 @@ pub fn pick<'a>(pod: &PodDemand, nodes: &'a [NodeView]) -> Result<&'a NodeView, 
     best.map(|(_, node)| node).ok_or_else(|| NoFit {
         message: explain(nodes.len(), &rejections),
     })
+}
+
+/// Pods of the same controller already on the node, and untolerated `PreferNoSchedule`
+/// taints: fewer is better, before allocation (replicas of one owner spread over the nodes
+/// that fit, as Kubernetes' default topology spreading by hostname does).
+fn siblings(pod: &PodDemand, node: &NodeView) -> u64 {
+    let same_owner = pod
+        .owner
+        .as_ref()
+        .and_then(|uid| node.owners.get(uid))
+        .copied()
+        .unwrap_or(0);
+    let avoided = node
+        .taints
+        .iter()
+        .filter(|t| t.effect == "PreferNoSchedule")
+        .filter(|t| !pod.tolerations.iter().any(|tol| tolerates(tol, t)))
+        .count() as u64;
+    same_owner + avoided
 }
 
 /// The share of the node that would be in use after placing the pod (0 = empty, 1 = full).
@@ -276,7 +305,17 @@ pub fn demand(pod: &Pod) -> PodDemand {
             .as_ref()
             .and_then(|s| s.tolerations.clone())
             .unwrap_or_default(),
+        owner: controller_uid(pod),
     }
+}
+
+fn controller_uid(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone())
 }
 
 /// Whether a pod still occupies its node (not Succeeded or Failed).
@@ -330,6 +369,13 @@ pub fn node_view(node: &Node, bound: &[&Pod]) -> NodeView {
             .map(|p| pod_cpu(p))
             .fold(0, u64::saturating_add),
         pod_count: occupying.len() as u64,
+        owners: occupying.iter().filter_map(|p| controller_uid(p)).fold(
+            BTreeMap::new(),
+            |mut owners, uid| {
+                *owners.entry(uid).or_insert(0) += 1;
+                owners
+            },
+        ),
     }
 }
 
@@ -352,6 +398,7 @@ mod tests {
             requested_memory: 0,
             requested_cpu: 0,
             pod_count: 0,
+            owners: BTreeMap::new(),
         }
     }
 
@@ -361,7 +408,37 @@ mod tests {
             cpu: 100,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
+            owner: None,
         }
+    }
+
+    #[test]
+    fn replicas_of_one_owner_spread_before_allocation_and_prefer_no_schedule_is_avoided() {
+        let mut busy = node("a-busy");
+        busy.requested_memory = 2 * GI;
+        let mut crowded = node("b-crowded");
+        crowded.owners.insert("rs-1".into(), 2);
+        let mut replica = pod(GI);
+        replica.owner = Some("rs-1".into());
+        let nodes = [busy.clone(), crowded.clone()];
+        assert_eq!(
+            pick(&replica, &nodes).map(|n| n.name.as_str()),
+            Ok("a-busy")
+        );
+        // Another owner's pod only looks at allocation.
+        assert_eq!(
+            pick(&pod(GI), &nodes).map(|n| n.name.as_str()),
+            Ok("b-crowded")
+        );
+        let mut avoided = node("c-avoided");
+        avoided
+            .taints
+            .push(taint("maintenance", None, "PreferNoSchedule"));
+        let nodes = [avoided, busy];
+        assert_eq!(
+            pick(&pod(GI), &nodes).map(|n| n.name.as_str()),
+            Ok("a-busy")
+        );
     }
 
     fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {

@@ -146,6 +146,9 @@ fn place(store: &Store, pod: &Pod, views: &mut [NodeView]) -> Result<bool, Store
                 view.requested_memory = view.requested_memory.saturating_add(want.memory);
                 view.requested_cpu = view.requested_cpu.saturating_add(want.cpu);
                 view.pod_count += 1;
+                if let Some(owner) = &want.owner {
+                    *view.owners.entry(owner.clone()).or_insert(0) += 1;
+                }
             }
             tracing::info!(pod = %key, node = %name, "pod scheduled");
             let message = format!(
