@@ -755,3 +755,66 @@ fn deleting_a_namespace_deletes_everything_in_it() {
         built_in.stderr
     );
 }
+
+#[test]
+fn anti_affinity_keeps_replicas_on_separate_nodes_and_node_affinity_picks_nodes() {
+    let cluster = Cluster::start(ClusterOptions {
+        agents: vec![
+            ("pi-1".into(), "site=barn".into()),
+            ("pi-2".into(), "site=field".into()),
+        ],
+    });
+    cluster.push("exerciser", "app:v1");
+    let apart = deployment(3, "app:v1").replace(
+        "      containers:\n",
+        "      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - {labelSelector: {matchLabels: {app: web}}, topologyKey: kubernetes.io/hostname}
+      containers:\n",
+    );
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&apart));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    wait_for("two replicas on two nodes and one pending", ROLLOUT, || {
+        let pods = list(&cluster, "pods", "app=web");
+        let pending: Vec<&Value> = pods
+            .iter()
+            .filter(|p| p["spec"]["nodeName"].is_null())
+            .collect();
+        let why = pending
+            .first()
+            .and_then(|p| p["status"]["conditions"][0]["message"].as_str())
+            .unwrap_or("");
+        (web_nodes(&cluster) == ["pi-1", "pi-2"] && why.contains("anti-affinity"))
+            .then_some(())
+            .ok_or(format!("{:?} / {why}", web_nodes(&cluster)))
+    });
+    kubectl(&cluster, &["delete", "deploy", "web"]);
+
+    let field_only = deployment(2, "app:v1").replace(
+        "      containers:\n",
+        "      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+            - matchExpressions: [{key: site, operator: In, values: [field]}]
+      containers:\n",
+    );
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&field_only));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    wait_for("both replicas on the field node", ROLLOUT, || {
+        let nodes = web_nodes(&cluster);
+        (nodes == ["pi-2", "pi-2"])
+            .then_some(())
+            .ok_or(format!("{nodes:?}"))
+    });
+    let zone = apart
+        .replace("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+        .replace("name: web", "name: zoned");
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&zone));
+    assert!(
+        !out.success && out.stderr.contains("topologyKey"),
+        "{}",
+        out.stderr
+    );
+}

@@ -15,6 +15,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use wasmfleet_protocol::quantity;
 
+use super::affinity::{self, Neighbour};
+
 /// What the scheduler needs to know about one node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
@@ -42,6 +44,8 @@ pub struct NodeView {
     pub pod_count: u64,
     /// How many of them each controller (by owner uid) has there.
     pub owners: BTreeMap<String, u64>,
+    /// Their namespaces and labels (for pod anti-affinity).
+    pub neighbours: Vec<Neighbour>,
 }
 
 /// What the scheduler needs to know about the pod being placed.
@@ -57,6 +61,10 @@ pub struct PodDemand {
     pub tolerations: Vec<Toleration>,
     /// The uid of the pod's controller (a ReplicaSet, a Job...), whose pods are spread.
     pub owner: Option<String>,
+    /// `spec.affinity` as JSON (`null` when none).
+    pub affinity: serde_json::Value,
+    /// The pod's namespace (anti-affinity terms default to it).
+    pub namespace: String,
 }
 
 /// Why a node cannot take the pod, as Kubernetes words it in a histogram.
@@ -68,8 +76,10 @@ pub enum Rejection {
     Unschedulable,
     /// The node has a `NoSchedule` or `NoExecute` taint the pod does not tolerate.
     UntoleratedTaint,
-    /// A `nodeSelector` label does not match.
+    /// A `nodeSelector` label or the required node affinity does not match.
     SelectorMismatch,
+    /// A pod the required anti-affinity keeps away from runs there.
+    AntiAffinity,
     /// The node holds its maximum number of pods.
     TooManyPods,
     /// The pod's CPU does not fit.
@@ -85,6 +95,7 @@ impl Rejection {
             Rejection::Unschedulable => "node(s) were unschedulable",
             Rejection::UntoleratedTaint => "node(s) had untolerated taint(s)",
             Rejection::SelectorMismatch => "node(s) didn't match Pod's node affinity/selector",
+            Rejection::AntiAffinity => "node(s) didn't match pod anti-affinity rules",
             Rejection::TooManyPods => "Too many pods",
             Rejection::InsufficientCpu => "Insufficient cpu",
             Rejection::InsufficientMemory => "Insufficient memory",
@@ -119,8 +130,11 @@ pub fn filter(pod: &PodDemand, node: &NodeView) -> Result<(), Rejection> {
         .node_selector
         .iter()
         .all(|(key, value)| node.labels.get(key) == Some(value));
-    if !selector_matches {
+    if !selector_matches || !affinity::required_nodes(&pod.affinity, &node.name, &node.labels) {
         return Err(Rejection::SelectorMismatch);
+    }
+    if !affinity::anti_affinity_allows(&pod.affinity, &pod.namespace, &node.neighbours) {
+        return Err(Rejection::AntiAffinity);
     }
     if node
         .allocatable_pods
@@ -172,20 +186,26 @@ pub fn keeps_off(taint: &Taint, tolerations: &[Toleration]) -> bool {
 /// Chooses the node for the pod, or explains why none fits.
 pub fn pick<'a>(pod: &PodDemand, nodes: &'a [NodeView]) -> Result<&'a NodeView, NoFit> {
     let mut rejections: BTreeMap<Rejection, usize> = BTreeMap::new();
-    let mut best: Option<((u64, f64), &NodeView)> = None;
+    let mut best: Option<((i64, u64, f64), &NodeView)> = None;
     for node in nodes {
         match filter(pod, node) {
             Err(rejection) => *rejections.entry(rejection).or_default() += 1,
             Ok(()) => {
-                let score = (siblings(pod, node), allocation_after(pod, node));
+                let score = (
+                    -affinity::preferred_weight(&pod.affinity, &node.name, &node.labels),
+                    siblings(pod, node)
+                        + affinity::anti_affinity_penalty(
+                            &pod.affinity,
+                            &pod.namespace,
+                            &node.neighbours,
+                        ),
+                    allocation_after(pod, node),
+                );
                 let better = match best {
                     None => true,
                     Some((best_score, best_node)) => {
-                        match score
-                            .0
-                            .cmp(&best_score.0)
-                            .then(score.1.total_cmp(&best_score.1))
-                        {
+                        let order = score.0.cmp(&best_score.0).then(score.1.cmp(&best_score.1));
+                        match order.then(score.2.total_cmp(&best_score.2)) {
                             std::cmp::Ordering::Less => true,
                             std::cmp::Ordering::Equal => node.name < best_node.name,
                             std::cmp::Ordering::Greater => false,
@@ -306,6 +326,21 @@ pub fn demand(pod: &Pod) -> PodDemand {
             .and_then(|s| s.tolerations.clone())
             .unwrap_or_default(),
         owner: controller_uid(pod),
+        affinity: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| serde_json::to_value(a).ok())
+            .unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+    }
+}
+
+/// A placed pod as anti-affinity sees it.
+pub fn neighbour(pod: &Pod) -> Neighbour {
+    Neighbour {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        labels: serde_json::to_value(&pod.metadata.labels).unwrap_or_default(),
     }
 }
 
@@ -376,6 +411,7 @@ pub fn node_view(node: &Node, bound: &[&Pod]) -> NodeView {
                 owners
             },
         ),
+        neighbours: occupying.iter().map(|p| neighbour(p)).collect(),
     }
 }
 
@@ -399,6 +435,7 @@ mod tests {
             requested_cpu: 0,
             pod_count: 0,
             owners: BTreeMap::new(),
+            neighbours: Vec::new(),
         }
     }
 
@@ -409,6 +446,8 @@ mod tests {
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             owner: None,
+            affinity: serde_json::Value::Null,
+            namespace: "default".into(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! re-checked inside its store write, and the next pass waits until the cache holds the
 //! pass's own writes, so a pod is never counted on a node twice or forgotten.
 
+pub mod affinity;
 pub mod fit;
 
 use std::sync::Arc;
@@ -149,6 +150,7 @@ fn place(store: &Store, pod: &Pod, views: &mut [NodeView]) -> Result<bool, Store
                 if let Some(owner) = &want.owner {
                     *view.owners.entry(owner.clone()).or_insert(0) += 1;
                 }
+                view.neighbours.push(fit::neighbour(pod));
             }
             tracing::info!(pod = %key, node = %name, "pod scheduled");
             let message = format!(
