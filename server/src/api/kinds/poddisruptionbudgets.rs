@@ -84,6 +84,17 @@ fn admit(pdb: &Value) -> Result<(), ApiError> {
             ));
         }
     }
+    // Unready pods are always evictable (Kubernetes' `AlwaysAllow`); the other policy is not
+    // honoured, so it is refused rather than ignored.
+    if let Some(policy) = spec["unhealthyPodEvictionPolicy"].as_str()
+        && policy != "AlwaysAllow"
+    {
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            "spec.unhealthyPodEvictionPolicy",
+            format!("Unsupported value: {policy:?}: supported values: \"AlwaysAllow\""),
+        ));
+    }
     if let Err((field, message)) = Selector::from_label_selector(&spec["selector"]) {
         causes.push(Cause::new(
             "FieldValueInvalid",
