@@ -24,6 +24,7 @@ pub mod desired;
 pub(crate) mod inbound;
 mod logs;
 pub mod nodes;
+pub mod pod_events;
 pub mod publisher;
 pub mod status;
 

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 use wasmfleet_protocol::pod::{ContainerState, ContainerStatus, PodPhase, PodStatus, StatusReport};
 
+use super::pod_events;
+use crate::events;
 use crate::informer::{Cache, key_of};
 use crate::k8s::conditions::{Condition, set_condition};
 use crate::k8s::time::{now_rfc3339, rfc3339_from_unix_ms};
@@ -220,19 +222,30 @@ pub fn apply_report(
             continue;
         };
         let mut wrote = false;
+        let mut before = Value::Null;
         let result = store.update_with(key, |obj: &mut Value| {
             if uid_and_node(obj) == (Some(reported.uid.as_str()), Some(node)) {
+                before = obj.clone();
                 wrote = merge_status(obj, reported, image_id, &now);
             }
             Ok::<(), StoreError>(())
         });
         match result {
+            Ok(after) if wrote => record_events(store, &before, &after),
             Ok(_) | Err(StoreError::NotFound(_)) => {}
             Err(err) => return Err(err),
         }
         changed += usize::from(wrote);
     }
     Ok(changed)
+}
+
+/// Records what the report implies about the pod (see [`pod_events`]).
+fn record_events(store: &Store, before: &Value, after: &Value) {
+    let involved = events::Involved::of(after);
+    for (kind, reason, message) in pod_events::between(before, after) {
+        events::record(store, &involved, kind, reason, &message, "kubelet");
+    }
 }
 
 fn uid_and_node(obj: &Value) -> (Option<&str>, Option<&str>) {

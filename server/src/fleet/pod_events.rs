@@ -1,0 +1,125 @@
+//! The Events an agent's status reports imply (what the kubelet records in Kubernetes):
+//! `Pulled` when a container's module is first resolved, `Started` when it (re)starts,
+//! `BackOff` when it enters `CrashLoopBackOff`, `OOMKilled` when it was killed for memory,
+//! `Failed` when it cannot run (a missing or invalid module). Pure: [`between`] compares a
+//! pod before and after a report.
+
+use serde_json::Value;
+
+use crate::events::Type;
+
+/// One event: its type, reason and message.
+pub type PodEvent = (Type, &'static str, String);
+
+fn containers(pod: &Value) -> &[Value] {
+    pod.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// What changed for each container between `old` and `new`.
+pub fn between(old: &Value, new: &Value) -> Vec<PodEvent> {
+    let pod = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut events = Vec::new();
+    for after in containers(new) {
+        let name = after["name"].as_str().unwrap_or("");
+        let before = containers(old)
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or(&Value::Null);
+        let changed = |pointer: &str| after.pointer(pointer) != before.pointer(pointer);
+        if !after["imageID"].is_null() && before["imageID"].is_null() {
+            let image = after["image"].as_str().unwrap_or("");
+            events.push((
+                Type::Normal,
+                "Pulled",
+                format!("Successfully pulled module {image}"),
+            ));
+        }
+        let started = after.pointer("/state/running/startedAt");
+        if started.is_some() && changed("/state/running/startedAt") {
+            events.push((Type::Normal, "Started", format!("Started container {name}")));
+        }
+        let waiting = after
+            .pointer("/state/waiting/reason")
+            .and_then(Value::as_str);
+        if changed("/state/waiting/reason") {
+            match waiting {
+                Some("CrashLoopBackOff") => events.push((
+                    Type::Warning,
+                    "BackOff",
+                    format!("Back-off restarting failed container {name} in pod {pod}"),
+                )),
+                Some(reason) if reason.starts_with("Err") || reason.contains("Invalid") => {
+                    let message = after
+                        .pointer("/state/waiting/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or(reason);
+                    events.push((Type::Warning, "Failed", format!("Error: {message}")));
+                }
+                _ => {}
+            }
+        }
+        let oom = |c: &Value| {
+            ["/state/terminated/reason", "/lastState/terminated/reason"]
+                .iter()
+                .any(|p| c.pointer(p).and_then(Value::as_str) == Some("OOMKilled"))
+        };
+        let restarts = |c: &Value| c["restartCount"].as_i64().unwrap_or(0);
+        if oom(after) && (!oom(before) || restarts(after) > restarts(before)) {
+            events.push((
+                Type::Warning,
+                "OOMKilled",
+                format!("Container {name} was killed: out of memory (its limit)"),
+            ));
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(status: Value) -> Value {
+        json!({"metadata": {"name": "web"}, "status": {"containerStatuses": [status]}})
+    }
+
+    fn reasons(events: &[PodEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.1).collect()
+    }
+
+    #[test]
+    fn a_first_start_a_crash_loop_and_an_oom_each_say_so_once() {
+        let pending = pod(
+            json!({"name": "c", "image": "app:v1", "state": {"waiting": {"reason": "ContainerCreating"}}}),
+        );
+        let running = pod(
+            json!({"name": "c", "image": "app:v1", "imageID": "sha256:1",
+                                 "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}),
+        );
+        assert_eq!(reasons(&between(&pending, &running)), ["Pulled", "Started"]);
+        assert!(
+            between(&running, &running).is_empty(),
+            "a repeated report says nothing"
+        );
+        let looping = pod(
+            json!({"name": "c", "imageID": "sha256:1", "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"reason": "OOMKilled"}}}),
+        );
+        assert_eq!(
+            reasons(&between(&running, &looping)),
+            ["BackOff", "OOMKilled"]
+        );
+        let missing = pod(
+            json!({"name": "c", "state": {"waiting": {"reason": "ErrModuleNotFound", "message": "no module app:v9"}}}),
+        );
+        assert_eq!(between(&pending, &missing)[0].2, "Error: no module app:v9");
+    }
+}
