@@ -112,7 +112,13 @@ fn a_deployment_rolls_out_updates_rolls_back_scales_and_is_collected() {
         "describe shows the controller's events:\n{described}"
     );
     let events = kubectl(&cluster, &["get", "events"]);
-    for reason in ["Scheduled", "SuccessfulCreate", "ScalingReplicaSet", "Pulled", "Started"] {
+    for reason in [
+        "Scheduled",
+        "SuccessfulCreate",
+        "ScalingReplicaSet",
+        "Pulled",
+        "Started",
+    ] {
         assert!(events.contains(reason), "{reason} missing from:\n{events}");
     }
     let table = kubectl(&cluster, &["get", "deploy", "web", "--no-headers"]);
