@@ -50,14 +50,41 @@ impl Propagation {
     }
 }
 
-/// Deletes `key` with `policy` (see the module docs); returns its last state.
+/// Deletes `key` with `policy` (see the module docs); returns its last state. A dry run
+/// checks and answers as the delete would, and writes nothing.
 pub fn delete(
     store: &Store,
     key: &ObjectKey,
     expected: Option<&str>,
     policy: Propagation,
+    dry_run: bool,
 ) -> Result<Value, ApiError> {
-    Ok(delete_tree_root(store, key, expected, policy)?)
+    match dry_run {
+        true => Ok(would_delete(store, key, expected)?),
+        false => Ok(delete_tree_root(store, key, expected, policy)?),
+    }
+}
+
+/// What a delete of `key` would answer (the stored object, preconditions checked),
+/// without writing.
+pub fn would_delete(
+    store: &Store,
+    key: &ObjectKey,
+    expected: Option<&str>,
+) -> Result<Value, StoreError> {
+    let current = store
+        .get(key)?
+        .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+    if let Some(expected) = expected
+        && Some(expected) != resource_version(&current)
+    {
+        return Err(StoreError::Conflict {
+            key: key.clone(),
+            expected: expected.to_owned(),
+            actual: resource_version(&current).unwrap_or_default().to_owned(),
+        });
+    }
+    Ok(current)
 }
 
 fn delete_tree_root(
@@ -198,14 +225,14 @@ mod tests {
     fn foreground_deletes_the_whole_tree_and_orphan_keeps_the_dependents() {
         let dir = tempfile::tempdir().expect("dir");
         let (store, [d, rs, p1, p2]) = tree(&dir);
-        delete(&store, &d, None, Propagation::Foreground).expect("delete");
+        delete(&store, &d, None, Propagation::Foreground, false).expect("delete");
         for key in [&d, &rs, &p1, &p2] {
             assert!(store.get(key).expect("get").is_none(), "{key} left");
         }
 
         let dir = tempfile::tempdir().expect("dir");
         let (store, [d, rs, p1, _]) = tree(&dir);
-        delete(&store, &d, None, Propagation::Orphan).expect("delete");
+        delete(&store, &d, None, Propagation::Orphan, false).expect("delete");
         assert!(store.get(&d).expect("get").is_none());
         let orphan = store.get(&rs).expect("get").expect("the ReplicaSet stays");
         assert!(owners::controller_of(&orphan).is_none());
@@ -220,7 +247,7 @@ mod tests {
     fn a_stale_precondition_changes_nothing_and_bad_policies_are_refused() {
         let dir = tempfile::tempdir().expect("dir");
         let (store, [d, rs, ..]) = tree(&dir);
-        let refused = delete(&store, &d, Some("999"), Propagation::Foreground);
+        let refused = delete(&store, &d, Some("999"), Propagation::Foreground, false);
         assert_eq!(
             refused.err().map(|e| e.code),
             Some(axum::http::StatusCode::CONFLICT)

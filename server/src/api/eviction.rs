@@ -56,7 +56,7 @@ async fn evict(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         check_budgets(&store, &key)?;
-        cascade::delete(&store, &key, None, Propagation::Background)
+        cascade::delete(&store, &key, None, Propagation::Background, false)
     })
     .await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});

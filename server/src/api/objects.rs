@@ -288,35 +288,10 @@ pub async fn delete(
     let store = ctx.store.clone();
     let deleted = blocking(move || {
         let expected = options.resource_version.as_deref();
-        if options.dry_run {
-            return Ok(would_delete(&store, &key, expected)?);
-        }
-        (kind.delete)(&store, &key, expected, options.propagation)
+        (kind.delete)(&store, &key, expected, options.propagation, options.dry_run)
     })
     .await?;
     Ok(respond(StatusCode::OK, deleted, kind))
-}
-
-/// What a delete of `key` would answer (the stored object, preconditions checked),
-/// without writing.
-fn would_delete(
-    store: &crate::store::Store,
-    key: &ObjectKey,
-    expected: Option<&str>,
-) -> Result<Value, StoreError> {
-    let current = store
-        .get(key)?
-        .ok_or_else(|| StoreError::NotFound(key.clone()))?;
-    if let Some(expected) = expected
-        && Some(expected) != resource_version(&current)
-    {
-        return Err(StoreError::Conflict {
-            key: key.clone(),
-            expected: expected.to_owned(),
-            actual: resource_version(&current).unwrap_or_default().to_owned(),
-        });
-    }
-    Ok(current)
 }
 
 /// Read-modify-write: `edit` builds the new object from the stored one; the new object must

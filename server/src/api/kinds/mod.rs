@@ -177,9 +177,14 @@ impl Kind {
     }
 }
 
-/// A kind's delete: store, key, resourceVersion precondition, propagation policy.
-pub type DeleteFn =
-    fn(&Store, &ObjectKey, Option<&str>, super::cascade::Propagation) -> Result<Value, ApiError>;
+/// A kind's delete: store, key, resourceVersion precondition, propagation policy, dry run.
+pub type DeleteFn = fn(
+    &Store,
+    &ObjectKey,
+    Option<&str>,
+    super::cascade::Propagation,
+    bool,
+) -> Result<Value, ApiError>;
 
 /// Sets `apiVersion` and `kind` (clients may leave them out; responses must have them).
 pub fn stamp_type(obj: &mut Value, kind: &Kind) {

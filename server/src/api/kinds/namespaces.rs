@@ -55,6 +55,7 @@ fn mark_terminating(
     key: &ObjectKey,
     expected: Option<&str>,
     _: Propagation,
+    dry_run: bool,
 ) -> Result<Value, ApiError> {
     if BUILT_IN.contains(&key.name.as_str()) {
         return Err(ApiError::conflict(
@@ -65,6 +66,9 @@ fn mark_terminating(
                 key.name
             ),
         ));
+    }
+    if dry_run {
+        return Ok(crate::api::cascade::would_delete(store, key, expected)?);
     }
     let now = crate::k8s::time::now_rfc3339();
     let marked = store.update_with(key, |ns: &mut Value| {
