@@ -107,6 +107,19 @@ impl ApiError {
         ]}))
     }
 
+    /// The fields its causes name (what tests of admission compare).
+    #[cfg(test)]
+    pub fn cause_fields(&self) -> Vec<String> {
+        self.details.as_ref().map_or_else(Vec::new, |d| {
+            d["causes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+    }
+
     /// 403 Forbidden.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message)

@@ -242,26 +242,13 @@ impl Controller for CronJobs {
     }
 
     fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
-        cache
-            .list("cronjobs")
-            .iter()
-            .filter_map(|cj| key_of("cronjobs", cj))
-            .collect()
+        cache.keys("cronjobs")
     }
 
     fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {
         let cron_job = cache.get(key);
-        let uid = cron_job
-            .as_deref()
-            .and_then(|cj| cj["metadata"]["uid"].as_str())
-            .unwrap_or_default()
-            .to_owned();
         State {
-            jobs: cache
-                .owned_by(&uid)
-                .into_iter()
-                .filter(|o| o["kind"] == "Job")
-                .collect(),
+            jobs: cache.owned(cron_job.as_deref(), "Job"),
             cron_job,
             now: jiff::Timestamp::now(),
         }

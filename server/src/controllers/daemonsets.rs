@@ -289,27 +289,14 @@ impl Controller for DaemonSets {
     }
 
     fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
-        cache
-            .list("daemonsets")
-            .iter()
-            .filter_map(|ds| key_of("daemonsets", ds))
-            .collect()
+        cache.keys("daemonsets")
     }
 
     fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {
         let daemon_set = cache.get(key);
-        let uid = daemon_set
-            .as_deref()
-            .and_then(|ds| ds["metadata"]["uid"].as_str())
-            .unwrap_or_default()
-            .to_owned();
         State {
             nodes: cache.list("nodes"),
-            pods: cache
-                .owned_by(&uid)
-                .into_iter()
-                .filter(|o| o["kind"] == "Pod")
-                .collect(),
+            pods: cache.owned(daemon_set.as_deref(), "Pod"),
             daemon_set,
             now: jiff::Timestamp::now(),
         }

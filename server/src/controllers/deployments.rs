@@ -44,27 +44,14 @@ impl Controller for Deployments {
     }
 
     fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
-        cache
-            .list("deployments")
-            .iter()
-            .filter_map(|d| key_of("deployments", d))
-            .collect()
+        cache.keys("deployments")
     }
 
     fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {
         let deployment = cache.get(key);
-        let uid = deployment
-            .as_deref()
-            .and_then(|d| d["metadata"]["uid"].as_str())
-            .unwrap_or_default()
-            .to_owned();
         let namespace = key.namespace.as_deref().unwrap_or_default();
         State {
-            owned: cache
-                .owned_by(&uid)
-                .into_iter()
-                .filter(|o| o["kind"] == "ReplicaSet")
-                .collect(),
+            owned: cache.owned(deployment.as_deref(), "ReplicaSet"),
             orphans: cache
                 .in_namespace("replicasets", namespace)
                 .into_iter()

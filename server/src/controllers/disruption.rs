@@ -82,11 +82,7 @@ impl Controller for Disruption {
     }
 
     fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
-        cache
-            .list("poddisruptionbudgets")
-            .iter()
-            .filter_map(|pdb| key_of("poddisruptionbudgets", pdb))
-            .collect()
+        cache.keys("poddisruptionbudgets")
     }
 
     fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {

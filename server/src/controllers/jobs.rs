@@ -385,26 +385,13 @@ impl Controller for Jobs {
     }
 
     fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
-        cache
-            .list("jobs")
-            .iter()
-            .filter_map(|job| key_of("jobs", job))
-            .collect()
+        cache.keys("jobs")
     }
 
     fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {
         let job = cache.get(key);
-        let uid = job
-            .as_deref()
-            .and_then(|j| j["metadata"]["uid"].as_str())
-            .unwrap_or_default()
-            .to_owned();
         State {
-            pods: cache
-                .owned_by(&uid)
-                .into_iter()
-                .filter(|o| o["kind"] == "Pod")
-                .collect(),
+            pods: cache.owned(job.as_deref(), "Pod"),
             job,
             now: jiff::Timestamp::now(),
         }

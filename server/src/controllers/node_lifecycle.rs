@@ -458,11 +458,7 @@ impl Controller for NodeLifecycle {
     }
 
     fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
-        cache
-            .list("nodes")
-            .iter()
-            .filter_map(|node| key_of("nodes", node))
-            .collect()
+        cache.keys("nodes")
     }
 
     fn observe(&self, key: &ObjectKey, cache: &Cache) -> NodeState {

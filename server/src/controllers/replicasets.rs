@@ -214,23 +214,14 @@ impl Controller for ReplicaSets {
     }
 
     fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
-        cache
-            .list("replicasets")
-            .iter()
-            .filter_map(|rs| key_of("replicasets", rs))
-            .collect()
+        cache.keys("replicasets")
     }
 
     fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {
         let replica_set = cache.get(key);
-        let uid = replica_set
-            .as_deref()
-            .and_then(|rs| rs["metadata"]["uid"].as_str())
-            .unwrap_or_default()
-            .to_owned();
         let namespace = key.namespace.as_deref().unwrap_or_default();
         State {
-            owned: cache.owned_by(&uid),
+            owned: cache.owned(replica_set.as_deref(), "Pod"),
             orphans: cache
                 .in_namespace("pods", namespace)
                 .into_iter()

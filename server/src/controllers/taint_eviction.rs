@@ -112,11 +112,7 @@ impl Controller for TaintEviction {
     }
 
     fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
-        cache
-            .list("nodes")
-            .iter()
-            .filter_map(|n| key_of("nodes", n))
-            .collect()
+        cache.keys("nodes")
     }
 
     fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {

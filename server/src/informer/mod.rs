@@ -204,6 +204,25 @@ impl Cache {
         self.read(|index| index.owned_by(uid))
     }
 
+    /// The keys of every object of `resource`.
+    pub fn keys(&self, resource: &str) -> Vec<ObjectKey> {
+        self.list(resource)
+            .iter()
+            .filter_map(|obj| key_of(resource, obj))
+            .collect()
+    }
+
+    /// The objects of `kind` that `owner` controls (none when there is no owner): what a
+    /// workload controller observes of its own.
+    pub fn owned(&self, owner: Option<&Value>, kind: &str) -> Vec<Arc<Value>> {
+        let Some(uid) = owner.and_then(|o| o.pointer("/metadata/uid")?.as_str()) else {
+            return Vec::new();
+        };
+        let mut owned = self.owned_by(uid);
+        owned.retain(|obj| obj["kind"] == kind);
+        owned
+    }
+
     /// The objects of `resource` in `namespace`.
     pub fn in_namespace(&self, resource: &str, namespace: &str) -> Vec<Arc<Value>> {
         self.read(|index| index.in_namespace(resource, namespace))

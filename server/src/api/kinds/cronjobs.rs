@@ -231,15 +231,7 @@ mod tests {
     fn fields(mut cj: Value) -> Vec<String> {
         admit_create(&mut cj)
             .err()
-            .and_then(|e| e.details)
-            .map_or_else(Vec::new, |d| {
-                d["causes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c["field"].as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map_or_else(Vec::new, |e| e.cause_fields())
     }
 
     #[test]

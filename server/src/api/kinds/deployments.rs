@@ -259,17 +259,9 @@ mod tests {
     }
 
     fn fields(deployment: &mut Value) -> Vec<String> {
-        match admit_create(deployment) {
-            Ok(()) => Vec::new(),
-            Err(err) => err.details.as_ref().map_or_else(Vec::new, |d| {
-                d["causes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c["field"].as_str().map(str::to_owned))
-                    .collect()
-            }),
-        }
+        admit_create(deployment)
+            .err()
+            .map_or_else(Vec::new, |e| e.cause_fields())
     }
 
     #[test]

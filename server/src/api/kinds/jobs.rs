@@ -255,17 +255,7 @@ mod tests {
     }
 
     fn fields(result: Result<(), ApiError>) -> Vec<String> {
-        result
-            .err()
-            .and_then(|e| e.details)
-            .map_or_else(Vec::new, |d| {
-                d["causes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c["field"].as_str().map(str::to_owned))
-                    .collect()
-            })
+        result.err().map_or_else(Vec::new, |e| e.cause_fields())
     }
 
     #[test]
