@@ -6,6 +6,7 @@
 //!   will, heartbeats, desired pods in, status reports out (at-least-once), log streaming;
 //! - [`runtime`]: the wasmtime engine and sandboxes;
 //! - [`pods`]: pod lifecycle, restart policy and logs ([`pods::PodManager`]);
+//! - [`net`]: the pod network (pod IPs on loopback aliases, wrapped `wasi:sockets`, egress);
 //! - [`state`]: the agent's local redb (session epoch, desired pods, last pod statuses);
 //! - [`modules`]: the module cache and the chunked, resumable fetcher;
 //! - [`node_info`]: what the agent reports about its machine;
@@ -19,6 +20,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod link;
 pub mod modules;
+pub mod net;
 pub mod node_info;
 pub mod pods;
 pub mod run;

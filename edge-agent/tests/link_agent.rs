@@ -76,6 +76,7 @@ impl Agent {
 
 fn pod(uid: &str, module: &ModuleRef, policy: RestartPolicy, args: &[&str]) -> PodAssignment {
     PodAssignment {
+        network: None,
         uid: uid.into(),
         namespace: "default".into(),
         name: format!("pod-{uid}"),
@@ -94,7 +95,7 @@ fn pod(uid: &str, module: &ModuleRef, policy: RestartPolicy, args: &[&str]) -> P
 }
 
 fn desired(revision: u64, pods: Vec<PodAssignment>) -> Message {
-    Message::Desired(DesiredPods { revision, pods })
+    Message::Desired(DesiredPods { revision, pods }.into())
 }
 
 fn births(received: &[Received]) -> Vec<NodeState> {

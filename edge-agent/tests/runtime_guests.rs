@@ -109,8 +109,8 @@ async fn tcp_echo_loads_as_a_command_component() {
     assert_eq!(program.kind(), ModuleKind::Component);
 }
 
-/// The sandbox's promise today: no network. A guest that tries to listen is denied by the
-/// host and says so in its log. When pods get network access, this test changes with it.
+/// A container without a pod network (a pod from a server older than the pod network) gets
+/// no sockets: a guest that tries to listen is denied by the host and says so in its log.
 #[tokio::test]
 async fn tcp_echo_cannot_listen_because_the_sandbox_grants_no_network() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -173,6 +173,7 @@ impl Node {
 
 fn assignment(uid: &str, policy: RestartPolicy, containers: Vec<ContainerSpec>) -> PodAssignment {
     PodAssignment {
+        network: None,
         uid: uid.into(),
         namespace: "default".into(),
         name: format!("pod-{uid}"),

@@ -12,7 +12,7 @@ use crate::artifact::{ArtifactOffer, ArtifactRequest};
 use crate::blob::{BlobReply, BlobRequest};
 use crate::logs::{LogChunk, NodeCommand};
 use crate::node::{Heartbeat, NodeState, ServerState};
-use crate::pod::{DesiredIndex, DesiredPod, DesiredPods, StatusAck, StatusReport};
+use crate::pod::{DesiredIndex, DesiredPod, StatusAck, StatusReport, v1};
 
 /// Every payload on the wire, by protocol version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ pub enum Message {
     Heartbeat(Heartbeat),
     /// The full set of pods a node should run: what an agent persists. Older servers sent
     /// it as one retained snapshot; see [`Message::DesiredIndex`].
-    Desired(DesiredPods),
+    Desired(v1::DesiredPods),
     /// A node's report of all its pods' status.
     Status(StatusReport),
     /// The server's acknowledgement of a persisted status report.
@@ -56,8 +56,11 @@ pub enum Message {
     /// The retained index of a node's desired pods (replaces [`Message::Desired`] on the
     /// wire: no size cliff).
     DesiredIndex(DesiredIndex),
-    /// One retained pod of a node's desired set.
-    DesiredPod(DesiredPod),
+    /// One retained pod of a node's desired set, as the first release shaped it.
+    DesiredPod(v1::DesiredPod),
+    /// One retained pod of a node's desired set, with its network (replaces
+    /// [`Message::DesiredPod`] on the wire and in agents' state).
+    DesiredPodV2(DesiredPod),
 }
 
 /// Why a payload could not be decoded.

@@ -6,6 +6,8 @@
 //! - [`envelope`]: the versioned postcard envelope every payload travels in;
 //! - [`node`]: what an agent says about itself (birth, will, heartbeat);
 //! - [`pod`]: desired pods sent to a node and the status it reports back;
+//! - [`network`]: the pod network (cluster CIDR, pod IPs and ports, egress rules, loopback
+//!   aliases);
 //! - [`blob`]: content-addressed module transfer in chunks;
 //! - [`backoff`]: capped exponential back-off with jitter (reconnects, retries);
 //! - [`artifact`]: modules the server precompiled for a node's engine, and their signature;
@@ -35,6 +37,7 @@ pub mod limits;
 pub mod login;
 pub mod logs;
 pub mod names;
+pub mod network;
 pub mod node;
 pub mod pod;
 pub mod quantity;

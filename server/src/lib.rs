@@ -15,7 +15,9 @@
 //!   the join tokens that admit new nodes.
 //! - [`modules`]: the content-addressed wasm module store (tables in the store's file).
 //! - [`artifacts`]: modules precompiled per agent target and signed (server-side AOT).
-//! - [`scheduler`]: binds pending pods to nodes (reading the informer cache).
+//! - [`scheduler`]: binds pending pods to nodes (reading the informer cache), giving each
+//!   its pod IP.
+//! - [`network`]: the pod network's address allocation (node ranges, pod IPs).
 //! - [`events`]: recording Events (aggregated by reason and message) and expiring them.
 //! - [`controllers`]: level-triggered controllers on one runner (work queue of keys from the
 //!   cache, pure plans, resync, back-off); node lifecycle.
@@ -35,6 +37,7 @@ pub mod identity;
 pub mod informer;
 pub mod k8s;
 pub mod modules;
+pub mod network;
 pub mod run;
 pub mod scheduler;
 pub mod store;

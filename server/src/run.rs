@@ -113,6 +113,7 @@ fn fleet_config(
     mqtt: &MqttTarget,
 ) -> anyhow::Result<FleetConfig> {
     let mut fleet_config = FleetConfig::new(mqtt.clone());
+    fleet_config.cluster_cidr = config.cluster_cidr;
     fleet_config.artifacts = Some(
         Artifacts::new(modules.clone(), &boot.tls.ca_key_pem)
             .context("setting up artifact signing")?,
@@ -135,6 +136,7 @@ fn start_loops(
     let cache = Cache::start(store, &informer::RESOURCES, shutdown.clone(), tracker)
         .context("filling the informer's cache")?;
     let node_grace = fleet_config.node_grace;
+    let cluster = fleet_config.cluster_cidr;
     let fleet = Fleet::start(
         fleet_config,
         store.clone(),
@@ -154,7 +156,7 @@ fn start_loops(
         .filter(|kind| kind.namespaced)
         .map(|kind| kind.plural)
         .collect();
-    controllers::start_workloads(store, &cache, namespaced, shutdown, tracker);
+    controllers::start_workloads(store, &cache, cluster, namespaced, shutdown, tracker);
     tracker.spawn(events::run_expiry(
         store.clone(),
         events::DEFAULT_TTL,

@@ -112,6 +112,7 @@ mod tests {
         DesiredPod {
             revision,
             pod: PodAssignment {
+                network: None,
                 uid: uid.into(),
                 namespace: "default".into(),
                 name: format!("pod-{uid}"),

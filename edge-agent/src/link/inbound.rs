@@ -56,7 +56,7 @@ pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, Stri
     let message =
         decode(payload).map_err(|err| format!("undecodable payload on {topic}: {err}"))?;
     match (kind, message) {
-        (Down::Desired, Message::Desired(desired)) => Ok(Inbound::Desired(desired)),
+        (Down::Desired, Message::Desired(desired)) => Ok(Inbound::Desired(desired.into())),
         (Down::Desired, Message::DesiredIndex(index)) => Ok(Inbound::DesiredIndex(index)),
         (Down::Ack, Message::StatusAck(ack)) => Ok(Inbound::StatusAck(ack)),
         (Down::Blob, Message::BlobReply(reply)) => Ok(Inbound::BlobReply(reply)),
@@ -72,7 +72,8 @@ fn desired_pod(uid: &str, topic: &str, payload: &[u8]) -> Result<Inbound, String
         None
     } else {
         match decode(payload) {
-            Ok(Message::DesiredPod(pod)) => Some(pod),
+            Ok(Message::DesiredPodV2(pod)) => Some(pod),
+            Ok(Message::DesiredPod(pod)) => Some(pod.into()),
             Ok(other) => return Err(unexpected(topic, &other)),
             Err(err) => return Err(format!("undecodable payload on {topic}: {err}")),
         }
@@ -101,7 +102,7 @@ mod tests {
             revision: 3,
             pods: vec![],
         };
-        let payload = encode(&Message::Desired(desired.clone()));
+        let payload = encode(&Message::Desired(desired.clone().into()));
         let topic = topic::down("pi-1", Down::Desired);
         assert_eq!(
             classify("pi-1", &topic, &payload),

@@ -344,6 +344,7 @@ mod tests {
             pods: pods
                 .iter()
                 .map(|(uid, name)| PodAssignment {
+                    network: None,
                     uid: (*uid).into(),
                     namespace: "default".into(),
                     name: (*name).into(),

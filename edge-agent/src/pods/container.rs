@@ -15,7 +15,7 @@ use wasmfleet_protocol::pod::ContainerSpec;
 use super::lifecycle::{Event, Next, TerminationReason, WaitingReason};
 use super::manager::Shared;
 use super::pod::Pod;
-use crate::runtime::{Exit, ExitReason, LogBuffer, Program, RunSpec};
+use crate::runtime::{Exit, ExitReason, LogBuffer, ModuleKind, Program, RunSpec};
 
 /// Runs container `index` of `pod`.
 pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
@@ -29,14 +29,18 @@ pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
         pod: &pod,
         index,
         spec,
-        run_spec: run_spec(spec),
+        run_spec: RunSpec {
+            network: pod.net.clone(),
+            pod_name: pod.assignment.name.clone(),
+            ..run_spec(spec)
+        },
         logs,
         shared: &shared,
     };
     let mut program: Option<Program> = None;
     loop {
         let step = match &program {
-            None => match until_stopped(&pod.stop, load(&shared, spec)).await {
+            None => match until_stopped(&pod.stop, load(&shared, spec, &pod)).await {
                 None => None,
                 Some(Ok(loaded)) => {
                     program = Some(loaded);
@@ -102,7 +106,7 @@ impl Task<'_> {
     }
 }
 
-/// The argv, env and limits of one run. argv is `command` then `args`; with no `command`
+/// The argv, env and limits of one run (the pod's network is added by the caller). argv is `command` then `args`; with no `command`
 /// argv\[0\] is the container's name, as a program's own name would be.
 pub fn run_spec(spec: &ContainerSpec) -> RunSpec {
     let head = if spec.command.is_empty() {
@@ -115,11 +119,12 @@ pub fn run_spec(spec: &ContainerSpec) -> RunSpec {
         env: spec.env.clone(),
         memory_limit_bytes: spec.memory_limit_bytes,
         cpu_limit_millis: spec.cpu_limit_millis,
+        ..RunSpec::default()
     }
 }
 
 /// Fetches and loads the container's module; a failure is the lifecycle event for it.
-async fn load(shared: &Shared, spec: &ContainerSpec) -> Result<Program, Event> {
+async fn load(shared: &Shared, spec: &ContainerSpec, pod: &Pod) -> Result<Program, Event> {
     let path = shared
         .source
         .fetch(&spec.module)
@@ -132,17 +137,32 @@ async fn load(shared: &Shared, spec: &ContainerSpec) -> Result<Program, Event> {
             ),
         })?;
     precompiled_by_server(shared, spec).await;
-    shared
+    let cannot_run = |error: String| Event::ModuleFailed {
+        reason: WaitingReason::CreateContainerError,
+        message: format!(
+            "module {} (sha256:{}): {error}",
+            spec.image, spec.module.digest
+        ),
+    };
+    let program = shared
         .runtime
         .load(&spec.module.digest, &path)
         .await
-        .map_err(|error| Event::ModuleFailed {
-            reason: WaitingReason::CreateContainerError,
-            message: format!(
-                "module {} (sha256:{}): {error}",
-                spec.image, spec.module.digest
-            ),
-        })
+        .map_err(|error| cannot_run(error.to_string()))?;
+    if program.kind() == ModuleKind::Core && declares_ports(pod, &spec.name) {
+        return Err(cannot_run(format!(
+            "container {:?} declares ports, but its module is a wasm32-wasip1 core module, \
+             which has no sockets: build it for wasm32-wasip2",
+            spec.name
+        )));
+    }
+    Ok(program)
+}
+
+/// Whether the pod declares `containerPorts` for container `name`.
+fn declares_ports(pod: &Pod, name: &str) -> bool {
+    let network = pod.assignment.network.as_ref();
+    network.is_some_and(|n| n.ports.iter().any(|p| p.container == name))
 }
 
 /// Installs the server's signed artifact for the module, unless one is cached already, so

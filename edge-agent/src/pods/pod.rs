@@ -12,6 +12,7 @@ use super::container;
 use super::lifecycle::{Backoff, Event, Lifecycle, Next, pod_phase};
 use super::logfiles;
 use super::manager::Shared;
+use crate::net::PodNet;
 use crate::runtime::LogBuffer;
 
 /// How long a stopped pod's containers get to end before the supervisor complains. Runs
@@ -28,6 +29,8 @@ pub struct Pod {
     pub stop: CancellationToken,
     /// One log per container, in spec order.
     pub logs: Vec<LogBuffer>,
+    /// The pod's network, shared by its containers (none if the server sent none).
+    pub net: Option<Arc<PodNet>>,
     // Where the logs are persisted, if anywhere.
     log_dir: Option<PathBuf>,
     lifecycles: Mutex<Vec<Lifecycle>>,
@@ -76,7 +79,16 @@ impl Pod {
         if finished {
             logs.iter().for_each(LogBuffer::finish);
         }
+        let net = assignment.network.as_ref().and_then(|network| {
+            PodNet::new(network)
+                .inspect_err(|err| {
+                    tracing::warn!(uid = %assignment.uid, %err, "pod runs without a network");
+                })
+                .ok()
+                .map(Arc::new)
+        });
         Self {
+            net,
             start_unix_ms: restored
                 .and_then(|s| s.start_unix_ms)
                 .unwrap_or(now_unix_ms),

@@ -161,6 +161,7 @@ impl Runtime {
             .map_err(engine_err)?;
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(engine_err)?;
+        crate::net::sockets::add_to_linker(&mut component_linker).map_err(engine_err)?;
         engine::start_ticker(&engine).map_err(RuntimeError::Ticker)?;
         let heap = HeapTrimmer::start().map_err(RuntimeError::HeapTrimmer)?;
         let info = engine::engine_info(&engine);

@@ -9,6 +9,7 @@
 //!   (the guest's allocator aborts when memory cannot grow, so the trap is a symptom);
 //! - stopped by the host: `Killed`, 137 (SIGKILL on Linux).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -24,6 +25,9 @@ use super::budget::NodeBudget;
 use super::limits::{CpuThrottle, MemoryLimiter};
 use super::logbuf::LogBuffer;
 use super::stdio::LogSink;
+use crate::net::PodNet;
+use crate::net::sockets::{self, PodSockets, PodSocketsView};
+use wasmtime_wasi::sockets::WasiSocketsCtxView;
 
 /// The most WASI handles (streams, sockets, ...) a component may hold at once.
 const MAX_RESOURCE_HANDLES: usize = 10_000;
@@ -42,6 +46,10 @@ pub struct RunSpec {
     pub memory_limit_bytes: Option<u64>,
     /// CPU limit in millicores.
     pub cpu_limit_millis: Option<u64>,
+    /// The pod's network, shared by its containers; `None`: no sockets.
+    pub network: Option<Arc<PodNet>>,
+    /// The pod's name (its host name inside the pod network).
+    pub pod_name: String,
 }
 
 /// Why a run ended.
@@ -98,7 +106,24 @@ pub struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    network: Option<Arc<PodNet>>,
+    pod_name: String,
+    lookups: HashMap<u32, Option<u16>>,
     _live: LiveGuard,
+}
+
+impl PodSocketsView for ComponentState {
+    fn pod_sockets(&mut self) -> PodSockets<'_> {
+        PodSockets {
+            inner: WasiSocketsCtxView {
+                ctx: self.ctx.sockets(),
+                table: &mut self.table,
+            },
+            net: self.network.as_deref(),
+            pod_name: &self.pod_name,
+            lookups: &mut self.lookups,
+        }
+    }
 }
 
 impl WasiView for ComponentState {
@@ -196,10 +221,17 @@ impl Sandbox<'_> {
     ) -> wasmtime::Result<()> {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCE_HANDLES);
+        let mut wasi = self.wasi(spec);
+        if let Some(network) = &spec.network {
+            sockets::grant(&mut wasi, network.clone());
+        }
         let state = ComponentState {
-            ctx: self.wasi(spec).build(),
+            ctx: wasi.build(),
             table,
             limiter,
+            network: spec.network.clone(),
+            pod_name: spec.pod_name.clone(),
+            lookups: HashMap::new(),
             _live: LiveGuard::new(self.live),
         };
         let mut store = Store::new(self.engine, state);
@@ -213,8 +245,9 @@ impl Sandbox<'_> {
         }
     }
 
-    /// The WASI context: argv, env, stdout/stderr into the log; no preopens, no network
-    /// (the builder denies all sockets by default), no stdin.
+    /// The WASI context: argv, env, stdout/stderr into the log; no preopens, no stdin, no
+    /// network (the builder denies all sockets; a component of a pod with a network is
+    /// granted its sockets by [`sockets::grant`]).
     fn wasi(&self, spec: &RunSpec) -> WasiCtxBuilder {
         let mut builder = WasiCtxBuilder::new();
         builder

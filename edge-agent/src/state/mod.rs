@@ -142,7 +142,7 @@ impl AgentState {
                 rows.remove(uid.as_str()).map_err(db_err)?;
             }
             for pod in &desired.pods {
-                let bytes = encode(&Message::DesiredPod(DesiredPod {
+                let bytes = encode(&Message::DesiredPodV2(DesiredPod {
                     revision: 0,
                     pod: pod.clone(),
                 }));
@@ -171,7 +171,7 @@ impl AgentState {
         };
         match decode(&bytes) {
             // Written by an agent from before per-pod rows.
-            Ok(Message::Desired(desired)) => Ok(Some(desired)),
+            Ok(Message::Desired(desired)) => Ok(Some(desired.into())),
             Ok(Message::DesiredIndex(index)) => self.desired_pods(index).map(Some),
             other => Err(corrupt("desired snapshot", other)),
         }
@@ -186,8 +186,12 @@ impl AgentState {
             let row = rows.get(entry.uid.as_str()).map_err(db_err)?;
             let decoded = row.map(|row| decode(row.value()));
             match decoded {
-                Some(Ok(Message::DesiredPod(pod))) if pod.pod.uid == entry.uid => {
+                Some(Ok(Message::DesiredPodV2(pod))) if pod.pod.uid == entry.uid => {
                     pods.push(pod.pod)
+                }
+                // Written by an agent from before the pod network.
+                Some(Ok(Message::DesiredPod(pod))) if pod.pod.uid == entry.uid => {
+                    pods.push(pod.pod.into())
                 }
                 Some(other) => return Err(corrupt("desired pod", other)),
                 None => {
@@ -265,6 +269,7 @@ mod tests {
         DesiredPods {
             revision,
             pods: vec![PodAssignment {
+                network: None,
                 uid: "u1".into(),
                 namespace: "default".into(),
                 name: "hello".into(),
@@ -328,6 +333,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("state.redb");
         let big = |uid: &str| PodAssignment {
+            network: None,
             uid: uid.into(),
             namespace: "default".into(),
             name: uid.into(),
@@ -351,7 +357,8 @@ mod tests {
             pods: vec![big("u1"), big("u2"), big("u3")],
         };
         assert!(
-            encode(&Message::Desired(set.clone())).len() > wasmfleet_protocol::MAX_MESSAGE_SIZE
+            encode(&Message::Desired(set.clone().into())).len()
+                > wasmfleet_protocol::MAX_MESSAGE_SIZE
         );
         {
             let state = AgentState::open(&path)?;
@@ -376,7 +383,7 @@ mod tests {
     fn a_snapshot_stored_by_an_older_agent_is_still_read() -> Result<(), StateError> {
         let dir = tempfile::tempdir()?;
         let state = AgentState::open(&dir.path().join("state.redb"))?;
-        state.put(DESIRED, &encode(&Message::Desired(desired(4))))?;
+        state.put(DESIRED, &encode(&Message::Desired(desired(4).into())))?;
         assert_eq!(state.desired()?, Some(desired(4)));
         Ok(())
     }
@@ -386,7 +393,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let state = AgentState::open(&dir.path().join("state.redb"))?;
         state.put(DESIRED, &[0, 250, 250])?;
-        state.put(STATUSES, &encode(&Message::Desired(desired(1))))?;
+        state.put(STATUSES, &encode(&Message::Desired(desired(1).into())))?;
         assert!(matches!(state.desired(), Err(StateError::Corrupt { .. })));
         assert!(matches!(state.statuses(), Err(StateError::Corrupt { .. })));
         Ok(())

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::status::Cause;
+use wasmfleet_protocol::network::{EGRESS_ANNOTATION, parse_egress};
 use wasmfleet_protocol::quantity;
 
 /// The JSON a field may hold.
@@ -35,8 +36,15 @@ const RESOURCE_LIST: Shape =
     Shape::Object(&[("memory", Shape::Quantity), ("cpu", Shape::Quantity)]);
 const RESOURCES: Shape = Shape::Object(&[("limits", RESOURCE_LIST), ("requests", RESOURCE_LIST)]);
 const ENV_VAR: Shape = Shape::Object(&[("name", Shape::Str), ("value", Shape::Str)]);
+/// `hostPort` and `hostIP` are left out: a pod is reached through its pod IP and Services.
+const CONTAINER_PORT: Shape = Shape::Object(&[
+    ("name", Shape::Str),
+    ("containerPort", Shape::Int),
+    ("protocol", Shape::Str),
+]);
 const CONTAINER: Shape = Shape::Object(&[
     ("name", Shape::Str),
+    ("ports", Shape::List(&CONTAINER_PORT)),
     ("image", Shape::Str),
     ("command", Shape::List(&Shape::Str)),
     ("args", Shape::List(&Shape::Str)),
@@ -314,6 +322,23 @@ pub fn check_type_meta(obj: &Value, api_version: &str, kind: &str, causes: &mut 
 
 fn check_pod_metadata(pod: &Value, causes: &mut Vec<Cause>) {
     check_metadata(pod, causes);
+    check_egress_annotation(pod.get("metadata"), "metadata", causes);
+}
+
+/// The pod network's egress rules ([`EGRESS_ANNOTATION`]) of a pod's or a template's
+/// `metadata` at `path` must parse.
+pub fn check_egress_annotation(metadata: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    let rules = metadata
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(EGRESS_ANNOTATION))
+        .and_then(Value::as_str);
+    if let Some(Err(err)) = rules.map(parse_egress) {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            format!("{path}.annotations[{EGRESS_ANNOTATION}]"),
+            format!("Invalid value: {err}"),
+        ));
+    }
 }
 
 /// `metadata.name` (or `generateName`) and `metadata.namespace` of a namespaced object.
@@ -487,6 +512,76 @@ fn check_containers(containers: &[Value], spec_path: &str, causes: &mut Vec<Caus
         check_env(container.get("env"), &path, causes);
         check_resources(container.get("resources"), &path, causes);
     }
+    check_ports(containers, spec_path, causes);
+}
+
+/// `containerPort`s: a valid number and protocol, names that Services can refer to, and
+/// no port declared twice in the pod (its containers share one port space).
+fn check_ports(containers: &[Value], spec_path: &str, causes: &mut Vec<Cause>) {
+    let mut names = std::collections::HashSet::new();
+    let mut ports = std::collections::HashSet::new();
+    for (i, container) in containers.iter().enumerate() {
+        let list = container.get("ports").and_then(Value::as_array);
+        for (j, port) in list.into_iter().flatten().enumerate() {
+            let path = format!("{spec_path}.containers[{i}].ports[{j}]");
+            let number = port.get("containerPort").and_then(Value::as_i64);
+            let protocol = port
+                .get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or("TCP");
+            let invalid = |field: &str, message: String| {
+                Cause::new("FieldValueInvalid", format!("{path}.{field}"), message)
+            };
+            match number {
+                None => causes.push(required(&format!("{path}.containerPort"))),
+                Some(n) if !(1..=65535).contains(&n) => causes.push(invalid(
+                    "containerPort",
+                    format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+                )),
+                Some(n) if !ports.insert((n, protocol.to_owned())) => causes.push(Cause::new(
+                    "FieldValueDuplicate",
+                    format!("{path}.containerPort"),
+                    format!("Duplicate value: \"{n}/{protocol}\": the containers of a pod share one port space"),
+                )),
+                Some(_) => {}
+            }
+            match protocol {
+                "TCP" => {}
+                "UDP" => causes.push(invalid(
+                    "protocol",
+                    "Unsupported value: \"UDP\": the wasmfleet pod network carries TCP only so far"
+                        .to_owned(),
+                )),
+                other => causes.push(invalid(
+                    "protocol",
+                    format!("Unsupported value: {other:?}: supported values: \"TCP\""),
+                )),
+            }
+            if let Some(name) = port.get("name").and_then(Value::as_str) {
+                if !is_port_name(name) {
+                    causes.push(invalid("name", format!("Invalid value: {name:?}: must be no more than 15 characters, contain only lowercase letters, digits and '-', at least one letter, and not begin or end with '-' or hold \"--\"")));
+                } else if !names.insert(name) {
+                    causes.push(Cause::new(
+                        "FieldValueDuplicate",
+                        format!("{path}.name"),
+                        format!("Duplicate value: {name:?}"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// An IANA service name, what a named port must be (Kubernetes' `IsValidPortName`).
+pub fn is_port_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().any(|b| b.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
 }
 
 fn check_env(env: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
@@ -672,14 +767,66 @@ mod tests {
     #[test]
     fn unsupported_fields_are_named_by_path() {
         let mut p = pod();
-        p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
+        p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 80}]);
         p["spec"]["hostNetwork"] = json!(true);
         let causes = validate_pod(&p);
         assert_eq!(
             fields(&causes),
-            ["spec.containers[0].ports", "spec.hostNetwork"]
+            ["spec.containers[0].ports[0].hostPort", "spec.hostNetwork"]
         );
         assert!(causes[0].message.contains("does not support"));
+    }
+
+    #[test]
+    fn container_ports_are_checked_across_the_pod() {
+        let mut p = pod();
+        p["spec"]["containers"][0]["ports"] = json!([
+            {"name": "http", "containerPort": 8080},
+            {"name": "http", "containerPort": 8081, "protocol": "TCP"},
+            {"containerPort": 0},
+            {"name": "Bad_Name", "containerPort": 9000, "protocol": "SCTP"},
+            {"containerPort": 53, "protocol": "UDP"},
+        ]);
+        p["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers")
+            .push(json!({"name": "side", "image": "hello:v1", "ports": [{"containerPort": 8080}]}));
+        let causes = validate_pod(&p);
+        assert_eq!(
+            fields(&causes),
+            [
+                "spec.containers[0].ports[1].name",
+                "spec.containers[0].ports[2].containerPort",
+                "spec.containers[0].ports[3].protocol",
+                "spec.containers[0].ports[3].name",
+                "spec.containers[0].ports[4].protocol",
+                "spec.containers[1].ports[0].containerPort",
+            ]
+        );
+        assert!(
+            causes[5].message.contains("share one port space"),
+            "{}",
+            causes[5].message
+        );
+        let mut fine = pod();
+        fine["spec"]["containers"][0]["ports"] = json!([{"name": "echo", "containerPort": 7}]);
+        assert_eq!(validate_pod(&fine), vec![]);
+    }
+
+    #[test]
+    fn egress_rules_must_parse() {
+        let mut p = pod();
+        p["metadata"]["annotations"] = json!({"wasmfleet.io/egress": "1.1.1.1:53, nope:0"});
+        let causes = validate_pod(&p);
+        assert_eq!(
+            fields(&causes),
+            ["metadata.annotations[wasmfleet.io/egress]"]
+        );
+        assert!(
+            causes[0].message.contains("nope:0"),
+            "{}",
+            causes[0].message
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`node_lifecycle`]: marks nodes `Ready=Unknown` and tainted (and their pods not
 //!   ready) when their agent stops heartbeating, and `Ready=True` again when it resumes;
 //! - [`leases`]: which agent session is current, and the nodes' `Lease` objects;
+//! - [`ipam`]: gives each node its pod range (`spec.podCIDR`) and each pod on it its IP
+//!   (`status.podIP`);
 //! - the workload controllers: [`replicasets`] (keeps a ReplicaSet's pods running),
 //!   [`deployments`] (rolls a template out through ReplicaSets), [`jobs`] (runs a Job's
 //!   pods to completion), [`cronjobs`] (Jobs on a schedule), [`daemonsets`] (one pod per
@@ -23,6 +25,7 @@ pub mod daemonsets;
 pub mod deployments;
 pub mod disruption;
 pub mod garbage;
+pub mod ipam;
 pub mod jobs;
 pub mod leases;
 pub mod namespaces;
@@ -38,6 +41,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use wasmfleet_protocol::network::ClusterCidr;
+
 use crate::informer::Cache;
 use crate::store::Store;
 use runner::RunnerConfig;
@@ -48,6 +53,7 @@ use runner::RunnerConfig;
 pub fn start_workloads(
     store: &Store,
     cache: &Cache,
+    cluster: ClusterCidr,
     namespaced: Vec<&'static str>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
@@ -58,6 +64,7 @@ pub fn start_workloads(
         shutdown,
         tracker,
     };
+    start.spawn(ipam::Ipam::new(cluster));
     start.spawn(replicasets::ReplicaSets);
     start.spawn(deployments::Deployments);
     start.spawn(jobs::Jobs);

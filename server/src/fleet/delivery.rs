@@ -14,6 +14,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
+use wasmfleet_protocol::network::ClusterCidr;
 use wasmfleet_protocol::pod::{DesiredPod, MAX_INDEXED_PODS, ModuleRef, PodAssignment};
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode};
 
@@ -99,7 +100,7 @@ pub fn admit(pod: &Value) -> Result<(), Undeliverable> {
             size: u64::MAX,
         })
     };
-    let Ok(assignment) = desired::assignment(&typed, &largest) else {
+    let Ok(assignment) = desired::assignment(&typed, &largest, ClusterCidr::default()) else {
         return Ok(());
     };
     encode_within(u64::MAX, &assignment, MAX_MESSAGE_SIZE - ADMISSION_HEADROOM).map(drop)
@@ -115,7 +116,7 @@ fn encode_within(
     if count > MAX_CONTAINERS_PER_POD {
         return Err(Undeliverable::TooManyContainers { count });
     }
-    let payload = encode(&Message::DesiredPod(DesiredPod {
+    let payload = encode(&Message::DesiredPodV2(DesiredPod {
         revision,
         pod: pod.clone(),
     }));
@@ -230,7 +231,8 @@ mod tests {
                 size: 1 << 40,
             })
         };
-        let assignment = desired::assignment(&typed, &resolved).expect("resolves");
+        let assignment =
+            desired::assignment(&typed, &resolved, ClusterCidr::default()).expect("resolves");
         assert!(encode_pod(u64::MAX, &assignment).is_ok());
     }
 
@@ -247,7 +249,8 @@ mod tests {
                 size: 1,
             })
         };
-        let assignment = desired::assignment(&typed, &resolved).expect("resolves");
+        let assignment =
+            desired::assignment(&typed, &resolved, ClusterCidr::default()).expect("resolves");
         assert!(matches!(
             encode_pod(1, &assignment),
             Err(Undeliverable::TooLarge {

@@ -26,6 +26,9 @@ use wasmfleet_protocol::pod::{
 
 use super::delivery::{self, Undeliverable};
 use crate::k8s::pods::running_node_of;
+use wasmfleet_protocol::network::{
+    ClusterCidr, EGRESS_ANNOTATION, PodNetwork, PodPort, Protocol, parse_egress,
+};
 use wasmfleet_protocol::quantity;
 
 /// The waiting reason of a container whose image is not in the module store.
@@ -58,12 +61,13 @@ pub fn desired_for_node(
     node: &str,
     pods: &[Pod],
     resolve: &dyn Fn(&str) -> Option<ModuleRef>,
+    cluster: ClusterCidr,
     revision: u64,
 ) -> Plan {
     let mut assignments = Vec::new();
     let mut unresolved = Vec::new();
     for pod in pods.iter().filter(|p| runs_on(p, node)) {
-        match assignment(pod, resolve) {
+        match assignment(pod, resolve, cluster) {
             Ok(assignment) => assignments.push(assignment),
             Err(mut missing) => unresolved.append(&mut missing),
         }
@@ -78,8 +82,11 @@ pub fn desired_for_node(
     }
 }
 
+/// Bound to `node`, not being deleted, and given its pod IP (the IPAM controller gives
+/// one right after binding; a pod never starts without its network).
 fn runs_on(pod: &Pod, node: &str) -> bool {
-    running_node_of(pod) == Some(node) && pod.metadata.uid.is_some()
+    let has_ip = pod.status.as_ref().is_some_and(|s| s.pod_ip.is_some());
+    running_node_of(pod) == Some(node) && pod.metadata.uid.is_some() && has_ip
 }
 
 /// The delivery form of `pod`, or the containers whose images do not resolve.
@@ -95,6 +102,7 @@ pub(crate) fn namespace_and_name(pod: &Pod) -> (String, String) {
 pub(crate) fn assignment(
     pod: &Pod,
     resolve: &dyn Fn(&str) -> Option<ModuleRef>,
+    cluster: ClusterCidr,
 ) -> Result<PodAssignment, Vec<Unresolved>> {
     let (namespace, name) = namespace_and_name(pod);
     let spec = pod.spec.as_ref();
@@ -122,6 +130,40 @@ pub(crate) fn assignment(
         name,
         restart_policy: restart_policy(spec.and_then(|s| s.restart_policy.as_deref())),
         containers: specs,
+        network: network(pod, cluster),
+    })
+}
+
+/// The pod's network, once it has an IP: its declared ports and egress rules (admission
+/// refused unparsable rules, so what does not parse here is left out).
+fn network(pod: &Pod, cluster: ClusterCidr) -> Option<PodNetwork> {
+    let ip = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice());
+    let ports = containers
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten().map(move |p| (c, p)))
+        .filter_map(|(container, port)| {
+            Some(PodPort {
+                container: container.name.clone(),
+                name: port.name.clone(),
+                port: u16::try_from(port.container_port).ok()?,
+                protocol: Protocol::parse(port.protocol.as_deref().unwrap_or("TCP"))?,
+            })
+        })
+        .collect();
+    let egress = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EGRESS_ANNOTATION))
+        .and_then(|rules| parse_egress(rules).ok())
+        .unwrap_or_default();
+    Some(PodNetwork {
+        ip,
+        cluster_cidr: cluster.net(),
+        ports,
+        egress,
     })
 }
 
@@ -367,7 +409,8 @@ mod tests {
 
     fn web(node: &str, image: &str) -> Pod {
         pod(json!({
-            "metadata": {"name": "web", "namespace": "default", "uid": "u-1"},
+            "metadata": {"name": "web", "namespace": "default", "uid": "u-1",
+                "annotations": {"wasmfleet.io/egress": "1.1.1.1:53"}},
             "spec": {
                 "nodeName": node,
                 "restartPolicy": "OnFailure",
@@ -375,15 +418,23 @@ mod tests {
                     "name": "main", "image": image,
                     "command": ["hello"], "args": ["a"],
                     "env": [{"name": "GREETING", "value": "hi"}],
+                    "ports": [{"name": "http", "containerPort": 8080}],
                     "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}}
                 }]
-            }
+            },
+            "status": {"podIP": "10.42.0.9"}
         }))
     }
 
     #[test]
     fn a_bound_pod_is_resolved_into_the_snapshot_of_its_node() {
-        let plan = desired_for_node("pi-1", &[web("pi-1", "hello:v1")], &resolve, 7);
+        let plan = desired_for_node(
+            "pi-1",
+            &[web("pi-1", "hello:v1")],
+            &resolve,
+            ClusterCidr::default(),
+            7,
+        );
         assert_eq!(plan.desired.revision, 7);
         assert!(plan.unresolved.is_empty());
         let [pod] = plan.desired.pods.as_slice() else {
@@ -399,6 +450,28 @@ mod tests {
         assert_eq!(c.env, vec![("GREETING".to_owned(), "hi".to_owned())]);
         assert_eq!(c.memory_limit_bytes, Some(64 << 20));
         assert_eq!(c.cpu_limit_millis, Some(500));
+        let network = pod.network.as_ref().expect("a network");
+        assert_eq!(network.ip.to_string(), "10.42.0.9");
+        assert_eq!(network.cluster_cidr, ClusterCidr::default().net());
+        assert_eq!(
+            network.ports,
+            [PodPort {
+                container: "main".into(),
+                name: Some("http".into()),
+                port: 8080,
+                protocol: Protocol::Tcp
+            }]
+        );
+        assert_eq!(network.egress, parse_egress("1.1.1.1:53").expect("rules"));
+    }
+
+    #[test]
+    fn a_bound_pod_waits_for_its_ip() {
+        let mut waiting = web("pi-1", "hello:v1");
+        waiting.status = None;
+        let plan = desired_for_node("pi-1", &[waiting], &resolve, ClusterCidr::default(), 7);
+        assert!(plan.desired.pods.is_empty());
+        assert!(plan.unresolved.is_empty());
     }
 
     #[test]
@@ -414,6 +487,7 @@ mod tests {
             "pi-1",
             &[web("pi-2", "hello:v1"), deleting, unbound],
             &resolve,
+            ClusterCidr::default(),
             1,
         );
         assert!(plan.desired.pods.is_empty());
@@ -421,7 +495,13 @@ mod tests {
 
     #[test]
     fn a_pod_with_an_unknown_image_is_left_out_and_reported() {
-        let plan = desired_for_node("pi-1", &[web("pi-1", "nope:v9")], &resolve, 1);
+        let plan = desired_for_node(
+            "pi-1",
+            &[web("pi-1", "nope:v9")],
+            &resolve,
+            ClusterCidr::default(),
+            1,
+        );
         assert!(plan.desired.pods.is_empty());
         assert_eq!(
             plan.unresolved,
@@ -438,9 +518,10 @@ mod tests {
     fn the_restart_policy_defaults_to_always() {
         let p = pod(json!({
             "metadata": {"name": "p", "uid": "u"},
-            "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "hello:v1"}]}
+            "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "hello:v1"}]},
+            "status": {"podIP": "10.42.0.2"}
         }));
-        let plan = desired_for_node("n", &[p], &resolve, 1);
+        let plan = desired_for_node("n", &[p], &resolve, ClusterCidr::default(), 1);
         assert_eq!(plan.desired.pods[0].restart_policy, RestartPolicy::Always);
         assert_eq!(plan.desired.pods[0].containers[0].memory_limit_bytes, None);
     }
@@ -467,6 +548,7 @@ mod tests {
 
     fn small(uid: &str, name: &str) -> PodAssignment {
         PodAssignment {
+            network: None,
             uid: uid.into(),
             namespace: "default".into(),
             name: name.into(),

@@ -31,6 +31,7 @@ pub mod status;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wasmfleet_protocol::network::ClusterCidr;
 
 use rumqttc::{AsyncClient, ClientError, LastWill, MqttOptions, QoS};
 use tokio::sync::mpsc;
@@ -98,6 +99,8 @@ pub struct FleetConfig {
     pub log_timeout: Duration,
     /// How often desired snapshots are re-planned even without changes.
     pub resync: Duration,
+    /// The cluster's pod CIDR, delivered with every pod's network.
+    pub cluster_cidr: ClusterCidr,
     /// Precompiles modules for agents that ask; `None` answers every request with
     /// "unavailable" (agents then compile themselves).
     pub artifacts: Option<Artifacts>,
@@ -118,6 +121,7 @@ impl FleetConfig {
             node_grace: node_lifecycle::DEFAULT_GRACE,
             log_timeout: Duration::from_secs(5),
             resync: Duration::from_secs(30),
+            cluster_cidr: ClusterCidr::default(),
             artifacts: None,
         }
     }
@@ -187,6 +191,7 @@ impl Fleet {
             store.clone(),
             cache.clone(),
             modules.clone(),
+            config.cluster_cidr,
         );
         let ctx = inbound::Dispatcher {
             client: client.clone(),

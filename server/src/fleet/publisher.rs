@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use wasmfleet_protocol::network::ClusterCidr;
 
 use k8s_openapi::api::core::v1::Pod;
 use rumqttc::{AsyncClient, QoS};
@@ -40,6 +41,7 @@ pub struct DesiredPublisher {
     store: Store,
     cache: Cache,
     modules: ModuleStore,
+    cluster: ClusterCidr,
     republish: Arc<Notify>,
     /// What each node was last sent.
     published: HashMap<String, Sent>,
@@ -113,12 +115,19 @@ fn outside_status_differs(old: Option<&Value>, new: Option<&Value>) -> bool {
 
 impl DesiredPublisher {
     /// A publisher that has published nothing yet.
-    pub fn new(client: AsyncClient, store: Store, cache: Cache, modules: ModuleStore) -> Self {
+    pub fn new(
+        client: AsyncClient,
+        store: Store,
+        cache: Cache,
+        modules: ModuleStore,
+        cluster: ClusterCidr,
+    ) -> Self {
         Self {
             client,
             store,
             cache,
             modules,
+            cluster,
             republish: Arc::new(Notify::new()),
             published: HashMap::new(),
             marked: HashMap::new(),
@@ -215,7 +224,7 @@ impl DesiredPublisher {
                 .iter()
                 .filter_map(|pod| Pod::deserialize(pod.as_ref()).ok())
                 .collect();
-            let plan = desired_for_node(&node, &pods, &resolve, revision);
+            let plan = desired_for_node(&node, &pods, &resolve, self.cluster, revision);
             let delivery = plan_delivery(self.published.get(&node), plan.desired.pods, revision);
             let refused: BTreeMap<(String, String), String> = delivery
                 .refused

@@ -8,42 +8,109 @@
 //! 10.0.0.5:51234 closed after 12 bytes
 //! ```
 //!
+//! With `--connect HOST:PORT [--send TEXT]` it is the client instead: it connects
+//! (retrying for a few seconds while the server is not listening yet, as a container
+//! started next to it may not be), sends TEXT and a newline, and prints what came back:
+//!
+//! ```text
+//! echo from 10.42.0.5:7: hello
+//! ```
+//!
 //! Networking is Rust's `std::net`, which wasm32-wasip2 implements on `wasi:sockets`, so
-//! the host must grant the component network access: without it binding fails, the
-//! error goes to stderr and the program exits 1. Bad arguments print the usage to
-//! stderr and exit 2.
+//! the host must grant the component network access: without it binding or connecting
+//! fails, the error goes to stderr and the program exits 1. Bad arguments print the
+//! usage to stderr and exit 2.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 
-const USAGE: &str = "usage: tcp-echo [--port N]";
+const USAGE: &str = "usage: tcp-echo [--port N] | tcp-echo --connect HOST:PORT [--send TEXT]";
+/// How long the client keeps retrying a refused connection.
+const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 const DEFAULT_PORT: u16 = 7;
 const BUFFER_BYTES: usize = 16 * 1024;
 
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Mode {
+    /// Serve on this port.
+    Serve(u16),
+    /// Send a line to this address and print the answer.
+    Connect { address: String, text: String },
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let port = match parse(&args) {
-        Ok(port) => port,
+    let mode = match parse(&args) {
+        Ok(mode) => mode,
         Err(problem) => {
             eprintln!("tcp-echo: {problem}\n{USAGE}");
             std::process::exit(2);
         }
     };
-    if let Err(problem) = serve(port) {
+    let outcome = match mode {
+        Mode::Serve(port) => serve(port),
+        Mode::Connect { address, text } => connect(&address, &text),
+    };
+    if let Err(problem) = outcome {
         eprintln!("tcp-echo: {problem}");
         std::process::exit(1);
     }
 }
 
-/// Parses argv (without the program name) into the port to listen on.
-fn parse(args: &[String]) -> Result<u16, String> {
+/// Parses argv (without the program name).
+fn parse(args: &[String]) -> Result<Mode, String> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let connect = |address: &str, text: &str| Mode::Connect {
+        address: address.to_owned(),
+        text: text.to_owned(),
+    };
     match words.as_slice() {
-        [] => Ok(DEFAULT_PORT),
+        [] => Ok(Mode::Serve(DEFAULT_PORT)),
         ["--port", port] => port
             .parse()
+            .map(Mode::Serve)
             .map_err(|_| format!("not a valid port: {port:?}")),
+        ["--connect", address] => Ok(connect(address, "ping")),
+        ["--connect", address, "--send", text] => Ok(connect(address, text)),
         _ => Err(format!("bad arguments: {}", words.join(" "))),
+    }
+}
+
+/// Sends `text` and a newline to `address`, half-closes, and prints the whole answer.
+fn connect(address: &str, text: &str) -> Result<(), String> {
+    let stream = connect_patiently(address)?;
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| address.to_owned(), |p| p.to_string());
+    let mut writer = &stream;
+    writer
+        .write_all(format!("{text}\n").as_bytes())
+        .and_then(|()| stream.shutdown(std::net::Shutdown::Write))
+        .map_err(|e| format!("cannot send to {peer}: {e}"))?;
+    let mut answer = String::new();
+    (&stream)
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("cannot read from {peer}: {e}"))?;
+    say(&format!("echo from {peer}: {}", answer.trim_end()));
+    Ok(())
+}
+
+/// Connects, retrying a refused connection until [`CONNECT_PATIENCE`] runs out; any other
+/// error (a denied address, an unknown name) is final at once.
+fn connect_patiently(address: &str) -> Result<TcpStream, String> {
+    let deadline = std::time::Instant::now() + CONNECT_PATIENCE;
+    loop {
+        match TcpStream::connect(address) {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if e.kind() == io::ErrorKind::ConnectionRefused
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(format!("cannot connect to {address}: {e}")),
+        }
     }
 }
 
@@ -122,8 +189,27 @@ mod tests {
 
     #[test]
     fn listens_on_the_echo_port_by_default() {
-        assert_eq!(parse(&[]), Ok(7));
-        assert_eq!(parse(&args(&["--port", "7007"])), Ok(7007));
+        assert_eq!(parse(&[]), Ok(Mode::Serve(7)));
+        assert_eq!(parse(&args(&["--port", "7007"])), Ok(Mode::Serve(7007)));
+    }
+
+    #[test]
+    fn connects_with_a_default_or_given_text() {
+        assert_eq!(
+            parse(&args(&["--connect", "web:7"])),
+            Ok(Mode::Connect {
+                address: "web:7".into(),
+                text: "ping".into()
+            })
+        );
+        assert_eq!(
+            parse(&args(&["--connect", "10.42.0.5:7", "--send", "hello"])),
+            Ok(Mode::Connect {
+                address: "10.42.0.5:7".into(),
+                text: "hello".into()
+            })
+        );
+        assert!(parse(&args(&["--connect"])).is_err());
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub fn validate(
         ));
     }
     check_selector(obj, &mut causes);
+    validation::check_egress_annotation(
+        obj.pointer("/spec/template/metadata"),
+        "spec.template.metadata",
+        &mut causes,
+    );
     let spec = obj.pointer("/spec/template/spec");
     causes.extend(validation::validate_template_spec(
         spec,

@@ -6,11 +6,15 @@
 //! within [`crate::MAX_MESSAGE_SIZE`]. An agent applies an index once it holds every pod it
 //! lists at the listed revision, so it never runs a half-updated set. ([`DesiredPods`], the
 //! whole set in one message, is what the agent applies and persists; older servers sent it
-//! on the wire.)
+//! on the wire.) Shapes that changed since they were released stay decodable in [`v1`].
 //! Status is reported the same way: each report holds every pod the node knows, carries a
 //! sequence number, and is re-sent until the server acknowledges that sequence.
 
 use serde::{Deserialize, Serialize};
+
+use crate::network::PodNetwork;
+
+pub mod v1;
 
 /// Everything one node should be running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +76,8 @@ pub struct PodAssignment {
     pub restart_policy: RestartPolicy,
     /// The containers, in spec order.
     pub containers: Vec<ContainerSpec>,
+    /// The pod's network (none from servers older than the pod network).
+    pub network: Option<PodNetwork>,
 }
 
 /// A pod's `spec.restartPolicy`.
@@ -234,16 +240,29 @@ mod tests {
                 memory_limit_bytes: Some(64 << 20),
                 cpu_limit_millis: Some(500),
             }],
+            network: None,
         }
     }
 
     #[test]
     fn a_desired_snapshot_survives_a_round_trip() {
-        let message = Message::Desired(DesiredPods {
+        let message = Message::Desired(v1::DesiredPods {
             revision: 42,
-            pods: vec![assignment()],
+            pods: vec![v1::PodAssignment {
+                uid: "6b1c".into(),
+                namespace: "default".into(),
+                name: "hello".into(),
+                restart_policy: RestartPolicy::Never,
+                containers: assignment().containers,
+            }],
         });
-        assert_eq!(decode(&encode(&message)), Ok(message));
+        assert_eq!(decode(&encode(&message)), Ok(message.clone()));
+        let Message::Desired(old) = message else {
+            unreachable!()
+        };
+        let current = DesiredPods::from(old);
+        assert_eq!(current.pods[0].network, None);
+        assert_eq!(current.pods[0].containers, assignment().containers);
     }
 
     #[test]
@@ -256,7 +275,7 @@ mod tests {
             }],
         });
         assert_eq!(decode(&encode(&index)), Ok(index));
-        let pod = Message::DesiredPod(DesiredPod {
+        let pod = Message::DesiredPodV2(DesiredPod {
             revision: 8,
             pod: assignment(),
         });

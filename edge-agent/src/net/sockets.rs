@@ -1,0 +1,328 @@
+//! `wasi:sockets` for pods: wasmtime-wasi's own implementation, with every address
+//! passing through the pod's [`PodNet`] on the way in and out.
+//!
+//! The socket types of wasmtime-wasi are opaque, so this wraps the generated host traits
+//! (`tcp`, `tcp-create-socket`, `ip-name-lookup`) and delegates each call to wasmtime's
+//! implementation after rewriting its arguments (see `notes/wasmtime-runtime.md` §6).
+//! The wrappers shadow wasmtime's in the component linker ([`add_to_linker`]).
+//! `socket_addr_check` stays the last gate on the rewritten host addresses
+//! ([`PodNet::allows_host_bind`]).
+//!
+//! A pod without a network (delivered by an older server) has no `PodNet`: its socket
+//! calls go to wasmtime unchanged, and the WASI context grants it no sockets at all.
+//! UDP is not part of the pod network yet: the context denies UDP sockets.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use futures::FutureExt;
+use wasmtime::component::{HasData, Linker, Resource};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{
+    self, HostResolveAddressStream, ResolveAddressStream,
+};
+use wasmtime_wasi::p2::bindings::sockets::network::{
+    self, ErrorCode, IpAddress, IpAddressFamily, IpSocketAddress, Network,
+};
+use wasmtime_wasi::p2::bindings::sockets::tcp::{self, HostTcpSocket, ShutdownType, TcpSocket};
+use wasmtime_wasi::p2::bindings::sockets::{instance_network, tcp_create_socket};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, SocketError, SocketResult};
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
+
+use super::{Lookup, PodNet, Refusal};
+
+/// What the wrapped traits work on: wasmtime's view plus the pod's network.
+pub struct PodSockets<'a> {
+    /// wasmtime-wasi's own view, which does the real work.
+    pub inner: WasiSocketsCtxView<'a>,
+    /// The pod's network; `None` for a pod without one.
+    pub net: Option<&'a PodNet>,
+    /// The pod's name (a lookup of it answers the pod IP, as `/etc/hosts` would).
+    pub pod_name: &'a str,
+    /// The port each pending host lookup's rule allows, by stream handle.
+    pub lookups: &'a mut HashMap<u32, Option<u16>>,
+}
+
+/// The [`HasData`] marker of [`PodSockets`].
+pub struct PodSocketsData;
+
+impl HasData for PodSocketsData {
+    type Data<'a> = PodSockets<'a>;
+}
+
+/// Store data that can lend out [`PodSockets`].
+pub trait PodSocketsView: Send {
+    /// The view for one host call.
+    fn pod_sockets(&mut self) -> PodSockets<'_>;
+}
+
+/// Links the wrapped interfaces over wasmtime's (call after `p2::add_to_linker_async`).
+pub fn add_to_linker<T: PodSocketsView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    tcp::add_to_linker::<T, PodSocketsData>(linker, T::pod_sockets)?;
+    tcp_create_socket::add_to_linker::<T, PodSocketsData>(linker, T::pod_sockets)?;
+    ip_name_lookup::add_to_linker::<T, PodSocketsData>(linker, T::pod_sockets)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Grants a pod with a network TCP sockets and name lookups, gated by its [`PodNet`].
+pub fn grant(builder: &mut WasiCtxBuilder, net: std::sync::Arc<PodNet>) {
+    builder
+        .allow_tcp(true)
+        .allow_udp(false)
+        .allow_ip_name_lookup(true)
+        .socket_addr_check(move |addr, used| {
+            let allowed = match used {
+                SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => net.allows_host_bind(addr),
+                SocketAddrUse::TcpConnect => net.allows_host_connect(addr),
+                SocketAddrUse::TcpAccept => true,
+                _ => false,
+            };
+            Box::pin(async move { allowed })
+        });
+}
+
+fn refused(refusal: Refusal) -> SocketError {
+    match refusal {
+        Refusal::NotBindable => ErrorCode::AddressNotBindable,
+        Refusal::Denied => ErrorCode::AccessDenied,
+        Refusal::Ipv6 => ErrorCode::NotSupported,
+    }
+    .into()
+}
+
+impl PodSockets<'_> {
+    fn guest(&self, host: IpSocketAddress) -> IpSocketAddress {
+        match self.net {
+            Some(net) => net.guest_address(host.into()).into(),
+            None => host,
+        }
+    }
+
+    fn guest_peer(&self, host: IpSocketAddress) -> IpSocketAddress {
+        match self.net {
+            Some(net) => net.guest_peer(host.into()).into(),
+            None => host,
+        }
+    }
+
+    /// Binds an unbound socket to the pod's alias, so that what it connects to or
+    /// listens on sees the pod, not the host.
+    fn bind_to_alias(
+        &mut self,
+        net: &PodNet,
+        this: &Resource<TcpSocket>,
+        network: Resource<Network>,
+    ) -> SocketResult<()> {
+        if HostTcpSocket::local_address(&mut self.inner, borrow(this)).is_ok() {
+            return Ok(());
+        }
+        let alias = SocketAddr::new(net.alias().into(), 0);
+        // The address check is ready at once, so the bind completes without waiting.
+        let bound = HostTcpSocket::start_bind(&mut self.inner, borrow(this), network, alias.into())
+            .now_or_never()
+            .unwrap_or(Err(ErrorCode::WouldBlock.into()));
+        bound?;
+        HostTcpSocket::finish_bind(&mut self.inner, borrow(this))
+    }
+}
+
+fn borrow<T: 'static>(resource: &Resource<T>) -> Resource<T> {
+    Resource::new_borrow(resource.rep())
+}
+
+fn network_of(resource: &Resource<Network>) -> Resource<Network> {
+    borrow(resource)
+}
+
+impl tcp_create_socket::Host for PodSockets<'_> {
+    fn create_tcp_socket(
+        &mut self,
+        address_family: IpAddressFamily,
+    ) -> SocketResult<Resource<TcpSocket>> {
+        if self.net.is_some() && address_family == IpAddressFamily::Ipv6 {
+            return Err(refused(Refusal::Ipv6));
+        }
+        tcp_create_socket::Host::create_tcp_socket(&mut self.inner, address_family)
+    }
+}
+
+impl tcp::Host for PodSockets<'_> {}
+
+impl network::Host for PodSockets<'_> {
+    fn convert_error_code(&mut self, error: SocketError) -> wasmtime::Result<ErrorCode> {
+        network::Host::convert_error_code(&mut self.inner, error)
+    }
+
+    fn network_error_code(
+        &mut self,
+        err: Resource<network::Error>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
+        network::Host::network_error_code(&mut self.inner, err)
+    }
+}
+
+impl network::HostNetwork for PodSockets<'_> {
+    fn drop(&mut self, this: Resource<Network>) -> wasmtime::Result<()> {
+        network::HostNetwork::drop(&mut self.inner, this)
+    }
+}
+
+/// Delegates methods that carry no address to wasmtime's implementation unchanged.
+macro_rules! delegate {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        $(fn $name(&mut self, this: Resource<TcpSocket> $(, $arg: $ty)*) -> $ret {
+            HostTcpSocket::$name(&mut self.inner, this $(, $arg)*)
+        })*
+    };
+}
+
+impl HostTcpSocket for PodSockets<'_> {
+    async fn start_bind(
+        &mut self,
+        this: Resource<TcpSocket>,
+        network: Resource<Network>,
+        local_address: IpSocketAddress,
+    ) -> SocketResult<()> {
+        let address = match self.net {
+            Some(net) => net.bind_address(local_address.into()).map_err(refused)?,
+            None => local_address.into(),
+        };
+        HostTcpSocket::start_bind(&mut self.inner, this, network, address.into()).await
+    }
+
+    fn start_connect(
+        &mut self,
+        this: Resource<TcpSocket>,
+        network: Resource<Network>,
+        remote_address: IpSocketAddress,
+    ) -> SocketResult<()> {
+        let Some(net) = self.net else {
+            return HostTcpSocket::start_connect(&mut self.inner, this, network, remote_address);
+        };
+        let target = net
+            .connect_address(remote_address.into())
+            .map_err(refused)?;
+        if net.is_cluster_destination(target) {
+            self.bind_to_alias(net, &this, network_of(&network))?;
+        }
+        HostTcpSocket::start_connect(&mut self.inner, this, network, target.into())
+    }
+
+    async fn start_listen(&mut self, this: Resource<TcpSocket>) -> SocketResult<()> {
+        if let Some(net) = self.net {
+            // A listen without a bind would bind every host address: bind the alias.
+            let network = instance_network::Host::instance_network(&mut self.inner)
+                .map_err(SocketError::trap)?;
+            let bound = self.bind_to_alias(net, &this, network_of(&network));
+            network::HostNetwork::drop(&mut self.inner, network).map_err(SocketError::trap)?;
+            bound?;
+        }
+        HostTcpSocket::start_listen(&mut self.inner, this).await
+    }
+
+    fn accept(
+        &mut self,
+        this: Resource<TcpSocket>,
+    ) -> SocketResult<(
+        Resource<TcpSocket>,
+        Resource<DynInputStream>,
+        Resource<DynOutputStream>,
+    )> {
+        HostTcpSocket::accept(&mut self.inner, this)
+    }
+
+    fn local_address(&mut self, this: Resource<TcpSocket>) -> SocketResult<IpSocketAddress> {
+        let host = HostTcpSocket::local_address(&mut self.inner, this)?;
+        Ok(self.guest(host))
+    }
+
+    fn remote_address(&mut self, this: Resource<TcpSocket>) -> SocketResult<IpSocketAddress> {
+        let host = HostTcpSocket::remote_address(&mut self.inner, this)?;
+        Ok(self.guest_peer(host))
+    }
+
+    delegate! {
+        finish_bind() -> SocketResult<()>;
+        finish_connect() -> SocketResult<(Resource<DynInputStream>, Resource<DynOutputStream>)>;
+        finish_listen() -> SocketResult<()>;
+        is_listening() -> wasmtime::Result<bool>;
+        address_family() -> wasmtime::Result<IpAddressFamily>;
+        set_listen_backlog_size(value: u64) -> SocketResult<()>;
+        keep_alive_enabled() -> SocketResult<bool>;
+        set_keep_alive_enabled(value: bool) -> SocketResult<()>;
+        keep_alive_idle_time() -> SocketResult<u64>;
+        set_keep_alive_idle_time(value: u64) -> SocketResult<()>;
+        keep_alive_interval() -> SocketResult<u64>;
+        set_keep_alive_interval(value: u64) -> SocketResult<()>;
+        keep_alive_count() -> SocketResult<u32>;
+        set_keep_alive_count(value: u32) -> SocketResult<()>;
+        hop_limit() -> SocketResult<u8>;
+        set_hop_limit(value: u8) -> SocketResult<()>;
+        receive_buffer_size() -> SocketResult<u64>;
+        set_receive_buffer_size(value: u64) -> SocketResult<()>;
+        send_buffer_size() -> SocketResult<u64>;
+        set_send_buffer_size(value: u64) -> SocketResult<()>;
+        subscribe() -> wasmtime::Result<Resource<DynPollable>>;
+        shutdown(shutdown_type: ShutdownType) -> SocketResult<()>;
+        drop() -> wasmtime::Result<()>;
+    }
+}
+
+impl ip_name_lookup::Host for PodSockets<'_> {
+    fn resolve_addresses(
+        &mut self,
+        network: Resource<Network>,
+        name: String,
+    ) -> Result<Resource<ResolveAddressStream>, SocketError> {
+        let Some(net) = self.net else {
+            return ip_name_lookup::Host::resolve_addresses(&mut self.inner, network, name);
+        };
+        if name.parse::<IpAddr>().is_ok() {
+            return ip_name_lookup::Host::resolve_addresses(&mut self.inner, network, name);
+        }
+        match net.lookup(&name, self.pod_name).map_err(refused)? {
+            // wasmtime answers an IP literal itself: the stream yields just that address.
+            Lookup::Local(ip) => {
+                ip_name_lookup::Host::resolve_addresses(&mut self.inner, network, ip.to_string())
+            }
+            Lookup::Host(port) => {
+                let stream =
+                    ip_name_lookup::Host::resolve_addresses(&mut self.inner, network, name)?;
+                self.lookups.insert(stream.rep(), port);
+                Ok(stream)
+            }
+        }
+    }
+}
+
+impl HostResolveAddressStream for PodSockets<'_> {
+    fn resolve_next_address(
+        &mut self,
+        resource: Resource<ResolveAddressStream>,
+    ) -> Result<Option<IpAddress>, SocketError> {
+        let rep = resource.rep();
+        let next = HostResolveAddressStream::resolve_next_address(&mut self.inner, resource)?;
+        if let (Some(net), Some(address), Some(port)) = (self.net, &next, self.lookups.get(&rep)) {
+            let ip: IpAddr = match *address {
+                IpAddress::Ipv4((a, b, c, d)) => [a, b, c, d].into(),
+                IpAddress::Ipv6(_) => return Ok(next),
+            };
+            net.learn(ip, *port);
+        }
+        Ok(next)
+    }
+
+    fn subscribe(
+        &mut self,
+        resource: Resource<ResolveAddressStream>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        HostResolveAddressStream::subscribe(&mut self.inner, resource)
+    }
+
+    fn drop(&mut self, resource: Resource<ResolveAddressStream>) -> wasmtime::Result<()> {
+        self.lookups.remove(&resource.rep());
+        HostResolveAddressStream::drop(&mut self.inner, resource)
+    }
+}

@@ -1,0 +1,285 @@
+//! The IPAM controller, keyed by node: gives every node a `/24` of the cluster CIDR
+//! (`spec.podCIDR`, `spec.podCIDRs`, like kube-controller-manager's `nodeipam`) and every
+//! pod bound to it an IP of that range (`status.podIP`, `status.podIPs`, CNI IPAM's role),
+//! on the shared [`runner`]. Pods get their IP however they were bound (scheduler,
+//! DaemonSet, `spec.nodeName` in the manifest); the desired-state publisher delivers a
+//! pod only once it has one.
+//!
+//! A range stays with its node until the Node is deleted; an IP stays with its pod until
+//! the Pod is deleted ([`crate::network::ipam`]). The runner has one worker and re-plans a
+//! key only once the cache holds its previous writes, and each write leaves an object that
+//! already has an address alone, so no range or IP is ever handed out twice.
+//!
+//! [`runner`]: super::runner
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use serde_json::{Value, json};
+use wasmfleet_protocol::network::ClusterCidr;
+
+use super::runner::Controller;
+use super::writes;
+use crate::informer::{Cache, Change, key_of};
+use crate::k8s::pods::bound_node;
+use crate::network::ipam::{free_node_cidr, free_pod_ip, node_cidr_of, pod_ip_of};
+use crate::store::{ObjectKey, Store, StoreError};
+
+/// The IPAM controller for one cluster CIDR.
+pub struct Ipam {
+    cluster: ClusterCidr,
+}
+
+impl Ipam {
+    /// Hands out addresses of `cluster`.
+    pub fn new(cluster: ClusterCidr) -> Self {
+        Self { cluster }
+    }
+}
+
+/// One node, the pods bound to it, and the ranges every node holds.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// The node (`None`: deleted or not registered yet).
+    pub node: Option<Arc<Value>>,
+    /// The pods bound to it.
+    pub pods: Vec<Arc<Value>>,
+    /// The ranges all nodes hold.
+    pub taken: BTreeSet<Ipv4Net>,
+}
+
+/// One address to hand out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Give the node this range.
+    NodeRange(ObjectKey, Ipv4Net),
+    /// Give the pod this IP.
+    PodIp(ObjectKey, Ipv4Addr),
+    /// No address left: the node or pod waits (logged).
+    Exhausted(String),
+}
+
+/// Pure: the node's range if it has none, then an IP for each pod that needs one.
+pub fn plan(cluster: ClusterCidr, state: &State) -> Vec<Action> {
+    let Some(node) = state.node.as_deref() else {
+        return Vec::new();
+    };
+    let Some(node_key) = key_of("nodes", node) else {
+        return Vec::new();
+    };
+    let mut actions = Vec::new();
+    let range = match node_cidr_of(node) {
+        Some(range) => range,
+        None => match free_node_cidr(cluster, &state.taken) {
+            Some(range) => {
+                actions.push(Action::NodeRange(node_key, range));
+                range
+            }
+            None => return vec![Action::Exhausted(format!("node {}", node_key.name))],
+        },
+    };
+    let mut used: BTreeSet<Ipv4Addr> = state.pods.iter().filter_map(|p| pod_ip_of(p)).collect();
+    for pod in state.pods.iter().filter(|p| needs_ip(p)) {
+        let Some(key) = key_of("pods", pod) else {
+            continue;
+        };
+        match free_pod_ip(range, &used) {
+            Some(ip) => {
+                used.insert(ip);
+                actions.push(Action::PodIp(key, ip));
+            }
+            None => {
+                actions.push(Action::Exhausted(format!(
+                    "pod {key} (range {range} is full)"
+                )));
+                break;
+            }
+        }
+    }
+    actions
+}
+
+/// A bound pod that will run and has no IP yet.
+fn needs_ip(pod: &Value) -> bool {
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    let deleting = pod.pointer("/metadata/deletionTimestamp").is_some();
+    bound_node(pod).is_some() && pod_ip_of(pod).is_none() && !finished && !deleting
+}
+
+impl Controller for Ipam {
+    type State = State;
+    type Action = Action;
+
+    fn name(&self) -> &'static str {
+        "ipam"
+    }
+
+    fn keys_for(&self, change: &Change) -> Vec<ObjectKey> {
+        match change.key.resource.as_str() {
+            "nodes" => vec![change.key.clone()],
+            "pods" => change
+                .new
+                .as_deref()
+                .filter(|pod| needs_ip(pod))
+                .and_then(bound_node)
+                .map(|node| vec![ObjectKey::cluster("nodes", node)])
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn all_keys(&self, cache: &Cache) -> Vec<ObjectKey> {
+        cache.keys("nodes")
+    }
+
+    fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {
+        State {
+            node: cache.get(key),
+            pods: cache.pods_on_node(&key.name),
+            taken: cache
+                .list("nodes")
+                .iter()
+                .filter_map(|node| node_cidr_of(node))
+                .collect(),
+        }
+    }
+
+    fn plan(&self, state: &State) -> Vec<Action> {
+        plan(self.cluster, state)
+    }
+
+    fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {
+        match action {
+            Action::NodeRange(key, range) => writes::edit(store, key, |node| {
+                if node_cidr_of(node).is_none() {
+                    let range = range.to_string();
+                    node["spec"]["podCIDR"] = json!(range);
+                    node["spec"]["podCIDRs"] = json!([range]);
+                }
+            }),
+            Action::PodIp(key, ip) => writes::edit(store, key, |pod| {
+                if needs_ip(pod) {
+                    let ip = ip.to_string();
+                    pod["status"]["podIP"] = json!(ip);
+                    pod["status"]["podIPs"] = json!([{ "ip": ip }]);
+                }
+            }),
+            Action::Exhausted(what) => {
+                tracing::warn!(%what, cluster = %self.cluster, "no address left to hand out");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn state(node: Value, pods: Vec<Value>, taken: &[&str]) -> State {
+        State {
+            node: Some(Arc::new(node)),
+            pods: pods.into_iter().map(Arc::new).collect(),
+            taken: taken.iter().map(|t| t.parse().unwrap()).collect(),
+        }
+    }
+
+    fn pod(name: &str, ip: Option<&str>) -> Value {
+        let mut pod = json!({"metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": "pi-2", "containers": []}, "status": {"phase": "Pending"}});
+        if let Some(ip) = ip {
+            pod["status"]["podIP"] = json!(ip);
+        }
+        pod
+    }
+
+    #[test]
+    fn a_new_node_gets_the_first_free_range_and_its_pods_addresses_in_it() {
+        let node = json!({"metadata": {"name": "pi-2"}, "spec": {}});
+        let actions = plan(
+            ClusterCidr::default(),
+            &state(
+                node,
+                vec![pod("a", None), pod("b", None)],
+                &["10.42.0.0/24"],
+            ),
+        );
+        assert_eq!(
+            actions,
+            [
+                Action::NodeRange(
+                    ObjectKey::cluster("nodes", "pi-2"),
+                    "10.42.1.0/24".parse().unwrap()
+                ),
+                Action::PodIp(
+                    ObjectKey::namespaced("pods", "default", "a"),
+                    "10.42.1.2".parse().unwrap()
+                ),
+                Action::PodIp(
+                    ObjectKey::namespaced("pods", "default", "b"),
+                    "10.42.1.3".parse().unwrap()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn held_addresses_are_never_handed_out_again_and_settled_state_plans_nothing() {
+        let node = json!({"metadata": {"name": "pi-2"}, "spec": {"podCIDR": "10.42.1.0/24"}});
+        let mut finished = pod("done", Some("10.42.1.2"));
+        finished["status"]["phase"] = json!("Succeeded");
+        let pods = vec![finished, pod("new", None), pod("old", Some("10.42.1.3"))];
+        let actions = plan(ClusterCidr::default(), &state(node.clone(), pods, &[]));
+        assert_eq!(
+            actions,
+            [Action::PodIp(
+                ObjectKey::namespaced("pods", "default", "new"),
+                "10.42.1.4".parse().unwrap()
+            )]
+        );
+        let settled = vec![pod("new", Some("10.42.1.4")), pod("old", Some("10.42.1.3"))];
+        assert!(plan(ClusterCidr::default(), &state(node, settled, &[])).is_empty());
+    }
+
+    #[test]
+    fn terminating_and_finished_pods_get_no_address() {
+        let node = json!({"metadata": {"name": "pi-2"}, "spec": {"podCIDR": "10.42.1.0/24"}});
+        let mut deleting = pod("bye", None);
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let mut failed = pod("failed", None);
+        failed["status"]["phase"] = json!("Failed");
+        assert!(
+            plan(
+                ClusterCidr::default(),
+                &state(node, vec![deleting, failed], &[])
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_full_cluster_or_range_is_reported_not_overbooked() {
+        let node = json!({"metadata": {"name": "pi-3"}, "spec": {}});
+        let cluster: ClusterCidr = "10.42.0.0/24".parse().unwrap();
+        let actions = plan(cluster, &state(node, vec![], &["10.42.0.0/24"]));
+        assert!(matches!(actions.as_slice(), [Action::Exhausted(_)]));
+        let node = json!({"metadata": {"name": "pi-2"}, "spec": {"podCIDR": "10.42.1.0/30"}});
+        let actions = plan(
+            ClusterCidr::default(),
+            &state(node, vec![pod("a", None), pod("b", None)], &[]),
+        );
+        assert!(
+            matches!(
+                actions.as_slice(),
+                [Action::PodIp(..), Action::Exhausted(_)]
+            ),
+            "{actions:?}"
+        );
+    }
+}

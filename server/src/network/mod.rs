@@ -1,0 +1,8 @@
+//! The pod network on the server's side (the node IPAM controller's and CNI IPAM's
+//! role): every node gets a `/24` of the cluster CIDR (`spec.podCIDR`), every pod an IP
+//! from its node's range when it is bound (`status.podIP`). [`ipam`] holds the pure
+//! allocation rules; `controllers::node_ipam` hands out node ranges and the scheduler
+//! hands out pod IPs. The agents map pod IPs onto sockets
+//! (`wasmfleet_protocol::network`).
+
+pub mod ipam;

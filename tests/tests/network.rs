@@ -1,0 +1,233 @@
+//! The pod network (issue 10 §1) with the real kubectl against a real server and agent:
+//! node ranges and pod IPs, two containers of a pod over localhost, a pod reaching
+//! another by its pod IP, a port conflict inside a pod, denied egress, and the refusals
+//! (hostPort, ports on a wasip1 module).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde_json::Value;
+use wasmfleet_tests::wait::wait_for;
+use wasmfleet_tests::{Cluster, ClusterOptions};
+
+const START: Duration = Duration::from_secs(60);
+
+fn apply(cluster: &Cluster, manifest: &str) {
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+}
+
+fn pod(name: &str, containers: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: Never
+  containers:
+{containers}"
+    )
+}
+
+/// The log of one container, once it has a line starting with `prefix`.
+fn wait_log(cluster: &Cluster, pod: &str, container: &str, prefix: &str) -> String {
+    wait_for(
+        &format!("{pod}/{container} to log {prefix:?}"),
+        START,
+        || {
+            let out = cluster.kubectl(&["logs", pod, "-c", container]);
+            out.stdout
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .map(str::to_owned)
+                .ok_or(format!("{}{}", out.stdout, out.stderr))
+        },
+    )
+}
+
+fn pod_ip(cluster: &Cluster, name: &str) -> Ipv4Addr {
+    let pod = cluster.wait_pod(name, "a pod IP", |p| p["status"]["podIP"].is_string());
+    pod["status"]["podIP"]
+        .as_str()
+        .and_then(|ip| ip.parse().ok())
+        .expect("an IPv4 pod IP")
+}
+
+fn container_status(pod: &Value, name: &str) -> Value {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn pods_get_addresses_and_talk_over_localhost_and_pod_ips() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("tcp-echo", "tcp-echo:v1");
+
+    apply(
+        &cluster,
+        &pod(
+            "echo",
+            "  - name: server
+    image: tcp-echo:v1
+    args: [\"--port\", \"7\"]
+    ports: [{name: echo, containerPort: 7}]
+  - name: caller
+    image: tcp-echo:v1
+    args: [\"--connect\", \"127.0.0.1:7\", \"--send\", \"hello\"]
+",
+        ),
+    );
+    // Two containers of one pod: the caller reaches the server over 127.0.0.1.
+    let echoed = wait_log(&cluster, "echo", "caller", "echo from");
+    assert_eq!(echoed, "echo from 127.0.0.1:7: hello");
+
+    // The node got a range of the cluster CIDR and the pod an address in it.
+    let node = cluster.node("node-a").expect("node-a");
+    let range: Ipv4Net = node["spec"]["podCIDR"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .expect("a pod CIDR on the node");
+    assert_eq!(node["spec"]["podCIDRs"][0], node["spec"]["podCIDR"]);
+    assert!(
+        "10.42.0.0/16"
+            .parse::<Ipv4Net>()
+            .expect("cidr")
+            .contains(&range)
+    );
+    let echo_ip = pod_ip(&cluster, "echo");
+    assert!(range.contains(&echo_ip), "{echo_ip} not in {range}");
+    let wide = cluster.kubectl(&["get", "pod", "echo", "-o", "wide"]);
+    assert!(
+        wide.stdout.contains(&echo_ip.to_string()),
+        "{}",
+        wide.stdout
+    );
+
+    // Another pod reaches it by its pod IP, and the server sees the caller's pod IP.
+    apply(
+        &cluster,
+        &pod(
+            "client",
+            &format!(
+                "  - name: main
+    image: tcp-echo:v1
+    args: [\"--connect\", \"{echo_ip}:7\", \"--send\", \"over the pod network\"]
+"
+            ),
+        ),
+    );
+    let echoed = wait_log(&cluster, "client", "main", "echo from");
+    assert_eq!(
+        echoed,
+        format!("echo from {echo_ip}:7: over the pod network")
+    );
+    let client_ip = pod_ip(&cluster, "client");
+    assert_ne!(client_ip, echo_ip);
+    let closed = wait_log(&cluster, "echo", "server", &format!("{client_ip}:"));
+    assert!(closed.ends_with("closed after 21 bytes"), "{closed}");
+
+    // Outside the cluster nothing is reachable without an egress rule: a clear error, fast.
+    apply(
+        &cluster,
+        &pod(
+            "outbound",
+            "  - name: main
+    image: tcp-echo:v1
+    args: [\"--connect\", \"192.0.2.1:80\"]
+",
+        ),
+    );
+    let denied = wait_log(&cluster, "outbound", "main", "tcp-echo:");
+    assert_eq!(
+        denied,
+        "tcp-echo: cannot connect to 192.0.2.1:80: Permission denied (os error 2)"
+    );
+    let failed = cluster.wait_pod("outbound", "Failed", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(
+        container_status(&failed, "main")["state"]["terminated"]["exitCode"],
+        1
+    );
+}
+
+#[test]
+fn a_port_conflict_in_a_pod_and_unusable_ports_are_clear_errors() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("tcp-echo", "tcp-echo:v1");
+    cluster.push("hello", "hello:v1");
+
+    // Two containers of one pod listening on one port: the second one says why it failed.
+    apply(
+        &cluster,
+        &pod(
+            "clash",
+            "  - name: first
+    image: tcp-echo:v1
+    args: [\"--port\", \"8000\"]
+  - name: second
+    image: tcp-echo:v1
+    args: [\"--port\", \"8000\"]
+",
+        ),
+    );
+    let settled = cluster.wait_pod("clash", "one container failed", |p| {
+        ["first", "second"]
+            .iter()
+            .any(|c| container_status(p, c)["state"]["terminated"]["exitCode"] == 1)
+    });
+    let loser = ["first", "second"]
+        .into_iter()
+        .find(|c| container_status(&settled, c)["state"]["terminated"]["exitCode"] == 1)
+        .expect("a failed container");
+    let why = wait_log(&cluster, "clash", loser, "tcp-echo:");
+    assert!(
+        why.starts_with("tcp-echo: cannot listen on 0.0.0.0:8000: Address in use"),
+        "{why}"
+    );
+
+    // hostPort is refused, naming the field.
+    let out = cluster.kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod(
+            "hostport",
+            "  - name: main
+    image: tcp-echo:v1
+    ports: [{containerPort: 80, hostPort: 80}]
+",
+        )),
+    );
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("spec.containers[0].ports[0].hostPort"),
+        "{}",
+        out.stderr
+    );
+
+    // A wasip1 module has no sockets: declaring ports for it says to build for wasip2.
+    apply(
+        &cluster,
+        &pod(
+            "p1ports",
+            "  - name: main
+    image: hello:v1
+    ports: [{containerPort: 8080}]
+",
+        ),
+    );
+    let waiting = cluster.wait_pod("p1ports", "CreateContainerError", |p| {
+        container_status(p, "main")["state"]["waiting"]["reason"] == "CreateContainerError"
+    });
+    let message = container_status(&waiting, "main")["state"]["waiting"]["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("build it for wasm32-wasip2")),
+        "{message}"
+    );
+}
