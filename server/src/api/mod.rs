@@ -17,6 +17,7 @@
 //! Store calls run in `spawn_blocking`: a write waits for an fsync, and the API serves many
 //! clients at once.
 
+pub mod apply;
 pub mod auth;
 pub mod body;
 pub mod cascade;
@@ -30,6 +31,7 @@ pub mod logs;
 pub mod modules;
 pub mod nesting;
 pub mod objects;
+pub mod openapi;
 pub mod protobuf;
 pub mod router;
 pub mod scale;
