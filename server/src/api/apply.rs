@@ -8,8 +8,8 @@
 //!   [`super::body::merge_key`] item by item, other lists and scalars replaced); an apply to
 //!   a missing object creates it;
 //! - every manager's fields are recorded in `metadata.managedFields` (`manager`,
-//!   `operation` `Apply` or `Update`, `apiVersion`, `time`, `fieldsType: FieldsV1`,
-//!   `fieldsV1`): an apply owns exactly the fields of its configuration (`f:` fields, `k:`
+//!   `operation` `Apply` or `Update`, `apiVersion`, `time`, `subresource` (`scale`),
+//!   `fieldsType: FieldsV1`, `fieldsV1`): an apply owns exactly the fields of its configuration (`f:` fields, `k:`
 //!   items of keyed lists, each marked `.`); an update (create, PUT, PATCH, `scale`) takes the
 //!   fields it set or changed from everyone else;
 //! - a field the same manager applied before and now leaves out is removed, unless another
@@ -57,8 +57,19 @@ pub struct Entry {
     pub api_version: String,
     /// `time` of the last change to the set.
     pub time: String,
+    /// `subresource` written through (`scale`), empty for the object itself.
+    pub subresource: String,
     /// `fieldsV1`.
     pub fields: FieldSet,
+}
+
+impl Entry {
+    /// Whether this is `writer`'s entry for `operation`.
+    fn is(&self, writer: &Writer, operation: &str) -> bool {
+        self.manager == writer.manager
+            && self.operation == operation
+            && self.subresource == writer.subresource
+    }
 }
 
 /// `operation` of an apply.
@@ -78,6 +89,8 @@ pub struct Writer {
     pub api_version: String,
     /// The request's time (RFC 3339).
     pub time: String,
+    /// The subresource written through (`scale`), empty for the object itself.
+    pub subresource: String,
 }
 
 /// The field manager of a request: `fieldManager` from the query, else (for updates) the
@@ -386,6 +399,7 @@ pub fn entries_of(obj: &Value) -> Vec<Entry> {
             operation: text(entry, "operation"),
             api_version: text(entry, "apiVersion"),
             time: text(entry, "time"),
+            subresource: text(entry, "subresource"),
             fields: decode(&entry["fieldsV1"]),
         })
         .collect()
@@ -400,14 +414,18 @@ pub fn set_entries(obj: &mut Value, entries: &[Entry]) {
         .iter()
         .filter(|entry| !entry.fields.is_empty())
         .map(|entry| {
-            json!({
+            let mut encoded = json!({
                 "manager": entry.manager,
                 "operation": entry.operation,
                 "apiVersion": entry.api_version,
                 "time": entry.time,
                 "fieldsType": "FieldsV1",
                 "fieldsV1": encode(&entry.fields),
-            })
+            });
+            if !entry.subresource.is_empty() {
+                encoded["subresource"] = entry.subresource.clone().into();
+            }
+            encoded
         })
         .collect();
     match list.is_empty() {
@@ -418,15 +436,14 @@ pub fn set_entries(obj: &mut Value, entries: &[Entry]) {
 
 /// The entry of `writer` for `operation`, created (empty) at the end when missing.
 fn entry_mut<'a>(entries: &'a mut Vec<Entry>, writer: &Writer, operation: &str) -> &'a mut Entry {
-    let position = entries
-        .iter()
-        .position(|e| e.manager == writer.manager && e.operation == operation);
+    let position = entries.iter().position(|e| e.is(writer, operation));
     let index = position.unwrap_or_else(|| {
         entries.push(Entry {
             manager: writer.manager.clone(),
             operation: operation.to_owned(),
             api_version: writer.api_version.clone(),
             time: writer.time.clone(),
+            subresource: writer.subresource.clone(),
             fields: FieldSet::new(),
         });
         entries.len() - 1
@@ -478,34 +495,42 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, writer: &Writer) {
 /// One field another manager owns with a different value than the apply sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
-    /// The other manager.
-    pub manager: String,
-    /// Its `apiVersion`.
-    pub api_version: String,
+    /// The index of the other manager's entry.
+    pub entry: usize,
+    /// How kube-apiserver names it: `"kubectl-scale" using apps/v1`, `"kubectl" with
+    /// subresource "scale" using apps/v1`.
+    pub owner: String,
     /// The field.
     pub path: FieldPath,
 }
 
-/// The conflicts of applying `fields` (of `applied`) over `live` as `manager`.
+/// The conflicts of applying `fields` (of `applied`) over `live` as `writer`.
 fn conflicts(
     live: &Value,
     applied: &Value,
     fields: &FieldSet,
     entries: &[Entry],
-    manager: &str,
+    writer: &Writer,
 ) -> Vec<Conflict> {
     let mut found = Vec::new();
-    for entry in entries {
-        if entry.manager == manager && entry.operation == APPLY {
+    for (index, entry) in entries.iter().enumerate() {
+        if entry.is(writer, APPLY) {
             continue;
         }
+        let owner = match entry.subresource.as_str() {
+            "" => format!("{:?} using {}", entry.manager, entry.api_version),
+            sub => format!(
+                "{:?} with subresource {sub:?} using {}",
+                entry.manager, entry.api_version
+            ),
+        };
         for path in entry.fields.intersection(fields) {
             if matches!(path.last(), Some(Step::Key(_))) || get(live, path) == get(applied, path) {
                 continue;
             }
             found.push(Conflict {
-                manager: entry.manager.clone(),
-                api_version: entry.api_version.clone(),
+                entry: index,
+                owner: owner.clone(),
                 path: path.clone(),
             });
         }
@@ -515,25 +540,22 @@ fn conflicts(
 
 /// The 409 kube-apiserver answers (kubectl prints its message and adds how to resolve it).
 pub fn conflict_error(resource: &str, name: &str, conflicts: &[Conflict]) -> ApiError {
-    let mut groups: Vec<(&str, &str, Vec<String>)> = Vec::new();
+    let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
     for conflict in conflicts {
         let field = display(&conflict.path);
         match groups
             .iter_mut()
-            .find(|(m, v, _)| *m == conflict.manager && *v == conflict.api_version)
+            .find(|(owner, _)| *owner == conflict.owner)
         {
-            Some((_, _, fields)) => fields.push(field),
-            None => groups.push((&conflict.manager, &conflict.api_version, vec![field])),
+            Some((_, fields)) => fields.push(field),
+            None => groups.push((&conflict.owner, vec![field])),
         }
     }
     let described: Vec<String> = groups
         .iter()
-        .map(|(manager, version, fields)| match fields.as_slice() {
-            [one] => format!("conflict with {manager:?} using {version}: {one}"),
-            many => format!(
-                "conflicts with {manager:?} using {version}:\n- {}",
-                many.join("\n- ")
-            ),
+        .map(|(owner, fields)| match fields.as_slice() {
+            [one] => format!("conflict with {owner}: {one}"),
+            many => format!("conflicts with {owner}:\n- {}", many.join("\n- ")),
         })
         .collect();
     let count = conflicts.len();
@@ -545,7 +567,7 @@ pub fn conflict_error(resource: &str, name: &str, conflicts: &[Conflict]) -> Api
     let causes: Vec<Cause> = conflicts
         .iter()
         .map(|c| {
-            let message = format!("conflict with {:?} using {}", c.manager, c.api_version);
+            let message = format!("conflict with {}", c.owner);
             Cause::new("FieldManagerConflict", display(&c.path), message)
         })
         .collect();
@@ -583,16 +605,14 @@ pub fn apply(
         return Ok(created);
     };
     let mut entries = entries_of(live);
-    let found = conflicts(live, &applied, &fields, &entries, &writer.manager);
+    let found = conflicts(live, &applied, &fields, &entries, writer);
     if !found.is_empty() && !force {
         let name = super::kinds::name_of(live);
         return Err(conflict_error(resource, name, &found));
     }
     for conflict in &found {
-        for entry in &mut entries {
-            if entry.manager == conflict.manager {
-                entry.fields.remove(&conflict.path);
-            }
+        if let Some(entry) = entries.get_mut(conflict.entry) {
+            entry.fields.remove(&conflict.path);
         }
     }
     let mut merged = live.clone();
@@ -604,8 +624,7 @@ pub fn apply(
     mine.api_version = writer.api_version.clone();
     for path in dropped {
         let shared = entries.iter().any(|entry| {
-            !(entry.manager == writer.manager && entry.operation == APPLY)
-                && entry.fields.iter().any(|p| p.starts_with(&path))
+            !entry.is(writer, APPLY) && entry.fields.iter().any(|p| p.starts_with(&path))
         });
         if !shared {
             remove(&mut merged, &path);
@@ -625,6 +644,7 @@ mod tests {
             manager: manager.into(),
             api_version: "apps/v1".into(),
             time: "2026-12-07T00:00:00Z".into(),
+            subresource: String::new(),
         }
     }
 
@@ -788,6 +808,50 @@ mod tests {
             [("kubectl".into(), APPLY.into())],
             "scale's only field was taken"
         );
+    }
+
+    #[test]
+    fn a_conflict_with_a_subresource_write_names_the_subresource() {
+        let live = apply(
+            None,
+            &deployment(2, "a:1"),
+            &writer("kubectl"),
+            false,
+            "deployments",
+        )
+        .unwrap();
+        let mut scaled = live.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        let scale = Writer {
+            subresource: "scale".into(),
+            ..writer("kubectl")
+        };
+        record_update(Some(&live), &mut scaled, &scale);
+        assert_eq!(
+            scaled["metadata"]["managedFields"][1]["subresource"],
+            "scale"
+        );
+        let err = apply(
+            Some(&scaled),
+            &deployment(3, "a:1"),
+            &writer("kubectl"),
+            false,
+            "deployments",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "Apply failed with 1 conflict: conflict with \"kubectl\" with subresource \"scale\" using apps/v1: .spec.replicas"
+        );
+        let forced = apply(
+            Some(&scaled),
+            &deployment(3, "a:1"),
+            &writer("kubectl"),
+            true,
+            "deployments",
+        )
+        .unwrap();
+        assert_eq!(managers(&forced), [("kubectl".into(), APPLY.into())]);
     }
 
     #[test]

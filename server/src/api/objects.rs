@@ -152,6 +152,7 @@ impl WriteOptions {
                 manager: apply::manager_of(uri.query(), user_agent, apply)?,
                 api_version: kind.api_version.to_owned(),
                 time: crate::k8s::time::now_rfc3339(),
+                subresource: String::new(),
             },
         })
     }

@@ -1,7 +1,7 @@
 //! The `scale` subresource (`autoscaling/v1` `Scale`) of the workload kinds: what `kubectl
 //! scale` reads and patches (`{"spec":{"replicas":N}}` as a merge patch). A write changes
 //! only the object's `spec.replicas`, through the same read-modify-write, admission, dry run
-//! and `managedFields` (`kubectl scale`'s manager owns `spec.replicas` after it) as any
+//! and `managedFields` (`kubectl scale`'s manager owns `spec.replicas` after it, with subresource `scale`) as any
 //! update.
 
 use axum::Extension;
@@ -115,6 +115,8 @@ where
     F: FnOnce(&Value) -> Result<Value, ApiError> + Send + 'static,
 {
     let key = Target::from(params).key(kind)?;
+    let mut options = options;
+    options.writer.subresource = SUBRESOURCE.name.to_owned();
     let updated = modify(ctx, key, kind, options, move |current| {
         let scale = edit(current)?;
         let replicas = replicas_of(&scale, kind)?;
