@@ -223,6 +223,17 @@ async fn kubectl_diff_shows_the_change_and_writes_nothing() {
     }
     let after = live(&server).await;
     assert_eq!(after, before, "diff wrote nothing");
+
+    // A new object is a dry-run create.
+    let file = kubectl.manifest(&DEPLOYMENT.replace("name: web\n", "name: other\n"));
+    let new = kubectl.run(&["diff", "-f", &file]).await;
+    let shown = String::from_utf8_lossy(&new.stdout);
+    assert_eq!(new.status.code(), Some(1), "{}", stderr(&new));
+    assert!(shown.lines().any(|l| l == "+  name: other"), "{shown}");
+    let (code, _) = server
+        .get("/apis/apps/v1/namespaces/default/deployments/other")
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "diff created nothing");
     server.stop().await;
 }
 
