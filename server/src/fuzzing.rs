@@ -12,20 +12,21 @@ use wasmfleet_protocol::topic::{self, ServerInbound, Up};
 
 use crate::api::body::{self, Patch};
 use crate::api::kinds::pods;
-use crate::api::{nesting, validation};
+use crate::api::{apply, nesting, validation};
 use crate::fleet::inbound::expected_on;
 use crate::k8s::selectors::Selector;
 use crate::modules::{self, ImageRef};
 use wasmfleet_protocol::quantity;
 
 /// The media types of object bodies, then of patches, that the first byte picks from.
-const MEDIA: [&str; 6] = [
+const MEDIA: [&str; 7] = [
     "application/json",
     "application/yaml",
     "application/vnd.kubernetes.protobuf",
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
     "application/json-patch+json",
+    "application/apply-patch+yaml",
 ];
 
 /// An API body through decoding and the pure part of admission.
@@ -78,7 +79,24 @@ fn admit(object: &mut Value) {
 fn patch_a_pod(patch: &Patch) {
     let old = sample_pod();
     let mut new = old.clone();
-    if patch.apply(&mut new).is_ok() {
+    let patched = match patch {
+        // Over a pod another manager has written, so that conflicts and removals run.
+        Patch::Apply(applied) => {
+            let mut old = old.clone();
+            let writer = |manager: &str| apply::Writer {
+                manager: manager.into(),
+                api_version: "v1".into(),
+                time: "2026-01-01T00:00:00Z".into(),
+                subresource: String::new(),
+            };
+            apply::record_update(None, &mut old, &writer("other"));
+            let force = applied.get("force").is_some();
+            apply::apply(Some(&old), applied, &writer("fuzz"), force, "pods")
+                .map(|applied| new = applied)
+        }
+        _ => patch.apply(&mut new),
+    };
+    if patched.is_ok() {
         let _ = pods::admit_update(&old, &mut new);
     }
 }

@@ -8,9 +8,7 @@
 
 mod api_support;
 
-use std::path::Path;
-use std::process::Output;
-
+use api_support::kubectl::{Kubectl, stderr};
 use api_support::{Server, data_dir};
 
 const POD: &str = r#"apiVersion: v1
@@ -28,60 +26,9 @@ spec:
       limits: {memory: 64Mi, cpu: 500m}
 "#;
 
-struct Kubectl<'a> {
-    server: &'a Server,
-    dir: &'a Path,
-}
-
-impl Kubectl<'_> {
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.server.data_dir.join("admin.kubeconfig"))
-            .arg("--cache-dir")
-            .arg(self.dir.join("kube-cache"))
-            .args(args)
-            .output()
-            .await
-            .unwrap()
-    }
-
-    /// Runs kubectl and returns stdout; panics with stderr on failure.
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "kubectl {args:?} failed: {stderr}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs kubectl expecting failure and returns stderr.
-    async fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert!(!out.status.success(), "kubectl {args:?} succeeded");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    async fn apply(&self, manifest: &str) -> Output {
-        let path = self.dir.join("manifest.yaml");
-        std::fs::write(&path, manifest).unwrap();
-        self.run(&["apply", "-f", path.to_str().unwrap()]).await
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[tokio::test]
 async fn kubectl_applies_gets_updates_and_deletes_pods() {
-    assert!(
-        std::process::Command::new("kubectl")
-            .arg("version")
-            .arg("--client")
-            .output()
-            .is_ok(),
-        "kubectl is not on PATH: this test needs the real kubectl"
-    );
+    api_support::kubectl::require_kubectl();
     let (dir, path) = data_dir();
     let server = Server::start(&path).await;
     let kubectl = Kubectl {

@@ -6,10 +6,12 @@
 //!   merge patch that merges the lists Kubernetes merges by key (`containers`, `env`, ... by
 //!   `name`), honours `$patch: delete`/`replace` and drops the other `$` directives (which only
 //!   reorder or prune lists wasmfleet objects do not need pruned);
-//! - `application/json-patch+json`: RFC 6902.
+//! - `application/json-patch+json`: RFC 6902;
+//! - `application/apply-patch+yaml`: server-side apply, the configuration (YAML or JSON) a
+//!   manager applies; merged by [`super::apply`], not by [`Patch::apply`].
 //!
-//! Protobuf bodies are understood for namespaces only (see `protobuf`); other protobuf
-//! bodies and server-side apply (`application/apply-patch+yaml`) get a 415.
+//! Protobuf bodies are understood for the kinds `protobuf` decodes; other protobuf bodies
+//! get a 415.
 //!
 //! Decoding runs off the async workers ([`decode_object`], [`decode_patch`]): JSON and YAML
 //! bodies are first checked for nesting depth by a linear pre-scan ([`super::nesting`]), then
@@ -183,6 +185,8 @@ pub enum Patch {
     Strategic(Value),
     /// `application/json-patch+json`.
     Json(json_patch::Patch),
+    /// `application/apply-patch+yaml`: the applied configuration (an object).
+    Apply(Value),
 }
 
 /// Parses a PATCH body of media type `media`. Synchronous and CPU-bound: async callers use
@@ -203,6 +207,18 @@ pub fn parse_patch(media: &str, bytes: &[u8]) -> Result<Patch, ApiError> {
             check_removals(&ops)?;
             Ok(Patch::Json(ops))
         }
+        "application/apply-patch+yaml" => {
+            check_depth(nesting::check_yaml, bytes)?;
+            let applied: Value = serde_yaml_ng::from_slice(bytes).map_err(|err| {
+                ApiError::bad_request(format!("invalid apply configuration (YAML): {err}"))
+            })?;
+            match applied.is_object() {
+                true => Ok(Patch::Apply(applied)),
+                false => Err(ApiError::bad_request(
+                    "the apply configuration must be an object",
+                )),
+            }
+        }
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -221,6 +237,11 @@ impl Patch {
                     ApiError::bad_request(format!("the JSON patch failed: {err}"))
                 })?;
                 *target = patched;
+            }
+            Patch::Apply(_) => {
+                return Err(ApiError::unsupported_media_type(
+                    "application/apply-patch+yaml (server-side apply is served on objects, not on this subresource)",
+                ));
             }
         }
         if target.is_object() {
@@ -250,8 +271,9 @@ fn check_removals(ops: &json_patch::Patch) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Lists whose items are merged by this key in a strategic merge patch.
-fn merge_key(field: &str) -> Option<&'static str> {
+/// Lists whose items are merged by this key in a strategic merge patch (and are keyed lists
+/// for server-side apply).
+pub(super) fn merge_key(field: &str) -> Option<&'static str> {
     match field {
         "containers" | "initContainers" | "env" | "volumes" | "imagePullSecrets" => Some("name"),
         "conditions" | "addresses" => Some("type"),
@@ -366,8 +388,18 @@ mod tests {
 
     #[test]
     fn unknown_patch_types_are_refused() {
-        let err = parse_patch("application/apply-patch+yaml", b"{}").unwrap_err();
+        let err = parse_patch("application/x-unknown-patch", b"{}").unwrap_err();
         assert_eq!(err.code.as_u16(), 415);
+    }
+
+    #[test]
+    fn apply_patches_are_yaml_objects() {
+        let parsed = parse_patch("application/apply-patch+yaml", b"kind: Pod\nspec: {}\n");
+        assert!(matches!(parsed, Ok(Patch::Apply(obj)) if obj["kind"] == "Pod"));
+        for bad in [&b"- a list"[..], b"key: [unclosed", b"just text"] {
+            let err = parse_patch("application/apply-patch+yaml", bad).unwrap_err();
+            assert_eq!(err.code.as_u16(), 400, "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! What kubectl asks before anything else: `/version`, legacy discovery (`/api`, `/api/v1`,
-//! `/apis`, `/apis/{group}/{version}`) and a minimal OpenAPI v3 that declares
-//! `fieldValidation` on PATCH, so that `kubectl apply` validates on the server instead of
-//! downloading a full schema. Everything but `/version` is drawn from the kind registry
+//! `/apis`, `/apis/{group}/{version}`) and the routes of the OpenAPI v3 documents (built by
+//! [`super::openapi`]). Everything but `/version` is drawn from the kind registry
 //! ([`kinds::ALL`]).
 //!
 //! kubectl asks `/api` and `/apis` for aggregated discovery first; the plain answers here
@@ -161,26 +160,11 @@ async fn openapi_group(
     openapi_document(&group, &version)
 }
 
-/// One PATCH operation per kind, declaring `fieldValidation`.
+/// The group-version's document ([`super::openapi`]); 404 when it serves no kind.
 fn openapi_document(group: &str, version: &str) -> Result<Json<Value>, ApiError> {
-    let mut paths = serde_json::Map::new();
-    for kind in of_group_version(group, version) {
-        let patch = json!({"patch": {
-            "x-kubernetes-group-version-kind":
-                {"group": kind.group, "version": kind.version, "kind": kind.kind},
-            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "OK"}},
-        }});
-        paths.insert(kind.openapi_item_path(), patch);
-    }
-    if paths.is_empty() {
-        return Err(ApiError::no_route());
-    }
-    Ok(Json(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "wasmfleet", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-    })))
+    super::openapi::document(group, version)
+        .map(|doc| Json(doc.clone()))
+        .ok_or_else(ApiError::no_route)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //!
 //! Served with axum over rustls (ring). Resources: Namespaces and Nodes (cluster-scoped),
 //! Pods (namespaced, plus `/api/v1/pods` across namespaces) with list, watch, get, create,
-//! update, patch and delete; pod logs; module push and list; join tokens; discovery and a
-//! minimal OpenAPI.
+//! update, patch (server-side apply included, [`apply`]) and delete; pod logs; module push
+//! and list; join tokens; discovery and the OpenAPI v3 documents ([`openapi`]).
 //! Errors are Kubernetes `Status` objects.
 //!
 //! Files: [`router`] (routes), [`auth`] (bearer token), [`objects`] (the verbs),
@@ -17,6 +17,7 @@
 //! Store calls run in `spawn_blocking`: a write waits for an fsync, and the API serves many
 //! clients at once.
 
+pub mod apply;
 pub mod auth;
 pub mod body;
 pub mod cascade;
@@ -30,6 +31,7 @@ pub mod logs;
 pub mod modules;
 pub mod nesting;
 pub mod objects;
+pub mod openapi;
 pub mod protobuf;
 pub mod router;
 pub mod scale;

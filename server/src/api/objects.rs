@@ -1,22 +1,26 @@
 //! The Kubernetes verbs on any served [`Kind`]: list (and watch), get, create, update (PUT),
 //! patch and delete. Kind-specific rules come from the kind's admission hooks.
 //!
-//! Dry run: DELETE honours `dryRun=All` (answers as a real delete, writes nothing); the
-//! other writes refuse it (see the router), so a dry run never writes.
+//! Dry run: every write honours `dryRun=All` (query, or the `DeleteOptions` body of a
+//! DELETE): it is checked, admitted and answered as the real write would be, through a
+//! [`Store::dry_run`](crate::store::Store::dry_run) handle that never commits.
 //!
 //! Admission of updates and patches runs inside the store's read-modify-write transaction,
-//! so validation always sees the object it replaces.
+//! so validation always sees the object it replaces. Every create, update and patch records
+//! its field manager in `metadata.managedFields`; a PATCH with
+//! `application/apply-patch+yaml` is a server-side apply ([`super::apply`]).
 
 use std::collections::HashMap;
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Query, RawPathParams, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::body::{self, MAX_OBJECT_BODY};
+use super::apply::{self, Writer};
+use super::body::{self, MAX_OBJECT_BODY, Patch};
 use super::cascade::Propagation;
 use super::kinds::namespaces;
 use super::kinds::{Kind, name_of, stamp_type};
@@ -122,28 +126,61 @@ pub async fn get(
     Ok(respond(StatusCode::OK, found, kind))
 }
 
+/// What a write request says about itself: dry run, and who writes (for managedFields).
+pub(super) struct WriteOptions {
+    /// `dryRun=All`: check and answer, write nothing.
+    pub dry_run: bool,
+    /// The field manager, the kind's `apiVersion` and the time.
+    pub writer: Writer,
+}
+
+impl WriteOptions {
+    /// Reads `dryRun` and `fieldManager` (the User-Agent's product when absent; an apply
+    /// must name one).
+    pub fn from_request(
+        kind: &Kind,
+        uri: &Uri,
+        headers: &HeaderMap,
+        apply: bool,
+    ) -> Result<Self, ApiError> {
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        Ok(Self {
+            dry_run: dry_run(query_dry_run(uri.query()))?,
+            writer: Writer {
+                manager: apply::manager_of(uri.query(), user_agent, apply)?,
+                api_version: kind.api_version.to_owned(),
+                time: crate::k8s::time::now_rfc3339(),
+                subresource: String::new(),
+            },
+        })
+    }
+}
+
 /// POST on a collection.
 pub async fn create(
     Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let target = Target::from(&params);
+    let options = WriteOptions::from_request(kind, &uri, &headers, false)?;
     let bytes = body::read_limited(&headers, body, MAX_OBJECT_BODY).await?;
     let mut obj = body::decode_object(&headers, bytes).await?;
     place_in_namespace(&mut obj, target.namespace.as_deref())?;
     assign_generated_name(&mut obj);
-    keep_deletion_mark(&Value::Null, &mut obj);
-    (kind.admit_create)(&mut obj)?;
-    stamp_type(&mut obj, kind);
+    admit_new(kind, &mut obj)?;
+    apply::record_update(None, &mut obj, &options.writer);
     let key = Target {
         namespace: target.namespace,
         name: Some(name_of(&obj).to_owned()),
     }
     .key(kind)?;
-    let store = ctx.store.clone();
+    let store = ctx.store.dry_run(options.dry_run);
     let created = blocking(move || {
         if let Some(ns) = &key.namespace {
             namespaces::require(&store, ns)?;
@@ -154,17 +191,28 @@ pub async fn create(
     Ok(respond(StatusCode::CREATED, created, kind))
 }
 
+/// Admission of a new object: the server's deletion mark cleared, the kind's checks and
+/// defaults, `apiVersion` and `kind` set.
+fn admit_new(kind: &Kind, obj: &mut Value) -> Result<(), ApiError> {
+    keep_deletion_mark(&Value::Null, obj);
+    (kind.admit_create)(obj)?;
+    stamp_type(obj, kind);
+    Ok(())
+}
+
 /// PUT on one object: a full replacement, conditional on `metadata.resourceVersion` when
 /// the body carries one.
 pub async fn replace(
     Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let target = Target::from(&params);
     let key = target.key(kind)?;
+    let options = WriteOptions::from_request(kind, &uri, &headers, false)?;
     let bytes = body::read_limited(&headers, body, MAX_OBJECT_BODY).await?;
     let mut new = body::decode_object(&headers, bytes).await?;
     place_in_namespace(&mut new, target.namespace.as_deref())?;
@@ -175,28 +223,106 @@ pub async fn replace(
             key.name
         )));
     }
-    let updated = modify(&ctx, key, kind, move |_| Ok(new)).await?;
+    let updated = modify(&ctx, key, kind, options, move |_| Ok(new)).await?;
     Ok(respond(StatusCode::OK, updated, kind))
 }
 
-/// PATCH on one object (merge, strategic merge or JSON patch; see [`body`]).
+/// PATCH on one object: merge, strategic merge or JSON patch (see [`body`]), or a
+/// server-side apply ([`server_side_apply`]).
 pub async fn patch(
     Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let key = Target::from(&params).key(kind)?;
+    let target = Target::from(&params);
+    let key = target.key(kind)?;
     let bytes = body::read_limited(&headers, body, MAX_OBJECT_BODY).await?;
     let patch = body::decode_patch(&headers, bytes).await?;
-    let updated = modify(&ctx, key, kind, move |current| {
+    let is_apply = matches!(patch, Patch::Apply(_));
+    let options = WriteOptions::from_request(kind, &uri, &headers, is_apply)?;
+    let force = apply::force_of(uri.query(), is_apply)?;
+    if let Patch::Apply(applied) = patch {
+        return server_side_apply(&ctx, kind, &target, applied, options, force).await;
+    }
+    let updated = modify(&ctx, key, kind, options, move |current| {
         let mut patched = current.clone();
         patch.apply(&mut patched)?;
         Ok(patched)
     })
     .await?;
     Ok(respond(StatusCode::OK, updated, kind))
+}
+
+/// A server-side apply of `applied` to the object at `target`: created (201) when missing,
+/// else merged (200), then admitted like any create or update.
+async fn server_side_apply(
+    ctx: &ApiContext,
+    kind: &'static Kind,
+    target: &Target,
+    mut applied: Value,
+    options: WriteOptions,
+    force: bool,
+) -> Result<Response, ApiError> {
+    let key = target.key(kind)?;
+    check_applied_type(kind, &applied)?;
+    place_in_namespace(&mut applied, target.namespace.as_deref())?;
+    match name_of(&applied) {
+        name if name == key.name => {}
+        "" => applied["metadata"]["name"] = key.name.clone().into(),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({other:?}) does not match the name on the URL ({:?})",
+                key.name
+            )));
+        }
+    }
+    let store = ctx.store.dry_run(options.dry_run);
+    let (code, obj) = blocking(move || {
+        let exists = store.get(&key)?.is_some();
+        if let (false, Some(ns)) = (exists, &key.namespace) {
+            namespaces::require(&store, ns)?;
+        }
+        let writer = &options.writer;
+        let obj = store.upsert_with(&key, |current| -> Result<Value, ApiError> {
+            let mut new = apply::apply(current, &applied, writer, force, kind.plural)?;
+            match current {
+                Some(current) => admit_change(&key, kind, current, &mut new)?,
+                None => admit_new(kind, &mut new)?,
+            }
+            Ok(new)
+        })?;
+        let code = match exists {
+            true => StatusCode::OK,
+            false => StatusCode::CREATED,
+        };
+        Ok((code, obj))
+    })
+    .await?;
+    Ok(respond(code, obj, kind))
+}
+
+/// An apply configuration must say what it is (kube-apiserver refuses it otherwise).
+fn check_applied_type(kind: &Kind, applied: &Value) -> Result<(), ApiError> {
+    for (field, expected) in [("apiVersion", kind.api_version), ("kind", kind.kind)] {
+        match applied[field].as_str() {
+            Some(given) if given == expected => {}
+            None | Some("") => {
+                return Err(ApiError::bad_request(format!(
+                    "{field}: Required value: an apply configuration must set {field} ({expected:?} here)"
+                )));
+            }
+            Some(given) => {
+                return Err(ApiError::bad_request(format!(
+                    "{field}: Invalid value: {given:?}: this is the {} endpoint of {}",
+                    kind.plural, kind.api_version
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The largest `DeleteOptions` body read.
@@ -295,42 +421,57 @@ pub async fn delete(
 }
 
 /// Read-modify-write: `edit` builds the new object from the stored one; the new object must
-/// keep its identity, carry the stored resourceVersion if any, and pass admission.
+/// keep its identity, carry the stored resourceVersion if any, and pass admission. The
+/// writer's changes are recorded in `managedFields`; a dry run writes nothing.
 pub(super) async fn modify<F>(
     ctx: &ApiContext,
     key: ObjectKey,
     kind: &'static Kind,
+    options: WriteOptions,
     edit: F,
 ) -> Result<Value, ApiError>
 where
     F: FnOnce(&Value) -> Result<Value, ApiError> + Send + 'static,
 {
-    let store = ctx.store.clone();
+    let store = ctx.store.dry_run(options.dry_run);
     blocking(move || {
         store.update_with(&key, |current: &mut Value| {
             let mut new = edit(current)?;
-            if let Some(expected) = resource_version(&new)
-                && Some(expected) != resource_version(current)
-            {
-                return Err(StoreError::Conflict {
-                    key: key.clone(),
-                    expected: expected.to_owned(),
-                    actual: resource_version(current).unwrap_or_default().to_owned(),
-                }
-                .into());
-            }
-            let meta_name = name_of(&new).to_owned();
-            if !meta_name.is_empty() && meta_name != key.name {
-                return Err(ApiError::bad_request("metadata.name cannot be changed"));
-            }
-            (kind.admit_update)(current, &mut new)?;
-            keep_deletion_mark(current, &mut new);
-            stamp_type(&mut new, kind);
+            admit_change(&key, kind, current, &mut new)?;
+            apply::record_update(Some(current), &mut new, &options.writer);
             *current = new;
             Ok::<_, ApiError>(())
         })
     })
     .await
+}
+
+/// Admission of a change of `current` to `new`: the resourceVersion precondition, the
+/// name, the kind's checks, the server's deletion mark, `apiVersion` and `kind`.
+fn admit_change(
+    key: &ObjectKey,
+    kind: &Kind,
+    current: &Value,
+    new: &mut Value,
+) -> Result<(), ApiError> {
+    if let Some(expected) = resource_version(new)
+        && Some(expected) != resource_version(current)
+    {
+        return Err(StoreError::Conflict {
+            key: key.clone(),
+            expected: expected.to_owned(),
+            actual: resource_version(current).unwrap_or_default().to_owned(),
+        }
+        .into());
+    }
+    let meta_name = name_of(new).to_owned();
+    if !meta_name.is_empty() && meta_name != key.name {
+        return Err(ApiError::bad_request("metadata.name cannot be changed"));
+    }
+    (kind.admit_update)(current, new)?;
+    keep_deletion_mark(current, new);
+    stamp_type(new, kind);
+    Ok(())
 }
 
 /// `metadata.deletionTimestamp` is the server's: a client can neither set nor clear it.

@@ -1,6 +1,6 @@
 //! The route table. Every route but the health checks ([`health`]) requires the admin bearer
-//! token; unknown paths get a 404 Status, unknown methods a 405 Status, and writes other than
-//! DELETE with `dryRun` a 400 (DELETE honours it).
+//! token; unknown paths get a 404 Status, unknown methods a 405 Status, and `dryRun` on the
+//! writes that do not implement it (module pushes, join tokens, evictions) a 400.
 
 use std::sync::Arc;
 
@@ -81,18 +81,21 @@ fn add_kind(router: Router<ApiContext>, kind: &'static Kind) -> Router<ApiContex
     router
 }
 
-/// `dryRun` (`kubectl --dry-run=server`) is implemented for DELETE only (in the handler,
-/// which also reads it from the `DeleteOptions` body); every other write with it is refused
-/// with a 400 before anything runs, so a dry run never writes.
+/// `dryRun` (`kubectl --dry-run=server`) is implemented by the kinds' create, update, patch
+/// and delete (and `scale`); every other write with it (module pushes, join tokens but
+/// their DELETE, evictions) is refused with a 400 before anything runs, so a dry run
+/// never writes.
 async fn refuse_dry_run(request: Request, next: Next) -> Response {
     let method = request.method();
-    if method == Method::GET || method == Method::DELETE {
+    let path = request.uri().path();
+    let implemented = !(path.starts_with("/apis/wasmfleet.dev/") || path.ends_with("/eviction"));
+    if method == Method::GET || method == Method::DELETE || implemented {
         return next.run(request).await;
     }
     match objects::dry_run(objects::query_dry_run(request.uri().query())) {
         Ok(false) => next.run(request).await,
         Ok(true) => ApiError::bad_request(
-            "dryRun is supported by wasmfleet for DELETE only; nothing was written",
+            "dryRun is not supported by wasmfleet for module pushes, join tokens and evictions; nothing was written",
         )
         .into_response(),
         Err(err) => err.into_response(),

@@ -1,18 +1,19 @@
 //! The `scale` subresource (`autoscaling/v1` `Scale`) of the workload kinds: what `kubectl
 //! scale` reads and patches (`{"spec":{"replicas":N}}` as a merge patch). A write changes
-//! only the object's `spec.replicas`, through the same read-modify-write and admission as
-//! any update.
+//! only the object's `spec.replicas`, through the same read-modify-write, admission, dry run
+//! and `managedFields` (`kubectl scale`'s manager owns `spec.replicas` after it, with subresource `scale`) as any
+//! update.
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{RawPathParams, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
 
 use super::kinds::{Kind, Subresource};
-use super::objects::{Target, modify};
+use super::objects::{Target, WriteOptions, modify};
 use super::status::{ApiError, Cause};
 use super::{ApiContext, blocking, body, router};
 use crate::k8s::selectors::Selector;
@@ -73,24 +74,28 @@ async fn replace(
     Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let options = WriteOptions::from_request(kind, &uri, &headers, false)?;
     let bytes = body::read_limited(&headers, body, body::MAX_OBJECT_BODY).await?;
     let scale = body::decode_object(&headers, bytes).await?;
-    write(kind, &ctx, &params, move |_| Ok(scale)).await
+    write(kind, &ctx, &params, options, move |_| Ok(scale)).await
 }
 
 async fn patch(
     Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let options = WriteOptions::from_request(kind, &uri, &headers, false)?;
     let bytes = body::read_limited(&headers, body, body::MAX_OBJECT_BODY).await?;
     let patch = body::decode_patch(&headers, bytes).await?;
-    write(kind, &ctx, &params, move |current| {
+    write(kind, &ctx, &params, options, move |current| {
         let mut scale = scale_of(current);
         patch.apply(&mut scale)?;
         Ok(scale)
@@ -103,13 +108,16 @@ async fn write<F>(
     kind: &'static Kind,
     ctx: &ApiContext,
     params: &RawPathParams,
+    options: WriteOptions,
     edit: F,
 ) -> Result<Response, ApiError>
 where
     F: FnOnce(&Value) -> Result<Value, ApiError> + Send + 'static,
 {
     let key = Target::from(params).key(kind)?;
-    let updated = modify(ctx, key, kind, move |current| {
+    let mut options = options;
+    options.writer.subresource = SUBRESOURCE.name.to_owned();
+    let updated = modify(ctx, key, kind, options, move |current| {
         let scale = edit(current)?;
         let replicas = replicas_of(&scale, kind)?;
         let mut new = current.clone();

@@ -87,6 +87,9 @@ pub struct Listing {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Writes through this handle are checked and answered but never committed
+    /// ([`Store::dry_run`]).
+    dry_run: bool,
 }
 
 struct Inner {
@@ -128,7 +131,19 @@ impl Store {
                 revision,
                 retention: options.event_retention.max(1),
             }),
+            dry_run: false,
         })
+    }
+
+    /// This store, or (when `dry_run`) a handle to it whose writes run exactly as usual
+    /// (preconditions, stamping, the returned object) but are rolled back instead of
+    /// committed: nothing is stored, no revision is used, no watcher wakes. What
+    /// `dryRun=All` requests write through.
+    pub fn dry_run(&self, dry_run: bool) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            dry_run,
+        }
     }
 
     /// The redb database, for subsystems that keep their own tables in the same file (the
@@ -325,6 +340,10 @@ impl Store {
             Op::Put(obj) => self.put(&write, key, current.as_ref(), obj)?,
             Op::Delete => self.remove(&write, key, current)?,
         };
+        if self.dry_run {
+            // Dropping `write` aborts the transaction.
+            return Ok(stored);
+        }
         write.commit().map_err(StoreError::from)?;
         self.inner.revision.send_if_modified(|latest| {
             // Commits from different threads may notify out of order; never go backwards.

@@ -247,3 +247,28 @@ fn a_second_open_of_the_same_file_fails_instead_of_corrupting_it() {
     let _store = open(&dir);
     assert!(Store::open(dir.path().join("state.redb")).is_err());
 }
+
+#[test]
+fn a_dry_run_handle_answers_like_a_write_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let dry = store.dry_run(true);
+    let answered = dry.create(&pod_key("a"), pod("a")).unwrap();
+    assert_eq!(answered["metadata"]["name"], "a");
+    assert!(answered["metadata"]["uid"].is_string());
+    assert_eq!(store.get(&pod_key("a")).unwrap(), None);
+    assert_eq!(store.revision(), 0);
+
+    let stored = store.create(&pod_key("a"), pod("a")).unwrap();
+    let edited = dry
+        .update_with(&pod_key("a"), |obj: &mut Value| {
+            obj["spec"]["x"] = json!(2);
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(edited["spec"]["x"], 2);
+    assert_eq!(store.get(&pod_key("a")).unwrap(), Some(stored));
+    assert!(dry.delete(&pod_key("a"), None).is_ok());
+    assert!(store.get(&pod_key("a")).unwrap().is_some());
+    assert_eq!(store.revision(), 1);
+}

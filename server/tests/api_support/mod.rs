@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod kubectl;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

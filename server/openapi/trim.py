@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Trims the upstream Kubernetes OpenAPI v3 documents to the schemas wasmfleet serves.
+
+Writes `server/src/api/openapi_schemas.json`: one minified map from schema name to schema,
+holding every schema reachable from the kinds in the kind registry (and nothing else). The
+server builds each group-version's document from it at run time (`api::openapi`).
+
+Inputs: the upstream documents `api__v1_openapi.json`, `apis__apps__v1_openapi.json`,
+`apis__batch__v1_openapi.json` (kubernetes/kubernetes `api/openapi-spec/v3/`, or
+kubernetes/client-go `openapi/openapitest/testdata/`) in the directory given as the first
+argument, and `policy_v1.json` next to this script (the PodDisruptionBudget schemas, taken
+from `apis__policy__v1_openapi.json`).
+
+Usage: python3 server/openapi/trim.py DIR
+"""
+
+import json
+import os
+import sys
+
+KINDS = {
+    ("", "v1"): ["Namespace", "Node", "Pod", "Event"],
+    ("apps", "v1"): ["Deployment", "ReplicaSet", "DaemonSet"],
+    ("batch", "v1"): ["Job", "CronJob"],
+    ("policy", "v1"): ["PodDisruptionBudget"],
+}
+DOCS = ["api__v1_openapi.json", "apis__apps__v1_openapi.json", "apis__batch__v1_openapi.json"]
+
+
+def refs(node, out):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                out.add(value.rsplit("/", 1)[-1])
+            else:
+                refs(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            refs(value, out)
+
+
+def main(src):
+    schemas = {}
+    for name in DOCS:
+        with open(os.path.join(src, name)) as f:
+            schemas.update(json.load(f)["components"]["schemas"])
+    with open(os.path.join(os.path.dirname(__file__), "policy_v1.json")) as f:
+        schemas.update(json.load(f))
+    wanted = {(g, v, k) for (g, v), kinds in KINDS.items() for k in kinds}
+    todo = [
+        name
+        for name, schema in schemas.items()
+        for gvk in schema.get("x-kubernetes-group-version-kind", [])
+        if (gvk["group"], gvk["version"], gvk["kind"]) in wanted
+    ]
+    keep = set()
+    while todo:
+        name = todo.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        found = set()
+        refs(schemas[name], found)
+        todo.extend(found - keep)
+    out = {name: schemas[name] for name in sorted(keep)}
+    target = os.path.join(os.path.dirname(__file__), "..", "src", "api", "openapi_schemas.json")
+    with open(target, "w") as f:
+        json.dump(out, f, separators=(",", ":"), sort_keys=True)
+    print(f"{len(out)} schemas, {os.path.getsize(target)} bytes -> {target}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
