@@ -219,27 +219,27 @@ fn kubectl_server_dry_runs_never_write() {
     );
     assert!(ok, "{out}");
 
-    // Writes that cannot be dry-run yet are refused, never performed.
+    // Dry runs of writes answer what would be and perform nothing.
     let changed = manifest.replace("test: e2e", "test: changed");
     let (ok, out) = kubectl(
         &cluster,
         &["apply", "--dry-run=server", "-f", "-"],
         Some(&changed),
     );
-    assert!(!ok && out.contains("dryRun"), "{out}");
+    assert!(ok && out.contains("server dry run"), "{out}");
     let fresh = manifest.replace("name: keep", "name: fresh");
     let (ok, out) = kubectl(
         &cluster,
         &["create", "--dry-run=server", "-f", "-"],
         Some(&fresh),
     );
-    assert!(!ok && out.contains("dryRun"), "{out}");
+    assert!(ok && out.contains("server dry run"), "{out}");
     let (ok, out) = kubectl(
         &cluster,
         &["label", "pod", "keep", "x=y", "--dry-run=server"],
         None,
     );
-    assert!(!ok && out.contains("dryRun"), "{out}");
+    assert!(ok && out.contains("server dry run"), "{out}");
 
     let after = cluster.pod("keep").expect("the pod still exists");
     assert_eq!(after["metadata"], before["metadata"]);
