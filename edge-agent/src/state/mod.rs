@@ -269,7 +269,12 @@ mod tests {
         DesiredPods {
             revision,
             pods: vec![PodAssignment {
-                network: None,
+                network: Some(wasmfleet_protocol::network::PodNetwork {
+                    ip: std::net::Ipv4Addr::new(10, 42, 0, 7),
+                    cluster_cidr: wasmfleet_protocol::network::ClusterCidr::default().net(),
+                    ports: vec![],
+                    egress: vec![],
+                }),
                 uid: "u1".into(),
                 namespace: "default".into(),
                 name: "hello".into(),
@@ -384,7 +389,9 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let state = AgentState::open(&dir.path().join("state.redb"))?;
         state.put(DESIRED, &encode(&Message::Desired(desired(4).into())))?;
-        assert_eq!(state.desired()?, Some(desired(4)));
+        let mut without_network = desired(4);
+        without_network.pods[0].network = None;
+        assert_eq!(state.desired()?, Some(without_network));
         Ok(())
     }
 
