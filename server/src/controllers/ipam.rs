@@ -22,10 +22,14 @@ use wasmfleet_protocol::network::ClusterCidr;
 
 use super::runner::Controller;
 use super::writes;
+use crate::events::{self, Involved, Type};
 use crate::informer::{Cache, Change, key_of};
 use crate::k8s::pods::bound_node;
 use crate::network::ipam::{free_node_cidr, free_pod_ip, node_cidr_of, pod_ip_of};
 use crate::store::{ObjectKey, Store, StoreError};
+
+/// The `source.component` of its events.
+const COMPONENT: &str = "ipam-controller";
 
 /// The IPAM controller for one cluster CIDR.
 pub struct Ipam {
@@ -57,8 +61,15 @@ pub enum Action {
     NodeRange(ObjectKey, Ipv4Net),
     /// Give the pod this IP.
     PodIp(ObjectKey, Ipv4Addr),
-    /// No address left: the node or pod waits (logged).
-    Exhausted(String),
+    /// No address left: the node or pod waits, and a Warning event on it says why.
+    Exhausted {
+        /// The node or pod left without an address.
+        involved: Involved,
+        /// `CIDRNotAvailable` (a node) or `FailedCreatePodSandBox` (a pod), as Kubernetes.
+        reason: &'static str,
+        /// What is full.
+        message: String,
+    },
 }
 
 /// Pure: the node's range if it has none, then an IP for each pod that needs one.
@@ -74,10 +85,19 @@ pub fn plan(cluster: ClusterCidr, state: &State) -> Vec<Action> {
         Some(range) => range,
         None => match free_node_cidr(cluster, &state.taken) {
             Some(range) => {
-                actions.push(Action::NodeRange(node_key, range));
+                actions.push(Action::NodeRange(node_key.clone(), range));
                 range
             }
-            None => return vec![Action::Exhausted(format!("node {}", node_key.name))],
+            None => {
+                return vec![Action::Exhausted {
+                    involved: Involved::of(node),
+                    reason: "CIDRNotAvailable",
+                    message: format!(
+                        "Node {} has no pod range: every /24 of the cluster CIDR {cluster} is taken",
+                        node_key.name
+                    ),
+                }];
+            }
         },
     };
     let mut used: BTreeSet<Ipv4Addr> = state.pods.iter().filter_map(|p| pod_ip_of(p)).collect();
@@ -90,12 +110,14 @@ pub fn plan(cluster: ClusterCidr, state: &State) -> Vec<Action> {
                 used.insert(ip);
                 actions.push(Action::PodIp(key, ip));
             }
-            None => {
-                actions.push(Action::Exhausted(format!(
-                    "pod {key} (range {range} is full)"
-                )));
-                break;
-            }
+            None => actions.push(Action::Exhausted {
+                involved: Involved::of(pod),
+                reason: "FailedCreatePodSandBox",
+                message: format!(
+                    "failed to allocate a pod IP: every address of node {}'s range {range} is taken",
+                    node_key.name
+                ),
+            }),
         }
     }
     actions
@@ -169,8 +191,13 @@ impl Controller for Ipam {
                     pod["status"]["podIPs"] = json!([{ "ip": ip }]);
                 }
             }),
-            Action::Exhausted(what) => {
-                tracing::warn!(%what, cluster = %self.cluster, "no address left to hand out");
+            Action::Exhausted {
+                involved,
+                reason,
+                message,
+            } => {
+                tracing::warn!(%message, "no address left to hand out");
+                events::record(store, involved, Type::Warning, reason, message, COMPONENT);
                 Ok(())
             }
         }
@@ -268,18 +295,33 @@ mod tests {
         let node = json!({"metadata": {"name": "pi-3"}, "spec": {}});
         let cluster: ClusterCidr = "10.42.0.0/24".parse().unwrap();
         let actions = plan(cluster, &state(node, vec![], &["10.42.0.0/24"]));
-        assert!(matches!(actions.as_slice(), [Action::Exhausted(_)]));
+        let [
+            Action::Exhausted {
+                reason, message, ..
+            },
+        ] = actions.as_slice()
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(*reason, "CIDRNotAvailable");
+        assert!(message.contains("pi-3"), "{message}");
         let node = json!({"metadata": {"name": "pi-2"}, "spec": {"podCIDR": "10.42.1.0/30"}});
         let actions = plan(
             ClusterCidr::default(),
             &state(node, vec![pod("a", None), pod("b", None)], &[]),
         );
-        assert!(
-            matches!(
-                actions.as_slice(),
-                [Action::PodIp(..), Action::Exhausted(_)]
-            ),
-            "{actions:?}"
+        let [
+            Action::PodIp(..),
+            Action::Exhausted {
+                involved, reason, ..
+            },
+        ] = actions.as_slice()
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(
+            (involved.name.as_str(), *reason),
+            ("b", "FailedCreatePodSandBox")
         );
     }
 }
