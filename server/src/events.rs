@@ -1,7 +1,7 @@
 //! Events (core/v1 `Event`): what the scheduler and the controllers tell users about an
 //! object, shown by `kubectl describe` and `kubectl get events`.
 //!
-//! [`record`] writes one: the same reason and message about the same object from the same
+//! [`record`] writes one ([`record_many`] several in one commit): the same reason and message about the same object from the same
 //! component is one Event whose `count` and `lastTimestamp` grow (Kubernetes' correlator),
 //! so a loop that repeats itself cannot fill the store. Recording is best effort: a failed
 //! write is logged, never the caller's failure. [`run_expiry`] deletes events whose last
@@ -122,32 +122,79 @@ pub fn record(
     message: &str,
     component: &str,
 ) {
-    let message = cut(message);
-    let identity = json!([
-        involved.uid,
-        involved.kind,
-        involved.name,
+    let occurrence = Occurrence {
+        involved: involved.clone(),
+        kind,
         reason,
-        message,
-        component
-    ]);
-    let name = format!("{}.{}", involved.name, names::template_hash(&identity));
-    let key = ObjectKey::namespaced("events", involved.event_namespace(), &name);
+        message: message.to_owned(),
+    };
+    record_many(store, std::slice::from_ref(&occurrence), component);
+}
+
+/// One event to record with [`record_many`].
+#[derive(Debug, Clone)]
+pub struct Occurrence<'a> {
+    /// What it is about.
+    pub involved: Involved,
+    /// `Normal` or `Warning`.
+    pub kind: Type,
+    /// Its reason.
+    pub reason: &'a str,
+    /// Its message.
+    pub message: String,
+}
+
+/// Records several events from `component` in one store commit, aggregated like
+/// [`record`] (a loop that places many pods at once pays one fsync, not one per event).
+pub fn record_many(store: &Store, occurrences: &[Occurrence], component: &str) {
+    let messages: Vec<String> = occurrences.iter().map(|o| cut(&o.message)).collect();
+    let names: Vec<String> = occurrences
+        .iter()
+        .zip(&messages)
+        .map(|(o, message)| {
+            let involved = &o.involved;
+            let identity = json!([
+                involved.uid,
+                involved.kind,
+                involved.name,
+                o.reason,
+                message,
+                component
+            ]);
+            format!("{}.{}", involved.name, names::template_hash(&identity))
+        })
+        .collect();
+    let keys: Vec<ObjectKey> = occurrences
+        .iter()
+        .zip(&names)
+        .map(|(o, name)| ObjectKey::namespaced("events", o.involved.event_namespace(), name))
+        .collect();
     let now = time::now_rfc3339();
-    let result = store.upsert_with(&key, |current| {
-        let mut event = match current {
-            Some(existing) => existing.clone(),
-            None => new_event(&name, involved, kind, reason, &message, component, &now),
+    let result = store.upsert_many(&keys, |index, current| {
+        let o = &occurrences[index];
+        let event = match current {
+            Some(existing) => {
+                let mut event = existing.clone();
+                let count = event["count"].as_i64().unwrap_or(1);
+                event["count"] = (count + 1).into();
+                event["lastTimestamp"] = now.clone().into();
+                event
+            }
+            None => new_event(
+                &names[index],
+                &o.involved,
+                o.kind,
+                o.reason,
+                &messages[index],
+                component,
+                &now,
+            ),
         };
-        if current.is_some() {
-            let count = event["count"].as_i64().unwrap_or(1);
-            event["count"] = (count + 1).into();
-            event["lastTimestamp"] = now.clone().into();
-        }
-        Ok::<_, StoreError>(event)
+        Ok::<_, StoreError>(Some(event))
     });
     if let Err(err) = result {
-        tracing::warn!(%key, %err, reason, "recording an event failed");
+        let reasons: Vec<&str> = occurrences.iter().map(|o| o.reason).collect();
+        tracing::warn!(%err, ?reasons, "recording events failed");
     }
 }
 

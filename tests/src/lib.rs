@@ -6,6 +6,7 @@
 //! broker. The binaries come from the same cargo target directory as the test (build
 //! them first with `cargo build --workspace --bins`; `scripts/test` does).
 
+pub mod api;
 pub mod chaos;
 pub mod cluster;
 pub mod flood;
@@ -49,4 +50,17 @@ pub fn guest(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `module` with a wasm custom section (id 0) named `name` appended: the same program under
+/// another digest (valid in modules and components), so an agent must fetch it anew.
+pub fn with_custom_section(module: &[u8], name: &str) -> Vec<u8> {
+    let mut section = Vec::new();
+    section.push(u8::try_from(name.len()).unwrap_or(u8::MAX) & 0x7f);
+    section.extend_from_slice(name.as_bytes());
+    let mut out = module.to_vec();
+    out.push(0);
+    out.push(u8::try_from(section.len()).unwrap_or(u8::MAX) & 0x7f);
+    out.extend_from_slice(&section);
+    out
 }

@@ -11,12 +11,15 @@
 //!   no more than `maxUnavailable` nodes lack an available current pod (unavailable old
 //!   pods first, at once); their nodes get a new pod on the next pass. `OnDelete`: only a
 //!   deleted pod is replaced by the new template;
-//! - the status counts what `kubectl get ds` and `kubectl rollout status ds` read.
+//! - the status counts what `kubectl get ds` and `kubectl rollout status ds` read; with
+//!   ready pods not yet available (`minReadySeconds`) it is planned again when the first
+//!   becomes so ([`due_in`]).
 //!
 //! [`runner`]: super::runner
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 use serde_json::{Value, json};
@@ -107,6 +110,20 @@ pub fn should_run(template: &Value, node: &Value) -> bool {
         && !taints
             .iter()
             .any(|taint| fit::keeps_off(taint, &tolerations))
+}
+
+/// Pure: how soon one of its ready pods becomes available (`minReadySeconds`), which
+/// changes the status with no event to wake the controller.
+pub fn due_in(state: &State) -> Option<Duration> {
+    let min_ready = state.daemon_set.as_deref()?["spec"]["minReadySeconds"]
+        .as_i64()
+        .unwrap_or(0);
+    state
+        .pods
+        .iter()
+        .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|pod| pods::available_in(pod, min_ready, state.now))
+        .min()
 }
 
 /// Pure: what to do about one DaemonSet (see the module docs).
@@ -300,6 +317,10 @@ impl Controller for DaemonSets {
             daemon_set,
             now: jiff::Timestamp::now(),
         }
+    }
+
+    fn due_in(&self, state: &State) -> Option<Duration> {
+        due_in(state)
     }
 
     fn plan(&self, state: &State) -> Vec<Action> {

@@ -59,8 +59,8 @@ pub struct State {
 pub enum Action {
     /// Give the node this range.
     NodeRange(ObjectKey, Ipv4Net),
-    /// Give the pod this IP.
-    PodIp(ObjectKey, Ipv4Addr),
+    /// Give these pods these IPs (one store commit for all).
+    PodIps(Vec<(ObjectKey, Ipv4Addr)>),
     /// No address left: the node or pod waits, and a Warning event on it says why.
     Exhausted {
         /// The node or pod left without an address.
@@ -101,6 +101,7 @@ pub fn plan(cluster: ClusterCidr, state: &State) -> Vec<Action> {
         },
     };
     let mut used: BTreeSet<Ipv4Addr> = state.pods.iter().filter_map(|p| pod_ip_of(p)).collect();
+    let (mut assigned, mut full) = (Vec::new(), Vec::new());
     for pod in state.pods.iter().filter(|p| needs_ip(p)) {
         let Some(key) = key_of("pods", pod) else {
             continue;
@@ -108,9 +109,9 @@ pub fn plan(cluster: ClusterCidr, state: &State) -> Vec<Action> {
         match free_pod_ip(range, &used) {
             Some(ip) => {
                 used.insert(ip);
-                actions.push(Action::PodIp(key, ip));
+                assigned.push((key, ip));
             }
-            None => actions.push(Action::Exhausted {
+            None => full.push(Action::Exhausted {
                 involved: Involved::of(pod),
                 reason: "FailedCreatePodSandBox",
                 message: format!(
@@ -120,7 +121,20 @@ pub fn plan(cluster: ClusterCidr, state: &State) -> Vec<Action> {
             }),
         }
     }
+    if !assigned.is_empty() {
+        actions.push(Action::PodIps(assigned));
+    }
+    actions.append(&mut full);
     actions
+}
+
+/// `pod` with its address.
+fn with_ip(pod: &Value, ip: Ipv4Addr) -> Value {
+    let mut pod = pod.clone();
+    let ip = ip.to_string();
+    pod["status"]["podIP"] = json!(ip);
+    pod["status"]["podIPs"] = json!([{ "ip": ip }]);
+    pod
 }
 
 /// A bound pod that will run and has no IP yet.
@@ -184,13 +198,17 @@ impl Controller for Ipam {
                     node["spec"]["podCIDRs"] = json!([range]);
                 }
             }),
-            Action::PodIp(key, ip) => writes::edit(store, key, |pod| {
-                if needs_ip(pod) {
-                    let ip = ip.to_string();
-                    pod["status"]["podIP"] = json!(ip);
-                    pod["status"]["podIPs"] = json!([{ "ip": ip }]);
-                }
-            }),
+            Action::PodIps(assigned) => {
+                let keys: Vec<ObjectKey> = assigned.iter().map(|(key, _)| key.clone()).collect();
+                store
+                    .upsert_many(&keys, |index, current| {
+                        let (Some(pod), Some((_, ip))) = (current, assigned.get(index)) else {
+                            return Ok::<_, StoreError>(None);
+                        };
+                        Ok(needs_ip(pod).then(|| with_ip(pod, *ip)))
+                    })
+                    .map(drop)
+            }
             Action::Exhausted {
                 involved,
                 reason,
@@ -244,14 +262,16 @@ mod tests {
                     ObjectKey::cluster("nodes", "pi-2"),
                     "10.42.1.0/24".parse().unwrap()
                 ),
-                Action::PodIp(
-                    ObjectKey::namespaced("pods", "default", "a"),
-                    "10.42.1.2".parse().unwrap()
-                ),
-                Action::PodIp(
-                    ObjectKey::namespaced("pods", "default", "b"),
-                    "10.42.1.3".parse().unwrap()
-                ),
+                Action::PodIps(vec![
+                    (
+                        ObjectKey::namespaced("pods", "default", "a"),
+                        "10.42.1.2".parse().unwrap()
+                    ),
+                    (
+                        ObjectKey::namespaced("pods", "default", "b"),
+                        "10.42.1.3".parse().unwrap()
+                    ),
+                ]),
             ]
         );
     }
@@ -265,10 +285,10 @@ mod tests {
         let actions = plan(ClusterCidr::default(), &state(node.clone(), pods, &[]));
         assert_eq!(
             actions,
-            [Action::PodIp(
+            [Action::PodIps(vec![(
                 ObjectKey::namespaced("pods", "default", "new"),
                 "10.42.1.4".parse().unwrap()
-            )]
+            )])]
         );
         let settled = vec![pod("new", Some("10.42.1.4")), pod("old", Some("10.42.1.3"))];
         assert!(plan(ClusterCidr::default(), &state(node, settled, &[])).is_empty());
@@ -311,7 +331,7 @@ mod tests {
             &state(node, vec![pod("a", None), pod("b", None)], &[]),
         );
         let [
-            Action::PodIp(..),
+            Action::PodIps(..),
             Action::Exhausted {
                 involved, reason, ..
             },

@@ -9,7 +9,8 @@
 //!   reconcile), surplus ones deleted, least valuable first (unbound before bound, pending
 //!   before running, not ready before ready, newest first), as Kubernetes ranks them;
 //! - the status (`replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas`
-//!   after `minReadySeconds`, `observedGeneration`) is written when it changed.
+//!   after `minReadySeconds`, `observedGeneration`) is written when it changed; a ReplicaSet
+//!   with ready pods not yet available is re-planned when the first becomes so ([`due_in`]).
 //!
 //! A ReplicaSet being deleted is left alone (its pods are the garbage collector's).
 //!
@@ -17,6 +18,7 @@
 
 use std::cmp::Reverse;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -117,6 +119,19 @@ pub fn plan(state: &State) -> Vec<Action> {
         actions.push(Action::Status(key, status));
     }
     actions
+}
+
+/// Pure: how soon one of its ready pods becomes available (`minReadySeconds`), which
+/// changes the status with no event to wake the controller.
+pub fn due_in(state: &State) -> Option<Duration> {
+    let rs = state.replica_set.as_deref()?;
+    let min_ready = rs["spec"]["minReadySeconds"].as_i64().unwrap_or(0);
+    state
+        .owned
+        .iter()
+        .filter(|pod| is_active(pod))
+        .filter_map(|pod| pods::available_in(pod, min_ready, state.now))
+        .min()
 }
 
 fn selector_of(rs: &Value) -> Result<Selector, (String, String)> {
@@ -234,6 +249,10 @@ impl Controller for ReplicaSets {
 
     fn plan(&self, state: &State) -> Vec<Action> {
         plan(state)
+    }
+
+    fn due_in(&self, state: &State) -> Option<Duration> {
+        due_in(state)
     }
 
     fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {

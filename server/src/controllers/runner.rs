@@ -24,7 +24,8 @@
 //!   cache holds those writes (so a plan never acts twice on stale state);
 //! - a failed reconcile is retried after a per-key exponential back-off (one home:
 //!   [`wasmfleet_protocol::backoff`]), reset by the key's next success;
-//! - every key is re-planned at least every [`RunnerConfig::resync`];
+//! - every key is re-planned at least every [`RunnerConfig::resync`], and again when
+//!   [`Controller::due_in`] says its state changes with time;
 //! - on shutdown it stops taking keys, lets the reconciles in progress finish (drain, not
 //!   abort) and returns.
 
@@ -66,6 +67,13 @@ pub trait Controller: Send + Sync + 'static {
 
     /// Applies one action through the store, idempotently.
     fn execute(&self, action: &Self::Action, store: &Store) -> Result<(), StoreError>;
+
+    /// Pure: how soon the observed state changes by the clock alone (a pod becoming
+    /// available once `minReadySeconds` have passed), so the key is re-planned then rather
+    /// than at the next resync. `None` (the default): nothing is due.
+    fn due_in(&self, _state: &Self::State) -> Option<Duration> {
+        None
+    }
 }
 
 /// How a runner behaves.
@@ -133,15 +141,16 @@ impl<C: Controller> Shared<C> {
         }
     }
 
-    /// Observe, plan, execute. Returns how many actions were executed.
-    fn reconcile(&self, key: &ObjectKey) -> Result<usize, StoreError> {
+    /// Observe, plan, execute. Returns how many actions were executed and when the key is
+    /// due again by the clock.
+    fn reconcile(&self, key: &ObjectKey) -> Result<(usize, Option<Duration>), StoreError> {
         let state = self.controller.observe(key, &self.cache);
         let actions = self.controller.plan(&state);
         for action in &actions {
             tracing::debug!(controller = self.controller.name(), %key, ?action, "executing");
             self.controller.execute(action, &self.store)?;
         }
-        Ok(actions.len())
+        Ok((actions.len(), self.controller.due_in(&state)))
     }
 }
 
@@ -203,8 +212,11 @@ async fn worker<C: Controller>(
             key = shared.next() => key,
         };
         match shared.reconcile(&key) {
-            Ok(executed) => {
+            Ok((executed, due)) => {
                 shared.with_queue(|queue| queue.succeeded(&key));
+                if let Some(delay) = due {
+                    add_later(&shared, &tasks, &shutdown, key.clone(), delay);
+                }
                 if executed > 0 {
                     // The next reconcile of this key must see these writes.
                     let store_revision = shared.store.revision();
@@ -218,20 +230,30 @@ async fn worker<C: Controller>(
                 let delay = shared.with_queue(|queue| queue.failed(&key, rand::random::<f64>()));
                 let name = shared.controller.name();
                 tracing::warn!(controller = name, %key, %err, retry_in = ?delay, "reconcile failed");
-                let (retry, shutdown) = (Arc::clone(&shared), shutdown.clone());
-                let again = key.clone();
-                tasks.spawn(async move {
-                    tokio::select! {
-                        () = shutdown.cancelled() => {}
-                        () = tokio::time::sleep(delay) => retry.add(again),
-                    }
-                });
+                add_later(&shared, &tasks, &shutdown, key.clone(), delay);
             }
         }
         if shared.with_queue(|queue| queue.done(&key)) {
             shared.wake.notify_one();
         }
     }
+}
+
+/// Queues `key` again after `delay` (unless the runner shuts down first).
+fn add_later<C: Controller>(
+    shared: &Arc<Shared<C>>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    key: ObjectKey,
+    delay: Duration,
+) {
+    let (shared, shutdown) = (Arc::clone(shared), shutdown.clone());
+    tasks.spawn(async move {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => shared.add(key),
+        }
+    });
 }
 
 #[cfg(test)]

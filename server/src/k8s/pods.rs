@@ -1,6 +1,8 @@
 //! Pods: the node a pod is bound to, and whether it is ready. One home for these rules,
 //! on the stored JSON and on the typed `k8s_openapi` pod alike.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
@@ -108,11 +110,29 @@ pub fn ready_for(pod: &Value, seconds: i64, now: jiff::Timestamp) -> bool {
     if seconds <= 0 {
         return true;
     }
-    let since = super::conditions::condition(pod, "Ready")
+    ready_since(pod).is_some_and(|since| now.as_second() - since.as_second() >= seconds)
+}
+
+/// When the pod's Ready condition last changed.
+fn ready_since(pod: &Value) -> Option<jiff::Timestamp> {
+    super::conditions::condition(pod, "Ready")
         .and_then(|c| c.get("lastTransitionTime"))
         .and_then(Value::as_str)
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    since.is_some_and(|since| now.as_second() - since.as_second() >= seconds)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+}
+
+/// How long until a ready pod that is not yet [`ready_for`] `seconds` becomes so (`None`
+/// when it already is, or is not ready): when a controller counting it with
+/// `minReadySeconds` must look again.
+pub fn available_in(pod: &Value, seconds: i64, now: jiff::Timestamp) -> Option<Duration> {
+    if !is_ready(pod) || ready_for(pod, seconds, now) {
+        return None;
+    }
+    let since = ready_since(pod)?;
+    // `ready_for` compares whole seconds: due at the start of that second.
+    let due_ms = (since.as_second() + seconds).saturating_mul(1000);
+    let left = due_ms.saturating_sub(now.as_millisecond()).max(0);
+    Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -170,5 +190,27 @@ mod tests {
         let none = json!({"status": {"phase": "Pending"}});
         assert!(!all_containers_ready(&none) && !any_container_ready(&none));
         assert!(!looks_ready(&none));
+    }
+
+    #[test]
+    fn a_ready_pod_is_due_to_become_available_when_min_ready_seconds_have_passed() {
+        let ready_at = |since: &str| {
+            json!({"status": {"conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": since}
+            ]}})
+        };
+        let pod = ready_at("2026-01-01T00:00:10Z");
+        let at = |t: &str| t.parse::<jiff::Timestamp>().expect("a time");
+        let now = at("2026-01-01T00:00:10.400Z");
+        assert_eq!(
+            available_in(&pod, 2, now),
+            Some(Duration::from_millis(1600))
+        );
+        assert!(!ready_for(&pod, 2, at("2026-01-01T00:00:11.999Z")));
+        assert!(ready_for(&pod, 2, at("2026-01-01T00:00:12Z")));
+        assert_eq!(available_in(&pod, 2, at("2026-01-01T00:00:12Z")), None);
+        assert_eq!(available_in(&pod, 0, now), None, "no minReadySeconds");
+        let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}});
+        assert_eq!(available_in(&not_ready, 2, now), None);
     }
 }

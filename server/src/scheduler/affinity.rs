@@ -24,11 +24,24 @@ pub struct Neighbour {
     pub labels: Value,
 }
 
+/// The value at `path` (object fields) under `value`. Unlike `Value::pointer` it allocates
+/// nothing: these lookups run for every node of every pick.
+fn at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(value, |value, field| value.get(*field))
+}
+
 /// Whether the node matches the required node affinity (true when there is none).
 pub fn required_nodes(affinity: &Value, name: &str, labels: &BTreeMap<String, String>) -> bool {
-    let terms = affinity
-        .pointer("/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
-        .and_then(Value::as_array);
+    let terms = at(
+        affinity,
+        &[
+            "nodeAffinity",
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            "nodeSelectorTerms",
+        ],
+    )
+    .and_then(Value::as_array);
     match terms {
         None => true,
         Some(terms) => terms.iter().any(|term| term_matches(term, name, labels)),
@@ -37,14 +50,19 @@ pub fn required_nodes(affinity: &Value, name: &str, labels: &BTreeMap<String, St
 
 /// The summed weight of the preferred node affinity terms the node matches.
 pub fn preferred_weight(affinity: &Value, name: &str, labels: &BTreeMap<String, String>) -> i64 {
-    affinity
-        .pointer("/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|p| term_matches(&p["preference"], name, labels))
-        .filter_map(|p| p["weight"].as_i64())
-        .sum()
+    at(
+        affinity,
+        &[
+            "nodeAffinity",
+            "preferredDuringSchedulingIgnoredDuringExecution",
+        ],
+    )
+    .and_then(Value::as_array)
+    .into_iter()
+    .flatten()
+    .filter(|p| term_matches(&p["preference"], name, labels))
+    .filter_map(|p| p["weight"].as_i64())
+    .sum()
 }
 
 fn term_matches(term: &Value, name: &str, labels: &BTreeMap<String, String>) -> bool {
@@ -118,31 +136,40 @@ fn anti_matches(terms: &[Value], namespace: &str, neighbours: &[Neighbour]) -> u
 
 /// Whether the required pod anti-affinity lets the pod onto a node with these pods.
 pub fn anti_affinity_allows(affinity: &Value, namespace: &str, neighbours: &[Neighbour]) -> bool {
-    let required = affinity
-        .pointer("/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    anti_matches(&required, namespace, neighbours) == 0
+    let required = at(
+        affinity,
+        &[
+            "podAntiAffinity",
+            "requiredDuringSchedulingIgnoredDuringExecution",
+        ],
+    )
+    .and_then(Value::as_array)
+    .map_or(&[][..], Vec::as_slice);
+    anti_matches(required, namespace, neighbours) == 0
 }
 
 /// How many pods on the node the preferred anti-affinity terms match (weighted by term).
 pub fn anti_affinity_penalty(affinity: &Value, namespace: &str, neighbours: &[Neighbour]) -> u64 {
-    affinity
-        .pointer("/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let weight = p["weight"].as_u64().unwrap_or(1);
-            let matched = anti_matches(
-                std::slice::from_ref(&p["podAffinityTerm"]),
-                namespace,
-                neighbours,
-            );
-            weight.saturating_mul(matched as u64)
-        })
-        .sum()
+    at(
+        affinity,
+        &[
+            "podAntiAffinity",
+            "preferredDuringSchedulingIgnoredDuringExecution",
+        ],
+    )
+    .and_then(Value::as_array)
+    .into_iter()
+    .flatten()
+    .map(|p| {
+        let weight = p["weight"].as_u64().unwrap_or(1);
+        let matched = anti_matches(
+            std::slice::from_ref(&p["podAffinityTerm"]),
+            namespace,
+            neighbours,
+        );
+        weight.saturating_mul(matched as u64)
+    })
+    .sum()
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@
 //! nothing). A pass builds each node's view from the pods bound to it (the cache's node
 //! index) and, for each unbound pending pod, either binds it (`spec.nodeName` plus
 //! `PodScheduled=True`) or records why it cannot (`PodScheduled=False`, reason
-//! `Unschedulable`, Kubernetes' `0/N nodes are available: ...` message). Each bind is
-//! re-checked inside its store write, and the next pass waits until the cache holds the
-//! pass's own writes, so a pod is never counted on a node twice or forgotten.
+//! `Unschedulable`, Kubernetes' `0/N nodes are available: ...` message). The decisions of
+//! up to [`BATCH`] pods are written in one store commit (one fsync, not one per pod), each
+//! re-checked inside it, and their events in one more; the next pass waits until the cache
+//! holds the pass's own writes, so a pod is never counted on a node twice or forgotten.
 
 pub mod affinity;
 pub mod fit;
@@ -22,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{self, Involved, Type};
+use crate::events::{self, Involved, Occurrence, Type};
 use crate::informer::{Cache, Changes};
 use crate::k8s::conditions::{Condition, set_condition};
 use crate::k8s::pods::bound_node_of;
@@ -32,10 +33,13 @@ use crate::k8s::time::now_rfc3339;
 const COMPONENT: &str = "default-scheduler";
 use crate::store::{ObjectKey, Store, StoreError};
 
-use fit::{NodeView, demand, node_view, occupies_node, pick};
+use fit::{NodeView, PodDemand, demand, node_view, occupies_node, pick};
 
 /// How often the scheduler re-plans even without changes.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The most pods placed per store commit (the write lock is held while they are written).
+const BATCH: usize = 500;
 
 /// How soon a failed pass is tried again without a change.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -123,97 +127,129 @@ pub fn schedule_pending(store: &Store, cache: &Cache) -> Result<usize, StoreErro
             .then_with(|| a.metadata.name.cmp(&b.metadata.name))
     });
     let mut bound = 0;
-    for pod in &pending {
-        if place(store, pod, &mut views)? {
-            bound += 1;
-        }
+    for batch in pending.chunks(BATCH) {
+        bound += place_batch(store, batch, &mut views)?;
     }
     Ok(bound)
 }
 
-/// Places one pod, updating `views` so later pods in the same pass see its requests.
-fn place(store: &Store, pod: &Pod, views: &mut [NodeView]) -> Result<bool, StoreError> {
-    let Some(key) = pod_key(pod) else {
-        return Ok(false);
-    };
-    let want = demand(pod);
-    match pick(&want, views) {
+/// Places a batch of pods: picks a node for each (each pick sees the requests of the pods
+/// placed before it), then writes every bind and `Unschedulable` mark in one store commit,
+/// each re-checked inside it, then records the events in one more. A pod bound or deleted
+/// meanwhile keeps its place in this pass's views only; the next pass builds them afresh.
+/// Returns how many were bound.
+fn place_batch(store: &Store, pods: &[Pod], views: &mut [NodeView]) -> Result<usize, StoreError> {
+    let mut keys = Vec::with_capacity(pods.len());
+    let mut placed: Vec<(&Pod, Result<String, String>)> = Vec::with_capacity(pods.len());
+    for pod in pods {
+        let Some(key) = pod_key(pod) else { continue };
+        let want = demand(pod);
+        let decision = match pick(&want, views) {
+            Ok(node) => Ok(node.name.clone()),
+            Err(no_fit) => Err(no_fit.message),
+        };
+        if let Ok(name) = &decision {
+            account(views, name, &want, pod);
+        }
+        keys.push(key);
+        placed.push((pod, decision));
+    }
+    let now = now_rfc3339();
+    let written = store.upsert_many(&keys, |index, current| {
+        let Some(mut obj) = current.filter(|obj| obj_needs_scheduling(obj)).cloned() else {
+            return Ok::<_, StoreError>(None);
+        };
+        match &placed[index].1 {
+            Ok(node) => set_bound(&mut obj, node, &now),
+            Err(message) => set_unschedulable(&mut obj, message, &now),
+        }
+        Ok(Some(obj))
+    })?;
+    let occurrences: Vec<Occurrence> = placed
+        .iter()
+        .zip(&keys)
+        .zip(&written)
+        .filter(|(_, stored)| stored.is_some())
+        .map(|(((pod, decision), key), _)| occurrence(pod, key, decision))
+        .collect();
+    events::record_many(store, &occurrences, COMPONENT);
+    Ok(occurrences
+        .iter()
+        .filter(|o| o.reason == "Scheduled")
+        .count())
+}
+
+/// The event of a written decision: `Scheduled` or `FailedScheduling`.
+fn occurrence(
+    pod: &Pod,
+    key: &ObjectKey,
+    decision: &Result<String, String>,
+) -> Occurrence<'static> {
+    match decision {
         Ok(node) => {
-            let name = node.name.clone();
-            if !bind(store, &key, &name)? {
-                return Ok(false);
+            tracing::info!(pod = %key, node = %node, "pod scheduled");
+            let namespace = key.namespace.as_deref().unwrap_or("");
+            Occurrence {
+                involved: involved(pod),
+                kind: Type::Normal,
+                reason: "Scheduled",
+                message: format!("Successfully assigned {namespace}/{} to {node}", key.name),
             }
-            if let Some(view) = views.iter_mut().find(|v| v.name == name) {
-                view.requested_memory = view.requested_memory.saturating_add(want.memory);
-                view.requested_cpu = view.requested_cpu.saturating_add(want.cpu);
-                view.pod_count += 1;
-                if let Some(owner) = &want.owner {
-                    *view.owners.entry(owner.clone()).or_insert(0) += 1;
-                }
-                view.neighbours.push(fit::neighbour(pod));
-            }
-            tracing::info!(pod = %key, node = %name, "pod scheduled");
-            let message = format!(
-                "Successfully assigned {}/{} to {name}",
-                key.namespace.as_deref().unwrap_or(""),
-                key.name
-            );
-            events::record(
-                store,
-                &involved(pod),
-                Type::Normal,
-                "Scheduled",
-                &message,
-                COMPONENT,
-            );
-            Ok(true)
         }
-        Err(no_fit) => {
-            if mark_unschedulable(store, &key, &no_fit.message)? {
-                events::record(
-                    store,
-                    &involved(pod),
-                    Type::Warning,
-                    "FailedScheduling",
-                    &no_fit.message,
-                    COMPONENT,
-                );
-            }
-            Ok(false)
-        }
+        Err(message) => Occurrence {
+            involved: involved(pod),
+            kind: Type::Warning,
+            reason: "FailedScheduling",
+            message: message.clone(),
+        },
     }
 }
 
-/// Binds the pod unless someone bound or deleted it meanwhile. Returns whether it bound.
-fn bind(store: &Store, key: &ObjectKey, node: &str) -> Result<bool, StoreError> {
-    let mut bound = false;
-    let result = store.update_with(key, |obj: &mut Value| {
-        if !obj_needs_scheduling(obj) {
-            return Ok::<(), StoreError>(());
+/// Counts a pod placed on `node` in its view, so later picks of the pass see it.
+fn account(views: &mut [NodeView], node: &str, want: &PodDemand, pod: &Pod) {
+    if let Some(view) = views.iter_mut().find(|v| v.name == node) {
+        view.requested_memory = view.requested_memory.saturating_add(want.memory);
+        view.requested_cpu = view.requested_cpu.saturating_add(want.cpu);
+        view.pod_count += 1;
+        if let Some(owner) = &want.owner {
+            *view.owners.entry(owner.clone()).or_insert(0) += 1;
         }
-        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.insert("nodeName".into(), node.into());
-            bound = true;
-        }
-        let now = now_rfc3339();
-        set_phase_if_missing(obj);
-        set_condition(
-            obj,
-            &Condition {
-                type_: "PodScheduled",
-                status: "True",
-                reason: "",
-                message: "",
-            },
-            &now,
-        );
-        Ok(())
-    });
-    match result {
-        Ok(_) => Ok(bound),
-        Err(StoreError::NotFound(_)) => Ok(false),
-        Err(err) => Err(err),
+        view.neighbours.push(fit::neighbour(pod));
     }
+}
+
+/// Binds a pod that still needs scheduling: `spec.nodeName` and `PodScheduled=True`.
+fn set_bound(obj: &mut Value, node: &str, now: &str) {
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("nodeName".into(), node.into());
+    }
+    set_phase_if_missing(obj);
+    set_condition(
+        obj,
+        &Condition {
+            type_: "PodScheduled",
+            status: "True",
+            reason: "",
+            message: "",
+        },
+        now,
+    );
+}
+
+/// Records why the pod cannot be placed (`PodScheduled=False`, `Unschedulable`); the store
+/// writes it only when that changed.
+fn set_unschedulable(obj: &mut Value, message: &str, now: &str) {
+    set_phase_if_missing(obj);
+    set_condition(
+        obj,
+        &Condition {
+            type_: "PodScheduled",
+            status: "False",
+            reason: "Unschedulable",
+            message,
+        },
+        now,
+    );
 }
 
 /// The scheduler's events are about the pod.
@@ -224,33 +260,6 @@ fn involved(pod: &Pod) -> Involved {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
         uid: pod.metadata.uid.clone().unwrap_or_default(),
-    }
-}
-
-/// Records why the pod cannot be placed; writes only when the message changed, and says
-/// whether it did.
-fn mark_unschedulable(store: &Store, key: &ObjectKey, message: &str) -> Result<bool, StoreError> {
-    let mut changed = false;
-    let result = store.update_with(key, |obj: &mut Value| {
-        if obj_needs_scheduling(obj) {
-            set_phase_if_missing(obj);
-            changed = set_condition(
-                obj,
-                &Condition {
-                    type_: "PodScheduled",
-                    status: "False",
-                    reason: "Unschedulable",
-                    message,
-                },
-                &now_rfc3339(),
-            );
-        }
-        Ok::<(), StoreError>(())
-    });
-    match result {
-        Ok(_) => Ok(changed),
-        Err(StoreError::NotFound(_)) => Ok(false),
-        Err(err) => Err(err),
     }
 }
 
@@ -302,12 +311,14 @@ fn pod_key(pod: &Pod) -> Option<ObjectKey> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use std::collections::BTreeMap;
 
+    use serde_json::json;
     use tokio_util::task::TaskTracker;
 
     use super::*;
     use crate::informer::RESOURCES;
+    use crate::store::Scope;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -400,6 +411,35 @@ mod tests {
             "0/2 nodes are available: 1 Insufficient memory, \
              1 node(s) didn't match Pod's node affinity/selector."
         );
+    }
+
+    #[tokio::test]
+    async fn a_pass_over_more_pods_than_a_batch_binds_each_once_within_node_limits() {
+        let (_dir, store) = store();
+        let cache = cache(&store);
+        for i in 0..60 {
+            add_node(&store, &format!("n-{i:02}"), "amd64", "1Gi");
+        }
+        let pods = BATCH + 5;
+        for i in 0..pods {
+            add_pod(&store, &format!("p-{i:03}"), "1Mi", json!({}));
+        }
+        assert_eq!(pass(&store, &cache).await, pods);
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for pod in store.list(&Scope::all("pods")).expect("pods").items {
+            assert_eq!(condition(&pod)["status"], "True", "{pod}");
+            let node = pod["spec"]["nodeName"].as_str().expect("bound").to_owned();
+            *per_node.entry(node).or_default() += 1;
+        }
+        assert!(per_node.values().all(|n| *n <= 10), "{per_node:?}");
+        let scheduled = store
+            .list(&Scope::all("events"))
+            .expect("events")
+            .items
+            .iter()
+            .filter(|e| e["reason"] == "Scheduled" && e["count"] == 1)
+            .count();
+        assert_eq!(scheduled, pods, "one Scheduled event per pod");
     }
 
     #[tokio::test]

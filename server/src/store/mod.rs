@@ -16,6 +16,8 @@
 //! 4. commits (durably: one fsync, quick-repair on),
 //!
 //! and then wakes watchers through a `tokio::sync::watch<u64>` carrying the revision.
+//! [`Store::upsert_many`] writes a batch of objects the same way in one transaction (one
+//! fsync for all, each object still with its own revision and event).
 //! Events older than the retention window are compacted; a watch that needs them gets
 //! [`StoreError::Gone`] (Kubernetes 410).
 //!
@@ -345,6 +347,51 @@ impl Store {
             return Ok(stored);
         }
         write.commit().map_err(StoreError::from)?;
+        self.notify(rev);
+        Ok(stored)
+    }
+
+    /// Several create-or-modify writes in one transaction with one commit (one fsync for
+    /// all): for each key in order, `f` gets its index and the stored object (if any,
+    /// including what earlier keys of the batch wrote) and returns the object to store, or
+    /// `None` to leave it. Each object that changes gets its own revision and event, as if
+    /// written one by one; a result equal to the stored object writes nothing, like
+    /// [`Store::upsert_with`]. Returns, per key, the object as stored when it was written.
+    /// When `f` or a write fails, nothing is written. `f` runs under the write lock: keep
+    /// batches bounded.
+    pub fn upsert_many<E, F>(&self, keys: &[ObjectKey], mut f: F) -> Result<Vec<Option<Value>>, E>
+    where
+        E: From<StoreError>,
+        F: FnMut(usize, Option<&Value>) -> Result<Option<Value>, E>,
+    {
+        let write = begin_write(&self.inner.db)?;
+        let mut stored = Vec::with_capacity(keys.len());
+        let mut last = None;
+        for (index, key) in keys.iter().enumerate() {
+            let current = read_object(&write, &key.encode())?;
+            let op = match (f(index, current.as_ref())?, &current) {
+                (None, _) => Op::Keep,
+                (Some(new), Some(current)) => replacement(current, new),
+                (Some(new), None) => Op::Put(new),
+            };
+            stored.push(match op {
+                Op::Put(obj) => {
+                    let (obj, rev) = self.put(&write, key, current.as_ref(), obj)?;
+                    last = Some(rev);
+                    Some(obj)
+                }
+                Op::Keep | Op::Delete => None,
+            });
+        }
+        if let Some(rev) = last {
+            write.commit().map_err(StoreError::from)?;
+            self.notify(rev);
+        }
+        Ok(stored)
+    }
+
+    /// Wakes watchers with the revision of a commit.
+    fn notify(&self, rev: u64) {
         self.inner.revision.send_if_modified(|latest| {
             // Commits from different threads may notify out of order; never go backwards.
             let newer = rev > *latest;
@@ -353,7 +400,6 @@ impl Store {
             }
             newer
         });
-        Ok(stored)
     }
 
     fn put(

@@ -129,6 +129,50 @@ fn upsert_with_creates_then_modifies() {
 }
 
 #[test]
+fn upsert_many_writes_a_batch_in_one_commit_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.create(&pod_key("a"), pod("a")).unwrap();
+    store.create(&pod_key("b"), pod("b")).unwrap();
+    let mut commits = store.subscribe();
+    commits.mark_unchanged();
+    let keys = [pod_key("a"), pod_key("b"), pod_key("c"), pod_key("a")];
+    let stored = store
+        .upsert_many(&keys, |index, current| {
+            Ok::<_, StoreError>(match (index, current) {
+                // b is left alone, and an unchanged a writes nothing.
+                (1, _) => None,
+                (0, Some(_)) => Some(json!({"metadata": {"name": "a"}, "spec": {"x": 2}})),
+                (2, None) => Some(pod("c")),
+                (3, Some(a)) => Some(a.clone()),
+                _ => panic!("unexpected {index} {current:?}"),
+            })
+        })
+        .unwrap();
+    let written: Vec<bool> = stored.iter().map(Option::is_some).collect();
+    assert_eq!(written, [true, false, true, false]);
+    assert_eq!(rv(stored[0].as_ref().unwrap()), 3);
+    assert_eq!(
+        rv(stored[2].as_ref().unwrap()),
+        4,
+        "one revision per object"
+    );
+    assert_eq!(store.revision(), 4);
+    assert!(commits.has_changed().unwrap(), "watchers are woken");
+    assert_eq!(store.get(&pod_key("a")).unwrap().unwrap()["spec"]["x"], 2);
+    let (events, _) = store.events_after(&Scope::all("pods"), 2, 10).unwrap();
+    assert_eq!(events.len(), 2, "an event per written object");
+
+    let failed = store.upsert_many(&[pod_key("d"), pod_key("e")], |index, _| match index {
+        0 => Ok(Some(pod("d"))),
+        _ => Err(StoreError::InvalidObject("no".into())),
+    });
+    assert!(failed.is_err());
+    assert_eq!(store.get(&pod_key("d")).unwrap(), None, "all or nothing");
+    assert_eq!(store.revision(), 4);
+}
+
+#[test]
 fn lists_cover_their_scope_and_carry_the_revision() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);

@@ -18,10 +18,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
 use futures::StreamExt;
+use wasmfleet_tests::api::ApiClient;
 use wasmfleet_tests::cluster::AgentLaunch;
-use wasmfleet_tests::{Cluster, ClusterOptions, guest};
+use wasmfleet_tests::{Cluster, ClusterOptions, guest, with_custom_section};
 
 /// The agent's node name.
 const NODE: &str = "node-a";
@@ -154,18 +154,6 @@ fn push_distinct_modules(cluster: &Cluster, count: usize) -> anyhow::Result<Vec<
     Ok(names)
 }
 
-/// Appends a wasm custom section (id 0) named `name`; valid in modules and components.
-fn with_custom_section(module: &[u8], name: &str) -> Vec<u8> {
-    let mut section = Vec::new();
-    section.push(u8::try_from(name.len()).unwrap_or(u8::MAX) & 0x7f);
-    section.extend_from_slice(name.as_bytes());
-    let mut out = module.to_vec();
-    out.push(0);
-    out.push(u8::try_from(section.len()).unwrap_or(u8::MAX) & 0x7f);
-    out.extend_from_slice(&section);
-    out
-}
-
 fn manifest(names: &[String], round: &str) -> String {
     names
         .iter()
@@ -194,8 +182,7 @@ async fn apply_and_time_first_lines(
     let waits = names.iter().map(|name| {
         let pod = format!("{name}-{round}");
         async move {
-            client
-                .wait_first_log_line(&pod)
+            wait_first_log_line(client, &pod)
                 .await
                 .map(|()| started.elapsed())
         }
@@ -234,57 +221,21 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS in /proc/<pid>/status")
 }
 
-/// Just enough of an API client to follow logs: the CA and token from the kubeconfig.
-struct ApiClient {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl ApiClient {
-    fn from_kubeconfig(cluster: &Cluster) -> anyhow::Result<ApiClient> {
-        let text = std::fs::read_to_string(cluster.kubeconfig())?;
-        let field = |key: &str| {
-            text.lines()
-                .find_map(|l| {
-                    l.trim()
-                        .strip_prefix(key)
-                        .map(|v| v.trim().trim_matches('"').to_owned())
-                })
-                .with_context(|| format!("{key} in kubeconfig"))
-        };
-        let ca = base64::engine::general_purpose::STANDARD
-            .decode(field("certificate-authority-data:")?)?;
-        let http = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
-            .build()?;
-        Ok(ApiClient {
-            http,
-            base: cluster.api_url(),
-            token: cluster.admin_token.clone(),
-        })
-    }
-
-    /// Follows the pod's log until its first line arrives, retrying while it is not running.
-    async fn wait_first_log_line(&self, pod: &str) -> anyhow::Result<()> {
-        let url = format!(
-            "{}/api/v1/namespaces/default/pods/{pod}/log?follow=true",
-            self.base
-        );
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while Instant::now() < deadline {
-            let response = self.http.get(&url).bearer_auth(&self.token).send().await?;
-            if response.status().is_success() {
-                let mut body = response.bytes_stream();
-                while let Some(chunk) = body.next().await {
-                    if chunk?.contains(&b'\n') {
-                        return Ok(());
-                    }
+/// Follows the pod's log until its first line arrives, retrying while it is not running.
+async fn wait_first_log_line(client: &ApiClient, pod: &str) -> anyhow::Result<()> {
+    let path = format!("/api/v1/namespaces/default/pods/{pod}/log?follow=true");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let response = client.get(&path).await?;
+        if response.status().is_success() {
+            let mut body = response.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                if chunk?.contains(&b'\n') {
+                    return Ok(());
                 }
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        bail!("no log line from {pod} within 300 s")
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    bail!("no log line from {pod} within 300 s")
 }

@@ -175,3 +175,27 @@ fn a_settled_daemon_set_writes_nothing() {
     settled["status"] = status;
     assert_eq!(plan(&state(&settled, nodes, pods)), []);
 }
+
+#[test]
+fn a_daemon_set_is_due_again_when_a_ready_pod_becomes_available() {
+    let mut ds = daemon_set("sensor:v1");
+    ds["spec"]["minReadySeconds"] = 30.into();
+    let ready_since = |node: &str, since: &str| {
+        let mut pod = (*pod_on(&ds, node, true)).clone();
+        pod["status"]["conditions"][0]["lastTransitionTime"] = since.into();
+        Arc::new(pod)
+    };
+    let pods = vec![
+        ready_since("a", "2025-12-31T23:59:50Z"),
+        ready_since("b", "2025-12-31T23:59:40Z"),
+        pod_on(&ds, "c", false),
+    ];
+    let nodes = vec![node("a", true, json!([])), node("b", true, json!([]))];
+    assert_eq!(
+        due_in(&state(&ds, nodes.clone(), pods.clone())),
+        Some(Duration::from_secs(10)),
+        "b is available 10 s from now"
+    );
+    ds["spec"]["minReadySeconds"] = 0.into();
+    assert_eq!(due_in(&state(&ds, nodes, pods)), None);
+}

@@ -213,3 +213,29 @@ fn creation_is_bounded_per_reconcile() {
     let actions = plan(&state(replica_set(10_000), vec![], vec![]));
     assert_eq!(creates(&actions), BURST);
 }
+
+#[test]
+fn a_replica_set_is_due_again_when_its_first_ready_pod_becomes_available() {
+    let mut rs = replica_set(3);
+    rs["spec"]["minReadySeconds"] = 700.into();
+    // Ready since 00:00:00; "now" is 00:10:00: 100 s left for both ready pods.
+    let owned = vec![
+        pod("a", "Running", Some("n"), true, "2026-01-01T00:00:00Z"),
+        pod("b", "Running", Some("n"), false, "2026-01-01T00:00:00Z"),
+        pod("c", "Running", Some("n"), true, "2026-01-01T00:00:00Z"),
+    ];
+    let waiting = state(rs.clone(), owned.clone(), vec![]);
+    assert_eq!(due_in(&waiting), Some(Duration::from_secs(100)));
+
+    rs["spec"]["minReadySeconds"] = 600.into();
+    let available = state(rs.clone(), owned, vec![]);
+    assert_eq!(due_in(&available), None, "available already");
+    let unready = vec![pod(
+        "b",
+        "Running",
+        Some("n"),
+        false,
+        "2026-01-01T00:00:00Z",
+    )];
+    assert_eq!(due_in(&state(rs, unready, vec![])), None, "nothing ready");
+}

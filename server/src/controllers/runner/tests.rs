@@ -162,3 +162,74 @@ async fn the_runner_reconciles_new_keys_retries_failures_and_drains_on_shutdown(
         "the runner did not drain"
     );
 }
+
+/// Plans nothing and hears of no change; says its one key is due again in 20 ms until it
+/// was observed `times`.
+struct Ticking {
+    times: usize,
+    observed: Arc<AtomicUsize>,
+}
+
+impl Controller for Ticking {
+    type State = usize;
+    type Action = ToyAction;
+
+    fn name(&self) -> &'static str {
+        "ticking"
+    }
+
+    fn keys_for(&self, _change: &Change) -> Vec<ObjectKey> {
+        Vec::new()
+    }
+
+    fn all_keys(&self, _cache: &Cache) -> Vec<ObjectKey> {
+        vec![ObjectKey::cluster("nodes", "clock")]
+    }
+
+    fn observe(&self, _key: &ObjectKey, _cache: &Cache) -> usize {
+        self.observed.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn plan(&self, _state: &usize) -> Vec<ToyAction> {
+        Vec::new()
+    }
+
+    fn execute(&self, _action: &ToyAction, _store: &Store) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn due_in(&self, observed: &usize) -> Option<Duration> {
+        (*observed < self.times).then_some(Duration::from_millis(20))
+    }
+}
+
+#[tokio::test]
+async fn a_key_due_by_the_clock_is_planned_again_without_a_change_or_a_resync() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path().join("state.redb")).expect("store");
+    let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let cache = Cache::start(&store, &RESOURCES, shutdown.clone(), &tracker).expect("cache");
+    let observed = Arc::new(AtomicUsize::new(0));
+    let ticking = Ticking {
+        times: 3,
+        observed: Arc::clone(&observed),
+    };
+    let config = RunnerConfig {
+        resync: Duration::from_secs(3600),
+        ..config()
+    };
+    let runner = tokio::spawn(run(ticking, store, cache, config, shutdown.clone()));
+    let thrice = tokio::time::timeout(Duration::from_secs(5), async {
+        while observed.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    shutdown.cancel();
+    runner.await.expect("runner");
+    assert!(
+        thrice.is_ok(),
+        "observed {} times",
+        observed.load(Ordering::SeqCst)
+    );
+}
