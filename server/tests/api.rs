@@ -135,18 +135,18 @@ async fn bad_requests_get_statuses_that_say_why() {
     let server = Server::start(&path).await;
 
     let mut ported = pod("web", json!({}));
-    ported["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
+    ported["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 80}]);
     let (status, invalid) = server.post(PODS, &ported).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         invalid["details"]["causes"][0]["field"],
-        "spec.containers[0].ports"
+        "spec.containers[0].ports[0].hostPort"
     );
     assert!(
         invalid["message"]
             .as_str()
             .unwrap()
-            .contains("spec.containers[0].ports")
+            .contains("spec.containers[0].ports[0].hostPort")
     );
 
     let huge = json!({"metadata": {"name": "big", "annotations": {"a": "x".repeat(2 << 20)}}});

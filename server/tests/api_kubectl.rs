@@ -62,12 +62,13 @@ async fn kubectl_applies_gets_updates_and_deletes_pods() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("Forbidden"), "{}", stderr(&out));
 
-    let ported = POD
-        .replace("name: hello\n", "name: ported\n")
-        .replace("    args:", "    ports: [{containerPort: 80}]\n    args:");
+    let ported = POD.replace("name: hello\n", "name: ported\n").replace(
+        "    args:",
+        "    ports: [{containerPort: 80, hostPort: 80}]\n    args:",
+    );
     let out = kubectl.apply(&ported).await;
     assert!(
-        stderr(&out).contains("spec.containers[0].ports: Unsupported value"),
+        stderr(&out).contains("spec.containers[0].ports[0].hostPort: Unsupported value"),
         "{}",
         stderr(&out)
     );

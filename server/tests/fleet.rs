@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::artifact::{ArtifactOutcome, ArtifactRequest, verify};
 use wasmfleet_protocol::blob::{BlobBody, BlobRequest};
 use wasmfleet_protocol::logs::{LogChunk, NodeCommand};
+use wasmfleet_protocol::network::ClusterCidr;
 use wasmfleet_protocol::node::{EngineInfo, Heartbeat, NodeInfo, NodeState, Resources};
 use wasmfleet_protocol::pod::{
     ContainerState, ContainerStatus, DesiredPods, PodPhase, PodStatus, StatusReport,
@@ -22,7 +23,9 @@ use wasmfleet_server::artifacts::Artifacts;
 use wasmfleet_server::bootstrap;
 use wasmfleet_server::broker::auth::{ADMIN_USERNAME, SERVER_USERNAME};
 use wasmfleet_server::broker::{BrokerCredentials, EmbeddedBroker};
+use wasmfleet_server::controllers::ipam::Ipam;
 use wasmfleet_server::controllers::node_lifecycle;
+use wasmfleet_server::controllers::runner::{self, RunnerConfig};
 use wasmfleet_server::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use wasmfleet_server::informer::{self, Cache};
 use wasmfleet_server::modules::ModuleStore;
@@ -84,6 +87,14 @@ impl Cluster {
             &tracker,
         )
         .expect("fleet starts");
+        // Pods are delivered once they have their IP: the IPAM controller hands them out.
+        tracker.spawn(runner::run(
+            Ipam::new(ClusterCidr::default()),
+            store.clone(),
+            cache.clone(),
+            RunnerConfig::default(),
+            shutdown.clone(),
+        ));
         tracker.spawn(node_lifecycle::run(
             store.clone(),
             cache.clone(),

@@ -153,12 +153,12 @@ fn a_manifest_with_an_unsupported_field_is_refused_naming_the_field() {
         "hello:v1",
         &[],
         "Never",
-        "      ports:\n        - containerPort: 80\n",
+        "      ports:\n        - containerPort: 80\n          hostPort: 80\n",
     );
     let out = cluster.cli_with_stdin(&["apply", "-f", "-"], Some(&manifest));
     assert!(!out.success);
     assert!(
-        out.stderr.contains("spec.containers[0].ports"),
+        out.stderr.contains("spec.containers[0].ports[0].hostPort"),
         "{}",
         out.stderr
     );

@@ -77,14 +77,16 @@ impl Targets {
 }
 
 /// The nodes whose snapshots a batch of changes can alter: the old and new node of a pod
-/// whose delivered form may have changed (added, deleted, or a change outside `status`),
-/// and nodes that appeared. Status-only pod changes and other resources (leases) alter no
-/// snapshot.
+/// whose delivered form may have changed (added, deleted, a change outside `status`, or
+/// its pod IP), and nodes that appeared. Other status changes and other resources (leases)
+/// alter no snapshot.
 pub fn affected_nodes(batch: &Changes) -> BTreeSet<String> {
     let mut nodes = BTreeSet::new();
     for change in batch.of("pods") {
         let (old, new) = (change.old.as_deref(), change.new.as_deref());
-        if old.is_some() && new.is_some() && !outside_status_differs(old, new) {
+        let ip = |pod: Option<&Value>| pod.and_then(|p| p.pointer("/status/podIP")).cloned();
+        if old.is_some() && new.is_some() && !outside_status_differs(old, new) && ip(old) == ip(new)
+        {
             continue;
         }
         nodes.extend(old.and_then(running_node).map(str::to_owned));
@@ -418,7 +420,17 @@ mod tests {
 
         let mut deleting = bound.clone();
         deleting["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
-        let gone = batch(vec![change(key, Some(bound), Some(deleting))]);
+        let gone = batch(vec![change(
+            key.clone(),
+            Some(bound.clone()),
+            Some(deleting),
+        )]);
         assert_eq!(affected_nodes(&gone), BTreeSet::from(["pi-1".to_owned()]));
+
+        // The pod's IP is part of what the node is sent.
+        let mut addressed = bound.clone();
+        addressed["status"] = json!({"podIP": "10.42.0.2"});
+        let ip = batch(vec![change(key, Some(bound), Some(addressed))]);
+        assert_eq!(affected_nodes(&ip), BTreeSet::from(["pi-1".to_owned()]));
     }
 }
