@@ -484,6 +484,17 @@ impl Cluster {
         self.kubectl_with_stdin(args, None)
     }
 
+    /// Runs the real `kubectl`, asserting that it succeeds; returns its standard output.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.success,
+            "kubectl {args:?}: {}{}",
+            out.stdout, out.stderr
+        );
+        out.stdout
+    }
+
     /// Runs the real `kubectl` with `stdin` as its standard input.
     pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
         self.clients().kubectl_with_stdin(args, stdin)

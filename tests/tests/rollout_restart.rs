@@ -48,13 +48,7 @@ spec:
 }
 
 fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
-    let out = cluster.kubectl(args);
-    assert!(
-        out.success,
-        "kubectl {args:?}: {}{}",
-        out.stdout, out.stderr
-    );
-    out.stdout
+    cluster.kubectl_ok(args)
 }
 
 fn items(json: &str) -> Vec<Value> {

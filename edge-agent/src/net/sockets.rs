@@ -132,10 +132,6 @@ fn borrow<T: 'static>(resource: &Resource<T>) -> Resource<T> {
     Resource::new_borrow(resource.rep())
 }
 
-fn network_of(resource: &Resource<Network>) -> Resource<Network> {
-    borrow(resource)
-}
-
 impl tcp_create_socket::Host for PodSockets<'_> {
     fn create_tcp_socket(
         &mut self,
@@ -205,7 +201,7 @@ impl HostTcpSocket for PodSockets<'_> {
             .connect_address(remote_address.into())
             .map_err(refused)?;
         if net.is_cluster_destination(target) {
-            self.bind_to_alias(net, &this, network_of(&network))?;
+            self.bind_to_alias(net, &this, borrow(&network))?;
         }
         HostTcpSocket::start_connect(&mut self.inner, this, network, target.into())
     }
@@ -215,7 +211,7 @@ impl HostTcpSocket for PodSockets<'_> {
             // A listen without a bind would bind every host address: bind the alias.
             let network = instance_network::Host::instance_network(&mut self.inner)
                 .map_err(SocketError::trap)?;
-            let bound = self.bind_to_alias(net, &this, network_of(&network));
+            let bound = self.bind_to_alias(net, &this, borrow(&network));
             network::HostNetwork::drop(&mut self.inner, network).map_err(SocketError::trap)?;
             bound?;
         }
