@@ -8,8 +8,10 @@
 //! report their final status if connected, publish "offline" and disconnect, and wait for
 //! every task, each step under a timeout.
 
+use crate::net::ServiceDirectory;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmfleet_protocol::service::ServiceTable;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +73,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         pods_tracker.clone(),
     )
     .with_context(|| format!("creating {}", config.modules_dir().display()))?;
+    let services = ServiceDirectory::new(&config.node_name, persisted_services(&state));
     let pods = PodManager::new(
         runtime,
         Arc::new(fetcher.clone()),
@@ -78,6 +81,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
             restart_backoff_base: config.restart_backoff_base,
             log_dir: Some(config.data_dir.join("logs")),
             module_cache_bytes: config.module_cache_bytes,
+            services: services.clone(),
         },
         pods_shutdown.clone(),
         pods_tracker.clone(),
@@ -91,6 +95,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         info,
         state.clone(),
         fetcher,
+        services,
         &link_tracker,
     );
     let sync = PodSync::start(inbox, pods, state, uplink, applied, &link_tracker);
@@ -108,6 +113,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     drain("link", link_tracker, DRAIN_TIMEOUT).await;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// The table of Services an earlier process persisted (unreadable: none, the server sends
+/// it again).
+fn persisted_services(state: &AgentState) -> Option<ServiceTable> {
+    state
+        .services()
+        .inspect_err(|err| tracing::warn!(%err, "ignoring the persisted table of Services"))
+        .ok()
+        .flatten()
 }
 
 /// Restores the last statuses and applies the persisted desired pods; returns the

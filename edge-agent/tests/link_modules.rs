@@ -64,7 +64,15 @@ impl Agent {
         let info =
             wasmfleet_agent::node_info::collect(BTreeMap::new(), engine(), Default::default())
                 .expect("the default reserve fits");
-        let (link, inbox) = Link::start(&config, parts, info, state, fetcher.clone(), &tracker);
+        let (link, inbox) = Link::start(
+            &config,
+            parts,
+            info,
+            state,
+            fetcher.clone(),
+            wasmfleet_agent::net::ServiceDirectory::new("pi-1", None),
+            &tracker,
+        );
         Agent {
             fetcher,
             link: Some(link),

@@ -33,7 +33,8 @@ fn pod(ip: &str, egress: &str) -> Arc<PodNet> {
         ports: vec![],
         egress: parse_egress(egress).expect("rules"),
     };
-    Arc::new(PodNet::new(&network).expect("pod network"))
+    let services = wasmfleet_agent::net::ServiceDirectory::new("pi-1", None);
+    Arc::new(PodNet::new(&network, "default", services).expect("pod network"))
 }
 
 fn spec(net: &Arc<PodNet>, pod_name: &str, args: &[&str]) -> RunSpec {

@@ -13,6 +13,7 @@ use crate::blob::{BlobReply, BlobRequest};
 use crate::logs::{LogChunk, NodeCommand};
 use crate::node::{Heartbeat, NodeState, ServerState};
 use crate::pod::{DesiredIndex, DesiredPod, StatusAck, StatusReport, v1};
+use crate::service::ServiceTable;
 
 /// Every payload on the wire, by protocol version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +62,8 @@ pub enum Message {
     /// One retained pod of a node's desired set, with its network (replaces
     /// [`Message::DesiredPod`] on the wire and in agents' state).
     DesiredPodV2(DesiredPod),
+    /// The retained table of every Service and its endpoints (on [`crate::topic::SERVICES`]).
+    Services(ServiceTable),
 }
 
 /// Why a payload could not be decoded.

@@ -41,6 +41,7 @@ pub mod network;
 pub mod node;
 pub mod pod;
 pub mod quantity;
+pub mod service;
 pub mod topic;
 #[cfg(feature = "client")]
 pub mod transport;

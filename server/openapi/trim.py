@@ -6,7 +6,7 @@ holding every schema reachable from the kinds in the kind registry (and nothing 
 server builds each group-version's document from it at run time (`api::openapi`).
 
 Inputs: the upstream documents `api__v1_openapi.json`, `apis__apps__v1_openapi.json`,
-`apis__batch__v1_openapi.json` (kubernetes/kubernetes `api/openapi-spec/v3/`, or
+`apis__batch__v1_openapi.json`, `apis__discovery.k8s.io__v1_openapi.json` (kubernetes/kubernetes `api/openapi-spec/v3/`, or
 kubernetes/client-go `openapi/openapitest/testdata/`) in the directory given as the first
 argument, and `policy_v1.json` next to this script (the PodDisruptionBudget schemas, taken
 from `apis__policy__v1_openapi.json`).
@@ -19,12 +19,18 @@ import os
 import sys
 
 KINDS = {
-    ("", "v1"): ["Namespace", "Node", "Pod", "Event"],
+    ("", "v1"): ["Namespace", "Node", "Pod", "Event", "Service", "Endpoints"],
+    ("discovery.k8s.io", "v1"): ["EndpointSlice"],
     ("apps", "v1"): ["Deployment", "ReplicaSet", "DaemonSet"],
     ("batch", "v1"): ["Job", "CronJob"],
     ("policy", "v1"): ["PodDisruptionBudget"],
 }
-DOCS = ["api__v1_openapi.json", "apis__apps__v1_openapi.json", "apis__batch__v1_openapi.json"]
+DOCS = [
+    "api__v1_openapi.json",
+    "apis__apps__v1_openapi.json",
+    "apis__batch__v1_openapi.json",
+    "apis__discovery.k8s.io__v1_openapi.json",
+]
 
 
 def refs(node, out):

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use wasmfleet_protocol::broker_url::BrokerUrl;
 use wasmfleet_protocol::network::{ClusterCidr, DEFAULT_CLUSTER_CIDR};
+use wasmfleet_protocol::service::DEFAULT_SERVICE_CIDR;
 
 /// `wasmfleet-server`: the control plane (API, state, scheduler, MQTT side) and, unless
 /// `--no-local-agent`, an agent for this machine.
@@ -74,6 +75,9 @@ pub struct ServerConfig {
     /// The pod network: every node gets a /24 of it, every pod an IP from its node's /24.
     #[arg(long, default_value = DEFAULT_CLUSTER_CIDR)]
     pub cluster_cidr: ClusterCidr,
+    /// Services' virtual IPs (ClusterIPs) come from this range.
+    #[arg(long, default_value = DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: ipnet::Ipv4Net,
     /// How many store events watches can resume from (tests shrink it to reach 410 Gone).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub event_retention: u64,

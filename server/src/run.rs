@@ -40,6 +40,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Runs the server until `shutdown` is cancelled (or the API fails).
 pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     api::install_crypto_provider();
+    crate::network::service_ips::check_service_cidr(config.service_cidr, config.cluster_cidr)
+        .map_err(anyhow::Error::msg)
+        .context("checking --service-cidr")?;
     // A stale file from an earlier run would point readers at dead ports.
     let _ = std::fs::remove_file(config.data_dir.join("endpoints.json"));
     let mut boot = bootstrap::load_or_create(&config.data_dir, &config.tls_sans)
@@ -82,6 +85,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         admin_token: Arc::from(boot.credentials.admin_token.as_str()),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        service_cidr: config.service_cidr,
     };
     let api_task = tracker.spawn(api::serve(listener, boot.tls.clone(), ctx));
     let kubeconfig = bootstrap::write_kubeconfig(&config.data_dir, api_addr, &boot)?;
@@ -114,6 +118,7 @@ fn fleet_config(
 ) -> anyhow::Result<FleetConfig> {
     let mut fleet_config = FleetConfig::new(mqtt.clone());
     fleet_config.cluster_cidr = config.cluster_cidr;
+    fleet_config.service_cidr = config.service_cidr;
     fleet_config.artifacts = Some(
         Artifacts::new(modules.clone(), &boot.tls.ca_key_pem)
             .context("setting up artifact signing")?,

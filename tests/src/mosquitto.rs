@@ -23,6 +23,7 @@ topic write wf/v1/modules/#
 pattern read wf/v1/n/%u/down/#
 pattern write wf/v1/n/%u/up/#
 pattern read wf/v1/server/state
+pattern read wf/v1/server/services
 ";
 
 /// A running Mosquitto with a password file the test can add users to.

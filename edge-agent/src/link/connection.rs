@@ -5,6 +5,7 @@
 //! sessions on the [`Session`] watch, and routes every received publish. It never awaits
 //! anyone else: routing is a watch update, a `try_send` or a call that does not block.
 
+use crate::net::ServiceDirectory;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
@@ -46,6 +47,8 @@ pub(super) struct Routes {
     pub(super) server_epoch: watch::Sender<Option<u64>>,
     pub(super) commands: mpsc::Sender<NodeCommand>,
     pub(super) fetcher: ModuleFetcher,
+    /// The table of Services pods route by.
+    pub(super) services: ServiceDirectory,
     /// Bumped to make the publisher subscribe again (the broker then replays the retained
     /// desired state).
     pub(super) resubscribe: watch::Sender<u64>,
@@ -61,7 +64,10 @@ pub(super) struct PublisherSignals {
 
 impl Routes {
     /// Routes whose receiving ends form the [`Inbox`]; also returns the publisher's signals.
-    pub(super) fn with_inbox(fetcher: ModuleFetcher) -> (Routes, Inbox, PublisherSignals) {
+    pub(super) fn with_inbox(
+        fetcher: ModuleFetcher,
+        services: ServiceDirectory,
+    ) -> (Routes, Inbox, PublisherSignals) {
         let (desired, desired_rx) = watch::channel(None);
         let (acks, acks_rx) = watch::channel(None);
         let (server_epoch, server_epoch_rx) = watch::channel(None);
@@ -74,6 +80,7 @@ impl Routes {
             server_epoch,
             commands,
             fetcher,
+            services,
             resubscribe,
         };
         let inbox = Inbox {
@@ -276,6 +283,16 @@ impl Connection {
                 if state.online {
                     self.routes.server_epoch.send_replace(Some(state.epoch));
                 }
+            }
+            Inbound::Services(table) => {
+                tracing::debug!(
+                    services = table.services.len(),
+                    "table of Services received"
+                );
+                if let Err(err) = self.state.save_services(&table) {
+                    tracing::warn!(%err, "cannot persist the table of Services");
+                }
+                self.routes.services.replace(table);
             }
             Inbound::BlobReply(reply) => self.routes.fetcher.deliver(reply),
             Inbound::ArtifactOffer(offer) => self.routes.fetcher.deliver_offer(offer),

@@ -31,6 +31,7 @@ pub mod resync;
 pub mod sync;
 mod uplink;
 
+use crate::net::ServiceDirectory;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -124,13 +125,14 @@ impl Link {
         info: NodeInfo,
         state: AgentState,
         fetcher: ModuleFetcher,
+        services: ServiceDirectory,
         tracker: &TaskTracker,
     ) -> (Link, Inbox) {
         let (client, eventloop) = rumqttc::AsyncClient::new(
             connection::mqtt_options(config),
             connection::REQUEST_CAPACITY,
         );
-        let (routes, inbox, signals) = connection::Routes::with_inbox(fetcher);
+        let (routes, inbox, signals) = connection::Routes::with_inbox(fetcher, services);
         let stop_heartbeat = CancellationToken::new();
         let stop_publisher = CancellationToken::new();
         let stop_connection = CancellationToken::new();

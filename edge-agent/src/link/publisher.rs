@@ -80,7 +80,7 @@ impl Publisher {
     }
 
     /// Subscribes to the node's down topics (and, with `server_state`, to the server's
-    /// state). Subscribing again to a filter already held makes the broker send its
+    /// state and the table of Services). Subscribing again to a filter already held makes the broker send its
     /// retained messages again (MQTT 3.1.1 §3.8.4), which is how a replay is asked for.
     async fn subscribe(&self, server_state: bool) {
         let mut filters = vec![SubscribeFilter::new(
@@ -88,10 +88,9 @@ impl Publisher {
             QoS::AtLeastOnce,
         )];
         if server_state {
-            filters.push(SubscribeFilter::new(
-                topic::SERVER_STATE.to_owned(),
-                QoS::AtLeastOnce,
-            ));
+            for shared in [topic::SERVER_STATE, topic::SERVICES] {
+                filters.push(SubscribeFilter::new(shared.to_owned(), QoS::AtLeastOnce));
+            }
         }
         if let Err(err) = self.client.subscribe_many(filters).await {
             tracing::warn!(%err, "cannot subscribe");

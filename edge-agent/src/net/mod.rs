@@ -9,12 +9,16 @@
 //! - a connect to `127.0.0.1` or the pod's own IP reaches the pod's alias, a connect to
 //!   another pod's IP reaches that pod's alias; addresses seen by the guest are mapped
 //!   back (a peer pod shows its pod IP, a peer in the same pod `127.0.0.1`);
+//! - a connect to a Service's ClusterIP reaches one of its endpoints, and a lookup of a
+//!   Service name (`svc`, `svc.ns`, `svc.ns.svc.cluster.local`) answers its ClusterIP
+//!   ([`services`]);
 //! - anything outside the cluster is reachable only when the pod's egress rules allow it
 //!   (`wasmfleet.io/egress`): every other connect and name lookup is refused at once
 //!   with `access-denied`, never left to hang.
 //!
 //! The decisions are pure ([`PodNet`]); [`sockets`] applies them to wasmtime's traits.
 
+pub mod services;
 pub mod sockets;
 
 use std::collections::HashMap;
@@ -22,6 +26,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Mutex;
 
 use wasmfleet_protocol::network::{ClusterCidr, EgressRule, PodNetwork, loopback_alias};
+use wasmfleet_protocol::service::{CLUSTER_DOMAIN, Resolved};
+
+pub use services::ServiceDirectory;
 
 /// How many addresses learned from allowed name lookups a pod keeps.
 const MAX_LEARNED: usize = 1024;
@@ -35,6 +42,13 @@ pub enum Refusal {
     Denied,
     /// IPv6 is not part of the pod network.
     Ipv6,
+    /// The Service (or ClusterIP) has no endpoint that takes traffic on that port.
+    NoEndpoints,
+    /// The Service's endpoints all run on other nodes (traffic between nodes is not built
+    /// yet).
+    Elsewhere,
+    /// A cluster name that names no Service.
+    NoSuchName,
 }
 
 /// One pod's network: its addresses and egress rules, shared by its containers.
@@ -44,6 +58,8 @@ pub struct PodNet {
     alias: Ipv4Addr,
     cluster: ClusterCidr,
     egress: Vec<EgressRule>,
+    namespace: String,
+    services: ServiceDirectory,
     /// Addresses that allowed names resolved to, with the port their rule allows.
     learned: Mutex<HashMap<Ipv4Addr, Option<u16>>>,
 }
@@ -61,14 +77,24 @@ impl Eq for PodNet {}
 pub enum Lookup {
     /// Answered by the pod network itself with this address.
     Local(Ipv4Addr),
-    /// Passed to the host resolver; addresses it returns become reachable on the port
-    /// the rule allows (or any).
-    Host(Option<u16>),
+    /// Passed to the host resolver under `name`; addresses it returns become reachable
+    /// on the port the rule allows (`port`, or any).
+    Host {
+        /// The name to resolve (an ExternalName Service's external name, or the name asked).
+        name: String,
+        /// The only port the rule allows, if it names one.
+        port: Option<u16>,
+    },
 }
 
 impl PodNet {
-    /// The network of a pod, or why its delivered network is unusable.
-    pub fn new(network: &PodNetwork) -> Result<Self, String> {
+    /// The network of a pod in `namespace`, routing Services by `services`, or why its
+    /// delivered network is unusable.
+    pub fn new(
+        network: &PodNetwork,
+        namespace: &str,
+        services: ServiceDirectory,
+    ) -> Result<Self, String> {
         let cluster = ClusterCidr::try_from(network.cluster_cidr)?;
         if !cluster.net().contains(&network.ip) {
             return Err(format!(
@@ -81,6 +107,8 @@ impl PodNet {
             alias: loopback_alias(network.ip),
             cluster,
             egress: network.egress.clone(),
+            namespace: namespace.to_owned(),
+            services,
             learned: Mutex::default(),
         })
     }
@@ -114,6 +142,10 @@ impl PodNet {
         }
         if self.cluster.net().contains(&ip) {
             return Ok(host_addr(loopback_alias(ip), port));
+        }
+        if let Some(routed) = self.services.route(self.ip, ip, port) {
+            let (endpoint, target) = routed?;
+            return Ok(host_addr(loopback_alias(endpoint), target));
         }
         if self.egress_allows(ip, port) {
             return Ok(guest);
@@ -158,10 +190,26 @@ impl PodNet {
         if name == pod_name {
             return Ok(Lookup::Local(self.ip));
         }
+        let name = match self.services.resolve(&name, &self.namespace) {
+            Some(Ok(Resolved::Addresses(ips))) => {
+                return ips
+                    .first()
+                    .copied()
+                    .map(Lookup::Local)
+                    .ok_or(Refusal::NoEndpoints);
+            }
+            Some(Ok(Resolved::Alias(external))) => external,
+            Some(Err(refusal)) => return Err(refusal),
+            None if is_cluster_name(&name) => return Err(Refusal::NoSuchName),
+            None => name,
+        };
         self.egress
             .iter()
             .find(|rule| rule.allows_name(&name))
-            .map(|rule| Lookup::Host(rule.port()))
+            .map(|rule| Lookup::Host {
+                port: rule.port(),
+                name: name.clone(),
+            })
             .ok_or(Refusal::Denied)
     }
 
@@ -215,6 +263,12 @@ impl PodNet {
     }
 }
 
+/// Whether `name` can only be a cluster name: a single label (a Service of the pod's
+/// namespace) or a name under the cluster domain.
+fn is_cluster_name(name: &str) -> bool {
+    !name.contains('.') || name.ends_with(".svc") || name.ends_with(CLUSTER_DOMAIN)
+}
+
 fn v4(ip: IpAddr) -> Result<Ipv4Addr, Refusal> {
     match ip {
         IpAddr::V4(ip) => Ok(ip),
@@ -233,13 +287,17 @@ mod tests {
     use wasmfleet_protocol::network::parse_egress;
 
     fn pod(egress: &str) -> PodNet {
-        PodNet::new(&PodNetwork {
+        pod_with(egress, ServiceDirectory::new("pi-1", None))
+    }
+
+    fn pod_with(egress: &str, services: ServiceDirectory) -> PodNet {
+        let network = PodNetwork {
             ip: "10.42.1.5".parse().unwrap(),
             cluster_cidr: ClusterCidr::default().net(),
             ports: vec![],
             egress: parse_egress(egress).unwrap(),
-        })
-        .unwrap()
+        };
+        PodNet::new(&network, "default", services).unwrap()
     }
 
     fn addr(text: &str) -> SocketAddr {
@@ -320,7 +378,15 @@ mod tests {
         assert_eq!(net.lookup("evil.com", "web"), Err(Refusal::Denied));
         assert_eq!(
             net.lookup("API.example.com.", "web"),
-            Ok(Lookup::Host(Some(443)))
+            Ok(Lookup::Host {
+                name: "api.example.com".into(),
+                port: Some(443)
+            })
+        );
+        assert_eq!(net.lookup("nosuch", "web"), Err(Refusal::NoSuchName));
+        assert_eq!(
+            net.lookup("nosuch.default.svc.cluster.local", "web"),
+            Err(Refusal::NoSuchName)
         );
         assert_eq!(
             net.connect_address(addr("93.184.216.34:443")),
@@ -346,6 +412,64 @@ mod tests {
     }
 
     #[test]
+    fn services_are_reached_by_cluster_ip_and_by_name() {
+        use wasmfleet_protocol::network::Protocol;
+        use wasmfleet_protocol::service::{
+            Endpoint, ServiceAddress, ServiceEntry, ServicePort, ServiceTable,
+        };
+        let entry = |name: &str, address| ServiceEntry {
+            namespace: "default".into(),
+            name: name.into(),
+            address,
+            ports: vec![ServicePort {
+                name: String::new(),
+                port: 80,
+                protocol: Protocol::Tcp,
+            }],
+            client_ip_affinity: false,
+            endpoints: vec![Endpoint {
+                ip: "10.42.1.7".parse().unwrap(),
+                node: "pi-1".into(),
+                target_ports: vec![Some(8080)],
+            }],
+        };
+        let services = ServiceDirectory::new("pi-1", None);
+        let net = pod_with("example.com", services.clone());
+        services.replace(ServiceTable {
+            revision: 1,
+            service_cidr: Some("10.43.0.0/16".parse().unwrap()),
+            services: vec![
+                entry(
+                    "web",
+                    ServiceAddress::ClusterIp("10.43.0.2".parse().unwrap()),
+                ),
+                entry("ext", ServiceAddress::ExternalName("example.com".into())),
+                entry("other", ServiceAddress::ExternalName("other.org".into())),
+            ],
+        });
+        assert_eq!(
+            net.connect_address(addr("10.43.0.2:80")),
+            Ok(addr("127.42.1.7:8080"))
+        );
+        assert_eq!(
+            net.connect_address(addr("10.43.0.2:81")),
+            Err(Refusal::NoEndpoints)
+        );
+        assert_eq!(
+            net.lookup("web.default.svc.cluster.local", "p"),
+            Ok(Lookup::Local("10.43.0.2".parse().unwrap()))
+        );
+        assert_eq!(
+            net.lookup("ext", "p"),
+            Ok(Lookup::Host {
+                name: "example.com".into(),
+                port: None
+            })
+        );
+        assert_eq!(net.lookup("other", "p"), Err(Refusal::Denied));
+    }
+
+    #[test]
     fn a_pod_ip_outside_the_cluster_is_refused() {
         let network = PodNetwork {
             ip: "192.168.1.5".parse().unwrap(),
@@ -353,6 +477,8 @@ mod tests {
             ports: vec![],
             egress: vec![],
         };
-        assert!(PodNet::new(&network).unwrap_err().contains("outside"));
+        let services = ServiceDirectory::new("pi-1", None);
+        let err = PodNet::new(&network, "default", services).unwrap_err();
+        assert!(err.contains("outside"));
     }
 }

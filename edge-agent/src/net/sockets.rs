@@ -88,6 +88,9 @@ fn refused(refusal: Refusal) -> SocketError {
         Refusal::NotBindable => ErrorCode::AddressNotBindable,
         Refusal::Denied => ErrorCode::AccessDenied,
         Refusal::Ipv6 => ErrorCode::NotSupported,
+        Refusal::NoEndpoints => ErrorCode::ConnectionRefused,
+        Refusal::Elsewhere => ErrorCode::RemoteUnreachable,
+        Refusal::NoSuchName => ErrorCode::NameUnresolvable,
     }
     .into()
 }
@@ -283,7 +286,7 @@ impl ip_name_lookup::Host for PodSockets<'_> {
             Lookup::Local(ip) => {
                 ip_name_lookup::Host::resolve_addresses(&mut self.inner, network, ip.to_string())
             }
-            Lookup::Host(port) => {
+            Lookup::Host { name, port } => {
                 let stream =
                     ip_name_lookup::Host::resolve_addresses(&mut self.inner, network, name)?;
                 self.lookups.insert(stream.rep(), port);

@@ -1,6 +1,7 @@
 //! [`PodManager`]: the cheap handle through which the agent converges on its assigned
 //! pods, reads their statuses and logs, and is told about status changes.
 
+use crate::net::ServiceDirectory;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,6 +34,8 @@ pub struct Shared {
     /// One fetch-and-install of the server's artifact per module digest at a time, shared
     /// by every container starting that module.
     pub artifact_installs: SingleFlight<()>,
+    /// The node's table of Services.
+    pub services: ServiceDirectory,
 }
 
 /// Runs this node's pods. Cheap to clone; all clones manage the same pods.
@@ -84,6 +87,7 @@ impl PodManager {
                     tracker,
                     log_dir: config.log_dir,
                     artifact_installs: SingleFlight::default(),
+                    services: config.services,
                 }),
                 backoff: Backoff::with_base(config.restart_backoff_base),
                 shutdown,
@@ -173,15 +177,18 @@ impl PodManager {
                 continue;
             }
             let restored = state.restored.remove(&assignment.uid);
-            let pod = Arc::new(Pod::new(
-                assignment,
-                restored.as_ref(),
-                self.inner.shared.log_dir.as_deref(),
-                now_unix_ms(),
-                self.inner.shutdown.child_token(),
-                self.inner.backoff,
-                self.inner.changes.clone(),
-            ));
+            let pod = Arc::new(
+                Pod::new(
+                    assignment,
+                    restored.as_ref(),
+                    self.inner.shared.log_dir.as_deref(),
+                    now_unix_ms(),
+                    self.inner.shutdown.child_token(),
+                    self.inner.backoff,
+                    self.inner.changes.clone(),
+                )
+                .with_network(&self.inner.shared.services),
+            );
             state.pods.insert(pod.uid().to_string(), pod.clone());
             self.inner
                 .shared

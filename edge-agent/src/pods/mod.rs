@@ -75,6 +75,8 @@ pub struct PodManagerConfig {
     /// The disk budget of cached modules and their compiled artifacts; modules no pod uses
     /// are deleted, least recently used first, to stay within it.
     pub module_cache_bytes: u64,
+    /// The node's table of Services, which pods' networks route by.
+    pub services: crate::net::ServiceDirectory,
 }
 
 impl Default for PodManagerConfig {
@@ -83,6 +85,7 @@ impl Default for PodManagerConfig {
             restart_backoff_base: Duration::from_secs(10),
             log_dir: None,
             module_cache_bytes: crate::modules::gc::DEFAULT_BUDGET_BYTES,
+            services: crate::net::ServiceDirectory::new("", None),
         }
     }
 }

@@ -12,7 +12,7 @@ use super::container;
 use super::lifecycle::{Backoff, Event, Lifecycle, Next, pod_phase};
 use super::logfiles;
 use super::manager::Shared;
-use crate::net::PodNet;
+use crate::net::{PodNet, ServiceDirectory};
 use crate::runtime::LogBuffer;
 
 /// How long a stopped pod's containers get to end before the supervisor complains. Runs
@@ -79,16 +79,8 @@ impl Pod {
         if finished {
             logs.iter().for_each(LogBuffer::finish);
         }
-        let net = assignment.network.as_ref().and_then(|network| {
-            PodNet::new(network)
-                .inspect_err(|err| {
-                    tracing::warn!(uid = %assignment.uid, %err, "pod runs without a network");
-                })
-                .ok()
-                .map(Arc::new)
-        });
         Self {
-            net,
+            net: None,
             start_unix_ms: restored
                 .and_then(|s| s.start_unix_ms)
                 .unwrap_or(now_unix_ms),
@@ -101,6 +93,20 @@ impl Pod {
             backoff,
             changes,
         }
+    }
+
+    /// The pod with its network (if the server sent one), routing Services by `services`.
+    pub fn with_network(mut self, services: &ServiceDirectory) -> Self {
+        let assignment = &self.assignment;
+        self.net = assignment.network.as_ref().and_then(|network| {
+            PodNet::new(network, &assignment.namespace, services.clone())
+                .inspect_err(|err| {
+                    tracing::warn!(uid = %assignment.uid, %err, "pod runs without a network");
+                })
+                .ok()
+                .map(Arc::new)
+        });
+        self
     }
 
     /// The uid.

@@ -9,7 +9,8 @@
 //!   revision and uids) plus one row per pod, written in one transaction, so a set larger
 //!   than one message is stored whole and no row is bigger than the message it came in;
 //! - the last known **status of every pod**, so a pod that already finished is not run again
-//!   after a restart.
+//!   after a restart;
+//! - the last **table of Services**, so pods reach Services while no server is reachable.
 //!
 //! Values are stored as protocol envelopes (`wasmfleet_protocol::encode`), which gives them a
 //! version byte for free, and decoded explicitly: bad bytes are a [`StateError::Corrupt`],
@@ -22,12 +23,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use wasmfleet_protocol::pod::{
     DesiredIndex, DesiredPod, DesiredPods, IndexEntry, PodStatus, StatusReport,
 };
+use wasmfleet_protocol::service::ServiceTable;
 use wasmfleet_protocol::{Message, decode, encode};
 
 /// Counters: `epoch`.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// Encoded snapshots: `desired` (the index of the desired set; older agents stored the
-/// whole set there), `statuses`.
+/// whole set there), `statuses`, `services`.
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 /// The pods of the desired set: uid → encoded [`DesiredPod`].
 const DESIRED_PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("desired_pods");
@@ -35,6 +37,7 @@ const DESIRED_PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("desired
 const EPOCH: &str = "epoch";
 const DESIRED: &str = "desired";
 const STATUSES: &str = "statuses";
+const SERVICES: &str = "services";
 
 /// The redb page cache; the agent's state is a few KiB, the default (1 GiB) is for servers.
 const CACHE_BYTES: usize = 4 << 20;
@@ -232,6 +235,22 @@ impl AgentState {
         }
     }
 
+    /// Persists the table of Services.
+    pub fn save_services(&self, table: &ServiceTable) -> Result<(), StateError> {
+        self.put(SERVICES, &encode(&Message::Services(table.clone())))
+    }
+
+    /// The last persisted table of Services, if any.
+    pub fn services(&self) -> Result<Option<ServiceTable>, StateError> {
+        match self.get(SERVICES)? {
+            None => Ok(None),
+            Some(bytes) => match decode(&bytes) {
+                Ok(Message::Services(table)) => Ok(Some(table)),
+                other => Err(corrupt("table of Services", other)),
+            },
+        }
+    }
+
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
         let write = self.db.begin_write().map_err(db_err)?;
         write
@@ -300,6 +319,7 @@ mod tests {
         assert_eq!(state.epoch()?, 0);
         assert_eq!(state.desired()?, None);
         assert!(state.statuses()?.is_empty());
+        assert_eq!(state.services()?, None);
         Ok(())
     }
 
@@ -313,12 +333,17 @@ mod tests {
             assert_eq!(state.next_epoch()?, 2);
             state.save_desired(&desired(7))?;
             state.save_statuses(&[succeeded("u1")])?;
+            state.save_services(&ServiceTable {
+                revision: 9,
+                ..ServiceTable::default()
+            })?;
         }
         let state = AgentState::open(&path)?;
         assert_eq!(state.epoch()?, 2);
         assert_eq!(state.next_epoch()?, 3);
         assert_eq!(state.desired()?, Some(desired(7)));
         assert_eq!(state.statuses()?, vec![succeeded("u1")]);
+        assert_eq!(state.services()?.map(|t| t.revision), Some(9));
         Ok(())
     }
 

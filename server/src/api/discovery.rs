@@ -190,6 +190,8 @@ mod tests {
                 "pods",
                 "pods/log",
                 "pods/eviction",
+                "services",
+                "endpoints",
                 "events"
             ]
         );

@@ -75,6 +75,8 @@ pub struct ApiContext {
     /// Whether the fleet link is connected to the broker, for `/readyz`; `None` leaves the
     /// check out.
     pub fleet_link: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// Where Services' ClusterIPs come from.
+    pub service_cidr: ipnet::Ipv4Net,
 }
 
 /// Starting the API failed.

@@ -17,17 +17,18 @@ use axum::body::Body;
 use axum::extract::{Query, RawPathParams, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use ipnet::Ipv4Net;
 use serde_json::{Value, json};
 
 use super::apply::{self, Writer};
 use super::body::{self, MAX_OBJECT_BODY, Patch};
 use super::cascade::Propagation;
 use super::kinds::namespaces;
-use super::kinds::{Kind, name_of, stamp_type};
+use super::kinds::{Allocation, Kind, name_of, stamp_type};
 use super::status::ApiError;
 use super::{ApiContext, blocking, table, watch};
 use crate::k8s::selectors::Selector;
-use crate::store::{ObjectKey, Scope, StoreError, resource_version};
+use crate::store::{ObjectKey, Scope, Store, StoreError, resource_version};
 
 /// The `ns` and `name` path parameters, where the route has them.
 pub(super) struct Target {
@@ -181,11 +182,18 @@ pub async fn create(
     }
     .key(kind)?;
     let store = ctx.store.dry_run(options.dry_run);
+    let cidr = ctx.service_cidr;
     let created = blocking(move || {
         if let Some(ns) = &key.namespace {
             namespaces::require(&store, ns)?;
         }
-        Ok(store.create(&key, obj)?)
+        store.upsert_with(&key, |current| {
+            if current.is_some() {
+                return Err(StoreError::AlreadyExists(key.clone()).into());
+            }
+            allocate(&store, cidr, kind, None, &mut obj)?;
+            Ok::<_, ApiError>(obj)
+        })
     })
     .await?;
     Ok(respond(StatusCode::CREATED, created, kind))
@@ -280,6 +288,7 @@ async fn server_side_apply(
         }
     }
     let store = ctx.store.dry_run(options.dry_run);
+    let cidr = ctx.service_cidr;
     let (code, obj) = blocking(move || {
         let exists = store.get(&key)?.is_some();
         if let (false, Some(ns)) = (exists, &key.namespace) {
@@ -292,6 +301,7 @@ async fn server_side_apply(
                 Some(current) => admit_change(&key, kind, current, &mut new)?,
                 None => admit_new(kind, &mut new)?,
             }
+            allocate(&store, cidr, kind, current, &mut new)?;
             Ok(new)
         })?;
         let code = match exists {
@@ -434,16 +444,40 @@ where
     F: FnOnce(&Value) -> Result<Value, ApiError> + Send + 'static,
 {
     let store = ctx.store.dry_run(options.dry_run);
+    let cidr = ctx.service_cidr;
     blocking(move || {
         store.update_with(&key, |current: &mut Value| {
             let mut new = edit(current)?;
             admit_change(&key, kind, current, &mut new)?;
+            allocate(&store, cidr, kind, Some(current), &mut new)?;
             apply::record_update(Some(current), &mut new, &options.writer);
             *current = new;
             Ok::<_, ApiError>(())
         })
     })
     .await
+}
+
+/// Runs the kind's allocation hook, if it has one, inside the write (see
+/// [`Kind::allocate`]).
+fn allocate(
+    store: &Store,
+    service_cidr: Ipv4Net,
+    kind: &Kind,
+    current: Option<&Value>,
+    obj: &mut Value,
+) -> Result<(), ApiError> {
+    match kind.allocate {
+        Some(hook) => hook(
+            &Allocation {
+                store,
+                service_cidr,
+            },
+            current,
+            obj,
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Admission of a change of `current` to `new`: the resourceVersion precondition, the

@@ -190,7 +190,9 @@ pub fn may_subscribe(identity: &Identity, filter: &str) -> bool {
     match identity {
         Identity::Server => within(filter, &server_scope()),
         Identity::Node(name) => {
-            filter == topic::SERVER_STATE || within(filter, &node_down_scope(name))
+            filter == topic::SERVER_STATE
+                || filter == topic::SERVICES
+                || within(filter, &node_down_scope(name))
         }
         Identity::Admin => false,
     }
@@ -409,6 +411,7 @@ mod tests {
         assert!(may_subscribe(&me, &topic::node_down_filter("pi-1")));
         assert!(may_subscribe(&me, &down("pi-1", Down::Desired)));
         assert!(may_subscribe(&me, topic::SERVER_STATE));
+        assert!(may_subscribe(&me, topic::SERVICES));
         for filter in [
             "#",
             "wf/#",

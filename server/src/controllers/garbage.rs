@@ -20,7 +20,7 @@ use crate::k8s::owners;
 use crate::store::{ObjectKey, Store, StoreError};
 
 /// The resources whose objects may have owners, and the kind each owner reference names.
-const DEPENDENTS: [&str; 3] = ["pods", "replicasets", "jobs"];
+const DEPENDENTS: [&str; 4] = ["pods", "replicasets", "jobs", "endpointslices"];
 
 /// The resource of an owner `kind` (the owners wasmfleet's controllers create).
 fn resource_of(kind: &str) -> Option<&'static str> {
@@ -31,6 +31,7 @@ fn resource_of(kind: &str) -> Option<&'static str> {
         "DaemonSet" => Some("daemonsets"),
         "CronJob" => Some("cronjobs"),
         "Pod" => Some("pods"),
+        "Service" => Some("services"),
         "Node" => Some("nodes"),
         "Namespace" => Some("namespaces"),
         _ => None,

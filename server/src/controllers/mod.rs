@@ -11,6 +11,8 @@
 //! - [`leases`]: which agent session is current, and the nodes' `Lease` objects;
 //! - [`ipam`]: gives each node its pod range (`spec.podCIDR`) and each pod on it its IP
 //!   (`status.podIP`);
+//! - [`endpoints`]: keeps each Service's EndpointSlices and Endpoints (its pods with an IP,
+//!   and whether they are ready);
 //! - the workload controllers: [`replicasets`] (keeps a ReplicaSet's pods running),
 //!   [`deployments`] (rolls a template out through ReplicaSets), [`jobs`] (runs a Job's
 //!   pods to completion), [`cronjobs`] (Jobs on a schedule), [`daemonsets`] (one pod per
@@ -24,6 +26,7 @@ pub mod cronjobs;
 pub mod daemonsets;
 pub mod deployments;
 pub mod disruption;
+pub mod endpoints;
 pub mod garbage;
 pub mod ipam;
 pub mod jobs;
@@ -71,6 +74,7 @@ pub fn start_workloads(
     start.spawn_with(cronjobs::CronJobs, CRON_RESYNC);
     start.spawn(daemonsets::DaemonSets::new(cache.clone()));
     start.spawn(disruption::Disruption::new(cache.clone()));
+    start.spawn(endpoints::Endpoints::new(cache.clone()));
     start.spawn_with(taint_eviction::TaintEviction, TAINT_RESYNC);
     start.spawn(garbage::Garbage::new(cache.clone()));
     start.spawn(namespaces::Namespaces::new(namespaced));

@@ -35,7 +35,7 @@ pub(super) struct Dispatcher {
     pub(super) modules: ModuleStore,
     pub(super) leases: Leases,
     pub(super) logs: LogRouter,
-    pub(super) republish: Arc<Notify>,
+    pub(super) republish: Vec<Arc<Notify>>,
     pub(super) artifacts: Option<Artifacts>,
     pub(super) server_state: Vec<u8>,
     pub(super) tracker: TaskTracker,
@@ -141,7 +141,9 @@ impl Dispatcher {
         if let Err(err) = subscribed.await {
             tracing::warn!(%err, "cannot subscribe after connecting; the fleet link is stopping");
         }
-        self.republish.notify_one();
+        for republish in &self.republish {
+            republish.notify_one();
+        }
     }
 
     async fn on_publish(&mut self, topic_name: &str, payload: Bytes) {

@@ -14,7 +14,8 @@
 //! - module uploads → the module store.
 //!
 //! A third task ([`publisher`], planning with [`desired`]) publishes each node's retained desired-pods snapshot whenever
-//! it changes, and all of them after every (re)connect. The server's retained presence on
+//! it changes, and all of them after every (re)connect; a fourth ([`services`]) keeps the
+//! retained table of Services every agent routes by. The server's retained presence on
 //! `wf/v1/server/state` is also its last will (`online: false`).
 
 mod blobs;
@@ -26,6 +27,7 @@ mod logs;
 pub mod nodes;
 pub mod pod_events;
 pub mod publisher;
+pub mod services;
 pub mod status;
 
 use std::sync::Arc;
@@ -101,6 +103,8 @@ pub struct FleetConfig {
     pub resync: Duration,
     /// The cluster's pod CIDR, delivered with every pod's network.
     pub cluster_cidr: ClusterCidr,
+    /// The service CIDR, delivered with the table of Services.
+    pub service_cidr: ipnet::Ipv4Net,
     /// Precompiles modules for agents that ask; `None` answers every request with
     /// "unavailable" (agents then compile themselves).
     pub artifacts: Option<Artifacts>,
@@ -122,6 +126,7 @@ impl FleetConfig {
             log_timeout: Duration::from_secs(5),
             resync: Duration::from_secs(30),
             cluster_cidr: ClusterCidr::default(),
+            service_cidr: wasmfleet_protocol::service::DEFAULT_SERVICE_NET,
             artifacts: None,
         }
     }
@@ -193,6 +198,8 @@ impl Fleet {
             modules.clone(),
             config.cluster_cidr,
         );
+        let services =
+            services::ServicesPublisher::new(client.clone(), cache.clone(), config.service_cidr);
         let ctx = inbound::Dispatcher {
             client: client.clone(),
             store,
@@ -200,7 +207,7 @@ impl Fleet {
             modules,
             leases: leases.clone(),
             logs: logs.clone(),
-            republish: desired.republish_trigger(),
+            republish: vec![desired.republish_trigger(), services.republish_trigger()],
             artifacts: config.artifacts.clone(),
             server_state: server_state_payload(&config, true),
             tracker: tracker.clone(),
@@ -217,6 +224,7 @@ impl Fleet {
             shutdown.clone(),
         ));
         tracker.spawn(ctx.run(inbound_rx));
+        tracker.spawn(services.run(shutdown.clone()));
         tracker.spawn(desired.run(config.resync, shutdown));
         Ok(FleetHandle {
             client,

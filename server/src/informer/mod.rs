@@ -36,8 +36,11 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 10] = [
+pub const RESOURCES: [&str; 13] = [
     "pods",
+    "services",
+    "endpointslices",
+    "endpoints",
     "nodes",
     "namespaces",
     "leases",

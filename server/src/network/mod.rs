@@ -3,6 +3,8 @@
 //! from its node's range when it is bound (`status.podIP`). [`ipam`] holds the pure
 //! allocation rules; `controllers::node_ipam` hands out node ranges and the scheduler
 //! hands out pod IPs. The agents map pod IPs onto sockets
-//! (`wasmfleet_protocol::network`).
+//! (`wasmfleet_protocol::network`). [`service_ips`] holds the rules of Services' virtual
+//! IPs (the service CIDR), which the API hands out when a Service is created.
 
 pub mod ipam;
+pub mod service_ips;

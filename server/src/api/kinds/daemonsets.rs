@@ -46,6 +46,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
+    allocate: None,
     delete: cascade::delete,
 };
 

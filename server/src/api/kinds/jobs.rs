@@ -45,6 +45,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
+    allocate: None,
     delete: cascade::delete,
 };
 

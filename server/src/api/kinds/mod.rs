@@ -10,6 +10,8 @@
 pub mod cronjobs;
 pub mod daemonsets;
 pub mod deployments;
+pub mod endpoints;
+pub mod endpointslices;
 pub mod events;
 pub mod jobs;
 pub mod namespaces;
@@ -17,6 +19,7 @@ pub mod nodes;
 pub mod poddisruptionbudgets;
 pub mod pods;
 pub mod replicasets;
+pub mod services;
 pub mod workload;
 
 use axum::routing::MethodRouter;
@@ -31,6 +34,9 @@ pub const ALL: &[&Kind] = &[
     &namespaces::KIND,
     &nodes::KIND,
     &pods::KIND,
+    &services::KIND,
+    &endpoints::KIND,
+    &endpointslices::KIND,
     &events::KIND,
     &deployments::KIND,
     &replicasets::KIND,
@@ -88,6 +94,9 @@ pub struct Kind {
     /// Validates a replacement of the stored object, and carries over what clients may not
     /// change (status).
     pub admit_update: fn(&Value, &mut Value) -> Result<(), ApiError>,
+    /// Allocates what must be unique across objects (a Service's ClusterIP), inside the
+    /// write that stores a new or changed object (the stored one, if any, is given).
+    pub allocate: Option<Allocate>,
     /// What a DELETE does (inside its blocking call): [`super::cascade::delete`] for most
     /// kinds; a Namespace is marked `Terminating` and emptied by its controller.
     pub delete: DeleteFn,
@@ -175,6 +184,18 @@ impl Kind {
     pub fn openapi_item_path(&self) -> String {
         self.item_path().replace("{ns}", "{namespace}")
     }
+}
+
+/// A kind's allocation hook (see [`Kind::allocate`]).
+pub type Allocate = fn(&Allocation<'_>, Option<&Value>, &mut Value) -> Result<(), ApiError>;
+
+/// What an allocation reads: the store (inside the write, so no other write can take the
+/// same value meanwhile) and the ranges to allocate from.
+pub struct Allocation<'a> {
+    /// The store being written.
+    pub store: &'a Store,
+    /// Where ClusterIPs come from.
+    pub service_cidr: ipnet::Ipv4Net,
 }
 
 /// A kind's delete: store, key, resourceVersion precondition, propagation policy, dry run.

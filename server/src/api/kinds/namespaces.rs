@@ -37,6 +37,7 @@ pub const KIND: Kind = Kind {
     cells,
     admit_create,
     admit_update,
+    allocate: None,
     delete: mark_terminating,
 };
 

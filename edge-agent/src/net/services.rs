@@ -1,0 +1,233 @@
+//! The node's table of Services (kube-proxy's view of the cluster), shared by every pod's
+//! network: a connect to a ClusterIP goes to one of the Service's endpoints, a lookup of a
+//! Service name answers its ClusterIP (or, headless, an endpoint's pod IP).
+//!
+//! The link replaces the table whenever the server publishes one ([`ServiceDirectory::
+//! replace`]); the agent persists it, so pods reach Services while no server is reachable.
+//! Every connect picks an endpoint anew: in turn (like IPVS's round robin), or by the
+//! client's IP with `sessionAffinity: ClientIP` (a client keeps its endpoint while the
+//! endpoints do not change). Only endpoints on this node are reachable until traffic
+//! between nodes is built: a Service whose endpoints all run elsewhere refuses the connect
+//! as unreachable, and one with no endpoints refuses it as a closed port would.
+
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use wasmfleet_protocol::network::Protocol;
+use wasmfleet_protocol::service::{Resolved, ServiceEntry, ServiceTable};
+
+use super::Refusal;
+
+/// The table of Services, shared by the link (which replaces it) and every pod.
+#[derive(Debug, Clone)]
+pub struct ServiceDirectory {
+    node: Arc<str>,
+    table: Arc<RwLock<Arc<ServiceTable>>>,
+    turn: Arc<AtomicUsize>,
+}
+
+/// Two handles are equal when they share one table.
+impl PartialEq for ServiceDirectory {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.table, &other.table)
+    }
+}
+
+impl Eq for ServiceDirectory {}
+
+impl ServiceDirectory {
+    /// The directory of node `node`, starting from `table` (the persisted one, if any).
+    pub fn new(node: &str, table: Option<ServiceTable>) -> Self {
+        Self {
+            node: node.into(),
+            table: Arc::new(RwLock::new(Arc::new(table.unwrap_or_default()))),
+            turn: Arc::default(),
+        }
+    }
+
+    /// Replaces the table (the server sent a new one).
+    pub fn replace(&self, table: ServiceTable) {
+        *self
+            .table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
+    }
+
+    /// The current table.
+    pub fn table(&self) -> Arc<ServiceTable> {
+        Arc::clone(
+            &self
+                .table
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Where a connect from `client` to the ClusterIP `vip` on `port` goes: an endpoint's
+    /// pod IP and port. `None`: `vip` is not in the service CIDR.
+    pub fn route(
+        &self,
+        client: Ipv4Addr,
+        vip: Ipv4Addr,
+        port: u16,
+    ) -> Option<Result<(Ipv4Addr, u16), Refusal>> {
+        let table = self.table();
+        if !table.is_service_ip(vip) {
+            return None;
+        }
+        let entry = table.by_cluster_ip(vip).ok_or(Refusal::NoEndpoints);
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        Some(entry.and_then(|entry| choose(entry, port, &self.node, client, turn)))
+    }
+
+    /// What a lookup of `name` by a pod in `namespace` gives, if it is a Service name.
+    pub fn resolve(&self, name: &str, namespace: &str) -> Option<Result<Resolved, Refusal>> {
+        let resolved = self.table().resolve(name, namespace)?;
+        Some(match resolved {
+            Resolved::Addresses(ips) if ips.is_empty() => Err(Refusal::NoEndpoints),
+            Resolved::Addresses(ips) => {
+                // One address per lookup (wasi's resolver stream cannot be built here),
+                // in turn, so clients that resolve per connection spread over them.
+                let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+                Ok(Resolved::Addresses(vec![ips[turn % ips.len()]]))
+            }
+            alias => Ok(alias),
+        })
+    }
+}
+
+/// Pure: the endpoint of `entry` a connect to `port` from `client` goes to.
+pub fn choose(
+    entry: &ServiceEntry,
+    port: u16,
+    node: &str,
+    client: Ipv4Addr,
+    turn: usize,
+) -> Result<(Ipv4Addr, u16), Refusal> {
+    let index = entry
+        .port_index(port, Protocol::Tcp)
+        .ok_or(Refusal::NoEndpoints)?;
+    let serving: Vec<(Ipv4Addr, u16, bool)> = entry
+        .serving(index)
+        .map(|(endpoint, target)| {
+            let here = endpoint.node.is_empty() || endpoint.node == node;
+            (endpoint.ip, target, here)
+        })
+        .collect();
+    if serving.is_empty() {
+        return Err(Refusal::NoEndpoints);
+    }
+    let local: Vec<(Ipv4Addr, u16)> = serving
+        .iter()
+        .filter(|(_, _, here)| *here)
+        .map(|(ip, target, _)| (*ip, *target))
+        .collect();
+    if local.is_empty() {
+        return Err(Refusal::Elsewhere);
+    }
+    let pick = match entry.client_ip_affinity {
+        true => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            client.hash(&mut hasher);
+            usize::try_from(hasher.finish() % local.len() as u64).unwrap_or(0)
+        }
+        false => turn % local.len(),
+    };
+    Ok(local[pick])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use wasmfleet_protocol::service::{Endpoint, ServiceAddress, ServicePort};
+
+    fn entry(affinity: bool, nodes: &[&str]) -> ServiceEntry {
+        ServiceEntry {
+            namespace: "default".into(),
+            name: "web".into(),
+            address: ServiceAddress::ClusterIp("10.43.0.2".parse().unwrap()),
+            ports: vec![ServicePort {
+                name: String::new(),
+                port: 80,
+                protocol: Protocol::Tcp,
+            }],
+            client_ip_affinity: affinity,
+            endpoints: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| Endpoint {
+                    ip: Ipv4Addr::new(10, 42, 0, 2 + u8::try_from(i).unwrap()),
+                    node: (*node).into(),
+                    target_ports: vec![Some(8080)],
+                })
+                .collect(),
+        }
+    }
+
+    fn client() -> Ipv4Addr {
+        "10.42.0.9".parse().unwrap()
+    }
+
+    #[test]
+    fn connects_take_the_local_endpoints_in_turn() {
+        let web = entry(false, &["pi-1", "pi-2", "pi-1"]);
+        let picks: Vec<Ipv4Addr> = (0..4)
+            .map(|turn| choose(&web, 80, "pi-1", client(), turn).unwrap().0)
+            .collect();
+        let (a, c) = (Ipv4Addr::new(10, 42, 0, 2), Ipv4Addr::new(10, 42, 0, 4));
+        assert_eq!(picks, [a, c, a, c]);
+        assert_eq!(choose(&web, 80, "pi-1", client(), 0).unwrap().1, 8080);
+    }
+
+    #[test]
+    fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
+        let web = entry(true, &["pi-1", "pi-1", "pi-1"]);
+        let first = choose(&web, 80, "pi-1", client(), 0).unwrap();
+        assert!((1..10).all(|turn| choose(&web, 80, "pi-1", client(), turn).unwrap() == first));
+    }
+
+    #[test]
+    fn no_endpoints_or_only_remote_ones_are_refused_clearly() {
+        assert_eq!(
+            choose(&entry(false, &[]), 80, "pi-1", client(), 0),
+            Err(Refusal::NoEndpoints)
+        );
+        assert_eq!(
+            choose(&entry(false, &["pi-2"]), 80, "pi-1", client(), 0),
+            Err(Refusal::Elsewhere)
+        );
+        assert_eq!(
+            choose(&entry(false, &["pi-1"]), 81, "pi-1", client(), 0),
+            Err(Refusal::NoEndpoints)
+        );
+    }
+
+    #[test]
+    fn the_directory_routes_only_the_service_cidr() {
+        let directory = ServiceDirectory::new(
+            "pi-1",
+            Some(ServiceTable {
+                revision: 1,
+                service_cidr: Some("10.43.0.0/16".parse().unwrap()),
+                services: vec![entry(false, &["pi-1"])],
+            }),
+        );
+        let vip = "10.43.0.2".parse().unwrap();
+        assert_eq!(
+            directory.route(client(), vip, 80),
+            Some(Ok((Ipv4Addr::new(10, 42, 0, 2), 8080)))
+        );
+        let unknown = "10.43.7.7".parse().unwrap();
+        assert_eq!(
+            directory.route(client(), unknown, 80),
+            Some(Err(Refusal::NoEndpoints))
+        );
+        assert_eq!(
+            directory.route(client(), "10.42.0.5".parse().unwrap(), 80),
+            None
+        );
+    }
+}

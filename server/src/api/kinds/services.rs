@@ -1,0 +1,671 @@
+//! Services (core/v1): a stable virtual IP and DNS name in front of the pods a selector
+//! picks. Admission validates and defaults them; [`allocate`] hands out the ClusterIP
+//! inside the write (so two Services never get the same one); the endpoints controller
+//! (`controllers::endpoints`) keeps their EndpointSlices; the agents route to them.
+//!
+//! Types `ClusterIP` (also headless, `clusterIP: None`) and `ExternalName` are served.
+//! `NodePort` and `LoadBalancer` are refused by name until the agents listen for them, as
+//! are UDP ports (the pod network carries TCP only so far) and `externalIPs`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+
+use super::{Allocation, Column, Kind, READ_WRITE, keep_status, name_of};
+use crate::api::cascade;
+use crate::api::status::{ApiError, Cause};
+use crate::api::table::{age, text};
+use crate::api::validation::{self, METADATA, Shape};
+use crate::network::service_ips;
+use crate::store::Scope;
+
+/// Services (namespaced).
+pub const KIND: Kind = Kind {
+    group: "",
+    version: "v1",
+    api_version: "v1",
+    plural: "services",
+    singular: "service",
+    kind: "Service",
+    list_kind: "ServiceList",
+    short_names: &["svc"],
+    categories: &["all"],
+    namespaced: true,
+    verbs: READ_WRITE,
+    subresources: &[],
+    columns: &[
+        Column::new("Name"),
+        Column::new("Type"),
+        Column::new("Cluster-IP"),
+        Column::new("External-IP"),
+        Column::new("Port(s)"),
+        Column::new("Age"),
+        Column::wide("Selector"),
+    ],
+    cells,
+    admit_create,
+    admit_update,
+    allocate: Some(allocate),
+    delete: cascade::delete,
+};
+
+/// The served `spec.type`s.
+const TYPES: [&str; 2] = ["ClusterIP", "ExternalName"];
+
+/// The longest `sessionAffinityConfig.clientIP.timeoutSeconds` (one day, as Kubernetes).
+const MAX_AFFINITY_SECONDS: i64 = 86_400;
+
+const PORT: Shape = Shape::Object(&[
+    ("name", Shape::Str),
+    ("protocol", Shape::Str),
+    ("appProtocol", Shape::Str),
+    ("port", Shape::Int),
+    ("targetPort", Shape::IntOrString),
+    ("nodePort", Shape::Int),
+]);
+
+const SPEC: Shape = Shape::Object(&[
+    ("type", Shape::Str),
+    ("selector", Shape::StringMap),
+    ("ports", Shape::List(&PORT)),
+    ("clusterIP", Shape::Str),
+    ("clusterIPs", Shape::List(&Shape::Str)),
+    ("ipFamilies", Shape::List(&Shape::Str)),
+    ("ipFamilyPolicy", Shape::Str),
+    ("externalName", Shape::Str),
+    ("externalIPs", Shape::List(&Shape::Str)),
+    ("sessionAffinity", Shape::Str),
+    (
+        "sessionAffinityConfig",
+        Shape::Object(&[("clientIP", Shape::Object(&[("timeoutSeconds", Shape::Int)]))]),
+    ),
+    ("internalTrafficPolicy", Shape::Str),
+    ("publishNotReadyAddresses", Shape::Bool),
+]);
+
+const SERVICE: Shape = Shape::Object(&[
+    ("apiVersion", Shape::Str),
+    ("kind", Shape::Str),
+    ("metadata", METADATA),
+    ("spec", SPEC),
+    ("status", Shape::Ignored),
+]);
+
+/// A new Service: valid and defaulted, with an empty load-balancer status.
+pub fn admit_create(svc: &mut Value) -> Result<(), ApiError> {
+    admit(svc)?;
+    if let Some(map) = svc.as_object_mut() {
+        map.insert("status".into(), json!({"loadBalancer": {}}));
+    }
+    Ok(())
+}
+
+/// A changed Service keeps its status (its ClusterIP is kept by [`allocate`]).
+pub fn admit_update(old: &Value, svc: &mut Value) -> Result<(), ApiError> {
+    admit(svc)?;
+    keep_status(old, svc);
+    Ok(())
+}
+
+fn admit(svc: &mut Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    validation::check_shape(svc, &SERVICE, "", &mut causes);
+    validation::check_type_meta(svc, "v1", "Service", &mut causes);
+    validation::check_metadata(svc, &mut causes);
+    causes.extend(validation::validate_object_name(svc, true));
+    if causes.is_empty() {
+        check_spec(&svc["spec"], &mut causes);
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid("Service", name_of(svc), &causes));
+    }
+    apply_defaults(&mut svc["spec"]);
+    Ok(())
+}
+
+fn check_spec(spec: &Value, causes: &mut Vec<Cause>) {
+    let kind = spec["type"].as_str().unwrap_or("ClusterIP");
+    if !TYPES.contains(&kind) {
+        causes.push(not_supported(
+            "spec.type",
+            kind,
+            "\"ClusterIP\", \"ExternalName\" (NodePort and LoadBalancer are not served yet)",
+        ));
+        return;
+    }
+    let cluster_ip = spec["clusterIP"].as_str().unwrap_or("");
+    match kind {
+        "ExternalName" => check_external_name(spec, cluster_ip, causes),
+        _ => {
+            check_cluster_ip(spec, cluster_ip, causes);
+            if spec["ports"].as_array().is_none_or(Vec::is_empty) && cluster_ip != "None" {
+                causes.push(validation::required("spec.ports"));
+            }
+        }
+    }
+    check_ports(spec["ports"].as_array().map_or(&[], Vec::as_slice), causes);
+    check_selector(spec, causes);
+    check_affinity(spec, causes);
+    check_families(spec, causes);
+    if let Some(policy) = spec["internalTrafficPolicy"].as_str()
+        && !matches!(policy, "Cluster" | "Local")
+    {
+        causes.push(not_supported(
+            "spec.internalTrafficPolicy",
+            policy,
+            "\"Cluster\", \"Local\"",
+        ));
+    }
+    if spec["externalIPs"]
+        .as_array()
+        .is_some_and(|ips| !ips.is_empty())
+    {
+        causes.push(Cause::new(
+            "FieldValueForbidden",
+            "spec.externalIPs",
+            "Forbidden: wasmfleet does not route external IPs to Services",
+        ));
+    }
+}
+
+fn check_external_name(spec: &Value, cluster_ip: &str, causes: &mut Vec<Cause>) {
+    match spec["externalName"].as_str().unwrap_or("") {
+        "" => causes.push(validation::required("spec.externalName")),
+        name if wasmfleet_protocol::names::validate_dns_subdomain("name", name).is_err() => {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                "spec.externalName",
+                format!("Invalid value: {name:?}: must be a valid DNS name"),
+            ));
+        }
+        _ => {}
+    }
+    if !cluster_ip.is_empty() {
+        causes.push(Cause::new(
+            "FieldValueForbidden",
+            "spec.clusterIP",
+            "Forbidden: may not be set for type ExternalName",
+        ));
+    }
+}
+
+fn check_cluster_ip(spec: &Value, cluster_ip: &str, causes: &mut Vec<Cause>) {
+    if !cluster_ip.is_empty() && cluster_ip != "None" && cluster_ip.parse::<Ipv4Addr>().is_err() {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            "spec.clusterIPs[0]",
+            format!("Invalid value: {cluster_ip:?}: must be a valid IPv4 address or \"None\""),
+        ));
+    }
+    if spec["clusterIPs"]
+        .as_array()
+        .is_some_and(|ips| ips.len() > 1)
+    {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            "spec.clusterIPs",
+            "Invalid value: only one (IPv4) cluster IP is supported",
+        ));
+    }
+}
+
+fn check_ports(ports: &[Value], causes: &mut Vec<Cause>) {
+    let mut names = HashSet::new();
+    let mut numbers = HashSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let path = format!("spec.ports[{i}]");
+        let name = port["name"].as_str().unwrap_or("");
+        if name.is_empty() && ports.len() > 1 {
+            causes.push(validation::required(&format!("{path}.name")));
+        } else if !name.is_empty() && !validation::is_dns_label(name) {
+            causes.push(invalid(
+                &format!("{path}.name"),
+                format!("Invalid value: {name:?}: must be a DNS label"),
+            ));
+        } else if !names.insert(name) {
+            causes.push(duplicate(&format!("{path}.name"), name));
+        }
+        let protocol = port["protocol"].as_str().unwrap_or("TCP");
+        match protocol {
+            "TCP" => {}
+            "UDP" => causes.push(Cause::new(
+                "FieldValueNotSupported",
+                format!("{path}.protocol"),
+                "Unsupported value: \"UDP\": the wasmfleet pod network carries TCP only so far",
+            )),
+            other => causes.push(not_supported(&format!("{path}.protocol"), other, "\"TCP\"")),
+        }
+        match port["port"].as_i64() {
+            None => causes.push(validation::required(&format!("{path}.port"))),
+            Some(n) if !(1..=65535).contains(&n) => {
+                causes.push(out_of_range(&format!("{path}.port"), n))
+            }
+            Some(n) if !numbers.insert((n, protocol)) => causes.push(duplicate(
+                &format!("{path}.port"),
+                &format!("{n}/{protocol}"),
+            )),
+            Some(_) => {}
+        }
+        check_target_port(&port["targetPort"], &path, causes);
+        if !port["nodePort"].is_null() {
+            causes.push(Cause::new(
+                "FieldValueForbidden",
+                format!("{path}.nodePort"),
+                "Forbidden: may not be used when `type` is 'ClusterIP'",
+            ));
+        }
+    }
+}
+
+fn check_target_port(target: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let field = format!("{path}.targetPort");
+    match target {
+        Value::Null => {}
+        Value::Number(n) => match n.as_i64() {
+            Some(n) if (1..=65535).contains(&n) => {}
+            _ => causes.push(invalid(
+                &field,
+                format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+            )),
+        },
+        Value::String(name) if validation::is_port_name(name) => {}
+        other => causes.push(invalid(
+            &field,
+            format!("Invalid value: {other}: must be a port number or an IANA port name"),
+        )),
+    }
+}
+
+fn check_selector(spec: &Value, causes: &mut Vec<Cause>) {
+    let selector = json!({"matchLabels": spec["selector"].clone()});
+    if let (false, Err((field, message))) = (
+        spec["selector"].is_null(),
+        crate::k8s::selectors::Selector::from_label_selector(&selector),
+    ) {
+        let field = field.replace("matchLabels", "selector");
+        causes.push(invalid(&format!("spec.{field}"), message));
+    }
+}
+
+fn check_affinity(spec: &Value, causes: &mut Vec<Cause>) {
+    match spec["sessionAffinity"].as_str().unwrap_or("None") {
+        "None" | "ClientIP" => {}
+        other => causes.push(not_supported(
+            "spec.sessionAffinity",
+            other,
+            "\"ClientIP\", \"None\"",
+        )),
+    }
+    let timeout = spec.pointer("/sessionAffinityConfig/clientIP/timeoutSeconds");
+    if let Some(seconds) = timeout.and_then(Value::as_i64)
+        && !(1..=MAX_AFFINITY_SECONDS).contains(&seconds)
+    {
+        causes.push(invalid(
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+            format!("Invalid value: {seconds}: must be greater than 0 and less than {MAX_AFFINITY_SECONDS}"),
+        ));
+    }
+}
+
+fn check_families(spec: &Value, causes: &mut Vec<Cause>) {
+    for (i, family) in spec["ipFamilies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if family.as_str() != Some("IPv4") {
+            causes.push(not_supported(
+                &format!("spec.ipFamilies[{i}]"),
+                family.as_str().unwrap_or_default(),
+                "\"IPv4\" (the pod network is IPv4 only)",
+            ));
+        }
+    }
+    if let Some(policy) = spec["ipFamilyPolicy"].as_str()
+        && !matches!(policy, "SingleStack" | "PreferDualStack")
+    {
+        causes.push(not_supported(
+            "spec.ipFamilyPolicy",
+            policy,
+            "\"SingleStack\", \"PreferDualStack\"",
+        ));
+    }
+}
+
+/// Kubernetes' defaults: type, affinity, traffic policy, families, each port's protocol
+/// and target port.
+fn apply_defaults(spec: &mut Value) {
+    let external = spec["type"].as_str() == Some("ExternalName");
+    let defaults: &[(&str, Value)] = &[
+        ("type", "ClusterIP".into()),
+        ("sessionAffinity", "None".into()),
+    ];
+    for (field, value) in defaults {
+        if spec[field].is_null() {
+            spec[field] = value.clone();
+        }
+    }
+    if spec["sessionAffinity"] == "ClientIP"
+        && spec
+            .pointer("/sessionAffinityConfig/clientIP/timeoutSeconds")
+            .is_none()
+    {
+        spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10_800}});
+    }
+    if !external {
+        for (field, value) in [
+            ("internalTrafficPolicy", json!("Cluster")),
+            ("ipFamilies", json!(["IPv4"])),
+            ("ipFamilyPolicy", json!("SingleStack")),
+        ] {
+            if spec[field].is_null() {
+                spec[field] = value;
+            }
+        }
+    }
+    for port in spec["ports"].as_array_mut().into_iter().flatten() {
+        if port["protocol"].is_null() {
+            port["protocol"] = "TCP".into();
+        }
+        if port["targetPort"].is_null() {
+            port["targetPort"] = port["port"].clone();
+        }
+    }
+}
+
+/// Hands out (or keeps) the ClusterIP, inside the write that stores `svc`: a new Service
+/// gets the address it asks for, if free, or the lowest free one; a changed Service keeps
+/// the one it has (`clusterIP` may be left out, not changed); an ExternalName has none.
+pub fn allocate(
+    alloc: &Allocation<'_>,
+    old: Option<&Value>,
+    svc: &mut Value,
+) -> Result<(), ApiError> {
+    let name = name_of(svc).to_owned();
+    let spec = &mut svc["spec"];
+    if spec["type"] == "ExternalName" {
+        for field in ["clusterIP", "clusterIPs"] {
+            spec.as_object_mut().map(|s| s.remove(field));
+        }
+        return Ok(());
+    }
+    let kept = old
+        .filter(|old| old["spec"]["type"] != "ExternalName")
+        .and_then(|old| old["spec"]["clusterIP"].as_str())
+        .filter(|ip| !ip.is_empty());
+    let requested = requested_ip(spec, kept).map_err(|why| invalid_ip(&name, why))?;
+    let ip = match (kept, requested.as_str()) {
+        (Some(kept), "") => kept.to_owned(),
+        (Some(kept), requested) if requested == kept => requested.to_owned(),
+        (Some(kept), requested) => {
+            return Err(invalid_ip(
+                &name,
+                format!("Invalid value: {requested:?}: may not change once set (it is {kept:?})"),
+            ));
+        }
+        (None, "None") => "None".to_owned(),
+        (None, requested) => new_cluster_ip(alloc, requested, &name)?.to_string(),
+    };
+    spec["clusterIP"] = ip.clone().into();
+    spec["clusterIPs"] = json!([ip]);
+    Ok(())
+}
+
+/// The address asked for in `clusterIP` and `clusterIPs[0]` (`""`: none). An update may
+/// leave `clusterIPs` as it was (`kubectl apply` does), so a change of `clusterIP` alone
+/// still counts as asking for the new address.
+fn requested_ip(spec: &Value, kept: Option<&str>) -> Result<String, String> {
+    let single = spec["clusterIP"].as_str().unwrap_or("");
+    let first = spec
+        .pointer("/clusterIPs/0")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match (single, first) {
+        ("", first) => Ok(first.to_owned()),
+        (single, "") => Ok(single.to_owned()),
+        (single, first) if single == first || Some(first) == kept => Ok(single.to_owned()),
+        (single, first) => Err(format!(
+            "Invalid value: {first:?}: must match `clusterIP` {single:?}"
+        )),
+    }
+}
+
+/// A fresh ClusterIP: the requested one if it is free, else the lowest free one.
+fn new_cluster_ip(
+    alloc: &Allocation<'_>,
+    requested: &str,
+    name: &str,
+) -> Result<Ipv4Addr, ApiError> {
+    let taken = taken_ips(alloc)?;
+    if let Ok(ip) = requested.parse::<Ipv4Addr>() {
+        return service_ips::check_requested(alloc.service_cidr, ip, &taken)
+            .map(|()| ip)
+            .map_err(|why| invalid_ip(name, format!("Invalid value: [{requested:?}]: {why}")));
+    }
+    service_ips::free_service_ip(alloc.service_cidr, &taken).ok_or_else(|| {
+        ApiError::internal(&format!(
+            "failed to allocate a serviceIP: range is full (service CIDR {})",
+            alloc.service_cidr
+        ))
+    })
+}
+
+/// Every ClusterIP in use.
+fn taken_ips(alloc: &Allocation<'_>) -> Result<BTreeSet<Ipv4Addr>, ApiError> {
+    let listing = alloc.store.list(&Scope::all("services"))?;
+    Ok(listing
+        .items
+        .iter()
+        .filter_map(|svc| svc["spec"]["clusterIP"].as_str()?.parse().ok())
+        .collect())
+}
+
+fn invalid_ip(name: &str, message: String) -> ApiError {
+    let cause = Cause::new("FieldValueInvalid", "spec.clusterIPs[0]", message);
+    ApiError::invalid("Service", name, &[cause])
+}
+
+fn invalid(field: &str, message: String) -> Cause {
+    Cause::new("FieldValueInvalid", field, message)
+}
+
+fn duplicate(field: &str, value: &str) -> Cause {
+    Cause::new(
+        "FieldValueDuplicate",
+        field,
+        format!("Duplicate value: {value:?}"),
+    )
+}
+
+fn out_of_range(field: &str, n: i64) -> Cause {
+    invalid(
+        field,
+        format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+    )
+}
+
+fn not_supported(field: &str, value: &str, supported: &str) -> Cause {
+    Cause::new(
+        "FieldValueNotSupported",
+        field,
+        format!("Unsupported value: {value:?}: supported values: {supported}"),
+    )
+}
+
+fn cells(svc: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    let spec = &svc["spec"];
+    let external = spec["type"] == "ExternalName";
+    let cluster_ip = match spec["clusterIP"].as_str() {
+        Some(ip) if !ip.is_empty() => ip.to_owned(),
+        _ => "<none>".to_owned(),
+    };
+    let external_ip = match external {
+        true => spec["externalName"].as_str().unwrap_or("<none>").to_owned(),
+        false => "<none>".to_owned(),
+    };
+    vec![
+        text(svc, "/metadata/name"),
+        text(svc, "/spec/type"),
+        cluster_ip.into(),
+        external_ip.into(),
+        ports_text(spec).into(),
+        age(svc, now),
+        selector_text(spec).into(),
+    ]
+}
+
+/// `80/TCP,443/TCP` (kubectl's PORT(S) column).
+fn ports_text(spec: &Value) -> String {
+    let ports: Vec<String> = spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|port| {
+            let protocol = port["protocol"].as_str().unwrap_or("TCP");
+            format!("{}/{protocol}", port["port"])
+        })
+        .collect();
+    match ports.is_empty() {
+        true => "<none>".into(),
+        false => ports.join(","),
+    }
+}
+
+/// `app=web,tier=front` (kubectl's SELECTOR column).
+fn selector_text(spec: &Value) -> String {
+    let pairs: Vec<String> = spec["selector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    match pairs.is_empty() {
+        true => "<none>".into(),
+        false => pairs.join(","),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn service(spec: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"}, "spec": spec})
+    }
+
+    fn fields(err: ApiError) -> Vec<String> {
+        err.cause_fields()
+    }
+
+    #[test]
+    fn a_plain_service_is_defaulted_like_kubernetes() {
+        let mut svc = service(json!({"selector": {"app": "web"}, "ports": [{"port": 80}]}));
+        admit_create(&mut svc).unwrap();
+        let spec = &svc["spec"];
+        assert_eq!(spec["type"], "ClusterIP");
+        assert_eq!(spec["sessionAffinity"], "None");
+        assert_eq!(spec["ports"][0]["protocol"], "TCP");
+        assert_eq!(spec["ports"][0]["targetPort"], 80);
+        assert_eq!(spec["ipFamilies"], json!(["IPv4"]));
+        assert_eq!(svc["status"], json!({"loadBalancer": {}}));
+    }
+
+    #[test]
+    fn what_cannot_be_honoured_is_refused_by_name() {
+        let cases = [
+            (
+                json!({"type": "NodePort", "ports": [{"port": 80}]}),
+                "spec.type",
+            ),
+            (
+                json!({"ports": [{"port": 53, "protocol": "UDP"}]}),
+                "spec.ports[0].protocol",
+            ),
+            (
+                json!({"ports": [{"port": 80, "nodePort": 30080}]}),
+                "spec.ports[0].nodePort",
+            ),
+            (
+                json!({"ports": [{"port": 80}], "externalIPs": ["1.2.3.4"]}),
+                "spec.externalIPs",
+            ),
+            (
+                json!({"ports": [{"port": 80}], "ipFamilies": ["IPv6"]}),
+                "spec.ipFamilies[0]",
+            ),
+            (json!({"ports": [{"port": 0}]}), "spec.ports[0].port"),
+            (
+                json!({"ports": [{"port": 80}, {"port": 81}]}),
+                "spec.ports[0].name",
+            ),
+            (
+                json!({"ports": [{"port": 80, "targetPort": "Not_A_Name"}]}),
+                "spec.ports[0].targetPort",
+            ),
+            (json!({"ports": []}), "spec.ports"),
+            (json!({"type": "ExternalName"}), "spec.externalName"),
+            (
+                json!({"ports": [{"port": 80}], "sessionAffinity": "Cookie"}),
+                "spec.sessionAffinity",
+            ),
+            (
+                json!({"ports": [{"port": 80}], "clusterIP": "10.43.0.300"}),
+                "spec.clusterIPs[0]",
+            ),
+        ];
+        for (spec, field) in cases {
+            let err = admit_create(&mut service(spec.clone())).unwrap_err();
+            assert!(
+                fields(err).iter().any(|f| f == field),
+                "{spec} should fail on {field}"
+            );
+        }
+    }
+
+    #[test]
+    fn headless_and_external_name_services_are_accepted() {
+        let mut headless = service(json!({"clusterIP": "None", "selector": {"app": "db"}}));
+        admit_create(&mut headless).unwrap();
+        let mut external = service(json!({"type": "ExternalName", "externalName": "example.com"}));
+        admit_create(&mut external).unwrap();
+    }
+
+    #[test]
+    fn the_requested_address_comes_from_either_field() {
+        let spec = |ip: &str, ips: Value| json!({"clusterIP": ip, "clusterIPs": ips});
+        assert_eq!(requested_ip(&spec("", json!(null)), None).unwrap(), "");
+        assert_eq!(
+            requested_ip(&spec("", json!(["10.43.0.5"])), None).unwrap(),
+            "10.43.0.5"
+        );
+        assert_eq!(
+            requested_ip(&spec("10.43.0.5", json!(null)), None).unwrap(),
+            "10.43.0.5"
+        );
+        assert!(requested_ip(&spec("10.43.0.5", json!(["10.43.0.6"])), None).is_err());
+        // `kubectl apply` changing only `clusterIP`: the new address is what is asked for.
+        let applied = spec("10.43.0.7", json!(["10.43.0.6"]));
+        assert_eq!(
+            requested_ip(&applied, Some("10.43.0.6")).unwrap(),
+            "10.43.0.7"
+        );
+    }
+
+    #[test]
+    fn print_columns_follow_kubectl() {
+        let mut svc = service(json!({"selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}],
+            "clusterIP": "10.43.0.7"}));
+        admit_create(&mut svc).unwrap();
+        let row = cells(&svc, jiff::Timestamp::now());
+        assert_eq!(row[1], "ClusterIP");
+        assert_eq!(row[2], "10.43.0.7");
+        assert_eq!(row[3], "<none>");
+        assert_eq!(row[4], "80/TCP,443/TCP");
+        assert_eq!(row[6], "app=web");
+    }
+}

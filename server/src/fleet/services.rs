@@ -1,0 +1,303 @@
+//! The services publisher: keeps the retained table of Services on
+//! [`topic::SERVICES`] (kube-proxy's input, for every agent) true to the store.
+//!
+//! [`table`] builds it, purely, from the cached Services and EndpointSlices: each Service
+//! with its ClusterIP (or headless, or its external name), its TCP ports, and the
+//! endpoints that may take traffic (a slice endpoint whose `ready` is not false), with
+//! their port per Service port, matched by port name as kube-proxy does. The publisher
+//! re-builds it after changes to either kind and publishes it when it differs from what it
+//! last sent, and again after every (re)connect. A table larger than one message is not
+//! sent (the agents keep the last one) and says so in the log.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use rumqttc::{AsyncClient, QoS};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::network::Protocol;
+use wasmfleet_protocol::service::{
+    Endpoint, ServiceAddress, ServiceEntry, ServicePort, ServiceTable,
+};
+use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode, topic};
+
+use crate::controllers::endpoints::SERVICE_NAME_LABEL;
+use crate::informer::Cache;
+
+/// How long to wait after a change for more changes, so bursts cost one publish.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// The resources the table is built from.
+const SOURCES: [&str; 2] = ["services", "endpointslices"];
+
+/// Publishes the table of Services; see the module documentation.
+pub struct ServicesPublisher {
+    client: AsyncClient,
+    cache: Cache,
+    service_cidr: Ipv4Net,
+    republish: Arc<Notify>,
+    /// The services last published (`None`: nothing yet, or a reconnect since).
+    published: Option<Vec<ServiceEntry>>,
+}
+
+impl ServicesPublisher {
+    /// A publisher that has published nothing yet.
+    pub fn new(client: AsyncClient, cache: Cache, service_cidr: Ipv4Net) -> Self {
+        Self {
+            client,
+            cache,
+            service_cidr,
+            republish: Arc::new(Notify::new()),
+            published: None,
+        }
+    }
+
+    /// Notifying this makes the next pass publish the table again (after a reconnect).
+    pub fn republish_trigger(&self) -> Arc<Notify> {
+        Arc::clone(&self.republish)
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut changes = self.cache.subscribe();
+        let republish = Arc::clone(&self.republish);
+        let mut due = true;
+        loop {
+            if due {
+                tokio::time::sleep(SETTLE).await;
+                while changes.try_recv().is_ok() {}
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.pass() => {}
+                }
+            }
+            due = tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = republish.notified() => {
+                    self.published = None;
+                    true
+                }
+                batch = changes.recv() => match batch {
+                    Ok(batch) => batch.relisted
+                        || SOURCES.iter().any(|r| batch.of(r).next().is_some()),
+                    Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => break,
+                },
+            };
+        }
+    }
+
+    /// Builds the table and publishes it if it changed.
+    async fn pass(&mut self) {
+        let table = table(
+            &self.cache.list("services"),
+            &self.cache.list("endpointslices"),
+            self.service_cidr,
+            self.cache.revision(),
+        );
+        if self.published.as_ref() == Some(&table.services) {
+            return;
+        }
+        let services = table.services.clone();
+        let payload = encode(&Message::Services(table));
+        if payload.len() > MAX_MESSAGE_SIZE {
+            tracing::error!(
+                bytes = payload.len(),
+                limit = MAX_MESSAGE_SIZE,
+                services = services.len(),
+                "the table of Services is too large to send; agents keep routing by the last one"
+            );
+            self.published = Some(services);
+            return;
+        }
+        match self
+            .client
+            .publish(topic::SERVICES, QoS::AtLeastOnce, true, payload)
+            .await
+        {
+            Ok(()) => {
+                tracing::debug!(services = services.len(), "table of Services published");
+                self.published = Some(services);
+            }
+            Err(err) => tracing::warn!(%err, "cannot publish the table of Services"),
+        }
+    }
+}
+
+/// Pure: the table of every routable Service, sorted by namespace and name.
+pub fn table(
+    services: &[Arc<Value>],
+    slices: &[Arc<Value>],
+    service_cidr: Ipv4Net,
+    revision: u64,
+) -> ServiceTable {
+    let mut by_service: BTreeMap<(&str, &str), Vec<&Value>> = BTreeMap::new();
+    for slice in slices {
+        let namespace = slice["metadata"]["namespace"].as_str().unwrap_or_default();
+        let label = slice["metadata"]["labels"][SERVICE_NAME_LABEL].as_str();
+        if let Some(name) = label {
+            by_service.entry((namespace, name)).or_default().push(slice);
+        }
+    }
+    let mut entries: Vec<ServiceEntry> = services
+        .iter()
+        .filter_map(|svc| {
+            let namespace = svc["metadata"]["namespace"].as_str()?;
+            let name = svc["metadata"]["name"].as_str()?;
+            let slices = by_service
+                .get(&(namespace, name))
+                .map_or(&[][..], Vec::as_slice);
+            entry(svc, slices)
+        })
+        .collect();
+    entries.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    ServiceTable {
+        revision,
+        service_cidr: Some(service_cidr),
+        services: entries,
+    }
+}
+
+/// One Service's entry, if it can be routed to (it has its address).
+fn entry(svc: &Value, slices: &[&Value]) -> Option<ServiceEntry> {
+    let spec = &svc["spec"];
+    let address = match (spec["type"].as_str(), spec["clusterIP"].as_str()) {
+        (Some("ExternalName"), _) => {
+            ServiceAddress::ExternalName(spec["externalName"].as_str()?.to_owned())
+        }
+        (_, Some("None")) => ServiceAddress::Headless,
+        (_, Some(ip)) => ServiceAddress::ClusterIp(ip.parse::<Ipv4Addr>().ok()?),
+        _ => return None,
+    };
+    let ports: Vec<ServicePort> = spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|port| {
+            Some(ServicePort {
+                name: port["name"].as_str().unwrap_or_default().to_owned(),
+                port: u16::try_from(port["port"].as_u64()?).ok()?,
+                protocol: Protocol::parse(port["protocol"].as_str().unwrap_or("TCP"))?,
+            })
+        })
+        .collect();
+    let endpoints = endpoints(slices, &ports);
+    Some(ServiceEntry {
+        namespace: svc["metadata"]["namespace"].as_str()?.to_owned(),
+        name: svc["metadata"]["name"].as_str()?.to_owned(),
+        address,
+        client_ip_affinity: spec["sessionAffinity"] == "ClientIP",
+        ports,
+        endpoints,
+    })
+}
+
+/// The endpoints of `slices` that may take traffic, with their port per Service port.
+fn endpoints(slices: &[&Value], ports: &[ServicePort]) -> Vec<Endpoint> {
+    let mut endpoints = Vec::new();
+    for slice in slices {
+        let slice_port = |name: &str| {
+            slice["ports"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"].as_str().unwrap_or_default() == name)
+                .and_then(|p| u16::try_from(p["port"].as_u64()?).ok())
+        };
+        let target_ports: Vec<Option<u16>> = ports.iter().map(|p| slice_port(&p.name)).collect();
+        for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
+            if endpoint["conditions"]["ready"] == false {
+                continue;
+            }
+            let Some(ip) = endpoint
+                .pointer("/addresses/0")
+                .and_then(Value::as_str)
+                .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            endpoints.push(Endpoint {
+                ip,
+                node: endpoint["nodeName"].as_str().unwrap_or_default().to_owned(),
+                target_ports: target_ports.clone(),
+            });
+        }
+    }
+    endpoints.sort_by_key(|e| e.ip);
+    endpoints.dedup();
+    endpoints
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn cidr() -> Ipv4Net {
+        "10.43.0.0/16".parse().unwrap()
+    }
+
+    #[test]
+    fn services_carry_their_ready_endpoints_with_ports_matched_by_name() {
+        let svc = Arc::new(json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.43.0.2", "sessionAffinity": "ClientIP",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
+                          {"name": "admin", "port": 81, "protocol": "TCP"}]}}));
+        let slice = Arc::new(json!({"metadata": {"name": "web-x", "namespace": "default",
+                "labels": {SERVICE_NAME_LABEL: "web"}},
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["10.42.0.3"], "nodeName": "pi-1", "conditions": {"ready": true}},
+                {"addresses": ["10.42.0.4"], "conditions": {"ready": false}},
+                {"addresses": ["10.42.0.5"], "conditions": {}}]}));
+        let table = table(&[svc], &[slice], cidr(), 7);
+        assert_eq!(table.revision, 7);
+        let web = &table.services[0];
+        assert_eq!(
+            web.address,
+            ServiceAddress::ClusterIp("10.43.0.2".parse().unwrap())
+        );
+        assert!(web.client_ip_affinity);
+        let ips: Vec<String> = web.endpoints.iter().map(|e| e.ip.to_string()).collect();
+        assert_eq!(
+            ips,
+            ["10.42.0.3", "10.42.0.5"],
+            "unready endpoints take no traffic"
+        );
+        assert_eq!(web.endpoints[0].target_ports, [Some(8080), None]);
+        assert_eq!(web.endpoints[0].node, "pi-1");
+    }
+
+    #[test]
+    fn headless_external_and_unallocated_services() {
+        let svc = |name: &str, spec: Value| {
+            Arc::new(json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec}))
+        };
+        let services = [
+            svc("db", json!({"clusterIP": "None", "ports": []})),
+            svc(
+                "ext",
+                json!({"type": "ExternalName", "externalName": "example.com"}),
+            ),
+            svc("new", json!({"ports": [{"port": 80}]})),
+        ];
+        let table = table(&services, &[], cidr(), 1);
+        let names: Vec<&str> = table.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["db", "ext"],
+            "a Service without its ClusterIP is not routed"
+        );
+        assert_eq!(table.services[0].address, ServiceAddress::Headless);
+        assert_eq!(
+            table.services[1].address,
+            ServiceAddress::ExternalName("example.com".into())
+        );
+    }
+}
