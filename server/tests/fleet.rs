@@ -269,7 +269,7 @@ impl FakeNode {
     fn assemble(&mut self, topic: &str, message: Message) {
         let set = match message {
             Message::DesiredIndex(index) => self.assembler.on_index(index),
-            Message::DesiredPodV2(pod) => match topic::parse_node_pod(NODE, topic) {
+            Message::DesiredPodV3(pod) => match topic::parse_node_pod(NODE, topic) {
                 Some(uid) => self.assembler.on_pod(uid, pod),
                 None => None,
             },
@@ -288,7 +288,7 @@ impl FakeNode {
                 }
             }
             self.expect("a desired set", |topic, m| {
-                matches!(m, Message::DesiredIndex(_) | Message::DesiredPodV2(_))
+                matches!(m, Message::DesiredIndex(_) | Message::DesiredPodV3(_))
                     .then(|| topic.to_owned())
             })
             .await;

@@ -72,7 +72,8 @@ fn desired_pod(uid: &str, topic: &str, payload: &[u8]) -> Result<Inbound, String
         None
     } else {
         match decode(payload) {
-            Ok(Message::DesiredPodV2(pod)) => Some(pod),
+            Ok(Message::DesiredPodV3(pod)) => Some(pod),
+            Ok(Message::DesiredPodV2(pod)) => Some(pod.into()),
             Ok(Message::DesiredPod(pod)) => Some(pod.into()),
             Ok(other) => return Err(unexpected(topic, &other)),
             Err(err) => return Err(format!("undecodable payload on {topic}: {err}")),

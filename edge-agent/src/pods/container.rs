@@ -252,6 +252,7 @@ mod tests {
             env: vec![("K".into(), "V".into())],
             memory_limit_bytes: Some(1 << 20),
             cpu_limit_millis: Some(250),
+            probes: Default::default(),
         }
     }
 

@@ -142,7 +142,7 @@ impl AgentState {
                 rows.remove(uid.as_str()).map_err(db_err)?;
             }
             for pod in &desired.pods {
-                let bytes = encode(&Message::DesiredPodV2(DesiredPod {
+                let bytes = encode(&Message::DesiredPodV3(DesiredPod {
                     revision: 0,
                     pod: pod.clone(),
                 }));
@@ -186,8 +186,12 @@ impl AgentState {
             let row = rows.get(entry.uid.as_str()).map_err(db_err)?;
             let decoded = row.map(|row| decode(row.value()));
             match decoded {
-                Some(Ok(Message::DesiredPodV2(pod))) if pod.pod.uid == entry.uid => {
+                Some(Ok(Message::DesiredPodV3(pod))) if pod.pod.uid == entry.uid => {
                     pods.push(pod.pod)
+                }
+                // Written by an agent from before probes.
+                Some(Ok(Message::DesiredPodV2(pod))) if pod.pod.uid == entry.uid => {
+                    pods.push(pod.pod.into())
                 }
                 // Written by an agent from before the pod network.
                 Some(Ok(Message::DesiredPod(pod))) if pod.pod.uid == entry.uid => {
@@ -355,6 +359,7 @@ mod tests {
                 env: vec![("BIG".into(), "x".repeat(400_000))],
                 memory_limit_bytes: None,
                 cpu_limit_millis: None,
+                probes: Default::default(),
             }],
         };
         let set = DesiredPods {

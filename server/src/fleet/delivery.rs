@@ -116,7 +116,7 @@ fn encode_within(
     if count > MAX_CONTAINERS_PER_POD {
         return Err(Undeliverable::TooManyContainers { count });
     }
-    let payload = encode(&Message::DesiredPodV2(DesiredPod {
+    let payload = encode(&Message::DesiredPodV3(DesiredPod {
         revision,
         pod: pod.clone(),
     }));
