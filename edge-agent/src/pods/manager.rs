@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::pod::probe::PodEvent;
 use wasmfleet_protocol::pod::{PodAssignment, PodStatus};
 
 use super::container::now_unix_ms;
+use super::events::EventSink;
 use super::lifecycle::Backoff;
 use super::logfiles;
 use super::logs::{LogError, LogStream};
@@ -33,6 +35,8 @@ pub struct Shared {
     /// One fetch-and-install of the server's artifact per module digest at a time, shared
     /// by every container starting that module.
     pub artifact_installs: SingleFlight<()>,
+    /// Probe events on their way to the link.
+    pub events: EventSink,
 }
 
 /// Runs this node's pods. Cheap to clone; all clones manage the same pods.
@@ -84,6 +88,7 @@ impl PodManager {
                     tracker,
                     log_dir: config.log_dir,
                     artifact_installs: SingleFlight::default(),
+                    events: EventSink::default(),
                 }),
                 backoff: Backoff::with_base(config.restart_backoff_base),
                 shutdown,
@@ -277,6 +282,12 @@ impl PodManager {
             })?;
         let snapshot = log.snapshot(tail_lines.map(|n| n as usize), follow);
         Ok(LogStream::new(snapshot.lines, snapshot.follow))
+    }
+
+    /// The probe events of the node's containers (probe failures and the restarts they
+    /// cause), for the link to report; `None` after the first call.
+    pub fn take_events(&self) -> Option<mpsc::Receiver<PodEvent>> {
+        self.inner.shared.events.take_receiver()
     }
 
     /// The runtime the pods run in.
