@@ -137,6 +137,30 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_from_a_server_before_probes_is_accepted_without_probes() {
+        use wasmfleet_protocol::pod::{PodAssignment, RestartPolicy, v2};
+        let pod = PodAssignment {
+            uid: "u-1".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+            restart_policy: RestartPolicy::Always,
+            containers: vec![],
+            network: None,
+        };
+        let payload = encode(&Message::DesiredPodV2(v2::DesiredPod {
+            revision: 4,
+            pod: pod.clone().into(),
+        }));
+        assert_eq!(
+            classify("pi-1", &topic::down_pod("pi-1", "u-1"), &payload),
+            Ok(Inbound::DesiredPod {
+                uid: "u-1".into(),
+                pod: Some(DesiredPod { revision: 4, pod })
+            })
+        );
+    }
+
+    #[test]
     fn server_state_is_accepted_on_its_shared_topic() {
         let state = ServerState {
             online: true,

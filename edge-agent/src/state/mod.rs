@@ -401,6 +401,29 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_row_stored_by_an_agent_before_probes_is_still_read() -> Result<(), StateError> {
+        let dir = tempfile::tempdir()?;
+        let state = AgentState::open(&dir.path().join("state.redb"))?;
+        let set = desired(4);
+        state.save_desired(&set)?;
+        let old_row = encode(&Message::DesiredPodV2(
+            wasmfleet_protocol::pod::v2::DesiredPod {
+                revision: 0,
+                pod: set.pods[0].clone().into(),
+            },
+        ));
+        let write = state.db.begin_write().map_err(db_err)?;
+        write
+            .open_table(DESIRED_PODS)
+            .map_err(db_err)?
+            .insert("u1", old_row.as_slice())
+            .map_err(db_err)?;
+        write.commit().map_err(db_err)?;
+        assert_eq!(state.desired()?, Some(set));
+        Ok(())
+    }
+
+    #[test]
     fn garbage_in_the_database_is_an_error_not_a_panic() -> Result<(), StateError> {
         let dir = tempfile::tempdir()?;
         let state = AgentState::open(&dir.path().join("state.redb"))?;
