@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::network::loopback_alias;
-use wasmfleet_protocol::pod::probe::{MAX_EVENT_DETAIL, PodEvent};
+use wasmfleet_protocol::pod::probe::{MAX_EVENT_DETAIL, PodEvent, PodEventKind};
 use wasmfleet_protocol::pod::{Probe, ProbeAction, ProbeKind};
 
 use super::manager::Shared;
@@ -172,7 +172,7 @@ impl Worker {
         }
     }
 
-    fn report(&self, kind: wasmfleet_protocol::pod::probe::PodEventKind, mut detail: String) {
+    fn report(&self, kind: PodEventKind, mut detail: String) {
         let Some(spec) = self.pod.assignment.containers.get(self.index) else {
             return;
         };
