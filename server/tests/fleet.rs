@@ -909,6 +909,70 @@ async fn a_deleted_pod_leaves_the_snapshot_of_its_node() {
     cluster.stop().await;
 }
 
+#[tokio::test]
+async fn probe_events_become_pod_events_only_for_the_nodes_own_pods() {
+    use wasmfleet_protocol::pod::ProbeKind;
+    use wasmfleet_protocol::pod::probe::{PodEvent, PodEventKind, PodEvents};
+    let cluster = Cluster::start().await;
+    let node = register(&cluster).await;
+    let pod = cluster.create_pod("web", "hello:v1");
+    let uid = pod["metadata"]["uid"].as_str().expect("uid").to_owned();
+    eventually("the pod in the cache", || {
+        (!cluster.cache.pods_on_node(NODE).is_empty()).then_some(())
+    })
+    .await;
+    let event = |uid: &str, kind| PodEvent {
+        uid: uid.to_owned(),
+        container: "main".into(),
+        kind,
+        detail: "dial tcp 10.42.0.2:9: Connection refused".into(),
+    };
+    let events = PodEvents {
+        events: vec![
+            event(
+                "not-a-pod-of-this-node",
+                PodEventKind::ProbeFailed(ProbeKind::Liveness),
+            ),
+            event(&uid, PodEventKind::ProbeFailed(ProbeKind::Readiness)),
+            event(&uid, PodEventKind::Restarting(ProbeKind::Liveness)),
+        ],
+    };
+    node.send(Up::Events, &Message::PodEvents(events)).await;
+    let recorded = eventually("the probe events", || {
+        let items = cluster
+            .store
+            .list(&wasmfleet_server::store::Scope::all("events"))
+            .expect("list")
+            .items;
+        let about: Vec<(String, String)> = items
+            .iter()
+            .filter(|e| matches!(e["reason"].as_str(), Some("Unhealthy" | "Killing")))
+            .map(|e| {
+                (
+                    e["involvedObject"]["uid"].as_str().unwrap_or("").to_owned(),
+                    e["message"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        (!about.is_empty()).then_some(about)
+    })
+    .await;
+    let mut messages: Vec<&str> = recorded.iter().map(|(_, m)| m.as_str()).collect();
+    messages.sort();
+    assert_eq!(
+        messages,
+        [
+            "Container main failed liveness probe, will be restarted",
+            "Readiness probe failed: dial tcp 10.42.0.2:9: Connection refused",
+        ]
+    );
+    assert!(
+        recorded.iter().all(|(about, _)| *about == uid),
+        "{recorded:?}"
+    );
+    cluster.stop().await;
+}
+
 /// Asks for an artifact and returns the outcome of the offer that answers it.
 async fn ask_artifact(node: &mut FakeNode, request: &ArtifactRequest) -> ArtifactOutcome {
     node.send(Up::BlobRequest, &Message::ArtifactRequest(request.clone()))
