@@ -79,7 +79,7 @@ fn assemble(mut data: &[u8]) {
                 }
                 assembler.on_index(new)
             }
-            (1, Ok(Message::DesiredPodV2(pod))) => {
+            (1, Ok(Message::DesiredPodV3(pod))) => {
                 let uid = if kind & 0x80 == 0 {
                     pod.pod.uid.clone()
                 } else {

@@ -90,6 +90,7 @@ fn pod(uid: &str, module: &ModuleRef, policy: RestartPolicy, args: &[&str]) -> P
             env: vec![],
             memory_limit_bytes: None,
             cpu_limit_millis: None,
+            probes: Default::default(),
         }],
     }
 }

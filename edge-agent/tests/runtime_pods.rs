@@ -124,6 +124,7 @@ impl Node {
             env: vec![],
             memory_limit_bytes: None,
             cpu_limit_millis: None,
+            probes: Default::default(),
         }
     }
 

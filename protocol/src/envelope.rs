@@ -12,7 +12,8 @@ use crate::artifact::{ArtifactOffer, ArtifactRequest};
 use crate::blob::{BlobReply, BlobRequest};
 use crate::logs::{LogChunk, NodeCommand};
 use crate::node::{Heartbeat, NodeState, ServerState};
-use crate::pod::{DesiredIndex, DesiredPod, StatusAck, StatusReport, v1};
+use crate::pod::probe::PodEvents;
+use crate::pod::{DesiredIndex, DesiredPod, StatusAck, StatusReport, v1, v2};
 use crate::service::ServiceTable;
 
 /// Every payload on the wire, by protocol version.
@@ -59,9 +60,15 @@ pub enum Message {
     DesiredIndex(DesiredIndex),
     /// One retained pod of a node's desired set, as the first release shaped it.
     DesiredPod(v1::DesiredPod),
-    /// One retained pod of a node's desired set, with its network (replaces
-    /// [`Message::DesiredPod`] on the wire and in agents' state).
-    DesiredPodV2(DesiredPod),
+    /// One retained pod of a node's desired set, with its network, as the pod network's
+    /// release shaped it (replaced [`Message::DesiredPod`]).
+    DesiredPodV2(v2::DesiredPod),
+    /// One retained pod of a node's desired set, with its network and its containers'
+    /// probes (replaces [`Message::DesiredPodV2`] on the wire and in agents' state).
+    DesiredPodV3(DesiredPod),
+    /// Probe failures and the restarts they cause, which the server records as Events
+    /// (on `n/{node}/up/events`; best effort, not acked).
+    PodEvents(PodEvents),
     /// The retained table of every Service and its endpoints (on [`crate::topic::SERVICES`]).
     Services(ServiceTable),
 }
@@ -188,5 +195,7 @@ mod tests {
         assert_eq!(encode(&heartbeat())[1], 2);
         let ack = Message::StatusAck(crate::pod::StatusAck { epoch: 1, seq: 2 });
         assert_eq!(encode(&ack)[1], 5);
+        let events = Message::PodEvents(crate::pod::probe::PodEvents { events: vec![] });
+        assert_eq!(encode(&events)[1], 16);
     }
 }

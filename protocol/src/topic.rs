@@ -13,6 +13,7 @@
 //! wf/v1/n/{node}/up/status        N→S    pod status reports
 //! wf/v1/n/{node}/up/blobreq       N→S    module chunk requests
 //! wf/v1/n/{node}/up/logs          N→S    log chunks
+//! wf/v1/n/{node}/up/events        N→S    probe events (best effort)
 //! wf/v1/modules/{name}/{tag}      any→S  a raw wasm module to store under name:tag
 //! ```
 //!
@@ -59,6 +60,8 @@ pub enum Up {
     BlobRequest,
     /// Log chunks.
     Logs,
+    /// Probe events.
+    Events,
 }
 
 impl Down {
@@ -73,12 +76,13 @@ impl Down {
 }
 
 impl Up {
-    const ALL: [Up; 5] = [
+    const ALL: [Up; 6] = [
         Up::State,
         Up::Heartbeat,
         Up::Status,
         Up::BlobRequest,
         Up::Logs,
+        Up::Events,
     ];
 
     fn leaf(self) -> &'static str {
@@ -88,6 +92,7 @@ impl Up {
             Up::Status => "status",
             Up::BlobRequest => "blobreq",
             Up::Logs => "logs",
+            Up::Events => "events",
         }
     }
 }

@@ -269,7 +269,7 @@ impl FakeNode {
     fn assemble(&mut self, topic: &str, message: Message) {
         let set = match message {
             Message::DesiredIndex(index) => self.assembler.on_index(index),
-            Message::DesiredPodV2(pod) => match topic::parse_node_pod(NODE, topic) {
+            Message::DesiredPodV3(pod) => match topic::parse_node_pod(NODE, topic) {
                 Some(uid) => self.assembler.on_pod(uid, pod),
                 None => None,
             },
@@ -288,7 +288,7 @@ impl FakeNode {
                 }
             }
             self.expect("a desired set", |topic, m| {
-                matches!(m, Message::DesiredIndex(_) | Message::DesiredPodV2(_))
+                matches!(m, Message::DesiredIndex(_) | Message::DesiredPodV3(_))
                     .then(|| topic.to_owned())
             })
             .await;
@@ -906,6 +906,70 @@ async fn a_deleted_pod_leaves_the_snapshot_of_its_node() {
         .delete(&ObjectKey::namespaced("pods", "default", "web"), None)
         .expect("delete");
     node.desired(|d| d.pods.is_empty()).await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn probe_events_become_pod_events_only_for_the_nodes_own_pods() {
+    use wasmfleet_protocol::pod::ProbeKind;
+    use wasmfleet_protocol::pod::probe::{PodEvent, PodEventKind, PodEvents};
+    let cluster = Cluster::start().await;
+    let node = register(&cluster).await;
+    let pod = cluster.create_pod("web", "hello:v1");
+    let uid = pod["metadata"]["uid"].as_str().expect("uid").to_owned();
+    eventually("the pod in the cache", || {
+        (!cluster.cache.pods_on_node(NODE).is_empty()).then_some(())
+    })
+    .await;
+    let event = |uid: &str, kind| PodEvent {
+        uid: uid.to_owned(),
+        container: "main".into(),
+        kind,
+        detail: "dial tcp 10.42.0.2:9: Connection refused".into(),
+    };
+    let events = PodEvents {
+        events: vec![
+            event(
+                "not-a-pod-of-this-node",
+                PodEventKind::ProbeFailed(ProbeKind::Liveness),
+            ),
+            event(&uid, PodEventKind::ProbeFailed(ProbeKind::Readiness)),
+            event(&uid, PodEventKind::Restarting(ProbeKind::Liveness)),
+        ],
+    };
+    node.send(Up::Events, &Message::PodEvents(events)).await;
+    let recorded = eventually("the probe events", || {
+        let items = cluster
+            .store
+            .list(&wasmfleet_server::store::Scope::all("events"))
+            .expect("list")
+            .items;
+        let about: Vec<(String, String)> = items
+            .iter()
+            .filter(|e| matches!(e["reason"].as_str(), Some("Unhealthy" | "Killing")))
+            .map(|e| {
+                (
+                    e["involvedObject"]["uid"].as_str().unwrap_or("").to_owned(),
+                    e["message"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        (!about.is_empty()).then_some(about)
+    })
+    .await;
+    let mut messages: Vec<&str> = recorded.iter().map(|(_, m)| m.as_str()).collect();
+    messages.sort();
+    assert_eq!(
+        messages,
+        [
+            "Container main failed liveness probe, will be restarted",
+            "Readiness probe failed: dial tcp 10.42.0.2:9: Connection refused",
+        ]
+    );
+    assert!(
+        recorded.iter().all(|(about, _)| *about == uid),
+        "{recorded:?}"
+    );
     cluster.stop().await;
 }
 

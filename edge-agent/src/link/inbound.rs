@@ -82,7 +82,8 @@ fn desired_pod(uid: &str, topic: &str, payload: &[u8]) -> Result<Inbound, String
         None
     } else {
         match decode(payload) {
-            Ok(Message::DesiredPodV2(pod)) => Some(pod),
+            Ok(Message::DesiredPodV3(pod)) => Some(pod),
+            Ok(Message::DesiredPodV2(pod)) => Some(pod.into()),
             Ok(Message::DesiredPod(pod)) => Some(pod.into()),
             Ok(other) => return Err(unexpected(topic, &other)),
             Err(err) => return Err(format!("undecodable payload on {topic}: {err}")),
@@ -143,6 +144,30 @@ mod tests {
         // An index is not a pod, and another node's pod is not ours.
         assert!(classify("pi-1", &pod_topic, &payload).is_err());
         assert!(classify("pi-2", &pod_topic, &[]).is_err());
+    }
+
+    #[test]
+    fn a_pod_from_a_server_before_probes_is_accepted_without_probes() {
+        use wasmfleet_protocol::pod::{PodAssignment, RestartPolicy, v2};
+        let pod = PodAssignment {
+            uid: "u-1".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+            restart_policy: RestartPolicy::Always,
+            containers: vec![],
+            network: None,
+        };
+        let payload = encode(&Message::DesiredPodV2(v2::DesiredPod {
+            revision: 4,
+            pod: pod.clone().into(),
+        }));
+        assert_eq!(
+            classify("pi-1", &topic::down_pod("pi-1", "u-1"), &payload),
+            Ok(Inbound::DesiredPod {
+                uid: "u-1".into(),
+                pod: Some(DesiredPod { revision: 4, pod })
+            })
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!   without a complete set;
 //! - `heartbeat`: the lease, every interval;
 //! - [`sync`]: keeps the `PodManager` in step with the server: applies desired snapshots,
-//!   reports statuses at least once, streams logs;
+//!   reports statuses at least once, streams logs; `events` forwards probe events;
 //! - [`outbox`]: the latest status report and its acknowledgement;
 //!
 //! Shutdown is ordered so the server hears the end: [`sync::PodSync::shutdown`] sends the
@@ -22,6 +22,7 @@
 
 pub mod assembly;
 mod connection;
+mod events;
 mod heartbeat;
 pub mod inbound;
 mod logs;

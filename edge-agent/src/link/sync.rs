@@ -70,6 +70,13 @@ impl PodSync {
             stop.child_token(),
         );
         tracker.spawn(logs.run(commands));
+        if let Some(events) = pods.take_events() {
+            tracker.spawn(super::events::forward(
+                events,
+                uplink.clone(),
+                stop.child_token(),
+            ));
+        }
         let task = Task {
             sessions: uplink.sessions(),
             pods,

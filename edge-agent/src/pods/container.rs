@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
-use wasmfleet_protocol::pod::ContainerSpec;
+use wasmfleet_protocol::pod::{ContainerSpec, ProbeKind};
 
 use super::lifecycle::{Event, Next, TerminationReason, WaitingReason};
 use super::manager::Shared;
 use super::pod::Pod;
+use super::prober;
 use crate::runtime::{Exit, ExitReason, LogBuffer, ModuleKind, Program, RunSpec};
 
 /// Runs container `index` of `pod`.
@@ -69,12 +70,12 @@ pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
 
 /// One container's fixed context.
 struct Task<'a> {
-    pod: &'a Pod,
+    pod: &'a Arc<Pod>,
     index: usize,
     spec: &'a ContainerSpec,
     run_spec: RunSpec,
     logs: &'a LogBuffer,
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
 }
 
 impl Task<'_> {
@@ -84,25 +85,32 @@ impl Task<'_> {
         self.pod.record(self.index, failure)
     }
 
-    /// Runs the container once and records how it went; `None` when it was stopped.
+    /// Runs the container once, with its probes, and records how it went; `None` when it
+    /// was stopped.
     async fn run_once(&self, program: &Program) -> Option<Next> {
         let started = Event::Started {
             at_unix_ms: now_unix_ms(),
         };
         self.pod.record(self.index, started);
         tracing::info!(uid = self.pod.uid(), container = %self.spec.name, "container started");
-        let stop = &self.pod.stop;
+        // Ends this run only: the pod's stop, or a failed liveness or startup verdict.
+        let run = self.pod.stop.child_token();
+        let probes = prober::start(self.pod, self.index, &run, self.shared);
         let exit = self
             .shared
             .runtime
-            .run(program, &self.run_spec, self.logs, stop)
+            .run(program, &self.run_spec, self.logs, &run)
             .await;
-        if stop.is_cancelled() {
+        run.cancel();
+        if self.pod.stop.is_cancelled() {
             return None;
         }
-        tracing::info!(uid = self.pod.uid(), container = %self.spec.name, code = exit.code,
-            reason = ?exit.reason, "container exited");
-        Some(self.pod.record(self.index, exited(exit)))
+        let event = match probes.and_then(|p| p.killed_by()) {
+            Some(kind) => killed_by_probe(&self.spec.name, kind),
+            None => exited(exit),
+        };
+        tracing::info!(uid = self.pod.uid(), container = %self.spec.name, ?event, "container exited");
+        Some(self.pod.record(self.index, event))
     }
 }
 
@@ -205,6 +213,19 @@ async fn fetch_and_install_artifact(shared: &Shared, spec: &ContainerSpec) {
     }
 }
 
+/// How a run the agent killed for a failed probe ended: like a SIGKILL (137, `Error`).
+fn killed_by_probe(container: &str, kind: ProbeKind) -> Event {
+    Event::Exited {
+        exit_code: crate::runtime::KILLED_EXIT_CODE,
+        reason: TerminationReason::Error,
+        message: format!(
+            "Container {container} failed {} probe, will be restarted",
+            kind.title().to_ascii_lowercase()
+        ),
+        at_unix_ms: now_unix_ms(),
+    }
+}
+
 fn exited(exit: Exit) -> Event {
     Event::Exited {
         exit_code: exit.code,
@@ -252,6 +273,7 @@ mod tests {
             env: vec![("K".into(), "V".into())],
             memory_limit_bytes: Some(1 << 20),
             cpu_limit_millis: Some(250),
+            probes: Default::default(),
         }
     }
 

@@ -210,6 +210,9 @@ pub struct Lifecycle {
     crash_streak: u32,
     // Module failures since the last start; the exponent of the retry back-off.
     module_streak: u32,
+    // With a startup or readiness probe, whether the probes say the run is ready (each run
+    // starts not ready); `None` without such probes: a running container is ready.
+    probe_ready: Option<bool>,
 }
 
 impl Default for Lifecycle {
@@ -231,6 +234,21 @@ impl Lifecycle {
             started_before: false,
             crash_streak: 0,
             module_streak: 0,
+            probe_ready: None,
+        }
+    }
+
+    /// The same lifecycle for a container whose readiness its probes decide (it has a
+    /// startup or readiness probe): each run starts not ready.
+    pub fn gated_by_probes(mut self) -> Self {
+        self.probe_ready = Some(false);
+        self
+    }
+
+    /// What the probes concluded about the current run (ignored without a gate).
+    pub fn set_probe_ready(&mut self, ready: bool) {
+        if self.probe_ready.is_some() {
+            self.probe_ready = Some(ready);
         }
     }
 
@@ -266,6 +284,9 @@ impl Lifecycle {
         }
         self.started_before = true;
         self.module_streak = 0;
+        if self.probe_ready.is_some() {
+            self.probe_ready = Some(false);
+        }
         self.state = State::Running {
             started_unix_ms: at_unix_ms,
         };
@@ -335,6 +356,7 @@ impl Lifecycle {
             started_before,
             crash_streak: 0,
             module_streak: 0,
+            probe_ready: None,
         }
     }
 
@@ -368,7 +390,7 @@ impl Lifecycle {
                 .last_termination
                 .as_ref()
                 .map(|t| wire_state(&State::Terminated(t.clone()))),
-            ready: matches!(self.state, State::Running { .. }),
+            ready: matches!(self.state, State::Running { .. }) && self.probe_ready != Some(false),
         }
     }
 }
@@ -537,6 +559,29 @@ mod tests {
         assert_eq!(c.state, State::Running { started_unix_ms: 5 });
         assert!(c.status("main").ready);
         assert_eq!(c.restart_count, 0);
+    }
+
+    #[test]
+    fn a_container_gated_by_probes_is_ready_only_while_running_and_passing_each_run() {
+        let mut c = Lifecycle::new().gated_by_probes();
+        c.apply(started(5), RestartPolicy::Always, &backoff());
+        assert!(!c.status("main").ready, "a gated run starts not ready");
+        c.set_probe_ready(true);
+        assert!(c.status("main").ready);
+        c.apply(exited(1, 6), RestartPolicy::Always, &backoff());
+        assert!(!c.status("main").ready, "not ready while backing off");
+        c.apply(started(7), RestartPolicy::Always, &backoff());
+        assert!(
+            !c.status("main").ready,
+            "the next run starts not ready again"
+        );
+        let mut ungated = Lifecycle::new();
+        ungated.set_probe_ready(false);
+        ungated.apply(started(5), RestartPolicy::Always, &backoff());
+        assert!(
+            ungated.status("main").ready,
+            "without a gate the probes decide nothing"
+        );
     }
 
     #[test]

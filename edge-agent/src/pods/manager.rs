@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::pod::probe::PodEvent;
 use wasmfleet_protocol::pod::{PodAssignment, PodStatus};
 
 use super::container::now_unix_ms;
+use super::events::EventSink;
 use super::lifecycle::Backoff;
 use super::logfiles;
 use super::logs::{LogError, LogStream};
@@ -36,6 +38,8 @@ pub struct Shared {
     pub artifact_installs: SingleFlight<()>,
     /// The node's table of Services.
     pub services: ServiceDirectory,
+    /// Probe events on their way to the link.
+    pub events: EventSink,
 }
 
 /// Runs this node's pods. Cheap to clone; all clones manage the same pods.
@@ -88,6 +92,7 @@ impl PodManager {
                     log_dir: config.log_dir,
                     artifact_installs: SingleFlight::default(),
                     services: config.services,
+                    events: EventSink::default(),
                 }),
                 backoff: Backoff::with_base(config.restart_backoff_base),
                 shutdown,
@@ -284,6 +289,12 @@ impl PodManager {
             })?;
         let snapshot = log.snapshot(tail_lines.map(|n| n as usize), follow);
         Ok(LogStream::new(snapshot.lines, snapshot.follow))
+    }
+
+    /// The probe events of the node's containers (probe failures and the restarts they
+    /// cause), for the link to report; `None` after the first call.
+    pub fn take_events(&self) -> Option<mpsc::Receiver<PodEvent>> {
+        self.inner.shared.events.take_receiver()
     }
 
     /// The runtime the pods run in.

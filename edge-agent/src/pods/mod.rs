@@ -9,16 +9,21 @@
 //! - `manager`: the handle, apply/restore/statuses/logs;
 //! - `pod`: one pod's shared record and its supervisor task;
 //! - `container`: one container's task (fetch, load, run, restart);
+//! - `probing`: what a container's probes decide (pure); `prober`: running them;
+//! - `events`: probe events queued for the link;
 //! - `logs`: what [`PodManager::logs`] returns;
 //! - `logfiles`: where container logs live on disk, so they survive an agent restart.
 
 pub mod lifecycle;
+pub mod probing;
 
 mod container;
+mod events;
 mod logfiles;
 mod logs;
 mod manager;
 mod pod;
+mod prober;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -64,6 +64,9 @@ impl Pod {
                     .and_then(|s| s.containers.iter().find(|c| c.name == spec.name))
                     .map(Lifecycle::restore);
                 let mut lifecycle = previous.unwrap_or_default();
+                if spec.probes.startup.is_some() || spec.probes.readiness.is_some() {
+                    lifecycle = lifecycle.gated_by_probes();
+                }
                 if !finished {
                     lifecycle.resume(now_unix_ms);
                 }
@@ -124,6 +127,15 @@ impl Pod {
         };
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
         next
+    }
+
+    /// Records what container `index`'s probes concluded about its readiness and tells
+    /// watchers (the link reports it at once).
+    pub fn set_probe_ready(&self, index: usize, ready: bool) {
+        if let Some(lifecycle) = self.lifecycles().get_mut(index) {
+            lifecycle.set_probe_ready(ready);
+        }
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// The wire status.

@@ -145,7 +145,7 @@ impl AgentState {
                 rows.remove(uid.as_str()).map_err(db_err)?;
             }
             for pod in &desired.pods {
-                let bytes = encode(&Message::DesiredPodV2(DesiredPod {
+                let bytes = encode(&Message::DesiredPodV3(DesiredPod {
                     revision: 0,
                     pod: pod.clone(),
                 }));
@@ -189,8 +189,12 @@ impl AgentState {
             let row = rows.get(entry.uid.as_str()).map_err(db_err)?;
             let decoded = row.map(|row| decode(row.value()));
             match decoded {
-                Some(Ok(Message::DesiredPodV2(pod))) if pod.pod.uid == entry.uid => {
+                Some(Ok(Message::DesiredPodV3(pod))) if pod.pod.uid == entry.uid => {
                     pods.push(pod.pod)
+                }
+                // Written by an agent from before probes.
+                Some(Ok(Message::DesiredPodV2(pod))) if pod.pod.uid == entry.uid => {
+                    pods.push(pod.pod.into())
                 }
                 // Written by an agent from before the pod network.
                 Some(Ok(Message::DesiredPod(pod))) if pod.pod.uid == entry.uid => {
@@ -380,6 +384,7 @@ mod tests {
                 env: vec![("BIG".into(), "x".repeat(400_000))],
                 memory_limit_bytes: None,
                 cpu_limit_millis: None,
+                probes: Default::default(),
             }],
         };
         let set = DesiredPods {
@@ -417,6 +422,29 @@ mod tests {
         let mut without_network = desired(4);
         without_network.pods[0].network = None;
         assert_eq!(state.desired()?, Some(without_network));
+        Ok(())
+    }
+
+    #[test]
+    fn a_pod_row_stored_by_an_agent_before_probes_is_still_read() -> Result<(), StateError> {
+        let dir = tempfile::tempdir()?;
+        let state = AgentState::open(&dir.path().join("state.redb"))?;
+        let set = desired(4);
+        state.save_desired(&set)?;
+        let old_row = encode(&Message::DesiredPodV2(
+            wasmfleet_protocol::pod::v2::DesiredPod {
+                revision: 0,
+                pod: set.pods[0].clone().into(),
+            },
+        ));
+        let write = state.db.begin_write().map_err(db_err)?;
+        write
+            .open_table(DESIRED_PODS)
+            .map_err(db_err)?
+            .insert("u1", old_row.as_slice())
+            .map_err(db_err)?;
+        write.commit().map_err(db_err)?;
+        assert_eq!(state.desired()?, Some(set));
         Ok(())
     }
 

@@ -6,7 +6,9 @@
 //! within [`crate::MAX_MESSAGE_SIZE`]. An agent applies an index once it holds every pod it
 //! lists at the listed revision, so it never runs a half-updated set. ([`DesiredPods`], the
 //! whole set in one message, is what the agent applies and persists; older servers sent it
-//! on the wire.) Shapes that changed since they were released stay decodable in [`v1`].
+//! on the wire.) Shapes that changed since they were released stay decodable in [`v1`]
+//! (the first release) and [`v2`] (the pod network's, before probes); [`probe`] holds the
+//! probes a container carries and the probe events agents report.
 //! Status is reported the same way: each report holds every pod the node knows, carries a
 //! sequence number, and is re-sent until the server acknowledges that sequence.
 
@@ -14,7 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::network::PodNetwork;
 
+pub mod probe;
 pub mod v1;
+pub mod v2;
+
+pub use probe::{Probe, ProbeAction, ProbeKind, Probes};
 
 /// Everything one node should be running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +116,8 @@ pub struct ContainerSpec {
     pub memory_limit_bytes: Option<u64>,
     /// `resources.limits.cpu`, millicores.
     pub cpu_limit_millis: Option<u64>,
+    /// Its startup, liveness and readiness probes (none from servers older than probes).
+    pub probes: Probes,
 }
 
 /// A module in the server's content-addressed store.
@@ -180,7 +188,7 @@ pub struct ContainerStatus {
     pub state: ContainerState,
     /// The state of its previous run, if it was restarted.
     pub last_state: Option<ContainerState>,
-    /// Whether the container is running.
+    /// Whether the container is running and, if it has a readiness probe, passing it.
     pub ready: bool,
 }
 
@@ -239,9 +247,39 @@ mod tests {
                 env: vec![("GREETING".into(), "hi".into())],
                 memory_limit_bytes: Some(64 << 20),
                 cpu_limit_millis: Some(500),
+                probes: Probes {
+                    startup: None,
+                    liveness: Some(Probe {
+                        action: ProbeAction::HttpGet {
+                            port: 8080,
+                            path: "/healthz".into(),
+                            headers: vec![("X-Probe".into(), "1".into())],
+                        },
+                        initial_delay_seconds: 2,
+                        period_seconds: 1,
+                        timeout_seconds: 1,
+                        success_threshold: 1,
+                        failure_threshold: 2,
+                    }),
+                    readiness: Some(Probe {
+                        action: ProbeAction::TcpSocket { port: 7 },
+                        initial_delay_seconds: 0,
+                        period_seconds: 10,
+                        timeout_seconds: 1,
+                        success_threshold: 3,
+                        failure_threshold: 3,
+                    }),
+                },
             }],
             network: None,
         }
+    }
+
+    fn without_probes(mut pod: PodAssignment) -> PodAssignment {
+        for container in &mut pod.containers {
+            container.probes = Probes::default();
+        }
+        pod
     }
 
     #[test]
@@ -253,7 +291,11 @@ mod tests {
                 namespace: "default".into(),
                 name: "hello".into(),
                 restart_policy: RestartPolicy::Never,
-                containers: assignment().containers,
+                containers: assignment()
+                    .containers
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
             }],
         });
         assert_eq!(decode(&encode(&message)), Ok(message.clone()));
@@ -262,7 +304,24 @@ mod tests {
         };
         let current = DesiredPods::from(old);
         assert_eq!(current.pods[0].network, None);
-        assert_eq!(current.pods[0].containers, assignment().containers);
+        assert_eq!(
+            current.pods[0].containers,
+            without_probes(assignment()).containers
+        );
+    }
+
+    #[test]
+    fn a_pod_from_a_server_before_probes_decodes_with_no_probes() {
+        let old = Message::DesiredPodV2(v2::DesiredPod {
+            revision: 8,
+            pod: assignment().into(),
+        });
+        let Ok(Message::DesiredPodV2(decoded)) = decode(&encode(&old)) else {
+            panic!("a V2 pod does not decode");
+        };
+        let current = DesiredPod::from(decoded);
+        assert_eq!(current.pod, without_probes(assignment()));
+        assert!(current.pod.containers[0].probes.is_empty());
     }
 
     #[test]
@@ -275,7 +334,7 @@ mod tests {
             }],
         });
         assert_eq!(decode(&encode(&index)), Ok(index));
-        let pod = Message::DesiredPodV2(DesiredPod {
+        let pod = Message::DesiredPodV3(DesiredPod {
             revision: 8,
             pod: assignment(),
         });

@@ -1,10 +1,11 @@
 //! The desired-state shapes of the first release, frozen: what older servers send and
 //! older agents persisted. They decode as before and convert into the current shapes
-//! (a pod without a network).
+//! (a pod without a network, containers without probes).
 
 use serde::{Deserialize, Serialize};
 
-use super::{ContainerSpec, RestartPolicy};
+use super::RestartPolicy;
+use super::v2::ContainerSpec;
 
 /// The first release's [`super::DesiredPods`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +47,7 @@ impl From<PodAssignment> for super::PodAssignment {
             namespace: old.namespace,
             name: old.name,
             restart_policy: old.restart_policy,
-            containers: old.containers,
+            containers: old.containers.into_iter().map(Into::into).collect(),
             network: None,
         }
     }
@@ -70,7 +71,7 @@ impl From<DesiredPods> for super::DesiredPods {
     }
 }
 
-/// The set as the first release shaped it, networks dropped: what an older server sent
+/// The set as the first release shaped it, networks and probes dropped: what an older server sent
 /// (for tests of the upgrade path).
 impl From<super::DesiredPods> for DesiredPods {
     fn from(current: super::DesiredPods) -> Self {
@@ -84,7 +85,7 @@ impl From<super::DesiredPods> for DesiredPods {
                     namespace: pod.namespace,
                     name: pod.name,
                     restart_policy: pod.restart_policy,
-                    containers: pod.containers,
+                    containers: pod.containers.into_iter().map(Into::into).collect(),
                 })
                 .collect(),
         }

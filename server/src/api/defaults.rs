@@ -58,7 +58,10 @@ pub fn apply_pod_spec_defaults(spec: &mut Value) {
     spec.entry("terminationGracePeriodSeconds")
         .or_insert_with(|| 30.into());
     if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-        containers.iter_mut().for_each(default_resources);
+        for container in containers.iter_mut() {
+            default_resources(container);
+            super::probes::apply_defaults(container);
+        }
     }
     default_tolerations(spec);
 }

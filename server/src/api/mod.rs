@@ -32,6 +32,7 @@ pub mod modules;
 pub mod nesting;
 pub mod objects;
 pub mod openapi;
+pub mod probes;
 pub mod protobuf;
 pub mod router;
 pub mod scale;

@@ -31,6 +31,9 @@ enum Ty {
     /// `meta.v1.Time`: seconds since the epoch, as RFC 3339.
     Time,
     Msg(&'static [FieldDef]),
+    /// A message whose fields JSON inlines into the enclosing object (Go's
+    /// `json:",inline"`, such as a probe's handler).
+    Inline(&'static [FieldDef]),
     /// A field wasmfleet does not support: decoded as a marker so admission names it.
     Unsupported,
 }
@@ -52,7 +55,7 @@ enum Zero {
 }
 
 use Rep::{Many, One};
-use Ty::{Bool, Int, IntOrString, Map as StrMap, Msg, QuantityMap, Str, Time, Unsupported};
+use Ty::{Bool, Inline, Int, IntOrString, Map as StrMap, Msg, QuantityMap, Str, Time, Unsupported};
 use Zero::{Drop, Keep};
 
 const OWNER_REFERENCE: &[FieldDef] = &[
@@ -105,6 +108,42 @@ const RESOURCES: &[FieldDef] = &[
     FieldDef(3, "claims", Unsupported, Many, Drop),
 ];
 
+const HTTP_HEADER: &[FieldDef] = &[
+    FieldDef(1, "name", Str, One, Drop),
+    FieldDef(2, "value", Str, One, Drop),
+];
+
+const HTTP_GET_ACTION: &[FieldDef] = &[
+    FieldDef(1, "path", Str, One, Drop),
+    FieldDef(2, "port", IntOrString, One, Drop),
+    FieldDef(3, "host", Str, One, Drop),
+    FieldDef(4, "scheme", Str, One, Drop),
+    FieldDef(5, "httpHeaders", Msg(HTTP_HEADER), Many, Drop),
+];
+
+const TCP_SOCKET_ACTION: &[FieldDef] = &[
+    FieldDef(1, "port", IntOrString, One, Drop),
+    FieldDef(2, "host", Str, One, Drop),
+];
+
+/// `exec` and `grpc` decode to the marker; admission says why they are refused.
+const PROBE_HANDLER: &[FieldDef] = &[
+    FieldDef(1, "exec", Unsupported, One, Drop),
+    FieldDef(2, "httpGet", Msg(HTTP_GET_ACTION), One, Drop),
+    FieldDef(3, "tcpSocket", Msg(TCP_SOCKET_ACTION), One, Drop),
+    FieldDef(4, "grpc", Unsupported, One, Drop),
+];
+
+const PROBE: &[FieldDef] = &[
+    FieldDef(1, "handler", Inline(PROBE_HANDLER), One, Drop),
+    FieldDef(2, "initialDelaySeconds", Int, One, Drop),
+    FieldDef(3, "timeoutSeconds", Int, One, Drop),
+    FieldDef(4, "periodSeconds", Int, One, Drop),
+    FieldDef(5, "successThreshold", Int, One, Drop),
+    FieldDef(6, "failureThreshold", Int, One, Drop),
+    FieldDef(7, "terminationGracePeriodSeconds", Unsupported, One, Drop),
+];
+
 const CONTAINER: &[FieldDef] = &[
     FieldDef(1, "name", Str, One, Drop),
     FieldDef(2, "image", Str, One, Drop),
@@ -119,9 +158,9 @@ const CONTAINER: &[FieldDef] = &[
     FieldDef(24, "restartPolicy", Unsupported, One, Drop),
     FieldDef(9, "volumeMounts", Unsupported, Many, Drop),
     FieldDef(21, "volumeDevices", Unsupported, Many, Drop),
-    FieldDef(10, "livenessProbe", Unsupported, One, Drop),
-    FieldDef(11, "readinessProbe", Unsupported, One, Drop),
-    FieldDef(22, "startupProbe", Unsupported, One, Drop),
+    FieldDef(10, "livenessProbe", Msg(PROBE), One, Drop),
+    FieldDef(11, "readinessProbe", Msg(PROBE), One, Drop),
+    FieldDef(22, "startupProbe", Msg(PROBE), One, Drop),
     FieldDef(12, "lifecycle", Unsupported, One, Drop),
     FieldDef(13, "terminationMessagePath", Unsupported, One, Drop),
     FieldDef(20, "terminationMessagePolicy", Unsupported, One, Drop),
@@ -300,6 +339,10 @@ fn message(bytes: &[u8], table: &[FieldDef]) -> Option<Map<String, Value>> {
         let Some(FieldDef(_, name, ty, rep, zero)) = table.iter().find(|f| f.0 == number) else {
             continue; // a field newer than the table: not set by kubectl's generators
         };
+        if let (Inline(inner), Payload::Bytes(bytes)) = (ty, &payload) {
+            out.extend(message(bytes, inner)?);
+            continue;
+        }
         let value = value(payload, *ty)?;
         if value.is_null() || (*zero == Drop && *rep == One && is_zero(&value)) {
             continue;
@@ -552,6 +595,27 @@ mod tests {
         let limit = [field(1, b"memory"), field(2, &field(1, b"64Mi"))].concat();
         let resources = message(&field(1, &limit), RESOURCES).unwrap();
         assert_eq!(resources["limits"]["memory"], "64Mi");
+    }
+
+    #[test]
+    fn a_probe_inlines_its_handler_and_marks_exec() {
+        let port = [varint_field(1, 1), field(3, b"http")].concat();
+        let header = [field(1, b"X-Probe"), field(2, b"1")].concat();
+        let get = [field(1, b"/healthz"), field(2, &port), field(5, &header)].concat();
+        let probe = [
+            field(1, &field(2, &get)),
+            varint_field(4, 2),
+            varint_field(2, 0),
+        ]
+        .concat();
+        let decoded = message(&probe, PROBE).unwrap();
+        assert_eq!(
+            Value::Object(decoded),
+            json!({"httpGet": {"path": "/healthz", "port": "http",
+                   "httpHeaders": [{"name": "X-Probe", "value": "1"}]}, "periodSeconds": 2})
+        );
+        let exec = message(&field(1, &field(1, &field(1, b"true"))), PROBE).unwrap();
+        assert_eq!(exec["exec"], json!({"unsupported": true}));
     }
 
     #[test]

@@ -50,6 +50,9 @@ const CONTAINER: Shape = Shape::Object(&[
     ("args", Shape::List(&Shape::Str)),
     ("env", Shape::List(&ENV_VAR)),
     ("resources", RESOURCES),
+    ("startupProbe", super::probes::PROBE),
+    ("livenessProbe", super::probes::PROBE),
+    ("readinessProbe", super::probes::PROBE),
 ]);
 const TOLERATION: Shape = Shape::Object(&[
     ("key", Shape::Str),
@@ -511,6 +514,7 @@ fn check_containers(containers: &[Value], spec_path: &str, causes: &mut Vec<Caus
         }
         check_env(container.get("env"), &path, causes);
         check_resources(container.get("resources"), &path, causes);
+        super::probes::check(container, &path, causes);
     }
     check_ports(containers, spec_path, causes);
 }

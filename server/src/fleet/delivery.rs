@@ -15,7 +15,9 @@
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 use wasmfleet_protocol::network::ClusterCidr;
-use wasmfleet_protocol::pod::{DesiredPod, MAX_INDEXED_PODS, ModuleRef, PodAssignment};
+use wasmfleet_protocol::pod::{
+    DesiredPod, MAX_INDEXED_PODS, ModuleRef, PodAssignment, ProbeAction,
+};
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode};
 
 use super::desired;
@@ -116,7 +118,7 @@ fn encode_within(
     if count > MAX_CONTAINERS_PER_POD {
         return Err(Undeliverable::TooManyContainers { count });
     }
-    let payload = encode(&Message::DesiredPodV2(DesiredPod {
+    let payload = encode(&Message::DesiredPodV3(DesiredPod {
         revision,
         pod: pod.clone(),
     }));
@@ -153,6 +155,25 @@ fn largest_field(pod: &PodAssignment) -> (String, usize) {
             consider(&|| format!("{at}.env[{i}].name"), name.len());
             consider(&|| format!("{at}.env[{i}].value"), value.len());
         }
+        let probes = &container.probes;
+        let probes = [
+            ("startupProbe", &probes.startup),
+            ("livenessProbe", &probes.liveness),
+            ("readinessProbe", &probes.readiness),
+        ];
+        for (field, probe) in probes {
+            let Some(ProbeAction::HttpGet { path, headers, .. }) =
+                probe.as_ref().map(|p| &p.action)
+            else {
+                continue;
+            };
+            let get = format!("{at}.{field}.httpGet");
+            consider(&|| format!("{get}.path"), path.len());
+            for (i, (name, value)) in headers.iter().enumerate() {
+                consider(&|| format!("{get}.httpHeaders[{i}].name"), name.len());
+                consider(&|| format!("{get}.httpHeaders[{i}].value"), value.len());
+            }
+        }
     }
     best
 }
@@ -178,6 +199,30 @@ mod tests {
     #[test]
     fn an_ordinary_pod_is_admitted() {
         assert_eq!(admit(&pod_with(vec![container(0, "hi")])), Ok(()));
+    }
+
+    #[test]
+    fn probe_headers_that_make_a_pod_too_large_are_named() {
+        let headers: Vec<Value> = (0..32)
+            .map(|i| json!({"name": format!("X-{i}"), "value": "v".repeat(4096)}))
+            .collect();
+        let probe = json!({"httpGet": {"port": 80, "httpHeaders": headers}});
+        let containers = (0..6)
+            .map(|i| {
+                let mut c = container(i, "");
+                for field in ["startupProbe", "livenessProbe", "readinessProbe"] {
+                    c[field] = probe.clone();
+                }
+                c
+            })
+            .collect();
+        let Err(err) = admit(&pod_with(containers)) else {
+            panic!("a pod of 2 MB of probe headers was admitted")
+        };
+        assert_eq!(
+            err.field(),
+            "spec.containers[0].startupProbe.httpGet.httpHeaders[0].value"
+        );
     }
 
     #[test]

@@ -198,6 +198,7 @@ fn container_spec(container: &Container, image: String, module: ModuleRef) -> Co
             .collect(),
         memory_limit_bytes: limit("memory").and_then(|q| quantity::memory_bytes(&q).ok()),
         cpu_limit_millis: limit("cpu").and_then(|q| quantity::cpu_millis(&q).ok()),
+        probes: super::probes::of(container),
     }
 }
 
@@ -571,6 +572,7 @@ mod tests {
             )],
             memory_limit_bytes: None,
             cpu_limit_millis: None,
+            probes: Default::default(),
         });
         pod
     }

@@ -91,6 +91,7 @@ pub(crate) fn expected_on(kind: Up, message: &Message) -> bool {
                 Message::BlobRequest(_) | Message::ArtifactRequest(_)
             )
             | (Up::Logs, Message::LogChunk(_))
+            | (Up::Events, Message::PodEvents(_))
     )
 }
 
@@ -194,6 +195,9 @@ impl Dispatcher {
                 request,
             )),
             Message::LogChunk(chunk) => self.logs.route(node, chunk),
+            Message::PodEvents(reported) => {
+                status::record_pod_events(&self.store, &self.cache, node, &reported)
+            }
             _ => {}
         }
     }

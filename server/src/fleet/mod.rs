@@ -26,6 +26,7 @@ pub(crate) mod inbound;
 mod logs;
 pub mod nodes;
 pub mod pod_events;
+pub mod probes;
 pub mod publisher;
 pub mod services;
 pub mod status;

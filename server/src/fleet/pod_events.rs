@@ -2,9 +2,13 @@
 //! `Pulled` when a container's module is first resolved, `Started` when it (re)starts,
 //! `BackOff` when it enters `CrashLoopBackOff`, `OOMKilled` when it was killed for memory,
 //! `Failed` when it cannot run (a missing or invalid module). Pure: [`between`] compares a
-//! pod before and after a report.
+//! pod before and after a report. Probe failures are not in any status field: agents report
+//! them as they happen, and [`reported`] words them as the kubelet does (`Unhealthy`,
+//! `Killing`).
 
 use serde_json::Value;
+
+use wasmfleet_protocol::pod::probe::{self, PodEventKind, ProbeKind};
 
 use crate::events::Type;
 
@@ -80,6 +84,27 @@ pub fn between(old: &Value, new: &Value) -> Vec<PodEvent> {
     events
 }
 
+/// The Kubernetes event for a probe event an agent reported.
+pub fn reported(event: &probe::PodEvent) -> PodEvent {
+    let lower = |kind: ProbeKind| kind.title().to_ascii_lowercase();
+    match event.kind {
+        PodEventKind::ProbeFailed(kind) => (
+            Type::Warning,
+            "Unhealthy",
+            format!("{} probe failed: {}", kind.title(), event.detail),
+        ),
+        PodEventKind::Restarting(kind) => (
+            Type::Normal,
+            "Killing",
+            format!(
+                "Container {} failed {} probe, will be restarted",
+                event.container,
+                lower(kind)
+            ),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -121,5 +146,31 @@ mod tests {
             json!({"name": "c", "state": {"waiting": {"reason": "ErrModuleNotFound", "message": "no module app:v9"}}}),
         );
         assert_eq!(between(&pending, &missing)[0].2, "Error: no module app:v9");
+    }
+
+    #[test]
+    fn probe_events_are_worded_as_the_kubelet_words_them() {
+        let event = |kind| probe::PodEvent {
+            uid: "u".into(),
+            container: "web".into(),
+            kind,
+            detail: "dial tcp 10.42.0.5:8080: connection refused".into(),
+        };
+        assert_eq!(
+            reported(&event(PodEventKind::ProbeFailed(ProbeKind::Readiness))),
+            (
+                Type::Warning,
+                "Unhealthy",
+                "Readiness probe failed: dial tcp 10.42.0.5:8080: connection refused".into()
+            )
+        );
+        assert_eq!(
+            reported(&event(PodEventKind::Restarting(ProbeKind::Liveness))),
+            (
+                Type::Normal,
+                "Killing",
+                "Container web failed liveness probe, will be restarted".into()
+            )
+        );
     }
 }

@@ -4,11 +4,13 @@
 //! (phase, containerStatuses, conditions, startTime); [`apply_report`] writes the pods of a
 //! report that are really bound to the reporting node and whose uid matches (found in the
 //! informer's node index, re-checked inside each write), skipping unchanged ones (the store
-//! writes nothing for a no-op edit).
+//! writes nothing for a no-op edit). [`record_pod_events`] records the probe events an
+//! agent reports about pods bound to it.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
+use wasmfleet_protocol::pod::probe::{MAX_EVENTS_PER_MESSAGE, PodEvents};
 use wasmfleet_protocol::pod::{ContainerState, ContainerStatus, PodPhase, PodStatus, StatusReport};
 
 use super::pod_events;
@@ -246,6 +248,35 @@ fn record_events(store: &Store, before: &Value, after: &Value) {
     for (kind, reason, message) in pod_events::between(before, after) {
         events::record(store, &involved, kind, reason, &message, "kubelet");
     }
+}
+
+/// Records the events of `reported` about pods bound to `node` (others are ignored: a node
+/// speaks only for its own pods), in one store commit.
+pub fn record_pod_events(store: &Store, cache: &Cache, node: &str, reported: &PodEvents) {
+    let pods: HashMap<String, std::sync::Arc<Value>> = cache
+        .pods_on_node(node)
+        .into_iter()
+        .filter_map(|pod| Some((pod.pointer("/metadata/uid")?.as_str()?.to_owned(), pod)))
+        .collect();
+    let occurrences: Vec<events::Occurrence> = reported
+        .events
+        .iter()
+        .take(MAX_EVENTS_PER_MESSAGE)
+        .filter_map(|event| {
+            let Some(pod) = pods.get(&event.uid) else {
+                tracing::debug!(%node, uid = %event.uid, "ignoring an event about a pod not bound to this node");
+                return None;
+            };
+            let (kind, reason, message) = pod_events::reported(event);
+            Some(events::Occurrence {
+                involved: events::Involved::of(pod),
+                kind,
+                reason,
+                message,
+            })
+        })
+        .collect();
+    events::record_many(store, &occurrences, "kubelet");
 }
 
 fn uid_and_node(obj: &Value) -> (Option<&str>, Option<&str>) {

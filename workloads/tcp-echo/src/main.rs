@@ -8,6 +8,10 @@
 //! 10.0.0.5:51234 closed after 12 bytes
 //! ```
 //!
+//! With `--http` it answers every connection with one HTTP/1.1 response instead of
+//! echoing: it reads the request head and sends `200 OK` with the body `ok` (what
+//! Kubernetes `httpGet` probes need), printing `PEER GET PATH` for each request.
+//!
 //! With `--connect HOST:PORT [--send TEXT]` it is the client instead: it connects
 //! (retrying for a few seconds while the server is not listening yet, as a container
 //! started next to it may not be), sends TEXT and a newline, and prints what came back:
@@ -24,7 +28,10 @@
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 
-const USAGE: &str = "usage: tcp-echo [--port N] | tcp-echo --connect HOST:PORT [--send TEXT]";
+const USAGE: &str =
+    "usage: tcp-echo [--port N] [--http] | tcp-echo --connect HOST:PORT [--send TEXT]";
+/// The most request-head bytes `--http` reads before answering anyway.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// How long the client keeps retrying a refused connection.
 const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 const DEFAULT_PORT: u16 = 7;
@@ -33,8 +40,8 @@ const BUFFER_BYTES: usize = 16 * 1024;
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Mode {
-    /// Serve on this port.
-    Serve(u16),
+    /// Serve on this port: echo, or answer HTTP requests.
+    Serve { port: u16, http: bool },
     /// Send a line to this address and print the answer.
     Connect { address: String, text: String },
 }
@@ -49,7 +56,7 @@ fn main() {
         }
     };
     let outcome = match mode {
-        Mode::Serve(port) => serve(port),
+        Mode::Serve { port, http } => serve(port, http),
         Mode::Connect { address, text } => connect(&address, &text),
     };
     if let Err(problem) = outcome {
@@ -65,12 +72,26 @@ fn parse(args: &[String]) -> Result<Mode, String> {
         address: address.to_owned(),
         text: text.to_owned(),
     };
-    match words.as_slice() {
-        [] => Ok(Mode::Serve(DEFAULT_PORT)),
+    let http = words.last() == Some(&"--http");
+    let serve_words = if http {
+        &words[..words.len() - 1]
+    } else {
+        &words[..]
+    };
+    let serve = |port: u16| Mode::Serve { port, http };
+    match serve_words {
+        [] => Ok(serve(DEFAULT_PORT)),
         ["--port", port] => port
             .parse()
-            .map(Mode::Serve)
+            .map(serve)
             .map_err(|_| format!("not a valid port: {port:?}")),
+        _ => parse_client(&words, connect),
+    }
+}
+
+/// Parses the client's arguments.
+fn parse_client(words: &[&str], connect: impl Fn(&str, &str) -> Mode) -> Result<Mode, String> {
+    match words {
         ["--connect", address] => Ok(connect(address, "ping")),
         ["--connect", address, "--send", text] => Ok(connect(address, text)),
         _ => Err(format!("bad arguments: {}", words.join(" "))),
@@ -114,9 +135,9 @@ fn connect_patiently(address: &str) -> Result<TcpStream, String> {
     }
 }
 
-/// Listens on `port` and echoes connections one after the other. Returns only when
-/// listening or accepting fails.
-fn serve(port: u16) -> Result<(), String> {
+/// Listens on `port` and echoes (or, with `http`, answers) connections one after the
+/// other. Returns only when listening or accepting fails.
+fn serve(port: u16, http: bool) -> Result<(), String> {
     let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     let listener =
         TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
@@ -125,7 +146,48 @@ fn serve(port: u16) -> Result<(), String> {
         let (stream, peer) = listener
             .accept()
             .map_err(|e| format!("cannot accept a connection: {e}"))?;
-        say(&closing_line(peer, handle(stream)));
+        if http {
+            say(&request_line(peer, answer(stream)));
+        } else {
+            say(&closing_line(peer, handle(stream)));
+        }
+    }
+}
+
+/// Reads one request head and answers `200 OK`; returns the request line.
+fn answer(stream: TcpStream) -> io::Result<String> {
+    let (mut reader, mut writer) = (&stream, &stream);
+    let head = read_head(&mut reader)?;
+    writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n")?;
+    writer.flush()?;
+    Ok(head.lines().next().unwrap_or("").trim_end().to_owned())
+}
+
+/// Reads until the end of an HTTP request head (a blank line), the end of the stream or
+/// [`MAX_REQUEST_HEAD`] bytes.
+fn read_head(from: &mut impl Read) -> io::Result<String> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
+        match from.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The line printed for an answered request: `PEER GET PATH`.
+fn request_line(peer: SocketAddr, outcome: io::Result<String>) -> String {
+    match outcome {
+        Ok(line) => {
+            let mut words = line.split_whitespace();
+            let (method, path) = (words.next().unwrap_or("-"), words.next().unwrap_or("-"));
+            format!("{peer} {method} {path}")
+        }
+        Err(e) => format!("{peer} failed: {e}"),
     }
 }
 
@@ -189,8 +251,26 @@ mod tests {
 
     #[test]
     fn listens_on_the_echo_port_by_default() {
-        assert_eq!(parse(&[]), Ok(Mode::Serve(7)));
-        assert_eq!(parse(&args(&["--port", "7007"])), Ok(Mode::Serve(7007)));
+        let serve = |port, http| Ok(Mode::Serve { port, http });
+        assert_eq!(parse(&[]), serve(7, false));
+        assert_eq!(parse(&args(&["--port", "7007"])), serve(7007, false));
+        assert_eq!(parse(&args(&["--http"])), serve(7, true));
+        assert_eq!(
+            parse(&args(&["--port", "8080", "--http"])),
+            serve(8080, true)
+        );
+        assert!(parse(&args(&["--http", "--port", "8080"])).is_err());
+    }
+
+    #[test]
+    fn http_mode_reads_the_request_head_and_names_its_line() {
+        let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let head = read_head(&mut Trickle(request)).expect("head");
+        let peer: SocketAddr = "10.42.0.1:5000".parse().expect("peer");
+        assert_eq!(
+            request_line(peer, Ok(head.lines().next().unwrap_or("").to_owned())),
+            "10.42.0.1:5000 GET /healthz"
+        );
     }
 
     #[test]
