@@ -33,6 +33,7 @@ mod error;
 mod events;
 mod key;
 mod meta;
+mod pages;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub use error::StoreError;
 pub use events::{EventType, WatchEvent, Watcher};
 pub use key::{ObjectKey, Scope};
 pub use meta::resource_version;
+pub use pages::{Page, PageRequest};
 
 /// `resource/namespace/name` → the object's JSON.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -99,6 +101,8 @@ struct Inner {
     /// Carries the latest committed revision; watchers wait on it.
     revision: watch::Sender<u64>,
     retention: u64,
+    /// Snapshots of paged lists ([`pages`]).
+    snapshots: pages::Snapshots,
 }
 
 /// What a read-modify-write decided to do with the object.
@@ -132,6 +136,7 @@ impl Store {
                 db,
                 revision,
                 retention: options.event_retention.max(1),
+                snapshots: pages::Snapshots::default(),
             }),
             dry_run: false,
         })

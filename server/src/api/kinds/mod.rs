@@ -17,6 +17,7 @@ pub mod nodes;
 pub mod poddisruptionbudgets;
 pub mod pods;
 pub mod replicasets;
+pub mod reviews;
 pub mod workload;
 
 use axum::routing::MethodRouter;
@@ -38,6 +39,9 @@ pub const ALL: &[&Kind] = &[
     &jobs::KIND,
     &cronjobs::KIND,
     &poddisruptionbudgets::KIND,
+    &reviews::ACCESS,
+    &reviews::RULES,
+    &reviews::SUBJECT,
 ];
 
 /// The verbs of an ordinary read-write resource.
