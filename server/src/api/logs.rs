@@ -128,6 +128,8 @@ fn log_query(
         )));
     }
     refuse_unkept(query)?;
+    let tail_lines = number(query, "tailLines")?;
+    let limit_bytes = number(query, "limitBytes")?.filter(|n| *n > 0);
     check_started(pod, name, container, flag(query, "previous"))?;
     let node = crate::k8s::pods::bound_node(pod).ok_or_else(|| {
         ApiError::bad_request(format!("pod \"{name}\" is not scheduled to a node yet"))
@@ -140,9 +142,9 @@ fn log_query(
             .unwrap_or_default()
             .to_owned(),
         container: container.to_owned(),
-        tail_lines: number(query, "tailLines")?,
+        tail_lines,
         follow: flag(query, "follow"),
-        limit_bytes: number(query, "limitBytes")?.filter(|n| *n > 0),
+        limit_bytes,
     })
 }
 
