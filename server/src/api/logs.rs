@@ -221,8 +221,12 @@ fn check_started(pod: &Value, name: &str, container: &str, previous: bool) -> Re
         .and_then(Value::as_str)
         .filter(|r| !r.is_empty())
         .unwrap_or("ContainerCreating");
+    let why = match crate::k8s::pods::bound_node(pod) {
+        Some(_) => "",
+        None => " (the pod is not scheduled to a node yet)",
+    };
     Err(ApiError::bad_request(format!(
-        "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
+        "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}{why}"
     )))
 }
 
@@ -375,6 +379,9 @@ mod tests {
     #[test]
     fn an_unscheduled_pod_has_no_logs() {
         let pod = json!({"spec": {"containers": [{"name": "a"}]}});
-        assert!(log_query(&pod, "p", &query(&[])).is_err());
+        assert_eq!(
+            message(log_query(&pod, "p", &query(&[]))),
+            "container \"a\" in pod \"p\" is waiting to start: ContainerCreating (the pod is not scheduled to a node yet)"
+        );
     }
 }
