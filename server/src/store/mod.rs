@@ -395,8 +395,10 @@ impl Store {
         Ok(stored)
     }
 
-    /// Wakes watchers with the revision of a commit.
+    /// Wakes watchers with the revision of a commit (and lets go of paged lists' snapshots
+    /// past their time, which would otherwise hold back redb's page reuse).
     fn notify(&self, rev: u64) {
+        self.inner.snapshots.purge();
         self.inner.revision.send_if_modified(|latest| {
             // Commits from different threads may notify out of order; never go backwards.
             let newer = rev > *latest;

@@ -5,7 +5,8 @@
 //! a small pool under its revision, and the next pages of any list at that revision read
 //! from it. A snapshot lives [`SNAPSHOT_TTL`] after it was taken and at most
 //! [`MAX_SNAPSHOTS`] are kept (the oldest goes first), so a client that never comes back
-//! holds back redb's page reuse only briefly. A page asked at a revision whose snapshot is
+//! holds back redb's page reuse only briefly (expired snapshots are dropped on the next
+//! commit or paged list). A page asked at a revision whose snapshot is
 //! gone is [`StoreError::Gone`] (the API's 410 Expired), unless nothing was written since,
 //! when a fresh read is the same snapshot.
 
@@ -133,8 +134,14 @@ impl Store {
 }
 
 impl Snapshots {
+    /// Drops the snapshots past [`SNAPSHOT_TTL`] (after every commit, so an abandoned
+    /// list's snapshot goes once the store moves on).
+    pub(super) fn purge(&self) {
+        expire(&mut self.lock(), Instant::now());
+    }
+
     /// The live snapshot at `revision`, if one is kept.
-    fn find(&self, revision: u64) -> Option<Arc<ReadTransaction>> {
+    pub(super) fn find(&self, revision: u64) -> Option<Arc<ReadTransaction>> {
         let mut open = self.lock();
         expire(&mut open, Instant::now());
         open.iter()
@@ -143,7 +150,7 @@ impl Snapshots {
     }
 
     /// Keeps `read` for the next pages of lists at `revision` (once per revision).
-    fn keep(&self, revision: u64, read: Arc<ReadTransaction>, now: Instant) {
+    pub(super) fn keep(&self, revision: u64, read: Arc<ReadTransaction>, now: Instant) {
         let mut open = self.lock();
         expire(&mut open, now);
         if open.iter().any(|s| s.revision == revision) {
