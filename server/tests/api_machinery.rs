@@ -256,6 +256,15 @@ async fn paged_lists_show_one_snapshot_and_expire_with_410() {
     assert!(last["metadata"].get("continue").is_none(), "{last}");
     let (_, now) = server.get(PODS).await;
     assert_eq!(names(&now), ["p1", "p3", "p4"]);
+    let (_, selected) = server
+        .get(&format!("{PODS}?limit=1&labelSelector=run"))
+        .await;
+    assert_eq!(names(&selected), ["p1"]);
+    assert!(selected["metadata"]["continue"].is_string(), "{selected}");
+    assert!(
+        selected["metadata"].get("remainingItemCount").is_none(),
+        "not counted under a selector: {selected}"
+    );
 
     // A token of a revision whose snapshot is gone: 410 Expired, as after etcd compaction.
     let mut old: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&token).unwrap()).unwrap();

@@ -84,6 +84,7 @@ pub async fn list(
         return watch::serve(&ctx, kind, scope, selector, &query, as_table).await;
     }
     let page_request = pagination::request(&query, &scope)?;
+    let unfiltered = selector.is_empty();
     let store = ctx.store.clone();
     let page = blocking(move || {
         store
@@ -97,7 +98,10 @@ pub async fn list(
     let mut metadata = json!({"resourceVersion": page.revision.to_string()});
     if let Some(last) = &page.next {
         metadata["continue"] = pagination::encode(page.revision, last).into();
-        metadata["remainingItemCount"] = page.remaining.into();
+        // As kube-apiserver: only when it counts what the next pages hold.
+        if unfiltered {
+            metadata["remainingItemCount"] = page.remaining.into();
+        }
     }
     let items: Vec<Value> = page
         .items

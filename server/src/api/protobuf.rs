@@ -628,6 +628,23 @@ mod tests {
         assert_eq!(resources["limits"]["memory"], "64Mi");
     }
 
+    /// What `kubectl auth can-i delete pods` sends.
+    #[test]
+    fn an_access_review_decodes_with_its_attributes() {
+        let attributes = [field(1, b"default"), field(2, b"delete"), field(5, b"pods")].concat();
+        let raw = [field(1, b""), field(2, &field(1, &attributes))].concat();
+        let review = decode(&object(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            &raw,
+        ))
+        .unwrap();
+        assert_eq!(
+            review["spec"]["resourceAttributes"],
+            json!({"namespace": "default", "verb": "delete", "resource": "pods"})
+        );
+    }
+
     #[test]
     fn other_kinds_are_unsupported_and_garbage_is_refused() {
         let refused = decode(&namespace("ConfigMap")).unwrap_err();
