@@ -53,17 +53,78 @@ pub fn apply_pod_spec_defaults(spec: &mut Value) {
     let Some(spec) = spec.as_object_mut() else {
         return;
     };
-    spec.entry("restartPolicy")
-        .or_insert_with(|| "Always".into());
-    spec.entry("terminationGracePeriodSeconds")
-        .or_insert_with(|| 30.into());
+    for (field, value) in pod_spec_defaults() {
+        fill(spec, field, value);
+    }
     if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
         for container in containers.iter_mut() {
             default_resources(container);
+            default_container(container);
             super::probes::apply_defaults(container);
         }
     }
     default_tolerations(spec);
+}
+
+/// Kubernetes' defaults for a pod spec's plain fields (`SetDefaults_PodSpec` and the
+/// priority admission plugin), so stored pods look like a Kubernetes cluster's.
+fn pod_spec_defaults() -> [(&'static str, Value); 8] {
+    [
+        ("restartPolicy", "Always".into()),
+        ("terminationGracePeriodSeconds", 30.into()),
+        ("dnsPolicy", "ClusterFirst".into()),
+        ("schedulerName", "default-scheduler".into()),
+        ("securityContext", Value::Object(Map::new())),
+        ("enableServiceLinks", true.into()),
+        ("priority", 0.into()),
+        ("preemptionPolicy", "PreemptLowerPriority".into()),
+    ]
+}
+
+/// Sets `field` to `value` when it is missing or null.
+fn fill(map: &mut Map<String, Value>, field: &str, value: Value) {
+    let slot = map.entry(field).or_insert(Value::Null);
+    if slot.is_null() {
+        *slot = value;
+    }
+}
+
+/// A container's defaults (`SetDefaults_Container`): the pull policy (`Always` for
+/// `:latest` or no tag, else `IfNotPresent`), the termination message settings and each
+/// port's protocol.
+fn default_container(container: &mut Value) {
+    let Some(container) = container.as_object_mut() else {
+        return;
+    };
+    let latest = container
+        .get("image")
+        .and_then(Value::as_str)
+        .is_some_and(image_is_latest);
+    let policy = if latest { "Always" } else { "IfNotPresent" };
+    fill(container, "imagePullPolicy", policy.into());
+    fill(
+        container,
+        "terminationMessagePath",
+        "/dev/termination-log".into(),
+    );
+    fill(container, "terminationMessagePolicy", "File".into());
+    let ports = container.get_mut("ports").and_then(Value::as_array_mut);
+    for port in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
+        fill(port, "protocol", "TCP".into());
+    }
+}
+
+/// Whether an image reference means "the latest": tagged `latest`, or not tagged (and
+/// not pinned by digest).
+fn image_is_latest(image: &str) -> bool {
+    if image.contains('@') {
+        return false;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => tag == "latest",
+        None => true,
+    }
 }
 
 /// How long a pod stays bound to a node that became unreachable or not ready before it is
@@ -179,6 +240,38 @@ mod tests {
         assert_eq!(p["spec"]["restartPolicy"], "Always");
         assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 30);
         assert_eq!(p["kind"], "Pod");
+    }
+
+    /// What `kubectl get -o yaml` shows of a pod from a Kubernetes cluster.
+    #[test]
+    fn pods_get_the_kubernetes_defaults_and_keep_what_they_name() {
+        let mut pod = json!({"spec": {"dnsPolicy": "Default", "containers": [
+            {"name": "a", "image": "hello:v1", "ports": [{"containerPort": 80}]},
+            {"name": "b", "image": "reg.lan:5000/hello", "imagePullPolicy": "Never"},
+            {"name": "c", "image": "hello:latest"},
+        ]}});
+        apply_pod_defaults(&mut pod);
+        let spec = &pod["spec"];
+        assert_eq!(spec["dnsPolicy"], "Default");
+        assert_eq!(spec["schedulerName"], "default-scheduler");
+        assert_eq!(spec["securityContext"], json!({}));
+        assert_eq!(spec["enableServiceLinks"], true);
+        assert_eq!(spec["priority"], 0);
+        assert_eq!(spec["preemptionPolicy"], "PreemptLowerPriority");
+        let a = &spec["containers"][0];
+        assert_eq!(a["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(a["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(a["terminationMessagePolicy"], "File");
+        assert_eq!(a["ports"][0]["protocol"], "TCP");
+        assert_eq!(spec["containers"][1]["imagePullPolicy"], "Never");
+        assert_eq!(spec["containers"][2]["imagePullPolicy"], "Always");
+        let mut untagged =
+            json!({"spec": {"containers": [{"name": "a", "image": "reg.lan:5000/hello"}]}});
+        apply_pod_defaults(&mut untagged);
+        assert_eq!(
+            untagged["spec"]["containers"][0]["imagePullPolicy"],
+            "Always"
+        );
     }
 
     #[test]

@@ -137,7 +137,7 @@ fn resource_list(group: &str, version: &str) -> Result<Json<Value>, ApiError> {
 /// `GET /openapi/v3`: one document per group-version.
 async fn openapi_root() -> Json<Value> {
     let mut paths = serde_json::Map::new();
-    for kind in kinds::ALL {
+    for kind in super::openapi::described() {
         let path = kind.group_version_path();
         let relative = path.trim_start_matches('/').to_owned();
         paths.insert(
@@ -190,6 +190,10 @@ mod tests {
                 "pods",
                 "pods/log",
                 "pods/eviction",
+                "pods/exec",
+                "pods/attach",
+                "pods/portforward",
+                "pods/ephemeralcontainers",
                 "services",
                 "endpoints",
                 "events"

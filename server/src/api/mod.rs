@@ -32,6 +32,8 @@ pub mod modules;
 pub mod nesting;
 pub mod objects;
 pub mod openapi;
+pub mod pagination;
+pub mod pod_streams;
 pub mod probes;
 pub mod protobuf;
 pub mod router;

@@ -26,7 +26,7 @@ use super::cascade::Propagation;
 use super::kinds::namespaces;
 use super::kinds::{Allocation, Kind, name_of, stamp_type};
 use super::status::ApiError;
-use super::{ApiContext, blocking, table, watch};
+use super::{ApiContext, blocking, pagination, table, watch};
 use crate::k8s::selectors::Selector;
 use crate::store::{ObjectKey, Scope, Store, StoreError, resource_version};
 
@@ -84,26 +84,44 @@ pub async fn list(
         let as_table = table::wants_table(&headers);
         return watch::serve(&ctx, kind, scope, selector, &query, as_table).await;
     }
+    let page_request = pagination::request(&query, &scope)?;
+    let unfiltered = selector.is_empty();
     let store = ctx.store.clone();
-    let listing = blocking(move || Ok(store.list(&scope)?)).await?;
-    let items: Vec<Value> = listing
+    let page = blocking(move || {
+        store
+            .list_page(&scope, &page_request, |obj| selector.matches(obj))
+            .map_err(|err| match err {
+                StoreError::Gone { .. } => pagination::expired(),
+                other => other.into(),
+            })
+    })
+    .await?;
+    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(last) = &page.next {
+        metadata["continue"] = pagination::encode(page.revision, last).into();
+        // As kube-apiserver: only when it counts what the next pages hold.
+        if unfiltered {
+            metadata["remainingItemCount"] = page.remaining.into();
+        }
+    }
+    let items: Vec<Value> = page
         .items
         .into_iter()
-        .filter(|obj| selector.matches(obj))
         .map(|mut obj| {
             stamp_type(&mut obj, kind);
             obj
         })
         .collect();
-    let revision = listing.revision.to_string();
     if table::wants_table(&headers) {
         let now = jiff::Timestamp::now();
-        return Ok(axum::Json(table::render(kind, &items, Some(&revision), now)).into_response());
+        let mut table = table::render(kind, &items, None, now);
+        table["metadata"] = metadata;
+        return Ok(axum::Json(table).into_response());
     }
     let list = json!({
         "kind": kind.list_kind,
         "apiVersion": kind.api_version,
-        "metadata": {"resourceVersion": revision},
+        "metadata": metadata,
         "items": items,
     });
     Ok(axum::Json(list).into_response())

@@ -144,13 +144,21 @@ const PROBE: &[FieldDef] = &[
     FieldDef(7, "terminationGracePeriodSeconds", Unsupported, One, Drop),
 ];
 
+const CONTAINER_PORT: &[FieldDef] = &[
+    FieldDef(1, "name", Str, One, Drop),
+    FieldDef(2, "hostPort", Int, One, Drop),
+    FieldDef(3, "containerPort", Int, One, Drop),
+    FieldDef(4, "protocol", Str, One, Drop),
+    FieldDef(5, "hostIP", Str, One, Drop),
+];
+
 const CONTAINER: &[FieldDef] = &[
     FieldDef(1, "name", Str, One, Drop),
     FieldDef(2, "image", Str, One, Drop),
     FieldDef(3, "command", Str, Many, Drop),
     FieldDef(4, "args", Str, Many, Drop),
     FieldDef(5, "workingDir", Unsupported, One, Drop),
-    FieldDef(6, "ports", Unsupported, Many, Drop),
+    FieldDef(6, "ports", Msg(CONTAINER_PORT), Many, Drop),
     FieldDef(19, "envFrom", Unsupported, Many, Drop),
     FieldDef(7, "env", Msg(ENV_VAR), Many, Drop),
     FieldDef(8, "resources", Msg(RESOURCES), One, Drop),
@@ -162,13 +170,13 @@ const CONTAINER: &[FieldDef] = &[
     FieldDef(11, "readinessProbe", Msg(PROBE), One, Drop),
     FieldDef(22, "startupProbe", Msg(PROBE), One, Drop),
     FieldDef(12, "lifecycle", Unsupported, One, Drop),
-    FieldDef(13, "terminationMessagePath", Unsupported, One, Drop),
-    FieldDef(20, "terminationMessagePolicy", Unsupported, One, Drop),
-    FieldDef(14, "imagePullPolicy", Unsupported, One, Drop),
+    FieldDef(13, "terminationMessagePath", Str, One, Drop),
+    FieldDef(20, "terminationMessagePolicy", Str, One, Drop),
+    FieldDef(14, "imagePullPolicy", Str, One, Drop),
     FieldDef(15, "securityContext", Unsupported, One, Drop),
-    FieldDef(16, "stdin", Unsupported, One, Drop),
-    FieldDef(17, "stdinOnce", Unsupported, One, Drop),
-    FieldDef(18, "tty", Unsupported, One, Drop),
+    FieldDef(16, "stdin", Bool, One, Drop),
+    FieldDef(17, "stdinOnce", Bool, One, Drop),
+    FieldDef(18, "tty", Bool, One, Drop),
 ];
 
 const TOLERATION: &[FieldDef] = &[
@@ -186,10 +194,10 @@ const POD_SPEC: &[FieldDef] = &[
     FieldDef(3, "restartPolicy", Str, One, Drop),
     FieldDef(4, "terminationGracePeriodSeconds", Int, One, Keep),
     FieldDef(5, "activeDeadlineSeconds", Unsupported, One, Drop),
-    FieldDef(6, "dnsPolicy", Unsupported, One, Drop),
+    FieldDef(6, "dnsPolicy", Str, One, Drop),
     FieldDef(7, "nodeSelector", StrMap, One, Drop),
-    FieldDef(8, "serviceAccountName", Unsupported, One, Drop),
-    FieldDef(9, "serviceAccount", Unsupported, One, Drop),
+    FieldDef(8, "serviceAccountName", Str, One, Drop),
+    FieldDef(9, "serviceAccount", Str, One, Drop),
     FieldDef(10, "nodeName", Str, One, Drop),
     FieldDef(11, "hostNetwork", Unsupported, One, Drop),
     FieldDef(12, "hostPID", Unsupported, One, Drop),
@@ -199,8 +207,13 @@ const POD_SPEC: &[FieldDef] = &[
     FieldDef(16, "hostname", Unsupported, One, Drop),
     FieldDef(17, "subdomain", Unsupported, One, Drop),
     FieldDef(18, "affinity", Unsupported, One, Drop),
-    FieldDef(19, "schedulerName", Unsupported, One, Drop),
+    FieldDef(19, "schedulerName", Str, One, Drop),
+    FieldDef(21, "automountServiceAccountToken", Bool, One, Keep),
     FieldDef(22, "tolerations", Msg(TOLERATION), Many, Drop),
+    FieldDef(24, "priorityClassName", Str, One, Drop),
+    FieldDef(25, "priority", Int, One, Keep),
+    FieldDef(30, "enableServiceLinks", Bool, One, Keep),
+    FieldDef(31, "preemptionPolicy", Str, One, Drop),
 ];
 
 const POD_TEMPLATE: &[FieldDef] = &[
@@ -277,12 +290,58 @@ macro_rules! object {
 
 const NAMESPACE_SPEC: &[FieldDef] = &[FieldDef(1, "finalizers", Str, Many, Drop)];
 
+const RESOURCE_ATTRIBUTES: &[FieldDef] = &[
+    FieldDef(1, "namespace", Str, One, Drop),
+    FieldDef(2, "verb", Str, One, Drop),
+    FieldDef(3, "group", Str, One, Drop),
+    FieldDef(4, "version", Str, One, Drop),
+    FieldDef(5, "resource", Str, One, Drop),
+    FieldDef(6, "subresource", Str, One, Drop),
+    FieldDef(7, "name", Str, One, Drop),
+];
+
+const NON_RESOURCE_ATTRIBUTES: &[FieldDef] = &[
+    FieldDef(1, "path", Str, One, Drop),
+    FieldDef(2, "verb", Str, One, Drop),
+];
+
+/// `kubectl auth can-i`'s SelfSubjectAccessReview spec.
+const ACCESS_REVIEW_SPEC: &[FieldDef] = &[
+    FieldDef(1, "resourceAttributes", Msg(RESOURCE_ATTRIBUTES), One, Drop),
+    FieldDef(
+        2,
+        "nonResourceAttributes",
+        Msg(NON_RESOURCE_ATTRIBUTES),
+        One,
+        Drop,
+    ),
+];
+
+/// `kubectl auth can-i --list`'s SelfSubjectRulesReview spec.
+const RULES_REVIEW_SPEC: &[FieldDef] = &[FieldDef(1, "namespace", Str, One, Drop)];
+
 /// The kinds decoded, with their apiVersion and message table.
 const KINDS: &[(&str, &str, &[FieldDef])] = &[
     ("v1", "Namespace", object!(NAMESPACE_SPEC)),
     ("apps/v1", "Deployment", object!(DEPLOYMENT_SPEC)),
     ("batch/v1", "Job", object!(JOB_SPEC)),
     ("batch/v1", "CronJob", object!(CRON_JOB_SPEC)),
+    (
+        "authorization.k8s.io/v1",
+        "SelfSubjectAccessReview",
+        object!(ACCESS_REVIEW_SPEC),
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "SelfSubjectRulesReview",
+        object!(RULES_REVIEW_SPEC),
+    ),
+    // Its field 2 is `status`, which the client leaves empty.
+    (
+        "authentication.k8s.io/v1",
+        "SelfSubjectReview",
+        object!(&[]),
+    ),
 ];
 
 /// A protobuf field: its number and payload.
@@ -558,7 +617,15 @@ mod tests {
             field(8, b""),
         ]
         .concat();
-        let pod_spec = [field(2, &container), varint_field(11, 1)].concat();
+        let port = [varint_field(3, 80), field(4, b"TCP")].concat();
+        let container = [container, field(6, &port), field(14, b"IfNotPresent")].concat();
+        let pod_spec = [
+            field(2, &container),
+            varint_field(11, 1),
+            field(6, b"ClusterFirst"),
+            varint_field(30, 1),
+        ]
+        .concat();
         let template = [
             field(
                 1,
@@ -576,6 +643,13 @@ mod tests {
         assert_eq!(container["image"], "app:v1");
         assert!(container.get("stdin").is_none(), "false is a Go zero value");
         assert_eq!(container["resources"], json!({}));
+        assert_eq!(
+            container["ports"],
+            json!([{"containerPort": 80, "protocol": "TCP"}])
+        );
+        assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(d["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+        assert_eq!(d["spec"]["template"]["spec"]["enableServiceLinks"], true);
         assert_eq!(
             d["spec"]["template"]["spec"]["hostNetwork"],
             json!({"unsupported": true})
@@ -595,6 +669,23 @@ mod tests {
         let limit = [field(1, b"memory"), field(2, &field(1, b"64Mi"))].concat();
         let resources = message(&field(1, &limit), RESOURCES).unwrap();
         assert_eq!(resources["limits"]["memory"], "64Mi");
+    }
+
+    /// What `kubectl auth can-i delete pods` sends.
+    #[test]
+    fn an_access_review_decodes_with_its_attributes() {
+        let attributes = [field(1, b"default"), field(2, b"delete"), field(5, b"pods")].concat();
+        let raw = [field(1, b""), field(2, &field(1, &attributes))].concat();
+        let review = decode(&object(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            &raw,
+        ))
+        .unwrap();
+        assert_eq!(
+            review["spec"]["resourceAttributes"],
+            json!({"namespace": "default", "verb": "delete", "resource": "pods"})
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use axum::extract::Request;
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, put};
+use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Router};
 
 use super::kinds::{self, Kind};
@@ -54,6 +54,12 @@ pub fn build(ctx: ApiContext) -> Router {
 fn add_kind(router: Router<ApiContext>, kind: &'static Kind) -> Router<ApiContext> {
     let with_kind =
         |route: MethodRouter<ApiContext>| route.fallback(method_not_allowed).layer(Extension(kind));
+    if kinds::reviews::is_review(kind) {
+        return router.route(
+            &kind.collection_path(),
+            with_kind(post(kinds::reviews::create)),
+        );
+    }
     let item_path = kind.item_path();
     let mut router = router
         .route(

@@ -61,17 +61,20 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
     }
 
-    /// 404 NotFound for an object.
+    /// 404 NotFound for an object: `deployments.apps "web" not found`, with the name,
+    /// group and resource in `details` as kube-apiserver gives them.
     pub fn not_found(resource: &str, name: &str) -> Self {
+        let (qualified, details) = object_details(resource, name);
         Self::new(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!("{resource} \"{name}\" not found"),
+            format!("{qualified} \"{name}\" not found"),
         )
-        .with_details(json!({"name": name, "kind": resource}))
+        .with_details(details)
     }
 
-    /// 404 NotFound for a path the server does not serve.
+    /// 404 NotFound for a path the server does not serve (empty `details`, as
+    /// kube-apiserver answers for a subresource it does not have).
     pub fn no_route() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -92,7 +95,7 @@ impl ApiError {
     /// 409 Conflict for a request that contradicts the current state.
     pub fn conflict(resource: &str, name: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "Conflict", message)
-            .with_details(json!({"name": name, "kind": resource}))
+            .with_details(object_details(resource, name).1)
     }
 
     /// 429 TooManyRequests: an eviction a disruption budget does not allow now.
@@ -190,21 +193,20 @@ impl ApiError {
         self
     }
 
-    /// The `Status` object.
+    /// The `Status` object. It always has `details` (empty when there is nothing to say
+    /// about an object): kubectl reads `details.name` of some errors without checking that
+    /// `details` is there (`kubectl debug` crashed on a 404 without it).
     pub fn to_status(&self) -> Value {
-        let mut status = json!({
+        json!({
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
+            "details": self.details.clone().unwrap_or_else(|| json!({})),
             "code": self.code.as_u16(),
-        });
-        if let Some(details) = &self.details {
-            status["details"] = details.clone();
-        }
-        status
+        })
     }
 }
 
@@ -218,12 +220,15 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound(key) => Self::not_found(&key.resource, &key.name),
-            StoreError::AlreadyExists(key) => Self::new(
-                StatusCode::CONFLICT,
-                "AlreadyExists",
-                format!("{} \"{}\" already exists", key.resource, key.name),
-            )
-            .with_details(json!({"name": key.name, "kind": key.resource})),
+            StoreError::AlreadyExists(key) => {
+                let (qualified, details) = object_details(&key.resource, &key.name);
+                Self::new(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    format!("{qualified} \"{}\" already exists", key.name),
+                )
+                .with_details(details)
+            }
             StoreError::Conflict { key, .. } => Self::conflict(
                 &key.resource,
                 &key.name,
@@ -239,6 +244,24 @@ impl From<StoreError> for ApiError {
             other => Self::internal(&other),
         }
     }
+}
+
+/// The resource qualified by its group (`deployments.apps`, `pods`), and the `details` of a
+/// Status about one object of it (name, group, and the resource as `kind`, as
+/// kube-apiserver fills them).
+fn object_details(resource: &str, name: &str) -> (String, Value) {
+    let group = super::kinds::ALL
+        .iter()
+        .find(|kind| kind.plural == resource)
+        .map_or("", |kind| kind.group);
+    let qualified = match group {
+        "" => resource.to_owned(),
+        group => format!("{resource}.{group}"),
+    };
+    (
+        qualified,
+        json!({"name": name, "group": group, "kind": resource}),
+    )
 }
 
 /// A `{"kind":"Status","status":"Success"}` body (DELETE of a namespace, for example).
@@ -275,6 +298,25 @@ mod tests {
             "Pod \"web\" is invalid: spec.x: Unsupported value"
         );
         assert_eq!(status["details"]["causes"][0]["field"], "spec.x");
+    }
+
+    #[test]
+    fn every_status_has_details_and_not_found_names_the_group() {
+        for err in [
+            ApiError::no_route(),
+            ApiError::bad_request("x"),
+            ApiError::unauthorized(),
+        ] {
+            assert_eq!(err.to_status()["details"], json!({}), "{err:?}");
+        }
+        let status = ApiError::not_found("deployments", "web").to_status();
+        assert_eq!(status["message"], "deployments.apps \"web\" not found");
+        assert_eq!(
+            status["details"],
+            json!({"name": "web", "group": "apps", "kind": "deployments"})
+        );
+        let status = ApiError::not_found("pods", "p").to_status();
+        assert_eq!(status["message"], "pods \"p\" not found");
     }
 
     #[test]

@@ -26,6 +26,14 @@ pub enum Shape {
     StringMap,
     /// Accepted and ignored on input (server-owned fields).
     Ignored,
+    /// A string, one of these values (any other is refused naming the field and the
+    /// values wasmfleet can honour).
+    OneOf(&'static [&'static str]),
+    /// A boolean that may only hold this value (the other asks for what a Wasm pod cannot
+    /// do: `stdin: true`, `privileged: true`).
+    BoolIs(bool),
+    /// An integer that may only hold this value (`priority: 0`).
+    IntIs(i64),
     /// An object with these fields (any other is refused).
     Object(&'static [(&'static str, Shape)]),
     /// A list of this.
@@ -42,6 +50,27 @@ const CONTAINER_PORT: Shape = Shape::Object(&[
     ("containerPort", Shape::Int),
     ("protocol", Shape::Str),
 ]);
+/// Linux process settings: a Wasm guest has no users, capabilities or syscalls, so the
+/// usual hardening (`runAsNonRoot`, `drop: [ALL]`, `seccompProfile`, ...) holds trivially
+/// and is accepted; what would grant the guest more (`privileged`, added capabilities) is
+/// refused.
+const CONTAINER_SECURITY_CONTEXT: Shape = Shape::Object(&[
+    ("allowPrivilegeEscalation", Shape::Bool),
+    ("privileged", Shape::BoolIs(false)),
+    ("readOnlyRootFilesystem", Shape::Bool),
+    ("runAsNonRoot", Shape::Bool),
+    ("runAsUser", Shape::Int),
+    ("runAsGroup", Shape::Int),
+    (
+        "capabilities",
+        Shape::Object(&[("drop", Shape::List(&Shape::Str))]),
+    ),
+    ("seccompProfile", SECCOMP_PROFILE),
+    ("appArmorProfile", SECCOMP_PROFILE),
+    ("procMount", Shape::OneOf(&["Default"])),
+]);
+const SECCOMP_PROFILE: Shape =
+    Shape::Object(&[("type", Shape::Str), ("localhostProfile", Shape::Str)]);
 const CONTAINER: Shape = Shape::Object(&[
     ("name", Shape::Str),
     ("ports", Shape::List(&CONTAINER_PORT)),
@@ -53,6 +82,34 @@ const CONTAINER: Shape = Shape::Object(&[
     ("startupProbe", super::probes::PROBE),
     ("livenessProbe", super::probes::PROBE),
     ("readinessProbe", super::probes::PROBE),
+    // Modules are content-addressed: every policy resolves the tag when the pod is sent.
+    (
+        "imagePullPolicy",
+        Shape::OneOf(&["Always", "IfNotPresent", "Never"]),
+    ),
+    // A Wasm guest has no filesystem to leave a termination message in.
+    ("terminationMessagePath", Shape::Str),
+    (
+        "terminationMessagePolicy",
+        Shape::OneOf(&["File", "FallbackToLogsOnError"]),
+    ),
+    ("securityContext", CONTAINER_SECURITY_CONTEXT),
+    // No attach: a guest's stdin is always empty.
+    ("stdin", Shape::BoolIs(false)),
+    ("stdinOnce", Shape::BoolIs(false)),
+    ("tty", Shape::BoolIs(false)),
+]);
+/// A pod's Linux settings (see [`CONTAINER_SECURITY_CONTEXT`]); `sysctls` and Windows
+/// options are refused.
+const POD_SECURITY_CONTEXT: Shape = Shape::Object(&[
+    ("runAsNonRoot", Shape::Bool),
+    ("runAsUser", Shape::Int),
+    ("runAsGroup", Shape::Int),
+    ("fsGroup", Shape::Int),
+    ("fsGroupChangePolicy", Shape::Str),
+    ("supplementalGroups", Shape::List(&Shape::Int)),
+    ("seccompProfile", SECCOMP_PROFILE),
+    ("appArmorProfile", SECCOMP_PROFILE),
 ]);
 const TOLERATION: Shape = Shape::Object(&[
     ("key", Shape::Str),
@@ -127,6 +184,24 @@ pub const POD_SPEC: Shape = Shape::Object(&[
     ("nodeName", Shape::Str),
     ("nodeSelector", Shape::StringMap),
     ("terminationGracePeriodSeconds", Shape::Int),
+    // Kubernetes defaults (filled in by `api::defaults`) and settings with no meaning for
+    // a Wasm pod; values wasmfleet cannot honour are refused by name.
+    (
+        "dnsPolicy",
+        Shape::OneOf(&["ClusterFirst", "ClusterFirstWithHostNet", "Default"]),
+    ),
+    ("schedulerName", Shape::OneOf(&["default-scheduler"])),
+    ("securityContext", POD_SECURITY_CONTEXT),
+    ("enableServiceLinks", Shape::Bool),
+    ("priority", Shape::IntIs(0)),
+    ("priorityClassName", Shape::OneOf(&[""])),
+    (
+        "preemptionPolicy",
+        Shape::OneOf(&["PreemptLowerPriority", "Never"]),
+    ),
+    ("serviceAccountName", Shape::OneOf(&["default"])),
+    ("serviceAccount", Shape::OneOf(&["default"])),
+    ("automountServiceAccountToken", Shape::Bool),
 ]);
 const OWNER_REFERENCE: Shape = Shape::Object(&[
     ("apiVersion", Shape::Str),
@@ -199,9 +274,14 @@ pub fn validate_template_spec(spec: Option<&Value>, path: &str) -> Vec<Cause> {
 pub fn validate_pod_update(old: &Value, new: &Value) -> Vec<Cause> {
     let strip_images = |pod: &Value| {
         let mut spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+        // A pod stored before a default existed compares as if it had it.
+        super::defaults::apply_pod_spec_defaults(&mut spec);
         if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
             for container in containers.iter_mut().filter_map(Value::as_object_mut) {
                 container.remove("image");
+                // Defaulted from the image's tag, and without effect on content-addressed
+                // modules: it may follow the image.
+                container.remove("imagePullPolicy");
             }
         }
         // Tolerations may be added (a pod stored before defaults gave it some gets them).
@@ -247,6 +327,24 @@ pub fn check_shape(value: &Value, shape: &Shape, path: &str, causes: &mut Vec<Ca
     };
     match shape {
         Shape::Ignored => {}
+        Shape::OneOf(_) if !value.is_string() => causes.push(wrong("a string")),
+        Shape::OneOf(values) => {
+            if let Some(actual) = value.as_str().filter(|v| !values.contains(v)) {
+                causes.push(not_supported(path, &format!("{actual:?}"), values));
+            }
+        }
+        Shape::BoolIs(_) if !value.is_boolean() => causes.push(wrong("a boolean")),
+        Shape::IntIs(_) if !value.is_i64() => causes.push(wrong("an integer")),
+        Shape::BoolIs(only) if value.as_bool() != Some(*only) => causes.push(not_supported(
+            path,
+            &value.to_string(),
+            &[only.to_string().as_str()],
+        )),
+        Shape::IntIs(only) if value.as_i64() != Some(*only) => causes.push(not_supported(
+            path,
+            &value.to_string(),
+            &[only.to_string().as_str()],
+        )),
         Shape::Str if !value.is_string() => causes.push(wrong("a string")),
         Shape::Int if !value.is_i64() => causes.push(wrong("an integer")),
         Shape::Bool if !value.is_boolean() => causes.push(wrong("a boolean")),
@@ -280,8 +378,28 @@ pub fn check_shape(value: &Value, shape: &Shape, path: &str, causes: &mut Vec<Ca
             }
             None => causes.push(wrong("a list")),
         },
-        Shape::Str | Shape::Int | Shape::Bool | Shape::IntOrString | Shape::Quantity => {}
+        Shape::Str
+        | Shape::Int
+        | Shape::Bool
+        | Shape::IntOrString
+        | Shape::Quantity
+        | Shape::BoolIs(_)
+        | Shape::IntIs(_) => {}
     }
+}
+
+/// A value outside what wasmfleet can honour, naming the values it can (Kubernetes'
+/// `FieldValueNotSupported` wording).
+fn not_supported(path: &str, actual: &str, supported: &[&str]) -> Cause {
+    let supported: Vec<String> = supported.iter().map(|v| format!("{v:?}")).collect();
+    Cause::new(
+        "FieldValueNotSupported",
+        path,
+        format!(
+            "Unsupported value: {actual}: supported values: {} (wasmfleet cannot honour others)",
+            supported.join(", ")
+        ),
+    )
 }
 
 fn check_object(
@@ -779,6 +897,83 @@ mod tests {
             ["spec.containers[0].ports[0].hostPort", "spec.hostNetwork"]
         );
         assert!(causes[0].message.contains("does not support"));
+    }
+
+    /// What `kubectl run` and `kubectl get -o yaml` of a Kubernetes pod carry.
+    #[test]
+    fn kubernetes_defaults_and_meaningless_settings_are_accepted() {
+        let mut p = pod();
+        let spec = p["spec"].as_object_mut().unwrap();
+        for (field, value) in [
+            ("dnsPolicy", json!("ClusterFirst")),
+            ("schedulerName", json!("default-scheduler")),
+            (
+                "securityContext",
+                json!({"runAsNonRoot": true, "runAsUser": 1000, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}}),
+            ),
+            ("enableServiceLinks", json!(true)),
+            ("priority", json!(0)),
+            ("preemptionPolicy", json!("PreemptLowerPriority")),
+            ("serviceAccountName", json!("default")),
+            ("serviceAccount", json!("default")),
+            ("automountServiceAccountToken", json!(false)),
+        ] {
+            spec.insert(field.into(), value);
+        }
+        let c = p["spec"]["containers"][0].as_object_mut().unwrap();
+        for (field, value) in [
+            ("imagePullPolicy", json!("IfNotPresent")),
+            ("terminationMessagePath", json!("/dev/termination-log")),
+            ("terminationMessagePolicy", json!("File")),
+            (
+                "securityContext",
+                json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}, "privileged": false}),
+            ),
+            ("stdin", json!(false)),
+            ("tty", json!(false)),
+        ] {
+            c.insert(field.into(), value);
+        }
+        assert_eq!(validate_pod(&p), vec![]);
+    }
+
+    #[test]
+    fn values_wasmfleet_cannot_honour_are_refused_by_name() {
+        let mut p = pod();
+        p["spec"]["dnsPolicy"] = json!("None");
+        p["spec"]["schedulerName"] = json!("my-scheduler");
+        p["spec"]["priority"] = json!(1000);
+        p["spec"]["serviceAccountName"] = json!("builder");
+        p["spec"]["securityContext"] = json!({"sysctls": [{"name": "a", "value": "1"}]});
+        p["spec"]["containers"][0]["stdin"] = json!(true);
+        p["spec"]["containers"][0]["securityContext"] =
+            json!({"privileged": true, "capabilities": {"add": ["NET_ADMIN"]}});
+        let causes = validate_pod(&p);
+        assert_eq!(
+            fields(&causes),
+            [
+                "spec.containers[0].securityContext.capabilities.add",
+                "spec.containers[0].securityContext.privileged",
+                "spec.containers[0].stdin",
+                "spec.dnsPolicy",
+                "spec.priority",
+                "spec.schedulerName",
+                "spec.securityContext.sysctls",
+                "spec.serviceAccountName",
+            ]
+        );
+        assert!(
+            causes[3]
+                .message
+                .contains(r#"Unsupported value: "None": supported values: "ClusterFirst""#),
+            "{}",
+            causes[3].message
+        );
+        assert!(
+            causes[2].message.contains("supported values: \"false\""),
+            "{}",
+            causes[2].message
+        );
     }
 
     #[test]

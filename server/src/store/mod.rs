@@ -33,6 +33,7 @@ mod error;
 mod events;
 mod key;
 mod meta;
+mod pages;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub use error::StoreError;
 pub use events::{EventType, WatchEvent, Watcher};
 pub use key::{ObjectKey, Scope};
 pub use meta::resource_version;
+pub use pages::{Page, PageRequest};
 
 /// `resource/namespace/name` → the object's JSON.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -99,6 +101,8 @@ struct Inner {
     /// Carries the latest committed revision; watchers wait on it.
     revision: watch::Sender<u64>,
     retention: u64,
+    /// Snapshots of paged lists ([`pages`]).
+    snapshots: pages::Snapshots,
 }
 
 /// What a read-modify-write decided to do with the object.
@@ -132,6 +136,7 @@ impl Store {
                 db,
                 revision,
                 retention: options.event_retention.max(1),
+                snapshots: pages::Snapshots::default(),
             }),
             dry_run: false,
         })
@@ -390,8 +395,10 @@ impl Store {
         Ok(stored)
     }
 
-    /// Wakes watchers with the revision of a commit.
+    /// Wakes watchers with the revision of a commit (and lets go of paged lists' snapshots
+    /// past their time, which would otherwise hold back redb's page reuse).
     fn notify(&self, rev: u64) {
+        self.inner.snapshots.purge();
         self.inner.revision.send_if_modified(|latest| {
             // Commits from different threads may notify out of order; never go backwards.
             let newer = rev > *latest;

@@ -316,3 +316,71 @@ fn a_dry_run_handle_answers_like_a_write_and_stores_nothing() {
     assert!(store.get(&pod_key("a")).unwrap().is_some());
     assert_eq!(store.revision(), 1);
 }
+
+fn page_names(page: &Page) -> Vec<&str> {
+    page.items
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn pages_continue_in_the_snapshot_of_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for name in ["a", "b", "c"] {
+        store.create(&pod_key(name), pod(name)).unwrap();
+    }
+    let scope = Scope::namespace("pods", "default");
+    let first_page = PageRequest {
+        limit: 2,
+        resume: None,
+    };
+    let first = store.list_page(&scope, &first_page, |_| true).unwrap();
+    assert_eq!(page_names(&first), ["a", "b"]);
+    assert_eq!(first.remaining, 1);
+    let after = first.next.clone().unwrap();
+    store.delete(&pod_key("c"), None).unwrap();
+    store.create(&pod_key("d"), pod("d")).unwrap();
+    let resume = PageRequest {
+        limit: 2,
+        resume: Some((first.revision, after)),
+    };
+    let second = store.list_page(&scope, &resume, |_| true).unwrap();
+    assert_eq!(
+        page_names(&second),
+        ["c"],
+        "the snapshot, not the store now"
+    );
+    assert_eq!((second.next, second.remaining), (None, 0));
+    let filtered = store
+        .list_page(&scope, &PageRequest::default(), |p| {
+            p["metadata"]["name"] != "a"
+        })
+        .unwrap();
+    assert_eq!(page_names(&filtered), ["b", "d"]);
+    let gone = PageRequest {
+        limit: 1,
+        resume: Some((1, "pods/default/a".into())),
+    };
+    assert!(matches!(
+        store.list_page(&scope, &gone, |_| true),
+        Err(StoreError::Gone { .. })
+    ));
+}
+
+#[test]
+fn snapshots_expire_and_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let snapshots = pages::Snapshots::default();
+    let read = || Arc::new(store.database().begin_read().unwrap());
+    let now = std::time::Instant::now();
+    snapshots.keep(1, read(), now.checked_sub(pages::SNAPSHOT_TTL).unwrap());
+    assert!(snapshots.find(1).is_none(), "older than the TTL");
+    for rev in 0..=pages::MAX_SNAPSHOTS as u64 {
+        snapshots.keep(rev + 10, read(), now);
+    }
+    assert!(snapshots.find(10).is_none(), "the oldest went first");
+    assert!(snapshots.find(11).is_some());
+}

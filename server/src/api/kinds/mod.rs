@@ -19,6 +19,7 @@ pub mod nodes;
 pub mod poddisruptionbudgets;
 pub mod pods;
 pub mod replicasets;
+pub mod reviews;
 pub mod services;
 pub mod workload;
 
@@ -44,6 +45,9 @@ pub const ALL: &[&Kind] = &[
     &jobs::KIND,
     &cronjobs::KIND,
     &poddisruptionbudgets::KIND,
+    &reviews::ACCESS,
+    &reviews::RULES,
+    &reviews::SUBJECT,
 ];
 
 /// The verbs of an ordinary read-write resource.

@@ -8,7 +8,7 @@ use super::{Column, Kind, READ_WRITE, Subresource, keep_status, name_of};
 use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, str_at, text};
-use crate::api::{ApiContext, defaults, eviction, logs, router, validation};
+use crate::api::{ApiContext, defaults, eviction, logs, pod_streams, router, validation};
 use crate::fleet::delivery;
 use crate::k8s;
 
@@ -34,6 +34,10 @@ pub const KIND: Kind = Kind {
             route: log_route,
         },
         eviction::SUBRESOURCE,
+        pod_streams::EXEC,
+        pod_streams::ATTACH,
+        pod_streams::PORT_FORWARD,
+        pod_streams::EPHEMERAL_CONTAINERS,
     ],
     columns: &[
         Column::new("Name"),

@@ -1,0 +1,117 @@
+//! What a Kubernetes user types, with the real kubectl 1.32, and what they see: `kubectl
+//! run` (its defaulted fields accepted) then `logs` (with the options the agents cannot
+//! honour refused by name), `auth can-i` / `whoami`, the clear refusals of `exec`, `cp`,
+//! `attach`, `port-forward` and `debug`, `get --raw /readyz`, and paged lists
+//! (`--chunk-size`).
+
+use wasmfleet_tests::cluster::phase;
+use wasmfleet_tests::{Cluster, ClusterOptions};
+
+/// Runs kubectl, asserting that it fails; returns what it printed on stderr.
+fn kubectl_fails(cluster: &Cluster, args: &[&str]) -> String {
+    let out = cluster.kubectl(args);
+    assert!(!out.success, "kubectl {args:?} succeeded: {}", out.stdout);
+    out.stderr
+}
+
+#[test]
+fn kubectl_run_logs_auth_and_the_refusals_users_see() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("hello", "hello:v1");
+    cluster.push("exerciser", "exerciser:v1");
+
+    // `kubectl run` sends `dnsPolicy: ClusterFirst` (refused before the defaults).
+    let out = cluster.kubectl_ok(&["run", "h", "--image=hello:v1", "--restart=Never"]);
+    assert_eq!(out, "pod/h created\n");
+    cluster.kubectl_ok(&[
+        "run",
+        "s",
+        "--image=exerciser:v1",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "600000",
+    ]);
+    // A module nobody pushed: the container never starts.
+    cluster.kubectl_ok(&["run", "w", "--image=nothere:v1", "--restart=Never"]);
+    let refused = kubectl_fails(
+        &cluster,
+        &[
+            "run",
+            "other",
+            "--image=hello:v1",
+            r#"--overrides={"spec":{"schedulerName":"mine"}}"#,
+        ],
+    );
+    assert!(
+        refused.contains(r#"spec.schedulerName: Unsupported value: "mine": supported values: "default-scheduler""#),
+        "{refused}"
+    );
+
+    cluster.wait_pod("h", "to complete", |p| phase(p) == "Succeeded");
+    assert_eq!(cluster.kubectl_ok(&["logs", "h"]), "hello from wasmfleet\n");
+    assert_eq!(
+        cluster.kubectl_ok(&["logs", "h", "--limit-bytes=5"]),
+        "hello"
+    );
+    let dns = cluster.kubectl_ok(&["get", "pod", "h", "-o", "jsonpath={.spec.dnsPolicy}"]);
+    assert_eq!(dns, "ClusterFirst");
+    for (flag, says) in [
+        ("--timestamps", "timestamps: not supported"),
+        ("--since=1h", "sinceSeconds: not supported"),
+        (
+            "--previous",
+            r#"previous terminated container "h" in pod "h" not found"#,
+        ),
+    ] {
+        let refused = kubectl_fails(&cluster, &["logs", "h", flag]);
+        assert!(
+            refused.starts_with(&format!("Error from server (BadRequest): {says}")),
+            "{flag}: {refused}"
+        );
+    }
+    let waiting = kubectl_fails(&cluster, &["logs", "w"]);
+    assert!(
+        waiting.contains(r#"container "w" in pod "w" is waiting to start: "#),
+        "{waiting}"
+    );
+
+    assert_eq!(
+        cluster.kubectl_ok(&["auth", "can-i", "delete", "pods"]),
+        "yes\n"
+    );
+    let whoami = cluster.kubectl_ok(&["auth", "whoami"]);
+    assert!(whoami.contains("Username    admin"), "{whoami}");
+    assert!(whoami.contains("system:masters"), "{whoami}");
+
+    cluster.wait_pod("s", "to run", |p| phase(p) == "Running");
+    for (args, says) in [
+        (&["exec", "s", "--", "ls"][..], "wasm pods have no exec"),
+        (
+            &["cp", "s:/etc/hosts", "/tmp/wasmfleet-cp-test"][..],
+            "`kubectl cp` needs",
+        ),
+        (&["attach", "s"][..], "wasm pods have no attach"),
+        (
+            &["port-forward", "s", "18080:80"][..],
+            "port-forward is not supported by wasmfleet yet",
+        ),
+        (
+            &["debug", "s", "--image=hello:v1"][..],
+            "wasm pods have no ephemeral containers",
+        ),
+    ] {
+        let refused = kubectl_fails(&cluster, args);
+        assert!(refused.contains(says), "kubectl {args:?}: {refused}");
+        assert!(!refused.contains("panic"), "kubectl {args:?}: {refused}");
+    }
+
+    assert_eq!(cluster.kubectl_ok(&["get", "--raw", "/readyz"]), "ok");
+
+    // One request per pod, each page continuing the last.
+    let paged = cluster.kubectl(&["get", "pods", "--chunk-size=1", "-o", "name", "-v=6"]);
+    assert!(paged.success, "{}", paged.stderr);
+    assert_eq!(paged.stdout, "pod/h\npod/s\npod/w\n");
+    let continued = paged.stderr.matches("continue=").count();
+    assert_eq!(continued, 2, "{}", paged.stderr);
+}
