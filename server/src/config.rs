@@ -74,6 +74,10 @@ pub struct ServerConfig {
     /// The pod network: every node gets a /24 of it, every pod an IP from its node's /24.
     #[arg(long, default_value = DEFAULT_CLUSTER_CIDR)]
     pub cluster_cidr: ClusterCidr,
+    /// Print the ACL file an external Mosquitto needs (for `--mqtt-username`) and exit.
+    #[arg(long)]
+    pub print_mosquitto_acl: bool,
+
     /// How many store events watches can resume from (tests shrink it to reach 410 Gone).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub event_retention: u64,

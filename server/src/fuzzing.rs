@@ -199,7 +199,6 @@ fn server_inbound(data: &[u8]) {
         topic::up("pi-1", Up::Status),
         topic::up("pi-1", Up::BlobRequest),
         topic::up("pi-1", Up::Logs),
-        topic::module_upload("hello", "v1"),
     ];
     match topic::parse_server_inbound(&topics[usize::from(which) % topics.len()]) {
         Some(ServerInbound::FromNode { kind, .. }) => {
@@ -207,7 +206,6 @@ fn server_inbound(data: &[u8]) {
                 let _ = expected_on(kind, &message);
             }
         }
-        Some(ServerInbound::ModuleUpload { .. }) => wasm(payload),
         None => unreachable!("every topic in the list is the server's"),
     }
 }

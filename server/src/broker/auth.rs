@@ -8,7 +8,9 @@
 //!
 //! Identities (the username decides which rule applies):
 //! - `wasmfleet-server` + the server password: [`Identity::Server`], everything under `wf/v1/`;
-//! - `admin` + the admin token: [`Identity::Admin`], publishes module uploads only;
+//! - `admin` + the admin token: [`Identity::Admin`], uses the front door only: publishes
+//!   module uploads and manifests (`wf/v1/apply`, or `wf/v1/apply/{its client id}`) and
+//!   subscribes only to its own result topic `wf/v1/apply/result/{its client id}`;
 //! - any other DNS-1123 name + that node's password (plus the join token at its first
 //!   login), with client id equal to the name: [`Identity::Node`], publishes only its own `up/` topics and subscribes only to its own
 //!   `down/` topics and the server's presence. (So no node can be named `admin` or
@@ -21,6 +23,7 @@ use std::pin::Pin;
 use mqtt5::broker::auth::{AuthProvider, AuthResult};
 use mqtt5::packet::connect::ConnectPacket;
 use mqtt5::protocol::v5::reason_codes::ReasonCode;
+use wasmfleet_protocol::topic::FrontDoor;
 use wasmfleet_protocol::{names, topic};
 
 use super::BrokerCredentials;
@@ -163,27 +166,38 @@ fn node_down_scope(node: &str) -> String {
     format!("{}/n/{node}/down/", topic::PREFIX)
 }
 
-fn modules_scope() -> String {
-    format!("{}/modules/", topic::PREFIX)
+/// Whether the admin client `client_id` may publish to `topic_name`: any front door topic
+/// (malformed module topics too: the front door answers them) that names no other client.
+fn admin_may_publish(client_id: &str, topic_name: &str) -> bool {
+    match topic::parse_front_door(topic_name) {
+        Some(
+            FrontDoor::Apply { client }
+            | FrontDoor::Module { client, .. }
+            | FrontDoor::BadModuleTopic { client, .. },
+        ) => client.is_none_or(|named| named == client_id),
+        None => false,
+    }
 }
 
-/// Whether `identity` may publish to `topic_name` (a concrete topic, no wildcards).
-pub fn may_publish(identity: &Identity, topic_name: &str) -> bool {
+/// Whether `identity`, connected as `client_id`, may publish to `topic_name` (a concrete
+/// topic, no wildcards).
+pub fn may_publish(identity: &Identity, client_id: &str, topic_name: &str) -> bool {
     if topic_name.contains(['+', '#']) {
         return false;
     }
     match identity {
         Identity::Server => topic_name.starts_with(&server_scope()),
         Identity::Node(name) => topic_name.starts_with(&node_up_scope(name)),
-        Identity::Admin => topic_name.starts_with(&modules_scope()),
+        Identity::Admin => admin_may_publish(client_id, topic_name),
     }
 }
 
-/// Whether `identity` may subscribe to `filter`.
+/// Whether `identity`, connected as `client_id`, may subscribe to `filter`.
 ///
 /// A filter is allowed when its literal prefix already confines it to the identity's
-/// scope; wildcards after that prefix cannot escape it.
-pub fn may_subscribe(identity: &Identity, filter: &str) -> bool {
+/// scope; wildcards after that prefix cannot escape it. The admin may only read its own
+/// result topic (no wildcards), so one client never sees another's answers.
+pub fn may_subscribe(identity: &Identity, client_id: &str, filter: &str) -> bool {
     if filter.starts_with('$') {
         return false;
     }
@@ -192,7 +206,9 @@ pub fn may_subscribe(identity: &Identity, filter: &str) -> bool {
         Identity::Node(name) => {
             filter == topic::SERVER_STATE || within(filter, &node_down_scope(name))
         }
-        Identity::Admin => false,
+        Identity::Admin => {
+            topic::valid_client_id(client_id) && filter == topic::result_topic(client_id)
+        }
     }
 }
 
@@ -280,7 +296,8 @@ impl AuthProvider for BrokerAuth {
         user_id: Option<&'a str>,
         topic_name: &'a str,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        let allowed = identity_of(user_id).is_some_and(|id| may_publish(&id, topic_name));
+        let allowed =
+            identity_of(user_id).is_some_and(|id| may_publish(&id, client_id, topic_name));
         if !allowed {
             tracing::warn!(client_id, topic = topic_name, "mqtt publish denied");
         }
@@ -293,7 +310,8 @@ impl AuthProvider for BrokerAuth {
         user_id: Option<&'a str>,
         topic_filter: &'a str,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        let allowed = identity_of(user_id).is_some_and(|id| may_subscribe(&id, topic_filter));
+        let allowed =
+            identity_of(user_id).is_some_and(|id| may_subscribe(&id, client_id, topic_filter));
         if !allowed {
             tracing::warn!(client_id, filter = topic_filter, "mqtt subscribe denied");
         }
@@ -307,6 +325,8 @@ mod tests {
     use wasmfleet_protocol::topic::{Down, Up, down, up};
 
     const NODE_LOGIN: &[u8] = b"node-secret:0123456789abcdef0123";
+    /// The client id where the rule does not depend on it.
+    const ANY_CLIENT: &str = "some-client";
 
     fn authenticator() -> Authenticator {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -394,21 +414,29 @@ mod tests {
     #[test]
     fn a_node_publishes_only_its_own_up_topics() {
         let me = node("pi-1");
-        assert!(may_publish(&me, &up("pi-1", Up::Status)));
-        assert!(may_publish(&me, &up("pi-1", Up::State)));
-        assert!(!may_publish(&me, &up("pi-2", Up::Status)));
-        assert!(!may_publish(&me, &down("pi-1", Down::Desired)));
-        assert!(!may_publish(&me, topic::SERVER_STATE));
-        assert!(!may_publish(&me, "wf/v1/modules/evil/v1"));
-        assert!(!may_publish(&node("pi-1"), "wf/v1/n/pi-10/up/status"));
+        assert!(may_publish(&me, ANY_CLIENT, &up("pi-1", Up::Status)));
+        assert!(may_publish(&me, ANY_CLIENT, &up("pi-1", Up::State)));
+        assert!(!may_publish(&me, ANY_CLIENT, &up("pi-2", Up::Status)));
+        assert!(!may_publish(&me, ANY_CLIENT, &down("pi-1", Down::Desired)));
+        assert!(!may_publish(&me, ANY_CLIENT, topic::SERVER_STATE));
+        assert!(!may_publish(&me, ANY_CLIENT, "wf/v1/modules/evil/v1"));
+        assert!(!may_publish(
+            &node("pi-1"),
+            ANY_CLIENT,
+            "wf/v1/n/pi-10/up/status"
+        ));
     }
 
     #[test]
     fn a_node_subscribes_only_to_its_own_down_topics_and_server_state() {
         let me = node("pi-1");
-        assert!(may_subscribe(&me, &topic::node_down_filter("pi-1")));
-        assert!(may_subscribe(&me, &down("pi-1", Down::Desired)));
-        assert!(may_subscribe(&me, topic::SERVER_STATE));
+        assert!(may_subscribe(
+            &me,
+            ANY_CLIENT,
+            &topic::node_down_filter("pi-1")
+        ));
+        assert!(may_subscribe(&me, ANY_CLIENT, &down("pi-1", Down::Desired)));
+        assert!(may_subscribe(&me, ANY_CLIENT, topic::SERVER_STATE));
         for filter in [
             "#",
             "wf/#",
@@ -420,33 +448,76 @@ mod tests {
             "$SYS/#",
             "$share/g/wf/v1/n/pi-1/down/#",
         ] {
-            assert!(!may_subscribe(&me, filter), "{filter}");
+            assert!(!may_subscribe(&me, ANY_CLIENT, filter), "{filter}");
         }
     }
 
     #[test]
     fn the_server_may_use_everything_under_the_prefix_only() {
         let server = Identity::Server;
-        assert!(may_subscribe(&server, topic::ALL_NODES_UP));
-        assert!(may_subscribe(&server, topic::ALL_MODULE_UPLOADS));
-        assert!(may_publish(&server, &down("pi-1", Down::Desired)));
-        assert!(may_publish(&server, topic::SERVER_STATE));
-        assert!(!may_subscribe(&server, "#"));
-        assert!(!may_subscribe(&server, "$SYS/#"));
-        assert!(!may_publish(&server, "other/topic"));
+        assert!(may_subscribe(&server, ANY_CLIENT, topic::ALL_NODES_UP));
+        assert!(may_subscribe(
+            &server,
+            ANY_CLIENT,
+            topic::ALL_MODULE_UPLOADS
+        ));
+        assert!(may_publish(
+            &server,
+            ANY_CLIENT,
+            &down("pi-1", Down::Desired)
+        ));
+        assert!(may_publish(&server, ANY_CLIENT, topic::SERVER_STATE));
+        assert!(!may_subscribe(&server, ANY_CLIENT, "#"));
+        assert!(!may_subscribe(&server, ANY_CLIENT, "$SYS/#"));
+        assert!(!may_publish(&server, ANY_CLIENT, "other/topic"));
     }
 
     #[test]
-    fn the_admin_may_only_upload_modules() {
+    fn the_admin_may_only_use_the_front_door() {
         let admin = Identity::Admin;
-        assert!(may_publish(&admin, &topic::module_upload("hello", "v1")));
-        assert!(!may_publish(&admin, &down("pi-1", Down::Desired)));
-        assert!(!may_subscribe(&admin, "wf/v1/modules/#"));
+        assert!(may_publish(
+            &admin,
+            "dev",
+            &topic::module_upload("hello", "v1")
+        ));
+        assert!(may_publish(&admin, "dev", "wf/v1/modules/hello"));
+        assert!(may_publish(&admin, "dev", topic::APPLY));
+        assert!(may_publish(&admin, "dev", &topic::apply_as("dev")));
+        assert!(!may_publish(&admin, "dev", &topic::apply_as("other")));
+        assert!(may_publish(&admin, "dev", "wf/v1/modules/hello/v1/dev"));
+        assert!(!may_publish(&admin, "dev", "wf/v1/modules/hello/v1/other"));
+        assert!(!may_publish(&admin, "dev", &topic::result_topic("dev")));
+        assert!(!may_publish(&admin, "dev", &down("pi-1", Down::Desired)));
+        assert!(!may_subscribe(&admin, "dev", "wf/v1/modules/#"));
+    }
+
+    #[test]
+    fn an_admin_client_reads_only_its_own_results() {
+        let admin = Identity::Admin;
+        assert!(may_subscribe(&admin, "dev", &topic::result_topic("dev")));
+        for filter in [
+            topic::result_topic("other"),
+            "wf/v1/apply/result/+".to_owned(),
+            "wf/v1/apply/result/#".to_owned(),
+            "wf/v1/apply/#".to_owned(),
+            topic::APPLY.to_owned(),
+        ] {
+            assert!(!may_subscribe(&admin, "dev", &filter), "{filter}");
+        }
+        assert!(!may_subscribe(
+            &node("dev"),
+            "dev",
+            &topic::result_topic("dev")
+        ));
     }
 
     #[test]
     fn wildcards_are_never_publishable() {
-        assert!(!may_publish(&Identity::Server, "wf/v1/n/+/down/desired"));
-        assert!(!may_publish(&node("pi-1"), "wf/v1/n/pi-1/up/#"));
+        assert!(!may_publish(
+            &Identity::Server,
+            ANY_CLIENT,
+            "wf/v1/n/+/down/desired"
+        ));
+        assert!(!may_publish(&node("pi-1"), ANY_CLIENT, "wf/v1/n/pi-1/up/#"));
     }
 }

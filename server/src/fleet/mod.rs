@@ -10,8 +10,10 @@
 //!   node lifecycle controller reads them);
 //! - status reports → pod status in the store, then an ack ([`status`]);
 //! - chunk requests → module chunks, sent from their own task ([`blobs`]);
-//! - log chunks → the waiting [`FleetHandle::logs`] receiver ([`logs`]);
-//! - module uploads → the module store.
+//! - log chunks → the waiting [`FleetHandle::logs`] receiver ([`logs`]).
+//!
+//! Module uploads and manifests from clients come in through the [`front_door`], an MQTT 5
+//! session of its own that answers every publish.
 //!
 //! A third task ([`publisher`], planning with [`desired`]) publishes each node's retained desired-pods snapshot whenever
 //! it changes, and all of them after every (re)connect. The server's retained presence on
@@ -21,6 +23,7 @@ mod blobs;
 mod connection;
 pub mod delivery;
 pub mod desired;
+pub mod front_door;
 pub(crate) mod inbound;
 mod logs;
 pub mod nodes;
