@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::backoff::{Backoff, BackoffPolicy};
 use wasmfleet_protocol::topic;
@@ -43,6 +43,8 @@ pub(super) struct Link {
     pub(super) budget: Arc<Semaphore>,
     pub(super) limiter: RateLimiter,
     pub(super) complaints: Complaints,
+    /// Whether the subscriptions of the current session are in place.
+    pub(super) subscribed: watch::Sender<bool>,
 }
 
 impl Link {
@@ -58,6 +60,7 @@ impl Link {
                 Ok(Event::Incoming(packet)) => self.on_packet(packet, &mut backoff),
                 Ok(Event::Outgoing(_)) => {}
                 Err(err) => {
+                    self.subscribed.send_replace(false);
                     let delay = backoff.next_delay(1.0);
                     tracing::warn!(%err, retry_in = ?delay, "MQTT front door connection lost");
                     tokio::select! {
@@ -79,15 +82,16 @@ impl Link {
                 self.subscribe();
             }
             Packet::Publish(publish) => self.on_publish(&publish),
-            Packet::SubAck(ack)
-                if ack.return_codes.iter().any(|c| {
-                    !matches!(
-                        c,
-                        rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
-                    )
-                }) =>
-            {
-                tracing::error!(?ack, "the broker refused a front door subscription");
+            Packet::SubAck(ack) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|code| !matches!(code, SubscribeReasonCode::Success(_)));
+                if refused {
+                    tracing::error!(?ack, "the broker refused a front door subscription");
+                } else {
+                    self.subscribed.send_replace(true);
+                }
             }
             _ => {}
         }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::v5::{AsyncClient, MqttOptions};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::transport::transport;
@@ -53,6 +53,21 @@ const REQUEST_QUEUE: usize = 64;
 #[derive(Debug)]
 pub struct FrontDoor;
 
+/// A handle on the running front door.
+#[derive(Debug, Clone)]
+pub struct FrontDoorHandle {
+    subscribed: watch::Receiver<bool>,
+}
+
+impl FrontDoorHandle {
+    /// Waits until the front door is subscribed to its topics (publishes are not retained:
+    /// what is sent before that reaches nobody); false if it stopped first.
+    pub async fn wait_subscribed(&self) -> bool {
+        let mut subscribed = self.subscribed.clone();
+        subscribed.wait_for(|s| *s).await.is_ok()
+    }
+}
+
 impl FrontDoor {
     /// Connects to the broker and starts the link and the worker on `tracker`; they stop
     /// when `shutdown` is cancelled. Returns at once; the connection is made (and retried)
@@ -63,8 +78,9 @@ impl FrontDoor {
         modules: ModuleStore,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
-    ) -> Result<(), FleetError> {
+    ) -> Result<FrontDoorHandle, FleetError> {
         let (client, eventloop) = AsyncClient::new(options(mqtt)?, REQUEST_QUEUE);
+        let (subscribed_tx, subscribed) = watch::channel(false);
         let (queue, requests) = mpsc::channel(link::QUEUE);
         let link = link::Link {
             client: client.clone(),
@@ -72,6 +88,7 @@ impl FrontDoor {
             budget: Arc::new(Semaphore::new(link::BUDGET_BYTES)),
             limiter: request::RateLimiter::default(),
             complaints: super::inbound::Complaints::default(),
+            subscribed: subscribed_tx,
         };
         let worker = worker::Worker {
             client,
@@ -81,7 +98,7 @@ impl FrontDoor {
         };
         tracker.spawn(link.run(eventloop, shutdown.clone()));
         tracker.spawn(worker.run(requests, shutdown.clone()));
-        Ok(())
+        Ok(FrontDoorHandle { subscribed })
     }
 }
 
