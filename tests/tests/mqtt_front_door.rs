@@ -81,10 +81,10 @@ impl Clients<'_> {
         answer(&out)
     }
 
-    /// `mosquitto_pub` and `mosquitto_sub` with a persistent session (one client id cannot
-    /// be connected twice): subscribe to the client's result topic, publish `file` (with
-    /// `extra` flags, e.g. `-r`) as the same client, then read the queued answer. With MQTT 5
-    /// the publish names the result topic as its response topic; with 3.1.1 the topic must
+    /// `mosquitto_pub` and `mosquitto_sub`: `client_id` subscribes to its result topic in a
+    /// persistent session, a second connection (`{client_id}-pub`) publishes `file` (with
+    /// `extra` flags, e.g. `-r`), then `client_id` reads the queued answer. With MQTT 5 the
+    /// publish names the result topic as its response topic; with 3.1.1 the topic must
     /// name the client.
     fn request(
         &self,
@@ -101,8 +101,8 @@ impl Clients<'_> {
             .output()
             .expect("mosquitto_sub runs");
         assert!(subscribed.status.success(), "{}", text(&subscribed.stderr));
-        let mut publish = self.login("mosquitto_pub", version, client_id);
-        publish.args(["-c", "-t", topic_name, "-f", &file.display().to_string()]);
+        let mut publish = self.login("mosquitto_pub", version, &format!("{client_id}-pub"));
+        publish.args(["-t", topic_name, "-f", &file.display().to_string()]);
         if version == "5" {
             publish.args(["-D", "publish", "response-topic", &result]);
         }
@@ -292,4 +292,46 @@ fn mqtt_311_clients_are_answered_on_their_own_result_topic_only() {
     // had received would be handed over at once.
     let snooped = snoop(&["-C", "1", "-W", "2"]);
     assert_eq!(text(&snooped.stdout), "", "{}", text(&snooped.stderr));
+}
+
+#[test]
+fn every_publish_is_answered_and_a_client_over_its_rate_gets_429() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let clients = Clients { cluster: &cluster };
+    let result = topic::result_topic("flood");
+    let subscribed = clients
+        .login("mosquitto_sub", "mqttv311", "flood")
+        .args(["-c", "-t", &result, "-E"])
+        .output()
+        .expect("mosquitto_sub runs");
+    assert!(subscribed.status.success(), "{}", text(&subscribed.stderr));
+    // 60 unreadable manifests at once (`-l`: one publish per line): far more than the
+    // burst of 20 the server takes from one client.
+    let lines = write(&cluster, "flood.txt", "kind: [\n".repeat(60).as_bytes());
+    let published = clients
+        .login("mosquitto_pub", "mqttv311", "flood-pub")
+        .args(["-t", &topic::apply_as("flood"), "-l"])
+        .stdin(std::fs::File::open(&lines).expect("open the lines"))
+        .output()
+        .expect("mosquitto_pub runs");
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let out = clients
+        .login("mosquitto_sub", "mqttv311", "flood")
+        .args(["-c", "-t", &result, "-C", "60", "-W", "15"])
+        .output()
+        .expect("mosquitto_sub runs");
+    let answers: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each answer is JSON"))
+        .collect();
+    assert_eq!(answers.len(), 60, "{}", text(&out.stderr));
+    let count = |pick: &dyn Fn(&Value) -> bool| answers.iter().filter(|a| pick(a)).count();
+    let limited = count(&|a| a["status"]["code"] == 429);
+    let busy = count(&|a| a["status"]["code"] == 503);
+    let parsed = count(&|a| message(a).starts_with("error: error parsing"));
+    assert!(
+        limited > 0 && parsed > 0,
+        "{limited} limited, {parsed} parsed"
+    );
+    assert_eq!(limited + busy + parsed, 60, "{limited} + {busy} + {parsed}");
 }

@@ -2,12 +2,10 @@
 //! --print-mosquitto-acl`): the rules of [`super::auth`] in `acl_file` syntax, built from
 //! the same topic names, so the two brokers enforce one authorization model.
 //!
-//! What Mosquitto cannot express, and how it differs from the embedded broker:
-//! - `pattern` lines apply to every user, so the admin's publish rights are per user: any
-//!   admin client may publish `wf/v1/apply/{client-id}` naming another client (the
-//!   embedded broker allows only its own id). All admin clients share one credential today.
-//! - result topics are read by client id (`%c`): a node whose name equals an admin
-//!   client's id could read that client's answers, but the two cannot be connected at once.
+//! One difference: `pattern` lines apply to every user, so result topics are read by client
+//! id (`%c`) for nodes too: a node whose name equals an admin client's id could read that
+//! client's answers (the embedded broker never lets a node read them), but the two cannot
+//! be connected at once.
 
 use wasmfleet_protocol::topic;
 

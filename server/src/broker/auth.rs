@@ -9,7 +9,7 @@
 //! Identities (the username decides which rule applies):
 //! - `wasmfleet-server` + the server password: [`Identity::Server`], everything under `wf/v1/`;
 //! - `admin` + the admin token: [`Identity::Admin`], uses the front door only: publishes
-//!   module uploads and manifests (`wf/v1/apply`, or `wf/v1/apply/{its client id}`) and
+//!   module uploads and manifests (`wf/v1/apply`, `wf/v1/apply/{client id}`) and
 //!   subscribes only to its own result topic `wf/v1/apply/result/{its client id}`;
 //! - any other DNS-1123 name + that node's password (plus the join token at its first
 //!   login), with client id equal to the name: [`Identity::Node`], publishes only its own `up/` topics and subscribes only to its own
@@ -23,7 +23,6 @@ use std::pin::Pin;
 use mqtt5::broker::auth::{AuthProvider, AuthResult};
 use mqtt5::packet::connect::ConnectPacket;
 use mqtt5::protocol::v5::reason_codes::ReasonCode;
-use wasmfleet_protocol::topic::FrontDoor;
 use wasmfleet_protocol::{names, topic};
 
 use super::BrokerCredentials;
@@ -166,29 +165,24 @@ fn node_down_scope(node: &str) -> String {
     format!("{}/n/{node}/down/", topic::PREFIX)
 }
 
-/// Whether the admin client `client_id` may publish to `topic_name`: any front door topic
-/// (malformed module topics too: the front door answers them) that names no other client.
-fn admin_may_publish(client_id: &str, topic_name: &str) -> bool {
-    match topic::parse_front_door(topic_name) {
-        Some(
-            FrontDoor::Apply { client }
-            | FrontDoor::Module { client, .. }
-            | FrontDoor::BadModuleTopic { client, .. },
-        ) => client.is_none_or(|named| named == client_id),
-        None => false,
-    }
+/// Whether an admin client may publish to `topic_name`: any front door topic (malformed
+/// module topics too: the front door answers them). A request may name any client id as
+/// the one whose result topic gets the answer (the subscriber, often another connection of
+/// the same user, since one client id cannot be connected twice); what keeps answers
+/// private is that only that client id may read them ([`may_subscribe`]).
+fn admin_may_publish(topic_name: &str) -> bool {
+    topic::parse_front_door(topic_name).is_some()
 }
 
-/// Whether `identity`, connected as `client_id`, may publish to `topic_name` (a concrete
-/// topic, no wildcards).
-pub fn may_publish(identity: &Identity, client_id: &str, topic_name: &str) -> bool {
+/// Whether `identity` may publish to `topic_name` (a concrete topic, no wildcards).
+pub fn may_publish(identity: &Identity, topic_name: &str) -> bool {
     if topic_name.contains(['+', '#']) {
         return false;
     }
     match identity {
         Identity::Server => topic_name.starts_with(&server_scope()),
         Identity::Node(name) => topic_name.starts_with(&node_up_scope(name)),
-        Identity::Admin => admin_may_publish(client_id, topic_name),
+        Identity::Admin => admin_may_publish(topic_name),
     }
 }
 
@@ -296,8 +290,7 @@ impl AuthProvider for BrokerAuth {
         user_id: Option<&'a str>,
         topic_name: &'a str,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        let allowed =
-            identity_of(user_id).is_some_and(|id| may_publish(&id, client_id, topic_name));
+        let allowed = identity_of(user_id).is_some_and(|id| may_publish(&id, topic_name));
         if !allowed {
             tracing::warn!(client_id, topic = topic_name, "mqtt publish denied");
         }
@@ -414,17 +407,13 @@ mod tests {
     #[test]
     fn a_node_publishes_only_its_own_up_topics() {
         let me = node("pi-1");
-        assert!(may_publish(&me, ANY_CLIENT, &up("pi-1", Up::Status)));
-        assert!(may_publish(&me, ANY_CLIENT, &up("pi-1", Up::State)));
-        assert!(!may_publish(&me, ANY_CLIENT, &up("pi-2", Up::Status)));
-        assert!(!may_publish(&me, ANY_CLIENT, &down("pi-1", Down::Desired)));
-        assert!(!may_publish(&me, ANY_CLIENT, topic::SERVER_STATE));
-        assert!(!may_publish(&me, ANY_CLIENT, "wf/v1/modules/evil/v1"));
-        assert!(!may_publish(
-            &node("pi-1"),
-            ANY_CLIENT,
-            "wf/v1/n/pi-10/up/status"
-        ));
+        assert!(may_publish(&me, &up("pi-1", Up::Status)));
+        assert!(may_publish(&me, &up("pi-1", Up::State)));
+        assert!(!may_publish(&me, &up("pi-2", Up::Status)));
+        assert!(!may_publish(&me, &down("pi-1", Down::Desired)));
+        assert!(!may_publish(&me, topic::SERVER_STATE));
+        assert!(!may_publish(&me, "wf/v1/modules/evil/v1"));
+        assert!(!may_publish(&node("pi-1"), "wf/v1/n/pi-10/up/status"));
     }
 
     #[test]
@@ -461,33 +450,25 @@ mod tests {
             ANY_CLIENT,
             topic::ALL_MODULE_UPLOADS
         ));
-        assert!(may_publish(
-            &server,
-            ANY_CLIENT,
-            &down("pi-1", Down::Desired)
-        ));
-        assert!(may_publish(&server, ANY_CLIENT, topic::SERVER_STATE));
+        assert!(may_publish(&server, &down("pi-1", Down::Desired)));
+        assert!(may_publish(&server, topic::SERVER_STATE));
         assert!(!may_subscribe(&server, ANY_CLIENT, "#"));
         assert!(!may_subscribe(&server, ANY_CLIENT, "$SYS/#"));
-        assert!(!may_publish(&server, ANY_CLIENT, "other/topic"));
+        assert!(!may_publish(&server, "other/topic"));
     }
 
     #[test]
     fn the_admin_may_only_use_the_front_door() {
         let admin = Identity::Admin;
-        assert!(may_publish(
-            &admin,
-            "dev",
-            &topic::module_upload("hello", "v1")
-        ));
-        assert!(may_publish(&admin, "dev", "wf/v1/modules/hello"));
-        assert!(may_publish(&admin, "dev", topic::APPLY));
-        assert!(may_publish(&admin, "dev", &topic::apply_as("dev")));
-        assert!(!may_publish(&admin, "dev", &topic::apply_as("other")));
-        assert!(may_publish(&admin, "dev", "wf/v1/modules/hello/v1/dev"));
-        assert!(!may_publish(&admin, "dev", "wf/v1/modules/hello/v1/other"));
-        assert!(!may_publish(&admin, "dev", &topic::result_topic("dev")));
-        assert!(!may_publish(&admin, "dev", &down("pi-1", Down::Desired)));
+        assert!(may_publish(&admin, &topic::module_upload("hello", "v1")));
+        assert!(may_publish(&admin, "wf/v1/modules/hello"));
+        assert!(may_publish(&admin, topic::APPLY));
+        assert!(may_publish(&admin, &topic::apply_as("dev")));
+        assert!(may_publish(&admin, &topic::apply_as("other")));
+        assert!(may_publish(&admin, "wf/v1/modules/hello/v1/other"));
+        assert!(!may_publish(&admin, "wf/v1/apply/a/b"));
+        assert!(!may_publish(&admin, &topic::result_topic("dev")));
+        assert!(!may_publish(&admin, &down("pi-1", Down::Desired)));
         assert!(!may_subscribe(&admin, "dev", "wf/v1/modules/#"));
     }
 
@@ -513,11 +494,7 @@ mod tests {
 
     #[test]
     fn wildcards_are_never_publishable() {
-        assert!(!may_publish(
-            &Identity::Server,
-            ANY_CLIENT,
-            "wf/v1/n/+/down/desired"
-        ));
-        assert!(!may_publish(&node("pi-1"), ANY_CLIENT, "wf/v1/n/pi-1/up/#"));
+        assert!(!may_publish(&Identity::Server, "wf/v1/n/+/down/desired"));
+        assert!(!may_publish(&node("pi-1"), "wf/v1/n/pi-1/up/#"));
     }
 }

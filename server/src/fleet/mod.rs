@@ -275,8 +275,10 @@ fn mqtt_options(config: &FleetConfig) -> Result<MqttOptions, TransportError> {
         .set_transport(transport(broker, config.mqtt.ca_pem.as_deref())?)
         .set_keep_alive(config.keep_alive)
         .set_credentials(&config.mqtt.username, &config.mqtt.password)
-        // Incoming module uploads may be as large as the broker allows; outgoing messages
-        // are envelopes (chunks, snapshots) bounded by the protocol.
+        // Incoming: nodes send envelopes, but an external broker may deliver anything up to
+        // its packet limit, which must not break the link (the dispatcher refuses oversize
+        // envelopes); outgoing messages are envelopes (chunks, snapshots) bounded by the
+        // protocol. Module uploads arrive on the front door's own session.
         .set_max_packet_size(MAX_PACKET_SIZE + 1024, MAX_PACKET_SIZE + 1024)
         .set_clean_session(true)
         .set_last_will(LastWill::new(

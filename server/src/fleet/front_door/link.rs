@@ -24,8 +24,9 @@ use super::worker::{self, Queued};
 use crate::api::status::ApiError;
 use crate::fleet::inbound::Complaints;
 
-/// Requests waiting for the worker.
-pub(super) const QUEUE: usize = 16;
+/// Requests waiting for the worker: a whole burst of one client
+/// ([`RateLimiter::BURST`]) and then some.
+pub(super) const QUEUE: usize = 32;
 
 /// Payload bytes waiting for (or in) the worker: two full-size module uploads.
 pub(super) const BUDGET_BYTES: usize = 2 * crate::broker::MAX_PACKET_SIZE;
@@ -128,6 +129,16 @@ impl Link {
             response_topic: properties.and_then(|p| p.response_topic.as_deref()),
             correlation: properties.and_then(|p| p.correlation_data.as_ref()),
         };
+        if let Some(named) = incoming.response_topic
+            && topic::parse_result_topic(named).is_none()
+        {
+            self.complaints.warn(
+                named,
+                topic_name,
+                "the response topic is not a result topic (wf/v1/apply/result/CLIENT-ID); \
+                 it gets no answer",
+            );
+        }
         match request::decide(&incoming) {
             Decision::Ignore => {}
             Decision::Refuse {
