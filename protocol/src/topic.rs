@@ -21,7 +21,8 @@
 //! Node names are validated by [`crate::names`] so they can never contain `/`, `+` or `#`.
 //! The `C→S` topics are the front door ([`FrontDoor`]): an MQTT 5 client names its
 //! response topic (which must be a result topic); an MQTT 3.1.1 client, whose publishes
-//! do not say who sent them, names itself in the topic instead.
+//! do not say who sent them, names in the topic the client id whose result topic gets the
+//! answer (only that client id may read it).
 
 /// The prefix of every topic.
 pub const PREFIX: &str = "wf/v1";
@@ -173,7 +174,7 @@ pub fn valid_client_id(client_id: &str) -> bool {
 pub enum FrontDoor<'a> {
     /// Manifests to apply.
     Apply {
-        /// The client named in the topic ([`apply_as`]).
+        /// The client named in the topic ([`apply_as`]): who gets the answer.
         client: Option<&'a str>,
     },
     /// A module to store under `name:tag`.
