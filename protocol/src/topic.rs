@@ -14,10 +14,17 @@
 //! wf/v1/n/{node}/up/blobreq       N→S    module chunk requests
 //! wf/v1/n/{node}/up/logs          N→S    log chunks
 //! wf/v1/n/{node}/up/events        N→S    probe events (best effort)
-//! wf/v1/modules/{name}/{tag}      any→S  a raw wasm module to store under name:tag
+//! wf/v1/apply                     C→S    manifests (MQTT 5: answered on the response topic)
+//! wf/v1/apply/{client-id}         C→S    manifests, answered on the client's result topic
+//! wf/v1/modules/{name}/{tag}[/{client-id}]  C→S  a raw wasm module to store under name:tag
+//! wf/v1/apply/result/{client-id}  S→C    the answers to what client-id sent to the front door
 //! ```
 //!
 //! Node names are validated by [`crate::names`] so they can never contain `/`, `+` or `#`.
+//! The `C→S` topics are the front door ([`FrontDoor`]): an MQTT 5 client names its
+//! response topic (which must be a result topic); an MQTT 3.1.1 client, whose publishes
+//! do not say who sent them, names in the topic the client id whose result topic gets the
+//! answer (only that client id may read it).
 
 /// The prefix of every topic.
 pub const PREFIX: &str = "wf/v1";
@@ -31,8 +38,22 @@ pub const SERVICES: &str = "wf/v1/server/services";
 /// What the server subscribes to: everything every node sends up.
 pub const ALL_NODES_UP: &str = "wf/v1/n/+/up/#";
 
-/// What the server subscribes to for module uploads.
-pub const ALL_MODULE_UPLOADS: &str = "wf/v1/modules/+/+";
+/// The front door's manifest topic (MQTT 5 clients name a response topic).
+pub const APPLY: &str = "wf/v1/apply";
+
+/// What the front door subscribes to besides [`APPLY`]: manifests from clients that name
+/// themselves ([`apply_as`]). Result topics are one level deeper, so never matched.
+pub const APPLY_AS_CLIENT: &str = "wf/v1/apply/+";
+
+/// What the front door subscribes to for module uploads: every shape, so that malformed
+/// topics (no tag, bad names) are answered too.
+pub const ALL_MODULE_UPLOADS: &str = "wf/v1/modules/#";
+
+/// The prefix of the front door's answer topics ([`result_topic`]).
+pub const RESULT_PREFIX: &str = "wf/v1/apply/result/";
+
+/// The longest client id the front door answers by topic (so topics stay short).
+pub const MAX_CLIENT_ID_LEN: usize = 128;
 
 /// A per-node topic going down to the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +151,99 @@ pub fn module_upload(name: &str, tag: &str) -> String {
     format!("{PREFIX}/modules/{name}/{tag}")
 }
 
+/// The topic an MQTT 3.1.1 client publishes manifests to, naming itself.
+pub fn apply_as(client_id: &str) -> String {
+    format!("{APPLY}/{client_id}")
+}
+
+/// The topic the front door answers `client_id` on.
+pub fn result_topic(client_id: &str) -> String {
+    format!("{RESULT_PREFIX}{client_id}")
+}
+
+/// The client id of a result topic, if `topic` is one (exactly one more level, a valid
+/// client id): the only topics the front door publishes answers to.
+pub fn parse_result_topic(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix(RESULT_PREFIX)
+        .filter(|client| valid_client_id(client))
+}
+
+/// Whether `client_id` can name a result topic: 1 to [`MAX_CLIENT_ID_LEN`] bytes, no level
+/// separator, wildcard or control character.
+pub fn valid_client_id(client_id: &str) -> bool {
+    !client_id.is_empty()
+        && client_id.len() <= MAX_CLIENT_ID_LEN
+        && !client_id.contains(['/', '+', '#'])
+        && !client_id.chars().any(char::is_control)
+}
+
+/// A publish to the front door: what it asks for, and the client it names (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontDoor<'a> {
+    /// Manifests to apply.
+    Apply {
+        /// The client named in the topic ([`apply_as`]): who gets the answer.
+        client: Option<&'a str>,
+    },
+    /// A module to store under `name:tag`.
+    Module {
+        /// Module name (valid).
+        name: &'a str,
+        /// Tag (valid).
+        tag: &'a str,
+        /// The client named in the topic's last level.
+        client: Option<&'a str>,
+    },
+    /// A module upload on a topic that cannot be one: why, for the answer.
+    BadModuleTopic {
+        /// What is wrong with the topic.
+        reason: String,
+        /// The client named in the topic, if the topic got that far.
+        client: Option<&'a str>,
+    },
+}
+
+/// Parses a front door topic; `None` for topics outside it (and for an invalid client id
+/// in [`apply_as`] form, which cannot be answered by topic either).
+pub fn parse_front_door(topic: &str) -> Option<FrontDoor<'_>> {
+    if topic == APPLY {
+        return Some(FrontDoor::Apply { client: None });
+    }
+    if let Some(client) = topic.strip_prefix(APPLY).and_then(|t| t.strip_prefix('/')) {
+        return valid_client_id(client).then_some(FrontDoor::Apply {
+            client: Some(client),
+        });
+    }
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix("/modules")?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let levels: Vec<&str> = rest.split('/').skip(1).collect();
+    Some(parse_module_levels(&levels))
+}
+
+/// The levels after `wf/v1/modules/`: `name/tag` or `name/tag/client-id`.
+fn parse_module_levels<'a>(levels: &[&'a str]) -> FrontDoor<'a> {
+    let bad = |reason: String, client| FrontDoor::BadModuleTopic { reason, client };
+    let usage = "publish modules to wf/v1/modules/NAME/TAG (or .../NAME/TAG/CLIENT-ID)";
+    let (name, tag, client) = match *levels {
+        [] | [""] => return bad(format!("missing module name and tag: {usage}"), None),
+        [_] | [_, ""] => return bad(format!("missing tag: {usage}"), None),
+        [name, tag] => (name, tag, None),
+        [name, tag, client] if valid_client_id(client) => (name, tag, Some(client)),
+        [_, _, _] => return bad(format!("invalid client id in the topic: {usage}"), None),
+        [..] => return bad(format!("too many topic levels: {usage}"), None),
+    };
+    if let Err(err) = crate::names::validate_module_name(name) {
+        return bad(err.to_string(), client);
+    }
+    if let Err(err) = crate::names::validate_tag(tag) {
+        return bad(err.to_string(), client);
+    }
+    FrontDoor::Module { name, tag, client }
+}
+
 /// An incoming topic the server understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerInbound<'a> {
@@ -140,16 +254,10 @@ pub enum ServerInbound<'a> {
         /// Which kind of message.
         kind: Up,
     },
-    /// A module upload.
-    ModuleUpload {
-        /// Module name.
-        name: &'a str,
-        /// Tag.
-        tag: &'a str,
-    },
 }
 
-/// Parses a topic the server receives. Unknown shapes and invalid names give `None`.
+/// Parses a topic the fleet link receives (front door topics: [`parse_front_door`]).
+/// Unknown shapes and invalid names give `None`.
 pub fn parse_server_inbound(topic: &str) -> Option<ServerInbound<'_>> {
     let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
     let parts: Vec<&str> = rest.split('/').collect();
@@ -157,12 +265,6 @@ pub fn parse_server_inbound(topic: &str) -> Option<ServerInbound<'_>> {
         ["n", node, "up", leaf] if crate::names::validate_node_name(node).is_ok() => {
             let kind = Up::ALL.into_iter().find(|k| k.leaf() == *leaf)?;
             Some(ServerInbound::FromNode { node, kind })
-        }
-        ["modules", name, tag]
-            if crate::names::validate_module_name(name).is_ok()
-                && crate::names::validate_tag(tag).is_ok() =>
-        {
-            Some(ServerInbound::ModuleUpload { name, tag })
         }
         _ => None,
     }
@@ -214,14 +316,76 @@ mod tests {
     }
 
     #[test]
-    fn module_upload_topics_name_the_module_and_tag() {
+    fn module_upload_topics_name_the_module_tag_and_client() {
         assert_eq!(
-            parse_server_inbound(&module_upload("hello", "v1")),
-            Some(ServerInbound::ModuleUpload {
+            parse_front_door(&module_upload("hello", "v1")),
+            Some(FrontDoor::Module {
                 name: "hello",
-                tag: "v1"
+                tag: "v1",
+                client: None
             })
         );
+        assert_eq!(
+            parse_front_door("wf/v1/modules/hello/v1/dev-1"),
+            Some(FrontDoor::Module {
+                name: "hello",
+                tag: "v1",
+                client: Some("dev-1")
+            })
+        );
+        assert_eq!(parse_server_inbound(&module_upload("hello", "v1")), None);
+    }
+
+    fn bad_module_reason(topic: &str) -> String {
+        match parse_front_door(topic) {
+            Some(FrontDoor::BadModuleTopic { reason, .. }) => reason,
+            other => panic!("{topic}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_module_topics_say_what_is_wrong() {
+        assert!(bad_module_reason("wf/v1/modules/hello").starts_with("missing tag"));
+        assert!(bad_module_reason("wf/v1/modules/hello/").starts_with("missing tag"));
+        assert!(bad_module_reason("wf/v1/modules").starts_with("missing module name"));
+        assert!(bad_module_reason("wf/v1/modules/Hello/v1").contains("invalid module name"));
+        assert!(bad_module_reason("wf/v1/modules/a/b/c/d").starts_with("too many"));
+        assert!(bad_module_reason("wf/v1/modules/hello/v 1/me").contains("invalid module tag"));
+        assert_eq!(
+            parse_front_door("wf/v1/modules/Hello/v1/me"),
+            Some(FrontDoor::BadModuleTopic {
+                reason: bad_module_reason("wf/v1/modules/Hello/v1"),
+                client: Some("me")
+            })
+        );
+        assert_eq!(parse_front_door("wf/v1/modulesx/a/b"), None);
+    }
+
+    #[test]
+    fn apply_topics_name_their_client_and_results_are_not_requests() {
+        assert_eq!(
+            parse_front_door(APPLY),
+            Some(FrontDoor::Apply { client: None })
+        );
+        assert_eq!(
+            parse_front_door(&apply_as("dev-1")),
+            Some(FrontDoor::Apply {
+                client: Some("dev-1")
+            })
+        );
+        assert_eq!(parse_front_door("wf/v1/apply/result/dev-1"), None);
+        assert_eq!(parse_front_door("wf/v1/apply/"), None);
+        assert_eq!(parse_front_door("wf/v1/applyx"), None);
+        assert_eq!(parse_result_topic(&result_topic("dev-1")), Some("dev-1"));
+        for bad in [
+            "wf/v1/apply/result/",
+            "wf/v1/apply/result/a/b",
+            "wf/v1/n/x/down/desired",
+        ] {
+            assert_eq!(parse_result_topic(bad), None, "{bad}");
+        }
+        assert!(!valid_client_id(&"c".repeat(MAX_CLIENT_ID_LEN + 1)));
+        assert!(!valid_client_id("a\u{7}b"));
     }
 
     #[test]
@@ -232,7 +396,8 @@ mod tests {
             "wf/v2/n/pi-1/up/state",
             "wf/v1/n/pi-1/down/desired",
             "wf/v1/modules/hello",
-            "wf/v1/modules/Hello World/v1",
+            "wf/v1/modules/hello/v1",
+            "wf/v1/apply",
             "",
         ] {
             assert_eq!(parse_server_inbound(topic), None, "{topic}");

@@ -78,6 +78,10 @@ pub struct ServerConfig {
     /// Services' virtual IPs (ClusterIPs) come from this range.
     #[arg(long, default_value = DEFAULT_SERVICE_CIDR)]
     pub service_cidr: ipnet::Ipv4Net,
+    /// Print the ACL file an external Mosquitto needs (for `--mqtt-username`) and exit.
+    #[arg(long)]
+    pub print_mosquitto_acl: bool,
+
     /// How many store events watches can resume from (tests shrink it to reach 410 Gone).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub event_retention: u64,

@@ -188,7 +188,8 @@ pub fn link(data: &[u8]) {
     }
 }
 
-/// What the dispatcher does with a publish before it touches the store.
+/// What the dispatcher (node topics) and the MQTT front door (manifests, modules) do with
+/// a publish before they touch the store.
 fn server_inbound(data: &[u8]) {
     let Some((&which, payload)) = data.split_first() else {
         return;
@@ -199,15 +200,43 @@ fn server_inbound(data: &[u8]) {
         topic::up("pi-1", Up::Status),
         topic::up("pi-1", Up::BlobRequest),
         topic::up("pi-1", Up::Logs),
+        topic::APPLY.to_owned(),
         topic::module_upload("hello", "v1"),
+        "wf/v1/modules/hello".to_owned(),
     ];
-    match topic::parse_server_inbound(&topics[usize::from(which) % topics.len()]) {
+    let chosen = &topics[usize::from(which) % topics.len()];
+    match topic::parse_server_inbound(chosen) {
         Some(ServerInbound::FromNode { kind, .. }) => {
             if let Ok(message) = wasmfleet_protocol::decode(payload) {
                 let _ = expected_on(kind, &message);
             }
         }
-        Some(ServerInbound::ModuleUpload { .. }) => wasm(payload),
-        None => unreachable!("every topic in the list is the server's"),
+        None => front_door(chosen, payload),
+    }
+}
+
+/// The front door's decision about a publish, then its manifest reading or module check.
+fn front_door(topic_name: &str, payload: &[u8]) {
+    use crate::fleet::front_door::request::{Decision, Incoming, Request, Work, decide};
+    let payload = bytes::Bytes::copy_from_slice(payload);
+    let incoming = Incoming {
+        topic: topic_name,
+        payload: &payload,
+        retain: false,
+        response_topic: Some("wf/v1/apply/result/fuzz"),
+        correlation: None,
+    };
+    match decide(&incoming) {
+        Decision::Accept(Request {
+            work: Work::Apply(bytes),
+            ..
+        }) => {
+            let _ = crate::fleet::front_door::manifests::resolve_all(&bytes);
+        }
+        Decision::Accept(Request {
+            work: Work::Module { bytes, .. },
+            ..
+        }) => wasm(&bytes),
+        Decision::Refuse { .. } | Decision::Ignore => {}
     }
 }

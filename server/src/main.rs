@@ -3,6 +3,7 @@
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+use wasmfleet_server::broker::acl::mosquitto_acl;
 use wasmfleet_server::config::ServerConfig;
 use wasmfleet_server::run::run;
 
@@ -25,6 +26,10 @@ fn log_filter() -> EnvFilter {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ServerConfig::parse();
+    if config.print_mosquitto_acl {
+        print!("{}", mosquitto_acl(&config.mqtt_username));
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .init();

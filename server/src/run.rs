@@ -24,6 +24,7 @@ use crate::broker::{self, EmbeddedBroker};
 use crate::config::ServerConfig;
 use crate::controllers::{self, node_lifecycle};
 use crate::events;
+use crate::fleet::front_door::FrontDoor;
 use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::identity::NodeIdentities;
 use crate::informer::{self, Cache};
@@ -72,6 +73,15 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         ));
     }
     let fleet = start_loops(fleet_config, &store, &modules, &shutdown, &tracker)?;
+    FrontDoor::start(
+        &mqtt,
+        store.clone(),
+        modules.clone(),
+        config.service_cidr,
+        &shutdown,
+        &tracker,
+    )
+    .context("starting the MQTT front door")?;
 
     let listener = std::net::TcpListener::bind(config.https_listen)
         .with_context(|| format!("binding the API on {}", config.https_listen))?;

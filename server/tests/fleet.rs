@@ -26,6 +26,7 @@ use wasmfleet_server::broker::{BrokerCredentials, EmbeddedBroker};
 use wasmfleet_server::controllers::ipam::Ipam;
 use wasmfleet_server::controllers::node_lifecycle;
 use wasmfleet_server::controllers::runner::{self, RunnerConfig};
+use wasmfleet_server::fleet::front_door::{FrontDoor, FrontDoorHandle};
 use wasmfleet_server::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use wasmfleet_server::informer::{self, Cache};
 use wasmfleet_server::modules::ModuleStore;
@@ -44,6 +45,7 @@ struct Cluster {
     cache: Cache,
     modules: ModuleStore,
     fleet: FleetHandle,
+    front_door: FrontDoorHandle,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -60,12 +62,13 @@ impl Cluster {
             store.clone(),
         )
         .await;
-        let mut config = FleetConfig::new(MqttTarget {
+        let mqtt = MqttTarget {
             broker: broker_support::url(broker.local_addr().port()),
             ca_pem: Some(ca_pem.clone()),
             username: SERVER_USERNAME.into(),
             password: "server-password".into(),
-        });
+        };
+        let mut config = FleetConfig::new(mqtt.clone());
         config.node_grace = Duration::from_secs(2);
         config.log_timeout = Duration::from_millis(800);
         let ca_key = bootstrap::load_or_create(dir.path(), &[])
@@ -87,6 +90,15 @@ impl Cluster {
             &tracker,
         )
         .expect("fleet starts");
+        let front_door = FrontDoor::start(
+            &mqtt,
+            store.clone(),
+            modules.clone(),
+            wasmfleet_protocol::service::DEFAULT_SERVICE_NET,
+            &shutdown,
+            &tracker,
+        )
+        .expect("front door starts");
         // Pods are delivered once they have their IP: the IPAM controller hands them out.
         tracker.spawn(runner::run(
             Ipam::new(ClusterCidr::default()),
@@ -111,6 +123,7 @@ impl Cluster {
             cache,
             modules,
             fleet,
+            front_door,
             shutdown,
             tracker,
         }
@@ -645,6 +658,7 @@ async fn a_pod_with_an_unknown_module_waits_and_runs_once_the_module_arrives() {
     );
 
     // Upload over MQTT as the admin; the snapshot then includes the pod.
+    assert!(cluster.front_door.wait_subscribed().await);
     let mut options = broker_support::tls_options("cli", cluster.port(), &cluster.ca_pem);
     options
         .set_credentials(ADMIN_USERNAME, "admin-token")
@@ -819,8 +833,8 @@ async fn the_server_announces_itself_and_republishes_desired_state_after_a_resta
 #[tokio::test]
 async fn a_module_upload_that_is_not_wasm_is_refused_and_later_uploads_work() {
     let cluster = Cluster::start().await;
-    // Uploads are not retained: make sure the fleet is subscribed before sending any.
-    let _node = register(&cluster).await;
+    // Uploads are not retained: make sure the front door is subscribed before sending any.
+    assert!(cluster.front_door.wait_subscribed().await);
     let mut options = broker_support::tls_options("cli", cluster.port(), &cluster.ca_pem);
     options.set_credentials(ADMIN_USERNAME, "admin-token");
     let (admin, mut admin_loop) = AsyncClient::new(options, 8);

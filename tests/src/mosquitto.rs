@@ -1,7 +1,7 @@
 //! A real Mosquitto broker for the end-to-end suite, configured the way a user would run
 //! wasmfleet with an external broker: TLS only (with its own CA, not the cluster's), no
-//! anonymous clients, a password per identity and the topic ACL that confines each node to
-//! its own topics.
+//! anonymous clients, a password per identity and the topic ACL the server prints, which
+//! confines each node to its own topics.
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,19 +12,20 @@ use crate::mqtt::MqttEndpoint;
 use crate::process::Process;
 use crate::wait_for;
 
-/// The ACL wasmfleet needs from an external broker (mosquitto `acl_file` syntax).
-pub const ACL: &str = "\
-user wasmfleet-server
-topic readwrite wf/v1/#
-
-user admin
-topic write wf/v1/modules/#
-
-pattern read wf/v1/n/%u/down/#
-pattern write wf/v1/n/%u/up/#
-pattern read wf/v1/server/state
-pattern read wf/v1/server/services
-";
+/// The ACL wasmfleet needs from an external broker, as the server prints it
+/// (`wasmfleet-server --print-mosquitto-acl`: its one home).
+pub fn server_acl() -> String {
+    let out = Command::new(crate::bin_dir().join("wasmfleet-server"))
+        .arg("--print-mosquitto-acl")
+        .output()
+        .expect("wasmfleet-server --print-mosquitto-acl runs");
+    assert!(
+        out.status.success(),
+        "--print-mosquitto-acl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the ACL is text")
+}
 
 /// A running Mosquitto with a password file the test can add users to.
 pub struct Mosquitto {
@@ -42,7 +43,7 @@ impl Mosquitto {
         std::fs::create_dir_all(dir).expect("mosquitto dir");
         let passwd = dir.join("passwd");
         run_passwd(&["-c", "-b"], &passwd, "wasmfleet-server", server_password);
-        std::fs::write(dir.join("acl"), ACL).expect("write acl");
+        std::fs::write(dir.join("acl"), server_acl()).expect("write acl");
         let addr = free_port(host);
         write_pki(dir, host);
         let mut conf = format!(
@@ -118,10 +119,15 @@ fn spawn(dir: &Path, conf_path: &Path, addr: SocketAddr) -> Process {
 
 /// Writes `ca.crt` and a `server.crt`/`server.key` for `host` (and localhost) that it signed.
 fn write_pki(dir: &Path, host: IpAddr) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct subjects: OpenSSL clients (mosquitto_pub) take a leaf whose subject equals
+    // its issuer's for a self-signed certificate and refuse it.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "wasmfleet e2e Mosquitto CA");
     let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().expect("server key");
@@ -129,7 +135,10 @@ fn write_pki(dir: &Path, host: IpAddr) {
     if !host.is_loopback() {
         names.push(host.to_string());
     }
-    let params = CertificateParams::new(names).expect("server params");
+    let mut params = CertificateParams::new(names).expect("server params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "wasmfleet e2e Mosquitto");
     let cert = params.signed_by(&key, &issuer).expect("server certificate");
     std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("write ca.crt");
     std::fs::write(dir.join("server.crt"), cert.pem()).expect("write server.crt");

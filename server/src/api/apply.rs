@@ -619,8 +619,8 @@ pub fn apply(
     body::strategic_merge(&mut merged, &applied);
     let mine = entry_mut(&mut entries, writer, APPLY);
     let dropped: Vec<FieldPath> = mine.fields.difference(&fields).cloned().collect();
+    let same_fields = mine.fields == fields && mine.api_version == writer.api_version;
     mine.fields = fields;
-    mine.time = writer.time.clone();
     mine.api_version = writer.api_version.clone();
     for path in dropped {
         let shared = entries.iter().any(|entry| {
@@ -629,6 +629,12 @@ pub fn apply(
         if !shared {
             remove(&mut merged, &path);
         }
+    }
+    // An apply that changes nothing keeps its entry's time, so nothing is written (like
+    // kube-apiserver, which ignores changes of managedFields timestamps alone). `merged`
+    // still carries the live managedFields here.
+    if !same_fields || merged != *live {
+        entry_mut(&mut entries, writer, APPLY).time = writer.time.clone();
     }
     set_entries(&mut merged, &entries);
     Ok(merged)
@@ -672,6 +678,38 @@ mod tests {
 
     fn path(fields: &[&str]) -> FieldPath {
         fields.iter().map(|f| Step::Field((*f).into())).collect()
+    }
+
+    #[test]
+    fn a_repeated_apply_changes_nothing_not_even_the_time() {
+        let first = apply(
+            None,
+            &deployment(2, "hello:v1"),
+            &writer("mqtt"),
+            false,
+            "deployments",
+        )
+        .unwrap();
+        let mut later = writer("mqtt");
+        later.time = "2026-12-07T01:00:00Z".into();
+        let again = apply(
+            Some(&first),
+            &deployment(2, "hello:v1"),
+            &later,
+            false,
+            "deployments",
+        )
+        .unwrap();
+        assert_eq!(again, first);
+        let changed = apply(
+            Some(&first),
+            &deployment(3, "hello:v1"),
+            &later,
+            false,
+            "deployments",
+        )
+        .unwrap();
+        assert_eq!(entries_of(&changed)[0].time, "2026-12-07T01:00:00Z");
     }
 
     #[test]

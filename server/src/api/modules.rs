@@ -60,7 +60,8 @@ fn module_store(ctx: &ApiContext) -> Result<ModuleStore, ApiError> {
         .ok_or_else(|| ApiError::unavailable("the module store is not running"))
 }
 
-fn render(record: &ModuleRecord) -> Value {
+/// A module as the API (and the MQTT front door) shows it.
+pub fn render(record: &ModuleRecord) -> Value {
     json!({
         "name": record.name,
         "tag": record.tag,
@@ -69,7 +70,8 @@ fn render(record: &ModuleRecord) -> Value {
     })
 }
 
-fn module_error(err: ModuleError, name: &str) -> ApiError {
+/// Why a module was not stored, as the API (and the MQTT front door) says it.
+pub fn module_error(err: ModuleError, name: &str) -> ApiError {
     let invalid = |field: &str, message: String| {
         ApiError::invalid(
             "Module",

@@ -307,29 +307,73 @@ async fn server_side_apply(
     }
     let store = ctx.store.dry_run(options.dry_run);
     let cidr = ctx.service_cidr;
-    let (code, obj) = blocking(move || {
-        let exists = store.get(&key)?.is_some();
-        if let (false, Some(ns)) = (exists, &key.namespace) {
-            namespaces::require(&store, ns)?;
-        }
+    let (outcome, obj) = blocking(move || {
         let writer = &options.writer;
-        let obj = store.upsert_with(&key, |current| -> Result<Value, ApiError> {
-            let mut new = apply::apply(current, &applied, writer, force, kind.plural)?;
-            match current {
-                Some(current) => admit_change(&key, kind, current, &mut new)?,
-                None => admit_new(kind, &mut new)?,
-            }
-            allocate(&store, cidr, kind, current, &mut new)?;
-            Ok(new)
-        })?;
-        let code = match exists {
-            true => StatusCode::OK,
-            false => StatusCode::CREATED,
-        };
-        Ok((code, obj))
+        apply_in_store(&store, cidr, kind, &key, &applied, writer, force)
     })
     .await?;
+    let code = match outcome {
+        Applied::Created => StatusCode::CREATED,
+        Applied::Configured | Applied::Unchanged => StatusCode::OK,
+    };
     Ok(respond(code, obj, kind))
+}
+
+/// What a server-side apply did to the object (the words `kubectl apply` prints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It did not exist.
+    Created,
+    /// It changed.
+    Configured,
+    /// The apply changed nothing (nothing was written).
+    Unchanged,
+}
+
+impl Applied {
+    /// `created`, `configured` or `unchanged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applied::Created => "created",
+            Applied::Configured => "configured",
+            Applied::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// A server-side apply of `applied` (named, placed in its namespace) to `key` in one store
+/// transaction, admitted like any create or update. Blocking; the HTTP handler and the
+/// MQTT front door both call it.
+pub fn apply_in_store(
+    store: &Store,
+    service_cidr: Ipv4Net,
+    kind: &'static Kind,
+    key: &ObjectKey,
+    applied: &Value,
+    writer: &Writer,
+    force: bool,
+) -> Result<(Applied, Value), ApiError> {
+    if let (None, Some(ns)) = (store.get(key)?, &key.namespace) {
+        namespaces::require(store, ns)?;
+    }
+    // The version the apply merged into, read in the write's own transaction.
+    let mut before: Option<Option<String>> = None;
+    let obj = store.upsert_with(key, |current| -> Result<Value, ApiError> {
+        before = Some(current.and_then(resource_version).map(str::to_owned));
+        let mut new = apply::apply(current, applied, writer, force, kind.plural)?;
+        match current {
+            Some(current) => admit_change(key, kind, current, &mut new)?,
+            None => admit_new(kind, &mut new)?,
+        }
+        allocate(store, service_cidr, kind, current, &mut new)?;
+        Ok(new)
+    })?;
+    let outcome = match before.flatten() {
+        None => Applied::Created,
+        Some(rv) if Some(rv.as_str()) == resource_version(&obj) => Applied::Unchanged,
+        Some(_) => Applied::Configured,
+    };
+    Ok((outcome, obj))
 }
 
 /// An apply configuration must say what it is (kube-apiserver refuses it otherwise).

@@ -8,7 +8,9 @@
 //!
 //! Identities (the username decides which rule applies):
 //! - `wasmfleet-server` + the server password: [`Identity::Server`], everything under `wf/v1/`;
-//! - `admin` + the admin token: [`Identity::Admin`], publishes module uploads only;
+//! - `admin` + the admin token: [`Identity::Admin`], uses the front door only: publishes
+//!   module uploads and manifests (`wf/v1/apply`, `wf/v1/apply/{client id}`) and
+//!   subscribes only to its own result topic `wf/v1/apply/result/{its client id}`;
 //! - any other DNS-1123 name + that node's password (plus the join token at its first
 //!   login), with client id equal to the name: [`Identity::Node`], publishes only its own `up/` topics and subscribes only to its own
 //!   `down/` topics and the server's presence. (So no node can be named `admin` or
@@ -163,8 +165,13 @@ fn node_down_scope(node: &str) -> String {
     format!("{}/n/{node}/down/", topic::PREFIX)
 }
 
-fn modules_scope() -> String {
-    format!("{}/modules/", topic::PREFIX)
+/// Whether an admin client may publish to `topic_name`: any front door topic (malformed
+/// module topics too: the front door answers them). A request may name any client id as
+/// the one whose result topic gets the answer (the subscriber, often another connection of
+/// the same user, since one client id cannot be connected twice); what keeps answers
+/// private is that only that client id may read them ([`may_subscribe`]).
+fn admin_may_publish(topic_name: &str) -> bool {
+    topic::parse_front_door(topic_name).is_some()
 }
 
 /// Whether `identity` may publish to `topic_name` (a concrete topic, no wildcards).
@@ -175,15 +182,16 @@ pub fn may_publish(identity: &Identity, topic_name: &str) -> bool {
     match identity {
         Identity::Server => topic_name.starts_with(&server_scope()),
         Identity::Node(name) => topic_name.starts_with(&node_up_scope(name)),
-        Identity::Admin => topic_name.starts_with(&modules_scope()),
+        Identity::Admin => admin_may_publish(topic_name),
     }
 }
 
-/// Whether `identity` may subscribe to `filter`.
+/// Whether `identity`, connected as `client_id`, may subscribe to `filter`.
 ///
 /// A filter is allowed when its literal prefix already confines it to the identity's
-/// scope; wildcards after that prefix cannot escape it.
-pub fn may_subscribe(identity: &Identity, filter: &str) -> bool {
+/// scope; wildcards after that prefix cannot escape it. The admin may only read its own
+/// result topic (no wildcards), so one client never sees another's answers.
+pub fn may_subscribe(identity: &Identity, client_id: &str, filter: &str) -> bool {
     if filter.starts_with('$') {
         return false;
     }
@@ -194,7 +202,9 @@ pub fn may_subscribe(identity: &Identity, filter: &str) -> bool {
                 || filter == topic::SERVICES
                 || within(filter, &node_down_scope(name))
         }
-        Identity::Admin => false,
+        Identity::Admin => {
+            topic::valid_client_id(client_id) && filter == topic::result_topic(client_id)
+        }
     }
 }
 
@@ -295,7 +305,8 @@ impl AuthProvider for BrokerAuth {
         user_id: Option<&'a str>,
         topic_filter: &'a str,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        let allowed = identity_of(user_id).is_some_and(|id| may_subscribe(&id, topic_filter));
+        let allowed =
+            identity_of(user_id).is_some_and(|id| may_subscribe(&id, client_id, topic_filter));
         if !allowed {
             tracing::warn!(client_id, filter = topic_filter, "mqtt subscribe denied");
         }
@@ -309,6 +320,8 @@ mod tests {
     use wasmfleet_protocol::topic::{Down, Up, down, up};
 
     const NODE_LOGIN: &[u8] = b"node-secret:0123456789abcdef0123";
+    /// The client id where the rule does not depend on it.
+    const ANY_CLIENT: &str = "some-client";
 
     fn authenticator() -> Authenticator {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -408,10 +421,14 @@ mod tests {
     #[test]
     fn a_node_subscribes_only_to_its_own_down_topics_and_server_state() {
         let me = node("pi-1");
-        assert!(may_subscribe(&me, &topic::node_down_filter("pi-1")));
-        assert!(may_subscribe(&me, &down("pi-1", Down::Desired)));
-        assert!(may_subscribe(&me, topic::SERVER_STATE));
-        assert!(may_subscribe(&me, topic::SERVICES));
+        assert!(may_subscribe(
+            &me,
+            ANY_CLIENT,
+            &topic::node_down_filter("pi-1")
+        ));
+        assert!(may_subscribe(&me, ANY_CLIENT, &down("pi-1", Down::Desired)));
+        assert!(may_subscribe(&me, ANY_CLIENT, topic::SERVER_STATE));
+        assert!(may_subscribe(&me, ANY_CLIENT, topic::SERVICES));
         for filter in [
             "#",
             "wf/#",
@@ -423,28 +440,59 @@ mod tests {
             "$SYS/#",
             "$share/g/wf/v1/n/pi-1/down/#",
         ] {
-            assert!(!may_subscribe(&me, filter), "{filter}");
+            assert!(!may_subscribe(&me, ANY_CLIENT, filter), "{filter}");
         }
     }
 
     #[test]
     fn the_server_may_use_everything_under_the_prefix_only() {
         let server = Identity::Server;
-        assert!(may_subscribe(&server, topic::ALL_NODES_UP));
-        assert!(may_subscribe(&server, topic::ALL_MODULE_UPLOADS));
+        assert!(may_subscribe(&server, ANY_CLIENT, topic::ALL_NODES_UP));
+        assert!(may_subscribe(
+            &server,
+            ANY_CLIENT,
+            topic::ALL_MODULE_UPLOADS
+        ));
         assert!(may_publish(&server, &down("pi-1", Down::Desired)));
         assert!(may_publish(&server, topic::SERVER_STATE));
-        assert!(!may_subscribe(&server, "#"));
-        assert!(!may_subscribe(&server, "$SYS/#"));
+        assert!(!may_subscribe(&server, ANY_CLIENT, "#"));
+        assert!(!may_subscribe(&server, ANY_CLIENT, "$SYS/#"));
         assert!(!may_publish(&server, "other/topic"));
     }
 
     #[test]
-    fn the_admin_may_only_upload_modules() {
+    fn the_admin_may_only_use_the_front_door() {
         let admin = Identity::Admin;
         assert!(may_publish(&admin, &topic::module_upload("hello", "v1")));
+        assert!(may_publish(&admin, "wf/v1/modules/hello"));
+        assert!(may_publish(&admin, topic::APPLY));
+        assert!(may_publish(&admin, &topic::apply_as("dev")));
+        assert!(may_publish(&admin, &topic::apply_as("other")));
+        assert!(may_publish(&admin, "wf/v1/modules/hello/v1/other"));
+        assert!(!may_publish(&admin, "wf/v1/apply/a/b"));
+        assert!(!may_publish(&admin, &topic::result_topic("dev")));
         assert!(!may_publish(&admin, &down("pi-1", Down::Desired)));
-        assert!(!may_subscribe(&admin, "wf/v1/modules/#"));
+        assert!(!may_subscribe(&admin, "dev", "wf/v1/modules/#"));
+    }
+
+    #[test]
+    fn an_admin_client_reads_only_its_own_results() {
+        let admin = Identity::Admin;
+        assert!(may_subscribe(&admin, "dev", &topic::result_topic("dev")));
+        for filter in [
+            topic::result_topic("other"),
+            "wf/v1/apply/result/+".to_owned(),
+            "wf/v1/apply/result/#".to_owned(),
+            "wf/v1/apply/#".to_owned(),
+            topic::APPLY.to_owned(),
+        ] {
+            assert!(!may_subscribe(&admin, "dev", &filter), "{filter}");
+        }
+        assert!(!may_subscribe(
+            &node("dev"),
+            "dev",
+            &topic::result_topic("dev")
+        ));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //!
 //! The broker runs on its own runtime and OS threads (see [`EmbeddedBroker`]).
 
+pub mod acl;
 pub mod auth;
 pub mod limits;
 pub mod revocation;

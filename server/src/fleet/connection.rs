@@ -10,7 +10,7 @@
 //! is released when the dispatcher is done with it). When either is exhausted, QoS 0
 //! publishes (heartbeats: the next one supersedes them) are dropped and counted in a
 //! rate-limited warning, while QoS 1 publishes (status reports, node state, log chunks,
-//! module uploads; agents re-send reports until acked) wait for room, which holds the event loop
+//! agents re-send reports until acked) wait for room, which holds the event loop
 //! back and leaves further messages queued, bounded, in the broker.
 
 use std::sync::Arc;
@@ -127,10 +127,7 @@ impl InboundSender {
 
     fn dropped(&mut self, topic_name: &str) {
         let source = topic::parse_server_inbound(topic_name)
-            .map_or("?", |inbound| match inbound {
-                topic::ServerInbound::FromNode { node, .. } => node,
-                topic::ServerInbound::ModuleUpload { .. } => "admin",
-            })
+            .map_or("?", |topic::ServerInbound::FromNode { node, .. }| node)
             .to_owned();
         self.complaints.warn(
             &source,

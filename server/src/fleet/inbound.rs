@@ -128,9 +128,6 @@ impl Dispatcher {
                 .subscribe(topic::ALL_NODES_UP, QoS::AtLeastOnce)
                 .await?;
             self.client
-                .subscribe(topic::ALL_MODULE_UPLOADS, QoS::AtLeastOnce)
-                .await?;
-            self.client
                 .publish(
                     topic::SERVER_STATE,
                     QoS::AtLeastOnce,
@@ -151,9 +148,6 @@ impl Dispatcher {
         match topic::parse_server_inbound(topic_name) {
             Some(ServerInbound::FromNode { node, kind }) => {
                 self.node_message(node, kind, topic_name, &payload).await;
-            }
-            Some(ServerInbound::ModuleUpload { name, tag }) => {
-                self.module_upload(name, tag, payload).await
             }
             None => {
                 self.complaints.warn("?", topic_name, "unknown topic");
@@ -261,29 +255,6 @@ impl Dispatcher {
             .await
         {
             tracing::warn!(%node, %err, "cannot ack a status report");
-        }
-    }
-
-    /// Stores an uploaded module (raw wasm bytes, not an envelope).
-    async fn module_upload(&mut self, name: &str, tag: &str, payload: Bytes) {
-        let topic_name = topic::module_upload(name, tag);
-        let modules = self.modules.clone();
-        let (name, tag) = (name.to_owned(), tag.to_owned());
-        // Hashing and writing up to 16 MiB takes a while: keep it off the async workers.
-        let stored = tokio::task::spawn_blocking(move || modules.put(&name, &tag, &payload)).await;
-        match stored {
-            Ok(Ok(record)) => tracing::info!(
-                module = %record.name,
-                tag = %record.tag,
-                digest = %record.digest,
-                size = record.size,
-                "module uploaded over MQTT"
-            ),
-            Ok(Err(err)) => {
-                self.complaints
-                    .warn("module upload", &topic_name, &err.to_string());
-            }
-            Err(err) => tracing::error!(%err, "module upload task failed"),
         }
     }
 }

@@ -10,8 +10,10 @@
 //!   node lifecycle controller reads them);
 //! - status reports → pod status in the store, then an ack ([`status`]);
 //! - chunk requests → module chunks, sent from their own task ([`blobs`]);
-//! - log chunks → the waiting [`FleetHandle::logs`] receiver ([`logs`]);
-//! - module uploads → the module store.
+//! - log chunks → the waiting [`FleetHandle::logs`] receiver ([`logs`]).
+//!
+//! Module uploads and manifests from clients come in through the [`front_door`], an MQTT 5
+//! session of its own that answers every publish.
 //!
 //! A third task ([`publisher`], planning with [`desired`]) publishes each node's retained desired-pods snapshot whenever
 //! it changes, and all of them after every (re)connect; a fourth ([`services`]) keeps the
@@ -22,6 +24,7 @@ mod blobs;
 mod connection;
 pub mod delivery;
 pub mod desired;
+pub mod front_door;
 pub(crate) mod inbound;
 mod logs;
 pub mod nodes;
@@ -281,8 +284,10 @@ fn mqtt_options(config: &FleetConfig) -> Result<MqttOptions, TransportError> {
         .set_transport(transport(broker, config.mqtt.ca_pem.as_deref())?)
         .set_keep_alive(config.keep_alive)
         .set_credentials(&config.mqtt.username, &config.mqtt.password)
-        // Incoming module uploads may be as large as the broker allows; outgoing messages
-        // are envelopes (chunks, snapshots) bounded by the protocol.
+        // Incoming: nodes send envelopes, but an external broker may deliver anything up to
+        // its packet limit, which must not break the link (the dispatcher refuses oversize
+        // envelopes); outgoing messages are envelopes (chunks, snapshots) bounded by the
+        // protocol. Module uploads arrive on the front door's own session.
         .set_max_packet_size(MAX_PACKET_SIZE + 1024, MAX_PACKET_SIZE + 1024)
         .set_clean_session(true)
         .set_last_will(LastWill::new(

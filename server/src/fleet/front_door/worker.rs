@@ -1,0 +1,200 @@
+//! Carries out accepted requests one at a time, off the link's task: manifests through the
+//! API's server-side apply ([`crate::api::objects::apply_in_store`], field manager
+//! [`FIELD_MANAGER`]), modules through the module store (validated like an HTTPS push).
+//! Every outcome is answered (when the request named where) and logged.
+
+use ipnet::Ipv4Net;
+use std::time::Duration;
+
+use rumqttc::v5::AsyncClient;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::answer::{Answer, ObjectResult};
+use super::manifests::{self, Resolved};
+use super::request::{self, Reply, Request, Work};
+use crate::api::apply::Writer;
+use crate::api::objects::{self, Applied};
+use crate::api::status::ApiError;
+use crate::fleet::inbound::Complaints;
+use crate::modules::ModuleStore;
+use crate::store::Store;
+
+/// The field manager of everything applied over MQTT.
+pub const FIELD_MANAGER: &str = "wasmfleet-mqtt";
+
+/// How long one request may take before it is answered with a timeout (the work itself
+/// finishes on its blocking thread).
+const WORK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request with its share of the front door's byte budget.
+pub(super) type Queued = (Request, OwnedSemaphorePermit);
+
+/// What the worker needs.
+pub(super) struct Worker {
+    pub(super) client: AsyncClient,
+    pub(super) store: Store,
+    pub(super) modules: ModuleStore,
+    pub(super) complaints: Complaints,
+    /// Where new Services' ClusterIPs come from.
+    pub(super) service_cidr: Ipv4Net,
+}
+
+impl Worker {
+    /// Handles requests until the link stops or `shutdown`.
+    pub(super) async fn run(
+        mut self,
+        mut queue: mpsc::Receiver<Queued>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = queue.recv() => next,
+            };
+            let Some((request, _budget)) = next else {
+                break;
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.handle(request) => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: Request) {
+        let (what, answer) = match request.work {
+            Work::Apply(bytes) => ("manifests", self.apply(bytes.to_vec()).await),
+            Work::Module { name, tag, bytes } => ("module", self.module(name, tag, bytes).await),
+        };
+        log_outcome(&mut self.complaints, &request.source, what, &answer);
+        send(&self.client, request.reply.as_ref(), &answer).await;
+    }
+
+    /// Reads and applies manifests; the answer lists each object.
+    async fn apply(&self, bytes: Vec<u8>) -> Answer {
+        let store = self.store.clone();
+        let cidr = self.service_cidr;
+        off_workers(move || match manifests::resolve_all(&bytes) {
+            Ok(objects) => Answer::applied(&apply_each(&store, cidr, &objects)),
+            Err(line) => Answer::refused(line, None),
+        })
+        .await
+    }
+
+    /// Validates and stores a module.
+    async fn module(&self, name: String, tag: String, bytes: bytes::Bytes) -> Answer {
+        let modules = self.modules.clone();
+        off_workers(move || {
+            let what = format!("{name}:{tag}");
+            match modules.put(&name, &tag, &bytes) {
+                Ok(record) => Answer::module_stored(crate::api::modules::render(&record)),
+                Err(err) => request::module_error_answer(
+                    &what,
+                    &crate::api::modules::module_error(err, &name),
+                ),
+            }
+        })
+        .await
+    }
+}
+
+/// Applies every object in order, each on its own (like `kubectl apply`).
+fn apply_each(store: &Store, service_cidr: Ipv4Net, objects: &[Resolved]) -> Vec<ObjectResult> {
+    objects
+        .iter()
+        .map(|object| {
+            let writer = Writer {
+                manager: FIELD_MANAGER.to_owned(),
+                api_version: object.kind.api_version.to_owned(),
+                time: crate::k8s::time::now_rfc3339(),
+                subresource: String::new(),
+            };
+            let outcome: Result<Applied, ApiError> = objects::apply_in_store(
+                store,
+                service_cidr,
+                object.kind,
+                &object.key,
+                &object.applied,
+                &writer,
+                false,
+            )
+            .map(|(applied, _)| applied);
+            ObjectResult {
+                object: object.reference(),
+                namespace: object.key.namespace.clone(),
+                outcome,
+            }
+        })
+        .collect()
+}
+
+/// Runs `work` on a blocking thread (store writes, parsing, hashing), bounded in time.
+async fn off_workers(work: impl FnOnce() -> Answer + Send + 'static) -> Answer {
+    match tokio::time::timeout(WORK_TIMEOUT, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(err)) => Answer::api_error(&ApiError::internal(&err)),
+        Err(_) => Answer::api_error(&ApiError::unavailable(format!(
+            "the request took longer than {} s; it may still complete",
+            WORK_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Logs what was done: successes at info, refusals as (rate-limited) warnings.
+pub(super) fn log_outcome(complaints: &mut Complaints, source: &str, what: &str, answer: &Answer) {
+    if answer.ok {
+        tracing::info!(%source, what, outcome = %answer.message(), "MQTT front door request done");
+    } else {
+        complaints.warn(source, what, answer.message());
+    }
+}
+
+/// Publishes `answer` to `reply` (QoS 1, with the correlation data), if there is one.
+pub(super) async fn send(client: &AsyncClient, reply: Option<&Reply>, answer: &Answer) {
+    let Some(reply) = reply else {
+        return;
+    };
+    let properties = answer_properties(reply);
+    let sent = client
+        .publish_with_properties(
+            &reply.topic,
+            QoS::AtLeastOnce,
+            false,
+            answer.encode(),
+            properties,
+        )
+        .await;
+    if let Err(err) = sent {
+        tracing::warn!(topic = %reply.topic, %err, "cannot send a front door answer");
+    }
+}
+
+/// The same, without waiting (from the link's own task): an answer that does not fit in
+/// the client's queue is logged and dropped.
+pub(super) fn try_send(client: &AsyncClient, reply: Option<&Reply>, answer: &Answer) {
+    let Some(reply) = reply else {
+        return;
+    };
+    let sent = client.try_publish_with_properties(
+        &reply.topic,
+        QoS::AtLeastOnce,
+        false,
+        answer.encode(),
+        answer_properties(reply),
+    );
+    if let Err(err) = sent {
+        tracing::warn!(topic = %reply.topic, %err, "cannot send a front door answer");
+    }
+}
+
+fn answer_properties(reply: &Reply) -> PublishProperties {
+    PublishProperties {
+        correlation_data: reply.correlation.clone(),
+        content_type: Some("application/json".to_owned()),
+        payload_format_indicator: Some(1),
+        ..PublishProperties::default()
+    }
+}
