@@ -5,7 +5,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each step says when it started (seconds since the script began), so a CI log shows where
+# the time goes.
+log() { printf '\033[1m==> [+%ss] %s\033[0m\n' "$SECONDS" "$*" >&2; }
 
 # Installs Debian packages that are not installed yet.
 ensure_apt_packages() {
