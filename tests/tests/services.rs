@@ -187,8 +187,9 @@ fn a_service_reaches_its_ready_pods_by_name_and_cluster_ip() {
         assert!(endpoints.contains(&format!("{ip}:7007")), "{endpoints}");
     }
 
-    // A pod reaches the Service by its short name, its full name and its ClusterIP, and
-    // lands on one of the backends' named target port.
+    // A pod reaches the Service by its short name, its full name and its ClusterIP: it sees
+    // the ClusterIP as its peer, and one of the backends serves it (on the named target
+    // port), seeing the caller's pod IP.
     for (pod, target) in [
         ("by-name", "echo:80".to_owned()),
         ("by-fqdn", "echo.default.svc.cluster.local:80".to_owned()),
@@ -197,12 +198,20 @@ fn a_service_reaches_its_ready_pods_by_name_and_cluster_ip() {
         let args = format!("[\"--connect\", \"{target}\", \"--send\", \"{pod}\"]");
         apply(&cluster, &client(pod, &args));
         let line = wait_log(&cluster, pod, "echo from");
-        let peer = line
-            .strip_prefix("echo from ")
-            .and_then(|rest| rest.split(':').next())
-            .expect("a peer");
-        assert!(ips.contains(peer), "{line} not from {ips:?}");
-        assert!(line.ends_with(&format!(":7007: {pod}")), "{line}");
+        assert_eq!(line, format!("echo from {vip}:80: {pod}"));
+        let caller = get_json(&cluster, &["pod", pod]);
+        let caller_ip = caller["status"]["podIP"]
+            .as_str()
+            .expect("a pod IP")
+            .to_owned();
+        wait_for(&format!("a backend to serve {pod}"), START, || {
+            let served = cluster.kubectl_ok(&["logs", "-l", "app=echo", "--tail=-1"]);
+            served
+                .lines()
+                .any(|l| l.starts_with(&format!("{caller_ip}:")))
+                .then_some(())
+                .ok_or(served)
+        });
     }
 
     // A headless Service's name resolves to a pod IP.

@@ -153,6 +153,12 @@ impl PodNet {
         Err(Refusal::Denied)
     }
 
+    /// Whether `guest` is a Service's address (in the service CIDR): a socket connected to
+    /// it shows it as its peer, not the endpoint it reached.
+    pub fn is_service_address(&self, guest: SocketAddr) -> bool {
+        matches!(guest.ip(), IpAddr::V4(ip) if self.services.table().is_service_ip(ip))
+    }
+
     /// Whether the pod's sockets connect to `ip` from its own alias (cluster traffic) or
     /// from the host's addresses (egress).
     pub fn is_cluster_destination(&self, host: SocketAddr) -> bool {
@@ -455,6 +461,8 @@ mod tests {
             net.connect_address(addr("10.43.0.2:81")),
             Err(Refusal::NoEndpoints)
         );
+        assert!(net.is_service_address(addr("10.43.0.2:80")));
+        assert!(!net.is_service_address(addr("10.42.1.7:8080")));
         assert_eq!(
             net.lookup("web.default.svc.cluster.local", "p"),
             Ok(Lookup::Local("10.43.0.2".parse().unwrap()))

@@ -41,6 +41,9 @@ pub struct PodSockets<'a> {
     pub pod_name: &'a str,
     /// The port each pending host lookup's rule allows, by stream handle.
     pub lookups: &'a mut HashMap<u32, Option<u16>>,
+    /// The ClusterIP and port each socket connected through a Service asked for, by socket
+    /// handle: the peer the guest sees, as behind kube-proxy's NAT.
+    pub service_peers: &'a mut HashMap<u32, SocketAddr>,
 }
 
 /// The [`HasData`] marker of [`PodSockets`].
@@ -206,6 +209,10 @@ impl HostTcpSocket for PodSockets<'_> {
         if net.is_cluster_destination(target) {
             self.bind_to_alias(net, &this, borrow(&network))?;
         }
+        let asked: SocketAddr = remote_address.into();
+        if net.is_service_address(asked) {
+            self.service_peers.insert(this.rep(), asked);
+        }
         HostTcpSocket::start_connect(&mut self.inner, this, network, target.into())
     }
 
@@ -238,8 +245,17 @@ impl HostTcpSocket for PodSockets<'_> {
     }
 
     fn remote_address(&mut self, this: Resource<TcpSocket>) -> SocketResult<IpSocketAddress> {
+        let rep = this.rep();
         let host = HostTcpSocket::remote_address(&mut self.inner, this)?;
-        Ok(self.guest_peer(host))
+        match self.service_peers.get(&rep) {
+            Some(service) => Ok((*service).into()),
+            None => Ok(self.guest_peer(host)),
+        }
+    }
+
+    fn drop(&mut self, this: Resource<TcpSocket>) -> wasmtime::Result<()> {
+        self.service_peers.remove(&this.rep());
+        HostTcpSocket::drop(&mut self.inner, this)
     }
 
     delegate! {
@@ -265,7 +281,6 @@ impl HostTcpSocket for PodSockets<'_> {
         set_send_buffer_size(value: u64) -> SocketResult<()>;
         subscribe() -> wasmtime::Result<Resource<DynPollable>>;
         shutdown(shutdown_type: ShutdownType) -> SocketResult<()>;
-        drop() -> wasmtime::Result<()>;
     }
 }
 

@@ -109,6 +109,7 @@ pub struct ComponentState {
     network: Option<Arc<PodNet>>,
     pod_name: String,
     lookups: HashMap<u32, Option<u16>>,
+    service_peers: HashMap<u32, std::net::SocketAddr>,
     _live: LiveGuard,
 }
 
@@ -122,6 +123,7 @@ impl PodSocketsView for ComponentState {
             net: self.network.as_deref(),
             pod_name: &self.pod_name,
             lookups: &mut self.lookups,
+            service_peers: &mut self.service_peers,
         }
     }
 }
@@ -232,6 +234,7 @@ impl Sandbox<'_> {
             network: spec.network.clone(),
             pod_name: spec.pod_name.clone(),
             lookups: HashMap::new(),
+            service_peers: HashMap::new(),
             _live: LiveGuard::new(self.live),
         };
         let mut store = Store::new(self.engine, state);
