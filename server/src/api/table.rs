@@ -64,6 +64,14 @@ pub fn text(obj: &Value, pointer: &str) -> Value {
     str_at(obj, pointer).unwrap_or("<none>").into()
 }
 
+/// `text`, or `<none>` when it is empty (kubectl's empty cell for a joined list).
+pub fn or_none(text: String) -> Value {
+    match text.is_empty() {
+        true => "<none>".into(),
+        false => text.into(),
+    }
+}
+
 /// The non-empty string at `pointer`.
 pub fn str_at<'a>(obj: &'a Value, pointer: &str) -> Option<&'a str> {
     obj.pointer(pointer)

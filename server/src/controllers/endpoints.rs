@@ -260,10 +260,24 @@ fn target_ref(pod: &Value) -> Value {
 }
 
 fn desired_slices(service: &Value, selector: &Selector, pods: &[Arc<Value>]) -> Vec<Value> {
+    let members = members(service, selector, pods);
+    let mut slices: Vec<Value> = groups(service, members)
+        .into_iter()
+        .map(|(ports, members)| {
+            let endpoints = members.iter().map(slice_endpoint).collect();
+            slice(service, endpoints, port_list(service, &ports))
+        })
+        .collect();
+    if slices.is_empty() {
+        // Kubernetes keeps one empty slice for a Service without endpoints.
+        slices.push(slice(service, Vec::new(), port_list(service, &[])));
+    }
+    slices
+}
+
+/// One slice of `service`, named after its ports.
+fn slice(service: &Value, endpoints: Vec<Value>, ports: Value) -> Value {
     let name = service["metadata"]["name"].as_str().unwrap_or_default();
-    let namespace = service["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or("default");
     let mut labels = service["metadata"]["labels"].clone();
     if !labels.is_object() {
         labels = json!({});
@@ -271,58 +285,35 @@ fn desired_slices(service: &Value, selector: &Selector, pods: &[Arc<Value>]) -> 
     labels[SERVICE_NAME_LABEL] = name.into();
     labels[MANAGED_BY_LABEL] = MANAGED_BY.into();
     let owner = owners::controller_reference(service);
-    let members = members(service, selector, pods);
-    let mut slices: Vec<Value> = groups(service, members)
-        .into_iter()
-        .map(|(ports, members)| {
-            let endpoints: Vec<Value> = members
-                .iter()
-                .map(|m| {
-                    let mut endpoint = json!({
-                        "addresses": [m.ip],
-                        "conditions": {"ready": m.ready, "serving": m.serving, "terminating": m.terminating},
-                        "targetRef": target_ref(m.pod),
-                    });
-                    if let Some(node) = pods::bound_node(m.pod) {
-                        endpoint["nodeName"] = node.into();
-                    }
-                    endpoint
-                })
-                .collect();
-            let port_list = port_list(service, &ports);
-            json!({
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": format!("{name}-{}", names::template_hash(&port_list)),
-                    "namespace": namespace,
-                    "labels": labels,
-                    "ownerReferences": owner.iter().collect::<Vec<_>>(),
-                },
-                "addressType": "IPv4",
-                "endpoints": endpoints,
-                "ports": port_list,
-            })
-        })
-        .collect();
-    if slices.is_empty() {
-        // Kubernetes keeps one empty slice for a Service without endpoints.
-        let ports = port_list(service, &[]);
-        slices.push(json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": format!("{name}-{}", names::template_hash(&ports)),
-                "namespace": namespace,
-                "labels": labels,
-                "ownerReferences": owner.iter().collect::<Vec<_>>(),
-            },
-            "addressType": "IPv4",
-            "endpoints": [],
-            "ports": ports,
-        }));
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{name}-{}", names::template_hash(&ports)),
+            "namespace": service["metadata"]["namespace"].as_str().unwrap_or("default"),
+            "labels": labels,
+            "ownerReferences": owner.iter().collect::<Vec<_>>(),
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports,
+    })
+}
+
+fn slice_endpoint(member: &Member<'_>) -> Value {
+    let mut endpoint = json!({
+        "addresses": [member.ip],
+        "conditions": {
+            "ready": member.ready,
+            "serving": member.serving,
+            "terminating": member.terminating,
+        },
+        "targetRef": target_ref(member.pod),
+    });
+    if let Some(node) = pods::bound_node(member.pod) {
+        endpoint["nodeName"] = node.into();
     }
-    slices
+    endpoint
 }
 
 fn desired_endpoints(service: &Value, selector: &Selector, pods: &[Arc<Value>]) -> Value {

@@ -8,7 +8,7 @@ use super::endpointslices::{ENDPOINT_PORT, TARGET_REF, abbreviated, check_ip, ch
 use super::{Column, Kind, READ_WRITE, name_of};
 use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
-use crate::api::table::{age, text};
+use crate::api::table::{age, or_none, text};
 use crate::api::validation::{self, METADATA, Shape};
 
 /// Endpoints (namespaced).
@@ -111,13 +111,9 @@ fn cells(endpoints: &Value, now: jiff::Timestamp) -> Vec<Value> {
         }
     }
     let pairs: Vec<&str> = pairs.iter().map(String::as_str).collect();
-    let shown = match pairs.is_empty() {
-        true => "<none>".to_owned(),
-        false => abbreviated(&pairs),
-    };
     vec![
         text(endpoints, "/metadata/name"),
-        shown.into(),
+        or_none(abbreviated(&pairs)),
         age(endpoints, now),
     ]
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{Column, Kind, READ_WRITE, name_of};
 use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
-use crate::api::table::{age, text};
+use crate::api::table::{age, or_none, text};
 use crate::api::validation::{self, METADATA, Shape};
 
 /// EndpointSlices (namespaced).
@@ -196,14 +196,6 @@ fn cells(slice: &Value, now: jiff::Timestamp) -> Vec<Value> {
         or_none(abbreviated(&addresses)),
         age(slice, now),
     ]
-}
-
-/// `<unset>`/`<none>` for an empty list, like kubectl.
-fn or_none(text: String) -> Value {
-    match text.is_empty() {
-        true => "<none>".into(),
-        false => text.into(),
-    }
 }
 
 /// The first three items, then `+ N more...` (kubectl's way).

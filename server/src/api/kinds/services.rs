@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{Allocation, Column, Kind, READ_WRITE, keep_status, name_of};
 use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
-use crate::api::table::{age, text};
+use crate::api::table::{age, or_none, text};
 use crate::api::validation::{self, METADATA, Shape};
 use crate::network::service_ips;
 use crate::store::Scope;
@@ -510,9 +510,9 @@ fn cells(svc: &Value, now: jiff::Timestamp) -> Vec<Value> {
         text(svc, "/spec/type"),
         cluster_ip.into(),
         external_ip.into(),
-        ports_text(spec).into(),
+        or_none(ports_text(spec)),
         age(svc, now),
-        selector_text(spec).into(),
+        or_none(selector_text(spec)),
     ]
 }
 
@@ -527,10 +527,7 @@ fn ports_text(spec: &Value) -> String {
             format!("{}/{protocol}", port["port"])
         })
         .collect();
-    match ports.is_empty() {
-        true => "<none>".into(),
-        false => ports.join(","),
-    }
+    ports.join(",")
 }
 
 /// `app=web,tier=front` (kubectl's SELECTOR column).
@@ -541,10 +538,7 @@ fn selector_text(spec: &Value) -> String {
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
         .collect();
-    match pairs.is_empty() {
-        true => "<none>".into(),
-        false => pairs.join(","),
-    }
+    pairs.join(",")
 }
 
 #[cfg(test)]
