@@ -7,7 +7,7 @@
 //! Needs the cross-built agents first (`scripts/test` does this):
 //!
 //! ```text
-//! cross/build aarch64 --runtime-only && cross/build armv7 --runtime-only
+//! cross/build aarch64 armv7 --runtime-only
 //! cargo test -p wasmfleet-tests --features emulated --test emulated_devices
 //! ```
 
