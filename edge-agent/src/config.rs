@@ -18,6 +18,9 @@ use wasmfleet_protocol::names::{InvalidName, validate_dns_subdomain, validate_no
 use wasmfleet_protocol::quantity::{self, InvalidResourceList, ResourceAmounts};
 use wasmfleet_protocol::transport::{self, TransportError};
 
+/// The port Ingress traffic is served on when not told otherwise (HTTP's).
+pub const DEFAULT_INGRESS_PORT: u16 = 80;
+
 /// Where an agent keeps its state when not told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/wasmfleet/agent";
 
@@ -55,6 +58,8 @@ pub struct AgentConfig {
     pub restart_backoff_base: Duration,
     /// How often the agent renews its lease.
     pub heartbeat_interval: Duration,
+    /// The port the agent serves Ingress traffic on, on all its addresses (0: none).
+    pub ingress_port: u16,
 }
 
 /// Why a configuration was refused.
@@ -147,6 +152,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("system_reserved", &self.system_reserved)
             .field("restart_backoff_base", &self.restart_backoff_base)
             .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("ingress_port", &self.ingress_port)
             .finish()
     }
 }
@@ -167,6 +173,7 @@ impl AgentConfig {
             system_reserved: ResourceAmounts::default(),
             restart_backoff_base: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
+            ingress_port: DEFAULT_INGRESS_PORT,
         }
     }
 
@@ -296,6 +303,11 @@ pub struct Cli {
     /// The heartbeat interval in milliseconds (for tests).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub heartbeat_interval_ms: u64,
+    /// The port Ingress traffic is served on, on all the node's addresses; 0 serves none.
+    /// Ports below 1024 need root or CAP_NET_BIND_SERVICE: without them the agent logs
+    /// why and runs on without serving Ingresses.
+    #[arg(long, env = "WASMFLEET_INGRESS_PORT", default_value_t = DEFAULT_INGRESS_PORT)]
+    pub ingress_port: u16,
 }
 
 impl Cli {
@@ -362,6 +374,7 @@ impl Cli {
             )?,
             restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            ingress_port: self.ingress_port,
         };
         config.validate()?;
         Ok(config)

@@ -11,6 +11,7 @@
 use crate::net::ServiceDirectory;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmfleet_protocol::routes::RouteTable;
 use wasmfleet_protocol::service::ServiceTable;
 
 use anyhow::Context;
@@ -74,6 +75,19 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     )
     .with_context(|| format!("creating {}", config.modules_dir().display()))?;
     let services = ServiceDirectory::new(&config.node_name, persisted_services(&state));
+    if let Some(routes) = persisted_routes(&state) {
+        services.replace_routes(routes);
+    }
+    if config.ingress_port != 0 {
+        // With the pods' token and tracker: connections finish their request before the
+        // pods stop.
+        pods_tracker.spawn(crate::net::ingress::serve(
+            config.ingress_port,
+            services.clone(),
+            pods_shutdown.clone(),
+            pods_tracker.clone(),
+        ));
+    }
     let pods = PodManager::new(
         runtime,
         Arc::new(fetcher.clone()),
@@ -121,6 +135,16 @@ fn persisted_services(state: &AgentState) -> Option<ServiceTable> {
     state
         .services()
         .inspect_err(|err| tracing::warn!(%err, "ignoring the persisted table of Services"))
+        .ok()
+        .flatten()
+}
+
+/// The table of HTTP routes an earlier process persisted (unreadable: none, the server
+/// sends it again).
+fn persisted_routes(state: &AgentState) -> Option<RouteTable> {
+    state
+        .routes()
+        .inspect_err(|err| tracing::warn!(%err, "ignoring the persisted table of HTTP routes"))
         .ok()
         .flatten()
 }

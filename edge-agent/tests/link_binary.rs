@@ -29,6 +29,7 @@ fn spawn_agent(broker: &Broker, data_dir: &Path) -> Child {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--labels", "site=lab", "--heartbeat-interval-ms", "200"])
+        .args(["--ingress-port", "0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

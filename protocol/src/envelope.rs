@@ -14,6 +14,7 @@ use crate::logs::{LogChunk, NodeCommand};
 use crate::node::{Heartbeat, NodeState, ServerState};
 use crate::pod::probe::PodEvents;
 use crate::pod::{DesiredIndex, DesiredPod, StatusAck, StatusReport, v1, v2};
+use crate::routes::RouteTable;
 use crate::service::ServiceTable;
 
 /// Every payload on the wire, by protocol version.
@@ -71,6 +72,8 @@ pub enum Message {
     PodEvents(PodEvents),
     /// The retained table of every Service and its endpoints (on [`crate::topic::SERVICES`]).
     Services(ServiceTable),
+    /// The retained table of HTTP routes the agents serve (on [`crate::topic::ROUTES`]).
+    Routes(RouteTable),
 }
 
 /// Why a payload could not be decoded.

@@ -17,6 +17,8 @@
 //! - [`names`]: validation of names that end up inside topics;
 //! - [`quantity`]: Kubernetes resource quantities (`128Mi`, `500m`) and resource lists
 //!   (`cpu=100m,memory=256Mi`), shared by the server's admission and the agent's flags;
+//! - [`service`] and [`routes`]: the tables of Services and of HTTP routes every agent
+//!   serves (kube-proxy's and the ingress controller's input);
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
 //! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
 //!   included.
@@ -41,6 +43,7 @@ pub mod network;
 pub mod node;
 pub mod pod;
 pub mod quantity;
+pub mod routes;
 pub mod service;
 pub mod topic;
 #[cfg(feature = "client")]

@@ -3,6 +3,7 @@
 //! ```text
 //! wf/v1/server/state              S→all  retained, the server's will
 //! wf/v1/server/services           S→all  retained table of Services and endpoints
+//! wf/v1/server/routes             S→all  retained table of HTTP routes (Ingresses)
 //! wf/v1/n/{node}/down/desired     S→N    retained index of the node's pods
 //! wf/v1/n/{node}/down/pod/{uid}   S→N    retained pod (empty: cleared)
 //! wf/v1/n/{node}/down/ack         S→N    status report acknowledgements
@@ -34,6 +35,9 @@ pub const SERVER_STATE: &str = "wf/v1/server/state";
 
 /// The retained table of Services every node reads.
 pub const SERVICES: &str = "wf/v1/server/services";
+
+/// The retained table of HTTP routes (Ingresses) every node reads.
+pub const ROUTES: &str = "wf/v1/server/routes";
 
 /// What the server subscribes to: everything every node sends up.
 pub const ALL_NODES_UP: &str = "wf/v1/n/+/up/#";

@@ -8,8 +8,9 @@ server builds each group-version's document from it at run time (`api::openapi`)
 Inputs: the upstream documents `api__v1_openapi.json`, `apis__apps__v1_openapi.json`,
 `apis__batch__v1_openapi.json`, `apis__discovery.k8s.io__v1_openapi.json` (kubernetes/kubernetes `api/openapi-spec/v3/`, or
 kubernetes/client-go `openapi/openapitest/testdata/`) in the directory given as the first
-argument, and `policy_v1.json` next to this script (the PodDisruptionBudget schemas, taken
-from `apis__policy__v1_openapi.json`).
+argument, and next to this script `policy_v1.json` (the PodDisruptionBudget schemas, taken
+from `apis__policy__v1_openapi.json`) and `networking_v1.json` (the Ingress and IngressClass
+schemas, taken from `apis__networking.k8s.io__v1_openapi.json` of Kubernetes 1.33).
 
 Usage: python3 server/openapi/trim.py DIR
 """
@@ -24,6 +25,7 @@ KINDS = {
     ("apps", "v1"): ["Deployment", "ReplicaSet", "DaemonSet"],
     ("batch", "v1"): ["Job", "CronJob"],
     ("policy", "v1"): ["PodDisruptionBudget"],
+    ("networking.k8s.io", "v1"): ["Ingress", "IngressClass"],
 }
 DOCS = [
     "api__v1_openapi.json",
@@ -50,8 +52,9 @@ def main(src):
     for name in DOCS:
         with open(os.path.join(src, name)) as f:
             schemas.update(json.load(f)["components"]["schemas"])
-    with open(os.path.join(os.path.dirname(__file__), "policy_v1.json")) as f:
-        schemas.update(json.load(f))
+    for extra in ["policy_v1.json", "networking_v1.json"]:
+        with open(os.path.join(os.path.dirname(__file__), extra)) as f:
+            schemas.update(json.load(f))
     wanted = {(g, v, k) for (g, v), kinds in KINDS.items() for k in kinds}
     todo = [
         name

@@ -52,6 +52,15 @@ pub struct ServerConfig {
     #[arg(long)]
     pub node_name: Option<String>,
 
+    /// The port the in-process agent serves Ingress traffic on (0: none). Ports below 1024
+    /// need root or CAP_NET_BIND_SERVICE.
+    #[arg(
+        long,
+        env = "WASMFLEET_INGRESS_PORT",
+        default_value_t = wasmfleet_agent::config::DEFAULT_INGRESS_PORT
+    )]
+    pub ingress_port: u16,
+
     /// Replace the node join token with a new one at start (written to
     /// `<data-dir>/node-token`). Nodes that joined keep logging in with their own node
     /// passwords; new nodes need the new token.

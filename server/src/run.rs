@@ -60,6 +60,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let store = Store::open_with(config.data_dir.join("state.redb"), options)
         .context("opening the store")?;
     api::kinds::namespaces::ensure_built_in(&store).context("creating the built-in namespaces")?;
+    api::kinds::ingressclasses::ensure_built_in(&store)
+        .context("creating the built-in IngressClass")?;
     let modules = ModuleStore::open(&store).context("opening the module store")?;
     let tracker = TaskTracker::new();
 
@@ -213,6 +215,7 @@ fn start_local_agent(
     // With an external broker `ca_pem` is the broker's CA; artifacts are signed by ours.
     agent.cluster_ca_pem = Some(boot.tls.ca_cert_pem.as_bytes().to_vec());
     agent.data_dir = config.data_dir.join("agent");
+    agent.ingress_port = config.ingress_port;
     agent
         .validate()
         .context("configuring the in-process agent (set --node-name, or --no-local-agent)")?;

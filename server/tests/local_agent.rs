@@ -24,6 +24,7 @@ async fn the_in_process_agent_joins_over_tls_and_its_node_becomes_ready() {
     let server = Server::start_with(&dir, |config| {
         config.no_local_agent = false;
         config.node_name = Some("local-node".into());
+        config.ingress_port = 0;
     })
     .await;
 

@@ -289,6 +289,10 @@ impl Cluster {
         if !launch.labels.is_empty() {
             args.extend(["--labels".into(), launch.labels.clone()]);
         }
+        if !launch.extra_args.iter().any(|a| a == "--ingress-port") {
+            // Agents on one machine would all want port 80: only a test that asks serves.
+            args.extend(["--ingress-port".into(), "0".into()]);
+        }
         args.extend(launch.extra_args.iter().cloned());
         let (program, args) = match (&launch.device, &launch.netns) {
             (Device::Host, None) => (bin_dir().join("wasmfleet-agent"), args),
@@ -713,7 +717,8 @@ fn test_node_password(name: &str) -> String {
     format!("e2e-node-password-for-{name}")
 }
 
-fn free_port(host: IpAddr) -> SocketAddr {
+/// A port nothing listens on at the moment, on `host`.
+pub fn free_port(host: IpAddr) -> SocketAddr {
     TcpListener::bind((host, 0))
         .and_then(|listener| listener.local_addr())
         .expect("a free port")

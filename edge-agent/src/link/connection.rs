@@ -294,6 +294,16 @@ impl Connection {
                 }
                 self.routes.services.replace(table);
             }
+            Inbound::Routes(table) => {
+                tracing::debug!(
+                    listeners = table.listeners.len(),
+                    "table of HTTP routes received"
+                );
+                if let Err(err) = self.state.save_routes(&table) {
+                    tracing::warn!(%err, "cannot persist the table of HTTP routes");
+                }
+                self.routes.services.replace_routes(table);
+            }
             Inbound::BlobReply(reply) => self.routes.fetcher.deliver(reply),
             Inbound::ArtifactOffer(offer) => self.routes.fetcher.deliver_offer(offer),
             Inbound::Command(command) => {

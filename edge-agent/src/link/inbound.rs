@@ -9,6 +9,7 @@ use wasmfleet_protocol::blob::BlobReply;
 use wasmfleet_protocol::logs::NodeCommand;
 use wasmfleet_protocol::node::ServerState;
 use wasmfleet_protocol::pod::{DesiredIndex, DesiredPod, DesiredPods, StatusAck};
+use wasmfleet_protocol::routes::RouteTable;
 use wasmfleet_protocol::service::ServiceTable;
 use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, decode};
@@ -39,6 +40,8 @@ pub enum Inbound {
     ServerState(ServerState),
     /// The table of Services.
     Services(ServiceTable),
+    /// The table of HTTP routes.
+    Routes(RouteTable),
 }
 
 /// Classifies a publish received by `node`; `Err` says why it is dropped.
@@ -53,6 +56,13 @@ pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, Stri
     if topic == topic::SERVICES {
         return match decode(payload) {
             Ok(Message::Services(table)) => Ok(Inbound::Services(table)),
+            Ok(other) => Err(unexpected(topic, &other)),
+            Err(err) => Err(format!("undecodable payload on {topic}: {err}")),
+        };
+    }
+    if topic == topic::ROUTES {
+        return match decode(payload) {
+            Ok(Message::Routes(table)) => Ok(Inbound::Routes(table)),
             Ok(other) => Err(unexpected(topic, &other)),
             Err(err) => Err(format!("undecodable payload on {topic}: {err}")),
         };

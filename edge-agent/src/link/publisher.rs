@@ -88,7 +88,7 @@ impl Publisher {
             QoS::AtLeastOnce,
         )];
         if server_state {
-            for shared in [topic::SERVER_STATE, topic::SERVICES] {
+            for shared in [topic::SERVER_STATE, topic::SERVICES, topic::ROUTES] {
                 filters.push(SubscribeFilter::new(shared.to_owned(), QoS::AtLeastOnce));
             }
         }

@@ -17,7 +17,11 @@
 //!   with `access-denied`, never left to hang.
 //!
 //! The decisions are pure ([`PodNet`]); [`sockets`] applies them to wasmtime's traits.
+//!
+//! [`ingress`] is the node's HTTP reverse proxy for Ingresses: it takes requests on the
+//! node's ingress port and forwards each to an endpoint of the Service its route picks.
 
+pub mod ingress;
 pub mod services;
 pub mod sockets;
 

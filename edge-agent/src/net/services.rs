@@ -9,6 +9,9 @@
 //! endpoints do not change). Only endpoints on this node are reachable until traffic
 //! between nodes is built: a Service whose endpoints all run elsewhere refuses the connect
 //! as unreachable, and one with no endpoints refuses it as a closed port would.
+//!
+//! The directory also holds the table of HTTP routes the ingress serves by
+//! ([`super::ingress`]), replaced and persisted the same way.
 
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
@@ -16,15 +19,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use wasmfleet_protocol::network::Protocol;
+use wasmfleet_protocol::routes::RouteTable;
 use wasmfleet_protocol::service::{Resolved, ServiceEntry, ServiceTable};
 
 use super::Refusal;
 
-/// The table of Services, shared by the link (which replaces it) and every pod.
+/// The table of Services, shared by the link (which replaces it) and every pod, and the
+/// table of HTTP routes the ingress serves by.
 #[derive(Debug, Clone)]
 pub struct ServiceDirectory {
     node: Arc<str>,
     table: Arc<RwLock<Arc<ServiceTable>>>,
+    routes: Arc<RwLock<Arc<RouteTable>>>,
     turn: Arc<AtomicUsize>,
 }
 
@@ -43,8 +49,46 @@ impl ServiceDirectory {
         Self {
             node: node.into(),
             table: Arc::new(RwLock::new(Arc::new(table.unwrap_or_default()))),
+            routes: Arc::default(),
             turn: Arc::default(),
         }
+    }
+
+    /// Replaces the table of HTTP routes (the server sent a new one).
+    pub fn replace_routes(&self, table: RouteTable) {
+        *self
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
+    }
+
+    /// The current table of HTTP routes.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        Arc::clone(
+            &self
+                .routes
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Where a request for the Service `namespace/name` on `port` from `client` goes: an
+    /// endpoint's pod IP and port on this node.
+    pub fn route_to_service(
+        &self,
+        client: Ipv4Addr,
+        namespace: &str,
+        name: &str,
+        port: u16,
+    ) -> Result<(Ipv4Addr, u16), Refusal> {
+        let table = self.table();
+        let entry = table
+            .services
+            .iter()
+            .find(|s| s.namespace == namespace && s.name == name)
+            .ok_or(Refusal::NoEndpoints)?;
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        choose(entry, port, &self.node, client, turn)
     }
 
     /// Replaces the table (the server sent a new one).

@@ -23,6 +23,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use wasmfleet_protocol::pod::{
     DesiredIndex, DesiredPod, DesiredPods, IndexEntry, PodStatus, StatusReport,
 };
+use wasmfleet_protocol::routes::RouteTable;
 use wasmfleet_protocol::service::ServiceTable;
 use wasmfleet_protocol::{Message, decode, encode};
 
@@ -38,6 +39,7 @@ const EPOCH: &str = "epoch";
 const DESIRED: &str = "desired";
 const STATUSES: &str = "statuses";
 const SERVICES: &str = "services";
+const ROUTES: &str = "routes";
 
 /// The redb page cache; the agent's state is a few KiB, the default (1 GiB) is for servers.
 const CACHE_BYTES: usize = 4 << 20;
@@ -235,6 +237,22 @@ impl AgentState {
             Some(bytes) => match decode(&bytes) {
                 Ok(Message::Status(report)) => Ok(report.pods),
                 other => Err(corrupt("pod statuses", other)),
+            },
+        }
+    }
+
+    /// Persists the table of HTTP routes.
+    pub fn save_routes(&self, table: &RouteTable) -> Result<(), StateError> {
+        self.put(ROUTES, &encode(&Message::Routes(table.clone())))
+    }
+
+    /// The last persisted table of HTTP routes, if any.
+    pub fn routes(&self) -> Result<Option<RouteTable>, StateError> {
+        match self.get(ROUTES)? {
+            None => Ok(None),
+            Some(bytes) => match decode(&bytes) {
+                Ok(Message::Routes(table)) => Ok(Some(table)),
+                other => Err(corrupt("table of HTTP routes", other)),
             },
         }
     }

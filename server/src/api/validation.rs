@@ -845,7 +845,8 @@ fn check_dns_label(name: &str, field: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-fn check_dns_subdomain(name: &str, field: &str, causes: &mut Vec<Cause>) {
+/// Checks a DNS-1123 subdomain (a host or object name).
+pub fn check_dns_subdomain(name: &str, field: &str, causes: &mut Vec<Cause>) {
     if wasmfleet_protocol::names::validate_dns_subdomain("name", name).is_err() {
         causes.push(Cause::new(
             "FieldValueInvalid",

@@ -30,11 +30,12 @@ pub fn mosquitto_acl(server_username: &str) -> String {
         String::new(),
         "# Nodes (username = client id = node name): their own topics, the server's presence and"
             .to_owned(),
-        "# the table of Services.".to_owned(),
+        "# the tables of Services and of HTTP routes.".to_owned(),
         format!("pattern read {}", topic::node_down_filter("%u")),
         format!("pattern write {prefix}/n/%u/up/#"),
         format!("pattern read {}", topic::SERVER_STATE),
         format!("pattern read {}", topic::SERVICES),
+        format!("pattern read {}", topic::ROUTES),
         String::new(),
         "# Front door answers: each client reads only its own result topic.".to_owned(),
         format!("pattern read {}", topic::result_topic("%c")),
@@ -58,6 +59,7 @@ mod tests {
             "pattern write wf/v1/n/%u/up/#",
             "pattern read wf/v1/server/state",
             "pattern read wf/v1/server/services",
+            "pattern read wf/v1/server/routes",
             "pattern read wf/v1/apply/result/%c",
         ] {
             assert!(acl.contains(line), "{line}\n{acl}");

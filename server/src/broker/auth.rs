@@ -200,6 +200,7 @@ pub fn may_subscribe(identity: &Identity, client_id: &str, filter: &str) -> bool
         Identity::Node(name) => {
             filter == topic::SERVER_STATE
                 || filter == topic::SERVICES
+                || filter == topic::ROUTES
                 || within(filter, &node_down_scope(name))
         }
         Identity::Admin => {
@@ -429,6 +430,7 @@ mod tests {
         assert!(may_subscribe(&me, ANY_CLIENT, &down("pi-1", Down::Desired)));
         assert!(may_subscribe(&me, ANY_CLIENT, topic::SERVER_STATE));
         assert!(may_subscribe(&me, ANY_CLIENT, topic::SERVICES));
+        assert!(may_subscribe(&me, ANY_CLIENT, topic::ROUTES));
         for filter in [
             "#",
             "wf/#",

@@ -16,8 +16,9 @@
 //! session of its own that answers every publish.
 //!
 //! A third task ([`publisher`], planning with [`desired`]) publishes each node's retained desired-pods snapshot whenever
-//! it changes, and all of them after every (re)connect; a fourth ([`services`]) keeps the
-//! retained table of Services every agent routes by. The server's retained presence on
+//! it changes, and all of them after every (re)connect; two more ([`retained`] loops) keep the
+//! retained tables every agent serves: the Services ([`services`]) and the HTTP routes of
+//! Ingresses ([`routes`]). The server's retained presence on
 //! `wf/v1/server/state` is also its last will (`online: false`).
 
 mod blobs;
@@ -31,6 +32,8 @@ pub mod nodes;
 pub mod pod_events;
 pub mod probes;
 pub mod publisher;
+mod retained;
+pub mod routes;
 pub mod services;
 pub mod status;
 
@@ -56,6 +59,7 @@ use crate::controllers::node_lifecycle;
 use crate::informer::Cache;
 use crate::modules::ModuleStore;
 use crate::store::Store;
+use retained::RetainedPublisher;
 
 pub use logs::LogParams;
 
@@ -202,8 +206,14 @@ impl Fleet {
             modules.clone(),
             config.cluster_cidr,
         );
-        let services =
-            services::ServicesPublisher::new(client.clone(), cache.clone(), config.service_cidr);
+        let services = RetainedPublisher::new(
+            client.clone(),
+            cache.clone(),
+            services::Services {
+                service_cidr: config.service_cidr,
+            },
+        );
+        let routes = RetainedPublisher::new(client.clone(), cache.clone(), routes::Routes);
         let ctx = inbound::Dispatcher {
             client: client.clone(),
             store,
@@ -211,7 +221,11 @@ impl Fleet {
             modules,
             leases: leases.clone(),
             logs: logs.clone(),
-            republish: vec![desired.republish_trigger(), services.republish_trigger()],
+            republish: vec![
+                desired.republish_trigger(),
+                services.republish_trigger(),
+                routes.republish_trigger(),
+            ],
             artifacts: config.artifacts.clone(),
             server_state: server_state_payload(&config, true),
             tracker: tracker.clone(),
@@ -229,6 +243,7 @@ impl Fleet {
         ));
         tracker.spawn(ctx.run(inbound_rx));
         tracker.spawn(services.run(shutdown.clone()));
+        tracker.spawn(routes.run(shutdown.clone()));
         tracker.spawn(desired.run(config.resync, shutdown));
         Ok(FleetHandle {
             client,

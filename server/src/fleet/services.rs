@@ -1,131 +1,47 @@
-//! The services publisher: keeps the retained table of Services on
-//! [`topic::SERVICES`] (kube-proxy's input, for every agent) true to the store.
+//! The table of Services on [`topic::SERVICES`] (kube-proxy's input, for every agent),
+//! kept retained by a [`super::retained::RetainedPublisher`].
 //!
 //! [`table`] builds it, purely, from the cached Services and EndpointSlices: each Service
 //! with its ClusterIP (or headless, or its external name), its TCP ports, and the
 //! endpoints that may take traffic (a slice endpoint whose `ready` is not false), with
-//! their port per Service port, matched by port name as kube-proxy does. The publisher
-//! re-builds it after changes to either kind and publishes it when it differs from what it
-//! last sent, and again after every (re)connect. A table larger than one message is not
-//! sent (the agents keep the last one) and says so in the log.
+//! their port per Service port, matched by port name as kube-proxy does.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use rumqttc::{AsyncClient, QoS};
 use serde_json::Value;
-use tokio::sync::Notify;
-use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::network::Protocol;
 use wasmfleet_protocol::service::{
     Endpoint, ServiceAddress, ServiceEntry, ServicePort, ServiceTable,
 };
-use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode, topic};
+use wasmfleet_protocol::{Message, topic};
 
+use super::retained::RetainedTable;
 use crate::controllers::endpoints::SERVICE_NAME_LABEL;
 use crate::informer::Cache;
 
-/// How long to wait after a change for more changes, so bursts cost one publish.
-const SETTLE: Duration = Duration::from_millis(20);
-
-/// The resources the table is built from.
-const SOURCES: [&str; 2] = ["services", "endpointslices"];
-
-/// Publishes the table of Services; see the module documentation.
-pub struct ServicesPublisher {
-    client: AsyncClient,
-    cache: Cache,
-    service_cidr: Ipv4Net,
-    republish: Arc<Notify>,
-    /// The services last published (`None`: nothing yet, or a reconnect since).
-    published: Option<Vec<ServiceEntry>>,
+/// The table of Services, built from the cached Services and EndpointSlices.
+pub struct Services {
+    /// The service CIDR the table carries.
+    pub service_cidr: Ipv4Net,
 }
 
-impl ServicesPublisher {
-    /// A publisher that has published nothing yet.
-    pub fn new(client: AsyncClient, cache: Cache, service_cidr: Ipv4Net) -> Self {
-        Self {
-            client,
-            cache,
-            service_cidr,
-            republish: Arc::new(Notify::new()),
-            published: None,
-        }
-    }
+impl RetainedTable for Services {
+    type Content = Vec<ServiceEntry>;
+    const TOPIC: &'static str = topic::SERVICES;
+    const WHAT: &'static str = "table of Services";
+    const SOURCES: &'static [&'static str] = &["services", "endpointslices"];
 
-    /// Notifying this makes the next pass publish the table again (after a reconnect).
-    pub fn republish_trigger(&self) -> Arc<Notify> {
-        Arc::clone(&self.republish)
-    }
-
-    /// Runs until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut changes = self.cache.subscribe();
-        let republish = Arc::clone(&self.republish);
-        let mut due = true;
-        loop {
-            if due {
-                tokio::time::sleep(SETTLE).await;
-                while changes.try_recv().is_ok() {}
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = self.pass() => {}
-                }
-            }
-            due = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = republish.notified() => {
-                    self.published = None;
-                    true
-                }
-                batch = changes.recv() => match batch {
-                    Ok(batch) => batch.relisted
-                        || SOURCES.iter().any(|r| batch.of(r).next().is_some()),
-                    Err(RecvError::Lagged(_)) => true,
-                    Err(RecvError::Closed) => break,
-                },
-            };
-        }
-    }
-
-    /// Builds the table and publishes it if it changed.
-    async fn pass(&mut self) {
+    fn build(&self, cache: &Cache) -> (Self::Content, Message) {
         let table = table(
-            &self.cache.list("services"),
-            &self.cache.list("endpointslices"),
+            &cache.list("services"),
+            &cache.list("endpointslices"),
             self.service_cidr,
-            self.cache.revision(),
+            cache.revision(),
         );
-        if self.published.as_ref() == Some(&table.services) {
-            return;
-        }
-        let services = table.services.clone();
-        let payload = encode(&Message::Services(table));
-        if payload.len() > MAX_MESSAGE_SIZE {
-            tracing::error!(
-                bytes = payload.len(),
-                limit = MAX_MESSAGE_SIZE,
-                services = services.len(),
-                "the table of Services is too large to send; agents keep routing by the last one"
-            );
-            self.published = Some(services);
-            return;
-        }
-        match self
-            .client
-            .publish(topic::SERVICES, QoS::AtLeastOnce, true, payload)
-            .await
-        {
-            Ok(()) => {
-                tracing::debug!(services = services.len(), "table of Services published");
-                self.published = Some(services);
-            }
-            Err(err) => tracing::warn!(%err, "cannot publish the table of Services"),
-        }
+        (table.services.clone(), Message::Services(table))
     }
 }
 

@@ -36,11 +36,13 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 13] = [
+pub const RESOURCES: [&str; 15] = [
     "pods",
     "services",
     "endpointslices",
     "endpoints",
+    "ingresses",
+    "ingressclasses",
     "nodes",
     "namespaces",
     "leases",

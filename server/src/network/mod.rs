@@ -4,7 +4,9 @@
 //! allocation rules; `controllers::node_ipam` hands out node ranges and the scheduler
 //! hands out pod IPs. The agents map pod IPs onto sockets
 //! (`wasmfleet_protocol::network`). [`service_ips`] holds the rules of Services' virtual
-//! IPs (the service CIDR), which the API hands out when a Service is created.
+//! IPs (the service CIDR), which the API hands out when a Service is created; [`routes`]
+//! compiles Ingresses into the HTTP routes the agents serve.
 
 pub mod ipam;
+pub mod routes;
 pub mod service_ips;

@@ -10,7 +10,9 @@
 //!
 //! With `--http` it answers every connection with one HTTP/1.1 response instead of
 //! echoing: it reads the request head and sends `200 OK` with the body `ok` (what
-//! Kubernetes `httpGet` probes need), printing `PEER GET PATH` for each request.
+//! Kubernetes `httpGet` probes need), or the value of `$MESSAGE` when it is set (so two
+//! Deployments of one module can be told apart behind a Service or an Ingress), printing
+//! `PEER GET PATH` for each request.
 //!
 //! With `--connect HOST:PORT [--send TEXT]` it is the client instead: it connects
 //! (retrying for a few seconds while the server is not listening yet, as a container
@@ -158,7 +160,12 @@ fn serve(port: u16, http: bool) -> Result<(), String> {
 fn answer(stream: TcpStream) -> io::Result<String> {
     let (mut reader, mut writer) = (&stream, &stream);
     let head = read_head(&mut reader)?;
-    writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n")?;
+    let body = format!("{}\n", std::env::var("MESSAGE").unwrap_or_else(|_| "ok".into()));
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    writer.write_all(response.as_bytes())?;
     writer.flush()?;
     Ok(head.lines().next().unwrap_or("").trim_end().to_owned())
 }

@@ -13,6 +13,8 @@ pub mod deployments;
 pub mod endpoints;
 pub mod endpointslices;
 pub mod events;
+pub mod ingressclasses;
+pub mod ingresses;
 pub mod jobs;
 pub mod namespaces;
 pub mod nodes;
@@ -38,6 +40,8 @@ pub const ALL: &[&Kind] = &[
     &services::KIND,
     &endpoints::KIND,
     &endpointslices::KIND,
+    &ingresses::KIND,
+    &ingressclasses::KIND,
     &events::KIND,
     &deployments::KIND,
     &replicasets::KIND,

@@ -1,0 +1,321 @@
+//! The ingress: the agent's HTTP reverse proxy for Ingresses (the ingress controller's data
+//! plane, like the Traefik k3s ships).
+//!
+//! It listens on the node's ingress port (`--ingress-port`, 80 by default) on all
+//! addresses, picks a backend per request from the server's table of HTTP routes
+//! ([`RouteTable::select`]: host, path, then an ingress-nginx canary by header, cookie or
+//! weight, else the route's weights), an endpoint of that backend's Service on this node
+//! from the table of Services (as a ClusterIP connect would), and forwards the request
+//! over HTTP/1.1 to the endpoint pod's loopback alias, with `X-Forwarded-For`,
+//! `X-Forwarded-Host` and `X-Forwarded-Proto`.
+//!
+//! Every refusal is an answer: 404 when no route matches, 500 when the route gives every
+//! backend weight 0, 503 when the Service has no endpoint here (or only on other nodes,
+//! until traffic between nodes is built), 502 when the endpoint does not answer. Request
+//! heads must arrive within [`HEADER_TIMEOUT`]; at most [`MAX_CONNECTIONS`] connections
+//! are served at once (more wait in the listen backlog). On shutdown the listener closes
+//! and connections finish their request in flight.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::network::loopback_alias;
+use wasmfleet_protocol::routes::{INGRESS_PORT, Request as RouteRequest, Selection};
+
+use super::Refusal;
+use super::services::ServiceDirectory;
+
+/// How long a client may take to send a request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// How long connecting to an endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Headers that belong to one hop and are not forwarded.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+];
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Serves Ingress traffic on `port` until `shutdown`; a port it cannot listen on is
+/// logged and nothing is served.
+pub async fn serve(
+    port: u16,
+    directory: ServiceDirectory,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let listener = match TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(
+                %address, %err,
+                "cannot listen for Ingress traffic; Ingresses are not served by this node \
+                 (ports below 1024 need root or CAP_NET_BIND_SERVICE; see --ingress-port)"
+            );
+            return;
+        }
+    };
+    tracing::info!(%address, "serving Ingress traffic");
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let connection = connection(stream, peer, directory.clone(), shutdown.clone());
+                tracker.spawn(async move {
+                    connection.await;
+                    drop(slot);
+                });
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot accept an Ingress connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serves one client connection (keep-alive included) until it ends or `shutdown`.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    directory: ServiceDirectory,
+    shutdown: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |request| {
+        let directory = directory.clone();
+        async move { Ok::<_, Infallible>(handle(request, peer, &directory).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => finished(result, peer),
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            finished(connection.await, peer);
+        }
+    }
+}
+
+fn finished(result: Result<(), hyper::Error>, peer: SocketAddr) {
+    if let Err(err) = result {
+        tracing::debug!(%peer, %err, "Ingress connection ended with an error");
+    }
+}
+
+/// Routes and forwards one request.
+async fn handle(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    directory: &ServiceDirectory,
+) -> Response<Body> {
+    let routes = directory.routes();
+    let host = host_of(&request).to_owned();
+    let backend = {
+        let headers = request.headers();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let cookie = |name: &str| cookie(headers, name);
+        let route_request = RouteRequest {
+            port: INGRESS_PORT,
+            host: &host,
+            path: request.uri().path(),
+            header: &header,
+            cookie: &cookie,
+        };
+        match routes.select(&route_request, &mut |n| rand::random_range(0..n)) {
+            Selection::Backend(backend, _) => backend.clone(),
+            Selection::NoRoute => {
+                return answer(
+                    StatusCode::NOT_FOUND,
+                    "no Ingress rule matches this host and path",
+                );
+            }
+            Selection::NoBackend(route) => {
+                let why = format!("every backend of {} has weight 0", route.source);
+                return answer(StatusCode::INTERNAL_SERVER_ERROR, &why);
+            }
+        }
+    };
+    let client = match peer.ip() {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    };
+    let service = format!("{}/{}:{}", backend.namespace, backend.service, backend.port);
+    let endpoint =
+        directory.route_to_service(client, &backend.namespace, &backend.service, backend.port);
+    let (pod_ip, port) = match endpoint {
+        Ok(endpoint) => endpoint,
+        Err(Refusal::Elsewhere) => {
+            let why = format!(
+                "Service {service} has endpoints only on other nodes (traffic between nodes is not built yet)"
+            );
+            return answer(StatusCode::SERVICE_UNAVAILABLE, &why);
+        }
+        Err(_) => {
+            let why = format!("Service {service} has no ready endpoint");
+            return answer(StatusCode::SERVICE_UNAVAILABLE, &why);
+        }
+    };
+    let target = SocketAddr::from((loopback_alias(pod_ip), port));
+    match forward(request, peer, &host, target).await {
+        Ok(response) => response,
+        Err(why) => {
+            tracing::debug!(%service, %target, %why, "Ingress backend failed");
+            answer(
+                StatusCode::BAD_GATEWAY,
+                &format!("Service {service}: {why}"),
+            )
+        }
+    }
+}
+
+/// Sends `request` to the endpoint at `target` and returns its response.
+async fn forward(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    host: &str,
+    target: SocketAddr,
+) -> Result<Response<Body>, String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
+        .await
+        .map_err(|_| "the endpoint did not accept the connection in time".to_owned())?
+        .map_err(|err| format!("cannot connect to the endpoint: {err}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| format!("HTTP handshake with the endpoint failed: {err}"))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(%err, "connection to an Ingress endpoint ended with an error");
+        }
+    });
+    forwarded_headers(request.headers_mut(), peer, host);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| format!("the endpoint did not answer: {err}"))?;
+    Ok(response.map(BodyExt::boxed))
+}
+
+/// Drops hop-by-hop headers and says who the request came from.
+fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr, host: &str) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let client = peer.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {client}"),
+        None => client,
+    };
+    for (name, value) in [
+        ("x-forwarded-for", forwarded_for.as_str()),
+        ("x-forwarded-host", host),
+        ("x-forwarded-proto", "http"),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// The request's host: its `Host` header, else its URI's authority.
+fn host_of<B>(request: &Request<B>) -> &str {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default()
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// A plain-text answer from the ingress itself.
+fn answer(status: StatusCode, why: &str) -> Response<Body> {
+    let body = Full::new(Bytes::from(format!("{why}\n")))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_among_several_headers_and_pairs() {
+        let mut headers = hyper::HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; canary=always"),
+        );
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie(&headers, "canary"), Some("always"));
+        assert_eq!(cookie(&headers, "b"), Some("2"));
+        assert_eq!(cookie(&headers, "c"), None);
+    }
+
+    #[test]
+    fn forwarded_headers_name_the_client_and_drop_hop_by_hop_ones() {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        headers.insert("connection", HeaderValue::from_static("keep-alive"));
+        let peer: SocketAddr = "10.0.0.7:5555".parse().unwrap();
+        forwarded_headers(&mut headers, peer, "shop.example.com");
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.1, 10.0.0.7");
+        assert_eq!(headers["x-forwarded-host"], "shop.example.com");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert!(headers.get("connection").is_none());
+    }
+}

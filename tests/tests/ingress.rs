@@ -1,0 +1,236 @@
+//! Ingress with canary releases (issue 10 §4) with the real kubectl and curl against a
+//! real server and an agent serving Ingress traffic on a port of its own: host and path
+//! routing, the ingress-nginx canary by header and by weight (20% ± 5% of 1,000 requests),
+//! 404 for an unknown host, the refusals, and a deleted canary taking no more traffic.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::time::Duration;
+
+use wasmfleet_tests::cluster::{AgentLaunch, free_port};
+use wasmfleet_tests::wait::wait_for;
+use wasmfleet_tests::{Cluster, ClusterOptions};
+
+const START: Duration = Duration::from_secs(60);
+
+const HOST: &str = "shop.example.com";
+
+/// Two Deployments of one module told apart by `$MESSAGE`, a Service each.
+const BACKENDS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: stable
+spec:
+  selector:
+    matchLabels: {app: stable}
+  template:
+    metadata:
+      labels: {app: stable}
+    spec:
+      containers:
+      - name: web
+        image: tcp-echo:v1
+        args: [\"--port\", \"8080\", \"--http\"]
+        env: [{name: MESSAGE, value: stable}]
+        ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: canary
+spec:
+  selector:
+    matchLabels: {app: canary}
+  template:
+    metadata:
+      labels: {app: canary}
+    spec:
+      containers:
+      - name: web
+        image: tcp-echo:v1
+        args: [\"--port\", \"8080\", \"--http\"]
+        env: [{name: MESSAGE, value: canary}]
+        ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: stable
+spec:
+  selector: {app: stable}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: canary
+spec:
+  selector: {app: canary}
+  ports: [{name: http, port: 80, targetPort: http}]
+";
+
+/// The main Ingress: `/` to stable (by port name), `/api` to canary (by number).
+const MAIN: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+spec:
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {service: {name: stable, port: {name: http}}}
+      - path: /api
+        pathType: Prefix
+        backend: {service: {name: canary, port: {number: 80}}}
+";
+
+/// The canary Ingress of the same host and path, as ingress-nginx users write it.
+const CANARY: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop-canary
+  annotations:
+    nginx.ingress.kubernetes.io/canary: \"true\"
+    nginx.ingress.kubernetes.io/canary-weight: \"20\"
+    nginx.ingress.kubernetes.io/canary-by-header: x-canary
+spec:
+  ingressClassName: wasmfleet
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {service: {name: canary, port: {number: 80}}}
+";
+
+fn apply(cluster: &Cluster, manifest: &str) {
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+}
+
+/// `curl` of `url` with `args`: (status code, body) of each request (the bodies here are
+/// one line each).
+fn curl_all(url: &str, args: &[&str]) -> Vec<(String, String)> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-w", "%{http_code}\\n"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .chunks(2)
+        .map(|pair| {
+            (
+                pair.get(1).copied().unwrap_or("").to_owned(),
+                pair[0].to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `curl` of `url` with `args`: its status code and body.
+fn curl(url: &str, args: &[&str]) -> (String, String) {
+    curl_all(url, args).pop().unwrap_or_default()
+}
+
+#[test]
+fn an_ingress_routes_by_host_and_path_and_a_canary_takes_its_header_and_weight() {
+    let mut cluster = Cluster::start(ClusterOptions { agents: Vec::new() });
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).port();
+    let mut launch = AgentLaunch::host("");
+    launch.extra_args = vec!["--ingress-port".into(), port.to_string()];
+    cluster.launch_agent("node-a", launch);
+    cluster.push("tcp-echo", "tcp-echo:v1");
+    apply(&cluster, BACKENDS);
+    apply(&cluster, MAIN);
+    let url = format!("http://127.0.0.1:{port}/");
+    let host = format!("Host: {HOST}");
+
+    // Once the pods are ready, `/` goes to stable and `/api/...` to canary.
+    wait_for("the Ingress to reach stable", START, || {
+        let (status, body) = curl(&url, &["-H", &host]);
+        (status == "200" && body == "stable")
+            .then_some(())
+            .ok_or(format!("{status} {body:?}"))
+    });
+    wait_for("/api to reach canary", START, || {
+        let (status, body) = curl(&format!("{url}api/v1"), &["-H", &host]);
+        (status == "200" && body == "canary")
+            .then_some(())
+            .ok_or(format!("{status} {body:?}"))
+    });
+    let (status, body) = curl(&url, &["-H", "Host: nobody.example.com"]);
+    assert_eq!(status, "404", "an unknown host: {body:?}");
+    let table = cluster.kubectl_ok(&["get", "ingress"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("shop ") && l.contains(HOST)),
+        "{table}"
+    );
+
+    // The canary: by header always and never, then 20% of 1,000 requests by weight.
+    apply(&cluster, CANARY);
+    wait_for("the canary header to take effect", START, || {
+        let (status, body) = curl(&url, &["-H", &host, "-H", "x-canary: always"]);
+        (status == "200" && body == "canary")
+            .then_some(())
+            .ok_or(format!("{status} {body:?}"))
+    });
+    for _ in 0..5 {
+        let (_, body) = curl(&url, &["-H", &host, "-H", "x-canary: always"]);
+        assert_eq!(body, "canary");
+        let (_, body) = curl(&url, &["-H", &host, "-H", "x-canary: never"]);
+        assert_eq!(body, "stable");
+    }
+    // One curl, 1,000 requests (URL globbing).
+    let answers = curl_all(&format!("{url}?[1-1000]"), &["-H", &host]);
+    let count = |want: &str| {
+        answers
+            .iter()
+            .filter(|(s, b)| s == "200" && b == want)
+            .count()
+    };
+    let (canary, stable) = (count("canary"), count("stable"));
+    assert_eq!(canary + stable, 1000, "every request answered: {answers:?}");
+    assert!(
+        (150..=250).contains(&canary),
+        "canary-weight 20 should give 20% ± 5% of 1,000 requests, got {canary}"
+    );
+
+    // A second canary for the same host and path is refused; TLS is refused by field.
+    let second = CANARY.replace("name: shop-canary", "name: shop-canary-2");
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&second));
+    assert!(
+        !out.success && out.stderr.contains("already has a canary"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let tls = MAIN.replace(
+        "spec:\n",
+        "spec:\n  tls: [{hosts: [shop.example.com], secretName: shop}]\n",
+    );
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&tls));
+    assert!(
+        !out.success && out.stderr.contains("spec.tls"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+
+    // Without the canary Ingress, even `x-canary: always` goes to stable.
+    cluster.kubectl_ok(&["delete", "ingress", "shop-canary"]);
+    wait_for("the deleted canary to take no traffic", START, || {
+        let (status, body) = curl(&url, &["-H", &host, "-H", "x-canary: always"]);
+        (status == "200" && body == "stable")
+            .then_some(())
+            .ok_or(format!("{status} {body:?}"))
+    });
+}
