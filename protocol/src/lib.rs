@@ -17,6 +17,7 @@
 //! - [`names`]: validation of names that end up inside topics;
 //! - [`quantity`]: Kubernetes resource quantities (`128Mi`, `500m`) and resource lists
 //!   (`cpu=100m,memory=256Mi`), shared by the server's admission and the agent's flags;
+//! - [`tail`]: fields appended at the end of a message, which old and new peers both read;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
 //! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
 //!   included.
@@ -42,6 +43,7 @@ pub mod node;
 pub mod pod;
 pub mod quantity;
 pub mod service;
+pub mod tail;
 pub mod topic;
 #[cfg(feature = "client")]
 pub mod transport;

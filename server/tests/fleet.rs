@@ -337,6 +337,7 @@ fn birth(epoch: u64) -> Message {
                 compatibility_key: "00".into(),
                 can_compile: true,
             },
+            addresses: Vec::new(),
         }),
     })
 }

@@ -452,6 +452,7 @@ mod tests {
                 entry("ext", ServiceAddress::ExternalName("example.com".into())),
                 entry("other", ServiceAddress::ExternalName("other.org".into())),
             ],
+            ..ServiceTable::default()
         });
         assert_eq!(
             net.connect_address(addr("10.43.0.2:80")),

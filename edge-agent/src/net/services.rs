@@ -213,6 +213,7 @@ mod tests {
                 revision: 1,
                 service_cidr: Some("10.43.0.0/16".parse().unwrap()),
                 services: vec![entry(false, &["pi-1"])],
+                ..ServiceTable::default()
             }),
         );
         let vip = "10.43.0.2".parse().unwrap();

@@ -4,8 +4,11 @@
 //! [`table`] builds it, purely, from the cached Services and EndpointSlices: each Service
 //! with its ClusterIP (or headless, or its external name), its TCP ports, and the
 //! endpoints that may take traffic (a slice endpoint whose `ready` is not false), with
-//! their port per Service port, matched by port name as kube-proxy does. The publisher
-//! re-builds it after changes to either kind and publishes it when it differs from what it
+//! their port per Service port, matched by port name as kube-proxy does; and what the
+//! nodes serve on their own addresses: each NodePort and LoadBalancer Service's node ports
+//! and traffic policy, and the nodes that serve LoadBalancers
+//! (`controllers::service_lb::eligible_nodes`). The publisher
+//! re-builds it after changes to any of these kinds (or nodes) and publishes it when it differs from what it
 //! last sent, and again after every (re)connect. A table larger than one message is not
 //! sent (the agents keep the last one) and says so in the log.
 
@@ -22,18 +25,19 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::network::Protocol;
 use wasmfleet_protocol::service::{
-    Endpoint, ServiceAddress, ServiceEntry, ServicePort, ServiceTable,
+    Endpoint, Exposed, ExposedService, ServiceAddress, ServiceEntry, ServicePort, ServiceTable,
 };
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode, topic};
 
 use crate::controllers::endpoints::SERVICE_NAME_LABEL;
+use crate::controllers::service_lb;
 use crate::informer::Cache;
 
 /// How long to wait after a change for more changes, so bursts cost one publish.
 const SETTLE: Duration = Duration::from_millis(20);
 
 /// The resources the table is built from.
-const SOURCES: [&str; 2] = ["services", "endpointslices"];
+const SOURCES: [&str; 3] = ["services", "endpointslices", "nodes"];
 
 /// Publishes the table of Services; see the module documentation.
 pub struct ServicesPublisher {
@@ -41,8 +45,8 @@ pub struct ServicesPublisher {
     cache: Cache,
     service_cidr: Ipv4Net,
     republish: Arc<Notify>,
-    /// The services last published (`None`: nothing yet, or a reconnect since).
-    published: Option<Vec<ServiceEntry>>,
+    /// What was last published (`None`: nothing yet, or a reconnect since).
+    published: Option<(Vec<ServiceEntry>, Exposed)>,
 }
 
 impl ServicesPublisher {
@@ -97,22 +101,24 @@ impl ServicesPublisher {
         let table = table(
             &self.cache.list("services"),
             &self.cache.list("endpointslices"),
+            &self.cache.list("nodes"),
             self.service_cidr,
             self.cache.revision(),
         );
-        if self.published.as_ref() == Some(&table.services) {
+        let content = (table.services.clone(), table.exposed.clone());
+        if self.published.as_ref() == Some(&content) {
             return;
         }
-        let services = table.services.clone();
+        let services = content.0.len();
         let payload = encode(&Message::Services(table));
         if payload.len() > MAX_MESSAGE_SIZE {
             tracing::error!(
                 bytes = payload.len(),
                 limit = MAX_MESSAGE_SIZE,
-                services = services.len(),
+                services,
                 "the table of Services is too large to send; agents keep routing by the last one"
             );
-            self.published = Some(services);
+            self.published = Some(content);
             return;
         }
         match self
@@ -121,8 +127,8 @@ impl ServicesPublisher {
             .await
         {
             Ok(()) => {
-                tracing::debug!(services = services.len(), "table of Services published");
-                self.published = Some(services);
+                tracing::debug!(services, "table of Services published");
+                self.published = Some(content);
             }
             Err(err) => tracing::warn!(%err, "cannot publish the table of Services"),
         }
@@ -133,6 +139,7 @@ impl ServicesPublisher {
 pub fn table(
     services: &[Arc<Value>],
     slices: &[Arc<Value>],
+    nodes: &[Arc<Value>],
     service_cidr: Ipv4Net,
     revision: u64,
 ) -> ServiceTable {
@@ -156,11 +163,51 @@ pub fn table(
         })
         .collect();
     entries.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut exposed: Vec<ExposedService> = services.iter().filter_map(|svc| exposure(svc)).collect();
+    exposed.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let load_balancer_nodes = match exposed.iter().any(|e| e.load_balancer) {
+        true => service_lb::eligible_nodes(nodes)
+            .into_iter()
+            .map(|node| node.name)
+            .collect(),
+        false => Vec::new(),
+    };
     ServiceTable {
         revision,
         service_cidr: Some(service_cidr),
         services: entries,
+        exposed: Exposed {
+            services: exposed,
+            load_balancer_nodes,
+        },
     }
+}
+
+/// How a NodePort or LoadBalancer Service is reached through the nodes (`None`: it is
+/// not, or has no ClusterIP yet, so it has no entry either).
+fn exposure(svc: &Value) -> Option<ExposedService> {
+    let spec = &svc["spec"];
+    let load_balancer = match spec["type"].as_str()? {
+        "NodePort" => false,
+        "LoadBalancer" => true,
+        _ => return None,
+    };
+    spec["clusterIP"].as_str()?.parse::<Ipv4Addr>().ok()?;
+    let node_ports = spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|port| port["port"].as_u64().is_some_and(|p| u16::try_from(p).is_ok()))
+        .filter(|port| Protocol::parse(port["protocol"].as_str().unwrap_or("TCP")).is_some())
+        .map(|port| port["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok()))
+        .collect();
+    Some(ExposedService {
+        namespace: svc["metadata"]["namespace"].as_str()?.to_owned(),
+        name: svc["metadata"]["name"].as_str()?.to_owned(),
+        node_ports,
+        load_balancer,
+        local_only: spec["externalTrafficPolicy"] == "Local",
+    })
 }
 
 /// One Service's entry, if it can be routed to (it has its address).
@@ -256,7 +303,7 @@ mod tests {
                 {"addresses": ["10.42.0.3"], "nodeName": "pi-1", "conditions": {"ready": true}},
                 {"addresses": ["10.42.0.4"], "conditions": {"ready": false}},
                 {"addresses": ["10.42.0.5"], "conditions": {}}]}));
-        let table = table(&[svc], &[slice], cidr(), 7);
+        let table = table(&[svc], &[slice], &[], cidr(), 7);
         assert_eq!(table.revision, 7);
         let web = &table.services[0];
         assert_eq!(
@@ -287,7 +334,7 @@ mod tests {
             ),
             svc("new", json!({"ports": [{"port": 80}]})),
         ];
-        let table = table(&services, &[], cidr(), 1);
+        let table = table(&services, &[], &[], cidr(), 1);
         let names: Vec<&str> = table.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -299,5 +346,37 @@ mod tests {
             table.services[1].address,
             ServiceAddress::ExternalName("example.com".into())
         );
+        assert_eq!(table.exposed, Exposed::default());
+    }
+
+    #[test]
+    fn node_ports_and_load_balancers_are_exposed_with_their_nodes() {
+        let svc = |name: &str, spec: Value| {
+            Arc::new(json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec}))
+        };
+        let services = [
+            svc("np", json!({"type": "NodePort", "clusterIP": "10.43.0.2",
+                "externalTrafficPolicy": "Local",
+                "ports": [{"name": "a", "port": 80, "nodePort": 30080}, {"name": "b", "port": 81}]})),
+            svc("lb", json!({"type": "LoadBalancer", "clusterIP": "10.43.0.3",
+                "ports": [{"port": 18080, "nodePort": 30081}]})),
+            svc("plain", json!({"type": "ClusterIP", "clusterIP": "10.43.0.4",
+                "ports": [{"port": 80}]})),
+        ];
+        let nodes = [
+            Arc::new(json!({"metadata": {"name": "pi-2"},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+            Arc::new(json!({"metadata": {"name": "pi-1"},
+                "status": {"conditions": [{"type": "Ready", "status": "False"}]}})),
+        ];
+        let table = table(&services, &[], &nodes, cidr(), 1);
+        let exposed = &table.exposed;
+        assert_eq!(exposed.load_balancer_nodes, ["pi-2"], "Ready nodes only");
+        let names: Vec<&str> = exposed.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["lb", "np"]);
+        assert!(exposed.services[0].load_balancer);
+        assert_eq!(exposed.services[0].node_ports, [Some(30081)]);
+        assert!(exposed.services[1].local_only);
+        assert_eq!(exposed.services[1].node_ports, [Some(30080), None]);
     }
 }

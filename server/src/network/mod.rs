@@ -4,7 +4,9 @@
 //! allocation rules; `controllers::node_ipam` hands out node ranges and the scheduler
 //! hands out pod IPs. The agents map pod IPs onto sockets
 //! (`wasmfleet_protocol::network`). [`service_ips`] holds the rules of Services' virtual
-//! IPs (the service CIDR), which the API hands out when a Service is created.
+//! IPs (the service CIDR), which the API hands out when a Service is created, and
+//! [`node_ports`] those of NodePorts, handed out in the same write.
 
 pub mod ipam;
+pub mod node_ports;
 pub mod service_ips;
