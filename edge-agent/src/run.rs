@@ -9,6 +9,7 @@
 //! every task, each step under a timeout.
 
 use crate::net::ServiceDirectory;
+use crate::net::node_ports::NodePorts;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmfleet_protocol::node::NodeAddress;
@@ -94,6 +95,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         pods_tracker.clone(),
     );
     let applied = resume_from_local_state(&state, &pods);
+    // The listeners stop with the pods they forward to.
+    NodePorts::start(
+        services.clone(),
+        node_ip,
+        pods_shutdown.clone(),
+        &pods_tracker,
+    );
 
     let link_tracker = TaskTracker::new();
     let (link, inbox) = Link::start(

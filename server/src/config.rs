@@ -52,6 +52,11 @@ pub struct ServerConfig {
     #[arg(long)]
     pub node_name: Option<String>,
 
+    /// The in-process agent's node address (its `InternalIP`, where it serves NodePort and
+    /// LoadBalancer Services) [default: the source address of the default route].
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
+
     /// Replace the node join token with a new one at start (written to
     /// `<data-dir>/node-token`). Nodes that joined keep logging in with their own node
     /// passwords; new nodes need the new token.

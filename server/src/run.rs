@@ -213,6 +213,7 @@ fn start_local_agent(
     // With an external broker `ca_pem` is the broker's CA; artifacts are signed by ours.
     agent.cluster_ca_pem = Some(boot.tls.ca_cert_pem.as_bytes().to_vec());
     agent.data_dir = config.data_dir.join("agent");
+    agent.node_ip = config.node_ip;
     agent
         .validate()
         .context("configuring the in-process agent (set --node-name, or --no-local-agent)")?;

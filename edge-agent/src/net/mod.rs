@@ -17,7 +17,9 @@
 //!   with `access-denied`, never left to hang.
 //!
 //! The decisions are pure ([`PodNet`]); [`sockets`] applies them to wasmtime's traits.
+//! [`node_ports`] serves NodePort and LoadBalancer Services on the node's own addresses.
 
+pub mod node_ports;
 pub mod services;
 pub mod sockets;
 

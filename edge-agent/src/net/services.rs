@@ -26,6 +26,8 @@ pub struct ServiceDirectory {
     node: Arc<str>,
     table: Arc<RwLock<Arc<ServiceTable>>>,
     turn: Arc<AtomicUsize>,
+    /// Counts replacements, so the node's listeners (`net::node_ports`) follow the table.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Two handles are equal when they share one table.
@@ -44,7 +46,18 @@ impl ServiceDirectory {
             node: node.into(),
             table: Arc::new(RwLock::new(Arc::new(table.unwrap_or_default()))),
             turn: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+
+    /// The node this directory routes for.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Wakes on every [`Self::replace`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Replaces the table (the server sent a new one).
@@ -53,6 +66,7 @@ impl ServiceDirectory {
             .table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The current table.
