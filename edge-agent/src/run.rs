@@ -99,6 +99,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     NodePorts::start(
         services.clone(),
         node_ip,
+        uplink.clone(),
         pods_shutdown.clone(),
         &pods_tracker,
     );

@@ -927,7 +927,7 @@ async fn a_deleted_pod_leaves_the_snapshot_of_its_node() {
 #[tokio::test]
 async fn probe_events_become_pod_events_only_for_the_nodes_own_pods() {
     use wasmfleet_protocol::pod::ProbeKind;
-    use wasmfleet_protocol::pod::probe::{PodEvent, PodEventKind, PodEvents};
+    use wasmfleet_protocol::pod::probe::{NodeEvent, NodeEventKind, PodEvent, PodEventKind, PodEvents};
     let cluster = Cluster::start().await;
     let node = register(&cluster).await;
     let pod = cluster.create_pod("web", "hello:v1");
@@ -951,6 +951,10 @@ async fn probe_events_become_pod_events_only_for_the_nodes_own_pods() {
             event(&uid, PodEventKind::ProbeFailed(ProbeKind::Readiness)),
             event(&uid, PodEventKind::Restarting(ProbeKind::Liveness)),
         ],
+        node_events: vec![NodeEvent {
+            kind: NodeEventKind::FailedToListen,
+            detail: "cannot listen on 127.0.0.1:18080 for default/web".into(),
+        }],
     };
     node.send(Up::Events, &Message::PodEvents(events)).await;
     let recorded = eventually("the probe events", || {
@@ -985,6 +989,19 @@ async fn probe_events_become_pod_events_only_for_the_nodes_own_pods() {
         recorded.iter().all(|(about, _)| *about == uid),
         "{recorded:?}"
     );
+    // The node's own events are recorded on its Node.
+    let node_event = eventually("the node event", || {
+        let items = cluster
+            .store
+            .list(&wasmfleet_server::store::Scope::all("events"))
+            .expect("list")
+            .items;
+        items.into_iter().find(|e| e["reason"] == "FailedToListen")
+    })
+    .await;
+    assert_eq!(node_event["involvedObject"]["kind"], "Node");
+    assert_eq!(node_event["involvedObject"]["name"], NODE);
+    assert_eq!(node_event["type"], "Warning");
     cluster.stop().await;
 }
 

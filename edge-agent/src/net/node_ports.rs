@@ -6,9 +6,11 @@
 //! every address to listen on: `<node IP>:<nodePort>` and `127.0.0.1:<nodePort>` for
 //! each node port of a NodePort or LoadBalancer Service, and the same for the Service's
 //! own `port` when it is a LoadBalancer and this node serves load balancers. The
-//! [`NodePorts`] task opens and closes listeners as the table changes (a port taken on
-//! the host is logged and retried every [`RETRY`], never fatal) and closes them all, with
-//! their connections, on shutdown.
+//! [`NodePorts`] task opens and closes listeners as the table changes and closes them
+//! all, with their connections, on shutdown. An address it cannot bind (the port is taken
+//! on the host, or below 1024 without `CAP_NET_BIND_SERVICE`) is never fatal: it is logged
+//! once, reported to the server as a `FailedToListen` Warning Event on the Node (sent
+//! again on the next try until the link takes it) and tried again every [`RETRY`].
 //!
 //! Each accepted connection picks an endpoint like a pod's connect to the ClusterIP does
 //! ([`super::services::choose`]: in turn, or by the client's IP with
@@ -28,10 +30,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::Message;
 use wasmfleet_protocol::network::{Protocol, loopback_alias};
+use wasmfleet_protocol::pod::probe::{NodeEvent, NodeEventKind, PodEvents};
 use wasmfleet_protocol::service::ServiceTable;
+use wasmfleet_protocol::topic::Up;
 
 use super::services::{ServiceDirectory, choose};
+use crate::link::Uplink;
 
 /// How often listeners that could not bind are tried again.
 pub const RETRY: Duration = Duration::from_secs(5);
@@ -117,12 +123,20 @@ struct Shared {
 pub struct NodePorts {
     shared: Arc<Shared>,
     node_ip: IpAddr,
+    uplink: Uplink,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// Open listeners, each with the token that closes it.
     open: HashMap<SocketAddr, CancellationToken>,
-    /// Addresses that could not be bound, with why (logged once).
-    failed: HashMap<SocketAddr, String>,
+    /// Addresses that could not be bound: why, and whether the server was told.
+    failed: HashMap<SocketAddr, Failure>,
+}
+
+/// Why an address could not be bound.
+#[derive(Debug, PartialEq, Eq)]
+struct Failure {
+    why: String,
+    reported: bool,
 }
 
 impl NodePorts {
@@ -130,6 +144,7 @@ impl NodePorts {
     pub fn start(
         directory: ServiceDirectory,
         node_ip: IpAddr,
+        uplink: Uplink,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) {
@@ -142,6 +157,7 @@ impl NodePorts {
                 refused: Mutex::default(),
             }),
             node_ip,
+            uplink,
             shutdown,
             tracker: tracker.clone(),
             open: HashMap::new(),
@@ -209,16 +225,34 @@ impl NodePorts {
                 self.tracker
                     .spawn(accept_loop(listener, addr, shared, token, tracker));
             }
-            Err(err) => {
-                let why = err.to_string();
-                if self.failed.get(&addr) != Some(&why) {
-                    tracing::warn!(%addr, service = %format!("{}/{}", target.namespace, target.name),
-                        error = %why, retry = ?RETRY,
-                        "cannot listen for a NodePort/LoadBalancer Service (port taken on the host, or below 1024 without CAP_NET_BIND_SERVICE)");
-                }
-                self.failed.insert(addr, why);
-            }
+            Err(err) => self.failed_to_listen(addr, target, err.to_string()),
         }
+    }
+
+    /// Logs a new failure once and reports it until the link takes the report.
+    fn failed_to_listen(&mut self, addr: SocketAddr, target: &Target, why: String) {
+        let service = format!("{}/{}", target.namespace, target.name);
+        let known = self.failed.get(&addr).filter(|f| f.why == why);
+        if known.is_none() {
+            tracing::warn!(%addr, %service, error = %why, retry = ?RETRY,
+                "cannot listen for a NodePort/LoadBalancer Service (port taken on the host, or below 1024 without CAP_NET_BIND_SERVICE)");
+        }
+        let mut reported = known.is_some_and(|f| f.reported);
+        if !reported {
+            let detail = format!(
+                "cannot listen on {addr} for Service {service} port {}: {why}",
+                target.port
+            );
+            let message = Message::PodEvents(PodEvents {
+                events: Vec::new(),
+                node_events: vec![NodeEvent {
+                    kind: NodeEventKind::FailedToListen,
+                    detail,
+                }],
+            });
+            reported = self.uplink.try_send(Up::Events, &message).is_ok();
+        }
+        self.failed.insert(addr, Failure { why, reported });
     }
 }
 

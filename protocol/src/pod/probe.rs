@@ -116,6 +116,28 @@ pub const MAX_EVENT_DETAIL: usize = 512;
 pub struct PodEvents {
     /// The events, oldest first, at most [`MAX_EVENTS_PER_MESSAGE`].
     pub events: Vec<PodEvent>,
+    /// Events about the node itself, at most [`MAX_EVENTS_PER_MESSAGE`]. Appended after
+    /// the probes' release ([`crate::tail`]): older agents send none, older servers ignore
+    /// them. Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub node_events: Vec<NodeEvent>,
+}
+
+/// One event about the reporting node (the server records it on the Node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEvent {
+    /// What happened.
+    pub kind: NodeEventKind,
+    /// Why, in words.
+    pub detail: String,
+}
+
+/// What happened on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeEventKind {
+    /// The node cannot listen on an address for a NodePort or LoadBalancer Service (the
+    /// port is taken on the host, or privileged) (`FailedToListen` Warning).
+    FailedToListen,
 }
 
 /// One event about a container of a pod on the reporting node.
