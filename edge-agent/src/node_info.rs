@@ -201,7 +201,9 @@ mod tests {
         let lo: SocketAddr = "127.0.0.1:9".parse().unwrap_or(DEFAULT_ROUTE_PROBE);
         assert_eq!(source_address(lo), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         // A broker on this machine: the default route's source, if there is one.
-        let local: BrokerUrl = "mqtts://127.0.0.1:8883".parse().unwrap_or_else(|_| unreachable!());
+        let local: BrokerUrl = "mqtts://127.0.0.1:8883"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
         let expected = source_address(DEFAULT_ROUTE_PROBE).unwrap_or(Ipv4Addr::LOCALHOST.into());
         assert_eq!(detect_node_ip(&local).await, expected);
     }

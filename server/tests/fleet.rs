@@ -927,7 +927,9 @@ async fn a_deleted_pod_leaves_the_snapshot_of_its_node() {
 #[tokio::test]
 async fn probe_events_become_pod_events_only_for_the_nodes_own_pods() {
     use wasmfleet_protocol::pod::ProbeKind;
-    use wasmfleet_protocol::pod::probe::{NodeEvent, NodeEventKind, PodEvent, PodEventKind, PodEvents};
+    use wasmfleet_protocol::pod::probe::{
+        NodeEvent, NodeEventKind, PodEvent, PodEventKind, PodEvents,
+    };
     let cluster = Cluster::start().await;
     let node = register(&cluster).await;
     let pod = cluster.create_pod("web", "hello:v1");

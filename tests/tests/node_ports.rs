@@ -96,13 +96,15 @@ fn wait_answers(host: &str, port: u16) {
 
 /// Waits until nothing listens on `host:port` any more.
 fn wait_refused(host: &str, port: u16) {
-    wait_for(&format!("{host}:{port} to stop answering"), CONVERGE, || {
-        match curl(host, port) {
+    wait_for(
+        &format!("{host}:{port} to stop answering"),
+        CONVERGE,
+        || match curl(host, port) {
             Ok(body) => Err(format!("still answers {body:?}")),
             Err(why) if why.contains("refused") || why.contains("Couldn't connect") => Ok(()),
             Err(why) => Err(why),
-        }
-    });
+        },
+    );
 }
 
 /// The InternalIP the node reports, also shown by `kubectl get nodes -o wide`.
@@ -135,7 +137,12 @@ fn node_ports_and_load_balancers_answer_curl_on_the_node() {
     // NodePort: reachable on loopback and on the node's address.
     apply(
         &cluster,
-        &service("web-np", "NodePort", "web", "{port: 80, targetPort: http, nodePort: 30101}"),
+        &service(
+            "web-np",
+            "NodePort",
+            "web",
+            "{port: 80, targetPort: http, nodePort: 30101}",
+        ),
     )
     .expect("a NodePort Service");
     let table = cluster.kubectl_ok(&["get", "svc", "web-np"]);
@@ -150,7 +157,8 @@ fn node_ports_and_load_balancers_answer_curl_on_the_node() {
     )
     .expect_err("the node port is taken");
     assert!(
-        err.contains("spec.ports[0].nodePort") && err.contains("provided port is already allocated"),
+        err.contains("spec.ports[0].nodePort")
+            && err.contains("provided port is already allocated"),
         "{err}"
     );
     let err = apply(
@@ -163,19 +171,29 @@ fn node_ports_and_load_balancers_answer_curl_on_the_node() {
     // LoadBalancer: the node serves the Service's own port and is its EXTERNAL-IP.
     apply(
         &cluster,
-        &service("web-lb", "LoadBalancer", "web", "{port: 18101, targetPort: 8080, nodePort: 30102}"),
+        &service(
+            "web-lb",
+            "LoadBalancer",
+            "web",
+            "{port: 18101, targetPort: 8080, nodePort: 30102}",
+        ),
     )
     .expect("a LoadBalancer Service");
     wait_for("the load balancer's EXTERNAL-IP", CONVERGE, || {
         let table = cluster.kubectl_ok(&["get", "svc", "web-lb"]);
         table
             .lines()
-            .any(|l| l.starts_with("web-lb") && l.contains(&node_ip) && l.contains("18101:30102/TCP"))
+            .any(|l| {
+                l.starts_with("web-lb") && l.contains(&node_ip) && l.contains("18101:30102/TCP")
+            })
             .then_some(())
             .ok_or(table)
     });
     let svc = get_json(&cluster, &["svc", "web-lb"]);
-    assert_eq!(svc["status"]["loadBalancer"]["ingress"][0]["ip"], node_ip.as_str());
+    assert_eq!(
+        svc["status"]["loadBalancer"]["ingress"][0]["ip"],
+        node_ip.as_str()
+    );
     wait_answers(&node_ip, 18101);
     wait_answers("127.0.0.1", 18101);
     wait_answers("127.0.0.1", 30102);
@@ -201,13 +219,24 @@ fn a_port_taken_on_the_host_is_reported_and_the_rest_is_served() {
     apply(&cluster, &backend("shop")).expect("the backend");
     apply(
         &cluster,
-        &service("shop", "LoadBalancer", "shop", "{port: 18102, targetPort: 8080, nodePort: 30103}"),
+        &service(
+            "shop",
+            "LoadBalancer",
+            "shop",
+            "{port: 18102, targetPort: 8080, nodePort: 30103}",
+        ),
     )
     .expect("a LoadBalancer Service");
 
     // The agent reports the port it cannot have and keeps serving the rest.
     wait_for("a FailedToListen event", CONVERGE, || {
-        let events = cluster.kubectl_ok(&["get", "events", "-A", "--field-selector", "reason=FailedToListen"]);
+        let events = cluster.kubectl_ok(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "reason=FailedToListen",
+        ]);
         events
             .lines()
             .any(|l| l.contains("127.0.0.1:18102") && l.contains("default/shop"))

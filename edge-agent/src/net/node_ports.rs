@@ -320,18 +320,19 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, addr: SocketAddr, shar
         Err(why) => return refuse(shared, &target, why),
     };
     let endpoint = SocketAddr::new(IpAddr::V4(loopback_alias(pod_ip)), pod_port);
-    let mut upstream =
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint)).await {
-            Ok(Ok(upstream)) => upstream,
-            Ok(Err(err)) => {
-                tracing::debug!(%endpoint, %pod_ip, %err, "the endpoint refused a forwarded connection");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%endpoint, %pod_ip, "the endpoint did not answer in time");
-                return;
-            }
-        };
+    let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint))
+        .await
+    {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(err)) => {
+            tracing::debug!(%endpoint, %pod_ip, %err, "the endpoint refused a forwarded connection");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%endpoint, %pod_ip, "the endpoint did not answer in time");
+            return;
+        }
+    };
     lock(&shared.refused).remove(&target);
     if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(%peer, %endpoint, %err, "forwarded connection ended");
@@ -425,7 +426,11 @@ mod tests {
         assert_eq!(wanted[&addr("192.0.2.2:30081")].name, "lb");
         assert_eq!(wanted[&addr("192.0.2.2:30081")].port, 18080);
         assert_eq!(wanted[&addr("192.0.2.2:30080")].port, 80);
-        assert_eq!(wanted[&addr("192.0.2.2:18080")].name, "lb", "first one wins");
+        assert_eq!(
+            wanted[&addr("192.0.2.2:18080")].name,
+            "lb",
+            "first one wins"
+        );
         assert_eq!(conflicts.len(), 2, "lb2 wants 18080 on both addresses");
 
         let (other, _) = listeners(&table(&["pi-1"]), "pi-2", ip);

@@ -255,7 +255,10 @@ mod tests {
             plan(&state(service("LoadBalancer", done.clone()), nodes.clone())),
             []
         );
-        assert_eq!(plan(&state(service("NodePort", done), nodes.clone())), set(&[]));
+        assert_eq!(
+            plan(&state(service("NodePort", done), nodes.clone())),
+            set(&[])
+        );
         assert_eq!(plan(&state(service("NodePort", json!({})), nodes)), []);
         let none = state(service("LoadBalancer", json!({})), vec![]);
         assert_eq!(plan(&none), [], "no node yet: stays pending");

@@ -118,8 +118,10 @@ const MAX_ADDRESSES: usize = 8;
 fn addresses(info: &NodeInfo) -> Value {
     let (valid, invalid): (Vec<&NodeAddress>, Vec<&NodeAddress>) =
         info.addresses.iter().partition(|address| {
-            matches!(address.kind.as_str(), NodeAddress::INTERNAL_IP | "ExternalIP")
-                && address.address.parse::<std::net::IpAddr>().is_ok()
+            matches!(
+                address.kind.as_str(),
+                NodeAddress::INTERNAL_IP | "ExternalIP"
+            ) && address.address.parse::<std::net::IpAddr>().is_ok()
         });
     if !invalid.is_empty() {
         tracing::warn!(addresses = ?invalid, "ignoring node addresses that are not IP addresses of a known type");
@@ -264,7 +266,10 @@ mod tests {
             address: "10.0.0.1".into(),
         });
         let node = node_from_birth("pi-1", &info, None, "t1");
-        assert_eq!(node["status"]["addresses"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            node["status"]["addresses"].as_array().map(Vec::len),
+            Some(2)
+        );
     }
 
     #[test]

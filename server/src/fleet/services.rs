@@ -163,7 +163,8 @@ pub fn table(
         })
         .collect();
     entries.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut exposed: Vec<ExposedService> = services.iter().filter_map(|svc| exposure(svc)).collect();
+    let mut exposed: Vec<ExposedService> =
+        services.iter().filter_map(|svc| exposure(svc)).collect();
     exposed.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let load_balancer_nodes = match exposed.iter().any(|e| e.load_balancer) {
         true => service_lb::eligible_nodes(nodes)
@@ -197,9 +198,17 @@ fn exposure(svc: &Value) -> Option<ExposedService> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|port| port["port"].as_u64().is_some_and(|p| u16::try_from(p).is_ok()))
+        .filter(|port| {
+            port["port"]
+                .as_u64()
+                .is_some_and(|p| u16::try_from(p).is_ok())
+        })
         .filter(|port| Protocol::parse(port["protocol"].as_str().unwrap_or("TCP")).is_some())
-        .map(|port| port["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok()))
+        .map(|port| {
+            port["nodePort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+        })
         .collect();
     Some(ExposedService {
         namespace: svc["metadata"]["namespace"].as_str()?.to_owned(),
@@ -355,13 +364,22 @@ mod tests {
             Arc::new(json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec}))
         };
         let services = [
-            svc("np", json!({"type": "NodePort", "clusterIP": "10.43.0.2",
+            svc(
+                "np",
+                json!({"type": "NodePort", "clusterIP": "10.43.0.2",
                 "externalTrafficPolicy": "Local",
-                "ports": [{"name": "a", "port": 80, "nodePort": 30080}, {"name": "b", "port": 81}]})),
-            svc("lb", json!({"type": "LoadBalancer", "clusterIP": "10.43.0.3",
-                "ports": [{"port": 18080, "nodePort": 30081}]})),
-            svc("plain", json!({"type": "ClusterIP", "clusterIP": "10.43.0.4",
-                "ports": [{"port": 80}]})),
+                "ports": [{"name": "a", "port": 80, "nodePort": 30080}, {"name": "b", "port": 81}]}),
+            ),
+            svc(
+                "lb",
+                json!({"type": "LoadBalancer", "clusterIP": "10.43.0.3",
+                "ports": [{"port": 18080, "nodePort": 30081}]}),
+            ),
+            svc(
+                "plain",
+                json!({"type": "ClusterIP", "clusterIP": "10.43.0.4",
+                "ports": [{"port": 80}]}),
+            ),
         ];
         let nodes = [
             Arc::new(json!({"metadata": {"name": "pi-2"},

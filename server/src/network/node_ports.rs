@@ -18,7 +18,9 @@ pub const RANGE: RangeInclusive<u16> = 30000..=32767;
 fn dynamic_start() -> u16 {
     let size = u32::from(RANGE.end() - RANGE.start()) + 1;
     let band = (size / 32).clamp(16, 128);
-    RANGE.start().saturating_add(u16::try_from(band).unwrap_or(128))
+    RANGE
+        .start()
+        .saturating_add(u16::try_from(band).unwrap_or(128))
 }
 
 /// The port a Service that asks for none gets: the lowest free one of the dynamic band,
@@ -32,9 +34,7 @@ pub fn free_node_port(taken: &BTreeSet<u16>) -> Option<u16> {
 
 /// Why a requested node port cannot be had (Kubernetes' wording), if it cannot.
 pub fn check_requested(port: i64, taken: &BTreeSet<u16>) -> Result<u16, String> {
-    let in_range = u16::try_from(port)
-        .ok()
-        .filter(|port| RANGE.contains(port));
+    let in_range = u16::try_from(port).ok().filter(|port| RANGE.contains(port));
     let Some(port) = in_range else {
         return Err(format!(
             "Invalid value: {port}: provided port is not in the valid range. The range of valid ports is {}-{}",

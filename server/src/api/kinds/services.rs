@@ -317,7 +317,10 @@ fn check_external(
 /// LoadBalancer loses `allocateLoadBalancerNodePorts`.
 fn drop_type_dependent_fields(old: &Value, svc: &mut Value) {
     let old_spec = &old["spec"];
-    let kind = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_owned();
+    let kind = svc["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_owned();
     let kind = kind.as_str();
     let old_kind = old_spec["type"].as_str().unwrap_or("ClusterIP");
     if kind == old_kind {
@@ -887,8 +890,10 @@ mod tests {
     fn going_back_to_cluster_ip_drops_the_node_ports_unless_set_anew() {
         let old = service(json!({"type": "NodePort", "externalTrafficPolicy": "Local",
             "ports": [{"port": 80, "nodePort": 30080}, {"port": 81, "nodePort": 30081}]}));
-        let mut back = service(json!({"type": "ClusterIP", "externalTrafficPolicy": "Local",
-            "ports": [{"port": 80, "nodePort": 30080}, {"port": 81, "nodePort": 30081}]}));
+        let mut back = service(
+            json!({"type": "ClusterIP", "externalTrafficPolicy": "Local",
+            "ports": [{"port": 80, "nodePort": 30080}, {"port": 81, "nodePort": 30081}]}),
+        );
         drop_type_dependent_fields(&old, &mut back);
         assert!(back["spec"]["ports"][0]["nodePort"].is_null());
         assert!(back["spec"]["ports"][1]["nodePort"].is_null());
@@ -896,11 +901,17 @@ mod tests {
         let mut changed = service(json!({"type": "ClusterIP",
             "ports": [{"port": 80, "nodePort": 30090}]}));
         drop_type_dependent_fields(&old, &mut changed);
-        assert_eq!(changed["spec"]["ports"][0]["nodePort"], 30090, "a new value is an error, not dropped");
+        assert_eq!(
+            changed["spec"]["ports"][0]["nodePort"], 30090,
+            "a new value is an error, not dropped"
+        );
         let mut lb = service(json!({"type": "LoadBalancer",
             "ports": [{"port": 80, "nodePort": 30080}]}));
         drop_type_dependent_fields(&old, &mut lb);
-        assert_eq!(lb["spec"]["ports"][0]["nodePort"], 30080, "kept from NodePort to LoadBalancer");
+        assert_eq!(
+            lb["spec"]["ports"][0]["nodePort"], 30080,
+            "kept from NodePort to LoadBalancer"
+        );
     }
 
     #[test]
@@ -911,13 +922,18 @@ mod tests {
         let row = cells(&lb, jiff::Timestamp::now());
         assert_eq!(row[3], "<pending>");
         assert_eq!(row[4], "18080:30080/TCP");
-        lb["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.2"}, {"ip": "192.0.2.3"}]}});
+        lb["status"] =
+            json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.2"}, {"ip": "192.0.2.3"}]}});
         let row = cells(&lb, jiff::Timestamp::now());
         assert_eq!(row[3], "192.0.2.2,192.0.2.3");
     }
 
     /// Admits and allocates `svc` (over `old`) against `store`, then stores it.
-    fn write(store: &crate::store::Store, old: Option<&Value>, mut svc: Value) -> Result<Value, ApiError> {
+    fn write(
+        store: &crate::store::Store,
+        old: Option<&Value>,
+        mut svc: Value,
+    ) -> Result<Value, ApiError> {
         match old {
             Some(old) => admit_update(old, &mut svc)?,
             None => admit_create(&mut svc)?,
@@ -945,40 +961,95 @@ mod tests {
         let a = write(&store, None, named("a", json!({"type": "NodePort",
             "ports": [{"name": "http", "port": 80}, {"name": "admin", "port": 81, "nodePort": 30001}]})))
         .unwrap();
-        assert_eq!(a["spec"]["ports"][0]["nodePort"], 30086, "dynamic band first");
-        assert_eq!(a["spec"]["ports"][1]["nodePort"], 30001, "the requested port");
+        assert_eq!(
+            a["spec"]["ports"][0]["nodePort"], 30086,
+            "dynamic band first"
+        );
+        assert_eq!(
+            a["spec"]["ports"][1]["nodePort"], 30001,
+            "the requested port"
+        );
 
-        let err = write(&store, None, named("b", json!({"type": "NodePort",
-            "ports": [{"port": 80, "nodePort": 30001}]}))).unwrap_err();
+        let err = write(
+            &store,
+            None,
+            named(
+                "b",
+                json!({"type": "NodePort",
+            "ports": [{"port": 80, "nodePort": 30001}]}),
+            ),
+        )
+        .unwrap_err();
         assert_eq!(fields(err), ["spec.ports[0].nodePort"]);
-        let err = write(&store, None, named("b", json!({"type": "NodePort",
-            "ports": [{"port": 80, "nodePort": 8080}]}))).unwrap_err();
+        let err = write(
+            &store,
+            None,
+            named(
+                "b",
+                json!({"type": "NodePort",
+            "ports": [{"port": 80, "nodePort": 8080}]}),
+            ),
+        )
+        .unwrap_err();
         assert!(format!("{err:?}").contains("30000-32767"), "{err:?}");
 
         // An update that leaves the node ports out keeps them; changing one is refused.
-        let same = write(&store, Some(&a), named("a", json!({"type": "LoadBalancer",
-            "ports": [{"name": "http", "port": 80}, {"name": "admin", "port": 81}]})))
+        let same = write(
+            &store,
+            Some(&a),
+            named(
+                "a",
+                json!({"type": "LoadBalancer",
+            "ports": [{"name": "http", "port": 80}, {"name": "admin", "port": 81}]}),
+            ),
+        )
         .unwrap();
         assert_eq!(same["spec"]["ports"][0]["nodePort"], 30086);
         assert_eq!(same["spec"]["ports"][1]["nodePort"], 30001);
         let err = write(&store, Some(&same), named("a", json!({"type": "NodePort",
             "ports": [{"name": "http", "port": 80, "nodePort": 30099}, {"name": "admin", "port": 81}]})))
         .unwrap_err();
-        assert!(format!("{err:?}").contains("may not change once set"), "{err:?}");
+        assert!(
+            format!("{err:?}").contains("may not change once set"),
+            "{err:?}"
+        );
 
         // Back to ClusterIP frees them for others.
-        let back = write(&store, Some(&same), named("a", json!({"type": "ClusterIP",
+        let back = write(
+            &store,
+            Some(&same),
+            named(
+                "a",
+                json!({"type": "ClusterIP",
             "ports": [{"name": "http", "port": 80, "nodePort": 30086},
-                      {"name": "admin", "port": 81, "nodePort": 30001}]})))
+                      {"name": "admin", "port": 81, "nodePort": 30001}]}),
+            ),
+        )
         .unwrap();
         assert!(back["spec"]["ports"][1]["nodePort"].is_null());
-        let b = write(&store, None, named("b", json!({"type": "NodePort",
-            "ports": [{"port": 80, "nodePort": 30001}]}))).unwrap();
+        let b = write(
+            &store,
+            None,
+            named(
+                "b",
+                json!({"type": "NodePort",
+            "ports": [{"port": 80, "nodePort": 30001}]}),
+            ),
+        )
+        .unwrap();
         assert_eq!(b["spec"]["ports"][0]["nodePort"], 30001);
 
         // A LoadBalancer may go without node ports.
-        let lb = write(&store, None, named("c", json!({"type": "LoadBalancer",
-            "allocateLoadBalancerNodePorts": false, "ports": [{"port": 18080}]}))).unwrap();
+        let lb = write(
+            &store,
+            None,
+            named(
+                "c",
+                json!({"type": "LoadBalancer",
+            "allocateLoadBalancerNodePorts": false, "ports": [{"port": 18080}]}),
+            ),
+        )
+        .unwrap();
         assert!(lb["spec"]["ports"][0]["nodePort"].is_null());
     }
 
