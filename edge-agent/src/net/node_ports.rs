@@ -8,9 +8,11 @@
 //! own `port` when it is a LoadBalancer and this node serves load balancers. The
 //! [`NodePorts`] task opens and closes listeners as the table changes and closes them
 //! all, with their connections, on shutdown. An address it cannot bind (the port is taken
-//! on the host, or below 1024 without `CAP_NET_BIND_SERVICE`) is never fatal: it is logged
+//! on the host, or below 1024 without `CAP_NET_BIND_SERVICE`; or two LoadBalancers want
+//! one port, and the first by namespace and name has it) is never fatal: it is logged
 //! once, reported to the server as a `FailedToListen` Warning Event on the Node (sent
-//! again on the next try until the link takes it) and tried again every [`RETRY`].
+//! again on the next try until the link takes it) and tried again every [`RETRY`] and
+//! whenever the table changes.
 //!
 //! Each accepted connection picks an endpoint like a pod's connect to the ClusterIP does
 //! ([`super::services::choose`]: in turn, or by the client's IP with
@@ -55,6 +57,15 @@ pub struct Target {
     pub name: String,
     /// The Service port (as in its ClusterIP entry).
     pub port: u16,
+    /// `externalTrafficPolicy: Local`.
+    pub local_only: bool,
+}
+
+impl Target {
+    /// `namespace/name`.
+    pub fn service(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
 }
 
 /// Pure: every address this node listens on and where each goes. Two Services wanting
@@ -80,6 +91,7 @@ pub fn listeners(
                 namespace: entry.namespace.clone(),
                 name: entry.name.clone(),
                 port: port.port,
+                local_only: exposed.local_only,
             };
             let node_port = exposed.node_ports.get(i).copied().flatten();
             let lb_port = (exposed.load_balancer && serves_lb).then_some(port.port);
@@ -128,8 +140,9 @@ pub struct NodePorts {
     tracker: TaskTracker,
     /// Open listeners, each with the token that closes it.
     open: HashMap<SocketAddr, CancellationToken>,
-    /// Addresses that could not be bound: why, and whether the server was told.
-    failed: HashMap<SocketAddr, Failure>,
+    /// Addresses a Service could not have (taken on the host, or by another Service):
+    /// why, and whether the server was told.
+    failed: HashMap<(SocketAddr, Target), Failure>,
 }
 
 /// Why an address could not be bound.
@@ -191,9 +204,11 @@ impl NodePorts {
     async fn reconcile(&mut self) {
         let table = self.shared.directory.table();
         let (wanted, conflicts) = listeners(&table, self.shared.directory.node(), self.node_ip);
+        let before = std::mem::take(&mut self.failed);
         for (addr, target) in conflicts {
-            tracing::warn!(%addr, service = %format!("{}/{}", target.namespace, target.name),
-                "another Service already listens on this address; this one is not served here");
+            let winner = wanted.get(&addr).map(Target::service).unwrap_or_default();
+            let why = format!("Service {winner} already listens on it");
+            self.failure(&before, addr, &target, why);
         }
         self.open.retain(|addr, token| {
             let keep = wanted.contains_key(addr);
@@ -203,44 +218,50 @@ impl NodePorts {
             }
             keep
         });
-        self.failed.retain(|addr, _| wanted.contains_key(addr));
         *lock(&self.shared.targets) = wanted.clone();
         for (addr, target) in wanted {
-            if !self.open.contains_key(&addr) {
-                self.open_listener(addr, &target).await;
+            if self.open.contains_key(&addr) {
+                continue;
+            }
+            match TcpListener::bind(addr).await {
+                Ok(listener) => self.serve(listener, addr, &target),
+                Err(err) => self.failure(&before, addr, &target, err.to_string()),
             }
         }
     }
 
-    async fn open_listener(&mut self, addr: SocketAddr, target: &Target) {
-        match TcpListener::bind(addr).await {
-            Ok(listener) => {
-                self.failed.remove(&addr);
-                tracing::info!(%addr, service = %format!("{}/{}", target.namespace, target.name),
-                    port = target.port, "listening for a NodePort/LoadBalancer Service");
-                let token = self.shutdown.child_token();
-                self.open.insert(addr, token.clone());
-                let shared = Arc::clone(&self.shared);
-                let tracker = self.tracker.clone();
-                self.tracker
-                    .spawn(accept_loop(listener, addr, shared, token, tracker));
-            }
-            Err(err) => self.failed_to_listen(addr, target, err.to_string()),
-        }
+    /// Starts accepting on a freshly bound listener.
+    fn serve(&mut self, listener: TcpListener, addr: SocketAddr, target: &Target) {
+        tracing::info!(%addr, service = %target.service(), port = target.port,
+            "listening for a NodePort/LoadBalancer Service");
+        let token = self.shutdown.child_token();
+        self.open.insert(addr, token.clone());
+        let shared = Arc::clone(&self.shared);
+        let tracker = self.tracker.clone();
+        self.tracker
+            .spawn(accept_loop(listener, addr, shared, token, tracker));
     }
 
-    /// Logs a new failure once and reports it until the link takes the report.
-    fn failed_to_listen(&mut self, addr: SocketAddr, target: &Target, why: String) {
-        let service = format!("{}/{}", target.namespace, target.name);
-        let known = self.failed.get(&addr).filter(|f| f.why == why);
+    /// Notes that `target` cannot have `addr`: logged when new (`before` holds the
+    /// failures of the previous pass), reported to the server until the link takes it.
+    fn failure(
+        &mut self,
+        before: &HashMap<(SocketAddr, Target), Failure>,
+        addr: SocketAddr,
+        target: &Target,
+        why: String,
+    ) {
+        let key = (addr, target.clone());
+        let known = before.get(&key).filter(|f| f.why == why);
         if known.is_none() {
-            tracing::warn!(%addr, %service, error = %why, retry = ?RETRY,
-                "cannot listen for a NodePort/LoadBalancer Service (port taken on the host, or below 1024 without CAP_NET_BIND_SERVICE)");
+            tracing::warn!(%addr, service = %target.service(), error = %why, retry = ?RETRY,
+                "cannot listen for a NodePort/LoadBalancer Service");
         }
         let mut reported = known.is_some_and(|f| f.reported);
         if !reported {
             let detail = format!(
-                "cannot listen on {addr} for Service {service} port {}: {why}",
+                "cannot listen on {addr} for Service {} port {}: {why}",
+                target.service(),
                 target.port
             );
             let message = Message::PodEvents(PodEvents {
@@ -252,7 +273,7 @@ impl NodePorts {
             });
             reported = self.uplink.try_send(Up::Events, &message).is_ok();
         }
-        self.failed.insert(addr, Failure { why, reported });
+        self.failed.insert(key, Failure { why, reported });
     }
 }
 
@@ -344,13 +365,16 @@ fn refuse(shared: &Shared, target: &Target, why: super::Refusal) {
     if !lock(&shared.refused).insert(target.clone()) {
         return;
     }
-    let reason = match why {
-        super::Refusal::Elsewhere => {
+    let reason = match (why, target.local_only) {
+        (super::Refusal::Elsewhere, true) => {
+            "its externalTrafficPolicy is Local and none of its ready endpoints runs on this node"
+        }
+        (super::Refusal::Elsewhere, false) => {
             "its ready endpoints all run on other nodes, and traffic between nodes is not built yet"
         }
         _ => "it has no ready endpoint for this port",
     };
-    tracing::warn!(service = %format!("{}/{}", target.namespace, target.name), port = target.port,
+    tracing::warn!(service = %target.service(), port = target.port,
         reason, "closing connections to a NodePort/LoadBalancer Service");
 }
 
