@@ -150,6 +150,28 @@ fn node_ports_and_load_balancers_answer_curl_on_the_node() {
     wait_answers("127.0.0.1", 30101);
     wait_answers(&node_ip, 30101);
 
+    // `kubectl expose --type NodePort` gets a node port from the range.
+    cluster.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--type",
+        "NodePort",
+        "--port",
+        "81",
+        "--target-port",
+        "8080",
+        "--name",
+        "web-exposed",
+    ]);
+    let exposed = get_json(&cluster, &["svc", "web-exposed"]);
+    let node_port = exposed["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("a node port");
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
+    wait_answers(&node_ip, node_port);
+
     // A second Service cannot have that node port, and the answer names the field.
     let err = apply(
         &cluster,
