@@ -7,7 +7,9 @@
 //!
 //! Eligible ([`eligible_nodes`], the one home of the rule, which the table of Services
 //! uses too): every Ready node, or, once any node carries the label
-//! `svccontroller.k3s.cattle.io/enablelb=true`, only the Ready nodes that carry it. A
+//! `svccontroller.k3s.cattle.io/enablelb=true`, only the Ready nodes that carry it. With
+//! `externalTrafficPolicy: Local` the status lists only those of them that run a ready
+//! endpoint of the Service (as k3s does: the others would close the connection). A
 //! Service that stops being a LoadBalancer loses its ingress.
 //!
 //! [`runner`]: super::runner
@@ -16,6 +18,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::endpoints::{SERVICE_NAME_LABEL, takes_traffic};
 use super::runner::Controller;
 use super::writes;
 use crate::informer::{Cache, Change, key_of};
@@ -86,6 +89,8 @@ pub struct State {
     pub service: Option<Arc<Value>>,
     /// Every node.
     pub nodes: Vec<Arc<Value>>,
+    /// The Service's EndpointSlices.
+    pub slices: Vec<Arc<Value>>,
 }
 
 /// A write the controller makes.
@@ -101,7 +106,7 @@ pub fn plan(state: &State) -> Vec<Action> {
         return Vec::new();
     };
     let want: Vec<Value> = match service["spec"]["type"] == "LoadBalancer" {
-        true => ingress(&eligible_nodes(&state.nodes)),
+        true => ingress(&serving_nodes(service, state)),
         false => Vec::new(),
     };
     let have = service
@@ -112,6 +117,23 @@ pub fn plan(state: &State) -> Vec<Action> {
         true => Vec::new(),
         false => vec![Action::SetIngress(state.key.clone(), want)],
     }
+}
+
+/// The eligible nodes that serve the Service: all of them, or with
+/// `externalTrafficPolicy: Local` those running a ready endpoint.
+fn serving_nodes(service: &Value, state: &State) -> Vec<LbNode> {
+    let mut nodes = eligible_nodes(&state.nodes);
+    if service["spec"]["externalTrafficPolicy"] == "Local" {
+        let with_endpoints: Vec<&str> = state
+            .slices
+            .iter()
+            .flat_map(|slice| slice["endpoints"].as_array().into_iter().flatten())
+            .filter(|endpoint| takes_traffic(endpoint))
+            .filter_map(|endpoint| endpoint["nodeName"].as_str())
+            .collect();
+        nodes.retain(|node| with_endpoints.contains(&node.name.as_str()));
+    }
+    nodes
 }
 
 /// The eligible nodes' addresses, each once, sorted.
@@ -146,6 +168,14 @@ impl Controller for ServiceLb {
     fn keys_for(&self, change: &Change) -> Vec<ObjectKey> {
         match change.key.resource.as_str() {
             "services" => vec![change.key.clone()],
+            "endpointslices" => change
+                .latest()
+                .and_then(|slice| slice["metadata"]["labels"][SERVICE_NAME_LABEL].as_str())
+                .map(|name| {
+                    let namespace = change.key.namespace.as_deref().unwrap_or_default();
+                    vec![ObjectKey::namespaced("services", namespace, name)]
+                })
+                .unwrap_or_default(),
             "nodes" => self
                 .cache
                 .list("services")
@@ -162,10 +192,16 @@ impl Controller for ServiceLb {
     }
 
     fn observe(&self, key: &ObjectKey, cache: &Cache) -> State {
+        let namespace = key.namespace.as_deref().unwrap_or_default();
         State {
             key: key.clone(),
             service: cache.get(key),
             nodes: cache.list("nodes"),
+            slices: cache
+                .in_namespace("endpointslices", namespace)
+                .into_iter()
+                .filter(|slice| slice["metadata"]["labels"][SERVICE_NAME_LABEL] == key.name)
+                .collect(),
         }
     }
 
@@ -211,6 +247,7 @@ mod tests {
             key: ObjectKey::namespaced("services", "default", "web"),
             service: Some(service),
             nodes,
+            slices: Vec::new(),
         }
     }
 
@@ -234,6 +271,23 @@ mod tests {
         ];
         let lb = state(service("LoadBalancer", json!({})), nodes);
         assert_eq!(plan(&lb), set(&["192.0.2.2", "192.0.2.3"]));
+    }
+
+    #[test]
+    fn a_local_policy_lists_only_nodes_with_a_ready_endpoint() {
+        let nodes = vec![
+            node("a", "192.0.2.2", true, None),
+            node("b", "192.0.2.3", true, None),
+            node("c", "192.0.2.4", true, None),
+        ];
+        let svc = Arc::new(json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
+            "status": {"loadBalancer": {}}}));
+        let mut lb = state(svc, nodes);
+        lb.slices = vec![Arc::new(json!({"endpoints": [
+            {"addresses": ["10.42.1.2"], "nodeName": "b", "conditions": {"ready": true}},
+            {"addresses": ["10.42.2.2"], "nodeName": "c", "conditions": {"ready": false}}]}))];
+        assert_eq!(plan(&lb), set(&["192.0.2.3"]));
     }
 
     #[test]

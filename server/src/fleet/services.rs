@@ -29,7 +29,7 @@ use wasmfleet_protocol::service::{
 };
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode, topic};
 
-use crate::controllers::endpoints::SERVICE_NAME_LABEL;
+use crate::controllers::endpoints::{SERVICE_NAME_LABEL, takes_traffic};
 use crate::controllers::service_lb;
 use crate::informer::Cache;
 
@@ -266,7 +266,7 @@ fn endpoints(slices: &[&Value], ports: &[ServicePort]) -> Vec<Endpoint> {
         };
         let target_ports: Vec<Option<u16>> = ports.iter().map(|p| slice_port(&p.name)).collect();
         for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
-            if endpoint["conditions"]["ready"] == false {
+            if !takes_traffic(endpoint) {
                 continue;
             }
             let Some(ip) = endpoint
