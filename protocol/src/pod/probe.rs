@@ -162,3 +162,35 @@ pub enum PodEventKind {
     /// times in a row (Kubernetes' `Killing`).
     Restarting(ProbeKind),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Message, decode, encode};
+
+    #[test]
+    fn events_from_before_node_events_still_decode() {
+        let events = PodEvents {
+            events: vec![PodEvent {
+                uid: "u-1".into(),
+                container: "main".into(),
+                kind: PodEventKind::ProbeFailed(ProbeKind::Readiness),
+                detail: "connection refused".into(),
+            }],
+            node_events: Vec::new(),
+        };
+        let mut bytes = encode(&Message::PodEvents(events.clone()));
+        // An older agent's message ends before the (empty) tail.
+        assert_eq!(bytes.pop(), Some(0));
+        assert_eq!(decode(&bytes), Ok(Message::PodEvents(events.clone())));
+        let with_node = PodEvents {
+            node_events: vec![NodeEvent {
+                kind: NodeEventKind::FailedToListen,
+                detail: "cannot listen on 127.0.0.1:80".into(),
+            }],
+            ..events
+        };
+        let message = Message::PodEvents(with_node);
+        assert_eq!(decode(&encode(&message)), Ok(message));
+    }
+}
