@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::Message;
 use wasmfleet_protocol::network::{Protocol, loopback_alias};
 use wasmfleet_protocol::pod::probe::{NodeEvent, NodeEventKind, PodEvents};
-use wasmfleet_protocol::service::ServiceTable;
+use wasmfleet_protocol::service::{ExposedService, ServiceTable};
 use wasmfleet_protocol::topic::Up;
 
 use super::services::{ServiceDirectory, choose};
@@ -76,40 +76,54 @@ pub fn listeners(
     node: &str,
     node_ip: IpAddr,
 ) -> (BTreeMap<SocketAddr, Target>, Vec<(SocketAddr, Target)>) {
+    let serves_lb = table.serves_load_balancers(node);
     let mut wanted = BTreeMap::new();
     let mut conflicts = Vec::new();
-    let serves_lb = table.serves_load_balancers(node);
     for exposed in &table.exposed.services {
-        let Some(entry) = table.entry_of(exposed) else {
-            continue;
-        };
-        for (i, port) in entry.ports.iter().enumerate() {
-            if port.protocol != Protocol::Tcp {
-                continue;
-            }
-            let target = Target {
-                namespace: entry.namespace.clone(),
-                name: entry.name.clone(),
-                port: port.port,
-                local_only: exposed.local_only,
-            };
-            let node_port = exposed.node_ports.get(i).copied().flatten();
-            let lb_port = (exposed.load_balancer && serves_lb).then_some(port.port);
-            for listen_port in node_port.into_iter().chain(lb_port) {
-                for ip in host_addresses(node_ip) {
-                    let addr = SocketAddr::new(ip, listen_port);
-                    match wanted.get(&addr) {
-                        Some(have) if have != &target => conflicts.push((addr, target.clone())),
-                        Some(_) => {}
-                        None => {
-                            wanted.insert(addr, target.clone());
-                        }
-                    }
+        for (addr, target) in service_listeners(table, exposed, serves_lb, node_ip) {
+            match wanted.get(&addr) {
+                Some(have) if have != &target => conflicts.push((addr, target)),
+                Some(_) => {}
+                None => {
+                    wanted.insert(addr, target);
                 }
             }
         }
     }
     (wanted, conflicts)
+}
+
+/// The addresses one exposed Service wants on this node: its node ports, and its ports
+/// when it is a LoadBalancer and this node serves them, on each host address.
+fn service_listeners(
+    table: &ServiceTable,
+    exposed: &ExposedService,
+    serves_lb: bool,
+    node_ip: IpAddr,
+) -> Vec<(SocketAddr, Target)> {
+    let Some(entry) = table.entry_of(exposed) else {
+        return Vec::new();
+    };
+    let mut wanted = Vec::new();
+    for (i, port) in entry.ports.iter().enumerate() {
+        if port.protocol != Protocol::Tcp {
+            continue;
+        }
+        let target = Target {
+            namespace: entry.namespace.clone(),
+            name: entry.name.clone(),
+            port: port.port,
+            local_only: exposed.local_only,
+        };
+        let node_port = exposed.node_ports.get(i).copied().flatten();
+        let lb_port = (exposed.load_balancer && serves_lb).then_some(port.port);
+        for listen_port in node_port.into_iter().chain(lb_port) {
+            for ip in host_addresses(node_ip) {
+                wanted.push((SocketAddr::new(ip, listen_port), target.clone()));
+            }
+        }
+    }
+    wanted
 }
 
 /// The addresses to listen on: the node's and loopback (once when they are one, and
@@ -382,9 +396,7 @@ fn refuse(shared: &Shared, target: &Target, why: super::Refusal) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use wasmfleet_protocol::service::{
-        Exposed, ExposedService, ServiceAddress, ServiceEntry, ServicePort,
-    };
+    use wasmfleet_protocol::service::{Exposed, ServiceAddress, ServiceEntry, ServicePort};
 
     fn entry(name: &str, port: u16) -> ServiceEntry {
         ServiceEntry {

@@ -4,9 +4,9 @@
 //! Kubernetes (KEP-3668) the range has a static band at its bottom, of
 //! `min(max(16, size / 32), 128)` ports (86 for the default range), that dynamic
 //! allocation only uses once the rest is full, so users can pick ports there without
-//! racing the allocator. A requested port must be in the range and free; a port is free
-//! again once no stored Service holds it (its Service was deleted or went back to
-//! `ClusterIP`).
+//! racing the allocator. A requested port must be in the range and free; a port keeps its
+//! node port across updates ([`assign`]); a port is free again once no stored Service holds
+//! it (its Service was deleted or went back to `ClusterIP`).
 
 use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
@@ -30,6 +30,38 @@ pub fn free_node_port(taken: &BTreeSet<u16>) -> Option<u16> {
     (start..=*RANGE.end())
         .chain(*RANGE.start()..start)
         .find(|port| !taken.contains(port))
+}
+
+/// Why a port gets no node port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The request cannot be granted (Kubernetes' wording, for a 422 on the field).
+    Invalid(String),
+    /// Every port of the range is taken.
+    Full,
+}
+
+/// The node port of one Service port: the one it `had` (it may be left out of an update,
+/// not changed), else the one it `asked` for if it is in the range and free, else a free
+/// one if it `wants` one (`None`: it stays without).
+pub fn assign(
+    had: Option<u16>,
+    asked: Option<i64>,
+    wants: bool,
+    taken: &BTreeSet<u16>,
+) -> Result<Option<u16>, Refused> {
+    match (had, asked) {
+        (Some(had), None) => Ok(Some(had)),
+        (Some(had), Some(asked)) if asked == i64::from(had) => Ok(Some(had)),
+        (Some(had), Some(asked)) => Err(Refused::Invalid(format!(
+            "Invalid value: {asked}: may not change once set (it is {had})"
+        ))),
+        (None, Some(asked)) => check_requested(asked, taken)
+            .map(Some)
+            .map_err(Refused::Invalid),
+        (None, None) if wants => free_node_port(taken).map(Some).ok_or(Refused::Full),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Why a requested node port cannot be had (Kubernetes' wording), if it cannot.
@@ -69,6 +101,25 @@ mod tests {
         );
         taken.extend(30000..30086);
         assert_eq!(free_node_port(&taken), None);
+    }
+
+    #[test]
+    fn a_node_port_is_kept_asked_for_or_handed_out() {
+        let taken = BTreeSet::from([30086]);
+        assert_eq!(assign(Some(30100), None, true, &taken), Ok(Some(30100)));
+        assert_eq!(
+            assign(Some(30100), Some(30100), true, &taken),
+            Ok(Some(30100))
+        );
+        assert!(matches!(
+            assign(Some(30100), Some(30101), true, &taken),
+            Err(Refused::Invalid(m)) if m.contains("may not change once set")
+        ));
+        assert_eq!(assign(None, Some(30101), false, &taken), Ok(Some(30101)));
+        assert_eq!(assign(None, None, true, &taken), Ok(Some(30087)));
+        assert_eq!(assign(None, None, false, &taken), Ok(None));
+        let full: BTreeSet<u16> = RANGE.collect();
+        assert_eq!(assign(None, None, true, &full), Err(Refused::Full));
     }
 
     #[test]

@@ -512,10 +512,9 @@ pub fn allocate(
     allocate_node_ports(alloc, old, svc)
 }
 
-/// Hands out (or keeps) the node ports of a NodePort or LoadBalancer Service: a port keeps
-/// the node port it had (matched by port and protocol; it may be left out, not changed),
-/// a requested one is honoured if it is in the range and free, and every other port gets
-/// a free one, except on a LoadBalancer with `allocateLoadBalancerNodePorts: false`.
+/// Hands out (or keeps) the node ports of a NodePort or LoadBalancer Service, port by port
+/// ([`node_ports::assign`]; a port's old node port is found by port and protocol); a
+/// LoadBalancer with `allocateLoadBalancerNodePorts: false` gets only those it asks for.
 fn allocate_node_ports(
     alloc: &Allocation<'_>,
     old: Option<&Value>,
@@ -538,27 +537,20 @@ fn allocate_node_ports(
         .enumerate()
     {
         let had = kept.get(&port_key(port)).copied();
-        let fail = |message: String| {
-            let cause = Cause::new(
-                "FieldValueInvalid",
-                format!("spec.ports[{i}].nodePort"),
-                message,
-            );
-            ApiError::invalid("Service", &name, &[cause])
-        };
-        let node_port = match (had, port["nodePort"].as_i64()) {
-            (Some(had), None) => had,
-            (Some(had), Some(asked)) if asked == i64::from(had) => had,
-            (Some(had), Some(asked)) => {
-                return Err(fail(format!(
-                    "Invalid value: {asked}: may not change once set (it is {had})"
-                )));
+        let chosen = node_ports::assign(had, port["nodePort"].as_i64(), wanted, &taken);
+        let node_port = match chosen {
+            Ok(Some(node_port)) => node_port,
+            Ok(None) => continue,
+            Err(node_ports::Refused::Invalid(message)) => {
+                let field = format!("spec.ports[{i}].nodePort");
+                let cause = Cause::new("FieldValueInvalid", field, message);
+                return Err(ApiError::invalid("Service", &name, &[cause]));
             }
-            (None, Some(asked)) => node_ports::check_requested(asked, &taken).map_err(fail)?,
-            (None, None) if wanted => node_ports::free_node_port(&taken).ok_or_else(|| {
-                ApiError::internal(&"failed to allocate a nodePort: range is full")
-            })?,
-            (None, None) => continue,
+            Err(node_ports::Refused::Full) => {
+                return Err(ApiError::internal(
+                    &"failed to allocate a nodePort: range is full",
+                ));
+            }
         };
         taken.insert(node_port);
         port["nodePort"] = node_port.into();
