@@ -60,6 +60,9 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// The port the agent serves Ingress traffic on, on all its addresses (0: none).
     pub ingress_port: u16,
+    /// The node's `InternalIP`, where it serves NodePort and LoadBalancer Services
+    /// [default: [`crate::node_info::detect_node_ip`]].
+    pub node_ip: Option<std::net::IpAddr>,
 }
 
 /// Why a configuration was refused.
@@ -174,6 +177,7 @@ impl AgentConfig {
             restart_backoff_base: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
             ingress_port: DEFAULT_INGRESS_PORT,
+            node_ip: None,
         }
     }
 
@@ -297,6 +301,11 @@ pub struct Cli {
     /// pods against and what the agent lets all pods together use.
     #[arg(long, env = "WASMFLEET_SYSTEM_RESERVED")]
     pub system_reserved: Option<String>,
+    /// The node's address (its `InternalIP`), where it serves NodePort and LoadBalancer
+    /// Services [default: the source address of its route to the server's broker, or of
+    /// the default route when the broker is on this machine].
+    #[arg(long, env = "WASMFLEET_NODE_IP")]
+    pub node_ip: Option<std::net::IpAddr>,
     /// The first container restart delay in milliseconds (for tests).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub restart_backoff_base_ms: u64,
@@ -375,6 +384,7 @@ impl Cli {
             restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             ingress_port: self.ingress_port,
+            node_ip: self.node_ip,
         };
         config.validate()?;
         Ok(config)

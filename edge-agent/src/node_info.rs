@@ -5,7 +5,10 @@
 //! (or zero) and logged, rather than keeping the agent from joining.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+
+use wasmfleet_protocol::broker_url::BrokerUrl;
 
 use wasmfleet_protocol::node::{EngineInfo, NodeInfo, Resources};
 use wasmfleet_protocol::quantity::ResourceAmounts;
@@ -58,7 +61,44 @@ pub fn collect(
         allocatable: allocatable(capacity, reserved)?,
         labels,
         engine,
+        addresses: Vec::new(),
     })
+}
+
+/// Any address outside this machine: asking the kernel for a route to it gives the
+/// default route's source address (TEST-NET-3; no packet is ever sent to it).
+const DEFAULT_ROUTE_PROBE: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 9);
+
+/// The node's `InternalIP` when `--node-ip` is not given, as the kubelet picks it: the
+/// source address of the route to the broker or, when that is loopback (the server's
+/// in-process agent, an agent beside its broker), of the default route; loopback when
+/// the machine has neither.
+pub async fn detect_node_ip(broker: &BrokerUrl) -> IpAddr {
+    let to_broker = match tokio::net::lookup_host((broker.host.as_str(), broker.port)).await {
+        Ok(mut addrs) => addrs.next().and_then(source_address),
+        Err(err) => {
+            tracing::warn!(host = %broker.host, %err, "cannot resolve the broker to find the node's address");
+            None
+        }
+    };
+    match to_broker {
+        Some(ip) if !ip.is_loopback() => ip,
+        _ => source_address(DEFAULT_ROUTE_PROBE).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    }
+}
+
+/// The local address the kernel would send packets to `to` from (a connected UDP socket
+/// sends nothing).
+fn source_address(to: SocketAddr) -> Option<IpAddr> {
+    let any: IpAddr = match to {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = std::net::UdpSocket::bind((any, 0)).ok()?;
+    socket.connect(to).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// The machine's host name.
@@ -155,6 +195,18 @@ fn read_or_log<T: Default>(path: &str, parse: impl FnOnce(&str) -> Option<T>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_node_address_is_the_source_of_a_route() {
+        let lo: SocketAddr = "127.0.0.1:9".parse().unwrap_or(DEFAULT_ROUTE_PROBE);
+        assert_eq!(source_address(lo), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        // A broker on this machine: the default route's source, if there is one.
+        let local: BrokerUrl = "mqtts://127.0.0.1:8883"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
+        let expected = source_address(DEFAULT_ROUTE_PROBE).unwrap_or(Ipv4Addr::LOCALHOST.into());
+        assert_eq!(detect_node_ip(&local).await, expected);
+    }
 
     #[test]
     fn rust_architectures_get_their_kubernetes_names() {

@@ -9,8 +9,10 @@
 //! every task, each step under a timeout.
 
 use crate::net::ServiceDirectory;
+use crate::net::node_ports::NodePorts;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmfleet_protocol::node::NodeAddress;
 use wasmfleet_protocol::routes::RouteTable;
 use wasmfleet_protocol::service::ServiceTable;
 
@@ -49,11 +51,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     let state = AgentState::open(&config.state_path())
         .with_context(|| format!("opening {}", config.state_path().display()))?;
     let runtime = Runtime::new(config.cache_dir()).context("starting the wasm runtime")?;
-    let info = node_info::collect(
+    let mut info = node_info::collect(
         config.labels.clone(),
         runtime.engine_info(),
         config.system_reserved,
     )?;
+    let node_ip = match config.node_ip {
+        Some(ip) => ip,
+        None => node_info::detect_node_ip(&config.mqtt).await,
+    };
+    info.addresses = vec![NodeAddress::internal(node_ip)];
+    tracing::info!(%node_ip, "node address (NodePort and LoadBalancer Services listen on it)");
     runtime.limit_to(&info.allocatable);
     tracing::info!(
         memory_bytes = info.allocatable.memory_bytes,
@@ -101,6 +109,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         pods_tracker.clone(),
     );
     let applied = resume_from_local_state(&state, &pods);
+    // The listeners stop with the pods they forward to.
+    NodePorts::start(
+        services.clone(),
+        node_ip,
+        uplink.clone(),
+        pods_shutdown.clone(),
+        &pods_tracker,
+    );
 
     let link_tracker = TaskTracker::new();
     let (link, inbox) = Link::start(

@@ -198,7 +198,10 @@ mod tests {
         assert_eq!(encode(&heartbeat())[1], 2);
         let ack = Message::StatusAck(crate::pod::StatusAck { epoch: 1, seq: 2 });
         assert_eq!(encode(&ack)[1], 5);
-        let events = Message::PodEvents(crate::pod::probe::PodEvents { events: vec![] });
+        let events = Message::PodEvents(crate::pod::probe::PodEvents {
+            events: vec![],
+            node_events: vec![],
+        });
         assert_eq!(encode(&events)[1], 16);
     }
 }

@@ -19,6 +19,7 @@
 //!   (`cpu=100m,memory=256Mi`), shared by the server's admission and the agent's flags;
 //! - [`service`] and [`routes`]: the tables of Services and of HTTP routes every agent
 //!   serves (kube-proxy's and the ingress controller's input);
+//! - [`tail`]: fields appended at the end of a message, which old and new peers both read;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
 //! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
 //!   included.
@@ -45,6 +46,7 @@ pub mod pod;
 pub mod quantity;
 pub mod routes;
 pub mod service;
+pub mod tail;
 pub mod topic;
 #[cfg(feature = "client")]
 pub mod transport;

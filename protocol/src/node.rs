@@ -51,6 +51,33 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     /// The wasm engine the agent runs.
     pub engine: EngineInfo,
+    /// The node's addresses (`InternalIP`), as the kubelet reports them. Appended after the
+    /// first releases ([`crate::tail`]): a birth from an older agent has none, and an
+    /// older server ignores them. Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub addresses: Vec<NodeAddress>,
+}
+
+/// One address of a node (`status.addresses[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    /// Its Kubernetes type: [`NodeAddress::INTERNAL_IP`] or `ExternalIP`.
+    pub kind: String,
+    /// The address.
+    pub address: String,
+}
+
+impl NodeAddress {
+    /// The address type other nodes and clients inside the site reach the node at.
+    pub const INTERNAL_IP: &str = "InternalIP";
+
+    /// An `InternalIP` address.
+    pub fn internal(ip: std::net::IpAddr) -> Self {
+        Self {
+            kind: Self::INTERNAL_IP.to_owned(),
+            address: ip.to_string(),
+        }
+    }
 }
 
 /// Amounts of the resources the scheduler counts.
@@ -91,9 +118,8 @@ mod tests {
     use super::*;
     use crate::{Message, decode, encode};
 
-    #[test]
-    fn a_birth_with_full_node_info_survives_a_round_trip() {
-        let birth = Message::NodeState(NodeState {
+    fn birth() -> Message {
+        Message::NodeState(NodeState {
             epoch: 3,
             online: true,
             info: Some(NodeInfo {
@@ -120,9 +146,28 @@ mod tests {
                     compatibility_key: "00ff".into(),
                     can_compile: true,
                 },
+                addresses: vec![NodeAddress::internal([192, 168, 1, 20].into())],
             }),
-        });
-        assert_eq!(decode(&encode(&birth)), Ok(birth));
+        })
+    }
+
+    #[test]
+    fn a_birth_with_full_node_info_survives_a_round_trip() {
+        assert_eq!(decode(&encode(&birth())), Ok(birth()));
+    }
+
+    #[test]
+    fn a_birth_from_before_node_addresses_still_decodes() {
+        let Message::NodeState(mut state) = birth() else {
+            unreachable!()
+        };
+        if let Some(info) = state.info.as_mut() {
+            info.addresses.clear();
+        }
+        let mut bytes = encode(&Message::NodeState(state.clone()));
+        // An empty Vec is one byte (its length); an older agent's birth ends before it.
+        assert_eq!(bytes.pop(), Some(0));
+        assert_eq!(decode(&bytes), Ok(Message::NodeState(state)));
     }
 
     #[test]

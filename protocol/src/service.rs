@@ -32,6 +32,37 @@ pub struct ServiceTable {
     pub service_cidr: Option<Ipv4Net>,
     /// Every Service, sorted by namespace and name.
     pub services: Vec<ServiceEntry>,
+    /// What agents serve on their own addresses (NodePort and LoadBalancer). Appended
+    /// after the first Services release ([`crate::tail`]): an older server's table has
+    /// none, an older agent ignores it. Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub exposed: Exposed,
+}
+
+/// The Services reachable from outside the cluster through the nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exposed {
+    /// Every NodePort and LoadBalancer Service with a node port or a load balancer,
+    /// sorted by namespace and name.
+    pub services: Vec<ExposedService>,
+    /// The nodes that serve LoadBalancer Services on the Services' own ports (k3s
+    /// ServiceLB's eligible nodes), sorted.
+    pub load_balancer_nodes: Vec<String>,
+}
+
+/// How one Service is reached through the nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposedService {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Per port of its [`ServiceEntry`] (same order), the node port every node listens on.
+    pub node_ports: Vec<Option<u16>>,
+    /// `type: LoadBalancer`: the load-balancer nodes also listen on the ports themselves.
+    pub load_balancer: bool,
+    /// `externalTrafficPolicy: Local`: only endpoints on the receiving node take traffic.
+    pub local_only: bool,
 }
 
 /// One Service.
@@ -102,6 +133,18 @@ impl ServiceTable {
         self.services
             .iter()
             .find(|service| service.address == ServiceAddress::ClusterIp(ip))
+    }
+
+    /// The Service entry an exposed Service belongs to.
+    pub fn entry_of(&self, exposed: &ExposedService) -> Option<&ServiceEntry> {
+        self.services
+            .iter()
+            .find(|entry| entry.namespace == exposed.namespace && entry.name == exposed.name)
+    }
+
+    /// Whether `node` serves LoadBalancer Services on their ports.
+    pub fn serves_load_balancers(&self, node: &str) -> bool {
+        self.exposed.load_balancer_nodes.iter().any(|n| n == node)
     }
 
     /// Whether `ip` is in the service CIDR.
@@ -194,7 +237,38 @@ mod tests {
                 entry("db", ServiceAddress::Headless),
                 entry("ext", ServiceAddress::ExternalName("example.com".into())),
             ],
+            exposed: Exposed {
+                services: vec![ExposedService {
+                    namespace: "default".into(),
+                    name: "web".into(),
+                    node_ports: vec![Some(30080)],
+                    load_balancer: true,
+                    local_only: false,
+                }],
+                load_balancer_nodes: vec!["pi-1".into()],
+            },
         }
+    }
+
+    #[test]
+    fn a_table_from_before_node_ports_still_decodes() {
+        let mut old = table();
+        old.exposed = Exposed::default();
+        let mut bytes = crate::encode(&crate::Message::Services(old.clone()));
+        // Two empty Vecs are two bytes; an older server's table ends before them.
+        assert_eq!(bytes.split_off(bytes.len() - 2), [0, 0]);
+        assert_eq!(crate::decode(&bytes), Ok(crate::Message::Services(old)));
+        let new = crate::Message::Services(table());
+        assert_eq!(crate::decode(&crate::encode(&new)), Ok(new));
+    }
+
+    #[test]
+    fn exposed_services_find_their_entry_and_load_balancer_nodes() {
+        let table = table();
+        let web = table.entry_of(&table.exposed.services[0]).unwrap();
+        assert_eq!(web.name, "web");
+        assert!(table.serves_load_balancers("pi-1"));
+        assert!(!table.serves_load_balancers("pi-2"));
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct ServerConfig {
         default_value_t = wasmfleet_agent::config::DEFAULT_INGRESS_PORT
     )]
     pub ingress_port: u16,
+    /// The in-process agent's node address (its `InternalIP`, where it serves NodePort and
+    /// LoadBalancer Services) [default: the source address of the default route].
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
 
     /// Replace the node join token with a new one at start (written to
     /// `<data-dir>/node-token`). Nodes that joined keep logging in with their own node

@@ -216,6 +216,7 @@ fn start_local_agent(
     agent.cluster_ca_pem = Some(boot.tls.ca_cert_pem.as_bytes().to_vec());
     agent.data_dir = config.data_dir.join("agent");
     agent.ingress_port = config.ingress_port;
+    agent.node_ip = config.node_ip;
     agent
         .validate()
         .context("configuring the in-process agent (set --node-name, or --no-local-agent)")?;

@@ -337,6 +337,7 @@ fn birth(epoch: u64) -> Message {
                 compatibility_key: "00".into(),
                 can_compile: true,
             },
+            addresses: Vec::new(),
         }),
     })
 }
@@ -926,7 +927,9 @@ async fn a_deleted_pod_leaves_the_snapshot_of_its_node() {
 #[tokio::test]
 async fn probe_events_become_pod_events_only_for_the_nodes_own_pods() {
     use wasmfleet_protocol::pod::ProbeKind;
-    use wasmfleet_protocol::pod::probe::{PodEvent, PodEventKind, PodEvents};
+    use wasmfleet_protocol::pod::probe::{
+        NodeEvent, NodeEventKind, PodEvent, PodEventKind, PodEvents,
+    };
     let cluster = Cluster::start().await;
     let node = register(&cluster).await;
     let pod = cluster.create_pod("web", "hello:v1");
@@ -950,6 +953,10 @@ async fn probe_events_become_pod_events_only_for_the_nodes_own_pods() {
             event(&uid, PodEventKind::ProbeFailed(ProbeKind::Readiness)),
             event(&uid, PodEventKind::Restarting(ProbeKind::Liveness)),
         ],
+        node_events: vec![NodeEvent {
+            kind: NodeEventKind::FailedToListen,
+            detail: "cannot listen on 127.0.0.1:18080 for default/web".into(),
+        }],
     };
     node.send(Up::Events, &Message::PodEvents(events)).await;
     let recorded = eventually("the probe events", || {
@@ -984,6 +991,19 @@ async fn probe_events_become_pod_events_only_for_the_nodes_own_pods() {
         recorded.iter().all(|(about, _)| *about == uid),
         "{recorded:?}"
     );
+    // The node's own events are recorded on its Node.
+    let node_event = eventually("the node event", || {
+        let items = cluster
+            .store
+            .list(&wasmfleet_server::store::Scope::all("events"))
+            .expect("list")
+            .items;
+        items.into_iter().find(|e| e["reason"] == "FailedToListen")
+    })
+    .await;
+    assert_eq!(node_event["involvedObject"]["kind"], "Node");
+    assert_eq!(node_event["involvedObject"]["name"], NODE);
+    assert_eq!(node_event["type"], "Warning");
     cluster.stop().await;
 }
 

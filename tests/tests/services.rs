@@ -275,8 +275,8 @@ fn services_that_cannot_be_honoured_are_refused_by_field() {
         format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}")
     };
     refused(
-        &svc("np", "  type: NodePort\n  ports: [{port: 80}]\n"),
-        "spec.type",
+        &svc("np", "  ports: [{port: 80, nodePort: 30080}]\n"),
+        "spec.ports[0].nodePort",
     );
     refused(
         &svc("udp", "  ports: [{port: 53, protocol: UDP}]\n"),

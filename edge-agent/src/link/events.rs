@@ -37,7 +37,10 @@ pub async fn forward(
                 Ok(None) | Err(_) => break,
             }
         }
-        let message = Message::PodEvents(PodEvents { events: batch });
+        let message = Message::PodEvents(PodEvents {
+            events: batch,
+            node_events: Vec::new(),
+        });
         if let Err(err) = uplink.try_send(Up::Events, &message) {
             tracing::debug!(%err, "dropping a batch of probe events");
         }

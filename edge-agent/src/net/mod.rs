@@ -20,8 +20,10 @@
 //!
 //! [`ingress`] is the node's HTTP reverse proxy for Ingresses: it takes requests on the
 //! node's ingress port and forwards each to an endpoint of the Service its route picks.
+//! [`node_ports`] serves NodePort and LoadBalancer Services on the node's own addresses.
 
 pub mod ingress;
+pub mod node_ports;
 pub mod services;
 pub mod sockets;
 
@@ -456,6 +458,7 @@ mod tests {
                 entry("ext", ServiceAddress::ExternalName("example.com".into())),
                 entry("other", ServiceAddress::ExternalName("other.org".into())),
             ],
+            ..ServiceTable::default()
         });
         assert_eq!(
             net.connect_address(addr("10.43.0.2:80")),

@@ -32,6 +32,8 @@ pub struct ServiceDirectory {
     table: Arc<RwLock<Arc<ServiceTable>>>,
     routes: Arc<RwLock<Arc<RouteTable>>>,
     turn: Arc<AtomicUsize>,
+    /// Counts replacements, so the node's listeners (`net::node_ports`) follow the table.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Two handles are equal when they share one table.
@@ -51,6 +53,7 @@ impl ServiceDirectory {
             table: Arc::new(RwLock::new(Arc::new(table.unwrap_or_default()))),
             routes: Arc::default(),
             turn: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -91,12 +94,23 @@ impl ServiceDirectory {
         choose(entry, port, &self.node, client, turn)
     }
 
+    /// The node this directory routes for.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Wakes on every [`Self::replace`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// Replaces the table (the server sent a new one).
     pub fn replace(&self, table: ServiceTable) {
         *self
             .table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The current table.
@@ -257,6 +271,7 @@ mod tests {
                 revision: 1,
                 service_cidr: Some("10.43.0.0/16".parse().unwrap()),
                 services: vec![entry(false, &["pi-1"])],
+                ..ServiceTable::default()
             }),
         );
         let vip = "10.43.0.2".parse().unwrap();

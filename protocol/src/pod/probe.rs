@@ -116,6 +116,28 @@ pub const MAX_EVENT_DETAIL: usize = 512;
 pub struct PodEvents {
     /// The events, oldest first, at most [`MAX_EVENTS_PER_MESSAGE`].
     pub events: Vec<PodEvent>,
+    /// Events about the node itself, at most [`MAX_EVENTS_PER_MESSAGE`]. Appended after
+    /// the probes' release ([`crate::tail`]): older agents send none, older servers ignore
+    /// them. Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub node_events: Vec<NodeEvent>,
+}
+
+/// One event about the reporting node (the server records it on the Node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEvent {
+    /// What happened.
+    pub kind: NodeEventKind,
+    /// Why, in words.
+    pub detail: String,
+}
+
+/// What happened on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeEventKind {
+    /// The node cannot listen on an address for a NodePort or LoadBalancer Service (the
+    /// port is taken on the host, or privileged) (`FailedToListen` Warning).
+    FailedToListen,
 }
 
 /// One event about a container of a pod on the reporting node.
@@ -139,4 +161,36 @@ pub enum PodEventKind {
     /// The container is being restarted because this probe failed `failureThreshold`
     /// times in a row (Kubernetes' `Killing`).
     Restarting(ProbeKind),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Message, decode, encode};
+
+    #[test]
+    fn events_from_before_node_events_still_decode() {
+        let events = PodEvents {
+            events: vec![PodEvent {
+                uid: "u-1".into(),
+                container: "main".into(),
+                kind: PodEventKind::ProbeFailed(ProbeKind::Readiness),
+                detail: "connection refused".into(),
+            }],
+            node_events: Vec::new(),
+        };
+        let mut bytes = encode(&Message::PodEvents(events.clone()));
+        // An older agent's message ends before the (empty) tail.
+        assert_eq!(bytes.pop(), Some(0));
+        assert_eq!(decode(&bytes), Ok(Message::PodEvents(events.clone())));
+        let with_node = PodEvents {
+            node_events: vec![NodeEvent {
+                kind: NodeEventKind::FailedToListen,
+                detail: "cannot listen on 127.0.0.1:80".into(),
+            }],
+            ..events
+        };
+        let message = Message::PodEvents(with_node);
+        assert_eq!(decode(&encode(&message)), Ok(message));
+    }
 }

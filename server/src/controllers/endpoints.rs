@@ -28,6 +28,12 @@ use crate::store::{ObjectKey, Store, StoreError};
 /// The label that ties a slice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// Whether a slice endpoint may take traffic (its `ready` is not false: nil means ready),
+/// as kube-proxy reads it.
+pub fn takes_traffic(endpoint: &Value) -> bool {
+    endpoint["conditions"]["ready"] != false
+}
+
 /// The label that says who manages a slice, and this controller's value.
 const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGED_BY: &str = "endpointslice-controller.k8s.io";

@@ -13,6 +13,8 @@
 //!   (`status.podIP`);
 //! - [`endpoints`]: keeps each Service's EndpointSlices and Endpoints (its pods with an IP,
 //!   and whether they are ready);
+//! - [`service_lb`]: LoadBalancer Services' `status.loadBalancer.ingress` (the addresses of
+//!   the nodes that serve them, k3s ServiceLB's role);
 //! - the workload controllers: [`replicasets`] (keeps a ReplicaSet's pods running),
 //!   [`deployments`] (rolls a template out through ReplicaSets), [`jobs`] (runs a Job's
 //!   pods to completion), [`cronjobs`] (Jobs on a schedule), [`daemonsets`] (one pod per
@@ -36,6 +38,7 @@ pub mod node_lifecycle;
 pub mod queue;
 pub mod replicasets;
 pub mod runner;
+pub mod service_lb;
 pub mod taint_eviction;
 pub mod writes;
 
@@ -75,6 +78,7 @@ pub fn start_workloads(
     start.spawn(daemonsets::DaemonSets::new(cache.clone()));
     start.spawn(disruption::Disruption::new(cache.clone()));
     start.spawn(endpoints::Endpoints::new(cache.clone()));
+    start.spawn(service_lb::ServiceLb::new(cache.clone()));
     start.spawn_with(taint_eviction::TaintEviction, TAINT_RESYNC);
     start.spawn(garbage::Garbage::new(cache.clone()));
     start.spawn(namespaces::Namespaces::new(namespaced));

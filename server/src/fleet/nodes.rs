@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
-use wasmfleet_protocol::node::{NodeInfo, NodeState, Resources};
+use wasmfleet_protocol::node::{NodeAddress, NodeInfo, NodeState, Resources};
 
 use crate::controllers::leases::{self, LeaseUpdate, Leases};
 use crate::controllers::node_lifecycle::{
@@ -101,12 +101,38 @@ fn status_from_birth(info: &NodeInfo) -> Map<String, Value> {
             "systemUUID": "",
             "bootID": "",
         },
-        "addresses": [{"type": "Hostname", "address": info.hostname}],
+        "addresses": addresses(info),
     });
     match status {
         Value::Object(map) => map,
         _ => Map::new(),
     }
+}
+
+/// The most addresses of each node the server keeps.
+const MAX_ADDRESSES: usize = 8;
+
+/// `status.addresses` as the kubelet orders them: the IP addresses the agent reported
+/// (`InternalIP`/`ExternalIP` that parse as IPs; anything else is dropped and logged),
+/// then the host name.
+fn addresses(info: &NodeInfo) -> Value {
+    let (valid, invalid): (Vec<&NodeAddress>, Vec<&NodeAddress>) =
+        info.addresses.iter().partition(|address| {
+            matches!(
+                address.kind.as_str(),
+                NodeAddress::INTERNAL_IP | "ExternalIP"
+            ) && address.address.parse::<std::net::IpAddr>().is_ok()
+        });
+    if !invalid.is_empty() {
+        tracing::warn!(addresses = ?invalid, "ignoring node addresses that are not IP addresses of a known type");
+    }
+    let mut list: Vec<Value> = valid
+        .into_iter()
+        .take(MAX_ADDRESSES)
+        .map(|address| json!({"type": address.kind, "address": address.address}))
+        .collect();
+    list.push(json!({"type": "Hostname", "address": info.hostname}));
+    Value::Array(list)
 }
 
 /// Applies a birth or will from `node`. A birth starts the node's current session
@@ -182,6 +208,7 @@ mod tests {
                 compatibility_key: "00".into(),
                 can_compile: true,
             },
+            addresses: vec![NodeAddress::internal([192, 168, 1, 20].into())],
         }
     }
 
@@ -202,7 +229,11 @@ mod tests {
             node["status"]["nodeInfo"]["containerRuntimeVersion"],
             "wasmtime://48.0.8"
         );
-        assert_eq!(node["status"]["addresses"][0]["type"], "Hostname");
+        assert_eq!(
+            node["status"]["addresses"],
+            json!([{"type": "InternalIP", "address": "192.168.1.20"},
+                   {"type": "Hostname", "address": "raspberrypi"}])
+        );
         assert_eq!(condition_status(&node, "Ready"), Some("True"));
         assert_eq!(node["status"]["conditions"][0]["reason"], "AgentReady");
         let typed: k8s_openapi::api::core::v1::Node =
@@ -221,6 +252,24 @@ mod tests {
         assert_eq!(node["spec"]["unschedulable"], true);
         assert_eq!(condition_status(&node, "Ready"), Some("True"));
         assert_eq!(node["status"]["conditions"][0]["lastTransitionTime"], "t3");
+    }
+
+    #[test]
+    fn reported_addresses_that_are_not_ips_are_dropped() {
+        let mut info = info();
+        info.addresses.push(NodeAddress {
+            kind: "InternalIP".into(),
+            address: "not-an-ip".into(),
+        });
+        info.addresses.push(NodeAddress {
+            kind: "Bogus".into(),
+            address: "10.0.0.1".into(),
+        });
+        let node = node_from_birth("pi-1", &info, None, "t1");
+        assert_eq!(
+            node["status"]["addresses"].as_array().map(Vec::len),
+            Some(2)
+        );
     }
 
     #[test]

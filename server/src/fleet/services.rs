@@ -4,7 +4,10 @@
 //! [`table`] builds it, purely, from the cached Services and EndpointSlices: each Service
 //! with its ClusterIP (or headless, or its external name), its TCP ports, and the
 //! endpoints that may take traffic (a slice endpoint whose `ready` is not false), with
-//! their port per Service port, matched by port name as kube-proxy does.
+//! their port per Service port, matched by port name as kube-proxy does; and what the
+//! nodes serve on their own addresses: each NodePort and LoadBalancer Service's node ports
+//! and traffic policy, and the nodes that serve LoadBalancers
+//! (`controllers::service_lb::eligible_nodes`).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -14,34 +17,37 @@ use ipnet::Ipv4Net;
 use serde_json::Value;
 use wasmfleet_protocol::network::Protocol;
 use wasmfleet_protocol::service::{
-    Endpoint, ServiceAddress, ServiceEntry, ServicePort, ServiceTable,
+    Endpoint, Exposed, ExposedService, ServiceAddress, ServiceEntry, ServicePort, ServiceTable,
 };
 use wasmfleet_protocol::{Message, topic};
 
 use super::retained::RetainedTable;
-use crate::controllers::endpoints::SERVICE_NAME_LABEL;
+use crate::controllers::endpoints::{SERVICE_NAME_LABEL, takes_traffic};
+use crate::controllers::service_lb;
 use crate::informer::Cache;
 
-/// The table of Services, built from the cached Services and EndpointSlices.
+/// The table of Services, built from the cached Services, EndpointSlices and Nodes.
 pub struct Services {
     /// The service CIDR the table carries.
     pub service_cidr: Ipv4Net,
 }
 
 impl RetainedTable for Services {
-    type Content = Vec<ServiceEntry>;
+    type Content = (Vec<ServiceEntry>, Exposed);
     const TOPIC: &'static str = topic::SERVICES;
     const WHAT: &'static str = "table of Services";
-    const SOURCES: &'static [&'static str] = &["services", "endpointslices"];
+    const SOURCES: &'static [&'static str] = &["services", "endpointslices", "nodes"];
 
     fn build(&self, cache: &Cache) -> (Self::Content, Message) {
         let table = table(
             &cache.list("services"),
             &cache.list("endpointslices"),
+            &cache.list("nodes"),
             self.service_cidr,
             cache.revision(),
         );
-        (table.services.clone(), Message::Services(table))
+        let content = (table.services.clone(), table.exposed.clone());
+        (content, Message::Services(table))
     }
 }
 
@@ -49,6 +55,7 @@ impl RetainedTable for Services {
 pub fn table(
     services: &[Arc<Value>],
     slices: &[Arc<Value>],
+    nodes: &[Arc<Value>],
     service_cidr: Ipv4Net,
     revision: u64,
 ) -> ServiceTable {
@@ -72,11 +79,60 @@ pub fn table(
         })
         .collect();
     entries.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut exposed: Vec<ExposedService> =
+        services.iter().filter_map(|svc| exposure(svc)).collect();
+    exposed.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let load_balancer_nodes = match exposed.iter().any(|e| e.load_balancer) {
+        true => service_lb::eligible_nodes(nodes)
+            .into_iter()
+            .map(|node| node.name)
+            .collect(),
+        false => Vec::new(),
+    };
     ServiceTable {
         revision,
         service_cidr: Some(service_cidr),
         services: entries,
+        exposed: Exposed {
+            services: exposed,
+            load_balancer_nodes,
+        },
     }
+}
+
+/// How a NodePort or LoadBalancer Service is reached through the nodes (`None`: it is
+/// not, or has no ClusterIP yet, so it has no entry either).
+fn exposure(svc: &Value) -> Option<ExposedService> {
+    let spec = &svc["spec"];
+    let load_balancer = match spec["type"].as_str()? {
+        "NodePort" => false,
+        "LoadBalancer" => true,
+        _ => return None,
+    };
+    spec["clusterIP"].as_str()?.parse::<Ipv4Addr>().ok()?;
+    let node_ports = spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|port| {
+            port["port"]
+                .as_u64()
+                .is_some_and(|p| u16::try_from(p).is_ok())
+        })
+        .filter(|port| Protocol::parse(port["protocol"].as_str().unwrap_or("TCP")).is_some())
+        .map(|port| {
+            port["nodePort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+        })
+        .collect();
+    Some(ExposedService {
+        namespace: svc["metadata"]["namespace"].as_str()?.to_owned(),
+        name: svc["metadata"]["name"].as_str()?.to_owned(),
+        node_ports,
+        load_balancer,
+        local_only: spec["externalTrafficPolicy"] == "Local",
+    })
 }
 
 /// One Service's entry, if it can be routed to (it has its address).
@@ -126,7 +182,7 @@ fn endpoints(slices: &[&Value], ports: &[ServicePort]) -> Vec<Endpoint> {
         };
         let target_ports: Vec<Option<u16>> = ports.iter().map(|p| slice_port(&p.name)).collect();
         for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
-            if endpoint["conditions"]["ready"] == false {
+            if !takes_traffic(endpoint) {
                 continue;
             }
             let Some(ip) = endpoint
@@ -172,7 +228,7 @@ mod tests {
                 {"addresses": ["10.42.0.3"], "nodeName": "pi-1", "conditions": {"ready": true}},
                 {"addresses": ["10.42.0.4"], "conditions": {"ready": false}},
                 {"addresses": ["10.42.0.5"], "conditions": {}}]}));
-        let table = table(&[svc], &[slice], cidr(), 7);
+        let table = table(&[svc], &[slice], &[], cidr(), 7);
         assert_eq!(table.revision, 7);
         let web = &table.services[0];
         assert_eq!(
@@ -203,7 +259,7 @@ mod tests {
             ),
             svc("new", json!({"ports": [{"port": 80}]})),
         ];
-        let table = table(&services, &[], cidr(), 1);
+        let table = table(&services, &[], &[], cidr(), 1);
         let names: Vec<&str> = table.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -215,5 +271,46 @@ mod tests {
             table.services[1].address,
             ServiceAddress::ExternalName("example.com".into())
         );
+        assert_eq!(table.exposed, Exposed::default());
+    }
+
+    #[test]
+    fn node_ports_and_load_balancers_are_exposed_with_their_nodes() {
+        let svc = |name: &str, spec: Value| {
+            Arc::new(json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec}))
+        };
+        let services = [
+            svc(
+                "np",
+                json!({"type": "NodePort", "clusterIP": "10.43.0.2",
+                "externalTrafficPolicy": "Local",
+                "ports": [{"name": "a", "port": 80, "nodePort": 30080}, {"name": "b", "port": 81}]}),
+            ),
+            svc(
+                "lb",
+                json!({"type": "LoadBalancer", "clusterIP": "10.43.0.3",
+                "ports": [{"port": 18080, "nodePort": 30081}]}),
+            ),
+            svc(
+                "plain",
+                json!({"type": "ClusterIP", "clusterIP": "10.43.0.4",
+                "ports": [{"port": 80}]}),
+            ),
+        ];
+        let nodes = [
+            Arc::new(json!({"metadata": {"name": "pi-2"},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+            Arc::new(json!({"metadata": {"name": "pi-1"},
+                "status": {"conditions": [{"type": "Ready", "status": "False"}]}})),
+        ];
+        let table = table(&services, &[], &nodes, cidr(), 1);
+        let exposed = &table.exposed;
+        assert_eq!(exposed.load_balancer_nodes, ["pi-2"], "Ready nodes only");
+        let names: Vec<&str> = exposed.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["lb", "np"]);
+        assert!(exposed.services[0].load_balancer);
+        assert_eq!(exposed.services[0].node_ports, [Some(30081)]);
+        assert!(exposed.services[1].local_only);
+        assert_eq!(exposed.services[1].node_ports, [Some(30080), None]);
     }
 }

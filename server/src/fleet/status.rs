@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
-use wasmfleet_protocol::pod::probe::{MAX_EVENTS_PER_MESSAGE, PodEvents};
+use wasmfleet_protocol::pod::probe::{MAX_EVENTS_PER_MESSAGE, NodeEventKind, PodEvents};
 use wasmfleet_protocol::pod::{ContainerState, ContainerStatus, PodPhase, PodStatus, StatusReport};
 
 use super::pod_events;
@@ -277,6 +277,32 @@ pub fn record_pod_events(store: &Store, cache: &Cache, node: &str, reported: &Po
         })
         .collect();
     events::record_many(store, &occurrences, "kubelet");
+    record_node_events(store, cache, node, reported);
+}
+
+/// Records the events of `reported` about `node` itself on its Node object.
+fn record_node_events(store: &Store, cache: &Cache, node: &str, reported: &PodEvents) {
+    if reported.node_events.is_empty() {
+        return;
+    }
+    let Some(object) = cache.get(&ObjectKey::cluster("nodes", node)) else {
+        tracing::debug!(%node, "ignoring events about a node that has no Node object");
+        return;
+    };
+    let occurrences: Vec<events::Occurrence> = reported
+        .node_events
+        .iter()
+        .take(MAX_EVENTS_PER_MESSAGE)
+        .map(|event| events::Occurrence {
+            involved: events::Involved::of(&object),
+            kind: events::Type::Warning,
+            reason: match event.kind {
+                NodeEventKind::FailedToListen => "FailedToListen",
+            },
+            message: event.detail.clone(),
+        })
+        .collect();
+    events::record_many(store, &occurrences, "kube-proxy");
 }
 
 fn uid_and_node(obj: &Value) -> (Option<&str>, Option<&str>) {

@@ -4,9 +4,11 @@
 //! allocation rules; `controllers::node_ipam` hands out node ranges and the scheduler
 //! hands out pod IPs. The agents map pod IPs onto sockets
 //! (`wasmfleet_protocol::network`). [`service_ips`] holds the rules of Services' virtual
-//! IPs (the service CIDR), which the API hands out when a Service is created; [`routes`]
-//! compiles Ingresses into the HTTP routes the agents serve.
+//! IPs (the service CIDR), which the API hands out when a Service is created, and
+//! [`node_ports`] those of NodePorts, handed out in the same write; [`routes`] compiles
+//! Ingresses into the HTTP routes the agents serve.
 
 pub mod ipam;
+pub mod node_ports;
 pub mod routes;
 pub mod service_ips;

@@ -1,11 +1,12 @@
 //! Services (core/v1): a stable virtual IP and DNS name in front of the pods a selector
-//! picks. Admission validates and defaults them; [`allocate`] hands out the ClusterIP
-//! inside the write (so two Services never get the same one); the endpoints controller
-//! (`controllers::endpoints`) keeps their EndpointSlices; the agents route to them.
+//! picks. Admission validates and defaults them; [`allocate`] hands out the ClusterIP and
+//! the node ports inside the write (so two Services never get the same one); the
+//! endpoints controller (`controllers::endpoints`) keeps their EndpointSlices, the
+//! `service_lb` controller their load-balancer status; the agents route to them.
 //!
-//! Types `ClusterIP` (also headless, `clusterIP: None`) and `ExternalName` are served.
-//! `NodePort` and `LoadBalancer` are refused by name until the agents listen for them, as
-//! are UDP ports (the pod network carries TCP only so far) and `externalIPs`.
+//! Types `ClusterIP` (also headless, `clusterIP: None`), `NodePort`, `LoadBalancer` (served
+//! by the nodes themselves, like k3s's ServiceLB) and `ExternalName` are served. UDP ports
+//! (the pod network carries TCP only so far) and `externalIPs` are refused by name.
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
@@ -17,7 +18,7 @@ use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, or_none, text};
 use crate::api::validation::{self, METADATA, Shape};
-use crate::network::service_ips;
+use crate::network::{node_ports, service_ips};
 use crate::store::Scope;
 
 /// Services (namespaced).
@@ -51,7 +52,10 @@ pub const KIND: Kind = Kind {
 };
 
 /// The served `spec.type`s.
-const TYPES: [&str; 2] = ["ClusterIP", "ExternalName"];
+const TYPES: [&str; 4] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+
+/// The types reached through the nodes' own addresses (they have node ports).
+const EXTERNAL_TYPES: [&str; 2] = ["NodePort", "LoadBalancer"];
 
 /// The longest `sessionAffinityConfig.clientIP.timeoutSeconds` (one day, as Kubernetes).
 const MAX_AFFINITY_SECONDS: i64 = 86_400;
@@ -81,6 +85,8 @@ const SPEC: Shape = Shape::Object(&[
         Shape::Object(&[("clientIP", Shape::Object(&[("timeoutSeconds", Shape::Int)]))]),
     ),
     ("internalTrafficPolicy", Shape::Str),
+    ("externalTrafficPolicy", Shape::Str),
+    ("allocateLoadBalancerNodePorts", Shape::Bool),
     ("publishNotReadyAddresses", Shape::Bool),
 ]);
 
@@ -101,8 +107,10 @@ pub fn admit_create(svc: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A changed Service keeps its status (its ClusterIP is kept by [`allocate`]).
+/// A changed Service keeps its status (its ClusterIP and node ports are kept by
+/// [`allocate`]).
 pub fn admit_update(old: &Value, svc: &mut Value) -> Result<(), ApiError> {
+    drop_type_dependent_fields(old, svc);
     admit(svc)?;
     keep_status(old, svc);
     Ok(())
@@ -130,7 +138,7 @@ fn check_spec(spec: &Value, causes: &mut Vec<Cause>) {
         causes.push(not_supported(
             "spec.type",
             kind,
-            "\"ClusterIP\", \"ExternalName\" (NodePort and LoadBalancer are not served yet)",
+            "\"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"",
         ));
         return;
     }
@@ -144,7 +152,9 @@ fn check_spec(spec: &Value, causes: &mut Vec<Cause>) {
             }
         }
     }
-    check_ports(spec["ports"].as_array().map_or(&[], Vec::as_slice), causes);
+    let ports = spec["ports"].as_array().map_or(&[][..], Vec::as_slice);
+    check_ports(ports, causes);
+    check_external(spec, kind, cluster_ip, ports, causes);
     check_selector(spec, causes);
     check_affinity(spec, causes);
     check_families(spec, causes);
@@ -248,13 +258,95 @@ fn check_ports(ports: &[Value], causes: &mut Vec<Cause>) {
             Some(_) => {}
         }
         check_target_port(&port["targetPort"], &path, causes);
-        if !port["nodePort"].is_null() {
-            causes.push(Cause::new(
-                "FieldValueForbidden",
-                format!("{path}.nodePort"),
-                "Forbidden: may not be used when `type` is 'ClusterIP'",
-            ));
+    }
+}
+
+/// What only NodePort and LoadBalancer Services may have: node ports, an external
+/// traffic policy, `allocateLoadBalancerNodePorts` (LoadBalancer only); and they need a
+/// ClusterIP.
+fn check_external(
+    spec: &Value,
+    kind: &str,
+    cluster_ip: &str,
+    ports: &[Value],
+    causes: &mut Vec<Cause>,
+) {
+    let external = EXTERNAL_TYPES.contains(&kind);
+    if !external {
+        for (i, port) in ports.iter().enumerate() {
+            if !port["nodePort"].is_null() {
+                causes.push(Cause::new(
+                    "FieldValueForbidden",
+                    format!("spec.ports[{i}].nodePort"),
+                    format!("Forbidden: may not be used when `type` is '{kind}'"),
+                ));
+            }
         }
+    }
+    if external && cluster_ip == "None" {
+        causes.push(invalid(
+            "spec.clusterIP",
+            format!("Invalid value: \"None\": may not be set to 'None' for {kind} services"),
+        ));
+    }
+    match spec["externalTrafficPolicy"].as_str() {
+        None => {}
+        Some(_) if !external => causes.push(invalid(
+            "spec.externalTrafficPolicy",
+            "Invalid value: may only be set for externally-accessible services".to_owned(),
+        )),
+        Some("Cluster" | "Local") => {}
+        Some(policy) => causes.push(not_supported(
+            "spec.externalTrafficPolicy",
+            policy,
+            "\"Cluster\", \"Local\"",
+        )),
+    }
+    if kind != "LoadBalancer" && !spec["allocateLoadBalancerNodePorts"].is_null() {
+        causes.push(Cause::new(
+            "FieldValueForbidden",
+            "spec.allocateLoadBalancerNodePorts",
+            "Forbidden: may only be used when `type` is 'LoadBalancer'",
+        ));
+    }
+}
+
+/// A Service going back from NodePort or LoadBalancer loses what only those types have,
+/// unless the update itself sets it (Kubernetes' `dropTypeDependentFields`): its node
+/// ports (so they are freed) and `externalTrafficPolicy`; one that stops being a
+/// LoadBalancer loses `allocateLoadBalancerNodePorts`.
+fn drop_type_dependent_fields(old: &Value, svc: &mut Value) {
+    let old_spec = &old["spec"];
+    let kind = svc["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_owned();
+    let kind = kind.as_str();
+    let old_kind = old_spec["type"].as_str().unwrap_or("ClusterIP");
+    if kind == old_kind {
+        return;
+    }
+    let spec = &mut svc["spec"];
+    if !EXTERNAL_TYPES.contains(&kind) {
+        let old_ports = old_spec["ports"].as_array().map_or(&[][..], Vec::as_slice);
+        for port in spec["ports"].as_array_mut().into_iter().flatten() {
+            let kept = old_ports
+                .iter()
+                .any(|old| old["port"] == port["port"] && old["nodePort"] == port["nodePort"]);
+            if kept && let Some(port) = port.as_object_mut() {
+                port.remove("nodePort");
+            }
+        }
+        if spec["externalTrafficPolicy"] == old_spec["externalTrafficPolicy"] {
+            spec.as_object_mut()
+                .map(|s| s.remove("externalTrafficPolicy"));
+        }
+    }
+    if kind != "LoadBalancer"
+        && spec["allocateLoadBalancerNodePorts"] == old_spec["allocateLoadBalancerNodePorts"]
+    {
+        spec.as_object_mut()
+            .map(|s| s.remove("allocateLoadBalancerNodePorts"));
     }
 }
 
@@ -365,6 +457,13 @@ fn apply_defaults(spec: &mut Value) {
             }
         }
     }
+    let kind = spec["type"].as_str().unwrap_or_default().to_owned();
+    if EXTERNAL_TYPES.contains(&kind.as_str()) && spec["externalTrafficPolicy"].is_null() {
+        spec["externalTrafficPolicy"] = "Cluster".into();
+    }
+    if kind == "LoadBalancer" && spec["allocateLoadBalancerNodePorts"].is_null() {
+        spec["allocateLoadBalancerNodePorts"] = true.into();
+    }
     for port in spec["ports"].as_array_mut().into_iter().flatten() {
         if port["protocol"].is_null() {
             port["protocol"] = "TCP".into();
@@ -410,7 +509,89 @@ pub fn allocate(
     };
     spec["clusterIP"] = ip.clone().into();
     spec["clusterIPs"] = json!([ip]);
+    allocate_node_ports(alloc, old, svc)
+}
+
+/// Hands out (or keeps) the node ports of a NodePort or LoadBalancer Service, port by port
+/// ([`node_ports::assign`]; a port's old node port is found by port and protocol); a
+/// LoadBalancer with `allocateLoadBalancerNodePorts: false` gets only those it asks for.
+fn allocate_node_ports(
+    alloc: &Allocation<'_>,
+    old: Option<&Value>,
+    svc: &mut Value,
+) -> Result<(), ApiError> {
+    let spec = &svc["spec"];
+    let kind = spec["type"].as_str().unwrap_or_default();
+    if !EXTERNAL_TYPES.contains(&kind) {
+        return Ok(());
+    }
+    let wanted = kind == "NodePort" || spec["allocateLoadBalancerNodePorts"] != false;
+    let name = name_of(svc).to_owned();
+    let namespace = svc["metadata"]["namespace"].as_str().unwrap_or_default();
+    let mut taken = taken_node_ports(alloc, namespace, &name)?;
+    let kept = kept_node_ports(old);
+    for (i, port) in svc["spec"]["ports"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let had = kept.get(&port_key(port)).copied();
+        let chosen = node_ports::assign(had, port["nodePort"].as_i64(), wanted, &taken);
+        let node_port = match chosen {
+            Ok(Some(node_port)) => node_port,
+            Ok(None) => continue,
+            Err(node_ports::Refused::Invalid(message)) => {
+                let field = format!("spec.ports[{i}].nodePort");
+                let cause = Cause::new("FieldValueInvalid", field, message);
+                return Err(ApiError::invalid("Service", &name, &[cause]));
+            }
+            Err(node_ports::Refused::Full) => {
+                return Err(ApiError::internal(
+                    &"failed to allocate a nodePort: range is full",
+                ));
+            }
+        };
+        taken.insert(node_port);
+        port["nodePort"] = node_port.into();
+    }
     Ok(())
+}
+
+/// A port's identity across updates: its number and protocol.
+fn port_key(port: &Value) -> (i64, String) {
+    let number = port["port"].as_i64().unwrap_or_default();
+    let protocol = port["protocol"].as_str().unwrap_or("TCP").to_owned();
+    (number, protocol)
+}
+
+/// The node ports the stored Service holds, by port.
+fn kept_node_ports(old: Option<&Value>) -> std::collections::HashMap<(i64, String), u16> {
+    old.and_then(|old| old["spec"]["ports"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|port| {
+            let node_port = u16::try_from(port["nodePort"].as_u64()?).ok()?;
+            Some((port_key(port), node_port))
+        })
+        .collect()
+}
+
+/// Every node port other Services hold.
+fn taken_node_ports(
+    alloc: &Allocation<'_>,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeSet<u16>, ApiError> {
+    let listing = alloc.store.list(&Scope::all("services"))?;
+    let others = listing
+        .items
+        .iter()
+        .filter(|svc| svc["metadata"]["namespace"] != namespace || svc["metadata"]["name"] != name);
+    Ok(others
+        .flat_map(|svc| svc["spec"]["ports"].as_array().into_iter().flatten())
+        .filter_map(|port| u16::try_from(port["nodePort"].as_u64()?).ok())
+        .collect())
 }
 
 /// The address asked for in `clusterIP` and `clusterIPs[0]` (`""`: none). An update may
@@ -501,9 +682,10 @@ fn cells(svc: &Value, now: jiff::Timestamp) -> Vec<Value> {
         Some(ip) if !ip.is_empty() => ip.to_owned(),
         _ => "<none>".to_owned(),
     };
-    let external_ip = match external {
-        true => spec["externalName"].as_str().unwrap_or("<none>").to_owned(),
-        false => "<none>".to_owned(),
+    let external_ip = match spec["type"].as_str() {
+        _ if external => spec["externalName"].as_str().unwrap_or("<none>").to_owned(),
+        Some("LoadBalancer") => load_balancer_text(svc),
+        _ => "<none>".to_owned(),
     };
     vec![
         text(svc, "/metadata/name"),
@@ -524,10 +706,28 @@ fn ports_text(spec: &Value) -> String {
         .flatten()
         .map(|port| {
             let protocol = port["protocol"].as_str().unwrap_or("TCP");
-            format!("{}/{protocol}", port["port"])
+            match port["nodePort"].as_u64() {
+                Some(node_port) => format!("{}:{node_port}/{protocol}", port["port"]),
+                None => format!("{}/{protocol}", port["port"]),
+            }
         })
         .collect();
     ports.join(",")
+}
+
+/// A LoadBalancer's EXTERNAL-IP: its ingress addresses, `<pending>` until it has one.
+fn load_balancer_text(svc: &Value) -> String {
+    let ips: Vec<&str> = svc
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|ingress| ingress["ip"].as_str().or(ingress["hostname"].as_str()))
+        .collect();
+    match ips.is_empty() {
+        true => "<pending>".to_owned(),
+        false => ips.join(","),
+    }
 }
 
 /// `app=web,tier=front` (kubectl's SELECTOR column).
@@ -572,8 +772,24 @@ mod tests {
     fn what_cannot_be_honoured_is_refused_by_name() {
         let cases = [
             (
-                json!({"type": "NodePort", "ports": [{"port": 80}]}),
+                json!({"type": "NodeBalancer", "ports": [{"port": 80}]}),
                 "spec.type",
+            ),
+            (
+                json!({"type": "NodePort", "clusterIP": "None", "ports": [{"port": 80}]}),
+                "spec.clusterIP",
+            ),
+            (
+                json!({"ports": [{"port": 80}], "externalTrafficPolicy": "Local"}),
+                "spec.externalTrafficPolicy",
+            ),
+            (
+                json!({"type": "NodePort", "ports": [{"port": 80}], "externalTrafficPolicy": "Far"}),
+                "spec.externalTrafficPolicy",
+            ),
+            (
+                json!({"type": "NodePort", "ports": [{"port": 80}], "allocateLoadBalancerNodePorts": false}),
+                "spec.allocateLoadBalancerNodePorts",
             ),
             (
                 json!({"ports": [{"port": 53, "protocol": "UDP"}]}),
@@ -647,6 +863,186 @@ mod tests {
             requested_ip(&applied, Some("10.43.0.6")).unwrap(),
             "10.43.0.7"
         );
+    }
+
+    #[test]
+    fn node_port_and_load_balancer_services_are_defaulted_like_kubernetes() {
+        let mut node_port = service(json!({"type": "NodePort", "ports": [{"port": 80}]}));
+        admit_create(&mut node_port).unwrap();
+        assert_eq!(node_port["spec"]["externalTrafficPolicy"], "Cluster");
+        assert!(node_port["spec"]["allocateLoadBalancerNodePorts"].is_null());
+        let mut lb = service(json!({"type": "LoadBalancer", "ports": [{"port": 80}],
+            "externalTrafficPolicy": "Local"}));
+        admit_create(&mut lb).unwrap();
+        assert_eq!(lb["spec"]["externalTrafficPolicy"], "Local");
+        assert_eq!(lb["spec"]["allocateLoadBalancerNodePorts"], true);
+    }
+
+    #[test]
+    fn going_back_to_cluster_ip_drops_the_node_ports_unless_set_anew() {
+        let old = service(json!({"type": "NodePort", "externalTrafficPolicy": "Local",
+            "ports": [{"port": 80, "nodePort": 30080}, {"port": 81, "nodePort": 30081}]}));
+        let mut back = service(
+            json!({"type": "ClusterIP", "externalTrafficPolicy": "Local",
+            "ports": [{"port": 80, "nodePort": 30080}, {"port": 81, "nodePort": 30081}]}),
+        );
+        drop_type_dependent_fields(&old, &mut back);
+        assert!(back["spec"]["ports"][0]["nodePort"].is_null());
+        assert!(back["spec"]["ports"][1]["nodePort"].is_null());
+        assert!(back["spec"]["externalTrafficPolicy"].is_null());
+        let mut changed = service(json!({"type": "ClusterIP",
+            "ports": [{"port": 80, "nodePort": 30090}]}));
+        drop_type_dependent_fields(&old, &mut changed);
+        assert_eq!(
+            changed["spec"]["ports"][0]["nodePort"], 30090,
+            "a new value is an error, not dropped"
+        );
+        let mut lb = service(json!({"type": "LoadBalancer",
+            "ports": [{"port": 80, "nodePort": 30080}]}));
+        drop_type_dependent_fields(&old, &mut lb);
+        assert_eq!(
+            lb["spec"]["ports"][0]["nodePort"], 30080,
+            "kept from NodePort to LoadBalancer"
+        );
+    }
+
+    #[test]
+    fn load_balancers_show_their_ingress_or_pending() {
+        let mut lb = service(json!({"type": "LoadBalancer",
+            "ports": [{"port": 18080, "nodePort": 30080}], "clusterIP": "10.43.0.7"}));
+        admit_create(&mut lb).unwrap();
+        let row = cells(&lb, jiff::Timestamp::now());
+        assert_eq!(row[3], "<pending>");
+        assert_eq!(row[4], "18080:30080/TCP");
+        lb["status"] =
+            json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.2"}, {"ip": "192.0.2.3"}]}});
+        let row = cells(&lb, jiff::Timestamp::now());
+        assert_eq!(row[3], "192.0.2.2,192.0.2.3");
+    }
+
+    /// Admits and allocates `svc` (over `old`) against `store`, then stores it.
+    fn write(
+        store: &crate::store::Store,
+        old: Option<&Value>,
+        mut svc: Value,
+    ) -> Result<Value, ApiError> {
+        match old {
+            Some(old) => admit_update(old, &mut svc)?,
+            None => admit_create(&mut svc)?,
+        }
+        let alloc = Allocation {
+            store,
+            service_cidr: "10.43.0.0/16".parse().unwrap(),
+        };
+        allocate(&alloc, old, &mut svc)?;
+        let key = crate::store::ObjectKey::namespaced("services", "default", name_of(&svc));
+        store.delete(&key, None).ok();
+        Ok(store.create(&key, svc).unwrap())
+    }
+
+    fn named(name: &str, spec: Value) -> Value {
+        let mut svc = service(spec);
+        svc["metadata"]["name"] = name.into();
+        svc
+    }
+
+    #[test]
+    fn node_ports_are_allocated_kept_and_freed_in_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path().join("state.redb")).unwrap();
+        let a = write(&store, None, named("a", json!({"type": "NodePort",
+            "ports": [{"name": "http", "port": 80}, {"name": "admin", "port": 81, "nodePort": 30001}]})))
+        .unwrap();
+        assert_eq!(
+            a["spec"]["ports"][0]["nodePort"], 30086,
+            "dynamic band first"
+        );
+        assert_eq!(
+            a["spec"]["ports"][1]["nodePort"], 30001,
+            "the requested port"
+        );
+
+        let err = write(
+            &store,
+            None,
+            named(
+                "b",
+                json!({"type": "NodePort",
+            "ports": [{"port": 80, "nodePort": 30001}]}),
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(fields(err), ["spec.ports[0].nodePort"]);
+        let err = write(
+            &store,
+            None,
+            named(
+                "b",
+                json!({"type": "NodePort",
+            "ports": [{"port": 80, "nodePort": 8080}]}),
+            ),
+        )
+        .unwrap_err();
+        assert!(format!("{err:?}").contains("30000-32767"), "{err:?}");
+
+        // An update that leaves the node ports out keeps them; changing one is refused.
+        let same = write(
+            &store,
+            Some(&a),
+            named(
+                "a",
+                json!({"type": "LoadBalancer",
+            "ports": [{"name": "http", "port": 80}, {"name": "admin", "port": 81}]}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(same["spec"]["ports"][0]["nodePort"], 30086);
+        assert_eq!(same["spec"]["ports"][1]["nodePort"], 30001);
+        let err = write(&store, Some(&same), named("a", json!({"type": "NodePort",
+            "ports": [{"name": "http", "port": 80, "nodePort": 30099}, {"name": "admin", "port": 81}]})))
+        .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("may not change once set"),
+            "{err:?}"
+        );
+
+        // Back to ClusterIP frees them for others.
+        let back = write(
+            &store,
+            Some(&same),
+            named(
+                "a",
+                json!({"type": "ClusterIP",
+            "ports": [{"name": "http", "port": 80, "nodePort": 30086},
+                      {"name": "admin", "port": 81, "nodePort": 30001}]}),
+            ),
+        )
+        .unwrap();
+        assert!(back["spec"]["ports"][1]["nodePort"].is_null());
+        let b = write(
+            &store,
+            None,
+            named(
+                "b",
+                json!({"type": "NodePort",
+            "ports": [{"port": 80, "nodePort": 30001}]}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(b["spec"]["ports"][0]["nodePort"], 30001);
+
+        // A LoadBalancer may go without node ports.
+        let lb = write(
+            &store,
+            None,
+            named(
+                "c",
+                json!({"type": "LoadBalancer",
+            "allocateLoadBalancerNodePorts": false, "ports": [{"port": 18080}]}),
+            ),
+        )
+        .unwrap();
+        assert!(lb["spec"]["ports"][0]["nodePort"].is_null());
     }
 
     #[test]
