@@ -167,13 +167,23 @@ fn an_ingress_routes_by_host_and_path_and_a_canary_takes_its_header_and_weight()
     });
     let (status, body) = curl(&url, &["-H", "Host: nobody.example.com"]);
     assert_eq!(status, "404", "an unknown host: {body:?}");
-    let table = cluster.kubectl_ok(&["get", "ingress"]);
-    assert!(
-        table
-            .lines()
-            .any(|l| l.starts_with("shop ") && l.contains(HOST)),
-        "{table}"
-    );
+    // Its ADDRESS is the node's InternalIP.
+    let node_ip = cluster.kubectl_ok(&[
+        "get",
+        "node",
+        "node-a",
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let node_ip = node_ip.trim();
+    assert!(!node_ip.is_empty(), "the node reports an InternalIP");
+    wait_for("the Ingress to show the node's address", START, || {
+        let table = cluster.kubectl_ok(&["get", "ingress"]);
+        let row = table.lines().find(|l| l.starts_with("shop ")).unwrap_or("");
+        (row.contains(HOST) && row.contains(node_ip))
+            .then_some(())
+            .ok_or(table.clone())
+    });
 
     // The canary: by header always and never, then 20% of 1,000 requests by weight.
     apply(&cluster, CANARY);

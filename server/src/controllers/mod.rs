@@ -14,7 +14,8 @@
 //! - [`endpoints`]: keeps each Service's EndpointSlices and Endpoints (its pods with an IP,
 //!   and whether they are ready);
 //! - [`service_lb`]: LoadBalancer Services' `status.loadBalancer.ingress` (the addresses of
-//!   the nodes that serve them, k3s ServiceLB's role);
+//!   the nodes that serve them, k3s ServiceLB's role); [`ingress_status`]: the same
+//!   addresses on the Ingresses the agents serve;
 //! - the workload controllers: [`replicasets`] (keeps a ReplicaSet's pods running),
 //!   [`deployments`] (rolls a template out through ReplicaSets), [`jobs`] (runs a Job's
 //!   pods to completion), [`cronjobs`] (Jobs on a schedule), [`daemonsets`] (one pod per
@@ -30,6 +31,7 @@ pub mod deployments;
 pub mod disruption;
 pub mod endpoints;
 pub mod garbage;
+pub mod ingress_status;
 pub mod ipam;
 pub mod jobs;
 pub mod leases;
@@ -79,6 +81,7 @@ pub fn start_workloads(
     start.spawn(disruption::Disruption::new(cache.clone()));
     start.spawn(endpoints::Endpoints::new(cache.clone()));
     start.spawn(service_lb::ServiceLb::new(cache.clone()));
+    start.spawn(ingress_status::IngressStatus::new(cache.clone()));
     start.spawn_with(taint_eviction::TaintEviction, TAINT_RESYNC);
     start.spawn(garbage::Garbage::new(cache.clone()));
     start.spawn(namespaces::Namespaces::new(namespaced));

@@ -144,7 +144,7 @@ pub fn is_canary(ingress: &Value) -> bool {
 
 /// Whether `ingress` is served by wasmfleet: it names no class, or a class of
 /// [`CONTROLLER`] (of `classes`), or [`CLASS`] before that class exists.
-fn is_served(ingress: &Value, classes: &[Arc<Value>]) -> bool {
+pub fn is_served(ingress: &Value, classes: &[Arc<Value>]) -> bool {
     let Some(name) = ingress["spec"]["ingressClassName"].as_str() else {
         return true;
     };
