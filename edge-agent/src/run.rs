@@ -86,16 +86,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     if let Some(routes) = persisted_routes(&state) {
         services.replace_routes(routes);
     }
-    if config.ingress_port != 0 {
-        // With the pods' token and tracker: connections finish their request before the
-        // pods stop.
-        pods_tracker.spawn(crate::net::ingress::serve(
-            config.ingress_port,
-            services.clone(),
-            pods_shutdown.clone(),
-            pods_tracker.clone(),
-        ));
-    }
+    // With the pods' token and tracker: connections finish their request before the pods
+    // stop.
+    pods_tracker.spawn(crate::net::ingress::serve(
+        config.ingress_port,
+        services.clone(),
+        pods_shutdown.clone(),
+        pods_tracker.clone(),
+    ));
     let pods = PodManager::new(
         runtime,
         Arc::new(fetcher.clone()),

@@ -62,6 +62,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     api::kinds::namespaces::ensure_built_in(&store).context("creating the built-in namespaces")?;
     api::kinds::ingressclasses::ensure_built_in(&store)
         .context("creating the built-in IngressClass")?;
+    api::kinds::gateway_api::ensure_built_in(&store)
+        .context("creating the built-in GatewayClass")?;
     let modules = ModuleStore::open(&store).context("opening the module store")?;
     let tracker = TaskTracker::new();
 

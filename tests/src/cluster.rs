@@ -127,6 +127,10 @@ pub struct Cluster {
     node_token: String,
     /// The admin bearer token from the kubeconfig.
     pub admin_token: String,
+    /// The pod network of this cluster: each cluster a test process starts gets its own, so
+    /// that clusters running side by side never give two pods one IP (pods' sockets live on
+    /// host loopback aliases of their IPs, which all clusters on the machine share).
+    pub cluster_cidr: ipnet::Ipv4Net,
     /// Dropped last (fields drop in order), so a failing test's processes can still show
     /// the logs they kept in it.
     dir: tempfile::TempDir,
@@ -169,11 +173,11 @@ impl Cluster {
                 ca_file: dir.path().join("server/tls/ca.crt"),
             },
         };
-        let server_args = if mqtt_host.is_loopback() {
-            Vec::new()
-        } else {
-            vec!["--tls-san".to_owned(), mqtt_host.to_string()]
-        };
+        let cluster_cidr = next_cluster_cidr();
+        let mut server_args = vec!["--cluster-cidr".to_owned(), cluster_cidr.to_string()];
+        if !mqtt_host.is_loopback() {
+            server_args.extend(["--tls-san".to_owned(), mqtt_host.to_string()]);
+        }
         let server = start_server(
             dir.path(),
             https_port,
@@ -191,6 +195,7 @@ impl Cluster {
             server_args,
             node_token: String::new(),
             admin_token: String::new(),
+            cluster_cidr,
             dir,
         };
         cluster.wait_for_endpoints();
@@ -715,6 +720,14 @@ fn start_server(
 /// The node password the harness gives node `name` when it provisions it itself.
 fn test_node_password(name: &str) -> String {
     format!("e2e-node-password-for-{name}")
+}
+
+/// A cluster CIDR no other cluster of this test process has: `10.N.0.0/16` with N from 64
+/// to 191 (clear of the default cluster and service CIDRs, 10.42 and 10.43).
+fn next_cluster_cidr() -> ipnet::Ipv4Net {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 128;
+    ipnet::Ipv4Net::new(Ipv4Addr::new(10, 64 + n, 0, 0), 16).expect("a /16 is valid")
 }
 
 /// A port nothing listens on at the moment, on `host`.

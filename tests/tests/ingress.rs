@@ -244,3 +244,101 @@ fn an_ingress_routes_by_host_and_path_and_a_canary_takes_its_header_and_weight()
             .ok_or(format!("{status} {body:?}"))
     });
 }
+
+/// A Gateway of the built-in class with one HTTP listener on `port`, and an HTTPRoute: a
+/// header rule to canary, then stable and canary by weight.
+fn gateway_and_route(port: u16, stable: u32, canary: u32) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: web
+spec:
+  gatewayClassName: wasmfleet
+  listeners:
+  - name: http
+    protocol: HTTP
+    port: {port}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: shop
+spec:
+  parentRefs: [{{name: web}}]
+  hostnames: [shop.example.com]
+  rules:
+  - matches: [{{headers: [{{name: x-version, value: canary}}]}}]
+    backendRefs: [{{name: canary, port: 80}}]
+  - backendRefs:
+    - {{name: stable, port: 80, weight: {stable}}}
+    - {{name: canary, port: 80, weight: {canary}}}
+"
+    )
+}
+
+#[test]
+fn a_gateway_splits_an_http_route_by_weight_and_header_match() {
+    let mut cluster = Cluster::start(ClusterOptions { agents: Vec::new() });
+    cluster.launch_agent("node-a", AgentLaunch::host(""));
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).port();
+    cluster.push("tcp-echo", "tcp-echo:v1");
+    apply(&cluster, BACKENDS);
+    apply(&cluster, &gateway_and_route(port, 70, 30));
+    let url = format!("http://127.0.0.1:{port}/");
+    let host = format!("Host: {HOST}");
+
+    // The header rule always goes to canary.
+    wait_for("the header match to reach canary", START, || {
+        let (status, body) = curl(&url, &["-H", &host, "-H", "x-version: canary"]);
+        (status == "200" && body == "canary")
+            .then_some(())
+            .ok_or(format!("{status} {body:?}"))
+    });
+    // Weights 70/30 over 1,000 requests (the pods are ready once canary answered; stable
+    // may still be starting, so wait for it first).
+    wait_for("stable to answer", START, || {
+        let answers = curl_all(&format!("{url}?[1-20]"), &["-H", &host]);
+        answers
+            .iter()
+            .any(|(s, b)| s == "200" && b == "stable")
+            .then_some(())
+            .ok_or(format!("{answers:?}"))
+    });
+    let answers = curl_all(&format!("{url}?[1-1000]"), &["-H", &host]);
+    let count = |want: &str| {
+        answers
+            .iter()
+            .filter(|(s, b)| s == "200" && b == want)
+            .count()
+    };
+    let (stable, canary) = (count("stable"), count("canary"));
+    assert_eq!(stable + canary, 1000, "every request answered: {answers:?}");
+    assert!(
+        (250..=350).contains(&canary),
+        "weights 70/30 should give canary 30% ± 5% of 1,000 requests, got {canary}"
+    );
+    let (status, _) = curl(&url, &["-H", "Host: other.example.com"]);
+    assert_eq!(status, "404", "a host the route does not name");
+
+    // Shifting the weights to 100/0 takes effect without restarting anything.
+    apply(&cluster, &gateway_and_route(port, 100, 0));
+    wait_for("weight 0 to take no traffic", START, || {
+        let answers = curl_all(&format!("{url}?[1-50]"), &["-H", &host]);
+        let stable = answers
+            .iter()
+            .filter(|(s, b)| s == "200" && b == "stable")
+            .count();
+        (stable == 50).then_some(()).ok_or(format!("{answers:?}"))
+    });
+
+    // What cannot be served is refused naming the field.
+    let https = gateway_and_route(port, 1, 1).replace("protocol: HTTP", "protocol: HTTPS");
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&https));
+    assert!(
+        !out.success && out.stderr.contains("spec.listeners[0].protocol"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+}

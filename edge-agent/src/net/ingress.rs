@@ -1,8 +1,10 @@
-//! The ingress: the agent's HTTP reverse proxy for Ingresses (the ingress controller's data
-//! plane, like the Traefik k3s ships).
+//! The ingress: the agent's HTTP reverse proxy for Ingresses and Gateways (the ingress and
+//! gateway controllers' data plane, like the Traefik k3s ships).
 //!
-//! It listens on the node's ingress port (`--ingress-port`, 80 by default) on all
-//! addresses, picks a backend per request from the server's table of HTTP routes
+//! It listens on the node's ingress port (`--ingress-port`, 80 by default) and on each
+//! port a served Gateway has a listener on, on all addresses (Gateway ports open and close
+//! as the route table changes; on the ingress port a Gateway listener's routes come before
+//! the Ingresses'), picks a backend per request from the server's table of HTTP routes
 //! ([`RouteTable::select`]: host, path, then an ingress-nginx canary by header, cookie or
 //! weight, else the route's weights), an endpoint of that backend's Service on this node
 //! from the table of Services (as a ClusterIP connect would), and forwards the request
@@ -16,6 +18,7 @@
 //! are served at once (more wait in the listen backlog). On shutdown the listener closes
 //! and connections finish their request in flight.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -33,7 +36,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::network::loopback_alias;
-use wasmfleet_protocol::routes::{INGRESS_PORT, Request as RouteRequest, Selection};
+use wasmfleet_protocol::routes::{INGRESS_PORT, Request as RouteRequest, RouteTable, Selection};
 
 use super::Refusal;
 use super::services::ServiceDirectory;
@@ -60,47 +63,121 @@ const HOP_BY_HOP: [&str; 7] = [
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-/// Serves Ingress traffic on `port` until `shutdown`; a port it cannot listen on is
-/// logged and nothing is served.
+/// Serves Ingress traffic on `ingress_port` (0: none) and each Gateway listener's port of
+/// the route table, opening and closing Gateway ports as the table changes, until
+/// `shutdown`. A port it cannot listen on is logged (again only after it changes) and the
+/// rest is served.
 pub async fn serve(
-    port: u16,
+    ingress_port: u16,
     directory: ServiceDirectory,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut open: BTreeMap<u16, CancellationToken> = BTreeMap::new();
+    let mut failed: BTreeSet<u16> = BTreeSet::new();
+    let mut changes = directory.subscribe();
+    loop {
+        let mut wanted = gateway_ports(&directory.routes());
+        if ingress_port != 0 {
+            wanted.insert(ingress_port);
+        }
+        open.retain(|port, stop| {
+            let keep = wanted.contains(port);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        failed.retain(|port| wanted.contains(port));
+        for port in wanted {
+            if open.contains_key(&port) || failed.contains(&port) {
+                continue;
+            }
+            let Some(listener) = bind(port).await else {
+                failed.insert(port);
+                continue;
+            };
+            let stop = shutdown.child_token();
+            let server = Server {
+                port,
+                ingress: port == ingress_port,
+                directory: directory.clone(),
+                slots: Arc::clone(&slots),
+            };
+            tracker.spawn(server.accept(listener, stop.clone(), tracker.clone()));
+            open.insert(port, stop);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// The ports of the route table's Gateway listeners.
+fn gateway_ports(routes: &RouteTable) -> BTreeSet<u16> {
+    routes
+        .listeners
+        .iter()
+        .map(|l| l.port)
+        .filter(|port| *port != INGRESS_PORT)
+        .collect()
+}
+
+/// Listens on `port` on all addresses; `None` (logged) when it cannot.
+async fn bind(port: u16) -> Option<TcpListener> {
     let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-    let listener = match TcpListener::bind(address).await {
-        Ok(listener) => listener,
+    match TcpListener::bind(address).await {
+        Ok(listener) => {
+            tracing::info!(%address, "serving Ingress and Gateway traffic");
+            Some(listener)
+        }
         Err(err) => {
             tracing::error!(
                 %address, %err,
-                "cannot listen for Ingress traffic; Ingresses are not served by this node \
-                 (ports below 1024 need root or CAP_NET_BIND_SERVICE; see --ingress-port)"
+                "cannot listen for Ingress or Gateway traffic; this node does not serve \
+                 that port (ports below 1024 need root or CAP_NET_BIND_SERVICE; see \
+                 --ingress-port)"
             );
-            return;
+            None
         }
-    };
-    tracing::info!(%address, "serving Ingress traffic");
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let connection = connection(stream, peer, directory.clone(), shutdown.clone());
-                tracker.spawn(async move {
-                    connection.await;
-                    drop(slot);
-                });
-            }
-            Err(err) => {
-                tracing::warn!(%err, "cannot accept an Ingress connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One listening port.
+struct Server {
+    port: u16,
+    /// The agent's ingress port: Ingresses' routes apply too.
+    ingress: bool,
+    directory: ServiceDirectory,
+    slots: Arc<Semaphore>,
+}
+
+impl Server {
+    /// Accepts connections until `stop`.
+    async fn accept(self, listener: TcpListener, stop: CancellationToken, tracker: TaskTracker) {
+        let this = Arc::new(self);
+        loop {
+            let Ok(slot) = Arc::clone(&this.slots).acquire_owned().await else {
+                return;
+            };
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let connection = connection(stream, peer, Arc::clone(&this), stop.clone());
+                    tracker.spawn(async move {
+                        connection.await;
+                        drop(slot);
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(port = this.port, %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
     }
@@ -110,12 +187,12 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    directory: ServiceDirectory,
+    server: Arc<Server>,
     shutdown: CancellationToken,
 ) {
     let service = hyper::service::service_fn(move |request| {
-        let directory = directory.clone();
-        async move { Ok::<_, Infallible>(handle(request, peer, &directory).await) }
+        let server = Arc::clone(&server);
+        async move { Ok::<_, Infallible>(handle(request, peer, &server).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -139,34 +216,40 @@ fn finished(result: Result<(), hyper::Error>, peer: SocketAddr) {
 }
 
 /// Routes and forwards one request.
-async fn handle(
-    request: Request<Incoming>,
-    peer: SocketAddr,
-    directory: &ServiceDirectory,
-) -> Response<Body> {
+async fn handle(request: Request<Incoming>, peer: SocketAddr, server: &Server) -> Response<Body> {
+    let directory = &server.directory;
     let routes = directory.routes();
     let host = host_of(&request).to_owned();
     let backend = {
         let headers = request.headers();
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let cookie = |name: &str| cookie(headers, name);
-        let route_request = RouteRequest {
-            port: INGRESS_PORT,
+        let mut route_request = RouteRequest {
+            port: server.port,
             host: &host,
             path: request.uri().path(),
             header: &header,
             cookie: &cookie,
         };
-        match routes.select(&route_request, &mut |n| rand::random_range(0..n)) {
+        let mut roll = |n| rand::random_range(0..n);
+        let mut selection = routes.select(&route_request, &mut roll);
+        if selection == Selection::NoRoute && server.ingress {
+            route_request.port = INGRESS_PORT;
+            selection = routes.select(&route_request, &mut roll);
+        }
+        match selection {
             Selection::Backend(backend, _) => backend.clone(),
             Selection::NoRoute => {
                 return answer(
                     StatusCode::NOT_FOUND,
-                    "no Ingress rule matches this host and path",
+                    "no Ingress rule or HTTPRoute matches this host and path",
                 );
             }
             Selection::NoBackend(route) => {
-                let why = format!("every backend of {} has weight 0", route.source);
+                let why = format!(
+                    "{} gives this request no backend (none, or all of weight 0)",
+                    route.source
+                );
                 return answer(StatusCode::INTERNAL_SERVER_ERROR, &why);
             }
         }

@@ -63,6 +63,7 @@ impl ServiceDirectory {
             .routes
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The current table of HTTP routes.

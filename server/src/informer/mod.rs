@@ -36,13 +36,16 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 15] = [
+pub const RESOURCES: [&str; 18] = [
     "pods",
     "services",
     "endpointslices",
     "endpoints",
     "ingresses",
     "ingressclasses",
+    "gatewayclasses",
+    "gateways",
+    "httproutes",
     "nodes",
     "namespaces",
     "leases",

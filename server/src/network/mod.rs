@@ -6,8 +6,10 @@
 //! (`wasmfleet_protocol::network`). [`service_ips`] holds the rules of Services' virtual
 //! IPs (the service CIDR), which the API hands out when a Service is created, and
 //! [`node_ports`] those of NodePorts, handed out in the same write; [`routes`] compiles
-//! Ingresses into the HTTP routes the agents serve.
+//! Ingresses (and, with [`gateway`], Gateways and HTTPRoutes) into the HTTP routes the
+//! agents serve.
 
+pub mod gateway;
 pub mod ipam;
 pub mod node_ports;
 pub mod routes;

@@ -10,6 +10,7 @@
 //! such route is not served. Within a host, exact paths come before prefixes and longer
 //! prefixes before shorter ones; for one host and path the oldest Ingress wins.
 
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -231,16 +232,11 @@ fn backend(namespace: &str, backend: &Value, services: &BTreeMap<(&str, &str), &
     }
 }
 
-/// The served Ingresses, oldest first, then by namespace and name: who wins a host and
-/// path.
-fn age_order<'a>(ingresses: &'a [Arc<Value>], classes: &[Arc<Value>]) -> Vec<&'a Value> {
-    let mut sorted: Vec<&Value> = ingresses
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|i| is_served(i, classes))
-        .collect();
-    sorted.sort_by_key(|i| {
-        let meta = &i["metadata"];
+/// `objects` oldest first, then by namespace and name: who wins a host and path.
+pub(super) fn oldest_first<'a>(objects: impl Iterator<Item = &'a Value>) -> Vec<&'a Value> {
+    let mut sorted: Vec<&Value> = objects.collect();
+    sorted.sort_by_key(|o| {
+        let meta = &o["metadata"];
         (
             meta["creationTimestamp"]
                 .as_str()
@@ -253,14 +249,44 @@ fn age_order<'a>(ingresses: &'a [Arc<Value>], classes: &[Arc<Value>]) -> Vec<&'a
     sorted
 }
 
-/// Pure: the route table of the served Ingresses (of `classes`), with named Service ports
+/// What the route table is compiled from (the cached objects).
+#[derive(Default)]
+pub struct Sources<'a> {
+    /// Every Ingress.
+    pub ingresses: &'a [Arc<Value>],
+    /// Every IngressClass.
+    pub ingress_classes: &'a [Arc<Value>],
+    /// Every Gateway.
+    pub gateways: &'a [Arc<Value>],
+    /// Every GatewayClass.
+    pub gateway_classes: &'a [Arc<Value>],
+    /// Every HTTPRoute.
+    pub http_routes: &'a [Arc<Value>],
+    /// Every Service (for named ports).
+    pub services: &'a [Arc<Value>],
+}
+
+/// Pure: the route table: the served Ingresses on the agents' ingress port, then the
+/// served Gateways' listeners ([`super::gateway`]).
+pub fn compile(sources: &Sources<'_>, revision: u64) -> RouteTable {
+    let mut listeners = vec![Listener {
+        port: INGRESS_PORT,
+        hosts: ingress_hosts(sources.ingresses, sources.ingress_classes, sources.services),
+    }];
+    listeners.extend(super::gateway::listeners(sources));
+    RouteTable {
+        revision,
+        listeners,
+    }
+}
+
+/// The virtual hosts of the served Ingresses (of `classes`), with named Service ports
 /// resolved from `services`.
-pub fn compile(
+fn ingress_hosts(
     ingresses: &[Arc<Value>],
     classes: &[Arc<Value>],
     services: &[Arc<Value>],
-    revision: u64,
-) -> RouteTable {
+) -> Vec<VirtualHost> {
     let by_name: BTreeMap<(&str, &str), &Value> = services
         .iter()
         .filter_map(|svc| {
@@ -271,7 +297,11 @@ pub fn compile(
             ))
         })
         .collect();
-    let sorted = age_order(ingresses, classes);
+    let served = ingresses
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|i| is_served(i, classes));
+    let sorted = oldest_first(served);
     let (canaries, mains): (Vec<&Value>, Vec<&Value>) =
         sorted.into_iter().partition(|i| is_canary(i));
     let mut hosts: BTreeMap<String, Vec<Route>> = BTreeMap::new();
@@ -300,20 +330,18 @@ pub fn compile(
     for ingress in canaries {
         attach_canary(ingress, &mut hosts, &by_name);
     }
-    let hosts = hosts
+    virtual_hosts(hosts)
+}
+
+/// The virtual hosts of `hosts`, each with its routes in precedence order.
+pub(super) fn virtual_hosts(hosts: BTreeMap<String, Vec<Route>>) -> Vec<VirtualHost> {
+    hosts
         .into_iter()
         .map(|(hostname, mut routes)| {
             routes.sort_by_key(precedence);
             VirtualHost { hostname, routes }
         })
-        .collect();
-    RouteTable {
-        revision,
-        listeners: vec![Listener {
-            port: INGRESS_PORT,
-            hosts,
-        }],
-    }
+        .collect()
 }
 
 /// Adds a canary Ingress's backends to the routes of its hosts and paths (the first
@@ -340,12 +368,14 @@ fn attach_canary(
     }
 }
 
-/// Sort key: exact paths first, then longer prefixes first (the sort is stable, so the
-/// defaultBackend's `/` stays after any rule's `/`).
-fn precedence(route: &Route) -> (u8, std::cmp::Reverse<usize>) {
+/// Sort key: exact paths first, then longer prefixes first, then more header matches
+/// first (the sort is stable, so among equals the oldest object's route comes first, and
+/// an Ingress's defaultBackend `/` stays after any rule's `/`).
+fn precedence(route: &Route) -> (u8, Reverse<usize>, Reverse<usize>) {
+    let headers = Reverse(route.headers.len());
     match &route.path {
-        PathMatch::Exact(path) => (0, std::cmp::Reverse(path.len())),
-        PathMatch::Prefix(path) => (1, std::cmp::Reverse(path.trim_end_matches('/').len())),
+        PathMatch::Exact(path) => (0, Reverse(path.len()), headers),
+        PathMatch::Prefix(path) => (1, Reverse(path.trim_end_matches('/').len()), headers),
     }
 }
 
@@ -432,7 +462,14 @@ mod tests {
                 ),
             ]),
         );
-        let table = compile(&[web], &[], &[service("web")], 7);
+        let table = compile(
+            &Sources {
+                ingresses: &[web],
+                services: &[service("web")],
+                ..Sources::default()
+            },
+            7,
+        );
         assert_eq!(table.revision, 7);
         assert_eq!(
             routes(&table, "shop.example.com"),
@@ -470,7 +507,14 @@ mod tests {
         let theirs = Arc::new(
             json!({"metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}}),
         );
-        let table = compile(&[newer, older, Arc::new(nginx)], &[theirs], &[], 1);
+        let table = compile(
+            &Sources {
+                ingresses: &[newer, older, Arc::new(nginx)],
+                ingress_classes: &[theirs],
+                ..Sources::default()
+            },
+            1,
+        );
         assert_eq!(routes(&table, "h"), [("/".into(), "old".into(), 1)]);
         assert!(table.listeners[0].hosts.iter().all(|h| h.hostname != "n"));
     }
@@ -495,7 +539,13 @@ mod tests {
                 rule("other", "/", "Prefix", "canary", json!({"number": 80}))
             ]),
         );
-        let table = compile(&[canary, main], &[], &[], 1);
+        let table = compile(
+            &Sources {
+                ingresses: &[canary, main],
+                ..Sources::default()
+            },
+            1,
+        );
         let route = &table.listeners[0].hosts[0].routes[0];
         assert_eq!(route.backends[0].service, "stable");
         let canary = route.canary.as_ref().unwrap();

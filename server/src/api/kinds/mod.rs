@@ -13,6 +13,7 @@ pub mod deployments;
 pub mod endpoints;
 pub mod endpointslices;
 pub mod events;
+pub mod gateway_api;
 pub mod ingressclasses;
 pub mod ingresses;
 pub mod jobs;
@@ -42,6 +43,9 @@ pub const ALL: &[&Kind] = &[
     &endpointslices::KIND,
     &ingresses::KIND,
     &ingressclasses::KIND,
+    &gateway_api::CLASSES,
+    &gateway_api::GATEWAYS,
+    &gateway_api::HTTP_ROUTES,
     &events::KIND,
     &deployments::KIND,
     &replicasets::KIND,
