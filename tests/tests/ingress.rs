@@ -321,6 +321,34 @@ fn a_gateway_splits_an_http_route_by_weight_and_header_match() {
     let (status, _) = curl(&url, &["-H", "Host: other.example.com"]);
     assert_eq!(status, "404", "a host the route does not name");
 
+    // kubectl shows the class accepted, the Gateway programmed on the node's address and
+    // the route accepted with its backends resolved.
+    let node_ip = cluster.kubectl_ok(&[
+        "get",
+        "node",
+        "node-a",
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    wait_for("the Gateway API statuses", START, || {
+        let classes = cluster.kubectl_ok(&["get", "gatewayclass", "wasmfleet"]);
+        let gateways = cluster.kubectl_ok(&["get", "gateway", "web"]);
+        let route = cluster.kubectl_ok(&[
+            "get",
+            "httproute",
+            "shop",
+            "-o",
+            "jsonpath={.status.parents[0].conditions[*].status}",
+        ]);
+        let class_ok = classes.contains("wasmfleet.io/gateway-controller   True");
+        let gateway_ok = gateways
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains(node_ip.trim()) && l.contains("True"));
+        (class_ok && gateway_ok && route.trim() == "True True")
+            .then_some(())
+            .ok_or(format!("{classes}{gateways}{route}"))
+    });
+
     // Shifting the weights to 100/0 takes effect without restarting anything.
     apply(&cluster, &gateway_and_route(port, 100, 0));
     wait_for("weight 0 to take no traffic", START, || {

@@ -15,7 +15,8 @@
 //!   and whether they are ready);
 //! - [`service_lb`]: LoadBalancer Services' `status.loadBalancer.ingress` (the addresses of
 //!   the nodes that serve them, k3s ServiceLB's role); [`ingress_status`]: the same
-//!   addresses on the Ingresses the agents serve;
+//!   addresses on the Ingresses the agents serve; [`gateway_status`]: the Gateway API
+//!   objects' conditions, addresses and attached routes;
 //! - the workload controllers: [`replicasets`] (keeps a ReplicaSet's pods running),
 //!   [`deployments`] (rolls a template out through ReplicaSets), [`jobs`] (runs a Job's
 //!   pods to completion), [`cronjobs`] (Jobs on a schedule), [`daemonsets`] (one pod per
@@ -31,6 +32,7 @@ pub mod deployments;
 pub mod disruption;
 pub mod endpoints;
 pub mod garbage;
+pub mod gateway_status;
 pub mod ingress_status;
 pub mod ipam;
 pub mod jobs;
@@ -82,6 +84,7 @@ pub fn start_workloads(
     start.spawn(endpoints::Endpoints::new(cache.clone()));
     start.spawn(service_lb::ServiceLb::new(cache.clone()));
     start.spawn(ingress_status::IngressStatus::new(cache.clone()));
+    start.spawn(gateway_status::GatewayStatus::new(cache.clone()));
     start.spawn_with(taint_eviction::TaintEviction, TAINT_RESYNC);
     start.spawn(garbage::Garbage::new(cache.clone()));
     start.spawn(namespaces::Namespaces::new(namespaced));
