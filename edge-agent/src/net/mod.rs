@@ -16,8 +16,12 @@
 //!   (`wasmfleet.io/egress`): every other connect and name lookup is refused at once
 //!   with `access-denied`, never left to hang.
 //!
-//! The decisions are pure ([`PodNet`]); [`sockets`] applies them to wasmtime's traits.
+//! The decisions are pure ([`PodNet`]); [`sockets`] applies them to wasmtime's traits,
+//! [`http_egress`] to a component's outgoing `wasi:http` requests. [`http_listener`] serves
+//! HTTP on a pod's own address, for containers that are `wasi:http` proxies.
 
+pub mod http_egress;
+pub mod http_listener;
 pub mod services;
 pub mod sockets;
 
