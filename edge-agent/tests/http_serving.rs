@@ -47,6 +47,7 @@ fn pod(ip: &str, egress: &str) -> Arc<PodNet> {
 /// A served container in the background.
 struct Served {
     address: String,
+    logs: LogBuffer,
     stop: CancellationToken,
     task: JoinHandle<Exit>,
 }
@@ -89,6 +90,7 @@ async fn serve(runtime: &Runtime, ip: &str, limits: HttpLimits, memory: Option<u
     }
     Served {
         address,
+        logs,
         stop,
         task,
     }
@@ -147,12 +149,20 @@ async fn every_request_gets_an_instance_with_the_containers_env() {
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = Runtime::new(dir.path()).expect("runtime");
     let served = serve(&runtime, "10.42.210.2", limits(5_000), None).await;
-    for _ in 0..3 {
+    for path in ["/a", "/b?c=d", "/a"] {
         assert_eq!(
-            get(&served, "/").await,
+            get(&served, path).await,
             (200, "hello from wasmfleet\nstable\n".into())
         );
     }
+    // Each instance's stdout goes to the container's log.
+    let lines = served.logs.lines();
+    let requests: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .skip_while(|l| *l != "GET /a")
+        .collect();
+    assert_eq!(requests, ["GET /a", "GET /b?c=d", "GET /a"], "{lines:?}");
     // Each request's instance is gone once answered: only the server's listener is left.
     let deadline = Instant::now() + Duration::from_secs(5);
     while runtime.live_instances() != 0 {

@@ -130,6 +130,17 @@ fn a_served_component_is_reached_through_its_service_and_egress_is_enforced() {
         "{log}"
     );
 
+    // The instances' stdout is the container's log: the probe's and fetch's requests.
+    let served_log = cluster.kubectl_ok(&["logs", &web]);
+    assert!(
+        served_log.lines().any(|l| l == "GET /ready"),
+        "{served_log}"
+    );
+    assert!(
+        served_log.lines().filter(|l| *l == "GET /").count() >= 3,
+        "{served_log}"
+    );
+
     // Outside the cluster, without an egress rule: denied at once, and the pod fails.
     apply(
         &cluster,

@@ -11,7 +11,8 @@
 //! hello from wasmfleet
 //! ```
 //!
-//! `x-request-path` echoes the request's path and query (`/` when it has none). When
+//! `x-request-path` echoes the request's path and query (`/` when it has none). Each
+//! request is logged as one stdout line, `METHOD PATH` (e.g. `GET /`). When
 //! `$MESSAGE` is set, its value is a second body line (so two Deployments of one module,
 //! stable and canary, can be told apart). The request body is not read. A host that
 //! cannot take the response (the client went away) is not this guest's problem: failures
@@ -23,7 +24,7 @@
 //! touches N MiB.
 
 use wasi::http::types::{
-    ErrorCode, Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    ErrorCode, Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 
 wasi::http::proxy::export!(HttpHello);
@@ -36,6 +37,7 @@ struct HttpHello;
 impl wasi::exports::http::incoming_handler::Guest for HttpHello {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request_path(request.path_with_query());
+        println!("{} {path}", method_name(&request.method()));
         misbehave(&path);
         match response(&path) {
             Ok((response, body)) => {
@@ -45,6 +47,22 @@ impl wasi::exports::http::incoming_handler::Guest for HttpHello {
             }
             Err(error) => ResponseOutparam::set(response_out, Err(error)),
         }
+    }
+}
+
+/// The method as it appears on the request line.
+fn method_name(method: &Method) -> &str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Connect => "CONNECT",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Patch => "PATCH",
+        Method::Other(other) => other,
     }
 }
 
