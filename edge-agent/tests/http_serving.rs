@@ -131,6 +131,23 @@ async fn request(
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// Sends a request head of 100 KiB; the start of the status line that answers it.
+async fn oversized_head(address: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100 << 10)
+    );
+    // The server may answer and close before it read everything.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = [0; 12];
+    stream.read_exact(&mut answer).await.expect("an answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 async fn get(served: &Served, path: &str) -> (u16, String) {
     request(&served.address, "GET", path, 0)
         .await
@@ -220,6 +237,8 @@ async fn requests_over_the_concurrency_and_body_limits_are_refused() {
         .expect("post");
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("1024 bytes"), "{body}");
+
+    assert_eq!(oversized_head(&served.address).await, "HTTP/1.1 431");
 
     let address = served.address.clone();
     let busy = tokio::spawn(async move { request(&address, "GET", "/sleep?ms=1500", 0).await });

@@ -38,9 +38,6 @@ use tokio_util::task::TaskTracker;
 /// A request body as handlers get it: cut off past the body limit.
 pub type RequestBody = Limited<Incoming>;
 
-/// hyper's smallest read buffer: request heads up to this size are always accepted.
-const MIN_HEADER_BYTES: usize = 8 * 1024;
-
 /// What one listener lets in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {
@@ -48,7 +45,7 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     /// Requests being handled at once (each one a guest instance).
     pub max_concurrent_requests: usize,
-    /// Bytes of a request head (request line and headers); at least 8 KiB.
+    /// Bytes of a request head (request line and headers).
     pub max_header_bytes: usize,
     /// Bytes of a request body.
     pub max_body_bytes: usize,
@@ -162,7 +159,7 @@ impl<H: Handler> Connection<H> {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
+            .max_header_size(limits.max_header_bytes);
         let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
         let result = tokio::select! {
             result = connection.as_mut() => result,
