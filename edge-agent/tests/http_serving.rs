@@ -154,6 +154,19 @@ async fn get(served: &Served, path: &str) -> (u16, String) {
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
+/// Waits until exactly `n` instances are alive.
+async fn wait_live(runtime: &Runtime, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while runtime.live_instances() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} instances alive, not {n}",
+            runtime.live_instances()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn limits(timeout_ms: u64) -> HttpLimits {
     HttpLimits {
         request_timeout: Duration::from_millis(timeout_ms),
@@ -181,11 +194,7 @@ async fn every_request_gets_an_instance_with_the_containers_env() {
         .collect();
     assert_eq!(requests, ["GET /a", "GET /b?c=d", "GET /a"], "{lines:?}");
     // Each request's instance is gone once answered: only the server's listener is left.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while runtime.live_instances() != 0 {
-        assert!(Instant::now() < deadline, "instances leaked");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_live(&runtime, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,17 +249,13 @@ async fn requests_over_the_concurrency_and_body_limits_are_refused() {
 
     assert_eq!(oversized_head(&served.address).await, "HTTP/1.1 431");
 
+    // Once the slow request's instance exists, it holds the only slot.
+    wait_live(&runtime, 0).await;
     let address = served.address.clone();
     let busy = tokio::spawn(async move { request(&address, "GET", "/sleep?ms=1500", 0).await });
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let refused = loop {
-        let (status, body) = get(&served, "/").await;
-        if status == 503 {
-            break body;
-        }
-        // The slow request has not taken the only slot yet.
-        assert!(Instant::now() < deadline, "never refused: {status} {body}");
-    };
+    wait_live(&runtime, 1).await;
+    let (status, refused) = get(&served, "/").await;
+    assert_eq!(status, 503, "{refused}");
     assert!(
         refused.contains("limit of 1 concurrent requests"),
         "{refused}"
@@ -264,14 +269,11 @@ async fn stopping_drains_requests_in_flight_then_closes_the_port() {
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = Runtime::new(dir.path()).expect("runtime");
     let mut served = serve(&runtime, "10.42.210.6", limits(5_000), None).await;
+    wait_live(&runtime, 0).await;
     let address = served.address.clone();
     let slow = tokio::spawn(async move { request(&address, "GET", "/sleep?ms=700", 0).await });
-    // Wait until the slow request's instance exists, then stop.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while runtime.live_instances() == 0 {
-        assert!(Instant::now() < deadline, "the slow request never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Stop once the slow request's instance exists.
+    wait_live(&runtime, 1).await;
     served.stop.cancel();
     assert_eq!(slow.await.expect("join").expect("drained request").0, 200);
     let exit = (&mut served.task).await.expect("join");
