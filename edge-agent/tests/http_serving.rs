@@ -356,3 +356,31 @@ async fn fetch_reaches_a_served_pod_and_is_denied_outside_the_cluster() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_port_ends_the_container_saying_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = Runtime::new(dir.path()).expect("runtime");
+    let net = pod("10.42.210.10", "");
+    // Another container of the pod already listens on 8080.
+    let _taken = tokio::net::TcpListener::bind(format!("{}:8080", net.alias()))
+        .await
+        .expect("bind");
+    let program = load(&runtime, "http-hello").await;
+    let spec = hello_spec(&net, HttpLimits::default(), None);
+    let exit = runtime
+        .run(
+            &program,
+            &spec,
+            &LogBuffer::new(),
+            &CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(exit.reason, ExitReason::Error);
+    assert!(
+        exit.message
+            .starts_with("cannot serve wasi:http on 10.42.210.10:8080: Address already in use"),
+        "{}",
+        exit.message
+    );
+}
