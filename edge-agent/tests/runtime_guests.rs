@@ -1,6 +1,6 @@
-//! The guests waiting for the networking work (`workloads/sensor`, `tcp-echo`,
-//! `http-hello`, built into `workloads/dist` by `workloads/build`) in the real runtime:
-//! what runs today, and how the rest is told apart.
+//! The guests of the networking work (`workloads/sensor`, `tcp-echo`, `http-hello`,
+//! `fetch`, built into `workloads/dist` by `workloads/build`) in the real runtime: how each
+//! loads and is told apart.
 
 use std::path::{Path, PathBuf};
 
@@ -138,23 +138,20 @@ async fn tcp_echo_cannot_listen_because_the_sandbox_grants_no_network() {
 }
 
 #[tokio::test]
-async fn http_hello_is_refused_until_the_agent_serves_wasi_http() {
+async fn http_hello_loads_as_a_served_wasi_http_proxy() {
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = Runtime::new(dir.path()).expect("runtime");
 
-    let refusal = load(&runtime, "http-hello").await.err();
+    let program = load(&runtime, "http-hello")
+        .await
+        .expect("http-hello loads");
 
-    assert!(
-        matches!(refusal, Some(LoadError::Unrunnable(_))),
-        "{refusal:?}"
-    );
-    // The message names what is missing: the host side of wasi:http.
-    let message = refusal.map(|e| e.to_string()).unwrap_or_default();
-    assert!(
-        message.starts_with("cannot run this module: component imports instance `wasi:http/"),
-        "{message}"
-    );
-    assert!(message.contains("not found in the linker"), "{message}");
+    // A proxy is served on its container's port (edge-agent/tests/http_serving.rs), not
+    // run as a command; commands, even ones importing wasi:http, are not served.
+    assert_eq!(program.kind(), ModuleKind::Component);
+    assert!(program.serves_http());
+    let fetch = load(&runtime, "fetch").await.expect("fetch loads");
+    assert!(!fetch.serves_http());
 }
 
 #[test]

@@ -16,12 +16,17 @@
 //!   (`wasmfleet.io/egress`): every other connect and name lookup is refused at once
 //!   with `access-denied`, never left to hang.
 //!
-//! The decisions are pure ([`PodNet`]); [`sockets`] applies them to wasmtime's traits.
+//! The decisions are pure ([`PodNet`]); [`sockets`] applies them to wasmtime's traits,
+//! [`http_egress`] to a component's outgoing `wasi:http` requests. [`http_listener`] serves
+//! HTTP on a pod's own address, for containers that are `wasi:http` proxies.
 //!
-//! [`ingress`] is the node's HTTP reverse proxy for Ingresses: it takes requests on the
-//! node's ingress port and forwards each to an endpoint of the Service its route picks.
-//! [`node_ports`] serves NodePort and LoadBalancer Services on the node's own addresses.
+//! [`ingress`] is the node's HTTP reverse proxy for Ingresses and Gateways: it takes
+//! requests on the node's ingress port and Gateway listener ports and forwards each to an
+//! endpoint of the Service its route picks. [`node_ports`] serves NodePort and
+//! LoadBalancer Services on the node's own addresses.
 
+pub mod http_egress;
+pub mod http_listener;
 pub mod ingress;
 pub mod node_ports;
 pub mod services;

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::network::Protocol;
 use wasmfleet_protocol::pod::{ContainerSpec, ProbeKind};
 
 use super::lifecycle::{Event, Next, TerminationReason, WaitingReason};
 use super::manager::Shared;
 use super::pod::Pod;
 use super::prober;
-use crate::runtime::{Exit, ExitReason, LogBuffer, ModuleKind, Program, RunSpec};
+use crate::runtime::{Exit, ExitReason, HTTP_NO_PORT, LogBuffer, ModuleKind, Program, RunSpec};
 
 /// Runs container `index` of `pod`.
 pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
@@ -33,6 +34,7 @@ pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
         run_spec: RunSpec {
             network: pod.net.clone(),
             pod_name: pod.assignment.name.clone(),
+            http_port: serving_port(&pod, &spec.name),
             ..run_spec(spec)
         },
         logs,
@@ -164,7 +166,24 @@ async fn load(shared: &Shared, spec: &ContainerSpec, pod: &Pod) -> Result<Progra
             spec.name
         )));
     }
+    if program.serves_http() && serving_port(pod, &spec.name).is_none() {
+        return Err(cannot_run(format!(
+            "container {:?}: {HTTP_NO_PORT}",
+            spec.name
+        )));
+    }
     Ok(program)
+}
+
+/// The port a `wasi:http` proxy in container `name` is served on: its first TCP
+/// `containerPort`.
+fn serving_port(pod: &Pod, name: &str) -> Option<u16> {
+    let network = pod.assignment.network.as_ref()?;
+    network
+        .ports
+        .iter()
+        .find(|p| p.container == name && p.protocol == Protocol::Tcp)
+        .map(|p| p.port)
 }
 
 /// Whether the pod declares `containerPorts` for container `name`.

@@ -9,6 +9,7 @@
 //! - `programs`: the loaded programs kept in memory, and their eviction;
 //! - `heap`: giving freed heap back to the OS once a burst of work is over;
 //! - `sandbox`: one container run (WASI context, limits, exit mapping);
+//! - `http`: serving a `wasi:http/proxy` component, an instance per request;
 //! - `limits`: the memory limiter and the CPU throttle;
 //! - `budget`: the node's allocatable, enforced over all containers together;
 //! - `logbuf` / `stdio`: the bounded per-container log and the guest's output streams;
@@ -18,6 +19,7 @@ mod budget;
 mod cache;
 mod engine;
 mod heap;
+mod http;
 mod limits;
 mod logbuf;
 mod logfile;
@@ -34,10 +36,12 @@ use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::node::{EngineInfo, Resources};
 use wasmtime::{Engine, ExternType, Linker};
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use cache::{ModuleKind, detect_kind};
 pub use engine::{EPOCH_TICK, WASMTIME_VERSION, engine_config, engine_config_for_target};
 pub use heap::HeapTrimmer;
+pub use http::{HttpLimits, NO_PORT as HTTP_NO_PORT};
 pub use logbuf::{LogBuffer, LogEvent, LogSnapshot, MAX_BUFFER_BYTES, MAX_LINE_BYTES, MAX_LINES};
 pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
 pub use programs::IDLE_PROGRAMS;
@@ -118,6 +122,12 @@ impl Program {
     pub fn kind(&self) -> ModuleKind {
         self.kind
     }
+
+    /// Whether it is a `wasi:http` proxy component, served on the container's port rather
+    /// than run as a command.
+    pub fn serves_http(&self) -> bool {
+        matches!(*self.prepared, Prepared::Http(_))
+    }
 }
 
 /// The process's wasm runtime. Cheap to clone; create one per process.
@@ -161,6 +171,8 @@ impl Runtime {
             .map_err(engine_err)?;
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(engine_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
+            .map_err(engine_err)?;
         crate::net::sockets::add_to_linker(&mut component_linker).map_err(engine_err)?;
         engine::start_ticker(&engine).map_err(RuntimeError::Ticker)?;
         let heap = HeapTrimmer::start().map_err(RuntimeError::HeapTrimmer)?;
@@ -275,7 +287,8 @@ impl Runtime {
 
     /// Runs one container to its end, or until `stop` is cancelled (then it returns a
     /// [`ExitReason::Killed`] exit immediately, the instance already dropped). Output goes
-    /// to `logs`.
+    /// to `logs`. A `wasi:http` proxy ([`Program::serves_http`]) is served on
+    /// `spec.http_port` instead, until `stop` is cancelled, then drained.
     pub async fn run(
         &self,
         program: &Program,
@@ -283,6 +296,17 @@ impl Runtime {
         logs: &LogBuffer,
         stop: &CancellationToken,
     ) -> Exit {
+        if let Prepared::Http(pre) = &*program.prepared {
+            let proxy = http::Proxy {
+                engine: self.inner.engine.clone(),
+                live: self.inner.live.clone(),
+                budget: self.inner.budget.clone(),
+                logs: logs.clone(),
+                pre: pre.clone(),
+                spec: spec.clone(),
+            };
+            return http::serve(proxy, stop).await;
+        }
         let sandbox = Sandbox {
             engine: &self.inner.engine,
             live: &self.inner.live,
@@ -303,7 +327,8 @@ impl Runtime {
         })
     }
 
-    /// Resolves the module's imports against WASI and checks it is a command.
+    /// Resolves the module's imports against WASI and checks it is a command (or, for a
+    /// component, a `wasi:http` proxy).
     fn link(&self, compiled: Compiled) -> Result<(ModuleKind, Prepared), LoadError> {
         let unrunnable = |e: wasmtime::Error| LoadError::Unrunnable(format!("{e:#}"));
         match compiled {
@@ -326,8 +351,20 @@ impl Runtime {
                     .component_linker
                     .instantiate_pre(&component)
                     .map_err(unrunnable)?;
-                let pre = CommandPre::new(pre).map_err(unrunnable)?;
-                Ok((ModuleKind::Component, Prepared::Component(pre)))
+                let prepared = match CommandPre::new(pre.clone()) {
+                    Ok(command) => Prepared::Component(command),
+                    Err(not_command) => match ProxyPre::new(pre) {
+                        Ok(proxy) => Prepared::Http(proxy),
+                        Err(_) => {
+                            return Err(LoadError::Unrunnable(format!(
+                                "neither a WASI command nor a wasi:http proxy (it exports \
+                                 neither wasi:cli/run nor wasi:http/incoming-handler): \
+                                 {not_command:#}"
+                            )));
+                        }
+                    },
+                };
+                Ok((ModuleKind::Component, prepared))
             }
         }
     }

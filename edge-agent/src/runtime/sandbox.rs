@@ -8,6 +8,9 @@
 //! - any failure or non-zero exit after the memory limiter denied growth: `OOMKilled`, 137
 //!   (the guest's allocator aborts when memory cannot grow, so the trap is a symptom);
 //! - stopped by the host: `Killed`, 137 (SIGKILL on Linux).
+//!
+//! A `wasi:http` proxy component is not run here but served, one store per request
+//! ([`super::http`]); it shares the store construction and supervision below.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,12 +23,16 @@ use wasmtime::{Engine, InstancePre, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::budget::NodeBudget;
+use super::http::HttpLimits;
 use super::limits::{CpuThrottle, MemoryLimiter};
 use super::logbuf::LogBuffer;
 use super::stdio::LogSink;
 use crate::net::PodNet;
+use crate::net::http_egress::PodHttpHooks;
 use crate::net::sockets::{self, PodSockets, PodSocketsView};
 use wasmtime_wasi::sockets::WasiSocketsCtxView;
 
@@ -50,6 +57,11 @@ pub struct RunSpec {
     pub network: Option<Arc<PodNet>>,
     /// The pod's name (its host name inside the pod network).
     pub pod_name: String,
+    /// The container's port a `wasi:http` proxy component is served on (its first TCP
+    /// `containerPort`); unused by commands.
+    pub http_port: Option<u16>,
+    /// The per-request limits of a served `wasi:http` proxy component.
+    pub http_limits: HttpLimits,
 }
 
 /// Why a run ended.
@@ -77,7 +89,7 @@ pub struct Exit {
 }
 
 impl Exit {
-    fn killed() -> Self {
+    pub(super) fn killed() -> Self {
         Self {
             code: KILLED_EXIT_CODE,
             reason: ExitReason::Killed,
@@ -92,6 +104,8 @@ pub enum Prepared {
     Core(InstancePre<CoreState>),
     /// A wasip2 command component (`wasi:cli/run`).
     Component(CommandPre<ComponentState>),
+    /// A wasip2 `wasi:http/proxy` component (`wasi:http/incoming-handler`), served.
+    Http(ProxyPre<ComponentState>),
 }
 
 /// Store data of a core-module container.
@@ -110,7 +124,19 @@ pub struct ComponentState {
     pod_name: String,
     lookups: HashMap<u32, Option<u16>>,
     service_peers: HashMap<u32, std::net::SocketAddr>,
+    http: WasiHttpCtx,
+    http_hooks: PodHttpHooks,
     _live: LiveGuard,
+}
+
+impl WasiHttpView for ComponentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
 }
 
 impl PodSocketsView for ComponentState {
@@ -182,6 +208,39 @@ impl Sandbox<'_> {
         classify(result, &oom)
     }
 
+    /// A store for one instance of a component: its WASI context (with the pod's sockets
+    /// and outgoing HTTP), memory limiter and epoch supervision (interrupted past
+    /// `deadline`, if given).
+    pub(super) fn component_store(
+        &self,
+        spec: &RunSpec,
+        limiter: MemoryLimiter,
+        deadline: Option<Instant>,
+    ) -> Store<ComponentState> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCE_HANDLES);
+        let mut wasi = self.wasi(spec);
+        if let Some(network) = &spec.network {
+            sockets::grant(&mut wasi, network.clone());
+        }
+        let state = ComponentState {
+            ctx: wasi.build(),
+            table,
+            limiter,
+            network: spec.network.clone(),
+            pod_name: spec.pod_name.clone(),
+            lookups: HashMap::new(),
+            service_peers: HashMap::new(),
+            http: WasiHttpCtx::new(),
+            http_hooks: PodHttpHooks::new(spec.network.clone(), spec.pod_name.clone()),
+            _live: LiveGuard::new(self.live),
+        };
+        let mut store = Store::new(self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        self.supervise(&mut store, spec, deadline);
+        store
+    }
+
     async fn execute(
         &self,
         prepared: &Prepared,
@@ -191,6 +250,10 @@ impl Sandbox<'_> {
         match prepared {
             Prepared::Core(pre) => self.run_core(pre, spec, limiter).await,
             Prepared::Component(pre) => self.run_component(pre, spec, limiter).await,
+            // Served by `super::http`, never run as a command.
+            Prepared::Http(_) => Err(wasmtime::Error::msg(
+                "a wasi:http proxy component is served, not run",
+            )),
         }
     }
 
@@ -208,7 +271,7 @@ impl Sandbox<'_> {
         };
         let mut store = Store::new(self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        self.supervise(&mut store, spec);
+        self.supervise(&mut store, spec, None);
         let instance = pre.instantiate_async(&mut store).await?;
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
         start.call_async(&mut store, ()).await
@@ -221,25 +284,7 @@ impl Sandbox<'_> {
         spec: &RunSpec,
         limiter: MemoryLimiter,
     ) -> wasmtime::Result<()> {
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCE_HANDLES);
-        let mut wasi = self.wasi(spec);
-        if let Some(network) = &spec.network {
-            sockets::grant(&mut wasi, network.clone());
-        }
-        let state = ComponentState {
-            ctx: wasi.build(),
-            table,
-            limiter,
-            network: spec.network.clone(),
-            pod_name: spec.pod_name.clone(),
-            lookups: HashMap::new(),
-            service_peers: HashMap::new(),
-            _live: LiveGuard::new(self.live),
-        };
-        let mut store = Store::new(self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        self.supervise(&mut store, spec);
+        let mut store = self.component_store(spec, limiter, None);
         let command = pre.instantiate_async(&mut store).await?;
         match command.wasi_cli_run().call_run(&mut store).await? {
             Ok(()) => Ok(()),
@@ -261,11 +306,16 @@ impl Sandbox<'_> {
         builder
     }
 
-    /// Installs the epoch callback: interrupt when stopping, otherwise yield to tokio on
-    /// every tick (so a busy guest never starves other pods), pausing until the end of the
-    /// accounting window when over its CPU limit or when all guests together used the
-    /// node's allocatable CPU.
-    fn supervise<T: Send + 'static>(&self, store: &mut Store<T>, spec: &RunSpec) {
+    /// Installs the epoch callback: interrupt when stopping or past `deadline`, otherwise
+    /// yield to tokio on every tick (so a busy guest never starves other pods), pausing
+    /// until the end of the accounting window when over its CPU limit or when all guests
+    /// together used the node's allocatable CPU.
+    fn supervise<T: Send + 'static>(
+        &self,
+        store: &mut Store<T>,
+        spec: &RunSpec,
+        deadline: Option<Instant>,
+    ) {
         let stop = self.stop.clone();
         let budget = self.budget.clone();
         let mut throttle = spec
@@ -273,10 +323,10 @@ impl Sandbox<'_> {
             .and_then(|millis| CpuThrottle::new(millis, Instant::now()));
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if stop.is_cancelled() {
+            let now = Instant::now();
+            if stop.is_cancelled() || deadline.is_some_and(|deadline| now >= deadline) {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            let now = Instant::now();
             let own = throttle.as_mut().and_then(|t| t.on_tick(now));
             let pause = own.max(budget.on_tick(now));
             Ok(match pause {
@@ -296,7 +346,7 @@ impl Sandbox<'_> {
 }
 
 /// Maps the result of a run onto an [`Exit`] (see the module docs).
-fn classify(result: wasmtime::Result<()>, oom: &AtomicBool) -> Exit {
+pub(super) fn classify(result: wasmtime::Result<()>, oom: &AtomicBool) -> Exit {
     let oom = oom.load(Ordering::Relaxed);
     let (code, message) = match result {
         Ok(()) => (0, String::new()),
