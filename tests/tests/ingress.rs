@@ -284,7 +284,12 @@ fn a_gateway_splits_an_http_route_by_weight_and_header_match() {
     let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).port();
     cluster.push("tcp-echo", "tcp-echo:v1");
     apply(&cluster, BACKENDS);
+    // Another process holds the Gateway's port at first: the agent serves it once it is
+    // free (it tries again), without a change to the Gateway.
+    let holder = std::net::TcpListener::bind(("0.0.0.0", port)).expect("hold the port");
     apply(&cluster, &gateway_and_route(port, 70, 30));
+    std::thread::sleep(Duration::from_secs(1));
+    drop(holder);
     let url = format!("http://127.0.0.1:{port}/");
     let host = format!("Host: {HOST}");
 

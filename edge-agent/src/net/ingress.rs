@@ -47,6 +47,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// How often a port the agent could not listen on is tried again.
+const RETRY_BIND: Duration = Duration::from_secs(5);
+
 /// How long connecting to an endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -65,8 +68,8 @@ type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Serves Ingress traffic on `ingress_port` (0: none) and each Gateway listener's port of
 /// the route table, opening and closing Gateway ports as the table changes, until
-/// `shutdown`. A port it cannot listen on is logged (again only after it changes) and the
-/// rest is served.
+/// `shutdown`. A port it cannot listen on is logged once and tried again every
+/// [`RETRY_BIND`] and on every change; the rest is served meanwhile.
 pub async fn serve(
     ingress_port: u16,
     directory: ServiceDirectory,
@@ -91,13 +94,14 @@ pub async fn serve(
         });
         failed.retain(|port| wanted.contains(port));
         for port in wanted {
-            if open.contains_key(&port) || failed.contains(&port) {
+            if open.contains_key(&port) {
                 continue;
             }
-            let Some(listener) = bind(port).await else {
+            let Some(listener) = bind(port, !failed.contains(&port)).await else {
                 failed.insert(port);
                 continue;
             };
+            failed.remove(&port);
             let stop = shutdown.child_token();
             let server = Server {
                 port,
@@ -108,8 +112,15 @@ pub async fn serve(
             tracker.spawn(server.accept(listener, stop.clone(), tracker.clone()));
             open.insert(port, stop);
         }
+        let retry = async {
+            match failed.is_empty() {
+                true => std::future::pending().await,
+                false => tokio::time::sleep(RETRY_BIND).await,
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
+            () = retry => {}
             changed = changes.changed() => if changed.is_err() { return },
         }
     }
@@ -125,21 +136,26 @@ fn gateway_ports(routes: &RouteTable) -> BTreeSet<u16> {
         .collect()
 }
 
-/// Listens on `port` on all addresses; `None` (logged) when it cannot.
-async fn bind(port: u16) -> Option<TcpListener> {
+/// Listens on `port` on all addresses; `None` when it cannot (logged as an error the
+/// `first` time, then at debug level).
+async fn bind(port: u16, first: bool) -> Option<TcpListener> {
     let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     match TcpListener::bind(address).await {
         Ok(listener) => {
             tracing::info!(%address, "serving Ingress and Gateway traffic");
             Some(listener)
         }
-        Err(err) => {
+        Err(err) if first => {
             tracing::error!(
                 %address, %err,
                 "cannot listen for Ingress or Gateway traffic; this node does not serve \
-                 that port (ports below 1024 need root or CAP_NET_BIND_SERVICE; see \
-                 --ingress-port)"
+                 that port until it can (ports below 1024 need root or \
+                 CAP_NET_BIND_SERVICE; see --ingress-port)"
             );
+            None
+        }
+        Err(err) => {
+            tracing::debug!(%address, %err, "still cannot listen for Ingress or Gateway traffic");
             None
         }
     }
