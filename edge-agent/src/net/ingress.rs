@@ -108,8 +108,9 @@ pub async fn serve(
                 ingress: port == ingress_port,
                 directory: directory.clone(),
                 slots: Arc::clone(&slots),
+                tracker: tracker.clone(),
             };
-            tracker.spawn(server.accept(listener, stop.clone(), tracker.clone()));
+            tracker.spawn(server.accept(listener, stop.clone()));
             open.insert(port, stop);
         }
         let retry = async {
@@ -168,11 +169,13 @@ struct Server {
     ingress: bool,
     directory: ServiceDirectory,
     slots: Arc<Semaphore>,
+    /// Where connections (to clients and to endpoints) run, so shutdown waits for them.
+    tracker: TaskTracker,
 }
 
 impl Server {
     /// Accepts connections until `stop`.
-    async fn accept(self, listener: TcpListener, stop: CancellationToken, tracker: TaskTracker) {
+    async fn accept(self, listener: TcpListener, stop: CancellationToken) {
         let this = Arc::new(self);
         loop {
             let Ok(slot) = Arc::clone(&this.slots).acquire_owned().await else {
@@ -185,7 +188,7 @@ impl Server {
             match accepted {
                 Ok((stream, peer)) => {
                     let connection = connection(stream, peer, Arc::clone(&this), stop.clone());
-                    tracker.spawn(async move {
+                    this.tracker.spawn(async move {
                         connection.await;
                         drop(slot);
                     });
@@ -291,7 +294,7 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, server: &Server) -
         }
     };
     let target = SocketAddr::from((loopback_alias(pod_ip), port));
-    match forward(request, peer, &host, target).await {
+    match forward(request, peer, &host, target, &server.tracker).await {
         Ok(response) => response,
         Err(why) => {
             tracing::debug!(%service, %target, %why, "Ingress backend failed");
@@ -309,6 +312,7 @@ async fn forward(
     peer: SocketAddr,
     host: &str,
     target: SocketAddr,
+    tracker: &TaskTracker,
 ) -> Result<Response<Body>, String> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
         .await
@@ -317,7 +321,7 @@ async fn forward(
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|err| format!("HTTP handshake with the endpoint failed: {err}"))?;
-    tokio::spawn(async move {
+    tracker.spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(%err, "connection to an Ingress endpoint ended with an error");
         }
