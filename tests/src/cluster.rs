@@ -509,6 +509,24 @@ impl Cluster {
         self.clients().kubectl_with_stdin(args, stdin)
     }
 
+    /// `kubectl apply -f -` with `manifest`, asserting success.
+    pub fn kubectl_apply(&self, manifest: &str) {
+        let out = self.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
+        assert!(
+            out.success,
+            "kubectl apply failed: {}{}",
+            out.stdout, out.stderr
+        );
+    }
+
+    /// The `InternalIP` node `name` reports (empty when it reports none).
+    pub fn node_internal_ip(&self, name: &str) -> String {
+        let jsonpath = "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}";
+        self.kubectl_ok(&["get", "node", name, "-o", jsonpath])
+            .trim()
+            .to_owned()
+    }
+
     /// `wasmfleet apply -f -` with `manifest`, asserting success.
     pub fn apply(&self, manifest: &str) -> CliOutput {
         let out = self.cli_with_stdin(&["apply", "-f", "-"], Some(manifest));

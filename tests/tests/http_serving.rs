@@ -42,11 +42,6 @@ spec:
     targetPort: http
 ";
 
-fn apply(cluster: &Cluster, manifest: &str) {
-    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
-    assert!(out.success, "{}{}", out.stdout, out.stderr);
-}
-
 /// A pod whose one container runs `image` with `args`, once.
 fn pod(name: &str, image: &str, args: &str) -> String {
     format!(
@@ -104,7 +99,7 @@ fn a_served_component_is_reached_through_its_service_and_egress_is_enforced() {
     let cluster = Cluster::start(ClusterOptions::default());
     cluster.push("http-hello", "http-hello:v1");
     cluster.push("fetch", "fetch:v1");
-    apply(&cluster, WEB);
+    cluster.kubectl_apply(WEB);
 
     // The httpGet readiness probe on the served port makes the pod Ready, and the
     // container is Running while it serves.
@@ -118,10 +113,7 @@ fn a_served_component_is_reached_through_its_service_and_egress_is_enforced() {
 
     // fetch reaches the component by the Service's name: one instance per request, each
     // answering with the container's $MESSAGE.
-    apply(
-        &cluster,
-        &pod("fetcher", "fetch:v1", "[\"http://web/\", \"3\"]"),
-    );
+    cluster.kubectl_apply(&pod("fetcher", "fetch:v1", "[\"http://web/\", \"3\"]"));
     let (fetcher, log) = finished(&cluster, "fetcher");
     assert_eq!(fetcher["status"]["phase"], "Succeeded", "{log}");
     assert_eq!(
@@ -142,10 +134,7 @@ fn a_served_component_is_reached_through_its_service_and_egress_is_enforced() {
     );
 
     // Outside the cluster, without an egress rule: denied at once, and the pod fails.
-    apply(
-        &cluster,
-        &pod("denied", "fetch:v1", "[\"http://192.0.2.1/\", \"1\"]"),
-    );
+    cluster.kubectl_apply(&pod("denied", "fetch:v1", "[\"http://192.0.2.1/\", \"1\"]"));
     let (denied, log) = finished(&cluster, "denied");
     assert_eq!(denied["status"]["phase"], "Failed", "{log}");
     assert!(log.starts_with("error: HttpRequestDenied"), "{log}");
@@ -161,7 +150,7 @@ fn a_served_component_is_reached_through_its_service_and_egress_is_enforced() {
     assert!(took < jiff::SignedDuration::from_secs(3), "{took:?}");
 
     // A proxy component without a containerPort cannot be served: it waits, saying why.
-    apply(&cluster, &pod("portless", "http-hello:v1", "[]"));
+    cluster.kubectl_apply(&pod("portless", "http-hello:v1", "[]"));
     let waiting = cluster.wait_pod_within("portless", "CreateContainerError", START, |p| {
         container(p)["state"]["waiting"]["reason"] == "CreateContainerError"
     });

@@ -107,11 +107,6 @@ spec:
         backend: {service: {name: canary, port: {number: 80}}}
 ";
 
-fn apply(cluster: &Cluster, manifest: &str) {
-    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
-    assert!(out.success, "{}{}", out.stdout, out.stderr);
-}
-
 /// `curl` of `url` with `args`: (status code, body) of each request (the bodies here are
 /// one line each).
 fn curl_all(url: &str, args: &[&str]) -> Vec<(String, String)> {
@@ -147,8 +142,8 @@ fn an_ingress_routes_by_host_and_path_and_a_canary_takes_its_header_and_weight()
     launch.extra_args = vec!["--ingress-port".into(), port.to_string()];
     cluster.launch_agent("node-a", launch);
     cluster.push("tcp-echo", "tcp-echo:v1");
-    apply(&cluster, BACKENDS);
-    apply(&cluster, MAIN);
+    cluster.kubectl_apply(BACKENDS);
+    cluster.kubectl_apply(MAIN);
     let url = format!("http://127.0.0.1:{port}/");
     let host = format!("Host: {HOST}");
 
@@ -168,14 +163,8 @@ fn an_ingress_routes_by_host_and_path_and_a_canary_takes_its_header_and_weight()
     let (status, body) = curl(&url, &["-H", "Host: nobody.example.com"]);
     assert_eq!(status, "404", "an unknown host: {body:?}");
     // Its ADDRESS is the node's InternalIP.
-    let node_ip = cluster.kubectl_ok(&[
-        "get",
-        "node",
-        "node-a",
-        "-o",
-        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
-    ]);
-    let node_ip = node_ip.trim();
+    let node_ip = cluster.node_internal_ip("node-a");
+    let node_ip = node_ip.as_str();
     assert!(!node_ip.is_empty(), "the node reports an InternalIP");
     wait_for("the Ingress to show the node's address", START, || {
         let table = cluster.kubectl_ok(&["get", "ingress"]);
@@ -186,7 +175,7 @@ fn an_ingress_routes_by_host_and_path_and_a_canary_takes_its_header_and_weight()
     });
 
     // The canary: by header always and never, then 20% of 1,000 requests by weight.
-    apply(&cluster, CANARY);
+    cluster.kubectl_apply(CANARY);
     wait_for("the canary header to take effect", START, || {
         let (status, body) = curl(&url, &["-H", &host, "-H", "x-canary: always"]);
         (status == "200" && body == "canary")
@@ -283,11 +272,11 @@ fn a_gateway_splits_an_http_route_by_weight_and_header_match() {
     cluster.launch_agent("node-a", AgentLaunch::host(""));
     let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).port();
     cluster.push("tcp-echo", "tcp-echo:v1");
-    apply(&cluster, BACKENDS);
+    cluster.kubectl_apply(BACKENDS);
     // Another process holds the Gateway's port at first: the agent serves it once it is
     // free (it tries again), without a change to the Gateway.
     let holder = std::net::TcpListener::bind(("0.0.0.0", port)).expect("hold the port");
-    apply(&cluster, &gateway_and_route(port, 70, 30));
+    cluster.kubectl_apply(&gateway_and_route(port, 70, 30));
     std::thread::sleep(Duration::from_secs(1));
     drop(holder);
     let url = format!("http://127.0.0.1:{port}/");
@@ -328,13 +317,7 @@ fn a_gateway_splits_an_http_route_by_weight_and_header_match() {
 
     // kubectl shows the class accepted, the Gateway programmed on the node's address and
     // the route accepted with its backends resolved.
-    let node_ip = cluster.kubectl_ok(&[
-        "get",
-        "node",
-        "node-a",
-        "-o",
-        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
-    ]);
+    let node_ip = cluster.node_internal_ip("node-a");
     wait_for("the Gateway API statuses", START, || {
         let classes = cluster.kubectl_ok(&["get", "gatewayclass", "wasmfleet"]);
         let gateways = cluster.kubectl_ok(&["get", "gateway", "web"]);
@@ -348,14 +331,14 @@ fn a_gateway_splits_an_http_route_by_weight_and_header_match() {
         let class_ok = classes.contains("wasmfleet.io/gateway-controller   True");
         let gateway_ok = gateways
             .lines()
-            .any(|l| l.starts_with("web ") && l.contains(node_ip.trim()) && l.contains("True"));
+            .any(|l| l.starts_with("web ") && l.contains(&node_ip) && l.contains("True"));
         (class_ok && gateway_ok && route.trim() == "True True")
             .then_some(())
             .ok_or(format!("{classes}{gateways}{route}"))
     });
 
     // Shifting the weights to 100/0 takes effect without restarting anything.
-    apply(&cluster, &gateway_and_route(port, 100, 0));
+    cluster.kubectl_apply(&gateway_and_route(port, 100, 0));
     wait_for("weight 0 to take no traffic", START, || {
         let answers = curl_all(&format!("{url}?[1-50]"), &["-H", &host]);
         let stable = answers

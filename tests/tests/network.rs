@@ -13,11 +13,6 @@ use wasmfleet_tests::{Cluster, ClusterOptions};
 
 const START: Duration = Duration::from_secs(60);
 
-fn apply(cluster: &Cluster, manifest: &str) {
-    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
-    assert!(out.success, "{}{}", out.stdout, out.stderr);
-}
-
 fn pod(name: &str, containers: &str) -> String {
     format!(
         "apiVersion: v1
@@ -70,11 +65,9 @@ fn pods_get_addresses_and_talk_over_localhost_and_pod_ips() {
     let cluster = Cluster::start(ClusterOptions::default());
     cluster.push("tcp-echo", "tcp-echo:v1");
 
-    apply(
-        &cluster,
-        &pod(
-            "echo",
-            "  - name: server
+    cluster.kubectl_apply(&pod(
+        "echo",
+        "  - name: server
     image: tcp-echo:v1
     args: [\"--port\", \"7\"]
     ports: [{name: echo, containerPort: 7}]
@@ -82,8 +75,7 @@ fn pods_get_addresses_and_talk_over_localhost_and_pod_ips() {
     image: tcp-echo:v1
     args: [\"--connect\", \"127.0.0.1:7\", \"--send\", \"hello\"]
 ",
-        ),
-    );
+    ));
     // Two containers of one pod: the caller reaches the server over 127.0.0.1.
     let echoed = wait_log(&cluster, "echo", "caller", "echo from");
     assert_eq!(echoed, "echo from 127.0.0.1:7: hello");
@@ -106,18 +98,15 @@ fn pods_get_addresses_and_talk_over_localhost_and_pod_ips() {
     );
 
     // Another pod reaches it by its pod IP, and the server sees the caller's pod IP.
-    apply(
-        &cluster,
-        &pod(
-            "client",
-            &format!(
-                "  - name: main
+    cluster.kubectl_apply(&pod(
+        "client",
+        &format!(
+            "  - name: main
     image: tcp-echo:v1
     args: [\"--connect\", \"{echo_ip}:7\", \"--send\", \"over the pod network\"]
 "
-            ),
         ),
-    );
+    ));
     let echoed = wait_log(&cluster, "client", "main", "echo from");
     assert_eq!(
         echoed,
@@ -129,16 +118,13 @@ fn pods_get_addresses_and_talk_over_localhost_and_pod_ips() {
     assert!(closed.ends_with("closed after 21 bytes"), "{closed}");
 
     // Outside the cluster nothing is reachable without an egress rule: a clear error, fast.
-    apply(
-        &cluster,
-        &pod(
-            "outbound",
-            "  - name: main
+    cluster.kubectl_apply(&pod(
+        "outbound",
+        "  - name: main
     image: tcp-echo:v1
     args: [\"--connect\", \"192.0.2.1:80\"]
 ",
-        ),
-    );
+    ));
     let denied = wait_log(&cluster, "outbound", "main", "tcp-echo:");
     assert_eq!(
         denied,
@@ -158,19 +144,16 @@ fn a_port_conflict_in_a_pod_and_unusable_ports_are_clear_errors() {
     cluster.push("hello", "hello:v1");
 
     // Two containers of one pod listening on one port: the second one says why it failed.
-    apply(
-        &cluster,
-        &pod(
-            "clash",
-            "  - name: first
+    cluster.kubectl_apply(&pod(
+        "clash",
+        "  - name: first
     image: tcp-echo:v1
     args: [\"--port\", \"8000\"]
   - name: second
     image: tcp-echo:v1
     args: [\"--port\", \"8000\"]
 ",
-        ),
-    );
+    ));
     let settled = cluster.wait_pod("clash", "one container failed", |p| {
         ["first", "second"]
             .iter()
@@ -205,16 +188,13 @@ fn a_port_conflict_in_a_pod_and_unusable_ports_are_clear_errors() {
     );
 
     // A wasip1 module has no sockets: declaring ports for it says to build for wasip2.
-    apply(
-        &cluster,
-        &pod(
-            "p1ports",
-            "  - name: main
+    cluster.kubectl_apply(&pod(
+        "p1ports",
+        "  - name: main
     image: hello:v1
     ports: [{containerPort: 8080}]
 ",
-        ),
-    );
+    ));
     let waiting = cluster.wait_pod("p1ports", "CreateContainerError", |p| {
         container_status(p, "main")["state"]["waiting"]["reason"] == "CreateContainerError"
     });

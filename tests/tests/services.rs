@@ -61,11 +61,6 @@ spec:
   externalName: example.com
 ";
 
-fn apply(cluster: &Cluster, manifest: &str) {
-    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
-    assert!(out.success, "{}{}", out.stdout, out.stderr);
-}
-
 /// A pod whose one container runs `tcp-echo` with `args`.
 fn client(name: &str, args: &str) -> String {
     format!(
@@ -151,7 +146,7 @@ fn wait_slice_endpoints(cluster: &Cluster, want: &BTreeSet<(String, String)>) {
 fn a_service_reaches_its_ready_pods_by_name_and_cluster_ip() {
     let cluster = Cluster::start(ClusterOptions::default());
     cluster.push("tcp-echo", "tcp-echo:v1");
-    apply(&cluster, BACKENDS);
+    cluster.kubectl_apply(BACKENDS);
 
     // The Service got a virtual IP from the service CIDR, and kubectl prints it.
     let svc = get_json(&cluster, &["service", "echo"]);
@@ -196,7 +191,7 @@ fn a_service_reaches_its_ready_pods_by_name_and_cluster_ip() {
         ("by-ip", format!("{vip}:80")),
     ] {
         let args = format!("[\"--connect\", \"{target}\", \"--send\", \"{pod}\"]");
-        apply(&cluster, &client(pod, &args));
+        cluster.kubectl_apply(&client(pod, &args));
         let line = wait_log(&cluster, pod, "echo from");
         assert_eq!(line, format!("echo from {vip}:80: {pod}"));
         let caller = get_json(&cluster, &["pod", pod]);
@@ -215,10 +210,10 @@ fn a_service_reaches_its_ready_pods_by_name_and_cluster_ip() {
     }
 
     // A headless Service's name resolves to a pod IP.
-    apply(
-        &cluster,
-        &client("headless", "[\"--connect\", \"echo-headless:7007\"]"),
-    );
+    cluster.kubectl_apply(&client(
+        "headless",
+        "[\"--connect\", \"echo-headless:7007\"]",
+    ));
     let line = wait_log(&cluster, "headless", "echo from");
     assert!(
         ips.iter()
@@ -227,10 +222,7 @@ fn a_service_reaches_its_ready_pods_by_name_and_cluster_ip() {
     );
 
     // An ExternalName is an alias that the egress policy still governs: denied, at once.
-    apply(
-        &cluster,
-        &client("external", "[\"--connect\", \"outside:80\"]"),
-    );
+    cluster.kubectl_apply(&client("external", "[\"--connect\", \"outside:80\"]"));
     let line = wait_log(&cluster, "external", "tcp-echo:");
     assert!(line.contains("Permission denied"), "{line}");
 
@@ -285,10 +277,10 @@ fn services_that_cannot_be_honoured_are_refused_by_field() {
 
     // A requested ClusterIP is honoured once; a second Service cannot take it, and it
     // cannot change.
-    apply(
-        &cluster,
-        &svc("fixed", "  clusterIP: 10.43.9.9\n  ports: [{port: 80}]\n"),
-    );
+    cluster.kubectl_apply(&svc(
+        "fixed",
+        "  clusterIP: 10.43.9.9\n  ports: [{port: 80}]\n",
+    ));
     refused(
         &svc("twin", "  clusterIP: 10.43.9.9\n  ports: [{port: 80}]\n"),
         "provided IP is already allocated",
@@ -303,8 +295,7 @@ fn services_that_cannot_be_honoured_are_refused_by_field() {
     );
 
     // `kubectl expose` makes a Service from a Deployment's selector, with a fresh IP.
-    apply(
-        &cluster,
+    cluster.kubectl_apply(
         "apiVersion: apps/v1
 kind: Deployment
 metadata:

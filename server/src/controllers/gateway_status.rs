@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::runner::Controller;
-use super::service_lb::eligible_nodes;
+use super::service_lb::{addresses, eligible_nodes};
 use super::writes;
 use crate::informer::{Cache, Change};
 use crate::k8s::conditions::{Condition, set_condition};
@@ -123,12 +123,7 @@ fn gateway_status(gateway: &Value, state: &State) -> Option<Value> {
     if !is_served(gateway, &state.classes) {
         return None;
     }
-    let mut ips: Vec<String> = eligible_nodes(&state.nodes)
-        .into_iter()
-        .filter_map(|node| node.internal_ip)
-        .collect();
-    ips.sort_unstable();
-    ips.dedup();
+    let ips = addresses(&eligible_nodes(&state.nodes));
     let programmed = match ips.is_empty() {
         true => Condition {
             type_: "Programmed",

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::runner::Controller;
-use super::service_lb::eligible_nodes;
+use super::service_lb::{addresses, eligible_nodes};
 use super::writes;
 use crate::informer::{Cache, Change};
 use crate::network::routes::is_served;
@@ -59,13 +59,10 @@ pub fn plan(state: &State) -> Vec<Action> {
     if !is_served(ingress, &state.classes) {
         return Vec::new();
     }
-    let mut ips: Vec<String> = eligible_nodes(&state.nodes)
+    let want: Vec<Value> = addresses(&eligible_nodes(&state.nodes))
         .into_iter()
-        .filter_map(|node| node.internal_ip)
+        .map(|ip| json!({"ip": ip}))
         .collect();
-    ips.sort_unstable();
-    ips.dedup();
-    let want: Vec<Value> = ips.into_iter().map(|ip| json!({"ip": ip})).collect();
     let have = ingress
         .pointer("/status/loadBalancer/ingress")
         .and_then(Value::as_array)

@@ -138,15 +138,22 @@ fn serving_nodes(service: &Value, state: &State) -> Vec<LbNode> {
 
 /// The eligible nodes' addresses, each once, sorted.
 fn ingress(nodes: &[LbNode]) -> Vec<Value> {
-    let mut ips: Vec<&str> = nodes
+    addresses(nodes)
+        .into_iter()
+        .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
+        .collect()
+}
+
+/// The `InternalIP`s of `nodes`, each once, sorted (what load balancers, Ingresses and
+/// Gateways list as their addresses).
+pub fn addresses(nodes: &[LbNode]) -> Vec<String> {
+    let mut ips: Vec<String> = nodes
         .iter()
-        .filter_map(|node| node.internal_ip.as_deref())
+        .filter_map(|node| node.internal_ip.clone())
         .collect();
     ips.sort_unstable();
     ips.dedup();
-    ips.into_iter()
-        .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
-        .collect()
+    ips
 }
 
 /// Whether the Service is or was a load balancer (nodes changing concern it).

@@ -13,6 +13,7 @@
 
 use serde_json::{Value, json};
 
+use super::ingresses::check_host;
 use super::{Column, Kind, READ_WRITE, keep_status, name_of};
 use crate::api::cascade;
 use crate::api::status::{ApiError, Cause};
@@ -204,8 +205,7 @@ const CLASS_FIELDS: [(&str, Shape); 5] = object(CLASS_SPEC);
 const GATEWAY_FIELDS: [(&str, Shape); 5] = object(GATEWAY_SPEC);
 const ROUTE_FIELDS: [(&str, Shape); 5] = object(ROUTE_SPEC);
 
-/// Checks what every kind shares, then `spec` with `check`; on success clears `status`
-/// (the server's) on create.
+/// Checks what every kind shares (shape, type, metadata, name), then `spec` with `check`.
 fn admit(
     obj: &Value,
     kind: &Kind,
@@ -331,7 +331,7 @@ fn check_listener(listener: &Value, field: &str, causes: &mut Vec<Cause>) {
         causes.push(forbidden(&format!("{field}.tls"), "TLS is not served yet"));
     }
     if let Some(host) = listener["hostname"].as_str() {
-        check_hostname(host, &format!("{field}.hostname"), causes);
+        check_host(host, &format!("{field}.hostname"), causes);
     }
     let namespaces = &listener["allowedRoutes"]["namespaces"];
     match namespaces["from"].as_str() {
@@ -370,7 +370,7 @@ fn check_route(spec: &Value, causes: &mut Vec<Cause>) {
         }
     }
     for (i, host) in list(&spec["hostnames"]).iter().enumerate() {
-        check_hostname(
+        check_host(
             host.as_str().unwrap_or_default(),
             &format!("spec.hostnames[{i}]"),
             causes,
@@ -440,19 +440,6 @@ fn check_backend(backend: &Value, field: &str, causes: &mut Vec<Cause>) {
             format!("Invalid value: {weight}: must be between 0 and 1000000, inclusive"),
         ));
     }
-}
-
-/// A host name or a `*.` wildcard in front of one.
-fn check_hostname(host: &str, field: &str, causes: &mut Vec<Cause>) {
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        causes.push(Cause::new(
-            "FieldValueInvalid",
-            field,
-            format!("Invalid value: {host:?}: must be a DNS name, not an IP address"),
-        ));
-        return;
-    }
-    validation::check_dns_subdomain(host.strip_prefix("*.").unwrap_or(host), field, causes);
 }
 
 fn forbidden(field: &str, why: &str) -> Cause {

@@ -181,8 +181,9 @@ fn check_rule(rule: &Value, field: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// A host name, or a wildcard `*.` in front of one; never an IP address.
-fn check_host(host: &str, field: &str, causes: &mut Vec<Cause>) {
+/// A host name, or a wildcard `*.` in front of one; never an IP address (Ingress hosts,
+/// Gateway listener and HTTPRoute hostnames).
+pub fn check_host(host: &str, field: &str, causes: &mut Vec<Cause>) {
     if host.parse::<std::net::IpAddr>().is_ok() {
         causes.push(Cause::new(
             "FieldValueInvalid",
