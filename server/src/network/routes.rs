@@ -566,6 +566,33 @@ mod tests {
     }
 
     #[test]
+    fn a_default_backend_catches_what_the_rules_of_no_host_leave() {
+        let mut web = (*ingress(
+            "web",
+            "2026-01-01T00:00:00Z",
+            json!({}),
+            json!([rule("", "/api", "Prefix", "api", json!({"number": 80}))]),
+        ))
+        .clone();
+        web["spec"]["defaultBackend"] =
+            json!({"service": {"name": "fallback", "port": {"number": 8080}}});
+        let table = compile(
+            &Sources {
+                ingresses: &[Arc::new(web)],
+                ..Sources::default()
+            },
+            1,
+        );
+        assert_eq!(
+            routes(&table, ""),
+            [
+                ("/api".into(), "api".into(), 80),
+                ("/".into(), "fallback".into(), 8080),
+            ]
+        );
+    }
+
+    #[test]
     fn annotations_other_than_the_canary_ones_are_refused() {
         assert!(check_nginx_annotation("canary", "true").is_ok());
         assert!(check_nginx_annotation("canary", "yes").is_err());
