@@ -10,9 +10,12 @@
 
 use crate::net::ServiceDirectory;
 use crate::net::node_ports::NodePorts;
+use crate::net::peers::Peers;
+use crate::net::remote::Remote;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmfleet_protocol::node::NodeAddress;
+use wasmfleet_protocol::peers::PeerTable;
 use wasmfleet_protocol::routes::RouteTable;
 use wasmfleet_protocol::service::ServiceTable;
 
@@ -69,6 +72,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         "pods together may use the node's allocatable"
     );
     let (uplink, parts) = link::uplink(&config.node_name);
+    // TODO(h-certs merge): the node certificate's watch channel and --tunnel-port.
+    let (_credentials_tx, credentials) = tokio::sync::watch::channel(None);
+    let tunnel_port = 0;
 
     // Pods get their own token and tracker: they stop first, before the link says goodbye.
     let pods_shutdown = CancellationToken::new();
@@ -86,6 +92,24 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     if let Some(routes) = persisted_routes(&state) {
         services.replace_routes(routes);
     }
+    // Pods on other nodes: tunnels and forwarders stop with the pods.
+    let peers = Peers::new(
+        &config.node_name,
+        credentials,
+        &config.mqtt.host,
+        Some(uplink.clone()),
+        pods_tracker.clone(),
+        pods_shutdown.clone(),
+    );
+    if let Some(table) = persisted_peers(&state) {
+        peers.replace(table);
+    }
+    pods_tracker.spawn(peers.clone().listen(tunnel_port));
+    services.attach_remote(Remote::new(
+        peers,
+        pods_tracker.clone(),
+        pods_shutdown.clone(),
+    ));
     // With the pods' token and tracker: connections finish their request before the pods
     // stop.
     pods_tracker.spawn(crate::net::ingress::serve(
@@ -149,6 +173,16 @@ fn persisted_services(state: &AgentState) -> Option<ServiceTable> {
     state
         .services()
         .inspect_err(|err| tracing::warn!(%err, "ignoring the persisted table of Services"))
+        .ok()
+        .flatten()
+}
+
+/// The table of peers an earlier process persisted (unreadable: none, the server sends it
+/// again).
+fn persisted_peers(state: &AgentState) -> Option<PeerTable> {
+    state
+        .peers()
+        .inspect_err(|err| tracing::warn!(%err, "ignoring the persisted table of peers"))
         .ok()
         .flatten()
 }

@@ -12,6 +12,7 @@ use crate::artifact::{ArtifactOffer, ArtifactRequest};
 use crate::blob::{BlobReply, BlobRequest};
 use crate::logs::{LogChunk, NodeCommand};
 use crate::node::{Heartbeat, NodeState, ServerState};
+use crate::peers::PeerTable;
 use crate::pod::probe::PodEvents;
 use crate::pod::{DesiredIndex, DesiredPod, StatusAck, StatusReport, v1, v2};
 use crate::routes::RouteTable;
@@ -74,6 +75,9 @@ pub enum Message {
     Services(ServiceTable),
     /// The retained table of HTTP routes the agents serve (on [`crate::topic::ROUTES`]).
     Routes(RouteTable),
+    /// The retained table of peers: where each node's pods live and how to reach them (on
+    /// [`crate::topic::PEERS`]).
+    Peers(PeerTable),
 }
 
 /// Why a payload could not be decoded.

@@ -19,6 +19,8 @@
 //!   (`cpu=100m,memory=256Mi`), shared by the server's admission and the agent's flags;
 //! - [`service`] and [`routes`]: the tables of Services and of HTTP routes every agent
 //!   serves (kube-proxy's and the ingress controller's input);
+//! - [`peers`]: the table of nodes that carry pod traffic for each other, and the relay
+//!   for the ones behind NAT;
 //! - [`tail`]: fields appended at the end of a message, which old and new peers both read;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
 //! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
@@ -42,6 +44,7 @@ pub mod logs;
 pub mod names;
 pub mod network;
 pub mod node;
+pub mod peers;
 pub mod pod;
 pub mod quantity;
 pub mod routes;

@@ -17,6 +17,8 @@ pub enum NodeCommand {
         /// The request to stop.
         request_id: u64,
     },
+    /// Dial the server's relay for a session another node opened to this one.
+    RelayDial(crate::peers::RelayDial),
 }
 
 /// Which logs to send.

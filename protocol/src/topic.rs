@@ -4,6 +4,7 @@
 //! wf/v1/server/state              S→all  retained, the server's will
 //! wf/v1/server/services           S→all  retained table of Services and endpoints
 //! wf/v1/server/routes             S→all  retained table of HTTP routes (Ingresses)
+//! wf/v1/server/peers              S→all  retained table of peers (pod CIDRs, tunnels)
 //! wf/v1/n/{node}/down/desired     S→N    retained index of the node's pods
 //! wf/v1/n/{node}/down/pod/{uid}   S→N    retained pod (empty: cleared)
 //! wf/v1/n/{node}/down/ack         S→N    status report acknowledgements
@@ -38,6 +39,9 @@ pub const SERVICES: &str = "wf/v1/server/services";
 
 /// The retained table of HTTP routes (Ingresses) every node reads.
 pub const ROUTES: &str = "wf/v1/server/routes";
+
+/// The retained table of peers every node reads to reach pods on other nodes.
+pub const PEERS: &str = "wf/v1/server/peers";
 
 /// What the server subscribes to: everything every node sends up.
 pub const ALL_NODES_UP: &str = "wf/v1/n/+/up/#";

@@ -27,6 +27,11 @@ pub struct ServerConfig {
     #[arg(long, default_value = "0.0.0.0:8883")]
     pub mqtt_listen: SocketAddr,
 
+    /// Address of the relay that carries pod traffic to nodes that cannot be dialed (behind
+    /// NAT); agents reach it at the broker's host on this port.
+    #[arg(long, default_value = "0.0.0.0:10261")]
+    pub relay_listen: SocketAddr,
+
     /// Use this external broker (`mqtts://host:port`, or `mqtt://host:port` for plain TCP)
     /// instead of the embedded one.
     #[arg(long)]

@@ -22,6 +22,7 @@
 //! - [`controllers`]: level-triggered controllers on one runner (work queue of keys from the
 //!   cache, pure plans, resync, back-off); node lifecycle.
 //! - [`fleet`]: the server's MQTT side (births, desired state, status, chunks, logs).
+//! - [`relay`]: carries the tunnel between two nodes when one cannot dial the other.
 
 pub mod api;
 pub mod artifacts;
@@ -38,6 +39,7 @@ pub mod informer;
 pub mod k8s;
 pub mod modules;
 pub mod network;
+pub mod relay;
 pub mod run;
 pub mod scheduler;
 pub mod store;

@@ -29,6 +29,7 @@ use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::identity::NodeIdentities;
 use crate::informer::{self, Cache};
 use crate::modules::ModuleStore;
+use crate::relay;
 use crate::scheduler;
 use crate::store::{Store, StoreOptions};
 use wasmfleet_agent::config::{AgentConfig, read_ca_file};
@@ -68,7 +69,9 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let tracker = TaskTracker::new();
 
     let (broker, mqtt) = start_mqtt(&config, &boot, &store).await?;
-    let fleet_config = fleet_config(&config, &boot, &modules, &mqtt)?;
+    let relay = relay::bind(config.relay_listen).await?;
+    let mut fleet_config = fleet_config(&config, &boot, &modules, &mqtt)?;
+    fleet_config.relay_port = relay.local_addr()?.port();
     if let Some(broker) = &broker {
         tracker.spawn(broker::revocation::run(
             store.clone(),
@@ -76,7 +79,14 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
             shutdown.clone(),
         ));
     }
-    let fleet = start_loops(fleet_config, &store, &modules, &shutdown, &tracker)?;
+    let fleet = start_loops(
+        fleet_config,
+        (relay, &boot.tls),
+        &store,
+        &modules,
+        &shutdown,
+        &tracker,
+    )?;
     FrontDoor::start(
         &mqtt,
         store.clone(),
@@ -144,9 +154,10 @@ fn fleet_config(
 }
 
 /// Starts the loops that follow the store, all reading one informer cache: the fleet link
-/// (with the desired-state publisher), the scheduler and the controllers.
+/// (with the desired-state publisher), the relay, the scheduler and the controllers.
 fn start_loops(
     fleet_config: FleetConfig,
+    (relay, tls): (tokio::net::TcpListener, &bootstrap::TlsMaterial),
     store: &Store,
     modules: &ModuleStore,
     shutdown: &CancellationToken,
@@ -165,6 +176,14 @@ fn start_loops(
         tracker,
     )
     .context("starting the fleet link")?;
+    relay::start(
+        relay,
+        tls,
+        cache.clone(),
+        fleet.client().clone(),
+        tracker,
+        shutdown.clone(),
+    )?;
     tracker.spawn(scheduler::run(
         store.clone(),
         cache.clone(),

@@ -174,7 +174,13 @@ impl Cluster {
             },
         };
         let cluster_cidr = next_cluster_cidr();
-        let mut server_args = vec!["--cluster-cidr".to_owned(), cluster_cidr.to_string()];
+        let mut server_args = vec![
+            "--cluster-cidr".to_owned(),
+            cluster_cidr.to_string(),
+            // The relay listens where the broker does: agents reach it at the broker's host.
+            "--relay-listen".to_owned(),
+            free_port(mqtt_host).to_string(),
+        ];
         if !mqtt_host.is_loopback() {
             server_args.extend(["--tls-san".to_owned(), mqtt_host.to_string()]);
         }
@@ -297,6 +303,11 @@ impl Cluster {
         if !launch.extra_args.iter().any(|a| a == "--ingress-port") {
             // Agents on one machine would all want port 80: only a test that asks serves.
             args.extend(["--ingress-port".into(), "0".into()]);
+        }
+        if !launch.extra_args.iter().any(|a| a == "--tunnel-port") {
+            // Agents on one machine would all want the tunnel port; they share the host's
+            // loopback, where every pod alias is reachable without a tunnel anyway.
+            args.extend(["--tunnel-port".into(), "0".into()]);
         }
         args.extend(launch.extra_args.iter().cloned());
         let (program, args) = match (&launch.device, &launch.netns) {

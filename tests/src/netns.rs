@@ -24,6 +24,9 @@ const MAX_INDEX: u8 = 250;
 /// The nftables table a partition installs in an agent's namespace.
 const PARTITION_TABLE: &str = "wasmfleet_partition";
 
+/// The nftables table that lets a namespace only dial out.
+const NAT_TABLE: &str = "wasmfleet_nat";
+
 /// A bridge in the host namespace that agents' namespaces hang off.
 pub struct Network {
     index: u8,
@@ -118,28 +121,21 @@ impl Namespace {
              chain output {{ type filter hook output priority 0; policy drop; oifname \"lo\" accept; }}\n\
              }}\n"
         );
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                if let Some(mut stdin) = child.stdin.take() {
-                    stdin.write_all(rules.as_bytes())?;
-                }
-                child.wait_with_output()
-            })
-            .context("run nft")?;
-        if !out.status.success() {
-            bail!(
-                "nft could not install the partition in {}: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        nft(&self.name, &rules)
+    }
+
+    /// Puts the namespace behind a NAT-like firewall: it may dial out (and get answers), but
+    /// no connection from outside is let in.
+    pub fn only_dial_out(&self) -> anyhow::Result<()> {
+        nft(
+            &self.name,
+            &format!(
+                "table inet {NAT_TABLE} {{\n\
+                 chain input {{ type filter hook input priority 0; policy drop; \
+                 iifname \"lo\" accept; ct state established,related accept; }}\n\
+                 }}\n"
+            ),
+        )
     }
 
     /// Ends a partition.
@@ -154,6 +150,31 @@ impl Namespace {
     pub fn exec_prefix(&self) -> Vec<String> {
         vec!["netns".into(), "exec".into(), self.name.clone()]
     }
+}
+
+/// Loads nftables `rules` in namespace `ns`.
+fn nft(ns: &str, rules: &str) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(rules.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+        .context("run nft")?;
+    if !out.status.success() {
+        bail!(
+            "nft could not load rules in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Fails with a clear message unless `ip`, `nft` and the right to create namespaces exist.

@@ -304,6 +304,20 @@ impl Connection {
                 }
                 self.routes.services.replace_routes(table);
             }
+            Inbound::Peers(table) => {
+                tracing::debug!(peers = table.peers.len(), "table of peers received");
+                if let Err(err) = self.state.save_peers(&table) {
+                    tracing::warn!(%err, "cannot persist the table of peers");
+                }
+                if let Some(remote) = self.routes.services.remote() {
+                    remote.peers().replace(table);
+                }
+            }
+            Inbound::Command(NodeCommand::RelayDial(dial)) => {
+                if let Some(remote) = self.routes.services.remote() {
+                    remote.peers().join_relay(dial);
+                }
+            }
             Inbound::BlobReply(reply) => self.routes.fetcher.deliver(reply),
             Inbound::ArtifactOffer(offer) => self.routes.fetcher.deliver_offer(offer),
             Inbound::Command(command) => {

@@ -8,6 +8,7 @@ use wasmfleet_protocol::artifact::ArtifactOffer;
 use wasmfleet_protocol::blob::BlobReply;
 use wasmfleet_protocol::logs::NodeCommand;
 use wasmfleet_protocol::node::ServerState;
+use wasmfleet_protocol::peers::PeerTable;
 use wasmfleet_protocol::pod::{DesiredIndex, DesiredPod, DesiredPods, StatusAck};
 use wasmfleet_protocol::routes::RouteTable;
 use wasmfleet_protocol::service::ServiceTable;
@@ -42,6 +43,8 @@ pub enum Inbound {
     Services(ServiceTable),
     /// The table of HTTP routes.
     Routes(RouteTable),
+    /// The table of peers.
+    Peers(PeerTable),
 }
 
 /// Classifies a publish received by `node`; `Err` says why it is dropped.
@@ -63,6 +66,13 @@ pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, Stri
     if topic == topic::ROUTES {
         return match decode(payload) {
             Ok(Message::Routes(table)) => Ok(Inbound::Routes(table)),
+            Ok(other) => Err(unexpected(topic, &other)),
+            Err(err) => Err(format!("undecodable payload on {topic}: {err}")),
+        };
+    }
+    if topic == topic::PEERS {
+        return match decode(payload) {
+            Ok(Message::Peers(table)) => Ok(Inbound::Peers(table)),
             Ok(other) => Err(unexpected(topic, &other)),
             Err(err) => Err(format!("undecodable payload on {topic}: {err}")),
         };

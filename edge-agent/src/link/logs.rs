@@ -62,6 +62,8 @@ impl LogStreams {
             match command {
                 Some(NodeCommand::Logs(request)) => self.start(request),
                 Some(NodeCommand::CancelLogs { request_id }) => self.cancel(request_id),
+                // Handled by the link itself.
+                Some(NodeCommand::RelayDial(_)) => {}
                 None => return,
             }
         }

@@ -88,7 +88,12 @@ impl Publisher {
             QoS::AtLeastOnce,
         )];
         if server_state {
-            for shared in [topic::SERVER_STATE, topic::SERVICES, topic::ROUTES] {
+            for shared in [
+                topic::SERVER_STATE,
+                topic::SERVICES,
+                topic::ROUTES,
+                topic::PEERS,
+            ] {
                 filters.push(SubscribeFilter::new(shared.to_owned(), QoS::AtLeastOnce));
             }
         }

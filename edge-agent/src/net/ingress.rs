@@ -6,14 +6,14 @@
 //! as the route table changes; on the ingress port a Gateway listener's routes come before
 //! the Ingresses'), picks a backend per request from the server's table of HTTP routes
 //! ([`RouteTable::select`]: host, path, then an ingress-nginx canary by header, cookie or
-//! weight, else the route's weights), an endpoint of that backend's Service on this node
+//! weight, else the route's weights), an endpoint of that backend's Service on any node
 //! from the table of Services (as a ClusterIP connect would), and forwards the request
 //! over HTTP/1.1 to the endpoint pod's loopback alias, with `X-Forwarded-For`,
 //! `X-Forwarded-Host` and `X-Forwarded-Proto`.
 //!
 //! Every refusal is an answer: 404 when no route matches, 500 when the route gives every
-//! backend weight 0, 503 when the Service has no endpoint here (or only on other nodes,
-//! until traffic between nodes is built), 502 when the endpoint does not answer. Request
+//! backend weight 0, 503 when the Service has no ready endpoint, 502 when the endpoint
+//! (or the tunnel to its node) does not answer. Request
 //! heads must arrive within [`HEADER_TIMEOUT`]; at most [`MAX_CONNECTIONS`] connections
 //! are served at once (more wait in the listen backlog). On shutdown the listener closes
 //! and connections finish their request in flight.
@@ -38,7 +38,6 @@ use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::network::loopback_alias;
 use wasmfleet_protocol::routes::{INGRESS_PORT, Request as RouteRequest, RouteTable, Selection};
 
-use super::Refusal;
 use super::services::ServiceDirectory;
 
 /// How long a client may take to send a request head.
@@ -280,20 +279,15 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, server: &Server) -
     let service = format!("{}/{}:{}", backend.namespace, backend.service, backend.port);
     let endpoint =
         directory.route_to_service(client, &backend.namespace, &backend.service, backend.port);
-    let (pod_ip, port) = match endpoint {
-        Ok(endpoint) => endpoint,
-        Err(Refusal::Elsewhere) => {
-            let why = format!(
-                "Service {service} has endpoints only on other nodes (traffic between nodes is not built yet)"
-            );
-            return answer(StatusCode::SERVICE_UNAVAILABLE, &why);
-        }
-        Err(_) => {
-            let why = format!("Service {service} has no ready endpoint");
-            return answer(StatusCode::SERVICE_UNAVAILABLE, &why);
-        }
+    let Ok((pod_ip, port)) = endpoint else {
+        let why = format!("Service {service} has no ready endpoint");
+        return answer(StatusCode::SERVICE_UNAVAILABLE, &why);
     };
     let target = SocketAddr::from((loopback_alias(pod_ip), port));
+    if !directory.reach(target).await {
+        let why = format!("Service {service}: cannot open a tunnel to the endpoint's node");
+        return answer(StatusCode::BAD_GATEWAY, &why);
+    }
     match forward(request, peer, &host, target, &server.tracker).await {
         Ok(response) => response,
         Err(why) => {

@@ -20,6 +20,11 @@
 //! [`http_egress`] to a component's outgoing `wasi:http` requests. [`http_listener`] serves
 //! HTTP on a pod's own address, for containers that are `wasi:http` proxies.
 //!
+//! Pods on other nodes are reached at their aliases too: [`remote`] opens a forwarder there
+//! whose connections travel as streams of a [`tunnel`] to the pod's node, which
+//! [`peers`] dials directly or through the server's relay, authenticated both ways with
+//! the nodes' certificates.
+//!
 //! [`ingress`] is the node's HTTP reverse proxy for Ingresses and Gateways: it takes
 //! requests on the node's ingress port and Gateway listener ports and forwards each to an
 //! endpoint of the Service its route picks. [`node_ports`] serves NodePort and
@@ -29,8 +34,11 @@ pub mod http_egress;
 pub mod http_listener;
 pub mod ingress;
 pub mod node_ports;
+pub mod peers;
+pub mod remote;
 pub mod services;
 pub mod sockets;
+pub mod tunnel;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -55,8 +63,7 @@ pub enum Refusal {
     Ipv6,
     /// The Service (or ClusterIP) has no endpoint that takes traffic on that port.
     NoEndpoints,
-    /// The Service's endpoints all run on other nodes (traffic between nodes is not built
-    /// yet).
+    /// The Service's traffic must stay on this node, and none of its endpoints runs here.
     Elsewhere,
     /// A cluster name that names no Service.
     NoSuchName,
@@ -132,6 +139,11 @@ impl PodNet {
     /// The host loopback alias the pod's sockets use.
     pub fn alias(&self) -> Ipv4Addr {
         self.alias
+    }
+
+    /// The node's Services (and its way to pods on other nodes).
+    pub fn services(&self) -> &ServiceDirectory {
+        &self.services
     }
 
     /// Where a guest's bind of `guest` really binds.

@@ -17,10 +17,10 @@
 //! Each accepted connection picks an endpoint like a pod's connect to the ClusterIP does
 //! ([`super::services::choose`]: in turn, or by the client's IP with
 //! `sessionAffinity: ClientIP`) among the endpoints on this node, and is spliced to its
-//! pod alias and target port. Traffic between nodes is not built yet, so
-//! `externalTrafficPolicy: Cluster` behaves like `Local`: a Service with no ready endpoint
-//! here has the connection closed at once, and the reason is logged once (until a
-//! connection succeeds again).
+//! pod alias and target port, on this node or (through [`super::remote`]) on another one;
+//! with `externalTrafficPolicy: Local` only endpoints on this node are chosen. A Service
+//! with no endpoint to choose has the connection closed at once, and the reason is logged
+//! once (until a connection succeeds again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -38,7 +38,7 @@ use wasmfleet_protocol::pod::probe::{NodeEvent, NodeEventKind, PodEvents};
 use wasmfleet_protocol::service::{ExposedService, ServiceTable};
 use wasmfleet_protocol::topic::Up;
 
-use super::services::{ServiceDirectory, choose};
+use super::services::{Scope, ServiceDirectory, choose};
 use crate::link::Uplink;
 
 /// How often listeners that could not bind are tried again.
@@ -65,6 +65,14 @@ impl Target {
     /// `namespace/name`.
     pub fn service(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The endpoints its connections may go to.
+    pub fn scope(&self) -> Scope {
+        match self.local_only {
+            true => Scope::Local,
+            false => Scope::Cluster,
+        }
     }
 }
 
@@ -349,12 +357,15 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, addr: SocketAddr, shar
     let node = shared.directory.node();
     let chosen = entry
         .ok_or(super::Refusal::NoEndpoints)
-        .and_then(|entry| choose(entry, target.port, node, client_ip, turn));
+        .and_then(|entry| choose(entry, target.port, node, client_ip, turn, target.scope()));
     let (pod_ip, pod_port) = match chosen {
         Ok(chosen) => chosen,
         Err(why) => return refuse(shared, &target, why),
     };
     let endpoint = SocketAddr::new(IpAddr::V4(loopback_alias(pod_ip)), pod_port);
+    if !shared.directory.reach(endpoint).await {
+        return;
+    }
     let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint))
         .await
     {
@@ -379,12 +390,9 @@ fn refuse(shared: &Shared, target: &Target, why: super::Refusal) {
     if !lock(&shared.refused).insert(target.clone()) {
         return;
     }
-    let reason = match (why, target.local_only) {
-        (super::Refusal::Elsewhere, true) => {
+    let reason = match why {
+        super::Refusal::Elsewhere => {
             "its externalTrafficPolicy is Local and none of its ready endpoints runs on this node"
-        }
-        (super::Refusal::Elsewhere, false) => {
-            "its ready endpoints all run on other nodes, and traffic between nodes is not built yet"
         }
         _ => "it has no ready endpoint for this port",
     };

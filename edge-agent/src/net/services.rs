@@ -6,9 +6,10 @@
 //! replace`]); the agent persists it, so pods reach Services while no server is reachable.
 //! Every connect picks an endpoint anew: in turn (like IPVS's round robin), or by the
 //! client's IP with `sessionAffinity: ClientIP` (a client keeps its endpoint while the
-//! endpoints do not change). Only endpoints on this node are reachable until traffic
-//! between nodes is built: a Service whose endpoints all run elsewhere refuses the connect
-//! as unreachable, and one with no endpoints refuses it as a closed port would.
+//! endpoints do not change), among the ready endpoints on every node (pods on other nodes
+//! are reached through [`super::remote`]), or only this node's with
+//! `externalTrafficPolicy: Local` ([`Scope::Local`]). A Service with no endpoints refuses
+//! the connect as a closed port would.
 //!
 //! The directory also holds the table of HTTP routes the ingress serves by
 //! ([`super::ingress`]), replaced and persisted the same way.
@@ -16,13 +17,14 @@
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use wasmfleet_protocol::network::Protocol;
 use wasmfleet_protocol::routes::RouteTable;
 use wasmfleet_protocol::service::{Resolved, ServiceEntry, ServiceTable};
 
 use super::Refusal;
+use super::remote::Remote;
 
 /// The table of Services, shared by the link (which replaces it) and every pod, and the
 /// table of HTTP routes the ingress serves by.
@@ -34,6 +36,8 @@ pub struct ServiceDirectory {
     turn: Arc<AtomicUsize>,
     /// Counts replacements, so the node's listeners (`net::node_ports`) follow the table.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Pods on other nodes, once the agent has started reaching them.
+    remote: Arc<OnceLock<Remote>>,
 }
 
 /// Two handles are equal when they share one table.
@@ -54,6 +58,29 @@ impl ServiceDirectory {
             routes: Arc::default(),
             turn: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            remote: Arc::default(),
+        }
+    }
+
+    /// From now on, pods on other nodes are reached through `remote` (the agent does this
+    /// once at start).
+    pub fn attach_remote(&self, remote: Remote) {
+        if self.remote.set(remote).is_err() {
+            tracing::warn!("the remote pods were attached twice; keeping the first");
+        }
+    }
+
+    /// How pods on other nodes are reached, once attached.
+    pub fn remote(&self) -> Option<&Remote> {
+        self.remote.get()
+    }
+
+    /// Makes the host address `host` connectable if it is a pod on another node (see
+    /// [`Remote::reach`]); `false` if that failed.
+    pub async fn reach(&self, host: std::net::SocketAddr) -> bool {
+        match self.remote.get() {
+            Some(remote) => remote.reach(host).await,
+            None => true,
         }
     }
 
@@ -92,7 +119,7 @@ impl ServiceDirectory {
             .find(|s| s.namespace == namespace && s.name == name)
             .ok_or(Refusal::NoEndpoints)?;
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        choose(entry, port, &self.node, client, turn)
+        choose(entry, port, &self.node, client, turn, Scope::Cluster)
     }
 
     /// The node this directory routes for.
@@ -138,7 +165,7 @@ impl ServiceDirectory {
         }
         let entry = table.by_cluster_ip(vip).ok_or(Refusal::NoEndpoints);
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        Some(entry.and_then(|entry| choose(entry, port, &self.node, client, turn)))
+        Some(entry.and_then(|entry| choose(entry, port, &self.node, client, turn, Scope::Cluster)))
     }
 
     /// What a lookup of `name` by a pod in `namespace` gives, if it is a Service name.
@@ -157,6 +184,15 @@ impl ServiceDirectory {
     }
 }
 
+/// Which endpoints a connection may go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The ready endpoints on every node.
+    Cluster,
+    /// Only the ones on this node (`externalTrafficPolicy: Local`).
+    Local,
+}
+
 /// Pure: the endpoint of `entry` a connect to `port` from `client` goes to.
 pub fn choose(
     entry: &ServiceEntry,
@@ -164,6 +200,7 @@ pub fn choose(
     node: &str,
     client: Ipv4Addr,
     turn: usize,
+    scope: Scope,
 ) -> Result<(Ipv4Addr, u16), Refusal> {
     let index = entry
         .port_index(port, Protocol::Tcp)
@@ -180,7 +217,7 @@ pub fn choose(
     }
     let local: Vec<(Ipv4Addr, u16)> = serving
         .iter()
-        .filter(|(_, _, here)| *here)
+        .filter(|(_, _, here)| *here || scope == Scope::Cluster)
         .map(|(ip, target, _)| (*ip, *target))
         .collect();
     if local.is_empty() {
@@ -231,35 +268,73 @@ mod tests {
     }
 
     #[test]
-    fn connects_take_the_local_endpoints_in_turn() {
+    fn connects_take_the_endpoints_of_every_node_in_turn_or_only_local_ones() {
         let web = entry(false, &["pi-1", "pi-2", "pi-1"]);
-        let picks: Vec<Ipv4Addr> = (0..4)
-            .map(|turn| choose(&web, 80, "pi-1", client(), turn).unwrap().0)
-            .collect();
-        let (a, c) = (Ipv4Addr::new(10, 42, 0, 2), Ipv4Addr::new(10, 42, 0, 4));
-        assert_eq!(picks, [a, c, a, c]);
-        assert_eq!(choose(&web, 80, "pi-1", client(), 0).unwrap().1, 8080);
+        let picks = |scope| -> Vec<Ipv4Addr> {
+            (0..4)
+                .map(|turn| choose(&web, 80, "pi-1", client(), turn, scope).unwrap().0)
+                .collect()
+        };
+        let (a, b, c) = (
+            Ipv4Addr::new(10, 42, 0, 2),
+            Ipv4Addr::new(10, 42, 0, 3),
+            Ipv4Addr::new(10, 42, 0, 4),
+        );
+        assert_eq!(picks(Scope::Cluster), [a, b, c, a]);
+        assert_eq!(picks(Scope::Local), [a, c, a, c]);
+        assert_eq!(
+            choose(&web, 80, "pi-1", client(), 0, Scope::Local)
+                .unwrap()
+                .1,
+            8080
+        );
     }
 
     #[test]
     fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
         let web = entry(true, &["pi-1", "pi-1", "pi-1"]);
-        let first = choose(&web, 80, "pi-1", client(), 0).unwrap();
-        assert!((1..10).all(|turn| choose(&web, 80, "pi-1", client(), turn).unwrap() == first));
+        let pick = |turn| choose(&web, 80, "pi-1", client(), turn, Scope::Cluster).unwrap();
+        let first = pick(0);
+        assert!((1..10).all(|turn| pick(turn) == first));
     }
 
     #[test]
-    fn no_endpoints_or_only_remote_ones_are_refused_clearly() {
+    fn no_endpoints_or_no_local_ones_for_local_traffic_are_refused_clearly() {
         assert_eq!(
-            choose(&entry(false, &[]), 80, "pi-1", client(), 0),
+            choose(&entry(false, &[]), 80, "pi-1", client(), 0, Scope::Cluster),
             Err(Refusal::NoEndpoints)
         );
         assert_eq!(
-            choose(&entry(false, &["pi-2"]), 80, "pi-1", client(), 0),
+            choose(
+                &entry(false, &["pi-2"]),
+                80,
+                "pi-1",
+                client(),
+                0,
+                Scope::Local
+            ),
             Err(Refusal::Elsewhere)
         );
+        assert!(
+            choose(
+                &entry(false, &["pi-2"]),
+                80,
+                "pi-1",
+                client(),
+                0,
+                Scope::Cluster
+            )
+            .is_ok()
+        );
         assert_eq!(
-            choose(&entry(false, &["pi-1"]), 81, "pi-1", client(), 0),
+            choose(
+                &entry(false, &["pi-1"]),
+                81,
+                "pi-1",
+                client(),
+                0,
+                Scope::Cluster
+            ),
             Err(Refusal::NoEndpoints)
         );
     }

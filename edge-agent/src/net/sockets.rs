@@ -78,7 +78,13 @@ pub fn grant(builder: &mut WasiCtxBuilder, net: std::sync::Arc<PodNet>) {
         .socket_addr_check(move |addr, used| {
             let allowed = match used {
                 SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => net.allows_host_bind(addr),
-                SocketAddrUse::TcpConnect => net.allows_host_connect(addr),
+                SocketAddrUse::TcpConnect => {
+                    // Awaited before the connect: a pod on another node gets its forwarder.
+                    let net = std::sync::Arc::clone(&net);
+                    return Box::pin(async move {
+                        net.allows_host_connect(addr) && net.services().reach(addr).await
+                    });
+                }
                 SocketAddrUse::TcpAccept => true,
                 _ => false,
             };

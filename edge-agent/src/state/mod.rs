@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use wasmfleet_protocol::peers::PeerTable;
 use wasmfleet_protocol::pod::{
     DesiredIndex, DesiredPod, DesiredPods, IndexEntry, PodStatus, StatusReport,
 };
@@ -40,6 +41,7 @@ const DESIRED: &str = "desired";
 const STATUSES: &str = "statuses";
 const SERVICES: &str = "services";
 const ROUTES: &str = "routes";
+const PEERS: &str = "peers";
 
 /// The redb page cache; the agent's state is a few KiB, the default (1 GiB) is for servers.
 const CACHE_BYTES: usize = 4 << 20;
@@ -253,6 +255,22 @@ impl AgentState {
             Some(bytes) => match decode(&bytes) {
                 Ok(Message::Routes(table)) => Ok(Some(table)),
                 other => Err(corrupt("table of HTTP routes", other)),
+            },
+        }
+    }
+
+    /// Persists the table of peers.
+    pub fn save_peers(&self, table: &PeerTable) -> Result<(), StateError> {
+        self.put(PEERS, &encode(&Message::Peers(table.clone())))
+    }
+
+    /// The last persisted table of peers, if any.
+    pub fn peers(&self) -> Result<Option<PeerTable>, StateError> {
+        match self.get(PEERS)? {
+            None => Ok(None),
+            Some(bytes) => match decode(&bytes) {
+                Ok(Message::Peers(table)) => Ok(Some(table)),
+                other => Err(corrupt("table of peers", other)),
             },
         }
     }

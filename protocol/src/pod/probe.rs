@@ -138,6 +138,11 @@ pub enum NodeEventKind {
     /// The node cannot listen on an address for a NodePort or LoadBalancer Service (the
     /// port is taken on the host, or privileged) (`FailedToListen` Warning).
     FailedToListen,
+    /// The node reaches a peer's pods over a direct tunnel (`PeerReachedDirectly`).
+    PeerReachedDirectly,
+    /// The node reaches a peer's pods through the server's relay
+    /// (`PeerReachedThroughRelay`).
+    PeerReachedThroughRelay,
 }
 
 /// One event about a container of a pod on the reporting node.

@@ -201,6 +201,7 @@ pub fn may_subscribe(identity: &Identity, client_id: &str, filter: &str) -> bool
             filter == topic::SERVER_STATE
                 || filter == topic::SERVICES
                 || filter == topic::ROUTES
+                || filter == topic::PEERS
                 || within(filter, &node_down_scope(name))
         }
         Identity::Admin => {
@@ -431,6 +432,7 @@ mod tests {
         assert!(may_subscribe(&me, ANY_CLIENT, topic::SERVER_STATE));
         assert!(may_subscribe(&me, ANY_CLIENT, topic::SERVICES));
         assert!(may_subscribe(&me, ANY_CLIENT, topic::ROUTES));
+        assert!(may_subscribe(&me, ANY_CLIENT, topic::PEERS));
         for filter in [
             "#",
             "wf/#",

@@ -59,7 +59,7 @@ pub fn eligible_nodes(nodes: &[Arc<Value>]) -> Vec<LbNode> {
 }
 
 /// A node's first `InternalIP`.
-fn internal_ip(node: &Value) -> Option<String> {
+pub fn internal_ip(node: &Value) -> Option<String> {
     node["status"]["addresses"]
         .as_array()?
         .iter()

@@ -17,8 +17,8 @@
 //!
 //! A third task ([`publisher`], planning with [`desired`]) publishes each node's retained desired-pods snapshot whenever
 //! it changes, and all of them after every (re)connect; two more ([`retained`] loops) keep the
-//! retained tables every agent serves: the Services ([`services`]) and the HTTP routes of
-//! Ingresses ([`routes`]). The server's retained presence on
+//! retained tables every agent serves: the Services ([`services`]), the HTTP routes of
+//! Ingresses ([`routes`]) and the peers that carry pod traffic between nodes ([`peers`]). The server's retained presence on
 //! `wf/v1/server/state` is also its last will (`online: false`).
 
 mod blobs;
@@ -29,6 +29,7 @@ pub mod front_door;
 pub(crate) mod inbound;
 mod logs;
 pub mod nodes;
+pub mod peers;
 pub mod pod_events;
 pub mod probes;
 pub mod publisher;
@@ -116,6 +117,8 @@ pub struct FleetConfig {
     /// Precompiles modules for agents that ask; `None` answers every request with
     /// "unavailable" (agents then compile themselves).
     pub artifacts: Option<Artifacts>,
+    /// The relay's port, published in the table of peers (0: no relay).
+    pub relay_port: u16,
 }
 
 impl FleetConfig {
@@ -136,6 +139,7 @@ impl FleetConfig {
             cluster_cidr: ClusterCidr::default(),
             service_cidr: wasmfleet_protocol::service::DEFAULT_SERVICE_NET,
             artifacts: None,
+            relay_port: 0,
         }
     }
 }
@@ -214,6 +218,13 @@ impl Fleet {
             },
         );
         let routes = RetainedPublisher::new(client.clone(), cache.clone(), routes::Routes);
+        let peers = RetainedPublisher::new(
+            client.clone(),
+            cache.clone(),
+            peers::Peers {
+                relay_port: config.relay_port,
+            },
+        );
         let ctx = inbound::Dispatcher {
             client: client.clone(),
             store,
@@ -225,6 +236,7 @@ impl Fleet {
                 desired.republish_trigger(),
                 services.republish_trigger(),
                 routes.republish_trigger(),
+                peers.republish_trigger(),
             ],
             artifacts: config.artifacts.clone(),
             server_state: server_state_payload(&config, true),
@@ -244,6 +256,7 @@ impl Fleet {
         tracker.spawn(ctx.run(inbound_rx));
         tracker.spawn(services.run(shutdown.clone()));
         tracker.spawn(routes.run(shutdown.clone()));
+        tracker.spawn(peers.run(shutdown.clone()));
         tracker.spawn(desired.run(config.resync, shutdown));
         Ok(FleetHandle {
             client,

@@ -293,16 +293,23 @@ fn record_node_events(store: &Store, cache: &Cache, node: &str, reported: &PodEv
         .node_events
         .iter()
         .take(MAX_EVENTS_PER_MESSAGE)
-        .map(|event| events::Occurrence {
-            involved: events::Involved::of(&object),
-            kind: events::Type::Warning,
-            reason: match event.kind {
-                NodeEventKind::FailedToListen => "FailedToListen",
-            },
-            message: event.detail.clone(),
+        .map(|event| {
+            let (kind, reason) = match event.kind {
+                NodeEventKind::FailedToListen => (events::Type::Warning, "FailedToListen"),
+                NodeEventKind::PeerReachedDirectly => (events::Type::Normal, "PeerReachedDirectly"),
+                NodeEventKind::PeerReachedThroughRelay => {
+                    (events::Type::Normal, "PeerReachedThroughRelay")
+                }
+            };
+            events::Occurrence {
+                involved: events::Involved::of(&object),
+                kind,
+                reason,
+                message: event.detail.clone(),
+            }
         })
         .collect();
-    events::record_many(store, &occurrences, "kube-proxy");
+    events::record_many(store, &occurrences, "wasmfleet-agent");
 }
 
 fn uid_and_node(obj: &Value) -> (Option<&str>, Option<&str>) {

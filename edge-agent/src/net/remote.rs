@@ -1,0 +1,224 @@
+//! Pods on other nodes, reachable on this node at their loopback aliases, like local ones.
+//!
+//! A pod's sockets reach a pod IP `a.b.c.d` at its alias `127.b.c.d` (see
+//! [`super::PodNet`]). For a pod of this node that is the pod's own socket; for a pod on
+//! another node, [`Remote::reach`] first opens a forwarder on that alias and port: a
+//! listener whose connections become streams through the tunnel to the peer that runs the
+//! pod ([`super::peers`]), from the connecting pod's IP (its alias is the source address).
+//! Everything that connects to pods (wasi:sockets, outgoing wasi:http, Services, NodePorts,
+//! the ingress) calls `reach` and then connects to the alias as before.
+//!
+//! A forwarder lives only as long as connects are announced to it: each `reach` expects one
+//! connection, and the listener closes once every expected connection arrived (or after
+//! [`CONNECT_WAIT`] without one). So a remote pod's alias is held on this node only for the
+//! moment of a connect, and never keeps a pod of this host from binding it (agents that
+//! share one host's loopback, as in tests, see each other's pods there directly). At most
+//! [`MAX_FORWARDERS`] are open at once. A remote pod port where nothing listens shows as
+//! a connection that closes at once (the forwarder had accepted it).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::peers::PeerTable;
+
+use super::peers::Peers;
+use super::tunnel::splice;
+
+/// How long a forwarder waits for a connect it was told about.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// The most forwarders open at once.
+pub const MAX_FORWARDERS: usize = 4096;
+
+/// The remote pods this node reaches; cheap to clone.
+#[derive(Clone)]
+pub struct Remote {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Remote { .. }")
+    }
+}
+
+struct Inner {
+    peers: Peers,
+    /// Per open forwarder, how many connects it still expects.
+    forwarders: Mutex<HashMap<SocketAddrV4, usize>>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Remote {
+    /// Reaches remote pods through `peers`; forwarders run on `tracker` until `stop`.
+    pub fn new(peers: Peers, tracker: TaskTracker, stop: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                peers,
+                forwarders: Mutex::default(),
+                tracker,
+                stop,
+            }),
+        }
+    }
+
+    /// The peers behind the forwarders.
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    /// Prepares one connect to the host address `host`: if it is the alias of a pod on
+    /// another node, a forwarder takes it. `false`: it is such an alias, but no forwarder
+    /// could be opened; any other address is left as it is.
+    pub async fn reach(&self, host: SocketAddr) -> bool {
+        let SocketAddr::V4(host) = host else {
+            return true;
+        };
+        let table = self.inner.peers.table();
+        let Some(pod_ip) = pod_ip_of_alias(&table, *host.ip()) else {
+            return true;
+        };
+        if self.inner.peers.remote_owner(pod_ip).is_none() {
+            return true;
+        }
+        self.forwarder(host, SocketAddrV4::new(pod_ip, host.port()))
+    }
+
+    fn forwarder(&self, alias: SocketAddrV4, destination: SocketAddrV4) -> bool {
+        let mut forwarders = lock(&self.inner.forwarders);
+        if let Some(expected) = forwarders.get_mut(&alias) {
+            *expected += 1;
+            return true;
+        }
+        if forwarders.len() >= MAX_FORWARDERS {
+            tracing::warn!(%destination, "too many forwarders to remote pods open");
+            return false;
+        }
+        let listener = match std::net::TcpListener::bind(alias)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(TcpListener::from_std)
+        {
+            Ok(listener) => listener,
+            // A pod of another agent on this host listens there: it is reachable as it is.
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => return true,
+            Err(err) => {
+                tracing::warn!(%err, %destination, "cannot open a forwarder to a remote pod");
+                return false;
+            }
+        };
+        forwarders.insert(alias, 1);
+        let remote = self.clone();
+        self.inner.tracker.spawn(async move {
+            remote.forward(listener, alias, destination).await;
+        });
+        true
+    }
+
+    /// Accepts the expected connections, then closes.
+    async fn forward(&self, listener: TcpListener, alias: SocketAddrV4, destination: SocketAddrV4) {
+        loop {
+            let accepted = tokio::select! {
+                () = self.inner.stop.cancelled() => None,
+                () = tokio::time::sleep(CONNECT_WAIT) => None,
+                accepted = listener.accept() => accepted.ok(),
+            };
+            let mut forwarders = lock(&self.inner.forwarders);
+            let expected = forwarders.entry(alias).or_default();
+            let Some((local, from)) = accepted else {
+                // Nothing came: the connects it expected were given up.
+                forwarders.remove(&alias);
+                return drop(listener);
+            };
+            *expected = expected.saturating_sub(1);
+            if *expected == 0 {
+                forwarders.remove(&alias);
+                // Closed under the lock: a new `reach` binds afresh, never a closing one.
+                drop(listener);
+                drop(forwarders);
+                return self.spawn_connection(local, from, destination);
+            }
+            drop(forwarders);
+            self.spawn_connection(local, from, destination);
+        }
+    }
+
+    fn spawn_connection(&self, local: TcpStream, from: SocketAddr, destination: SocketAddrV4) {
+        let remote = self.clone();
+        self.inner.tracker.spawn(async move {
+            remote.connection(local, from, destination).await;
+        });
+    }
+
+    async fn connection(&self, local: TcpStream, from: SocketAddr, destination: SocketAddrV4) {
+        local.set_nodelay(true).ok();
+        let source = match from.ip() {
+            IpAddr::V4(alias) => pod_ip_of_alias(&self.inner.peers.table(), alias).filter(|ip| {
+                self.inner
+                    .peers
+                    .own_pods()
+                    .is_some_and(|own| own.contains(ip))
+            }),
+            IpAddr::V6(_) => None,
+        };
+        match self.inner.peers.open(destination, source).await {
+            Ok(stream) => splice(local, stream, self.inner.stop.clone()).await,
+            Err(err) => tracing::info!(%destination, %err, "cannot reach a remote pod"),
+        }
+    }
+}
+
+/// The pod IP whose alias is `alias`, if some peer's pod range holds it (an alias keeps
+/// the last three octets of the pod IP).
+pub fn pod_ip_of_alias(table: &PeerTable, alias: Ipv4Addr) -> Option<Ipv4Addr> {
+    let [first, b, c, d] = alias.octets();
+    if first != 127 {
+        return None;
+    }
+    table.peers.iter().find_map(|peer| {
+        let candidate = Ipv4Addr::new(peer.pod_cidr.addr().octets()[0], b, c, d);
+        peer.pod_cidr.contains(&candidate).then_some(candidate)
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use wasmfleet_protocol::peers::Peer;
+
+    #[test]
+    fn aliases_map_back_to_the_pod_ips_of_the_peers_ranges() {
+        let peer = |node: &str, cidr: &str| Peer {
+            node: node.into(),
+            pod_cidr: cidr.parse().unwrap(),
+            address: None,
+            key_sha256: [0; 32],
+        };
+        let table = PeerTable {
+            peers: vec![peer("a", "10.42.0.0/24"), peer("b", "10.42.1.0/24")],
+            ..PeerTable::default()
+        };
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            pod_ip_of_alias(&table, ip("127.42.1.7")),
+            Some(ip("10.42.1.7"))
+        );
+        assert_eq!(
+            pod_ip_of_alias(&table, ip("127.42.0.2")),
+            Some(ip("10.42.0.2"))
+        );
+        assert_eq!(pod_ip_of_alias(&table, ip("127.42.9.2")), None);
+        assert_eq!(pod_ip_of_alias(&table, ip("127.0.0.1")), None);
+        assert_eq!(pod_ip_of_alias(&table, ip("10.42.1.7")), None);
+    }
+}
