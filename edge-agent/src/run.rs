@@ -72,9 +72,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         "pods together may use the node's allocatable"
     );
     let (uplink, parts) = link::uplink(&config.node_name);
-    // TODO(h-certs merge): the node certificate's watch channel and --tunnel-port.
+    // TODO(h-certs merge): the node certificate's watch channel.
     let (_credentials_tx, credentials) = tokio::sync::watch::channel(None);
-    let tunnel_port = 0;
 
     // Pods get their own token and tracker: they stop first, before the link says goodbye.
     let pods_shutdown = CancellationToken::new();
@@ -104,7 +103,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     if let Some(table) = persisted_peers(&state) {
         peers.replace(table);
     }
-    pods_tracker.spawn(peers.clone().listen(tunnel_port));
+    pods_tracker.spawn(peers.clone().listen(config.tunnel_port));
     services.attach_remote(Remote::new(
         peers,
         pods_tracker.clone(),

@@ -65,6 +65,14 @@ pub struct ServerConfig {
         default_value_t = wasmfleet_agent::config::DEFAULT_INGRESS_PORT
     )]
     pub ingress_port: u16,
+    /// The port other nodes reach the in-process agent's pods at (0: none; they go through
+    /// the relay).
+    #[arg(
+        long,
+        env = "WASMFLEET_TUNNEL_PORT",
+        default_value_t = wasmfleet_agent::config::DEFAULT_TUNNEL_PORT
+    )]
+    pub tunnel_port: u16,
     /// The in-process agent's node address (its `InternalIP`, where it serves NodePort and
     /// LoadBalancer Services) [default: the source address of the default route].
     #[arg(long)]

@@ -238,6 +238,7 @@ fn start_local_agent(
     agent.data_dir = config.data_dir.join("agent");
     agent.ingress_port = config.ingress_port;
     agent.node_ip = config.node_ip;
+    agent.tunnel_port = config.tunnel_port;
     agent
         .validate()
         .context("configuring the in-process agent (set --node-name, or --no-local-agent)")?;

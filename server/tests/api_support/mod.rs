@@ -37,6 +37,7 @@ impl Server {
         let mut config = ServerConfig::with_data_dir(dir);
         config.https_listen = "127.0.0.1:0".parse().unwrap();
         config.mqtt_listen = "127.0.0.1:0".parse().unwrap();
+        config.relay_listen = "127.0.0.1:0".parse().unwrap();
         config.no_local_agent = true;
         adjust(&mut config);
         let shutdown = CancellationToken::new();
