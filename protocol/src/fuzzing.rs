@@ -15,13 +15,29 @@ pub fn mqtt(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    match selector % 5 {
+    match selector % 6 {
         0 => envelope(rest),
         1 => server_topic(&String::from_utf8_lossy(rest)),
         2 => node_topic(&String::from_utf8_lossy(rest)),
         3 => login(&String::from_utf8_lossy(rest)),
+        4 => relay_line(&String::from_utf8_lossy(rest)),
         _ => broker_url(&String::from_utf8_lossy(rest)),
     }
+}
+
+/// A relay request line that parses is rebuilt to the same line.
+fn relay_line(text: &str) {
+    use crate::peers::relay_line::{Request, accept, connect, parse};
+    let rebuilt = match parse(text) {
+        Some(Request::Connect(node)) => connect(&node),
+        Some(Request::Accept(session)) => accept(session),
+        None => return,
+    };
+    assert_eq!(
+        parse(rebuilt.trim_end()),
+        parse(text),
+        "relay line round trip"
+    );
 }
 
 /// A payload that decodes re-encodes to bytes that decode to the same message.
