@@ -7,11 +7,12 @@
 //! Run (as root, with iproute2 and nftables; `workloads/build` first):
 //! `cargo build --release --workspace --bins &&
 //!  target/release/wasmfleet-chaos --rounds 100 --seed 1 --broker mosquitto`
+//! (`--only agent-reboot-in-partition` measures one fault kind)
 
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use wasmfleet_tests::chaos::{Chaos, Summary};
+use wasmfleet_tests::chaos::{Chaos, FaultKind, Summary};
 use wasmfleet_tests::cluster::Broker;
 
 /// Random faults against a real cluster, with invariants checked after each.
@@ -26,6 +27,9 @@ struct Args {
     /// The MQTT broker.
     #[arg(long, value_enum, default_value_t = BrokerArg::Embedded)]
     broker: BrokerArg,
+    /// Only faults of this kind (default: every kind the broker allows, shuffled).
+    #[arg(long, value_enum)]
+    only: Option<FaultKind>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -57,7 +61,10 @@ fn run(args: Args) -> anyhow::Result<usize> {
     );
     let started = Instant::now();
     let mut chaos = Chaos::start(&["node-a", "node-b"], broker, seed)?.with_long_outages();
-    let plan = chaos.plan(args.rounds);
+    let plan = match args.only {
+        Some(kind) => chaos.plan_only(kind, args.rounds),
+        None => chaos.plan(args.rounds),
+    };
     let mut summary = Summary::default();
     for (i, fault) in plan.iter().enumerate() {
         let report = chaos.round(fault)?;

@@ -51,7 +51,7 @@ const SCAN_EVERY: Duration = Duration::from_millis(200);
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 /// One kind of fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {
     /// kill -9 of the server (the embedded broker dies with it), then a restart.
     KillServer,
@@ -227,6 +227,11 @@ impl Chaos {
         }
         kinds.truncate(rounds);
         kinds.into_iter().map(|kind| self.fault(kind)).collect()
+    }
+
+    /// `rounds` faults of `kind` only (to measure one fault kind).
+    pub fn plan_only(&mut self, kind: FaultKind, rounds: usize) -> Vec<Fault> {
+        (0..rounds).map(|_| self.fault(kind)).collect()
     }
 
     /// A fault of `kind` with a random target, moment and length.
