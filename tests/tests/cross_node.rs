@@ -108,7 +108,7 @@ fn ready(pod: &Value) -> bool {
 fn pods_reach_pods_and_services_on_other_nodes_directly_and_through_the_relay() {
     let mut network = Network::create().unwrap_or_else(|err| panic!("{err:#}"));
     let mut cluster = Cluster::start_with_broker_on(
-        ClusterOptions::default(),
+        ClusterOptions { agents: Vec::new() },
         Broker::from_env(),
         IpAddr::V4(network.host_addr()),
     );

@@ -179,7 +179,10 @@ async fn connect(net: &PodNet, target: SocketAddr, timeout: Duration) -> Result<
             .map_err(Error::Connect)?;
     }
     match tokio::time::timeout(timeout, socket.connect(target)).await {
-        Ok(Ok(stream)) => Ok(stream),
+        Ok(Ok(stream)) => {
+            stream.set_nodelay(true).ok();
+            Ok(stream)
+        }
         Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
             Err(Error::ConnectionRefused)
         }

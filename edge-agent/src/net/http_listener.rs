@@ -129,7 +129,11 @@ impl HttpListener {
                 accepted = self.listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, _peer)) => return Some((stream, slot)),
+                Ok((stream, _peer)) => {
+                    // Small writes (a response head, then its body) must not wait for ACKs.
+                    stream.set_nodelay(true).ok();
+                    return Some((stream, slot));
+                }
                 Err(error) => {
                     // Out of file descriptors and the like: wait instead of spinning.
                     tracing::warn!(%error, "accepting an HTTP connection failed");

@@ -186,6 +186,8 @@ impl Server {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    // Small writes (a response head, then its body) must not wait for ACKs.
+                    stream.set_nodelay(true).ok();
                     let connection = connection(stream, peer, Arc::clone(&this), stop.clone());
                     this.tracker.spawn(async move {
                         connection.await;
@@ -312,6 +314,7 @@ async fn forward(
         .await
         .map_err(|_| "the endpoint did not accept the connection in time".to_owned())?
         .map_err(|err| format!("cannot connect to the endpoint: {err}"))?;
+    stream.set_nodelay(true).ok();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|err| format!("HTTP handshake with the endpoint failed: {err}"))?;

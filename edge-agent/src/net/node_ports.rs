@@ -316,7 +316,10 @@ async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+            Ok((stream, peer)) => {
+                stream.set_nodelay(true).ok();
+                (stream, peer)
+            }
             Err(err) => {
                 tracing::warn!(%addr, %err, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -379,6 +382,7 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, addr: SocketAddr, shar
             return;
         }
     };
+    upstream.set_nodelay(true).ok();
     lock(&shared.refused).remove(&target);
     if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(%peer, %endpoint, %err, "forwarded connection ended");

@@ -219,9 +219,11 @@ async fn connect(target: SocketAddrV4, source: Option<Ipv4Addr>) -> std::io::Res
         socket.bind(SocketAddr::new(loopback_alias(source).into(), 0))?;
     }
     let alias = SocketAddr::new(loopback_alias(*target.ip()).into(), target.port());
-    tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(alias))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(alias))
         .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 fn refusal(status: StatusCode, reason: &str) -> Response<Empty<Bytes>> {
