@@ -147,12 +147,17 @@ impl Peers {
     /// the table, or whose key changed, are dropped.
     pub fn replace(&self, table: PeerTable) {
         let table = Arc::new(table);
-        *self
-            .inner
-            .table
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&table);
-        lock(&self.inner.links).retain(|node, _| table.get(node).is_some());
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .table
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            Arc::clone(&table),
+        );
+        let key = |t: &PeerTable, node: &str| t.get(node).map(|p| p.key_sha256);
+        lock(&self.inner.links)
+            .retain(|node, _| key(&table, node).is_some() && key(&table, node) == key(&old, node));
     }
 
     /// The current table.
