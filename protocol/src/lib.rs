@@ -19,6 +19,8 @@
 //!   (`cpu=100m,memory=256Mi`), shared by the server's admission and the agent's flags;
 //! - [`service`] and [`routes`]: the tables of Services and of HTTP routes every agent
 //!   serves (kube-proxy's and the ingress controller's input);
+//! - [`tunnel`]: a node's tunnel key (reported at birth) and the certificate the server
+//!   signs for it;
 //! - [`tail`]: fields appended at the end of a message, which old and new peers both read;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
 //! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
@@ -50,6 +52,7 @@ pub mod tail;
 pub mod topic;
 #[cfg(feature = "client")]
 pub mod transport;
+pub mod tunnel;
 
 pub use envelope::{DecodeError, Message, decode, encode};
 
