@@ -21,6 +21,10 @@ use wasmfleet_protocol::transport::{self, TransportError};
 /// The port Ingress traffic is served on when not told otherwise (HTTP's).
 pub const DEFAULT_INGRESS_PORT: u16 = 80;
 
+/// The port of the agent's tunnel listener when not told otherwise (other agents reach the
+/// node's pods through it; next to the kubelet's 10250).
+pub const DEFAULT_TUNNEL_PORT: u16 = 10260;
+
 /// Where an agent keeps its state when not told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/wasmfleet/agent";
 
@@ -63,6 +67,9 @@ pub struct AgentConfig {
     /// The node's `InternalIP`, where it serves NodePort and LoadBalancer Services
     /// [default: [`crate::node_info::detect_node_ip`]].
     pub node_ip: Option<std::net::IpAddr>,
+    /// The port of the agent's tunnel listener (mutual TLS with the node certificate),
+    /// reported in the birth; 0: none, the node only dials out.
+    pub tunnel_port: u16,
 }
 
 /// Why a configuration was refused.
@@ -156,6 +163,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("restart_backoff_base", &self.restart_backoff_base)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("ingress_port", &self.ingress_port)
+            .field("tunnel_port", &self.tunnel_port)
             .finish()
     }
 }
@@ -178,6 +186,7 @@ impl AgentConfig {
             heartbeat_interval: Duration::from_secs(10),
             ingress_port: DEFAULT_INGRESS_PORT,
             node_ip: None,
+            tunnel_port: DEFAULT_TUNNEL_PORT,
         }
     }
 
@@ -224,6 +233,11 @@ impl AgentConfig {
         self.node_password_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join(crate::identity::NODE_PASSWORD_FILE))
+    }
+
+    /// The node's tunnel key, certificate and CA (see [`crate::identity::certificate`]).
+    pub fn tunnel_files(&self) -> crate::identity::certificate::TunnelFiles {
+        crate::identity::certificate::TunnelFiles::in_dir(&self.data_dir)
     }
 
     /// The redb file holding the agent's local state.
@@ -317,6 +331,11 @@ pub struct Cli {
     /// why and runs on without serving Ingresses.
     #[arg(long, env = "WASMFLEET_INGRESS_PORT", default_value_t = DEFAULT_INGRESS_PORT)]
     pub ingress_port: u16,
+    /// The port other agents reach this node's pods on (mutual TLS with the node
+    /// certificates the server signs); 0: no listener, the node only dials out and its
+    /// traffic is relayed through the server.
+    #[arg(long, env = "WASMFLEET_TUNNEL_PORT", default_value_t = DEFAULT_TUNNEL_PORT)]
+    pub tunnel_port: u16,
 }
 
 impl Cli {
@@ -385,6 +404,7 @@ impl Cli {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             ingress_port: self.ingress_port,
             node_ip: self.node_ip,
+            tunnel_port: self.tunnel_port,
         };
         config.validate()?;
         Ok(config)

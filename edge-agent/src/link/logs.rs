@@ -62,6 +62,8 @@ impl LogStreams {
             match command {
                 Some(NodeCommand::Logs(request)) => self.start(request),
                 Some(NodeCommand::CancelLogs { request_id }) => self.cancel(request_id),
+                // The connection hands certificates to the tunnel credentials instead.
+                Some(NodeCommand::Certificate(_)) => {}
                 None => return,
             }
         }

@@ -56,6 +56,7 @@ use crate::artifacts::Artifacts;
 use crate::broker::MAX_PACKET_SIZE;
 use crate::controllers::leases::Leases;
 use crate::controllers::node_lifecycle;
+use crate::identity::certificates::NodeCertificates;
 use crate::informer::Cache;
 use crate::modules::ModuleStore;
 use crate::store::Store;
@@ -116,6 +117,8 @@ pub struct FleetConfig {
     /// Precompiles modules for agents that ask; `None` answers every request with
     /// "unavailable" (agents then compile themselves).
     pub artifacts: Option<Artifacts>,
+    /// Signs each node's tunnel key at its birth; `None` sends no node certificates.
+    pub certificates: Option<Arc<NodeCertificates>>,
 }
 
 impl FleetConfig {
@@ -136,6 +139,7 @@ impl FleetConfig {
             cluster_cidr: ClusterCidr::default(),
             service_cidr: wasmfleet_protocol::service::DEFAULT_SERVICE_NET,
             artifacts: None,
+            certificates: None,
         }
     }
 }
@@ -227,6 +231,7 @@ impl Fleet {
                 routes.republish_trigger(),
             ],
             artifacts: config.artifacts.clone(),
+            certificates: config.certificates.clone(),
             server_state: server_state_payload(&config, true),
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
