@@ -21,7 +21,8 @@ use wasmfleet_protocol::transport::{self, TransportError};
 /// The port Ingress traffic is served on when not told otherwise (HTTP's).
 pub const DEFAULT_INGRESS_PORT: u16 = 80;
 
-/// The port other agents reach this node's pods at when not told otherwise.
+/// The port of the agent's tunnel listener when not told otherwise (other agents reach the
+/// node's pods through it; next to the kubelet's 10250).
 pub const DEFAULT_TUNNEL_PORT: u16 = 10260;
 
 /// Where an agent keeps its state when not told otherwise.
@@ -66,8 +67,8 @@ pub struct AgentConfig {
     /// The node's `InternalIP`, where it serves NodePort and LoadBalancer Services
     /// [default: [`crate::node_info::detect_node_ip`]].
     pub node_ip: Option<std::net::IpAddr>,
-    /// The port other agents reach this node's pods at (0: none, they go through the
-    /// server's relay).
+    /// The port of the agent's tunnel listener (mutual TLS with the node certificate),
+    /// reported in the birth; 0: none, the node only dials out.
     pub tunnel_port: u16,
 }
 
@@ -234,6 +235,11 @@ impl AgentConfig {
             .unwrap_or_else(|| self.data_dir.join(crate::identity::NODE_PASSWORD_FILE))
     }
 
+    /// The node's tunnel key, certificate and CA (see [`crate::identity::certificate`]).
+    pub fn tunnel_files(&self) -> crate::identity::certificate::TunnelFiles {
+        crate::identity::certificate::TunnelFiles::in_dir(&self.data_dir)
+    }
+
     /// The redb file holding the agent's local state.
     pub fn state_path(&self) -> PathBuf {
         self.data_dir.join("state.redb")
@@ -325,9 +331,9 @@ pub struct Cli {
     /// why and runs on without serving Ingresses.
     #[arg(long, env = "WASMFLEET_INGRESS_PORT", default_value_t = DEFAULT_INGRESS_PORT)]
     pub ingress_port: u16,
-    /// The port other agents reach this node's pods at (mutual TLS with the node
-    /// certificates); 0 listens on none: other nodes then go through the server's relay,
-    /// as for a node behind NAT.
+    /// The port other agents reach this node's pods on (mutual TLS with the node
+    /// certificates the server signs); 0: no listener, the node only dials out and its
+    /// traffic is relayed through the server.
     #[arg(long, env = "WASMFLEET_TUNNEL_PORT", default_value_t = DEFAULT_TUNNEL_PORT)]
     pub tunnel_port: u16,
 }

@@ -10,7 +10,8 @@
 //! - [`state`]: the agent's local redb (session epoch, desired pods, last pod statuses);
 //! - [`modules`]: the module cache and the chunked, resumable fetcher;
 //! - [`node_info`]: what the agent reports about its machine;
-//! - [`identity`]: the node's own password, its credential at the server;
+//! - [`identity`]: the node's own password, its credential at the server, and its tunnel
+//!   key and certificate (signed by the cluster CA), its identity towards other nodes;
 //! - [`config`]: the agent's configuration and command line;
 //! - [`run`]: wires everything together and shuts it down gracefully.
 

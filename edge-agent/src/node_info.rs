@@ -62,6 +62,7 @@ pub fn collect(
         labels,
         engine,
         addresses: Vec::new(),
+        tunnel: None,
     })
 }
 

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::pod::DesiredPods;
 
 use crate::config::AgentConfig;
+use crate::identity::certificate::TunnelCredentials;
 use crate::link::sync::PodSync;
 use crate::link::{self, BackoffPolicy, Link, LinkConfig};
 use crate::modules::{FetchTimeouts, ModuleFetcher};
@@ -45,6 +46,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     config.validate()?;
     let transport = config.transport()?;
     let password = crate::identity::mqtt_password(&config.node_password_path(), &config.token)?;
+    // The node's tunnel key and certificate. The tunnel takes the current identity from
+    // `credentials.identity()` (a watch: `None` until the server has certified the key,
+    // replaced when it sends a new certificate).
+    let credentials = TunnelCredentials::load(
+        &config.node_name,
+        config.tunnel_files(),
+        config.artifact_signer(),
+    )?;
     if !config.mqtt.tls {
         tracing::warn!(
             server = %config.mqtt,
@@ -64,6 +73,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         None => node_info::detect_node_ip(&config.mqtt).await,
     };
     info.addresses = vec![NodeAddress::internal(node_ip)];
+    info.tunnel = Some(credentials.tunnel_info(config.tunnel_port));
     tracing::info!(%node_ip, "node address (NodePort and LoadBalancer Services listen on it)");
     runtime.limit_to(&info.allocatable);
     tracing::info!(
@@ -72,8 +82,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         "pods together may use the node's allocatable"
     );
     let (uplink, parts) = link::uplink(&config.node_name);
-    // TODO(h-certs merge): the node certificate's watch channel.
-    let (_credentials_tx, credentials) = tokio::sync::watch::channel(None);
 
     // Pods get their own token and tracker: they stop first, before the link says goodbye.
     let pods_shutdown = CancellationToken::new();
@@ -94,7 +102,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     // Pods on other nodes: tunnels and forwarders stop with the pods.
     let peers = Peers::new(
         &config.node_name,
-        credentials,
+        credentials.identity(),
         &config.mqtt.host,
         Some(uplink.clone()),
         pods_tracker.clone(),
@@ -141,7 +149,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
 
     let link_tracker = TaskTracker::new();
     let (link, inbox) = Link::start(
-        &link_config(&config, transport, password),
+        &link_config(&config, transport, password, credentials),
         parts,
         info,
         state.clone(),
@@ -233,6 +241,7 @@ fn link_config(
     config: &AgentConfig,
     transport: rumqttc::Transport,
     password: String,
+    credentials: TunnelCredentials,
 ) -> LinkConfig {
     LinkConfig {
         mqtt: config.mqtt.clone(),
@@ -241,6 +250,7 @@ fn link_config(
         password,
         heartbeat_interval: config.heartbeat_interval,
         reconnect: BackoffPolicy::default(),
+        credentials,
     }
 }
 

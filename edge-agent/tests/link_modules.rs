@@ -60,6 +60,12 @@ impl Agent {
                 base: Duration::from_millis(50),
                 max: Duration::from_millis(200),
             },
+            credentials: wasmfleet_agent::identity::certificate::TunnelCredentials::load(
+                NODE,
+                wasmfleet_agent::identity::certificate::TunnelFiles::in_dir(dir.path()),
+                None,
+            )
+            .expect("tunnel key"),
         };
         let info =
             wasmfleet_agent::node_info::collect(BTreeMap::new(), engine(), Default::default())

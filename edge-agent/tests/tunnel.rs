@@ -12,21 +12,37 @@ use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     PublicKeyData,
 };
-use rustls::RootCertStore;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wasmfleet_agent::net::peers::{Credentials, PeerError, Peers};
+use wasmfleet_agent::identity::certificate::{TunnelIdentity, TunnelKey, check};
+use wasmfleet_agent::net::peers::{PeerError, Peers};
 use wasmfleet_agent::net::tunnel::StreamError;
 use wasmfleet_protocol::peers::{Peer, PeerTable};
+use wasmfleet_protocol::tunnel::NodeCertificate;
 
 struct Ca {
     cert: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+/// A tunnel key's public half, for rcgen to certify (ECDSA P-256: the SPKI ends with the
+/// uncompressed point).
+struct Spki(Vec<u8>);
+
+impl PublicKeyData for Spki {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0[self.0.len() - 65..]
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
 }
 
 impl Ca {
@@ -38,28 +54,35 @@ impl Ca {
         Ca {
             cert,
             issuer: Issuer::new(params, key),
+            dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    /// A node certificate for `node` and its key's pin.
-    fn node(&self, node: &str) -> (Arc<Credentials>, [u8; 32]) {
-        let key = KeyPair::generate().unwrap();
+    /// A node's identity (a fresh tunnel key, certified for `node`) and its key's pin.
+    fn node(&self, node: &str) -> (Arc<TunnelIdentity>, [u8; 32]) {
+        let path = self.dir.path().join(format!("{}.key", rand_name()));
+        let key = TunnelKey::load_or_create(&path).unwrap();
         let mut params = CertificateParams::new(vec![node.to_owned()]).unwrap();
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let pin: [u8; 32] = Sha256::digest(key.subject_public_key_info()).into();
-        let mut roots = RootCertStore::empty();
-        roots.add(self.cert.clone()).unwrap();
-        let credentials = Credentials {
-            cert: cert.der().clone(),
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            roots: Arc::new(roots),
+        let spki = Spki(key.public_key().to_vec());
+        let cert = params.signed_by(&spki, &self.issuer).unwrap();
+        let offered = NodeCertificate {
+            cert_der: cert.der().to_vec(),
+            ca_der: self.cert.to_vec(),
         };
-        (Arc::new(credentials), pin)
+        let identity = check(node, &key, &offered, &[], UnixTime::now()).unwrap();
+        let pin: [u8; 32] = Sha256::digest(key.public_key()).into();
+        (Arc::new(identity), pin)
     }
+}
+
+fn rand_name() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("key-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn free_port() -> u16 {
@@ -79,7 +102,7 @@ fn peer(node: &str, cidr: &str, port: Option<u16>, pin: [u8; 32]) -> Peer {
     }
 }
 
-fn peers(node: &str, credentials: Arc<Credentials>, table: &PeerTable) -> Peers {
+fn peers(node: &str, credentials: Arc<TunnelIdentity>, table: &PeerTable) -> Peers {
     let (tx, rx) = watch::channel(Some(credentials));
     // The receiver keeps the last value once the sender is gone.
     drop(tx);

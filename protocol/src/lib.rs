@@ -21,6 +21,8 @@
 //!   serves (kube-proxy's and the ingress controller's input);
 //! - [`peers`]: the table of nodes that carry pod traffic for each other, and the relay
 //!   for the ones behind NAT;
+//! - [`tunnel`]: a node's tunnel key (reported at birth) and the certificate the server
+//!   signs for it;
 //! - [`tail`]: fields appended at the end of a message, which old and new peers both read;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
 //! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
@@ -53,6 +55,7 @@ pub mod tail;
 pub mod topic;
 #[cfg(feature = "client")]
 pub mod transport;
+pub mod tunnel;
 
 pub use envelope::{DecodeError, Message, decode, encode};
 

@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A command from the server to one node.
+/// A command from the server to one node (append-only: older agents refuse variants they
+/// do not know, with a logged warning).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeCommand {
     /// Send a container's logs.
@@ -17,6 +18,8 @@ pub enum NodeCommand {
         /// The request to stop.
         request_id: u64,
     },
+    /// The node's certificate for its tunnel key, sent after every birth that reports one.
+    Certificate(crate::tunnel::NodeCertificate),
     /// Dial the server's relay for a session another node opened to this one.
     RelayDial(crate::peers::RelayDial),
 }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tunnel::TunnelInfo;
+
 /// The server's presence on [`crate::topic::SERVER_STATE`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerState {
@@ -53,9 +55,14 @@ pub struct NodeInfo {
     pub engine: EngineInfo,
     /// The node's addresses (`InternalIP`), as the kubelet reports them. Appended after the
     /// first releases ([`crate::tail`]): a birth from an older agent has none, and an
-    /// older server ignores them. Keep it the last field.
+    /// older server ignores them.
     #[serde(default, deserialize_with = "crate::tail::or_default")]
     pub addresses: Vec<NodeAddress>,
+    /// The node's tunnel key and port, for its certificate and for other nodes to reach it.
+    /// Appended after `addresses` ([`crate::tail`]): a birth from an older agent has none
+    /// (it gets no certificate), and an older server ignores it. Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub tunnel: Option<TunnelInfo>,
 }
 
 /// One address of a node (`status.addresses[]`).
@@ -147,6 +154,10 @@ mod tests {
                     can_compile: true,
                 },
                 addresses: vec![NodeAddress::internal([192, 168, 1, 20].into())],
+                tunnel: Some(TunnelInfo {
+                    public_key: vec![0x30, 0x59, 7, 7],
+                    port: 10260,
+                }),
             }),
         })
     }
@@ -163,11 +174,63 @@ mod tests {
         };
         if let Some(info) = state.info.as_mut() {
             info.addresses.clear();
+            info.tunnel = None;
         }
         let mut bytes = encode(&Message::NodeState(state.clone()));
-        // An empty Vec is one byte (its length); an older agent's birth ends before it.
+        // An empty Vec and a None are one byte each; an older agent's birth ends before them.
+        assert_eq!(bytes.pop(), Some(0));
         assert_eq!(bytes.pop(), Some(0));
         assert_eq!(decode(&bytes), Ok(Message::NodeState(state)));
+    }
+
+    #[test]
+    fn a_birth_from_before_tunnels_still_decodes() {
+        let Message::NodeState(mut state) = birth() else {
+            unreachable!()
+        };
+        if let Some(info) = state.info.as_mut() {
+            info.tunnel = None;
+        }
+        let mut bytes = encode(&Message::NodeState(state.clone()));
+        // A None is one byte; an agent from before tunnels ends its birth before it.
+        assert_eq!(bytes.pop(), Some(0));
+        assert_eq!(decode(&bytes), Ok(Message::NodeState(state)));
+    }
+
+    #[test]
+    fn an_older_server_reads_a_birth_with_a_tunnel_up_to_its_addresses() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct OlderInfo {
+            agent_version: String,
+            architecture: String,
+            operating_system: String,
+            kernel_version: String,
+            os_image: String,
+            hostname: String,
+            capacity: Resources,
+            allocatable: Resources,
+            labels: BTreeMap<String, String>,
+            engine: EngineInfo,
+            #[serde(default, deserialize_with = "crate::tail::or_default")]
+            addresses: Vec<NodeAddress>,
+        }
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct OlderState {
+            epoch: u64,
+            online: bool,
+            info: Option<OlderInfo>,
+        }
+        let Message::NodeState(state) = birth() else {
+            unreachable!()
+        };
+        let bytes = postcard::to_stdvec(&state).unwrap_or_default();
+        let older: OlderState = postcard::from_bytes(&bytes).expect("an older server decodes it");
+        let info = older.info.expect("info");
+        assert_eq!(info.hostname, "pi-1");
+        assert_eq!(
+            info.addresses,
+            vec![NodeAddress::internal([192, 168, 1, 20].into())]
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, encode};
 
 use crate::bootstrap::TlsMaterial;
-use crate::fleet::peers::TUNNEL_KEY_ANNOTATION;
+use crate::identity::certificates::TUNNEL_KEY_ANNOTATION;
 use crate::informer::Cache;
 
 /// Relay connections at once (sessions count two).

@@ -27,6 +27,7 @@ use crate::events;
 use crate::fleet::front_door::FrontDoor;
 use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::identity::NodeIdentities;
+use crate::identity::certificates::NodeCertificates;
 use crate::informer::{self, Cache};
 use crate::modules::ModuleStore;
 use crate::relay;
@@ -147,6 +148,10 @@ fn fleet_config(
         Artifacts::new(modules.clone(), &boot.tls.ca_key_pem)
             .context("setting up artifact signing")?,
     );
+    fleet_config.certificates = Some(Arc::new(
+        NodeCertificates::new(&boot.tls.ca_cert_pem, &boot.tls.ca_key_pem)
+            .context("setting up node certificates")?,
+    ));
     if let Some(grace) = config.node_monitor_grace() {
         fleet_config.node_grace = grace;
     }

@@ -338,6 +338,7 @@ fn birth(epoch: u64) -> Message {
                 can_compile: true,
             },
             addresses: Vec::new(),
+            tunnel: None,
         }),
     })
 }

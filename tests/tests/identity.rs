@@ -2,11 +2,19 @@
 //! bound to the node's own password at its first login; a client with the join token alone
 //! can neither log in under an existing node's name (and receive its pods) nor kick its
 //! agent off. A re-flashed device is refused until an admin deletes the Node.
+//!
+//! Node certificates (issue 10, section 5): every agent gets a certificate from the cluster
+//! CA for its own tunnel key and name, the ground of agent-to-agent mutual TLS.
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
 use wasmfleet_protocol::topic::{self, Up};
-use wasmfleet_tests::cluster::{AgentLaunch, CONVERGE, node_ready, phase};
+use wasmfleet_tests::cluster::{AgentLaunch, CONVERGE, free_port, node_ready, phase};
 use wasmfleet_tests::manifests::pod;
 use wasmfleet_tests::mqtt::publish_all;
 use wasmfleet_tests::{Cluster, ClusterOptions, wait_for};
@@ -251,4 +259,96 @@ fn a_created_join_token_admits_as_many_nodes_as_it_may_and_a_deleted_node_is_cut
         &format!("{unlimited}:pi-3-own-password-0123456789"),
     );
     assert!(refused.is_err(), "a deleted token admitted a node");
+}
+
+/// The SubjectPublicKeyInfo of the agent's `node-tunnel.key` (PKCS#8 PEM).
+fn tunnel_key(agent_dir: &Path) -> Result<Vec<u8>, String> {
+    let key = PrivateKeyDer::from_pem_file(agent_dir.join("node-tunnel.key"))
+        .map_err(|e| format!("node-tunnel.key: {e}"))?;
+    let signing = rustls::crypto::ring::sign::any_ecdsa_type(&key)
+        .map_err(|e| format!("node-tunnel.key is no ECDSA key: {e}"))?;
+    let spki = signing.public_key().ok_or("no public key")?;
+    Ok(spki.as_ref().to_vec())
+}
+
+/// Checks the agent's `node-tunnel.crt` against the cluster CA (the server's `tls/ca.crt`),
+/// for `node`'s name and its current key, as another agent would; returns the key.
+fn certified_key(cluster: &Cluster, node: &str) -> Result<Vec<u8>, String> {
+    let agent_dir = cluster.agent_dir(node);
+    let ca = CertificateDer::from_pem_file(cluster.dir().join("server/tls/ca.crt"))
+        .map_err(|e| format!("ca.crt: {e}"))?;
+    let cert = CertificateDer::from_pem_file(agent_dir.join("node-tunnel.crt"))
+        .map_err(|e| format!("node-tunnel.crt: {e}"))?;
+    let anchor = webpki::anchor_from_trusted_cert(&ca).map_err(|e| e.to_string())?;
+    let parsed = webpki::EndEntityCert::try_from(&cert).map_err(|e| e.to_string())?;
+    for usage in [
+        webpki::KeyUsage::server_auth(),
+        webpki::KeyUsage::client_auth(),
+    ] {
+        parsed
+            .verify_for_usage(
+                &[webpki::ring::ECDSA_P256_SHA256],
+                std::slice::from_ref(&anchor),
+                &[],
+                UnixTime::now(),
+                usage,
+                None,
+                None,
+            )
+            .map_err(|e| format!("does not verify against the cluster CA: {e}"))?;
+    }
+    let name = DnsName::try_from(node.to_owned()).map_err(|e| e.to_string())?;
+    parsed
+        .verify_is_valid_for_subject_name(&ServerName::DnsName(name))
+        .map_err(|e| format!("not for {node}: {e}"))?;
+    let key = tunnel_key(&agent_dir)?;
+    if parsed.subject_public_key_info().as_ref() != key.as_slice() {
+        return Err("the certificate is for another key than node-tunnel.key".into());
+    }
+    Ok(key)
+}
+
+/// Waits until the agent holds a certificate for a key other than `old` and the Node
+/// records that key and `port`; returns the key.
+fn wait_for_certified_key(cluster: &Cluster, node: &str, port: u16, old: Option<&[u8]>) -> Vec<u8> {
+    wait_for("the node certificate", CONVERGE, || {
+        let key = certified_key(cluster, node)?;
+        if old == Some(key.as_slice()) {
+            return Err("still the old key".into());
+        }
+        let hash: String = Sha256::digest(&key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let object = cluster.node(node).ok_or("no Node")?;
+        let annotation = &object["metadata"]["annotations"]["wasmfleet.io/tunnel-key-sha256"];
+        let endpoint = &object["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"];
+        if annotation != hash.as_str() || endpoint != port {
+            return Err(format!("the Node has {annotation} and port {endpoint}"));
+        }
+        Ok(key)
+    })
+}
+
+#[test]
+fn every_node_gets_a_certificate_for_its_own_key_from_the_cluster_ca() {
+    let mut cluster = Cluster::start(ClusterOptions { agents: Vec::new() });
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).port();
+    let mut launch = AgentLaunch::host("");
+    launch.extra_args = vec!["--tunnel-port".into(), port.to_string()];
+    cluster.launch_agent("node-t", launch);
+    cluster.wait_node_ready("node-t");
+    let key = wait_for_certified_key(&cluster, "node-t", port, None);
+
+    // A restart keeps the key; the stored certificate still checks out.
+    cluster.restart_agent("node-t");
+    cluster.wait_node_ready("node-t");
+    assert_eq!(certified_key(&cluster, "node-t"), Ok(key.clone()));
+
+    // A lost key: the node makes a new one and gets a new certificate for it.
+    cluster.kill_agent("node-t");
+    std::fs::remove_file(cluster.agent_dir("node-t").join("node-tunnel.key")).expect("remove key");
+    cluster.restart_agent("node-t");
+    let renewed = wait_for_certified_key(&cluster, "node-t", port, Some(&key));
+    assert_ne!(renewed, key);
 }

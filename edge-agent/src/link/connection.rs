@@ -24,6 +24,7 @@ use super::inbound::{Inbound, classify};
 use super::resync::Resync;
 use super::uplink::Session;
 use super::{Inbox, LinkConfig};
+use crate::identity::certificate::TunnelCredentials;
 use crate::modules::ModuleFetcher;
 use crate::state::AgentState;
 use wasmfleet_protocol::backoff::{Backoff, BackoffPolicy};
@@ -52,6 +53,8 @@ pub(super) struct Routes {
     /// Bumped to make the publisher subscribe again (the broker then replays the retained
     /// desired state).
     pub(super) resubscribe: watch::Sender<u64>,
+    /// Checks, keeps and publishes the node certificates the server sends.
+    pub(super) credentials: TunnelCredentials,
 }
 
 /// What the publisher is asked to do besides publishing its queue.
@@ -67,6 +70,7 @@ impl Routes {
     pub(super) fn with_inbox(
         fetcher: ModuleFetcher,
         services: ServiceDirectory,
+        credentials: TunnelCredentials,
     ) -> (Routes, Inbox, PublisherSignals) {
         let (desired, desired_rx) = watch::channel(None);
         let (acks, acks_rx) = watch::channel(None);
@@ -82,6 +86,7 @@ impl Routes {
             fetcher,
             services,
             resubscribe,
+            credentials,
         };
         let inbox = Inbox {
             desired: desired_rx,
@@ -320,6 +325,8 @@ impl Connection {
             }
             Inbound::BlobReply(reply) => self.routes.fetcher.deliver(reply),
             Inbound::ArtifactOffer(offer) => self.routes.fetcher.deliver_offer(offer),
+            // Refusals are logged by `accept`; the certificate held stays.
+            Inbound::Certificate(cert) => _ = self.routes.credentials.accept(&cert),
             Inbound::Command(command) => {
                 if let Err(err) = self.routes.commands.try_send(command) {
                     tracing::warn!(%err, "too many pending commands; dropped one");

@@ -13,6 +13,7 @@ use wasmfleet_protocol::pod::{DesiredIndex, DesiredPod, DesiredPods, StatusAck};
 use wasmfleet_protocol::routes::RouteTable;
 use wasmfleet_protocol::service::ServiceTable;
 use wasmfleet_protocol::topic::{self, Down};
+use wasmfleet_protocol::tunnel::NodeCertificate;
 use wasmfleet_protocol::{Message, decode};
 
 /// A message the agent acts on.
@@ -37,6 +38,8 @@ pub enum Inbound {
     ArtifactOffer(ArtifactOffer),
     /// A command (log requests).
     Command(NodeCommand),
+    /// The node's certificate (a [`NodeCommand::Certificate`], handled by the link itself).
+    Certificate(NodeCertificate),
     /// The server's presence.
     ServerState(ServerState),
     /// The table of Services.
@@ -91,6 +94,9 @@ pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, Stri
         (Down::Ack, Message::StatusAck(ack)) => Ok(Inbound::StatusAck(ack)),
         (Down::Blob, Message::BlobReply(reply)) => Ok(Inbound::BlobReply(reply)),
         (Down::Blob, Message::ArtifactOffer(offer)) => Ok(Inbound::ArtifactOffer(offer)),
+        (Down::Cmd, Message::Command(NodeCommand::Certificate(cert))) => {
+            Ok(Inbound::Certificate(cert))
+        }
         (Down::Cmd, Message::Command(command)) => Ok(Inbound::Command(command)),
         (_, other) => Err(unexpected(topic, &other)),
     }
@@ -223,6 +229,21 @@ mod tests {
             let err = classify("pi-1", &topic, payload).err().unwrap_or_default();
             assert!(err.contains("undecodable"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_certificate_on_the_command_topic_is_accepted() {
+        let cert = NodeCertificate {
+            cert_der: vec![1],
+            ca_der: vec![2],
+        };
+        let payload = encode(&Message::Command(NodeCommand::Certificate(cert.clone())));
+        let topic = topic::down("pi-1", Down::Cmd);
+        assert_eq!(
+            classify("pi-1", &topic, &payload),
+            Ok(Inbound::Certificate(cert))
+        );
+        assert!(classify("pi-1", &topic::down("pi-1", Down::Ack), &payload).is_err());
     }
 
     #[test]

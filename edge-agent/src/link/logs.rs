@@ -62,8 +62,9 @@ impl LogStreams {
             match command {
                 Some(NodeCommand::Logs(request)) => self.start(request),
                 Some(NodeCommand::CancelLogs { request_id }) => self.cancel(request_id),
-                // Handled by the link itself.
-                Some(NodeCommand::RelayDial(_)) => {}
+                // Handled by the link itself: certificates go to the tunnel credentials,
+                // relay sessions to the peers.
+                Some(NodeCommand::Certificate(_) | NodeCommand::RelayDial(_)) => {}
                 None => return,
             }
         }

@@ -7,7 +7,8 @@
 //!   `publisher` task feeds the client, births the node at every session start and drops
 //!   stale messages while disconnected;
 //! - [`inbound`]: classifies what arrives; the connection routes module chunks to the
-//!   [`ModuleFetcher`] and everything else to the [`Inbox`];
+//!   [`ModuleFetcher`], node certificates to the [`TunnelCredentials`] and everything else
+//!   to the [`Inbox`];
 //! - [`assembly`]: turns the retained desired index and per-pod messages into complete
 //!   desired sets; [`resync`] asks the broker to replay them when a session goes on
 //!   without a complete set;
@@ -48,6 +49,7 @@ pub use heartbeat::unix_ms;
 pub use uplink::{Session, Uplink, UplinkError, UplinkParts, uplink};
 pub use wasmfleet_protocol::backoff::BackoffPolicy;
 
+use crate::identity::certificate::TunnelCredentials;
 use crate::modules::ModuleFetcher;
 use crate::state::AgentState;
 
@@ -68,6 +70,9 @@ pub struct LinkConfig {
     pub heartbeat_interval: Duration,
     /// Delays between reconnect attempts.
     pub reconnect: BackoffPolicy,
+    /// The node's tunnel key; the node certificates the server sends are checked and kept
+    /// there.
+    pub credentials: TunnelCredentials,
 }
 
 /// The password is a credential: it never appears in logs.
@@ -120,6 +125,7 @@ pub struct Link {
 impl Link {
     /// Starts the connection, publisher and heartbeat tasks. Connecting happens in the
     /// background (with back-off); the link never gives up on an unreachable broker.
+    /// Node certificates the server sends go to `config.credentials`.
     pub fn start(
         config: &LinkConfig,
         parts: UplinkParts,
@@ -133,7 +139,8 @@ impl Link {
             connection::mqtt_options(config),
             connection::REQUEST_CAPACITY,
         );
-        let (routes, inbox, signals) = connection::Routes::with_inbox(fetcher, services);
+        let (routes, inbox, signals) =
+            connection::Routes::with_inbox(fetcher, services, config.credentials.clone());
         let stop_heartbeat = CancellationToken::new();
         let stop_publisher = CancellationToken::new();
         let stop_connection = CancellationToken::new();

@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -41,6 +41,7 @@ use wasmfleet_protocol::pod::probe::{NodeEvent, NodeEventKind, PodEvents};
 use wasmfleet_protocol::topic::Up;
 
 use super::tunnel::{self, Link, Served, StreamError};
+use crate::identity::certificate::TunnelIdentity;
 use crate::link::Uplink;
 
 /// How long a direct dial (TCP and TLS) may take before the relay is tried.
@@ -58,23 +59,13 @@ const MAX_SERVED: usize = 256;
 /// How often a tunnel port that cannot be bound is tried again.
 const BIND_RETRY: Duration = Duration::from_secs(5);
 
-/// This node's TLS identity: its certificate and key, and the cluster CA.
-pub struct Credentials {
-    /// The node certificate.
-    pub cert: CertificateDer<'static>,
-    /// Its private key.
-    pub key: PrivateKeyDer<'static>,
-    /// The cluster CA, which signs every node's certificate.
-    pub roots: Arc<RootCertStore>,
-}
-
 /// Why a pod on another node cannot be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     /// No peer's pod range holds the address.
     #[error("no node runs pod IP {0}")]
     NoOwner(Ipv4Addr),
-    /// This node has no certificate yet (the server issues it after the first login).
+    /// This node has no certificate yet (the server issues it at every birth).
     #[error("this node has no node certificate yet")]
     NoCredentials,
     /// Neither a direct dial nor the relay reached the peer.
@@ -106,7 +97,7 @@ pub struct Peers {
 struct Inner {
     node: String,
     table: RwLock<Arc<PeerTable>>,
-    credentials: watch::Receiver<Option<Arc<Credentials>>>,
+    credentials: watch::Receiver<Option<Arc<TunnelIdentity>>>,
     /// The host the agent reaches the broker at: the relay listens there too.
     relay_host: String,
     /// Per peer, its link (once dialed), behind a lock so one dial serves every waiter.
@@ -122,7 +113,7 @@ impl Peers {
     /// on `relay_host`. Tunnels run on `tracker` until `stop`.
     pub fn new(
         node: &str,
-        credentials: watch::Receiver<Option<Arc<Credentials>>>,
+        credentials: watch::Receiver<Option<Arc<TunnelIdentity>>>,
         relay_host: &str,
         uplink: Option<Uplink>,
         tracker: TaskTracker,
@@ -270,7 +261,7 @@ impl Peers {
         &self,
         peer: &Peer,
         address: SocketAddr,
-        credentials: &Credentials,
+        credentials: &TunnelIdentity,
     ) -> Result<Link, String> {
         let attempt = async {
             let tcp = TcpStream::connect(address)
@@ -291,7 +282,7 @@ impl Peers {
         &self,
         peer: &Peer,
         relay_port: u16,
-        credentials: &Credentials,
+        credentials: &TunnelIdentity,
     ) -> Result<Link, String> {
         let attempt = async {
             let relay = self.relay_stream(relay_port, credentials).await?;
@@ -310,7 +301,7 @@ impl Peers {
     async fn relay_stream(
         &self,
         relay_port: u16,
-        credentials: &Credentials,
+        credentials: &TunnelIdentity,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
         let host = self.inner.relay_host.as_str();
         let tcp = TcpStream::connect((host, relay_port))
@@ -328,7 +319,7 @@ impl Peers {
         &self,
         io: S,
         peer: &Peer,
-        credentials: &Credentials,
+        credentials: &TunnelIdentity,
     ) -> Result<tokio_rustls::client::TlsStream<S>, String>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -520,20 +511,20 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Presents this node's certificate and trusts the cluster CA (for peers and the relay).
-fn client_config(credentials: &Credentials) -> Result<Arc<ClientConfig>, String> {
+fn client_config(credentials: &TunnelIdentity) -> Result<Arc<ClientConfig>, String> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
-        .with_root_certificates(Arc::clone(&credentials.roots))
+        .with_root_certificates(credentials.roots())
         .with_client_auth_cert(vec![credentials.cert.clone()], credentials.key.clone_key())
         .map_err(|e| e.to_string())?;
     Ok(Arc::new(config))
 }
 
 /// Presents this node's certificate and requires one signed by the cluster CA.
-fn server_config(credentials: &Credentials) -> Result<Arc<ServerConfig>, String> {
+fn server_config(credentials: &TunnelIdentity) -> Result<Arc<ServerConfig>, String> {
     let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::clone(&credentials.roots), provider())
+        WebPkiClientVerifier::builder_with_provider(Arc::new(credentials.roots()), provider())
             .build()
             .map_err(|e| e.to_string())?;
     let config = ServerConfig::builder_with_provider(provider())

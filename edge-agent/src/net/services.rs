@@ -33,7 +33,12 @@ pub struct ServiceDirectory {
     node: Arc<str>,
     table: Arc<RwLock<Arc<ServiceTable>>>,
     routes: Arc<RwLock<Arc<RouteTable>>>,
+    /// Counts connects, for round robin over endpoints.
     turn: Arc<AtomicUsize>,
+    /// Counts lookups of headless names, for round robin over their addresses (apart from
+    /// `turn`: a lookup followed by a connect must not step the connects' turn twice, which
+    /// sent every connect of a client that resolves each time to one of two endpoints).
+    lookups: Arc<AtomicUsize>,
     /// Counts replacements, so the node's listeners (`net::node_ports`) follow the table.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Pods on other nodes, once the agent has started reaching them.
@@ -57,6 +62,7 @@ impl ServiceDirectory {
             table: Arc::new(RwLock::new(Arc::new(table.unwrap_or_default()))),
             routes: Arc::default(),
             turn: Arc::default(),
+            lookups: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             remote: Arc::default(),
         }
@@ -176,7 +182,7 @@ impl ServiceDirectory {
             Resolved::Addresses(ips) => {
                 // One address per lookup (wasi's resolver stream cannot be built here),
                 // in turn, so clients that resolve per connection spread over them.
-                let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+                let turn = self.lookups.fetch_add(1, Ordering::Relaxed);
                 Ok(Resolved::Addresses(vec![ips[turn % ips.len()]]))
             }
             alias => Ok(alias),
@@ -337,6 +343,27 @@ mod tests {
             ),
             Err(Refusal::NoEndpoints)
         );
+    }
+
+    #[test]
+    fn a_client_that_resolves_before_each_connect_still_takes_the_endpoints_in_turn() {
+        let directory = ServiceDirectory::new(
+            "pi-1",
+            Some(ServiceTable {
+                revision: 1,
+                service_cidr: Some("10.43.0.0/16".parse().unwrap()),
+                services: vec![entry(false, &["pi-1", "pi-2"])],
+                ..ServiceTable::default()
+            }),
+        );
+        let vip = "10.43.0.2".parse().unwrap();
+        let picks: std::collections::BTreeSet<Ipv4Addr> = (0..4)
+            .map(|_| {
+                assert!(directory.resolve("web", "default").is_some());
+                directory.route(client(), vip, 80).unwrap().unwrap().0
+            })
+            .collect();
+        assert_eq!(picks.len(), 2, "{picks:?}");
     }
 
     #[test]

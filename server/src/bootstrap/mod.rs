@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 pub use credentials::Credentials;
 pub use kubeconfig::{api_url, render as render_kubeconfig};
 pub use pki::TlsMaterial;
+pub(crate) use pki::{ca_issuer, set_validity};
 
 /// Setting up the data directory failed.
 #[derive(Debug, thiserror::Error)]

@@ -60,7 +60,7 @@ pub(crate) fn load_or_create(dir: &Path, sans: &[String]) -> Result<TlsMaterial,
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    set_validity(&mut params, 2);
+    set_validity(&mut params, jiff::Span::new().years(2));
     let cert = params.signed_by(&key, &issuer)?;
     let material = TlsMaterial {
         ca_cert_pem,
@@ -95,7 +95,7 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), BootstrapError> {
     }
     let key = KeyPair::generate()?;
     let mut params = ca_params();
-    set_validity(&mut params, 20);
+    set_validity(&mut params, jiff::Span::new().years(20));
     let cert = params.self_signed(&key)?.pem();
     write(&key_path, key.serialize_pem().as_bytes())?;
     write(&cert_path, cert.as_bytes())?;
@@ -117,13 +117,19 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-/// Valid from yesterday (tolerates clocks a little behind) for `years` years.
-fn set_validity(params: &mut CertificateParams, years: i16) {
+/// The cluster CA as the issuer of the certificates it signs, from its key (PKCS#8 PEM).
+pub(crate) fn ca_issuer(ca_key_pem: &str) -> Result<Issuer<'static, KeyPair>, rcgen::Error> {
+    Ok(Issuer::new(ca_params(), KeyPair::from_pem(ca_key_pem)?))
+}
+
+/// Valid from yesterday (tolerates clocks a little behind) for `span` (whole days or
+/// years).
+pub(crate) fn set_validity(params: &mut CertificateParams, span: jiff::Span) {
     let today = jiff::Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::UTC)
         .date();
     let start = today.yesterday().unwrap_or(today);
-    let end = start.saturating_add(jiff::Span::new().years(years));
+    let end = start.saturating_add(span);
     let (y, m, d) = ymd(start);
     params.not_before = rcgen::date_time_ymd(y, m, d);
     let (y, m, d) = ymd(end);

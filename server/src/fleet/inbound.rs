@@ -14,6 +14,8 @@ use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wasmfleet_protocol::logs::NodeCommand;
+use wasmfleet_protocol::node::NodeInfo;
 use wasmfleet_protocol::pod::{StatusAck, StatusReport};
 use wasmfleet_protocol::topic::{self, Down, ServerInbound, Up};
 use wasmfleet_protocol::{Message, decode, encode};
@@ -23,6 +25,7 @@ use super::logs::LogRouter;
 use super::{blobs, nodes, status};
 use crate::artifacts::Artifacts;
 use crate::controllers::leases::{self, LeaseUpdate, Leases};
+use crate::identity::certificates::NodeCertificates;
 use crate::informer::Cache;
 use crate::modules::ModuleStore;
 use crate::store::Store;
@@ -37,6 +40,8 @@ pub(super) struct Dispatcher {
     pub(super) logs: LogRouter,
     pub(super) republish: Vec<Arc<Notify>>,
     pub(super) artifacts: Option<Artifacts>,
+    /// Signs the tunnel key of each birth (see [`Dispatcher::certify`]).
+    pub(super) certificates: Option<Arc<NodeCertificates>>,
     pub(super) server_state: Vec<u8>,
     pub(super) tracker: TaskTracker,
     pub(super) shutdown: CancellationToken,
@@ -172,6 +177,8 @@ impl Dispatcher {
             Message::NodeState(state) => {
                 if let Err(err) = nodes::handle_state(&self.store, &self.leases, node, &state) {
                     tracing::error!(%node, %err, "cannot record node presence");
+                } else if let Some(info) = state.info.as_ref().filter(|_| state.online) {
+                    self.certify(node, info).await;
                 }
             }
             Message::Heartbeat(hb) => self.heartbeat(node, hb.epoch),
@@ -205,6 +212,35 @@ impl Dispatcher {
                 () = task => {}
             }
         });
+    }
+
+    /// Sends the node a certificate for the tunnel key of its birth (every birth: signing
+    /// is cheap, and the certificate stays fresh). Only `node` itself may publish on its
+    /// `up/state` topic (the broker's ACL), so it only ever gets one for its own name.
+    async fn certify(&self, node: &str, info: &NodeInfo) {
+        let (Some(certificates), Some(tunnel)) = (&self.certificates, &info.tunnel) else {
+            return;
+        };
+        let cert = match certificates.sign(node, &tunnel.public_key) {
+            Ok(cert) => cert,
+            Err(err) => {
+                tracing::warn!(%node, %err, "no node certificate for this birth; the node works on without one");
+                return;
+            }
+        };
+        let payload = encode(&Message::Command(NodeCommand::Certificate(cert)));
+        if let Err(err) = self
+            .client
+            .publish(
+                topic::down(node, Down::Cmd),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+        {
+            tracing::warn!(%node, %err, "cannot send the node its certificate");
+        }
     }
 
     /// Renews the node's lease when the heartbeat is of its current session; writes the

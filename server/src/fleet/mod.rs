@@ -57,6 +57,7 @@ use crate::artifacts::Artifacts;
 use crate::broker::MAX_PACKET_SIZE;
 use crate::controllers::leases::Leases;
 use crate::controllers::node_lifecycle;
+use crate::identity::certificates::NodeCertificates;
 use crate::informer::Cache;
 use crate::modules::ModuleStore;
 use crate::store::Store;
@@ -119,6 +120,8 @@ pub struct FleetConfig {
     pub artifacts: Option<Artifacts>,
     /// The relay's port, published in the table of peers (0: no relay).
     pub relay_port: u16,
+    /// Signs each node's tunnel key at its birth; `None` sends no node certificates.
+    pub certificates: Option<Arc<NodeCertificates>>,
 }
 
 impl FleetConfig {
@@ -140,6 +143,7 @@ impl FleetConfig {
             service_cidr: wasmfleet_protocol::service::DEFAULT_SERVICE_NET,
             artifacts: None,
             relay_port: 0,
+            certificates: None,
         }
     }
 }
@@ -239,6 +243,7 @@ impl Fleet {
                 peers.republish_trigger(),
             ],
             artifacts: config.artifacts.clone(),
+            certificates: config.certificates.clone(),
             server_state: server_state_payload(&config, true),
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),

@@ -1,8 +1,10 @@
 //! Births and wills: Node objects from what agents say about themselves.
 //!
 //! [`node_from_birth`] is the pure mapping from a birth's [`NodeInfo`] to the Kubernetes
-//! Node object (labels, capacity, nodeInfo, addresses, `Ready=True`), preserving whatever
-//! users set on an existing object (extra labels, annotations, `spec.unschedulable`).
+//! Node object (labels, capacity, nodeInfo, addresses, the tunnel port as
+//! `daemonEndpoints.kubeletEndpoint.Port`, the tunnel key's hash as the annotation
+//! [`TUNNEL_KEY_ANNOTATION`], `Ready=True`), preserving whatever users set on an existing
+//! object (extra labels, annotations, `spec.unschedulable`).
 
 use std::time::Instant;
 
@@ -13,6 +15,7 @@ use crate::controllers::leases::{self, LeaseUpdate, Leases};
 use crate::controllers::node_lifecycle::{
     DISCONNECTED_MESSAGE, ready_condition, set_node_ready, unknown_condition,
 };
+use crate::identity::certificates::{TUNNEL_KEY_ANNOTATION, TunnelPublicKey, tunnel_key_sha256};
 use crate::k8s::conditions::set_condition;
 use crate::k8s::time::now_rfc3339;
 use crate::store::{ObjectKey, Store, StoreError};
@@ -32,6 +35,7 @@ pub fn node_from_birth(name: &str, info: &NodeInfo, existing: Option<&Value>, no
         map.insert("apiVersion".into(), "v1".into());
         map.insert("kind".into(), "Node".into());
         merge_labels(map, name, info);
+        set_tunnel_key(map, info);
         let conditions = map
             .get("status")
             .and_then(|s| s.get("conditions"))
@@ -77,6 +81,43 @@ fn merge_labels(map: &mut Map<String, Value>, name: &str, info: &NodeInfo) {
     labels.insert("kubernetes.io/hostname".into(), name.into());
 }
 
+/// The tunnel key the node reported, if it is one the server certifies; the annotation
+/// goes when the node reports none (an older agent) or an invalid one.
+fn set_tunnel_key(map: &mut Map<String, Value>, info: &NodeInfo) {
+    let key = certified_tunnel_key(info);
+    let Some(metadata) = map.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let annotations = metadata
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !annotations.is_object() {
+        *annotations = Value::Object(Map::new());
+    }
+    let Some(annotations) = annotations.as_object_mut() else {
+        return;
+    };
+    match key {
+        Some(spki) => {
+            annotations.insert(TUNNEL_KEY_ANNOTATION.into(), tunnel_key_sha256(spki).into());
+        }
+        None => {
+            annotations.remove(TUNNEL_KEY_ANNOTATION);
+        }
+    }
+    if annotations.is_empty() {
+        metadata.remove("annotations");
+    }
+}
+
+/// The reported tunnel key (SubjectPublicKeyInfo), when it is a valid P-256 key.
+pub fn certified_tunnel_key(info: &NodeInfo) -> Option<&[u8]> {
+    let tunnel = info.tunnel.as_ref()?;
+    TunnelPublicKey::from_spki(&tunnel.public_key)
+        .ok()
+        .map(|_| tunnel.public_key.as_slice())
+}
+
 fn resources(r: &Resources) -> Value {
     json!({
         "memory": format!("{}Ki", r.memory_bytes / 1024),
@@ -86,7 +127,7 @@ fn resources(r: &Resources) -> Value {
 }
 
 fn status_from_birth(info: &NodeInfo) -> Map<String, Value> {
-    let status = json!({
+    let mut status = json!({
         "capacity": resources(&info.capacity),
         "allocatable": resources(&info.allocatable),
         "nodeInfo": {
@@ -103,6 +144,10 @@ fn status_from_birth(info: &NodeInfo) -> Map<String, Value> {
         },
         "addresses": addresses(info),
     });
+    // Kubernetes' field for the port of the node's agent; here the tunnel port peers dial.
+    if let Some(port) = info.tunnel.as_ref().map(|t| t.port).filter(|p| *p > 0) {
+        status["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
+    }
     match status {
         Value::Object(map) => map,
         _ => Map::new(),
@@ -182,6 +227,7 @@ mod tests {
     use super::*;
     use crate::k8s::conditions::condition_status;
     use wasmfleet_protocol::node::EngineInfo;
+    use wasmfleet_protocol::tunnel::TunnelInfo;
 
     pub(crate) fn info() -> NodeInfo {
         NodeInfo {
@@ -209,7 +255,71 @@ mod tests {
                 can_compile: true,
             },
             addresses: vec![NodeAddress::internal([192, 168, 1, 20].into())],
+            tunnel: None,
         }
+    }
+
+    fn p256_spki() -> Vec<u8> {
+        use rcgen::PublicKeyData;
+        rcgen::KeyPair::generate()
+            .expect("key")
+            .subject_public_key_info()
+    }
+
+    #[test]
+    fn a_birth_with_a_tunnel_records_its_key_and_port() {
+        let spki = p256_spki();
+        let mut tunnelled = info();
+        tunnelled.tunnel = Some(TunnelInfo {
+            public_key: spki.clone(),
+            port: 10260,
+        });
+        let mut existing = node_from_birth("pi-1", &info(), None, "2024-01-01T00:00:00Z");
+        existing["metadata"]["annotations"] = json!({"team": "green"});
+        let node = node_from_birth("pi-1", &tunnelled, Some(&existing), "2024-01-01T00:00:01Z");
+        assert_eq!(
+            node["metadata"]["annotations"][TUNNEL_KEY_ANNOTATION],
+            tunnel_key_sha256(&spki)
+        );
+        assert_eq!(node["metadata"]["annotations"]["team"], "green");
+        assert_eq!(
+            node["status"]["daemonEndpoints"],
+            json!({"kubeletEndpoint": {"Port": 10260}})
+        );
+        let typed: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(node.clone()).expect("a valid Node");
+        let port = typed
+            .status
+            .and_then(|s| s.daemon_endpoints)
+            .and_then(|d| d.kubelet_endpoint)
+            .map(|e| e.port);
+        assert_eq!(port, Some(10260));
+
+        // Dial-out only: the key, no port. An invalid key, or none: neither.
+        tunnelled.tunnel = Some(TunnelInfo {
+            public_key: spki.clone(),
+            port: 0,
+        });
+        let node = node_from_birth("pi-1", &tunnelled, Some(&node), "t3");
+        assert!(node["metadata"]["annotations"][TUNNEL_KEY_ANNOTATION].is_string());
+        assert!(node["status"].get("daemonEndpoints").is_none());
+        tunnelled.tunnel = Some(TunnelInfo {
+            public_key: b"garbage".to_vec(),
+            port: 10260,
+        });
+        let node = node_from_birth("pi-1", &tunnelled, Some(&node), "t4");
+        assert!(
+            node["metadata"]["annotations"]
+                .get(TUNNEL_KEY_ANNOTATION)
+                .is_none()
+        );
+        assert_eq!(node["metadata"]["annotations"]["team"], "green");
+        let node = node_from_birth("pi-1", &info(), Some(&node), "t5");
+        assert!(
+            node["metadata"]["annotations"]
+                .get(TUNNEL_KEY_ANNOTATION)
+                .is_none()
+        );
     }
 
     #[test]

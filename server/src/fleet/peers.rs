@@ -2,8 +2,8 @@
 //! every agent), kept retained by a [`super::retained::RetainedPublisher`].
 //!
 //! [`table`] builds it, purely, from the cached Nodes: each node that has a pod CIDR
-//! (`spec.podCIDR`) and a tunnel key (the annotation [`TUNNEL_KEY_ANNOTATION`], set when
-//! its certificate is issued), with its tunnel address (its `InternalIP` and the port in
+//! (`spec.podCIDR`) and a tunnel key (the annotation [`TUNNEL_KEY_ANNOTATION`], set from
+//! its birth), with its tunnel address (its `InternalIP` and the port in
 //! `status.daemonEndpoints.kubeletEndpoint.Port`) when it accepts connections. A node
 //! without a port is reached through the relay, whose port the table carries.
 
@@ -16,11 +16,9 @@ use wasmfleet_protocol::{Message, topic};
 
 use super::retained::RetainedTable;
 use crate::controllers::service_lb::internal_ip;
+use crate::identity::certificates::TUNNEL_KEY_ANNOTATION;
 use crate::informer::Cache;
 use crate::network::ipam::node_cidr_of;
-
-/// The Node annotation holding the hex SHA-256 of the node's tunnel key (SPKI DER).
-pub const TUNNEL_KEY_ANNOTATION: &str = "wasmfleet.io/tunnel-key-sha256";
 
 /// The table of peers, built from the cached Nodes.
 pub struct Peers {

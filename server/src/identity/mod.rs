@@ -10,6 +10,10 @@
 //! Deleting the Node object forgets the binding (as k3s forgets a deleted node's password):
 //! the device, re-flashed or not, may then join under the name again with the join token.
 //!
+//! Node certificates ([`certificates`]): the cluster CA certifies each node's tunnel key
+//! for its name at every birth; the Node records the key's hash. Deleting the Node forgets
+//! that too.
+//!
 //! Join tokens: the cluster's default token (`<data-dir>/node-token`, replaced by
 //! `--rotate-join-token`) and the tokens an admin creates, limited in time and uses and
 //! revocable at once ([`tokens`]). Either admits a new node name.
@@ -18,6 +22,7 @@
 //! [`UNAPPROVED_TAINT`]`:NoSchedule`: the node runs nothing the scheduler places until an
 //! admin removes the taint (`kubectl taint node NAME node.wasmfleet.io/unapproved:NoSchedule-`).
 
+pub mod certificates;
 pub mod tokens;
 
 use std::sync::Arc;

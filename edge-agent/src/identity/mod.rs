@@ -1,4 +1,5 @@
-//! The node's own credential: its node password.
+//! The node's own credentials: its node password (its login at the server, here) and its
+//! tunnel key and certificate ([`certificate`], how other nodes know it).
 //!
 //! At first start the agent creates a random node password (256 bits, hex) in
 //! `<data-dir>/node-password` (mode 0600) and presents it at every login; the server binds
@@ -9,6 +10,8 @@
 //!
 //! With an external broker that keeps node identities itself (Mosquitto's password file),
 //! the operator writes the node password there and into this file, and gives no join token.
+
+pub mod certificate;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -97,17 +100,22 @@ fn create(path: &Path) -> Result<String, IdentityError> {
         source,
     };
     let password = hex::encode(rand::random::<[u8; 32]>());
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = private_file(&tmp).map_err(io)?;
-    file.write_all(password.as_bytes())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(io)?;
+    write_private(path, password.as_bytes()).map_err(io)?;
     tracing::info!(path = %path.display(), "created this node's password (its identity at the server)");
     Ok(password)
+}
+
+/// Writes `contents` to `path` readable by the agent's user only (0600), synced, then
+/// renamed into place, so a crash never leaves a half-written file under the name.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = private_file(&tmp)?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
 }
 
 #[cfg(unix)]
