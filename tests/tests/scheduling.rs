@@ -98,16 +98,20 @@ fn pods_of(cluster: &Cluster, app: &str) -> Vec<Value> {
 
 /// Waits until `count` pods of `app` are bound; returns their nodes, sorted.
 fn wait_bound(cluster: &Cluster, app: &str, count: usize) -> Vec<String> {
-    wait_for(&format!("{count} {app} pods bound"), Duration::from_secs(30), || {
-        let mut nodes: Vec<String> = pods_of(cluster, app)
-            .iter()
-            .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
-            .collect();
-        nodes.sort();
-        (nodes.len() == count)
-            .then(|| nodes.clone())
-            .ok_or(format!("{nodes:?}"))
-    })
+    wait_for(
+        &format!("{count} {app} pods bound"),
+        Duration::from_secs(30),
+        || {
+            let mut nodes: Vec<String> = pods_of(cluster, app)
+                .iter()
+                .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+                .collect();
+            nodes.sort();
+            (nodes.len() == count)
+                .then(|| nodes.clone())
+                .ok_or(format!("{nodes:?}"))
+        },
+    )
 }
 
 #[test]
@@ -163,8 +167,13 @@ fn spreading_affinity_and_anti_affinity_by_zone_place_pods_as_kubernetes_does() 
     let expected = "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.";
     let event = wait_for("a FailedScheduling event", Duration::from_secs(30), || {
         let out = cluster.kubectl_ok(&[
-            "get", "events", "--field-selector", "reason=FailedScheduling",
-            "-o", "custom-columns=OBJ:.involvedObject.name,MSG:.message", "--no-headers",
+            "get",
+            "events",
+            "--field-selector",
+            "reason=FailedScheduling",
+            "-o",
+            "custom-columns=OBJ:.involvedObject.name,MSG:.message",
+            "--no-headers",
         ]);
         out.lines()
             .find(|l| l.starts_with("zoned-") && l.contains(expected))

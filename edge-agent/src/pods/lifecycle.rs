@@ -601,7 +601,10 @@ mod tests {
         assert!(c.is_starting(), "the next run starts over");
         let mut plain = Lifecycle::new();
         plain.apply(started(5), RestartPolicy::Always, &backoff());
-        assert!(!plain.is_starting(), "without a startup probe a running container started");
+        assert!(
+            !plain.is_starting(),
+            "without a startup probe a running container started"
+        );
     }
 
     #[test]

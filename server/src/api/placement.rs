@@ -172,7 +172,7 @@ fn check_selector(selector: &Value, path: &str, causes: &mut Vec<Cause>) {
 }
 
 fn check_constraint(constraint: &Value, path: &str, causes: &mut Vec<Cause>) {
-    if !constraint["maxSkew"].as_i64().is_some_and(|s| s > 0) {
+    if constraint["maxSkew"].as_i64().is_none_or(|s| s <= 0) {
         causes.push(Cause::new(
             "FieldValueInvalid",
             format!("{path}.maxSkew"),
@@ -206,8 +206,16 @@ fn check_constraint(constraint: &Value, path: &str, causes: &mut Vec<Cause>) {
 }
 
 /// `matchLabelKeys` need a `labelSelector` and must not repeat one of its keys.
-fn check_match_label_keys(constraint: &Value, selector: &Value, path: &str, causes: &mut Vec<Cause>) {
-    let keys = constraint["matchLabelKeys"].as_array().into_iter().flatten();
+fn check_match_label_keys(
+    constraint: &Value,
+    selector: &Value,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
+    let keys = constraint["matchLabelKeys"]
+        .as_array()
+        .into_iter()
+        .flatten();
     for (i, key) in keys.enumerate() {
         let key = key.as_str().unwrap_or("");
         let in_selector = selector["matchLabels"].get(key).is_some()
@@ -244,7 +252,10 @@ mod tests {
     fn refused(spec: Value) -> Vec<String> {
         let mut causes = Vec::new();
         check_shape(&spec["affinity"], &AFFINITY, "spec.affinity", &mut causes);
-        let constraints = spec["topologySpreadConstraints"].as_array().into_iter().flatten();
+        let constraints = spec["topologySpreadConstraints"]
+            .as_array()
+            .into_iter()
+            .flatten();
         for (i, c) in constraints.enumerate() {
             let path = format!("spec.topologySpreadConstraints[{i}]");
             check_shape(c, &SPREAD_CONSTRAINT, &path, &mut causes);

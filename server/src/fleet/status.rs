@@ -428,7 +428,10 @@ mod tests {
         let b = &status["containerStatuses"][1];
         assert_eq!(b["state"]["waiting"]["reason"], "CrashLoopBackOff");
         assert_eq!(b["lastState"], json!({}));
-        assert_eq!(a["started"], true, "running, without a startup probe pending");
+        assert_eq!(
+            a["started"], true,
+            "running, without a startup probe pending"
+        );
         assert_eq!(b["started"], false, "not running");
         let typed: k8s_openapi::api::core::v1::Pod =
             serde_json::from_value(pod.clone()).expect("valid pod");

@@ -131,7 +131,10 @@ impl Requirement {
         let listed = || value.is_some_and(|v| self.values.iter().any(|x| x == v));
         let compare = |wanted: std::cmp::Ordering| {
             let number = |text: &str| text.parse::<i64>().ok();
-            match (value.and_then(number), self.values.first().and_then(|v| number(v))) {
+            match (
+                value.and_then(number),
+                self.values.first().and_then(|v| number(v)),
+            ) {
                 (Some(actual), Some(bound)) => actual.cmp(&bound) == wanted,
                 _ => false,
             }

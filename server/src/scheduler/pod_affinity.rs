@@ -136,25 +136,37 @@ impl PodAffinity {
         );
         Self {
             required: with
-                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
                 .into_iter()
                 .flatten()
                 .map(term)
                 .collect(),
             preferred: with
-                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+                .and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
                 .into_iter()
                 .flatten()
                 .map(|p| (i64::from(p.weight), term(&p.pod_affinity_term)))
                 .collect(),
             required_anti: against
-                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
                 .into_iter()
                 .flatten()
                 .map(term)
                 .collect(),
             preferred_anti: against
-                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+                .and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
                 .into_iter()
                 .flatten()
                 .map(|p| (i64::from(p.weight), term(&p.pod_affinity_term)))
@@ -285,7 +297,8 @@ impl<'a> Domains<'a> {
             }
         }
         // The first pod of a group that attracts itself may go anywhere the keys exist.
-        if !found && !(self.affinity.is_empty() && self.self_affine) {
+        let first_of_group = self.affinity.is_empty() && self.self_affine;
+        if !(found || first_of_group) {
             return Err(Violation::Affinity);
         }
         let anti = own
@@ -370,7 +383,9 @@ mod tests {
         let nodes = [a, zoned("b", "z1"), zoned("c", "z2"), zoned("d", "")];
         let web = with(
             json!({"app": "web"}),
-            affinity(json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("db", ZONE)]}})),
+            affinity(
+                json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("db", ZONE)]}}),
+            ),
         );
         assert_eq!(
             allowed(&web, &nodes),
@@ -389,12 +404,11 @@ mod tests {
         let nodes = [zoned("a", "z1"), zoned("b", "")];
         let first = with(
             json!({"app": "cache"}),
-            affinity(json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("cache", ZONE)]}})),
+            affinity(
+                json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("cache", ZONE)]}}),
+            ),
         );
-        assert_eq!(
-            allowed(&first, &nodes),
-            [Ok(()), Err(Violation::Affinity)]
-        );
+        assert_eq!(allowed(&first, &nodes), [Ok(()), Err(Violation::Affinity)]);
         // A pod that does not match its own term waits for one that does.
         let follower = with(json!({"app": "web"}), first.pod_affinity.clone());
         assert_eq!(
@@ -410,7 +424,9 @@ mod tests {
         let nodes = [a, zoned("b", "z1"), zoned("c", "z2"), zoned("d", "")];
         let web = with(
             json!({"app": "web"}),
-            affinity(json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("web", ZONE)]}})),
+            affinity(
+                json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("web", ZONE)]}}),
+            ),
         );
         assert_eq!(
             allowed(&web, &nodes),
@@ -458,17 +474,18 @@ mod tests {
         let nodes = [a];
         let same_namespace = with(
             json!({}),
-            affinity(json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("db", HOST)]}})),
+            affinity(
+                json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("db", HOST)]}}),
+            ),
         );
-        assert_eq!(
-            allowed(&same_namespace, &nodes),
-            [Err(Violation::Affinity)]
-        );
+        assert_eq!(allowed(&same_namespace, &nodes), [Err(Violation::Affinity)]);
         let mut listed = term("db", HOST);
         listed["namespaces"] = json!(["prod"]);
         let listed = with(
             json!({}),
-            affinity(json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [listed]}})),
+            affinity(
+                json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [listed]}}),
+            ),
         );
         assert_eq!(allowed(&listed, &nodes), [Ok(())]);
 

@@ -203,7 +203,9 @@ fn count_one<'a>(
         let selected = node
             .neighbours
             .iter()
-            .filter(|n| !n.terminating && constraint.selects(&n.namespace, &pod.namespace, &n.labels))
+            .filter(|n| {
+                !n.terminating && constraint.selects(&n.namespace, &pod.namespace, &n.labels)
+            })
             .count();
         *counts.entry(domain.as_str()).or_default() += u32::try_from(selected).unwrap_or(u32::MAX);
     }

@@ -212,7 +212,12 @@ impl NodeView {
         if !occupies_node(pod) {
             return;
         }
-        self.add(pod_memory(pod), pod_cpu(pod), controller_uid(pod), neighbour(pod, namespaces));
+        self.add(
+            pod_memory(pod),
+            pod_cpu(pod),
+            controller_uid(pod),
+            neighbour(pod, namespaces),
+        );
     }
 
     /// Counts a pod the scheduler just placed, from its demand.
