@@ -1,6 +1,9 @@
 //! The scheduler: binds pending pods to nodes.
 //!
-//! [`fit`] holds the pure filter-and-score logic; this module is the level-triggered loop
+//! The pure half: [`view`] (what a node and a pod look like to the scheduler, read once
+//! per pass), [`fit`] (filters, scores, the pick and its explanation), [`affinity`] (node
+//! affinity), [`pod_affinity`] (pod affinity and anti-affinity by topology domain) and
+//! [`spread`] (topology spread constraints). This module is the level-triggered loop
 //! around it. It reads the [`Cache`] (never the store) and recomputes only when a change
 //! can matter: a pod that needs scheduling appeared, or a pod or node changed while some
 //! pod waits (a node's `Lease` renewal, or a status report while nothing waits, costs
