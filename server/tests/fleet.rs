@@ -15,7 +15,7 @@ use wasmfleet_protocol::logs::{LogChunk, NodeCommand};
 use wasmfleet_protocol::network::ClusterCidr;
 use wasmfleet_protocol::node::{EngineInfo, Heartbeat, NodeInfo, NodeState, Resources};
 use wasmfleet_protocol::pod::{
-    ContainerState, ContainerStatus, DesiredPods, PodPhase, PodStatus, StatusReport,
+    ContainerRef, ContainerState, ContainerStatus, DesiredPods, PodPhase, PodStatus, StatusReport,
 };
 use wasmfleet_protocol::topic::{self, Up};
 use wasmfleet_protocol::{Message, decode, encode};
@@ -459,8 +459,13 @@ async fn a_node_is_born_runs_a_pod_reports_its_status_and_downloads_the_module()
                     started_unix_ms: 1_700_000_000_000,
                 },
                 last_state: None,
-                ready: true,
+                ready: false,
             }],
+        }],
+        // Its startup probe has not succeeded yet.
+        starting: vec![ContainerRef {
+            uid: uid.clone(),
+            container: "main".into(),
         }],
     };
     node.send(Up::Status, &Message::Status(report)).await;
@@ -477,6 +482,7 @@ async fn a_node_is_born_runs_a_pod_reports_its_status_and_downloads_the_module()
         web["status"]["containerStatuses"][0]["imageID"],
         format!("sha256:{}", record.digest)
     );
+    assert_eq!(web["status"]["containerStatuses"][0]["started"], false);
 
     // The module comes back in chunks that reassemble to the pushed bytes.
     let request = BlobRequest {
@@ -552,6 +558,7 @@ async fn garbage_is_dropped_and_later_messages_still_work() {
             start_unix_ms: None,
             containers: vec![],
         }],
+        starting: vec![],
     };
     node.send(Up::Status, &Message::Status(stray)).await;
     node.send(Up::State, &birth(1)).await;
@@ -619,6 +626,7 @@ async fn a_will_of_the_current_session_marks_the_node_unknown_and_a_stale_one_do
         seq: 1,
         observed_revision: 0,
         pods: vec![],
+        starting: vec![],
     };
     let mut node = node;
     node.send(Up::Status, &Message::Status(marker)).await;

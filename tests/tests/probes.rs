@@ -2,7 +2,8 @@
 //! agent: a Deployment whose readiness probe reaches the port its pod listens on becomes
 //! Ready and its rollout completes; one probing a closed port stays 0/1 READY, its rollout
 //! never completes and `describe` shows the `Unhealthy` events; a liveness probe on a
-//! closed port restarts the container (`Killing`); probes Wasm pods cannot have are
+//! closed port restarts the container (`Killing`); a container runs but has not
+//! `started` while its startup probe has not succeeded; probes Wasm pods cannot have are
 //! refused naming the field.
 
 use std::time::Duration;
@@ -76,7 +77,8 @@ fn probes_gate_readiness_and_restart_unhealthy_containers() {
         deployment(
             "ready",
             "\"--port\", \"8080\", \"--http\"",
-            "        readinessProbe: {httpGet: {port: http, path: /healthz}, periodSeconds: 1}",
+            "        readinessProbe: {httpGet: {port: http, path: /healthz}, periodSeconds: 1}
+        startupProbe: {tcpSocket: {port: http}, periodSeconds: 1}",
         ),
         deployment(
             "never-ready",
@@ -88,6 +90,11 @@ fn probes_gate_readiness_and_restart_unhealthy_containers() {
             "\"--port\", \"8080\"",
             "        livenessProbe: {tcpSocket: {port: 9}, periodSeconds: 1, failureThreshold: 1}",
         ),
+        deployment(
+            "starting",
+            "\"--port\", \"8080\"",
+            "        startupProbe: {tcpSocket: {port: 9}, periodSeconds: 1, failureThreshold: 600}",
+        ),
     ]
     .join("---\n");
     let applied = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifests));
@@ -98,6 +105,7 @@ fn probes_gate_readiness_and_restart_unhealthy_containers() {
     assert!(rollout.success, "{}{}", rollout.stdout, rollout.stderr);
     let ready = pod_of(&cluster, "ready");
     assert_eq!(container_status(&ready, "web")["ready"], true);
+    assert_eq!(container_status(&ready, "web")["started"], true);
 
     // The probed port is closed: the container runs but is never ready.
     let never = wait_for("never-ready to run", CONVERGE, || {
@@ -108,6 +116,11 @@ fn probes_gate_readiness_and_restart_unhealthy_containers() {
             .ok_or_else(|| "not running yet".to_owned())
     });
     assert_eq!(container_status(&never, "web")["ready"], false);
+    assert_eq!(
+        container_status(&never, "web")["started"],
+        true,
+        "no startup probe: a running container has started"
+    );
     let described = describe_showing(&cluster, "never-ready", "Readiness probe failed:");
     assert!(described.contains("Unhealthy"), "{described}");
     assert!(described.contains("dial tcp"), "{described}");
@@ -128,6 +141,17 @@ fn probes_gate_readiness_and_restart_unhealthy_containers() {
         container_status(&pod_of(&cluster, "never-ready"), "web")["restartCount"],
         0
     );
+
+    // The startup probe never succeeds: running, but neither started nor ready.
+    let starting = wait_for("starting to run", CONVERGE, || {
+        let pod = pod_of(&cluster, "starting");
+        let running = container_status(&pod, "web")["state"]["running"].is_object();
+        running
+            .then_some(pod)
+            .ok_or_else(|| "not running yet".to_owned())
+    });
+    assert_eq!(container_status(&starting, "web")["started"], false);
+    assert_eq!(container_status(&starting, "web")["ready"], false);
 
     // The liveness probe fails: the container is killed and restarted, and says why.
     wait_for("sick to be restarted", CONVERGE, || {

@@ -808,10 +808,10 @@ fn anti_affinity_keeps_replicas_on_separate_nodes_and_node_affinity_picks_nodes(
             .then_some(())
             .ok_or(format!("{nodes:?}"))
     });
-    let zone = apart
-        .replace("kubernetes.io/hostname", "topology.kubernetes.io/zone")
-        .replace("name: web", "name: zoned");
-    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&zone));
+    let keyless = apart
+        .replace("topologyKey: kubernetes.io/hostname", "topologyKey: \"\"")
+        .replace("name: web", "name: keyless");
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&keyless));
     assert!(
         !out.success && out.stderr.contains("topologyKey"),
         "{}",

@@ -267,7 +267,8 @@ impl Task {
             // The next session start reports.
             return;
         }
-        let report = self.outbox.next_report(session.epoch, statuses);
+        let starting = self.pods.starting();
+        let report = self.outbox.next_report(session.epoch, statuses, starting);
         tracing::debug!(
             epoch = report.epoch,
             seq = report.seq,

@@ -213,6 +213,9 @@ pub struct Lifecycle {
     // With a startup or readiness probe, whether the probes say the run is ready (each run
     // starts not ready); `None` without such probes: a running container is ready.
     probe_ready: Option<bool>,
+    // With a startup probe, whether it has succeeded in the current run (each run starts
+    // not started); `None` without one: a running container has started.
+    probe_started: Option<bool>,
 }
 
 impl Default for Lifecycle {
@@ -235,6 +238,7 @@ impl Lifecycle {
             crash_streak: 0,
             module_streak: 0,
             probe_ready: None,
+            probe_started: None,
         }
     }
 
@@ -243,6 +247,25 @@ impl Lifecycle {
     pub fn gated_by_probes(mut self) -> Self {
         self.probe_ready = Some(false);
         self
+    }
+
+    /// The same lifecycle for a container with a startup probe: each run starts not
+    /// started (Kubernetes' `started: false`) until the probe succeeds.
+    pub fn with_startup_probe(mut self) -> Self {
+        self.probe_started = Some(false);
+        self
+    }
+
+    /// The startup probe of the current run succeeded (ignored without one).
+    pub fn set_probe_started(&mut self) {
+        if self.probe_started.is_some() {
+            self.probe_started = Some(true);
+        }
+    }
+
+    /// Whether the container runs but its startup probe has not succeeded yet.
+    pub fn is_starting(&self) -> bool {
+        matches!(self.state, State::Running { .. }) && self.probe_started == Some(false)
     }
 
     /// What the probes concluded about the current run (ignored without a gate).
@@ -286,6 +309,9 @@ impl Lifecycle {
         self.module_streak = 0;
         if self.probe_ready.is_some() {
             self.probe_ready = Some(false);
+        }
+        if self.probe_started.is_some() {
+            self.probe_started = Some(false);
         }
         self.state = State::Running {
             started_unix_ms: at_unix_ms,
@@ -357,6 +383,7 @@ impl Lifecycle {
             crash_streak: 0,
             module_streak: 0,
             probe_ready: None,
+            probe_started: None,
         }
     }
 
@@ -559,6 +586,25 @@ mod tests {
         assert_eq!(c.state, State::Running { started_unix_ms: 5 });
         assert!(c.status("main").ready);
         assert_eq!(c.restart_count, 0);
+    }
+
+    #[test]
+    fn a_container_with_a_startup_probe_is_starting_until_it_succeeds_in_each_run() {
+        let mut c = Lifecycle::new().with_startup_probe();
+        assert!(!c.is_starting(), "not running yet");
+        c.apply(started(5), RestartPolicy::Always, &backoff());
+        assert!(c.is_starting());
+        c.set_probe_started();
+        assert!(!c.is_starting());
+        c.apply(exited(1, 6), RestartPolicy::Always, &backoff());
+        c.apply(started(7), RestartPolicy::Always, &backoff());
+        assert!(c.is_starting(), "the next run starts over");
+        let mut plain = Lifecycle::new();
+        plain.apply(started(5), RestartPolicy::Always, &backoff());
+        assert!(
+            !plain.is_starting(),
+            "without a startup probe a running container started"
+        );
     }
 
     #[test]

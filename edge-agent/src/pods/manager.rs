@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::pod::probe::PodEvent;
-use wasmfleet_protocol::pod::{PodAssignment, PodStatus};
+use wasmfleet_protocol::pod::{ContainerRef, PodAssignment, PodStatus};
 
 use super::container::now_unix_ms;
 use super::events::EventSink;
@@ -258,6 +258,12 @@ impl PodManager {
     pub fn statuses(&self) -> Vec<PodStatus> {
         let pods: Vec<Arc<Pod>> = self.state().pods.values().cloned().collect();
         pods.iter().map(|pod| pod.status()).collect()
+    }
+
+    /// The running containers whose startup probe has not succeeded yet, on every pod.
+    pub fn starting(&self) -> Vec<ContainerRef> {
+        let pods: Vec<Arc<Pod>> = self.state().pods.values().cloned().collect();
+        pods.iter().flat_map(|pod| pod.starting()).collect()
     }
 
     /// A receiver whose value changes after every status change (and every apply that

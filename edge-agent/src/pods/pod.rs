@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use wasmfleet_protocol::pod::{PodAssignment, PodPhase, PodStatus};
+use wasmfleet_protocol::pod::{ContainerRef, PodAssignment, PodPhase, PodStatus};
 
 use super::container;
 use super::lifecycle::{Backoff, Event, Lifecycle, Next, pod_phase};
@@ -66,6 +66,9 @@ impl Pod {
                 let mut lifecycle = previous.unwrap_or_default();
                 if spec.probes.startup.is_some() || spec.probes.readiness.is_some() {
                     lifecycle = lifecycle.gated_by_probes();
+                }
+                if spec.probes.startup.is_some() {
+                    lifecycle = lifecycle.with_startup_probe();
                 }
                 if !finished {
                     lifecycle.resume(now_unix_ms);
@@ -136,6 +139,29 @@ impl Pod {
             lifecycle.set_probe_ready(ready);
         }
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Records that container `index`'s startup probe succeeded and tells watchers.
+    pub fn set_probe_started(&self, index: usize) {
+        if let Some(lifecycle) = self.lifecycles().get_mut(index) {
+            lifecycle.set_probe_started();
+        }
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The running containers whose startup probe has not succeeded yet.
+    pub fn starting(&self) -> Vec<ContainerRef> {
+        let lifecycles = self.lifecycles();
+        self.assignment
+            .containers
+            .iter()
+            .zip(lifecycles.iter())
+            .filter(|(_, lifecycle)| lifecycle.is_starting())
+            .map(|(spec, _)| ContainerRef {
+                uid: self.assignment.uid.clone(),
+                container: spec.name.clone(),
+            })
+            .collect()
     }
 
     /// The wire status.

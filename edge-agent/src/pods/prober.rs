@@ -157,6 +157,7 @@ impl Worker {
         for action in actions {
             match action {
                 Action::SetReady(ready) => self.pod.set_probe_ready(self.index, ready),
+                Action::SetStarted => self.pod.set_probe_started(self.index),
                 Action::Event(kind, detail) => self.report(kind, detail),
                 Action::Restart(kind) => {
                     tracing::info!(

@@ -27,6 +27,8 @@ pub enum Outcome {
 pub enum Action {
     /// Report this event about the container.
     Event(PodEventKind, String),
+    /// The startup probe succeeded: the container has started (Kubernetes' `started`).
+    SetStarted,
     /// The container's readiness changed.
     SetReady(bool),
     /// Kill the container: this probe failed `failureThreshold` times in a row.
@@ -156,6 +158,9 @@ impl Machine {
         let Some(verdict) = self.tracker(kind).and_then(|t| t.count(outcome)) else {
             return actions;
         };
+        if verdict && kind == ProbeKind::Startup {
+            actions.push(Action::SetStarted);
+        }
         if !verdict && kind != ProbeKind::Readiness {
             self.ended = true;
             actions.push(Action::Event(PodEventKind::Restarting(kind), String::new()));
@@ -275,7 +280,12 @@ mod tests {
         let mut m = Machine::new(&probes);
         assert!(!m.ready(), "not ready before it started");
         assert!(m.due(s, now) && !m.due(ProbeKind::Liveness, now));
-        assert_eq!(m.record(s, &Outcome::Success), [Action::SetReady(true)]);
+        assert!(!m.started());
+        assert_eq!(
+            m.record(s, &Outcome::Success),
+            [Action::SetStarted, Action::SetReady(true)]
+        );
+        assert!(m.started());
         assert!(!m.due(s, now), "a startup probe stops once it succeeded");
         assert!(m.due(ProbeKind::Liveness, now));
 

@@ -140,6 +140,20 @@ pub struct StatusReport {
     pub observed_revision: u64,
     /// One entry per pod the agent runs or has finished.
     pub pods: Vec<PodStatus>,
+    /// The running containers whose startup probe has not succeeded yet (Kubernetes'
+    /// `started: false`); every other running container has started. Empty from agents
+    /// older than this field (a tail: see [`crate::tail`]).
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub starting: Vec<ContainerRef>,
+}
+
+/// One container of a pod on the reporting node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRef {
+    /// The pod's uid.
+    pub uid: String,
+    /// The container's name.
+    pub container: String,
 }
 
 /// The server's receipt for a persisted [`StatusReport`].
@@ -391,7 +405,54 @@ mod tests {
                     },
                 ],
             }],
+            starting: vec![ContainerRef {
+                uid: "6b1c".into(),
+                container: "b".into(),
+            }],
         });
         assert_eq!(decode(&encode(&message)), Ok(message));
+    }
+
+    /// The report as agents from before `starting` send it.
+    #[derive(Serialize)]
+    enum OldEnvelope {
+        V1(OldMessage),
+    }
+
+    #[derive(Serialize)]
+    #[allow(dead_code)] // only the variant index and `Status`'s shape matter
+    enum OldMessage {
+        ServerState(()),
+        NodeState(()),
+        Heartbeat(()),
+        Desired(()),
+        Status(OldReport),
+    }
+
+    #[derive(Serialize)]
+    struct OldReport {
+        epoch: u64,
+        seq: u64,
+        observed_revision: u64,
+        pods: Vec<PodStatus>,
+    }
+
+    #[test]
+    fn a_report_from_an_agent_before_starting_decodes_with_nothing_starting() {
+        let old = OldEnvelope::V1(OldMessage::Status(OldReport {
+            epoch: 1,
+            seq: 2,
+            observed_revision: 3,
+            pods: Vec::new(),
+        }));
+        let bytes = postcard::to_stdvec(&old).expect("encode");
+        let expected = Message::Status(StatusReport {
+            epoch: 1,
+            seq: 2,
+            observed_revision: 3,
+            pods: Vec::new(),
+            starting: Vec::new(),
+        });
+        assert_eq!(decode(&bytes), Ok(expected));
     }
 }

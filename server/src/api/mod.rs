@@ -8,7 +8,8 @@
 //!
 //! Files: [`router`] (routes), [`auth`] (bearer token), [`objects`] (the verbs),
 //! [`kinds`] + [`pods`]/[`nodes`]/[`namespaces`] (per-resource admission),
-//! [`validation`] (the Pod allow-list), [`defaults`] (what a Pod gets when left out,
+//! [`validation`] (the Pod allow-list), [`placement`] (affinity and topology spread
+//! constraints), [`defaults`] (what a Pod gets when left out,
 //! resources included), [`body`] (limits, content types, patches, decoding
 //! off the async workers), [`nesting`] (the depth pre-scan),
 //! [`protobuf`] (`kubectl create namespace`), [`watch`], [`table`], [`logs`], [`modules`], [`join_tokens`], [`discovery`], [`status`],
@@ -33,6 +34,7 @@ pub mod nesting;
 pub mod objects;
 pub mod openapi;
 pub mod pagination;
+pub mod placement;
 pub mod pod_streams;
 pub mod probes;
 pub mod protobuf;

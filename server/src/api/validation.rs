@@ -118,65 +118,22 @@ const TOLERATION: Shape = Shape::Object(&[
     ("effect", Shape::Str),
     ("tolerationSeconds", Shape::Int),
 ]);
-const NODE_REQUIREMENT: Shape = Shape::Object(&[
-    ("key", Shape::Str),
-    ("operator", Shape::Str),
-    ("values", Shape::List(&Shape::Str)),
-]);
-const NODE_TERM: Shape = Shape::Object(&[
-    ("matchExpressions", Shape::List(&NODE_REQUIREMENT)),
-    ("matchFields", Shape::List(&NODE_REQUIREMENT)),
-]);
-const NODE_AFFINITY: Shape = Shape::Object(&[
-    (
-        "requiredDuringSchedulingIgnoredDuringExecution",
-        Shape::Object(&[("nodeSelectorTerms", Shape::List(&NODE_TERM))]),
-    ),
-    (
-        "preferredDuringSchedulingIgnoredDuringExecution",
-        Shape::List(&Shape::Object(&[
-            ("weight", Shape::Int),
-            ("preference", NODE_TERM),
-        ])),
-    ),
-]);
 const SELECTOR_REQUIREMENT: Shape = Shape::Object(&[
     ("key", Shape::Str),
     ("operator", Shape::Str),
     ("values", Shape::List(&Shape::Str)),
 ]);
-const POD_TERM: Shape = Shape::Object(&[
-    (
-        "labelSelector",
-        Shape::Object(&[
-            ("matchLabels", Shape::StringMap),
-            ("matchExpressions", Shape::List(&SELECTOR_REQUIREMENT)),
-        ]),
-    ),
-    ("topologyKey", Shape::Str),
-    ("namespaces", Shape::List(&Shape::Str)),
-]);
-const POD_ANTI_AFFINITY: Shape = Shape::Object(&[
-    (
-        "requiredDuringSchedulingIgnoredDuringExecution",
-        Shape::List(&POD_TERM),
-    ),
-    (
-        "preferredDuringSchedulingIgnoredDuringExecution",
-        Shape::List(&Shape::Object(&[
-            ("weight", Shape::Int),
-            ("podAffinityTerm", POD_TERM),
-        ])),
-    ),
+/// `metav1.LabelSelector`.
+pub const LABEL_SELECTOR: Shape = Shape::Object(&[
+    ("matchLabels", Shape::StringMap),
+    ("matchExpressions", Shape::List(&SELECTOR_REQUIREMENT)),
 ]);
 /// What a pod spec may hold.
 pub const POD_SPEC: Shape = Shape::Object(&[
+    ("affinity", super::placement::AFFINITY),
     (
-        "affinity",
-        Shape::Object(&[
-            ("nodeAffinity", NODE_AFFINITY),
-            ("podAntiAffinity", POD_ANTI_AFFINITY),
-        ]),
+        "topologySpreadConstraints",
+        Shape::List(&super::placement::SPREAD_CONSTRAINT),
     ),
     ("tolerations", Shape::List(&TOLERATION)),
     ("containers", Shape::List(&CONTAINER)),
@@ -492,7 +449,7 @@ fn check_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
         _ => causes.push(required(&format!("{path}.containers"))),
     }
     check_tolerations(spec.get("tolerations"), path, causes);
-    check_anti_affinity(spec.pointer("/affinity/podAntiAffinity"), path, causes);
+    super::placement::check(spec, path, causes);
     if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str)
         && !matches!(policy, "Always" | "OnFailure" | "Never")
     {
@@ -517,46 +474,6 @@ fn check_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
             format!("{path}.terminationGracePeriodSeconds"),
             "Invalid value: must be greater than or equal to 0",
         ));
-    }
-}
-
-/// Pod anti-affinity terms must be by host (`kubernetes.io/hostname`), the only topology
-/// wasmfleet has.
-fn check_anti_affinity(anti: Option<&Value>, spec_path: &str, causes: &mut Vec<Cause>) {
-    let Some(anti) = anti else {
-        return;
-    };
-    let required = anti["requiredDuringSchedulingIgnoredDuringExecution"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, term)| {
-            (
-                format!("requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
-                term,
-            )
-        });
-    let preferred = anti["preferredDuringSchedulingIgnoredDuringExecution"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, p)| {
-            (
-                format!("preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"),
-                &p["podAffinityTerm"],
-            )
-        });
-    for (field, term) in required.chain(preferred) {
-        let key = term["topologyKey"].as_str().unwrap_or("");
-        if key != "kubernetes.io/hostname" {
-            causes.push(Cause::new(
-                "FieldValueNotSupported",
-                format!("{spec_path}.affinity.podAntiAffinity.{field}.topologyKey"),
-                format!("Unsupported value: {key:?}: supported values: \"kubernetes.io/hostname\""),
-            ));
-        }
     }
 }
 

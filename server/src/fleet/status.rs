@@ -77,7 +77,15 @@ pub fn container_state(state: &ContainerState) -> Value {
 }
 
 /// One container's Kubernetes status. `image` is the spec's image, `image_id` its digest.
-fn container_status(status: &ContainerStatus, pod_uid: &str, image: &str, image_id: &str) -> Value {
+/// `started` is Kubernetes': running, and past its startup probe (if any): `starting` says
+/// the probe has not succeeded yet.
+fn container_status(
+    status: &ContainerStatus,
+    starting: bool,
+    pod_uid: &str,
+    image: &str,
+    image_id: &str,
+) -> Value {
     let running = matches!(status.state, ContainerState::Running { .. });
     json!({
         "name": status.name,
@@ -86,7 +94,7 @@ fn container_status(status: &ContainerStatus, pod_uid: &str, image: &str, image_
         "containerID": format!("wasmtime://{pod_uid}/{}", status.name),
         "restartCount": status.restart_count,
         "ready": status.ready,
-        "started": running,
+        "started": running && !starting,
         "state": container_state(&status.state),
         "lastState": status.last_state.as_ref().map_or_else(|| json!({}), container_state),
     })
@@ -110,11 +118,13 @@ fn spec_images(pod: &Value) -> HashMap<String, String> {
         .collect()
 }
 
-/// Applies a reported status to a stored pod. `image_id` maps a spec image to its
+/// Applies a reported status to a stored pod. `starting` names its running containers
+/// whose startup probe has not succeeded yet; `image_id` maps a spec image to its
 /// `sha256:...` id. Returns whether anything changed.
 pub fn merge_status(
     pod: &mut Value,
     reported: &PodStatus,
+    starting: &[&str],
     image_id: &dyn Fn(&str) -> Option<String>,
     now: &str,
 ) -> bool {
@@ -126,7 +136,8 @@ pub fn merge_status(
         .map(|c| {
             let image = images.get(&c.name).map_or("", String::as_str);
             let id = image_id(image).unwrap_or_default();
-            container_status(c, &reported.uid, image, &id)
+            let starting = starting.contains(&c.name.as_str());
+            container_status(c, starting, &reported.uid, image, &id)
         })
         .collect();
     let all_ready = !reported.containers.is_empty() && reported.containers.iter().all(|c| c.ready);
@@ -223,12 +234,18 @@ pub fn apply_report(
             tracing::debug!(%node, uid = %reported.uid, "ignoring status of a pod not bound to this node");
             continue;
         };
+        let starting: Vec<&str> = report
+            .starting
+            .iter()
+            .filter(|c| c.uid == reported.uid)
+            .map(|c| c.container.as_str())
+            .collect();
         let mut wrote = false;
         let mut before = Value::Null;
         let result = store.update_with(key, |obj: &mut Value| {
             if uid_and_node(obj) == (Some(reported.uid.as_str()), Some(node)) {
                 before = obj.clone();
-                wrote = merge_status(obj, reported, image_id, &now);
+                wrote = merge_status(obj, reported, &starting, image_id, &now);
             }
             Ok::<(), StoreError>(())
         });
@@ -399,6 +416,7 @@ mod tests {
         assert!(merge_status(
             &mut pod,
             &report(),
+            &[],
             &image_id,
             "2024-01-01T00:00:01Z"
         ));
@@ -417,6 +435,11 @@ mod tests {
         let b = &status["containerStatuses"][1];
         assert_eq!(b["state"]["waiting"]["reason"], "CrashLoopBackOff");
         assert_eq!(b["lastState"], json!({}));
+        assert_eq!(
+            a["started"], true,
+            "running, without a startup probe pending"
+        );
+        assert_eq!(b["started"], false, "not running");
         let typed: k8s_openapi::api::core::v1::Pod =
             serde_json::from_value(pod.clone()).expect("valid pod");
         let conditions = typed.status.and_then(|s| s.conditions).unwrap_or_default();
@@ -438,7 +461,7 @@ mod tests {
         let mut all_ready = report();
         all_ready.containers[1].ready = true;
         all_ready.containers[1].state = ContainerState::Running { started_unix_ms: 1 };
-        merge_status(&mut pod, &all_ready, &image_id, "t1");
+        merge_status(&mut pod, &all_ready, &[], &image_id, "t1");
         let ready = pod["status"]["conditions"]
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
@@ -449,8 +472,8 @@ mod tests {
     #[test]
     fn the_same_report_twice_changes_nothing_the_second_time() {
         let mut pod = stored_pod();
-        assert!(merge_status(&mut pod, &report(), &image_id, "t1"));
-        assert!(!merge_status(&mut pod, &report(), &image_id, "t2"));
+        assert!(merge_status(&mut pod, &report(), &[], &image_id, "t1"));
+        assert!(!merge_status(&mut pod, &report(), &[], &image_id, "t2"));
     }
 
     #[test]
@@ -474,7 +497,7 @@ mod tests {
                 ready: false,
             }],
         };
-        merge_status(&mut pod, &done, &image_id, "t1");
+        merge_status(&mut pod, &done, &[], &image_id, "t1");
         assert_eq!(pod["status"]["phase"], "Succeeded");
         assert_eq!(
             pod["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"],
@@ -486,5 +509,15 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         assert_eq!(ready["reason"], "PodCompleted");
+    }
+
+    #[test]
+    fn a_running_container_has_started_only_once_its_startup_probe_succeeded() {
+        let mut pod = stored_pod();
+        let started = |pod: &Value| pod["status"]["containerStatuses"][0]["started"].clone();
+        merge_status(&mut pod, &report(), &["a"], &image_id, "t1");
+        assert_eq!(started(&pod), false, "running, startup probe pending");
+        assert!(merge_status(&mut pod, &report(), &[], &image_id, "t2"));
+        assert_eq!(started(&pod), true);
     }
 }

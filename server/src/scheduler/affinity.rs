@@ -1,175 +1,154 @@
-//! Node affinity and pod anti-affinity, the parts of `spec.affinity` the scheduler honours
-//! (pure; `fit` calls it):
+//! Node affinity, parsed once per pod (pure; `fit` calls it for every node):
 //!
-//! - `nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution`: the node must match one
-//!   of the terms (every `matchExpressions` requirement on its labels: `In`, `NotIn`,
-//!   `Exists`, `DoesNotExist`, `Gt`, `Lt`; `matchFields` on `metadata.name`);
-//!   `preferredDuringScheduling...`: the weights of the matching preferences add up;
-//! - `podAntiAffinity` by `kubernetes.io/hostname` (the only topology admission accepts):
-//!   required terms keep the pod off a node running a pod the term's selector matches (in
-//!   the term's namespaces, or the pod's own); preferred terms count against such a node.
+//! - `requiredDuringSchedulingIgnoredDuringExecution`: the node must match one of the
+//!   terms (every `matchExpressions` requirement on its labels: `In`, `NotIn`, `Exists`,
+//!   `DoesNotExist`, `Gt`, `Lt`; `matchFields` on `metadata.name`);
+//! - `preferredDuringSchedulingIgnoredDuringExecution`: the weights of the matching
+//!   preferences add up.
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
-use crate::k8s::selectors::Selector;
+/// A pod's node affinity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeAffinity {
+    /// The required terms (one must match); `None` when there is no requirement.
+    required: Option<Vec<Term>>,
+    /// The preferred terms and their weights.
+    preferred: Vec<(i64, Term)>,
+}
 
-/// A pod already on a node, as anti-affinity sees it.
+/// One `NodeSelectorTerm`: every requirement must hold; an empty term matches nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Neighbour {
-    /// Its namespace.
-    pub namespace: String,
-    /// Its labels.
-    pub labels: Value,
+struct Term {
+    expressions: Vec<Requirement>,
+    fields: Vec<Requirement>,
 }
 
-/// The value at `path` (object fields) under `value`. Unlike `Value::pointer` it allocates
-/// nothing: these lookups run for every node of every pick.
-fn at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter()
-        .try_fold(value, |value, field| value.get(*field))
+/// One `NodeSelectorRequirement`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Requirement {
+    key: String,
+    operator: Operator,
+    values: Vec<String>,
 }
 
-/// Whether the node matches the required node affinity (true when there is none).
-pub fn required_nodes(affinity: &Value, name: &str, labels: &BTreeMap<String, String>) -> bool {
-    let terms = at(
-        affinity,
-        &[
-            "nodeAffinity",
-            "requiredDuringSchedulingIgnoredDuringExecution",
-            "nodeSelectorTerms",
-        ],
-    )
-    .and_then(Value::as_array);
-    match terms {
-        None => true,
-        Some(terms) => terms.iter().any(|term| term_matches(term, name, labels)),
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+    Gt,
+    Lt,
+    /// An operator admission refuses; it matches nothing.
+    Unknown,
 }
 
-/// The summed weight of the preferred node affinity terms the node matches.
-pub fn preferred_weight(affinity: &Value, name: &str, labels: &BTreeMap<String, String>) -> i64 {
-    at(
-        affinity,
-        &[
-            "nodeAffinity",
-            "preferredDuringSchedulingIgnoredDuringExecution",
-        ],
-    )
-    .and_then(Value::as_array)
-    .into_iter()
-    .flatten()
-    .filter(|p| term_matches(&p["preference"], name, labels))
-    .filter_map(|p| p["weight"].as_i64())
-    .sum()
-}
-
-fn term_matches(term: &Value, name: &str, labels: &BTreeMap<String, String>) -> bool {
-    let list = |field: &str| term[field].as_array().cloned().unwrap_or_default();
-    let (expressions, fields) = (list("matchExpressions"), list("matchFields"));
-    if expressions.is_empty() && fields.is_empty() {
-        return false; // an empty term matches nothing, as in Kubernetes
-    }
-    expressions.iter().all(|e| {
-        requirement(
-            e,
-            labels
-                .get(e["key"].as_str().unwrap_or(""))
-                .map(String::as_str),
-        )
-    }) && fields.iter().all(|e| {
-        let value = (e["key"] == "metadata.name").then_some(name);
-        requirement(e, value)
-    })
-}
-
-/// One `NodeSelectorRequirement` against a value (`None`: the label is absent).
-fn requirement(expression: &Value, value: Option<&str>) -> bool {
-    let values: Vec<&str> = expression["values"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let number = |text: &str| text.parse::<i64>().ok();
-    match expression["operator"].as_str().unwrap_or("") {
-        "In" => value.is_some_and(|v| values.contains(&v)),
-        "NotIn" => !value.is_some_and(|v| values.contains(&v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => {
-            matches!((value.and_then(number), values.first().and_then(|v| number(v))), (Some(a), Some(b)) if a > b)
-        }
-        "Lt" => {
-            matches!((value.and_then(number), values.first().and_then(|v| number(v))), (Some(a), Some(b)) if a < b)
-        }
-        _ => false,
-    }
-}
-
-/// How many of the node's pods a set of anti-affinity terms matches.
-fn anti_matches(terms: &[Value], namespace: &str, neighbours: &[Neighbour]) -> usize {
-    terms
-        .iter()
-        .map(|term| {
-            let Ok(selector) = Selector::from_label_selector(&term["labelSelector"]) else {
-                return 0;
-            };
-            let namespaces: Vec<&str> = term["namespaces"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            neighbours
+impl NodeAffinity {
+    /// The node affinity of a pod spec (`spec.affinity.nodeAffinity`).
+    pub fn of(affinity: Option<&k8s_openapi::api::core::v1::NodeAffinity>) -> Self {
+        let Some(affinity) = affinity else {
+            return Self::default();
+        };
+        Self {
+            required: affinity
+                .required_during_scheduling_ignored_during_execution
+                .as_ref()
+                .map(|r| r.node_selector_terms.iter().map(Term::of).collect()),
+            preferred: affinity
+                .preferred_during_scheduling_ignored_during_execution
                 .iter()
-                .filter(|n| match namespaces.is_empty() {
-                    true => n.namespace == namespace,
-                    false => namespaces.contains(&n.namespace.as_str()),
-                })
-                .filter(|n| selector.matches_labels(Some(&n.labels)))
-                .count()
-        })
-        .sum()
+                .flatten()
+                .map(|p| (i64::from(p.weight), Term::of(&p.preference)))
+                .collect(),
+        }
+    }
+
+    /// Whether the node matches the required terms (true when there are none).
+    pub fn requires(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.required
+            .as_ref()
+            .is_none_or(|terms| terms.iter().any(|t| t.matches(name, labels)))
+    }
+
+    /// The summed weight of the preferred terms the node matches.
+    pub fn preference(&self, name: &str, labels: &BTreeMap<String, String>) -> i64 {
+        self.preferred
+            .iter()
+            .filter(|(_, term)| term.matches(name, labels))
+            .map(|(weight, _)| weight)
+            .sum()
+    }
 }
 
-/// Whether the required pod anti-affinity lets the pod onto a node with these pods.
-pub fn anti_affinity_allows(affinity: &Value, namespace: &str, neighbours: &[Neighbour]) -> bool {
-    let required = at(
-        affinity,
-        &[
-            "podAntiAffinity",
-            "requiredDuringSchedulingIgnoredDuringExecution",
-        ],
-    )
-    .and_then(Value::as_array)
-    .map_or(&[][..], Vec::as_slice);
-    anti_matches(required, namespace, neighbours) == 0
+impl Term {
+    fn of(term: &NodeSelectorTerm) -> Self {
+        let list = |r: &Option<Vec<NodeSelectorRequirement>>| {
+            r.iter().flatten().map(Requirement::of).collect()
+        };
+        Self {
+            expressions: list(&term.match_expressions),
+            fields: list(&term.match_fields),
+        }
+    }
+
+    fn matches(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        if self.expressions.is_empty() && self.fields.is_empty() {
+            return false; // an empty term matches nothing, as in Kubernetes
+        }
+        self.expressions
+            .iter()
+            .all(|r| r.holds(labels.get(&r.key).map(String::as_str)))
+            && self
+                .fields
+                .iter()
+                .all(|r| r.holds((r.key == "metadata.name").then_some(name)))
+    }
 }
 
-/// How many pods on the node the preferred anti-affinity terms match (weighted by term).
-pub fn anti_affinity_penalty(affinity: &Value, namespace: &str, neighbours: &[Neighbour]) -> u64 {
-    at(
-        affinity,
-        &[
-            "podAntiAffinity",
-            "preferredDuringSchedulingIgnoredDuringExecution",
-        ],
-    )
-    .and_then(Value::as_array)
-    .into_iter()
-    .flatten()
-    .map(|p| {
-        let weight = p["weight"].as_u64().unwrap_or(1);
-        let matched = anti_matches(
-            std::slice::from_ref(&p["podAffinityTerm"]),
-            namespace,
-            neighbours,
-        );
-        weight.saturating_mul(matched as u64)
-    })
-    .sum()
+impl Requirement {
+    fn of(requirement: &NodeSelectorRequirement) -> Self {
+        let operator = match requirement.operator.as_str() {
+            "In" => Operator::In,
+            "NotIn" => Operator::NotIn,
+            "Exists" => Operator::Exists,
+            "DoesNotExist" => Operator::DoesNotExist,
+            "Gt" => Operator::Gt,
+            "Lt" => Operator::Lt,
+            _ => Operator::Unknown,
+        };
+        Self {
+            key: requirement.key.clone(),
+            operator,
+            values: requirement.values.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Against a value (`None`: the label is absent).
+    fn holds(&self, value: Option<&str>) -> bool {
+        let listed = || value.is_some_and(|v| self.values.iter().any(|x| x == v));
+        let compare = |wanted: std::cmp::Ordering| {
+            let number = |text: &str| text.parse::<i64>().ok();
+            match (
+                value.and_then(number),
+                self.values.first().and_then(|v| number(v)),
+            ) {
+                (Some(actual), Some(bound)) => actual.cmp(&bound) == wanted,
+                _ => false,
+            }
+        };
+        match self.operator {
+            Operator::In => listed(),
+            Operator::NotIn => !listed(),
+            Operator::Exists => value.is_some(),
+            Operator::DoesNotExist => value.is_none(),
+            Operator::Gt => compare(std::cmp::Ordering::Greater),
+            Operator::Lt => compare(std::cmp::Ordering::Less),
+            Operator::Unknown => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -185,9 +164,15 @@ mod tests {
             .collect()
     }
 
+    fn parse(affinity: serde_json::Value) -> NodeAffinity {
+        let typed: k8s_openapi::api::core::v1::NodeAffinity =
+            serde_json::from_value(affinity).expect("valid node affinity");
+        NodeAffinity::of(Some(&typed))
+    }
+
     #[test]
     fn required_and_preferred_node_affinity() {
-        let affinity = json!({"nodeAffinity": {
+        let affinity = parse(json!({
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "arch", "operator": "In", "values": ["arm64"]},
                                       {"key": "ram", "operator": "Gt", "values": ["1"]}]},
@@ -196,45 +181,28 @@ mod tests {
             "preferredDuringSchedulingIgnoredDuringExecution": [
                 {"weight": 10, "preference": {"matchExpressions": [{"key": "site", "operator": "Exists"}]}},
             ],
-        }});
-        assert!(required_nodes(
-            &affinity,
-            "pi",
-            &labels(&[("arch", "arm64"), ("ram", "4")])
-        ));
-        assert!(!required_nodes(
-            &affinity,
-            "pi",
-            &labels(&[("arch", "arm64"), ("ram", "1")])
-        ));
-        assert!(!required_nodes(
-            &affinity,
-            "pi",
-            &labels(&[("arch", "amd64"), ("ram", "8")])
-        ));
-        assert!(required_nodes(&affinity, "special", &labels(&[])));
-        assert_eq!(
-            preferred_weight(&affinity, "pi", &labels(&[("site", "barn")])),
-            10
-        );
-        assert!(required_nodes(&json!({}), "pi", &labels(&[])));
+        }));
+        assert!(affinity.requires("pi", &labels(&[("arch", "arm64"), ("ram", "4")])));
+        assert!(!affinity.requires("pi", &labels(&[("arch", "arm64"), ("ram", "1")])));
+        assert!(!affinity.requires("pi", &labels(&[("arch", "amd64"), ("ram", "8")])));
+        assert!(affinity.requires("special", &labels(&[])));
+        assert_eq!(affinity.preference("pi", &labels(&[("site", "barn")])), 10);
+        assert_eq!(affinity.preference("pi", &labels(&[])), 0);
+        assert!(NodeAffinity::of(None).requires("pi", &labels(&[])));
     }
 
     #[test]
-    fn anti_affinity_by_hostname_keeps_pods_apart() {
-        let affinity = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"},
-        ]}});
-        let db = Neighbour {
-            namespace: "default".into(),
-            labels: json!({"app": "db"}),
-        };
-        let elsewhere = Neighbour {
-            namespace: "other".into(),
-            labels: json!({"app": "db"}),
-        };
-        assert!(!anti_affinity_allows(&affinity, "default", &[db]));
-        assert!(anti_affinity_allows(&affinity, "default", &[elsewhere]));
-        assert!(anti_affinity_allows(&json!({}), "default", &[]));
+    fn not_in_and_does_not_exist_hold_for_a_node_without_the_label() {
+        let affinity = parse(json!({
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]},
+                                      {"key": "gpu", "operator": "DoesNotExist"},
+                                      {"key": "ram", "operator": "Lt", "values": ["8"]}]},
+            ]},
+        }));
+        assert!(affinity.requires("pi", &labels(&[("ram", "4")])));
+        assert!(!affinity.requires("pi", &labels(&[("ram", "4"), ("zone", "a")])));
+        assert!(!affinity.requires("pi", &labels(&[("ram", "4"), ("gpu", "1")])));
+        assert!(!affinity.requires("pi", &labels(&[])), "Lt needs the label");
     }
 }

@@ -1,71 +1,27 @@
 //! The pure half of the scheduler: which nodes can take a pod, and which of those is best.
 //!
-//! Filters run in the order Kubernetes reports them (readiness, cordon, untolerated
-//! `NoSchedule`/`NoExecute` taints, node selector, pod count, CPU, memory); each rejected
-//! node counts once, under its first failing filter. Requests are what count (every pod has
-//! them: admission defaults them, see `api::validation`), against the node's allocatable
-//! (capacity minus what the agent reserves). Among the nodes that fit, the least-allocated
-//! wins (average of CPU, memory and pod-slot use after placing the pod), ties broken by name
-//! so the choice is deterministic.
+//! For each pod, [`pick`] first counts what the placed pods mean for it per topology
+//! domain (pod affinity, topology spreading: [`pod_affinity::Domains`],
+//! [`spread::Domains`]), then filters every node in the order Kubernetes reports them
+//! (readiness, cordon, untolerated `NoSchedule`/`NoExecute` taints, node selector and
+//! required node affinity, pod count, CPU, memory, topology spread constraints, pod
+//! affinity, pod anti-affinity, the placed pods' anti-affinity); each rejected node counts
+//! once, under its first failing filter. Requests are what count (every pod has them:
+//! admission defaults them, see `api::validation`), against the node's allocatable
+//! (capacity minus what the agent reserves). Among the nodes that fit, the best is, in
+//! order: the highest preference (preferred node affinity weights plus preferred pod
+//! (anti-)affinity weights), the fewest pods its `ScheduleAnyway` spread constraints
+//! select in its domains, the fewest pods of the same controller plus untolerated
+//! `PreferNoSchedule` taints, the least allocated (average of CPU, memory and pod-slot use
+//! after placing the pod); ties are broken by name so the choice is deterministic.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{Taint, Toleration};
 
-use wasmfleet_protocol::quantity;
-
-use super::affinity::{self, Neighbour};
-
-/// What the scheduler needs to know about one node.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeView {
-    /// The node's name.
-    pub name: String,
-    /// Its labels (including `kubernetes.io/arch`).
-    pub labels: BTreeMap<String, String>,
-    /// The `Ready` condition is `True`.
-    pub ready: bool,
-    /// `spec.unschedulable` (cordoned).
-    pub unschedulable: bool,
-    /// `spec.taints`.
-    pub taints: Vec<Taint>,
-    /// `status.allocatable.memory` in bytes (0 when absent).
-    pub allocatable_memory: u64,
-    /// `status.allocatable.cpu` in millicores (0 when absent).
-    pub allocatable_cpu: u64,
-    /// `status.allocatable.pods`, when set.
-    pub allocatable_pods: Option<u64>,
-    /// Memory requested by the pods already placed on the node.
-    pub requested_memory: u64,
-    /// CPU (millicores) requested by the pods already placed on the node.
-    pub requested_cpu: u64,
-    /// How many pods are already placed on the node.
-    pub pod_count: u64,
-    /// How many of them each controller (by owner uid) has there.
-    pub owners: BTreeMap<String, u64>,
-    /// Their namespaces and labels (for pod anti-affinity).
-    pub neighbours: Vec<Neighbour>,
-}
-
-/// What the scheduler needs to know about the pod being placed.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PodDemand {
-    /// Sum of the containers' memory requests (limits when no request), bytes.
-    pub memory: u64,
-    /// Sum of the containers' CPU requests (limits when no request), millicores.
-    pub cpu: u64,
-    /// `spec.nodeSelector`.
-    pub node_selector: BTreeMap<String, String>,
-    /// `spec.tolerations`.
-    pub tolerations: Vec<Toleration>,
-    /// The uid of the pod's controller (a ReplicaSet, a Job...), whose pods are spread.
-    pub owner: Option<String>,
-    /// `spec.affinity` as JSON (`null` when none).
-    pub affinity: serde_json::Value,
-    /// The pod's namespace (anti-affinity terms default to it).
-    pub namespace: String,
-}
+use super::pod_affinity;
+use super::spread;
+pub use super::view::{NodeView, PodDemand};
 
 /// Why a node cannot take the pod, as Kubernetes words it in a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -78,14 +34,22 @@ pub enum Rejection {
     UntoleratedTaint,
     /// A `nodeSelector` label or the required node affinity does not match.
     SelectorMismatch,
-    /// A pod the required anti-affinity keeps away from runs there.
-    AntiAffinity,
     /// The node holds its maximum number of pods.
     TooManyPods,
     /// The pod's CPU does not fit.
     InsufficientCpu,
     /// The pod's memory does not fit.
     InsufficientMemory,
+    /// The node lacks the topology key of a `DoNotSchedule` spread constraint.
+    SpreadMissingLabel,
+    /// Placing the pod there would exceed a spread constraint's `maxSkew`.
+    SpreadSkew,
+    /// The required pod affinity is not satisfied there.
+    Affinity,
+    /// A pod the required anti-affinity keeps away from is in the node's domain.
+    AntiAffinity,
+    /// A placed pod's required anti-affinity keeps this pod out of the node's domain.
+    ExistingAntiAffinity,
 }
 
 impl Rejection {
@@ -95,10 +59,18 @@ impl Rejection {
             Rejection::Unschedulable => "node(s) were unschedulable",
             Rejection::UntoleratedTaint => "node(s) had untolerated taint(s)",
             Rejection::SelectorMismatch => "node(s) didn't match Pod's node affinity/selector",
-            Rejection::AntiAffinity => "node(s) didn't match pod anti-affinity rules",
             Rejection::TooManyPods => "Too many pods",
             Rejection::InsufficientCpu => "Insufficient cpu",
             Rejection::InsufficientMemory => "Insufficient memory",
+            Rejection::SpreadMissingLabel => {
+                "node(s) didn't match pod topology spread constraints (missing required label)"
+            }
+            Rejection::SpreadSkew => "node(s) didn't match pod topology spread constraints",
+            Rejection::Affinity => "node(s) didn't match pod affinity rules",
+            Rejection::AntiAffinity => "node(s) didn't match pod anti-affinity rules",
+            Rejection::ExistingAntiAffinity => {
+                "node(s) didn't satisfy existing pods anti-affinity rules"
+            }
         }
     }
 }
@@ -111,30 +83,59 @@ pub struct NoFit {
     pub message: String,
 }
 
+/// What the placed pods mean for one pod, counted once before its nodes are filtered.
+#[derive(Debug)]
+pub struct Context<'a> {
+    affinity: pod_affinity::Domains<'a>,
+    spread: spread::Domains<'a>,
+}
+
+impl<'a> Context<'a> {
+    /// Counts the pods placed on `nodes` for `pod`.
+    pub fn new(pod: &'a PodDemand, nodes: &'a [NodeView]) -> Self {
+        let included = |constraint: &spread::Constraint, node: &NodeView| {
+            (!constraint.honor_node_affinity || selected(pod, node))
+                && (!constraint.honor_taints || !untolerated(pod, node))
+        };
+        Self {
+            affinity: pod_affinity::Domains::count(pod, nodes),
+            spread: if pod.spread.is_empty() {
+                spread::Domains::default()
+            } else {
+                spread::Domains::count(pod, nodes, included)
+            },
+        }
+    }
+}
+
+/// Whether the pod's node selector and required node affinity match the node.
+fn selected(pod: &PodDemand, node: &NodeView) -> bool {
+    pod.node_selector
+        .iter()
+        .all(|(key, value)| node.labels.get(key) == Some(value))
+        && pod.node_affinity.requires(&node.name, &node.labels)
+}
+
+/// Whether the node has a `NoSchedule` or `NoExecute` taint the pod does not tolerate.
+fn untolerated(pod: &PodDemand, node: &NodeView) -> bool {
+    node.taints
+        .iter()
+        .any(|taint| keeps_off(taint, &pod.tolerations))
+}
+
 /// Checks one node against the pod; `Ok` when it fits.
-pub fn filter(pod: &PodDemand, node: &NodeView) -> Result<(), Rejection> {
+pub fn filter(pod: &PodDemand, context: &Context, node: &NodeView) -> Result<(), Rejection> {
     if !node.ready {
         return Err(Rejection::NotReady);
     }
     if node.unschedulable {
         return Err(Rejection::Unschedulable);
     }
-    if node
-        .taints
-        .iter()
-        .any(|taint| keeps_off(taint, &pod.tolerations))
-    {
+    if untolerated(pod, node) {
         return Err(Rejection::UntoleratedTaint);
     }
-    let selector_matches = pod
-        .node_selector
-        .iter()
-        .all(|(key, value)| node.labels.get(key) == Some(value));
-    if !selector_matches || !affinity::required_nodes(&pod.affinity, &node.name, &node.labels) {
+    if !selected(pod, node) {
         return Err(Rejection::SelectorMismatch);
-    }
-    if !affinity::anti_affinity_allows(&pod.affinity, &pod.namespace, &node.neighbours) {
-        return Err(Rejection::AntiAffinity);
     }
     if node
         .allocatable_pods
@@ -148,7 +149,15 @@ pub fn filter(pod: &PodDemand, node: &NodeView) -> Result<(), Rejection> {
     if node.requested_memory.saturating_add(pod.memory) > node.allocatable_memory {
         return Err(Rejection::InsufficientMemory);
     }
-    Ok(())
+    context.spread.check(node).map_err(|v| match v {
+        spread::Violation::MissingLabel => Rejection::SpreadMissingLabel,
+        spread::Violation::Skew => Rejection::SpreadSkew,
+    })?;
+    context.affinity.check(pod, node).map_err(|v| match v {
+        pod_affinity::Violation::Affinity => Rejection::Affinity,
+        pod_affinity::Violation::AntiAffinity => Rejection::AntiAffinity,
+        pod_affinity::Violation::ExistingAntiAffinity => Rejection::ExistingAntiAffinity,
+    })
 }
 
 /// Whether a taint keeps new pods off (`PreferNoSchedule` is only a preference).
@@ -183,42 +192,65 @@ pub fn keeps_off(taint: &Taint, tolerations: &[Toleration]) -> bool {
     repels(taint) && !tolerations.iter().any(|t| tolerates(t, taint))
 }
 
-/// Chooses the node for the pod, or explains why none fits.
-pub fn pick<'a>(pod: &PodDemand, nodes: &'a [NodeView]) -> Result<&'a NodeView, NoFit> {
-    let mut rejections: BTreeMap<Rejection, usize> = BTreeMap::new();
-    let mut best: Option<((i64, u64, f64), &NodeView)> = None;
-    for node in nodes {
-        match filter(pod, node) {
-            Err(rejection) => *rejections.entry(rejection).or_default() += 1,
-            Ok(()) => {
-                let score = (
-                    -affinity::preferred_weight(&pod.affinity, &node.name, &node.labels),
-                    siblings(pod, node)
-                        + affinity::anti_affinity_penalty(
-                            &pod.affinity,
-                            &pod.namespace,
-                            &node.neighbours,
-                        ),
-                    allocation_after(pod, node),
-                );
-                let better = match best {
-                    None => true,
-                    Some((best_score, best_node)) => {
-                        let order = score.0.cmp(&best_score.0).then(score.1.cmp(&best_score.1));
-                        match order.then(score.2.total_cmp(&best_score.2)) {
-                            std::cmp::Ordering::Less => true,
-                            std::cmp::Ordering::Equal => node.name < best_node.name,
-                            std::cmp::Ordering::Greater => false,
-                        }
-                    }
-                };
-                if better {
-                    best = Some((score, node));
-                }
-            }
+/// How good a node that fits is: compared in order, lower is better (see the module
+/// docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score {
+    /// Minus the preference weights.
+    unpreferred: i64,
+    /// Pods the `ScheduleAnyway` spread constraints select in the node's domains.
+    crowding: f64,
+    /// Pods of the same controller, plus untolerated `PreferNoSchedule` taints.
+    siblings: u64,
+    /// Share of the node in use after placing the pod.
+    allocation: f64,
+}
+
+impl Score {
+    fn of(pod: &PodDemand, context: &Context, node: &NodeView) -> Self {
+        Self {
+            unpreferred: -(pod.node_affinity.preference(&node.name, &node.labels)
+                + context.affinity.preference(node)),
+            crowding: context.spread.penalty(node),
+            siblings: siblings(pod, node),
+            allocation: allocation_after(pod, node),
         }
     }
-    best.map(|(_, node)| node).ok_or_else(|| NoFit {
+
+    fn compare(&self, other: &Self) -> std::cmp::Ordering {
+        self.unpreferred
+            .cmp(&other.unpreferred)
+            .then(self.crowding.total_cmp(&other.crowding))
+            .then(self.siblings.cmp(&other.siblings))
+            .then(self.allocation.total_cmp(&other.allocation))
+    }
+}
+
+/// Chooses the node for the pod, or explains why none fits.
+pub fn pick<'a>(pod: &PodDemand, nodes: &'a [NodeView]) -> Result<&'a NodeView, NoFit> {
+    pick_index(pod, nodes).map(|i| &nodes[i])
+}
+
+/// [`pick`], answering the node's index in `nodes`.
+pub fn pick_index(pod: &PodDemand, nodes: &[NodeView]) -> Result<usize, NoFit> {
+    let context = Context::new(pod, nodes);
+    let mut rejections: BTreeMap<Rejection, usize> = BTreeMap::new();
+    let mut best: Option<(Score, usize)> = None;
+    for (index, node) in nodes.iter().enumerate() {
+        if let Err(rejection) = filter(pod, &context, node) {
+            *rejections.entry(rejection).or_default() += 1;
+            continue;
+        }
+        let score = Score::of(pod, &context, node);
+        let better = best.as_ref().is_none_or(|(best_score, best)| {
+            let tie = || node.name.cmp(&nodes[*best].name);
+            score.compare(best_score).then_with(tie) == std::cmp::Ordering::Less
+        });
+        if better {
+            best = Some((score, index));
+        }
+    }
+    best.map(|(_, index)| index).ok_or_else(|| NoFit {
         message: explain(nodes.len(), &rejections),
     })
 }
@@ -280,175 +312,16 @@ fn explain(total: usize, rejections: &BTreeMap<Rejection, usize>) -> String {
     format!("0/{total} nodes are available: {}.", reasons.join(", "))
 }
 
-/// The memory a pod asks for, in bytes: see [`pod_request`].
-pub fn pod_memory(pod: &Pod) -> u64 {
-    pod_request(pod, "memory", quantity::memory_bytes)
-}
-
-/// The CPU a pod asks for, in millicores: see [`pod_request`].
-pub fn pod_cpu(pod: &Pod) -> u64 {
-    pod_request(pod, "cpu", quantity::cpu_millis)
-}
-
-/// What a pod asks for of one resource: the sum over containers of the request, or the
-/// limit when no request is set (Kubernetes defaults requests to limits). Unparsable values
-/// count 0 (the API rejects them at admission).
-fn pod_request(pod: &Pod, resource: &str, parse: quantity::Parser) -> u64 {
-    let Some(spec) = &pod.spec else { return 0 };
-    spec.containers
-        .iter()
-        .map(|container| {
-            let resources = container.resources.as_ref();
-            let from = |map: Option<&BTreeMap<String, Quantity>>| {
-                map.and_then(|m| m.get(resource))
-                    .and_then(|q| parse(&q.0).ok())
-            };
-            from(resources.and_then(|r| r.requests.as_ref()))
-                .or_else(|| from(resources.and_then(|r| r.limits.as_ref())))
-                .unwrap_or(0)
-        })
-        .fold(0u64, u64::saturating_add)
-}
-
-/// The scheduler's demand for a pod.
-pub fn demand(pod: &Pod) -> PodDemand {
-    PodDemand {
-        memory: pod_memory(pod),
-        cpu: pod_cpu(pod),
-        node_selector: pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_selector.clone())
-            .unwrap_or_default(),
-        tolerations: pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.tolerations.clone())
-            .unwrap_or_default(),
-        owner: controller_uid(pod),
-        affinity: pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.affinity.as_ref())
-            .and_then(|a| serde_json::to_value(a).ok())
-            .unwrap_or_default(),
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-    }
-}
-
-/// A placed pod as anti-affinity sees it.
-pub fn neighbour(pod: &Pod) -> Neighbour {
-    Neighbour {
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        labels: serde_json::to_value(&pod.metadata.labels).unwrap_or_default(),
-    }
-}
-
-fn controller_uid(pod: &Pod) -> Option<String> {
-    pod.metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|r| r.controller == Some(true))
-        .map(|r| r.uid.clone())
-}
-
-/// Whether a pod still occupies its node (not Succeeded or Failed).
-pub fn occupies_node(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    !matches!(phase, Some("Succeeded" | "Failed"))
-}
-
-/// Builds the view of a node, counting the pods already bound to it.
-pub fn node_view(node: &Node, bound: &[&Pod]) -> NodeView {
-    let status = node.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    let allocatable = status.and_then(|s| s.allocatable.as_ref());
-    let allocatable_memory = allocatable
-        .and_then(|a| a.get("memory"))
-        .and_then(|q| quantity::memory_bytes(&q.0).ok())
-        .unwrap_or(0);
-    let allocatable_cpu = allocatable
-        .and_then(|a| a.get("cpu"))
-        .and_then(|q| quantity::cpu_millis(&q.0).ok())
-        .unwrap_or(0);
-    let allocatable_pods = allocatable
-        .and_then(|a| a.get("pods"))
-        .and_then(|q| q.0.trim().parse::<u64>().ok());
-    let occupying: Vec<&&Pod> = bound.iter().filter(|p| occupies_node(p)).collect();
-    NodeView {
-        name: node.metadata.name.clone().unwrap_or_default(),
-        labels: node.metadata.labels.clone().unwrap_or_default(),
-        ready,
-        unschedulable: node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false),
-        taints: node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default(),
-        allocatable_memory,
-        allocatable_cpu,
-        allocatable_pods,
-        requested_memory: occupying
-            .iter()
-            .map(|p| pod_memory(p))
-            .fold(0, u64::saturating_add),
-        requested_cpu: occupying
-            .iter()
-            .map(|p| pod_cpu(p))
-            .fold(0, u64::saturating_add),
-        pod_count: occupying.len() as u64,
-        owners: occupying.iter().filter_map(|p| controller_uid(p)).fold(
-            BTreeMap::new(),
-            |mut owners, uid| {
-                *owners.entry(uid).or_insert(0) += 1;
-                owners
-            },
-        ),
-        neighbours: occupying.iter().map(|p| neighbour(p)).collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const GI: u64 = 1 << 30;
+    use crate::scheduler::view::tests::{GI, node, pod};
 
-    fn node(name: &str) -> NodeView {
-        NodeView {
-            name: name.into(),
-            labels: BTreeMap::from([("kubernetes.io/arch".into(), "arm64".into())]),
-            ready: true,
-            unschedulable: false,
-            taints: Vec::new(),
-            allocatable_memory: 4 * GI,
-            allocatable_cpu: 4000,
-            allocatable_pods: Some(110),
-            requested_memory: 0,
-            requested_cpu: 0,
-            pod_count: 0,
-            owners: BTreeMap::new(),
-            neighbours: Vec::new(),
-        }
-    }
-
-    fn pod(memory: u64) -> PodDemand {
-        PodDemand {
-            memory,
-            cpu: 100,
-            node_selector: BTreeMap::new(),
-            tolerations: Vec::new(),
-            owner: None,
-            affinity: serde_json::Value::Null,
-            namespace: "default".into(),
-        }
+    /// [`filter`] with the pod's context over this node alone.
+    fn check(pod: &PodDemand, node: &NodeView) -> Result<(), Rejection> {
+        let nodes = std::slice::from_ref(node);
+        filter(pod, &Context::new(pod, nodes), node)
     }
 
     #[test]
@@ -506,13 +379,13 @@ mod tests {
                 taints: vec![taint("node.kubernetes.io/unreachable", None, effect)],
                 ..node("a")
             };
-            assert_eq!(filter(&pod(0), &n), Err(Rejection::UntoleratedTaint));
+            assert_eq!(check(&pod(0), &n), Err(Rejection::UntoleratedTaint));
         }
         let soft = NodeView {
             taints: vec![taint("x", None, "PreferNoSchedule")],
             ..node("a")
         };
-        assert_eq!(filter(&pod(0), &soft), Ok(()));
+        assert_eq!(check(&pod(0), &soft), Ok(()));
     }
 
     #[test]
@@ -534,10 +407,10 @@ mod tests {
             ),
             toleration("dedicated", "Equal", Some("edge"), ""),
         ];
-        assert_eq!(filter(&tolerant, &n), Ok(()));
+        assert_eq!(check(&tolerant, &n), Ok(()));
         // One taint left untolerated is enough to refuse.
         tolerant.tolerations.pop();
-        assert_eq!(filter(&tolerant, &n), Err(Rejection::UntoleratedTaint));
+        assert_eq!(check(&tolerant, &n), Err(Rejection::UntoleratedTaint));
     }
 
     #[test]
@@ -571,7 +444,7 @@ mod tests {
             ready: false,
             ..node("a")
         };
-        assert_eq!(filter(&pod(0), &n), Err(Rejection::NotReady));
+        assert_eq!(check(&pod(0), &n), Err(Rejection::NotReady));
     }
 
     #[test]
@@ -580,7 +453,7 @@ mod tests {
             unschedulable: true,
             ..node("a")
         };
-        assert_eq!(filter(&pod(0), &n), Err(Rejection::Unschedulable));
+        assert_eq!(check(&pod(0), &n), Err(Rejection::Unschedulable));
     }
 
     #[test]
@@ -588,13 +461,13 @@ mod tests {
         let mut p = pod(0);
         p.node_selector
             .insert("kubernetes.io/arch".into(), "arm64".into());
-        assert_eq!(filter(&p, &node("a")), Ok(()));
+        assert_eq!(check(&p, &node("a")), Ok(()));
         p.node_selector
             .insert("kubernetes.io/arch".into(), "amd64".into());
-        assert_eq!(filter(&p, &node("a")), Err(Rejection::SelectorMismatch));
+        assert_eq!(check(&p, &node("a")), Err(Rejection::SelectorMismatch));
         let mut q = pod(0);
         q.node_selector.insert("site".into(), "barn".into());
-        assert_eq!(filter(&q, &node("a")), Err(Rejection::SelectorMismatch));
+        assert_eq!(check(&q, &node("a")), Err(Rejection::SelectorMismatch));
     }
 
     #[test]
@@ -603,8 +476,8 @@ mod tests {
             requested_memory: 3 * GI,
             ..node("a")
         };
-        assert_eq!(filter(&pod(GI), &n), Ok(()));
-        assert_eq!(filter(&pod(GI + 1), &n), Err(Rejection::InsufficientMemory));
+        assert_eq!(check(&pod(GI), &n), Ok(()));
+        assert_eq!(check(&pod(GI + 1), &n), Err(Rejection::InsufficientMemory));
     }
 
     #[test]
@@ -613,28 +486,14 @@ mod tests {
             requested_cpu: 3900,
             ..node("a")
         };
-        assert_eq!(filter(&pod(GI), &n), Ok(()));
+        assert_eq!(check(&pod(GI), &n), Ok(()));
         let greedy = PodDemand {
             cpu: 101,
             ..pod(GI)
         };
-        assert_eq!(filter(&greedy, &n), Err(Rejection::InsufficientCpu));
+        assert_eq!(check(&greedy, &n), Err(Rejection::InsufficientCpu));
         let message = pick(&greedy, &[n]).expect_err("no fit").message;
         assert_eq!(message, "0/1 nodes are available: 1 Insufficient cpu.");
-    }
-
-    #[test]
-    fn a_pods_cpu_is_the_sum_of_requests_falling_back_to_limits() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p"},
-            "spec": {"containers": [
-                {"name": "a", "image": "x", "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}},
-                {"name": "b", "image": "x", "resources": {"limits": {"cpu": "0.5"}}},
-                {"name": "c", "image": "x"}
-            ]}
-        }))
-        .expect("valid pod");
-        assert_eq!(pod_cpu(&pod), 600);
     }
 
     #[test]
@@ -644,7 +503,7 @@ mod tests {
             pod_count: 2,
             ..node("a")
         };
-        assert_eq!(filter(&pod(0), &n), Err(Rejection::TooManyPods));
+        assert_eq!(check(&pod(0), &n), Err(Rejection::TooManyPods));
     }
 
     #[test]
@@ -698,48 +557,148 @@ mod tests {
         assert!(pick(&pod(0), &[]).is_err_and(|e| e.message.starts_with("0/0 nodes")));
     }
 
-    #[test]
-    fn a_pods_memory_is_the_sum_of_requests_falling_back_to_limits() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p"},
-            "spec": {"containers": [
-                {"name": "a", "image": "x", "resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}},
-                {"name": "b", "image": "x", "resources": {"limits": {"memory": "32Mi"}}},
-                {"name": "c", "image": "x"}
-            ]}
+    /// A pod with these `spec.affinity` and `spec.topologySpreadConstraints` (JSON) and
+    /// labels `app: web`.
+    fn web(affinity: serde_json::Value, spread: serde_json::Value) -> PodDemand {
+        use k8s_openapi::api::core::v1::Pod;
+        let typed: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "w", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c"}], "affinity": affinity,
+                     "topologySpreadConstraints": spread},
         }))
         .expect("valid pod");
-        assert_eq!(pod_memory(&pod), 96 << 20);
+        crate::scheduler::view::demand(&typed, &BTreeMap::new())
+    }
+
+    /// A node `name` in `zone` running `apps` (pods labelled `app`).
+    fn zoned(name: &str, zone: &str, apps: &[&str]) -> NodeView {
+        let mut n = crate::scheduler::view::tests::zoned(name, zone);
+        for app in apps {
+            n.place_demand(&PodDemand {
+                labels: serde_json::json!({ "app": app }),
+                ..pod(0)
+            });
+        }
+        n
     }
 
     #[test]
-    fn a_node_view_reads_readiness_allocatable_and_bound_pods() {
-        let node: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "pi-1", "labels": {"kubernetes.io/arch": "arm64"}},
-            "spec": {"unschedulable": true},
-            "status": {
-                "allocatable": {"memory": "4194304Ki", "pods": "110", "cpu": "4"},
-                "conditions": [{"type": "Ready", "status": "True"}]
-            }
-        }))
-        .expect("valid node");
-        let running: Pod = serde_json::from_value(serde_json::json!({
-            "spec": {"containers": [{"name": "a", "resources": {"requests": {"memory": "1Gi"}}}]}
-        }))
-        .expect("valid pod");
-        let done: Pod = serde_json::from_value(serde_json::json!({
-            "spec": {"containers": [{"name": "a", "resources": {"requests": {"memory": "1Gi"}}}]},
-            "status": {"phase": "Succeeded"}
-        }))
-        .expect("valid pod");
-        let view = node_view(&node, &[&running, &done]);
-        assert!(view.ready);
-        assert!(view.unschedulable);
-        assert_eq!(view.allocatable_memory, 4 * GI);
-        assert_eq!(view.allocatable_cpu, 4000);
-        assert_eq!(view.allocatable_pods, Some(110));
-        assert_eq!(view.requested_memory, GI);
-        assert_eq!(view.requested_cpu, 0);
-        assert_eq!(view.pod_count, 1);
+    fn no_fit_names_the_pod_affinity_rule_that_failed() {
+        let nodes = [
+            zoned("a", "z1", &[]),
+            zoned("b", "z1", &[]),
+            zoned("c", "z2", &[]),
+        ];
+        let needs_db = web(
+            serde_json::json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}}),
+            serde_json::Value::Null,
+        );
+        assert_eq!(
+            pick(&needs_db, &nodes).map(|n| n.name.clone()),
+            Err(NoFit {
+                message: "0/3 nodes are available: 3 node(s) didn't match pod affinity rules."
+                    .into()
+            })
+        );
+        let nodes = [
+            zoned("a", "z1", &["web"]),
+            zoned("b", "z1", &[]),
+            zoned("c", "z2", &["web"]),
+        ];
+        let apart = web(
+            serde_json::json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}),
+            serde_json::Value::Null,
+        );
+        assert_eq!(
+            pick(&apart, &nodes).map(|n| n.name.clone()),
+            Err(NoFit {
+                message: "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+                    .into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_pod_with_affinity_to_an_app_lands_beside_it() {
+        let nodes = [
+            zoned("a", "z1", &[]),
+            zoned("b", "z1", &["db"]),
+            zoned("c", "z2", &[]),
+        ];
+        let needs_db = web(
+            serde_json::json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}}),
+            serde_json::Value::Null,
+        );
+        assert_eq!(pick(&needs_db, &nodes).map(|n| n.name.as_str()), Ok("b"));
+        let near_db = web(
+            serde_json::json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 50, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "db"}},
+                 "topologyKey": "topology.kubernetes.io/zone"}}]}}),
+            serde_json::Value::Null,
+        );
+        let mut crowded = nodes.clone();
+        crowded[1].requested_memory = 3 * GI;
+        assert_eq!(
+            pick(&near_db, &crowded).map(|n| n.name.as_str()),
+            Ok("a"),
+            "the preferred zone first, then the least allocated in it"
+        );
+    }
+
+    #[test]
+    fn a_hard_spread_constraint_fills_the_emptiest_domain_and_explains_a_skew() {
+        let spread = serde_json::json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]);
+        let nodes = [
+            zoned("a", "z1", &["web"]),
+            zoned("b", "z1", &[]),
+            zoned("c", "z2", &[]),
+        ];
+        assert_eq!(
+            pick(&web(serde_json::Value::Null, spread.clone()), &nodes).map(|n| n.name.as_str()),
+            Ok("c")
+        );
+        let mut full = nodes.clone();
+        full[2].unschedulable = true;
+        assert_eq!(
+            pick(&web(serde_json::Value::Null, spread), &full).map(|n| n.name.clone()),
+            Err(NoFit {
+                message: "0/3 nodes are available: 1 node(s) were unschedulable, \
+                          2 node(s) didn't match pod topology spread constraints."
+                    .into()
+            })
+        );
+    }
+
+    #[test]
+    fn nodes_the_pods_node_selector_rejects_do_not_count_for_spreading_by_default() {
+        let spread = |policy: &str| {
+            serde_json::json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "DoNotSchedule", "nodeAffinityPolicy": policy,
+                "labelSelector": {"matchLabels": {"app": "web"}}}])
+        };
+        let mut nodes = [zoned("a", "z1", &["web"]), zoned("b", "z2", &[])];
+        nodes[0].labels.insert("site".into(), "barn".into());
+        let mut honour = web(serde_json::Value::Null, spread("Honor"));
+        honour.node_selector.insert("site".into(), "barn".into());
+        assert_eq!(pick(&honour, &nodes).map(|n| n.name.as_str()), Ok("a"));
+        let mut ignore = web(serde_json::Value::Null, spread("Ignore"));
+        ignore.node_selector.insert("site".into(), "barn".into());
+        assert!(pick(&ignore, &nodes).is_err_and(|e| e.message.contains("spread")));
+    }
+
+    #[test]
+    fn a_soft_spread_constraint_prefers_the_emptiest_domain_before_allocation() {
+        let spread = serde_json::json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]);
+        let mut nodes = [zoned("a", "z1", &["web"]), zoned("b", "z2", &[])];
+        nodes[1].requested_memory = 3 * GI;
+        assert_eq!(
+            pick(&web(serde_json::Value::Null, spread), &nodes).map(|n| n.name.as_str()),
+            Ok("b")
+        );
     }
 }

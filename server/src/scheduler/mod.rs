@@ -1,6 +1,9 @@
 //! The scheduler: binds pending pods to nodes.
 //!
-//! [`fit`] holds the pure filter-and-score logic; this module is the level-triggered loop
+//! The pure half: [`view`] (what a node and a pod look like to the scheduler, read once
+//! per pass), [`fit`] (filters, scores, the pick and its explanation), [`affinity`] (node
+//! affinity), [`pod_affinity`] (pod affinity and anti-affinity by topology domain) and
+//! [`spread`] (topology spread constraints). This module is the level-triggered loop
 //! around it. It reads the [`Cache`] (never the store) and recomputes only when a change
 //! can matter: a pod that needs scheduling appeared, or a pod or node changed while some
 //! pod waits (a node's `Lease` renewal, or a status report while nothing waits, costs
@@ -14,6 +17,9 @@
 
 pub mod affinity;
 pub mod fit;
+pub mod pod_affinity;
+pub mod spread;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +39,9 @@ use crate::k8s::time::now_rfc3339;
 const COMPONENT: &str = "default-scheduler";
 use crate::store::{ObjectKey, Store, StoreError};
 
-use fit::{NodeView, PodDemand, demand, node_view, occupies_node, pick};
+use fit::{NodeView, pick_index};
+use pod_affinity::NamespaceLabels;
+use view::{demand, node_view, occupies_node};
 
 /// How often the scheduler re-plans even without changes.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
@@ -111,12 +119,15 @@ pub fn schedule_pending(store: &Store, cache: &Cache) -> Result<usize, StoreErro
         return Ok(0);
     }
     tracing::trace!("scheduler pass");
+    let namespaces = namespace_labels(cache);
     let mut views: Vec<NodeView> = typed::<Node>(&cache.list("nodes"))
         .iter()
         .map(|node| {
-            let name = node.metadata.name.as_deref().unwrap_or_default();
-            let pods = typed::<Pod>(&cache.pods_on_node(name));
-            node_view(node, &pods.iter().collect::<Vec<_>>())
+            let mut view = node_view(node);
+            for pod in typed::<Pod>(&cache.pods_on_node(&view.name)) {
+                view.place(&pod, &namespaces);
+            }
+            view
         })
         .collect();
     // Oldest first, as a queue would; names break ties so passes are deterministic.
@@ -128,7 +139,7 @@ pub fn schedule_pending(store: &Store, cache: &Cache) -> Result<usize, StoreErro
     });
     let mut bound = 0;
     for batch in pending.chunks(BATCH) {
-        bound += place_batch(store, batch, &mut views)?;
+        bound += place_batch(store, batch, &mut views, &namespaces)?;
     }
     Ok(bound)
 }
@@ -138,19 +149,25 @@ pub fn schedule_pending(store: &Store, cache: &Cache) -> Result<usize, StoreErro
 /// each re-checked inside it, then records the events in one more. A pod bound or deleted
 /// meanwhile keeps its place in this pass's views only; the next pass builds them afresh.
 /// Returns how many were bound.
-fn place_batch(store: &Store, pods: &[Pod], views: &mut [NodeView]) -> Result<usize, StoreError> {
+fn place_batch(
+    store: &Store,
+    pods: &[Pod],
+    views: &mut [NodeView],
+    namespaces: &NamespaceLabels,
+) -> Result<usize, StoreError> {
     let mut keys = Vec::with_capacity(pods.len());
     let mut placed: Vec<(&Pod, Result<String, String>)> = Vec::with_capacity(pods.len());
     for pod in pods {
         let Some(key) = pod_key(pod) else { continue };
-        let want = demand(pod);
-        let decision = match pick(&want, views) {
-            Ok(node) => Ok(node.name.clone()),
+        let want = demand(pod, namespaces);
+        let decision = match pick_index(&want, views) {
+            Ok(index) => {
+                // Counted in its view, so later picks of the pass see it.
+                views[index].place_demand(&want);
+                Ok(views[index].name.clone())
+            }
             Err(no_fit) => Err(no_fit.message),
         };
-        if let Ok(name) = &decision {
-            account(views, name, &want, pod);
-        }
         keys.push(key);
         placed.push((pod, decision));
     }
@@ -205,17 +222,17 @@ fn occurrence(
     }
 }
 
-/// Counts a pod placed on `node` in its view, so later picks of the pass see it.
-fn account(views: &mut [NodeView], node: &str, want: &PodDemand, pod: &Pod) {
-    if let Some(view) = views.iter_mut().find(|v| v.name == node) {
-        view.requested_memory = view.requested_memory.saturating_add(want.memory);
-        view.requested_cpu = view.requested_cpu.saturating_add(want.cpu);
-        view.pod_count += 1;
-        if let Some(owner) = &want.owner {
-            *view.owners.entry(owner.clone()).or_insert(0) += 1;
-        }
-        view.neighbours.push(fit::neighbour(pod));
-    }
+/// The namespaces' labels, for `namespaceSelector`s.
+fn namespace_labels(cache: &Cache) -> NamespaceLabels {
+    cache
+        .list("namespaces")
+        .iter()
+        .filter_map(|ns| {
+            let name = ns.pointer("/metadata/name")?.as_str()?.to_owned();
+            let labels = ns.pointer("/metadata/labels").cloned().unwrap_or_default();
+            Some((name, labels))
+        })
+        .collect()
 }
 
 /// Binds a pod that still needs scheduling: `spec.nodeName` and `PodScheduled=True`.

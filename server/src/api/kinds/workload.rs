@@ -9,17 +9,7 @@ use crate::api::validation::{self, Shape};
 use crate::api::{defaults, table};
 use crate::k8s::selectors::Selector;
 
-const EXPRESSION: Shape = Shape::Object(&[
-    ("key", Shape::Str),
-    ("operator", Shape::Str),
-    ("values", Shape::List(&Shape::Str)),
-]);
-
-/// `metav1.LabelSelector`.
-pub const LABEL_SELECTOR: Shape = Shape::Object(&[
-    ("matchLabels", Shape::StringMap),
-    ("matchExpressions", Shape::List(&EXPRESSION)),
-]);
+pub use crate::api::validation::LABEL_SELECTOR;
 
 /// Checks a workload object against its shape and type, then its name, replicas, selector
 /// and template. `restart_policies` are those its pods may have (`Always` for
