@@ -448,6 +448,7 @@ async fn a_node_is_born_runs_a_pod_reports_its_status_and_downloads_the_module()
         seq: 5,
         observed_revision: desired.revision,
         pods: vec![PodStatus {
+            images: Vec::new(),
             uid: uid.clone(),
             phase: PodPhase::Running,
             start_unix_ms: Some(1_700_000_000_000),
@@ -546,6 +547,7 @@ async fn garbage_is_dropped_and_later_messages_still_work() {
         seq: 1,
         observed_revision: 0,
         pods: vec![PodStatus {
+            images: Vec::new(),
             uid: "not-a-pod".into(),
             phase: PodPhase::Failed,
             start_unix_ms: None,
@@ -618,6 +620,7 @@ async fn a_will_of_the_current_session_marks_the_node_unknown_and_a_stale_one_do
         seq: 1,
         observed_revision: 0,
         pods: vec![],
+        images: Vec::new(),
     };
     let mut node = node;
     node.send(Up::Status, &Message::Status(marker)).await;

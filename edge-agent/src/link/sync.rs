@@ -260,14 +260,14 @@ impl Task {
 
     /// Persists the current statuses and, when connected, sends them as a new report.
     fn report(&mut self) {
-        let statuses = self.pods.statuses();
+        let (statuses, images) = self.pods.report();
         self.persist(&statuses);
         let session = self.uplink.session();
         if !session.connected {
             // The next session start reports.
             return;
         }
-        let report = self.outbox.next_report(session.epoch, statuses);
+        let report = self.outbox.next_report(session.epoch, statuses, images);
         tracing::debug!(
             epoch = report.epoch,
             seq = report.seq,

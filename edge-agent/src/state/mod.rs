@@ -228,6 +228,7 @@ impl AgentState {
             seq: 0,
             observed_revision: 0,
             pods: pods.to_vec(),
+            images: Vec::new(),
         };
         self.put(STATUSES, &encode(&Message::Status(report)))
     }

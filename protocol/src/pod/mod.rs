@@ -140,6 +140,32 @@ pub struct StatusReport {
     pub observed_revision: u64,
     /// One entry per pod the agent runs or has finished.
     pub pods: Vec<PodStatus>,
+    /// What the containers of the reported pods run, so that status names the running
+    /// image until a container has restarted on a new one. Appended after graceful
+    /// deletion's release ([`crate::tail`]): older agents send none (the server then names
+    /// the spec's images), older servers ignore it. Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub images: Vec<PodImages>,
+}
+
+/// The images one pod's containers run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodImages {
+    /// The pod's uid.
+    pub uid: String,
+    /// One entry per container, in spec order.
+    pub containers: Vec<RunningImage>,
+}
+
+/// The image one container runs (or is starting).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningImage {
+    /// The container's name.
+    pub name: String,
+    /// The image as the user wrote it.
+    pub image: String,
+    /// The module's sha256, 64 lowercase hex characters.
+    pub digest: String,
 }
 
 /// The server's receipt for a persisted [`StatusReport`].
@@ -356,6 +382,21 @@ mod tests {
     }
 
     #[test]
+    fn reports_from_before_images_still_decode() {
+        let report = StatusReport {
+            epoch: 1,
+            seq: 2,
+            observed_revision: 3,
+            pods: vec![],
+            images: vec![],
+        };
+        let mut bytes = encode(&Message::Status(report.clone()));
+        // An older agent's report ends before the (empty) tail.
+        assert_eq!(bytes.pop(), Some(0));
+        assert_eq!(decode(&bytes), Ok(Message::Status(report)));
+    }
+
+    #[test]
     fn a_status_report_with_every_container_state_survives_a_round_trip() {
         let message = Message::Status(StatusReport {
             epoch: 2,
@@ -390,6 +431,14 @@ mod tests {
                         ready: true,
                     },
                 ],
+            }],
+            images: vec![PodImages {
+                uid: "6b1c".into(),
+                containers: vec![RunningImage {
+                    name: "a".into(),
+                    image: "hello:v1".into(),
+                    digest: "ab".repeat(32),
+                }],
             }],
         });
         assert_eq!(decode(&encode(&message)), Ok(message));

@@ -433,6 +433,7 @@ mod tests {
             seq: 1,
             observed_revision: 0,
             pods: vec![],
+            images: Vec::new(),
         };
         leases.remember_report("a", &report(9));
         assert!(leases.get("a").is_some_and(|l| l.last_report.is_none()));
