@@ -448,7 +448,6 @@ async fn a_node_is_born_runs_a_pod_reports_its_status_and_downloads_the_module()
         seq: 5,
         observed_revision: desired.revision,
         pods: vec![PodStatus {
-            images: Vec::new(),
             uid: uid.clone(),
             phase: PodPhase::Running,
             start_unix_ms: Some(1_700_000_000_000),
@@ -462,6 +461,7 @@ async fn a_node_is_born_runs_a_pod_reports_its_status_and_downloads_the_module()
                 ready: true,
             }],
         }],
+        images: Vec::new(),
     };
     node.send(Up::Status, &Message::Status(report)).await;
     let ack = node
@@ -547,12 +547,12 @@ async fn garbage_is_dropped_and_later_messages_still_work() {
         seq: 1,
         observed_revision: 0,
         pods: vec![PodStatus {
-            images: Vec::new(),
             uid: "not-a-pod".into(),
             phase: PodPhase::Failed,
             start_unix_ms: None,
             containers: vec![],
         }],
+        images: Vec::new(),
     };
     node.send(Up::Status, &Message::Status(stray)).await;
     node.send(Up::State, &birth(1)).await;
