@@ -467,6 +467,7 @@ async fn a_node_is_born_runs_a_pod_reports_its_status_and_downloads_the_module()
             uid: uid.clone(),
             container: "main".into(),
         }],
+        images: Vec::new(),
     };
     node.send(Up::Status, &Message::Status(report)).await;
     let ack = node
@@ -559,6 +560,7 @@ async fn garbage_is_dropped_and_later_messages_still_work() {
             containers: vec![],
         }],
         starting: vec![],
+        images: Vec::new(),
     };
     node.send(Up::Status, &Message::Status(stray)).await;
     node.send(Up::State, &birth(1)).await;
@@ -627,6 +629,7 @@ async fn a_will_of_the_current_session_marks_the_node_unknown_and_a_stale_one_do
         observed_revision: 0,
         pods: vec![],
         starting: vec![],
+        images: Vec::new(),
     };
     let mut node = node;
     node.send(Up::Status, &Message::Status(marker)).await;

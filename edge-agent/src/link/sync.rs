@@ -260,7 +260,7 @@ impl Task {
 
     /// Persists the current statuses and, when connected, sends them as a new report.
     fn report(&mut self) {
-        let statuses = self.pods.statuses();
+        let (statuses, images) = self.pods.report();
         self.persist(&statuses);
         let session = self.uplink.session();
         if !session.connected {
@@ -268,7 +268,9 @@ impl Task {
             return;
         }
         let starting = self.pods.starting();
-        let report = self.outbox.next_report(session.epoch, statuses, starting);
+        let report = self
+            .outbox
+            .next_report(session.epoch, statuses, starting, images);
         tracing::debug!(
             epoch = report.epoch,
             seq = report.seq,

@@ -407,6 +407,18 @@ impl Lifecycle {
         }
     }
 
+    /// Gives the run [`Self::resume`] just ended a reason other than an agent restart: the
+    /// agent stopped it on purpose (a kill, 137) because of `why`.
+    pub fn explain_restart(&mut self, why: &str) {
+        if let Some(ended) = &mut self.last_termination
+            && ended.reason == TerminationReason::Unknown
+        {
+            ended.exit_code = crate::runtime::KILLED_EXIT_CODE;
+            ended.reason = TerminationReason::Error;
+            ended.message = why.to_owned();
+        }
+    }
+
     /// The wire status of this container.
     pub fn status(&self, name: &str) -> ContainerStatus {
         ContainerStatus {
@@ -791,6 +803,22 @@ mod tests {
         );
         restored.apply(started(600), RestartPolicy::Always, &backoff());
         assert_eq!(restored.restart_count, 1);
+    }
+
+    #[test]
+    fn a_container_restarted_for_a_new_image_shows_its_last_run_killed() {
+        let mut c = Lifecycle::new();
+        c.apply(started(100), RestartPolicy::Always, &backoff());
+        let mut replaced = Lifecycle::restore(&c.status("main"));
+        replaced.resume(500);
+        replaced.explain_restart("image changed");
+        let last = replaced.last_termination.clone().expect("last state");
+        assert_eq!(
+            (last.reason, last.exit_code, last.message.as_str()),
+            (TerminationReason::Error, 137, "image changed")
+        );
+        replaced.apply(started(600), RestartPolicy::Always, &backoff());
+        assert_eq!(replaced.restart_count, 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::pod::probe::PodEvent;
-use wasmfleet_protocol::pod::{ContainerRef, PodAssignment, PodStatus};
+use wasmfleet_protocol::pod::{ContainerRef, PodAssignment, PodImages, PodStatus};
 
 use super::container::now_unix_ms;
 use super::events::EventSink;
@@ -42,10 +42,22 @@ pub struct Shared {
     pub events: EventSink,
 }
 
+/// Whether `new`, the same pod as `old`, runs other modules: a container's image or module
+/// digest changed (the only container fields a pod update may change).
+fn images_changed(old: &PodAssignment, new: &PodAssignment) -> bool {
+    let modules = |p: &PodAssignment| -> Vec<(String, String, String)> {
+        p.containers
+            .iter()
+            .map(|c| (c.name.clone(), c.image.clone(), c.module.digest.clone()))
+            .collect()
+    };
+    modules(old) != modules(new)
+}
+
 /// Runs this node's pods. Cheap to clone; all clones manage the same pods.
 ///
-/// Pods are immutable: a uid names one pod for its whole life, so [`PodManager::apply`]
-/// only starts new uids and stops missing ones. On shutdown (the token given to
+/// A uid names one pod for its whole life, so [`PodManager::apply`] starts new uids, stops
+/// missing ones and restarts the containers of a pod whose images changed. On shutdown (the token given to
 /// [`PodManager::new`] is cancelled) every container stops and statuses are left as they
 /// were, so that a restarted agent continues from them via [`PodManager::restore`].
 #[derive(Clone)]
@@ -67,6 +79,9 @@ struct Inner {
 #[derive(Default)]
 struct State {
     pods: BTreeMap<String, Arc<Pod>>,
+    // Pods removed from the set whose containers have not ended yet: still reported, so
+    // the server removes a pod being deleted only once it has really stopped.
+    stopping: BTreeMap<String, Arc<Pod>>,
     restored: HashMap<String, PodStatus>,
     // Whether the log directories of pods this process never saw have been cleaned up.
     swept_logs: bool,
@@ -174,31 +189,47 @@ impl PodManager {
                 tracing::info!(%uid, name = %pod.assignment.name, "stopping pod");
                 pod.stop.cancel();
                 pod.finish_logs();
+                if !pod.has_ended() {
+                    state.stopping.insert(uid, pod.clone());
+                }
                 stopped.push(pod);
             }
         }
         for assignment in desired {
-            if state.pods.contains_key(&assignment.uid) {
-                continue;
+            let mut restored = state.restored.remove(&assignment.uid);
+            let mut replacing = false;
+            if let Some(running) = state.pods.get(&assignment.uid) {
+                if !images_changed(&running.assignment, &assignment) {
+                    continue;
+                }
+                // A new image restarts the pod's containers on it, continuing its status.
+                tracing::info!(uid = %assignment.uid, name = %assignment.name, "image changed; restarting the pod's containers");
+                running.stop.cancel();
+                running.finish_logs();
+                restored = Some(running.status());
+                replacing = true;
             }
-            let restored = state.restored.remove(&assignment.uid);
-            let pod = Arc::new(
-                Pod::new(
-                    assignment,
-                    restored.as_ref(),
-                    self.inner.shared.log_dir.as_deref(),
-                    now_unix_ms(),
-                    self.inner.shutdown.child_token(),
-                    self.inner.backoff,
-                    self.inner.changes.clone(),
-                )
-                .with_network(&self.inner.shared.services),
-            );
+            let mut pod = Pod::new(
+                assignment,
+                restored.as_ref(),
+                self.inner.shared.log_dir.as_deref(),
+                now_unix_ms(),
+                self.inner.shutdown.child_token(),
+                self.inner.backoff,
+                self.inner.changes.clone(),
+            )
+            .with_network(&self.inner.shared.services);
+            if replacing {
+                pod.explain_restarts("the container's image changed; restarted on the new one");
+            }
+            let pod = Arc::new(pod);
             state.pods.insert(pod.uid().to_string(), pod.clone());
-            self.inner
-                .shared
-                .tracker
-                .spawn(supervise(pod, self.inner.shared.clone()));
+            let manager = self.clone();
+            let shared = self.inner.shared.clone();
+            self.inner.shared.tracker.spawn(async move {
+                supervise(pod.clone(), shared).await;
+                manager.supervisor_ended(&pod);
+            });
             changed = true;
         }
         drop(state);
@@ -254,10 +285,46 @@ impl PodManager {
             .collect()
     }
 
-    /// The status of every pod on the node, ordered by uid.
+    /// Marks `pod`'s supervisor ended: a pod that was stopping is no longer reported.
+    fn supervisor_ended(&self, pod: &Arc<Pod>) {
+        pod.set_ended();
+        let mut state = self.state();
+        let stopping = state.stopping.get(pod.uid());
+        if stopping.is_some_and(|s| Arc::ptr_eq(s, pod)) {
+            state.stopping.remove(pod.uid());
+            drop(state);
+            tracing::info!(uid = pod.uid(), name = %pod.assignment.name, "pod stopped");
+            self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// The status of every pod on the node, ordered by uid: the assigned ones, and those
+    /// removed from the set whose containers are still stopping.
     pub fn statuses(&self) -> Vec<PodStatus> {
-        let pods: Vec<Arc<Pod>> = self.state().pods.values().cloned().collect();
-        pods.iter().map(|pod| pod.status()).collect()
+        self.reported().iter().map(|pod| pod.status()).collect()
+    }
+
+    /// [`Self::statuses`] and the images the same pods' containers run, for a report.
+    pub fn report(&self) -> (Vec<PodStatus>, Vec<PodImages>) {
+        let pods = self.reported();
+        (
+            pods.iter().map(|pod| pod.status()).collect(),
+            pods.iter().map(|pod| pod.images()).collect(),
+        )
+    }
+
+    fn reported(&self) -> Vec<Arc<Pod>> {
+        {
+            let state = self.state();
+            let stopping = state
+                .stopping
+                .iter()
+                .filter(|(uid, _)| !state.pods.contains_key(*uid))
+                .map(|(_, pod)| pod);
+            let mut pods: Vec<Arc<Pod>> = state.pods.values().chain(stopping).cloned().collect();
+            pods.sort_by(|a, b| a.uid().cmp(b.uid()));
+            pods
+        }
     }
 
     /// The running containers whose startup probe has not succeeded yet, on every pod.

@@ -1,12 +1,15 @@
 //! One pod: its shared record (lifecycles, logs, stop token) and its supervisor task.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use wasmfleet_protocol::pod::{ContainerRef, PodAssignment, PodPhase, PodStatus};
+use wasmfleet_protocol::pod::{
+    ContainerRef, PodAssignment, PodImages, PodPhase, PodStatus, RunningImage,
+};
 
 use super::container;
 use super::lifecycle::{Backoff, Event, Lifecycle, Next, pod_phase};
@@ -36,6 +39,8 @@ pub struct Pod {
     lifecycles: Mutex<Vec<Lifecycle>>,
     // Restored in a final phase: nothing runs, the status is kept as it was.
     finished: bool,
+    // Set once its supervisor has ended (its containers have stopped).
+    ended: AtomicBool,
     backoff: Backoff,
     changes: watch::Sender<u64>,
 }
@@ -96,9 +101,30 @@ impl Pod {
             log_dir,
             lifecycles: Mutex::new(lifecycles),
             finished,
+            ended: AtomicBool::new(false),
             backoff,
             changes,
         }
+    }
+
+    /// Whether its supervisor has ended.
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Records that its supervisor has ended.
+    pub fn set_ended(&self) {
+        self.ended.store(true, Ordering::Release);
+    }
+
+    /// Says why containers continued from an earlier status run again (instead of "the
+    /// agent restarted"): `why` becomes their last termination's message.
+    pub fn explain_restarts(&mut self, why: &str) {
+        let lifecycles = self
+            .lifecycles
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        lifecycles.iter_mut().for_each(|l| l.explain_restart(why));
     }
 
     /// The pod with its network (if the server sent one), routing Services by `services`.
@@ -177,6 +203,23 @@ impl Pod {
                 .iter()
                 .zip(lifecycles.iter())
                 .map(|(spec, lifecycle)| lifecycle.status(&spec.name))
+                .collect(),
+        }
+    }
+
+    /// The images its containers run: the assignment's (a new image replaces the pod).
+    pub fn images(&self) -> PodImages {
+        PodImages {
+            uid: self.assignment.uid.clone(),
+            containers: self
+                .assignment
+                .containers
+                .iter()
+                .map(|c| RunningImage {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    digest: c.module.digest.clone(),
+                })
                 .collect(),
         }
     }

@@ -229,6 +229,7 @@ impl AgentState {
             observed_revision: 0,
             pods: pods.to_vec(),
             starting: Vec::new(),
+            images: Vec::new(),
         };
         self.put(STATUSES, &encode(&Message::Status(report)))
     }

@@ -145,6 +145,11 @@ pub struct StatusReport {
     /// older than this field (a tail: see [`crate::tail`]).
     #[serde(default, deserialize_with = "crate::tail::or_default")]
     pub starting: Vec<ContainerRef>,
+    /// What the containers of the reported pods run, so that status names the running
+    /// image until a container has restarted on a new one. Appended after `starting` ([`crate::tail`]): older agents send none (the server then names
+    /// the spec's images), older servers ignore it. Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub images: Vec<PodImages>,
 }
 
 /// One container of a pod on the reporting node.
@@ -154,6 +159,26 @@ pub struct ContainerRef {
     pub uid: String,
     /// The container's name.
     pub container: String,
+}
+
+/// The images one pod's containers run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodImages {
+    /// The pod's uid.
+    pub uid: String,
+    /// One entry per container, in spec order.
+    pub containers: Vec<RunningImage>,
+}
+
+/// The image one container runs (or is starting).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningImage {
+    /// The container's name.
+    pub name: String,
+    /// The image as the user wrote it.
+    pub image: String,
+    /// The module's sha256, 64 lowercase hex characters.
+    pub digest: String,
 }
 
 /// The server's receipt for a persisted [`StatusReport`].
@@ -370,6 +395,22 @@ mod tests {
     }
 
     #[test]
+    fn reports_from_before_images_still_decode() {
+        let report = StatusReport {
+            epoch: 1,
+            seq: 2,
+            observed_revision: 3,
+            pods: vec![],
+            starting: vec![],
+            images: vec![],
+        };
+        let mut bytes = encode(&Message::Status(report.clone()));
+        // An agent from before `images` ends its report before that (empty) tail.
+        assert_eq!(bytes.pop(), Some(0));
+        assert_eq!(decode(&bytes), Ok(Message::Status(report)));
+    }
+
+    #[test]
     fn a_status_report_with_every_container_state_survives_a_round_trip() {
         let message = Message::Status(StatusReport {
             epoch: 2,
@@ -408,6 +449,14 @@ mod tests {
             starting: vec![ContainerRef {
                 uid: "6b1c".into(),
                 container: "b".into(),
+            }],
+            images: vec![PodImages {
+                uid: "6b1c".into(),
+                containers: vec![RunningImage {
+                    name: "a".into(),
+                    image: "hello:v1".into(),
+                    digest: "ab".repeat(32),
+                }],
             }],
         });
         assert_eq!(decode(&encode(&message)), Ok(message));
@@ -452,6 +501,7 @@ mod tests {
             observed_revision: 3,
             pods: Vec::new(),
             starting: Vec::new(),
+            images: Vec::new(),
         });
         assert_eq!(decode(&bytes), Ok(expected));
     }

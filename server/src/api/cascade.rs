@@ -17,6 +17,7 @@
 use serde_json::Value;
 
 use super::kinds;
+use super::objects::DeleteOptions;
 use super::status::ApiError;
 use crate::k8s::owners;
 use crate::store::{ObjectKey, Scope, Store, StoreError, resource_version};
@@ -50,18 +51,13 @@ impl Propagation {
     }
 }
 
-/// Deletes `key` with `policy` (see the module docs); returns its last state. A dry run
-/// checks and answers as the delete would, and writes nothing.
-pub fn delete(
-    store: &Store,
-    key: &ObjectKey,
-    expected: Option<&str>,
-    policy: Propagation,
-    dry_run: bool,
-) -> Result<Value, ApiError> {
-    match dry_run {
+/// Deletes `key` with the options' propagation policy (see the module docs); returns its
+/// last state. A dry run checks and answers as the delete would, and writes nothing.
+pub fn delete(store: &Store, key: &ObjectKey, options: &DeleteOptions) -> Result<Value, ApiError> {
+    let expected = options.resource_version.as_deref();
+    match options.dry_run {
         true => Ok(would_delete(store, key, expected)?),
-        false => Ok(delete_tree_root(store, key, expected, policy)?),
+        false => Ok(delete_tree_root(store, key, expected, options.propagation)?),
     }
 }
 
@@ -201,6 +197,14 @@ mod tests {
 
     use super::*;
 
+    fn with(expected: Option<&str>, propagation: Propagation) -> DeleteOptions {
+        DeleteOptions {
+            resource_version: expected.map(str::to_owned),
+            propagation,
+            ..DeleteOptions::default()
+        }
+    }
+
     /// A Deployment owning a ReplicaSet owning two pods, in a fresh store.
     fn tree(dir: &tempfile::TempDir) -> (Store, [ObjectKey; 4]) {
         let store = Store::open(dir.path().join("state.redb")).expect("store");
@@ -225,14 +229,14 @@ mod tests {
     fn foreground_deletes_the_whole_tree_and_orphan_keeps_the_dependents() {
         let dir = tempfile::tempdir().expect("dir");
         let (store, [d, rs, p1, p2]) = tree(&dir);
-        delete(&store, &d, None, Propagation::Foreground, false).expect("delete");
+        delete(&store, &d, &with(None, Propagation::Foreground)).expect("delete");
         for key in [&d, &rs, &p1, &p2] {
             assert!(store.get(key).expect("get").is_none(), "{key} left");
         }
 
         let dir = tempfile::tempdir().expect("dir");
         let (store, [d, rs, p1, _]) = tree(&dir);
-        delete(&store, &d, None, Propagation::Orphan, false).expect("delete");
+        delete(&store, &d, &with(None, Propagation::Orphan)).expect("delete");
         assert!(store.get(&d).expect("get").is_none());
         let orphan = store.get(&rs).expect("get").expect("the ReplicaSet stays");
         assert!(owners::controller_of(&orphan).is_none());
@@ -247,7 +251,7 @@ mod tests {
     fn a_stale_precondition_changes_nothing_and_bad_policies_are_refused() {
         let dir = tempfile::tempdir().expect("dir");
         let (store, [d, rs, ..]) = tree(&dir);
-        let refused = delete(&store, &d, Some("999"), Propagation::Foreground, false);
+        let refused = delete(&store, &d, &with(Some("999"), Propagation::Foreground));
         assert_eq!(
             refused.err().map(|e| e.code),
             Some(axum::http::StatusCode::CONFLICT)

@@ -14,9 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use serde_json::{Value, json};
 
-use super::cascade::{self, Propagation};
 use super::kinds::{Kind, Subresource};
-use super::objects::Target;
+use super::objects::{DeleteOptions, Target};
 use super::status::ApiError;
 use super::{ApiContext, blocking, body, router};
 use crate::k8s::disruption::Budget;
@@ -56,7 +55,8 @@ async fn evict(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         check_budgets(&store, &key)?;
-        cascade::delete(&store, &key, None, Propagation::Background, false)
+        // Graceful, like any pod delete: the node stops the pod, then it goes.
+        super::kinds::pods::delete(&store, &key, &DeleteOptions::default())
     })
     .await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});

@@ -425,12 +425,17 @@ pub fn query_dry_run(query: Option<&str>) -> impl Iterator<Item = &str> {
         .filter_map(|pair| pair.strip_prefix("dryRun="))
 }
 
-/// What DELETE honours of its `DeleteOptions` body.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct DeleteOptions {
-    dry_run: bool,
-    resource_version: Option<String>,
-    propagation: Propagation,
+/// What DELETE honours of its `DeleteOptions` (body or query).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// `dryRun=All`: check and answer, write nothing.
+    pub dry_run: bool,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `propagationPolicy`.
+    pub propagation: Propagation,
+    /// `gracePeriodSeconds` (pods: see [`crate::k8s::termination`]).
+    pub grace_period_seconds: Option<i64>,
 }
 
 fn delete_options(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
@@ -466,7 +471,23 @@ fn delete_options(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, Api
         dry_run,
         resource_version,
         propagation,
+        grace_period_seconds: grace_period(query, &parsed)?,
     })
+}
+
+/// `gracePeriodSeconds` from the body, else the query; anything but an integer is a 400.
+fn grace_period(query: Option<&str>, parsed: &Value) -> Result<Option<i64>, ApiError> {
+    let invalid = || ApiError::bad_request("gracePeriodSeconds: must be an integer");
+    match parsed.get("gracePeriodSeconds") {
+        None | Some(Value::Null) => {}
+        Some(value) => return value.as_i64().map(Some).ok_or_else(invalid),
+    }
+    query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("gracePeriodSeconds="))
+        .map(|value| value.parse::<i64>().map_err(|_| invalid()))
+        .transpose()
 }
 
 /// DELETE on one object; returns its last state. Honours `dryRun=All` (query or
@@ -484,11 +505,7 @@ pub async fn delete(
     let bytes = body::read_limited(&headers, body, MAX_DELETE_OPTIONS).await?;
     let options = delete_options(uri.query(), &bytes)?;
     let store = ctx.store.clone();
-    let deleted = blocking(move || {
-        let expected = options.resource_version.as_deref();
-        (kind.delete)(&store, &key, expected, options.propagation, options.dry_run)
-    })
-    .await?;
+    let deleted = blocking(move || (kind.delete)(&store, &key, &options)).await?;
     Ok(respond(StatusCode::OK, deleted, kind))
 }
 
@@ -672,7 +689,19 @@ mod tests {
                 dry_run: false,
                 resource_version: Some("42".into()),
                 propagation: Propagation::Background,
+                grace_period_seconds: None,
             })
         );
+    }
+
+    #[test]
+    fn the_grace_period_comes_from_the_body_or_the_query() {
+        let body = br#"{"kind":"DeleteOptions","gracePeriodSeconds":0}"#;
+        let options = delete_options(None, body).ok();
+        assert_eq!(options.map(|o| o.grace_period_seconds), Some(Some(0)));
+        let options = delete_options(Some("gracePeriodSeconds=7"), b"").ok();
+        assert_eq!(options.map(|o| o.grace_period_seconds), Some(Some(7)));
+        assert!(delete_options(None, br#"{"gracePeriodSeconds":"soon"}"#).is_err());
+        assert!(delete_options(Some("gracePeriodSeconds=x"), b"").is_err());
     }
 }

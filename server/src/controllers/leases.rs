@@ -434,6 +434,7 @@ mod tests {
             observed_revision: 0,
             pods: vec![],
             starting: vec![],
+            images: Vec::new(),
         };
         leases.remember_report("a", &report(9));
         assert!(leases.get("a").is_some_and(|l| l.last_report.is_none()));

@@ -276,19 +276,35 @@ pub fn plan_delivery(sent: Option<&Sent>, pods: Vec<PodAssignment>, revision: u6
         s.iter().map(|(uid, (at, _))| (uid.clone(), *at)).collect()
     };
     if known.is_none() || revisions(sent) != revisions(&delivery.sent) {
-        delivery.index = Some(DesiredIndex {
-            revision,
-            pods: delivery
-                .sent
-                .iter()
-                .map(|(uid, (at, _))| IndexEntry {
-                    uid: uid.clone(),
-                    revision: *at,
-                })
-                .collect(),
-        });
+        delivery.index = Some(index_of(&delivery.sent, revision));
     }
     delivery
+}
+
+/// The index listing what `sent` holds, at `revision`.
+pub fn index_of(sent: &Sent, revision: u64) -> DesiredIndex {
+    DesiredIndex {
+        revision,
+        pods: sent
+            .iter()
+            .map(|(uid, (at, _))| IndexEntry {
+                uid: uid.clone(),
+                revision: *at,
+            })
+            .collect(),
+    }
+}
+
+/// Whether the node must get its index again although it did not change: a pod bound to
+/// it is being deleted and was not in what it was last sent (never sent: images missing,
+/// no IP yet, undeliverable; or sent by an earlier pass). Its removal waits for the node's
+/// next report ([`crate::k8s::termination::confirmed_gone`]), and an agent reports after
+/// every index it applies, so a newer index gets that report.
+pub fn awaits_confirmation(pods: &[Pod], sent: Option<&Sent>) -> bool {
+    pods.iter().any(|pod| {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        pod.metadata.deletion_timestamp.is_some() && !sent.is_some_and(|s| s.contains_key(uid))
+    })
 }
 
 /// The pod status reason of a pod its node cannot be sent.
@@ -604,6 +620,24 @@ mod tests {
         let empty = plan_delivery(None, vec![], 3);
         assert_eq!(empty.index.map(|i| i.pods.len()), Some(0));
         assert_eq!(plan_delivery(Some(&empty.sent), vec![], 4).index, None);
+    }
+
+    #[test]
+    fn a_terminating_pod_the_node_was_not_sent_asks_for_a_new_index() {
+        let pod = |uid: &str, deleting: bool| -> Pod {
+            let mut json = json!({"metadata": {"name": uid, "uid": uid}});
+            if deleting {
+                json["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+            }
+            serde_json::from_value(json).expect("pod")
+        };
+        let sent = plan_delivery(None, vec![small("a", "x")], 7).sent;
+        assert!(!awaits_confirmation(&[pod("a", false)], Some(&sent)));
+        // Still in what was sent: leaving it out changes the index anyway.
+        assert!(!awaits_confirmation(&[pod("a", true)], Some(&sent)));
+        assert!(awaits_confirmation(&[pod("b", true)], Some(&sent)));
+        assert!(awaits_confirmation(&[pod("a", true)], None));
+        assert_eq!(index_of(&sent, 9).revision, 9);
     }
 
     #[test]

@@ -27,8 +27,8 @@ use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, encode};
 
 use super::desired::{
-    Delivery, Sent, UNDELIVERABLE, Unresolved, desired_for_node, mark_undeliverable,
-    mark_unresolved, namespace_and_name, plan_delivery,
+    Delivery, Sent, UNDELIVERABLE, Unresolved, awaits_confirmation, desired_for_node, index_of,
+    mark_undeliverable, mark_unresolved, namespace_and_name, plan_delivery,
 };
 use crate::informer::{Cache, Changes};
 use crate::k8s::pods::running_node;
@@ -227,7 +227,11 @@ impl DesiredPublisher {
                 .filter_map(|pod| Pod::deserialize(pod.as_ref()).ok())
                 .collect();
             let plan = desired_for_node(&node, &pods, &resolve, self.cluster, revision);
-            let delivery = plan_delivery(self.published.get(&node), plan.desired.pods, revision);
+            let sent = self.published.get(&node);
+            let mut delivery = plan_delivery(sent, plan.desired.pods, revision);
+            if delivery.index.is_none() && awaits_confirmation(&pods, sent) {
+                delivery.index = Some(index_of(&delivery.sent, revision));
+            }
             let refused: BTreeMap<(String, String), String> = delivery
                 .refused
                 .iter()

@@ -7,19 +7,22 @@
 //! writes nothing for a no-op edit). [`record_pod_events`] records the probe events an
 //! agent reports about pods bound to it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 use wasmfleet_protocol::pod::probe::{MAX_EVENTS_PER_MESSAGE, NodeEventKind, PodEvents};
-use wasmfleet_protocol::pod::{ContainerState, ContainerStatus, PodPhase, PodStatus, StatusReport};
+use wasmfleet_protocol::pod::{
+    ContainerState, ContainerStatus, PodImages, PodPhase, PodStatus, StatusReport,
+};
 
 use super::pod_events;
 use crate::events;
 use crate::informer::{Cache, key_of};
 use crate::k8s::conditions::{Condition, set_condition};
+use crate::k8s::termination;
 use crate::k8s::time::{now_rfc3339, rfc3339_from_unix_ms};
 use crate::modules::ModuleStore;
-use crate::store::{ObjectKey, Store, StoreError};
+use crate::store::{ObjectKey, Store, StoreError, resource_version};
 
 /// Maps a spec image to its `sha256:...` id through the module store (`None` when the
 /// image is unknown).
@@ -119,12 +122,15 @@ fn spec_images(pod: &Value) -> HashMap<String, String> {
 }
 
 /// Applies a reported status to a stored pod. `starting` names its running containers
-/// whose startup probe has not succeeded yet; `image_id` maps a spec image to its
-/// `sha256:...` id. Returns whether anything changed.
+/// whose startup probe has not succeeded yet. Each container's image and `imageID` are the
+/// ones the agent says it runs (`running`); from an agent that does not say, the spec's
+/// image, with `image_id` mapping it to its `sha256:...` id. Returns whether anything
+/// changed.
 pub fn merge_status(
     pod: &mut Value,
     reported: &PodStatus,
     starting: &[&str],
+    running: Option<&PodImages>,
     image_id: &dyn Fn(&str) -> Option<String>,
     now: &str,
 ) -> bool {
@@ -134,10 +140,17 @@ pub fn merge_status(
         .containers
         .iter()
         .map(|c| {
-            let image = images.get(&c.name).map_or("", String::as_str);
-            let id = image_id(image).unwrap_or_default();
+            let runs = running.and_then(|r| r.containers.iter().find(|i| i.name == c.name));
+            let (image, id) = match runs {
+                Some(runs) => (runs.image.clone(), format!("sha256:{}", runs.digest)),
+                None => {
+                    let image = images.get(&c.name).cloned().unwrap_or_default();
+                    let id = image_id(&image).unwrap_or_default();
+                    (image, id)
+                }
+            };
             let starting = starting.contains(&c.name.as_str());
-            container_status(c, starting, &reported.uid, image, &id)
+            container_status(c, starting, &reported.uid, &image, &id)
         })
         .collect();
     let all_ready = !reported.containers.is_empty() && reported.containers.iter().all(|c| c.ready);
@@ -217,8 +230,9 @@ fn set_pod_conditions(
     }
 }
 
-/// Writes a report's pods. Pods not bound to `node`, with another uid, or being deleted
-/// are ignored. Returns how many pods changed.
+/// Writes a report's pods, then removes the pods being deleted that the node has stopped
+/// ([`remove_stopped`]). Pods not bound to `node` or with another uid are ignored. Returns
+/// how many pods changed.
 pub fn apply_report(
     store: &Store,
     cache: &Cache,
@@ -227,6 +241,8 @@ pub fn apply_report(
     image_id: &dyn Fn(&str) -> Option<String>,
 ) -> Result<usize, StoreError> {
     let bound = pods_bound_to(cache, node);
+    let running: HashMap<&str, &PodImages> =
+        report.images.iter().map(|i| (i.uid.as_str(), i)).collect();
     let now = now_rfc3339();
     let mut changed = 0;
     for reported in &report.pods {
@@ -245,7 +261,8 @@ pub fn apply_report(
         let result = store.update_with(key, |obj: &mut Value| {
             if uid_and_node(obj) == (Some(reported.uid.as_str()), Some(node)) {
                 before = obj.clone();
-                wrote = merge_status(obj, reported, &starting, image_id, &now);
+                let runs = running.get(reported.uid.as_str()).copied();
+                wrote = merge_status(obj, reported, &starting, runs, image_id, &now);
             }
             Ok::<(), StoreError>(())
         });
@@ -256,7 +273,51 @@ pub fn apply_report(
         }
         changed += usize::from(wrote);
     }
-    Ok(changed)
+    Ok(changed + remove_stopped(store, cache, node, report)?)
+}
+
+/// Removes the pods bound to `node` that are being deleted and that its report no longer
+/// lists: the node has stopped them ([`termination::confirmed_gone`]). Each is checked again
+/// on the stored object and deleted at the resourceVersion it was checked at. Returns how
+/// many were removed.
+fn remove_stopped(
+    store: &Store,
+    cache: &Cache,
+    node: &str,
+    report: &StatusReport,
+) -> Result<usize, StoreError> {
+    let listed: HashSet<&str> = report.pods.iter().map(|p| p.uid.as_str()).collect();
+    let mut removed = 0;
+    for pod in cache.pods_on_node(node) {
+        let uid = pod.pointer("/metadata/uid").and_then(Value::as_str);
+        let listed = uid.is_some_and(|uid| listed.contains(uid));
+        if !termination::confirmed_gone(&pod, node, listed) {
+            continue;
+        }
+        let Some(key) = key_of("pods", &pod) else {
+            continue;
+        };
+        for _attempt in 0..3 {
+            let Some(current) = store.get(&key)? else {
+                break;
+            };
+            let same = current.pointer("/metadata/uid").and_then(Value::as_str) == uid;
+            if !same || !termination::confirmed_gone(&current, node, false) {
+                break;
+            }
+            match store.delete(&key, resource_version(&current)) {
+                Ok(_) => {
+                    tracing::info!(%node, pod = %key, "the node stopped the pod; removed");
+                    removed += 1;
+                    break;
+                }
+                Err(StoreError::NotFound(_)) => break,
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Records what the report implies about the pod (see [`pod_events`]).
@@ -417,6 +478,7 @@ mod tests {
             &mut pod,
             &report(),
             &[],
+            None,
             &image_id,
             "2024-01-01T00:00:01Z"
         ));
@@ -456,12 +518,32 @@ mod tests {
     }
 
     #[test]
+    fn status_names_the_image_the_agent_runs_not_a_newer_spec() {
+        let mut pod = stored_pod();
+        pod["spec"]["containers"][0]["image"] = "hello:v2".into();
+        let running = PodImages {
+            uid: "u-1".into(),
+            containers: vec![wasmfleet_protocol::pod::RunningImage {
+                name: "a".into(),
+                image: "hello:v1".into(),
+                digest: "cd".repeat(32),
+            }],
+        };
+        merge_status(&mut pod, &report(), &[], Some(&running), &image_id, "t1");
+        let a = &pod["status"]["containerStatuses"][0];
+        assert_eq!(a["image"], "hello:v1");
+        assert_eq!(a["imageID"], format!("sha256:{}", "cd".repeat(32)));
+        // A container the agent says nothing about: the spec's image.
+        assert_eq!(pod["status"]["containerStatuses"][1]["image"], "other:v2");
+    }
+
+    #[test]
     fn a_pod_whose_containers_are_all_ready_and_running_is_ready() {
         let mut pod = stored_pod();
         let mut all_ready = report();
         all_ready.containers[1].ready = true;
         all_ready.containers[1].state = ContainerState::Running { started_unix_ms: 1 };
-        merge_status(&mut pod, &all_ready, &[], &image_id, "t1");
+        merge_status(&mut pod, &all_ready, &[], None, &image_id, "t1");
         let ready = pod["status"]["conditions"]
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
@@ -472,8 +554,22 @@ mod tests {
     #[test]
     fn the_same_report_twice_changes_nothing_the_second_time() {
         let mut pod = stored_pod();
-        assert!(merge_status(&mut pod, &report(), &[], &image_id, "t1"));
-        assert!(!merge_status(&mut pod, &report(), &[], &image_id, "t2"));
+        assert!(merge_status(
+            &mut pod,
+            &report(),
+            &[],
+            None,
+            &image_id,
+            "t1"
+        ));
+        assert!(!merge_status(
+            &mut pod,
+            &report(),
+            &[],
+            None,
+            &image_id,
+            "t2"
+        ));
     }
 
     #[test]
@@ -497,7 +593,7 @@ mod tests {
                 ready: false,
             }],
         };
-        merge_status(&mut pod, &done, &[], &image_id, "t1");
+        merge_status(&mut pod, &done, &[], None, &image_id, "t1");
         assert_eq!(pod["status"]["phase"], "Succeeded");
         assert_eq!(
             pod["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"],
@@ -515,9 +611,16 @@ mod tests {
     fn a_running_container_has_started_only_once_its_startup_probe_succeeded() {
         let mut pod = stored_pod();
         let started = |pod: &Value| pod["status"]["containerStatuses"][0]["started"].clone();
-        merge_status(&mut pod, &report(), &["a"], &image_id, "t1");
+        merge_status(&mut pod, &report(), &["a"], None, &image_id, "t1");
         assert_eq!(started(&pod), false, "running, startup probe pending");
-        assert!(merge_status(&mut pod, &report(), &[], &image_id, "t2"));
+        assert!(merge_status(
+            &mut pod,
+            &report(),
+            &[],
+            None,
+            &image_id,
+            "t2"
+        ));
         assert_eq!(started(&pod), true);
     }
 }

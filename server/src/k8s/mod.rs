@@ -11,6 +11,7 @@
 //! - [`intstr`]: `IntOrString` counts and percentages (`maxSurge`, `maxUnavailable`);
 //! - [`names`]: generated names and hashes in Kubernetes' safe alphabet;
 //! - [`schedule`]: CronJob schedules and time zones;
+//! - [`termination`]: graceful deletion of pods (when a pod being deleted goes away);
 //! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
 
 pub mod conditions;
@@ -22,4 +23,5 @@ pub mod owners;
 pub mod pods;
 pub mod schedule;
 pub mod selectors;
+pub mod termination;
 pub mod time;

@@ -18,10 +18,11 @@ pub fn bound_node(pod: &Value) -> Option<&str> {
 /// The node a pod should run on: the one it is bound to, unless it is being deleted
 /// (`metadata.deletionTimestamp` set). This is what a node is sent.
 pub fn running_node(pod: &Value) -> Option<&str> {
-    let deleting = pod
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|at| !at.is_null());
-    if deleting { None } else { bound_node(pod) }
+    if super::termination::is_terminating(pod) {
+        None
+    } else {
+        bound_node(pod)
+    }
 }
 
 /// [`bound_node`] of a typed pod.

@@ -163,8 +163,14 @@ fn apply(clients: &Clients, name: &str, model: &mut WriteModel) {
     }
 }
 
+/// Force-deletes (`--grace-period=0 --force`): the object goes with the DELETE, so the next
+/// apply of the name creates a new pod. A graceful delete leaves the pod `Terminating` until
+/// its node confirms (for the whole of a partition), and an apply meanwhile would update the
+/// terminating pod, which then goes: acknowledged, yet lost, as in Kubernetes (where
+/// `kubectl delete` waits by default). Nodes still stop force-deleted pods.
 fn delete(clients: &Clients, name: &str, model: &mut WriteModel) {
-    let out = clients.cli_with_stdin(&["delete", "pod", name], None);
+    let args = ["delete", "pod", name, "--grace-period=0", "--force"];
+    let out = clients.kubectl_with_stdin(&args, None);
     // A NotFound answer is an acknowledged observation that the pod is absent.
     if out.success || out.stderr.contains("NotFound") {
         model.acknowledge(name, PodState::Absent);

@@ -210,14 +210,9 @@ pub struct Allocation<'a> {
     pub service_cidr: ipnet::Ipv4Net,
 }
 
-/// A kind's delete: store, key, resourceVersion precondition, propagation policy, dry run.
-pub type DeleteFn = fn(
-    &Store,
-    &ObjectKey,
-    Option<&str>,
-    super::cascade::Propagation,
-    bool,
-) -> Result<Value, ApiError>;
+/// A kind's delete: store, key and the request's `DeleteOptions`.
+pub type DeleteFn =
+    fn(&Store, &ObjectKey, &super::objects::DeleteOptions) -> Result<Value, ApiError>;
 
 /// Sets `apiVersion` and `kind` (clients may leave them out; responses must have them).
 pub fn stamp_type(obj: &mut Value, kind: &Kind) {

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use super::{Column, Kind, keep_status, name_of};
-use crate::api::cascade::Propagation;
+use crate::api::objects::DeleteOptions;
 use crate::api::status::ApiError;
 use crate::api::table::{age, text};
 use crate::api::validation;
@@ -54,10 +54,9 @@ fn cells(ns: &Value, now: jiff::Timestamp) -> Vec<Value> {
 fn mark_terminating(
     store: &Store,
     key: &ObjectKey,
-    expected: Option<&str>,
-    _: Propagation,
-    dry_run: bool,
+    options: &DeleteOptions,
 ) -> Result<Value, ApiError> {
+    let expected = options.resource_version.as_deref();
     if BUILT_IN.contains(&key.name.as_str()) {
         return Err(ApiError::conflict(
             "namespaces",
@@ -68,7 +67,7 @@ fn mark_terminating(
             ),
         ));
     }
-    if dry_run {
+    if options.dry_run {
         return Ok(crate::api::cascade::would_delete(store, key, expected)?);
     }
     let now = crate::k8s::time::now_rfc3339();

@@ -6,11 +6,14 @@ use serde_json::{Value, json};
 
 use super::{Column, Kind, READ_WRITE, Subresource, keep_status, name_of};
 use crate::api::cascade;
+use crate::api::objects::DeleteOptions;
 use crate::api::status::{ApiError, Cause};
 use crate::api::table::{age, str_at, text};
 use crate::api::{ApiContext, defaults, eviction, logs, pod_streams, router, validation};
 use crate::fleet::delivery;
 use crate::k8s;
+use crate::k8s::termination::{self, Deletion};
+use crate::store::{ObjectKey, Store, StoreError, resource_version};
 
 /// Pods (namespaced; also listed across namespaces at `/api/v1/pods`).
 pub const KIND: Kind = Kind {
@@ -52,7 +55,7 @@ pub const KIND: Kind = Kind {
     admit_create,
     admit_update,
     allocate: None,
-    delete: cascade::delete,
+    delete,
 };
 
 fn log_route() -> MethodRouter<ApiContext> {
@@ -86,6 +89,47 @@ pub fn admit_update(old: &Value, pod: &mut Value) -> Result<(), ApiError> {
     check_deliverable(pod)?;
     keep_status(old, pod);
     Ok(())
+}
+
+/// Deleting a pod is graceful ([`termination`]): a pod that may be running on a node is
+/// marked (`deletionTimestamp`, `deletionGracePeriodSeconds`) and answered as marked; its
+/// node stops it and its report removes the object. A pod that runs nowhere, or a grace
+/// period of 0, goes at once. Preconditions and dry runs as for any kind.
+pub fn delete(store: &Store, key: &ObjectKey, options: &DeleteOptions) -> Result<Value, ApiError> {
+    let expected = options.resource_version.as_deref();
+    let current = cascade::would_delete(store, key, expected)?;
+    let now = jiff::Timestamp::now();
+    let deletion = termination::plan(&current, options.grace_period_seconds, now);
+    if deletion == Deletion::Now {
+        return cascade::delete(store, key, options);
+    }
+    if options.dry_run {
+        let mut marked = current;
+        termination::mark(&mut marked, &deletion);
+        return Ok(marked);
+    }
+    // Decided again inside the write: the pod may have finished or been marked meanwhile.
+    let mut at_once = false;
+    let marked = store.update_with(key, |pod: &mut Value| {
+        if let Some(expected) = expected
+            && resource_version(pod) != Some(expected)
+        {
+            return Err(StoreError::Conflict {
+                key: key.clone(),
+                expected: expected.to_owned(),
+                actual: resource_version(pod).unwrap_or_default().to_owned(),
+            });
+        }
+        match termination::plan(pod, options.grace_period_seconds, now) {
+            Deletion::Now => at_once = true,
+            graceful => termination::mark(pod, &graceful),
+        }
+        Ok(())
+    })?;
+    match at_once {
+        true => cascade::delete(store, key, options),
+        false => Ok(marked),
+    }
 }
 
 /// Refuses a pod its node could not be sent (see [`delivery`]), naming the field.

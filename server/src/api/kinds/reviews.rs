@@ -86,7 +86,7 @@ const fn review(
         admit_create: |_| Err(not_stored()),
         admit_update: |_, _| Err(not_stored()),
         allocate: None,
-        delete: |_, _, _, _, _| Err(not_stored()),
+        delete: |_, _, _| Err(not_stored()),
     }
 }
 
