@@ -4,6 +4,8 @@
 //! not the one the table pins is refused. (The relay path runs in the e2e suite:
 //! `tests/tests/cross_node.rs`.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
