@@ -307,6 +307,7 @@ impl Peers {
         let tcp = TcpStream::connect((host, relay_port))
             .await
             .map_err(|e| format!("relay {host}:{relay_port}: {e}"))?;
+        tcp.set_nodelay(true).ok();
         let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
         TlsConnector::from(client_config(credentials)?)
             .connect(name, tcp)
