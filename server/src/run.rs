@@ -73,6 +73,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let relay = relay::bind(config.relay_listen).await?;
     let mut fleet_config = fleet_config(&config, &boot, &modules, &mqtt)?;
     fleet_config.relay_port = relay.local_addr()?.port();
+    fleet_config.node_approval = config.node_approval;
     if let Some(broker) = &broker {
         tracker.spawn(broker::revocation::run(
             store.clone(),

@@ -46,6 +46,8 @@ pub(super) struct Dispatcher {
     pub(super) tracker: TaskTracker,
     pub(super) shutdown: CancellationToken,
     pub(super) complaints: Complaints,
+    /// New nodes wait for an admin's approval (see [`nodes::handle_state`]).
+    pub(super) node_approval: bool,
 }
 
 /// Rate-limits warnings about bad input: one per source and topic per window, with a count
@@ -175,7 +177,9 @@ impl Dispatcher {
         }
         match message {
             Message::NodeState(state) => {
-                if let Err(err) = nodes::handle_state(&self.store, &self.leases, node, &state) {
+                if let Err(err) =
+                    nodes::handle_state(&self.store, &self.leases, node, &state, self.node_approval)
+                {
                     tracing::error!(%node, %err, "cannot record node presence");
                 } else if let Some(info) = state.info.as_ref().filter(|_| state.online) {
                     self.certify(node, info).await;

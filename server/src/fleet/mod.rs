@@ -120,6 +120,9 @@ pub struct FleetConfig {
     pub artifacts: Option<Artifacts>,
     /// The relay's port, published in the table of peers (0: no relay).
     pub relay_port: u16,
+    /// A node whose first birth creates its Node (an external broker admitted it) is
+    /// tainted unapproved, as the embedded broker's join does (`--node-approval`).
+    pub node_approval: bool,
     /// Signs each node's tunnel key at its birth; `None` sends no node certificates.
     pub certificates: Option<Arc<NodeCertificates>>,
 }
@@ -143,6 +146,7 @@ impl FleetConfig {
             service_cidr: wasmfleet_protocol::service::DEFAULT_SERVICE_NET,
             artifacts: None,
             relay_port: 0,
+            node_approval: false,
             certificates: None,
         }
     }
@@ -248,6 +252,7 @@ impl Fleet {
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
             complaints: inbound::Complaints::default(),
+            node_approval: config.node_approval,
         };
         let link_up = Arc::new(AtomicBool::new(false));
         tracker.spawn(connection::run(

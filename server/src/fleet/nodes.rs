@@ -12,9 +12,11 @@ use serde_json::{Map, Value, json};
 use wasmfleet_protocol::node::{NodeAddress, NodeInfo, NodeState, Resources};
 
 use crate::controllers::leases::{self, LeaseUpdate, Leases};
+use crate::controllers::node_lifecycle::add_taint;
 use crate::controllers::node_lifecycle::{
     DISCONNECTED_MESSAGE, ready_condition, set_node_ready, unknown_condition,
 };
+use crate::identity::UNAPPROVED_TAINT;
 use crate::identity::certificates::{TUNNEL_KEY_ANNOTATION, TunnelPublicKey, tunnel_key_sha256};
 use crate::k8s::conditions::set_condition;
 use crate::k8s::time::now_rfc3339;
@@ -181,12 +183,16 @@ fn addresses(info: &NodeInfo) -> Value {
 }
 
 /// Applies a birth or will from `node`. A birth starts the node's current session
-/// whatever its epoch; a will counts only for the current session (see [`leases`]).
+/// whatever its epoch; a will counts only for the current session (see [`leases`]). With
+/// `approval`, a birth that creates the Node (a node an external broker admitted: the
+/// embedded broker's join creates it, tainted, before) taints it
+/// [`UNAPPROVED_TAINT`]`:NoSchedule` until an admin removes the taint.
 pub fn handle_state(
     store: &Store,
     leases: &Leases,
     node: &str,
     state: &NodeState,
+    approval: bool,
 ) -> Result<(), StoreError> {
     let update = leases.presence(node, state.epoch, state.online, Instant::now());
     let LeaseUpdate::Applied { persist } = update else {
@@ -198,7 +204,7 @@ pub fn handle_state(
         tracing::warn!(%node, %err, "cannot write the node's lease");
     }
     match (&state.online, &state.info) {
-        (true, Some(info)) => register(store, node, info),
+        (true, Some(info)) => register(store, node, info, approval),
         (true, None) => {
             tracing::warn!(%node, "birth without node info; treating it as a heartbeat");
             set_node_ready(store, node, &ready_condition())
@@ -210,11 +216,16 @@ pub fn handle_state(
     }
 }
 
-fn register(store: &Store, node: &str, info: &NodeInfo) -> Result<(), StoreError> {
+fn register(store: &Store, node: &str, info: &NodeInfo, approval: bool) -> Result<(), StoreError> {
     let key = ObjectKey::cluster("nodes", node);
     let now = now_rfc3339();
     store.upsert_with(&key, |existing| {
-        Ok::<Value, StoreError>(node_from_birth(node, info, existing, &now))
+        let mut obj = node_from_birth(node, info, existing, &now);
+        if approval && existing.is_none() {
+            tracing::info!(%node, "a new node waits for an admin's approval");
+            add_taint(&mut obj, UNAPPROVED_TAINT, "NoSchedule", &now);
+        }
+        Ok::<Value, StoreError>(obj)
     })?;
     tracing::info!(%node, arch = %info.architecture, agent = %info.agent_version, "node registered");
     Ok(())
