@@ -234,6 +234,18 @@ async fn a_node_whose_key_is_not_the_pinned_one_is_refused_both_ways() {
             .await
             .is_ok()
     );
+    // node-b is re-keyed: the open link to its old key is dropped with the table that says
+    // so, and the next dial refuses the certificate node-b still presents.
+    let mut rekeyed = table.clone();
+    rekeyed.peers[1].key_sha256 = [2; 32];
+    real.replace(rekeyed);
+    let err = ask(&real, "10.78.1.5:7000", "10.78.0.9", "hi")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PeerError::Unreachable { why, .. } if why.contains("another key")),
+        "{err}"
+    );
 
     let fake = peers("node-a", impostor, &table);
     let err = ask(&fake, "10.78.1.5:7000", "10.78.0.9", "hi")

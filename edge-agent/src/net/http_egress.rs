@@ -169,7 +169,7 @@ async fn connect(net: &PodNet, target: SocketAddr, timeout: Duration) -> Result<
     if !net.allows_host_connect(target) {
         return Err(Error::HttpRequestDenied);
     }
-    if !net.services().reach(target).await {
+    if !net.services().reach(target) {
         return Err(Error::DestinationUnavailable);
     }
     let socket = TcpSocket::new_v4().map_err(Error::Connect)?;

@@ -286,7 +286,7 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, server: &Server) -
         return answer(StatusCode::SERVICE_UNAVAILABLE, &why);
     };
     let target = SocketAddr::from((loopback_alias(pod_ip), port));
-    if !directory.reach(target).await {
+    if !directory.reach(target) {
         let why = format!("Service {service}: cannot open a tunnel to the endpoint's node");
         return answer(StatusCode::BAD_GATEWAY, &why);
     }

@@ -366,7 +366,7 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, addr: SocketAddr, shar
         Err(why) => return refuse(shared, &target, why),
     };
     let endpoint = SocketAddr::new(IpAddr::V4(loopback_alias(pod_ip)), pod_port);
-    if !shared.directory.reach(endpoint).await {
+    if !shared.directory.reach(endpoint) {
         return;
     }
     let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint))

@@ -162,9 +162,9 @@ impl Peers {
         )
     }
 
-    /// This node's pod range, once the table lists this node.
-    pub fn own_pods(&self) -> Option<ipnet::Ipv4Net> {
-        self.table().get(&self.inner.node).map(|p| p.pod_cidr)
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.node
     }
 
     /// The peer (another node) that runs `pod_ip`.

@@ -76,18 +76,20 @@ impl Remote {
     /// Prepares one connect to the host address `host`: if it is the alias of a pod on
     /// another node, a forwarder takes it. `false`: it is such an alias, but no forwarder
     /// could be opened; any other address is left as it is.
-    pub async fn reach(&self, host: SocketAddr) -> bool {
+    pub fn reach(&self, host: SocketAddr) -> bool {
         let SocketAddr::V4(host) = host else {
             return true;
         };
         let table = self.inner.peers.table();
-        let Some(pod_ip) = pod_ip_of_alias(&table, *host.ip()) else {
-            return true;
-        };
-        if self.inner.peers.remote_owner(pod_ip).is_none() {
-            return true;
+        let remote = pod_ip_of_alias(&table, *host.ip()).filter(|ip| {
+            table
+                .owner_of(*ip)
+                .is_some_and(|p| p.node != self.inner.peers.node())
+        });
+        match remote {
+            Some(pod_ip) => self.forwarder(host, SocketAddrV4::new(pod_ip, host.port())),
+            None => true,
         }
-        self.forwarder(host, SocketAddrV4::new(pod_ip, host.port()))
     }
 
     fn forwarder(&self, alias: SocketAddrV4, destination: SocketAddrV4) -> bool {
@@ -158,12 +160,14 @@ impl Remote {
     async fn connection(&self, local: TcpStream, from: SocketAddr, destination: SocketAddrV4) {
         local.set_nodelay(true).ok();
         let source = match from.ip() {
-            IpAddr::V4(alias) => pod_ip_of_alias(&self.inner.peers.table(), alias).filter(|ip| {
-                self.inner
-                    .peers
-                    .own_pods()
-                    .is_some_and(|own| own.contains(ip))
-            }),
+            IpAddr::V4(alias) => {
+                let table = self.inner.peers.table();
+                pod_ip_of_alias(&table, alias).filter(|ip| {
+                    table
+                        .get(self.inner.peers.node())
+                        .is_some_and(|own| own.pod_cidr.contains(ip))
+                })
+            }
             IpAddr::V6(_) => None,
         };
         match self.inner.peers.open(destination, source).await {

@@ -83,9 +83,9 @@ impl ServiceDirectory {
 
     /// Makes the host address `host` connectable if it is a pod on another node (see
     /// [`Remote::reach`]); `false` if that failed.
-    pub async fn reach(&self, host: std::net::SocketAddr) -> bool {
+    pub fn reach(&self, host: std::net::SocketAddr) -> bool {
         match self.remote.get() {
-            Some(remote) => remote.reach(host).await,
+            Some(remote) => remote.reach(host),
             None => true,
         }
     }

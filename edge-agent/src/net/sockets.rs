@@ -78,12 +78,9 @@ pub fn grant(builder: &mut WasiCtxBuilder, net: std::sync::Arc<PodNet>) {
         .socket_addr_check(move |addr, used| {
             let allowed = match used {
                 SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => net.allows_host_bind(addr),
+                // Checked before the connect: a pod on another node gets its forwarder.
                 SocketAddrUse::TcpConnect => {
-                    // Awaited before the connect: a pod on another node gets its forwarder.
-                    let net = std::sync::Arc::clone(&net);
-                    return Box::pin(async move {
-                        net.allows_host_connect(addr) && net.services().reach(addr).await
-                    });
+                    net.allows_host_connect(addr) && net.services().reach(addr)
                 }
                 SocketAddrUse::TcpAccept => true,
                 _ => false,
