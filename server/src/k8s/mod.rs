@@ -4,6 +4,7 @@
 //! - [`conditions`]: `status.conditions[]` (read one, set one without needless writes);
 //! - [`disruption`]: what a PodDisruptionBudget allows;
 //! - [`pods`]: the node a pod is bound to, and pod readiness;
+//! - [`references`]: the ConfigMaps, Secrets and ServiceAccount a pod refers to;
 //! - [`owners`]: `metadata.ownerReferences` (the controller owner, ownership, building one,
 //!   adopting and releasing);
 //! - [`selectors`]: label and field selectors (query strings and `metav1.LabelSelector`);
@@ -21,6 +22,7 @@ pub mod jobs;
 pub mod names;
 pub mod owners;
 pub mod pods;
+pub mod references;
 pub mod schedule;
 pub mod selectors;
 pub mod termination;
