@@ -17,7 +17,7 @@ use wasmfleet_agent::config::AgentConfig;
 use wasmfleet_agent::runtime::{Runtime, engine_config_for_target};
 use wasmfleet_protocol::artifact::{ArtifactOutcome, ArtifactRequest, signed_message};
 use wasmfleet_protocol::broker_url::BrokerUrl;
-use wasmfleet_protocol::logs::{LogChunk, LogRequest, NodeCommand};
+use wasmfleet_protocol::logs::{LogChunk, LogOptions, LogRequest, NodeCommand};
 use wasmfleet_protocol::node::NodeState;
 use wasmfleet_protocol::pod::{
     ContainerSpec, ContainerState, DesiredPods, ModuleRef, PodAssignment, PodPhase, PodStatus,
@@ -287,8 +287,7 @@ async fn a_desired_pod_runs_to_succeeded_and_its_report_is_resent_until_acked() 
             request_id,
             pod_uid: pod_uid.into(),
             container: "main".into(),
-            tail_lines: None,
-            follow: false,
+            options: LogOptions::default(),
         }))
     };
     server
@@ -375,8 +374,11 @@ async fn followed_logs_stream_in_batches_until_cancelled() {
         request_id: 1,
         pod_uid: "printer".into(),
         container: "main".into(),
-        tail_lines: Some(1),
-        follow: true,
+        options: LogOptions {
+            tail_lines: Some(1),
+            follow: true,
+            ..LogOptions::default()
+        },
     }));
     server.publish_down(NODE, Down::Cmd, &follow, false).await;
     server

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_agent::pods::{ModuleSource, PodManager, PodManagerConfig};
-use wasmfleet_agent::runtime::Runtime;
+use wasmfleet_agent::runtime::{LogSelection, Runtime};
 use wasmfleet_protocol::network::{ClusterCidr, PodNetwork};
 use wasmfleet_protocol::pod::probe::{PodEvent, PodEventKind};
 use wasmfleet_protocol::pod::{
@@ -250,11 +250,15 @@ async fn an_http_probe_sends_a_real_get_and_needs_an_http_answer() {
     ]);
     node.wait_until("the HTTP server to be ready", |s| is_ready(s, "http"))
         .await;
-    let mut log = node.manager.logs("http", "web", None, true).expect("log");
-    let mut seen = std::mem::take(&mut log.lines);
+    let following = LogSelection {
+        follow: true,
+        ..LogSelection::default()
+    };
+    let mut log = node.manager.logs("http", "web", &following).expect("log");
+    let mut seen: Vec<String> = log.lines.iter().map(|l| l.text.to_string()).collect();
     while !seen.iter().any(|l| l.ends_with(" GET /healthz")) {
         match tokio::time::timeout(Duration::from_secs(10), log.next_line()).await {
-            Ok(Some(line)) => seen.push(line),
+            Ok(Some(line)) => seen.push(line.text.to_string()),
             _ => panic!("the guest never logged the probe's GET: {seen:?}"),
         }
     }

@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_agent::pods::{ModuleSource, PodManager, PodManagerConfig};
-use wasmfleet_agent::runtime::{LOG_FILE_SEGMENT_BYTES, MAX_BUFFER_BYTES, Runtime};
+use wasmfleet_agent::runtime::{
+    LOG_FILE_SEGMENT_BYTES, LogLine, LogSelection, MAX_BUFFER_BYTES, Runtime,
+};
 use wasmfleet_protocol::pod::{
     ContainerSpec, ContainerState, ModuleRef, PodAssignment, PodPhase, PodStatus, RestartPolicy,
 };
@@ -199,11 +201,36 @@ fn terminated(status: &PodStatus) -> (i32, String, String) {
     }
 }
 
+/// The current run's lines of container `main`.
 fn lines(node: &Node, uid: &str) -> Vec<String> {
-    node.manager
-        .logs(uid, "main", None, false)
-        .expect("logs")
-        .lines
+    selected(node, uid, &LogSelection::default())
+}
+
+/// The previous run's lines of container `main` (`kubectl logs --previous`).
+fn previous_lines(node: &Node, uid: &str) -> Vec<String> {
+    let previous = LogSelection {
+        previous: true,
+        ..LogSelection::default()
+    };
+    selected(node, uid, &previous)
+}
+
+fn selected(node: &Node, uid: &str, selection: &LogSelection) -> Vec<String> {
+    let stream = node.manager.logs(uid, "main", selection).expect("logs");
+    texts(&stream.lines)
+}
+
+fn texts(lines: &[LogLine]) -> Vec<String> {
+    lines.iter().map(|l| l.text.to_string()).collect()
+}
+
+/// The last `n` lines, then the lines that follow them.
+fn following(n: usize) -> LogSelection {
+    LogSelection {
+        tail: Some(n),
+        follow: true,
+        ..LogSelection::default()
+    }
 }
 
 /// Waits until exactly `n` container instances are alive (a container is reported
@@ -276,8 +303,9 @@ async fn on_failure_restarts_a_failing_container_with_a_growing_restart_count() 
         status.containers[0].last_state,
         Some(ContainerState::Terminated { exit_code: 3, .. })
     ));
-    // The log keeps every run's output.
-    assert!(lines(&node, "crash").len() >= 3);
+    // `logs` shows the current run (empty until it prints), `--previous` the one before.
+    assert!(lines(&node, "crash").len() <= 1);
+    assert_eq!(previous_lines(&node, "crash"), ["exiting with 3"]);
     node.stop().await;
 }
 
@@ -387,7 +415,7 @@ async fn removing_a_pod_drops_its_sleeping_instance_within_a_second() {
     node.wait_for_phase("sleeper", PodPhase::Running).await;
     let mut follow = node
         .manager
-        .logs("sleeper", "main", None, true)
+        .logs("sleeper", "main", &following(10))
         .expect("logs");
     wait_for_live_instances(&node, 1).await;
 
@@ -517,14 +545,14 @@ async fn a_follower_gets_the_tail_then_new_lines_until_the_container_ends() {
 
     let mut stream = node
         .manager
-        .logs("follow", "main", Some(1), true)
+        .logs("follow", "main", &following(1))
         .expect("logs");
-    let mut seen = stream.lines.clone();
+    let mut seen = texts(&stream.lines);
     while let Some(line) = tokio::time::timeout(Duration::from_secs(5), stream.next_line())
         .await
         .expect("the follow ends by itself")
     {
-        seen.push(line);
+        seen.push(line.text.to_string());
     }
 
     assert_eq!(seen.last().map(String::as_str), Some("line 5"));
@@ -533,8 +561,9 @@ async fn a_follower_gets_the_tail_then_new_lines_until_the_container_ends() {
         seen.windows(2).all(|w| w[0] < w[1]),
         "in order, no repeats: {seen:?}"
     );
-    assert!(node.manager.logs("follow", "other", None, false).is_err());
-    assert!(node.manager.logs("nope", "main", None, false).is_err());
+    let all = LogSelection::default();
+    assert!(node.manager.logs("follow", "other", &all).is_err());
+    assert!(node.manager.logs("nope", "main", &all).is_err());
     node.stop().await;
 }
 
@@ -606,7 +635,7 @@ fn file_size(path: &Path) -> u64 {
 }
 
 #[tokio::test]
-async fn persisted_logs_survive_an_agent_restart_and_a_rerun_appends_to_them() {
+async fn persisted_logs_survive_an_agent_restart_and_the_rerun_is_the_next_run() {
     let data = tempfile::tempdir().expect("temp dir");
     let log_dir = data.path().join("logs");
     let node = Node::start_with(Duration::from_millis(10), Some(log_dir.clone()));
@@ -636,13 +665,17 @@ async fn persisted_logs_survive_an_agent_restart_and_a_rerun_appends_to_them() {
     assert_eq!(lines(&node, "done"), ["hello from wasmfleet", "a", "b"]);
     let follow = node
         .manager
-        .logs("done", "main", Some(1), true)
+        .logs("done", "main", &following(1))
         .expect("logs");
-    assert_eq!(follow.lines, ["b"]);
+    assert_eq!(texts(&follow.lines), ["b"]);
     assert!(!follow.is_following(), "a finished pod's log has ended");
-    let busy_after = wait_for_lines(&node, "busy", |l| l.len() > busy_before.len()).await;
-    assert_eq!(busy_after[..busy_before.len()], busy_before[..]);
-    assert_eq!(busy_after[busy_before.len()], "line 1", "the rerun appends");
+    let busy_after = wait_for_lines(&node, "busy", |l| !l.is_empty()).await;
+    assert_eq!(busy_after[0], "line 1", "the rerun is a new run");
+    assert_eq!(
+        previous_lines(&node, "busy"),
+        busy_before,
+        "the run before the agent restarted is the previous one"
+    );
     node.stop().await;
 }
 

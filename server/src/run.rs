@@ -348,8 +348,7 @@ impl LogSource for FleetLogs {
             let params = LogParams {
                 pod_uid: query.pod_uid,
                 container: query.container,
-                tail_lines: query.tail_lines,
-                follow: query.follow,
+                options: query.options,
             };
             fleet
                 .logs(&query.node, params)

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::artifact::{ArtifactOutcome, ArtifactRequest, verify};
 use wasmfleet_protocol::blob::{BlobBody, BlobRequest};
-use wasmfleet_protocol::logs::{LogChunk, NodeCommand};
+use wasmfleet_protocol::logs::{LogChunk, LogOptions, NodeCommand};
 use wasmfleet_protocol::network::ClusterCidr;
 use wasmfleet_protocol::node::{EngineInfo, Heartbeat, NodeInfo, NodeState, Resources};
 use wasmfleet_protocol::pod::{
@@ -717,8 +717,10 @@ async fn logs_are_requested_from_the_node_and_streamed_back() {
     let params = LogParams {
         pod_uid: "u-1".into(),
         container: "main".into(),
-        tail_lines: Some(10),
-        follow: false,
+        options: LogOptions {
+            tail_lines: Some(10),
+            ..LogOptions::default()
+        },
     };
     let mut logs = cluster
         .fleet
@@ -732,7 +734,7 @@ async fn logs_are_requested_from_the_node_and_streamed_back() {
         })
         .await;
     assert_eq!(request.pod_uid, "u-1");
-    assert_eq!(request.tail_lines, Some(10));
+    assert_eq!(request.options.tail_lines, Some(10));
     for (lines, done) in [
         (vec!["one".to_owned()], false),
         (vec!["two".to_owned()], true),
@@ -742,6 +744,7 @@ async fn logs_are_requested_from_the_node_and_streamed_back() {
             lines,
             done,
             error: None,
+            times: Vec::new(),
         };
         node.send(Up::Logs, &Message::LogChunk(chunk)).await;
     }
@@ -768,7 +771,10 @@ async fn logs_are_requested_from_the_node_and_streamed_back() {
 
     // A follow whose reader goes away is cancelled on the node.
     let follow = LogParams {
-        follow: true,
+        options: LogOptions {
+            follow: true,
+            ..params.options.clone()
+        },
         ..params
     };
     let reader = cluster
@@ -778,7 +784,7 @@ async fn logs_are_requested_from_the_node_and_streamed_back() {
         .expect("request sent");
     let request = node
         .expect("the follow request", |_, m| match m {
-            Message::Command(NodeCommand::Logs(r)) if r.follow => Some(r),
+            Message::Command(NodeCommand::Logs(r)) if r.options.follow => Some(r),
             _ => None,
         })
         .await;
@@ -787,6 +793,7 @@ async fn logs_are_requested_from_the_node_and_streamed_back() {
         lines: vec!["live".into()],
         done: false,
         error: None,
+        times: Vec::new(),
     };
     node.send(Up::Logs, &Message::LogChunk(first)).await;
     drop(reader);

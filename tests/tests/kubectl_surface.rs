@@ -1,6 +1,6 @@
 //! What a Kubernetes user types, with the real kubectl 1.32, and what they see: `kubectl
-//! run` (its defaulted fields accepted) then `logs` (with the options the agents cannot
-//! honour refused by name), `auth can-i` / `whoami`, the clear refusals of `exec`, `cp`,
+//! run` (its defaulted fields accepted) then `logs` (with `--timestamps`, `--since`,
+//! `--since-time` and `--previous`), `auth can-i` / `whoami`, the clear refusals of `exec`, `cp`,
 //! `attach`, `port-forward` and `debug`, `get --raw /readyz`, and paged lists
 //! (`--chunk-size`).
 
@@ -56,20 +56,28 @@ fn kubectl_run_logs_auth_and_the_refusals_users_see() {
     );
     let dns = cluster.kubectl_ok(&["get", "pod", "h", "-o", "jsonpath={.spec.dnsPolicy}"]);
     assert_eq!(dns, "ClusterFirst");
-    for (flag, says) in [
-        ("--timestamps", "timestamps: not supported"),
-        ("--since=1h", "sinceSeconds: not supported"),
-        (
-            "--previous",
-            r#"previous terminated container "h" in pod "h" not found"#,
+    let timed = cluster.kubectl_ok(&["logs", "h", "--timestamps"]);
+    let (at, line) = timed.split_once(' ').expect("a time, then the line");
+    assert_eq!(line, "hello from wasmfleet\n");
+    let age = jiff::Timestamp::now().duration_since(at.parse::<jiff::Timestamp>().expect(at));
+    assert!(
+        age.as_secs() >= 0 && age.as_secs() < 600,
+        "{at} is not recent"
+    );
+    assert_eq!(
+        cluster.kubectl_ok(&["logs", "h", "--since=1h"]),
+        "hello from wasmfleet\n"
+    );
+    let tomorrow = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
+    let since_tomorrow = format!("--since-time={}", tomorrow.strftime("%Y-%m-%dT%H:%M:%SZ"));
+    assert_eq!(cluster.kubectl_ok(&["logs", "h", &since_tomorrow]), "");
+    let refused = kubectl_fails(&cluster, &["logs", "h", "--previous"]);
+    assert!(
+        refused.starts_with(
+            r#"Error from server (BadRequest): previous terminated container "h" in pod "h" not found"#
         ),
-    ] {
-        let refused = kubectl_fails(&cluster, &["logs", "h", flag]);
-        assert!(
-            refused.starts_with(&format!("Error from server (BadRequest): {says}")),
-            "{flag}: {refused}"
-        );
-    }
+        "{refused}"
+    );
     let waiting = kubectl_fails(&cluster, &["logs", "w"]);
     assert!(
         waiting.contains(r#"container "w" in pod "w" is waiting to start: "#),

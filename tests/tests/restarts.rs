@@ -77,6 +77,18 @@ fn an_agent_restart_resumes_its_pods_and_does_not_rerun_finished_ones() {
     let last = &container_status(&resumed, "main")["lastState"]["terminated"];
     assert_eq!(last["reason"], "Unknown", "{last}");
     assert!(container_status(&resumed, "main")["state"]["running"].is_object());
+    // `logs` shows the run since the restart, `--previous` the run before it.
+    let previous = cluster.kubectl_ok(&["logs", "long", "--previous"]);
+    assert!(previous.starts_with("line 1\nline 2\n"), "{previous}");
+    let current = wait_for("the new run's first line", CONVERGE, || {
+        let logs = cluster.try_logs("long")?;
+        if logs.is_empty() {
+            Err("no line yet".into())
+        } else {
+            Ok(logs)
+        }
+    });
+    assert!(current.starts_with("line 1\n"), "{current}");
     let done = cluster.pod("done").expect("finished pod still exists");
     assert_eq!(phase(&done), "Succeeded");
     assert_eq!(

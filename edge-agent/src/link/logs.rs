@@ -7,17 +7,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wasmfleet_protocol::logs::{LogChunk, LogRequest, NodeCommand};
+use wasmfleet_protocol::logs::{LogChunk, LogOptions, LogRequest, LogSince, NodeCommand};
 use wasmfleet_protocol::topic::Up;
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message};
 
 use super::Uplink;
 use crate::pods::{LogStream, PodManager};
+use crate::runtime::{LogLine, LogSelection};
 
 /// How long new lines of a follow are collected before they go out.
 const BATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -112,27 +113,30 @@ struct Stream {
 impl Stream {
     async fn run(self) {
         let LogRequest {
-            request_id,
             ref pod_uid,
             ref container,
-            tail_lines,
-            follow,
+            ref options,
+            ..
         } = self.request;
-        let mut stream = match self.pods.logs(pod_uid, container, tail_lines, follow) {
+        let selection = selection(options, SystemTime::now());
+        let mut stream = match self.pods.logs(pod_uid, container, &selection) {
             Ok(stream) => stream,
             Err(err) => {
-                self.send(chunk(request_id, Vec::new(), true, Some(err.to_string())))
-                    .await;
+                let mut refusal = self.chunk(Vec::new());
+                (refusal.done, refusal.error) = (true, Some(err.to_string()));
+                self.send(refusal).await;
                 return;
             }
         };
         for lines in split_by_size(std::mem::take(&mut stream.lines), CHUNK_BYTES) {
-            self.send(chunk(request_id, lines, false, None)).await;
+            self.send(self.chunk(lines)).await;
         }
         if stream.is_following() {
             self.follow(stream).await;
         }
-        self.send(chunk(request_id, Vec::new(), true, None)).await;
+        let mut last = self.chunk(Vec::new());
+        last.done = true;
+        self.send(last).await;
     }
 
     /// Sends new lines in batches until the log finishes or the stream is cancelled.
@@ -149,7 +153,7 @@ impl Stream {
                 }
                 line = stream.next_line() => match line {
                     Some(line) => {
-                        bytes += line.len();
+                        bytes += line.text.len();
                         batch.push(line);
                         if bytes >= CHUNK_BYTES {
                             self.flush(&mut batch, &mut bytes).await;
@@ -162,14 +166,28 @@ impl Stream {
         self.flush(&mut batch, &mut bytes).await;
     }
 
-    async fn flush(&self, batch: &mut Vec<String>, bytes: &mut usize) {
+    async fn flush(&self, batch: &mut Vec<LogLine>, bytes: &mut usize) {
         if batch.is_empty() {
             return;
         }
         *bytes = 0;
         let lines = std::mem::take(batch);
-        self.send(chunk(self.request.request_id, lines, false, None))
-            .await;
+        self.send(self.chunk(lines)).await;
+    }
+
+    /// A chunk of `lines` (with their times when the request asked for them).
+    fn chunk(&self, lines: Vec<LogLine>) -> LogChunk {
+        let times = match self.request.options.timestamps {
+            true => lines.iter().map(|l| l.at_unix_nanos).collect(),
+            false => Vec::new(),
+        };
+        LogChunk {
+            request_id: self.request.request_id,
+            lines: lines.into_iter().map(|l| l.text.to_string()).collect(),
+            done: false,
+            error: None,
+            times,
+        }
     }
 
     async fn send(&self, chunk: LogChunk) {
@@ -179,26 +197,40 @@ impl Stream {
     }
 }
 
-fn chunk(request_id: u64, lines: Vec<String>, done: bool, error: Option<String>) -> LogChunk {
-    LogChunk {
-        request_id,
-        lines,
-        done,
-        error,
+/// The lines a request's options select, `now` being the agent's clock (the clock its
+/// lines' times come from).
+fn selection(options: &LogOptions, now: SystemTime) -> LogSelection {
+    let nanos = |at: SystemTime| {
+        let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
+    };
+    let since = options.since.map(|since| match since {
+        LogSince::UnixNanos(at) => at,
+        LogSince::SecondsAgo(seconds) => nanos(
+            now.checked_sub(Duration::from_secs(seconds))
+                .unwrap_or(UNIX_EPOCH),
+        ),
+    });
+    LogSelection {
+        tail: options.tail_lines.map(|n| n as usize),
+        follow: options.follow,
+        previous: options.previous,
+        since_unix_nanos: since,
     }
 }
 
-/// Splits lines into groups of at most `limit` bytes (a longer single line goes alone).
-pub fn split_by_size(lines: Vec<String>, limit: usize) -> Vec<Vec<String>> {
+/// Splits lines into groups of at most `limit` bytes of text (a longer single line goes
+/// alone).
+pub fn split_by_size(lines: Vec<LogLine>, limit: usize) -> Vec<Vec<LogLine>> {
     let mut groups = Vec::new();
     let mut current = Vec::new();
     let mut size = 0;
     for line in lines {
-        if !current.is_empty() && size + line.len() > limit {
+        if !current.is_empty() && size + line.text.len() > limit {
             groups.push(std::mem::take(&mut current));
             size = 0;
         }
-        size += line.len();
+        size += line.text.len();
         current.push(line);
     }
     if !current.is_empty() {
@@ -209,22 +241,32 @@ pub fn split_by_size(lines: Vec<String>, limit: usize) -> Vec<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    fn line(text: &str) -> LogLine {
+        LogLine {
+            at_unix_nanos: 0,
+            run: 1,
+            text: Arc::from(text),
+        }
+    }
 
     #[test]
     fn lines_are_split_into_groups_below_the_limit() {
-        let lines: Vec<String> = ["aaaa", "bbbb", "cc", "dddddddddd", "e"]
+        let lines = ["aaaa", "bbbb", "cc", "dddddddddd", "e"].map(line).to_vec();
+        let groups: Vec<Vec<String>> = split_by_size(lines, 8)
             .into_iter()
-            .map(String::from)
+            .map(|g| g.iter().map(|l| l.text.to_string()).collect())
             .collect();
-        let groups = split_by_size(lines, 8);
         assert_eq!(
             groups,
-            vec![
-                vec!["aaaa".to_string(), "bbbb".into()],
-                vec!["cc".into()],
-                vec!["dddddddddd".into()],
-                vec!["e".into()],
+            [
+                vec!["aaaa", "bbbb"],
+                vec!["cc"],
+                vec!["dddddddddd"],
+                vec!["e"]
             ]
         );
     }
@@ -232,5 +274,23 @@ mod tests {
     #[test]
     fn no_lines_make_no_groups() {
         assert!(split_by_size(Vec::new(), 8).is_empty());
+    }
+
+    #[test]
+    fn since_is_read_against_the_agents_clock() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let options = |since| LogOptions {
+            tail_lines: Some(5),
+            previous: true,
+            since: Some(since),
+            ..LogOptions::default()
+        };
+        let ago = selection(&options(LogSince::SecondsAgo(60)), now);
+        assert_eq!(ago.since_unix_nanos, Some(940_000_000_000));
+        assert_eq!((ago.tail, ago.previous, ago.follow), (Some(5), true, false));
+        let at = selection(&options(LogSince::UnixNanos(7)), now);
+        assert_eq!(at.since_unix_nanos, Some(7));
+        let before_the_epoch = selection(&options(LogSince::SecondsAgo(5_000)), now);
+        assert_eq!(before_the_epoch.since_unix_nanos, Some(0));
     }
 }

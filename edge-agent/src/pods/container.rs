@@ -98,11 +98,13 @@ impl Task<'_> {
         // Ends this run only: the pod's stop, or a failed liveness or startup verdict.
         let run = self.pod.stop.child_token();
         let probes = prober::start(self.pod, self.index, &run, self.shared);
+        self.logs.begin_run();
         let exit = self
             .shared
             .runtime
             .run(program, &self.run_spec, self.logs, &run)
             .await;
+        self.logs.end_run();
         run.cancel();
         if self.pod.stop.is_cancelled() {
             return None;

@@ -2,7 +2,7 @@
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::runtime::LogEvent;
+use crate::runtime::{LogEvent, LogLine};
 
 /// Logs could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,18 +18,26 @@ pub enum LogError {
         /// The container asked for.
         container: String,
     },
+    /// `previous` for a container that has no previous run.
+    #[error("previous terminated container {container:?} in pod {pod} not found")]
+    NoPreviousRun {
+        /// The pod's uid.
+        pod: String,
+        /// The container asked for.
+        container: String,
+    },
 }
 
 /// The requested tail of a container's log and, when following, the lines after it.
 #[derive(Debug)]
 pub struct LogStream {
     /// The retained lines asked for, oldest first.
-    pub lines: Vec<String>,
+    pub lines: Vec<LogLine>,
     follow: Option<broadcast::Receiver<LogEvent>>,
 }
 
 impl LogStream {
-    pub(crate) fn new(lines: Vec<String>, follow: Option<broadcast::Receiver<LogEvent>>) -> Self {
+    pub(crate) fn new(lines: Vec<LogLine>, follow: Option<broadcast::Receiver<LogEvent>>) -> Self {
         Self { lines, follow }
     }
 
@@ -41,11 +49,11 @@ impl LogStream {
     /// The next new line. `None` when not following, and once the container will not run
     /// again (its last run ended and the pod will not restart it) or the pod was removed.
     /// A follower that falls more than 1,024 lines behind skips the lines it missed.
-    pub async fn next_line(&mut self) -> Option<String> {
+    pub async fn next_line(&mut self) -> Option<LogLine> {
         loop {
             let follow = self.follow.as_mut()?;
             match follow.recv().await {
-                Ok(LogEvent::Line(line)) => return Some(line.to_string()),
+                Ok(LogEvent::Line(line)) => return Some(line),
                 Ok(LogEvent::Finished) | Err(RecvError::Closed) => {
                     self.follow = None;
                     return None;

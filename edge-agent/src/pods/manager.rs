@@ -21,7 +21,7 @@ use super::pod::{Pod, supervise};
 use super::{ModuleSource, PodManagerConfig};
 use crate::modules::gc;
 use crate::modules::single_flight::SingleFlight;
-use crate::runtime::Runtime;
+use crate::runtime::{LogSelection, NoPreviousRun, Runtime};
 
 /// What every pod task needs.
 pub struct Shared {
@@ -339,14 +339,13 @@ impl PodManager {
         self.inner.changes.subscribe()
     }
 
-    /// The last `tail_lines` lines (all retained lines when `None`) of a container's log,
-    /// and when `follow` is set the lines that come after them.
+    /// The lines of a container's log that `selection` asks for, and when it follows the
+    /// lines that come after them.
     pub fn logs(
         &self,
         uid: &str,
         container: &str,
-        tail_lines: Option<u32>,
-        follow: bool,
+        selection: &LogSelection,
     ) -> Result<LogStream, LogError> {
         let pod = self
             .state()
@@ -360,7 +359,12 @@ impl PodManager {
                 pod: uid.to_string(),
                 container: container.to_string(),
             })?;
-        let snapshot = log.snapshot(tail_lines.map(|n| n as usize), follow);
+        let snapshot =
+            log.snapshot(selection)
+                .map_err(|NoPreviousRun| LogError::NoPreviousRun {
+                    pod: uid.to_string(),
+                    container: container.to_string(),
+                })?;
         Ok(LogStream::new(snapshot.lines, snapshot.follow))
     }
 

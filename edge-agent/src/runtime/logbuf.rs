@@ -7,14 +7,20 @@
 //! container, so logs survive restarts; it is *finished* once the container will never run
 //! again, which ends every follower.
 //!
+//! Each line carries the time it was read and the *run* of the container that wrote it
+//! ([`LogBuffer::begin_run`] starts the next one), so a request ([`LogSelection`]) can ask
+//! for the current run's lines or the previous run's (`kubectl logs --previous`), lines
+//! since a time, and their times (`--timestamps`).
+//!
 //! A *persistent* buffer ([`LogBuffer::persistent`]) also appends every line to a
-//! [`LogFile`] and starts from that file's newest lines, so the log survives an agent
-//! restart too. Disk trouble never reaches the guest: the first I/O error is logged as a
+//! [`LogFile`] (as `{unix nanos} {run} {text}`) and starts from that file's newest lines,
+//! so the log survives an agent restart too. Disk trouble never reaches the guest: the first I/O error is logged as a
 //! warning and the buffer carries on in memory only.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
@@ -28,12 +34,68 @@ pub const MAX_BUFFER_BYTES: usize = 1 << 20;
 pub const MAX_LINE_BYTES: usize = 16 << 10;
 /// How many new lines a slow follower may fall behind before it skips some.
 const FOLLOW_CAPACITY: usize = 1024;
+/// The most bytes a line's time and run add to it in the log file.
+const RECORD_OVERHEAD: usize = 32;
+
+/// One line of a container's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When the agent read it, in nanoseconds since the Unix epoch (0 when not known: a line
+    /// persisted before times were recorded).
+    pub at_unix_nanos: i64,
+    /// The run of the container that wrote it: 1 for the first run this log recorded (0 for
+    /// lines persisted before runs were recorded).
+    pub run: u32,
+    /// The text, without its newline.
+    pub text: Arc<str>,
+}
+
+impl LogLine {
+    /// The line as the log file keeps it: `{unix nanos} {run} {text}`.
+    fn record(&self) -> String {
+        format!("{} {} {}", self.at_unix_nanos, self.run, self.text)
+    }
+
+    /// A line read back from the log file. A record without the time and run prefix (the
+    /// file of an older agent) is all text, of unknown time and run 0.
+    fn parse(record: &str) -> Self {
+        let parsed = record.split_once(' ').and_then(|(at, rest)| {
+            let (run, text) = rest.split_once(' ')?;
+            Some((at.parse().ok()?, run.parse().ok()?, text))
+        });
+        let (at_unix_nanos, run, text) = parsed.unwrap_or((0, 0, record));
+        LogLine {
+            at_unix_nanos,
+            run,
+            text: Arc::from(truncate(text, MAX_LINE_BYTES)),
+        }
+    }
+}
+
+/// Which lines of a log a reader wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSelection {
+    /// Only the last N of the selected lines.
+    pub tail: Option<usize>,
+    /// Keep receiving new lines (not with `previous`: that run is over).
+    pub follow: bool,
+    /// The previous run's lines instead of the current run's: the run before the running
+    /// one, or, while the container waits to run again, the run that ended last.
+    pub previous: bool,
+    /// Only lines read at or after this time (nanoseconds since the Unix epoch).
+    pub since_unix_nanos: Option<i64>,
+}
+
+/// There is no previous run to show (`--previous` of a container that never restarted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the container has no previous terminated run")]
+pub struct NoPreviousRun;
 
 /// What followers receive.
 #[derive(Debug, Clone)]
 pub enum LogEvent {
-    /// A new complete line, without its newline.
-    Line(Arc<str>),
+    /// A new complete line.
+    Line(LogLine),
     /// The container will not run again; no more lines will come.
     Finished,
 }
@@ -46,8 +108,12 @@ pub struct LogBuffer {
 
 #[derive(Debug)]
 struct LogState {
-    lines: VecDeque<Arc<str>>,
+    lines: VecDeque<LogLine>,
     bytes: usize,
+    // The newest run that began (or, before any began, the newest run in the file).
+    run: u32,
+    // Whether that run is still going.
+    running: bool,
     finished: bool,
     // Where lines are also written; `None` for a memory-only log, and after a write error.
     file: Option<LogFile>,
@@ -59,8 +125,8 @@ struct LogState {
 /// The retained lines at one moment, and (when following) the lines that come after them.
 #[derive(Debug)]
 pub struct LogSnapshot {
-    /// The requested tail of the retained lines, oldest first.
-    pub lines: Vec<String>,
+    /// The selected lines, oldest first.
+    pub lines: Vec<LogLine>,
     /// New lines after `lines`; `None` when not following or already finished.
     pub follow: Option<broadcast::Receiver<LogEvent>>,
 }
@@ -83,8 +149,9 @@ impl LogBuffer {
     /// is logged and the log starts empty.
     pub fn persistent(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        // File bytes include a newline per line, which the memory budget does not count.
-        let budget = (MAX_BUFFER_BYTES + MAX_LINES) as u64;
+        // File bytes include each line's time, run and newline, which the memory budget does
+        // not count.
+        let budget = (MAX_BUFFER_BYTES + MAX_LINES * RECORD_OVERHEAD) as u64;
         let previous = logfile::read_tail(&path, budget).unwrap_or_else(|error| {
             tracing::warn!(path = %path.display(), %error, "cannot read the persisted container log; starting it empty");
             Vec::new()
@@ -92,8 +159,10 @@ impl LogBuffer {
         let buffer = Self::with_file(Some(LogFile::new(path)));
         {
             let mut state = buffer.lock();
-            for line in previous {
-                state.retain(Arc::from(truncate(&line, MAX_LINE_BYTES)));
+            for record in previous {
+                let line = LogLine::parse(&record);
+                state.run = state.run.max(line.run);
+                state.retain(line);
             }
         }
         buffer
@@ -105,6 +174,8 @@ impl LogBuffer {
             inner: Arc::new(Mutex::new(LogState {
                 lines: VecDeque::new(),
                 bytes: 0,
+                run: 0,
+                running: false,
                 finished: false,
                 file,
                 events,
@@ -139,10 +210,23 @@ impl LogBuffer {
         state.file = None;
     }
 
+    /// A new run of the container begins: the lines from now on are its.
+    pub fn begin_run(&self) {
+        let mut state = self.lock();
+        state.run += 1;
+        state.running = true;
+    }
+
+    /// The current run ended (the container exited or was killed).
+    pub fn end_run(&self) {
+        self.lock().running = false;
+    }
+
     /// Marks the log finished: followers end after the lines they already have.
     pub fn finish(&self) {
         let mut state = self.lock();
         state.flush_file();
+        state.running = false;
         if !state.finished {
             state.finished = true;
             let _ = state.events.send(LogEvent::Finished);
@@ -154,24 +238,30 @@ impl LogBuffer {
         self.lock().finished
     }
 
-    /// The last `tail` lines (all when `None`), and a follower when `follow` is set and the
-    /// log is not finished.
-    pub fn snapshot(&self, tail: Option<usize>, follow: bool) -> LogSnapshot {
+    /// The lines `selection` asks for, and a follower when it follows and the log is not
+    /// finished.
+    pub fn snapshot(&self, selection: &LogSelection) -> Result<LogSnapshot, NoPreviousRun> {
         let state = self.lock();
-        let skip = tail.map_or(0, |n| state.lines.len().saturating_sub(n));
-        let lines = state
+        let run = state.selected_run(selection.previous)?;
+        let since = selection.since_unix_nanos.unwrap_or(i64::MIN);
+        let mut lines: Vec<LogLine> = state
             .lines
             .iter()
-            .skip(skip)
-            .map(|l| l.to_string())
+            .filter(|l| l.run == run && l.at_unix_nanos >= since)
+            .cloned()
             .collect();
-        let follow = (follow && !state.finished).then(|| state.events.subscribe());
-        LogSnapshot { lines, follow }
+        if let Some(tail) = selection.tail {
+            lines.drain(..lines.len().saturating_sub(tail));
+        }
+        let follow = selection.follow && !selection.previous && !state.finished;
+        let follow = follow.then(|| state.events.subscribe());
+        Ok(LogSnapshot { lines, follow })
     }
 
-    /// Every retained line, oldest first.
+    /// The text of every retained line of every run, oldest first.
     pub fn lines(&self) -> Vec<String> {
-        self.snapshot(None, false).lines
+        let state = self.lock();
+        state.lines.iter().map(|l| l.text.to_string()).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, LogState> {
@@ -184,29 +274,52 @@ impl LogBuffer {
 }
 
 impl LogState {
-    fn push(&mut self, line: &str) {
-        let line: Arc<str> = Arc::from(truncate(line, MAX_LINE_BYTES));
+    fn push(&mut self, text: &str) {
+        let line = LogLine {
+            at_unix_nanos: now_unix_nanos(),
+            run: self.run,
+            text: Arc::from(truncate(text, MAX_LINE_BYTES)),
+        };
         self.write_file(&line);
         self.retain(line.clone());
         // No receivers is normal (nobody follows); nothing to do then.
         let _ = self.events.send(LogEvent::Line(line));
     }
 
+    /// The run a selection shows: the newest, or with `previous` the one before the running
+    /// one (or, between runs, the one that ended last).
+    fn selected_run(&self, previous: bool) -> Result<u32, NoPreviousRun> {
+        if !previous {
+            return Ok(self.run);
+        }
+        let between_runs = !self.running && !self.finished;
+        let run = if between_runs {
+            self.run
+        } else {
+            self.run.saturating_sub(1)
+        };
+        if run == 0 {
+            Err(NoPreviousRun)
+        } else {
+            Ok(run)
+        }
+    }
+
     /// Keeps `line`, dropping the oldest lines beyond the bounds.
-    fn retain(&mut self, line: Arc<str>) {
-        self.bytes += line.len();
+    fn retain(&mut self, line: LogLine) {
+        self.bytes += line.text.len();
         self.lines.push_back(line);
         while self.lines.len() > MAX_LINES || self.bytes > MAX_BUFFER_BYTES {
             match self.lines.pop_front() {
-                Some(old) => self.bytes -= old.len(),
+                Some(old) => self.bytes -= old.text.len(),
                 None => break,
             }
         }
     }
 
-    fn write_file(&mut self, line: &str) {
+    fn write_file(&mut self, line: &LogLine) {
         if let Some(file) = &mut self.file {
-            let result = file.append(line);
+            let result = file.append(&line.record());
             self.check(result);
         }
     }
@@ -297,6 +410,14 @@ impl Drop for LineSplitter {
     }
 }
 
+/// Now, in nanoseconds since the Unix epoch (0 for a clock before it).
+fn now_unix_nanos() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
+}
+
 /// The longest prefix of `line` that fits in `max` bytes and ends on a char boundary.
 fn truncate(line: &str, max: usize) -> &str {
     if line.len() <= max {
@@ -363,19 +484,112 @@ mod tests {
         for line in ["a", "b", "c"] {
             buffer.push_line(line);
         }
-        assert_eq!(buffer.snapshot(Some(2), false).lines, ["b", "c"]);
-        assert_eq!(buffer.snapshot(Some(10), false).lines, ["a", "b", "c"]);
+        assert_eq!(texts(&buffer, &tail(2)), ["b", "c"]);
+        assert_eq!(texts(&buffer, &tail(10)), ["a", "b", "c"]);
+    }
+
+    fn tail(n: usize) -> LogSelection {
+        LogSelection {
+            tail: Some(n),
+            ..LogSelection::default()
+        }
+    }
+
+    fn texts(buffer: &LogBuffer, selection: &LogSelection) -> Vec<String> {
+        let snapshot = buffer.snapshot(selection).expect("selectable");
+        snapshot.lines.iter().map(|l| l.text.to_string()).collect()
+    }
+
+    const PREVIOUS: LogSelection = LogSelection {
+        tail: None,
+        follow: false,
+        previous: true,
+        since_unix_nanos: None,
+    };
+
+    #[test]
+    fn the_current_run_is_shown_and_previous_shows_the_one_before() {
+        let buffer = LogBuffer::new();
+        assert_eq!(buffer.snapshot(&PREVIOUS).err(), Some(NoPreviousRun));
+        buffer.begin_run();
+        buffer.push_line("first run");
+        assert_eq!(buffer.snapshot(&PREVIOUS).err(), Some(NoPreviousRun));
+        buffer.end_run();
+        // Waiting to run again: both show the run that ended, as the kubelet does.
+        assert_eq!(texts(&buffer, &LogSelection::default()), ["first run"]);
+        assert_eq!(texts(&buffer, &PREVIOUS), ["first run"]);
+        buffer.begin_run();
+        buffer.push_line("second run");
+        assert_eq!(texts(&buffer, &LogSelection::default()), ["second run"]);
+        assert_eq!(texts(&buffer, &PREVIOUS), ["first run"]);
+        buffer.end_run();
+        buffer.finish();
+        assert_eq!(texts(&buffer, &PREVIOUS), ["first run"]);
+        assert_eq!(buffer.lines(), ["first run", "second run"]);
+    }
+
+    #[test]
+    fn since_keeps_only_lines_read_from_then() {
+        let buffer = LogBuffer::new();
+        buffer.begin_run();
+        buffer.push_line("before");
+        let cut = buffer
+            .snapshot(&LogSelection::default())
+            .expect("lines")
+            .lines[0]
+            .at_unix_nanos
+            + 1;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        buffer.push_line("after");
+        let since = LogSelection {
+            since_unix_nanos: Some(cut),
+            ..LogSelection::default()
+        };
+        assert_eq!(texts(&buffer, &since), ["after"]);
+    }
+
+    #[test]
+    fn runs_and_times_survive_a_reload_and_old_files_read_as_plain_text() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("main.log");
+        std::fs::write(&path, "written by an older agent\n").expect("write");
+        let buffer = LogBuffer::persistent(&path);
+        buffer.begin_run();
+        buffer.push_line("run one");
+        buffer.end_run();
+        buffer.begin_run();
+        buffer.push_line("run two has spaces");
+        buffer.finish();
+
+        let reloaded = LogBuffer::persistent(&path);
+        assert_eq!(
+            texts(&reloaded, &LogSelection::default()),
+            ["run two has spaces"]
+        );
+        assert_eq!(texts(&reloaded, &PREVIOUS), ["run two has spaces"]);
+        let all = reloaded.snapshot(&LogSelection::default()).expect("lines");
+        assert!(all.lines[0].at_unix_nanos > 1_700_000_000_000_000_000);
+        assert_eq!(
+            reloaded.lines(),
+            ["written by an older agent", "run one", "run two has spaces"]
+        );
+        reloaded.begin_run();
+        assert_eq!(texts(&reloaded, &PREVIOUS), ["run two has spaces"]);
     }
 
     #[test]
     fn a_follower_sees_new_lines_and_then_the_end() {
         let buffer = LogBuffer::new();
         buffer.push_line("old");
-        let snapshot = buffer.snapshot(None, true);
+        let following = LogSelection {
+            follow: true,
+            ..LogSelection::default()
+        };
+        let snapshot = buffer.snapshot(&following).expect("current run");
         let mut follow = snapshot.follow.expect("follower");
         buffer.push_line("new");
         buffer.finish();
-        assert!(matches!(follow.try_recv(), Ok(LogEvent::Line(l)) if &*l == "new"));
+        assert!(matches!(follow.try_recv(), Ok(LogEvent::Line(l)) if &*l.text == "new"));
         assert!(matches!(follow.try_recv(), Ok(LogEvent::Finished)));
     }
 
@@ -440,6 +654,11 @@ mod tests {
     fn following_a_finished_log_gives_no_follower() {
         let buffer = LogBuffer::new();
         buffer.finish();
-        assert!(buffer.snapshot(None, true).follow.is_none());
+        let following = LogSelection {
+            follow: true,
+            ..LogSelection::default()
+        };
+        let snapshot = buffer.snapshot(&following).expect("current run");
+        assert!(snapshot.follow.is_none());
     }
 }

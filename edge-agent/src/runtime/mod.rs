@@ -42,7 +42,10 @@ pub use cache::{ModuleKind, detect_kind};
 pub use engine::{EPOCH_TICK, WASMTIME_VERSION, engine_config, engine_config_for_target};
 pub use heap::HeapTrimmer;
 pub use http::{HttpLimits, NO_PORT as HTTP_NO_PORT};
-pub use logbuf::{LogBuffer, LogEvent, LogSnapshot, MAX_BUFFER_BYTES, MAX_LINE_BYTES, MAX_LINES};
+pub use logbuf::{
+    LogBuffer, LogEvent, LogLine, LogSelection, LogSnapshot, MAX_BUFFER_BYTES, MAX_LINE_BYTES,
+    MAX_LINES, NoPreviousRun,
+};
 pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
 pub use programs::IDLE_PROGRAMS;
 pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, RunSpec};

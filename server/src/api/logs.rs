@@ -3,14 +3,16 @@
 //!
 //! Query: `container` (optional when the pod has one container, or names its default in the
 //! `kubectl.kubernetes.io/default-container` annotation), `tailLines`, `follow`,
-//! `limitBytes` (the answer ends after that many bytes). The answer is `text/plain`,
-//! streamed and flushed per chunk with `follow=true`.
+//! `limitBytes` (the answer ends after that many bytes), `previous` (the run before the
+//! current one), `sinceSeconds` / `sinceTime` (lines from then on, by the agent's clock) and
+//! `timestamps` (each line starts with its RFC 3339 time, as the kubelet writes it). The
+//! answer is `text/plain`, streamed and flushed per chunk with `follow=true`.
 //!
-//! Agents keep one log per container, lines without times, across the container's restarts
-//! (`edge-agent/src/runtime/logbuf.rs`), so `timestamps`, `sinceSeconds`, `sinceTime` and
-//! `previous` cannot be honoured: each is refused with a 400 naming it (never silently
-//! ignored). A container that has not run yet answers as the kubelet does (400, `container
-//! "c" in pod "p" is waiting to start: ContainerCreating`).
+//! Agents keep each container's lines with their times and the run that wrote them
+//! (`edge-agent/src/runtime/logbuf.rs`). A container that has not run yet answers as the
+//! kubelet does (400, `container "c" in pod "p" is waiting to start: ContainerCreating`), and
+//! so does `previous` for one that never ran before (`previous terminated container "c" in
+//! pod "p" not found`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -25,7 +27,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use wasmfleet_protocol::logs::LogChunk;
+use wasmfleet_protocol::logs::{LogChunk, LogOptions, LogSince};
 
 use super::status::ApiError;
 use super::{ApiContext, blocking};
@@ -40,10 +42,8 @@ pub struct LogQuery {
     pub pod_uid: String,
     /// The container.
     pub container: String,
-    /// Only the last N lines.
-    pub tail_lines: Option<u32>,
-    /// Keep streaming new lines.
-    pub follow: bool,
+    /// Which lines, and how.
+    pub options: LogOptions,
     /// End the answer after this many bytes (`limitBytes`).
     pub limit_bytes: Option<u64>,
 }
@@ -127,10 +127,15 @@ fn log_query(
             "container {container} is not valid for pod {name}"
         )));
     }
-    refuse_unkept(query)?;
-    let tail_lines = number(query, "tailLines")?;
+    let options = LogOptions {
+        tail_lines: number(query, "tailLines")?,
+        follow: flag(query, "follow"),
+        timestamps: flag(query, "timestamps"),
+        previous: flag(query, "previous"),
+        since: since(query)?,
+    };
     let limit_bytes = number(query, "limitBytes")?.filter(|n| *n > 0);
-    check_started(pod, name, container, flag(query, "previous"))?;
+    check_started(pod, name, container, options.previous)?;
     let node = crate::k8s::pods::bound_node(pod).ok_or_else(|| {
         ApiError::bad_request(format!("pod \"{name}\" is not scheduled to a node yet"))
     })?;
@@ -142,8 +147,7 @@ fn log_query(
             .unwrap_or_default()
             .to_owned(),
         container: container.to_owned(),
-        tail_lines,
-        follow: flag(query, "follow"),
+        options,
         limit_bytes,
     })
 }
@@ -170,27 +174,33 @@ fn number<T: std::str::FromStr>(
         .transpose()
 }
 
-/// What the agents do not keep (times of lines): refused by name rather than ignored.
-fn refuse_unkept(query: &HashMap<String, String>) -> Result<(), ApiError> {
-    const NO_TIMES: &str = "wasmfleet agents do not record when a container wrote a line";
-    if flag(query, "timestamps") {
-        return Err(ApiError::bad_request(format!(
-            "timestamps: not supported: {NO_TIMES}; leave out --timestamps"
-        )));
-    }
-    for option in ["sinceSeconds", "sinceTime"] {
-        if query.contains_key(option) {
-            return Err(ApiError::bad_request(format!(
-                "{option}: not supported: {NO_TIMES}; use --tail to limit the lines instead"
-            )));
+/// `sinceSeconds` (a positive number of seconds) or `sinceTime` (RFC 3339), not both.
+fn since(query: &HashMap<String, String>) -> Result<Option<LogSince>, ApiError> {
+    let seconds = number::<u64>(query, "sinceSeconds")?;
+    let time = query.get("sinceTime");
+    match (seconds, time) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "at most one of `sinceTime` or `sinceSeconds` may be specified",
+        )),
+        (Some(0), None) => Err(ApiError::bad_request(
+            "sinceSeconds: Invalid value: 0: must be greater than 0",
+        )),
+        (Some(seconds), None) => Ok(Some(LogSince::SecondsAgo(seconds))),
+        (None, Some(text)) => {
+            let at: jiff::Timestamp = text.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "sinceTime: Invalid value: {text:?}: must be an RFC 3339 time (2006-01-02T15:04:05Z)"
+                ))
+            })?;
+            let nanos = i64::try_from(at.as_nanosecond()).unwrap_or(i64::MAX);
+            Ok(Some(LogSince::UnixNanos(nanos)))
         }
+        (None, None) => Ok(None),
     }
-    Ok(())
 }
 
 /// 400 as the kubelet words it when `container` has no log to show: it has not run yet, or
-/// (`previous`) it never ended before. With `previous` and earlier runs, 400 too: the agent
-/// keeps one log for every run of a container.
+/// (`previous`) it never ended before.
 fn check_started(pod: &Value, name: &str, container: &str, previous: bool) -> Result<(), ApiError> {
     let status = pod
         .pointer("/status/containerStatuses")
@@ -201,14 +211,10 @@ fn check_started(pod: &Value, name: &str, container: &str, previous: bool) -> Re
     let restarts = status.and_then(|s| s["restartCount"].as_u64()).unwrap_or(0);
     let ran_before =
         restarts > 0 || status.is_some_and(|s| s.pointer("/lastState/terminated").is_some());
-    if previous {
-        return Err(ApiError::bad_request(if ran_before {
-            format!(
-                "previous: not supported: wasmfleet keeps one log for every run of container \"{container}\" in pod \"{name}\" (the lines of earlier runs come first); leave out --previous to see them"
-            )
-        } else {
-            format!("previous terminated container \"{container}\" in pod \"{name}\" not found")
-        }));
+    if previous && !ran_before {
+        return Err(ApiError::bad_request(format!(
+            "previous terminated container \"{container}\" in pod \"{name}\" not found"
+        )));
     }
     let state = status.map(|s| &s["state"]);
     let has_run = ran_before
@@ -242,11 +248,7 @@ async fn forward(
     let mut next = first;
     let mut left = limit.unwrap_or(u64::MAX);
     while let Some(chunk) = next {
-        let mut text = Vec::new();
-        for line in &chunk.lines {
-            text.extend_from_slice(line.as_bytes());
-            text.push(b'\n');
-        }
+        let mut text = text_of(&chunk);
         if let Some(error) = &chunk.error {
             tracing::debug!(%error, "log stream ended with an error");
         }
@@ -265,6 +267,24 @@ async fn forward(
             chunk = chunks.recv() => chunk,
         };
     }
+}
+
+/// A chunk's lines as the answer's text: one per line, each after its time when the chunk
+/// carries times (RFC 3339 with nanoseconds and no trailing zeros, as the kubelet writes
+/// them).
+fn text_of(chunk: &LogChunk) -> Vec<u8> {
+    let mut text = Vec::new();
+    let timed = chunk.times.len() == chunk.lines.len();
+    for (i, line) in chunk.lines.iter().enumerate() {
+        if timed {
+            let at = jiff::Timestamp::from_nanosecond(i128::from(chunk.times[i]))
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            text.extend_from_slice(format!("{at} ").as_bytes());
+        }
+        text.extend_from_slice(line.as_bytes());
+        text.push(b'\n');
+    }
+    text
 }
 
 #[cfg(test)]
@@ -303,7 +323,7 @@ mod tests {
             (q.node.as_str(), q.pod_uid.as_str(), q.container.as_str()),
             ("pi", "u1", "b")
         );
-        assert_eq!((q.tail_lines, q.follow), (Some(5), true));
+        assert_eq!((q.options.tail_lines, q.options.follow), (Some(5), true));
         let q = log_query(
             &pod(),
             "p",
@@ -313,12 +333,11 @@ mod tests {
     }
 
     #[test]
-    fn options_the_agent_cannot_honour_are_refused_by_name() {
+    fn bad_options_are_refused_by_name() {
         for (option, value) in [
-            ("timestamps", "true"),
-            ("sinceSeconds", "60"),
-            ("sinceTime", "2026-12-07T00:00:00Z"),
-            ("previous", "true"),
+            ("sinceSeconds", "0"),
+            ("sinceSeconds", "soon"),
+            ("sinceTime", "yesterday"),
             ("tailLines", "many"),
             ("limitBytes", "-1"),
         ] {
@@ -327,11 +346,46 @@ mod tests {
                 "p",
                 &query(&[("container", "a"), (option, value)]),
             ));
-            assert!(
-                refused.starts_with(option) || refused.contains("previous terminated"),
-                "{option}: {refused}"
-            );
+            assert!(refused.starts_with(option), "{option}: {refused}");
         }
+        let both = [
+            ("container", "a"),
+            ("sinceSeconds", "5"),
+            ("sinceTime", "2026-12-07T00:00:00Z"),
+        ];
+        assert!(message(log_query(&pod(), "p", &query(&both))).starts_with("at most one of"));
+    }
+
+    #[test]
+    fn times_previous_and_since_reach_the_agent() {
+        let mut restarted = pod();
+        restarted["status"]["containerStatuses"][0]["restartCount"] = json!(2);
+        let q = log_query(
+            &restarted,
+            "p",
+            &query(&[
+                ("container", "a"),
+                ("previous", "true"),
+                ("timestamps", "true"),
+                ("sinceTime", "2026-12-07T00:00:01.5Z"),
+            ]),
+        )
+        .unwrap();
+        assert!(q.options.previous && q.options.timestamps);
+        assert_eq!(
+            q.options.since,
+            Some(LogSince::UnixNanos(1_796_601_601_500_000_000))
+        );
+        let q = log_query(
+            &pod(),
+            "p",
+            &query(&[("container", "a"), ("sinceSeconds", "90")]),
+        );
+        assert_eq!(q.unwrap().options.since, Some(LogSince::SecondsAgo(90)));
+    }
+
+    #[test]
+    fn previous_of_a_container_that_never_ended_is_not_found() {
         assert_eq!(
             message(log_query(
                 &pod(),
@@ -340,14 +394,26 @@ mod tests {
             )),
             "previous terminated container \"a\" in pod \"p\" not found"
         );
-        let mut restarted = pod();
-        restarted["status"]["containerStatuses"][0]["restartCount"] = json!(2);
-        let refused = message(log_query(
-            &restarted,
-            "p",
-            &query(&[("container", "a"), ("previous", "true")]),
-        ));
-        assert!(refused.contains("one log for every run"), "{refused}");
+    }
+
+    #[test]
+    fn timed_lines_start_with_their_time_as_the_kubelet_writes_it() {
+        let chunk = LogChunk {
+            request_id: 1,
+            lines: vec!["hello".into(), "world".into()],
+            done: false,
+            error: None,
+            times: vec![1_796_601_601_500_000_000, 1_796_601_602_000_000_123],
+        };
+        assert_eq!(
+            String::from_utf8(text_of(&chunk)).unwrap(),
+            "2026-12-07T00:00:01.5Z hello\n2026-12-07T00:00:02.000000123Z world\n"
+        );
+        let untimed = LogChunk {
+            times: Vec::new(),
+            ..chunk
+        };
+        assert_eq!(text_of(&untimed), b"hello\nworld\n");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wasmfleet_protocol::logs::{LogChunk, LogRequest, NodeCommand};
+use wasmfleet_protocol::logs::{LogChunk, LogOptions, LogRequest, NodeCommand};
 use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, encode};
 
@@ -27,10 +27,8 @@ pub struct LogParams {
     pub pod_uid: String,
     /// The container's name.
     pub container: String,
-    /// Only the last N lines.
-    pub tail_lines: Option<u32>,
-    /// Keep streaming.
-    pub follow: bool,
+    /// Which lines, and how.
+    pub options: LogOptions,
 }
 
 /// How many chunks may wait for a slow reader before new ones are dropped.
@@ -108,8 +106,7 @@ impl LogRouter {
             request_id,
             pod_uid: params.pod_uid,
             container: params.container,
-            tail_lines: params.tail_lines,
-            follow: params.follow,
+            options: params.options,
         });
         if let Err(err) = self.command(node, command).await {
             self.with(|map| map.remove(&request_id));
@@ -227,6 +224,7 @@ impl Watchdog {
                     lines: Vec::new(),
                     done: true,
                     error: Some(error),
+                    times: Vec::new(),
                 })
                 .await;
         }
