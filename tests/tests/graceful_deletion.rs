@@ -97,6 +97,52 @@ fn a_deleted_pod_terminates_on_its_node_before_it_goes_and_kubectl_waits_for_it(
         "{answer}"
     );
     assert!(cluster.pod("nowhere").is_none());
+
+    // `preconditions.uid` deletes only that incarnation of the name (409 naming both uids).
+    let pending = pod("guarded", "exerciser:v1", &["exit", "0"], "Never")
+        .replace("spec:\n", "spec:\n  nodeSelector:\n    missing: label\n");
+    cluster.apply(&pending);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = dir.path().join("options.json");
+    std::fs::write(&options, r#"{"preconditions":{"uid":"not-this-one"}}"#).expect("write");
+    let path = "/api/v1/namespaces/default/pods/guarded";
+    let options_file = options.to_str().expect("utf-8 path");
+    let refused = cluster.kubectl(&["delete", "--raw", path, "-f", options_file]);
+    assert!(!refused.success, "{}", refused.stdout);
+    assert!(
+        refused
+            .stderr
+            .contains("Precondition failed: UID in precondition: not-this-one"),
+        "{}",
+        refused.stderr
+    );
+    let uid = cluster.pod("guarded").expect("still there")["metadata"]["uid"].clone();
+    let body = serde_json::json!({"preconditions": {"uid": uid}});
+    std::fs::write(&options, body.to_string()).expect("write");
+    cluster.kubectl_ok(&["delete", "--raw", path, "-f", options_file]);
+    assert!(cluster.pod("guarded").is_none());
+
+    // An eviction honours its deleteOptions: a grace period of 0 removes the pod at once.
+    running(&cluster, "evicted", "exerciser:v1", &["print", "100000"]);
+    let eviction = dir.path().join("eviction.json");
+    let body = serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": "evicted", "namespace": "default"},
+        "deleteOptions": {"gracePeriodSeconds": 0}
+    });
+    std::fs::write(&eviction, body.to_string()).expect("write");
+    let path = "/api/v1/namespaces/default/pods/evicted/eviction";
+    cluster.kubectl_ok(&[
+        "create",
+        "--raw",
+        path,
+        "-f",
+        eviction.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        cluster.pod("evicted").is_none(),
+        "an eviction with grace 0 removes at once"
+    );
 }
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
@@ -193,14 +239,12 @@ fn a_new_image_restarts_the_container_on_the_new_module() {
         status["lastState"]["terminated"]["exitCode"], 137,
         "{status}"
     );
-    // The sensor's readings, then the new module's output (it prints its arguments); the
-    // old module no longer runs, so nothing comes after.
+    // The new module's output (it prints its arguments) is the current run; the sensor's
+    // readings are the previous one. The old module no longer runs, so nothing comes after.
     let logs = cluster.logs("app");
-    assert!(logs.starts_with("sensor=sensor seq=0 "), "{logs}");
-    assert!(
-        logs.ends_with("\nhello from wasmfleet\n--interval-ms\n100\n"),
-        "{logs}"
-    );
+    assert_eq!(logs, "hello from wasmfleet\n--interval-ms\n100\n");
+    let previous = cluster.kubectl_ok(&["logs", "app", "--previous"]);
+    assert!(previous.starts_with("sensor=sensor seq=0 "), "{previous}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(cluster.logs("app"), logs);
 }

@@ -20,7 +20,7 @@ use super::kinds;
 use super::objects::DeleteOptions;
 use super::status::ApiError;
 use crate::k8s::owners;
-use crate::store::{ObjectKey, Scope, Store, StoreError, resource_version};
+use crate::store::{ObjectKey, Preconditions, Scope, Store, StoreError};
 
 /// `DeleteOptions.propagationPolicy`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,7 +54,7 @@ impl Propagation {
 /// Deletes `key` with the options' propagation policy (see the module docs); returns its
 /// last state. A dry run checks and answers as the delete would, and writes nothing.
 pub fn delete(store: &Store, key: &ObjectKey, options: &DeleteOptions) -> Result<Value, ApiError> {
-    let expected = options.resource_version.as_deref();
+    let expected = &options.preconditions;
     match options.dry_run {
         true => Ok(would_delete(store, key, expected)?),
         false => Ok(delete_tree_root(store, key, expected, options.propagation)?),
@@ -66,44 +66,29 @@ pub fn delete(store: &Store, key: &ObjectKey, options: &DeleteOptions) -> Result
 pub fn would_delete(
     store: &Store,
     key: &ObjectKey,
-    expected: Option<&str>,
+    expected: &Preconditions,
 ) -> Result<Value, StoreError> {
     let current = store
         .get(key)?
         .ok_or_else(|| StoreError::NotFound(key.clone()))?;
-    if let Some(expected) = expected
-        && Some(expected) != resource_version(&current)
-    {
-        return Err(StoreError::Conflict {
-            key: key.clone(),
-            expected: expected.to_owned(),
-            actual: resource_version(&current).unwrap_or_default().to_owned(),
-        });
-    }
+    expected.check(key, &current)?;
     Ok(current)
 }
 
 fn delete_tree_root(
     store: &Store,
     key: &ObjectKey,
-    expected: Option<&str>,
+    expected: &Preconditions,
     policy: Propagation,
 ) -> Result<Value, StoreError> {
     let Some(current) = store.get(key)? else {
         return Err(StoreError::NotFound(key.clone()));
     };
     if policy == Propagation::Background {
-        return store.delete(key, expected);
+        return store.delete_if(key, expected);
     }
     // The precondition is on the object as the client saw it, before it is marked.
-    let actual = resource_version(&current).unwrap_or_default();
-    if let Some(expected) = expected.filter(|e| *e != actual) {
-        return Err(StoreError::Conflict {
-            key: key.clone(),
-            expected: expected.to_owned(),
-            actual: actual.to_owned(),
-        });
-    }
+    expected.check(key, &current)?;
     let uid = current["metadata"]["uid"]
         .as_str()
         .unwrap_or_default()
@@ -199,7 +184,7 @@ mod tests {
 
     fn with(expected: Option<&str>, propagation: Propagation) -> DeleteOptions {
         DeleteOptions {
-            resource_version: expected.map(str::to_owned),
+            preconditions: Preconditions::resource_version(expected),
             propagation,
             ..DeleteOptions::default()
         }
@@ -260,5 +245,28 @@ mod tests {
         let current = store.get(&d).expect("get").expect("still there");
         assert!(current["metadata"]["deletionTimestamp"].is_null());
         assert!(Propagation::parse(Some("Sideways")).is_err());
+    }
+
+    #[test]
+    fn a_uid_precondition_deletes_only_that_incarnation() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, [d, ..]) = tree(&dir);
+        let uid = store.get(&d).expect("get").expect("there")["metadata"]["uid"].clone();
+        let mut options = with(None, Propagation::Background);
+        options.preconditions.uid = Some("someone-else".into());
+        let refused = delete(&store, &d, &options).expect_err("another uid");
+        assert_eq!(refused.code, axum::http::StatusCode::CONFLICT);
+        assert_eq!(
+            refused.message,
+            format!(
+                "Operation cannot be fulfilled on deployments \"{}\": Precondition failed: UID in precondition: someone-else, UID in object meta: {}",
+                d.name,
+                uid.as_str().expect("a uid")
+            )
+        );
+        assert!(store.get(&d).expect("get").is_some(), "nothing deleted");
+        options.preconditions.uid = uid.as_str().map(str::to_owned);
+        assert!(delete(&store, &d, &options).is_ok());
+        assert!(store.get(&d).expect("get").is_none());
     }
 }

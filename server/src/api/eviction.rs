@@ -43,12 +43,15 @@ async fn evict(
     Extension(kind): Extension<&'static Kind>,
     State(ctx): State<ApiContext>,
     params: RawPathParams,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = Target::from(&params).key(kind)?;
-    // The body names the pod again; nothing else in it is honoured.
-    body::read_limited(&headers, body, 64 * 1024).await?;
+    // The body names the pod again, and may carry `deleteOptions` (a grace period,
+    // preconditions, a dry run) for the delete the eviction does.
+    let bytes = body::read_limited(&headers, body, 64 * 1024).await?;
+    let options = delete_options_of(uri.query(), &bytes)?;
     let store = ctx.store.clone();
     blocking(move || {
         let _one_at_a_time = EVICTING
@@ -56,11 +59,27 @@ async fn evict(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         check_budgets(&store, &key)?;
         // Graceful, like any pod delete: the node stops the pod, then it goes.
-        super::kinds::pods::delete(&store, &key, &DeleteOptions::default())
+        super::kinds::pods::delete(&store, &key, &options)
     })
     .await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
     Ok((StatusCode::CREATED, axum::Json(status)).into_response())
+}
+
+/// The Eviction's `deleteOptions` (none when the body has none), with `dryRun` from the
+/// query too.
+fn delete_options_of(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let eviction: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|err| ApiError::bad_request(format!("invalid Eviction body: {err}")))?
+    };
+    let options = match eviction.get("deleteOptions") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(options) => options.to_string().into_bytes(),
+    };
+    super::objects::delete_options(query, &options)
 }
 
 /// 429 when a budget selecting the pod allows no disruption now (only a Ready pod spends

@@ -28,7 +28,7 @@ use super::kinds::{Allocation, Kind, name_of, stamp_type};
 use super::status::ApiError;
 use super::{ApiContext, blocking, pagination, table, watch};
 use crate::k8s::selectors::Selector;
-use crate::store::{ObjectKey, Scope, Store, StoreError, resource_version};
+use crate::store::{ObjectKey, Preconditions, Scope, Store, StoreError, resource_version};
 
 /// The `ns` and `name` path parameters, where the route has them.
 pub(super) struct Target {
@@ -430,15 +430,16 @@ pub fn query_dry_run(query: Option<&str>) -> impl Iterator<Item = &str> {
 pub struct DeleteOptions {
     /// `dryRun=All`: check and answer, write nothing.
     pub dry_run: bool,
-    /// `preconditions.resourceVersion`.
-    pub resource_version: Option<String>,
+    /// `preconditions` (`uid`, `resourceVersion`).
+    pub preconditions: Preconditions,
     /// `propagationPolicy`.
     pub propagation: Propagation,
     /// `gracePeriodSeconds` (pods: see [`crate::k8s::termination`]).
     pub grace_period_seconds: Option<i64>,
 }
 
-fn delete_options(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+/// The `DeleteOptions` of a DELETE: its JSON body (possibly empty) and its query.
+pub(super) fn delete_options(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
     let parsed: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -457,11 +458,17 @@ fn delete_options(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, Api
         Some(_) => return Err(ApiError::bad_request("dryRun: must be a list of strings")),
     };
     let dry_run = dry_run(query_dry_run(query).chain(body_dry_run))?;
-    let resource_version = parsed
-        .pointer("/preconditions/resourceVersion")
-        .and_then(Value::as_str)
-        .filter(|rv| !rv.is_empty())
-        .map(str::to_owned);
+    let precondition = |field: &str| {
+        parsed
+            .pointer(&format!("/preconditions/{field}"))
+            .and_then(Value::as_str)
+            .filter(|value| !value.is_empty())
+            .map(str::to_owned)
+    };
+    let preconditions = Preconditions {
+        uid: precondition("uid"),
+        resource_version: precondition("resourceVersion"),
+    };
     let from_query = query
         .unwrap_or("")
         .split('&')
@@ -469,7 +476,7 @@ fn delete_options(query: Option<&str>, body: &[u8]) -> Result<DeleteOptions, Api
     let propagation = Propagation::parse(parsed["propagationPolicy"].as_str().or(from_query))?;
     Ok(DeleteOptions {
         dry_run,
-        resource_version,
+        preconditions,
         propagation,
         grace_period_seconds: grace_period(query, &parsed)?,
     })
@@ -681,13 +688,16 @@ mod tests {
     }
 
     #[test]
-    fn a_resource_version_precondition_is_read() {
-        let body = br#"{"preconditions":{"resourceVersion":"42"}}"#;
+    fn uid_and_resource_version_preconditions_are_read() {
+        let body = br#"{"preconditions":{"uid":"u-1","resourceVersion":"42"}}"#;
         assert_eq!(
             delete_options(None, body).ok(),
             Some(DeleteOptions {
                 dry_run: false,
-                resource_version: Some("42".into()),
+                preconditions: Preconditions {
+                    uid: Some("u-1".into()),
+                    resource_version: Some("42".into()),
+                },
                 propagation: Propagation::Background,
                 grace_period_seconds: None,
             })

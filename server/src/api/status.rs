@@ -238,6 +238,14 @@ impl From<StoreError> for ApiError {
                     key.resource, key.name
                 ),
             ),
+            StoreError::PreconditionFailed { ref key, .. } => Self::conflict(
+                &key.resource,
+                &key.name,
+                format!(
+                    "Operation cannot be fulfilled on {} \"{}\": {err}",
+                    key.resource, key.name
+                ),
+            ),
             StoreError::Gone { requested, oldest } => {
                 Self::expired(format!("too old resource version: {requested} ({oldest})"))
             }

@@ -25,6 +25,52 @@ pub fn resource_version(obj: &Value) -> Option<&str> {
         .filter(|rv| !rv.is_empty())
 }
 
+/// What a delete requires of the stored object (`DeleteOptions.preconditions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    /// `metadata.uid` must be this (the object was not deleted and re-created meanwhile).
+    pub uid: Option<String>,
+    /// `metadata.resourceVersion` must be this (the object did not change meanwhile).
+    pub resource_version: Option<String>,
+}
+
+impl Preconditions {
+    /// Only the resourceVersion `expected`, when given.
+    pub fn resource_version(expected: Option<&str>) -> Self {
+        Preconditions {
+            uid: None,
+            resource_version: expected.filter(|rv| !rv.is_empty()).map(str::to_owned),
+        }
+    }
+
+    /// Whether `current`, stored under `key`, meets them; a
+    /// [`StoreError::PreconditionFailed`] naming the first that fails otherwise.
+    pub fn check(&self, key: &ObjectKey, current: &Value) -> Result<(), StoreError> {
+        let uid = current.pointer("/metadata/uid").and_then(Value::as_str);
+        let checks = [
+            ("UID", &self.uid, uid),
+            (
+                "ResourceVersion",
+                &self.resource_version,
+                resource_version(current),
+            ),
+        ];
+        for (field, expected, actual) in checks {
+            if let Some(expected) = expected.as_deref().filter(|e| !e.is_empty())
+                && Some(expected) != actual
+            {
+                return Err(StoreError::PreconditionFailed {
+                    key: key.clone(),
+                    field,
+                    expected: expected.to_owned(),
+                    actual: actual.unwrap_or_default().to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Makes `metadata.name` and `metadata.namespace` agree with the key the object is stored
 /// under, so no reader ever sees an object whose body contradicts its key.
 fn stamp_identity(meta: &mut Map<String, Value>, key: &ObjectKey) {
@@ -100,6 +146,31 @@ fn new_uid() -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preconditions_name_the_first_field_that_differs() {
+        let key = ObjectKey::namespaced("pods", "default", "p");
+        let pod = serde_json::json!({"metadata": {"uid": "u-1", "resourceVersion": "7"}});
+        let both = Preconditions {
+            uid: Some("u-1".into()),
+            resource_version: Some("7".into()),
+        };
+        assert!(both.check(&key, &pod).is_ok());
+        assert!(Preconditions::default().check(&key, &pod).is_ok());
+        let other_uid = Preconditions {
+            uid: Some("u-2".into()),
+            ..both.clone()
+        };
+        assert_eq!(
+            other_uid.check(&key, &pod).unwrap_err().to_string(),
+            "Precondition failed: UID in precondition: u-2, UID in object meta: u-1"
+        );
+        let stale = Preconditions::resource_version(Some("6"));
+        assert_eq!(
+            stale.check(&key, &pod).unwrap_err().to_string(),
+            "Precondition failed: ResourceVersion in precondition: 6, ResourceVersion in object meta: 7"
+        );
+    }
     use serde_json::json;
 
     fn key() -> ObjectKey {

@@ -45,7 +45,7 @@ use tokio::sync::watch;
 pub use error::StoreError;
 pub use events::{EventType, WatchEvent, Watcher};
 pub use key::{ObjectKey, Scope};
-pub use meta::resource_version;
+pub use meta::{Preconditions, resource_version};
 pub use pages::{Page, PageRequest};
 
 /// `resource/namespace/name` → the object's JSON.
@@ -263,6 +263,21 @@ impl Store {
         self.write(key, |current| {
             let current = current.ok_or_else(|| StoreError::NotFound(key.clone()))?;
             check_precondition(key, current, expected_rv)?;
+            Ok(Op::Delete)
+        })
+    }
+
+    /// Deletes the object under `key` if it meets `preconditions` (a
+    /// [`StoreError::PreconditionFailed`] otherwise), checked in the write itself; returns
+    /// its last state as [`Store::delete`] does.
+    pub fn delete_if(
+        &self,
+        key: &ObjectKey,
+        preconditions: &Preconditions,
+    ) -> Result<Value, StoreError> {
+        self.write(key, |current| {
+            let current = current.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            preconditions.check(key, current)?;
             Ok(Op::Delete)
         })
     }

@@ -11,7 +11,7 @@ use crate::api::objects::DeleteOptions;
 use crate::api::status::ApiError;
 use crate::api::table::{age, text};
 use crate::api::validation;
-use crate::store::{ObjectKey, Store, StoreError, resource_version};
+use crate::store::{ObjectKey, Store, StoreError};
 
 /// Namespaces (cluster-scoped).
 pub const KIND: Kind = Kind {
@@ -56,7 +56,7 @@ fn mark_terminating(
     key: &ObjectKey,
     options: &DeleteOptions,
 ) -> Result<Value, ApiError> {
-    let expected = options.resource_version.as_deref();
+    let expected = &options.preconditions;
     if BUILT_IN.contains(&key.name.as_str()) {
         return Err(ApiError::conflict(
             "namespaces",
@@ -72,20 +72,12 @@ fn mark_terminating(
     }
     let now = crate::k8s::time::now_rfc3339();
     let marked = store.update_with(key, |ns: &mut Value| {
-        if let Some(expected) = expected
-            && resource_version(ns) != Some(expected)
-        {
-            return Err(StoreError::Conflict {
-                key: key.clone(),
-                expected: expected.to_owned(),
-                actual: resource_version(ns).unwrap_or_default().to_owned(),
-            });
-        }
+        expected.check(key, ns)?;
         if ns["metadata"]["deletionTimestamp"].is_null() {
             ns["metadata"]["deletionTimestamp"] = now.clone().into();
         }
         ns["status"]["phase"] = "Terminating".into();
-        Ok(())
+        Ok::<_, StoreError>(())
     })?;
     Ok(marked)
 }

@@ -13,7 +13,7 @@ use crate::api::{ApiContext, defaults, eviction, logs, pod_streams, router, vali
 use crate::fleet::delivery;
 use crate::k8s;
 use crate::k8s::termination::{self, Deletion};
-use crate::store::{ObjectKey, Store, StoreError, resource_version};
+use crate::store::{ObjectKey, Store, StoreError};
 
 /// Pods (namespaced; also listed across namespaces at `/api/v1/pods`).
 pub const KIND: Kind = Kind {
@@ -96,7 +96,7 @@ pub fn admit_update(old: &Value, pod: &mut Value) -> Result<(), ApiError> {
 /// node stops it and its report removes the object. A pod that runs nowhere, or a grace
 /// period of 0, goes at once. Preconditions and dry runs as for any kind.
 pub fn delete(store: &Store, key: &ObjectKey, options: &DeleteOptions) -> Result<Value, ApiError> {
-    let expected = options.resource_version.as_deref();
+    let expected = &options.preconditions;
     let current = cascade::would_delete(store, key, expected)?;
     let now = jiff::Timestamp::now();
     let deletion = termination::plan(&current, options.grace_period_seconds, now);
@@ -111,20 +111,12 @@ pub fn delete(store: &Store, key: &ObjectKey, options: &DeleteOptions) -> Result
     // Decided again inside the write: the pod may have finished or been marked meanwhile.
     let mut at_once = false;
     let marked = store.update_with(key, |pod: &mut Value| {
-        if let Some(expected) = expected
-            && resource_version(pod) != Some(expected)
-        {
-            return Err(StoreError::Conflict {
-                key: key.clone(),
-                expected: expected.to_owned(),
-                actual: resource_version(pod).unwrap_or_default().to_owned(),
-            });
-        }
+        expected.check(key, pod)?;
         match termination::plan(pod, options.grace_period_seconds, now) {
             Deletion::Now => at_once = true,
             graceful => termination::mark(pod, &graceful),
         }
-        Ok(())
+        Ok::<_, StoreError>(())
     })?;
     match at_once {
         true => cascade::delete(store, key, options),
