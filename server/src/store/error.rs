@@ -23,18 +23,12 @@ pub enum StoreError {
         actual: String,
     },
     /// A delete's precondition does not hold (Kubernetes answers 409 with this wording).
-    #[error(
-        "Precondition failed: {field} in precondition: {expected}, {field} in object meta: {actual}"
-    )]
+    #[error("Precondition failed: {what}")]
     PreconditionFailed {
         /// The object.
         key: ObjectKey,
-        /// `UID` or `ResourceVersion`.
-        field: &'static str,
-        /// What the caller required.
-        expected: String,
-        /// What the object has.
-        actual: String,
+        /// Which field and both values (`UID in precondition: a, UID in object meta: b`).
+        what: String,
     },
     /// A watch asked for events that were compacted away (Kubernetes 410 Expired).
     #[error("too old resource version: {requested} (oldest retained: {oldest})")]

@@ -59,11 +59,12 @@ impl Preconditions {
             if let Some(expected) = expected.as_deref().filter(|e| !e.is_empty())
                 && Some(expected) != actual
             {
+                let actual = actual.unwrap_or_default();
                 return Err(StoreError::PreconditionFailed {
                     key: key.clone(),
-                    field,
-                    expected: expected.to_owned(),
-                    actual: actual.unwrap_or_default().to_owned(),
+                    what: format!(
+                        "{field} in precondition: {expected}, {field} in object meta: {actual}"
+                    ),
                 });
             }
         }
