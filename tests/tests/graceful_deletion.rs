@@ -59,6 +59,15 @@ fn a_deleted_pod_terminates_on_its_node_before_it_goes_and_kubectl_waits_for_it(
         "{marked}"
     );
     wait_gone(&cluster, "counting");
+    // `Killing` said so, as the kubelet does when it starts stopping a container.
+    let events: Value =
+        serde_json::from_str(&cluster.kubectl_ok(&["get", "events", "-o", "json"])).expect("json");
+    let killing = events["items"].as_array().into_iter().flatten().any(|e| {
+        e["involvedObject"]["name"] == "counting"
+            && e["reason"] == "Killing"
+            && e["message"] == "Stopping container main"
+    });
+    assert!(killing, "{events}");
     // The agent stopped it before the object went.
     let agent = cluster.agent_output("node-a");
     assert!(

@@ -1,8 +1,9 @@
 //! The Events an agent's status reports imply (what the kubelet records in Kubernetes):
 //! `Pulled` when a container's module is first resolved, `Started` when it (re)starts,
 //! `BackOff` when it enters `CrashLoopBackOff`, `OOMKilled` when it was killed for memory,
-//! `Failed` when it cannot run (a missing or invalid module). Pure: [`between`] compares a
-//! pod before and after a report. Probe failures are not in any status field: agents report
+//! `Failed` when it cannot run (a missing or invalid module), `Killing` when a graceful
+//! delete starts stopping a running container. Pure: [`between`] compares a pod before and
+//! after a report (or the delete that marked it). Probe failures are not in any status field: agents report
 //! them as they happen, and [`reported`] words them as the kubelet does (`Unhealthy`,
 //! `Killing`).
 
@@ -28,6 +29,8 @@ pub fn between(old: &Value, new: &Value) -> Vec<PodEvent> {
         .and_then(Value::as_str)
         .unwrap_or("");
     let mut events = Vec::new();
+    let deleted = |pod: &Value| pod.pointer("/metadata/deletionTimestamp").is_some();
+    let stopping = deleted(new) && !deleted(old);
     for after in containers(new) {
         let name = after["name"].as_str().unwrap_or("");
         let before = containers(old)
@@ -72,6 +75,13 @@ pub fn between(old: &Value, new: &Value) -> Vec<PodEvent> {
                 .iter()
                 .any(|p| c.pointer(p).and_then(Value::as_str) == Some("OOMKilled"))
         };
+        if stopping && after.pointer("/state/running").is_some() {
+            events.push((
+                Type::Normal,
+                "Killing",
+                format!("Stopping container {name}"),
+            ));
+        }
         let restarts = |c: &Value| c["restartCount"].as_i64().unwrap_or(0);
         if oom(after) && (!oom(before) || restarts(after) > restarts(before)) {
             events.push((
@@ -146,6 +156,26 @@ mod tests {
             json!({"name": "c", "state": {"waiting": {"reason": "ErrModuleNotFound", "message": "no module app:v9"}}}),
         );
         assert_eq!(between(&pending, &missing)[0].2, "Error: no module app:v9");
+    }
+
+    #[test]
+    fn a_graceful_delete_stops_each_running_container_once() {
+        let running = pod(
+            json!({"name": "c", "imageID": "sha256:1", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}),
+        );
+        let mut marked = running.clone();
+        marked["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
+        let events = between(&running, &marked);
+        assert_eq!(reasons(&events), ["Killing"]);
+        assert_eq!(events[0].2, "Stopping container c");
+        assert!(
+            between(&marked, &marked).is_empty(),
+            "marked once, said once"
+        );
+        let mut finished = pod(json!({"name": "c", "state": {"terminated": {"exitCode": 0}}}));
+        let before = finished.clone();
+        finished["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
+        assert!(between(&before, &finished).is_empty(), "nothing to stop");
     }
 
     #[test]

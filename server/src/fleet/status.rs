@@ -320,8 +320,9 @@ fn remove_stopped(
     Ok(removed)
 }
 
-/// Records what the report implies about the pod (see [`pod_events`]).
-fn record_events(store: &Store, before: &Value, after: &Value) {
+/// Records what the report (or the delete that marked the pod) implies about the pod (see
+/// [`pod_events`]).
+pub(crate) fn record_events(store: &Store, before: &Value, after: &Value) {
     let involved = events::Involved::of(after);
     for (kind, reason, message) in pod_events::between(before, after) {
         events::record(store, &involved, kind, reason, &message, "kubelet");

@@ -120,7 +120,10 @@ pub fn delete(store: &Store, key: &ObjectKey, options: &DeleteOptions) -> Result
     })?;
     match at_once {
         true => cascade::delete(store, key, options),
-        false => Ok(marked),
+        false => {
+            crate::fleet::status::record_events(store, &current, &marked);
+            Ok(marked)
+        }
     }
 }
 
