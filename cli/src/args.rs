@@ -130,6 +130,22 @@ pub struct DeleteArgs {
     /// Treat "not found" as success.
     #[arg(long)]
     pub ignore_not_found: bool,
+
+    /// Wait until the objects are gone (a pod stops on its node first), as kubectl does.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub wait: bool,
+
+    /// How long to wait for each object to go (`30s`, `5m`, `1h`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// A positive duration as `kubectl` takes it: `90s`, `5m`, `1h30m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let parsed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (use 30s, 5m or 1h)"))?;
+    std::time::Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
 /// `wasmfleet logs POD`
@@ -159,4 +175,20 @@ pub struct PushArgs {
 
     /// Module reference: NAME:TAG (a bare NAME means NAME:latest).
     pub reference: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn timeouts_read_like_kubectl_flags() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
 }

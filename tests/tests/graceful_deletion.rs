@@ -86,6 +86,16 @@ fn a_deleted_pod_terminates_on_its_node_before_it_goes_and_kubectl_waits_for_it(
         "kubectl returned too early"
     );
 
+    // So does `wasmfleet delete`.
+    running(&cluster, "waited-cli", "exerciser:v1", &["print", "100000"]);
+    let out = cluster.cli(&["delete", "pod", "waited-cli"]);
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(out.stdout, "pod \"waited-cli\" deleted\n");
+    assert!(
+        cluster.pod("waited-cli").is_none(),
+        "the CLI returned too early"
+    );
+
     // Forced: removed by the DELETE itself.
     running(&cluster, "forced", "exerciser:v1", &["print", "100000"]);
     let out = cluster.kubectl(&["delete", "pod", "forced", "--grace-period=0", "--force"]);

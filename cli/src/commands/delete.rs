@@ -3,7 +3,9 @@
 //! The resource (or each manifest's `apiVersion` + `kind`) is resolved through the
 //! server's discovery. Prints `pod "hello" deleted` (`deployment.apps "web" deleted`) per
 //! object like kubectl; a failure is printed to stderr and the remaining objects are still
-//! deleted.
+//! deleted. With `--wait` (the default, as in kubectl) each object is then waited for until
+//! it is gone (or replaced by a new object of the same name), up to `--timeout`: a pod
+//! stops on its node before it goes.
 
 use std::io::Write;
 
@@ -41,12 +43,14 @@ pub async fn run(session: &Session, args: &DeleteArgs, out: &mut dyn Write) -> a
     for target in &targets {
         let path = target.resource.item_path(&target.namespace, &target.name);
         match session.client.delete(&path).await {
-            Ok(_) => writeln!(
-                out,
-                "{} {:?} deleted",
-                target.resource.qualified_kind(),
-                target.name
-            )?,
+            Ok(last) => {
+                let kind = target.resource.qualified_kind();
+                writeln!(out, "{kind} {:?} deleted", target.name)?;
+                out.flush()?;
+                if args.wait {
+                    wait_gone(session, &path, &last, args.timeout).await?;
+                }
+            }
             Err(err) if args.ignore_not_found && err.reason() == Some("NotFound") => {}
             Err(err @ ClientError::Status(_)) => {
                 failures += 1;
@@ -56,6 +60,34 @@ pub async fn run(session: &Session, args: &DeleteArgs, out: &mut dyn Write) -> a
         }
     }
     Ok(Reported::check(failures)?)
+}
+
+/// How often a deleted object is looked for while waiting for it to go.
+const WAIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Waits until the object at `path` (whose last state the DELETE answered with) is gone, or
+/// a new object of the same name (another uid) took its place.
+async fn wait_gone(
+    session: &Session,
+    path: &str,
+    last: &serde_json::Value,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let uid = last.pointer("/metadata/uid");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match session.client.get(path).await {
+            Err(err) if err.reason() == Some("NotFound") => return Ok(()),
+            Ok(current) if current.pointer("/metadata/uid") != uid => return Ok(()),
+            Ok(_) => {}
+            Err(err) => return Err(err.into()),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            anyhow::bail!("timed out waiting for {name} to be deleted (--timeout={timeout:?})");
+        }
+        tokio::time::sleep(WAIT_INTERVAL).await;
+    }
 }
 
 /// Why the command line does not name objects to delete.
