@@ -19,6 +19,7 @@
 //!   its pod IP.
 //! - [`network`]: the pod network's address allocation (node ranges, pod IPs).
 //! - [`events`]: recording Events (aggregated by reason and message) and expiring them.
+//! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - [`controllers`]: level-triggered controllers on one runner (work queue of keys from the
 //!   cache, pure plans, resync, back-off); node lifecycle.
 //! - [`fleet`]: the server's MQTT side (births, desired state, status, chunks, logs).
@@ -37,6 +38,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod informer;
 pub mod k8s;
+pub mod metrics;
 pub mod modules;
 pub mod network;
 pub mod relay;

@@ -29,6 +29,7 @@ use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::identity::NodeIdentities;
 use crate::identity::certificates::NodeCertificates;
 use crate::informer::{self, Cache};
+use crate::metrics::Metrics;
 use crate::modules::ModuleStore;
 use crate::relay;
 use crate::scheduler;
@@ -81,7 +82,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
             shutdown.clone(),
         ));
     }
-    let fleet = start_loops(
+    let (fleet, metrics) = start_loops(
         fleet_config,
         (relay, &boot.tls),
         &store,
@@ -112,6 +113,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         service_cidr: config.service_cidr,
+        metrics,
     };
     let api_task = tracker.spawn(api::serve(listener, boot.tls.clone(), ctx));
     let kubeconfig = bootstrap::write_kubeconfig(&config.data_dir, api_addr, &boot)?;
@@ -162,15 +164,17 @@ fn fleet_config(
 /// Starts the loops that follow the store, all reading one informer cache: the fleet link
 /// (with the desired-state publisher), the relay, the scheduler and the controllers.
 fn start_loops(
-    fleet_config: FleetConfig,
+    mut fleet_config: FleetConfig,
     (relay, tls): (tokio::net::TcpListener, &bootstrap::TlsMaterial),
     store: &Store,
     modules: &ModuleStore,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> anyhow::Result<FleetHandle> {
+) -> anyhow::Result<(FleetHandle, Metrics)> {
     let cache = Cache::start(store, &informer::RESOURCES, shutdown.clone(), tracker)
         .context("filling the informer's cache")?;
+    let metrics = Metrics::collect_from(store.clone(), cache.clone());
+    fleet_config.metrics = metrics.clone();
     let node_grace = fleet_config.node_grace;
     let cluster = fleet_config.cluster_cidr;
     let fleet = Fleet::start(
@@ -193,6 +197,7 @@ fn start_loops(
     tracker.spawn(scheduler::run(
         store.clone(),
         cache.clone(),
+        metrics.clone(),
         shutdown.clone(),
     ));
     let namespaced = api::kinds::ALL
@@ -214,7 +219,7 @@ fn start_loops(
         node_grace,
         shutdown.clone(),
     ));
-    Ok(fleet)
+    Ok((fleet, metrics))
 }
 
 /// Runs an agent inside the server process, like `k3s server`, so one command gives a

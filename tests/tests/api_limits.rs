@@ -300,4 +300,11 @@ fn health_endpoints_answer_without_a_token() {
     );
     // Everything else still needs the token.
     assert_eq!(curl(&cluster, "/api/v1/pods", false, &[]).0, 401);
+    assert_eq!(curl(&cluster, "/metrics", false, &[]).0, 401);
+    let (code, metrics) = curl(&cluster, "/metrics", true, &[]);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("wasmfleet_apiserver_requests_total{method=\"GET\",code=\"401\"}"),
+        "{metrics}"
+    );
 }

@@ -1,7 +1,7 @@
 //! What a Kubernetes user types, with the real kubectl 1.32, and what they see: `kubectl
 //! run` (its defaulted fields accepted) then `logs` (with `--timestamps`, `--since`,
 //! `--since-time` and `--previous`), `auth can-i` / `whoami`, the clear refusals of `exec`, `cp`,
-//! `attach`, `port-forward` and `debug`, `get --raw /readyz`, and paged lists
+//! `attach`, `port-forward` and `debug`, `get --raw /readyz` and `/metrics`, and paged lists
 //! (`--chunk-size`).
 
 use wasmfleet_tests::cluster::phase;
@@ -115,6 +115,21 @@ fn kubectl_run_logs_auth_and_the_refusals_users_see() {
     }
 
     assert_eq!(cluster.kubectl_ok(&["get", "--raw", "/readyz"]), "ok");
+    // Prometheus metrics, behind the API's authentication.
+    let metrics = cluster.kubectl_ok(&["get", "--raw", "/metrics"]);
+    for line in [
+        "wasmfleet_nodes{ready=\"true\"} 1",
+        "wasmfleet_pods{phase=\"Running\"} 1",
+        "# TYPE wasmfleet_apiserver_requests_total counter",
+        "# TYPE wasmfleet_scheduler_pass_duration_seconds histogram",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    let received = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmfleet_mqtt_messages_total{direction=\"received\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(received.is_some_and(|n| n > 0), "{metrics}");
 
     // One request per pod, each page continuing the last.
     let paged = cluster.kubectl(&["get", "pods", "--chunk-size=1", "-o", "name", "-v=6"]);

@@ -82,6 +82,8 @@ pub struct ApiContext {
     pub fleet_link: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
     /// Where Services' ClusterIPs come from.
     pub service_cidr: ipnet::Ipv4Net,
+    /// What requests and watches are counted into, and `/metrics` renders.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Starting the API failed.

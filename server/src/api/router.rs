@@ -1,11 +1,12 @@
 //! The route table. Every route but the health checks ([`health`]) requires the admin bearer
 //! token; unknown paths get a 404 Status, unknown methods a 405 Status, and `dryRun` on the
-//! writes that do not implement it (module pushes, join tokens, evictions) a 400.
+//! writes that do not implement it (module pushes, join tokens, evictions) a 400. Every
+//! request is counted into the [`crate::metrics`] that `/metrics` renders.
 
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::http::Method;
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
@@ -36,6 +37,7 @@ pub fn build(ctx: ApiContext) -> Router {
                 .post(join_tokens::create)
                 .fallback(method_not_allowed),
         )
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
         .route(
             "/apis/wasmfleet.dev/v1/jointokens/{id}",
             get(join_tokens::get)
@@ -45,8 +47,32 @@ pub fn build(ctx: ApiContext) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn(refuse_dry_run))
         .layer(middleware::from_fn_with_state(token, auth::require_token))
-        .with_state(ctx)
+        .with_state(ctx.clone())
         .merge(health)
+        .layer(middleware::from_fn_with_state(ctx, count))
+}
+
+/// Counts every request, with its answer's code and (unless it streams) its latency.
+async fn count(State(ctx): State<ApiContext>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let query = request.uri().query().unwrap_or("");
+    let streamed = query
+        .split('&')
+        .any(|pair| matches!(pair, "watch=true" | "watch=1" | "follow=true" | "follow=1"));
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let code = response.status().as_u16();
+    ctx.metrics
+        .request(&method, code, started.elapsed(), streamed);
+    response
+}
+
+/// `GET /metrics`: the server's metrics in the Prometheus text format.
+async fn metrics(State(ctx): State<ApiContext>) -> Response {
+    match ctx.metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(err) => ApiError::internal(&err).into_response(),
+    }
 }
 
 /// The routes of one kind: its collection (and, if namespaced, the list across

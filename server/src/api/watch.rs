@@ -25,6 +25,7 @@ use super::kinds::{Kind, stamp_type};
 use super::status::ApiError;
 use super::{ApiContext, blocking};
 use crate::k8s::selectors::Selector;
+use crate::metrics::WatchGuard;
 use crate::store::{EventType, Scope, StoreError, Watcher};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -72,6 +73,7 @@ pub async fn serve(
         as_table,
         tx,
         shutdown: ctx.shutdown.clone(),
+        _counted: ctx.metrics.watch(),
     };
     ctx.tracker.spawn(stream.run(initial, start, timeout));
     Response::builder()
@@ -88,6 +90,8 @@ struct Stream {
     as_table: bool,
     tx: mpsc::Sender<Chunk>,
     shutdown: CancellationToken,
+    /// Counts this watch as open while the stream lives.
+    _counted: WatchGuard,
 }
 
 impl Stream {

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, Packet, Publish, QoS, SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, Event, EventLoop, Outgoing, Packet, Publish, QoS,
+    SubscribeReasonCode,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -165,7 +166,7 @@ pub(super) async fn run(
     client: AsyncClient,
     mut inbound: InboundSender,
     offline_state: Vec<u8>,
-    link_up: Arc<AtomicBool>,
+    (link_up, metrics): (Arc<AtomicBool>, crate::metrics::Metrics),
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(RECONNECT);
@@ -176,6 +177,9 @@ pub(super) async fn run(
         };
         match event {
             Ok(Event::Incoming(packet)) => {
+                if matches!(packet, Packet::Publish(_)) {
+                    metrics.mqtt_received();
+                }
                 if matches!(&packet, Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success)
                 {
                     link_up.store(true, Ordering::Relaxed);
@@ -188,6 +192,7 @@ pub(super) async fn run(
                     break;
                 }
             }
+            Ok(Event::Outgoing(Outgoing::Publish(_))) => metrics.mqtt_sent(),
             Ok(Event::Outgoing(_)) => {}
             Err(err) => {
                 link_up.store(false, Ordering::Relaxed);

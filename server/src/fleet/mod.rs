@@ -125,6 +125,8 @@ pub struct FleetConfig {
     pub node_approval: bool,
     /// Signs each node's tunnel key at its birth; `None` sends no node certificates.
     pub certificates: Option<Arc<NodeCertificates>>,
+    /// Where the link's MQTT traffic is counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl FleetConfig {
@@ -148,6 +150,7 @@ impl FleetConfig {
             relay_port: 0,
             node_approval: false,
             certificates: None,
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 }
@@ -260,7 +263,7 @@ impl Fleet {
             client.clone(),
             inbound_tx,
             server_state_payload(&config, false),
-            Arc::clone(&link_up),
+            (Arc::clone(&link_up), config.metrics.clone()),
             shutdown.clone(),
         ));
         tracker.spawn(ctx.run(inbound_rx));

@@ -34,6 +34,7 @@ use crate::informer::{Cache, Changes};
 use crate::k8s::conditions::{Condition, set_condition};
 use crate::k8s::pods::bound_node_of;
 use crate::k8s::time::now_rfc3339;
+use crate::metrics::Metrics;
 
 /// The `source.component` of its events.
 const COMPONENT: &str = "default-scheduler";
@@ -53,7 +54,7 @@ const BATCH: usize = 500;
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the scheduler until `shutdown` is cancelled.
-pub async fn run(store: Store, cache: Cache, shutdown: CancellationToken) {
+pub async fn run(store: Store, cache: Cache, metrics: Metrics, shutdown: CancellationToken) {
     let mut changes = cache.subscribe();
     let mut due = true;
     let mut wait = RESYNC_INTERVAL;
@@ -62,7 +63,7 @@ pub async fn run(store: Store, cache: Cache, shutdown: CancellationToken) {
         if due {
             wait = tokio::select! {
                 () = shutdown.cancelled() => break,
-                wait = pass(&store, &cache) => wait,
+                wait = pass(&store, &cache, &metrics) => wait,
             };
         }
         due = tokio::select! {
@@ -81,8 +82,11 @@ pub async fn run(store: Store, cache: Cache, shutdown: CancellationToken) {
 /// One pass, then waits until the cache holds its writes (the next pass must see its
 /// binds). Returns how long to wait for the next pass without a change: the resync, or a
 /// short retry after a failure.
-async fn pass(store: &Store, cache: &Cache) -> Duration {
-    let wait = match schedule_pending(store, cache) {
+async fn pass(store: &Store, cache: &Cache, metrics: &Metrics) -> Duration {
+    let started = std::time::Instant::now();
+    let scheduled = schedule_pending(store, cache);
+    metrics.scheduling_pass(started.elapsed());
+    let wait = match scheduled {
         Ok(bound) => {
             if bound > 0 {
                 tracing::debug!(bound, "scheduler pass bound pods");
@@ -525,7 +529,12 @@ mod tests {
     async fn the_loop_binds_a_pod_created_after_it_started() {
         let (_dir, store) = store();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(store.clone(), cache(&store), shutdown.clone()));
+        let task = tokio::spawn(run(
+            store.clone(),
+            cache(&store),
+            Metrics::new(),
+            shutdown.clone(),
+        ));
         add_node(&store, "pi-1", "arm64", "1Gi");
         let key = add_pod(&store, "late", "1Mi", json!({}));
         let bound = tokio::time::timeout(Duration::from_secs(5), async {

@@ -103,6 +103,8 @@ struct Inner {
     retention: u64,
     /// Snapshots of paged lists ([`pages`]).
     snapshots: pages::Snapshots,
+    /// Write transactions committed since the store was opened.
+    writes: std::sync::atomic::AtomicU64,
 }
 
 /// What a read-modify-write decided to do with the object.
@@ -137,6 +139,7 @@ impl Store {
                 revision,
                 retention: options.event_retention.max(1),
                 snapshots: pages::Snapshots::default(),
+                writes: std::sync::atomic::AtomicU64::new(0),
             }),
             dry_run: false,
         })
@@ -162,6 +165,12 @@ impl Store {
     /// The revision of the latest committed write.
     pub fn revision(&self) -> u64 {
         *self.inner.revision.borrow()
+    }
+
+    /// How many write transactions were committed since the store was opened (a commit of
+    /// several objects counts once).
+    pub fn writes(&self) -> u64 {
+        self.inner.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A receiver woken after every commit, carrying the new revision.
@@ -413,6 +422,8 @@ impl Store {
     /// Wakes watchers with the revision of a commit (and lets go of paged lists' snapshots
     /// past their time, which would otherwise hold back redb's page reuse).
     fn notify(&self, rev: u64) {
+        let writes = &self.inner.writes;
+        writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.snapshots.purge();
         self.inner.revision.send_if_modified(|latest| {
             // Commits from different threads may notify out of order; never go backwards.
