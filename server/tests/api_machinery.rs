@@ -176,7 +176,7 @@ async fn auth_reviews_answer_for_the_authenticated_admin() {
 }
 
 #[tokio::test]
-async fn logs_refuse_what_agents_do_not_keep_and_wait_for_a_start() {
+async fn logs_refuse_bad_options_and_wait_for_a_start() {
     let (_dir, path) = data_dir();
     let server = Server::start(&path).await;
     server.post(PODS, &kubectl_run_pod("p")).await;
@@ -185,11 +185,15 @@ async fn logs_refuse_what_agents_do_not_keep_and_wait_for_a_start() {
             "",
             "container \"p\" in pod \"p\" is waiting to start: ContainerCreating",
         ),
-        ("?timestamps=true", "timestamps: not supported"),
-        ("?sinceSeconds=60", "sinceSeconds: not supported"),
         (
-            "?sinceTime=2026-12-07T00:00:00Z",
-            "sinceTime: not supported",
+            "?timestamps=true&sinceSeconds=60",
+            "container \"p\" in pod \"p\" is waiting to start: ContainerCreating",
+        ),
+        ("?sinceSeconds=0", "sinceSeconds: Invalid value: 0"),
+        ("?sinceTime=yesterday", "sinceTime: Invalid value"),
+        (
+            "?sinceSeconds=5&sinceTime=2026-12-07T00:00:00Z",
+            "at most one of `sinceTime` or `sinceSeconds` may be specified",
         ),
         (
             "?previous=true",
