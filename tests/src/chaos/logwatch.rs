@@ -1,5 +1,6 @@
 //! Evidence of what really runs: the container log files agents write under
-//! `<agent data dir>/logs/<pod uid>/main.log`, read from the outside.
+//! `<agent data dir>/logs/<pod uid>/main.log` (one `{unix nanos} {run} {text}` record per
+//! line), read from the outside.
 //!
 //! Chaos pods run the exerciser's `print N`, which writes `line 1`, `line 2`, ... one every
 //! 100 ms. So in one log file every line is either the next number (the same run) or
@@ -29,9 +30,9 @@ pub struct LogState {
 
 impl LogState {
     /// Takes one line of the log; `Err` with a description when it breaks the sequence.
-    pub fn take(&mut self, line: &str) -> Result<(), String> {
+    pub fn take(&mut self, record: &str) -> Result<(), String> {
         // A line torn by a SIGKILL mid-write does not parse and is skipped.
-        let Some(n) = line
+        let Some(n) = text_of(record)
             .strip_prefix("line ")
             .and_then(|n| n.trim().parse::<u64>().ok())
         else {
@@ -133,6 +134,20 @@ fn list_uids(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// The text of a log file record: what follows its time and run (a record without them is
+/// all text).
+fn text_of(record: &str) -> &str {
+    let mut fields = record.splitn(3, ' ');
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(at), Some(run), Some(text))
+            if at.parse::<i64>().is_ok() && run.parse::<u32>().is_ok() =>
+        {
+            text
+        }
+        _ => record,
+    }
+}
+
 /// Feeds the lines appended to `path` since `state.offset` into `state` (starting over when
 /// the file was replaced by a shorter one).
 fn read_new_lines(path: &Path, state: &mut LogState) -> Result<(), String> {
@@ -189,6 +204,17 @@ mod tests {
     fn interleaved_instances_are_caught() {
         let (_, errors) = feed(&["line 1", "line 2", "line 1", "line 3", "line 2"]);
         assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn records_are_read_past_their_time_and_run() {
+        let (state, errors) = feed(&[
+            "1796601601500000000 1 line 1",
+            "1796601601600000000 1 line 2",
+            "1796601601700000000 2 line 1",
+        ]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!((state.lines, state.runs), (3, 2));
     }
 
     #[test]
