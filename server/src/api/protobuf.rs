@@ -1,6 +1,6 @@
 //! The Kubernetes protobuf encoding of the objects kubectl's `create` generators send
-//! (`kubectl create namespace|deployment|job|cronjob`): they always POST protobuf and never
-//! retry as JSON after a 415.
+//! (`kubectl create namespace|configmap|secret|deployment|job|cronjob`): they always POST
+//! protobuf and never retry as JSON after a 415.
 //!
 //! Wire format: the magic `k8s\0`, then a `runtime.Unknown` {1: TypeMeta {1: apiVersion,
 //! 2: kind}, 2: raw}, where raw is the typed message. The typed messages are decoded by
@@ -11,6 +11,7 @@
 //! are dropped as JSON's `omitempty` would. Kinds without a table are refused (415), and so
 //! is anything malformed (400).
 
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::status::ApiError;
@@ -27,6 +28,8 @@ enum Ty {
     Map,
     /// `map<string, Quantity>` entries.
     QuantityMap,
+    /// `map<string, bytes>` entries, base64 in JSON (a Secret's `data`).
+    BytesMap,
     IntOrString,
     /// `meta.v1.Time`: seconds since the epoch, as RFC 3339.
     Time,
@@ -55,7 +58,10 @@ enum Zero {
 }
 
 use Rep::{Many, One};
-use Ty::{Bool, Inline, Int, IntOrString, Map as StrMap, Msg, QuantityMap, Str, Time, Unsupported};
+use Ty::{
+    Bool, BytesMap, Inline, Int, IntOrString, Map as StrMap, Msg, QuantityMap, Str, Time,
+    Unsupported,
+};
 use Zero::{Drop, Keep};
 
 const OWNER_REFERENCE: &[FieldDef] = &[
@@ -320,9 +326,28 @@ const ACCESS_REVIEW_SPEC: &[FieldDef] = &[
 /// `kubectl auth can-i --list`'s SelfSubjectRulesReview spec.
 const RULES_REVIEW_SPEC: &[FieldDef] = &[FieldDef(1, "namespace", Str, One, Drop)];
 
+/// `kubectl create configmap`: {1: metadata, 2: data, 3: binaryData, 4: immutable}.
+const CONFIG_MAP: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "data", StrMap, One, Drop),
+    FieldDef(3, "binaryData", BytesMap, One, Drop),
+    FieldDef(4, "immutable", Bool, One, Keep),
+];
+
+/// `kubectl create secret`: {1: metadata, 2: data, 3: type, 4: stringData, 5: immutable}.
+const SECRET: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "data", BytesMap, One, Drop),
+    FieldDef(3, "type", Str, One, Drop),
+    FieldDef(4, "stringData", StrMap, One, Drop),
+    FieldDef(5, "immutable", Bool, One, Keep),
+];
+
 /// The kinds decoded, with their apiVersion and message table.
 const KINDS: &[(&str, &str, &[FieldDef])] = &[
     ("v1", "Namespace", object!(NAMESPACE_SPEC)),
+    ("v1", "ConfigMap", CONFIG_MAP),
+    ("v1", "Secret", SECRET),
     ("apps/v1", "Deployment", object!(DEPLOYMENT_SPEC)),
     ("batch/v1", "Job", object!(JOB_SPEC)),
     ("batch/v1", "CronJob", object!(CRON_JOB_SPEC)),
@@ -411,7 +436,7 @@ fn message(bytes: &[u8], table: &[FieldDef]) -> Option<Map<String, Value>> {
                 let list = out.entry(*name).or_insert_with(|| json!([]));
                 list.as_array_mut()?.push(value);
             }
-            One if matches!(ty, StrMap | QuantityMap) => {
+            One if matches!(ty, StrMap | QuantityMap | BytesMap) => {
                 let map = out.entry(*name).or_insert_with(|| json!({}));
                 if let (Some(map), Value::Object(entry)) = (map.as_object_mut(), value) {
                     map.extend(entry);
@@ -438,6 +463,10 @@ fn value(payload: Payload<'_>, ty: Ty) -> Option<Value> {
         (StrMap, Payload::Bytes(b)) => {
             let (key, value) = map_entry(b)?;
             json!({ key: text(value.unwrap_or_default())? })
+        }
+        (BytesMap, Payload::Bytes(b)) => {
+            let (key, value) = map_entry(b)?;
+            json!({ key: base64::engine::general_purpose::STANDARD.encode(value.unwrap_or_default()) })
         }
         (QuantityMap, Payload::Bytes(b)) => {
             let (key, value) = map_entry(b)?;
@@ -710,8 +739,22 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_keeps_its_bytes_as_base64_and_its_string_data() {
+        let meta = field(1, &field(1, b"s"));
+        let bytes = field(2, &[field(1, b"bin"), field(2, &[0, 1, 2])].concat());
+        let text = field(4, &[field(1, b"user"), field(2, b"admin")].concat());
+        let raw = [meta, bytes, field(3, b"Opaque"), text].concat();
+        let secret = decode(&object("v1", "Secret", &raw)).unwrap();
+        assert_eq!(
+            secret,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"bin": "AAEC"}, "type": "Opaque", "stringData": {"user": "admin"}})
+        );
+    }
+
+    #[test]
     fn other_kinds_are_unsupported_and_garbage_is_refused() {
-        let refused = decode(&namespace("ConfigMap")).unwrap_err();
+        let refused = decode(&namespace("ServiceAccount")).unwrap_err();
         assert_eq!(refused.code, axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
         for garbage in [&b"k8s\0\x0a\xff"[..], b"{}", b"k8s\0\x0f"] {
             assert!(decode(garbage).is_err());
