@@ -3,6 +3,7 @@
 //! encrypted in the server's store.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use wasmfleet_tests::{Cluster, ClusterOptions};
 
@@ -58,6 +59,16 @@ fn kubectl_creates_gets_and_describes_config_maps_and_secrets() {
             .any(|r| r.len() == 4 && r[..3] == ["secret/creds", "Opaque", "2"]),
         "{table}"
     );
+
+    // The store file holds the Secret sealed: neither its value nor its base64 is in it.
+    let state = fs::read(cluster.dir().join("server/state.redb")).expect("read store");
+    for needle in ["s3cret-value", "czNjcmV0LXZhbHVl"] {
+        let found = state.windows(needle.len()).any(|w| w == needle.as_bytes());
+        assert!(!found, "{needle} in the store file");
+    }
+    let key = cluster.dir().join("server/secrets-encryption.key");
+    let mode = fs::metadata(&key).expect("key file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 
     // kubectl describe shows a Secret's sizes, never its values.
     let described = cluster.kubectl_ok(&["describe", "secret", "creds"]);
