@@ -1,11 +1,17 @@
 //! Configuration for pods (issue 12 §1) with real processes and the real kubectl:
-//! ConfigMaps and Secrets as kubectl creates, lists and describes them, and Secrets kept
-//! encrypted in the server's store.
+//! ConfigMaps and Secrets as kubectl creates, lists and describes them, Secrets kept
+//! encrypted in the server's store, and pods that read them as files (WASI preopened
+//! directories) and env values, see a ConfigMap's update in their files, wait while what
+//! they need is missing, and a node that cannot receive another node's pods' Secrets.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
-use wasmfleet_tests::{Cluster, ClusterOptions};
+use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
+use wasmfleet_protocol::topic;
+use wasmfleet_tests::cluster::{CONVERGE, container_status, phase};
+use wasmfleet_tests::{Cluster, ClusterOptions, wait_for};
 
 /// Runs kubectl, asserting that it fails; returns what it printed on stderr.
 fn kubectl_fails(cluster: &Cluster, args: &[&str]) -> String {
@@ -122,4 +128,150 @@ fn kubectl_creates_gets_and_describes_config_maps_and_secrets() {
     );
     let out = cluster.kubectl_ok(&["label", "cm", "frozen", "tier=gold"]);
     assert_eq!(out, "configmap/frozen labeled\n");
+}
+
+const PODS: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: reader, labels: {app: reader}}
+spec:
+  restartPolicy: Never
+  nodeSelector: {kubernetes.io/hostname: node-a}
+  containers:
+    - name: file
+      image: exerciser:v1
+      args: [cat, /etc/app/app.conf, '200']
+      volumeMounts: [{name: conf, mountPath: /etc/app}]
+    - name: secret
+      image: exerciser:v1
+      args: [env, PASSWORD]
+      env:
+        - {name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}
+    - name: listing
+      image: exerciser:v1
+      args: [ls, /etc/info]
+      volumeMounts: [{name: info, mountPath: /etc/info}]
+  volumes:
+    - {name: conf, configMap: {name: app}}
+    - name: info
+      projected:
+        sources:
+          - secret: {name: creds, items: [{key: user, path: user}]}
+          - downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: waiting}
+spec:
+  restartPolicy: Never
+  containers:
+    - name: main
+      image: exerciser:v1
+      args: [env, LEVEL]
+      env:
+        - {name: LEVEL, valueFrom: {configMapKeyRef: {name: later, key: level}}}
+";
+
+fn logs_of(cluster: &Cluster, pod: &str, container: &str) -> String {
+    cluster.kubectl(&["logs", pod, "-c", container]).stdout
+}
+
+#[test]
+fn pods_read_config_maps_and_secrets_as_files_and_env_and_see_updates() {
+    let cluster = Cluster::start(ClusterOptions {
+        agents: vec![("node-a".into(), String::new())],
+    });
+    cluster.push("exerciser", "exerciser:v1");
+    cluster.kubectl_apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata: {app.conf: level=debug}\n",
+    );
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret-value",
+        "--from-literal=user=admin",
+    ]);
+    cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(PODS));
+
+    let pod = cluster.wait_pod("reader", "to run its file reader", |p| {
+        container_status(p, "file")["state"]["running"].is_object()
+    });
+    assert_eq!(pod["spec"]["nodeName"], "node-a");
+    wait_for("the mounted file and the env value", CONVERGE, || {
+        let file = logs_of(&cluster, "reader", "file");
+        let secret = logs_of(&cluster, "reader", "secret");
+        let listing = logs_of(&cluster, "reader", "listing");
+        match (file.as_str(), secret.as_str(), listing.as_str()) {
+            ("level=debug\n", "s3cret-value\n", "name\nuser\n") => Ok(()),
+            _ => Err(format!(
+                "file {file:?}, secret {secret:?}, listing {listing:?}"
+            )),
+        }
+    });
+
+    // A ConfigMap's update reaches the mounted file of the running container.
+    cluster.kubectl_ok(&[
+        "patch",
+        "cm",
+        "app",
+        "-p",
+        r#"{"data":{"app.conf":"level=info"}}"#,
+    ]);
+    wait_for("the updated file", Duration::from_secs(20), || {
+        let file = logs_of(&cluster, "reader", "file");
+        match file == "level=debug\nlevel=info\n" {
+            true => Ok(()),
+            false => Err(file),
+        }
+    });
+
+    // A missing ConfigMap keeps the container waiting, as Kubernetes says it; it starts
+    // once the ConfigMap exists.
+    let waiting = cluster.wait_pod("waiting", "to wait for its ConfigMap", |p| {
+        container_status(p, "main")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    let message = &container_status(&waiting, "main")["state"]["waiting"]["message"];
+    assert_eq!(message, "configmap \"later\" not found");
+    cluster.kubectl_ok(&["create", "cm", "later", "--from-literal=level=warn"]);
+    cluster.wait_pod("waiting", "to complete", |p| phase(p) == "Succeeded");
+    assert_eq!(cluster.kubectl_ok(&["logs", "waiting"]), "warn\n");
+
+    // Another node, with its own credentials, cannot receive node-a's pods (which carry
+    // the Secret's values): the broker refuses the subscription.
+    let password = cluster.allow_node_login("spy");
+    let (client, mut connection) =
+        wasmfleet_tests::mqtt::connect(cluster.mqtt(), "spy", "spy", &password).expect("connect");
+    let theirs = topic::down_pod("node-a", "+");
+    let own = topic::down_pod("spy", "+");
+    client
+        .subscribe(&theirs, QoS::AtLeastOnce)
+        .expect("subscribe");
+    client.subscribe(&own, QoS::AtLeastOnce).expect("subscribe");
+    let mut acks = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for event in connection.iter() {
+        match event {
+            Ok(Event::Incoming(Packet::SubAck(ack))) => acks.push(ack.return_codes),
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let leaked = publish.payload.windows(12).any(|w| w == b"s3cret-value");
+                assert!(!leaked, "spy received {}", publish.topic);
+            }
+            Ok(_) => {}
+            Err(err) => panic!("spy connection: {err}"),
+        }
+        if acks.len() == 2 || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    let _ = client.disconnect();
+    assert_eq!(
+        acks,
+        [
+            vec![SubscribeReasonCode::Failure],
+            vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        ],
+        "another node's pod topics must be refused, its own allowed"
+    );
 }

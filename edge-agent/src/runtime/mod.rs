@@ -45,7 +45,7 @@ pub use http::{HttpLimits, NO_PORT as HTTP_NO_PORT};
 pub use logbuf::{LogBuffer, LogEvent, LogSnapshot, MAX_BUFFER_BYTES, MAX_LINE_BYTES, MAX_LINES};
 pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
 pub use programs::IDLE_PROGRAMS;
-pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, RunSpec};
+pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, Preopen, RunSpec};
 
 use budget::NodeBudget;
 use cache::{ArtifactCache, Compiled};
