@@ -235,11 +235,11 @@ mod tests {
             "emptyDir is kept"
         );
 
-        let preopens = preopens(Some(root.path()), "u-1", &first, "c").unwrap();
-        assert_eq!(preopens[0].host, conf);
-        assert!(preopens[0].read_only);
-        assert_eq!(preopens[1].host, root.path().join("u-1/scratch/a"));
-        assert_eq!(preopens[1].guest, "/work");
+        let opened = preopens(Some(root.path()), "u-1", &first, "c").unwrap();
+        assert_eq!(opened[0].host, conf);
+        assert!(opened[0].read_only);
+        assert_eq!(opened[1].host, root.path().join("u-1/scratch/a"));
+        assert_eq!(opened[1].guest, "/work");
         assert!(
             preopens(Some(root.path()), "u-1", &first, "other")
                 .unwrap()

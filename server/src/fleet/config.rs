@@ -28,6 +28,9 @@ pub const DEFAULT_MODE: u32 = 0o644;
 /// object does not exist.
 pub type Lookup<'a> = dyn Fn(&str, &str) -> Option<BTreeMap<String, Vec<u8>>> + 'a;
 
+/// Like [`Lookup`] in any namespace: `(resource, namespace, name)`.
+pub type NamespacedLookup<'a> = dyn Fn(&str, &str, &str) -> Option<BTreeMap<String, Vec<u8>>> + 'a;
+
 /// A container that cannot start for want of configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Missing {

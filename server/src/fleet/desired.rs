@@ -70,7 +70,7 @@ pub fn desired_for_node(
     node: &str,
     pods: &[Pod],
     resolve: &dyn Fn(&str) -> Option<ModuleRef>,
-    lookup: &dyn Fn(&str, &str, &str) -> Option<BTreeMap<String, Vec<u8>>>,
+    lookup: &config::NamespacedLookup<'_>,
     cluster: ClusterCidr,
     revision: u64,
 ) -> Plan {
@@ -98,7 +98,7 @@ pub fn desired_for_node(
 fn configure(
     pod: &Pod,
     mut assignment: PodAssignment,
-    lookup: &dyn Fn(&str, &str, &str) -> Option<BTreeMap<String, Vec<u8>>>,
+    lookup: &config::NamespacedLookup<'_>,
 ) -> Result<PodAssignment, Vec<Unresolved>> {
     let in_namespace = |resource: &str, name: &str| lookup(resource, &assignment.namespace, name);
     match config::resolve(pod, &in_namespace) {
