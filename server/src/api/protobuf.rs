@@ -102,10 +102,156 @@ const LABEL_SELECTOR: &[FieldDef] = &[
     FieldDef(2, "matchExpressions", Msg(SELECTOR_REQUIREMENT), Many, Drop),
 ];
 
+const LOCAL_OBJECT_REFERENCE: &[FieldDef] = &[FieldDef(1, "name", Str, One, Drop)];
+
+/// `ConfigMapKeySelector` and `SecretKeySelector`.
+const KEY_SELECTOR: &[FieldDef] = &[
+    FieldDef(1, "reference", Inline(LOCAL_OBJECT_REFERENCE), One, Drop),
+    FieldDef(2, "key", Str, One, Drop),
+    FieldDef(3, "optional", Bool, One, Keep),
+];
+
+const OBJECT_FIELD_SELECTOR: &[FieldDef] = &[
+    FieldDef(1, "apiVersion", Str, One, Drop),
+    FieldDef(2, "fieldPath", Str, One, Drop),
+];
+
+const ENV_VAR_SOURCE: &[FieldDef] = &[
+    FieldDef(1, "fieldRef", Msg(OBJECT_FIELD_SELECTOR), One, Drop),
+    FieldDef(2, "resourceFieldRef", Unsupported, One, Drop),
+    FieldDef(3, "configMapKeyRef", Msg(KEY_SELECTOR), One, Drop),
+    FieldDef(4, "secretKeyRef", Msg(KEY_SELECTOR), One, Drop),
+];
+
 const ENV_VAR: &[FieldDef] = &[
     FieldDef(1, "name", Str, One, Drop),
     FieldDef(2, "value", Str, One, Drop),
-    FieldDef(3, "valueFrom", Unsupported, One, Drop),
+    FieldDef(3, "valueFrom", Msg(ENV_VAR_SOURCE), One, Drop),
+];
+
+/// `ConfigMapEnvSource` and `SecretEnvSource`.
+const ENV_SOURCE: &[FieldDef] = &[
+    FieldDef(1, "reference", Inline(LOCAL_OBJECT_REFERENCE), One, Drop),
+    FieldDef(2, "optional", Bool, One, Keep),
+];
+
+const ENV_FROM: &[FieldDef] = &[
+    FieldDef(1, "prefix", Str, One, Drop),
+    FieldDef(2, "configMapRef", Msg(ENV_SOURCE), One, Drop),
+    FieldDef(3, "secretRef", Msg(ENV_SOURCE), One, Drop),
+];
+
+const VOLUME_MOUNT: &[FieldDef] = &[
+    FieldDef(1, "name", Str, One, Drop),
+    FieldDef(2, "readOnly", Bool, One, Drop),
+    FieldDef(3, "mountPath", Str, One, Drop),
+    FieldDef(4, "subPath", Str, One, Drop),
+    FieldDef(5, "mountPropagation", Unsupported, One, Drop),
+    FieldDef(6, "subPathExpr", Unsupported, One, Drop),
+    FieldDef(7, "recursiveReadOnly", Unsupported, One, Drop),
+];
+
+const KEY_TO_PATH: &[FieldDef] = &[
+    FieldDef(1, "key", Str, One, Drop),
+    FieldDef(2, "path", Str, One, Drop),
+    FieldDef(3, "mode", Int, One, Keep),
+];
+
+const CONFIG_MAP_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "reference", Inline(LOCAL_OBJECT_REFERENCE), One, Drop),
+    FieldDef(2, "items", Msg(KEY_TO_PATH), Many, Drop),
+    FieldDef(3, "defaultMode", Int, One, Keep),
+    FieldDef(4, "optional", Bool, One, Keep),
+];
+
+const SECRET_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "secretName", Str, One, Drop),
+    FieldDef(2, "items", Msg(KEY_TO_PATH), Many, Drop),
+    FieldDef(3, "defaultMode", Int, One, Keep),
+    FieldDef(4, "optional", Bool, One, Keep),
+];
+
+const EMPTY_DIR_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "medium", Str, One, Drop),
+    FieldDef(2, "sizeLimit", Unsupported, One, Drop),
+];
+
+const DOWNWARD_API_FILE: &[FieldDef] = &[
+    FieldDef(1, "path", Str, One, Drop),
+    FieldDef(2, "fieldRef", Msg(OBJECT_FIELD_SELECTOR), One, Drop),
+    FieldDef(3, "resourceFieldRef", Unsupported, One, Drop),
+    FieldDef(4, "mode", Int, One, Keep),
+];
+
+const DOWNWARD_API_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "items", Msg(DOWNWARD_API_FILE), Many, Drop),
+    FieldDef(2, "defaultMode", Int, One, Keep),
+];
+
+/// `ConfigMapProjection` and `SecretProjection`.
+const KEYS_PROJECTION: &[FieldDef] = &[
+    FieldDef(1, "reference", Inline(LOCAL_OBJECT_REFERENCE), One, Drop),
+    FieldDef(2, "items", Msg(KEY_TO_PATH), Many, Drop),
+    FieldDef(4, "optional", Bool, One, Keep),
+];
+
+const VOLUME_PROJECTION: &[FieldDef] = &[
+    FieldDef(1, "secret", Msg(KEYS_PROJECTION), One, Keep),
+    FieldDef(
+        2,
+        "downwardAPI",
+        Msg(&[FieldDef(1, "items", Msg(DOWNWARD_API_FILE), Many, Drop)]),
+        One,
+        Keep,
+    ),
+    FieldDef(3, "configMap", Msg(KEYS_PROJECTION), One, Keep),
+    FieldDef(4, "serviceAccountToken", Unsupported, One, Drop),
+    FieldDef(5, "clusterTrustBundle", Unsupported, One, Drop),
+];
+
+const PROJECTED_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "sources", Msg(VOLUME_PROJECTION), Many, Drop),
+    FieldDef(2, "defaultMode", Int, One, Keep),
+];
+
+/// `VolumeSource`: the types a Wasm pod can have, and every other one as the marker
+/// (an empty source message is kept: `emptyDir: {}` is a volume).
+const VOLUME_SOURCE: &[FieldDef] = &[
+    FieldDef(1, "hostPath", Unsupported, One, Drop),
+    FieldDef(2, "emptyDir", Msg(EMPTY_DIR_VOLUME), One, Keep),
+    FieldDef(3, "gcePersistentDisk", Unsupported, One, Drop),
+    FieldDef(4, "awsElasticBlockStore", Unsupported, One, Drop),
+    FieldDef(5, "gitRepo", Unsupported, One, Drop),
+    FieldDef(6, "secret", Msg(SECRET_VOLUME), One, Keep),
+    FieldDef(7, "nfs", Unsupported, One, Drop),
+    FieldDef(8, "iscsi", Unsupported, One, Drop),
+    FieldDef(9, "glusterfs", Unsupported, One, Drop),
+    FieldDef(10, "persistentVolumeClaim", Unsupported, One, Drop),
+    FieldDef(11, "rbd", Unsupported, One, Drop),
+    FieldDef(12, "flexVolume", Unsupported, One, Drop),
+    FieldDef(13, "cinder", Unsupported, One, Drop),
+    FieldDef(14, "cephfs", Unsupported, One, Drop),
+    FieldDef(15, "flocker", Unsupported, One, Drop),
+    FieldDef(16, "downwardAPI", Msg(DOWNWARD_API_VOLUME), One, Keep),
+    FieldDef(17, "fc", Unsupported, One, Drop),
+    FieldDef(18, "azureFile", Unsupported, One, Drop),
+    FieldDef(19, "configMap", Msg(CONFIG_MAP_VOLUME), One, Keep),
+    FieldDef(20, "vsphereVolume", Unsupported, One, Drop),
+    FieldDef(21, "quobyte", Unsupported, One, Drop),
+    FieldDef(22, "azureDisk", Unsupported, One, Drop),
+    FieldDef(23, "photonPersistentDisk", Unsupported, One, Drop),
+    FieldDef(24, "portworxVolume", Unsupported, One, Drop),
+    FieldDef(25, "scaleIO", Unsupported, One, Drop),
+    FieldDef(26, "projected", Msg(PROJECTED_VOLUME), One, Keep),
+    FieldDef(27, "storageos", Unsupported, One, Drop),
+    FieldDef(28, "csi", Unsupported, One, Drop),
+    FieldDef(29, "ephemeral", Unsupported, One, Drop),
+    FieldDef(30, "image", Unsupported, One, Drop),
+];
+
+const VOLUME: &[FieldDef] = &[
+    FieldDef(1, "name", Str, One, Drop),
+    FieldDef(2, "volumeSource", Inline(VOLUME_SOURCE), One, Drop),
 ];
 
 const RESOURCES: &[FieldDef] = &[
@@ -165,12 +311,12 @@ const CONTAINER: &[FieldDef] = &[
     FieldDef(4, "args", Str, Many, Drop),
     FieldDef(5, "workingDir", Unsupported, One, Drop),
     FieldDef(6, "ports", Msg(CONTAINER_PORT), Many, Drop),
-    FieldDef(19, "envFrom", Unsupported, Many, Drop),
+    FieldDef(19, "envFrom", Msg(ENV_FROM), Many, Drop),
     FieldDef(7, "env", Msg(ENV_VAR), Many, Drop),
     FieldDef(8, "resources", Msg(RESOURCES), One, Drop),
     FieldDef(23, "resizePolicy", Unsupported, Many, Drop),
     FieldDef(24, "restartPolicy", Unsupported, One, Drop),
-    FieldDef(9, "volumeMounts", Unsupported, Many, Drop),
+    FieldDef(9, "volumeMounts", Msg(VOLUME_MOUNT), Many, Drop),
     FieldDef(21, "volumeDevices", Unsupported, Many, Drop),
     FieldDef(10, "livenessProbe", Msg(PROBE), One, Drop),
     FieldDef(11, "readinessProbe", Msg(PROBE), One, Drop),
@@ -194,7 +340,7 @@ const TOLERATION: &[FieldDef] = &[
 ];
 
 const POD_SPEC: &[FieldDef] = &[
-    FieldDef(1, "volumes", Unsupported, Many, Drop),
+    FieldDef(1, "volumes", Msg(VOLUME), Many, Drop),
     FieldDef(20, "initContainers", Unsupported, Many, Drop),
     FieldDef(2, "containers", Msg(CONTAINER), Many, Drop),
     FieldDef(3, "restartPolicy", Str, One, Drop),
@@ -736,6 +882,50 @@ mod tests {
         );
         let exec = message(&field(1, &field(1, &field(1, b"true"))), PROBE).unwrap();
         assert_eq!(exec["exec"], json!({"unsupported": true}));
+    }
+
+    #[test]
+    fn env_sources_mounts_and_volumes_decode_and_other_volume_types_are_marked() {
+        let reference = field(1, b"app");
+        let key_ref = [field(1, &reference), field(2, b"mode")].concat();
+        let env = [field(1, b"MODE"), field(3, &field(3, &key_ref))].concat();
+        let env_from = [field(1, b"X_"), field(3, &field(1, &field(1, b"creds")))].concat();
+        let mount = [field(1, b"conf"), varint_field(2, 1), field(3, b"/etc/app")].concat();
+        let container = [
+            field(1, b"c"),
+            field(7, &env),
+            field(19, &env_from),
+            field(9, &mount),
+        ]
+        .concat();
+        let config_map = [field(1, &reference), varint_field(3, 0o44)].concat();
+        let volumes = [
+            field(
+                1,
+                &[field(1, b"conf"), field(2, &field(19, &config_map))].concat(),
+            ),
+            field(1, &[field(1, b"tmp"), field(2, &field(2, b""))].concat()),
+            field(
+                1,
+                &[field(1, b"host"), field(2, &field(1, &field(1, b"/etc")))].concat(),
+            ),
+        ]
+        .concat();
+        let spec = message(&[field(2, &container), volumes].concat(), POD_SPEC).unwrap();
+        assert_eq!(
+            Value::Object(spec),
+            json!({
+                "containers": [{"name": "c",
+                    "env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "mode"}}}],
+                    "envFrom": [{"prefix": "X_", "secretRef": {"name": "creds"}}],
+                    "volumeMounts": [{"name": "conf", "readOnly": true, "mountPath": "/etc/app"}]}],
+                "volumes": [
+                    {"name": "conf", "configMap": {"name": "app", "defaultMode": 36}},
+                    {"name": "tmp", "emptyDir": {}},
+                    {"name": "host", "hostPath": {"unsupported": true}}
+                ]
+            })
+        );
     }
 
     #[test]
