@@ -131,6 +131,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         PodManagerConfig {
             restart_backoff_base: config.restart_backoff_base,
             log_dir: Some(config.data_dir.join("logs")),
+            volume_dir: Some(config.data_dir.join("volumes")),
             module_cache_bytes: config.module_cache_bytes,
             services: services.clone(),
         },

@@ -76,6 +76,7 @@ impl Agent {
 
 fn pod(uid: &str, module: &ModuleRef, policy: RestartPolicy, args: &[&str]) -> PodAssignment {
     PodAssignment {
+        config: Default::default(),
         network: None,
         uid: uid.into(),
         namespace: "default".into(),

@@ -83,6 +83,7 @@ impl Node {
     /// A pod `uid` at `ip` running `tcp-echo ARGS` with `probes`.
     fn pod(&self, uid: &str, ip: &str, args: &[&str], probes: Probes) -> PodAssignment {
         PodAssignment {
+            config: Default::default(),
             uid: uid.into(),
             namespace: "default".into(),
             name: format!("pod-{uid}"),

@@ -176,6 +176,7 @@ impl Node {
 
 fn assignment(uid: &str, policy: RestartPolicy, containers: Vec<ContainerSpec>) -> PodAssignment {
     PodAssignment {
+        config: Default::default(),
         network: None,
         uid: uid.into(),
         namespace: "default".into(),

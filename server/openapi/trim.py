@@ -10,7 +10,8 @@ Inputs: the upstream documents `api__v1_openapi.json`, `apis__apps__v1_openapi.j
 kubernetes/client-go `openapi/openapitest/testdata/`) in the directory given as the first
 argument, and next to this script `policy_v1.json` (the PodDisruptionBudget schemas, taken
 from `apis__policy__v1_openapi.json`) and `networking_v1.json` (the Ingress and IngressClass
-schemas, taken from `apis__networking.k8s.io__v1_openapi.json` of Kubernetes 1.33) and
+schemas, taken from `apis__networking.k8s.io__v1_openapi.json` of Kubernetes 1.33),
+`core_v1_config.json` (ConfigMap and Secret, as in `api__v1_openapi.json`) and
 `gateway_v1.json` (Gateway API kinds, which are CRDs upstream: written here, a described
 object per kind whose spec and status keep unknown fields, as a CRD without a full schema).
 
@@ -22,7 +23,9 @@ import os
 import sys
 
 KINDS = {
-    ("", "v1"): ["Namespace", "Node", "Pod", "Event", "Service", "Endpoints"],
+    ("", "v1"): [
+        "Namespace", "Node", "Pod", "Event", "Service", "Endpoints", "ConfigMap", "Secret",
+    ],
     ("discovery.k8s.io", "v1"): ["EndpointSlice"],
     ("apps", "v1"): ["Deployment", "ReplicaSet", "DaemonSet"],
     ("batch", "v1"): ["Job", "CronJob"],
@@ -55,7 +58,9 @@ def main(src):
     for name in DOCS:
         with open(os.path.join(src, name)) as f:
             schemas.update(json.load(f)["components"]["schemas"])
-    for extra in ["policy_v1.json", "networking_v1.json", "gateway_v1.json"]:
+    for extra in [
+        "policy_v1.json", "networking_v1.json", "gateway_v1.json", "core_v1_config.json",
+    ]:
         with open(os.path.join(os.path.dirname(__file__), extra)) as f:
             schemas.update(json.load(f))
     wanted = {(g, v, k) for (g, v), kinds in KINDS.items() for k in kinds}

@@ -58,6 +58,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     }
     let options = StoreOptions {
         event_retention: config.event_retention,
+        secrets_cipher: Some(boot.secrets_cipher.clone()),
         ..StoreOptions::default()
     };
     let store = Store::open_with(config.data_dir.join("state.redb"), options)

@@ -112,6 +112,7 @@ mod tests {
         DesiredPod {
             revision,
             pod: PodAssignment {
+                config: Default::default(),
                 network: None,
                 uid: uid.into(),
                 namespace: "default".into(),

@@ -176,6 +176,7 @@ mod tests {
     fn a_pod_from_a_server_before_probes_is_accepted_without_probes() {
         use wasmfleet_protocol::pod::{PodAssignment, RestartPolicy, v2};
         let pod = PodAssignment {
+            config: Default::default(),
             uid: "u-1".into(),
             namespace: "default".into(),
             name: "web".into(),

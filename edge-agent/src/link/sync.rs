@@ -354,6 +354,7 @@ mod tests {
             pods: pods
                 .iter()
                 .map(|(uid, name)| PodAssignment {
+                    config: Default::default(),
                     network: None,
                     uid: (*uid).into(),
                     namespace: "default".into(),

@@ -17,7 +17,10 @@ use super::lifecycle::{Event, Next, TerminationReason, WaitingReason};
 use super::manager::Shared;
 use super::pod::Pod;
 use super::prober;
-use crate::runtime::{Exit, ExitReason, HTTP_NO_PORT, LogBuffer, ModuleKind, Program, RunSpec};
+use super::volumes;
+use crate::runtime::{
+    Exit, ExitReason, HTTP_NO_PORT, LogBuffer, ModuleKind, Preopen, Program, RunSpec,
+};
 
 /// Runs container `index` of `pod`.
 pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
@@ -27,7 +30,7 @@ pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
     let Some(logs) = pod.logs.get(index) else {
         return;
     };
-    let task = Task {
+    let mut task = Task {
         pod: &pod,
         index,
         spec,
@@ -45,10 +48,14 @@ pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
         let step = match &program {
             None => match until_stopped(&pod.stop, load(&shared, spec, &pod)).await {
                 None => None,
-                Some(Ok(loaded)) => {
-                    program = Some(loaded);
-                    continue;
-                }
+                Some(Ok(loaded)) => match mounts(&shared, &pod, spec) {
+                    Ok(preopens) => {
+                        task.run_spec.preopens = preopens;
+                        program = Some(loaded);
+                        continue;
+                    }
+                    Err(failure) => Some(task.module_failed(failure)),
+                },
                 Some(Err(failure)) => Some(task.module_failed(failure)),
             },
             Some(program) => task.run_once(program).await,
@@ -133,6 +140,17 @@ pub fn run_spec(spec: &ContainerSpec) -> RunSpec {
         cpu_limit_millis: spec.cpu_limit_millis,
         ..RunSpec::default()
     }
+}
+
+/// The container's volume mounts as preopened directories; a failure (a `subPath` that
+/// names a file, no volume directory) is the lifecycle event for it.
+fn mounts(shared: &Shared, pod: &Pod, spec: &ContainerSpec) -> Result<Vec<Preopen>, Event> {
+    let config = &pod.assignment.config;
+    let root = shared.volume_dir.as_deref();
+    volumes::preopens(root, pod.uid(), config, &spec.name).map_err(|message| Event::ModuleFailed {
+        reason: WaitingReason::CreateContainerError,
+        message,
+    })
 }
 
 /// Fetches and loads the container's module; a failure is the lifecycle event for it.

@@ -18,6 +18,7 @@ use super::lifecycle::Backoff;
 use super::logfiles;
 use super::logs::{LogError, LogStream};
 use super::pod::{Pod, supervise};
+use super::volumes;
 use super::{ModuleSource, PodManagerConfig};
 use crate::modules::gc;
 use crate::modules::single_flight::SingleFlight;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Where container logs are persisted, if anywhere.
     pub log_dir: Option<PathBuf>,
+    /// Where pods' volumes live, if anywhere ([`super::volumes`]).
+    pub volume_dir: Option<PathBuf>,
     /// One fetch-and-install of the server's artifact per module digest at a time, shared
     /// by every container starting that module.
     pub artifact_installs: SingleFlight<()>,
@@ -105,6 +108,7 @@ impl PodManager {
                     source,
                     tracker,
                     log_dir: config.log_dir,
+                    volume_dir: config.volume_dir,
                     artifact_installs: SingleFlight::default(),
                     services: config.services,
                     events: EventSink::default(),
@@ -163,6 +167,11 @@ impl PodManager {
                 keep.extend(state.restored.keys().cloned());
                 logfiles::remove_others(log_dir, &keep);
             }
+            if let Some(volume_dir) = &self.inner.shared.volume_dir {
+                let mut keep = wanted.clone();
+                keep.extend(state.restored.keys().cloned());
+                volumes::remove_others(volume_dir, &keep);
+            }
         }
         let forgotten: Vec<String> = if forget_unlisted_restored {
             let unlisted = state
@@ -200,6 +209,11 @@ impl PodManager {
             let mut replacing = false;
             if let Some(running) = state.pods.get(&assignment.uid) {
                 if !images_changed(&running.assignment, &assignment) {
+                    // New files of its volumes (a ConfigMap changed) reach the running
+                    // containers; their env stays as it was.
+                    if running.assignment.config != assignment.config {
+                        self.sync_volumes(&assignment);
+                    }
                     continue;
                 }
                 // A new image restarts the pod's containers on it, continuing its status.
@@ -209,6 +223,7 @@ impl PodManager {
                 restored = Some(running.status());
                 replacing = true;
             }
+            self.sync_volumes(&assignment);
             let mut pod = Pod::new(
                 assignment,
                 restored.as_ref(),
@@ -235,6 +250,11 @@ impl PodManager {
         drop(state);
         // Outside the lock: deleting files should not hold up `statuses` and `logs`.
         stopped.iter().for_each(|pod| pod.delete_logs());
+        if let Some(volume_dir) = &self.inner.shared.volume_dir {
+            stopped
+                .iter()
+                .for_each(|pod| volumes::remove(volume_dir, pod.uid()));
+        }
         if let Some(log_dir) = &self.inner.shared.log_dir {
             for uid in &forgotten {
                 tracing::info!(%uid, "forgetting a restored pod the node no longer has");
@@ -246,6 +266,20 @@ impl PodManager {
         if changed {
             self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
             self.collect_module_garbage();
+        }
+    }
+
+    /// Writes the pod's volumes (a failure leaves its mounting containers unable to start,
+    /// with the reason in their status).
+    fn sync_volumes(&self, assignment: &PodAssignment) {
+        let Some(volume_dir) = &self.inner.shared.volume_dir else {
+            return;
+        };
+        if assignment.config.volumes.is_empty() {
+            return;
+        }
+        if let Err(err) = volumes::sync(volume_dir, &assignment.uid, &assignment.config) {
+            tracing::warn!(uid = %assignment.uid, %err, "cannot write the pod's volumes");
         }
     }
 

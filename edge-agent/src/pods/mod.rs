@@ -12,7 +12,8 @@
 //! - `probing`: what a container's probes decide (pure); `prober`: running them;
 //! - `events`: probe events queued for the link;
 //! - `logs`: what [`PodManager::logs`] returns;
-//! - `logfiles`: where container logs live on disk, so they survive an agent restart.
+//! - `logfiles`: where container logs live on disk, so they survive an agent restart;
+//! - `volumes`: pods' volumes on disk and the WASI preopened directories they become.
 
 pub mod lifecycle;
 pub mod probing;
@@ -24,6 +25,7 @@ mod logs;
 mod manager;
 mod pod;
 mod prober;
+pub mod volumes;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -77,6 +79,9 @@ pub struct PodManagerConfig {
     /// Where container logs are persisted (`<log_dir>/<pod uid>/<container>.log`), so
     /// that they survive an agent restart; `None` keeps them in memory only.
     pub log_dir: Option<PathBuf>,
+    /// Where pods' volumes live (`<volume_dir>/<pod uid>/<volume>`, [`volumes`]); `None`:
+    /// a container that mounts a volume cannot start.
+    pub volume_dir: Option<PathBuf>,
     /// The disk budget of cached modules and their compiled artifacts; modules no pod uses
     /// are deleted, least recently used first, to stay within it.
     pub module_cache_bytes: u64,
@@ -89,6 +94,7 @@ impl Default for PodManagerConfig {
         Self {
             restart_backoff_base: Duration::from_secs(10),
             log_dir: None,
+            volume_dir: None,
             module_cache_bytes: crate::modules::gc::DEFAULT_BUDGET_BYTES,
             services: crate::net::ServiceDirectory::new("", None),
         }

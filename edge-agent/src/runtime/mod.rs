@@ -48,7 +48,7 @@ pub use logbuf::{
 };
 pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
 pub use programs::IDLE_PROGRAMS;
-pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, RunSpec};
+pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, Preopen, RunSpec};
 
 use budget::NodeBudget;
 use cache::{ArtifactCache, Compiled};

@@ -22,7 +22,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, InstancePre, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -62,6 +62,19 @@ pub struct RunSpec {
     pub http_port: Option<u16>,
     /// The per-request limits of a served `wasi:http` proxy component.
     pub http_limits: HttpLimits,
+    /// Host directories the guest sees at its mount paths (the pod's volumes).
+    pub preopens: Vec<Preopen>,
+}
+
+/// A host directory preopened for the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: std::path::PathBuf,
+    /// Where the guest sees it (`/etc/config`).
+    pub guest: String,
+    /// Whether the guest may only read it.
+    pub read_only: bool,
 }
 
 /// Why a run ended.
@@ -293,7 +306,8 @@ impl Sandbox<'_> {
         }
     }
 
-    /// The WASI context: argv, env, stdout/stderr into the log; no preopens, no stdin, no
+    /// The WASI context: argv, env, stdout/stderr into the log, the pod's volumes as
+    /// preopened directories; no stdin, no
     /// network (the builder denies all sockets; a component of a pod with a network is
     /// granted its sockets by [`sockets::grant`]).
     fn wasi(&self, spec: &RunSpec) -> WasiCtxBuilder {
@@ -303,6 +317,16 @@ impl Sandbox<'_> {
             .envs(&spec.env)
             .stdout(LogSink::new(self.logs.clone()))
             .stderr(LogSink::new(self.logs.clone()));
+        for preopen in &spec.preopens {
+            let perms = match preopen.read_only {
+                true => FsPerms::ReadOnly,
+                false => FsPerms::ReadWrite,
+            };
+            // The pod manager checked the directory; one that vanished since stays unmounted.
+            if let Err(err) = builder.preopened_dir(&preopen.host, &preopen.guest, perms) {
+                tracing::warn!(guest = %preopen.guest, %err, "cannot preopen a volume");
+            }
+        }
         builder
     }
 

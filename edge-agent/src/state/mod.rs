@@ -330,6 +330,7 @@ mod tests {
         DesiredPods {
             revision,
             pods: vec![PodAssignment {
+                config: Default::default(),
                 network: Some(wasmfleet_protocol::network::PodNetwork {
                     ip: std::net::Ipv4Addr::new(10, 42, 0, 7),
                     cluster_cidr: wasmfleet_protocol::network::ClusterCidr::default().net(),
@@ -405,6 +406,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("state.redb");
         let big = |uid: &str| PodAssignment {
+            config: Default::default(),
             network: None,
             uid: uid.into(),
             namespace: "default".into(),

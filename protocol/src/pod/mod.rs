@@ -19,8 +19,10 @@ use crate::network::PodNetwork;
 pub mod probe;
 pub mod v1;
 pub mod v2;
+pub mod volumes;
 
 pub use probe::{Probe, ProbeAction, ProbeKind, Probes};
+pub use volumes::PodConfig;
 
 /// Everything one node should be running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +86,10 @@ pub struct PodAssignment {
     pub containers: Vec<ContainerSpec>,
     /// The pod's network (none from servers older than the pod network).
     pub network: Option<PodNetwork>,
+    /// Its volumes and mounts. Appended after `network` ([`crate::tail`]): older servers
+    /// send none, older agents ignore it. Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub config: PodConfig,
 }
 
 /// A pod's `spec.restartPolicy`.
@@ -311,6 +317,7 @@ mod tests {
                 },
             }],
             network: None,
+            config: PodConfig::default(),
         }
     }
 
@@ -347,6 +354,38 @@ mod tests {
             current.pods[0].containers,
             without_probes(assignment()).containers
         );
+    }
+
+    #[test]
+    fn a_pod_with_volumes_round_trips_and_one_from_an_older_server_has_none() {
+        let mut pod = assignment();
+        pod.config = PodConfig {
+            volumes: vec![volumes::Volume {
+                name: "conf".into(),
+                source: volumes::VolumeSource::Files(vec![volumes::VolumeFile {
+                    path: "app.conf".into(),
+                    mode: 0o644,
+                    data: b"level=debug".to_vec(),
+                }]),
+            }],
+            mounts: vec![volumes::Mount {
+                container: "main".into(),
+                volume: "conf".into(),
+                mount_path: "/etc/app".into(),
+                sub_path: String::new(),
+                read_only: true,
+            }],
+        };
+        let message = Message::DesiredPodV3(DesiredPod { revision: 7, pod });
+        assert_eq!(decode(&encode(&message)).unwrap(), message);
+        // An older server's payload ends where `config` would start.
+        let plain = Message::DesiredPodV3(DesiredPod {
+            revision: 7,
+            pod: assignment(),
+        });
+        let bytes = encode(&plain);
+        let older = &bytes[..bytes.len() - 2];
+        assert_eq!(decode(older).unwrap(), plain);
     }
 
     #[test]

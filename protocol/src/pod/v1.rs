@@ -49,6 +49,7 @@ impl From<PodAssignment> for super::PodAssignment {
             restart_policy: old.restart_policy,
             containers: old.containers.into_iter().map(Into::into).collect(),
             network: None,
+            config: super::PodConfig::default(),
         }
     }
 }

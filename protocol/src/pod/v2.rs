@@ -96,6 +96,7 @@ impl From<PodAssignment> for super::PodAssignment {
             restart_policy: old.restart_policy,
             containers: old.containers.into_iter().map(Into::into).collect(),
             network: old.network,
+            config: super::PodConfig::default(),
         }
     }
 }

@@ -196,6 +196,8 @@ mod tests {
                 "pods/ephemeralcontainers",
                 "services",
                 "endpoints",
+                "configmaps",
+                "secrets",
                 "events"
             ]
         );

@@ -8,7 +8,8 @@
 //!
 //! Files: [`router`] (routes), [`auth`] (bearer token), [`objects`] (the verbs),
 //! [`kinds`] + [`pods`]/[`nodes`]/[`namespaces`] (per-resource admission),
-//! [`validation`] (the Pod allow-list), [`placement`] (affinity and topology spread
+//! [`validation`] (the Pod allow-list), [`volumes`] (env sources, volumes and mounts),
+//! [`placement`] (affinity and topology spread
 //! constraints), [`defaults`] (what a Pod gets when left out,
 //! resources included), [`body`] (limits, content types, patches, decoding
 //! off the async workers), [`nesting`] (the depth pre-scan),
@@ -43,6 +44,7 @@ pub mod scale;
 pub mod status;
 pub mod table;
 pub mod validation;
+pub mod volumes;
 pub mod watch;
 
 use std::net::SocketAddr;

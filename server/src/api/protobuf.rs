@@ -1,6 +1,6 @@
 //! The Kubernetes protobuf encoding of the objects kubectl's `create` generators send
-//! (`kubectl create namespace|deployment|job|cronjob`): they always POST protobuf and never
-//! retry as JSON after a 415.
+//! (`kubectl create namespace|configmap|secret|deployment|job|cronjob`): they always POST
+//! protobuf and never retry as JSON after a 415.
 //!
 //! Wire format: the magic `k8s\0`, then a `runtime.Unknown` {1: TypeMeta {1: apiVersion,
 //! 2: kind}, 2: raw}, where raw is the typed message. The typed messages are decoded by
@@ -11,6 +11,7 @@
 //! are dropped as JSON's `omitempty` would. Kinds without a table are refused (415), and so
 //! is anything malformed (400).
 
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::status::ApiError;
@@ -27,6 +28,8 @@ enum Ty {
     Map,
     /// `map<string, Quantity>` entries.
     QuantityMap,
+    /// `map<string, bytes>` entries, base64 in JSON (a Secret's `data`).
+    BytesMap,
     IntOrString,
     /// `meta.v1.Time`: seconds since the epoch, as RFC 3339.
     Time,
@@ -55,7 +58,10 @@ enum Zero {
 }
 
 use Rep::{Many, One};
-use Ty::{Bool, Inline, Int, IntOrString, Map as StrMap, Msg, QuantityMap, Str, Time, Unsupported};
+use Ty::{
+    Bool, BytesMap, Inline, Int, IntOrString, Map as StrMap, Msg, QuantityMap, Str, Time,
+    Unsupported,
+};
 use Zero::{Drop, Keep};
 
 const OWNER_REFERENCE: &[FieldDef] = &[
@@ -96,10 +102,156 @@ const LABEL_SELECTOR: &[FieldDef] = &[
     FieldDef(2, "matchExpressions", Msg(SELECTOR_REQUIREMENT), Many, Drop),
 ];
 
+const LOCAL_OBJECT_REFERENCE: &[FieldDef] = &[FieldDef(1, "name", Str, One, Drop)];
+
+/// `ConfigMapKeySelector` and `SecretKeySelector`.
+const KEY_SELECTOR: &[FieldDef] = &[
+    FieldDef(1, "reference", Inline(LOCAL_OBJECT_REFERENCE), One, Drop),
+    FieldDef(2, "key", Str, One, Drop),
+    FieldDef(3, "optional", Bool, One, Keep),
+];
+
+const OBJECT_FIELD_SELECTOR: &[FieldDef] = &[
+    FieldDef(1, "apiVersion", Str, One, Drop),
+    FieldDef(2, "fieldPath", Str, One, Drop),
+];
+
+const ENV_VAR_SOURCE: &[FieldDef] = &[
+    FieldDef(1, "fieldRef", Msg(OBJECT_FIELD_SELECTOR), One, Drop),
+    FieldDef(2, "resourceFieldRef", Unsupported, One, Drop),
+    FieldDef(3, "configMapKeyRef", Msg(KEY_SELECTOR), One, Drop),
+    FieldDef(4, "secretKeyRef", Msg(KEY_SELECTOR), One, Drop),
+];
+
 const ENV_VAR: &[FieldDef] = &[
     FieldDef(1, "name", Str, One, Drop),
     FieldDef(2, "value", Str, One, Drop),
-    FieldDef(3, "valueFrom", Unsupported, One, Drop),
+    FieldDef(3, "valueFrom", Msg(ENV_VAR_SOURCE), One, Drop),
+];
+
+/// `ConfigMapEnvSource` and `SecretEnvSource`.
+const ENV_SOURCE: &[FieldDef] = &[
+    FieldDef(1, "reference", Inline(LOCAL_OBJECT_REFERENCE), One, Drop),
+    FieldDef(2, "optional", Bool, One, Keep),
+];
+
+const ENV_FROM: &[FieldDef] = &[
+    FieldDef(1, "prefix", Str, One, Drop),
+    FieldDef(2, "configMapRef", Msg(ENV_SOURCE), One, Drop),
+    FieldDef(3, "secretRef", Msg(ENV_SOURCE), One, Drop),
+];
+
+const VOLUME_MOUNT: &[FieldDef] = &[
+    FieldDef(1, "name", Str, One, Drop),
+    FieldDef(2, "readOnly", Bool, One, Drop),
+    FieldDef(3, "mountPath", Str, One, Drop),
+    FieldDef(4, "subPath", Str, One, Drop),
+    FieldDef(5, "mountPropagation", Unsupported, One, Drop),
+    FieldDef(6, "subPathExpr", Unsupported, One, Drop),
+    FieldDef(7, "recursiveReadOnly", Unsupported, One, Drop),
+];
+
+const KEY_TO_PATH: &[FieldDef] = &[
+    FieldDef(1, "key", Str, One, Drop),
+    FieldDef(2, "path", Str, One, Drop),
+    FieldDef(3, "mode", Int, One, Keep),
+];
+
+const CONFIG_MAP_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "reference", Inline(LOCAL_OBJECT_REFERENCE), One, Drop),
+    FieldDef(2, "items", Msg(KEY_TO_PATH), Many, Drop),
+    FieldDef(3, "defaultMode", Int, One, Keep),
+    FieldDef(4, "optional", Bool, One, Keep),
+];
+
+const SECRET_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "secretName", Str, One, Drop),
+    FieldDef(2, "items", Msg(KEY_TO_PATH), Many, Drop),
+    FieldDef(3, "defaultMode", Int, One, Keep),
+    FieldDef(4, "optional", Bool, One, Keep),
+];
+
+const EMPTY_DIR_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "medium", Str, One, Drop),
+    FieldDef(2, "sizeLimit", Unsupported, One, Drop),
+];
+
+const DOWNWARD_API_FILE: &[FieldDef] = &[
+    FieldDef(1, "path", Str, One, Drop),
+    FieldDef(2, "fieldRef", Msg(OBJECT_FIELD_SELECTOR), One, Drop),
+    FieldDef(3, "resourceFieldRef", Unsupported, One, Drop),
+    FieldDef(4, "mode", Int, One, Keep),
+];
+
+const DOWNWARD_API_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "items", Msg(DOWNWARD_API_FILE), Many, Drop),
+    FieldDef(2, "defaultMode", Int, One, Keep),
+];
+
+/// `ConfigMapProjection` and `SecretProjection`.
+const KEYS_PROJECTION: &[FieldDef] = &[
+    FieldDef(1, "reference", Inline(LOCAL_OBJECT_REFERENCE), One, Drop),
+    FieldDef(2, "items", Msg(KEY_TO_PATH), Many, Drop),
+    FieldDef(4, "optional", Bool, One, Keep),
+];
+
+const VOLUME_PROJECTION: &[FieldDef] = &[
+    FieldDef(1, "secret", Msg(KEYS_PROJECTION), One, Keep),
+    FieldDef(
+        2,
+        "downwardAPI",
+        Msg(&[FieldDef(1, "items", Msg(DOWNWARD_API_FILE), Many, Drop)]),
+        One,
+        Keep,
+    ),
+    FieldDef(3, "configMap", Msg(KEYS_PROJECTION), One, Keep),
+    FieldDef(4, "serviceAccountToken", Unsupported, One, Drop),
+    FieldDef(5, "clusterTrustBundle", Unsupported, One, Drop),
+];
+
+const PROJECTED_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "sources", Msg(VOLUME_PROJECTION), Many, Drop),
+    FieldDef(2, "defaultMode", Int, One, Keep),
+];
+
+/// `VolumeSource`: the types a Wasm pod can have, and every other one as the marker
+/// (an empty source message is kept: `emptyDir: {}` is a volume).
+const VOLUME_SOURCE: &[FieldDef] = &[
+    FieldDef(1, "hostPath", Unsupported, One, Drop),
+    FieldDef(2, "emptyDir", Msg(EMPTY_DIR_VOLUME), One, Keep),
+    FieldDef(3, "gcePersistentDisk", Unsupported, One, Drop),
+    FieldDef(4, "awsElasticBlockStore", Unsupported, One, Drop),
+    FieldDef(5, "gitRepo", Unsupported, One, Drop),
+    FieldDef(6, "secret", Msg(SECRET_VOLUME), One, Keep),
+    FieldDef(7, "nfs", Unsupported, One, Drop),
+    FieldDef(8, "iscsi", Unsupported, One, Drop),
+    FieldDef(9, "glusterfs", Unsupported, One, Drop),
+    FieldDef(10, "persistentVolumeClaim", Unsupported, One, Drop),
+    FieldDef(11, "rbd", Unsupported, One, Drop),
+    FieldDef(12, "flexVolume", Unsupported, One, Drop),
+    FieldDef(13, "cinder", Unsupported, One, Drop),
+    FieldDef(14, "cephfs", Unsupported, One, Drop),
+    FieldDef(15, "flocker", Unsupported, One, Drop),
+    FieldDef(16, "downwardAPI", Msg(DOWNWARD_API_VOLUME), One, Keep),
+    FieldDef(17, "fc", Unsupported, One, Drop),
+    FieldDef(18, "azureFile", Unsupported, One, Drop),
+    FieldDef(19, "configMap", Msg(CONFIG_MAP_VOLUME), One, Keep),
+    FieldDef(20, "vsphereVolume", Unsupported, One, Drop),
+    FieldDef(21, "quobyte", Unsupported, One, Drop),
+    FieldDef(22, "azureDisk", Unsupported, One, Drop),
+    FieldDef(23, "photonPersistentDisk", Unsupported, One, Drop),
+    FieldDef(24, "portworxVolume", Unsupported, One, Drop),
+    FieldDef(25, "scaleIO", Unsupported, One, Drop),
+    FieldDef(26, "projected", Msg(PROJECTED_VOLUME), One, Keep),
+    FieldDef(27, "storageos", Unsupported, One, Drop),
+    FieldDef(28, "csi", Unsupported, One, Drop),
+    FieldDef(29, "ephemeral", Unsupported, One, Drop),
+    FieldDef(30, "image", Unsupported, One, Drop),
+];
+
+const VOLUME: &[FieldDef] = &[
+    FieldDef(1, "name", Str, One, Drop),
+    FieldDef(2, "volumeSource", Inline(VOLUME_SOURCE), One, Drop),
 ];
 
 const RESOURCES: &[FieldDef] = &[
@@ -159,12 +311,12 @@ const CONTAINER: &[FieldDef] = &[
     FieldDef(4, "args", Str, Many, Drop),
     FieldDef(5, "workingDir", Unsupported, One, Drop),
     FieldDef(6, "ports", Msg(CONTAINER_PORT), Many, Drop),
-    FieldDef(19, "envFrom", Unsupported, Many, Drop),
+    FieldDef(19, "envFrom", Msg(ENV_FROM), Many, Drop),
     FieldDef(7, "env", Msg(ENV_VAR), Many, Drop),
     FieldDef(8, "resources", Msg(RESOURCES), One, Drop),
     FieldDef(23, "resizePolicy", Unsupported, Many, Drop),
     FieldDef(24, "restartPolicy", Unsupported, One, Drop),
-    FieldDef(9, "volumeMounts", Unsupported, Many, Drop),
+    FieldDef(9, "volumeMounts", Msg(VOLUME_MOUNT), Many, Drop),
     FieldDef(21, "volumeDevices", Unsupported, Many, Drop),
     FieldDef(10, "livenessProbe", Msg(PROBE), One, Drop),
     FieldDef(11, "readinessProbe", Msg(PROBE), One, Drop),
@@ -188,7 +340,7 @@ const TOLERATION: &[FieldDef] = &[
 ];
 
 const POD_SPEC: &[FieldDef] = &[
-    FieldDef(1, "volumes", Unsupported, Many, Drop),
+    FieldDef(1, "volumes", Msg(VOLUME), Many, Drop),
     FieldDef(20, "initContainers", Unsupported, Many, Drop),
     FieldDef(2, "containers", Msg(CONTAINER), Many, Drop),
     FieldDef(3, "restartPolicy", Str, One, Drop),
@@ -320,9 +472,28 @@ const ACCESS_REVIEW_SPEC: &[FieldDef] = &[
 /// `kubectl auth can-i --list`'s SelfSubjectRulesReview spec.
 const RULES_REVIEW_SPEC: &[FieldDef] = &[FieldDef(1, "namespace", Str, One, Drop)];
 
+/// `kubectl create configmap`: {1: metadata, 2: data, 3: binaryData, 4: immutable}.
+const CONFIG_MAP: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "data", StrMap, One, Drop),
+    FieldDef(3, "binaryData", BytesMap, One, Drop),
+    FieldDef(4, "immutable", Bool, One, Keep),
+];
+
+/// `kubectl create secret`: {1: metadata, 2: data, 3: type, 4: stringData, 5: immutable}.
+const SECRET: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "data", BytesMap, One, Drop),
+    FieldDef(3, "type", Str, One, Drop),
+    FieldDef(4, "stringData", StrMap, One, Drop),
+    FieldDef(5, "immutable", Bool, One, Keep),
+];
+
 /// The kinds decoded, with their apiVersion and message table.
 const KINDS: &[(&str, &str, &[FieldDef])] = &[
     ("v1", "Namespace", object!(NAMESPACE_SPEC)),
+    ("v1", "ConfigMap", CONFIG_MAP),
+    ("v1", "Secret", SECRET),
     ("apps/v1", "Deployment", object!(DEPLOYMENT_SPEC)),
     ("batch/v1", "Job", object!(JOB_SPEC)),
     ("batch/v1", "CronJob", object!(CRON_JOB_SPEC)),
@@ -411,7 +582,7 @@ fn message(bytes: &[u8], table: &[FieldDef]) -> Option<Map<String, Value>> {
                 let list = out.entry(*name).or_insert_with(|| json!([]));
                 list.as_array_mut()?.push(value);
             }
-            One if matches!(ty, StrMap | QuantityMap) => {
+            One if matches!(ty, StrMap | QuantityMap | BytesMap) => {
                 let map = out.entry(*name).or_insert_with(|| json!({}));
                 if let (Some(map), Value::Object(entry)) = (map.as_object_mut(), value) {
                     map.extend(entry);
@@ -438,6 +609,10 @@ fn value(payload: Payload<'_>, ty: Ty) -> Option<Value> {
         (StrMap, Payload::Bytes(b)) => {
             let (key, value) = map_entry(b)?;
             json!({ key: text(value.unwrap_or_default())? })
+        }
+        (BytesMap, Payload::Bytes(b)) => {
+            let (key, value) = map_entry(b)?;
+            json!({ key: base64::engine::general_purpose::STANDARD.encode(value.unwrap_or_default()) })
         }
         (QuantityMap, Payload::Bytes(b)) => {
             let (key, value) = map_entry(b)?;
@@ -710,8 +885,66 @@ mod tests {
     }
 
     #[test]
+    fn env_sources_mounts_and_volumes_decode_and_other_volume_types_are_marked() {
+        let reference = field(1, b"app");
+        let key_ref = [field(1, &reference), field(2, b"mode")].concat();
+        let env = [field(1, b"MODE"), field(3, &field(3, &key_ref))].concat();
+        let env_from = [field(1, b"X_"), field(3, &field(1, &field(1, b"creds")))].concat();
+        let mount = [field(1, b"conf"), varint_field(2, 1), field(3, b"/etc/app")].concat();
+        let container = [
+            field(1, b"c"),
+            field(7, &env),
+            field(19, &env_from),
+            field(9, &mount),
+        ]
+        .concat();
+        let config_map = [field(1, &reference), varint_field(3, 0o44)].concat();
+        let volumes = [
+            field(
+                1,
+                &[field(1, b"conf"), field(2, &field(19, &config_map))].concat(),
+            ),
+            field(1, &[field(1, b"tmp"), field(2, &field(2, b""))].concat()),
+            field(
+                1,
+                &[field(1, b"host"), field(2, &field(1, &field(1, b"/etc")))].concat(),
+            ),
+        ]
+        .concat();
+        let spec = message(&[field(2, &container), volumes].concat(), POD_SPEC).unwrap();
+        assert_eq!(
+            Value::Object(spec),
+            json!({
+                "containers": [{"name": "c",
+                    "env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "mode"}}}],
+                    "envFrom": [{"prefix": "X_", "secretRef": {"name": "creds"}}],
+                    "volumeMounts": [{"name": "conf", "readOnly": true, "mountPath": "/etc/app"}]}],
+                "volumes": [
+                    {"name": "conf", "configMap": {"name": "app", "defaultMode": 36}},
+                    {"name": "tmp", "emptyDir": {}},
+                    {"name": "host", "hostPath": {"unsupported": true}}
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn a_secret_keeps_its_bytes_as_base64_and_its_string_data() {
+        let meta = field(1, &field(1, b"s"));
+        let bytes = field(2, &[field(1, b"bin"), field(2, &[0, 1, 2])].concat());
+        let text = field(4, &[field(1, b"user"), field(2, b"admin")].concat());
+        let raw = [meta, bytes, field(3, b"Opaque"), text].concat();
+        let secret = decode(&object("v1", "Secret", &raw)).unwrap();
+        assert_eq!(
+            secret,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"bin": "AAEC"}, "type": "Opaque", "stringData": {"user": "admin"}})
+        );
+    }
+
+    #[test]
     fn other_kinds_are_unsupported_and_garbage_is_refused() {
-        let refused = decode(&namespace("ConfigMap")).unwrap_err();
+        let refused = decode(&namespace("ServiceAccount")).unwrap_err();
         assert_eq!(refused.code, axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
         for garbage in [&b"k8s\0\x0a\xff"[..], b"{}", b"k8s\0\x0f"] {
             assert!(decode(garbage).is_err());

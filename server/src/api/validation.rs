@@ -43,7 +43,6 @@ pub enum Shape {
 const RESOURCE_LIST: Shape =
     Shape::Object(&[("memory", Shape::Quantity), ("cpu", Shape::Quantity)]);
 const RESOURCES: Shape = Shape::Object(&[("limits", RESOURCE_LIST), ("requests", RESOURCE_LIST)]);
-const ENV_VAR: Shape = Shape::Object(&[("name", Shape::Str), ("value", Shape::Str)]);
 /// `hostPort` and `hostIP` are left out: a pod is reached through its pod IP and Services.
 const CONTAINER_PORT: Shape = Shape::Object(&[
     ("name", Shape::Str),
@@ -77,7 +76,9 @@ const CONTAINER: Shape = Shape::Object(&[
     ("image", Shape::Str),
     ("command", Shape::List(&Shape::Str)),
     ("args", Shape::List(&Shape::Str)),
-    ("env", Shape::List(&ENV_VAR)),
+    ("env", Shape::List(&super::volumes::ENV_VAR)),
+    ("envFrom", Shape::List(&super::volumes::ENV_FROM)),
+    ("volumeMounts", Shape::List(&super::volumes::VOLUME_MOUNT)),
     ("resources", RESOURCES),
     ("startupProbe", super::probes::PROBE),
     ("livenessProbe", super::probes::PROBE),
@@ -137,6 +138,7 @@ pub const POD_SPEC: Shape = Shape::Object(&[
     ),
     ("tolerations", Shape::List(&TOLERATION)),
     ("containers", Shape::List(&CONTAINER)),
+    ("volumes", Shape::List(&super::volumes::VOLUME)),
     ("restartPolicy", Shape::Str),
     ("nodeName", Shape::Str),
     ("nodeSelector", Shape::StringMap),
@@ -450,6 +452,7 @@ fn check_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     }
     check_tolerations(spec.get("tolerations"), path, causes);
     super::placement::check(spec, path, causes);
+    super::volumes::check(spec, path, causes);
     if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str)
         && !matches!(policy, "Always" | "OnFailure" | "Never")
     {

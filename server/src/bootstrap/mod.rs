@@ -7,6 +7,8 @@
 //!   embedded MQTT broker, re-issued every start for `localhost`, `127.0.0.1`, the hostname
 //!   and every `--tls-san`. Agents trust `tls/ca.crt` (`--ca-file`);
 //! - `node-token` (0600): the node join token, for copying onto agents;
+//! - `secrets-encryption.key` (0600): the key Secrets are encrypted with in the store
+//!   ([`secrets_key`]), created once;
 //! - `admin.kubeconfig` (0600): written by [`write_kubeconfig`] once the API port is known,
 //!   on every start (the port may change).
 
@@ -14,6 +16,7 @@ mod credentials;
 mod files;
 mod kubeconfig;
 mod pki;
+pub mod secrets_key;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -54,6 +57,8 @@ pub struct Bootstrap {
     pub credentials: Credentials,
     /// The TLS material of the API and the embedded broker.
     pub tls: TlsMaterial,
+    /// Encrypts Secrets in the store.
+    pub secrets_cipher: std::sync::Arc<crate::store::SecretsCipher>,
 }
 
 /// Loads the data directory's secrets and TLS material, creating whatever is missing.
@@ -66,7 +71,12 @@ pub fn load_or_create(data_dir: &Path, extra_sans: &[String]) -> Result<Bootstra
     let credentials = Credentials::load_or_create(&data_dir.join("credentials.json"))?;
     write_file(&data_dir.join("node-token"), &credentials.node_token)?;
     let tls = pki::load_or_create(&data_dir.join("tls"), &serving_sans(extra_sans))?;
-    Ok(Bootstrap { credentials, tls })
+    let secrets_cipher = secrets_key::load_or_create(&data_dir.join(secrets_key::FILE))?;
+    Ok(Bootstrap {
+        credentials,
+        tls,
+        secrets_cipher,
+    })
 }
 
 /// Replaces the node join token (in `credentials.json` and `node-token`) with a new one.

@@ -3,7 +3,10 @@
 //! [`desired_for_node`] is the pure planner: the pods with `spec.nodeName` = node and no
 //! `deletionTimestamp`, with images resolved to module digests. A pod whose images do not
 //! all resolve is left out (it cannot run yet) and reported in [`Plan::unresolved`], so its
-//! containers get `waiting.reason = ErrModuleNotFound` in the store.
+//! containers get `waiting.reason = ErrModuleNotFound` in the store. Its environment and
+//! volumes are resolved by [`super::config`]; a pod whose ConfigMaps, Secrets or keys are
+//! missing is left out the same way, its containers waiting with
+//! `CreateContainerConfigError`.
 //!
 //! [`plan_delivery`] (pure) turns that set and what the node was sent before into messages:
 //! new or changed pods on `n/{node}/down/pod/{uid}` (retained), the index on
@@ -21,9 +24,10 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 use wasmfleet_protocol::pod::{
     ContainerSpec, DesiredIndex, DesiredPods, IndexEntry, MAX_INDEXED_PODS, ModuleRef,
-    PodAssignment, RestartPolicy,
+    PodAssignment, PodConfig, RestartPolicy,
 };
 
+use super::config;
 use super::delivery::{self, Undeliverable};
 use crate::k8s::pods::running_node_of;
 use wasmfleet_protocol::network::{
@@ -34,7 +38,8 @@ use wasmfleet_protocol::quantity;
 /// The waiting reason of a container whose image is not in the module store.
 pub const MODULE_NOT_FOUND: &str = "ErrModuleNotFound";
 
-/// A container whose image does not resolve.
+/// A container that cannot start: its image does not resolve, or its configuration is
+/// missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unresolved {
     /// The pod's namespace.
@@ -45,6 +50,10 @@ pub struct Unresolved {
     pub container: String,
     /// The image as written.
     pub image: String,
+    /// The waiting reason ([`MODULE_NOT_FOUND`], [`super::config::CONFIG_ERROR`]).
+    pub reason: &'static str,
+    /// What is missing.
+    pub message: String,
 }
 
 /// A node's desired snapshot and the containers that kept pods out of it.
@@ -61,13 +70,15 @@ pub fn desired_for_node(
     node: &str,
     pods: &[Pod],
     resolve: &dyn Fn(&str) -> Option<ModuleRef>,
+    lookup: &config::NamespacedLookup<'_>,
     cluster: ClusterCidr,
     revision: u64,
 ) -> Plan {
     let mut assignments = Vec::new();
     let mut unresolved = Vec::new();
     for pod in pods.iter().filter(|p| runs_on(p, node)) {
-        match assignment(pod, resolve, cluster) {
+        let configured = assignment(pod, resolve, cluster).and_then(|a| configure(pod, a, lookup));
+        match configured {
             Ok(assignment) => assignments.push(assignment),
             Err(mut missing) => unresolved.append(&mut missing),
         }
@@ -80,6 +91,43 @@ pub fn desired_for_node(
         },
         unresolved,
     }
+}
+
+/// `assignment` with its environment and volumes resolved ([`super::config`]); `lookup`
+/// finds a ConfigMap's or Secret's data by resource, namespace and name.
+fn configure(
+    pod: &Pod,
+    mut assignment: PodAssignment,
+    lookup: &config::NamespacedLookup<'_>,
+) -> Result<PodAssignment, Vec<Unresolved>> {
+    let in_namespace = |resource: &str, name: &str| lookup(resource, &assignment.namespace, name);
+    match config::resolve(pod, &in_namespace) {
+        Ok(mut resolved) => {
+            for container in &mut assignment.containers {
+                if let Some(env) = resolved.env.remove(&container.name) {
+                    container.env = env;
+                }
+            }
+            assignment.config = resolved.config;
+            Ok(assignment)
+        }
+        Err(missing) => Err(missing
+            .into_iter()
+            .map(|m| Unresolved {
+                namespace: assignment.namespace.clone(),
+                pod: assignment.name.clone(),
+                image: image_of(&assignment, &m.container),
+                container: m.container,
+                reason: config::CONFIG_ERROR,
+                message: m.message,
+            })
+            .collect()),
+    }
+}
+
+fn image_of(assignment: &PodAssignment, container: &str) -> String {
+    let found = assignment.containers.iter().find(|c| c.name == container);
+    found.map(|c| c.image.clone()).unwrap_or_default()
 }
 
 /// Bound to `node`, not being deleted, and given its pod IP (the IPAM controller gives
@@ -117,6 +165,8 @@ pub(crate) fn assignment(
                 namespace: namespace.clone(),
                 pod: name.clone(),
                 container: container.name.clone(),
+                reason: MODULE_NOT_FOUND,
+                message: not_found_message(&image),
                 image,
             }),
         }
@@ -131,6 +181,7 @@ pub(crate) fn assignment(
         restart_policy: restart_policy(spec.and_then(|s| s.restart_policy.as_deref())),
         containers: specs,
         network: network(pod, cluster),
+        config: PodConfig::default(),
     })
 }
 
@@ -369,9 +420,7 @@ pub fn mark_unresolved(pod: &mut Value, missing: &[&Unresolved]) -> bool {
         .iter()
         .map(|(name, image)| {
             let waiting = match missing.iter().find(|m| &m.container == name) {
-                Some(m) => {
-                    json!({"reason": MODULE_NOT_FOUND, "message": not_found_message(&m.image)})
-                }
+                Some(m) => json!({"reason": m.reason, "message": m.message}),
                 None => json!({"reason": "ContainerCreating"}),
             };
             json!({
@@ -449,6 +498,7 @@ mod tests {
             "pi-1",
             &[web("pi-1", "hello:v1")],
             &resolve,
+            &|_, _, _| None,
             ClusterCidr::default(),
             7,
         );
@@ -486,7 +536,14 @@ mod tests {
     fn a_bound_pod_waits_for_its_ip() {
         let mut waiting = web("pi-1", "hello:v1");
         waiting.status = None;
-        let plan = desired_for_node("pi-1", &[waiting], &resolve, ClusterCidr::default(), 7);
+        let plan = desired_for_node(
+            "pi-1",
+            &[waiting],
+            &resolve,
+            &|_, _, _| None,
+            ClusterCidr::default(),
+            7,
+        );
         assert!(plan.desired.pods.is_empty());
         assert!(plan.unresolved.is_empty());
     }
@@ -504,6 +561,7 @@ mod tests {
             "pi-1",
             &[web("pi-2", "hello:v1"), deleting, unbound],
             &resolve,
+            &|_, _, _| None,
             ClusterCidr::default(),
             1,
         );
@@ -516,6 +574,7 @@ mod tests {
             "pi-1",
             &[web("pi-1", "nope:v9")],
             &resolve,
+            &|_, _, _| None,
             ClusterCidr::default(),
             1,
         );
@@ -527,6 +586,8 @@ mod tests {
                 pod: "web".into(),
                 container: "main".into(),
                 image: "nope:v9".into(),
+                reason: MODULE_NOT_FOUND,
+                message: not_found_message("nope:v9"),
             }]
         );
     }
@@ -538,7 +599,14 @@ mod tests {
             "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "hello:v1"}]},
             "status": {"podIP": "10.42.0.2"}
         }));
-        let plan = desired_for_node("n", &[p], &resolve, ClusterCidr::default(), 1);
+        let plan = desired_for_node(
+            "n",
+            &[p],
+            &resolve,
+            &|_, _, _| None,
+            ClusterCidr::default(),
+            1,
+        );
         assert_eq!(plan.desired.pods[0].restart_policy, RestartPolicy::Always);
         assert_eq!(plan.desired.pods[0].containers[0].memory_limit_bytes, None);
     }
@@ -551,6 +619,8 @@ mod tests {
             pod: "web".into(),
             container: "main".into(),
             image: "nope:v9".into(),
+            reason: MODULE_NOT_FOUND,
+            message: not_found_message("nope:v9"),
         };
         assert!(mark_unresolved(&mut obj, &[&missing]));
         let waiting = &obj["status"]["containerStatuses"][0]["state"]["waiting"];
@@ -566,6 +636,7 @@ mod tests {
     fn small(uid: &str, name: &str) -> PodAssignment {
         PodAssignment {
             network: None,
+            config: PodConfig::default(),
             uid: uid.into(),
             namespace: "default".into(),
             name: name.into(),

@@ -15,13 +15,15 @@
 //! Module uploads and manifests from clients come in through the [`front_door`], an MQTT 5
 //! session of its own that answers every publish.
 //!
-//! A third task ([`publisher`], planning with [`desired`]) publishes each node's retained desired-pods snapshot whenever
+//! A third task ([`publisher`], planning with [`desired`], resolving env and volumes with
+//! [`config`]) publishes each node's retained desired-pods snapshot whenever
 //! it changes, and all of them after every (re)connect; two more ([`retained`] loops) keep the
 //! retained tables every agent serves: the Services ([`services`]), the HTTP routes of
 //! Ingresses ([`routes`]) and the peers that carry pod traffic between nodes ([`peers`]). The server's retained presence on
 //! `wf/v1/server/state` is also its last will (`online: false`).
 
 mod blobs;
+pub mod config;
 mod connection;
 pub mod delivery;
 pub mod desired;

@@ -3,7 +3,9 @@
 //!
 //! [`DesiredPublisher`] reads the informer's [`Cache`] and re-plans only the nodes a change
 //! touches ([`affected_nodes`]: a pod added, deleted or changed outside its status, on its
-//! old and new node; a node that appeared), every node on a module change, a resync, a
+//! old and new node; a node that appeared; [`config_users`]: a ConfigMap or Secret changed,
+//! on the nodes of the pods that refer to it (`k8s::references`), so a mounted ConfigMap's
+//! new content reaches the pod's files), every node on a module change, a resync, a
 //! re-list or a missed change, and publishes only what changed (pods, then the index, then
 //! the clears), and everything again after every (re)connect. A status report or a `Lease`
 //! renewal re-plans nothing. The index `revision` is the cache's store revision plus the
@@ -26,12 +28,14 @@ use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, encode};
 
+use super::config;
 use super::desired::{
     Delivery, Sent, UNDELIVERABLE, Unresolved, awaits_confirmation, desired_for_node, index_of,
     mark_undeliverable, mark_unresolved, namespace_and_name, plan_delivery,
 };
 use crate::informer::{Cache, Changes};
 use crate::k8s::pods::running_node;
+use crate::k8s::references;
 use crate::modules::ModuleStore;
 use crate::store::{ObjectKey, Store, StoreError};
 
@@ -63,11 +67,12 @@ pub enum Targets {
 
 impl Targets {
     /// Adds the nodes a batch affects; a fresh list (the cache fell behind) affects all.
-    fn add_batch(&mut self, batch: &Changes) {
+    fn add_batch(&mut self, batch: &Changes, cache: &Cache) {
         if batch.relisted {
             *self = Targets::All;
         } else if let Targets::Nodes(nodes) = self {
             nodes.extend(affected_nodes(batch));
+            nodes.extend(config_users(batch, &|ns| cache.in_namespace("pods", ns)));
         }
     }
 
@@ -95,6 +100,37 @@ pub fn affected_nodes(batch: &Changes) -> BTreeSet<String> {
     for change in batch.of("nodes") {
         if change.old.is_none() {
             nodes.insert(change.key.name.clone());
+        }
+    }
+    nodes
+}
+
+/// The nodes of the pods that refer to a ConfigMap or Secret the batch changed: their
+/// delivered form holds its values. `pods_in` lists a namespace's pods.
+pub fn config_users(
+    batch: &Changes,
+    pods_in: &dyn Fn(&str) -> Vec<Arc<Value>>,
+) -> BTreeSet<String> {
+    let mut nodes = BTreeSet::new();
+    for resource in ["configmaps", "secrets"] {
+        for change in batch.of(resource) {
+            let namespace = change.key.namespace.as_deref().unwrap_or("default");
+            for pod in pods_in(namespace) {
+                let Some(node) = running_node(&pod) else {
+                    continue;
+                };
+                let Ok(typed) = Pod::deserialize(pod.as_ref()) else {
+                    continue;
+                };
+                let refs = references::of(&typed);
+                let uses = match resource {
+                    "configmaps" => refs.uses_config_map(&change.key.name),
+                    _ => refs.uses_secret(&change.key.name),
+                };
+                if uses {
+                    nodes.insert(node.to_owned());
+                }
+            }
         }
     }
     nodes
@@ -151,7 +187,7 @@ impl DesiredPublisher {
         loop {
             if !targets.is_empty() {
                 tokio::time::sleep(SETTLE).await;
-                drain(&mut changes, &mut targets);
+                drain(&mut changes, &mut targets, &self.cache);
                 module_changes.borrow_and_update();
                 if force {
                     self.published.clear();
@@ -179,7 +215,7 @@ impl DesiredPublisher {
                     targets = Targets::All;
                 }
                 batch = changes.recv() => match batch {
-                    Ok(batch) => targets.add_batch(&batch),
+                    Ok(batch) => targets.add_batch(&batch, &self.cache),
                     Err(RecvError::Lagged(_)) => targets = Targets::All,
                     Err(RecvError::Closed) => break,
                 },
@@ -219,6 +255,11 @@ impl DesiredPublisher {
         let revision = self.cache.revision() + self.modules.generation()?;
         let modules = self.modules.clone();
         let resolve = move |image: &str| modules.resolve(image).ok().flatten();
+        let cache = self.cache.clone();
+        let lookup = move |resource: &str, namespace: &str, name: &str| {
+            let object = cache.get(&ObjectKey::namespaced(resource, namespace, name))?;
+            Some(config::data_of(resource, &object))
+        };
         for node in self.nodes(targets) {
             let pods: Vec<Pod> = self
                 .cache
@@ -226,7 +267,7 @@ impl DesiredPublisher {
                 .iter()
                 .filter_map(|pod| Pod::deserialize(pod.as_ref()).ok())
                 .collect();
-            let plan = desired_for_node(&node, &pods, &resolve, self.cluster, revision);
+            let plan = desired_for_node(&node, &pods, &resolve, &lookup, self.cluster, revision);
             let sent = self.published.get(&node);
             let mut delivery = plan_delivery(sent, plan.desired.pods, revision);
             if delivery.index.is_none() && awaits_confirmation(&pods, sent) {
@@ -311,7 +352,8 @@ impl DesiredPublisher {
         Ok(())
     }
 
-    /// Writes `ErrModuleNotFound` for newly unresolved containers.
+    /// Writes `ErrModuleNotFound` or `CreateContainerConfigError` for newly unresolved
+    /// containers.
     fn mark_all(&mut self, node: &str, unresolved: &[Unresolved]) -> Result<(), StoreError> {
         let marked = self.marked.remove(node).unwrap_or_default();
         let mut by_pod: BTreeMap<(String, String), Vec<&Unresolved>> = BTreeMap::new();
@@ -323,12 +365,12 @@ impl DesiredPublisher {
         }
         let current: BTreeSet<(String, String, String)> = unresolved
             .iter()
-            .map(|u| (u.namespace.clone(), u.pod.clone(), u.image.clone()))
+            .map(|u| (u.namespace.clone(), u.pod.clone(), u.message.clone()))
             .collect();
         for ((namespace, pod), missing) in by_pod {
             let fresh = missing
                 .iter()
-                .any(|m| !marked.contains(&(namespace.clone(), pod.clone(), m.image.clone())));
+                .any(|m| !marked.contains(&(namespace.clone(), pod.clone(), m.message.clone())));
             if !fresh {
                 continue;
             }
@@ -341,7 +383,7 @@ impl DesiredPublisher {
                 Ok(_) | Err(StoreError::NotFound(_)) => {}
                 Err(err) => return Err(err),
             }
-            tracing::warn!(%namespace, %pod, image = %missing[0].image, "pod waits for a module that is not in the store");
+            tracing::warn!(%namespace, %pod, reason = missing[0].reason, message = %missing[0].message, "pod waits: a container cannot start");
         }
         if !current.is_empty() {
             self.marked.insert(node.to_owned(), current);
@@ -351,10 +393,10 @@ impl DesiredPublisher {
 }
 
 /// Adds the nodes of every batch already waiting to `targets`.
-fn drain(changes: &mut broadcast::Receiver<Arc<Changes>>, targets: &mut Targets) {
+fn drain(changes: &mut broadcast::Receiver<Arc<Changes>>, targets: &mut Targets, cache: &Cache) {
     loop {
         match changes.try_recv() {
-            Ok(batch) => targets.add_batch(&batch),
+            Ok(batch) => targets.add_batch(&batch, cache),
             Err(broadcast::error::TryRecvError::Lagged(_)) => *targets = Targets::All,
             Err(_) => return,
         }

@@ -36,8 +36,10 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 18] = [
+pub const RESOURCES: [&str; 20] = [
     "pods",
+    "configmaps",
+    "secrets",
     "services",
     "endpointslices",
     "endpoints",

@@ -34,6 +34,7 @@ mod events;
 mod key;
 mod meta;
 mod pages;
+pub mod sealing;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub use events::{EventType, WatchEvent, Watcher};
 pub use key::{ObjectKey, Scope};
 pub use meta::{Preconditions, resource_version};
 pub use pages::{Page, PageRequest};
+pub use sealing::SecretsCipher;
 
 /// `resource/namespace/name` → the object's JSON.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -66,6 +68,8 @@ pub struct StoreOptions {
     pub cache_size: usize,
     /// How many of the latest events to keep for watches to resume from.
     pub event_retention: u64,
+    /// Seals Secrets at rest ([`sealing`]); `None` stores them as plain JSON.
+    pub secrets_cipher: Option<Arc<SecretsCipher>>,
 }
 
 impl Default for StoreOptions {
@@ -73,6 +77,7 @@ impl Default for StoreOptions {
         Self {
             cache_size: 32 << 20,
             event_retention: 10_000,
+            secrets_cipher: None,
         }
     }
 }
@@ -105,6 +110,8 @@ struct Inner {
     snapshots: pages::Snapshots,
     /// Write transactions committed since the store was opened.
     writes: std::sync::atomic::AtomicU64,
+    /// Seals and opens the objects of [`sealing::SEALED_RESOURCES`].
+    cipher: Option<Arc<SecretsCipher>>,
 }
 
 /// What a read-modify-write decided to do with the object.
@@ -122,7 +129,7 @@ impl Store {
 
     /// Opens (or creates) the store at `path`. Fails if another process holds the file.
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
-        let db = Database::builder()
+        let mut db = Database::builder()
             .set_cache_size(options.cache_size)
             .create(path)?;
         let write = begin_write(&db)?;
@@ -131,7 +138,15 @@ impl Store {
             write.open_table(EVENTS)?;
             read_counter(&write.open_table(META)?, REV)?
         };
+        let sealed = match &options.secrets_cipher {
+            Some(cipher) => seal_plain_values(&write, cipher)?,
+            None => false,
+        };
         write.commit()?;
+        if sealed {
+            // Frees the pages that held the plain values, so the file no longer does.
+            db.compact()?;
+        }
         let (revision, _) = watch::channel(rev);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -140,6 +155,7 @@ impl Store {
                 retention: options.event_retention.max(1),
                 snapshots: pages::Snapshots::default(),
                 writes: std::sync::atomic::AtomicU64::new(0),
+                cipher: options.secrets_cipher,
             }),
             dry_run: false,
         })
@@ -185,7 +201,7 @@ impl Store {
         let raw_key = key.encode();
         let value = objects.get(raw_key.as_str())?;
         value
-            .map(|guard| decode_object(&raw_key, guard.value()))
+            .map(|guard| self.inner.decode(&raw_key, guard.value()))
             .transpose()
     }
 
@@ -199,7 +215,7 @@ impl Store {
         let mut items = Vec::new();
         for entry in objects.range(start.as_str()..end.as_str())? {
             let (key, value) = entry?;
-            items.push(decode_object(key.value(), value.value())?);
+            items.push(self.inner.decode(key.value(), value.value())?);
         }
         Ok(Listing { items, revision })
     }
@@ -348,7 +364,10 @@ impl Store {
                 scanned = revision.value() - 1;
                 break;
             }
-            if let Some(event) = decode_event(wanted, revision.value(), raw.value())? {
+            if let Some(event) = self
+                .inner
+                .decode_event(wanted, revision.value(), raw.value())?
+            {
                 events.push(event);
             }
         }
@@ -364,7 +383,7 @@ impl Store {
     {
         let raw_key = key.encode();
         let write = begin_write(&self.inner.db)?;
-        let current = read_object(&write, &raw_key)?;
+        let current = self.read_object(&write, &raw_key)?;
         let (stored, rev) = match decide(current.as_ref())? {
             // Dropping `write` aborts the transaction.
             Op::Keep => return current.ok_or_else(|| StoreError::NotFound(key.clone()).into()),
@@ -397,7 +416,7 @@ impl Store {
         let mut stored = Vec::with_capacity(keys.len());
         let mut last = None;
         for (index, key) in keys.iter().enumerate() {
-            let current = read_object(&write, &key.encode())?;
+            let current = self.read_object(&write, &key.encode())?;
             let op = match (f(index, current.as_ref())?, &current) {
                 (None, _) => Op::Keep,
                 (Some(new), Some(current)) => replacement(current, new),
@@ -453,8 +472,8 @@ impl Store {
                 EventType::Added
             }
         };
-        let bytes = encode_object(&obj)?;
         let raw_key = key.encode();
+        let bytes = self.inner.encode(&raw_key, &obj)?;
         write
             .open_table(OBJECTS)?
             .insert(raw_key.as_str(), bytes.as_slice())?;
@@ -473,7 +492,7 @@ impl Store {
         meta::stamp_revision(&mut obj, rev)?;
         let raw_key = key.encode();
         write.open_table(OBJECTS)?.remove(raw_key.as_str())?;
-        let bytes = encode_object(&obj)?;
+        let bytes = self.inner.encode(&raw_key, &obj)?;
         self.append_event(write, rev, EventType::Deleted, &raw_key, &bytes)?;
         Ok((obj, rev))
     }
@@ -523,12 +542,18 @@ fn read_counter(
     Ok(table.get(name)?.map(|guard| guard.value()).unwrap_or(0))
 }
 
-fn read_object(write: &WriteTransaction, raw_key: &str) -> Result<Option<Value>, StoreError> {
-    let objects = write.open_table(OBJECTS)?;
-    let value = objects.get(raw_key)?;
-    value
-        .map(|guard| decode_object(raw_key, guard.value()))
-        .transpose()
+impl Store {
+    fn read_object(
+        &self,
+        write: &WriteTransaction,
+        raw_key: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let objects = write.open_table(OBJECTS)?;
+        let value = objects.get(raw_key)?;
+        value
+            .map(|guard| self.inner.decode(raw_key, guard.value()))
+            .transpose()
+    }
 }
 
 /// A replacement that changes nothing is skipped; anything else is written.
@@ -568,38 +593,112 @@ fn check_precondition(
     }
 }
 
-fn encode_object(obj: &Value) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(obj).map_err(|err| StoreError::InvalidObject(err.to_string()))
-}
-
-fn decode_object(raw_key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
-    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
-        key: raw_key.to_owned(),
-        reason: err.to_string(),
-    })
-}
-
-fn decode_event(
-    wanted: &dyn Fn(&ObjectKey) -> bool,
-    revision: u64,
-    raw: &[u8],
-) -> Result<Option<WatchEvent>, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        key: format!("event {revision}"),
-        reason,
-    };
-    let (kind, key, object) =
-        events::decode_header(raw).ok_or_else(|| corrupt("bad event header".into()))?;
-    if !wanted(&key) {
-        return Ok(None);
+impl Inner {
+    /// The stored bytes of `obj` under `raw_key`: its JSON, sealed when its resource is.
+    fn encode(&self, raw_key: &str, obj: &Value) -> Result<Vec<u8>, StoreError> {
+        let json =
+            serde_json::to_vec(obj).map_err(|err| StoreError::InvalidObject(err.to_string()))?;
+        match &self.cipher {
+            Some(cipher) if sealing::is_sealed_key(raw_key) => cipher
+                .seal(raw_key, &json)
+                .map_err(|err| corrupt(raw_key, err.to_string())),
+            _ => Ok(json),
+        }
     }
-    let object = serde_json::from_slice(object).map_err(|err| corrupt(err.to_string()))?;
-    Ok(Some(WatchEvent {
-        revision,
-        kind,
-        key,
-        object,
-    }))
+
+    /// The object stored as `bytes` under `raw_key` (opened first when sealed).
+    fn decode(&self, raw_key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
+        let opened;
+        let json = match (&self.cipher, sealing::is_sealed_value(bytes)) {
+            (_, false) => bytes,
+            (None, true) => return Err(corrupt(raw_key, sealing::SealError::NoKey.to_string())),
+            (Some(cipher), true) => {
+                opened = cipher
+                    .open(raw_key, bytes)
+                    .map_err(|err| corrupt(raw_key, err.to_string()))?;
+                opened.as_slice()
+            }
+        };
+        serde_json::from_slice(json).map_err(|err| corrupt(raw_key, err.to_string()))
+    }
+
+    fn decode_event(
+        &self,
+        wanted: &dyn Fn(&ObjectKey) -> bool,
+        revision: u64,
+        raw: &[u8],
+    ) -> Result<Option<WatchEvent>, StoreError> {
+        let event = format!("event {revision}");
+        let (kind, key, object) =
+            events::decode_header(raw).ok_or_else(|| corrupt(&event, "bad event header".into()))?;
+        if !wanted(&key) {
+            return Ok(None);
+        }
+        let object = self.decode(&key.encode(), object)?;
+        Ok(Some(WatchEvent {
+            revision,
+            kind,
+            key,
+            object,
+        }))
+    }
+}
+
+fn corrupt(key: &str, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    }
+}
+
+/// Seals the values of sealed resources still stored as plain JSON (written before
+/// encryption was on), in the objects table and the event log, without new revisions.
+/// Returns whether there were any.
+fn seal_plain_values(write: &WriteTransaction, cipher: &SecretsCipher) -> Result<bool, StoreError> {
+    let mut objects = write.open_table(OBJECTS)?;
+    let mut plain = Vec::new();
+    for resource in sealing::SEALED_RESOURCES {
+        let (start, end) = (format!("{resource}/"), format!("{resource}0"));
+        for entry in objects.range(start.as_str()..end.as_str())? {
+            let (key, value) = entry?;
+            if !sealing::is_sealed_value(value.value()) {
+                plain.push((key.value().to_owned(), value.value().to_vec()));
+            }
+        }
+    }
+    for (key, json) in &plain {
+        let sealed = cipher
+            .seal(key, json)
+            .map_err(|err| corrupt(key, err.to_string()))?;
+        objects.insert(key.as_str(), sealed.as_slice())?;
+    }
+    let mut events = write.open_table(EVENTS)?;
+    let mut plain_events = Vec::new();
+    for entry in events.iter()? {
+        let (revision, raw) = entry?;
+        if let Some((kind, key, object)) = events::decode_header(raw.value()) {
+            let raw_key = key.encode();
+            if sealing::is_sealed_key(&raw_key) && !sealing::is_sealed_value(object) {
+                let sealed = cipher
+                    .seal(&raw_key, object)
+                    .map_err(|err| corrupt(&raw_key, err.to_string()))?;
+                let event = events::encode_event(kind, &raw_key, &sealed);
+                plain_events.push((revision.value(), event));
+            }
+        }
+    }
+    for (revision, event) in &plain_events {
+        events.insert(*revision, event.as_slice())?;
+    }
+    let any = !plain.is_empty() || !plain_events.is_empty();
+    if any {
+        tracing::info!(
+            objects = plain.len(),
+            events = plain_events.len(),
+            "sealed secrets stored before encryption at rest"
+        );
+    }
+    Ok(any)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use redb::{ReadTransaction, ReadableDatabase};
 use serde_json::Value;
 
-use super::{META, OBJECTS, REV, Scope, Store, StoreError, decode_object, read_counter};
+use super::{META, OBJECTS, REV, Scope, Store, StoreError, read_counter};
 
 /// How long a list's snapshot serves its next pages.
 pub const SNAPSHOT_TTL: Duration = Duration::from_secs(60);
@@ -88,7 +88,7 @@ impl Store {
                 break;
             };
             let (key, value) = entry?;
-            let object = decode_object(key.value(), value.value())?;
+            let object = self.inner.decode(key.value(), value.value())?;
             if keep(&object) {
                 items.push(object);
             }

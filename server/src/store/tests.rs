@@ -384,3 +384,80 @@ fn snapshots_expire_and_are_bounded() {
     assert!(snapshots.find(10).is_none(), "the oldest went first");
     assert!(snapshots.find(11).is_some());
 }
+
+fn sealed_store(path: &std::path::Path, cipher: &Arc<SecretsCipher>) -> Store {
+    let options = StoreOptions {
+        secrets_cipher: Some(Arc::clone(cipher)),
+        ..StoreOptions::default()
+    };
+    Store::open_with(path, options).unwrap()
+}
+
+fn secret(name: &str, value: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "data": {"password": value}})
+}
+
+fn file_contains(path: &std::path::Path, needle: &str) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn secrets_are_sealed_in_the_file_and_open_transparently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let key = SecretsCipher::generate_key().unwrap();
+    let cipher = Arc::new(SecretsCipher::new(&key).unwrap());
+    let store = sealed_store(&path, &cipher);
+    let key_a = ObjectKey::namespaced("secrets", "default", "a");
+    store
+        .create(&key_a, secret("a", "UExBSU5URVhULUEx"))
+        .unwrap();
+    store
+        .update_with(&key_a, |s: &mut Value| {
+            s["data"]["password"] = json!("UExBSU5URVhULUEy");
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    store.create(&pod_key("p"), pod("p")).unwrap();
+    let got = store.get(&key_a).unwrap().unwrap();
+    assert_eq!(got["data"]["password"], "UExBSU5URVhULUEy");
+    let listed = store.list(&Scope::all("secrets")).unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let (events, _) = store.events_after(&Scope::all("secrets"), 0, 100).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].object["data"]["password"], "UExBSU5URVhULUEx");
+    drop(store);
+    // A dump of the file holds neither version of the value, but still the pod in clear.
+    assert!(!file_contains(&path, "UExBSU5URVhULUEx"));
+    assert!(!file_contains(&path, "UExBSU5URVhULUEy"));
+    assert!(file_contains(&path, "\"kind\":\"Pod\""));
+    // Without the key the Secret does not open; with another key neither.
+    let store = Store::open(&path).unwrap();
+    assert!(matches!(store.get(&key_a), Err(StoreError::Corrupt { .. })));
+    drop(store);
+    let other = Arc::new(SecretsCipher::new(&SecretsCipher::generate_key().unwrap()).unwrap());
+    let store = sealed_store(&path, &other);
+    assert!(matches!(store.get(&key_a), Err(StoreError::Corrupt { .. })));
+}
+
+#[test]
+fn secrets_stored_before_encryption_are_sealed_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let store = Store::open(&path).unwrap();
+    let key_a = ObjectKey::namespaced("secrets", "default", "a");
+    store.create(&key_a, secret("a", "T0xELVBMQUlO")).unwrap();
+    drop(store);
+    assert!(file_contains(&path, "T0xELVBMQUlO"));
+    let cipher = Arc::new(SecretsCipher::new(&SecretsCipher::generate_key().unwrap()).unwrap());
+    let store = sealed_store(&path, &cipher);
+    assert_eq!(store.revision(), 1, "sealing writes no revision");
+    let got = store.get(&key_a).unwrap().unwrap();
+    assert_eq!(got["data"]["password"], "T0xELVBMQUlO");
+    let (events, _) = store.events_after(&Scope::all("secrets"), 0, 100).unwrap();
+    assert_eq!(events[0].object["data"]["password"], "T0xELVBMQUlO");
+    drop(store);
+    assert!(!file_contains(&path, "T0xELVBMQUlO"));
+}

@@ -15,6 +15,10 @@
 //! | `print N`   | prints `line 1` .. `line N`, one every 100 ms, flushed each         |
 //! | `work N`    | N million rounds of a xorshift/multiply hash, prints `work N: HEX`  |
 //! |             | (fixed CPU work, for comparing engines, e.g. Pulley vs native)      |
+//! | `cat PATH [EVERY_MS]` | prints the file (a mounted volume's); with EVERY_MS, reads |
+//! |             | it again every EVERY_MS ms and prints it whenever it changed, forever |
+//! | `ls DIR`    | prints the directory's entries, one per line, sorted                |
+//! | `env NAME`  | prints the value of the environment variable NAME                   |
 //!
 //! Anything else prints the usage to stderr and exits 2. Like spin's `core-wasi-test`
 //! and krustlet's wasmerciser, one small guest serves every host test.
@@ -33,7 +37,10 @@ commands:
   spin MS     busy-loop for MS milliseconds
   trap        execute a wasm trap (unreachable)
   print N     print N numbered lines, one every 100 ms
-  work N      N million rounds of a hash (fixed CPU work), print the result";
+  work N      N million rounds of a hash (fixed CPU work), print the result
+  cat PATH [EVERY_MS]  print a file (again whenever it changes, checked every EVERY_MS ms)
+  ls DIR      print a directory's entries, one per line
+  env NAME    print the value of the environment variable NAME";
 
 const MIB: usize = 1024 * 1024;
 /// Wasm pages are 64 KiB, host pages 4 KiB: writing every 4 KiB touches both.
@@ -50,6 +57,9 @@ enum Command {
     Trap,
     Print(u64),
     Work(u64),
+    Cat(String, Option<u64>),
+    Ls(String),
+    Env(String),
 }
 
 fn main() {
@@ -75,6 +85,10 @@ fn parse(args: &[String]) -> Result<Command, String> {
         ["trap"] => Ok(Command::Trap),
         ["print", n] => number(n).map(Command::Print),
         ["work", n] => number(n).map(Command::Work),
+        ["cat", path] => Ok(Command::Cat((*path).to_owned(), None)),
+        ["cat", path, every] => Ok(Command::Cat((*path).to_owned(), Some(number(every)?))),
+        ["ls", dir] => Ok(Command::Ls((*dir).to_owned())),
+        ["env", name] => Ok(Command::Env((*name).to_owned())),
         [] => Err("missing command".to_owned()),
         _ => Err(format!("bad arguments: {}", words.join(" "))),
     }
@@ -103,6 +117,15 @@ fn run(command: Command) {
         Command::Trap => trap(),
         Command::Print(n) => print_lines(n),
         Command::Work(millions) => say(&format!("work {millions}: {:016x}", work(millions))),
+        Command::Cat(path, every) => cat(&path, every.map(Duration::from_millis)),
+        Command::Ls(dir) => ls(&dir),
+        Command::Env(name) => match std::env::var(&name) {
+            Ok(value) => say(&value),
+            Err(_) => {
+                eprintln!("exerciser: env {name}: not set");
+                std::process::exit(1);
+            }
+        },
     }
 }
 
@@ -176,6 +199,53 @@ fn say(line: &str) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
+/// Prints the file at `path`; with `every`, again whenever its content changed.
+fn cat(path: &str, every: Option<Duration>) {
+    let mut last: Option<Vec<u8>> = None;
+    loop {
+        match std::fs::read(path) {
+            Ok(bytes) if last.as_ref() != Some(&bytes) => {
+                let mut out = io::stdout().lock();
+                let _ = out.write_all(&bytes);
+                if !bytes.ends_with(b"\n") {
+                    let _ = out.write_all(b"\n");
+                }
+                let _ = out.flush();
+                last = Some(bytes);
+            }
+            Ok(_) => {}
+            Err(err) if every.is_none() => {
+                eprintln!("exerciser: cat {path}: {err}");
+                std::process::exit(1);
+            }
+            Err(_) => {}
+        }
+        match every {
+            Some(every) => std::thread::sleep(every),
+            None => return,
+        }
+    }
+}
+
+/// Prints the entries of `dir`, one per line, sorted.
+fn ls(dir: &str) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => {
+            eprintln!("exerciser: ls {dir}: {err}");
+            std::process::exit(1);
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        say(&name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +267,15 @@ mod tests {
         assert_eq!(parse(&args(&["work", "3"])), Ok(Command::Work(3)));
         assert_eq!(parse(&args(&["trap"])), Ok(Command::Trap));
         assert_eq!(parse(&args(&["print", "5"])), Ok(Command::Print(5)));
+        assert_eq!(
+            parse(&args(&["cat", "/etc/a"])),
+            Ok(Command::Cat("/etc/a".into(), None))
+        );
+        assert_eq!(
+            parse(&args(&["cat", "/etc/a", "100"])),
+            Ok(Command::Cat("/etc/a".into(), Some(100)))
+        );
+        assert_eq!(parse(&args(&["ls", "/etc"])), Ok(Command::Ls("/etc".into())));
     }
 
     #[test]

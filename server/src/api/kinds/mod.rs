@@ -7,6 +7,7 @@
 //! Each kind's file holds its [`Kind`] constant, its admission (validation, defaults, what a
 //! client may not change) and its print columns.
 
+pub mod configmaps;
 pub mod cronjobs;
 pub mod daemonsets;
 pub mod deployments;
@@ -23,6 +24,7 @@ pub mod poddisruptionbudgets;
 pub mod pods;
 pub mod replicasets;
 pub mod reviews;
+pub mod secrets;
 pub mod services;
 pub mod workload;
 
@@ -41,6 +43,8 @@ pub const ALL: &[&Kind] = &[
     &services::KIND,
     &endpoints::KIND,
     &endpointslices::KIND,
+    &configmaps::KIND,
+    &secrets::KIND,
     &ingresses::KIND,
     &ingressclasses::KIND,
     &gateway_api::CLASSES,

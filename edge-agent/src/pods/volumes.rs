@@ -1,0 +1,264 @@
+//! Pod volumes on the node's disk, mapped into guests as WASI preopened directories.
+//!
+//! Each volume is a directory `<volume dir>/<pod uid>/<volume name>`. A `Files` volume
+//! (a ConfigMap's, a Secret's, the downward API's, as the server resolved them) is kept
+//! equal to its files: a changed file is written to a temporary name and renamed over the
+//! old one, a file no longer listed is deleted, and the directory itself stays (a guest's
+//! preopened handle keeps seeing it, so a ConfigMap update reaches running containers). An
+//! `emptyDir` is created once and kept across container restarts. Both go when the pod
+//! leaves the node. What WASI shows of them: files and directories with their content; the
+//! permission bits are set on the host but WASI has no modes, so a guest sees only whether
+//! it may write (a mount is read-only for `readOnly`, and always for server-given files).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use wasmfleet_protocol::pod::PodConfig;
+use wasmfleet_protocol::pod::volumes::{VolumeFile, VolumeSource};
+
+use crate::runtime::Preopen;
+
+/// The directory of one pod's volumes (`None` for a uid that could name another path).
+pub fn pod_dir(root: &Path, uid: &str) -> Option<PathBuf> {
+    let plain = !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    plain.then(|| root.join(uid))
+}
+
+/// Brings the pod's volume directories to what `config` says: files written (only those
+/// that changed), files no longer listed removed, empty directories created.
+pub fn sync(root: &Path, uid: &str, config: &PodConfig) -> io::Result<()> {
+    let Some(dir) = pod_dir(root, uid) else {
+        return Err(io::Error::other(format!(
+            "pod uid {uid:?} cannot name a directory"
+        )));
+    };
+    for volume in &config.volumes {
+        let path = dir.join(&volume.name);
+        fs::create_dir_all(&path)?;
+        if let VolumeSource::Files(files) = &volume.source {
+            sync_files(&path, files)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_files(dir: &Path, files: &[VolumeFile]) -> io::Result<()> {
+    let mut wanted = HashSet::new();
+    for file in files {
+        let Some(relative) = relative(&file.path) else {
+            continue; // the server never sends such a path
+        };
+        let path = dir.join(&relative);
+        wanted.insert(path.clone());
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+            let mut ancestor = parent;
+            while ancestor != dir {
+                wanted.insert(ancestor.to_owned());
+                ancestor = ancestor.parent().unwrap_or(dir);
+            }
+        }
+        let same = fs::read(&path).is_ok_and(|old| old == file.data);
+        if !same {
+            let tmp = path.with_file_name(format!(
+                ".{}.tmp",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+            ));
+            fs::write(&tmp, &file.data)?;
+            fs::rename(&tmp, &path)?;
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(file.mode & 0o777))?;
+    }
+    remove_unwanted(dir, &wanted)
+}
+
+/// Deletes what is under `dir` and not in `wanted` (depth first).
+fn remove_unwanted(dir: &Path, wanted: &HashSet<PathBuf>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !wanted.contains(&path) {
+            match path.is_dir() {
+                true => fs::remove_dir_all(&path)?,
+                false => fs::remove_file(&path)?,
+            }
+        } else if path.is_dir() {
+            remove_unwanted(&path, wanted)?;
+        }
+    }
+    Ok(())
+}
+
+/// `path` as a relative path of plain components (`None` for `..`, absolute or empty).
+fn relative(path: &str) -> Option<PathBuf> {
+    let path = Path::new(path);
+    let plain = path.components().all(|c| matches!(c, Component::Normal(_)));
+    (plain && !path.as_os_str().is_empty()).then(|| path.to_owned())
+}
+
+/// The preopened directories of `container`: one per mount, its `subPath` inside the
+/// volume if it names one (which must be a directory: WASI preopens only directories).
+pub fn preopens(
+    root: Option<&Path>,
+    uid: &str,
+    config: &PodConfig,
+    container: &str,
+) -> Result<Vec<Preopen>, String> {
+    let mut preopens = Vec::new();
+    for mount in config.mounts_of(container) {
+        let Some(dir) = root.and_then(|root| pod_dir(root, uid)) else {
+            return Err("this agent keeps no volumes".to_owned());
+        };
+        let mut host = dir.join(&mount.volume);
+        if !mount.sub_path.is_empty() {
+            let Some(sub) = relative(&mount.sub_path) else {
+                return Err(format!(
+                    "subPath {:?} is not a relative path",
+                    mount.sub_path
+                ));
+            };
+            host = host.join(sub);
+            if !host.exists() {
+                fs::create_dir_all(&host)
+                    .map_err(|e| format!("subPath {:?}: {e}", mount.sub_path))?;
+            }
+        }
+        if !host.is_dir() {
+            return Err(format!(
+                "volume {:?} mounted at {:?}: {} is not a directory (WASI mounts only directories)",
+                mount.volume,
+                mount.mount_path,
+                match mount.sub_path.is_empty() {
+                    true => "the volume".to_owned(),
+                    false => format!("subPath {:?}", mount.sub_path),
+                }
+            ));
+        }
+        preopens.push(Preopen {
+            host,
+            guest: mount.mount_path.clone(),
+            read_only: mount.read_only,
+        });
+    }
+    Ok(preopens)
+}
+
+/// Removes a pod's volumes.
+pub fn remove(root: &Path, uid: &str) {
+    if let Some(dir) = pod_dir(root, uid)
+        && let Err(err) = fs::remove_dir_all(&dir)
+        && err.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(%uid, %err, "cannot remove the pod's volumes");
+    }
+}
+
+/// Removes the volumes of every pod not in `keep` (left by pods that went while the agent
+/// was down).
+pub fn remove_others(root: &Path, keep: &HashSet<String>) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) {
+            remove(root, &name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmfleet_protocol::pod::volumes::{Mount, Volume};
+
+    fn file(path: &str, data: &str) -> VolumeFile {
+        VolumeFile {
+            path: path.into(),
+            mode: 0o640,
+            data: data.as_bytes().to_vec(),
+        }
+    }
+
+    fn config(files: Vec<VolumeFile>) -> PodConfig {
+        PodConfig {
+            volumes: vec![
+                Volume {
+                    name: "conf".into(),
+                    source: VolumeSource::Files(files),
+                },
+                Volume {
+                    name: "scratch".into(),
+                    source: VolumeSource::EmptyDir,
+                },
+            ],
+            mounts: vec![
+                Mount {
+                    container: "c".into(),
+                    volume: "conf".into(),
+                    mount_path: "/etc/conf".into(),
+                    sub_path: String::new(),
+                    read_only: true,
+                },
+                Mount {
+                    container: "c".into(),
+                    volume: "scratch".into(),
+                    mount_path: "/work".into(),
+                    sub_path: "a".into(),
+                    read_only: false,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn files_are_written_updated_in_place_and_removed_when_unlisted() {
+        let root = tempfile::tempdir().unwrap();
+        let first = config(vec![file("app.conf", "v1"), file("sub/extra", "x")]);
+        sync(root.path(), "u-1", &first).unwrap();
+        let conf = root.path().join("u-1/conf");
+        assert_eq!(fs::read_to_string(conf.join("app.conf")).unwrap(), "v1");
+        let mode = fs::metadata(conf.join("app.conf"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+        fs::write(root.path().join("u-1/scratch/kept"), "guest data").unwrap();
+
+        sync(root.path(), "u-1", &config(vec![file("app.conf", "v2")])).unwrap();
+        assert_eq!(fs::read_to_string(conf.join("app.conf")).unwrap(), "v2");
+        assert!(!conf.join("sub").exists());
+        assert!(
+            root.path().join("u-1/scratch/kept").exists(),
+            "emptyDir is kept"
+        );
+
+        let opened = preopens(Some(root.path()), "u-1", &first, "c").unwrap();
+        assert_eq!(opened[0].host, conf);
+        assert!(opened[0].read_only);
+        assert_eq!(opened[1].host, root.path().join("u-1/scratch/a"));
+        assert_eq!(opened[1].guest, "/work");
+        assert!(
+            preopens(Some(root.path()), "u-1", &first, "other")
+                .unwrap()
+                .is_empty()
+        );
+
+        remove_others(root.path(), &HashSet::new());
+        assert!(!root.path().join("u-1").exists());
+    }
+
+    #[test]
+    fn a_sub_path_naming_a_file_cannot_be_mounted() {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = config(vec![file("app.conf", "v1")]);
+        config.mounts[0].sub_path = "app.conf".into();
+        sync(root.path(), "u-2", &config).unwrap();
+        let err = preopens(Some(root.path()), "u-2", &config, "c").unwrap_err();
+        assert!(err.contains("not a directory"), "{err}");
+        assert!(preopens(None, "u-2", &config, "c").is_err());
+        assert!(pod_dir(root.path(), "../x").is_none());
+    }
+}

@@ -1,0 +1,157 @@
+//! Secrets encrypted at rest (like k3s `--secrets-encryption`): the store seals the JSON of
+//! every object of a sealed resource (`secrets`) with AES-256-GCM before it reaches redb,
+//! in the objects table and in the event log alike, and opens it on every read. The rest of
+//! the server never sees the difference.
+//!
+//! A sealed value is [`PREFIX`], a random 96-bit nonce, then the ciphertext with its tag;
+//! the object's store key is the associated data, so a sealed value moved under another
+//! key does not open. A value without the prefix is plain JSON (written before encryption
+//! was on) and is read as such; [`super::Store::open_with`] seals those at start.
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// The resources whose objects are sealed.
+pub const SEALED_RESOURCES: &[&str] = &["secrets"];
+
+/// What a sealed value starts with (key 1 of the aesgcm provider, as Kubernetes' encryption
+/// config names its prefixes).
+pub const PREFIX: &[u8] = b"k8s:enc:aesgcm:v1:key1:";
+
+/// The length of the key file's key.
+pub const KEY_LEN: usize = 32;
+
+/// Sealing or opening failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The key is not 32 bytes.
+    #[error("the secrets encryption key must be {KEY_LEN} bytes")]
+    BadKey,
+    /// The system's random source failed.
+    #[error("no randomness for a nonce")]
+    Random,
+    /// The value is too short, was sealed with another key or under another object key.
+    #[error("the value does not open with this key (tampered with, or another key)")]
+    Unopenable,
+    /// The value is sealed but the store has no key.
+    #[error("the value is encrypted and the store has no secrets encryption key")]
+    NoKey,
+}
+
+/// AES-256-GCM with the cluster's secrets key.
+pub struct SecretsCipher {
+    key: LessSafeKey,
+    random: SystemRandom,
+}
+
+impl std::fmt::Debug for SecretsCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretsCipher(..)")
+    }
+}
+
+impl SecretsCipher {
+    /// A cipher with this 32-byte key.
+    pub fn new(key: &[u8]) -> Result<Self, SealError> {
+        let key = UnboundKey::new(&AES_256_GCM, key).map_err(|_| SealError::BadKey)?;
+        Ok(Self {
+            key: LessSafeKey::new(key),
+            random: SystemRandom::new(),
+        })
+    }
+
+    /// A new random key, for the key file.
+    pub fn generate_key() -> Result<[u8; KEY_LEN], SealError> {
+        let mut key = [0; KEY_LEN];
+        SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| SealError::Random)?;
+        Ok(key)
+    }
+
+    /// Seals `plain`, bound to the store key `raw_key`.
+    pub fn seal(&self, raw_key: &str, plain: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut nonce = [0; NONCE_LEN];
+        self.random
+            .fill(&mut nonce)
+            .map_err(|_| SealError::Random)?;
+        let mut sealed = plain.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(raw_key.as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| SealError::Unopenable)?;
+        Ok([PREFIX, &nonce, &sealed].concat())
+    }
+
+    /// Opens what [`Self::seal`] sealed under `raw_key` (the prefix included).
+    pub fn open(&self, raw_key: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        let rest = sealed.strip_prefix(PREFIX).ok_or(SealError::Unopenable)?;
+        if rest.len() < NONCE_LEN {
+            return Err(SealError::Unopenable);
+        }
+        let (nonce, cipher) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Unopenable)?;
+        let mut buffer = cipher.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(raw_key.as_bytes()), &mut buffer)
+            .map_err(|_| SealError::Unopenable)?;
+        Ok(plain.to_vec())
+    }
+}
+
+/// Whether values under the store key `raw_key` are sealed.
+pub fn is_sealed_key(raw_key: &str) -> bool {
+    raw_key
+        .split_once('/')
+        .is_some_and(|(resource, _)| SEALED_RESOURCES.contains(&resource))
+}
+
+/// Whether `bytes` is a sealed value (else it is plain JSON).
+pub fn is_sealed_value(bytes: &[u8]) -> bool {
+    bytes.starts_with(PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cipher() -> SecretsCipher {
+        SecretsCipher::new(&SecretsCipher::generate_key().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_with_its_key_and_under_its_store_key() {
+        let cipher = cipher();
+        let plain = br#"{"data":{"password":"czNjcmV0"}}"#;
+        let sealed = cipher.seal("secrets/default/a", plain).unwrap();
+        assert!(is_sealed_value(&sealed));
+        assert!(!sealed.windows(8).any(|w| w == b"czNjcmV0"));
+        assert_eq!(cipher.open("secrets/default/a", &sealed).unwrap(), plain);
+        assert!(cipher.open("secrets/default/b", &sealed).is_err());
+        assert!(self::cipher().open("secrets/default/a", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(cipher.open("secrets/default/a", &tampered).is_err());
+        assert!(cipher.open("secrets/default/a", PREFIX).is_err());
+    }
+
+    #[test]
+    fn each_seal_uses_a_fresh_nonce() {
+        let cipher = cipher();
+        let a = cipher.seal("secrets/ns/x", b"same").unwrap();
+        let b = cipher.seal("secrets/ns/x", b"same").unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn only_secrets_are_sealed_and_keys_must_be_32_bytes() {
+        assert!(is_sealed_key("secrets/default/a"));
+        assert!(!is_sealed_key("configmaps/default/a"));
+        assert!(!is_sealed_key("secretsx/default/a"));
+        assert!(SecretsCipher::new(&[0; 16]).is_err());
+    }
+}
