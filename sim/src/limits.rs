@@ -31,6 +31,7 @@ pub fn raise_open_files(agents: u64) -> Result<(), TooFewFiles> {
         tracing::warn!("cannot read the open-files limit; leaving it as it is");
         return Ok(());
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 here, not on every target
     let (soft, hard) = (limit.rlim_cur as u64, limit.rlim_max as u64);
     if soft >= needed {
         return Ok(());
