@@ -475,7 +475,8 @@ impl FileConfig {
     }
 }
 
-fn read_token_file(path: &std::path::Path) -> Result<String, ConfigError> {
+/// Reads a join token file (surrounding whitespace trimmed).
+pub fn read_token_file(path: &std::path::Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
         .map(|token| token.trim().to_owned())
         .map_err(|source| ConfigError::TokenFile {

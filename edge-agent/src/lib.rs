@@ -3,7 +3,10 @@
 //! # Layout
 //!
 //! - [`link`]: the MQTT link to the server (one task owns the rumqttc event loop): birth and
-//!   will, heartbeats, desired pods in, status reports out (at-least-once), log streaming;
+//!   will, heartbeats, desired pods in, messages out;
+//! - [`sync`]: keeps the pods in step with the server: applies desired sets, reports
+//!   statuses (at least once), streams logs; generic over its [`sync::PodBackend`] (the
+//!   [`pods::PodManager`], or the fleet simulator's hollow pods);
 //! - [`runtime`]: the wasmtime engine and sandboxes;
 //! - [`pods`]: pod lifecycle, restart policy and logs ([`pods::PodManager`]);
 //! - [`net`]: the pod network (pod IPs on loopback aliases, wrapped `wasi:sockets`, egress);
@@ -27,3 +30,4 @@ pub mod pods;
 pub mod run;
 pub mod runtime;
 pub mod state;
+pub mod sync;

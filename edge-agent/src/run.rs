@@ -26,13 +26,13 @@ use wasmfleet_protocol::pod::DesiredPods;
 
 use crate::config::AgentConfig;
 use crate::identity::certificate::TunnelCredentials;
-use crate::link::sync::PodSync;
-use crate::link::{self, BackoffPolicy, Link, LinkConfig};
+use crate::link::{self, BackoffPolicy, Deliveries, Link, LinkConfig};
 use crate::modules::{FetchTimeouts, ModuleFetcher};
 use crate::node_info;
 use crate::pods::{PodManager, PodManagerConfig};
 use crate::runtime::Runtime;
 use crate::state::AgentState;
+use crate::sync::PodSync;
 
 /// How long pods get to stop.
 const POD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,13 +149,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     );
 
     let link_tracker = TaskTracker::new();
+    let deliveries = Deliveries {
+        fetcher,
+        services,
+        credentials,
+    };
     let (link, inbox) = Link::start(
-        &link_config(&config, transport, password, credentials),
+        &link_config(&config, transport, password),
         parts,
         info,
         state.clone(),
-        fetcher,
-        services,
+        Some(deliveries),
         &link_tracker,
     );
     let sync = PodSync::start(inbox, pods, state, uplink, applied, &link_tracker);
@@ -242,7 +246,6 @@ fn link_config(
     config: &AgentConfig,
     transport: rumqttc::Transport,
     password: String,
-    credentials: TunnelCredentials,
 ) -> LinkConfig {
     LinkConfig {
         mqtt: config.mqtt.clone(),
@@ -251,7 +254,6 @@ fn link_config(
         password,
         heartbeat_interval: config.heartbeat_interval,
         reconnect: BackoffPolicy::default(),
-        credentials,
     }
 }
 

@@ -268,7 +268,7 @@ async fn a_desired_pod_runs_to_succeeded_and_its_report_is_resent_until_acked() 
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.clear();
-    let resend = wasmfleet_agent::link::sync::RESEND_INTERVAL + Duration::from_secs(1);
+    let resend = wasmfleet_agent::sync::RESEND_INTERVAL + Duration::from_secs(1);
     tokio::time::sleep(resend).await;
     let received = server.received();
     assert!(

@@ -60,6 +60,10 @@ impl Agent {
                 base: Duration::from_millis(50),
                 max: Duration::from_millis(200),
             },
+        };
+        let deliveries = link::Deliveries {
+            fetcher: fetcher.clone(),
+            services: wasmfleet_agent::net::ServiceDirectory::new("pi-1", None),
             credentials: wasmfleet_agent::identity::certificate::TunnelCredentials::load(
                 NODE,
                 wasmfleet_agent::identity::certificate::TunnelFiles::in_dir(dir.path()),
@@ -70,15 +74,7 @@ impl Agent {
         let info =
             wasmfleet_agent::node_info::collect(BTreeMap::new(), engine(), Default::default())
                 .expect("the default reserve fits");
-        let (link, inbox) = Link::start(
-            &config,
-            parts,
-            info,
-            state,
-            fetcher.clone(),
-            wasmfleet_agent::net::ServiceDirectory::new("pi-1", None),
-            &tracker,
-        );
+        let (link, inbox) = Link::start(&config, parts, info, state, Some(deliveries), &tracker);
         Agent {
             fetcher,
             link: Some(link),

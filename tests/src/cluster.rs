@@ -330,6 +330,49 @@ impl Cluster {
         self.agents.insert(name.to_owned(), (process, launch));
     }
 
+    /// Starts `wasmfleet-sim` with `agents` hollow agents named `PREFIX-00001`... and
+    /// `extra_args`, logging to `sim-PREFIX.log` in the cluster's dir. With Mosquitto each
+    /// simulated node gets a user first, all with one password the simulator is given.
+    pub fn start_simulator(&self, agents: u32, prefix: &str, extra_args: &[&str]) -> Process {
+        let mut args = vec![
+            "--agents".to_owned(),
+            agents.to_string(),
+            "--name-prefix".into(),
+            prefix.into(),
+            "--server".into(),
+            self.mqtt.url(),
+            "--ca-file".into(),
+            self.mqtt.ca_file.display().to_string(),
+            "--heartbeat-interval-ms".into(),
+            "500".into(),
+        ];
+        match &self.mosquitto {
+            Some(mosquitto) => {
+                let password = test_node_password(prefix);
+                let file = self.dir.path().join(format!("sim-{prefix}-password"));
+                std::fs::write(&file, &password).expect("write the simulator's node password");
+                let names: Vec<String> = (1..=agents).map(|i| format!("{prefix}-{i:05}")).collect();
+                mosquitto.add_users(&names, &password);
+                args.extend(["--node-password-file".into(), file.display().to_string()]);
+            }
+            None => args.extend([
+                "--token-file".into(),
+                self.dir
+                    .path()
+                    .join("server/node-token")
+                    .display()
+                    .to_string(),
+            ]),
+        }
+        args.extend(extra_args.iter().map(|a| (*a).to_owned()));
+        Process::spawn(
+            &format!("simulator {prefix}"),
+            &bin_dir().join("wasmfleet-sim"),
+            &args,
+            &self.dir.path().join(format!("sim-{prefix}.log")),
+        )
+    }
+
     /// Whether the broker is Mosquitto (`WASMFLEET_E2E_BROKER=mosquitto`), not the embedded one.
     pub fn uses_mosquitto(&self) -> bool {
         self.mosquitto.is_some()

@@ -90,14 +90,23 @@ impl Mosquitto {
 
     /// Adds (or replaces) a user and makes the running broker reload its password file.
     pub fn add_user(&self, username: &str, password: &str) {
-        run_passwd(&["-b"], &self.dir.join("passwd"), username, password);
+        self.add_users(&[username.to_owned()], password);
+    }
+
+    /// Adds (or replaces) users with one password, then reloads the password file once.
+    pub fn add_users(&self, usernames: &[String], password: &str) {
+        for username in usernames {
+            run_passwd(&["-b"], &self.dir.join("passwd"), username, password);
+        }
         self.process.signal("HUP");
-        // The reload is asynchronous: wait until the broker accepts the new login.
-        wait_for(
-            &format!("mosquitto to accept user {username}"),
-            Duration::from_secs(10),
-            || crate::mqtt::try_login(&self.endpoint, username, password),
-        );
+        // The reload is asynchronous: wait until the broker accepts the last new login.
+        if let Some(username) = usernames.last() {
+            wait_for(
+                &format!("mosquitto to accept user {username}"),
+                Duration::from_secs(10),
+                || crate::mqtt::try_login(&self.endpoint, username, password),
+            );
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 //! sessions on the [`Session`] watch, and routes every received publish. It never awaits
 //! anyone else: routing is a watch update, a `try_send` or a call that does not block.
 
-use crate::net::ServiceDirectory;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
@@ -23,9 +22,7 @@ use super::assembly::Assembler;
 use super::inbound::{Inbound, classify};
 use super::resync::Resync;
 use super::uplink::Session;
-use super::{Inbox, LinkConfig};
-use crate::identity::certificate::TunnelCredentials;
-use crate::modules::ModuleFetcher;
+use super::{Deliveries, Inbox, LinkConfig};
 use crate::state::AgentState;
 use wasmfleet_protocol::backoff::{Backoff, BackoffPolicy};
 
@@ -47,14 +44,11 @@ pub(super) struct Routes {
     pub(super) acks: watch::Sender<Option<StatusAck>>,
     pub(super) server_epoch: watch::Sender<Option<u64>>,
     pub(super) commands: mpsc::Sender<NodeCommand>,
-    pub(super) fetcher: ModuleFetcher,
-    /// The table of Services pods route by.
-    pub(super) services: ServiceDirectory,
+    /// Module chunks, certificates and tables (none on a hollow agent).
+    pub(super) deliveries: Option<Deliveries>,
     /// Bumped to make the publisher subscribe again (the broker then replays the retained
     /// desired state).
     pub(super) resubscribe: watch::Sender<u64>,
-    /// Checks, keeps and publishes the node certificates the server sends.
-    pub(super) credentials: TunnelCredentials,
 }
 
 /// What the publisher is asked to do besides publishing its queue.
@@ -67,11 +61,7 @@ pub(super) struct PublisherSignals {
 
 impl Routes {
     /// Routes whose receiving ends form the [`Inbox`]; also returns the publisher's signals.
-    pub(super) fn with_inbox(
-        fetcher: ModuleFetcher,
-        services: ServiceDirectory,
-        credentials: TunnelCredentials,
-    ) -> (Routes, Inbox, PublisherSignals) {
+    pub(super) fn with_inbox(deliveries: Option<Deliveries>) -> (Routes, Inbox, PublisherSignals) {
         let (desired, desired_rx) = watch::channel(None);
         let (acks, acks_rx) = watch::channel(None);
         let (server_epoch, server_epoch_rx) = watch::channel(None);
@@ -83,10 +73,8 @@ impl Routes {
             acks,
             server_epoch,
             commands,
-            fetcher,
-            services,
+            deliveries,
             resubscribe,
-            credentials,
         };
         let inbox = Inbox {
             desired: desired_rx,
@@ -297,7 +285,9 @@ impl Connection {
                 if let Err(err) = self.state.save_services(&table) {
                     tracing::warn!(%err, "cannot persist the table of Services");
                 }
-                self.routes.services.replace(table);
+                if let Some(deliveries) = &self.routes.deliveries {
+                    deliveries.services.replace(table);
+                }
             }
             Inbound::Routes(table) => {
                 tracing::debug!(
@@ -307,32 +297,53 @@ impl Connection {
                 if let Err(err) = self.state.save_routes(&table) {
                     tracing::warn!(%err, "cannot persist the table of HTTP routes");
                 }
-                self.routes.services.replace_routes(table);
+                if let Some(deliveries) = &self.routes.deliveries {
+                    deliveries.services.replace_routes(table);
+                }
             }
             Inbound::Peers(table) => {
                 tracing::debug!(peers = table.peers.len(), "table of peers received");
                 if let Err(err) = self.state.save_peers(&table) {
                     tracing::warn!(%err, "cannot persist the table of peers");
                 }
-                if let Some(remote) = self.routes.services.remote() {
+                if let Some(remote) = self.remote() {
                     remote.peers().replace(table);
                 }
             }
             Inbound::Command(NodeCommand::RelayDial(dial)) => {
-                if let Some(remote) = self.routes.services.remote() {
+                if let Some(remote) = self.remote() {
                     remote.peers().join_relay(dial);
                 }
             }
-            Inbound::BlobReply(reply) => self.routes.fetcher.deliver(reply),
-            Inbound::ArtifactOffer(offer) => self.routes.fetcher.deliver_offer(offer),
+            Inbound::BlobReply(reply) => {
+                if let Some(deliveries) = &self.routes.deliveries {
+                    deliveries.fetcher.deliver(reply);
+                }
+            }
+            Inbound::ArtifactOffer(offer) => {
+                if let Some(deliveries) = &self.routes.deliveries {
+                    deliveries.fetcher.deliver_offer(offer);
+                }
+            }
             // Refusals are logged by `accept`; the certificate held stays.
-            Inbound::Certificate(cert) => _ = self.routes.credentials.accept(&cert),
+            Inbound::Certificate(cert) => {
+                if let Some(deliveries) = &self.routes.deliveries {
+                    _ = deliveries.credentials.accept(&cert);
+                }
+            }
             Inbound::Command(command) => {
                 if let Err(err) = self.routes.commands.try_send(command) {
                     tracing::warn!(%err, "too many pending commands; dropped one");
                 }
             }
         }
+    }
+}
+
+impl Connection {
+    /// The pod network's reach to other nodes, if the node has one.
+    fn remote(&self) -> Option<&crate::net::remote::Remote> {
+        self.routes.deliveries.as_ref()?.services.remote()
     }
 }
 

@@ -7,30 +7,26 @@
 //!   `publisher` task feeds the client, births the node at every session start and drops
 //!   stale messages while disconnected;
 //! - [`inbound`]: classifies what arrives; the connection routes module chunks to the
-//!   [`ModuleFetcher`], node certificates to the [`TunnelCredentials`] and everything else
-//!   to the [`Inbox`];
+//!   [`ModuleFetcher`], node certificates to the [`TunnelCredentials`] and the tables pods
+//!   route by to the [`ServiceDirectory`] (together the [`Deliveries`]), and everything for
+//!   the pod sync ([`crate::sync`]) to the [`Inbox`];
 //! - [`assembly`]: turns the retained desired index and per-pod messages into complete
 //!   desired sets; [`resync`] asks the broker to replay them when a session goes on
 //!   without a complete set;
-//! - `heartbeat`: the lease, every interval;
-//! - [`sync`]: keeps the `PodManager` in step with the server: applies desired snapshots,
-//!   reports statuses at least once, streams logs; `events` forwards probe events;
-//! - [`outbox`]: the latest status report and its acknowledgement;
+//! - `heartbeat`: the lease, every interval.
 //!
-//! Shutdown is ordered so the server hears the end: [`sync::PodSync::shutdown`] sends the
-//! final status, then [`Link::shutdown`] flushes the queue, publishes "offline" (a graceful
-//! disconnect does not fire the will) and disconnects.
+//! The link knows nothing of pods: [`crate::sync::PodSync`] reads the [`Inbox`] and reports
+//! through the [`Uplink`]. Shutdown is ordered so the server hears the end:
+//! [`crate::sync::PodSync::shutdown`] sends the final status, then [`Link::shutdown`]
+//! flushes the queue, publishes "offline" (a graceful disconnect does not fire the will)
+//! and disconnects.
 
 pub mod assembly;
 mod connection;
-mod events;
 mod heartbeat;
 pub mod inbound;
-mod logs;
-pub mod outbox;
 mod publisher;
 pub mod resync;
-pub mod sync;
 mod uplink;
 
 use crate::net::ServiceDirectory;
@@ -70,6 +66,17 @@ pub struct LinkConfig {
     pub heartbeat_interval: Duration,
     /// Delays between reconnect attempts.
     pub reconnect: BackoffPolicy,
+}
+
+/// Where the link hands what arrives for the node's pods rather than for the pod sync.
+/// A hollow agent (the fleet simulator's) runs no pods and passes none: module chunks,
+/// certificates and tables are then dropped, the tables after they are persisted.
+#[derive(Debug, Clone)]
+pub struct Deliveries {
+    /// Module chunks and artifact offers.
+    pub fetcher: ModuleFetcher,
+    /// The tables of Services, HTTP routes and peers pods route by.
+    pub services: ServiceDirectory,
     /// The node's tunnel key; the node certificates the server sends are checked and kept
     /// there.
     pub credentials: TunnelCredentials,
@@ -96,7 +103,7 @@ pub enum LinkError {
     Task(String),
 }
 
-/// What the server sent, for [`sync`]: level-triggered values as watches, commands queued.
+/// What the server sent, for [`crate::sync`]: level-triggered values as watches, commands queued.
 #[derive(Debug)]
 pub struct Inbox {
     /// The latest desired snapshot received.
@@ -125,22 +132,20 @@ pub struct Link {
 impl Link {
     /// Starts the connection, publisher and heartbeat tasks. Connecting happens in the
     /// background (with back-off); the link never gives up on an unreachable broker.
-    /// Node certificates the server sends go to `config.credentials`.
+    /// What arrives for the pods goes to `deliveries`.
     pub fn start(
         config: &LinkConfig,
         parts: UplinkParts,
         info: NodeInfo,
         state: AgentState,
-        fetcher: ModuleFetcher,
-        services: ServiceDirectory,
+        deliveries: Option<Deliveries>,
         tracker: &TaskTracker,
     ) -> (Link, Inbox) {
         let (client, eventloop) = rumqttc::AsyncClient::new(
             connection::mqtt_options(config),
             connection::REQUEST_CAPACITY,
         );
-        let (routes, inbox, signals) =
-            connection::Routes::with_inbox(fetcher, services, config.credentials.clone());
+        let (routes, inbox, signals) = connection::Routes::with_inbox(deliveries);
         let stop_heartbeat = CancellationToken::new();
         let stop_publisher = CancellationToken::new();
         let stop_connection = CancellationToken::new();

@@ -41,6 +41,22 @@ impl LogStream {
         Self { lines, follow }
     }
 
+    /// Just `lines`, with nothing to follow (what a [`PodBackend`] without real containers
+    /// answers, such as the fleet simulator's hollow pods).
+    ///
+    /// [`PodBackend`]: crate::sync::PodBackend
+    pub fn lines_only(lines: Vec<String>) -> Self {
+        let lines = lines
+            .into_iter()
+            .map(|text| LogLine {
+                at_unix_nanos: 0,
+                run: 1,
+                text: text.into(),
+            })
+            .collect();
+        Self::new(lines, None)
+    }
+
     /// Whether [`LogStream::next_line`] can still yield lines.
     pub fn is_following(&self) -> bool {
         self.follow.is_some()

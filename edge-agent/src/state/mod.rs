@@ -91,6 +91,21 @@ impl AgentState {
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(db_err)?;
+        Self::with_tables(db)
+    }
+
+    /// A database that lives in memory only, for the fleet simulator's hollow agents:
+    /// thousands of them in one process keep their state without a file (and an fsync per
+    /// commit) each. Nothing survives the process.
+    pub fn in_memory() -> Result<Self, StateError> {
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(db_err)?;
+        Self::with_tables(db)
+    }
+
+    fn with_tables(db: Database) -> Result<Self, StateError> {
         let write = db.begin_write().map_err(db_err)?;
         write.open_table(COUNTERS).map_err(db_err)?;
         write.open_table(SNAPSHOTS).map_err(db_err)?;

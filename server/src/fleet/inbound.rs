@@ -182,7 +182,7 @@ impl Dispatcher {
                 {
                     tracing::error!(%node, %err, "cannot record node presence");
                 } else if let Some(info) = state.info.as_ref().filter(|_| state.online) {
-                    self.certify(node, info).await;
+                    self.certify(node, info);
                 }
             }
             Message::Heartbeat(hb) => self.heartbeat(node, hb.epoch),
@@ -221,7 +221,7 @@ impl Dispatcher {
     /// Sends the node a certificate for the tunnel key of its birth (every birth: signing
     /// is cheap, and the certificate stays fresh). Only `node` itself may publish on its
     /// `up/state` topic (the broker's ACL), so it only ever gets one for its own name.
-    async fn certify(&self, node: &str, info: &NodeInfo) {
+    fn certify(&self, node: &str, info: &NodeInfo) {
         let (Some(certificates), Some(tunnel)) = (&self.certificates, &info.tunnel) else {
             return;
         };
@@ -233,18 +233,19 @@ impl Dispatcher {
             }
         };
         let payload = encode(&Message::Command(NodeCommand::Certificate(cert)));
-        if let Err(err) = self
-            .client
-            .publish(
-                topic::down(node, Down::Cmd),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await
-        {
-            tracing::warn!(%node, %err, "cannot send the node its certificate");
-        }
+        // Not awaited here, for the reason `status` gives: the certificate waits for room
+        // in its own task.
+        let client = self.client.clone();
+        let topic = topic::down(node, Down::Cmd);
+        let node = node.to_owned();
+        tokio::spawn(async move {
+            if let Err(err) = client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+            {
+                tracing::warn!(%node, %err, "cannot send the node its certificate");
+            }
+        });
     }
 
     /// Renews the node's lease when the heartbeat is of its current session; writes the
@@ -289,12 +290,15 @@ impl Dispatcher {
             epoch: report.epoch,
             seq: report.seq,
         }));
-        if let Err(err) = self
-            .client
-            .publish(topic::down(node, Down::Ack), QoS::AtLeastOnce, false, ack)
-            .await
+        // Never wait for room in the client's queue here: the event loop may be waiting for
+        // this dispatcher (its inbound queue full), and both then waited for ever (the fleet
+        // simulator's 1,000 nodes did it). An ack that finds no room is dropped: the agent
+        // sends the report again until it is acknowledged.
+        if let Err(err) =
+            self.client
+                .try_publish(topic::down(node, Down::Ack), QoS::AtLeastOnce, false, ack)
         {
-            tracing::warn!(%node, %err, "cannot ack a status report");
+            tracing::debug!(%node, %err, "status ack dropped; the agent will re-send the report");
         }
     }
 }

@@ -1,6 +1,6 @@
-//! Keeps the `PodManager` in step with the server.
+//! [`PodSync`]: keeps a [`PodBackend`] in step with the server.
 //!
-//! One task ([`PodSync`]) owns the status outbox and the applied revision:
+//! One task owns the status outbox and the applied revision:
 //!
 //! - a desired snapshot newer than the applied one is committed to local state first, then
 //!   applied (offline autonomy: a reboot finds it there);
@@ -23,10 +23,10 @@ use wasmfleet_protocol::Message;
 use wasmfleet_protocol::pod::{DesiredPods, PodStatus};
 use wasmfleet_protocol::topic::Up;
 
+use super::PodBackend;
 use super::logs::LogStreams;
 use super::outbox::{Outbox, is_newer};
-use super::{Inbox, Session, Uplink};
-use crate::pods::PodManager;
+use crate::link::{Inbox, Session, Uplink};
 use crate::state::AgentState;
 
 /// Status changes closer together than this go out in one report.
@@ -46,9 +46,9 @@ pub struct PodSync {
 impl PodSync {
     /// Starts synchronising `pods` with what arrives in `inbox`. `applied` is the desired
     /// snapshot already applied from local state.
-    pub fn start(
+    pub fn start<P: PodBackend>(
         inbox: Inbox,
-        pods: PodManager,
+        pods: P,
         state: AgentState,
         uplink: Uplink,
         applied: Option<DesiredPods>,
@@ -116,8 +116,8 @@ impl PodSync {
     }
 }
 
-struct Task {
-    pods: PodManager,
+struct Task<P> {
+    pods: P,
     state: AgentState,
     uplink: Uplink,
     outbox: Outbox,
@@ -136,7 +136,7 @@ struct Task {
     freeze: CancellationToken,
 }
 
-impl Task {
+impl<P: PodBackend> Task<P> {
     async fn run(mut self) {
         let mut changes = self.pods.changes();
         // Persist (and, once connected, report) what the pods look like right away.

@@ -12,7 +12,7 @@ use wasmfleet_protocol::Message;
 use wasmfleet_protocol::pod::probe::{MAX_EVENTS_PER_MESSAGE, PodEvent, PodEvents};
 use wasmfleet_protocol::topic::Up;
 
-use super::Uplink;
+use crate::link::Uplink;
 
 /// How long a batch collects events after its first one.
 const BATCH_WINDOW: Duration = Duration::from_millis(200);

@@ -16,8 +16,9 @@ use wasmfleet_protocol::logs::{LogChunk, LogOptions, LogRequest, LogSince, NodeC
 use wasmfleet_protocol::topic::Up;
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message};
 
-use super::Uplink;
-use crate::pods::{LogStream, PodManager};
+use super::PodBackend;
+use crate::link::Uplink;
+use crate::pods::LogStream;
 use crate::runtime::{LogLine, LogSelection};
 
 /// How long new lines of a follow are collected before they go out.
@@ -29,17 +30,17 @@ const CHUNK_BYTES: usize = MAX_MESSAGE_SIZE / 2;
 type Running = Arc<Mutex<HashMap<u64, CancellationToken>>>;
 
 /// The log requests being answered.
-pub(super) struct LogStreams {
-    pods: PodManager,
+pub(super) struct LogStreams<P> {
+    pods: P,
     uplink: Uplink,
     tracker: TaskTracker,
     stop: CancellationToken,
     running: Running,
 }
 
-impl LogStreams {
+impl<P: PodBackend> LogStreams<P> {
     pub(super) fn new(
-        pods: PodManager,
+        pods: P,
         uplink: Uplink,
         tracker: TaskTracker,
         stop: CancellationToken,
@@ -103,14 +104,14 @@ fn lock(running: &Running) -> std::sync::MutexGuard<'_, HashMap<u64, Cancellatio
 }
 
 /// One request being answered.
-struct Stream {
-    pods: PodManager,
+struct Stream<P> {
+    pods: P,
     uplink: Uplink,
     request: LogRequest,
     token: CancellationToken,
 }
 
-impl Stream {
+impl<P: PodBackend> Stream<P> {
     async fn run(self) {
         let LogRequest {
             ref pod_uid,
