@@ -3,7 +3,10 @@
 //! The first page of a list is read in a redb read transaction; when more pages follow,
 //! that transaction (an MVCC snapshot: later commits do not change what it reads) is kept in
 //! a small pool under its revision, and the next pages of any list at that revision read
-//! from it. A snapshot lives [`SNAPSHOT_TTL`] after it was taken and at most
+//! from it. A snapshot goes as soon as every list that started on it has read its last page:
+//! while redb holds a read transaction, it cannot reuse the pages later commits free, so a
+//! snapshot kept longer than its lists need makes the file grow by everything written
+//! meanwhile. A snapshot lives at most [`SNAPSHOT_TTL`] after it was taken and at most
 //! [`MAX_SNAPSHOTS`] are kept (the oldest goes first), so a client that never comes back
 //! holds back redb's page reuse only briefly (expired snapshots are dropped on the next
 //! commit or paged list). A page asked at a revision whose snapshot is
@@ -33,6 +36,8 @@ struct Snapshot {
     revision: u64,
     taken: Instant,
     read: Arc<ReadTransaction>,
+    /// Lists that started on it and have not read their last page yet.
+    lists: usize,
 }
 
 /// Which page to read.
@@ -96,8 +101,15 @@ impl Store {
         }
         let remaining = range.count() as u64;
         let next = last.filter(|_| remaining > 0);
-        if next.is_some() {
-            self.keep_snapshot(revision, read);
+        let snapshots = &self.inner.snapshots;
+        match (&request.resume, &next) {
+            // A list that goes on past its first page reads the rest from this snapshot.
+            (None, Some(_)) => snapshots.keep(revision, read, Instant::now()),
+            // Its later pages: kept (again, if it expired while nothing was written) until
+            // the last one.
+            (Some(_), Some(_)) => snapshots.keep_for_next_page(revision, read, Instant::now()),
+            (Some(_), None) => snapshots.finish(revision),
+            (None, None) => {}
         }
         Ok(Page {
             items,
@@ -127,10 +139,6 @@ impl Store {
             })
         }
     }
-
-    fn keep_snapshot(&self, revision: u64, read: Arc<ReadTransaction>) {
-        self.inner.snapshots.keep(revision, read, Instant::now());
-    }
 }
 
 impl Snapshots {
@@ -149,11 +157,28 @@ impl Snapshots {
             .map(|s| Arc::clone(&s.read))
     }
 
-    /// Keeps `read` for the next pages of lists at `revision` (once per revision).
+    /// Keeps `read` for the next pages of a new list at `revision` (one snapshot per
+    /// revision, shared by the lists at it).
     pub(super) fn keep(&self, revision: u64, read: Arc<ReadTransaction>, now: Instant) {
+        self.hold(revision, read, now, 1);
+    }
+
+    /// Keeps `read` for the next page of a list already counted at `revision` (re-kept if
+    /// it expired while nothing was written).
+    pub(super) fn keep_for_next_page(
+        &self,
+        revision: u64,
+        read: Arc<ReadTransaction>,
+        now: Instant,
+    ) {
+        self.hold(revision, read, now, 0);
+    }
+
+    fn hold(&self, revision: u64, read: Arc<ReadTransaction>, now: Instant, new_lists: usize) {
         let mut open = self.lock();
         expire(&mut open, now);
-        if open.iter().any(|s| s.revision == revision) {
+        if let Some(kept) = open.iter_mut().find(|s| s.revision == revision) {
+            kept.lists += new_lists;
             return;
         }
         if open.len() >= MAX_SNAPSHOTS {
@@ -163,7 +188,25 @@ impl Snapshots {
             revision,
             taken: now,
             read,
+            lists: new_lists.max(1),
         });
+    }
+
+    /// A list at `revision` read its last page: the snapshot goes once no list needs it.
+    pub(super) fn finish(&self, revision: u64) {
+        let mut open = self.lock();
+        if let Some(at) = open.iter().position(|s| s.revision == revision) {
+            open[at].lists = open[at].lists.saturating_sub(1);
+            if open[at].lists == 0 {
+                open.remove(at);
+            }
+        }
+    }
+
+    /// How many snapshots are kept now.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Snapshot>> {

@@ -353,6 +353,11 @@ fn pages_continue_in_the_snapshot_of_the_first() {
         "the snapshot, not the store now"
     );
     assert_eq!((second.next, second.remaining), (None, 0));
+    assert_eq!(
+        store.inner.snapshots.len(),
+        0,
+        "a finished list lets its snapshot go (redb reuses pages only without it)"
+    );
     let filtered = store
         .list_page(&scope, &PageRequest::default(), |p| {
             p["metadata"]["name"] != "a"
@@ -367,6 +372,42 @@ fn pages_continue_in_the_snapshot_of_the_first() {
         store.list_page(&scope, &gone, |_| true),
         Err(StoreError::Gone { .. })
     ));
+}
+
+#[test]
+fn a_snapshot_stays_until_every_list_on_it_read_its_last_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for name in ["a", "b", "c"] {
+        store.create(&pod_key(name), pod(name)).unwrap();
+    }
+    let scope = Scope::namespace("pods", "default");
+    let first_page = PageRequest {
+        limit: 1,
+        resume: None,
+    };
+    let one = store.list_page(&scope, &first_page, |_| true).unwrap();
+    let two = store.list_page(&scope, &first_page, |_| true).unwrap();
+    assert_eq!(one.revision, two.revision);
+    store.create(&pod_key("d"), pod("d")).unwrap();
+    let finish = |first: &Page| {
+        let mut after = first.next.clone();
+        while let Some(key) = after {
+            let resume = PageRequest {
+                limit: 1,
+                resume: Some((first.revision, key)),
+            };
+            after = store.list_page(&scope, &resume, |_| true).unwrap().next;
+        }
+    };
+    finish(&one);
+    assert_eq!(
+        store.inner.snapshots.len(),
+        1,
+        "the second list still reads it"
+    );
+    finish(&two);
+    assert_eq!(store.inner.snapshots.len(), 0);
 }
 
 #[test]
