@@ -12,7 +12,8 @@ argument, and next to this script `policy_v1.json` (the PodDisruptionBudget sche
 from `apis__policy__v1_openapi.json`) and `networking_v1.json` (the Ingress and IngressClass
 schemas, taken from `apis__networking.k8s.io__v1_openapi.json` of Kubernetes 1.33) and
 `gateway_v1.json` (Gateway API kinds, which are CRDs upstream: written here, a described
-object per kind whose spec and status keep unknown fields, as a CRD without a full schema).
+object per kind whose spec and status keep unknown fields, as a CRD without a full schema)
+and `rbac_v1.json` (the RBAC kinds, written here with wasmfleet's descriptions).
 
 Usage: python3 server/openapi/trim.py DIR
 """
@@ -29,6 +30,7 @@ KINDS = {
     ("policy", "v1"): ["PodDisruptionBudget"],
     ("networking.k8s.io", "v1"): ["Ingress", "IngressClass"],
     ("gateway.networking.k8s.io", "v1"): ["GatewayClass", "Gateway", "HTTPRoute"],
+    ("rbac.authorization.k8s.io", "v1"): ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"],
 }
 DOCS = [
     "api__v1_openapi.json",
@@ -55,7 +57,7 @@ def main(src):
     for name in DOCS:
         with open(os.path.join(src, name)) as f:
             schemas.update(json.load(f)["components"]["schemas"])
-    for extra in ["policy_v1.json", "networking_v1.json", "gateway_v1.json"]:
+    for extra in ["policy_v1.json", "networking_v1.json", "gateway_v1.json", "rbac_v1.json"]:
         with open(os.path.join(os.path.dirname(__file__), extra)) as f:
             schemas.update(json.load(f))
     wanted = {(g, v, k) for (g, v), kinds in KINDS.items() for k in kinds}

@@ -66,6 +66,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         .context("creating the built-in IngressClass")?;
     api::kinds::gateway_api::ensure_built_in(&store)
         .context("creating the built-in GatewayClass")?;
+    api::rbac::defaults::ensure_built_in(&store)
+        .context("creating the default ClusterRoles and ClusterRoleBindings")?;
     let modules = ModuleStore::open(&store).context("opening the module store")?;
     let tracker = TaskTracker::new();
 
@@ -81,7 +83,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
             shutdown.clone(),
         ));
     }
-    let fleet = start_loops(
+    let (fleet, cache) = start_loops(
         fleet_config,
         (relay, &boot.tls),
         &store,
@@ -94,6 +96,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         store.clone(),
         modules.clone(),
         config.service_cidr,
+        api::auth::Authorizer::new(cache.clone()),
         &shutdown,
         &tracker,
     )
@@ -109,6 +112,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         fleet_link: Some(Arc::new(move || link.link_up())),
         logs: Some(Arc::new(FleetLogs(fleet))),
         admin_token: Arc::from(boot.credentials.admin_token.as_str()),
+        authorizer: api::auth::Authorizer::new(cache),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         service_cidr: config.service_cidr,
@@ -160,7 +164,8 @@ fn fleet_config(
 }
 
 /// Starts the loops that follow the store, all reading one informer cache: the fleet link
-/// (with the desired-state publisher), the relay, the scheduler and the controllers.
+/// (with the desired-state publisher), the relay, the scheduler and the controllers. Returns
+/// the fleet's handle and the cache (the API's authorizer reads RBAC objects from it).
 fn start_loops(
     fleet_config: FleetConfig,
     (relay, tls): (tokio::net::TcpListener, &bootstrap::TlsMaterial),
@@ -168,7 +173,7 @@ fn start_loops(
     modules: &ModuleStore,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> anyhow::Result<FleetHandle> {
+) -> anyhow::Result<(FleetHandle, Cache)> {
     let cache = Cache::start(store, &informer::RESOURCES, shutdown.clone(), tracker)
         .context("filling the informer's cache")?;
     let node_grace = fleet_config.node_grace;
@@ -208,13 +213,13 @@ fn start_loops(
     ));
     tracker.spawn(node_lifecycle::run(
         store.clone(),
-        cache,
+        cache.clone(),
         fleet.leases().clone(),
         modules.clone(),
         node_grace,
         shutdown.clone(),
     ));
-    Ok(fleet)
+    Ok((fleet, cache))
 }
 
 /// Runs an agent inside the server process, like `k3s server`, so one command gives a

@@ -6,7 +6,9 @@
 //! and list; join tokens; discovery and the OpenAPI v3 documents ([`openapi`]).
 //! Errors are Kubernetes `Status` objects.
 //!
-//! Files: [`router`] (routes), [`auth`] (bearer token), [`objects`] (the verbs),
+//! Files: [`router`] (routes), [`auth`] (who is asking and whether they may),
+//! [`request_info`] (what a request asks, for the authorizer), [`rbac`] (rule matching and
+//! the default roles), [`objects`] (the verbs),
 //! [`kinds`] + [`pods`]/[`nodes`]/[`namespaces`] (per-resource admission),
 //! [`validation`] (the Pod allow-list), [`placement`] (affinity and topology spread
 //! constraints), [`defaults`] (what a Pod gets when left out,
@@ -38,6 +40,8 @@ pub mod placement;
 pub mod pod_streams;
 pub mod probes;
 pub mod protobuf;
+pub mod rbac;
+pub mod request_info;
 pub mod router;
 pub mod scale;
 pub mod status;
@@ -71,8 +75,10 @@ pub struct ApiContext {
     pub modules: Option<ModuleStore>,
     /// Where pod logs come from; `None` answers log requests with 503.
     pub logs: Option<Arc<dyn LogSource>>,
-    /// The bearer token every request must carry.
+    /// The admin's bearer token.
     pub admin_token: Arc<str>,
+    /// Who may do what (RBAC over the informer's cache).
+    pub authorizer: auth::Authorizer,
     /// Ends watches and log streams on shutdown.
     pub shutdown: CancellationToken,
     /// Tracks the tasks that feed streaming responses.

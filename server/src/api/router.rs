@@ -1,5 +1,5 @@
-//! The route table. Every route but the health checks ([`health`]) requires the admin bearer
-//! token; unknown paths get a 404 Status, unknown methods a 405 Status, and `dryRun` on the
+//! The route table. Every route but the health checks ([`health`]) is authenticated and
+//! authorized ([`auth::guard`]); unknown paths get a 404 Status, unknown methods a 405 Status, and `dryRun` on the
 //! writes that do not implement it (module pushes, join tokens, evictions) a 400.
 
 use std::sync::Arc;
@@ -17,7 +17,10 @@ use super::{ApiContext, auth, discovery, health, join_tokens, modules, objects};
 
 /// All routes, with authentication.
 pub fn build(ctx: ApiContext) -> Router {
-    let token: Arc<str> = Arc::clone(&ctx.admin_token);
+    let guard = Arc::new(auth::Guard {
+        admin_token: Arc::clone(&ctx.admin_token),
+        authorizer: ctx.authorizer.clone(),
+    });
     let health = health::routes(ctx.clone());
     kinds::ALL
         .iter()
@@ -44,7 +47,7 @@ pub fn build(ctx: ApiContext) -> Router {
         )
         .fallback(not_found)
         .layer(middleware::from_fn(refuse_dry_run))
-        .layer(middleware::from_fn_with_state(token, auth::require_token))
+        .layer(middleware::from_fn_with_state(guard, auth::guard))
         .with_state(ctx)
         .merge(health)
 }

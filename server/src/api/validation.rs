@@ -347,7 +347,7 @@ pub fn check_shape(value: &Value, shape: &Shape, path: &str, causes: &mut Vec<Ca
 
 /// A value outside what wasmfleet can honour, naming the values it can (Kubernetes'
 /// `FieldValueNotSupported` wording).
-fn not_supported(path: &str, actual: &str, supported: &[&str]) -> Cause {
+pub fn not_supported(path: &str, actual: &str, supported: &[&str]) -> Cause {
     let supported: Vec<String> = supported.iter().map(|v| format!("{v:?}")).collect();
     Cause::new(
         "FieldValueNotSupported",

@@ -36,7 +36,7 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 18] = [
+pub const RESOURCES: [&str; 22] = [
     "pods",
     "services",
     "endpointslices",
@@ -55,6 +55,10 @@ pub const RESOURCES: [&str; 18] = [
     "daemonsets",
     "cronjobs",
     "poddisruptionbudgets",
+    "roles",
+    "clusterroles",
+    "rolebindings",
+    "clusterrolebindings",
 ];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.

@@ -21,6 +21,7 @@ pub mod namespaces;
 pub mod nodes;
 pub mod poddisruptionbudgets;
 pub mod pods;
+pub mod rbac;
 pub mod replicasets;
 pub mod reviews;
 pub mod services;
@@ -53,6 +54,10 @@ pub const ALL: &[&Kind] = &[
     &jobs::KIND,
     &cronjobs::KIND,
     &poddisruptionbudgets::KIND,
+    &rbac::ROLES,
+    &rbac::CLUSTER_ROLES,
+    &rbac::ROLE_BINDINGS,
+    &rbac::CLUSTER_ROLE_BINDINGS,
     &reviews::ACCESS,
     &reviews::RULES,
     &reviews::SUBJECT,
