@@ -76,6 +76,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let mut fleet_config = fleet_config(&config, &boot, &modules, &mqtt)?;
     fleet_config.relay_port = relay.local_addr()?.port();
     fleet_config.node_approval = config.node_approval;
+    // The API signs users' certificates with the same CA.
+    let fleet_certificates = fleet_config.certificates.clone();
     if let Some(broker) = &broker {
         tracker.spawn(broker::revocation::run(
             store.clone(),
@@ -113,6 +115,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         logs: Some(Arc::new(FleetLogs(fleet))),
         admin_token: Arc::from(boot.credentials.admin_token.as_str()),
         authorizer: api::auth::Authorizer::new(cache),
+        certificates: fleet_certificates,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         service_cidr: config.service_cidr,

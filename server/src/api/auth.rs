@@ -1,9 +1,9 @@
 //! Who makes a request (authentication) and whether they may (authorization), for every
 //! request but the health checks.
 //!
-//! - [`User`]: an authenticated identity. Today the admin (the bearer token of
-//!   `admin.kubeconfig`, in `system:masters`); every identity is also in
-//!   `system:authenticated`.
+//! - [`User`]: an authenticated identity: the admin (the bearer token of
+//!   `admin.kubeconfig`, in `system:masters`) or the subject of a client certificate of the
+//!   cluster CA ([`super::users`]); every identity is also in `system:authenticated`.
 //! - [`Attributes`]: what a request would do ([`super::request_info`] reads them from the
 //!   method and path; access reviews and the MQTT front door build them too).
 //! - [`Authorizer`]: `system:masters` may do everything; everyone else what RBAC
@@ -246,8 +246,16 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
     next.run(request).await
 }
 
-/// The identity the request's credential proves, if any.
+/// The identity the request's credential proves, if any: a bearer token, else a client
+/// certificate (already verified against the cluster CA by the TLS layer).
 fn authenticate(guard: &Guard, request: &Request) -> Option<User> {
+    let bearer = request.headers().get(header::AUTHORIZATION).is_some();
+    if !bearer {
+        let tls = request
+            .extensions()
+            .get::<Arc<axum_server::tls::TlsInfo>>()?;
+        return super::users::from_certificate(tls.peer_certificates.first()?);
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -1,5 +1,6 @@
 //! The Kubernetes protobuf encoding of the objects kubectl's `create` generators send
-//! (`kubectl create namespace|deployment|job|cronjob`): they always POST protobuf and never
+//! (`kubectl create namespace|deployment|job|cronjob|role|clusterrole|rolebinding|
+//! clusterrolebinding`): they always POST protobuf and never
 //! retry as JSON after a 415.
 //!
 //! Wire format: the magic `k8s\0`, then a `runtime.Unknown` {1: TypeMeta {1: apiVersion,
@@ -320,12 +321,56 @@ const ACCESS_REVIEW_SPEC: &[FieldDef] = &[
 /// `kubectl auth can-i --list`'s SelfSubjectRulesReview spec.
 const RULES_REVIEW_SPEC: &[FieldDef] = &[FieldDef(1, "namespace", Str, One, Drop)];
 
+/// `rbac/v1` PolicyRule (`kubectl create role|clusterrole`).
+const POLICY_RULE: &[FieldDef] = &[
+    FieldDef(1, "verbs", Str, Many, Drop),
+    FieldDef(2, "apiGroups", Str, Many, Drop),
+    FieldDef(3, "resources", Str, Many, Drop),
+    FieldDef(4, "resourceNames", Str, Many, Drop),
+    FieldDef(5, "nonResourceURLs", Str, Many, Drop),
+];
+
+const RBAC_SUBJECT: &[FieldDef] = &[
+    FieldDef(1, "kind", Str, One, Drop),
+    FieldDef(2, "apiGroup", Str, One, Drop),
+    FieldDef(3, "name", Str, One, Drop),
+    FieldDef(4, "namespace", Str, One, Drop),
+];
+
+const ROLE_REF: &[FieldDef] = &[
+    FieldDef(1, "apiGroup", Str, One, Drop),
+    FieldDef(2, "kind", Str, One, Drop),
+    FieldDef(3, "name", Str, One, Drop),
+];
+
+/// Role and ClusterRole (`rules` at 2, not a spec; `aggregationRule` at 3, refused).
+const ROLE: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "rules", Msg(POLICY_RULE), Many, Drop),
+    FieldDef(3, "aggregationRule", Unsupported, One, Drop),
+];
+
+/// RoleBinding and ClusterRoleBinding (`kubectl create rolebinding|clusterrolebinding`).
+const ROLE_BINDING: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "subjects", Msg(RBAC_SUBJECT), Many, Drop),
+    FieldDef(3, "roleRef", Msg(ROLE_REF), One, Drop),
+];
+
 /// The kinds decoded, with their apiVersion and message table.
 const KINDS: &[(&str, &str, &[FieldDef])] = &[
     ("v1", "Namespace", object!(NAMESPACE_SPEC)),
     ("apps/v1", "Deployment", object!(DEPLOYMENT_SPEC)),
     ("batch/v1", "Job", object!(JOB_SPEC)),
     ("batch/v1", "CronJob", object!(CRON_JOB_SPEC)),
+    ("rbac.authorization.k8s.io/v1", "Role", ROLE),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", ROLE),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", ROLE_BINDING),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        ROLE_BINDING,
+    ),
     (
         "authorization.k8s.io/v1",
         "SelfSubjectAccessReview",

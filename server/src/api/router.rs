@@ -13,7 +13,7 @@ use axum::{Extension, Router};
 
 use super::kinds::{self, Kind};
 use super::status::ApiError;
-use super::{ApiContext, auth, discovery, health, join_tokens, modules, objects};
+use super::{ApiContext, auth, discovery, health, join_tokens, modules, objects, users};
 
 /// All routes, with authentication.
 pub fn build(ctx: ApiContext) -> Router {
@@ -32,6 +32,10 @@ pub fn build(ctx: ApiContext) -> Router {
         .route(
             "/apis/wasmfleet.dev/v1/modules/{name}/tags/{tag}",
             put(modules::push).fallback(method_not_allowed),
+        )
+        .route(
+            "/apis/wasmfleet.dev/v1/usercertificates",
+            post(users::sign).fallback(method_not_allowed),
         )
         .route(
             "/apis/wasmfleet.dev/v1/jointokens",
