@@ -23,7 +23,7 @@ import os
 import sys
 
 KINDS = {
-    ("", "v1"): ["Namespace", "Node", "Pod", "Event", "Service", "Endpoints"],
+    ("", "v1"): ["Namespace", "Node", "Pod", "Event", "Service", "Endpoints", "ServiceAccount"],
     ("discovery.k8s.io", "v1"): ["EndpointSlice"],
     ("apps", "v1"): ["Deployment", "ReplicaSet", "DaemonSet"],
     ("batch", "v1"): ["Job", "CronJob"],

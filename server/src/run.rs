@@ -116,6 +116,10 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         admin_token: Arc::from(boot.credentials.admin_token.as_str()),
         authorizer: api::auth::Authorizer::new(cache),
         certificates: fleet_certificates,
+        tokens: Some(Arc::new(
+            crate::identity::service_account_tokens::TokenSigner::load_or_create(&config.data_dir)
+                .context("loading the service account key")?,
+        )),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         service_cidr: config.service_cidr,

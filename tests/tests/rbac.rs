@@ -2,12 +2,14 @@
 //! `wasmfleet user kubeconfig`, refused (403 in kube-apiserver's words) until a binding
 //! grants them something; a `view` user lists pods but cannot delete them; a group bound
 //! by a RoleBinding to a Role; `kubectl auth can-i` (and `--list`) and `whoami` answer for
-//! the real user.
+//! the real user. ServiceAccounts: a `default` one per namespace, pods refused without
+//! their account, `kubectl create token` and requests with it; tokens of another audience,
+//! expired or of a deleted account refused (401).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wasmfleet_tests::cluster::Clients;
+use wasmfleet_tests::cluster::{CliOutput, Clients};
 use wasmfleet_tests::{Cluster, ClusterOptions};
 
 /// A kubeconfig for `name` in `groups`, minted by the CLI as the admin.
@@ -134,4 +136,149 @@ fn users_get_what_their_bindings_grant() {
     let admins = cluster.kubectl_ok(&["get", "clusterrolebinding", "cluster-admin", "-o", "wide"]);
     assert!(admins.contains("ClusterRole/cluster-admin"), "{admins}");
     assert!(admins.contains("system:masters"), "{admins}");
+}
+
+/// The kubectl output of `args` run with `token` as the bearer token.
+fn with_token(cluster: &Cluster, token: &str, args: &[&str]) -> CliOutput {
+    let mut full = vec!["--token", token];
+    full.extend(args);
+    cluster.kubectl(&full)
+}
+
+#[test]
+fn service_accounts_and_their_tokens() {
+    let cluster = Cluster::start(ClusterOptions { agents: Vec::new() });
+
+    // Every namespace gets its `default` account; pods run as it unless they name another,
+    // which must exist.
+    cluster.kubectl_ok(&["create", "namespace", "team"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cluster
+        .kubectl(&["get", "serviceaccount", "default", "-n", "team"])
+        .success
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no default account in team"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.kubectl_ok(&["run", "p", "--image=hello:v1", "--restart=Never"]);
+    let account = cluster.kubectl_ok(&[
+        "get",
+        "pod",
+        "p",
+        "-o",
+        "jsonpath={.spec.serviceAccountName}",
+    ]);
+    assert_eq!(account, "default");
+    let refused = cluster.kubectl(&[
+        "run",
+        "q",
+        "--image=hello:v1",
+        r#"--overrides={"spec":{"serviceAccountName":"ghost"}}"#,
+    ]);
+    assert!(!refused.success);
+    assert_eq!(
+        refused.stderr.trim(),
+        r#"Error from server (Forbidden): pods "q" is forbidden: error looking up service account default/ghost: serviceaccount "ghost" not found"#
+    );
+
+    // `kubectl create token`, then requests with it, as the account.
+    cluster.kubectl_ok(&["create", "serviceaccount", "robot"]);
+    cluster.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "robot-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:robot",
+    ]);
+    let token = cluster.kubectl_ok(&["create", "token", "robot", "--duration", "10m"]);
+    let token = token.trim();
+    let whoami = with_token(&cluster, token, &["auth", "whoami"]);
+    assert!(whoami.success, "{}", whoami.stderr);
+    assert!(
+        whoami
+            .stdout
+            .contains("system:serviceaccount:default:robot"),
+        "{}",
+        whoami.stdout
+    );
+    assert!(
+        whoami.stdout.contains("system:serviceaccounts:default"),
+        "{}",
+        whoami.stdout
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = with_token(&cluster, token, &["get", "pods", "-o", "name"]);
+        if listed.success {
+            assert_eq!(listed.stdout, "pod/p\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", listed.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let delete = with_token(&cluster, token, &["delete", "pod", "p"]);
+    assert!(
+        delete.stderr.contains(
+            r#"User "system:serviceaccount:default:robot" cannot delete resource "pods""#
+        ),
+        "{}",
+        delete.stderr
+    );
+
+    // Refused with 401: another audience, a token past its expiry (signed with the
+    // cluster's own key), and any token of a deleted account.
+    let unauthorized = "error: You must be logged in to the server (Unauthorized)";
+    let vault = cluster.kubectl_ok(&["create", "token", "robot", "--audience", "vault"]);
+    let refused = with_token(&cluster, vault.trim(), &["get", "pods"]);
+    assert_eq!(refused.stderr.trim(), unauthorized);
+    let expired = expired_token(&cluster, "robot");
+    let refused = with_token(&cluster, &expired, &["get", "pods"]);
+    assert_eq!(refused.stderr.trim(), unauthorized);
+    cluster.kubectl_ok(&["delete", "serviceaccount", "robot"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = with_token(&cluster, token, &["get", "pods"]);
+        if refused.stderr.trim() == unauthorized {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", refused.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A token for the account `name` that expired a minute ago, signed (ES256) with the
+/// server's own service account key, claims as the server writes them.
+fn expired_token(cluster: &Cluster, name: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    let uid = cluster.kubectl_ok(&[
+        "get",
+        "serviceaccount",
+        name,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let pkcs8 = std::fs::read(cluster.dir().join("server/service-account.key")).expect("key");
+    let rng = ring::rand::SystemRandom::new();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).expect("key");
+    let now = jiff::Timestamp::now().as_second();
+    let issuer = "https://kubernetes.default.svc.cluster.local";
+    let claims = serde_json::json!({
+        "iss": issuer, "sub": format!("system:serviceaccount:default:{name}"), "aud": [issuer],
+        "iat": now - 660, "nbf": now - 660, "exp": now - 60,
+        "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": name, "uid": uid}},
+    });
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT"});
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = key.sign(&rng, signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
 }

@@ -2,8 +2,11 @@
 //! request but the health checks.
 //!
 //! - [`User`]: an authenticated identity: the admin (the bearer token of
-//!   `admin.kubeconfig`, in `system:masters`) or the subject of a client certificate of the
-//!   cluster CA ([`super::users`]); every identity is also in `system:authenticated`.
+//!   `admin.kubeconfig`, in `system:masters`), the subject of a client certificate of the
+//!   cluster CA ([`super::users`]), or a ServiceAccount by its token
+//!   (`system:serviceaccount:NS:NAME` in `system:serviceaccounts` and
+//!   `system:serviceaccounts:NS`; refused once expired, for another audience, or when its
+//!   account or bound pod is gone); every identity is also in `system:authenticated`.
 //! - [`Attributes`]: what a request would do ([`super::request_info`] reads them from the
 //!   method and path; access reviews and the MQTT front door build them too).
 //! - [`Authorizer`]: `system:masters` may do everything; everyone else what RBAC
@@ -25,6 +28,7 @@ use serde_json::Value;
 use super::rbac::{self, Decision, Policy, PolicyRule};
 use super::request_info;
 use super::status::ApiError;
+use crate::identity::service_account_tokens::{Claims, ISSUER, ObjectRef, TokenSigner};
 use crate::informer::Cache;
 use crate::store::ObjectKey;
 
@@ -121,6 +125,11 @@ impl Authorizer {
         Authorizer { cache: Some(cache) }
     }
 
+    /// The cache the authorizer reads (token logins check accounts and pods in it).
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
+    }
+
     /// Whether `user` may do what `attributes` describe, and why.
     pub fn authorize(&self, user: &User, attributes: &Attributes) -> Decision {
         if user.is_master() {
@@ -129,13 +138,13 @@ impl Authorizer {
                 reason: format!("{} is in {MASTERS}", user.name),
             };
         }
-        match &self.cache {
-            Some(cache) => rbac::authorize(&CachedPolicy(cache), user, attributes),
-            None => Decision {
+        let Some(cache) = &self.cache else {
+            return Decision {
                 allowed: false,
                 reason: String::new(),
-            },
-        }
+            };
+        };
+        rbac::authorize(&CachedPolicy(cache), user, attributes)
     }
 
     /// Every rule `user` holds in `namespace` (`kubectl auth can-i --list`).
@@ -226,6 +235,8 @@ pub struct Guard {
     pub admin_token: Arc<str>,
     /// Who may do what.
     pub authorizer: Authorizer,
+    /// Verifies ServiceAccount tokens; `None`: only the admin token is a bearer token.
+    pub tokens: Option<Arc<TokenSigner>>,
 }
 
 /// Authenticates the request (401 without a valid credential), authorizes what it asks
@@ -262,7 +273,40 @@ fn authenticate(guard: &Guard, request: &Request) -> Option<User> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)?;
-    constant_time_eq(presented.as_bytes(), guard.admin_token.as_bytes()).then(User::admin)
+    if constant_time_eq(presented.as_bytes(), guard.admin_token.as_bytes()) {
+        return Some(User::admin());
+    }
+    let claims = guard
+        .tokens
+        .as_ref()?
+        .verify(presented, ISSUER, jiff::Timestamp::now().as_second())
+        .ok()?;
+    service_account_user(guard.authorizer.cache()?, &claims)
+}
+
+/// The identity of a valid ServiceAccount token, if its account (and the pod it is bound
+/// to) still exist with the uids it names: deleting either revokes the token.
+fn service_account_user(cache: &Cache, claims: &Claims) -> Option<User> {
+    let claim = &claims.kubernetes;
+    let namespace = claim.namespace.as_str();
+    let same = |resource: &str, reference: &ObjectRef| {
+        let key = ObjectKey::namespaced(resource, namespace, &reference.name);
+        cache
+            .get(&key)
+            .is_some_and(|obj| obj["metadata"]["uid"] == reference.uid.as_str())
+    };
+    if !same("serviceaccounts", &claim.serviceaccount)
+        || claim.pod.as_ref().is_some_and(|pod| !same("pods", pod))
+    {
+        return None;
+    }
+    let in_namespace = format!("system:serviceaccounts:{namespace}");
+    let mut user = User::new(
+        &claims.sub,
+        ["system:serviceaccounts", in_namespace.as_str()],
+    );
+    user.uid = claim.serviceaccount.uid.clone();
+    Some(user)
 }
 
 /// Equality whose time does not depend on where the inputs differ (only on their length,

@@ -196,7 +196,9 @@ mod tests {
                 "pods/ephemeralcontainers",
                 "services",
                 "endpoints",
-                "events"
+                "events",
+                "serviceaccounts",
+                "serviceaccounts/token"
             ]
         );
         let eviction = &list["resources"][4];

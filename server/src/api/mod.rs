@@ -80,6 +80,8 @@ pub struct ApiContext {
     pub admin_token: Arc<str>,
     /// Who may do what (RBAC over the informer's cache).
     pub authorizer: auth::Authorizer,
+    /// Signs and verifies ServiceAccount tokens; `None`: no TokenRequest, no token logins.
+    pub tokens: Option<Arc<crate::identity::service_account_tokens::TokenSigner>>,
     /// Signs users' client certificates with the cluster CA; `None` answers 503.
     pub certificates: Option<Arc<crate::identity::certificates::NodeCertificates>>,
     /// Ends watches and log streams on shutdown.

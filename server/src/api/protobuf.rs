@@ -1,6 +1,6 @@
 //! The Kubernetes protobuf encoding of the objects kubectl's `create` generators send
 //! (`kubectl create namespace|deployment|job|cronjob|role|clusterrole|rolebinding|
-//! clusterrolebinding`): they always POST protobuf and never
+//! clusterrolebinding|serviceaccount|token`): they always POST protobuf and never
 //! retry as JSON after a 415.
 //!
 //! Wire format: the magic `k8s\0`, then a `runtime.Unknown` {1: TypeMeta {1: apiVersion,
@@ -357,12 +357,48 @@ const ROLE_BINDING: &[FieldDef] = &[
     FieldDef(3, "roleRef", Msg(ROLE_REF), One, Drop),
 ];
 
+const LOCAL_OBJECT_REFERENCE: &[FieldDef] = &[FieldDef(1, "name", Str, One, Drop)];
+
+/// `kubectl create serviceaccount`.
+const SERVICE_ACCOUNT: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "secrets", Unsupported, Many, Drop),
+    FieldDef(
+        3,
+        "imagePullSecrets",
+        Msg(LOCAL_OBJECT_REFERENCE),
+        Many,
+        Drop,
+    ),
+    FieldDef(4, "automountServiceAccountToken", Bool, One, Keep),
+];
+
+const BOUND_OBJECT_REFERENCE: &[FieldDef] = &[
+    FieldDef(1, "kind", Str, One, Drop),
+    FieldDef(2, "apiVersion", Str, One, Drop),
+    FieldDef(3, "name", Str, One, Drop),
+    FieldDef(4, "uid", Str, One, Drop),
+];
+
+/// `kubectl create token`'s TokenRequest spec.
+const TOKEN_REQUEST_SPEC: &[FieldDef] = &[
+    FieldDef(1, "audiences", Str, Many, Drop),
+    FieldDef(3, "boundObjectRef", Msg(BOUND_OBJECT_REFERENCE), One, Drop),
+    FieldDef(4, "expirationSeconds", Int, One, Keep),
+];
+
 /// The kinds decoded, with their apiVersion and message table.
 const KINDS: &[(&str, &str, &[FieldDef])] = &[
     ("v1", "Namespace", object!(NAMESPACE_SPEC)),
     ("apps/v1", "Deployment", object!(DEPLOYMENT_SPEC)),
     ("batch/v1", "Job", object!(JOB_SPEC)),
     ("batch/v1", "CronJob", object!(CRON_JOB_SPEC)),
+    ("v1", "ServiceAccount", SERVICE_ACCOUNT),
+    (
+        "authentication.k8s.io/v1",
+        "TokenRequest",
+        object!(TOKEN_REQUEST_SPEC),
+    ),
     ("rbac.authorization.k8s.io/v1", "Role", ROLE),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", ROLE),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", ROLE_BINDING),

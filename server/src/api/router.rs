@@ -20,6 +20,7 @@ pub fn build(ctx: ApiContext) -> Router {
     let guard = Arc::new(auth::Guard {
         admin_token: Arc::clone(&ctx.admin_token),
         authorizer: ctx.authorizer.clone(),
+        tokens: ctx.tokens.clone(),
     });
     let health = health::routes(ctx.clone());
     kinds::ALL

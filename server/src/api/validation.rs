@@ -156,8 +156,8 @@ pub const POD_SPEC: Shape = Shape::Object(&[
         "preemptionPolicy",
         Shape::OneOf(&["PreemptLowerPriority", "Never"]),
     ),
-    ("serviceAccountName", Shape::OneOf(&["default"])),
-    ("serviceAccount", Shape::OneOf(&["default"])),
+    ("serviceAccountName", Shape::Str),
+    ("serviceAccount", Shape::Str),
     ("automountServiceAccountToken", Shape::Bool),
 ]);
 const OWNER_REFERENCE: Shape = Shape::Object(&[
@@ -861,7 +861,6 @@ mod tests {
         p["spec"]["dnsPolicy"] = json!("None");
         p["spec"]["schedulerName"] = json!("my-scheduler");
         p["spec"]["priority"] = json!(1000);
-        p["spec"]["serviceAccountName"] = json!("builder");
         p["spec"]["securityContext"] = json!({"sysctls": [{"name": "a", "value": "1"}]});
         p["spec"]["containers"][0]["stdin"] = json!(true);
         p["spec"]["containers"][0]["securityContext"] =
@@ -877,7 +876,6 @@ mod tests {
                 "spec.priority",
                 "spec.schedulerName",
                 "spec.securityContext.sysctls",
-                "spec.serviceAccountName",
             ]
         );
         assert!(

@@ -11,7 +11,7 @@
 //!   on every start (the port may change).
 
 mod credentials;
-mod files;
+pub(crate) mod files;
 mod kubeconfig;
 mod pki;
 

@@ -36,7 +36,7 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 22] = [
+pub const RESOURCES: [&str; 23] = [
     "pods",
     "services",
     "endpointslices",
@@ -59,6 +59,7 @@ pub const RESOURCES: [&str; 22] = [
     "clusterroles",
     "rolebindings",
     "clusterrolebindings",
+    "serviceaccounts",
 ];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.

@@ -24,6 +24,7 @@ pub mod pods;
 pub mod rbac;
 pub mod replicasets;
 pub mod reviews;
+pub mod serviceaccounts;
 pub mod services;
 pub mod workload;
 
@@ -54,6 +55,7 @@ pub const ALL: &[&Kind] = &[
     &jobs::KIND,
     &cronjobs::KIND,
     &poddisruptionbudgets::KIND,
+    &serviceaccounts::KIND,
     &rbac::ROLES,
     &rbac::CLUSTER_ROLES,
     &rbac::ROLE_BINDINGS,
