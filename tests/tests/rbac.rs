@@ -282,3 +282,124 @@ fn expired_token(cluster: &Cluster, name: &str) -> String {
     let signature = key.sign(&rng, signed.as_bytes()).expect("sign");
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
 }
+
+/// kubectl as the node `name`, with its node certificate (what the server signed for its
+/// tunnel key) as the client certificate.
+fn node_client(cluster: &Cluster, name: &str) -> Clients {
+    let dir = cluster.agent_dir(name);
+    let (cert, key) = (dir.join("node-tunnel.crt"), dir.join("node-tunnel.key"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cert.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no certificate for {name}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ca = cluster.dir().join("server/tls/ca.crt");
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": cluster.api_url(), "certificate-authority": ca}}],
+        "users": [{"name": name, "user": {"client-certificate": cert, "client-key": key}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": name}}],
+        "current-context": "c",
+    });
+    let path = cluster.dir().join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, config.to_string()).expect("write kubeconfig");
+    Clients::with_kubeconfig(path)
+}
+
+/// The cases of the Kubernetes node authorizer e2e test that apply: a node reads its own
+/// pods and what they refer to, 403 (not 404) for another node's; it writes no Node, not
+/// even its own (it could approve itself); a deleted node's certificate proves nothing.
+#[test]
+fn nodes_reach_only_their_own_pods() {
+    let agents = ["node-a", "node-b"].map(|n| (n.to_owned(), String::new()));
+    let cluster = Cluster::start(ClusterOptions {
+        agents: agents.to_vec(),
+    });
+    cluster.kubectl_ok(&[
+        "run",
+        "on-a",
+        "--image=hello:v1",
+        "--restart=Never",
+        r#"--overrides={"spec":{"nodeName":"node-a"}}"#,
+    ]);
+    let (a, b) = (
+        node_client(&cluster, "node-a"),
+        node_client(&cluster, "node-b"),
+    );
+    let whoami = a.kubectl(&["auth", "whoami"]);
+    assert!(
+        whoami.stdout.contains("system:node:node-a"),
+        "{}{}",
+        whoami.stdout,
+        whoami.stderr
+    );
+    assert!(whoami.stdout.contains("system:nodes"), "{}", whoami.stdout);
+
+    let own = a.kubectl(&["get", "pod", "on-a", "-o", "name"]);
+    assert_eq!(own.stdout, "pod/on-a\n", "{}", own.stderr);
+    let forbidden = |out: CliOutput, says: &str| {
+        assert!(!out.success, "{}", out.stdout);
+        assert_eq!(
+            out.stderr.trim(),
+            format!("Error from server (Forbidden): {says}")
+        );
+    };
+    forbidden(
+        b.kubectl(&["get", "pod", "on-a"]),
+        r#"pods "on-a" is forbidden: User "system:node:node-b" cannot get resource "pods" in API group "" in the namespace "default""#,
+    );
+    forbidden(
+        a.kubectl(&["get", "pod", "nowhere"]),
+        r#"pods "nowhere" is forbidden: User "system:node:node-a" cannot get resource "pods" in API group "" in the namespace "default""#,
+    );
+    forbidden(
+        a.kubectl(&["get", "pods"]),
+        r#"pods is forbidden: User "system:node:node-a" cannot list resource "pods" in API group "" in the namespace "default""#,
+    );
+    // The account its pod runs as: node-a may read it, node-b (no pod using it) not.
+    let account = a.kubectl(&["get", "serviceaccount", "default", "-o", "name"]);
+    assert_eq!(
+        account.stdout, "serviceaccount/default\n",
+        "{}",
+        account.stderr
+    );
+    forbidden(
+        b.kubectl(&["get", "serviceaccount", "default"]),
+        r#"serviceaccounts "default" is forbidden: User "system:node:node-b" cannot get resource "serviceaccounts" in API group "" in the namespace "default""#,
+    );
+    // Nodes are read, never written over HTTPS, not even its own.
+    let nodes = a.kubectl(&["get", "nodes", "-o", "name"]);
+    assert_eq!(
+        nodes.stdout, "node/node-a\nnode/node-b\n",
+        "{}",
+        nodes.stderr
+    );
+    forbidden(
+        a.kubectl(&["label", "node", "node-a", "checked=yes"]),
+        r#"nodes "node-a" is forbidden: User "system:node:node-a" cannot patch resource "nodes" in API group "" at the cluster scope"#,
+    );
+    forbidden(
+        b.kubectl(&["label", "node", "node-a", "checked=no"]),
+        r#"nodes "node-a" is forbidden: User "system:node:node-b" cannot patch resource "nodes" in API group "" at the cluster scope"#,
+    );
+
+    // Deleting the Node unpins its key: its certificate no longer authenticates (401).
+    cluster.kubectl_ok(&["delete", "node", "node-b", "--wait=false"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = b.kubectl(&["auth", "whoami"]);
+        if out.stderr.trim() == "error: You must be logged in to the server (Unauthorized)" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}{}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

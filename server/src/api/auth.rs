@@ -9,9 +9,10 @@
 //!   account or bound pod is gone); every identity is also in `system:authenticated`.
 //! - [`Attributes`]: what a request would do ([`super::request_info`] reads them from the
 //!   method and path; access reviews and the MQTT front door build them too).
-//! - [`Authorizer`]: `system:masters` may do everything; everyone else what RBAC
-//!   ([`super::rbac`]) grants through the Roles, ClusterRoles and bindings in the informer's
-//!   cache.
+//! - [`Authorizer`]: `system:masters` may do everything; a node what the node authorizer
+//!   ([`super::node_authorizer`]) allows for it; everyone else (and a node where that has
+//!   no opinion) what RBAC ([`super::rbac`]) grants through the Roles, ClusterRoles and
+//!   bindings in the informer's cache.
 //! - [`guard`]: the middleware: 401 without a valid credential, 403 (in kube-apiserver's
 //!   words, [`forbidden`]) when the authorizer says no; otherwise the [`User`] goes into
 //!   the request's extensions, so handlers (`kubectl auth whoami`, `kubectl auth can-i`)
@@ -25,6 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::node_authorizer::{self, NodeGraph, Verdict};
 use super::rbac::{self, Decision, Policy, PolicyRule};
 use super::request_info;
 use super::status::ApiError;
@@ -144,6 +146,23 @@ impl Authorizer {
                 reason: String::new(),
             };
         };
+        if let Some(node) = node_authorizer::node_of(user) {
+            match node_authorizer::authorize(&CachedPolicy(cache), node, attributes) {
+                Verdict::Allow => {
+                    return Decision {
+                        allowed: true,
+                        reason: format!("node authorizer: allowed for node {node:?}"),
+                    };
+                }
+                Verdict::Deny => {
+                    return Decision {
+                        allowed: false,
+                        reason: String::new(),
+                    };
+                }
+                Verdict::NoOpinion => {}
+            }
+        }
         rbac::authorize(&CachedPolicy(cache), user, attributes)
     }
 
@@ -179,7 +198,17 @@ impl Authorizer {
     }
 }
 
-/// The RBAC objects in the informer's cache.
+impl NodeGraph for CachedPolicy<'_> {
+    fn pods_on_node(&self, node: &str) -> Vec<Arc<Value>> {
+        self.0.pods_on_node(node)
+    }
+
+    fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.0.get(&ObjectKey::namespaced("pods", namespace, name))
+    }
+}
+
+/// The RBAC objects (and, for the node authorizer, the pods) in the informer's cache.
 struct CachedPolicy<'a>(&'a Cache);
 
 impl Policy for CachedPolicy<'_> {
@@ -265,7 +294,8 @@ fn authenticate(guard: &Guard, request: &Request) -> Option<User> {
         let tls = request
             .extensions()
             .get::<Arc<axum_server::tls::TlsInfo>>()?;
-        return super::users::from_certificate(tls.peer_certificates.first()?);
+        let cache = guard.authorizer.cache()?;
+        return super::users::authenticate(cache, tls.peer_certificates.first()?);
     }
     let presented = request
         .headers()

@@ -8,7 +8,8 @@
 //!
 //! Files: [`router`] (routes), [`auth`] (who is asking and whether they may),
 //! [`request_info`] (what a request asks, for the authorizer), [`rbac`] (rule matching and
-//! the default roles), [`users`] (client certificates: who they are, and signing them), [`objects`] (the verbs),
+//! the default roles), [`node_authorizer`] (what a node's identity may reach),
+//! [`users`] (client certificates: who they are, and signing them), [`objects`] (the verbs),
 //! [`kinds`] + [`pods`]/[`nodes`]/[`namespaces`] (per-resource admission),
 //! [`validation`] (the Pod allow-list), [`placement`] (affinity and topology spread
 //! constraints), [`defaults`] (what a Pod gets when left out,
@@ -33,6 +34,7 @@ pub mod kinds;
 pub mod logs;
 pub mod modules;
 pub mod nesting;
+pub mod node_authorizer;
 pub mod objects;
 pub mod openapi;
 pub mod pagination;

@@ -7,7 +7,9 @@
 //! server signs carry one group at most (rcgen writes one value per attribute type), so
 //! further groups are granted through bindings to the user. A node's certificate (the
 //! tunnel certificate every agent gets, `identity::certificates`: serverAuth too, SAN = its
-//! node name) is the identity `system:node:NAME` in `system:nodes`, as a kubelet's.
+//! node name) is the identity `system:node:NAME` in `system:nodes`, as a kubelet's, but only
+//! while its Node pins that key ([`authenticate`]): a deleted or re-keyed node's old
+//! certificate proves nothing, as on the relay.
 //!
 //! `POST /apis/wasmfleet.dev/v1/usercertificates` ([`sign`]) certifies a user's key: the
 //! client (`wasmfleet user kubeconfig`) keeps its private key and sends the public one; only
@@ -27,6 +29,9 @@ use super::auth::User;
 use super::body::{self, MAX_OBJECT_BODY};
 use super::status::{ApiError, Cause};
 use super::{ApiContext, blocking};
+use crate::identity::certificates::{TUNNEL_KEY_ANNOTATION, tunnel_key_sha256};
+use crate::informer::Cache;
+use crate::store::ObjectKey;
 
 /// The group of every node identity.
 pub const NODES: &str = "system:nodes";
@@ -36,7 +41,20 @@ pub fn node_user(node: &str) -> String {
     format!("system:node:{node}")
 }
 
-/// The identity a (verified) client certificate proves, if its subject names one.
+/// The identity a (verified) client certificate proves, if any: [`from_certificate`]; a node
+/// identity only while the Node of that name in `cache` pins the certificate's key.
+pub fn authenticate(cache: &Cache, der: &[u8]) -> Option<User> {
+    let user = from_certificate(der)?;
+    let Some(node) = user.name.strip_prefix("system:node:") else {
+        return Some(user);
+    };
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let hash = tunnel_key_sha256(cert.public_key().raw);
+    let pinned = cache.get(&ObjectKey::cluster("nodes", node))?;
+    (pinned["metadata"]["annotations"][TUNNEL_KEY_ANNOTATION] == hash.as_str()).then_some(user)
+}
+
+/// The identity a (verified) client certificate's subject names, if any.
 pub fn from_certificate(der: &[u8]) -> Option<User> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let subject = cert.subject();
