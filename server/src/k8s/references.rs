@@ -97,7 +97,7 @@ fn add_volume(refs: &mut References, volume: &Volume) {
     }
     if let Some(secret) = &volume.secret {
         refs.secrets
-            .extend(secret.secret_name.iter().filter_map(non_empty));
+            .extend(secret.secret_name.iter().filter_map(|name| non_empty(name)));
     }
     let projected = volume
         .projected
@@ -113,8 +113,8 @@ fn add_volume(refs: &mut References, volume: &Volume) {
     }
 }
 
-fn non_empty(name: &String) -> Option<String> {
-    (!name.is_empty()).then(|| name.clone())
+fn non_empty(name: &str) -> Option<String> {
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 #[cfg(test)]
