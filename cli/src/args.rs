@@ -43,6 +43,41 @@ pub enum Command {
     Push(PushArgs),
     /// Create, list and delete join tokens for new nodes.
     Token(TokenArgs),
+    /// Make credentials for API users.
+    User(UserArgs),
+}
+
+/// `wasmfleet user kubeconfig ...`
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    /// What to make.
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+/// The user subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Write a kubeconfig for a new user, with a client certificate signed by the cluster
+    /// CA (cluster-admin only). Grant it rights with RoleBindings to the user or its groups.
+    Kubeconfig(UserKubeconfigArgs),
+}
+
+/// `wasmfleet user kubeconfig NAME [--group G] [-o FILE] [--days N]`
+#[derive(Debug, Args)]
+pub struct UserKubeconfigArgs {
+    /// The user name (the certificate's CN).
+    pub name: String,
+    /// The user's group (the certificate's O); one at most (bind further roles to the
+    /// user itself).
+    #[arg(long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Where to write the kubeconfig (mode 0600) [default: stdout].
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// How many days the certificate is valid.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
 }
 
 /// `wasmfleet token create|list|delete`

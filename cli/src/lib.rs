@@ -62,6 +62,7 @@ pub async fn run(cli: Cli, env: &Environment, out: &mut dyn Write) -> anyhow::Re
         Command::Logs(args) => commands::logs::run(&session, args, out).await,
         Command::Push(args) => commands::push::run(&session, args, out).await,
         Command::Token(args) => commands::token::run(&session, args, out).await,
+        Command::User(args) => commands::user::run(&session, args, out).await,
     }
 }
 

@@ -13,7 +13,8 @@ from `apis__policy__v1_openapi.json`) and `networking_v1.json` (the Ingress and 
 schemas, taken from `apis__networking.k8s.io__v1_openapi.json` of Kubernetes 1.33),
 `core_v1_config.json` (ConfigMap and Secret, as in `api__v1_openapi.json`) and
 `gateway_v1.json` (Gateway API kinds, which are CRDs upstream: written here, a described
-object per kind whose spec and status keep unknown fields, as a CRD without a full schema).
+object per kind whose spec and status keep unknown fields, as a CRD without a full schema)
+and `rbac_v1.json` (the RBAC kinds, written here with wasmfleet's descriptions).
 
 Usage: python3 server/openapi/trim.py DIR
 """
@@ -25,6 +26,7 @@ import sys
 KINDS = {
     ("", "v1"): [
         "Namespace", "Node", "Pod", "Event", "Service", "Endpoints", "ConfigMap", "Secret",
+        "ServiceAccount",
     ],
     ("discovery.k8s.io", "v1"): ["EndpointSlice"],
     ("apps", "v1"): ["Deployment", "ReplicaSet", "DaemonSet"],
@@ -32,6 +34,7 @@ KINDS = {
     ("policy", "v1"): ["PodDisruptionBudget"],
     ("networking.k8s.io", "v1"): ["Ingress", "IngressClass"],
     ("gateway.networking.k8s.io", "v1"): ["GatewayClass", "Gateway", "HTTPRoute"],
+    ("rbac.authorization.k8s.io", "v1"): ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"],
 }
 DOCS = [
     "api__v1_openapi.json",
@@ -60,6 +63,7 @@ def main(src):
             schemas.update(json.load(f)["components"]["schemas"])
     for extra in [
         "policy_v1.json", "networking_v1.json", "gateway_v1.json", "core_v1_config.json",
+        "rbac_v1.json",
     ]:
         with open(os.path.join(os.path.dirname(__file__), extra)) as f:
             schemas.update(json.load(f))

@@ -68,6 +68,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         .context("creating the built-in IngressClass")?;
     api::kinds::gateway_api::ensure_built_in(&store)
         .context("creating the built-in GatewayClass")?;
+    api::rbac::defaults::ensure_built_in(&store)
+        .context("creating the default ClusterRoles and ClusterRoleBindings")?;
     let modules = ModuleStore::open(&store).context("opening the module store")?;
     let tracker = TaskTracker::new();
 
@@ -76,6 +78,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let mut fleet_config = fleet_config(&config, &boot, &modules, &mqtt)?;
     fleet_config.relay_port = relay.local_addr()?.port();
     fleet_config.node_approval = config.node_approval;
+    // The API signs users' certificates with the same CA.
+    let fleet_certificates = fleet_config.certificates.clone();
     if let Some(broker) = &broker {
         tracker.spawn(broker::revocation::run(
             store.clone(),
@@ -83,7 +87,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
             shutdown.clone(),
         ));
     }
-    let (fleet, metrics) = start_loops(
+    let (fleet, cache, metrics) = start_loops(
         fleet_config,
         (relay, &boot.tls),
         &store,
@@ -96,6 +100,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         store.clone(),
         modules.clone(),
         config.service_cidr,
+        api::auth::Authorizer::new(cache.clone()),
         &shutdown,
         &tracker,
     )
@@ -111,6 +116,12 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         fleet_link: Some(Arc::new(move || link.link_up())),
         logs: Some(Arc::new(FleetLogs(fleet))),
         admin_token: Arc::from(boot.credentials.admin_token.as_str()),
+        authorizer: api::auth::Authorizer::new(cache),
+        certificates: fleet_certificates,
+        tokens: Some(Arc::new(
+            crate::identity::service_account_tokens::TokenSigner::load_or_create(&config.data_dir)
+                .context("loading the service account key")?,
+        )),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         service_cidr: config.service_cidr,
@@ -163,7 +174,8 @@ fn fleet_config(
 }
 
 /// Starts the loops that follow the store, all reading one informer cache: the fleet link
-/// (with the desired-state publisher), the relay, the scheduler and the controllers.
+/// (with the desired-state publisher), the relay, the scheduler and the controllers. Returns
+/// the fleet's handle and the cache (the API's authorizer reads RBAC objects from it).
 fn start_loops(
     mut fleet_config: FleetConfig,
     (relay, tls): (tokio::net::TcpListener, &bootstrap::TlsMaterial),
@@ -171,7 +183,7 @@ fn start_loops(
     modules: &ModuleStore,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> anyhow::Result<(FleetHandle, Metrics)> {
+) -> anyhow::Result<(FleetHandle, Cache, Metrics)> {
     let cache = Cache::start(store, &informer::RESOURCES, shutdown.clone(), tracker)
         .context("filling the informer's cache")?;
     let metrics = Metrics::collect_from(store.clone(), cache.clone());
@@ -214,13 +226,13 @@ fn start_loops(
     ));
     tracker.spawn(node_lifecycle::run(
         store.clone(),
-        cache,
+        cache.clone(),
         fleet.leases().clone(),
         modules.clone(),
         node_grace,
         shutdown.clone(),
     ));
-    Ok((fleet, metrics))
+    Ok((fleet, cache, metrics))
 }
 
 /// Runs an agent inside the server process, like `k3s server`, so one command gives a

@@ -95,6 +95,7 @@ impl Cluster {
             store.clone(),
             modules.clone(),
             wasmfleet_protocol::service::DEFAULT_SERVICE_NET,
+            wasmfleet_server::api::auth::Authorizer::new(cache.clone()),
             &shutdown,
             &tracker,
         )

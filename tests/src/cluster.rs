@@ -689,6 +689,16 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// The clients logged in with another kubeconfig (another user).
+    pub fn with_kubeconfig(kubeconfig: PathBuf) -> Clients {
+        Clients { kubeconfig }
+    }
+
+    /// Runs the real `kubectl`.
+    pub fn kubectl(&self, args: &[&str]) -> CliOutput {
+        self.kubectl_with_stdin(args, None)
+    }
+
     /// Runs the `wasmfleet` CLI with `stdin` as its standard input.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
         self.run(&bin_dir().join("wasmfleet"), args, stdin)

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod modules;
 pub mod push;
 pub mod token;
+pub mod user;
 
 use tokio::sync::OnceCell;
 

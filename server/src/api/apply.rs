@@ -129,7 +129,8 @@ pub fn manager_of(
     Ok(manager)
 }
 
-fn percent_decode(text: &str) -> String {
+/// Decodes `%XX` escapes and `+` (a query value).
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

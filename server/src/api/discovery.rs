@@ -198,7 +198,9 @@ mod tests {
                 "endpoints",
                 "configmaps",
                 "secrets",
-                "events"
+                "events",
+                "serviceaccounts",
+                "serviceaccounts/token"
             ]
         );
         let eviction = &list["resources"][4];

@@ -6,7 +6,10 @@
 //! and list; join tokens; discovery and the OpenAPI v3 documents ([`openapi`]).
 //! Errors are Kubernetes `Status` objects.
 //!
-//! Files: [`router`] (routes), [`auth`] (bearer token), [`objects`] (the verbs),
+//! Files: [`router`] (routes), [`auth`] (who is asking and whether they may),
+//! [`request_info`] (what a request asks, for the authorizer), [`rbac`] (rule matching and
+//! the default roles), [`node_authorizer`] (what a node's identity may reach),
+//! [`users`] (client certificates: who they are, and signing them), [`objects`] (the verbs),
 //! [`kinds`] + [`pods`]/[`nodes`]/[`namespaces`] (per-resource admission),
 //! [`validation`] (the Pod allow-list), [`volumes`] (env sources, volumes and mounts),
 //! [`placement`] (affinity and topology spread
@@ -32,6 +35,7 @@ pub mod kinds;
 pub mod logs;
 pub mod modules;
 pub mod nesting;
+pub mod node_authorizer;
 pub mod objects;
 pub mod openapi;
 pub mod pagination;
@@ -39,10 +43,13 @@ pub mod placement;
 pub mod pod_streams;
 pub mod probes;
 pub mod protobuf;
+pub mod rbac;
+pub mod request_info;
 pub mod router;
 pub mod scale;
 pub mod status;
 pub mod table;
+pub mod users;
 pub mod validation;
 pub mod volumes;
 pub mod watch;
@@ -73,8 +80,14 @@ pub struct ApiContext {
     pub modules: Option<ModuleStore>,
     /// Where pod logs come from; `None` answers log requests with 503.
     pub logs: Option<Arc<dyn LogSource>>,
-    /// The bearer token every request must carry.
+    /// The admin's bearer token.
     pub admin_token: Arc<str>,
+    /// Who may do what (RBAC over the informer's cache).
+    pub authorizer: auth::Authorizer,
+    /// Signs and verifies ServiceAccount tokens; `None`: no TokenRequest, no token logins.
+    pub tokens: Option<Arc<crate::identity::service_account_tokens::TokenSigner>>,
+    /// Signs users' client certificates with the cluster CA; `None` answers 503.
+    pub certificates: Option<Arc<crate::identity::certificates::NodeCertificates>>,
     /// Ends watches and log streams on shutdown.
     pub shutdown: CancellationToken,
     /// Tracks the tasks that feed streaming responses.
@@ -148,11 +161,34 @@ fn server_config(tls: &TlsMaterial) -> Result<rustls::ServerConfig, ServeError> 
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| tls_error(&e))?
-    .with_no_client_auth()
+    .with_client_cert_verifier(client_verifier(tls)?)
     .with_single_cert(certs, key)
     .map_err(|e| tls_error(&e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Asks clients for a certificate of the cluster CA ([`users`]) and lets those without one
+/// in (they authenticate with a bearer token instead).
+fn client_verifier(
+    tls: &TlsMaterial,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ServeError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let tls_error = |err: &dyn std::fmt::Display| ServeError::Tls(err.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(tls.ca_cert_pem.as_bytes()) {
+        roots
+            .add(ca.map_err(|e| tls_error(&e))?)
+            .map_err(|e| tls_error(&e))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| tls_error(&e))
 }
 
 /// Runs a synchronous store call off the async workers.

@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use super::apply::{self, Writer};
 use super::body::{self, MAX_OBJECT_BODY, Patch};
 use super::cascade::Propagation;
-use super::kinds::namespaces;
 use super::kinds::{Allocation, Kind, name_of, stamp_type};
+use super::kinds::{namespaces, serviceaccounts};
 use super::status::ApiError;
 use super::{ApiContext, blocking, pagination, table, watch};
 use crate::k8s::selectors::Selector;
@@ -204,6 +204,9 @@ pub async fn create(
     let created = blocking(move || {
         if let Some(ns) = &key.namespace {
             namespaces::require(&store, ns)?;
+            if kind.plural == "pods" {
+                serviceaccounts::require_for_pod(&store, ns, &obj)?;
+            }
         }
         store.upsert_with(&key, |current| {
             if current.is_some() {
@@ -355,6 +358,9 @@ pub fn apply_in_store(
 ) -> Result<(Applied, Value), ApiError> {
     if let (None, Some(ns)) = (store.get(key)?, &key.namespace) {
         namespaces::require(store, ns)?;
+        if kind.plural == "pods" {
+            serviceaccounts::require_for_pod(store, ns, applied)?;
+        }
     }
     // The version the apply merged into, read in the write's own transaction.
     let mut before: Option<Option<String>> = None;

@@ -1,6 +1,7 @@
 //! The Kubernetes protobuf encoding of the objects kubectl's `create` generators send
-//! (`kubectl create namespace|configmap|secret|deployment|job|cronjob`): they always POST
-//! protobuf and never retry as JSON after a 415.
+//! (`kubectl create namespace|configmap|secret|deployment|job|cronjob|role|clusterrole|
+//! rolebinding|clusterrolebinding|serviceaccount|token`): they always POST protobuf and
+//! never retry as JSON after a 415.
 //!
 //! Wire format: the magic `k8s\0`, then a `runtime.Unknown` {1: TypeMeta {1: apiVersion,
 //! 2: kind}, 2: raw}, where raw is the typed message. The typed messages are decoded by
@@ -489,6 +490,70 @@ const SECRET: &[FieldDef] = &[
     FieldDef(5, "immutable", Bool, One, Keep),
 ];
 
+/// `rbac/v1` PolicyRule (`kubectl create role|clusterrole`).
+const POLICY_RULE: &[FieldDef] = &[
+    FieldDef(1, "verbs", Str, Many, Drop),
+    FieldDef(2, "apiGroups", Str, Many, Drop),
+    FieldDef(3, "resources", Str, Many, Drop),
+    FieldDef(4, "resourceNames", Str, Many, Drop),
+    FieldDef(5, "nonResourceURLs", Str, Many, Drop),
+];
+
+const RBAC_SUBJECT: &[FieldDef] = &[
+    FieldDef(1, "kind", Str, One, Drop),
+    FieldDef(2, "apiGroup", Str, One, Drop),
+    FieldDef(3, "name", Str, One, Drop),
+    FieldDef(4, "namespace", Str, One, Drop),
+];
+
+const ROLE_REF: &[FieldDef] = &[
+    FieldDef(1, "apiGroup", Str, One, Drop),
+    FieldDef(2, "kind", Str, One, Drop),
+    FieldDef(3, "name", Str, One, Drop),
+];
+
+/// Role and ClusterRole (`rules` at 2, not a spec; `aggregationRule` at 3, refused).
+const ROLE: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "rules", Msg(POLICY_RULE), Many, Drop),
+    FieldDef(3, "aggregationRule", Unsupported, One, Drop),
+];
+
+/// RoleBinding and ClusterRoleBinding (`kubectl create rolebinding|clusterrolebinding`).
+const ROLE_BINDING: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "subjects", Msg(RBAC_SUBJECT), Many, Drop),
+    FieldDef(3, "roleRef", Msg(ROLE_REF), One, Drop),
+];
+
+/// `kubectl create serviceaccount`.
+const SERVICE_ACCOUNT: &[FieldDef] = &[
+    FieldDef(1, "metadata", Msg(OBJECT_META), One, Drop),
+    FieldDef(2, "secrets", Unsupported, Many, Drop),
+    FieldDef(
+        3,
+        "imagePullSecrets",
+        Msg(LOCAL_OBJECT_REFERENCE),
+        Many,
+        Drop,
+    ),
+    FieldDef(4, "automountServiceAccountToken", Bool, One, Keep),
+];
+
+const BOUND_OBJECT_REFERENCE: &[FieldDef] = &[
+    FieldDef(1, "kind", Str, One, Drop),
+    FieldDef(2, "apiVersion", Str, One, Drop),
+    FieldDef(3, "name", Str, One, Drop),
+    FieldDef(4, "uid", Str, One, Drop),
+];
+
+/// `kubectl create token`'s TokenRequest spec.
+const TOKEN_REQUEST_SPEC: &[FieldDef] = &[
+    FieldDef(1, "audiences", Str, Many, Drop),
+    FieldDef(3, "boundObjectRef", Msg(BOUND_OBJECT_REFERENCE), One, Drop),
+    FieldDef(4, "expirationSeconds", Int, One, Keep),
+];
+
 /// The kinds decoded, with their apiVersion and message table.
 const KINDS: &[(&str, &str, &[FieldDef])] = &[
     ("v1", "Namespace", object!(NAMESPACE_SPEC)),
@@ -497,6 +562,20 @@ const KINDS: &[(&str, &str, &[FieldDef])] = &[
     ("apps/v1", "Deployment", object!(DEPLOYMENT_SPEC)),
     ("batch/v1", "Job", object!(JOB_SPEC)),
     ("batch/v1", "CronJob", object!(CRON_JOB_SPEC)),
+    ("v1", "ServiceAccount", SERVICE_ACCOUNT),
+    (
+        "authentication.k8s.io/v1",
+        "TokenRequest",
+        object!(TOKEN_REQUEST_SPEC),
+    ),
+    ("rbac.authorization.k8s.io/v1", "Role", ROLE),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", ROLE),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", ROLE_BINDING),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        ROLE_BINDING,
+    ),
     (
         "authorization.k8s.io/v1",
         "SelfSubjectAccessReview",
@@ -944,7 +1023,7 @@ mod tests {
 
     #[test]
     fn other_kinds_are_unsupported_and_garbage_is_refused() {
-        let refused = decode(&namespace("ServiceAccount")).unwrap_err();
+        let refused = decode(&namespace("LimitRange")).unwrap_err();
         assert_eq!(refused.code, axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
         for garbage in [&b"k8s\0\x0a\xff"[..], b"{}", b"k8s\0\x0f"] {
             assert!(decode(garbage).is_err());

@@ -1,7 +1,8 @@
-//! The route table. Every route but the health checks ([`health`]) requires the admin bearer
-//! token; unknown paths get a 404 Status, unknown methods a 405 Status, and `dryRun` on the
-//! writes that do not implement it (module pushes, join tokens, evictions) a 400. Every
-//! request is counted into the [`crate::metrics`] that `/metrics` renders.
+//! The route table. Every route but the health checks ([`health`]) is authenticated and
+//! authorized ([`auth::guard`]); unknown paths get a 404 Status, unknown methods a 405
+//! Status, and `dryRun` on the writes that do not implement it (module pushes, join tokens,
+//! evictions) a 400. Every request is counted into the [`crate::metrics`] that `/metrics`
+//! renders.
 
 use std::sync::Arc;
 
@@ -14,11 +15,15 @@ use axum::{Extension, Router};
 
 use super::kinds::{self, Kind};
 use super::status::ApiError;
-use super::{ApiContext, auth, discovery, health, join_tokens, modules, objects};
+use super::{ApiContext, auth, discovery, health, join_tokens, modules, objects, users};
 
 /// All routes, with authentication.
 pub fn build(ctx: ApiContext) -> Router {
-    let token: Arc<str> = Arc::clone(&ctx.admin_token);
+    let guard = Arc::new(auth::Guard {
+        admin_token: Arc::clone(&ctx.admin_token),
+        authorizer: ctx.authorizer.clone(),
+        tokens: ctx.tokens.clone(),
+    });
     let health = health::routes(ctx.clone());
     kinds::ALL
         .iter()
@@ -30,6 +35,10 @@ pub fn build(ctx: ApiContext) -> Router {
         .route(
             "/apis/wasmfleet.dev/v1/modules/{name}/tags/{tag}",
             put(modules::push).fallback(method_not_allowed),
+        )
+        .route(
+            "/apis/wasmfleet.dev/v1/usercertificates",
+            post(users::sign).fallback(method_not_allowed),
         )
         .route(
             "/apis/wasmfleet.dev/v1/jointokens",
@@ -46,7 +55,7 @@ pub fn build(ctx: ApiContext) -> Router {
         )
         .fallback(not_found)
         .layer(middleware::from_fn(refuse_dry_run))
-        .layer(middleware::from_fn_with_state(token, auth::require_token))
+        .layer(middleware::from_fn_with_state(guard, auth::guard))
         .with_state(ctx.clone())
         .merge(health)
         .layer(middleware::from_fn_with_state(ctx, count))

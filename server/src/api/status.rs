@@ -128,6 +128,24 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
+    /// 403 Forbidden by the authorizer, in kube-apiserver's shape: `pods "web" is
+    /// forbidden: {why}` (`deployments.apps is forbidden: ...` for a collection,
+    /// `forbidden: ...` for a non-resource path), with name, group and resource in
+    /// `details`.
+    pub fn forbidden_request(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let qualified = match group {
+            "" => resource.to_owned(),
+            group => format!("{resource}.{group}"),
+        };
+        let message = match (qualified.as_str(), name) {
+            ("", _) => format!("forbidden: {why}"),
+            (qualified, "") => format!("{qualified} is forbidden: {why}"),
+            (qualified, name) => format!("{qualified} \"{name}\" is forbidden: {why}"),
+        };
+        Self::forbidden(message)
+            .with_details(json!({"name": name, "group": group, "kind": resource}))
+    }
+
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> Self {
         Self::new(

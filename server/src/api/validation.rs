@@ -158,8 +158,8 @@ pub const POD_SPEC: Shape = Shape::Object(&[
         "preemptionPolicy",
         Shape::OneOf(&["PreemptLowerPriority", "Never"]),
     ),
-    ("serviceAccountName", Shape::OneOf(&["default"])),
-    ("serviceAccount", Shape::OneOf(&["default"])),
+    ("serviceAccountName", Shape::Str),
+    ("serviceAccount", Shape::Str),
     ("automountServiceAccountToken", Shape::Bool),
 ]);
 const OWNER_REFERENCE: Shape = Shape::Object(&[
@@ -349,7 +349,7 @@ pub fn check_shape(value: &Value, shape: &Shape, path: &str, causes: &mut Vec<Ca
 
 /// A value outside what wasmfleet can honour, naming the values it can (Kubernetes'
 /// `FieldValueNotSupported` wording).
-fn not_supported(path: &str, actual: &str, supported: &[&str]) -> Cause {
+pub fn not_supported(path: &str, actual: &str, supported: &[&str]) -> Cause {
     let supported: Vec<String> = supported.iter().map(|v| format!("{v:?}")).collect();
     Cause::new(
         "FieldValueNotSupported",
@@ -864,7 +864,6 @@ mod tests {
         p["spec"]["dnsPolicy"] = json!("None");
         p["spec"]["schedulerName"] = json!("my-scheduler");
         p["spec"]["priority"] = json!(1000);
-        p["spec"]["serviceAccountName"] = json!("builder");
         p["spec"]["securityContext"] = json!({"sysctls": [{"name": "a", "value": "1"}]});
         p["spec"]["containers"][0]["stdin"] = json!(true);
         p["spec"]["containers"][0]["securityContext"] =
@@ -880,7 +879,6 @@ mod tests {
                 "spec.priority",
                 "spec.schedulerName",
                 "spec.securityContext.sysctls",
-                "spec.serviceAccountName",
             ]
         );
         assert!(

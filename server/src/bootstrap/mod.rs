@@ -13,7 +13,7 @@
 //!   on every start (the port may change).
 
 mod credentials;
-mod files;
+pub(crate) mod files;
 mod kubeconfig;
 mod pki;
 pub mod secrets_key;

@@ -22,8 +22,9 @@
 //!   pods to completion), [`cronjobs`] (Jobs on a schedule), [`daemonsets`] (one pod per
 //!   matching node), [`disruption`] (PodDisruptionBudget status), [`taint_eviction`]
 //!   (evicts pods from `NoExecute`-tainted nodes) and [`garbage`] (deletes
-//!   what deleted owners left behind), and [`namespaces`] (empties a namespace being
-//!   deleted); [`start_workloads`] starts them, and [`writes`]
+//!   what deleted owners left behind), [`namespaces`] (empties a namespace being
+//!   deleted) and [`serviceaccounts`] (a `default` ServiceAccount in every namespace);
+//!   [`start_workloads`] starts them, and [`writes`]
 //!   holds the store writes their executors share.
 
 pub mod cronjobs;
@@ -43,6 +44,7 @@ pub mod queue;
 pub mod replicasets;
 pub mod runner;
 pub mod service_lb;
+pub mod serviceaccounts;
 pub mod taint_eviction;
 pub mod writes;
 
@@ -88,6 +90,7 @@ pub fn start_workloads(
     start.spawn_with(taint_eviction::TaintEviction, TAINT_RESYNC);
     start.spawn(garbage::Garbage::new(cache.clone()));
     start.spawn(namespaces::Namespaces::new(namespaced));
+    start.spawn(serviceaccounts::ServiceAccounts);
 }
 
 /// What every runner is started with.

@@ -8,6 +8,10 @@
 //! (`broker::auth`, `broker::acl`), so a node can only ever get a certificate for its own
 //! name. The CA's key never leaves the server.
 //!
+//! The same CA certifies users' keys for the API ([`NodeCertificates::sign_user`]: CN = user,
+//! O = its group, clientAuth only, no SAN), which is how a user certificate is told from a
+//! node's (serverAuth, SAN = CN) when one is presented over HTTPS (`api::users`).
+//!
 //! The Node records which key was certified, as [`TUNNEL_KEY_ANNOTATION`] (hex SHA-256 of
 //! the SubjectPublicKeyInfo), so peers can tell the node's current key from an older one.
 
@@ -139,6 +143,42 @@ impl NodeCertificates {
             cert_der: cert.der().to_vec(),
             ca_der: self.ca_der.clone(),
         })
+    }
+
+    /// A client certificate for the API user `user` in `group` (the `O=`/`CN=`
+    /// convention of Kubernetes), for the P-256 key `spki`, valid for `validity`; DER.
+    /// One group at most: rcgen keeps one value per attribute type, so a second `O` would
+    /// silently replace the first.
+    pub fn sign_user(
+        &self,
+        user: &str,
+        group: Option<&str>,
+        spki: &[u8],
+        validity: jiff::Span,
+    ) -> Result<Vec<u8>, CertificateError> {
+        let key = TunnelPublicKey::from_spki(spki)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(group) = group {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, group);
+        }
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.serial_number = Some(SerialNumber::from(rand::random::<[u8; 16]>().to_vec()));
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        bootstrap::set_validity(&mut params, validity);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| CertificateError::Signing(e.to_string()))?;
+        Ok(cert.der().to_vec())
+    }
+
+    /// The CA's certificate (DER).
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca_der
     }
 }
 

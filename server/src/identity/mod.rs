@@ -14,6 +14,9 @@
 //! for its name at every birth; the Node records the key's hash. Deleting the Node forgets
 //! that too.
 //!
+//! ServiceAccount tokens ([`service_account_tokens`]): bound, expiring JWTs signed by the
+//! cluster's service account key, which the API accepts as the account.
+//!
 //! Join tokens: the cluster's default token (`<data-dir>/node-token`, replaced by
 //! `--rotate-join-token`) and the tokens an admin creates, limited in time and uses and
 //! revocable at once ([`tokens`]). Either admits a new node name.
@@ -23,6 +26,7 @@
 //! admin removes the taint (`kubectl taint node NAME node.wasmfleet.io/unapproved:NoSchedule-`).
 
 pub mod certificates;
+pub mod service_account_tokens;
 pub mod tokens;
 
 use std::sync::Arc;

@@ -36,7 +36,7 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 20] = [
+pub const RESOURCES: [&str; 25] = [
     "pods",
     "configmaps",
     "secrets",
@@ -57,6 +57,11 @@ pub const RESOURCES: [&str; 20] = [
     "daemonsets",
     "cronjobs",
     "poddisruptionbudgets",
+    "roles",
+    "clusterroles",
+    "rolebindings",
+    "clusterrolebindings",
+    "serviceaccounts",
 ];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.

@@ -22,9 +22,11 @@ pub mod namespaces;
 pub mod nodes;
 pub mod poddisruptionbudgets;
 pub mod pods;
+pub mod rbac;
 pub mod replicasets;
 pub mod reviews;
 pub mod secrets;
+pub mod serviceaccounts;
 pub mod services;
 pub mod workload;
 
@@ -57,6 +59,11 @@ pub const ALL: &[&Kind] = &[
     &jobs::KIND,
     &cronjobs::KIND,
     &poddisruptionbudgets::KIND,
+    &serviceaccounts::KIND,
+    &rbac::ROLES,
+    &rbac::CLUSTER_ROLES,
+    &rbac::ROLE_BINDINGS,
+    &rbac::CLUSTER_ROLE_BINDINGS,
     &reviews::ACCESS,
     &reviews::RULES,
     &reviews::SUBJECT,

@@ -2,7 +2,8 @@
 //! `authorization.k8s.io/v1` SelfSubjectAccessReview and SelfSubjectRulesReview, and
 //! `authentication.k8s.io/v1` SelfSubjectReview. They are only created (POST to the
 //! collection), never stored: the answer is the posted object with a `status` filled from
-//! the request's authenticated [`User`] and the [`auth::authorize`] decision.
+//! the request's authenticated [`User`] and the [`Authorizer`]'s decision (or, for
+//! `--list`, the rules it holds in the namespace asked about).
 //!
 //! They are in the registry for discovery (`kubectl` finds the API through it); the router
 //! sends their collections to [`create`] instead of the stored objects' handlers, and the
@@ -10,13 +11,16 @@
 
 use axum::Extension;
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{Column, Kind};
-use crate::api::auth::{self, Attributes, User};
+use crate::api::ApiContext;
+use crate::api::auth::{Attributes, Authorizer, User};
 use crate::api::body::{self, MAX_OBJECT_BODY};
+use crate::api::rbac::PolicyRule;
 use crate::api::status::ApiError;
 use crate::api::table::text;
 
@@ -98,15 +102,16 @@ fn not_stored() -> ApiError {
 pub async fn create(
     Extension(kind): Extension<&'static Kind>,
     Extension(user): Extension<User>,
+    State(ctx): State<ApiContext>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = body::read_limited(&headers, body, MAX_OBJECT_BODY).await?;
     let mut review = body::decode_object(&headers, bytes).await?;
     let status = match kind.kind {
-        "SelfSubjectAccessReview" => access_status(&user, &review),
-        "SelfSubjectRulesReview" => rules_status(&user),
-        _ => json!({"userInfo": {"username": user.name, "groups": user.groups}}),
+        "SelfSubjectAccessReview" => access_status(&ctx.authorizer, &user, &review),
+        "SelfSubjectRulesReview" => rules_status(&ctx.authorizer, &user, &review),
+        _ => json!({"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups}}),
     };
     if let Some(map) = review.as_object_mut() {
         map.insert("apiVersion".into(), kind.api_version.into());
@@ -118,7 +123,7 @@ pub async fn create(
 }
 
 /// The decision on a `spec.resourceAttributes` or `spec.nonResourceAttributes`.
-fn access_status(user: &User, review: &Value) -> Value {
+fn access_status(authorizer: &Authorizer, user: &User, review: &Value) -> Value {
     let field = |path: &str| {
         review
             .pointer(path)
@@ -127,11 +132,15 @@ fn access_status(user: &User, review: &Value) -> Value {
             .to_owned()
     };
     let attributes = if review.pointer("/spec/resourceAttributes").is_some() {
+        let at = |name: &str| field(&format!("/spec/resourceAttributes/{name}"));
         Attributes {
-            verb: field("/spec/resourceAttributes/verb"),
-            group: field("/spec/resourceAttributes/group"),
-            resource: field("/spec/resourceAttributes/resource"),
-            namespace: field("/spec/resourceAttributes/namespace"),
+            verb: at("verb"),
+            resource_request: true,
+            group: at("group"),
+            resource: at("resource"),
+            subresource: at("subresource"),
+            namespace: at("namespace"),
+            name: at("name"),
             path: String::new(),
         }
     } else {
@@ -141,20 +150,38 @@ fn access_status(user: &User, review: &Value) -> Value {
             ..Attributes::default()
         }
     };
-    let (allowed, reason) = auth::authorize(user, &attributes);
-    json!({"allowed": allowed, "reason": reason})
+    let decision = authorizer.authorize(user, &attributes);
+    json!({"allowed": decision.allowed, "reason": decision.reason})
 }
 
-/// What `user` may do, as rules (everything for the admin, nothing otherwise).
-fn rules_status(user: &User) -> Value {
-    let (allowed, _) = auth::authorize(user, &Attributes::default());
-    if allowed {
-        json!({
-            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-            "incomplete": false,
+/// What `user` may do in `spec.namespace`, as rules.
+fn rules_status(authorizer: &Authorizer, user: &User, review: &Value) -> Value {
+    let namespace = review
+        .pointer("/spec/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let rules = authorizer.rules(user, namespace);
+    let (urls, resources): (Vec<&PolicyRule>, Vec<&PolicyRule>) = rules
+        .iter()
+        .partition(|rule| !rule.non_resource_urls.is_empty());
+    let resource_rules: Vec<Value> = resources
+        .iter()
+        .map(|r| {
+            let mut rule =
+                json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources});
+            if !r.resource_names.is_empty() {
+                rule["resourceNames"] = json!(r.resource_names);
+            }
+            rule
         })
-    } else {
-        json!({"resourceRules": [], "nonResourceRules": [], "incomplete": false})
-    }
+        .collect();
+    let non_resource_rules: Vec<Value> = urls
+        .iter()
+        .map(|r| json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}))
+        .collect();
+    json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": false,
+    })
 }

@@ -20,6 +20,14 @@
 //!
 //! The front door is its own MQTT 5 session (client id `wasmfleet-server-front-door`, the
 //! server's credentials), next to the fleet link's 3.1.1 one.
+//!
+//! Every request is authorized like the HTTPS request it stands for ([`worker`]): each
+//! applied object needs `create` (when it does not exist) or `patch` on its resource in its
+//! namespace, a module `update` on `modules/tags` of `wasmfleet.dev` (as `PUT
+//! /apis/wasmfleet.dev/v1/modules/NAME/tags/TAG`); a refused object is answered with the
+//! 403 message kubectl would print and the others still applied. The broker lets only the
+//! admin (`system:masters`) publish front door requests today, so every request is
+//! authorized as the admin.
 
 pub mod answer;
 mod link;
@@ -37,6 +45,7 @@ use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::transport::transport;
 
 use super::{FleetError, MqttTarget};
+use crate::api::auth::Authorizer;
 use crate::broker::MAX_PACKET_SIZE;
 use crate::modules::ModuleStore;
 use crate::store::Store;
@@ -77,6 +86,7 @@ impl FrontDoor {
         store: Store,
         modules: ModuleStore,
         service_cidr: ipnet::Ipv4Net,
+        authorizer: Authorizer,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<FrontDoorHandle, FleetError> {
@@ -97,6 +107,7 @@ impl FrontDoor {
             modules,
             complaints: super::inbound::Complaints::default(),
             service_cidr,
+            authorizer,
         };
         tracker.spawn(link.run(eventloop, shutdown.clone()));
         tracker.spawn(worker.run(requests, shutdown.clone()));

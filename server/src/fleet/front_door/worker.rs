@@ -1,7 +1,9 @@
 //! Carries out accepted requests one at a time, off the link's task: manifests through the
 //! API's server-side apply ([`crate::api::objects::apply_in_store`], field manager
 //! [`FIELD_MANAGER`]), modules through the module store (validated like an HTTPS push).
-//! Every outcome is answered (when the request named where) and logged.
+//! Each object and module is first authorized for the requesting user ([`apply_attributes`],
+//! [`module_attributes`]). Every outcome is answered (when the request named where) and
+//! logged.
 
 use ipnet::Ipv4Net;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use super::answer::{Answer, ObjectResult};
 use super::manifests::{self, Resolved};
 use super::request::{self, Reply, Request, Work};
 use crate::api::apply::Writer;
+use crate::api::auth::{Attributes, Authorizer, User};
 use crate::api::objects::{self, Applied};
 use crate::api::status::ApiError;
 use crate::fleet::inbound::Complaints;
@@ -40,6 +43,8 @@ pub(super) struct Worker {
     pub(super) complaints: Complaints,
     /// Where new Services' ClusterIPs come from.
     pub(super) service_cidr: Ipv4Net,
+    /// Who may do what.
+    pub(super) authorizer: Authorizer,
 }
 
 impl Worker {
@@ -65,20 +70,32 @@ impl Worker {
     }
 
     async fn handle(&mut self, request: Request) {
+        // Only the admin may publish front door requests (`broker::auth`).
+        let user = User::admin();
         let (what, answer) = match request.work {
-            Work::Apply(bytes) => ("manifests", self.apply(bytes.to_vec()).await),
-            Work::Module { name, tag, bytes } => ("module", self.module(name, tag, bytes).await),
+            Work::Apply(bytes) => ("manifests", self.apply(user, bytes.to_vec()).await),
+            Work::Module { name, tag, bytes } => {
+                let attributes = module_attributes(&name, &tag);
+                match self.authorizer.check(&user, &attributes) {
+                    Ok(()) => ("module", self.module(name, tag, bytes).await),
+                    Err(refused) => ("module", Answer::api_error(&refused)),
+                }
+            }
         };
         log_outcome(&mut self.complaints, &request.source, what, &answer);
         send(&self.client, request.reply.as_ref(), &answer).await;
     }
 
     /// Reads and applies manifests; the answer lists each object.
-    async fn apply(&self, bytes: Vec<u8>) -> Answer {
+    async fn apply(&self, user: User, bytes: Vec<u8>) -> Answer {
         let store = self.store.clone();
         let cidr = self.service_cidr;
+        let allowed = Allowed {
+            authorizer: self.authorizer.clone(),
+            user,
+        };
         off_workers(move || match manifests::resolve_all(&bytes) {
-            Ok(objects) => Answer::applied(&apply_each(&store, cidr, &objects)),
+            Ok(objects) => Answer::applied(&apply_each(&store, cidr, &allowed, &objects)),
             Err(line) => Answer::refused(line, None),
         })
         .await
@@ -101,11 +118,50 @@ impl Worker {
     }
 }
 
+/// Who applies, and the authorizer that says what they may.
+struct Allowed {
+    authorizer: Authorizer,
+    user: User,
+}
+
+/// What applying `object` asks: `create` when it does not exist yet, else `patch` (the
+/// verb of `kubectl apply --server-side`), on its resource, namespace and name.
+pub fn apply_attributes(store: &Store, object: &Resolved) -> Attributes {
+    let exists = matches!(store.get(&object.key), Ok(Some(_)));
+    Attributes::resource(
+        if exists { "patch" } else { "create" },
+        object.kind.group,
+        object.kind.plural,
+        object.key.namespace.as_deref().unwrap_or_default(),
+        &object.key.name,
+    )
+}
+
+/// What pushing `name:tag` asks: what `PUT /apis/wasmfleet.dev/v1/modules/NAME/tags/TAG`
+/// asks over HTTPS.
+pub fn module_attributes(name: &str, tag: &str) -> Attributes {
+    let path = format!("/apis/wasmfleet.dev/v1/modules/{name}/tags/{tag}");
+    crate::api::request_info::attributes(&axum::http::Method::PUT, &path, None)
+}
+
 /// Applies every object in order, each on its own (like `kubectl apply`).
-fn apply_each(store: &Store, service_cidr: Ipv4Net, objects: &[Resolved]) -> Vec<ObjectResult> {
+fn apply_each(
+    store: &Store,
+    service_cidr: Ipv4Net,
+    allowed: &Allowed,
+    objects: &[Resolved],
+) -> Vec<ObjectResult> {
     objects
         .iter()
         .map(|object| {
+            let attributes = apply_attributes(store, object);
+            if let Err(refused) = allowed.authorizer.check(&allowed.user, &attributes) {
+                return ObjectResult {
+                    object: object.reference(),
+                    namespace: object.key.namespace.clone(),
+                    outcome: Err(refused),
+                };
+            }
             let writer = Writer {
                 manager: FIELD_MANAGER.to_owned(),
                 api_version: object.kind.api_version.to_owned(),
@@ -196,5 +252,38 @@ fn answer_properties(reply: &Reply) -> PublishProperties {
         content_type: Some("application/json".to_owned()),
         payload_format_indicator: Some(1),
         ..PublishProperties::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_push_asks_what_its_https_push_asks() {
+        let attributes = module_attributes("hello", "v1");
+        assert_eq!(
+            (attributes.verb.as_str(), attributes.group.as_str()),
+            ("update", "wasmfleet.dev")
+        );
+        assert_eq!(
+            (
+                attributes.resource.as_str(),
+                attributes.subresource.as_str()
+            ),
+            ("modules", "tags")
+        );
+        let refused = Authorizer::default()
+            .check(&User::new("alice", []), &attributes)
+            .unwrap_err();
+        assert_eq!(
+            refused.message,
+            r#"modules.wasmfleet.dev "hello" is forbidden: User "alice" cannot update resource "modules/tags" in API group "wasmfleet.dev" at the cluster scope"#
+        );
+        assert!(
+            Authorizer::default()
+                .check(&User::admin(), &attributes)
+                .is_ok()
+        );
     }
 }
