@@ -673,9 +673,15 @@ impl Cluster {
         }
     }
 
-    fn wait_for_endpoints(&self) {
+    /// Waits for the server's endpoints.json; a server that exits first fails at once, with
+    /// what it printed (a port another test took, say), instead of after the timeout.
+    fn wait_for_endpoints(&mut self) {
         let path = self.dir.path().join("server/endpoints.json");
+        let server = &mut self.server;
         wait_for("the server to write endpoints.json", CONVERGE, || {
+            if !server.is_running() {
+                panic!("the server exited while starting:\n{}", server.output());
+            }
             let text = std::fs::read_to_string(&path).map_err(|err| err.to_string())?;
             serde_json::from_str::<Value>(&text).map_err(|err| err.to_string())
         });
