@@ -78,12 +78,20 @@ pub fn check_yaml(bytes: &[u8]) -> Result<(), TooDeep> {
         quote: Quote::None,
         block_scalar: None,
     };
-    for (index, raw) in text.lines().enumerate() {
+    for (index, raw) in yaml_lines(&text).enumerate() {
         if scan.line_depth(raw) > MAX_NESTING_DEPTH {
             return Err(TooDeep { line: index + 1 });
         }
     }
     Ok(())
+}
+
+/// The lines of a YAML text: YAML breaks lines at CR LF, LF and a lone CR alike (a comment
+/// ended by a lone CR once hid the brackets after it from the scan: found by the `api_body`
+/// fuzz target).
+fn yaml_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n')
+        .flat_map(|line| line.strip_suffix('\r').unwrap_or(line).split('\r'))
 }
 
 impl YamlScan {
@@ -218,6 +226,14 @@ fn strip_indicator(text: &str) -> Option<&str> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_comment() {
+        let deep = format!("# a comment\r{}", "[".repeat(MAX_NESTING_DEPTH + 1));
+        assert!(check_yaml(deep.as_bytes()).is_err());
+        let crlf = "a:\r\n  b: 1\r\n";
+        assert!(check_yaml(crlf.as_bytes()).is_ok());
+    }
 
     const POD: &str = r#"apiVersion: v1
 kind: Pod
