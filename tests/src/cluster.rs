@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::mosquitto::Mosquitto;
 use crate::mqtt::MqttEndpoint;
+pub use crate::ports::free_port;
 use crate::process::Process;
 use crate::{bin_dir, wait_for};
 
@@ -816,13 +817,6 @@ fn next_cluster_cidr() -> ipnet::Ipv4Net {
     static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 128;
     ipnet::Ipv4Net::new(Ipv4Addr::new(10, 64 + n, 0, 0), 16).expect("a /16 is valid")
-}
-
-/// A port nothing listens on at the moment, on `host`.
-pub fn free_port(host: IpAddr) -> SocketAddr {
-    TcpListener::bind((host, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
 }
 
 fn read_trimmed(path: &Path) -> String {

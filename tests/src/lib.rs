@@ -14,6 +14,7 @@ pub mod manifests;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod netns;
+pub mod ports;
 pub mod process;
 pub mod wait;
 

@@ -3,12 +3,13 @@
 //! anonymous clients, a password per identity and the topic ACL the server prints, which
 //! confines each node to its own topics.
 
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::mqtt::MqttEndpoint;
+use crate::ports::free_port;
 use crate::process::Process;
 use crate::wait_for;
 
@@ -162,12 +163,6 @@ fn run_passwd(flags: &[&str], file: &Path, user: &str, password: &str) {
         .status()
         .expect("mosquitto_passwd (apt-get install mosquitto)");
     assert!(status.success(), "mosquitto_passwd failed for {user}");
-}
-
-fn free_port(host: IpAddr) -> SocketAddr {
-    // Mosquitto cannot listen on port 0; take a free port from the kernel and release it.
-    let listener = TcpListener::bind((host, 0)).expect("bind a free port");
-    listener.local_addr().expect("local addr")
 }
 
 fn is_root() -> bool {
