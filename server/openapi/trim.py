@@ -14,7 +14,8 @@ schemas, taken from `apis__networking.k8s.io__v1_openapi.json` of Kubernetes 1.3
 `core_v1_config.json` (ConfigMap and Secret, as in `api__v1_openapi.json`) and
 `gateway_v1.json` (Gateway API kinds, which are CRDs upstream: written here, a described
 object per kind whose spec and status keep unknown fields, as a CRD without a full schema)
-and `rbac_v1.json` (the RBAC kinds, written here with wasmfleet's descriptions).
+and `rbac_v1.json` (the RBAC kinds, written here with wasmfleet's descriptions) and
+`coordination_v1.json` (Lease and LeaseSpec, as in `apis__coordination.k8s.io__v1_openapi.json`).
 
 Usage: python3 server/openapi/trim.py DIR
 """
@@ -35,6 +36,7 @@ KINDS = {
     ("networking.k8s.io", "v1"): ["Ingress", "IngressClass"],
     ("gateway.networking.k8s.io", "v1"): ["GatewayClass", "Gateway", "HTTPRoute"],
     ("rbac.authorization.k8s.io", "v1"): ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"],
+    ("coordination.k8s.io", "v1"): ["Lease"],
 }
 DOCS = [
     "api__v1_openapi.json",
@@ -63,7 +65,7 @@ def main(src):
             schemas.update(json.load(f)["components"]["schemas"])
     for extra in [
         "policy_v1.json", "networking_v1.json", "gateway_v1.json", "core_v1_config.json",
-        "rbac_v1.json",
+        "rbac_v1.json", "coordination_v1.json",
     ]:
         with open(os.path.join(os.path.dirname(__file__), extra)) as f:
             schemas.update(json.load(f))

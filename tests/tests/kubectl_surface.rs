@@ -1,7 +1,8 @@
 //! What a Kubernetes user types, with the real kubectl 1.32, and what they see: `kubectl
 //! run` (its defaulted fields accepted) then `logs` (with `--timestamps`, `--since`,
 //! `--since-time` and `--previous`), `auth can-i` / `whoami`, the clear refusals of `exec`, `cp`,
-//! `attach`, `port-forward` and `debug`, `get --raw /readyz` and `/metrics`, and paged lists
+//! `attach`, `port-forward` and `debug`, `describe node` with its Lease, `get --raw /readyz` and
+//! `/metrics`, and paged lists
 //! (`--chunk-size`).
 
 use wasmfleet_tests::cluster::phase;
@@ -113,6 +114,17 @@ fn kubectl_run_logs_auth_and_the_refusals_users_see() {
         assert!(refused.contains(says), "kubectl {args:?}: {refused}");
         assert!(!refused.contains("panic"), "kubectl {args:?}: {refused}");
     }
+
+    // The node's heartbeat is a Lease in kube-node-lease, where `describe node` reads it.
+    let described = cluster.kubectl_ok(&["describe", "node", "node-a"]);
+    let lease = described
+        .split("Lease:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Lease section:\n{described}"));
+    assert!(lease.contains("HolderIdentity:  node-a"), "{described}");
+    assert!(!lease.contains("RenewTime:       <unset>"), "{described}");
+    let leases = cluster.kubectl_ok(&["get", "leases", "-n", "kube-node-lease", "-o", "name"]);
+    assert_eq!(leases, "lease.coordination.k8s.io/node-a\n");
 
     assert_eq!(cluster.kubectl_ok(&["get", "--raw", "/readyz"]), "ok");
     // Prometheus metrics, behind the API's authentication.

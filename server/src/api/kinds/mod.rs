@@ -18,6 +18,7 @@ pub mod gateway_api;
 pub mod ingressclasses;
 pub mod ingresses;
 pub mod jobs;
+pub mod leases;
 pub mod namespaces;
 pub mod nodes;
 pub mod poddisruptionbudgets;
@@ -60,6 +61,7 @@ pub const ALL: &[&Kind] = &[
     &cronjobs::KIND,
     &poddisruptionbudgets::KIND,
     &serviceaccounts::KIND,
+    &leases::KIND,
     &rbac::ROLES,
     &rbac::CLUSTER_ROLES,
     &rbac::ROLE_BINDINGS,
