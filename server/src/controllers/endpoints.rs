@@ -10,6 +10,10 @@
 //! `targetPort` is looked up in each pod's `containerPorts`, so pods can serve it on
 //! different numbers: pods are grouped by the ports they serve, one slice per group,
 //! named `{service}-{hash of the ports}` so that a plan never depends on earlier writes.
+//! A slice holds at most [`MAX_ENDPOINTS_PER_SLICE`] endpoints (kube-controller-manager's
+//! default): a larger group is cut, in pod-name order, into `{service}-{hash}`,
+//! `{service}-{hash}-1`, ... The Endpoints object keeps at most [`MAX_ENDPOINTS_ADDRESSES`]
+//! addresses and says it was truncated, as Kubernetes does.
 //! When the Service goes, its slices and Endpoints go too.
 //!
 //! [`runner`]: super::runner
@@ -33,6 +37,17 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub fn takes_traffic(endpoint: &Value) -> bool {
     endpoint["conditions"]["ready"] != false
 }
+
+/// The most endpoints one slice holds (`--max-endpoints-per-slice`'s default).
+pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
+
+/// The most addresses an Endpoints object holds (ready first); more are left out and the
+/// object is annotated [`OVER_CAPACITY`] `truncated`.
+pub const MAX_ENDPOINTS_ADDRESSES: usize = 1000;
+
+/// The annotation Kubernetes puts on an Endpoints object that holds only part of the
+/// Service's endpoints.
+const OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
 
 /// The label that says who manages a slice, and this controller's value.
 const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
@@ -139,6 +154,8 @@ fn plan_endpoints(
             let same = existing.is_some_and(|e| {
                 e.get("subsets") == want.get("subsets")
                     && e["metadata"]["labels"] == want["metadata"]["labels"]
+                    && e["metadata"]["annotations"][OVER_CAPACITY]
+                        == want["metadata"]["annotations"][OVER_CAPACITY]
             });
             (!same).then(|| put("endpoints", want))
         }
@@ -267,35 +284,40 @@ fn target_ref(pod: &Value) -> Value {
 
 fn desired_slices(service: &Value, selector: &Selector, pods: &[Arc<Value>]) -> Vec<Value> {
     let members = members(service, selector, pods);
-    let mut slices: Vec<Value> = groups(service, members)
-        .into_iter()
-        .map(|(ports, members)| {
-            let endpoints = members.iter().map(slice_endpoint).collect();
-            slice(service, endpoints, port_list(service, &ports))
-        })
-        .collect();
+    let mut slices: Vec<Value> = Vec::new();
+    for (ports, members) in groups(service, members) {
+        let ports = port_list(service, &ports);
+        for (part, chunk) in members.chunks(MAX_ENDPOINTS_PER_SLICE).enumerate() {
+            let endpoints = chunk.iter().map(slice_endpoint).collect();
+            slices.push(slice(service, part, endpoints, ports.clone()));
+        }
+    }
     if slices.is_empty() {
         // Kubernetes keeps one empty slice for a Service without endpoints.
-        slices.push(slice(service, Vec::new(), port_list(service, &[])));
+        slices.push(slice(service, 0, Vec::new(), port_list(service, &[])));
     }
     slices
 }
 
-/// One slice of `service`, named after its ports.
-fn slice(service: &Value, endpoints: Vec<Value>, ports: Value) -> Value {
-    let name = service["metadata"]["name"].as_str().unwrap_or_default();
+/// Part `part` of the slices of `service` serving `ports`, named after its ports.
+fn slice(service: &Value, part: usize, endpoints: Vec<Value>, ports: Value) -> Value {
+    let service_name = service["metadata"]["name"].as_str().unwrap_or_default();
+    let mut name = format!("{service_name}-{}", names::template_hash(&ports));
+    if part > 0 {
+        name = format!("{name}-{part}");
+    }
     let mut labels = service["metadata"]["labels"].clone();
     if !labels.is_object() {
         labels = json!({});
     }
-    labels[SERVICE_NAME_LABEL] = name.into();
+    labels[SERVICE_NAME_LABEL] = service_name.into();
     labels[MANAGED_BY_LABEL] = MANAGED_BY.into();
     let owner = owners::controller_reference(service);
     json!({
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {
-            "name": format!("{name}-{}", names::template_hash(&ports)),
+            "name": name,
             "namespace": service["metadata"]["namespace"].as_str().unwrap_or("default"),
             "labels": labels,
             "ownerReferences": owner.iter().collect::<Vec<_>>(),
@@ -331,16 +353,35 @@ fn desired_endpoints(service: &Value, selector: &Selector, pods: &[Arc<Value>]) 
         }
         address
     };
-    let subsets: Vec<Value> = groups(service, members)
+    let groups = groups(service, members);
+    let total: usize = groups.values().map(Vec::len).sum();
+    let mut split: Vec<_> = groups
         .into_iter()
         .map(|(ports, members)| {
-            let (ready, unready): (Vec<_>, Vec<_>) = members.iter().partition(|m| m.ready);
+            let (ready, unready): (Vec<_>, Vec<_>) = members.into_iter().partition(|m| m.ready);
+            (ports, ready, unready)
+        })
+        .collect();
+    // Over capacity, ready addresses are kept first (in group and name order).
+    let mut room = MAX_ENDPOINTS_ADDRESSES;
+    for (_, ready, _) in &mut split {
+        ready.truncate(room);
+        room -= ready.len();
+    }
+    for (_, _, unready) in &mut split {
+        unready.truncate(room);
+        room -= unready.len();
+    }
+    let subsets: Vec<Value> = split
+        .into_iter()
+        .filter(|(_, ready, unready)| !ready.is_empty() || !unready.is_empty())
+        .map(|(ports, ready, unready)| {
             let mut subset = json!({"ports": port_list(service, &ports)});
             if !ready.is_empty() {
-                subset["addresses"] = ready.into_iter().map(address).collect();
+                subset["addresses"] = ready.iter().map(address).collect();
             }
             if !unready.is_empty() {
-                subset["notReadyAddresses"] = unready.into_iter().map(address).collect();
+                subset["notReadyAddresses"] = unready.iter().map(address).collect();
             }
             subset
         })
@@ -356,6 +397,9 @@ fn desired_endpoints(service: &Value, selector: &Selector, pods: &[Arc<Value>]) 
     });
     if !subsets.is_empty() {
         endpoints["subsets"] = subsets.into();
+    }
+    if total > MAX_ENDPOINTS_ADDRESSES {
+        endpoints["metadata"]["annotations"] = json!({OVER_CAPACITY: "truncated"});
     }
     endpoints
 }
@@ -497,6 +541,70 @@ mod tests {
             .collect();
         state.endpoints = puts(actions, "endpoints").pop().map(Arc::new);
         state
+    }
+
+    /// `n` pods `p0000`..., every third one not ready.
+    fn many_pods(n: usize) -> Vec<Arc<Value>> {
+        (0..n)
+            .map(|i| {
+                let ip = format!("10.42.{}.{}", i / 250, i % 250 + 2);
+                pod(&format!("p{i:04}"), &ip, i % 3 != 0, "http", 8080)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slice_holds_at_most_a_hundred_endpoints_and_the_rest_follow_in_numbered_slices() {
+        let svc = service(
+            json!({"app": "web"}),
+            json!([{"port": 80, "targetPort": 8080}]),
+        );
+        let state = state(Some(svc), many_pods(250));
+        let actions = plan(&state);
+        let slices = puts(&actions, "endpointslices");
+        let sizes: Vec<usize> = slices
+            .iter()
+            .map(|s| s["endpoints"].as_array().map_or(0, Vec::len))
+            .collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        let names: Vec<&str> = slices
+            .iter()
+            .filter_map(|s| s["metadata"]["name"].as_str())
+            .collect();
+        let first = names[0];
+        assert_eq!(names[1..], [format!("{first}-1"), format!("{first}-2")]);
+        assert_eq!(slices[2]["endpoints"][49]["targetRef"]["name"], "p0249");
+        // Settled, the plan is empty: the split does not depend on earlier writes.
+        assert_eq!(plan(&settled(state, &actions)), []);
+    }
+
+    #[test]
+    fn endpoints_over_a_thousand_addresses_keep_the_ready_ones_and_say_truncated() {
+        let svc = service(
+            json!({"app": "web"}),
+            json!([{"port": 80, "targetPort": 8080}]),
+        );
+        let state = state(Some(svc), many_pods(1200));
+        let actions = plan(&state);
+        let endpoints = &puts(&actions, "endpoints")[0];
+        let subset = &endpoints["subsets"][0];
+        let count = |field: &str| subset[field].as_array().map_or(0, Vec::len);
+        assert_eq!((count("addresses"), count("notReadyAddresses")), (800, 200));
+        assert_eq!(
+            endpoints["metadata"]["annotations"][OVER_CAPACITY],
+            "truncated"
+        );
+        assert_eq!(puts(&actions, "endpointslices").len(), 12);
+        assert_eq!(plan(&settled(state, &actions)), []);
+        let small = self::state(
+            Some(service(json!({"app": "web"}), json!([{"port": 80}]))),
+            many_pods(3),
+        );
+        let endpoints = &puts(&plan(&small), "endpoints")[0];
+        assert!(
+            endpoints["metadata"]["annotations"].is_null(),
+            "{endpoints}"
+        );
     }
 
     #[test]
