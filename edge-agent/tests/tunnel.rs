@@ -167,6 +167,7 @@ async fn streams_reach_the_peers_pods_from_the_callers_pod_ip_and_nothing_else()
             peer("node-a", "10.77.0.0/24", None, a_pin),
             peer("node-b", "10.77.1.0/24", Some(b_port), b_pin),
         ],
+        relay_host: String::new(),
     };
     let a = peers("node-a", a_creds, &table);
     let b = peers("node-b", b_creds, &table);
@@ -222,6 +223,7 @@ async fn a_node_whose_key_is_not_the_pinned_one_is_refused_both_ways() {
             peer("node-a", "10.78.0.0/24", None, a_pin),
             peer("node-b", "10.78.1.0/24", Some(b_port), b_pin),
         ],
+        relay_host: String::new(),
     };
     let b = peers("node-b", b_creds, &table);
     tokio::spawn(b.clone().listen(b_port));

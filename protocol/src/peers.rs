@@ -22,11 +22,15 @@ use serde::{Deserialize, Serialize};
 pub struct PeerTable {
     /// Increases with every change the server publishes.
     pub revision: u64,
-    /// The port of the server's relay, on the host the agents reach the broker at (0: no
-    /// relay).
+    /// The port of the server's relay (0: no relay).
     pub relay_port: u16,
     /// The peers, sorted by name.
     pub peers: Vec<Peer>,
+    /// The relay's host when the server names one (`--relay-address`: the relay is not
+    /// where the agents reach the broker, as with an external broker); empty: the broker's
+    /// host. Appended after the first release of the table.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub relay_host: String,
 }
 
 /// One node that carries pod traffic.
@@ -52,6 +56,16 @@ impl PeerTable {
     /// The peer named `node`.
     pub fn get(&self, node: &str) -> Option<&Peer> {
         self.peers.iter().find(|p| p.node == node)
+    }
+
+    /// Where the relay is, for an agent that reaches the broker at `broker_host`; `None`
+    /// when the server runs no relay.
+    pub fn relay<'a>(&'a self, broker_host: &'a str) -> Option<(&'a str, u16)> {
+        let host = match self.relay_host.as_str() {
+            "" => broker_host,
+            named => named,
+        };
+        (self.relay_port != 0).then_some((host, self.relay_port))
     }
 }
 
@@ -158,7 +172,42 @@ mod tests {
                     key_sha256: [9; 32],
                 },
             ],
+            relay_host: String::new(),
         }
+    }
+
+    #[test]
+    fn the_relay_is_at_the_brokers_host_unless_the_table_names_one() {
+        let mut table = table();
+        assert_eq!(table.relay("broker.lan"), Some(("broker.lan", 10261)));
+        table.relay_host = "relay.example.com".into();
+        assert_eq!(
+            table.relay("broker.lan"),
+            Some(("relay.example.com", 10261))
+        );
+        let message = Message::Peers(table.clone());
+        assert_eq!(decode(&encode(&message)), Ok(message));
+        table.relay_port = 0;
+        assert_eq!(table.relay("broker.lan"), None);
+    }
+
+    #[test]
+    fn a_table_of_the_first_release_reads_with_the_brokers_host() {
+        #[derive(Serialize)]
+        struct OldTable {
+            revision: u64,
+            relay_port: u16,
+            peers: Vec<Peer>,
+        }
+        let new = table();
+        let old = OldTable {
+            revision: new.revision,
+            relay_port: new.relay_port,
+            peers: new.peers.clone(),
+        };
+        let bytes = postcard::to_allocvec(&old).expect("encodes");
+        let read: PeerTable = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(read, new);
     }
 
     #[test]

@@ -28,9 +28,15 @@ pub struct ServerConfig {
     pub mqtt_listen: SocketAddr,
 
     /// Address of the relay that carries pod traffic to nodes that cannot be dialed (behind
-    /// NAT); agents reach it at the broker's host on this port.
+    /// NAT); agents reach it at the broker's host on this port, unless `--relay-address`.
     #[arg(long, default_value = "0.0.0.0:10261")]
     pub relay_listen: SocketAddr,
+
+    /// Where agents reach the relay (`HOST:PORT`), when that is not the broker's host and
+    /// the relay's own port: with an external broker on another machine, or behind port
+    /// forwarding. The host joins the serving certificate's names.
+    #[arg(long, value_parser = HostPort::parse)]
+    pub relay_address: Option<HostPort>,
 
     /// Use this external broker (`mqtts://host:port`, or `mqtt://host:port` for plain TCP)
     /// instead of the embedded one.
@@ -113,6 +119,37 @@ pub struct ServerConfig {
     pub event_retention: u64,
 }
 
+/// A `HOST:PORT` pair (`[v6]:PORT` for an IPv6 address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// A DNS name or an IP address, without brackets.
+    pub host: String,
+    /// A port other than 0.
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Parses `HOST:PORT`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| format!("{port:?} is not a port (1-65535)"))?;
+        if host.is_empty() || host.contains(['/', ' ']) {
+            return Err(format!("{text:?} names no host"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
 impl ServerConfig {
     /// A config with every default, for `data_dir` (tests then set ports to 0).
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
@@ -141,6 +178,27 @@ mod tests {
         let config = ServerConfig::parse_from(["s", "--mqtt-url", "mqtt://10.0.0.1:1884"]);
         assert!(!config.mqtt_url.unwrap().tls);
         assert!(ServerConfig::try_parse_from(["s", "--mqtt-url", "tcp://x:1"]).is_err());
+    }
+
+    #[test]
+    fn a_relay_address_is_a_host_and_a_port() {
+        let config = ServerConfig::parse_from(["s", "--relay-address", "relay.lan:443"]);
+        let relay = config.relay_address.unwrap();
+        assert_eq!((relay.host.as_str(), relay.port), ("relay.lan", 443));
+        let v6 = HostPort::parse("[fd00::1]:10261").unwrap();
+        assert_eq!(v6.host, "fd00::1");
+        for bad in [
+            "relay.lan",
+            ":443",
+            "relay.lan:0",
+            "relay.lan:http",
+            "a b:1",
+        ] {
+            assert!(
+                ServerConfig::try_parse_from(["s", "--relay-address", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

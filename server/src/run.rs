@@ -25,6 +25,7 @@ use crate::config::ServerConfig;
 use crate::controllers::{self, node_lifecycle};
 use crate::events;
 use crate::fleet::front_door::FrontDoor;
+use crate::fleet::peers::Relay;
 use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::identity::NodeIdentities;
 use crate::identity::certificates::NodeCertificates;
@@ -49,7 +50,9 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         .context("checking --service-cidr")?;
     // A stale file from an earlier run would point readers at dead ports.
     let _ = std::fs::remove_file(config.data_dir.join("endpoints.json"));
-    let mut boot = bootstrap::load_or_create(&config.data_dir, &config.tls_sans)
+    let mut sans = config.tls_sans.clone();
+    sans.extend(config.relay_address.iter().map(|relay| relay.host.clone()));
+    let mut boot = bootstrap::load_or_create(&config.data_dir, &sans)
         .context("preparing the data directory")?;
     if config.rotate_join_token {
         bootstrap::rotate_join_token(&config.data_dir, &mut boot)
@@ -76,7 +79,16 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let (broker, mqtt) = start_mqtt(&config, &boot, &store).await?;
     let relay = relay::bind(config.relay_listen).await?;
     let mut fleet_config = fleet_config(&config, &boot, &modules, &mqtt)?;
-    fleet_config.relay_port = relay.local_addr()?.port();
+    fleet_config.relay = match &config.relay_address {
+        Some(address) => Relay {
+            port: address.port,
+            host: address.host.clone(),
+        },
+        None => Relay {
+            port: relay.local_addr()?.port(),
+            host: String::new(),
+        },
+    };
     fleet_config.node_approval = config.node_approval;
     // The API signs users' certificates with the same CA.
     let fleet_certificates = fleet_config.certificates.clone();

@@ -162,6 +162,18 @@ impl Cluster {
         broker: Broker,
         mqtt_host: IpAddr,
     ) -> Cluster {
+        Cluster::start_with_relay_on(options, broker, mqtt_host, None)
+    }
+
+    /// Like [`Self::start_with_broker_on`], with the relay listening on `relay_host` (not the
+    /// broker's host) when given; the server then names it in the table of peers
+    /// (`--relay-address`), so agents find it there.
+    pub fn start_with_relay_on(
+        options: ClusterOptions,
+        broker: Broker,
+        mqtt_host: IpAddr,
+        relay_host: Option<IpAddr>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let https_port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).port();
         let mosquitto = (broker == Broker::Mosquitto)
@@ -175,13 +187,19 @@ impl Cluster {
             },
         };
         let cluster_cidr = next_cluster_cidr();
-        let mut server_args = vec![
-            "--cluster-cidr".to_owned(),
-            cluster_cidr.to_string(),
+        let mut server_args = vec!["--cluster-cidr".to_owned(), cluster_cidr.to_string()];
+        match relay_host {
             // The relay listens where the broker does: agents reach it at the broker's host.
-            "--relay-listen".to_owned(),
-            free_port(mqtt_host).to_string(),
-        ];
+            None => server_args.extend([
+                "--relay-listen".to_owned(),
+                free_port(mqtt_host).to_string(),
+            ]),
+            Some(host) => {
+                let relay = free_port(host).to_string();
+                server_args.extend(["--relay-listen".to_owned(), relay.clone()]);
+                server_args.extend(["--relay-address".to_owned(), relay]);
+            }
+        }
         if !mqtt_host.is_loopback() {
             server_args.extend(["--tls-san".to_owned(), mqtt_host.to_string()]);
         }

@@ -64,6 +64,16 @@ impl Network {
         Ipv4Addr::new(10, 213, self.index, 1)
     }
 
+    /// Gives the host a second address on the bridge (`10.213.k.254`), for a service that
+    /// must not be found at the broker's address.
+    pub fn add_host_addr(&self) -> anyhow::Result<Ipv4Addr> {
+        let [a, b, c, _] = self.host_addr().octets();
+        let addr = Ipv4Addr::new(a, b, c, 254);
+        let bridge = bridge_name(self.index);
+        ip(&["addr", "add", &format!("{addr}/24"), "dev", &bridge])?;
+        Ok(addr)
+    }
+
     /// Creates a namespace for `agent`, wired to the bridge.
     pub fn add_namespace(&mut self, agent: &str) -> anyhow::Result<Namespace> {
         let n = self.namespaces.len();

@@ -4,7 +4,8 @@
 //! dial out but lets nothing in, although it advertises a tunnel port like the others.
 //!
 //! A pod on node-a reaches pods on node-b directly and pods on node-c through the
-//! server's relay (its direct dial times out), by pod IP and through a ClusterIP
+//! server's relay (its direct dial times out; the relay listens on another address than the
+//! broker, which the server names with `--relay-address`), by pod IP and through a ClusterIP
 //! Service whose endpoints run on both; a pod on node-c reaches node-b; curl from the host
 //! to node-a's NodePort lands on pods of the other nodes; Events on node-a say which path
 //! each peer takes; a deleted endpoint receives no new requests.
@@ -107,10 +108,15 @@ fn ready(pod: &Value) -> bool {
 #[test]
 fn pods_reach_pods_and_services_on_other_nodes_directly_and_through_the_relay() {
     let mut network = Network::create().unwrap_or_else(|err| panic!("{err:#}"));
-    let mut cluster = Cluster::start_with_broker_on(
+    // The relay is not at the broker's address: agents find it in the table of peers.
+    let relay_host = network
+        .add_host_addr()
+        .unwrap_or_else(|err| panic!("{err:#}"));
+    let mut cluster = Cluster::start_with_relay_on(
         ClusterOptions { agents: Vec::new() },
         Broker::from_env(),
         IpAddr::V4(network.host_addr()),
+        Some(IpAddr::V4(relay_host)),
     );
     let mut addresses = Vec::new();
     for node in ["node-a", "node-b", "node-c"] {

@@ -98,8 +98,9 @@ struct Inner {
     node: String,
     table: RwLock<Arc<PeerTable>>,
     credentials: watch::Receiver<Option<Arc<TunnelIdentity>>>,
-    /// The host the agent reaches the broker at: the relay listens there too.
-    relay_host: String,
+    /// The host the agent reaches the broker at: the relay is there unless the table of
+    /// peers names its own host.
+    broker_host: String,
     /// Per peer, its link (once dialed), behind a lock so one dial serves every waiter.
     links: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
     paths: Mutex<HashMap<String, Path>>,
@@ -110,11 +111,12 @@ struct Inner {
 
 impl Peers {
     /// The peers of `node`, reached with `credentials` once there are some; the relay is
-    /// on `relay_host`. Tunnels run on `tracker` until `stop`.
+    /// on `broker_host` unless the table says otherwise. Tunnels run on `tracker` until
+    /// `stop`.
     pub fn new(
         node: &str,
         credentials: watch::Receiver<Option<Arc<TunnelIdentity>>>,
-        relay_host: &str,
+        broker_host: &str,
         uplink: Option<Uplink>,
         tracker: TaskTracker,
         stop: CancellationToken,
@@ -124,7 +126,7 @@ impl Peers {
                 node: node.to_owned(),
                 table: RwLock::default(),
                 credentials,
-                relay_host: relay_host.to_owned(),
+                broker_host: broker_host.to_owned(),
                 links: Mutex::default(),
                 paths: Mutex::default(),
                 uplink,
@@ -233,14 +235,14 @@ impl Peers {
             },
             None => "it accepts no connections (behind NAT)".to_owned(),
         };
-        let relay_port = self.table().relay_port;
-        if relay_port == 0 {
+        let table = self.table();
+        let Some((host, port)) = table.relay(&self.inner.broker_host) else {
             return Err(PeerError::Unreachable {
                 node: peer.node.clone(),
                 why: format!("{direct_failure}, and the server runs no relay"),
             });
-        }
-        match self.dial_relay(peer, relay_port, &credentials).await {
+        };
+        match self.dial_relay(peer, (host, port), &credentials).await {
             Ok(link) => {
                 self.record_path(
                     &peer.node,
@@ -281,11 +283,11 @@ impl Peers {
     async fn dial_relay(
         &self,
         peer: &Peer,
-        relay_port: u16,
+        relay: (&str, u16),
         credentials: &TunnelIdentity,
     ) -> Result<Link, String> {
         let attempt = async {
-            let relay = self.relay_stream(relay_port, credentials).await?;
+            let relay = self.relay_stream(relay, credentials).await?;
             let relay = relay_handshake(relay, &relay_line::connect(&peer.node)).await?;
             self.tls_client(relay, peer, credentials).await
         };
@@ -300,10 +302,9 @@ impl Peers {
     /// A TLS connection to the relay, authenticated with this node's certificate.
     async fn relay_stream(
         &self,
-        relay_port: u16,
+        (host, relay_port): (&str, u16),
         credentials: &TunnelIdentity,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-        let host = self.inner.relay_host.as_str();
         let tcp = TcpStream::connect((host, relay_port))
             .await
             .map_err(|e| format!("relay {host}:{relay_port}: {e}"))?;
@@ -394,13 +395,17 @@ impl Peers {
 
     /// Joins a relay session another node opened to this one, and serves its streams.
     async fn accept_relayed(self, dial: RelayDial) {
-        let relay_port = self.table().relay_port;
+        let table = self.table();
+        let Some(relay) = table.relay(&self.inner.broker_host) else {
+            tracing::warn!(from = %dial.from, "cannot join a relay session: the table of peers names no relay");
+            return;
+        };
         let Some(credentials) = self.inner.credentials.borrow().clone() else {
             tracing::warn!(from = %dial.from, "cannot join a relay session: no node certificate yet");
             return;
         };
         let joined = async {
-            let relay = self.relay_stream(relay_port, &credentials).await?;
+            let relay = self.relay_stream(relay, &credentials).await?;
             relay_handshake(relay, &relay_line::accept(dial.session)).await
         };
         match tokio::time::timeout(RELAY_TIMEOUT, joined).await {

@@ -120,8 +120,8 @@ pub struct FleetConfig {
     /// Precompiles modules for agents that ask; `None` answers every request with
     /// "unavailable" (agents then compile themselves).
     pub artifacts: Option<Artifacts>,
-    /// The relay's port, published in the table of peers (0: no relay).
-    pub relay_port: u16,
+    /// Where agents reach the relay, published in the table of peers.
+    pub relay: peers::Relay,
     /// A node whose first birth creates its Node (an external broker admitted it) is
     /// tainted unapproved, as the embedded broker's join does (`--node-approval`).
     pub node_approval: bool,
@@ -149,7 +149,7 @@ impl FleetConfig {
             cluster_cidr: ClusterCidr::default(),
             service_cidr: wasmfleet_protocol::service::DEFAULT_SERVICE_NET,
             artifacts: None,
-            relay_port: 0,
+            relay: peers::Relay::default(),
             node_approval: false,
             certificates: None,
             metrics: crate::metrics::Metrics::default(),
@@ -235,7 +235,7 @@ impl Fleet {
             client.clone(),
             cache.clone(),
             peers::Peers {
-                relay_port: config.relay_port,
+                relay: config.relay.clone(),
             },
         );
         let ctx = inbound::Dispatcher {

@@ -5,7 +5,8 @@
 //! (`spec.podCIDR`) and a tunnel key (the annotation [`TUNNEL_KEY_ANNOTATION`], set from
 //! its birth), with its tunnel address (its `InternalIP` and the port in
 //! `status.daemonEndpoints.kubeletEndpoint.Port`) when it accepts connections. A node
-//! without a port is reached through the relay, whose port the table carries.
+//! without a port is reached through the relay, whose port (and host, when the server is
+//! told one) the table carries.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,8 +23,17 @@ use crate::network::ipam::node_cidr_of;
 
 /// The table of peers, built from the cached Nodes.
 pub struct Peers {
-    /// The relay's port (0: no relay).
-    pub relay_port: u16,
+    /// Where agents reach the relay.
+    pub relay: Relay,
+}
+
+/// Where agents reach the server's relay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relay {
+    /// Its port (0: no relay).
+    pub port: u16,
+    /// Its host; empty: the host each agent reaches the broker at.
+    pub host: String,
 }
 
 impl RetainedTable for Peers {
@@ -33,19 +43,20 @@ impl RetainedTable for Peers {
     const SOURCES: &'static [&'static str] = &["nodes"];
 
     fn build(&self, cache: &Cache) -> (Self::Content, Message) {
-        let table = table(&cache.list("nodes"), self.relay_port, cache.revision());
+        let table = table(&cache.list("nodes"), &self.relay, cache.revision());
         (table.peers.clone(), Message::Peers(table))
     }
 }
 
 /// Pure: the peers among `nodes`, sorted by name.
-pub fn table(nodes: &[Arc<Value>], relay_port: u16, revision: u64) -> PeerTable {
+pub fn table(nodes: &[Arc<Value>], relay: &Relay, revision: u64) -> PeerTable {
     let mut peers: Vec<Peer> = nodes.iter().filter_map(|node| peer(node)).collect();
     peers.sort_by(|a, b| a.node.cmp(&b.node));
     PeerTable {
         revision,
-        relay_port,
+        relay_port: relay.port,
         peers,
+        relay_host: relay.host.clone(),
     }
 }
 
@@ -99,8 +110,15 @@ mod tests {
             node("pi-3", "10.42.2.0/24", None, Some(10260)),
             keyless,
         ];
-        let table = table(&nodes, 10261, 7);
-        assert_eq!(table.relay_port, 10261);
+        let relay = Relay {
+            port: 10261,
+            host: "relay.example.com".into(),
+        };
+        let table = table(&nodes, &relay, 7);
+        assert_eq!(
+            table.relay("broker.lan"),
+            Some(("relay.example.com", 10261))
+        );
         let names: Vec<&str> = table.peers.iter().map(|p| p.node.as_str()).collect();
         assert_eq!(names, ["pi-1", "pi-2", "pi-3"]);
         assert_eq!(
