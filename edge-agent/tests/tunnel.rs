@@ -271,3 +271,68 @@ async fn a_node_whose_key_is_not_the_pinned_one_is_refused_both_ways() {
         "{err}"
     );
 }
+
+/// A "pod" at `alias:port` that answers `ok` to the first bytes and then keeps the
+/// connection open until the caller closes it.
+async fn holding_pod(alias: Ipv4Addr, port: u16) {
+    let listener = TcpListener::bind((alias, port)).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0; 64];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(b"ok").await;
+                while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_leaves_the_table_loses_the_tunnels_it_was_served() {
+    let ca = Ca::new();
+    let (a_creds, a_pin) = ca.node("node-a");
+    let (b_creds, b_pin) = ca.node("node-b");
+    let b_port = free_port();
+    let table = PeerTable {
+        revision: 1,
+        relay_port: 0,
+        peers: vec![
+            peer("node-a", "10.79.0.0/24", None, a_pin),
+            peer("node-b", "10.79.1.0/24", Some(b_port), b_pin),
+        ],
+        relay_host: String::new(),
+    };
+    let a = peers("node-a", a_creds, &table);
+    let b = peers("node-b", b_creds, &table);
+    tokio::spawn(b.clone().listen(b_port));
+    holding_pod(Ipv4Addr::new(127, 79, 1, 5), 7000).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut stream = a
+        .open(
+            "10.79.1.5:7000".parse().unwrap(),
+            Some("10.79.0.9".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+    stream.write_all(b"hi").await.unwrap();
+    let mut answer = [0; 2];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"ok");
+    let mut more = [0; 1];
+    let open = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut more)).await;
+    assert!(
+        open.is_err(),
+        "the stream stays open while node-a is a peer"
+    );
+
+    // node-a is deleted: node-b's new table no longer lists it, and its stream ends.
+    let mut without_a = table.clone();
+    without_a.peers.remove(0);
+    b.replace(without_a);
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut more))
+        .await
+        .expect("the tunnel is cut within 5 s");
+    assert!(matches!(ended, Ok(0) | Err(_)), "{ended:?}");
+}

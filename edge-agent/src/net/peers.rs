@@ -94,6 +94,14 @@ pub struct Peers {
     inner: Arc<Inner>,
 }
 
+/// A tunnel this node serves to a peer.
+struct ServedTunnel {
+    peer: String,
+    key_sha256: [u8; 32],
+    /// Cancelled to cut it (and its streams).
+    cut: CancellationToken,
+}
+
 struct Inner {
     node: String,
     table: RwLock<Arc<PeerTable>>,
@@ -103,6 +111,9 @@ struct Inner {
     broker_host: String,
     /// Per peer, its link (once dialed), behind a lock so one dial serves every waiter.
     links: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
+    /// The tunnels this node serves, by the peer and key that opened them: cut when the
+    /// table no longer lists that peer with that key.
+    served: Mutex<Vec<ServedTunnel>>,
     paths: Mutex<HashMap<String, Path>>,
     uplink: Option<Uplink>,
     tracker: TaskTracker,
@@ -128,6 +139,7 @@ impl Peers {
                 credentials,
                 broker_host: broker_host.to_owned(),
                 links: Mutex::default(),
+                served: Mutex::default(),
                 paths: Mutex::default(),
                 uplink,
                 tracker,
@@ -137,7 +149,8 @@ impl Peers {
     }
 
     /// Replaces the table of peers (the server sent a new one). Links to peers that left
-    /// the table, or whose key changed, are dropped.
+    /// the table, or whose key changed, are dropped, and the tunnels they opened to this
+    /// node are cut.
     pub fn replace(&self, table: PeerTable) {
         let table = Arc::new(table);
         let old = std::mem::replace(
@@ -151,6 +164,14 @@ impl Peers {
         let key = |t: &PeerTable, node: &str| t.get(node).map(|p| p.key_sha256);
         lock(&self.inner.links)
             .retain(|node, _| key(&table, node).is_some() && key(&table, node) == key(&old, node));
+        lock(&self.inner.served).retain(|tunnel| {
+            let listed = key(&table, &tunnel.peer) == Some(tunnel.key_sha256);
+            if !listed && !tunnel.cut.is_cancelled() {
+                tracing::info!(peer = %tunnel.peer, "cutting a tunnel: the peer left the table or changed its key");
+                tunnel.cut.cancel();
+            }
+            listed && !tunnel.cut.is_cancelled()
+        });
     }
 
     /// The current table.
@@ -452,13 +473,19 @@ impl Peers {
             peer_pods: peer.pod_cidr,
             own_pods: own.pod_cidr,
         };
-        tunnel::serve(
-            tls,
-            served,
-            self.inner.tracker.clone(),
-            self.inner.stop.clone(),
-        )
-        .await;
+        let cut = self.inner.stop.child_token();
+        {
+            let mut tunnels = lock(&self.inner.served);
+            tunnels.retain(|tunnel| !tunnel.cut.is_cancelled());
+            tunnels.push(ServedTunnel {
+                peer: peer.node.clone(),
+                key_sha256: peer.key_sha256,
+                cut: cut.clone(),
+            });
+        }
+        // Ended either way, the tunnel leaves the list at its next pruning.
+        let _forget = cut.clone().drop_guard();
+        tunnel::serve(tls, served, self.inner.tracker.clone(), cut).await;
     }
 
     /// Logs and reports a peer's path when it changes.

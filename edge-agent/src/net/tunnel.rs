@@ -147,6 +147,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let peer = served.peer.clone();
+    let cut = stop.clone();
     let service = hyper::service::service_fn(move |request| {
         let served = served.clone();
         let tracker = tracker.clone();
@@ -159,8 +160,11 @@ where
         .keep_alive_interval(KEEP_ALIVE)
         .keep_alive_timeout(KEEP_ALIVE)
         .serve_connection(TokioIo::new(io), service);
-    if let Err(err) = connection.await {
-        tracing::debug!(%peer, %err, "tunnel from peer closed");
+    tokio::select! {
+        closed = connection => if let Err(err) = closed {
+            tracing::debug!(%peer, %err, "tunnel from peer closed");
+        },
+        () = cut.cancelled() => tracing::debug!(%peer, "tunnel from peer cut"),
     }
 }
 
