@@ -19,6 +19,7 @@
 //! wf/v1/apply                     C→S    manifests (MQTT 5: answered on the response topic)
 //! wf/v1/apply/{client-id}         C→S    manifests, answered on the client's result topic
 //! wf/v1/modules/{name}/{tag}[/{client-id}]  C→S  a raw wasm module to store under name:tag
+//! wf/v1/modules/{name}/{tag}/part/{i}/{n}[/{client-id}]  C→S  part i of n of a module
 //! wf/v1/apply/result/{client-id}  S→C    the answers to what client-id sent to the front door
 //! ```
 //!
@@ -194,7 +195,7 @@ pub enum FrontDoor<'a> {
         /// The client named in the topic ([`apply_as`]): who gets the answer.
         client: Option<&'a str>,
     },
-    /// A module to store under `name:tag`.
+    /// A module to store under `name:tag`, or one part of it.
     Module {
         /// Module name (valid).
         name: &'a str,
@@ -202,6 +203,8 @@ pub enum FrontDoor<'a> {
         tag: &'a str,
         /// The client named in the topic's last level.
         client: Option<&'a str>,
+        /// Which part of the module the payload is; `None`: all of it.
+        part: Option<Part>,
     },
     /// A module upload on a topic that cannot be one: why, for the answer.
     BadModuleTopic {
@@ -210,6 +213,33 @@ pub enum FrontDoor<'a> {
         /// The client named in the topic, if the topic got that far.
         client: Option<&'a str>,
     },
+}
+
+/// Part `index` of `count` of a module uploaded in parts (a module larger than one MQTT
+/// packet): `1 <= index <= count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// Which part, from 1.
+    pub index: u32,
+    /// How many parts the module has.
+    pub count: u32,
+}
+
+impl Part {
+    /// Parses the `{i}/{n}` levels of a part topic.
+    fn parse(index: &str, count: &str) -> Option<Part> {
+        let index: u32 = index.parse().ok()?;
+        let count: u32 = count.parse().ok()?;
+        (1 <= index && index <= count).then_some(Part { index, count })
+    }
+}
+
+/// The topic part `part` of module `name:tag` is uploaded to.
+pub fn module_part_upload(name: &str, tag: &str, part: Part) -> String {
+    format!(
+        "{PREFIX}/modules/{name}/{tag}/part/{}/{}",
+        part.index, part.count
+    )
 }
 
 /// Parses a front door topic; `None` for topics outside it (and for an invalid client id
@@ -231,16 +261,32 @@ pub fn parse_front_door(topic: &str) -> Option<FrontDoor<'_>> {
     Some(parse_module_levels(&levels))
 }
 
-/// The levels after `wf/v1/modules/`: `name/tag` or `name/tag/client-id`.
+/// The levels after `wf/v1/modules/`: `name/tag` or `name/tag/client-id`, each optionally
+/// with `part/{i}/{n}` after the tag.
 fn parse_module_levels<'a>(levels: &[&'a str]) -> FrontDoor<'a> {
     let bad = |reason: String, client| FrontDoor::BadModuleTopic { reason, client };
-    let usage = "publish modules to wf/v1/modules/NAME/TAG (or .../NAME/TAG/CLIENT-ID)";
-    let (name, tag, client) = match *levels {
+    let usage = "publish modules to wf/v1/modules/NAME/TAG (or .../NAME/TAG/CLIENT-ID; a \
+                 module larger than one MQTT packet in parts, to .../NAME/TAG/part/I/N[/CLIENT-ID])";
+    let (name, tag, part, client) = match *levels {
         [] | [""] => return bad(format!("missing module name and tag: {usage}"), None),
         [_] | [_, ""] => return bad(format!("missing tag: {usage}"), None),
-        [name, tag] => (name, tag, None),
-        [name, tag, client] if valid_client_id(client) => (name, tag, Some(client)),
+        [name, tag] => (name, tag, None, None),
+        [name, tag, client] if valid_client_id(client) => (name, tag, None, Some(client)),
         [_, _, _] => return bad(format!("invalid client id in the topic: {usage}"), None),
+        [name, tag, "part", index, count, ref rest @ ..] if rest.len() <= 1 => {
+            let client = match rest {
+                [client] if valid_client_id(client) => Some(*client),
+                [_] => return bad(format!("invalid client id in the topic: {usage}"), None),
+                _ => None,
+            };
+            let Some(part) = Part::parse(index, count) else {
+                return bad(
+                    format!("invalid part {index}/{count}: part I of N needs 1 <= I <= N; {usage}"),
+                    client,
+                );
+            };
+            (name, tag, Some(part), client)
+        }
         [..] => return bad(format!("too many topic levels: {usage}"), None),
     };
     if let Err(err) = crate::names::validate_module_name(name) {
@@ -249,7 +295,12 @@ fn parse_module_levels<'a>(levels: &[&'a str]) -> FrontDoor<'a> {
     if let Err(err) = crate::names::validate_tag(tag) {
         return bad(err.to_string(), client);
     }
-    FrontDoor::Module { name, tag, client }
+    FrontDoor::Module {
+        name,
+        tag,
+        client,
+        part,
+    }
 }
 
 /// An incoming topic the server understands.
@@ -330,7 +381,8 @@ mod tests {
             Some(FrontDoor::Module {
                 name: "hello",
                 tag: "v1",
-                client: None
+                client: None,
+                part: None,
             })
         );
         assert_eq!(
@@ -338,7 +390,27 @@ mod tests {
             Some(FrontDoor::Module {
                 name: "hello",
                 tag: "v1",
-                client: Some("dev-1")
+                client: Some("dev-1"),
+                part: None,
+            })
+        );
+        let part = Part { index: 2, count: 3 };
+        assert_eq!(
+            parse_front_door(&module_part_upload("hello", "v1", part)),
+            Some(FrontDoor::Module {
+                name: "hello",
+                tag: "v1",
+                client: None,
+                part: Some(part),
+            })
+        );
+        assert_eq!(
+            parse_front_door("wf/v1/modules/hello/v1/part/3/3/dev-1"),
+            Some(FrontDoor::Module {
+                name: "hello",
+                tag: "v1",
+                client: Some("dev-1"),
+                part: Some(Part { index: 3, count: 3 }),
             })
         );
         assert_eq!(parse_server_inbound(&module_upload("hello", "v1")), None);
@@ -359,6 +431,16 @@ mod tests {
         assert!(bad_module_reason("wf/v1/modules/Hello/v1").contains("invalid module name"));
         assert!(bad_module_reason("wf/v1/modules/a/b/c/d").starts_with("too many"));
         assert!(bad_module_reason("wf/v1/modules/hello/v 1/me").contains("invalid module tag"));
+        for part in ["0/3", "4/3", "x/3", "1/-1", "1/"] {
+            let topic = format!("wf/v1/modules/hello/v1/part/{part}");
+            assert!(
+                bad_module_reason(&topic).starts_with("invalid part"),
+                "{topic}"
+            );
+        }
+        assert!(bad_module_reason("wf/v1/modules/hello/v1/part/1").starts_with("too many"));
+        assert!(bad_module_reason("wf/v1/modules/hello/v1/part/1/2/a/b").starts_with("too many"));
+        assert!(bad_module_reason("wf/v1/modules/hello/v1/part/1/2/a+").contains("client id"));
         assert_eq!(
             parse_front_door("wf/v1/modules/Hello/v1/me"),
             Some(FrontDoor::BadModuleTopic {

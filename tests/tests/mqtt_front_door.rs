@@ -1,7 +1,7 @@
 //! The MQTT front door with the real Mosquitto clients (`mosquitto_rr` for MQTT 5,
 //! `mosquitto_pub` / `mosquitto_sub` for MQTT 3.1.1): manifests applied and answered per
-//! object, modules stored with their digest, every refusal answered, and one client's
-//! answers unreadable by another. Runs against the embedded broker, and against Mosquitto
+//! object, modules stored with their digest (large ones sent in parts), every refusal
+//! answered, and one client's answers unreadable by another. Runs against the embedded broker, and against Mosquitto
 //! (with the ACL the server prints) with `WASMFLEET_E2E_BROKER=mosquitto`.
 
 use std::path::Path;
@@ -228,6 +228,34 @@ fn modules_published_over_mqtt_are_stored_with_their_digest_or_refused_with_the_
         "{stored}"
     );
 
+    // A module larger than one MQTT packet goes in parts, in any order (here over 3.1.1,
+    // answered on the client's result topic): each is answered with the progress, the
+    // last with the module, joined in order (the same digest as in one piece).
+    let bytes = std::fs::read(&hello).expect("read the guest");
+    let third = bytes.len().div_ceil(3);
+    let parts: Vec<_> = bytes.chunks(third).collect();
+    for (index, expected) in [
+        (2, "module hello:parts: part 2 of 3 received (1 of 3 parts"),
+        (3, "module hello:parts: part 3 of 3 received (2 of 3 parts"),
+        (1, "module hello:parts stored (sha256:"),
+    ] {
+        let file = write(&cluster, &format!("part{index}"), parts[index - 1]);
+        let part = topic::Part {
+            index: index as u32,
+            count: 3,
+        };
+        let topic_name = format!(
+            "{}/mods311",
+            topic::module_part_upload("hello", "parts", part)
+        );
+        let answer = clients.request("mqttv311", "mods311", &topic_name, &file, &[]);
+        assert_eq!(answer["ok"], true, "{answer}");
+        assert!(message(&answer).starts_with(expected), "{answer}");
+        if index == 1 {
+            assert_eq!(answer["module"]["digest"], stored["module"]["digest"]);
+        }
+    }
+
     let not_wasm = write(&cluster, "not.wasm", b"hello, world");
     for (topic_name, file, expected) in [
         (
@@ -240,6 +268,11 @@ fn modules_published_over_mqtt_are_stored_with_their_digest_or_refused_with_the_
             "wf/v1/modules/hello/v2",
             &not_wasm,
             "not a WebAssembly module",
+        ),
+        (
+            "wf/v1/modules/hello/v2/part/4/3",
+            &hello,
+            "invalid part 4/3",
         ),
     ] {
         let refused = clients.request("5", "mods", topic_name, file, &[]);

@@ -9,6 +9,8 @@
 //!  "results":[{"object":"pod/bad","namespace":"default","result":"error","status":{...}}]}
 //! {"ok":true,"message":"module hello:v1 stored (sha256:..., 1234 bytes)",
 //!  "module":{"name":"hello","tag":"v1","digest":"sha256:...","size":1234}}
+//! {"ok":true,"message":"module big:v1: part 1 of 3 received (1 of 3 parts, 8388608 bytes so far)",
+//!  "part":{"index":1,"count":3,"received":1}}
 //! {"ok":false,"message":"module hello:v1 refused: ...","status":{...}}
 //! ```
 //!
@@ -114,6 +116,24 @@ impl Answer {
         Self {
             ok: true,
             body: json!({"ok": true, "message": message, "module": module}),
+        }
+    }
+
+    /// A part of a module kept until the others arrive.
+    pub fn module_part_received(
+        what: &str,
+        part: wasmfleet_protocol::topic::Part,
+        received: u32,
+        bytes: usize,
+    ) -> Self {
+        let message = format!(
+            "module {what}: part {} of {} received ({received} of {} parts, {bytes} bytes so far)",
+            part.index, part.count, part.count
+        );
+        Self {
+            ok: true,
+            body: json!({"ok": true, "message": message,
+                "part": {"index": part.index, "count": part.count, "received": received}}),
         }
     }
 

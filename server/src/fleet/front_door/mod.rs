@@ -6,9 +6,11 @@
 //!   `wasmfleet-mqtt` (the same code as `kubectl apply --server-side`); the answer says per
 //!   object `created`, `configured` or `unchanged`, or the error kubectl would print.
 //! - `wf/v1/modules/{name}/{tag}[/{client-id}]`: raw wasm, stored like an HTTPS push (same
-//!   validation and size limit, [`crate::modules::MAX_MODULE_SIZE`]; one MQTT publish is
-//!   also bounded by the broker's packet size, 16 MiB); the answer names the digest, or says
-//!   why not (bad name, missing tag, not wasm, too big, retained).
+//!   validation and size limit, [`crate::modules::MAX_MODULE_SIZE`]); the answer names the
+//!   digest, or says why not (bad name, missing tag, not wasm, too big, retained). One MQTT
+//!   publish is bounded by the broker's packet size (16 MiB), so a larger module goes in
+//!   parts to `wf/v1/modules/{name}/{tag}/part/{i}/{n}[/{client-id}]` ([`uploads`]): each
+//!   part is answered with the progress, the last with the stored module.
 //!
 //! Answers ([`answer`]) go to the MQTT 5 response topic (with the correlation data) when it
 //! is a result topic `wf/v1/apply/result/{client-id}`, else to the result topic of the
@@ -33,6 +35,7 @@ pub mod answer;
 mod link;
 pub mod manifests;
 pub mod request;
+pub mod uploads;
 mod worker;
 
 use std::sync::Arc;
@@ -108,6 +111,7 @@ impl FrontDoor {
             complaints: super::inbound::Complaints::default(),
             service_cidr,
             authorizer,
+            uploads: uploads::Uploads::default(),
         };
         tracker.spawn(link.run(eventloop, shutdown.clone()));
         tracker.spawn(worker.run(requests, shutdown.clone()));

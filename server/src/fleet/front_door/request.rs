@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use wasmfleet_protocol::topic::{self, FrontDoor};
+use wasmfleet_protocol::topic::{self, FrontDoor, Part};
 
 use super::answer::Answer;
 use super::manifests::MAX_MANIFEST_BYTES;
@@ -49,14 +49,16 @@ pub struct Incoming<'a> {
 pub enum Work {
     /// Apply the manifests in the payload.
     Apply(Bytes),
-    /// Store the module in the payload as `name:tag`.
+    /// Store the module in the payload as `name:tag` (or gather it, when it is a part).
     Module {
         /// Module name (valid).
         name: String,
         /// Tag (valid).
         tag: String,
-        /// The wasm bytes.
+        /// The wasm bytes (or those of one part).
         bytes: Bytes,
+        /// Which part they are; `None`: the whole module.
+        part: Option<Part>,
     },
 }
 
@@ -126,18 +128,19 @@ pub fn decide(incoming: &Incoming<'_>) -> Decision {
             Ok(()) => Work::Apply(incoming.payload.clone()),
             Err(err) => return refuse(Answer::api_error(&err), None),
         },
-        FrontDoor::Module { name, tag, .. } => {
-            match check_size(incoming.payload, MAX_MODULE_SIZE) {
-                Ok(()) => Work::Module {
-                    name: name.to_owned(),
-                    tag: tag.to_owned(),
-                    bytes: incoming.payload.clone(),
-                },
-                Err(err) => {
-                    return refuse(module_refusal(&format!("{name}:{tag}"), &err.message), None);
-                }
+        FrontDoor::Module {
+            name, tag, part, ..
+        } => match check_size(incoming.payload, MAX_MODULE_SIZE) {
+            Ok(()) => Work::Module {
+                name: name.to_owned(),
+                tag: tag.to_owned(),
+                bytes: incoming.payload.clone(),
+                part,
+            },
+            Err(err) => {
+                return refuse(module_refusal(&format!("{name}:{tag}"), &err.message), None);
             }
-        }
+        },
     };
     Decision::Accept(Request {
         work,

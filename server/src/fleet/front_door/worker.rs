@@ -6,17 +6,19 @@
 //! logged.
 
 use ipnet::Ipv4Net;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::topic::Part;
 
 use super::answer::{Answer, ObjectResult};
 use super::manifests::{self, Resolved};
 use super::request::{self, Reply, Request, Work};
+use super::uploads::{Progress, UploadKey, Uploads};
 use crate::api::apply::Writer;
 use crate::api::auth::{Attributes, Authorizer, User};
 use crate::api::objects::{self, Applied};
@@ -45,6 +47,8 @@ pub(super) struct Worker {
     pub(super) service_cidr: Ipv4Net,
     /// Who may do what.
     pub(super) authorizer: Authorizer,
+    /// Modules arriving in parts.
+    pub(super) uploads: Uploads,
 }
 
 impl Worker {
@@ -74,12 +78,22 @@ impl Worker {
         let user = User::admin();
         let (what, answer) = match request.work {
             Work::Apply(bytes) => ("manifests", self.apply(user, bytes.to_vec()).await),
-            Work::Module { name, tag, bytes } => {
+            Work::Module {
+                name,
+                tag,
+                bytes,
+                part,
+            } => {
                 let attributes = module_attributes(&name, &tag);
-                match self.authorizer.check(&user, &attributes) {
-                    Ok(()) => ("module", self.module(name, tag, bytes).await),
-                    Err(refused) => ("module", Answer::api_error(&refused)),
-                }
+                let answer = match (self.authorizer.check(&user, &attributes), part) {
+                    (Err(refused), _) => Answer::api_error(&refused),
+                    (Ok(()), None) => self.module(name, tag, bytes).await,
+                    (Ok(()), Some(part)) => {
+                        self.module_part(&request.source, name, tag, part, bytes)
+                            .await
+                    }
+                };
+                ("module", answer)
             }
         };
         log_outcome(&mut self.complaints, &request.source, what, &answer);
@@ -99,6 +113,32 @@ impl Worker {
             Err(line) => Answer::refused(line, None),
         })
         .await
+    }
+
+    /// Gathers a part of a module; stores the module when it was the last one.
+    async fn module_part(
+        &mut self,
+        source: &str,
+        name: String,
+        tag: String,
+        part: Part,
+        bytes: bytes::Bytes,
+    ) -> Answer {
+        let what = format!("{name}:{tag}");
+        let key = UploadKey {
+            source: source.to_owned(),
+            module: what.clone(),
+        };
+        match self.uploads.add(key, part, bytes, Instant::now()) {
+            Ok(Progress::Complete(whole)) => self.module(name, tag, whole).await,
+            Ok(Progress::Waiting { received, bytes }) => {
+                Answer::module_part_received(&what, part, received, bytes)
+            }
+            Err(reason) => request::module_refusal(
+                &format!("{what} (part {} of {})", part.index, part.count),
+                &reason,
+            ),
+        }
     }
 
     /// Validates and stores a module.
