@@ -8,7 +8,9 @@
 //! new content reaches the pod's files), every node on a module change, a resync, a
 //! re-list or a missed change, and publishes only what changed (pods, then the index, then
 //! the clears), and everything again after every (re)connect. A status report or a `Lease`
-//! renewal re-plans nothing. The index `revision` is the cache's store revision plus the
+//! renewal re-plans nothing. Pods' ServiceAccount tokens ([`PodTokens`]) are reused
+//! between passes; the publisher wakes up when one is due for refresh and re-plans its
+//! node. The index `revision` is the cache's store revision plus the
 //! module store's generation: both persist and only grow, and a module arriving changes a
 //! pod without a store write, so the plain store revision could repeat (agents ignore an
 //! index whose revision is not newer than the last one they applied).
@@ -33,6 +35,7 @@ use super::desired::{
     Delivery, Sent, UNDELIVERABLE, Unresolved, awaits_confirmation, desired_for_node, index_of,
     mark_undeliverable, mark_unresolved, namespace_and_name, plan_delivery,
 };
+use crate::identity::pod_tokens::{PodTokens, TokenProjection};
 use crate::informer::{Cache, Changes};
 use crate::k8s::pods::running_node;
 use crate::k8s::references;
@@ -51,6 +54,8 @@ pub struct DesiredPublisher {
     published: HashMap<String, Sent>,
     /// Missing images already written to the store, per node, so they are written once.
     marked: HashMap<String, BTreeSet<(String, String, String)>>,
+    /// Issues (and keeps) pods' projected ServiceAccount tokens; `None`: none are issued.
+    tokens: Option<Arc<PodTokens>>,
 }
 
 /// How long to wait after a change for more changes, so bursts cost one pass.
@@ -169,7 +174,14 @@ impl DesiredPublisher {
             republish: Arc::new(Notify::new()),
             published: HashMap::new(),
             marked: HashMap::new(),
+            tokens: None,
         }
+    }
+
+    /// Issues pods' projected ServiceAccount tokens with `tokens`.
+    pub fn with_tokens(mut self, tokens: Option<Arc<PodTokens>>) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     /// Notifying this makes the next pass publish every snapshot (after a reconnect).
@@ -224,6 +236,7 @@ impl DesiredPublisher {
                     targets = Targets::All;
                 }
                 () = tokio::time::sleep(resync) => targets = Targets::All,
+                due = token_refresh(self.tokens.clone()) => targets = Targets::Nodes(due),
             }
         }
     }
@@ -260,6 +273,7 @@ impl DesiredPublisher {
             let object = cache.get(&ObjectKey::namespaced(resource, namespace, name))?;
             Some(config::data_of(resource, &object))
         };
+        let issue = self.token_source(revision);
         for node in self.nodes(targets) {
             let pods: Vec<Pod> = self
                 .cache
@@ -267,7 +281,16 @@ impl DesiredPublisher {
                 .iter()
                 .filter_map(|pod| Pod::deserialize(pod.as_ref()).ok())
                 .collect();
-            let plan = desired_for_node(&node, &pods, &resolve, &lookup, self.cluster, revision);
+            // Built per node: a `Sources` (plain `dyn Fn`s) may not be held across an await.
+            let sources = config::Sources {
+                objects: &lookup,
+                tokens: &issue,
+            };
+            let plan = desired_for_node(&node, &pods, &resolve, sources, self.cluster, revision);
+            if let Some(tokens) = &self.tokens {
+                let uids = pods.iter().filter_map(|p| p.metadata.uid.as_deref());
+                tokens.keep_only(&node, &uids.collect());
+            }
             let sent = self.published.get(&node);
             let mut delivery = plan_delivery(sent, plan.desired.pods, revision);
             if delivery.index.is_none() && awaits_confirmation(&pods, sent) {
@@ -283,6 +306,29 @@ impl DesiredPublisher {
             self.mark_refused(&pods, &refused)?;
         }
         Ok(())
+    }
+
+    /// Issues the tokens of a pass at `revision`: the account is read from the cache.
+    fn token_source(
+        &self,
+        revision: u64,
+    ) -> impl Fn(&TokenProjection) -> Result<String, String> + use<> {
+        let (tokens, cache) = (self.tokens.clone(), self.cache.clone());
+        let now = jiff::Timestamp::now().as_second();
+        move |projection: &TokenProjection| {
+            let Some(tokens) = &tokens else {
+                return Err("this server issues no ServiceAccount tokens".into());
+            };
+            let key = ObjectKey::namespaced(
+                "serviceaccounts",
+                &projection.namespace,
+                &projection.account,
+            );
+            let account = cache.get(&key);
+            tokens
+                .token(projection, account.as_deref(), (now, revision))
+                .map_err(|err| err.to_string())
+        }
     }
 
     /// Publishes a node's changed pods, then its index, then clears the pods that left.
@@ -389,6 +435,20 @@ impl DesiredPublisher {
             self.marked.insert(node.to_owned(), current);
         }
         Ok(())
+    }
+}
+
+/// Waits until a pod's token is due for refresh; returns the nodes to re-plan. Never
+/// returns without tokens.
+async fn token_refresh(tokens: Option<Arc<PodTokens>>) -> BTreeSet<String> {
+    let Some(at) = tokens.as_ref().and_then(|t| t.next_refresh()) else {
+        return std::future::pending().await;
+    };
+    let wait = at.saturating_sub(jiff::Timestamp::now().as_second()).max(0);
+    tokio::time::sleep(Duration::from_secs(wait.unsigned_abs())).await;
+    match tokens {
+        Some(tokens) => tokens.nodes_due(jiff::Timestamp::now().as_second()),
+        None => BTreeSet::new(),
     }
 }
 
