@@ -79,7 +79,10 @@ fn a_pod_reads_its_projected_token_and_is_the_account_at_the_api_until_it_is_gon
         serde_json::json!(["https://kubernetes.default.svc.cluster.local"])
     );
     assert_eq!(minted["kubernetes.io"]["pod"]["name"], "reader");
-    assert_eq!(minted["kubernetes.io"]["pod"]["uid"], pod["metadata"]["uid"]);
+    assert_eq!(
+        minted["kubernetes.io"]["pod"]["uid"],
+        pod["metadata"]["uid"]
+    );
     let lifetime = minted["exp"].as_i64().zip(minted["iat"].as_i64());
     assert_eq!(lifetime.map(|(exp, iat)| exp - iat), Some(600));
 
@@ -113,11 +116,13 @@ fn a_pod_reads_its_projected_token_and_is_the_account_at_the_api_until_it_is_gon
         "100",
     ]);
     cluster.wait_pod("other", "to run beside the reader", |p| {
-        container_status(p, "other")["state"]["running"].is_object()
-            || phase(p) == "Succeeded"
+        container_status(p, "other")["state"]["running"].is_object() || phase(p) == "Succeeded"
     });
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(cluster.kubectl_ok(&["logs", "reader"]), format!("{token}\n"));
+    assert_eq!(
+        cluster.kubectl_ok(&["logs", "reader"]),
+        format!("{token}\n")
+    );
 
     // Once the pod is gone, its token is refused.
     cluster.kubectl_ok(&["delete", "pod", "reader"]);
