@@ -81,6 +81,13 @@ impl Targets {
         }
     }
 
+    /// Adds `nodes` (whose pods' tokens are due), keeping what a failed pass left.
+    fn add_nodes(&mut self, more: BTreeSet<String>) {
+        if let Targets::Nodes(nodes) = self {
+            nodes.extend(more);
+        }
+    }
+
     fn is_empty(&self) -> bool {
         matches!(self, Targets::Nodes(nodes) if nodes.is_empty())
     }
@@ -236,7 +243,7 @@ impl DesiredPublisher {
                     targets = Targets::All;
                 }
                 () = tokio::time::sleep(resync) => targets = Targets::All,
-                due = token_refresh(self.tokens.clone()) => targets = Targets::Nodes(due),
+                due = token_refresh(self.tokens.clone()) => targets.add_nodes(due),
             }
         }
     }
@@ -494,6 +501,32 @@ mod tests {
             changes,
             relisted: false,
         }
+    }
+
+    #[tokio::test]
+    async fn the_publisher_wakes_up_for_the_nodes_whose_tokens_are_due() {
+        use crate::identity::service_account_tokens::TokenSigner;
+        let signer = TokenSigner::from_pkcs8(&TokenSigner::generate().unwrap()).unwrap();
+        let tokens = Arc::new(PodTokens::new(Arc::new(signer)));
+        let never = tokio::time::timeout(Duration::from_millis(50), token_refresh(None));
+        assert!(never.await.is_err(), "no tokens: no wake-up");
+        let empty = token_refresh(Some(Arc::clone(&tokens)));
+        let empty = tokio::time::timeout(Duration::from_millis(50), empty);
+        assert!(empty.await.is_err(), "no token issued yet: no wake-up");
+        let source = k8s_openapi::api::core::v1::ServiceAccountTokenProjection {
+            expiration_seconds: Some(600),
+            ..Default::default()
+        };
+        let projection =
+            TokenProjection::new(("ns", "p", "uid-1"), ("pi-1", "robot", "tok"), &source);
+        let account = json!({"metadata": {"uid": "sa-1"}});
+        // Issued 500 s ago: its refresh (after 480 s) is due.
+        let issued = jiff::Timestamp::now().as_second() - 500;
+        tokens
+            .token(&projection, Some(&account), (issued, 1))
+            .unwrap();
+        let due = tokio::time::timeout(Duration::from_secs(5), token_refresh(Some(tokens)));
+        assert_eq!(due.await.unwrap(), BTreeSet::from(["pi-1".to_owned()]));
     }
 
     #[test]
