@@ -29,21 +29,17 @@ pub fn create_named(store: &Store, resource: &str, obj: &Value) -> Result<String
 /// [`serviceaccounts::admit_pod`]), and records `SuccessfulCreate` on the controller; a
 /// refused pod is the controller's `FailedCreate` event, and an error (the runner retries).
 pub fn create_pod(store: &Store, pod: &Value, component: &str) -> Result<(), StoreError> {
-    let mut pod = pod.clone();
-    let namespace = pod["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or("default")
-        .to_owned();
-    if let Err(err) = serviceaccounts::admit_pod(store, &namespace, &mut pod) {
+    let mut admitted = pod.clone();
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    if let Err(err) = serviceaccounts::admit_pod(store, namespace, &mut admitted) {
         if matches!(err, StoreError::Refused { .. }) {
             let message = format!("Error creating: {err}");
             let failed = "FailedCreate";
-            events::record_on_controller(store, &pod, Type::Warning, failed, &message, component);
+            events::record_on_controller(store, pod, Type::Warning, failed, &message, component);
         }
         return Err(err);
     }
-    let pod = &pod;
-    let name = create_named(store, "pods", pod)?;
+    let name = create_named(store, "pods", &admitted)?;
     let message = format!("Created pod: {name}");
     events::record_on_controller(
         store,
