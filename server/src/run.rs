@@ -29,6 +29,8 @@ use crate::fleet::peers::Relay;
 use crate::fleet::{Fleet, FleetConfig, FleetHandle, LogParams, MqttTarget};
 use crate::identity::NodeIdentities;
 use crate::identity::certificates::NodeCertificates;
+use crate::identity::pod_tokens::PodTokens;
+use crate::identity::service_account_tokens::TokenSigner;
 use crate::informer::{self, Cache};
 use crate::metrics::Metrics;
 use crate::modules::ModuleStore;
@@ -90,6 +92,11 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         },
     };
     fleet_config.node_approval = config.node_approval;
+    // One key signs the tokens TokenRequest answers and those projected into pods.
+    let signer = Arc::new(
+        TokenSigner::load_or_create(&config.data_dir).context("loading the service account key")?,
+    );
+    fleet_config.pod_tokens = Some(Arc::new(PodTokens::new(Arc::clone(&signer))));
     // The API signs users' certificates with the same CA.
     let fleet_certificates = fleet_config.certificates.clone();
     if let Some(broker) = &broker {
@@ -130,10 +137,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         admin_token: Arc::from(boot.credentials.admin_token.as_str()),
         authorizer: api::auth::Authorizer::new(cache),
         certificates: fleet_certificates,
-        tokens: Some(Arc::new(
-            crate::identity::service_account_tokens::TokenSigner::load_or_create(&config.data_dir)
-                .context("loading the service account key")?,
-        )),
+        tokens: Some(signer),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         service_cidr: config.service_cidr,

@@ -196,6 +196,12 @@ const KEYS_PROJECTION: &[FieldDef] = &[
     FieldDef(4, "optional", Bool, One, Keep),
 ];
 
+const TOKEN_PROJECTION: &[FieldDef] = &[
+    FieldDef(1, "audience", Str, One, Drop),
+    FieldDef(2, "expirationSeconds", Int, One, Keep),
+    FieldDef(3, "path", Str, One, Drop),
+];
+
 const VOLUME_PROJECTION: &[FieldDef] = &[
     FieldDef(1, "secret", Msg(KEYS_PROJECTION), One, Keep),
     FieldDef(
@@ -206,7 +212,7 @@ const VOLUME_PROJECTION: &[FieldDef] = &[
         Keep,
     ),
     FieldDef(3, "configMap", Msg(KEYS_PROJECTION), One, Keep),
-    FieldDef(4, "serviceAccountToken", Unsupported, One, Drop),
+    FieldDef(4, "serviceAccountToken", Msg(TOKEN_PROJECTION), One, Keep),
     FieldDef(5, "clusterTrustBundle", Unsupported, One, Drop),
 ];
 

@@ -264,6 +264,14 @@ impl From<StoreError> for ApiError {
                     key.resource, key.name
                 ),
             ),
+            StoreError::Refused { key, reason } => {
+                let (qualified, details) = object_details(&key.resource, &key.name);
+                Self::forbidden(format!(
+                    "{qualified} \"{}\" is forbidden: {reason}",
+                    key.name
+                ))
+                .with_details(details)
+            }
             StoreError::Gone { requested, oldest } => {
                 Self::expired(format!("too old resource version: {requested} ({oldest})"))
             }

@@ -1,8 +1,9 @@
 //! What a pod may ask of its configuration: `env[].valueFrom`, `envFrom`, `volumes` and
 //! `volumeMounts` (shapes for [`super::validation`]'s allow-list, and the checks across
 //! fields). Volumes are WASI preopened directories: `configMap`, `secret`, `downwardAPI`,
-//! `projected` (its `serviceAccountToken` source is refused for now) and `emptyDir`; every
-//! other volume type, and what a Wasm guest cannot be given, is a 422 naming the field.
+//! `projected` (with `serviceAccountToken` sources: `identity::pod_tokens`) and `emptyDir`;
+//! every other volume type, and what a Wasm guest cannot be given, is a 422 naming the
+//! field.
 
 use std::collections::BTreeSet;
 
@@ -70,6 +71,11 @@ const DOWNWARD_SOURCE: Shape = Shape::Object(&[
     ("items", Shape::List(&DOWNWARD_FILE)),
     ("defaultMode", Shape::Int),
 ]);
+const TOKEN_PROJECTION: Shape = Shape::Object(&[
+    ("audience", Shape::Str),
+    ("expirationSeconds", Shape::Int),
+    ("path", Shape::Str),
+]);
 const PROJECTION: Shape = Shape::Object(&[
     ("configMap", PROJECTED_KEYS),
     ("secret", PROJECTED_KEYS),
@@ -77,7 +83,10 @@ const PROJECTION: Shape = Shape::Object(&[
         "downwardAPI",
         Shape::Object(&[("items", Shape::List(&DOWNWARD_FILE))]),
     ),
+    ("serviceAccountToken", TOKEN_PROJECTION),
 ]);
+/// The sources of a projected volume; each names exactly one.
+const PROJECTED_SOURCES: [&str; 4] = ["configMap", "secret", "downwardAPI", "serviceAccountToken"];
 const PROJECTED_KEYS: Shape = Shape::Object(&[
     ("name", Shape::Str),
     ("items", Shape::List(&KEY_TO_PATH)),
@@ -221,12 +230,53 @@ fn check_volume(volume: &Value, at: &str, causes: &mut Vec<Cause>) {
     check_downward(&volume["downwardAPI"], &format!("{at}.downwardAPI"), causes);
     for (s, source) in list(&volume["projected"], "sources").enumerate() {
         let at = format!("{at}.projected.sources[{s}]");
-        check_one_of(source, &["configMap", "secret", "downwardAPI"], &at, causes);
+        check_one_of(source, &PROJECTED_SOURCES, &at, causes);
         check_items(&source["configMap"], &format!("{at}.configMap"), causes);
         check_items(&source["secret"], &format!("{at}.secret"), causes);
         check_downward(&source["downwardAPI"], &format!("{at}.downwardAPI"), causes);
+        check_token(
+            &source["serviceAccountToken"],
+            &format!("{at}.serviceAccountToken"),
+            causes,
+        );
     }
 }
+
+/// A projected token: a path, and a lifetime of at least ten minutes (Kubernetes' checks
+/// and words; the lifetime issued is at most the server's longest, `identity::pod_tokens`).
+fn check_token(token: &Value, at: &str, causes: &mut Vec<Cause>) {
+    if !token.is_object() {
+        return;
+    }
+    match token["path"].as_str() {
+        None | Some("") => causes.push(Cause::new(
+            "FieldValueRequired",
+            format!("{at}.path"),
+            "Required value",
+        )),
+        Some(_) => check_relative(&token["path"], &format!("{at}.path"), causes),
+    }
+    let Some(seconds) = token["expirationSeconds"].as_i64() else {
+        return;
+    };
+    let limit = if seconds < MIN_TOKEN_SECONDS {
+        "may not specify a duration less than 10 minutes"
+    } else if seconds > MAX_TOKEN_SECONDS {
+        "may not specify a duration larger than 2^32 seconds"
+    } else {
+        return;
+    };
+    causes.push(Cause::new(
+        "FieldValueInvalid",
+        format!("{at}.expirationSeconds"),
+        format!("Invalid value: {seconds}: {limit}"),
+    ));
+}
+
+/// The shortest lifetime a projected token may ask for (Kubernetes: ten minutes).
+const MIN_TOKEN_SECONDS: i64 = crate::identity::service_account_tokens::MIN_EXPIRATION;
+/// The longest lifetime a projected token may ask for (Kubernetes: 2^32 seconds).
+const MAX_TOKEN_SECONDS: i64 = 1 << 32;
 
 fn check_items(source: &Value, at: &str, causes: &mut Vec<Cause>) {
     for (i, item) in list(source, "items").enumerate() {
@@ -384,11 +434,51 @@ mod tests {
         "volumes": [
             {"name": "conf", "projected": {"sources": [
                 {"configMap": {"name": "cm", "items": [{"key": "k", "path": "k.txt"}]}},
-                {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
+                {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 600}},
+                {"serviceAccountToken": {"path": "api-token"}}
             ]}},
             {"name": "work", "emptyDir": {}}
         ]});
         assert!(fields(spec).is_empty());
+    }
+
+    #[test]
+    fn a_projected_token_needs_a_path_and_ten_minutes_as_kubernetes_says() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [container(json!({}))],
+        "volumes": [{"name": "tok", "projected": {"sources": [
+            {"serviceAccountToken": {"expirationSeconds": 599}},
+            {"serviceAccountToken": {"path": "../t", "expirationSeconds": 5_000_000_000_i64}},
+            {"serviceAccountToken": {"path": "t"}, "secret": {"name": "s"}}
+        ]}}]}});
+        let said: Vec<(String, String)> = validate_pod(&pod)
+            .into_iter()
+            .map(|c| (c.field, c.message))
+            .collect();
+        let at = "spec.volumes[0].projected.sources";
+        assert_eq!(
+            said,
+            [
+                (format!("{at}[0].serviceAccountToken.path"), "Required value".into()),
+                (
+                    format!("{at}[0].serviceAccountToken.expirationSeconds"),
+                    "Invalid value: 599: may not specify a duration less than 10 minutes".into()
+                ),
+                (
+                    format!("{at}[1].serviceAccountToken.path"),
+                    "Invalid value: \"../t\": must be a relative path without '..'".into()
+                ),
+                (
+                    format!("{at}[1].serviceAccountToken.expirationSeconds"),
+                    "Invalid value: 5000000000: may not specify a duration larger than 2^32 seconds"
+                        .into()
+                ),
+                (
+                    format!("{at}[2]"),
+                    "Invalid value: must name exactly one of configMap, secret, downwardAPI, serviceAccountToken".into()
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -405,7 +495,7 @@ mod tests {
         ]}))],
         "volumes": [
             {"name": "host", "hostPath": {"path": "/etc"}},
-            {"name": "tok", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}},
+            {"name": "tok", "projected": {"sources": [{"serviceAccountToken": {"path": "t", "expirationSeconds": 300}}]}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Mi"}},
             {"name": "tmp", "configMap": {"name": "x", "defaultMode": 4096}}
         ]});
@@ -422,8 +512,7 @@ mod tests {
                 "spec.containers[0].volumeMounts[2].subPath",
                 "spec.volumes[0]",
                 "spec.volumes[0].hostPath",
-                "spec.volumes[1].projected.sources[0]",
-                "spec.volumes[1].projected.sources[0].serviceAccountToken",
+                "spec.volumes[1].projected.sources[0].serviceAccountToken.expirationSeconds",
                 "spec.volumes[2].emptyDir.sizeLimit",
                 "spec.volumes[3].configMap.defaultMode",
                 "spec.volumes[3].name",

@@ -2,7 +2,8 @@
 //! literal values, and its `configMap`, `secret`, `downwardAPI`, `projected` and `emptyDir`
 //! volumes into the files (or empty directories) its containers mount. The node receives
 //! ConfigMaps and Secrets only this way, inside the pods bound to it that use them
-//! (`k8s::references` names which ones a pod uses).
+//! (`k8s::references` names which ones a pod uses). A projected `serviceAccountToken` is a
+//! file too: the token a [`TokenSource`] issues for the pod (`identity::pod_tokens`).
 //!
 //! What is missing and not `optional` (a ConfigMap, a Secret, a key) keeps the containers
 //! that need it from starting: [`Missing`] carries Kubernetes' message, and the pod waits
@@ -12,10 +13,13 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIVolumeFile, EnvVar, KeyToPath, ObjectFieldSelector, Pod, Volume,
+    Container, DownwardAPIVolumeFile, EnvVar, KeyToPath, ObjectFieldSelector, Pod,
+    ServiceAccountTokenProjection, Volume,
 };
 use wasmfleet_protocol::pod::PodConfig;
 use wasmfleet_protocol::pod::volumes::{Mount, Volume as WireVolume, VolumeFile, VolumeSource};
+
+use crate::identity::pod_tokens::TokenProjection;
 
 /// The waiting reason of a container whose configuration is missing.
 pub const CONFIG_ERROR: &str = "CreateContainerConfigError";
@@ -30,6 +34,19 @@ pub type Lookup<'a> = dyn Fn(&str, &str) -> Option<BTreeMap<String, Vec<u8>>> + 
 
 /// Like [`Lookup`] in any namespace: `(resource, namespace, name)`.
 pub type NamespacedLookup<'a> = dyn Fn(&str, &str, &str) -> Option<BTreeMap<String, Vec<u8>>> + 'a;
+
+/// Issues the ServiceAccount token a projected volume asks for: the token, or why there is
+/// none (the message the containers that mount it wait with).
+pub type TokenSource<'a> = dyn Fn(&TokenProjection) -> Result<String, String> + 'a;
+
+/// Where a pod's configuration comes from, in any namespace.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    /// ConfigMaps' and Secrets' data.
+    pub objects: &'a NamespacedLookup<'a>,
+    /// ServiceAccount tokens.
+    pub tokens: &'a TokenSource<'a>,
+}
 
 /// A container that cannot start for want of configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +66,13 @@ pub struct Resolved {
     pub config: PodConfig,
 }
 
-/// Resolves `pod`'s environment and volumes, or names the containers that cannot start.
-pub fn resolve(pod: &Pod, lookup: &Lookup<'_>) -> Result<Resolved, Vec<Missing>> {
+/// Resolves `pod`'s environment and volumes, or names the containers that cannot start;
+/// `lookup` finds ConfigMaps and Secrets in the pod's namespace, `tokens` issues tokens.
+pub fn resolve(
+    pod: &Pod,
+    lookup: &Lookup<'_>,
+    tokens: &TokenSource<'_>,
+) -> Result<Resolved, Vec<Missing>> {
     let mut resolved = Resolved::default();
     let mut missing = Vec::new();
     let Some(spec) = &pod.spec else {
@@ -69,7 +91,7 @@ pub fn resolve(pod: &Pod, lookup: &Lookup<'_>) -> Result<Resolved, Vec<Missing>>
         }
     }
     for volume in spec.volumes.iter().flatten() {
-        match volume_source(pod, namespace, volume, lookup) {
+        match volume_source(pod, namespace, volume, (lookup, tokens)) {
             Ok(source) => resolved.config.volumes.push(WireVolume {
                 name: volume.name.clone(),
                 source,
@@ -232,7 +254,7 @@ fn volume_source(
     pod: &Pod,
     namespace: &str,
     volume: &Volume,
-    lookup: &Lookup<'_>,
+    (lookup, tokens): (&Lookup<'_>, &TokenSource<'_>),
 ) -> Result<VolumeSource, String> {
     let mut files = Vec::new();
     if let Some(map) = &volume.config_map {
@@ -297,12 +319,41 @@ fn volume_source(
             if let Some(downward) = &source.downward_api {
                 downward_files(pod, downward.items.iter().flatten(), mode, &mut files);
             }
+            if let Some(token) = &source.service_account_token {
+                let projection = token_projection(pod, namespace, &volume.name, token);
+                files.push(VolumeFile {
+                    path: token.path.clone(),
+                    mode,
+                    data: tokens(&projection)?.into_bytes(),
+                });
+            }
         }
     } else {
         // `emptyDir` (admission refuses every other type).
         return Ok(VolumeSource::EmptyDir);
     }
     Ok(VolumeSource::Files(files))
+}
+
+/// The token `source` asks for in `volume` of `pod`.
+fn token_projection(
+    pod: &Pod,
+    namespace: &str,
+    volume: &str,
+    source: &ServiceAccountTokenProjection,
+) -> TokenProjection {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let node = spec
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or_default();
+    let account = spec
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|name| !name.is_empty())
+        .unwrap_or(crate::k8s::references::DEFAULT_SERVICE_ACCOUNT);
+    let name = meta.name.as_deref().unwrap_or_default();
+    let uid = meta.uid.as_deref().unwrap_or_default();
+    TokenProjection::new((namespace, name, uid), (node, account, volume), source)
 }
 
 fn mode_of(mode: Option<i32>) -> u32 {
@@ -446,6 +497,10 @@ mod tests {
         )
     }
 
+    fn no_tokens(_: &TokenProjection) -> Result<String, String> {
+        Err("no tokens here".into())
+    }
+
     #[test]
     fn env_values_come_from_config_maps_secrets_and_the_downward_api() {
         let pod = pod(json!({"nodeName": "pi-1", "containers": [{"name": "c",
@@ -460,7 +515,7 @@ mod tests {
             {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "SA", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}}
         ]}]}));
-        let resolved = resolve(&pod, &lookup).unwrap();
+        let resolved = resolve(&pod, &lookup, &no_tokens).unwrap();
         let env: Vec<(&str, &str)> = resolved.env["c"]
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -488,7 +543,7 @@ mod tests {
             {"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/v"}]},
             {"name": "d"}
         ], "volumes": [{"name": "v", "secret": {"secretName": "absent"}}]}));
-        let missing = resolve(&pod, &lookup).unwrap_err();
+        let missing = resolve(&pod, &lookup, &no_tokens).unwrap_err();
         let said: Vec<(&str, &str)> = missing
             .iter()
             .map(|m| (m.container.as_str(), m.message.as_str()))
@@ -518,7 +573,7 @@ mod tests {
             ]}},
             {"name": "scratch", "emptyDir": {}}
         ]}));
-        let config = resolve(&pod, &lookup).unwrap().config;
+        let config = resolve(&pod, &lookup, &no_tokens).unwrap().config;
         let VolumeSource::Files(files) = &config.volumes[0].source else {
             panic!("{config:?}");
         };
@@ -554,6 +609,36 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_projected_token_is_a_file_of_the_token_issued_for_the_pod() {
+        let pod = pod(json!({"nodeName": "pi-1", "serviceAccountName": "robot",
+        "containers": [{"name": "c", "volumeMounts": [{"name": "tok", "mountPath": "/var/run/tok"}]}],
+        "volumes": [{"name": "tok", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 600}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}
+        ]}}]}));
+        let issue = |p: &TokenProjection| {
+            Ok(format!(
+                "{}/{}/{}/{}/{}/{}/{}/{}",
+                p.namespace, p.pod, p.pod_uid, p.node, p.account, p.volume, p.audience, p.seconds
+            ))
+        };
+        let config = resolve(&pod, &lookup, &issue).unwrap().config;
+        let VolumeSource::Files(files) = &config.volumes[0].source else {
+            panic!("{config:?}");
+        };
+        assert_eq!(files[0].path, "token");
+        assert_eq!(
+            String::from_utf8_lossy(&files[0].data),
+            "shop/web/u-1/pi-1/robot/tok/vault/600"
+        );
+        assert_eq!(files[1].data, b"shop");
+        assert!(config.mounts[0].read_only);
+        // A token that cannot be issued keeps the mounting containers waiting.
+        let missing = resolve(&pod, &lookup, &no_tokens).unwrap_err();
+        assert_eq!(missing[0].message, "no tokens here");
     }
 
     #[test]

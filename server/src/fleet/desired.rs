@@ -65,19 +65,20 @@ pub struct Plan {
     pub unresolved: Vec<Unresolved>,
 }
 
-/// Plans the snapshot for `node` from every pod in the cluster.
+/// Plans the snapshot for `node` from every pod in the cluster; `sources` give the
+/// ConfigMaps, Secrets and ServiceAccount tokens pods use.
 pub fn desired_for_node(
     node: &str,
     pods: &[Pod],
     resolve: &dyn Fn(&str) -> Option<ModuleRef>,
-    lookup: &config::NamespacedLookup<'_>,
+    sources: config::Sources<'_>,
     cluster: ClusterCidr,
     revision: u64,
 ) -> Plan {
     let mut assignments = Vec::new();
     let mut unresolved = Vec::new();
     for pod in pods.iter().filter(|p| runs_on(p, node)) {
-        let configured = assignment(pod, resolve, cluster).and_then(|a| configure(pod, a, lookup));
+        let configured = assignment(pod, resolve, cluster).and_then(|a| configure(pod, a, sources));
         match configured {
             Ok(assignment) => assignments.push(assignment),
             Err(mut missing) => unresolved.append(&mut missing),
@@ -93,15 +94,15 @@ pub fn desired_for_node(
     }
 }
 
-/// `assignment` with its environment and volumes resolved ([`super::config`]); `lookup`
-/// finds a ConfigMap's or Secret's data by resource, namespace and name.
+/// `assignment` with its environment and volumes resolved ([`super::config`]).
 fn configure(
     pod: &Pod,
     mut assignment: PodAssignment,
-    lookup: &config::NamespacedLookup<'_>,
+    sources: config::Sources<'_>,
 ) -> Result<PodAssignment, Vec<Unresolved>> {
-    let in_namespace = |resource: &str, name: &str| lookup(resource, &assignment.namespace, name);
-    match config::resolve(pod, &in_namespace) {
+    let in_namespace =
+        |resource: &str, name: &str| (sources.objects)(resource, &assignment.namespace, name);
+    match config::resolve(pod, &in_namespace, sources.tokens) {
         Ok(mut resolved) => {
             for container in &mut assignment.containers {
                 if let Some(env) = resolved.env.remove(&container.name) {
@@ -473,6 +474,19 @@ mod tests {
         (image == "hello:v1").then(digest)
     }
 
+    fn no_objects(_: &str, _: &str, _: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        None
+    }
+
+    fn no_tokens(_: &crate::identity::pod_tokens::TokenProjection) -> Result<String, String> {
+        Err("no tokens".into())
+    }
+
+    const NOTHING: config::Sources<'static> = config::Sources {
+        objects: &no_objects,
+        tokens: &no_tokens,
+    };
+
     fn web(node: &str, image: &str) -> Pod {
         pod(json!({
             "metadata": {"name": "web", "namespace": "default", "uid": "u-1",
@@ -498,7 +512,7 @@ mod tests {
             "pi-1",
             &[web("pi-1", "hello:v1")],
             &resolve,
-            &|_, _, _| None,
+            NOTHING,
             ClusterCidr::default(),
             7,
         );
@@ -540,7 +554,7 @@ mod tests {
             "pi-1",
             &[waiting],
             &resolve,
-            &|_, _, _| None,
+            NOTHING,
             ClusterCidr::default(),
             7,
         );
@@ -561,7 +575,7 @@ mod tests {
             "pi-1",
             &[web("pi-2", "hello:v1"), deleting, unbound],
             &resolve,
-            &|_, _, _| None,
+            NOTHING,
             ClusterCidr::default(),
             1,
         );
@@ -574,7 +588,7 @@ mod tests {
             "pi-1",
             &[web("pi-1", "nope:v9")],
             &resolve,
-            &|_, _, _| None,
+            NOTHING,
             ClusterCidr::default(),
             1,
         );
@@ -599,14 +613,7 @@ mod tests {
             "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "hello:v1"}]},
             "status": {"podIP": "10.42.0.2"}
         }));
-        let plan = desired_for_node(
-            "n",
-            &[p],
-            &resolve,
-            &|_, _, _| None,
-            ClusterCidr::default(),
-            1,
-        );
+        let plan = desired_for_node("n", &[p], &resolve, NOTHING, ClusterCidr::default(), 1);
         assert_eq!(plan.desired.pods[0].restart_policy, RestartPolicy::Always);
         assert_eq!(plan.desired.pods[0].containers[0].memory_limit_bytes, None);
     }

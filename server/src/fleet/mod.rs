@@ -129,6 +129,8 @@ pub struct FleetConfig {
     pub certificates: Option<Arc<NodeCertificates>>,
     /// Where the link's MQTT traffic is counted.
     pub metrics: crate::metrics::Metrics,
+    /// Issues pods' projected ServiceAccount tokens; `None`: a pod that mounts one waits.
+    pub pod_tokens: Option<Arc<crate::identity::pod_tokens::PodTokens>>,
 }
 
 impl FleetConfig {
@@ -153,6 +155,7 @@ impl FleetConfig {
             node_approval: false,
             certificates: None,
             metrics: crate::metrics::Metrics::default(),
+            pod_tokens: None,
         }
     }
 }
@@ -222,7 +225,8 @@ impl Fleet {
             cache.clone(),
             modules.clone(),
             config.cluster_cidr,
-        );
+        )
+        .with_tokens(config.pod_tokens.clone());
         let services = RetainedPublisher::new(
             client.clone(),
             cache.clone(),

@@ -8,7 +8,9 @@
 //! new content reaches the pod's files), every node on a module change, a resync, a
 //! re-list or a missed change, and publishes only what changed (pods, then the index, then
 //! the clears), and everything again after every (re)connect. A status report or a `Lease`
-//! renewal re-plans nothing. The index `revision` is the cache's store revision plus the
+//! renewal re-plans nothing. Pods' ServiceAccount tokens ([`PodTokens`]) are reused
+//! between passes; the publisher wakes up when one is due for refresh and re-plans its
+//! node. The index `revision` is the cache's store revision plus the
 //! module store's generation: both persist and only grow, and a module arriving changes a
 //! pod without a store write, so the plain store revision could repeat (agents ignore an
 //! index whose revision is not newer than the last one they applied).
@@ -33,6 +35,7 @@ use super::desired::{
     Delivery, Sent, UNDELIVERABLE, Unresolved, awaits_confirmation, desired_for_node, index_of,
     mark_undeliverable, mark_unresolved, namespace_and_name, plan_delivery,
 };
+use crate::identity::pod_tokens::{PodTokens, TokenProjection};
 use crate::informer::{Cache, Changes};
 use crate::k8s::pods::running_node;
 use crate::k8s::references;
@@ -51,6 +54,8 @@ pub struct DesiredPublisher {
     published: HashMap<String, Sent>,
     /// Missing images already written to the store, per node, so they are written once.
     marked: HashMap<String, BTreeSet<(String, String, String)>>,
+    /// Issues (and keeps) pods' projected ServiceAccount tokens; `None`: none are issued.
+    tokens: Option<Arc<PodTokens>>,
 }
 
 /// How long to wait after a change for more changes, so bursts cost one pass.
@@ -73,6 +78,13 @@ impl Targets {
         } else if let Targets::Nodes(nodes) = self {
             nodes.extend(affected_nodes(batch));
             nodes.extend(config_users(batch, &|ns| cache.in_namespace("pods", ns)));
+        }
+    }
+
+    /// Adds `nodes` (whose pods' tokens are due), keeping what a failed pass left.
+    fn add_nodes(&mut self, more: BTreeSet<String>) {
+        if let Targets::Nodes(nodes) = self {
+            nodes.extend(more);
         }
     }
 
@@ -169,7 +181,14 @@ impl DesiredPublisher {
             republish: Arc::new(Notify::new()),
             published: HashMap::new(),
             marked: HashMap::new(),
+            tokens: None,
         }
+    }
+
+    /// Issues pods' projected ServiceAccount tokens with `tokens`.
+    pub fn with_tokens(mut self, tokens: Option<Arc<PodTokens>>) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     /// Notifying this makes the next pass publish every snapshot (after a reconnect).
@@ -224,6 +243,7 @@ impl DesiredPublisher {
                     targets = Targets::All;
                 }
                 () = tokio::time::sleep(resync) => targets = Targets::All,
+                due = token_refresh(self.tokens.clone()) => targets.add_nodes(due),
             }
         }
     }
@@ -260,6 +280,7 @@ impl DesiredPublisher {
             let object = cache.get(&ObjectKey::namespaced(resource, namespace, name))?;
             Some(config::data_of(resource, &object))
         };
+        let issue = self.token_source(revision);
         for node in self.nodes(targets) {
             let pods: Vec<Pod> = self
                 .cache
@@ -267,7 +288,16 @@ impl DesiredPublisher {
                 .iter()
                 .filter_map(|pod| Pod::deserialize(pod.as_ref()).ok())
                 .collect();
-            let plan = desired_for_node(&node, &pods, &resolve, &lookup, self.cluster, revision);
+            // Built per node: a `Sources` (plain `dyn Fn`s) may not be held across an await.
+            let sources = config::Sources {
+                objects: &lookup,
+                tokens: &issue,
+            };
+            let plan = desired_for_node(&node, &pods, &resolve, sources, self.cluster, revision);
+            if let Some(tokens) = &self.tokens {
+                let uids = pods.iter().filter_map(|p| p.metadata.uid.as_deref());
+                tokens.keep_only(&node, &uids.collect());
+            }
             let sent = self.published.get(&node);
             let mut delivery = plan_delivery(sent, plan.desired.pods, revision);
             if delivery.index.is_none() && awaits_confirmation(&pods, sent) {
@@ -283,6 +313,29 @@ impl DesiredPublisher {
             self.mark_refused(&pods, &refused)?;
         }
         Ok(())
+    }
+
+    /// Issues the tokens of a pass at `revision`: the account is read from the cache.
+    fn token_source(
+        &self,
+        revision: u64,
+    ) -> impl Fn(&TokenProjection) -> Result<String, String> + use<> {
+        let (tokens, cache) = (self.tokens.clone(), self.cache.clone());
+        let now = jiff::Timestamp::now().as_second();
+        move |projection: &TokenProjection| {
+            let Some(tokens) = &tokens else {
+                return Err("this server issues no ServiceAccount tokens".into());
+            };
+            let key = ObjectKey::namespaced(
+                "serviceaccounts",
+                &projection.namespace,
+                &projection.account,
+            );
+            let account = cache.get(&key);
+            tokens
+                .token(projection, account.as_deref(), (now, revision))
+                .map_err(|err| err.to_string())
+        }
     }
 
     /// Publishes a node's changed pods, then its index, then clears the pods that left.
@@ -392,6 +445,20 @@ impl DesiredPublisher {
     }
 }
 
+/// Waits until a pod's token is due for refresh; returns the nodes to re-plan. Never
+/// returns without tokens.
+async fn token_refresh(tokens: Option<Arc<PodTokens>>) -> BTreeSet<String> {
+    let Some(at) = tokens.as_ref().and_then(|t| t.next_refresh()) else {
+        return std::future::pending().await;
+    };
+    let wait = at.saturating_sub(jiff::Timestamp::now().as_second()).max(0);
+    tokio::time::sleep(Duration::from_secs(wait.unsigned_abs())).await;
+    match tokens {
+        Some(tokens) => tokens.nodes_due(jiff::Timestamp::now().as_second()),
+        None => BTreeSet::new(),
+    }
+}
+
 /// Adds the nodes of every batch already waiting to `targets`.
 fn drain(changes: &mut broadcast::Receiver<Arc<Changes>>, targets: &mut Targets, cache: &Cache) {
     loop {
@@ -434,6 +501,32 @@ mod tests {
             changes,
             relisted: false,
         }
+    }
+
+    #[tokio::test]
+    async fn the_publisher_wakes_up_for_the_nodes_whose_tokens_are_due() {
+        use crate::identity::service_account_tokens::TokenSigner;
+        let signer = TokenSigner::from_pkcs8(&TokenSigner::generate().unwrap()).unwrap();
+        let tokens = Arc::new(PodTokens::new(Arc::new(signer)));
+        let never = tokio::time::timeout(Duration::from_millis(50), token_refresh(None));
+        assert!(never.await.is_err(), "no tokens: no wake-up");
+        let empty = token_refresh(Some(Arc::clone(&tokens)));
+        let empty = tokio::time::timeout(Duration::from_millis(50), empty);
+        assert!(empty.await.is_err(), "no token issued yet: no wake-up");
+        let source = k8s_openapi::api::core::v1::ServiceAccountTokenProjection {
+            expiration_seconds: Some(600),
+            ..Default::default()
+        };
+        let projection =
+            TokenProjection::new(("ns", "p", "uid-1"), ("pi-1", "robot", "tok"), &source);
+        let account = json!({"metadata": {"uid": "sa-1"}});
+        // Issued 500 s ago: its refresh (after 480 s) is due.
+        let issued = jiff::Timestamp::now().as_second() - 500;
+        tokens
+            .token(&projection, Some(&account), (issued, 1))
+            .unwrap();
+        let due = tokio::time::timeout(Duration::from_secs(5), token_refresh(Some(tokens)));
+        assert_eq!(due.await.unwrap(), BTreeSet::from(["pi-1".to_owned()]));
     }
 
     #[test]

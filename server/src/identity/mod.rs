@@ -15,7 +15,9 @@
 //! that too.
 //!
 //! ServiceAccount tokens ([`service_account_tokens`]): bound, expiring JWTs signed by the
-//! cluster's service account key, which the API accepts as the account.
+//! cluster's service account key, which the API accepts as the account. Pod tokens
+//! ([`pod_tokens`]): the tokens projected into pods' volumes, bound to the pod, reused
+//! until their refresh time.
 //!
 //! Join tokens: the cluster's default token (`<data-dir>/node-token`, replaced by
 //! `--rotate-join-token`) and the tokens an admin creates, limited in time and uses and
@@ -26,6 +28,7 @@
 //! admin removes the taint (`kubectl taint node NAME node.wasmfleet.io/unapproved:NoSchedule-`).
 
 pub mod certificates;
+pub mod pod_tokens;
 pub mod service_account_tokens;
 pub mod tokens;
 

@@ -49,6 +49,15 @@ pub enum StoreError {
         /// What was wrong with it.
         reason: String,
     },
+    /// An admission rule refused a write before it reached the store (a controller's pod
+    /// whose ServiceAccount does not exist): the API answers 403, a controller retries.
+    #[error("{} \"{}\" is forbidden: {reason}", key.resource, key.name)]
+    Refused {
+        /// The object (named by its `generateName` when it has no name yet).
+        key: ObjectKey,
+        /// Why, in kube-apiserver's words.
+        reason: String,
+    },
     /// The store was shut down while a watch waited.
     #[error("store closed")]
     Closed,

@@ -69,23 +69,12 @@ pub fn admit_create(pod: &mut Value) -> Result<(), ApiError> {
         return Err(ApiError::invalid("Pod", name_of(pod), &causes));
     }
     defaults::apply_pod_defaults(pod);
-    default_service_account(pod);
+    super::serviceaccounts::set_account(pod);
     check_deliverable(pod)?;
     if let Some(map) = pod.as_object_mut() {
         map.insert("status".into(), json!({"phase": "Pending"}));
     }
     Ok(())
-}
-
-/// A pod runs as `default` unless it names its ServiceAccount (Kubernetes' ServiceAccount
-/// admission; whether the account exists is checked outside the pod's write,
-/// [`super::serviceaccounts::require_for_pod`]).
-fn default_service_account(pod: &mut Value) {
-    let account = super::serviceaccounts::account_of(pod).to_owned();
-    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.insert("serviceAccountName".into(), account.clone().into());
-        spec.insert("serviceAccount".into(), account.into());
-    }
 }
 
 /// A changed pod: valid, and differing from `old` only in images, labels and annotations.

@@ -3,13 +3,17 @@
 //! - Each namespace has a `default` account, created by the serviceaccount controller
 //!   (`controllers::serviceaccounts`), or by the first pod that needs it before the
 //!   controller got there ([`require_for_pod`]).
-//! - A new pod runs as `spec.serviceAccountName` (defaulted to `default` by pod admission);
-//!   an account that does not exist refuses the pod with kube-apiserver's 403
-//!   (`error looking up service account NS/NAME: serviceaccount "NAME" not found`).
+//! - A new pod runs as `spec.serviceAccountName` (defaulted to `default`); an account that
+//!   does not exist refuses the pod with kube-apiserver's 403 (`error looking up service
+//!   account NS/NAME: serviceaccount "NAME" not found`). One rule ([`set_account`],
+//!   [`require_for_pod`], together [`admit_pod`]) for the API's pods and the workload
+//!   controllers' (`controllers::writes::create_pod`, which reports a refusal as the
+//!   controller's `FailedCreate` event and retries).
 //! - `POST .../serviceaccounts/NAME/token` (`kubectl create token NAME [--duration D]
 //!   [--audience A] [--bound-object-kind Pod --bound-object-name P]`): a signed, expiring
 //!   JWT for the account ([`crate::identity::service_account_tokens`]), bound to a pod when
-//!   asked; [`pod_token`] is the same for the projection of a token into a pod.
+//!   asked ([`pod_token`]). Tokens projected into pods' volumes are issued by
+//!   [`crate::identity::pod_tokens`].
 
 use axum::Json;
 use axum::body::Body;
@@ -123,27 +127,47 @@ pub fn account_of(pod: &Value) -> &str {
         .unwrap_or(DEFAULT_SERVICE_ACCOUNT)
 }
 
-/// Pod admission (outside the pod's write): its account must exist. A missing `default`
-/// is created (what the controller does for every namespace; a pod in a namespace made a
-/// moment ago must not lose the race); any other is a 403, as kube-apiserver's
-/// ServiceAccount admission answers.
-pub fn require_for_pod(store: &Store, namespace: &str, pod: &Value) -> Result<(), ApiError> {
+/// Pod admission, pure: the pod runs as `default` unless it names its account
+/// (`spec.serviceAccountName`, and the deprecated `spec.serviceAccount` beside it).
+pub fn set_account(pod: &mut Value) {
+    let account = account_of(pod).to_owned();
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("serviceAccountName".into(), account.clone().into());
+        spec.insert("serviceAccount".into(), account.into());
+    }
+}
+
+/// Pod admission against the store (outside the pod's write): its account must exist. A
+/// missing `default` is created (what the controller does for every namespace; a pod in a
+/// namespace made a moment ago must not lose the race); any other refuses the pod
+/// ([`StoreError::Refused`], the API's 403), as kube-apiserver's ServiceAccount admission.
+pub fn require_for_pod(store: &Store, namespace: &str, pod: &Value) -> Result<(), StoreError> {
     let account = account_of(pod);
     let key = ObjectKey::namespaced(KIND.plural, namespace, account);
     if store.get(&key)?.is_some() {
         return Ok(());
     }
     if account == DEFAULT_SERVICE_ACCOUNT {
-        return Ok(ensure_default(store, namespace)?);
+        return ensure_default(store, namespace);
     }
-    Err(ApiError::forbidden_request(
-        "",
-        "pods",
-        name_of(pod),
-        &format!(
+    // A controller's pod has no name yet: Kubernetes names it by its `generateName`.
+    let name = match name_of(pod) {
+        "" => pod["metadata"]["generateName"].as_str().unwrap_or_default(),
+        name => name,
+    };
+    Err(StoreError::Refused {
+        key: ObjectKey::namespaced("pods", namespace, name),
+        reason: format!(
             "error looking up service account {namespace}/{account}: serviceaccount \"{account}\" not found"
         ),
-    ))
+    })
+}
+
+/// The whole ServiceAccount admission of a new pod in `namespace`: [`set_account`], then
+/// [`require_for_pod`].
+pub fn admit_pod(store: &Store, namespace: &str, pod: &mut Value) -> Result<(), StoreError> {
+    set_account(pod);
+    require_for_pod(store, namespace, pod)
 }
 
 fn token_route() -> MethodRouter<ApiContext> {
@@ -151,8 +175,7 @@ fn token_route() -> MethodRouter<ApiContext> {
 }
 
 /// A token for `account`, bound to `pod` when given, valid from `now` for `seconds`, for
-/// `audiences` (none: the API). For projecting a token into a pod: `pod_token(signer,
-/// account, Some(pod), ...)`.
+/// `audiences` (none: the API).
 pub fn pod_token(
     signer: &TokenSigner,
     account: &Value,
@@ -320,6 +343,37 @@ mod tests {
             Some("pod-1")
         );
         assert_eq!(signer.verify(&token, tokens::ISSUER, 1001).unwrap(), claims);
+    }
+
+    #[test]
+    fn a_new_pod_runs_as_an_account_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        // `default` is made when missing; the pod is given its name.
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {}});
+        admit_pod(&store, "team", &mut pod).unwrap();
+        assert_eq!(pod["spec"]["serviceAccountName"], "default");
+        assert_eq!(pod["spec"]["serviceAccount"], "default");
+        let default = ObjectKey::namespaced("serviceaccounts", "team", "default");
+        assert!(store.get(&default).unwrap().is_some());
+        // Another account must exist; a controller's pod is named by its generateName.
+        let mut pod = json!({"metadata": {"generateName": "web-"},
+            "spec": {"serviceAccountName": "missing"}});
+        let refused = admit_pod(&store, "team", &mut pod).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "pods \"web-\" is forbidden: error looking up service account team/missing: \
+             serviceaccount \"missing\" not found"
+        );
+        let api = ApiError::from(refused);
+        assert_eq!(api.code, StatusCode::FORBIDDEN);
+        store
+            .create(
+                &ObjectKey::namespaced("serviceaccounts", "team", "missing"),
+                json!({"metadata": {"name": "missing", "namespace": "team"}}),
+            )
+            .unwrap();
+        assert!(admit_pod(&store, "team", &mut pod).is_ok());
     }
 
     #[test]
