@@ -315,7 +315,7 @@ fn node_client(cluster: &Cluster, name: &str) -> Clients {
 #[test]
 fn nodes_reach_only_their_own_pods() {
     let agents = ["node-a", "node-b"].map(|n| (n.to_owned(), String::new()));
-    let cluster = Cluster::start(ClusterOptions {
+    let mut cluster = Cluster::start(ClusterOptions {
         agents: agents.to_vec(),
     });
     cluster.kubectl_ok(&[
@@ -386,7 +386,10 @@ fn nodes_reach_only_their_own_pods() {
         r#"nodes "node-a" is forbidden: User "system:node:node-b" cannot patch resource "nodes" in API group "" at the cluster scope"#,
     );
 
-    // Deleting the Node unpins its key: its certificate no longer authenticates (401).
+    // Deleting the Node unpins its key: its certificate no longer authenticates (401). Its
+    // agent is stopped first: a running one joins again at once (with the join token) and
+    // pins its key anew.
+    cluster.kill_agent("node-b");
     cluster.kubectl_ok(&["delete", "node", "node-b", "--wait=false"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
