@@ -90,6 +90,13 @@ pub struct ServerConfig {
     #[arg(long)]
     pub rotate_join_token: bool,
 
+    /// Encrypt Secrets at rest with a new key from this start on (k3s `secrets-encrypt
+    /// rotate-keys`): every stored Secret is resealed with it as the store opens, then the
+    /// old key is removed from `<data-dir>/secrets-encryption.key`. Back up the data
+    /// directory with its key file first; an older backup needs the older key file.
+    #[arg(long)]
+    pub rotate_secrets_key: bool,
+
     /// Nodes that join wait for an admin's approval: they are tainted
     /// `node.wasmfleet.io/unapproved:NoSchedule` until an admin removes the taint
     /// (`kubectl taint node NAME node.wasmfleet.io/unapproved:NoSchedule-`).

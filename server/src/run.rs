@@ -56,6 +56,10 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     sans.extend(config.relay_address.iter().map(|relay| relay.host.clone()));
     let mut boot = bootstrap::load_or_create(&config.data_dir, &sans)
         .context("preparing the data directory")?;
+    if config.rotate_secrets_key {
+        bootstrap::rotate_secrets_key(&config.data_dir, &mut boot)
+            .context("rotating the secrets encryption key")?;
+    }
     if config.rotate_join_token {
         bootstrap::rotate_join_token(&config.data_dir, &mut boot)
             .context("rotating the join token")?;
@@ -68,6 +72,9 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     };
     let store = Store::open_with(config.data_dir.join("state.redb"), options)
         .context("opening the store")?;
+    // The store resealed every Secret with the current key as it opened.
+    bootstrap::retire_old_secrets_keys(&config.data_dir)
+        .context("removing the old secrets encryption keys")?;
     api::kinds::namespaces::ensure_built_in(&store).context("creating the built-in namespaces")?;
     api::kinds::ingressclasses::ensure_built_in(&store)
         .context("creating the built-in IngressClass")?;

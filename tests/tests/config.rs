@@ -22,7 +22,7 @@ fn kubectl_fails(cluster: &Cluster, args: &[&str]) -> String {
 
 #[test]
 fn kubectl_creates_gets_and_describes_config_maps_and_secrets() {
-    let cluster = Cluster::start(ClusterOptions { agents: vec![] });
+    let mut cluster = Cluster::start(ClusterOptions { agents: vec![] });
     let file = cluster.dir().join("app.conf");
     fs::write(&file, "level=debug\n").expect("write file");
     let from_file = format!("--from-file={}", file.display());
@@ -75,6 +75,18 @@ fn kubectl_creates_gets_and_describes_config_maps_and_secrets() {
     let key = cluster.dir().join("server/secrets-encryption.key");
     let mode = fs::metadata(&key).expect("key file").permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+
+    // A key rotation at a restart reseals every Secret with the new key and drops the old.
+    cluster.restart_server_with(&["--rotate-secrets-key"]);
+    let keys = fs::read_to_string(&key).expect("key file");
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    assert!(keys.starts_with("key2:"), "{keys}");
+    let state = fs::read(cluster.dir().join("server/state.redb")).expect("read store");
+    let old_prefix = b"k8s:enc:aesgcm:v1:key1:";
+    assert!(!state.windows(old_prefix.len()).any(|w| w == old_prefix));
+    let password =
+        cluster.kubectl_ok(&["get", "secret", "creds", "-o", "jsonpath={.data.password}"]);
+    assert_eq!(password, "czNjcmV0LXZhbHVl");
 
     // kubectl describe shows a Secret's sizes, never its values.
     let described = cluster.kubectl_ok(&["describe", "secret", "creds"]);

@@ -79,6 +79,22 @@ pub fn load_or_create(data_dir: &Path, extra_sans: &[String]) -> Result<Bootstra
     })
 }
 
+/// Puts a new secrets encryption key first in `secrets-encryption.key`; the store reseals
+/// every Secret with it as it opens, then [`retire_old_secrets_keys`] drops the old ones.
+pub fn rotate_secrets_key(
+    data_dir: &Path,
+    bootstrap: &mut Bootstrap,
+) -> Result<(), BootstrapError> {
+    bootstrap.secrets_cipher = secrets_key::rotate(&data_dir.join(secrets_key::FILE))?;
+    Ok(())
+}
+
+/// Keeps only the current secrets encryption key, once the store has resealed every
+/// Secret with it (after it opened).
+pub fn retire_old_secrets_keys(data_dir: &Path) -> Result<(), BootstrapError> {
+    secrets_key::retire_old(&data_dir.join(secrets_key::FILE))
+}
+
 /// Replaces the node join token (in `credentials.json` and `node-token`) with a new one.
 pub fn rotate_join_token(data_dir: &Path, bootstrap: &mut Bootstrap) -> Result<(), BootstrapError> {
     let mut credentials = bootstrap.credentials.clone();

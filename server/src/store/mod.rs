@@ -139,12 +139,13 @@ impl Store {
             read_counter(&write.open_table(META)?, REV)?
         };
         let sealed = match &options.secrets_cipher {
-            Some(cipher) => seal_plain_values(&write, cipher)?,
+            Some(cipher) => reseal_values(&write, cipher)?,
             None => false,
         };
         write.commit()?;
         if sealed {
-            // Frees the pages that held the plain values, so the file no longer does.
+            // Frees the pages that held the plain (or old-key) values, so the file no longer
+            // does.
             db.compact()?;
         }
         let (revision, _) = watch::channel(rev);
@@ -651,51 +652,57 @@ fn corrupt(key: &str, reason: String) -> StoreError {
     }
 }
 
-/// Seals the values of sealed resources still stored as plain JSON (written before
-/// encryption was on), in the objects table and the event log, without new revisions.
-/// Returns whether there were any.
-fn seal_plain_values(write: &WriteTransaction, cipher: &SecretsCipher) -> Result<bool, StoreError> {
+/// Seals, with the current key, the values of sealed resources stored as plain JSON
+/// (written before encryption was on) or sealed with an older key (before a rotation), in
+/// the objects table and the event log, without new revisions. Returns whether there were
+/// any.
+fn reseal_values(write: &WriteTransaction, cipher: &SecretsCipher) -> Result<bool, StoreError> {
+    let reseal = |raw_key: &str, value: &[u8]| -> Result<Vec<u8>, StoreError> {
+        let plain = match sealing::is_sealed_value(value) {
+            true => cipher.open(raw_key, value),
+            false => Ok(value.to_vec()),
+        };
+        plain
+            .and_then(|plain| cipher.seal(raw_key, &plain))
+            .map_err(|err| corrupt(raw_key, err.to_string()))
+    };
     let mut objects = write.open_table(OBJECTS)?;
-    let mut plain = Vec::new();
+    let mut stale = Vec::new();
     for resource in sealing::SEALED_RESOURCES {
         let (start, end) = (format!("{resource}/"), format!("{resource}0"));
         for entry in objects.range(start.as_str()..end.as_str())? {
             let (key, value) = entry?;
-            if !sealing::is_sealed_value(value.value()) {
-                plain.push((key.value().to_owned(), value.value().to_vec()));
+            if !cipher.is_current(value.value()) {
+                stale.push((key.value().to_owned(), value.value().to_vec()));
             }
         }
     }
-    for (key, json) in &plain {
-        let sealed = cipher
-            .seal(key, json)
-            .map_err(|err| corrupt(key, err.to_string()))?;
-        objects.insert(key.as_str(), sealed.as_slice())?;
+    for (key, value) in &stale {
+        objects.insert(key.as_str(), reseal(key, value)?.as_slice())?;
     }
     let mut events = write.open_table(EVENTS)?;
-    let mut plain_events = Vec::new();
+    let mut stale_events = Vec::new();
     for entry in events.iter()? {
         let (revision, raw) = entry?;
         if let Some((kind, key, object)) = events::decode_header(raw.value()) {
             let raw_key = key.encode();
-            if sealing::is_sealed_key(&raw_key) && !sealing::is_sealed_value(object) {
-                let sealed = cipher
-                    .seal(&raw_key, object)
-                    .map_err(|err| corrupt(&raw_key, err.to_string()))?;
+            if sealing::is_sealed_key(&raw_key) && !cipher.is_current(object) {
+                let sealed = reseal(&raw_key, object)?;
                 let event = events::encode_event(kind, &raw_key, &sealed);
-                plain_events.push((revision.value(), event));
+                stale_events.push((revision.value(), event));
             }
         }
     }
-    for (revision, event) in &plain_events {
+    for (revision, event) in &stale_events {
         events.insert(*revision, event.as_slice())?;
     }
-    let any = !plain.is_empty() || !plain_events.is_empty();
+    let any = !stale.is_empty() || !stale_events.is_empty();
     if any {
         tracing::info!(
-            objects = plain.len(),
-            events = plain_events.len(),
-            "sealed secrets stored before encryption at rest"
+            objects = stale.len(),
+            events = stale_events.len(),
+            key = cipher.current(),
+            "sealed secrets stored in plain text or with an older key with the current key"
         );
     }
     Ok(any)

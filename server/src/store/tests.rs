@@ -502,3 +502,34 @@ fn secrets_stored_before_encryption_are_sealed_at_the_next_open() {
     drop(store);
     assert!(!file_contains(&path, "T0xELVBMQUlO"));
 }
+
+#[test]
+fn after_a_key_rotation_the_next_open_reseals_everything_with_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let (old, new) = (
+        SecretsCipher::generate_key().unwrap(),
+        SecretsCipher::generate_key().unwrap(),
+    );
+    let store = sealed_store(&path, &Arc::new(SecretsCipher::new(&old).unwrap()));
+    let key_a = ObjectKey::namespaced("secrets", "default", "a");
+    store.create(&key_a, secret("a", "Uk9UQVRF")).unwrap();
+    drop(store);
+    assert!(file_contains(&path, "k8s:enc:aesgcm:v1:key1:"));
+
+    let ring = SecretsCipher::with_keys(&[("key2", &new), ("key1", &old)]).unwrap();
+    let store = sealed_store(&path, &Arc::new(ring));
+    assert_eq!(store.revision(), 1, "resealing writes no revision");
+    drop(store);
+    assert!(!file_contains(&path, "k8s:enc:aesgcm:v1:key1:"));
+
+    // The old key can go: the object and its event open with the new one alone.
+    let store = sealed_store(
+        &path,
+        &Arc::new(SecretsCipher::with_keys(&[("key2", &new)]).unwrap()),
+    );
+    let got = store.get(&key_a).unwrap().unwrap();
+    assert_eq!(got["data"]["password"], "Uk9UQVRF");
+    let (events, _) = store.events_after(&Scope::all("secrets"), 0, 100).unwrap();
+    assert_eq!(events[0].object["data"]["password"], "Uk9UQVRF");
+}
