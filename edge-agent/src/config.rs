@@ -62,6 +62,9 @@ pub struct AgentConfig {
     pub restart_backoff_base: Duration,
     /// How often the agent renews its lease.
     pub heartbeat_interval: Duration,
+    /// How often the agent reports what its pods use (`kubectl top`); a node without
+    /// running pods reports every [`crate::usage::IDLE_EVERY`] intervals.
+    pub usage_interval: Duration,
     /// The port the agent serves Ingress traffic on, on all its addresses (0: none).
     pub ingress_port: u16,
     /// The node's `InternalIP`, where it serves NodePort and LoadBalancer Services
@@ -162,6 +165,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("system_reserved", &self.system_reserved)
             .field("restart_backoff_base", &self.restart_backoff_base)
             .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("usage_interval", &self.usage_interval)
             .field("ingress_port", &self.ingress_port)
             .field("tunnel_port", &self.tunnel_port)
             .finish()
@@ -184,6 +188,7 @@ impl AgentConfig {
             system_reserved: ResourceAmounts::default(),
             restart_backoff_base: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
+            usage_interval: crate::usage::DEFAULT_INTERVAL,
             ingress_port: DEFAULT_INGRESS_PORT,
             node_ip: None,
             tunnel_port: DEFAULT_TUNNEL_PORT,
@@ -208,6 +213,9 @@ impl AgentConfig {
         }
         if self.heartbeat_interval.is_zero() {
             return Err(ConfigError::ZeroDuration("the heartbeat interval"));
+        }
+        if self.usage_interval.is_zero() {
+            return Err(ConfigError::ZeroDuration("the usage report interval"));
         }
         if self.restart_backoff_base.is_zero() {
             return Err(ConfigError::ZeroDuration("the restart back-off base"));
@@ -326,6 +334,10 @@ pub struct Cli {
     /// The heartbeat interval in milliseconds (for tests).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub heartbeat_interval_ms: u64,
+    /// Seconds between reports of what the pods use (`kubectl top`); a node without
+    /// running pods reports every fourth interval.
+    #[arg(long, env = "WASMFLEET_USAGE_INTERVAL", default_value_t = 15)]
+    pub usage_interval: u64,
     /// The port Ingress traffic is served on, on all the node's addresses; 0 serves none.
     /// Ports below 1024 need root or CAP_NET_BIND_SERVICE: without them the agent logs
     /// why and runs on without serving Ingresses.
@@ -402,6 +414,7 @@ impl Cli {
             )?,
             restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            usage_interval: Duration::from_secs(self.usage_interval),
             ingress_port: self.ingress_port,
             node_ip: self.node_ip,
             tunnel_port: self.tunnel_port,

@@ -13,6 +13,7 @@
 //! - [`state`]: the agent's local redb (session epoch, desired pods, last pod statuses);
 //! - [`modules`]: the module cache and the chunked, resumable fetcher;
 //! - [`node_info`]: what the agent reports about its machine;
+//! - [`usage`]: what the node and its pods use (CPU, memory), reported for `kubectl top`;
 //! - [`identity`]: the node's own password, its credential at the server, and its tunnel
 //!   key and certificate (signed by the cluster CA), its identity towards other nodes;
 //! - [`config`]: the agent's configuration and command line;
@@ -31,3 +32,4 @@ pub mod run;
 pub mod runtime;
 pub mod state;
 pub mod sync;
+pub mod usage;

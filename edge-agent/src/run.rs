@@ -162,6 +162,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         Some(deliveries),
         &link_tracker,
     );
+    pods_tracker.spawn(crate::usage::report(
+        pods.clone(),
+        uplink.clone(),
+        config.usage_interval,
+        pods_shutdown.clone(),
+    ));
     let sync = PodSync::start(inbox, pods, state, uplink, applied, &link_tracker);
     tracing::info!(node = %config.node_name, server = %config.mqtt, "agent started");
 

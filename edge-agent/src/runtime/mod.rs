@@ -12,6 +12,7 @@
 //! - `http`: serving a `wasi:http/proxy` component, an instance per request;
 //! - `limits`: the memory limiter and the CPU throttle;
 //! - `budget`: the node's allocatable, enforced over all containers together;
+//! - `usage`: what each container uses (CPU time, linear memory), for `kubectl top`;
 //! - `logbuf` / `stdio`: the bounded per-container log and the guest's output streams;
 //! - `logfile`: a container log's rotating file, so logs survive an agent restart.
 
@@ -26,6 +27,7 @@ mod logfile;
 mod programs;
 mod sandbox;
 mod stdio;
+mod usage;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +51,7 @@ pub use logbuf::{
 pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
 pub use programs::IDLE_PROGRAMS;
 pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, Preopen, RunSpec};
+pub use usage::UsageMeter;
 
 use budget::NodeBudget;
 use cache::{ArtifactCache, Compiled};

@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::ApiContext;
+use super::{ApiContext, metrics_api};
 use super::kinds::{self, Kind};
 use super::status::ApiError;
 
@@ -76,6 +76,7 @@ fn groups() -> Vec<Value> {
             "preferredVersion": version,
         }));
     }
+    groups.push(super::metrics_api::group());
     groups
 }
 
@@ -100,6 +101,9 @@ fn of_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item 
 }
 
 fn resource_list(group: &str, version: &str) -> Result<Json<Value>, ApiError> {
+    if (group, version) == (metrics_api::render::GROUP, metrics_api::render::VERSION) {
+        return Ok(Json(metrics_api::resource_list()));
+    }
     let mut resources = Vec::new();
     for kind in of_group_version(group, version) {
         resources.push(json!({

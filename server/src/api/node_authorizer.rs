@@ -15,6 +15,8 @@
 //!   own Node.)
 //! - leases (`coordination.k8s.io`, namespace `kube-node-lease`): only its own.
 //! - events: created and updated.
+//! - `metrics.k8s.io` (what nodes and pods use): nothing. A node reports its own usage over
+//!   MQTT and has no reason to read anyone's; RBAC could otherwise grant it other nodes'.
 //!
 //! Anything else has no opinion here and goes to RBAC (which grants `system:nodes`
 //! nothing beyond discovery by default). Over MQTT the broker's ACL confines nodes
@@ -72,6 +74,7 @@ pub fn authorize(graph: &dyn NodeGraph, node: &str, attributes: &Attributes) -> 
         ("" | "events.k8s.io", "events") => {
             matches!(a.verb.as_str(), "create" | "update" | "patch")
         }
+        ("metrics.k8s.io", _) => false,
         _ => return Verdict::NoOpinion,
     };
     if verdict {
