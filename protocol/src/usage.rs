@@ -208,7 +208,10 @@ mod tests {
         ));
         let mut huge = report();
         huge.pods[0].containers[0].usage.cpu_nanocores = MAX_NANOCORES + 1;
-        assert!(matches!(huge.validate(), Err(InvalidUsage::Implausible(..))));
+        assert!(matches!(
+            huge.validate(),
+            Err(InvalidUsage::Implausible(..))
+        ));
         let mut crowded = report();
         crowded.pods[0].containers = vec![ContainerUsage::default(); MAX_CONTAINERS + 1];
         assert_eq!(crowded.validate(), Err(InvalidUsage::TooMany("containers")));

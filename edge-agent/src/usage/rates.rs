@@ -165,7 +165,10 @@ mod tests {
         let a = report.pods[0].containers[0].usage;
         assert_eq!((a.cpu_nanocores, a.memory_bytes), (500_000_000, 64 << 20));
         // b started within the window: all of its time counts.
-        assert_eq!(report.pods[1].containers[0].usage.cpu_nanocores, 200_000_000);
+        assert_eq!(
+            report.pods[1].containers[0].usage.cpu_nanocores,
+            200_000_000
+        );
     }
 
     #[test]
@@ -174,9 +177,16 @@ mod tests {
         let mut rates = Rates::default();
         rates.start(sample(t0, None, vec![pod("a", 9_000, 0)]));
         let report = rates
-            .report(sample(t0 + Duration::from_secs(1), None, vec![pod("a", 100, 0)]))
+            .report(sample(
+                t0 + Duration::from_secs(1),
+                None,
+                vec![pod("a", 100, 0)],
+            ))
             .expect("a window");
-        assert_eq!(report.pods[0].containers[0].usage.cpu_nanocores, 100_000_000);
+        assert_eq!(
+            report.pods[0].containers[0].usage.cpu_nanocores,
+            100_000_000
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub async fn report(pods: PodManager, uplink: Uplink, interval: Duration, stop: 
     // Counted from one short of a report, so the first goes after one interval and a new
     // node shows in `kubectl top node` at once.
     let mut since_report = IDLE_EVERY - 1;
+    // Whether the last report listed pods: the one after the last pod stopped goes at once.
+    let mut listed_pods = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -30,10 +32,11 @@ pub async fn report(pods: PodManager, uplink: Uplink, interval: Duration, stop: 
         }
         since_report += 1;
         let sample = sample(&pods);
-        if sample.pods.is_empty() && since_report < IDLE_EVERY {
+        if sample.pods.is_empty() && !listed_pods && since_report < IDLE_EVERY {
             continue;
         }
         since_report = 0;
+        listed_pods = !sample.pods.is_empty();
         let Some(report) = rates.report(sample) else {
             continue;
         };

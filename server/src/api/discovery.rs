@@ -13,9 +13,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{ApiContext, metrics_api};
 use super::kinds::{self, Kind};
 use super::status::ApiError;
+use super::{ApiContext, metrics_api};
 
 /// The discovery and OpenAPI routes.
 pub fn routes() -> Router<ApiContext> {
@@ -215,6 +215,31 @@ mod tests {
         );
         assert!(resource_list("", "v2").is_err());
         assert!(resource_list("nope", "v1").is_err());
+    }
+
+    #[test]
+    fn the_metrics_api_is_discovered_so_kubectl_top_finds_it() {
+        let metrics = groups()
+            .into_iter()
+            .find(|g| g["name"] == "metrics.k8s.io")
+            .expect("listed in /apis");
+        assert_eq!(metrics["preferredVersion"]["version"], "v1beta1");
+        let Ok(Json(list)) = resource_list("metrics.k8s.io", "v1beta1") else {
+            panic!("metrics.k8s.io/v1beta1 is served");
+        };
+        let kinds: Vec<(&Value, &Value)> = list["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| (&r["name"], &r["kind"]))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (&json!("nodes"), &json!("NodeMetrics")),
+                (&json!("pods"), &json!("PodMetrics"))
+            ]
+        );
     }
 
     #[test]

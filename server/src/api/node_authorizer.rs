@@ -242,6 +242,22 @@ mod tests {
     }
 
     #[test]
+    fn a_node_reads_no_metrics_not_even_its_own() {
+        let g = graph();
+        for (resource, namespace, name) in [("nodes", "", "pi-1"), ("pods", "a", "web")] {
+            for verb in ["get", "list"] {
+                let metrics =
+                    Attributes::resource(verb, "metrics.k8s.io", resource, namespace, name);
+                assert_eq!(
+                    authorize(&g, "pi-1", &metrics),
+                    Verdict::Deny,
+                    "{verb} {resource}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn only_node_identities_are_nodes() {
         assert_eq!(
             node_of(&User::new("system:node:pi-1", [NODES])),

@@ -179,7 +179,10 @@ mod tests {
         book.record("pi-1", report(15_000, &["a"]), now, at)
             .expect("valid");
         assert!(book.record("pi-1", report(0, &[]), now, at).is_err());
-        assert!(book.record("pi-1", report(1, &["a", "a"]), now, at).is_err());
+        assert!(
+            book.record("pi-1", report(1, &["a", "a"]), now, at)
+                .is_err()
+        );
         assert_eq!(book.node("pi-1", now).expect("kept").pods.len(), 1);
     }
 
@@ -188,7 +191,8 @@ mod tests {
         let book = UsageBook::default();
         let t0 = Instant::now();
         let at = jiff::Timestamp::now();
-        book.record("gone", report(15_000, &[]), t0, at).expect("valid");
+        book.record("gone", report(15_000, &[]), t0, at)
+            .expect("valid");
         assert!(book.node("gone", t0 + Duration::from_secs(45)).is_some());
         let later = t0 + Duration::from_secs(46);
         assert!(book.node("gone", later).is_none());
@@ -202,6 +206,9 @@ mod tests {
     #[test]
     fn short_windows_still_stay_fresh_for_half_a_minute() {
         assert_eq!(stale_after(Duration::from_secs(1)), MIN_FRESH);
-        assert_eq!(stale_after(Duration::from_secs(60)), Duration::from_secs(180));
+        assert_eq!(
+            stale_after(Duration::from_secs(60)),
+            Duration::from_secs(180)
+        );
     }
 }

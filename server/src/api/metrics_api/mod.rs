@@ -89,7 +89,10 @@ fn selector(query: &HashMap<String, String>) -> Result<Selector, ApiError> {
 }
 
 /// `GET .../nodes`.
-async fn list_nodes(State(ctx): State<ApiContext>, Query(query): Params) -> Result<Json<Value>, ApiError> {
+async fn list_nodes(
+    State(ctx): State<ApiContext>,
+    Query(query): Params,
+) -> Result<Json<Value>, ApiError> {
     let selector = selector(&query)?;
     let nodes = stored(&ctx, Scope::all("nodes"), selector).await?;
     let (fresh, now) = (ctx.usage.fresh(Instant::now()), jiff::Timestamp::now());
@@ -101,7 +104,10 @@ async fn list_nodes(State(ctx): State<ApiContext>, Query(query): Params) -> Resu
 }
 
 /// `GET .../nodes/{name}`.
-async fn get_node(State(ctx): State<ApiContext>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_node(
+    State(ctx): State<ApiContext>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let key = ObjectKey::cluster("nodes", &name);
     let node = one(&ctx, key).await?;
     let fresh = ctx.usage.fresh(Instant::now());
@@ -111,7 +117,10 @@ async fn get_node(State(ctx): State<ApiContext>, Path(name): Path<String>) -> Re
 }
 
 /// `GET .../pods` (all namespaces).
-async fn list_all_pods(State(ctx): State<ApiContext>, Query(query): Params) -> Result<Json<Value>, ApiError> {
+async fn list_all_pods(
+    State(ctx): State<ApiContext>,
+    Query(query): Params,
+) -> Result<Json<Value>, ApiError> {
     pods(&ctx, Scope::all("pods"), &query).await
 }
 
@@ -136,7 +145,11 @@ async fn get_pod(
         .ok_or_else(|| not_found("podmetrics", &format!("{namespace}/{name}")))
 }
 
-async fn pods(ctx: &ApiContext, scope: Scope, query: &HashMap<String, String>) -> Result<Json<Value>, ApiError> {
+async fn pods(
+    ctx: &ApiContext,
+    scope: Scope,
+    query: &HashMap<String, String>,
+) -> Result<Json<Value>, ApiError> {
     let selector = selector(query)?;
     let pods = stored(ctx, scope, selector).await?;
     let (fresh, now) = (ctx.usage.fresh(Instant::now()), jiff::Timestamp::now());
@@ -148,11 +161,19 @@ async fn pods(ctx: &ApiContext, scope: Scope, query: &HashMap<String, String>) -
 }
 
 /// The stored objects of `scope` that `selector` matches.
-async fn stored(ctx: &ApiContext, scope: Scope, selector: Selector) -> Result<Vec<Value>, ApiError> {
+async fn stored(
+    ctx: &ApiContext,
+    scope: Scope,
+    selector: Selector,
+) -> Result<Vec<Value>, ApiError> {
     let store = ctx.store.clone();
     blocking(move || {
         let listing = store.list(&scope)?;
-        Ok(listing.items.into_iter().filter(|obj| selector.matches(obj)).collect())
+        Ok(listing
+            .items
+            .into_iter()
+            .filter(|obj| selector.matches(obj))
+            .collect())
     })
     .await
 }

@@ -56,7 +56,7 @@ fn usage(usage: &Usage) -> Value {
 fn metadata(obj: &Value, now: jiff::Timestamp) -> Value {
     let mut metadata = json!({
         "name": obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-        "creationTimestamp": now.to_string(),
+        "creationTimestamp": seconds(now),
     });
     if let Some(namespace) = obj.pointer("/metadata/namespace") {
         metadata["namespace"] = namespace.clone();
@@ -67,11 +67,13 @@ fn metadata(obj: &Value, now: jiff::Timestamp) -> Value {
     metadata
 }
 
+/// A time as `metav1.Time` writes it: RFC 3339 in whole seconds.
+fn seconds(time: jiff::Timestamp) -> String {
+    time.round(jiff::Unit::Second).unwrap_or(time).to_string()
+}
+
 fn stamped(report: &NodeUsage) -> (String, String) {
-    (
-        report.timestamp.round(jiff::Unit::Second).unwrap_or(report.timestamp).to_string(),
-        window(report.window),
-    )
+    (seconds(report.timestamp), window(report.window))
 }
 
 /// The NodeMetrics of the stored `node`, if it reported recently (a fresh entry of
@@ -203,7 +205,10 @@ mod tests {
         let now = jiff::Timestamp::now();
         let node = json!({"metadata": {"name": "pi-1", "labels": {"zone": "a"}}});
         let metrics = node_metrics(&node, &reports(), now).expect("reported");
-        assert_eq!(metrics["usage"], json!({"cpu": "500000000n", "memory": "1048576Ki"}));
+        assert_eq!(
+            metrics["usage"],
+            json!({"cpu": "500000000n", "memory": "1048576Ki"})
+        );
         assert_eq!(metrics["metadata"]["labels"]["zone"], "a");
         assert!(metrics["metadata"].get("namespace").is_none());
         let silent = json!({"metadata": {"name": "pi-9"}});
