@@ -65,6 +65,9 @@ pub struct AgentConfig {
     /// How often the agent reports what its pods use (`kubectl top`); a node without
     /// running pods reports every [`crate::usage::IDLE_EVERY`] intervals.
     pub usage_interval: Duration,
+    /// Where the agent serves its Prometheus `/metrics` (no authentication: meant for
+    /// loopback); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The port the agent serves Ingress traffic on, on all its addresses (0: none).
     pub ingress_port: u16,
     /// The node's `InternalIP`, where it serves NodePort and LoadBalancer Services
@@ -166,6 +169,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("restart_backoff_base", &self.restart_backoff_base)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("usage_interval", &self.usage_interval)
+            .field("metrics_listen", &self.metrics_listen)
             .field("ingress_port", &self.ingress_port)
             .field("tunnel_port", &self.tunnel_port)
             .finish()
@@ -189,6 +193,7 @@ impl AgentConfig {
             restart_backoff_base: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
             usage_interval: crate::usage::DEFAULT_INTERVAL,
+            metrics_listen: None,
             ingress_port: DEFAULT_INGRESS_PORT,
             node_ip: None,
             tunnel_port: DEFAULT_TUNNEL_PORT,
@@ -338,6 +343,11 @@ pub struct Cli {
     /// running pods reports every fourth interval.
     #[arg(long, env = "WASMFLEET_USAGE_INTERVAL", default_value_t = 15)]
     pub usage_interval: u64,
+    /// Serve the agent's Prometheus metrics at `http://ADDRESS/metrics` (pods, restarts,
+    /// OOM kills, module cache, fetched bytes). Off by default; it has no authentication,
+    /// so bind it to loopback (`127.0.0.1:9101`).
+    #[arg(long, env = "WASMFLEET_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The port Ingress traffic is served on, on all the node's addresses; 0 serves none.
     /// Ports below 1024 need root or CAP_NET_BIND_SERVICE: without them the agent logs
     /// why and runs on without serving Ingresses.
@@ -415,6 +425,7 @@ impl Cli {
             restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             usage_interval: Duration::from_secs(self.usage_interval),
+            metrics_listen: self.metrics_listen,
             ingress_port: self.ingress_port,
             node_ip: self.node_ip,
             tunnel_port: self.tunnel_port,

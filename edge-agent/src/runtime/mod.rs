@@ -152,6 +152,7 @@ struct RuntimeInner {
     heap: HeapTrimmer,
     info: EngineInfo,
     budget: NodeBudget,
+    oom_kills: std::sync::atomic::AtomicU64,
 }
 
 impl Runtime {
@@ -195,6 +196,7 @@ impl Runtime {
                 heap,
                 info,
                 budget: NodeBudget::default(),
+                oom_kills: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -320,7 +322,16 @@ impl Runtime {
             stop,
             budget: &self.inner.budget,
         };
-        sandbox.run(&program.prepared, spec).await
+        let exit = sandbox.run(&program.prepared, spec).await;
+        if exit.reason == ExitReason::OomKilled {
+            self.inner.oom_kills.fetch_add(1, Ordering::Relaxed);
+        }
+        exit
+    }
+
+    /// How many container runs ended `OOMKilled` since the runtime started.
+    pub fn oom_kills(&self) -> u64 {
+        self.inner.oom_kills.load(Ordering::Relaxed)
     }
 
     fn load_blocking(&self, digest: &str, wasm: &Path) -> Result<Program, LoadError> {
