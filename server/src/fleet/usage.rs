@@ -58,7 +58,8 @@ pub struct UsageBook {
 
 #[derive(Debug, Default)]
 struct Book {
-    nodes: HashMap<String, NodeUsage>,
+    // Shared with readers: a request for every pod's metrics clones pointers, not reports.
+    nodes: HashMap<String, Arc<NodeUsage>>,
     swept: Option<Instant>,
 }
 
@@ -92,12 +93,12 @@ impl UsageBook {
             book.nodes.retain(|_, usage| usage.is_fresh(now));
             book.swept = Some(now);
         }
-        book.nodes.insert(node.to_owned(), usage);
+        book.nodes.insert(node.to_owned(), Arc::new(usage));
         Ok(())
     }
 
     /// `node`'s latest report, if it is fresh at `now`.
-    pub fn node(&self, node: &str, now: Instant) -> Option<NodeUsage> {
+    pub fn node(&self, node: &str, now: Instant) -> Option<Arc<NodeUsage>> {
         self.book()
             .nodes
             .get(node)
@@ -106,7 +107,7 @@ impl UsageBook {
     }
 
     /// Every node's latest report that is fresh at `now`.
-    pub fn fresh(&self, now: Instant) -> HashMap<String, NodeUsage> {
+    pub fn fresh(&self, now: Instant) -> HashMap<String, Arc<NodeUsage>> {
         self.book()
             .nodes
             .iter()

@@ -4,6 +4,7 @@
 //! the end of its window) and `window` (a Go duration, which clients parse).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -80,7 +81,7 @@ fn stamped(report: &NodeUsage) -> (String, String) {
 /// `fresh`, the book's reports by node name).
 pub fn node_metrics(
     node: &Value,
-    fresh: &HashMap<String, NodeUsage>,
+    fresh: &HashMap<String, Arc<NodeUsage>>,
     now: jiff::Timestamp,
 ) -> Option<Value> {
     let name = node.pointer("/metadata/name").and_then(Value::as_str)?;
@@ -101,7 +102,7 @@ pub fn node_metrics(
 /// node, which may not speak for pods not bound to it).
 pub fn pod_metrics(
     pod: &Value,
-    fresh: &HashMap<String, NodeUsage>,
+    fresh: &HashMap<String, Arc<NodeUsage>>,
     now: jiff::Timestamp,
 ) -> Option<Value> {
     let node = crate::k8s::pods::bound_node(pod)?;
@@ -148,7 +149,7 @@ mod tests {
         assert_eq!(window(Duration::from_millis(60_050)), "60.050s");
     }
 
-    fn reports() -> HashMap<String, NodeUsage> {
+    fn reports() -> HashMap<String, Arc<NodeUsage>> {
         let usage = NodeUsage {
             timestamp: "2026-12-07T18:00:00.4Z".parse().expect("time"),
             received: Instant::now(),
@@ -169,7 +170,7 @@ mod tests {
             )]
             .into(),
         };
-        [("pi-1".to_owned(), usage)].into()
+        [("pi-1".to_owned(), Arc::new(usage))].into()
     }
 
     fn pod(uid: &str, node: &str) -> Value {
