@@ -138,6 +138,25 @@ fn kubectl_top_shows_what_the_pods_and_the_node_use() {
         names.contains(&"burner") && names.contains(&"allocator"),
         "{labelled:?}"
     );
+    // `kubectl get` prints metrics-server's columns.
+    let table = cluster.kubectl_ok(&["get", "podmetrics", "burner"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "CPU", "MEMORY", "WINDOW"], "{table}");
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert!(
+        row[1].ends_with('n') && row[2].ends_with("Ki") && row[3].ends_with('s'),
+        "{table}"
+    );
     let none = top(&cluster, &["pod", "-l", "test=nothing"]);
     assert_eq!(none, Ok(vec![]), "no pod matches the selector");
 

@@ -17,13 +17,14 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::router::method_not_allowed;
 use super::status::ApiError;
+use super::table;
 use super::{ApiContext, blocking};
 use crate::k8s::selectors::Selector;
 use crate::store::{ObjectKey, Scope};
@@ -92,6 +93,7 @@ fn selector(query: &HashMap<String, String>) -> Result<Selector, ApiError> {
 async fn list_nodes(
     State(ctx): State<ApiContext>,
     Query(query): Params,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let selector = selector(&query)?;
     let nodes = stored(&ctx, Scope::all("nodes"), selector).await?;
@@ -100,19 +102,20 @@ async fn list_nodes(
         .iter()
         .filter_map(|node| render::node_metrics(node, &fresh, now))
         .collect();
-    Ok(Json(render::list("NodeMetricsList", items)))
+    Ok(answer("NodeMetricsList", items, &headers))
 }
 
 /// `GET .../nodes/{name}`.
 async fn get_node(
     State(ctx): State<ApiContext>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let key = ObjectKey::cluster("nodes", &name);
     let node = one(&ctx, key).await?;
     let fresh = ctx.usage.fresh(Instant::now());
     node.and_then(|node| render::node_metrics(&node, &fresh, jiff::Timestamp::now()))
-        .map(Json)
+        .map(|metrics| answer_one(metrics, &headers))
         .ok_or_else(|| not_found("nodemetrics", &name))
 }
 
@@ -120,8 +123,9 @@ async fn get_node(
 async fn list_all_pods(
     State(ctx): State<ApiContext>,
     Query(query): Params,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    pods(&ctx, Scope::all("pods"), &query).await
+    pods(&ctx, Scope::all("pods"), &query, &headers).await
 }
 
 /// `GET .../namespaces/{ns}/pods`.
@@ -129,19 +133,21 @@ async fn list_pods(
     State(ctx): State<ApiContext>,
     Path(namespace): Path<String>,
     Query(query): Params,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    pods(&ctx, Scope::namespace("pods", &namespace), &query).await
+    pods(&ctx, Scope::namespace("pods", &namespace), &query, &headers).await
 }
 
 /// `GET .../namespaces/{ns}/pods/{name}`.
 async fn get_pod(
     State(ctx): State<ApiContext>,
     Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let pod = one(&ctx, ObjectKey::namespaced("pods", &namespace, &name)).await?;
     let fresh = ctx.usage.fresh(Instant::now());
     pod.and_then(|pod| render::pod_metrics(&pod, &fresh, jiff::Timestamp::now()))
-        .map(Json)
+        .map(|metrics| answer_one(metrics, &headers))
         .ok_or_else(|| not_found("podmetrics", &format!("{namespace}/{name}")))
 }
 
@@ -149,6 +155,7 @@ async fn pods(
     ctx: &ApiContext,
     scope: Scope,
     query: &HashMap<String, String>,
+    headers: &HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let selector = selector(query)?;
     let pods = stored(ctx, scope, selector).await?;
@@ -157,7 +164,29 @@ async fn pods(
         .iter()
         .filter_map(|pod| render::pod_metrics(pod, &fresh, now))
         .collect();
-    Ok(Json(render::list("PodMetricsList", items)))
+    Ok(answer("PodMetricsList", items, headers))
+}
+
+/// A list of `list_kind`, or the Table of its items when the client asked for one
+/// (`kubectl get podmetrics`).
+fn answer(list_kind: &str, items: Vec<Value>, headers: &HeaderMap) -> Json<Value> {
+    match table::wants_table(headers) {
+        true => Json(table_of(&items)),
+        false => Json(render::list(list_kind, items)),
+    }
+}
+
+/// One object, or its one-row Table.
+fn answer_one(metrics: Value, headers: &HeaderMap) -> Json<Value> {
+    match table::wants_table(headers) {
+        true => Json(table_of(&[metrics])),
+        false => Json(metrics),
+    }
+}
+
+fn table_of(items: &[Value]) -> Value {
+    let now = jiff::Timestamp::now();
+    table::render_columns(render::COLUMNS, render::cells, items, None, now)
 }
 
 /// The stored objects of `scope` that `selector` matches.

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wasmfleet_protocol::usage::Usage;
 
+use crate::api::kinds::Column;
+use crate::api::table::text;
 use crate::fleet::usage::NodeUsage;
 
 /// The group.
@@ -130,6 +132,48 @@ pub fn list(kind: &str, items: Vec<Value>) -> Value {
     json!({"kind": kind, "apiVersion": API_VERSION, "metadata": {}, "items": items})
 }
 
+/// The columns `kubectl get nodemetrics` and `kubectl get podmetrics` print, as
+/// metrics-server's tables have them.
+pub const COLUMNS: &[Column] = &[
+    Column::new("Name"),
+    Column::new("CPU"),
+    Column::new("Memory"),
+    Column::new("Window"),
+];
+
+/// The cells of a NodeMetrics or PodMetrics (a pod's usage is its containers' sum).
+pub fn cells(metrics: &Value, _now: jiff::Timestamp) -> Vec<Value> {
+    let usages: Vec<&Value> = match metrics.get("containers").and_then(Value::as_array) {
+        Some(containers) => containers.iter().map(|c| &c["usage"]).collect(),
+        None => vec![&metrics["usage"]],
+    };
+    let total = |resource: &str, parse: fn(&str) -> Option<u64>| -> u64 {
+        usages
+            .iter()
+            .filter_map(|usage| usage[resource].as_str().and_then(parse))
+            .sum()
+    };
+    vec![
+        text(metrics, "/metadata/name"),
+        cpu(total("cpu", parse_cpu)).into(),
+        memory(total("memory", parse_memory)).into(),
+        text(metrics, "/window"),
+    ]
+}
+
+/// Nanocores of a quantity [`cpu`] wrote.
+fn parse_cpu(quantity: &str) -> Option<u64> {
+    quantity.strip_suffix('n').unwrap_or(quantity).parse().ok()
+}
+
+/// Bytes of a quantity [`memory`] wrote.
+fn parse_memory(quantity: &str) -> Option<u64> {
+    match quantity.strip_suffix("Ki") {
+        Some(kib) => kib.parse::<u64>().ok()?.checked_mul(1024),
+        None => quantity.parse().ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -199,6 +243,31 @@ mod tests {
         assert!(pod_metrics(&pod("uid-1", "pi-2"), &reports(), now).is_none());
         assert!(pod_metrics(&pod("uid-2", "pi-1"), &reports(), now).is_none());
         assert!(pod_metrics(&json!({"metadata": {"uid": "uid-1"}}), &reports(), now).is_none());
+    }
+
+    #[test]
+    fn table_rows_read_back_what_was_written_and_sum_a_pods_containers() {
+        for n in [0, 1, 1_234_567] {
+            assert_eq!(parse_cpu(&cpu(n)), Some(n));
+        }
+        for bytes in [0, 1000, 64 << 20] {
+            assert_eq!(parse_memory(&memory(bytes)), Some(bytes));
+        }
+        let pod = json!({"metadata": {"name": "web"}, "window": "15s", "containers": [
+            {"name": "a", "usage": {"cpu": "1000n", "memory": "1024Ki"}},
+            {"name": "b", "usage": {"cpu": "500n", "memory": "2048Ki"}},
+        ]});
+        let now = jiff::Timestamp::now();
+        assert_eq!(
+            cells(&pod, now),
+            [json!("web"), json!("1500n"), json!("3072Ki"), json!("15s")]
+        );
+        let node = json!({"metadata": {"name": "pi-1"}, "window": "15s",
+                          "usage": {"cpu": "0", "memory": "8Ki"}});
+        assert_eq!(
+            cells(&node, now),
+            [json!("pi-1"), json!("0"), json!("8Ki"), json!("15s")]
+        );
     }
 
     #[test]
