@@ -340,9 +340,9 @@ pub struct Cli {
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub heartbeat_interval_ms: u64,
     /// Seconds between reports of what the pods use (`kubectl top`); a node without
-    /// running pods reports every fourth interval.
-    #[arg(long, env = "WASMFLEET_USAGE_INTERVAL", default_value_t = 15)]
-    pub usage_interval: u64,
+    /// running pods reports every fourth interval [default: 15].
+    #[arg(long, env = "WASMFLEET_USAGE_INTERVAL")]
+    pub usage_interval: Option<u64>,
     /// Serve the agent's Prometheus metrics at `http://ADDRESS/metrics` (pods, restarts,
     /// OOM kills, module cache, fetched bytes). Off by default; it has no authentication,
     /// so bind it to loopback (`127.0.0.1:9101`).
@@ -424,8 +424,11 @@ impl Cli {
             )?,
             restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
-            usage_interval: Duration::from_secs(self.usage_interval),
-            metrics_listen: self.metrics_listen,
+            usage_interval: self
+                .usage_interval
+                .or(file.usage_interval)
+                .map_or(crate::usage::DEFAULT_INTERVAL, Duration::from_secs),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             ingress_port: self.ingress_port,
             node_ip: self.node_ip,
             tunnel_port: self.tunnel_port,
@@ -463,6 +466,10 @@ pub struct FileConfig {
     pub module_cache_mib: Option<u64>,
     /// What the agent keeps back from pods: `cpu=100m,memory=256Mi`.
     pub system_reserved: Option<String>,
+    /// Seconds between reports of what the pods use (`kubectl top`).
+    pub usage_interval: Option<u64>,
+    /// Where to serve the agent's Prometheus metrics (`127.0.0.1:9101`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Node labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -760,6 +767,26 @@ mod tests {
         assert_eq!(config.node_name, "pi-7");
         assert_eq!(config.data_dir, PathBuf::from("/srv/agent"));
         assert_eq!(config.labels.get("site").map(String::as_str), Some("barn"));
+        assert_eq!(config.usage_interval, crate::usage::DEFAULT_INTERVAL);
+        assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn usage_and_metrics_settings_come_from_the_file_unless_a_flag_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write_config(
+            dir.path(),
+            "server = \"mqtt://a\"\ntoken = \"t\"\nnode_name = \"n\"\nusage_interval = 30\n\
+             metrics_listen = \"127.0.0.1:9101\"\n",
+        );
+        let config = cli(&["--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.usage_interval, Duration::from_secs(30));
+        assert_eq!(config.metrics_listen, Some(([127, 0, 0, 1], 9101).into()));
+        let flagged = cli(&["--config", &path, "--usage-interval", "1"]);
+        let flagged = flagged.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(flagged.usage_interval, Duration::from_secs(1));
+        let zero = cli(&["--config", &path, "--usage-interval", "0"]);
+        assert!(zero.is_err_and(|e| e.contains("usage report interval")));
     }
 
     #[test]
