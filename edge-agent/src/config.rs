@@ -62,6 +62,12 @@ pub struct AgentConfig {
     pub restart_backoff_base: Duration,
     /// How often the agent renews its lease.
     pub heartbeat_interval: Duration,
+    /// How often the agent reports what its pods use (`kubectl top`); a node without
+    /// running pods reports every [`crate::usage::IDLE_EVERY`] intervals.
+    pub usage_interval: Duration,
+    /// Where the agent serves its Prometheus `/metrics` (no authentication: meant for
+    /// loopback); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The port the agent serves Ingress traffic on, on all its addresses (0: none).
     pub ingress_port: u16,
     /// The node's `InternalIP`, where it serves NodePort and LoadBalancer Services
@@ -162,6 +168,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("system_reserved", &self.system_reserved)
             .field("restart_backoff_base", &self.restart_backoff_base)
             .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("usage_interval", &self.usage_interval)
+            .field("metrics_listen", &self.metrics_listen)
             .field("ingress_port", &self.ingress_port)
             .field("tunnel_port", &self.tunnel_port)
             .finish()
@@ -184,6 +192,8 @@ impl AgentConfig {
             system_reserved: ResourceAmounts::default(),
             restart_backoff_base: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
+            usage_interval: crate::usage::DEFAULT_INTERVAL,
+            metrics_listen: None,
             ingress_port: DEFAULT_INGRESS_PORT,
             node_ip: None,
             tunnel_port: DEFAULT_TUNNEL_PORT,
@@ -208,6 +218,9 @@ impl AgentConfig {
         }
         if self.heartbeat_interval.is_zero() {
             return Err(ConfigError::ZeroDuration("the heartbeat interval"));
+        }
+        if self.usage_interval.is_zero() {
+            return Err(ConfigError::ZeroDuration("the usage report interval"));
         }
         if self.restart_backoff_base.is_zero() {
             return Err(ConfigError::ZeroDuration("the restart back-off base"));
@@ -326,6 +339,15 @@ pub struct Cli {
     /// The heartbeat interval in milliseconds (for tests).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub heartbeat_interval_ms: u64,
+    /// Seconds between reports of what the pods use (`kubectl top`); a node without
+    /// running pods reports every fourth interval [default: 15].
+    #[arg(long, env = "WASMFLEET_USAGE_INTERVAL")]
+    pub usage_interval: Option<u64>,
+    /// Serve the agent's Prometheus metrics at `http://ADDRESS/metrics` (pods, restarts,
+    /// OOM kills, module cache, fetched bytes). Off by default; it has no authentication,
+    /// so bind it to loopback (`127.0.0.1:9101`).
+    #[arg(long, env = "WASMFLEET_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The port Ingress traffic is served on, on all the node's addresses; 0 serves none.
     /// Ports below 1024 need root or CAP_NET_BIND_SERVICE: without them the agent logs
     /// why and runs on without serving Ingresses.
@@ -402,6 +424,11 @@ impl Cli {
             )?,
             restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            usage_interval: self
+                .usage_interval
+                .or(file.usage_interval)
+                .map_or(crate::usage::DEFAULT_INTERVAL, Duration::from_secs),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             ingress_port: self.ingress_port,
             node_ip: self.node_ip,
             tunnel_port: self.tunnel_port,
@@ -439,6 +466,10 @@ pub struct FileConfig {
     pub module_cache_mib: Option<u64>,
     /// What the agent keeps back from pods: `cpu=100m,memory=256Mi`.
     pub system_reserved: Option<String>,
+    /// Seconds between reports of what the pods use (`kubectl top`).
+    pub usage_interval: Option<u64>,
+    /// Where to serve the agent's Prometheus metrics (`127.0.0.1:9101`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Node labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -736,6 +767,26 @@ mod tests {
         assert_eq!(config.node_name, "pi-7");
         assert_eq!(config.data_dir, PathBuf::from("/srv/agent"));
         assert_eq!(config.labels.get("site").map(String::as_str), Some("barn"));
+        assert_eq!(config.usage_interval, crate::usage::DEFAULT_INTERVAL);
+        assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn usage_and_metrics_settings_come_from_the_file_unless_a_flag_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write_config(
+            dir.path(),
+            "server = \"mqtt://a\"\ntoken = \"t\"\nnode_name = \"n\"\nusage_interval = 30\n\
+             metrics_listen = \"127.0.0.1:9101\"\n",
+        );
+        let config = cli(&["--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.usage_interval, Duration::from_secs(30));
+        assert_eq!(config.metrics_listen, Some(([127, 0, 0, 1], 9101).into()));
+        let flagged = cli(&["--config", &path, "--usage-interval", "1"]);
+        let flagged = flagged.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(flagged.usage_interval, Duration::from_secs(1));
+        let zero = cli(&["--config", &path, "--usage-interval", "0"]);
+        assert!(zero.is_err_and(|e| e.contains("usage report interval")));
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //! - [`state`]: the agent's local redb (session epoch, desired pods, last pod statuses);
 //! - [`modules`]: the module cache and the chunked, resumable fetcher;
 //! - [`node_info`]: what the agent reports about its machine;
+//! - [`usage`]: what the node and its pods use (CPU, memory), reported for `kubectl top`;
 //! - [`identity`]: the node's own password, its credential at the server, and its tunnel
 //!   key and certificate (signed by the cluster CA), its identity towards other nodes;
+//! - [`metrics`]: the agent's own Prometheus `/metrics` (`--metrics-listen`, off by default);
 //! - [`config`]: the agent's configuration and command line;
 //! - [`run`]: wires everything together and shuts it down gracefully.
 
@@ -23,6 +25,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod identity;
 pub mod link;
+pub mod metrics;
 pub mod modules;
 pub mod net;
 pub mod node_info;
@@ -31,3 +34,4 @@ pub mod run;
 pub mod runtime;
 pub mod state;
 pub mod sync;
+pub mod usage;

@@ -139,6 +139,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         pods_tracker.clone(),
     );
     let applied = resume_from_local_state(&state, &pods);
+    if let Some(address) = config.metrics_listen {
+        let listener = crate::metrics::bind(address).await?;
+        tracing::info!(%address, "serving the agent's Prometheus metrics at /metrics");
+        let metrics = crate::metrics::AgentMetrics::new(pods.clone(), fetcher.clone());
+        pods_tracker.spawn(crate::metrics::serve(
+            listener,
+            metrics,
+            pods_shutdown.clone(),
+        ));
+    }
     // The listeners stop with the pods they forward to.
     NodePorts::start(
         services.clone(),
@@ -162,6 +172,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         Some(deliveries),
         &link_tracker,
     );
+    pods_tracker.spawn(crate::usage::report(
+        pods.clone(),
+        uplink.clone(),
+        config.usage_interval,
+        pods_shutdown.clone(),
+    ));
     let sync = PodSync::start(inbox, pods, state, uplink, applied, &link_tracker);
     tracing::info!(node = %config.node_name, server = %config.mqtt, "agent started");
 

@@ -17,6 +17,7 @@ use crate::pod::probe::PodEvents;
 use crate::pod::{DesiredIndex, DesiredPod, StatusAck, StatusReport, v1, v2};
 use crate::routes::RouteTable;
 use crate::service::ServiceTable;
+use crate::usage::UsageReport;
 
 /// Every payload on the wire, by protocol version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +79,9 @@ pub enum Message {
     /// The retained table of peers: where each node's pods live and how to reach them (on
     /// [`crate::topic::PEERS`]).
     Peers(PeerTable),
+    /// What a node's pods use, CPU and memory (on `n/{node}/up/usage`; best effort, not
+    /// acked, not retained).
+    Usage(UsageReport),
 }
 
 /// Why a payload could not be decoded.
@@ -207,5 +211,7 @@ mod tests {
             node_events: vec![],
         });
         assert_eq!(encode(&events)[1], 16);
+        let usage = Message::Usage(crate::usage::UsageReport::default());
+        assert_eq!(encode(&usage)[1], 20);
     }
 }

@@ -23,6 +23,8 @@
 //!   for the ones behind NAT;
 //! - [`tunnel`]: a node's tunnel key (reported at birth) and the certificate the server
 //!   signs for it;
+//! - [`usage`]: what a node's pods use (CPU, memory), reported periodically for
+//!   `kubectl top`;
 //! - [`tail`]: fields appended at the end of a message, which old and new peers both read;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
 //! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
@@ -56,6 +58,7 @@ pub mod topic;
 #[cfg(feature = "client")]
 pub mod transport;
 pub mod tunnel;
+pub mod usage;
 
 pub use envelope::{DecodeError, Message, decode, encode};
 

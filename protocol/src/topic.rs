@@ -16,6 +16,7 @@
 //! wf/v1/n/{node}/up/blobreq       N→S    module chunk requests
 //! wf/v1/n/{node}/up/logs          N→S    log chunks
 //! wf/v1/n/{node}/up/events        N→S    probe events (best effort)
+//! wf/v1/n/{node}/up/usage         N→S    CPU and memory of the node and its pods (best effort)
 //! wf/v1/apply                     C→S    manifests (MQTT 5: answered on the response topic)
 //! wf/v1/apply/{client-id}         C→S    manifests, answered on the client's result topic
 //! wf/v1/modules/{name}/{tag}[/{client-id}]  C→S  a raw wasm module to store under name:tag
@@ -92,6 +93,8 @@ pub enum Up {
     Logs,
     /// Probe events.
     Events,
+    /// CPU and memory usage reports.
+    Usage,
 }
 
 impl Down {
@@ -106,13 +109,14 @@ impl Down {
 }
 
 impl Up {
-    const ALL: [Up; 6] = [
+    const ALL: [Up; 7] = [
         Up::State,
         Up::Heartbeat,
         Up::Status,
         Up::BlobRequest,
         Up::Logs,
         Up::Events,
+        Up::Usage,
     ];
 
     fn leaf(self) -> &'static str {
@@ -123,6 +127,7 @@ impl Up {
             Up::BlobRequest => "blobreq",
             Up::Logs => "logs",
             Up::Events => "events",
+            Up::Usage => "usage",
         }
     }
 }

@@ -136,6 +136,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         .with_context(|| format!("binding the API on {}", config.https_listen))?;
     let api_addr = listener.local_addr()?;
     let link = fleet.clone();
+    let usage = fleet.usage().clone();
     let ctx = ApiContext {
         store,
         modules: Some(modules),
@@ -149,6 +150,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         tracker: tracker.clone(),
         service_cidr: config.service_cidr,
         metrics,
+        usage,
     };
     let api_task = tracker.spawn(api::serve(listener, boot.tls.clone(), ctx));
     let kubeconfig = bootstrap::write_kubeconfig(&config.data_dir, api_addr, &boot)?;

@@ -1147,3 +1147,54 @@ async fn a_node_gets_a_signed_artifact_compiled_once_per_target() {
     ));
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn usage_reports_are_kept_per_node_and_malformed_ones_are_dropped_without_harm() {
+    use std::time::Instant;
+    use wasmfleet_protocol::usage::{ContainerUsage, PodUsage, Usage, UsageReport};
+    let cluster = Cluster::start().await;
+    let node = register(&cluster).await;
+    let report = |window_ms, memory_bytes| UsageReport {
+        window_ms,
+        node: Usage {
+            cpu_nanocores: 5,
+            memory_bytes,
+        },
+        pods: vec![PodUsage {
+            uid: "u-1".into(),
+            containers: vec![ContainerUsage {
+                name: "main".into(),
+                usage: Usage::default(),
+            }],
+        }],
+    };
+    let usage = cluster.fleet.usage().clone();
+    node.send(Up::Usage, &Message::Usage(report(1_000, 4096)))
+        .await;
+    let kept = eventually("the report", || usage.node(NODE, Instant::now())).await;
+    assert_eq!(kept.pods["u-1"][0].name, "main");
+
+    // Refused: an empty window, garbage, a message of another kind. The dispatcher goes on:
+    // the next valid report (after them, from the same client) replaces the first.
+    node.send(Up::Usage, &Message::Usage(report(0, 1))).await;
+    node.raw(Up::Usage, vec![0, 20, 0xff, 0xff, 0xff]).await;
+    let heartbeat = Message::Heartbeat(Heartbeat {
+        epoch: 1,
+        unix_ms: 1,
+    });
+    node.send(Up::Usage, &heartbeat).await;
+    node.send(Up::Usage, &Message::Usage(report(2_000, 8192)))
+        .await;
+    let latest = eventually("the next valid report", || {
+        usage
+            .node(NODE, Instant::now())
+            .filter(|u| u.node.memory_bytes != 4096)
+    })
+    .await;
+    assert_eq!(
+        latest.node.memory_bytes, 8192,
+        "only valid reports are kept"
+    );
+    assert_eq!(latest.window, Duration::from_secs(2));
+    cluster.stop().await;
+}

@@ -126,11 +126,12 @@ impl Uplink {
     }
 }
 
-/// Heartbeats are leases renewed every interval: losing one is harmless, so QoS 0.
-/// Everything else is QoS 1 (and made at-least-once end to end by application acks).
+/// Heartbeats are leases renewed every interval, usage reports are replaced by the next:
+/// losing one is harmless, so QoS 0. Everything else is QoS 1 (and made at-least-once end
+/// to end by application acks).
 pub(crate) fn qos_of(kind: Up) -> QoS {
     match kind {
-        Up::Heartbeat => QoS::AtMostOnce,
+        Up::Heartbeat | Up::Usage => QoS::AtMostOnce,
         _ => QoS::AtLeastOnce,
     }
 }

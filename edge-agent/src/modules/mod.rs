@@ -124,6 +124,8 @@ struct Inner {
     downloads: Mutex<HashMap<String, Download>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Bytes of chunks received for downloads (the agent's `/metrics`).
+    fetched_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// A cheap, cloneable handle on the module cache.
@@ -163,8 +165,16 @@ impl ModuleFetcher {
                 downloads: Mutex::new(HashMap::new()),
                 shutdown,
                 tracker,
+                fetched_bytes: std::sync::atomic::AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Bytes of chunks received for downloads since the agent started.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.inner
+            .fetched_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Where a verified module with this digest is (or will be) stored.
@@ -189,6 +199,12 @@ impl ModuleFetcher {
             tracing::debug!(digest = %reply.digest, "blob reply for no running download; dropped");
             return;
         };
+        if let BlobBody::Chunk { data, .. } = &reply.body {
+            let bytes = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            self.inner
+                .fetched_bytes
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
         if download.replies.try_send(reply.body).is_err() {
             // The download will ask for this chunk again after its request timeout.
             tracing::debug!(digest = %reply.digest, "download is busy; blob reply dropped");

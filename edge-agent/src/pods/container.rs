@@ -38,6 +38,7 @@ pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
             network: pod.net.clone(),
             pod_name: pod.assignment.name.clone(),
             http_port: serving_port(&pod, &spec.name),
+            usage: pod.usage.get(index).cloned().unwrap_or_default(),
             ..run_spec(spec)
         },
         logs,

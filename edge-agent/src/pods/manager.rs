@@ -361,6 +361,17 @@ impl PodManager {
         }
     }
 
+    /// What the containers of every running pod have used so far, ordered by uid (pods
+    /// being stopped are left out: they are gone from the server's point of view; so are
+    /// finished ones, as in Kubernetes, where only running containers have metrics).
+    pub fn usage(&self) -> Vec<crate::usage::PodSample> {
+        let pods: Vec<Arc<Pod>> = self.state().pods.values().cloned().collect();
+        pods.iter()
+            .filter(|pod| pod.status().phase == wasmfleet_protocol::pod::PodPhase::Running)
+            .map(|pod| pod.usage())
+            .collect()
+    }
+
     /// The running containers whose startup probe has not succeeded yet, on every pod.
     pub fn starting(&self) -> Vec<ContainerRef> {
         let pods: Vec<Arc<Pod>> = self.state().pods.values().cloned().collect();

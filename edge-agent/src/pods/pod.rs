@@ -16,7 +16,8 @@ use super::lifecycle::{Backoff, Event, Lifecycle, Next, pod_phase};
 use super::logfiles;
 use super::manager::Shared;
 use crate::net::{PodNet, ServiceDirectory};
-use crate::runtime::LogBuffer;
+use crate::runtime::{LogBuffer, UsageMeter};
+use crate::usage::{ContainerSample, PodSample};
 
 /// How long a stopped pod's containers get to end before the supervisor complains. Runs
 /// are dropped at once on cancellation, so this is only a safety net for the log.
@@ -32,6 +33,9 @@ pub struct Pod {
     pub stop: CancellationToken,
     /// One log per container, in spec order.
     pub logs: Vec<LogBuffer>,
+    /// One usage meter per container, in spec order (CPU time across its runs, memory of
+    /// its live instance).
+    pub usage: Vec<UsageMeter>,
     /// The pod's network, shared by its containers (none if the server sent none).
     pub net: Option<Arc<PodNet>>,
     // Where the logs are persisted, if anywhere.
@@ -90,8 +94,14 @@ impl Pod {
         if finished {
             logs.iter().for_each(LogBuffer::finish);
         }
+        let usage = assignment
+            .containers
+            .iter()
+            .map(|_| UsageMeter::default())
+            .collect();
         Self {
             net: None,
+            usage,
             start_unix_ms: restored
                 .and_then(|s| s.start_unix_ms)
                 .unwrap_or(now_unix_ms),
@@ -203,6 +213,24 @@ impl Pod {
                 .iter()
                 .zip(lifecycles.iter())
                 .map(|(spec, lifecycle)| lifecycle.status(&spec.name))
+                .collect(),
+        }
+    }
+
+    /// What its containers have used so far.
+    pub fn usage(&self) -> PodSample {
+        PodSample {
+            uid: self.assignment.uid.clone(),
+            containers: self
+                .assignment
+                .containers
+                .iter()
+                .zip(&self.usage)
+                .map(|(spec, meter)| ContainerSample {
+                    name: spec.name.clone(),
+                    cpu_time: meter.cpu_time(),
+                    memory_bytes: meter.memory_bytes(),
+                })
                 .collect(),
         }
     }

@@ -206,10 +206,12 @@ impl Proxy {
             stop: &stop,
             budget: &self.budget,
         };
-        let limiter = MemoryLimiter::new(self.spec.memory_limit_bytes, self.budget.memory());
+        let limiter = MemoryLimiter::new(self.spec.memory_limit_bytes, self.budget.memory())
+            .counting_into(self.spec.usage.clone());
         let oom = limiter.exceeded_flag();
         let mut store = sandbox.component_store(&self.spec, limiter, Some(deadline));
-        let result = self.call(&mut store, request, sender).await;
+        let call = self.call(&mut store, request, sender);
+        let result = super::usage::metered(&self.spec.usage, call).await;
         classify(result, &oom)
     }
 

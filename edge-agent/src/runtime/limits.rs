@@ -10,6 +10,7 @@ use wasmtime::ResourceLimiter;
 
 use super::budget::MemoryPool;
 use super::engine::EPOCH_TICK;
+use super::usage::UsageMeter;
 
 /// The most elements a guest table may grow to (function tables of ordinary programs hold
 /// hundreds to a few thousand entries).
@@ -27,6 +28,7 @@ pub struct MemoryLimiter {
     exceeded: Arc<AtomicBool>,
     pool: Arc<MemoryPool>,
     taken: u64,
+    meter: UsageMeter,
 }
 
 impl MemoryLimiter {
@@ -37,7 +39,14 @@ impl MemoryLimiter {
             exceeded: Arc::new(AtomicBool::new(false)),
             pool,
             taken: 0,
+            meter: UsageMeter::default(),
         }
+    }
+
+    /// Counts what it grants (and gives back) into the container's `meter` too.
+    pub fn counting_into(mut self, meter: UsageMeter) -> Self {
+        self.meter = meter;
+        self
     }
 
     /// A flag that turns true once growth was denied; readable after the store is gone.
@@ -57,6 +66,7 @@ impl ResourceLimiter for MemoryLimiter {
         let growth = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
         if within_limit && self.pool.try_take(growth) {
             self.taken = self.taken.saturating_add(growth);
+            self.meter.grow(growth);
             return Ok(true);
         }
         self.exceeded.store(true, Ordering::Relaxed);
@@ -76,6 +86,7 @@ impl ResourceLimiter for MemoryLimiter {
 impl Drop for MemoryLimiter {
     fn drop(&mut self) {
         self.pool.give_back(self.taken);
+        self.meter.release(self.taken);
     }
 }
 
@@ -180,6 +191,17 @@ mod tests {
         assert!(second.memory_growing(16 << 20, 40 << 20, None).expect("ok"));
         drop(second);
         assert_eq!(pool_of.used(), 0);
+    }
+
+    #[test]
+    fn the_containers_meter_sees_what_its_instances_hold() {
+        let meter = UsageMeter::default();
+        let mut limiter = MemoryLimiter::new(None, Arc::default()).counting_into(meter.clone());
+        assert!(limiter.memory_growing(0, 1 << 20, None).expect("ok"));
+        assert!(limiter.memory_growing(1 << 20, 3 << 20, None).expect("ok"));
+        assert_eq!(meter.memory_bytes(), 3 << 20);
+        drop(limiter);
+        assert_eq!(meter.memory_bytes(), 0);
     }
 
     #[test]

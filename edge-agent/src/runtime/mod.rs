@@ -12,6 +12,7 @@
 //! - `http`: serving a `wasi:http/proxy` component, an instance per request;
 //! - `limits`: the memory limiter and the CPU throttle;
 //! - `budget`: the node's allocatable, enforced over all containers together;
+//! - `usage`: what each container uses (CPU time, linear memory), for `kubectl top`;
 //! - `logbuf` / `stdio`: the bounded per-container log and the guest's output streams;
 //! - `logfile`: a container log's rotating file, so logs survive an agent restart.
 
@@ -26,6 +27,7 @@ mod logfile;
 mod programs;
 mod sandbox;
 mod stdio;
+mod usage;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +51,7 @@ pub use logbuf::{
 pub use logfile::SEGMENT_BYTES as LOG_FILE_SEGMENT_BYTES;
 pub use programs::IDLE_PROGRAMS;
 pub use sandbox::{Exit, ExitReason, KILLED_EXIT_CODE, Preopen, RunSpec};
+pub use usage::UsageMeter;
 
 use budget::NodeBudget;
 use cache::{ArtifactCache, Compiled};
@@ -149,6 +152,7 @@ struct RuntimeInner {
     heap: HeapTrimmer,
     info: EngineInfo,
     budget: NodeBudget,
+    oom_kills: std::sync::atomic::AtomicU64,
 }
 
 impl Runtime {
@@ -192,6 +196,7 @@ impl Runtime {
                 heap,
                 info,
                 budget: NodeBudget::default(),
+                oom_kills: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -317,7 +322,16 @@ impl Runtime {
             stop,
             budget: &self.inner.budget,
         };
-        sandbox.run(&program.prepared, spec).await
+        let exit = sandbox.run(&program.prepared, spec).await;
+        if exit.reason == ExitReason::OomKilled {
+            self.inner.oom_kills.fetch_add(1, Ordering::Relaxed);
+        }
+        exit
+    }
+
+    /// How many container runs ended `OOMKilled` since the runtime started.
+    pub fn oom_kills(&self) -> u64 {
+        self.inner.oom_kills.load(Ordering::Relaxed)
     }
 
     fn load_blocking(&self, digest: &str, wasm: &Path) -> Result<Program, LoadError> {

@@ -31,6 +31,7 @@ use super::http::HttpLimits;
 use super::limits::{CpuThrottle, MemoryLimiter};
 use super::logbuf::LogBuffer;
 use super::stdio::LogSink;
+use super::usage::{UsageMeter, metered};
 use crate::net::PodNet;
 use crate::net::http_egress::PodHttpHooks;
 use crate::net::sockets::{self, PodSockets, PodSocketsView};
@@ -64,6 +65,8 @@ pub struct RunSpec {
     pub http_limits: HttpLimits,
     /// Host directories the guest sees at its mount paths (the pod's volumes).
     pub preopens: Vec<Preopen>,
+    /// Where the container's CPU time and memory are counted ([`super::usage`]).
+    pub usage: UsageMeter,
 }
 
 /// A host directory preopened for the guest.
@@ -211,12 +214,13 @@ impl Sandbox<'_> {
     /// Runs `prepared` to completion, or until `stop` is cancelled. Stopping drops the
     /// store at once, also while the guest is blocked in a host call (a sleep).
     pub async fn run(&self, prepared: &Prepared, spec: &RunSpec) -> Exit {
-        let limiter = MemoryLimiter::new(spec.memory_limit_bytes, self.budget.memory());
+        let limiter = MemoryLimiter::new(spec.memory_limit_bytes, self.budget.memory())
+            .counting_into(spec.usage.clone());
         let oom = limiter.exceeded_flag();
         let result = tokio::select! {
             biased;
             () = self.stop.cancelled() => return Exit::killed(),
-            result = self.execute(prepared, spec, limiter) => result,
+            result = metered(&spec.usage, self.execute(prepared, spec, limiter)) => result,
         };
         classify(result, &oom)
     }

@@ -13,9 +13,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::ApiContext;
 use super::kinds::{self, Kind};
 use super::status::ApiError;
+use super::{ApiContext, metrics_api};
 
 /// The discovery and OpenAPI routes.
 pub fn routes() -> Router<ApiContext> {
@@ -76,6 +76,7 @@ fn groups() -> Vec<Value> {
             "preferredVersion": version,
         }));
     }
+    groups.push(super::metrics_api::group());
     groups
 }
 
@@ -100,6 +101,9 @@ fn of_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item 
 }
 
 fn resource_list(group: &str, version: &str) -> Result<Json<Value>, ApiError> {
+    if (group, version) == (metrics_api::render::GROUP, metrics_api::render::VERSION) {
+        return Ok(Json(metrics_api::resource_list()));
+    }
     let mut resources = Vec::new();
     for kind in of_group_version(group, version) {
         resources.push(json!({
@@ -211,6 +215,31 @@ mod tests {
         );
         assert!(resource_list("", "v2").is_err());
         assert!(resource_list("nope", "v1").is_err());
+    }
+
+    #[test]
+    fn the_metrics_api_is_discovered_so_kubectl_top_finds_it() {
+        let metrics = groups()
+            .into_iter()
+            .find(|g| g["name"] == "metrics.k8s.io")
+            .expect("listed in /apis");
+        assert_eq!(metrics["preferredVersion"]["version"], "v1beta1");
+        let Ok(Json(list)) = resource_list("metrics.k8s.io", "v1beta1") else {
+            panic!("metrics.k8s.io/v1beta1 is served");
+        };
+        let kinds: Vec<(&Value, &Value)> = list["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| (&r["name"], &r["kind"]))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (&json!("nodes"), &json!("NodeMetrics")),
+                (&json!("pods"), &json!("PodMetrics"))
+            ]
+        );
     }
 
     #[test]

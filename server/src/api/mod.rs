@@ -17,7 +17,8 @@
 //! resources included), [`body`] (limits, content types, patches, decoding
 //! off the async workers), [`nesting`] (the depth pre-scan),
 //! [`protobuf`] (`kubectl create namespace`), [`watch`], [`table`], [`logs`], [`modules`], [`join_tokens`], [`discovery`], [`status`],
-//! [`health`] (`/healthz`, `/livez`, `/readyz`, without authentication).
+//! [`health`] (`/healthz`, `/livez`, `/readyz`, without authentication),
+//! [`metrics_api`] (`metrics.k8s.io`: what agents report their pods use, for `kubectl top`).
 //!
 //! Store calls run in `spawn_blocking`: a write waits for an fsync, and the API serves many
 //! clients at once.
@@ -33,6 +34,7 @@ pub mod health;
 pub mod join_tokens;
 pub mod kinds;
 pub mod logs;
+pub mod metrics_api;
 pub mod modules;
 pub mod nesting;
 pub mod node_authorizer;
@@ -99,6 +101,8 @@ pub struct ApiContext {
     pub service_cidr: ipnet::Ipv4Net,
     /// What requests and watches are counted into, and `/metrics` renders.
     pub metrics: crate::metrics::Metrics,
+    /// What the agents last reported their pods use (`metrics.k8s.io`).
+    pub usage: crate::fleet::usage::UsageBook,
 }
 
 /// Starting the API failed.

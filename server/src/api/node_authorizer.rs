@@ -15,6 +15,8 @@
 //!   own Node.)
 //! - leases (`coordination.k8s.io`, namespace `kube-node-lease`): only its own.
 //! - events: created and updated.
+//! - `metrics.k8s.io` (what nodes and pods use): nothing. A node reports its own usage over
+//!   MQTT and has no reason to read anyone's; RBAC could otherwise grant it other nodes'.
 //!
 //! Anything else has no opinion here and goes to RBAC (which grants `system:nodes`
 //! nothing beyond discovery by default). Over MQTT the broker's ACL confines nodes
@@ -72,6 +74,7 @@ pub fn authorize(graph: &dyn NodeGraph, node: &str, attributes: &Attributes) -> 
         ("" | "events.k8s.io", "events") => {
             matches!(a.verb.as_str(), "create" | "update" | "patch")
         }
+        ("metrics.k8s.io", _) => false,
         _ => return Verdict::NoOpinion,
     };
     if verdict {
@@ -236,6 +239,22 @@ mod tests {
         assert_eq!(authorize(&g, "pi-1", &lease("pi-2")), Verdict::Deny);
         let deployments = Attributes::resource("list", "apps", "deployments", "a", "");
         assert_eq!(authorize(&g, "pi-1", &deployments), Verdict::NoOpinion);
+    }
+
+    #[test]
+    fn a_node_reads_no_metrics_not_even_its_own() {
+        let g = graph();
+        for (resource, namespace, name) in [("nodes", "", "pi-1"), ("pods", "a", "web")] {
+            for verb in ["get", "list"] {
+                let metrics =
+                    Attributes::resource(verb, "metrics.k8s.io", resource, namespace, name);
+                assert_eq!(
+                    authorize(&g, "pi-1", &metrics),
+                    Verdict::Deny,
+                    "{verb} {resource}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,9 @@ use axum::{Extension, Router};
 
 use super::kinds::{self, Kind};
 use super::status::ApiError;
-use super::{ApiContext, auth, discovery, health, join_tokens, modules, objects, users};
+use super::{
+    ApiContext, auth, discovery, health, join_tokens, metrics_api, modules, objects, users,
+};
 
 /// All routes, with authentication.
 pub fn build(ctx: ApiContext) -> Router {
@@ -28,6 +30,7 @@ pub fn build(ctx: ApiContext) -> Router {
     kinds::ALL
         .iter()
         .fold(discovery::routes(), |router, kind| add_kind(router, kind))
+        .merge(metrics_api::routes())
         .route(
             "/apis/wasmfleet.dev/v1/modules",
             get(modules::list).fallback(method_not_allowed),

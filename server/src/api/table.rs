@@ -7,7 +7,7 @@
 use axum::http::{HeaderMap, header};
 use serde_json::{Value, json};
 
-use super::kinds::Kind;
+use super::kinds::{Column, Kind};
 
 /// Whether the client asked for a Table.
 pub fn wants_table(headers: &HeaderMap) -> bool {
@@ -24,8 +24,19 @@ pub fn render(
     revision: Option<&str>,
     now: jiff::Timestamp,
 ) -> Value {
-    let columns: Vec<Value> = kind
-        .columns
+    render_columns(kind.columns, kind.cells, objects, revision, now)
+}
+
+/// A Table of `objects` with `columns`, a row of `cells` each (for what is not a [`Kind`]:
+/// the metrics API).
+pub fn render_columns(
+    columns: &[Column],
+    cells: fn(&Value, jiff::Timestamp) -> Vec<Value>,
+    objects: &[Value],
+    revision: Option<&str>,
+    now: jiff::Timestamp,
+) -> Value {
+    let columns: Vec<Value> = columns
         .iter()
         .map(|column| {
             let format = if column.name == "Name" { "name" } else { "" };
@@ -37,7 +48,7 @@ pub fn render(
         .iter()
         .map(|obj| {
             json!({
-                "cells": (kind.cells)(obj, now),
+                "cells": cells(obj, now),
                 "object": {
                     "kind": "PartialObjectMetadata",
                     "apiVersion": "meta.k8s.io/v1",

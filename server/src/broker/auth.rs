@@ -413,6 +413,8 @@ mod tests {
         let me = node("pi-1");
         assert!(may_publish(&me, &up("pi-1", Up::Status)));
         assert!(may_publish(&me, &up("pi-1", Up::State)));
+        assert!(may_publish(&me, &up("pi-1", Up::Usage)));
+        assert!(!may_publish(&me, &up("pi-2", Up::Usage)));
         assert!(!may_publish(&me, &up("pi-2", Up::Status)));
         assert!(!may_publish(&me, &down("pi-1", Down::Desired)));
         assert!(!may_publish(&me, topic::SERVER_STATE));

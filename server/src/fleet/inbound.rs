@@ -22,6 +22,7 @@ use wasmfleet_protocol::{Message, decode, encode};
 
 use super::connection::Inbound;
 use super::logs::LogRouter;
+use super::usage::UsageBook;
 use super::{blobs, nodes, status};
 use crate::artifacts::Artifacts;
 use crate::controllers::leases::{self, LeaseUpdate, Leases};
@@ -48,6 +49,8 @@ pub(super) struct Dispatcher {
     pub(super) complaints: Complaints,
     /// New nodes wait for an admin's approval (see [`nodes::handle_state`]).
     pub(super) node_approval: bool,
+    /// The latest usage of every node (`kubectl top`).
+    pub(super) usage: UsageBook,
 }
 
 /// Rate-limits warnings about bad input: one per source and topic per window, with a count
@@ -99,6 +102,7 @@ pub(crate) fn expected_on(kind: Up, message: &Message) -> bool {
             )
             | (Up::Logs, Message::LogChunk(_))
             | (Up::Events, Message::PodEvents(_))
+            | (Up::Usage, Message::Usage(_))
     )
 }
 
@@ -202,6 +206,14 @@ impl Dispatcher {
             Message::LogChunk(chunk) => self.logs.route(node, chunk),
             Message::PodEvents(reported) => {
                 status::record_pod_events(&self.store, &self.cache, node, &reported)
+            }
+            Message::Usage(report) => {
+                let recorded =
+                    self.usage
+                        .record(node, report, Instant::now(), jiff::Timestamp::now());
+                if let Err(err) = recorded {
+                    self.complaints.warn(node, topic_name, &err.to_string());
+                }
             }
             _ => {}
         }

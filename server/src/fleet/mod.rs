@@ -10,7 +10,9 @@
 //!   node lifecycle controller reads them);
 //! - status reports → pod status in the store, then an ack ([`status`]);
 //! - chunk requests → module chunks, sent from their own task ([`blobs`]);
-//! - log chunks → the waiting [`FleetHandle::logs`] receiver ([`logs`]).
+//! - log chunks → the waiting [`FleetHandle::logs`] receiver ([`logs`]);
+//! - usage reports → the latest usage of every node, in memory ([`usage`]), which the API
+//!   serves as `metrics.k8s.io` (`kubectl top`).
 //!
 //! Module uploads and manifests from clients come in through the [`front_door`], an MQTT 5
 //! session of its own that answers every publish.
@@ -39,6 +41,7 @@ mod retained;
 pub mod routes;
 pub mod services;
 pub mod status;
+pub mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,6 +193,8 @@ pub struct FleetHandle {
     log_timeout: Duration,
     /// Set while the connection to the broker is up (see [`FleetHandle::link_up`]).
     link_up: Arc<AtomicBool>,
+    /// What every node last reported its pods use.
+    usage: usage::UsageBook,
 }
 
 impl Fleet {
@@ -242,6 +247,7 @@ impl Fleet {
                 relay: config.relay.clone(),
             },
         );
+        let usage = usage::UsageBook::default();
         let ctx = inbound::Dispatcher {
             client: client.clone(),
             store,
@@ -262,6 +268,7 @@ impl Fleet {
             shutdown: shutdown.clone(),
             complaints: inbound::Complaints::default(),
             node_approval: config.node_approval,
+            usage: usage.clone(),
         };
         let link_up = Arc::new(AtomicBool::new(false));
         tracker.spawn(connection::run(
@@ -283,6 +290,7 @@ impl Fleet {
             leases,
             log_timeout: config.log_timeout,
             link_up,
+            usage,
         })
     }
 }
@@ -316,6 +324,11 @@ impl FleetHandle {
     /// Every agent's session and liveness (the node lifecycle controller reads them).
     pub fn leases(&self) -> &Leases {
         &self.leases
+    }
+
+    /// The latest usage every node reported (the API serves it as `metrics.k8s.io`).
+    pub fn usage(&self) -> &usage::UsageBook {
+        &self.usage
     }
 
     /// The MQTT client, for publishing from other server parts.

@@ -69,6 +69,8 @@ const READABLE: &[(&str, &[&str])] = &[
     ("gateway.networking.k8s.io", &["gateways", "httproutes"]),
     ("events.k8s.io", &["events"]),
     ("wasmfleet.dev", &["modules"]),
+    // Kubernetes' system:aggregated-metrics-reader, aggregated into view, edit and admin.
+    ("metrics.k8s.io", &["pods", "nodes"]),
 ];
 
 /// What `edit` and `admin` write: (group, resources).

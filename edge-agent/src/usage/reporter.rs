@@ -1,0 +1,55 @@
+//! The task that samples the node every interval and sends what it used.
+
+use std::time::{Duration, Instant};
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::Message;
+use wasmfleet_protocol::topic::Up;
+
+use super::rates::{Rates, Sample};
+use super::{IDLE_EVERY, host};
+use crate::link::Uplink;
+use crate::pods::PodManager;
+
+/// Samples `pods` and the host every `interval` and sends a report on the uplink: after
+/// every interval while pods run, every [`IDLE_EVERY`] intervals while none do (the
+/// window then spans them all). Runs until `stop` is cancelled.
+pub async fn report(pods: PodManager, uplink: Uplink, interval: Duration, stop: CancellationToken) {
+    let mut rates = Rates::default();
+    rates.start(sample(&pods));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Counted from one short of a report, so the first goes after one interval and a new
+    // node shows in `kubectl top node` at once.
+    let mut since_report = IDLE_EVERY - 1;
+    // Whether the last report listed pods: the one after the last pod stopped goes at once.
+    let mut listed_pods = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        since_report += 1;
+        let sample = sample(&pods);
+        if sample.pods.is_empty() && !listed_pods && since_report < IDLE_EVERY {
+            continue;
+        }
+        since_report = 0;
+        listed_pods = !sample.pods.is_empty();
+        let Some(report) = rates.report(sample) else {
+            continue;
+        };
+        if let Err(err) = uplink.try_send(Up::Usage, &Message::Usage(report)) {
+            tracing::debug!(%err, "dropping a usage report");
+        }
+    }
+}
+
+fn sample(pods: &PodManager) -> Sample {
+    Sample {
+        at: Instant::now(),
+        host: host::sample(),
+        pods: pods.usage(),
+    }
+}
