@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::MAX_MESSAGE_SIZE;
 use crate::artifact::{ArtifactOffer, ArtifactRequest};
 use crate::blob::{BlobReply, BlobRequest};
+use crate::ingress_tls::IngressCertificates;
 use crate::logs::{LogChunk, NodeCommand};
 use crate::node::{Heartbeat, NodeState, ServerState};
 use crate::peers::PeerTable;
@@ -78,6 +79,14 @@ pub enum Message {
     /// The retained table of peers: where each node's pods live and how to reach them (on
     /// [`crate::topic::PEERS`]).
     Peers(PeerTable),
+    /// Placeholder for index 20, which the usage-metrics branch (h-top) takes: keeps
+    /// [`Message::IngressCertificates`] at 21 on this branch. Never sent; replaced by
+    /// that variant when the branches meet.
+    #[doc(hidden)]
+    Reserved20,
+    /// The certificates and keys a node that serves ingress traffic terminates TLS with
+    /// (retained on its own `down/tls`; never on a topic every node reads).
+    IngressCertificates(IngressCertificates),
 }
 
 /// Why a payload could not be decoded.
@@ -207,5 +216,7 @@ mod tests {
             node_events: vec![],
         });
         assert_eq!(encode(&events)[1], 16);
+        let tls = Message::IngressCertificates(IngressCertificates::default());
+        assert_eq!(encode(&tls)[1], 21);
     }
 }

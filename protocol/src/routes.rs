@@ -20,6 +20,43 @@ pub struct RouteTable {
     pub revision: u64,
     /// One per port served.
     pub listeners: Vec<Listener>,
+    /// Which listeners terminate TLS and which hosts redirect plain HTTP to HTTPS.
+    /// Appended after the first release ([`crate::tail`]): older agents ignore it (and
+    /// serve no HTTPS), newer agents read an older server's table as having none. Keep it
+    /// the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub tls: TlsRoutes,
+}
+
+/// The TLS side of the route table (no keys: those go only to the nodes that serve
+/// ingress traffic, see [`crate::ingress_tls`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsRoutes {
+    /// The Gateway listener ports that terminate TLS (`protocol: HTTPS`).
+    pub https_ports: Vec<u16>,
+    /// The lower-case Ingress hosts with TLS (`spec.tls[].hosts`; `*.` wildcards): a plain
+    /// HTTP request for one is answered with a 308 to HTTPS (ingress-nginx's
+    /// `ssl-redirect`) unless its route's source is in [`Self::no_redirect`].
+    pub redirect_hosts: Vec<String>,
+    /// The route sources (`Ingress default/web`) that keep plain HTTP
+    /// (`nginx.ingress.kubernetes.io/ssl-redirect: "false"`).
+    pub no_redirect: Vec<String>,
+}
+
+impl TlsRoutes {
+    /// Whether a plain HTTP request for `host` (with or without a port) that `route`
+    /// takes is redirected to HTTPS.
+    pub fn redirects(&self, host: &str, route: &Route) -> bool {
+        let host = strip_port(host).to_ascii_lowercase();
+        let wildcard = host
+            .split_once('.')
+            .map(|(_, parent)| format!("*.{parent}"));
+        let has_tls = self
+            .redirect_hosts
+            .iter()
+            .any(|h| *h == host || Some(h) == wildcard.as_ref());
+        has_tls && !self.no_redirect.contains(&route.source)
+    }
 }
 
 /// One port the agents serve HTTP on.
@@ -294,6 +331,7 @@ mod tests {
                 port: INGRESS_PORT,
                 hosts,
             }],
+            tls: TlsRoutes::default(),
         }
     }
 
@@ -470,5 +508,39 @@ mod tests {
             "stable"
         );
         assert_eq!(pick(&t, "h", "/", &[], 0).unwrap(), "stable");
+    }
+
+    #[test]
+    fn hosts_with_tls_redirect_unless_their_ingress_opts_out() {
+        let tls = TlsRoutes {
+            https_ports: vec![],
+            redirect_hosts: vec!["shop.example.com".into(), "*.example.org".into()],
+            no_redirect: vec!["Ingress default/plain".into()],
+        };
+        let web = route(PathMatch::Prefix("/".into()), vec![backend("web", 1)]);
+        let mut plain = web.clone();
+        plain.source = "Ingress default/plain".into();
+        assert!(tls.redirects("Shop.example.com:8080", &web));
+        assert!(tls.redirects("a.example.org", &web));
+        assert!(!tls.redirects("a.b.example.org", &web));
+        assert!(!tls.redirects("other.example.com", &web));
+        assert!(!tls.redirects("shop.example.com", &plain));
+    }
+
+    #[test]
+    fn a_table_from_before_tls_reads_as_having_none() {
+        #[derive(Serialize)]
+        struct Before {
+            revision: u64,
+            listeners: Vec<Listener>,
+        }
+        let bytes = postcard::to_stdvec(&Before {
+            revision: 3,
+            listeners: vec![],
+        })
+        .unwrap();
+        let table: RouteTable = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(table.revision, 3);
+        assert_eq!(table.tls, TlsRoutes::default());
     }
 }

@@ -62,6 +62,12 @@ pub fn check_nginx_annotation(name: &str, value: &str) -> Result<(), String> {
             "Invalid value: {value:?}: must be a header or cookie name"
         )),
         "canary-by-header" | "canary-by-cookie" | "canary-by-header-value" => Ok(()),
+        super::tls::SSL_REDIRECT => match value {
+            "true" | "false" => Ok(()),
+            _ => Err(format!(
+                "Invalid value: {value:?}: must be \"true\" or \"false\""
+            )),
+        },
         "canary-by-header-pattern" => Err(
             "Unsupported value: regular-expression canaries are not served yet; use \
              canary-by-header-value"
@@ -69,9 +75,10 @@ pub fn check_nginx_annotation(name: &str, value: &str) -> Result<(), String> {
         ),
         _ => Err(format!(
             "Unsupported value: wasmfleet's ingress honours only the canary annotations \
-             ({}{})",
+             ({}{}) and {}",
             NGINX_PREFIX,
-            CANARY_KEYS.join(", ")
+            CANARY_KEYS.join(", "),
+            super::tls::SSL_REDIRECT
         )),
     }
 }
@@ -277,6 +284,7 @@ pub fn compile(sources: &Sources<'_>, revision: u64) -> RouteTable {
     RouteTable {
         revision,
         listeners,
+        tls: super::tls::tls_routes(sources),
     }
 }
 
@@ -599,6 +607,8 @@ mod tests {
         assert!(check_nginx_annotation("canary-weight", "-1").is_err());
         assert!(check_nginx_annotation("canary-by-header", "bad header").is_err());
         assert!(check_nginx_annotation("canary-by-header-pattern", "^a").is_err());
-        assert!(check_nginx_annotation("ssl-redirect", "false").is_err());
+        assert!(check_nginx_annotation("ssl-redirect", "false").is_ok());
+        assert!(check_nginx_annotation("ssl-redirect", "no").is_err());
+        assert!(check_nginx_annotation("force-ssl-redirect", "true").is_err());
     }
 }
