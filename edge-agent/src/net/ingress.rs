@@ -32,6 +32,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -65,34 +66,49 @@ const HOP_BY_HOP: [&str; 7] = [
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-/// Serves Ingress traffic on `ingress_port` (0: none) and each Gateway listener's port of
+/// The agent's own ingress ports (`--ingress-port`, `--ingress-https-port`; 0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngressPorts {
+    /// Plain HTTP for Ingresses.
+    pub http: u16,
+    /// HTTPS for Ingresses (served only while the node has certificates).
+    pub https: u16,
+}
+
+/// Whether a port speaks plain HTTP or terminates TLS first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Tls,
+}
+
+/// Serves Ingress traffic on the agent's ingress ports and each Gateway listener's port of
 /// the route table, opening and closing Gateway ports as the table changes, until
-/// `shutdown`. A port it cannot listen on is logged once and tried again every
-/// [`RETRY_BIND`] and on every change; the rest is served meanwhile.
+/// `shutdown`. TLS ports (the HTTPS ingress port, Gateway `HTTPS` listeners) are served
+/// only while the server has sent this node certificates. A port it cannot listen on is
+/// logged once and tried again every [`RETRY_BIND`] and on every change; the rest is served
+/// meanwhile.
 pub async fn serve(
-    ingress_port: u16,
+    ports: IngressPorts,
     directory: ServiceDirectory,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut open: BTreeMap<u16, CancellationToken> = BTreeMap::new();
+    let mut open: BTreeMap<u16, (Mode, CancellationToken)> = BTreeMap::new();
     let mut failed: BTreeSet<u16> = BTreeSet::new();
     let mut changes = directory.subscribe();
     loop {
-        let mut wanted = gateway_ports(&directory.routes());
-        if ingress_port != 0 {
-            wanted.insert(ingress_port);
-        }
-        open.retain(|port, stop| {
-            let keep = wanted.contains(port);
+        let wanted = wanted_ports(&directory.routes(), ports, directory.tls().is_serving());
+        open.retain(|port, (mode, stop)| {
+            let keep = wanted.get(port) == Some(mode);
             if !keep {
                 stop.cancel();
             }
             keep
         });
-        failed.retain(|port| wanted.contains(port));
-        for port in wanted {
+        failed.retain(|port| wanted.contains_key(port));
+        for (port, mode) in wanted {
             if open.contains_key(&port) {
                 continue;
             }
@@ -102,15 +118,34 @@ pub async fn serve(
             };
             failed.remove(&port);
             let stop = shutdown.child_token();
+            let ingress = port == ports.http || port == ports.https;
+            let tls = match mode {
+                Mode::Plain => None,
+                Mode::Tls => {
+                    let mut routed = vec![port];
+                    if ingress {
+                        routed.push(INGRESS_PORT);
+                    }
+                    match acceptor(&directory, routed) {
+                        Ok(acceptor) => Some(acceptor),
+                        Err(err) => {
+                            tracing::error!(port, %err, "cannot set up TLS; not serving the port");
+                            continue;
+                        }
+                    }
+                }
+            };
             let server = Server {
                 port,
-                ingress: port == ingress_port,
+                ingress,
+                https_port: ports.https,
+                tls,
                 directory: directory.clone(),
                 slots: Arc::clone(&slots),
                 tracker: tracker.clone(),
             };
             tracker.spawn(server.accept(listener, stop.clone()));
-            open.insert(port, stop);
+            open.insert(port, (mode, stop));
         }
         let retry = async {
             match failed.is_empty() {
@@ -126,14 +161,42 @@ pub async fn serve(
     }
 }
 
-/// The ports of the route table's Gateway listeners.
-fn gateway_ports(routes: &RouteTable) -> BTreeSet<u16> {
-    routes
+/// Pure: every port to serve and how: the route table's Gateway listener ports (TLS for
+/// its `https_ports`), then the agent's own ports, which win a port both name; TLS ports
+/// only when the node `has_certificates`.
+fn wanted_ports(routes: &RouteTable, ports: IngressPorts, has_certificates: bool) -> BTreeMap<u16, Mode> {
+    let mut wanted: BTreeMap<u16, Mode> = routes
         .listeners
         .iter()
         .map(|l| l.port)
         .filter(|port| *port != INGRESS_PORT)
-        .collect()
+        .map(|port| match routes.tls.https_ports.contains(&port) {
+            true => (port, Mode::Tls),
+            false => (port, Mode::Plain),
+        })
+        .collect();
+    if ports.https != 0 {
+        wanted.insert(ports.https, Mode::Tls);
+    }
+    if ports.http != 0 {
+        wanted.insert(ports.http, Mode::Plain);
+    }
+    if !has_certificates {
+        wanted.retain(|_, mode| *mode == Mode::Plain);
+    }
+    wanted
+}
+
+/// A TLS acceptor whose certificate is chosen per handshake among the node's current
+/// ones for the routes of `ports`; HTTP/1.1 only.
+fn acceptor(directory: &ServiceDirectory, ports: Vec<u16>) -> Result<TlsAcceptor, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(directory.tls().resolver(ports));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Listens on `port` on all addresses; `None` when it cannot (logged as an error the
@@ -164,8 +227,13 @@ async fn bind(port: u16, first: bool) -> Option<TcpListener> {
 /// One listening port.
 struct Server {
     port: u16,
-    /// The agent's ingress port: Ingresses' routes apply too.
+    /// One of the agent's ingress ports: Ingresses' routes apply too.
     ingress: bool,
+    /// The agent's HTTPS ingress port (0: none), where plain requests for TLS hosts are
+    /// redirected.
+    https_port: u16,
+    /// Terminates TLS first (`None`: plain HTTP).
+    tls: Option<TlsAcceptor>,
     directory: ServiceDirectory,
     slots: Arc<Semaphore>,
     /// Where connections (to clients and to endpoints) run, so shutdown waits for them.
@@ -188,9 +256,20 @@ impl Server {
                 Ok((stream, peer)) => {
                     // Small writes (a response head, then its body) must not wait for ACKs.
                     stream.set_nodelay(true).ok();
-                    let connection = connection(stream, peer, Arc::clone(&this), stop.clone());
+                    let server = Arc::clone(&this);
+                    let stop = stop.clone();
                     this.tracker.spawn(async move {
-                        connection.await;
+                        match server.tls.clone() {
+                            None => connection(stream, peer, server, stop).await,
+                            Some(tls) => {
+                                let handshake = tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream));
+                                match handshake.await {
+                                    Ok(Ok(stream)) => connection(stream, peer, server, stop).await,
+                                    Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            }
+                        }
                         drop(slot);
                     });
                 }
@@ -204,12 +283,14 @@ impl Server {
 }
 
 /// Serves one client connection (keep-alive included) until it ends or `shutdown`.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     server: Arc<Server>,
     shutdown: CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |request| {
         let server = Arc::clone(&server);
         async move { Ok::<_, Infallible>(handle(request, peer, &server).await) }
@@ -258,6 +339,14 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, server: &Server) -
             selection = routes.select(&route_request, &mut roll);
         }
         match selection {
+            Selection::Backend(_, route)
+                if route_request.port == INGRESS_PORT
+                    && server.tls.is_none()
+                    && server.https_port != 0
+                    && routes.tls.redirects(&host, route) =>
+            {
+                return redirect_to_https(&host, server.https_port, request.uri());
+            }
             Selection::Backend(backend, _) => backend.clone(),
             Selection::NoRoute => {
                 return answer(
@@ -290,7 +379,11 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, server: &Server) -
         let why = format!("Service {service}: cannot open a tunnel to the endpoint's node");
         return answer(StatusCode::BAD_GATEWAY, &why);
     }
-    match forward(request, peer, &host, target, &server.tracker).await {
+    let scheme = match server.tls {
+        Some(_) => "https",
+        None => "http",
+    };
+    match forward(request, (peer, scheme), &host, target, &server.tracker).await {
         Ok(response) => response,
         Err(why) => {
             tracing::debug!(%service, %target, %why, "Ingress backend failed");
@@ -305,7 +398,7 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, server: &Server) -
 /// Sends `request` to the endpoint at `target` and returns its response.
 async fn forward(
     mut request: Request<Incoming>,
-    peer: SocketAddr,
+    (peer, scheme): (SocketAddr, &str),
     host: &str,
     target: SocketAddr,
     tracker: &TaskTracker,
@@ -323,7 +416,7 @@ async fn forward(
             tracing::debug!(%err, "connection to an Ingress endpoint ended with an error");
         }
     });
-    forwarded_headers(request.headers_mut(), peer, host);
+    forwarded_headers(request.headers_mut(), peer, host, scheme);
     let response = sender
         .send_request(request)
         .await
@@ -331,8 +424,9 @@ async fn forward(
     Ok(response.map(BodyExt::boxed))
 }
 
-/// Drops hop-by-hop headers and says who the request came from.
-fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr, host: &str) {
+/// Drops hop-by-hop headers and says who the request came from, and over what (`http`
+/// or `https`).
+fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr, host: &str, scheme: &str) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
@@ -344,12 +438,34 @@ fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr, host: &st
     for (name, value) in [
         ("x-forwarded-for", forwarded_for.as_str()),
         ("x-forwarded-host", host),
-        ("x-forwarded-proto", "http"),
+        ("x-forwarded-proto", scheme),
     ] {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     }
+}
+
+/// ingress-nginx's `ssl-redirect`: a 308 to the same host, path and query over HTTPS on
+/// `https_port` (named in the URL unless it is 443).
+fn redirect_to_https(host: &str, https_port: u16, uri: &hyper::Uri) -> Response<Body> {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    };
+    let port = match https_port {
+        443 => String::new(),
+        port => format!(":{port}"),
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{name}{port}{path}");
+    let mut response = answer(StatusCode::PERMANENT_REDIRECT, &location);
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// The request's host: its `Host` header, else its URI's authority.
@@ -412,7 +528,7 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
         headers.insert("connection", HeaderValue::from_static("keep-alive"));
         let peer: SocketAddr = "10.0.0.7:5555".parse().unwrap();
-        forwarded_headers(&mut headers, peer, "shop.example.com");
+        forwarded_headers(&mut headers, peer, "shop.example.com", "http");
         assert_eq!(headers["x-forwarded-for"], "192.0.2.1, 10.0.0.7");
         assert_eq!(headers["x-forwarded-host"], "shop.example.com");
         assert_eq!(headers["x-forwarded-proto"], "http");
