@@ -147,7 +147,10 @@ spec:
 fn certificate(dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf, Vec<u8>) {
     let names: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
     let issued = rcgen::generate_simple_self_signed(names).expect("generate a certificate");
-    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
     std::fs::write(&crt, issued.cert.pem()).expect("write the certificate");
     std::fs::write(&key, issued.signing_key.serialize_pem()).expect("write the key");
     (crt, key, issued.signing_key.serialize_der())
@@ -156,7 +159,13 @@ fn certificate(dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf, Vec
 /// `curl` of `url` with `args`: its status code, body and stderr.
 fn curl(url: &str, args: &[&str]) -> (String, String, String) {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-w", "\\n%{http_code} %{redirect_url}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-w",
+            "\\n%{http_code} %{redirect_url}",
+        ])
         .args(args)
         .arg(url)
         .output()
@@ -178,12 +187,16 @@ fn https(host: &str, port: u16, ca: &Path) -> (String, String, String) {
 }
 
 fn wait_https(host: &str, port: u16, ca: &Path, want: &str) {
-    wait_for(&format!("https://{host}:{port}/ to answer {want}"), START, || {
-        let (status, body, err) = https(host, port, ca);
-        (status == "200" && body == want)
-            .then_some(())
-            .ok_or(format!("{status} {body:?} {err}"))
-    });
+    wait_for(
+        &format!("https://{host}:{port}/ to answer {want}"),
+        START,
+        || {
+            let (status, body, err) = https(host, port, ca);
+            (status == "200" && body == want)
+                .then_some(())
+                .ok_or(format!("{status} {body:?} {err}"))
+        },
+    );
 }
 
 /// The private scalar of a PKCS#8 EC key (what must never leave the serving nodes).
@@ -206,7 +219,9 @@ fn retained_on(
     let (client, mut connection) =
         wasmfleet_tests::mqtt::connect(cluster.mqtt(), client_id, user, password).expect("connect");
     for filter in filters {
-        client.subscribe(filter, QoS::AtLeastOnce).expect("subscribe");
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .expect("subscribe");
     }
     let (mut received, mut leaked, mut acks, mut acked_at) = (0, false, 0, None);
     for event in connection.iter() {
@@ -305,7 +320,11 @@ fn ingress_and_gateway_tls_serve_by_sni_redirect_renew_and_keep_keys_on_serving_
     // holds no key.
     let secret = scalar(&key_der);
     let server_password = cluster.server_mqtt_password();
-    let server = ("ingress-tls-test", "wasmfleet-server", server_password.as_str());
+    let server = (
+        "ingress-tls-test",
+        "wasmfleet-server",
+        server_password.as_str(),
+    );
     let node_a = [topic::down("node-a", Down::Tls)];
     assert_eq!(retained_on(&cluster, server, &node_a, &secret), (1, true));
     cluster.kill_agent("node-b");

@@ -32,8 +32,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::network::loopback_alias;
@@ -164,7 +164,11 @@ pub async fn serve(
 /// Pure: every port to serve and how: the route table's Gateway listener ports (TLS for
 /// its `https_ports`), then the agent's own ports, which win a port both name; TLS ports
 /// only when the node `has_certificates`.
-fn wanted_ports(routes: &RouteTable, ports: IngressPorts, has_certificates: bool) -> BTreeMap<u16, Mode> {
+fn wanted_ports(
+    routes: &RouteTable,
+    ports: IngressPorts,
+    has_certificates: bool,
+) -> BTreeMap<u16, Mode> {
     let mut wanted: BTreeMap<u16, Mode> = routes
         .listeners
         .iter()
@@ -262,10 +266,13 @@ impl Server {
                         match server.tls.clone() {
                             None => connection(stream, peer, server, stop).await,
                             Some(tls) => {
-                                let handshake = tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream));
+                                let handshake =
+                                    tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream));
                                 match handshake.await {
                                     Ok(Ok(stream)) => connection(stream, peer, server, stop).await,
-                                    Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+                                    Ok(Err(err)) => {
+                                        tracing::debug!(%peer, %err, "TLS handshake failed")
+                                    }
                                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                                 }
                             }
@@ -533,5 +540,60 @@ mod tests {
         assert_eq!(headers["x-forwarded-host"], "shop.example.com");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert!(headers.get("connection").is_none());
+    }
+
+    #[test]
+    fn tls_ports_are_served_only_with_certificates_and_the_agents_own_ports_win() {
+        use wasmfleet_protocol::routes::{Listener, TlsRoutes};
+        let listener = |port| Listener {
+            port,
+            hosts: vec![],
+        };
+        let routes = RouteTable {
+            revision: 1,
+            listeners: vec![
+                listener(INGRESS_PORT),
+                listener(8080),
+                listener(8443),
+                listener(80),
+            ],
+            tls: TlsRoutes {
+                https_ports: vec![8443, 80],
+                ..TlsRoutes::default()
+            },
+        };
+        let ports = IngressPorts {
+            http: 80,
+            https: 443,
+        };
+        let with = wanted_ports(&routes, ports, true);
+        let expected = [
+            (80, Mode::Plain),
+            (443, Mode::Tls),
+            (8080, Mode::Plain),
+            (8443, Mode::Tls),
+        ];
+        assert_eq!(with.into_iter().collect::<Vec<_>>(), expected);
+        let without = wanted_ports(&routes, ports, false);
+        assert_eq!(
+            without.into_iter().collect::<Vec<_>>(),
+            [(80, Mode::Plain), (8080, Mode::Plain)]
+        );
+    }
+
+    #[test]
+    fn a_redirect_keeps_host_path_and_query_and_names_a_port_other_than_443() {
+        let uri: hyper::Uri = "/a/b?q=1".parse().unwrap();
+        let response = redirect_to_https("shop.example.com:8080", 8443, &uri);
+        assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "https://shop.example.com:8443/a/b?q=1"
+        );
+        let response = redirect_to_https("shop.example.com", 443, &uri);
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "https://shop.example.com/a/b?q=1"
+        );
     }
 }

@@ -121,7 +121,14 @@ impl CertificatePublisher {
     /// Builds the certificates and sends what changed.
     async fn pass(&mut self) {
         let lists = SOURCES.map(|resource| self.cache.list(resource));
-        let [ingresses, ingress_classes, gateways, gateway_classes, secrets, nodes] = &lists;
+        let [
+            ingresses,
+            ingress_classes,
+            gateways,
+            gateway_classes,
+            secrets,
+            nodes,
+        ] = &lists;
         let sources = Sources {
             ingresses,
             ingress_classes,
@@ -184,7 +191,12 @@ impl CertificatePublisher {
 
     async fn retain(&self, node: &str, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
         self.client
-            .publish(topic::down(node, Down::Tls), QoS::AtLeastOnce, true, payload)
+            .publish(
+                topic::down(node, Down::Tls),
+                QoS::AtLeastOnce,
+                true,
+                payload,
+            )
             .await
     }
 

@@ -244,11 +244,8 @@ impl Fleet {
                 relay_port: config.relay_port,
             },
         );
-        let tls = certificates::CertificatePublisher::new(
-            client.clone(),
-            store.clone(),
-            cache.clone(),
-        )?;
+        let tls =
+            certificates::CertificatePublisher::new(client.clone(), store.clone(), cache.clone())?;
         let ctx = inbound::Dispatcher {
             client: client.clone(),
             store,

@@ -54,9 +54,15 @@ pub fn certificates(sources: &Sources<'_>, secrets: &[Arc<Value>]) -> Certificat
             let Some(name) = tls["secretName"].as_str() else {
                 continue; // No Secret: the default certificate, as ingress-nginx does.
             };
-            let hosts = lower(&tls["hosts"]);
-            let field = format!("spec.tls[{i}].secretName");
-            out.add(ingress, None, &field, name, INGRESS_PORT, hosts, secrets);
+            let wanted = Wanted {
+                object: ingress,
+                listener: None,
+                field: format!("spec.tls[{i}].secretName"),
+                secret: name,
+                port: INGRESS_PORT,
+                hosts: lower(&tls["hosts"]),
+            };
+            out.add(wanted, secrets);
         }
     }
     let gateways = sources
@@ -76,50 +82,64 @@ pub fn certificates(sources: &Sources<'_>, secrets: &[Arc<Value>]) -> Certificat
                 .collect();
             let name = listener["name"].as_str().map(str::to_owned);
             for (j, reference) in list(&listener["tls"]["certificateRefs"]).iter().enumerate() {
-                let field = format!("spec.listeners[{i}].tls.certificateRefs[{j}]");
-                let secret = reference["name"].as_str().unwrap_or_default();
-                out.add(gateway, name.clone(), &field, secret, port, hosts.clone(), secrets);
+                let wanted = Wanted {
+                    object: gateway,
+                    listener: name.clone(),
+                    field: format!("spec.listeners[{i}].tls.certificateRefs[{j}]"),
+                    secret: reference["name"].as_str().unwrap_or_default(),
+                    port,
+                    hosts: hosts.clone(),
+                };
+                out.add(wanted, secrets);
             }
         }
     }
     out
 }
 
+/// A Secret an object names for some of its hosts.
+struct Wanted<'a> {
+    /// The Ingress or Gateway (the Secret is in its namespace).
+    object: &'a Value,
+    /// The Gateway listener's name.
+    listener: Option<String>,
+    /// The field that names the Secret.
+    field: String,
+    /// The Secret's name.
+    secret: &'a str,
+    /// The port the certificate serves.
+    port: u16,
+    /// The names it serves.
+    hosts: Vec<String>,
+}
+
 impl Certificates {
-    #[allow(clippy::too_many_arguments)]
-    fn add(
-        &mut self,
-        object: &Value,
-        listener: Option<String>,
-        field: &str,
-        secret: &str,
-        port: u16,
-        hosts: Vec<String>,
-        secrets: &[Arc<Value>],
-    ) {
-        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    /// Adds the certificate `wanted` names, or the problem with it.
+    fn add(&mut self, wanted: Wanted<'_>, secrets: &[Arc<Value>]) {
+        let namespace = wanted.object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default();
         let found = secrets.iter().find(|s| {
-            s["metadata"]["namespace"] == namespace && s["metadata"]["name"] == secret
+            s["metadata"]["namespace"] == namespace && s["metadata"]["name"] == wanted.secret
         });
-        let source = format!("Secret {namespace}/{secret}");
+        let source = format!("Secret {namespace}/{}", wanted.secret);
         let loaded = match found {
             Some(found) => load(found),
             None => Err("not found".to_owned()),
         };
         match loaded {
-            Ok((chain, key, key_format)) => self.certificates.push(TlsCertificate {
-                port,
-                hosts,
-                chain,
-                key,
-                key_format,
+            Ok(certificate) => self.certificates.push(TlsCertificate {
+                port: wanted.port,
+                hosts: wanted.hosts,
                 source,
+                ..certificate
             }),
             Err(why) => self.problems.push(Problem {
-                object: Arc::new(object.clone()),
-                listener,
+                object: Arc::new(wanted.object.clone()),
+                listener: wanted.listener,
                 message: format!(
-                    "{field}: {source}: {why}; its hosts are served with the default certificate"
+                    "{}: {source}: {why}; its hosts are served with the default certificate",
+                    wanted.field
                 ),
             }),
         }
@@ -133,9 +153,9 @@ pub fn https_port(listener: &Value) -> Option<u16> {
         .flatten()
 }
 
-/// A `kubernetes.io/tls` Secret's chain (DER, leaf first) and key, or why it cannot be
-/// served.
-pub fn load(secret: &Value) -> Result<(Vec<Vec<u8>>, Vec<u8>, KeyFormat), String> {
+/// A `kubernetes.io/tls` Secret's chain (DER, leaf first) and key (the rest of the
+/// certificate is left for the caller), or why it cannot be served.
+pub fn load(secret: &Value) -> Result<TlsCertificate, String> {
     let kind = secret["type"].as_str().unwrap_or("Opaque");
     if kind != TLS_SECRET_TYPE {
         return Err(format!("is of type {kind}, not {TLS_SECRET_TYPE}"));
@@ -167,8 +187,12 @@ pub fn load(secret: &Value) -> Result<(Vec<Vec<u8>>, Vec<u8>, KeyFormat), String
     certified
         .keys_match()
         .map_err(|err| format!("tls.key does not match tls.crt: {err}"))?;
-    let chain = chain.iter().map(|c| c.as_ref().to_vec()).collect();
-    Ok((chain, key_der, key_format))
+    Ok(TlsCertificate {
+        chain: chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+        key: key_der,
+        key_format,
+        ..TlsCertificate::default()
+    })
 }
 
 /// Pure: what every node may know about TLS: the served Gateways' HTTPS ports, the hosts
@@ -183,7 +207,9 @@ pub fn tls_routes(sources: &Sources<'_>) -> TlsRoutes {
         if ingress["metadata"]["annotations"][annotation.as_str()] == "false" {
             tls.no_redirect.push(format!(
                 "Ingress {}/{}",
-                ingress["metadata"]["namespace"].as_str().unwrap_or_default(),
+                ingress["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default(),
                 ingress["metadata"]["name"].as_str().unwrap_or_default()
             ));
         }
@@ -195,8 +221,11 @@ pub fn tls_routes(sources: &Sources<'_>) -> TlsRoutes {
         .iter()
         .filter(|g| super::gateway::is_served(g, sources.gateway_classes));
     for gateway in gateways {
-        tls.https_ports
-            .extend(list(&gateway["spec"]["listeners"]).iter().filter_map(https_port));
+        tls.https_ports.extend(
+            list(&gateway["spec"]["listeners"])
+                .iter()
+                .filter_map(https_port),
+        );
     }
     tls.https_ports.sort_unstable();
     tls.https_ports.dedup();
@@ -287,14 +316,29 @@ mod tests {
         assert_eq!(out.certificates.len(), 1);
         let good = &out.certificates[0];
         assert_eq!(good.hosts, ["a.example.com", "b.example.com"]);
-        assert_eq!((good.port, good.source.as_str()), (0, "Secret default/good"));
+        assert_eq!(
+            (good.port, good.source.as_str()),
+            (0, "Secret default/good")
+        );
         assert_eq!(good.key_format, KeyFormat::Pkcs8);
         let messages: Vec<&str> = out.problems.iter().map(|p| p.message.as_str()).collect();
-        assert!(messages[0].starts_with("spec.tls[1].secretName: Secret default/missing: not found"));
-        assert!(messages[1].contains("spec.tls[2].secretName: Secret default/opaque: is of type Opaque"));
-        assert!(messages[2].contains("spec.tls[3].secretName: Secret default/garbage: tls.crt holds no PEM"));
+        assert!(
+            messages[0].starts_with("spec.tls[1].secretName: Secret default/missing: not found")
+        );
+        assert!(
+            messages[1]
+                .contains("spec.tls[2].secretName: Secret default/opaque: is of type Opaque")
+        );
+        assert!(
+            messages[2]
+                .contains("spec.tls[3].secretName: Secret default/garbage: tls.crt holds no PEM")
+        );
         assert!(messages[3].contains("spec.tls[4].secretName: Secret default/mismatch: tls.key"));
-        assert!(messages.iter().all(|m| m.ends_with("served with the default certificate")));
+        assert!(
+            messages
+                .iter()
+                .all(|m| m.ends_with("served with the default certificate"))
+        );
     }
 
     #[test]

@@ -307,7 +307,10 @@ fn check_gateway(spec: &Value, causes: &mut Vec<Cause>) {
         let field = format!("spec.listeners[{i}]");
         check_listener(listener, &field, causes);
         let (port, protocol) = (&listener["port"], &listener["protocol"]);
-        if protocols.iter().any(|(p, proto)| *p == port && *proto != protocol) {
+        if protocols
+            .iter()
+            .any(|(p, proto)| *p == port && *proto != protocol)
+        {
             causes.push(Cause::new(
                 "FieldValueInvalid",
                 format!("{field}.protocol"),
@@ -609,7 +612,12 @@ mod tests {
                                     "tls": {"mode": "Passthrough", "certificateRefs":
                                         [{"name": "s", "namespace": "other"}]}}]}});
         assert_eq!(
-            fields(admit(&other_namespace, &GATEWAYS, &GATEWAY_FIELDS, check_gateway)),
+            fields(admit(
+                &other_namespace,
+                &GATEWAYS,
+                &GATEWAY_FIELDS,
+                check_gateway
+            )),
             [
                 "spec.listeners[0].tls.certificateRefs[0].namespace",
                 "spec.listeners[0].tls.mode",

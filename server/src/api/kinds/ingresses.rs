@@ -159,7 +159,11 @@ fn check_spec(spec: &Value, causes: &mut Vec<Cause>) {
 /// as in Kubernetes, since it may be created later.
 fn check_tls(tls: &Value, field: &str, causes: &mut Vec<Cause>) {
     for (j, host) in tls["hosts"].as_array().into_iter().flatten().enumerate() {
-        check_host(host.as_str().unwrap_or_default(), &format!("{field}.hosts[{j}]"), causes);
+        check_host(
+            host.as_str().unwrap_or_default(),
+            &format!("{field}.hosts[{j}]"),
+            causes,
+        );
     }
     if let Some(name) = tls["secretName"].as_str() {
         validation::check_dns_subdomain(name, &format!("{field}.secretName"), causes);
