@@ -1,6 +1,7 @@
 //! Ingress with canary releases (issue 10 §4) with the real kubectl and curl against a
 //! real server and an agent serving Ingress traffic on a port of its own: host and path
-//! routing, the ingress-nginx canary by header and by weight (20% ± 5% of 1,000 requests),
+//! routing, the ingress-nginx canary by header, by header pattern and by weight (20% ± 5%
+//! of 1,000 requests),
 //! 404 for an unknown host, the refusals, and a deleted canary taking no more traffic.
 //! TLS is tested in `ingress_tls.rs`.
 
@@ -202,6 +203,45 @@ fn an_ingress_routes_by_host_and_path_and_a_canary_takes_its_header_and_weight()
     assert!(
         (150..=250).contains(&canary),
         "canary-weight 20 should give 20% ± 5% of 1,000 requests, got {canary}"
+    );
+
+    // canary-by-header-pattern: a matching value goes to the canary, another falls
+    // through (to weight 0 here); a pattern the agents cannot match is refused by field.
+    cluster.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "ingress",
+        "shop-canary",
+        "nginx.ingress.kubernetes.io/canary-by-header-pattern=^(beta|qa)-[0-9]+$",
+        "nginx.ingress.kubernetes.io/canary-weight=0",
+    ]);
+    wait_for("the header pattern to take effect", START, || {
+        let (status, body) = curl(&url, &["-H", &host, "-H", "x-canary: qa-7"]);
+        (status == "200" && body == "canary")
+            .then_some(())
+            .ok_or(format!("{status} {body:?}"))
+    });
+    for _ in 0..5 {
+        let (_, body) = curl(&url, &["-H", &host, "-H", "x-canary: beta-12"]);
+        assert_eq!(body, "canary");
+        let (_, body) = curl(&url, &["-H", &host, "-H", "x-canary: prod-12"]);
+        assert_eq!(body, "stable");
+    }
+    let out = cluster.kubectl(&[
+        "annotate",
+        "--overwrite",
+        "ingress",
+        "shop-canary",
+        "nginx.ingress.kubernetes.io/canary-by-header-pattern=^(?!prod)",
+    ]);
+    assert!(
+        !out.success
+            && out.stderr.contains(
+                "metadata.annotations[nginx.ingress.kubernetes.io/canary-by-header-pattern]"
+            ),
+        "{}{}",
+        out.stdout,
+        out.stderr
     );
 
     // A second canary for the same host and path is refused.

@@ -5,8 +5,9 @@
 //! port a served Gateway has a listener on, on all addresses (Gateway ports open and close
 //! as the route table changes; on the ingress port a Gateway listener's routes come before
 //! the Ingresses'), picks a backend per request from the server's table of HTTP routes
-//! ([`RouteTable::select`]: host, path, then an ingress-nginx canary by header, cookie or
-//! weight, else the route's weights), an endpoint of that backend's Service on any node
+//! ([`RouteTable::select`]: host, path, then an ingress-nginx canary by header (value, else
+//! [`super::header_patterns`], else `always`/`never`), cookie or weight, else the route's
+//! weights), an endpoint of that backend's Service on any node
 //! from the table of Services (as a ClusterIP connect would), and forwards the request
 //! over HTTP/1.1 to the endpoint pod's loopback alias, with `X-Forwarded-For`,
 //! `X-Forwarded-Host` and `X-Forwarded-Proto`.
@@ -39,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::network::loopback_alias;
 use wasmfleet_protocol::routes::{INGRESS_PORT, Request as RouteRequest, RouteTable, Selection};
 
+use super::header_patterns::HeaderPatterns;
 use super::services::ServiceDirectory;
 
 /// How long a client may take to send a request head.
@@ -95,6 +97,7 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let patterns = Arc::new(HeaderPatterns::default());
     let mut open: BTreeMap<u16, (Mode, CancellationToken)> = BTreeMap::new();
     let mut failed: BTreeSet<u16> = BTreeSet::new();
     let mut changes = directory.subscribe();
@@ -140,6 +143,7 @@ pub async fn serve(
                 ingress,
                 https_port: ports.https,
                 tls,
+                patterns: Arc::clone(&patterns),
                 directory: directory.clone(),
                 slots: Arc::clone(&slots),
                 tracker: tracker.clone(),
@@ -238,6 +242,8 @@ struct Server {
     https_port: u16,
     /// Terminates TLS first (`None`: plain HTTP).
     tls: Option<TlsAcceptor>,
+    /// The canaries' header patterns, compiled.
+    patterns: Arc<HeaderPatterns>,
     directory: ServiceDirectory,
     slots: Arc<Semaphore>,
     /// Where connections (to clients and to endpoints) run, so shutdown waits for them.
@@ -338,6 +344,7 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, server: &Server) -
             path: request.uri().path(),
             header: &header,
             cookie: &cookie,
+            matches: &|pattern, value| server.patterns.matches(pattern, value),
         };
         let mut roll = |n| rand::random_range(0..n);
         let mut selection = routes.select(&route_request, &mut roll);
@@ -561,6 +568,7 @@ mod tests {
                 https_ports: vec![8443, 80],
                 ..TlsRoutes::default()
             },
+            canary_patterns: vec![],
         };
         let ports = IngressPorts {
             http: 80,

@@ -6,11 +6,12 @@
 //! The ingress-nginx canary annotations (`nginx.ingress.kubernetes.io/canary`,
 //! `canary-weight`, `canary-weight-total`, `canary-by-header`, `canary-by-header-value`,
 //! `canary-by-cookie`) are honoured with ingress-nginx's semantics; one canary per host and
-//! path ([`allocate`] checks it inside the write). `spec.tls` names `kubernetes.io/tls`
+//! path ([`allocate`] checks it inside the write), and `canary-by-header-pattern` (a
+//! regular expression in `regex-lite`'s syntax, checked here). `spec.tls` names `kubernetes.io/tls`
 //! Secrets of the Ingress's namespace (`network::tls`), and its hosts redirect plain HTTP
 //! to HTTPS unless `nginx.ingress.kubernetes.io/ssl-redirect: "false"`. Refused by name:
-//! resource backends, `canary-by-header-pattern` and every other
-//! `nginx.ingress.kubernetes.io/` annotation (nothing here would honour them).
+//! resource backends and every other `nginx.ingress.kubernetes.io/` annotation (nothing
+//! here would honour them).
 
 use serde_json::{Value, json};
 
