@@ -5,9 +5,11 @@
 //! Secret is an Event while the other hosts keep theirs, and a node that does not serve
 //! ingress traffic never receives the key (subscribing as that node).
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{Event, Packet, QoS};
@@ -199,6 +201,112 @@ fn wait_https(host: &str, port: u16, ca: &Path, want: &str) {
     );
 }
 
+/// A kept-alive HTTPS connection to `host` on 127.0.0.1:`port` that takes any certificate
+/// (the test compares it itself).
+struct KeptAlive {
+    stream: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    host: String,
+}
+
+impl KeptAlive {
+    fn open(host: &str, port: u16) -> KeptAlive {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).expect("a name");
+        let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        KeptAlive {
+            stream: rustls::StreamOwned::new(connection, tcp),
+            host: host.to_owned(),
+        }
+    }
+
+    /// One GET `/` on the connection: the response's status line and body.
+    fn get(&mut self) -> (String, String) {
+        let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        self.stream
+            .write_all(request.as_bytes())
+            .expect("send a request");
+        self.stream.flush().expect("send a request");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .expect("a content-length");
+                if body.len() >= length {
+                    let status = head.lines().next().unwrap_or_default().to_owned();
+                    return (status, body.trim().to_owned());
+                }
+            }
+            let n = self.stream.read(&mut chunk).expect("read a response");
+            assert!(n > 0, "the connection was closed: {text:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The certificate the server presented at the handshake.
+    fn certificate(&self) -> Vec<u8> {
+        self.stream.conn.peer_certificates().expect("a certificate")[0].to_vec()
+    }
+}
+
+/// Accepts every server certificate (signatures still checked).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// The private scalar of a PKCS#8 EC key (what must never leave the serving nodes).
 fn scalar(der: &[u8]) -> Vec<u8> {
     let at = der
@@ -341,7 +449,11 @@ fn ingress_and_gateway_tls_serve_by_sni_redirect_renew_and_keep_keys_on_serving_
     let (received, _) = retained_on(&cluster, ("node-b", "node-b", &password), &mine, &secret);
     assert_eq!(received, 0, "node-b has no certificates retained");
 
-    // A renewed Secret (a new key) serves new connections on both listeners.
+    // A renewed Secret (a new key) serves new connections on both listeners, while a
+    // connection opened before keeps its certificate and goes on serving requests.
+    let mut kept = KeptAlive::open("api.example.com", https_port);
+    assert_eq!(kept.get(), ("HTTP/1.1 200 OK".to_owned(), "api".to_owned()));
+    let first_der = std::fs::read_to_string(&crt).expect("read the certificate");
     let (crt2, key2, _) = certificate(&dir, "second", &hosts);
     let renewed = cluster.kubectl_ok(&[
         "create",
@@ -355,8 +467,33 @@ fn ingress_and_gateway_tls_serve_by_sni_redirect_renew_and_keep_keys_on_serving_
         "yaml",
     ]);
     cluster.kubectl_apply(&renewed);
-    wait_https("api.example.com", https_port, &crt2, "api");
+    // (The kept connection sends a request at every try: an idle one is closed after the
+    // ingress's 10 s request-head timeout.)
+    let deadline = Instant::now() + START;
+    loop {
+        assert_eq!(kept.get(), ("HTTP/1.1 200 OK".to_owned(), "api".to_owned()));
+        if https("api.example.com", https_port, &crt2).0 == "200" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate is not served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(kept.get(), ("HTTP/1.1 200 OK".to_owned(), "api".to_owned()));
     wait_https("shop.example.com", gateway_port, &crt2, "api");
     let (status, _, _) = https("shop.example.com", https_port, &crt);
     assert_eq!(status, "000", "the old certificate is no longer served");
+    assert!(
+        first_der.contains(&pem_body(&kept.certificate())),
+        "the open connection keeps the first certificate"
+    );
+}
+
+/// The base64 of `der` as a PEM file's lines hold it (the first line's worth).
+fn pem_body(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    text[..64].to_owned()
 }

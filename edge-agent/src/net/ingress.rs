@@ -431,10 +431,15 @@ async fn forward(
         }
     });
     forwarded_headers(request.headers_mut(), peer, host, scheme);
-    let response = sender
+    let mut response = sender
         .send_request(request)
         .await
         .map_err(|err| format!("the endpoint did not answer: {err}"))?;
+    // Hop-by-hop both ways: an endpoint's `Connection: close` ends its own connection, not
+    // the client's kept-alive one.
+    for name in HOP_BY_HOP {
+        response.headers_mut().remove(name);
+    }
     Ok(response.map(BodyExt::boxed))
 }
 
