@@ -12,6 +12,12 @@
 //! over HTTP/1.1 to the endpoint pod's loopback alias, with `X-Forwarded-For`,
 //! `X-Forwarded-Host` and `X-Forwarded-Proto`.
 //!
+//! TLS: while the server has sent the node certificates ([`super::ingress_tls`]), it also
+//! serves the HTTPS ingress port (`--ingress-https-port`, 443 by default) and the Gateways'
+//! `HTTPS` listener ports, choosing the certificate by SNI at each handshake; a plain
+//! request for an Ingress TLS host is answered with a 308 to HTTPS (ingress-nginx's
+//! `ssl-redirect`, unless its Ingress says `"false"`).
+//!
 //! Every refusal is an answer: 404 when no route matches, 500 when the route gives every
 //! backend weight 0, 503 when the Service has no ready endpoint, 502 when the endpoint
 //! (or the tunnel to its node) does not answer. Request
@@ -266,23 +272,10 @@ impl Server {
                 Ok((stream, peer)) => {
                     // Small writes (a response head, then its body) must not wait for ACKs.
                     stream.set_nodelay(true).ok();
-                    let server = Arc::clone(&this);
-                    let stop = stop.clone();
+                    let connection =
+                        accepted_connection(stream, peer, Arc::clone(&this), stop.clone());
                     this.tracker.spawn(async move {
-                        match server.tls.clone() {
-                            None => connection(stream, peer, server, stop).await,
-                            Some(tls) => {
-                                let handshake =
-                                    tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream));
-                                match handshake.await {
-                                    Ok(Ok(stream)) => connection(stream, peer, server, stop).await,
-                                    Ok(Err(err)) => {
-                                        tracing::debug!(%peer, %err, "TLS handshake failed")
-                                    }
-                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                                }
-                            }
-                        }
+                        connection.await;
                         drop(slot);
                     });
                 }
@@ -292,6 +285,28 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// Serves one accepted connection, after a TLS handshake (within [`HEADER_TIMEOUT`]) on a
+/// TLS port.
+async fn accepted_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: Arc<Server>,
+    shutdown: CancellationToken,
+) {
+    let Some(tls) = server.tls.clone() else {
+        return connection(stream, peer, server, shutdown).await;
+    };
+    let handshake = tokio::select! {
+        () = shutdown.cancelled() => return,
+        handshake = tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)) => handshake,
+    };
+    match handshake {
+        Ok(Ok(stream)) => connection(stream, peer, server, shutdown).await,
+        Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
