@@ -8,8 +8,9 @@
 //! Gateways, their classes, Secrets or Nodes, sends them to every serving node when they
 //! changed (and to a node that starts serving), and clears the retained message of a node
 //! that stops serving; after every (re)connect it sends them again to the serving nodes and
-//! clears every other node's. A Secret that cannot be used is reported once per server run
-//! as a Warning Event `InvalidCertificateRef` on its Ingress or Gateway.
+//! clears every other node's. A Secret that cannot be used is reported as a Warning Event
+//! `InvalidCertificateRef` on its Ingress or Gateway once (again only after it was fixed in
+//! between, or after a server restart).
 //!
 //! The default certificate (for names no Secret covers, like ingress-nginx's "fake
 //! certificate") is self-signed for `ingress.local` at each server start.
@@ -64,7 +65,7 @@ pub struct CertificatePublisher {
     sent: Option<Vec<TlsCertificate>>,
     /// The nodes last sent it.
     serving: BTreeSet<String>,
-    /// The problems already reported as Events.
+    /// The problems of the last pass, reported as Events.
     reported: BTreeSet<String>,
 }
 
@@ -200,15 +201,23 @@ impl CertificatePublisher {
             .await
     }
 
-    /// Records a Warning Event for each problem not reported yet in this run.
+    /// Records a Warning Event for each problem that was not there at the last pass (a
+    /// problem that goes and comes back is reported again).
     fn report(&mut self, problems: &[Problem]) {
-        for problem in problems {
-            let involved = Involved::of(&problem.object);
-            let key = format!(
+        let key = |involved: &Involved, problem: &Problem| {
+            format!(
                 "{}/{}/{}: {}",
                 involved.kind, involved.namespace, involved.name, problem.message
-            );
-            if !self.reported.insert(key) {
+            )
+        };
+        let current: BTreeSet<String> = problems
+            .iter()
+            .map(|p| key(&Involved::of(&p.object), p))
+            .collect();
+        self.reported.retain(|k| current.contains(k));
+        for problem in problems {
+            let involved = Involved::of(&problem.object);
+            if !self.reported.insert(key(&involved, problem)) {
                 continue;
             }
             tracing::warn!(
