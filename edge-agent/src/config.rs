@@ -21,6 +21,9 @@ use wasmfleet_protocol::transport::{self, TransportError};
 /// The port Ingress traffic is served on when not told otherwise (HTTP's).
 pub const DEFAULT_INGRESS_PORT: u16 = 80;
 
+/// The port Ingress HTTPS is served on when not told otherwise (HTTPS's).
+pub const DEFAULT_INGRESS_HTTPS_PORT: u16 = 443;
+
 /// The port of the agent's tunnel listener when not told otherwise (other agents reach the
 /// node's pods through it; next to the kubelet's 10250).
 pub const DEFAULT_TUNNEL_PORT: u16 = 10260;
@@ -73,6 +76,9 @@ pub struct AgentConfig {
     /// The node's `InternalIP`, where it serves NodePort and LoadBalancer Services
     /// [default: [`crate::node_info::detect_node_ip`]].
     pub node_ip: Option<std::net::IpAddr>,
+    /// The port the agent serves Ingress HTTPS on, on all its addresses, while the server
+    /// has sent it certificates (0: none).
+    pub ingress_https_port: u16,
     /// The port of the agent's tunnel listener (mutual TLS with the node certificate),
     /// reported in the birth; 0: none, the node only dials out.
     pub tunnel_port: u16,
@@ -171,6 +177,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("usage_interval", &self.usage_interval)
             .field("metrics_listen", &self.metrics_listen)
             .field("ingress_port", &self.ingress_port)
+            .field("ingress_https_port", &self.ingress_https_port)
             .field("tunnel_port", &self.tunnel_port)
             .finish()
     }
@@ -195,6 +202,7 @@ impl AgentConfig {
             usage_interval: crate::usage::DEFAULT_INTERVAL,
             metrics_listen: None,
             ingress_port: DEFAULT_INGRESS_PORT,
+            ingress_https_port: DEFAULT_INGRESS_HTTPS_PORT,
             node_ip: None,
             tunnel_port: DEFAULT_TUNNEL_PORT,
         }
@@ -353,6 +361,15 @@ pub struct Cli {
     /// why and runs on without serving Ingresses.
     #[arg(long, env = "WASMFLEET_INGRESS_PORT", default_value_t = DEFAULT_INGRESS_PORT)]
     pub ingress_port: u16,
+    /// The port Ingress HTTPS (and its TLS hosts' redirects) is served on, on all the
+    /// node's addresses, once the server has sent the node certificates (it sends them to
+    /// the nodes that serve LoadBalancers); 0 serves none. Same rules as --ingress-port.
+    #[arg(
+        long,
+        env = "WASMFLEET_INGRESS_HTTPS_PORT",
+        default_value_t = DEFAULT_INGRESS_HTTPS_PORT
+    )]
+    pub ingress_https_port: u16,
     /// The port other agents reach this node's pods on (mutual TLS with the node
     /// certificates the server signs); 0: no listener, the node only dials out and its
     /// traffic is relayed through the server.
@@ -430,6 +447,7 @@ impl Cli {
                 .map_or(crate::usage::DEFAULT_INTERVAL, Duration::from_secs),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             ingress_port: self.ingress_port,
+            ingress_https_port: self.ingress_https_port,
             node_ip: self.node_ip,
             tunnel_port: self.tunnel_port,
         };

@@ -119,8 +119,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     ));
     // With the pods' token and tracker: connections finish their request before the pods
     // stop.
+    let ingress_ports = crate::net::ingress::IngressPorts {
+        http: config.ingress_port,
+        https: config.ingress_https_port,
+    };
     pods_tracker.spawn(crate::net::ingress::serve(
-        config.ingress_port,
+        ingress_ports,
         services.clone(),
         pods_shutdown.clone(),
         pods_tracker.clone(),

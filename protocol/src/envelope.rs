@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::MAX_MESSAGE_SIZE;
 use crate::artifact::{ArtifactOffer, ArtifactRequest};
 use crate::blob::{BlobReply, BlobRequest};
+use crate::ingress_tls::IngressCertificates;
 use crate::logs::{LogChunk, NodeCommand};
 use crate::node::{Heartbeat, NodeState, ServerState};
 use crate::peers::PeerTable;
@@ -82,6 +83,9 @@ pub enum Message {
     /// What a node's pods use, CPU and memory (on `n/{node}/up/usage`; best effort, not
     /// acked, not retained).
     Usage(UsageReport),
+    /// The certificates and keys a node that serves ingress traffic terminates TLS with
+    /// (retained on its own `down/tls`; never on a topic every node reads).
+    IngressCertificates(IngressCertificates),
 }
 
 /// Why a payload could not be decoded.
@@ -213,5 +217,7 @@ mod tests {
         assert_eq!(encode(&events)[1], 16);
         let usage = Message::Usage(crate::usage::UsageReport::default());
         assert_eq!(encode(&usage)[1], 20);
+        let tls = Message::IngressCertificates(IngressCertificates::default());
+        assert_eq!(encode(&tls)[1], 21);
     }
 }

@@ -19,6 +19,8 @@
 //!   (`cpu=100m,memory=256Mi`), shared by the server's admission and the agent's flags;
 //! - [`service`] and [`routes`]: the tables of Services and of HTTP routes every agent
 //!   serves (kube-proxy's and the ingress controller's input);
+//! - [`ingress_tls`]: the certificates and keys the ingress terminates TLS with, sent only
+//!   to the nodes that serve ingress traffic, and the choice by SNI;
 //! - [`peers`]: the table of nodes that carry pod traffic for each other, and the relay
 //!   for the ones behind NAT;
 //! - [`tunnel`]: a node's tunnel key (reported at birth) and the certificate the server
@@ -42,6 +44,7 @@ pub mod broker_url;
 pub mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ingress_tls;
 pub mod limits;
 pub mod login;
 pub mod logs;

@@ -20,6 +20,62 @@ pub struct RouteTable {
     pub revision: u64,
     /// One per port served.
     pub listeners: Vec<Listener>,
+    /// Which listeners terminate TLS and which hosts redirect plain HTTP to HTTPS.
+    /// Appended after the first release ([`crate::tail`]): older agents ignore it (and
+    /// serve no HTTPS), newer agents read an older server's table as having none. Keep it
+    /// the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub tls: TlsRoutes,
+    /// The `canary-by-header-pattern`s of the Ingress canaries. Appended after `tls`
+    /// ([`crate::tail`]): older agents ignore it (such a canary then goes by its header's
+    /// `always`/`never`), newer agents read an older table as having none. Keep it last.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub canary_patterns: Vec<CanaryPattern>,
+}
+
+/// ingress-nginx's `canary-by-header-pattern` of the canary of one Ingress host and path
+/// (one canary per host and path): a regular expression the header's value must match
+/// somewhere (as `ngx.re.match` does) to send the request to the canary, consulted when
+/// the canary has no `canary-by-header-value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryPattern {
+    /// The route's virtual host (on [`INGRESS_PORT`]).
+    pub hostname: String,
+    /// The route's path.
+    pub path: PathMatch,
+    /// The regular expression (checked by the server with `regex-lite`'s syntax).
+    pub pattern: String,
+}
+
+/// The TLS side of the route table (no keys: those go only to the nodes that serve
+/// ingress traffic, see [`crate::ingress_tls`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsRoutes {
+    /// The Gateway listener ports that terminate TLS (`protocol: HTTPS`).
+    pub https_ports: Vec<u16>,
+    /// The lower-case Ingress hosts with TLS (`spec.tls[].hosts`; `*.` wildcards): a plain
+    /// HTTP request for one is answered with a 308 to HTTPS (ingress-nginx's
+    /// `ssl-redirect`) unless its route's source is in [`Self::no_redirect`].
+    pub redirect_hosts: Vec<String>,
+    /// The route sources (`Ingress default/web`) that keep plain HTTP
+    /// (`nginx.ingress.kubernetes.io/ssl-redirect: "false"`).
+    pub no_redirect: Vec<String>,
+}
+
+impl TlsRoutes {
+    /// Whether a plain HTTP request for `host` (with or without a port) that `route`
+    /// takes is redirected to HTTPS.
+    pub fn redirects(&self, host: &str, route: &Route) -> bool {
+        let host = strip_port(host).to_ascii_lowercase();
+        let wildcard = host
+            .split_once('.')
+            .map(|(_, parent)| format!("*.{parent}"));
+        let has_tls = self
+            .redirect_hosts
+            .iter()
+            .any(|h| *h == host || Some(h) == wildcard.as_ref());
+        has_tls && !self.no_redirect.contains(&route.source)
+    }
 }
 
 /// One port the agents serve HTTP on.
@@ -123,6 +179,9 @@ pub struct Request<'a> {
     pub header: &'a dyn Fn(&str) -> Option<&'a str>,
     /// Looks up a cookie by name.
     pub cookie: &'a dyn Fn(&str) -> Option<&'a str>,
+    /// Whether a header value matches a `canary-by-header-pattern` (pattern, value); a
+    /// pattern that does not compile matches nothing.
+    pub matches: &'a dyn Fn(&str, &str) -> bool,
 }
 
 /// Where a request goes.
@@ -152,8 +211,16 @@ impl RouteTable {
         let Some(route) = host.routes.iter().find(|route| route.matches(request)) else {
             return Selection::NoRoute;
         };
+        let pattern = match listener.port {
+            INGRESS_PORT => self
+                .canary_patterns
+                .iter()
+                .find(|p| p.hostname == host.hostname && p.path == route.path)
+                .map(|p| p.pattern.as_str()),
+            _ => None,
+        };
         if let Some(canary) = &route.canary
-            && canary.takes(request, roll)
+            && canary.takes(request, pattern, roll)
         {
             return Selection::Backend(&canary.backend, route);
         }
@@ -236,8 +303,13 @@ impl PathMatch {
 
 impl Canary {
     /// ingress-nginx's order: the header, then the cookie, then the weight.
-    fn takes(&self, request: &Request<'_>, roll: &mut dyn FnMut(u32) -> u32) -> bool {
-        if let Some(decided) = self.by_header(request) {
+    fn takes(
+        &self,
+        request: &Request<'_>,
+        pattern: Option<&str>,
+        roll: &mut dyn FnMut(u32) -> u32,
+    ) -> bool {
+        if let Some(decided) = self.by_header(request, pattern) {
             return decided;
         }
         let cookie = self.cookie.as_deref().and_then(|c| (request.cookie)(c));
@@ -249,12 +321,15 @@ impl Canary {
         self.weight > 0 && roll(self.weight_total.max(1)) < self.weight
     }
 
-    fn by_header(&self, request: &Request<'_>) -> Option<bool> {
+    /// The header's say: its value (exact), else its pattern, else `always`/`never`; a
+    /// value or pattern that does not match leaves the decision to the cookie and weight.
+    fn by_header(&self, request: &Request<'_>, pattern: Option<&str>) -> Option<bool> {
         let rule = self.header.as_ref()?;
         let value = (request.header)(&rule.name)?;
-        match &rule.value {
-            Some(wanted) => (value == wanted).then_some(true),
-            None => match value {
+        match (&rule.value, pattern) {
+            (Some(wanted), _) => (value == wanted).then_some(true),
+            (None, Some(pattern)) => (request.matches)(pattern, value).then_some(true),
+            (None, None) => match value {
                 "always" => Some(true),
                 "never" => Some(false),
                 _ => None,
@@ -294,6 +369,8 @@ mod tests {
                 port: INGRESS_PORT,
                 hosts,
             }],
+            tls: TlsRoutes::default(),
+            canary_patterns: vec![],
         }
     }
 
@@ -327,6 +404,12 @@ mod tests {
             path,
             header: &header,
             cookie: &cookie,
+            // A test stand-in for the agent's regular expressions: `^` anchors, else a
+            // substring.
+            matches: &|pattern, value| match pattern.strip_prefix('^') {
+                Some(prefix) => value.starts_with(prefix),
+                None => value.contains(pattern),
+            },
         };
         match table.select(&request, &mut |n| roll.min(n - 1)) {
             Selection::Backend(backend, _) => Some(backend.service.clone()),
@@ -470,5 +553,80 @@ mod tests {
             "stable"
         );
         assert_eq!(pick(&t, "h", "/", &[], 0).unwrap(), "stable");
+    }
+
+    #[test]
+    fn hosts_with_tls_redirect_unless_their_ingress_opts_out() {
+        let tls = TlsRoutes {
+            https_ports: vec![],
+            redirect_hosts: vec!["shop.example.com".into(), "*.example.org".into()],
+            no_redirect: vec!["Ingress default/plain".into()],
+        };
+        let web = route(PathMatch::Prefix("/".into()), vec![backend("web", 1)]);
+        let mut plain = web.clone();
+        plain.source = "Ingress default/plain".into();
+        assert!(tls.redirects("Shop.example.com:8080", &web));
+        assert!(tls.redirects("a.example.org", &web));
+        assert!(!tls.redirects("a.b.example.org", &web));
+        assert!(!tls.redirects("other.example.com", &web));
+        assert!(!tls.redirects("shop.example.com", &plain));
+    }
+
+    #[test]
+    fn a_table_from_before_tls_reads_as_having_none() {
+        #[derive(Serialize)]
+        struct Before {
+            revision: u64,
+            listeners: Vec<Listener>,
+        }
+        let bytes = postcard::to_stdvec(&Before {
+            revision: 3,
+            listeners: vec![],
+        })
+        .unwrap();
+        let table: RouteTable = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(table.revision, 3);
+        assert_eq!(table.tls, TlsRoutes::default());
+    }
+
+    #[test]
+    fn a_canary_header_pattern_comes_after_its_value_and_falls_through_when_unmatched() {
+        let mut t = canary(
+            Some(CanaryHeader {
+                name: "user".into(),
+                value: None,
+            }),
+            Some("canary"),
+            0,
+        );
+        t.canary_patterns.push(CanaryPattern {
+            hostname: String::new(),
+            path: PathMatch::Prefix("/".into()),
+            pattern: "^beta-".into(),
+        });
+        let go = |t: &RouteTable, headers: &[(&str, &str)]| pick(t, "h", "/", headers, 0).unwrap();
+        assert_eq!(go(&t, &[("user", "beta-42")]), "canary");
+        assert_eq!(go(&t, &[("user", "prod-1")]), "stable");
+        assert_eq!(
+            go(&t, &[("user", "always")]),
+            "stable",
+            "with a pattern, always is just a value"
+        );
+        assert_eq!(
+            go(&t, &[("user", "prod-1"), ("cookie", "canary=always")]),
+            "canary",
+            "an unmatched pattern falls through to the cookie"
+        );
+        // A header value, when set, wins over the pattern.
+        t.listeners[0].hosts[0].routes[0]
+            .canary
+            .as_mut()
+            .unwrap()
+            .header
+            .as_mut()
+            .unwrap()
+            .value = Some("exact".into());
+        assert_eq!(go(&t, &[("user", "beta-42")]), "stable");
+        assert_eq!(go(&t, &[("user", "exact")]), "canary");
     }
 }

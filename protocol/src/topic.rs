@@ -10,6 +10,7 @@
 //! wf/v1/n/{node}/down/ack         S→N    status report acknowledgements
 //! wf/v1/n/{node}/down/blob        S→N    module chunks
 //! wf/v1/n/{node}/down/cmd         S→N    commands (log requests)
+//! wf/v1/n/{node}/down/tls         S→N    retained ingress certificates and keys (empty: none)
 //! wf/v1/n/{node}/up/state         N→S    retained birth, and the node's will
 //! wf/v1/n/{node}/up/hb            N→S    heartbeat
 //! wf/v1/n/{node}/up/status        N→S    pod status reports
@@ -76,6 +77,8 @@ pub enum Down {
     Blob,
     /// Commands such as log requests.
     Cmd,
+    /// The retained certificates and keys of the ingress (only to nodes that serve it).
+    Tls,
 }
 
 /// A per-node topic going up to the server.
@@ -104,6 +107,7 @@ impl Down {
             Down::Ack => "ack",
             Down::Blob => "blob",
             Down::Cmd => "cmd",
+            Down::Tls => "tls",
         }
     }
 }
@@ -337,7 +341,7 @@ pub fn parse_server_inbound(topic: &str) -> Option<ServerInbound<'_>> {
 /// Parses a topic an agent receives on its down filter.
 pub fn parse_node_inbound(node: &str, topic: &str) -> Option<Down> {
     let leaf = topic.strip_prefix(&format!("{PREFIX}/n/{node}/down/"))?;
-    [Down::Desired, Down::Ack, Down::Blob, Down::Cmd]
+    [Down::Desired, Down::Ack, Down::Blob, Down::Cmd, Down::Tls]
         .into_iter()
         .find(|k| k.leaf() == leaf)
 }
@@ -359,7 +363,7 @@ mod tests {
 
     #[test]
     fn every_down_topic_parses_back_for_its_own_node_only() {
-        for kind in [Down::Desired, Down::Ack, Down::Blob, Down::Cmd] {
+        for kind in [Down::Desired, Down::Ack, Down::Blob, Down::Cmd, Down::Tls] {
             let topic = down("pi-1", kind);
             assert_eq!(parse_node_inbound("pi-1", &topic), Some(kind));
             assert_eq!(parse_node_inbound("pi-2", &topic), None);

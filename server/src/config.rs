@@ -71,6 +71,14 @@ pub struct ServerConfig {
         default_value_t = wasmfleet_agent::config::DEFAULT_INGRESS_PORT
     )]
     pub ingress_port: u16,
+    /// The port the in-process agent serves Ingress HTTPS on (0: none), once its node is
+    /// sent certificates. Ports below 1024 need root or CAP_NET_BIND_SERVICE.
+    #[arg(
+        long,
+        env = "WASMFLEET_INGRESS_HTTPS_PORT",
+        default_value_t = wasmfleet_agent::config::DEFAULT_INGRESS_HTTPS_PORT
+    )]
+    pub ingress_https_port: u16,
     /// The port other nodes reach the in-process agent's pods at (0: none; they go through
     /// the relay).
     #[arg(

@@ -286,6 +286,7 @@ fn start_local_agent(
     agent.cluster_ca_pem = Some(boot.tls.ca_cert_pem.as_bytes().to_vec());
     agent.data_dir = config.data_dir.join("agent");
     agent.ingress_port = config.ingress_port;
+    agent.ingress_https_port = config.ingress_https_port;
     agent.node_ip = config.node_ip;
     agent.tunnel_port = config.tunnel_port;
     agent

@@ -25,6 +25,7 @@ async fn the_in_process_agent_joins_over_tls_and_its_node_becomes_ready() {
         config.no_local_agent = false;
         config.node_name = Some("local-node".into());
         config.ingress_port = 0;
+        config.ingress_https_port = 0;
         config.tunnel_port = 0;
     })
     .await;

@@ -323,6 +323,13 @@ impl Cluster {
             // Agents on one machine would all want port 80: only a test that asks serves.
             args.extend(["--ingress-port".into(), "0".into()]);
         }
+        if !launch
+            .extra_args
+            .iter()
+            .any(|a| a == "--ingress-https-port")
+        {
+            args.extend(["--ingress-https-port".into(), "0".into()]);
+        }
         if !launch.extra_args.iter().any(|a| a == "--tunnel-port") {
             // Agents on one machine would all want the tunnel port; they share the host's
             // loopback, where every pod alias is reachable without a tunnel anyway.

@@ -50,7 +50,7 @@ fn garbage_on_server_and_agent_topics_is_refused_and_nothing_crashes() {
     }
     // The server's identity sends garbage down to node-a.
     let server_password = cluster.server_mqtt_password();
-    for kind in [Down::Desired, Down::Ack, Down::Blob, Down::Cmd] {
+    for kind in [Down::Desired, Down::Ack, Down::Blob, Down::Cmd, Down::Tls] {
         publish_all(
             &broker,
             "e2e-garbage",

@@ -1,7 +1,9 @@
 //! Ingress with canary releases (issue 10 §4) with the real kubectl and curl against a
 //! real server and an agent serving Ingress traffic on a port of its own: host and path
-//! routing, the ingress-nginx canary by header and by weight (20% ± 5% of 1,000 requests),
+//! routing, the ingress-nginx canary by header, by header pattern and by weight (20% ± 5%
+//! of 1,000 requests),
 //! 404 for an unknown host, the refusals, and a deleted canary taking no more traffic.
+//! TLS is tested in `ingress_tls.rs`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
@@ -203,22 +205,50 @@ fn an_ingress_routes_by_host_and_path_and_a_canary_takes_its_header_and_weight()
         "canary-weight 20 should give 20% ± 5% of 1,000 requests, got {canary}"
     );
 
-    // A second canary for the same host and path is refused; TLS is refused by field.
-    let second = CANARY.replace("name: shop-canary", "name: shop-canary-2");
-    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&second));
+    // canary-by-header-pattern: a matching value goes to the canary, another falls
+    // through (to weight 0 here); a pattern the agents cannot match is refused by field.
+    cluster.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "ingress",
+        "shop-canary",
+        "nginx.ingress.kubernetes.io/canary-by-header-pattern=^(beta|qa)-[0-9]+$",
+        "nginx.ingress.kubernetes.io/canary-weight=0",
+    ]);
+    wait_for("the header pattern to take effect", START, || {
+        let (status, body) = curl(&url, &["-H", &host, "-H", "x-canary: qa-7"]);
+        (status == "200" && body == "canary")
+            .then_some(())
+            .ok_or(format!("{status} {body:?}"))
+    });
+    for _ in 0..5 {
+        let (_, body) = curl(&url, &["-H", &host, "-H", "x-canary: beta-12"]);
+        assert_eq!(body, "canary");
+        let (_, body) = curl(&url, &["-H", &host, "-H", "x-canary: prod-12"]);
+        assert_eq!(body, "stable");
+    }
+    let out = cluster.kubectl(&[
+        "annotate",
+        "--overwrite",
+        "ingress",
+        "shop-canary",
+        "nginx.ingress.kubernetes.io/canary-by-header-pattern=^(?!prod)",
+    ]);
     assert!(
-        !out.success && out.stderr.contains("already has a canary"),
+        !out.success
+            && out.stderr.contains(
+                "metadata.annotations[nginx.ingress.kubernetes.io/canary-by-header-pattern]"
+            ),
         "{}{}",
         out.stdout,
         out.stderr
     );
-    let tls = MAIN.replace(
-        "spec:\n",
-        "spec:\n  tls: [{hosts: [shop.example.com], secretName: shop}]\n",
-    );
-    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&tls));
+
+    // A second canary for the same host and path is refused.
+    let second = CANARY.replace("name: shop-canary", "name: shop-canary-2");
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&second));
     assert!(
-        !out.success && out.stderr.contains("spec.tls"),
+        !out.success && out.stderr.contains("already has a canary"),
         "{}{}",
         out.stdout,
         out.stderr
@@ -348,11 +378,11 @@ fn a_gateway_splits_an_http_route_by_weight_and_header_match() {
         (stable == 50).then_some(()).ok_or(format!("{answers:?}"))
     });
 
-    // What cannot be served is refused naming the field.
+    // What cannot be served is refused naming the field (HTTPS needs a certificate).
     let https = gateway_and_route(port, 1, 1).replace("protocol: HTTP", "protocol: HTTPS");
     let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&https));
     assert!(
-        !out.success && out.stderr.contains("spec.listeners[0].protocol"),
+        !out.success && out.stderr.contains("spec.listeners[0].tls.certificateRefs"),
         "{}{}",
         out.stdout,
         out.stderr

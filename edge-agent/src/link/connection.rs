@@ -301,6 +301,12 @@ impl Connection {
                     deliveries.services.replace_routes(table);
                 }
             }
+            // Keys stay in memory: never persisted in the agent's state.
+            Inbound::IngressCertificates(certificates) => {
+                if let Some(deliveries) = &self.routes.deliveries {
+                    deliveries.services.replace_certificates(certificates);
+                }
+            }
             Inbound::Peers(table) => {
                 tracing::debug!(peers = table.peers.len(), "table of peers received");
                 if let Err(err) = self.state.save_peers(&table) {

@@ -6,6 +6,7 @@
 
 use wasmfleet_protocol::artifact::ArtifactOffer;
 use wasmfleet_protocol::blob::BlobReply;
+use wasmfleet_protocol::ingress_tls::IngressCertificates;
 use wasmfleet_protocol::logs::NodeCommand;
 use wasmfleet_protocol::node::ServerState;
 use wasmfleet_protocol::peers::PeerTable;
@@ -48,6 +49,8 @@ pub enum Inbound {
     Routes(RouteTable),
     /// The table of peers.
     Peers(PeerTable),
+    /// The ingress's certificates, or `None` when the server cleared them.
+    IngressCertificates(Option<IngressCertificates>),
 }
 
 /// Classifies a publish received by `node`; `Err` says why it is dropped.
@@ -86,6 +89,9 @@ pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, Stri
     let Some(kind) = topic::parse_node_inbound(node, topic) else {
         return Err(format!("unexpected topic {topic}"));
     };
+    if kind == Down::Tls && payload.is_empty() {
+        return Ok(Inbound::IngressCertificates(None));
+    }
     let message =
         decode(payload).map_err(|err| format!("undecodable payload on {topic}: {err}"))?;
     match (kind, message) {
@@ -98,6 +104,9 @@ pub fn classify(node: &str, topic: &str, payload: &[u8]) -> Result<Inbound, Stri
             Ok(Inbound::Certificate(cert))
         }
         (Down::Cmd, Message::Command(command)) => Ok(Inbound::Command(command)),
+        (Down::Tls, Message::IngressCertificates(certs)) => {
+            Ok(Inbound::IngressCertificates(Some(certs)))
+        }
         (_, other) => Err(unexpected(topic, &other)),
     }
 }

@@ -27,12 +27,16 @@
 //!
 //! [`ingress`] is the node's HTTP reverse proxy for Ingresses and Gateways: it takes
 //! requests on the node's ingress port and Gateway listener ports and forwards each to an
-//! endpoint of the Service its route picks. [`node_ports`] serves NodePort and
+//! endpoint of the Service its route picks, terminating TLS on its HTTPS ports with the
+//! certificates of [`ingress_tls`] and matching canaries' header patterns with
+//! [`header_patterns`]. [`node_ports`] serves NodePort and
 //! LoadBalancer Services on the node's own addresses.
 
+pub mod header_patterns;
 pub mod http_egress;
 pub mod http_listener;
 pub mod ingress;
+pub mod ingress_tls;
 pub mod node_ports;
 pub mod peers;
 pub mod remote;

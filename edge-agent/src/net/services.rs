@@ -12,7 +12,8 @@
 //! the connect as a closed port would.
 //!
 //! The directory also holds the table of HTTP routes the ingress serves by
-//! ([`super::ingress`]), replaced and persisted the same way.
+//! ([`super::ingress`]), replaced and persisted the same way, and the certificates it
+//! serves HTTPS with ([`super::ingress_tls`], replaced the same way, never persisted).
 
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
@@ -23,7 +24,10 @@ use wasmfleet_protocol::network::Protocol;
 use wasmfleet_protocol::routes::RouteTable;
 use wasmfleet_protocol::service::{Resolved, ServiceEntry, ServiceTable};
 
+use wasmfleet_protocol::ingress_tls::IngressCertificates;
+
 use super::Refusal;
+use super::ingress_tls::IngressTls;
 use super::remote::Remote;
 
 /// The table of Services, shared by the link (which replaces it) and every pod, and the
@@ -43,6 +47,8 @@ pub struct ServiceDirectory {
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Pods on other nodes, once the agent has started reaching them.
     remote: Arc<OnceLock<Remote>>,
+    /// The certificates the ingress serves HTTPS with (memory only, never persisted).
+    tls: IngressTls,
 }
 
 /// Two handles are equal when they share one table.
@@ -65,6 +71,7 @@ impl ServiceDirectory {
             lookups: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             remote: Arc::default(),
+            tls: IngressTls::default(),
         }
     }
 
@@ -97,6 +104,21 @@ impl ServiceDirectory {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Replaces the ingress's certificates (`None`: the server cleared them, this node
+    /// serves no HTTPS).
+    pub fn replace_certificates(&self, certificates: Option<IngressCertificates>) {
+        match certificates {
+            Some(certificates) => self.tls.replace(certificates),
+            None => self.tls.clear(),
+        }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The ingress's certificates.
+    pub fn tls(&self) -> &IngressTls {
+        &self.tls
     }
 
     /// The current table of HTTP routes.

@@ -6,7 +6,8 @@
 //! - a served Gateway lists the `InternalIP`s of the nodes that serve it
 //!   ([`service_lb::eligible_nodes`], as for LoadBalancer Services) in `status.addresses`,
 //!   is `Accepted`, and `Programmed` once it has an address; each listener shows its
-//!   attached routes;
+//!   attached routes, and `ResolvedRefs` (`False`, `InvalidCertificateRef`, while an HTTPS
+//!   listener's certificate Secret is missing or unusable);
 //! - an HTTPRoute has one `status.parents` entry per served Gateway it names: `Accepted`
 //!   when it attaches to one of its listeners (else `NotAllowedByListeners`), and
 //!   `ResolvedRefs` when every backend Service exists (else `BackendNotFound`).
@@ -27,6 +28,8 @@ use crate::informer::{Cache, Change};
 use crate::k8s::conditions::{Condition, set_condition};
 use crate::k8s::time::now_rfc3339;
 use crate::network::gateway::{CONTROLLER, attached_routes, attaches, is_served};
+use crate::network::routes::Sources;
+use crate::network::tls::{Problem, certificates};
 use crate::store::{ObjectKey, Store, StoreError};
 
 const GROUP: &str = "gateway.networking.k8s.io";
@@ -60,6 +63,8 @@ pub struct State {
     pub services: Vec<Arc<Value>>,
     /// Every node.
     pub nodes: Vec<Arc<Value>>,
+    /// Every Secret (HTTPS listeners' certificates).
+    pub secrets: Vec<Arc<Value>>,
     /// The time new conditions get.
     pub now: String,
 }
@@ -148,6 +153,7 @@ fn listener_statuses(gateway: &Value, state: &State) -> Value {
         .as_array()
         .cloned()
         .unwrap_or_default();
+    let problems = certificate_problems(gateway, state);
     attached_routes(gateway, &state.routes)
         .into_iter()
         .map(|(name, attached)| {
@@ -156,10 +162,19 @@ fn listener_statuses(gateway: &Value, state: &State) -> Value {
                 .find(|l| l["name"] == name.as_str())
                 .cloned()
                 .unwrap_or(Value::Null);
+            let refs = match problems.iter().find(|p| p.listener.as_ref() == Some(&name)) {
+                None => yes("ResolvedRefs", "ResolvedRefs"),
+                Some(problem) => Condition {
+                    type_: "ResolvedRefs",
+                    status: "False",
+                    reason: "InvalidCertificateRef",
+                    message: &problem.message,
+                },
+            };
             let conditions = [
                 yes("Accepted", "Accepted"),
                 yes("Programmed", "Programmed"),
-                yes("ResolvedRefs", "ResolvedRefs"),
+                refs,
             ];
             let mut listener = with_conditions(&before, &conditions, &state.now);
             listener["name"] = name.into();
@@ -168,6 +183,17 @@ fn listener_statuses(gateway: &Value, state: &State) -> Value {
             listener
         })
         .collect()
+}
+
+/// The certificate Secrets of `gateway`'s HTTPS listeners that cannot be served.
+fn certificate_problems(gateway: &Value, state: &State) -> Vec<Problem> {
+    let gateways = [Arc::new(gateway.clone())];
+    let sources = Sources {
+        gateways: &gateways,
+        gateway_classes: &state.classes,
+        ..Sources::default()
+    };
+    certificates(&sources, &state.secrets).problems
 }
 
 fn route_status(route: &Value, state: &State) -> Option<Value> {
@@ -262,7 +288,7 @@ impl Controller for GatewayStatus {
             "gatewayclasses" => [vec![change.key.clone()], all("gateways")].concat(),
             "gateways" => [vec![change.key.clone()], all("httproutes")].concat(),
             "httproutes" => [vec![change.key.clone()], all("gateways")].concat(),
-            "nodes" => all("gateways"),
+            "nodes" | "secrets" => all("gateways"),
             "services" => all("httproutes"),
             _ => Vec::new(),
         }
@@ -284,6 +310,7 @@ impl Controller for GatewayStatus {
             routes: cache.list("httproutes"),
             services: cache.list("services"),
             nodes: cache.list("nodes"),
+            secrets: cache.list("secrets"),
             now: now_rfc3339(),
         }
     }
@@ -316,6 +343,7 @@ mod tests {
             nodes: vec![Arc::new(json!({"metadata": {"name": "a"},
                 "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
                            "conditions": [{"type": "Ready", "status": "True"}]}}))],
+            secrets: Vec::new(),
             now: "2026-12-07T00:00:00Z".into(),
         }
     }
@@ -372,6 +400,29 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("default/v2")
+        );
+    }
+
+    #[test]
+    fn an_https_listener_with_a_missing_secret_has_unresolved_refs() {
+        let mut https = gateway();
+        https["spec"]["listeners"] = json!([
+            {"name": "http", "port": 8080, "protocol": "HTTP"},
+            {"name": "https", "port": 8443, "protocol": "HTTPS",
+             "tls": {"certificateRefs": [{"name": "shop-tls"}]}},
+        ]);
+        let key = ObjectKey::namespaced("gateways", "default", "web");
+        let status = status_of(plan(&state(key, https)));
+        let refs = |i: usize| status["listeners"][i]["conditions"][2].clone();
+        assert_eq!(refs(0)["status"], "True");
+        assert_eq!(refs(1)["type"], "ResolvedRefs");
+        assert_eq!(refs(1)["status"], "False");
+        assert_eq!(refs(1)["reason"], "InvalidCertificateRef");
+        assert!(
+            refs(1)["message"]
+                .as_str()
+                .unwrap()
+                .contains("Secret default/shop-tls: not found")
         );
     }
 }

@@ -21,10 +21,13 @@
 //! [`config`]) publishes each node's retained desired-pods snapshot whenever
 //! it changes, and all of them after every (re)connect; two more ([`retained`] loops) keep the
 //! retained tables every agent serves: the Services ([`services`]), the HTTP routes of
-//! Ingresses ([`routes`]) and the peers that carry pod traffic between nodes ([`peers`]). The server's retained presence on
+//! Ingresses ([`routes`]) and the peers that carry pod traffic between nodes ([`peers`]);
+//! [`certificates`] keeps the ingress's certificates and keys on the serving nodes' own
+//! topics. The server's retained presence on
 //! `wf/v1/server/state` is also its last will (`online: false`).
 
 mod blobs;
+pub mod certificates;
 pub mod config;
 mod connection;
 pub mod delivery;
@@ -178,6 +181,9 @@ pub enum FleetError {
     /// The broker's TLS cannot be set up (no CA for `mqtts://`, or an unusable one).
     #[error("cannot connect to the MQTT broker: {0}")]
     Transport(#[from] TransportError),
+    /// The ingress's default certificate cannot be made.
+    #[error("cannot create the ingress's default certificate: {0}")]
+    DefaultCertificate(#[from] rcgen::Error),
 }
 
 /// The fleet link's entry point.
@@ -248,6 +254,8 @@ impl Fleet {
             },
         );
         let usage = usage::UsageBook::default();
+        let tls =
+            certificates::CertificatePublisher::new(client.clone(), store.clone(), cache.clone())?;
         let ctx = inbound::Dispatcher {
             client: client.clone(),
             store,
@@ -260,6 +268,7 @@ impl Fleet {
                 services.republish_trigger(),
                 routes.republish_trigger(),
                 peers.republish_trigger(),
+                tls.republish_trigger(),
             ],
             artifacts: config.artifacts.clone(),
             certificates: config.certificates.clone(),
@@ -283,6 +292,7 @@ impl Fleet {
         tracker.spawn(services.run(shutdown.clone()));
         tracker.spawn(routes.run(shutdown.clone()));
         tracker.spawn(peers.run(shutdown.clone()));
+        tracker.spawn(tls.run(shutdown.clone()));
         tracker.spawn(desired.run(config.resync, shutdown));
         Ok(FleetHandle {
             client,

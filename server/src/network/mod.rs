@@ -7,10 +7,11 @@
 //! IPs (the service CIDR), which the API hands out when a Service is created, and
 //! [`node_ports`] those of NodePorts, handed out in the same write; [`routes`] compiles
 //! Ingresses (and, with [`gateway`], Gateways and HTTPRoutes) into the HTTP routes the
-//! agents serve.
+//! agents serve, and [`tls`] the certificates they terminate TLS with.
 
 pub mod gateway;
 pub mod ipam;
 pub mod node_ports;
 pub mod routes;
 pub mod service_ips;
+pub mod tls;

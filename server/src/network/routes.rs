@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use wasmfleet_protocol::routes::{
-    Backend, Canary, CanaryHeader, INGRESS_PORT, Listener, PathMatch, Route, RouteTable,
-    VirtualHost,
+    Backend, Canary, CanaryHeader, CanaryPattern, INGRESS_PORT, Listener, PathMatch, Route,
+    RouteTable, VirtualHost,
 };
 
 /// The ingress class the server creates, of [`CONTROLLER`].
@@ -33,12 +33,13 @@ pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 pub const CANARY: &str = "canary";
 
 /// The canary annotations wasmfleet honours (after [`NGINX_PREFIX`]).
-const CANARY_KEYS: [&str; 6] = [
+const CANARY_KEYS: [&str; 7] = [
     CANARY,
     "canary-weight",
     "canary-weight-total",
     "canary-by-header",
     "canary-by-header-value",
+    "canary-by-header-pattern",
     "canary-by-cookie",
 ];
 
@@ -62,16 +63,24 @@ pub fn check_nginx_annotation(name: &str, value: &str) -> Result<(), String> {
             "Invalid value: {value:?}: must be a header or cookie name"
         )),
         "canary-by-header" | "canary-by-cookie" | "canary-by-header-value" => Ok(()),
-        "canary-by-header-pattern" => Err(
-            "Unsupported value: regular-expression canaries are not served yet; use \
-             canary-by-header-value"
-                .to_owned(),
-        ),
+        "canary-by-header-pattern" => regex_lite::Regex::new(value).map(drop).map_err(|err| {
+            format!(
+                "Invalid value: {value:?}: not a regular expression the agents can match \
+                 (RE2-like syntax: no look-around or back-references): {err}"
+            )
+        }),
+        super::tls::SSL_REDIRECT => match value {
+            "true" | "false" => Ok(()),
+            _ => Err(format!(
+                "Invalid value: {value:?}: must be \"true\" or \"false\""
+            )),
+        },
         _ => Err(format!(
             "Unsupported value: wasmfleet's ingress honours only the canary annotations \
-             ({}{})",
+             ({}{}) and {}",
             NGINX_PREFIX,
-            CANARY_KEYS.join(", ")
+            CANARY_KEYS.join(", "),
+            super::tls::SSL_REDIRECT
         )),
     }
 }
@@ -100,6 +109,8 @@ pub struct CanaryKeys {
     pub header: Option<String>,
     /// `canary-by-header-value`.
     pub header_value: Option<String>,
+    /// `canary-by-header-pattern`.
+    pub header_pattern: Option<String>,
     /// `canary-by-cookie`.
     pub cookie: Option<String>,
 }
@@ -114,7 +125,12 @@ impl CanaryKeys {
             weight: get("canary-weight").and_then(|w| w.parse().ok()),
             weight_total: get("canary-weight-total").and_then(|w| w.parse().ok()),
             header: get("canary-by-header").map(str::to_ascii_lowercase),
-            header_value: get("canary-by-header-value").map(str::to_owned),
+            header_value: get("canary-by-header-value")
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned),
+            header_pattern: get("canary-by-header-pattern")
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
             cookie: get("canary-by-cookie").map(str::to_owned),
         }
     }
@@ -269,24 +285,28 @@ pub struct Sources<'a> {
 /// Pure: the route table: the served Ingresses on the agents' ingress port, then the
 /// served Gateways' listeners ([`super::gateway`]).
 pub fn compile(sources: &Sources<'_>, revision: u64) -> RouteTable {
+    let (hosts, canary_patterns) =
+        ingress_hosts(sources.ingresses, sources.ingress_classes, sources.services);
     let mut listeners = vec![Listener {
         port: INGRESS_PORT,
-        hosts: ingress_hosts(sources.ingresses, sources.ingress_classes, sources.services),
+        hosts,
     }];
     listeners.extend(super::gateway::listeners(sources));
     RouteTable {
         revision,
         listeners,
+        tls: super::tls::tls_routes(sources),
+        canary_patterns,
     }
 }
 
 /// The virtual hosts of the served Ingresses (of `classes`), with named Service ports
-/// resolved from `services`.
+/// resolved from `services`, and their canaries' header patterns.
 fn ingress_hosts(
     ingresses: &[Arc<Value>],
     classes: &[Arc<Value>],
     services: &[Arc<Value>],
-) -> Vec<VirtualHost> {
+) -> (Vec<VirtualHost>, Vec<CanaryPattern>) {
     let by_name: BTreeMap<(&str, &str), &Value> = services
         .iter()
         .filter_map(|svc| {
@@ -327,10 +347,11 @@ fn ingress_hosts(
             });
         }
     }
+    let mut patterns = Vec::new();
     for ingress in canaries {
-        attach_canary(ingress, &mut hosts, &by_name);
+        attach_canary(ingress, &mut hosts, &by_name, &mut patterns);
     }
-    virtual_hosts(hosts)
+    (virtual_hosts(hosts), patterns)
 }
 
 /// The virtual hosts of `hosts`, each with its routes in precedence order.
@@ -350,6 +371,7 @@ fn attach_canary(
     ingress: &Value,
     hosts: &mut BTreeMap<String, Vec<Route>>,
     services: &BTreeMap<(&str, &str), &Value>,
+    patterns: &mut Vec<CanaryPattern>,
 ) {
     let namespace = ingress["metadata"]["namespace"]
         .as_str()
@@ -364,6 +386,13 @@ fn attach_canary(
         };
         if route.canary.is_none() {
             route.canary = Some(keys.canary(backend(namespace, target, services)));
+            if let Some(pattern) = &keys.header_pattern {
+                patterns.push(CanaryPattern {
+                    hostname: host.clone(),
+                    path: path.clone(),
+                    pattern: pattern.clone(),
+                });
+            }
         }
     }
 }
@@ -533,7 +562,8 @@ mod tests {
             json!({"nginx.ingress.kubernetes.io/canary": "true",
                    "nginx.ingress.kubernetes.io/canary-weight": "20",
                    "nginx.ingress.kubernetes.io/canary-weight-total": "50",
-                   "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary"}),
+                   "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary",
+                   "nginx.ingress.kubernetes.io/canary-by-header-pattern": "^beta"}),
             json!([
                 rule("h", "/", "Prefix", "canary", json!({"number": 80})),
                 rule("other", "/", "Prefix", "canary", json!({"number": 80}))
@@ -556,6 +586,14 @@ mod tests {
             "a total of 100 or less is 100"
         );
         assert_eq!(canary.header.as_ref().unwrap().name, "x-canary");
+        assert_eq!(
+            table.canary_patterns,
+            [CanaryPattern {
+                hostname: "h".into(),
+                path: PathMatch::Prefix("/".into()),
+                pattern: "^beta".into(),
+            }]
+        );
         assert!(
             table.listeners[0]
                 .hosts
@@ -598,7 +636,11 @@ mod tests {
         assert!(check_nginx_annotation("canary", "yes").is_err());
         assert!(check_nginx_annotation("canary-weight", "-1").is_err());
         assert!(check_nginx_annotation("canary-by-header", "bad header").is_err());
-        assert!(check_nginx_annotation("canary-by-header-pattern", "^a").is_err());
-        assert!(check_nginx_annotation("ssl-redirect", "false").is_err());
+        assert!(check_nginx_annotation("canary-by-header-pattern", "^(beta|qa)-").is_ok());
+        let lookahead = check_nginx_annotation("canary-by-header-pattern", "^(?!prod)");
+        assert!(lookahead.unwrap_err().contains("look-around"));
+        assert!(check_nginx_annotation("ssl-redirect", "false").is_ok());
+        assert!(check_nginx_annotation("ssl-redirect", "no").is_err());
+        assert!(check_nginx_annotation("force-ssl-redirect", "true").is_err());
     }
 }

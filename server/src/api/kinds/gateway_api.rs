@@ -4,10 +4,12 @@
 //! listeners' ports, with the HTTPRoutes attached to them compiled into the same route table
 //! as Ingresses (`network::gateway`).
 //!
-//! Served: HTTP listeners (port, optional hostname, routes from the same or all
-//! namespaces), route hostnames, path matches `Exact` and `PathPrefix`, `Exact` header
-//! matches, Service `backendRefs` with weights. Refused by field: HTTPS/TLS/TCP/UDP
-//! listeners and `tls`, `spec.addresses`, namespace selectors, filters, query-parameter,
+//! Served: HTTP listeners and HTTPS ones that terminate TLS with `certificateRefs` to
+//! `kubernetes.io/tls` Secrets of the Gateway's namespace (port, optional hostname, routes
+//! from the same or all namespaces), route hostnames, path matches `Exact` and
+//! `PathPrefix`, `Exact` header matches, Service `backendRefs` with weights. Refused by
+//! field: TLS/TCP/UDP listeners, TLS `Passthrough`, certificates of other namespaces,
+//! `spec.addresses`, namespace selectors, filters, query-parameter,
 //! method and regular-expression matches, and backends in another namespace (there are no
 //! ReferenceGrants).
 
@@ -117,7 +119,13 @@ const LISTENER: Shape = Shape::Object(&[
     ("hostname", Shape::Str),
     ("port", Shape::Int),
     ("protocol", Shape::Str),
-    ("tls", Shape::Ignored),
+    (
+        "tls",
+        Shape::Object(&[
+            ("mode", Shape::OneOf(&["Terminate"])),
+            ("certificateRefs", Shape::List(&CERTIFICATE_REF)),
+        ]),
+    ),
     (
         "allowedRoutes",
         Shape::Object(&[
@@ -128,6 +136,13 @@ const LISTENER: Shape = Shape::Object(&[
             ("kinds", Shape::Ignored),
         ]),
     ),
+]);
+
+/// A Secret of the Gateway's namespace (there are no ReferenceGrants for other ones).
+const CERTIFICATE_REF: Shape = Shape::Object(&[
+    ("group", Shape::OneOf(&[""])),
+    ("kind", Shape::OneOf(&["Secret"])),
+    ("name", Shape::Str),
 ]);
 
 const GATEWAY_SPEC: Shape = Shape::Object(&[
@@ -287,9 +302,23 @@ fn check_gateway(spec: &Value, causes: &mut Vec<Cause>) {
         ));
     }
     let mut names = Vec::new();
+    let mut protocols: Vec<(&Value, &Value)> = Vec::new();
     for (i, listener) in listeners.iter().enumerate() {
         let field = format!("spec.listeners[{i}]");
         check_listener(listener, &field, causes);
+        let (port, protocol) = (&listener["port"], &listener["protocol"]);
+        if protocols
+            .iter()
+            .any(|(p, proto)| *p == port && *proto != protocol)
+        {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                format!("{field}.protocol"),
+                "Invalid value: another listener serves this port with another protocol \
+                 (one port is either HTTP or HTTPS)",
+            ));
+        }
+        protocols.push((port, protocol));
         let name = listener["name"].as_str().unwrap_or_default();
         if names.contains(&name) {
             causes.push(Cause::new(
@@ -315,20 +344,36 @@ fn check_listener(listener: &Value, field: &str, causes: &mut Vec<Cause>) {
             "Invalid value: must be between 1 and 65535, inclusive",
         )),
     }
+    let refs = listener["tls"]["certificateRefs"]
+        .as_array()
+        .map_or(0, Vec::len);
     match listener["protocol"].as_str() {
-        Some("HTTP") => {}
+        Some("HTTP") if !listener["tls"].is_null() => causes.push(forbidden(
+            &format!("{field}.tls"),
+            "an HTTP listener has no TLS; use protocol HTTPS",
+        )),
+        Some("HTTPS") if refs == 0 => causes.push(validation::required(&format!(
+            "{field}.tls.certificateRefs"
+        ))),
+        Some("HTTP" | "HTTPS") => {}
         Some(other) => causes.push(Cause::new(
             "FieldValueNotSupported",
             format!("{field}.protocol"),
-            format!(
-                "Unsupported value: {other:?}: supported values: \"HTTP\" (TLS needs Secrets, \
-                 which wasmfleet does not serve yet)"
-            ),
+            format!("Unsupported value: {other:?}: supported values: \"HTTP\", \"HTTPS\""),
         )),
         None => causes.push(validation::required(&format!("{field}.protocol"))),
     }
-    if !listener["tls"].is_null() {
-        causes.push(forbidden(&format!("{field}.tls"), "TLS is not served yet"));
+    for (j, reference) in listener["tls"]["certificateRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let field = format!("{field}.tls.certificateRefs[{j}].name");
+        match reference["name"].as_str() {
+            Some(name) => validation::check_dns_subdomain(name, &field, causes),
+            None => causes.push(validation::required(&field)),
+        }
     }
     if let Some(host) = listener["hostname"].as_str() {
         check_host(host, &format!("{field}.hostname"), causes);
@@ -544,16 +589,48 @@ mod tests {
         let gateway = json!({"metadata": {"name": "web", "namespace": "default"},
             "spec": {"gatewayClassName": "wasmfleet", "addresses": [{"value": "1.2.3.4"}],
                      "listeners": [{"name": "https", "port": 443, "protocol": "HTTPS"},
-                                   {"name": "https", "port": 0, "protocol": "HTTP"}]}});
+                                   {"name": "https", "port": 0, "protocol": "HTTP"},
+                                   {"name": "tcp", "port": 9000, "protocol": "TCP"},
+                                   {"name": "plain", "port": 443, "protocol": "HTTP",
+                                    "tls": {"certificateRefs": [{"name": "Bad_Name"}]}}]}});
         assert_eq!(
             fields(admit(&gateway, &GATEWAYS, &GATEWAY_FIELDS, check_gateway)),
             [
                 "spec.addresses",
-                "spec.listeners[0].protocol",
+                "spec.listeners[0].tls.certificateRefs",
                 "spec.listeners[1].port",
                 "spec.listeners[1].name",
+                "spec.listeners[2].protocol",
+                "spec.listeners[3].tls",
+                "spec.listeners[3].tls.certificateRefs[0].name",
+                "spec.listeners[3].protocol",
             ]
         );
+        let other_namespace = json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"gatewayClassName": "wasmfleet",
+                     "listeners": [{"name": "https", "port": 443, "protocol": "HTTPS",
+                                    "tls": {"mode": "Passthrough", "certificateRefs":
+                                        [{"name": "s", "namespace": "other"}]}}]}});
+        assert_eq!(
+            fields(admit(
+                &other_namespace,
+                &GATEWAYS,
+                &GATEWAY_FIELDS,
+                check_gateway
+            )),
+            [
+                "spec.listeners[0].tls.certificateRefs[0].namespace",
+                "spec.listeners[0].tls.mode",
+            ]
+        );
+        let mut https = json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"gatewayClassName": "wasmfleet",
+                     "listeners": [{"name": "https", "port": 8443, "protocol": "HTTPS",
+                                    "hostname": "shop.example.com",
+                                    "tls": {"mode": "Terminate",
+                                            "certificateRefs": [{"kind": "Secret", "group": "",
+                                                                 "name": "shop-tls"}]}}]}});
+        admit_gateway(&mut https).unwrap();
         let route = json!({"metadata": {"name": "shop", "namespace": "default"},
             "spec": {"rules": [{"filters": [{"type": "RequestRedirect"}],
                                 "matches": [{"method": "GET"}],

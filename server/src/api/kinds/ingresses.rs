@@ -6,9 +6,12 @@
 //! The ingress-nginx canary annotations (`nginx.ingress.kubernetes.io/canary`,
 //! `canary-weight`, `canary-weight-total`, `canary-by-header`, `canary-by-header-value`,
 //! `canary-by-cookie`) are honoured with ingress-nginx's semantics; one canary per host and
-//! path ([`allocate`] checks it inside the write). Refused by name: `spec.tls` (there are
-//! no Secrets yet), resource backends, `canary-by-header-pattern` and every other
-//! `nginx.ingress.kubernetes.io/` annotation (nothing here would honour them).
+//! path ([`allocate`] checks it inside the write), and `canary-by-header-pattern` (a
+//! regular expression in `regex-lite`'s syntax, checked here). `spec.tls` names `kubernetes.io/tls`
+//! Secrets of the Ingress's namespace (`network::tls`), and its hosts redirect plain HTTP
+//! to HTTPS unless `nginx.ingress.kubernetes.io/ssl-redirect: "false"`. Refused by name:
+//! resource backends and every other `nginx.ingress.kubernetes.io/` annotation (nothing
+//! here would honour them).
 
 use serde_json::{Value, json};
 
@@ -81,7 +84,12 @@ const SPEC: Shape = Shape::Object(&[
     ("ingressClassName", Shape::Str),
     ("defaultBackend", BACKEND),
     ("rules", Shape::List(&RULE)),
-    ("tls", Shape::Ignored),
+    ("tls", Shape::List(&TLS)),
+]);
+
+const TLS: Shape = Shape::Object(&[
+    ("hosts", Shape::List(&Shape::Str)),
+    ("secretName", Shape::Str),
 ]);
 
 const INGRESS: Shape = Shape::Object(&[
@@ -128,13 +136,8 @@ fn check_spec(spec: &Value, causes: &mut Vec<Cause>) {
     if let Some(class) = spec["ingressClassName"].as_str() {
         validation::check_dns_subdomain(class, "spec.ingressClassName", causes);
     }
-    if !spec["tls"].is_null() {
-        causes.push(Cause::new(
-            "FieldValueForbidden",
-            "spec.tls",
-            "Forbidden: TLS termination needs Secrets, which wasmfleet does not serve yet; \
-             serve plain HTTP or terminate TLS in front of the nodes",
-        ));
+    for (i, tls) in spec["tls"].as_array().into_iter().flatten().enumerate() {
+        check_tls(tls, &format!("spec.tls[{i}]"), causes);
     }
     let rules = spec["rules"].as_array().map_or(&[][..], Vec::as_slice);
     if spec["defaultBackend"].is_null() && rules.is_empty() {
@@ -149,6 +152,22 @@ fn check_spec(spec: &Value, causes: &mut Vec<Cause>) {
     }
     for (i, rule) in rules.iter().enumerate() {
         check_rule(rule, &format!("spec.rules[{i}]"), causes);
+    }
+}
+
+/// A TLS entry: its hosts are host names (or wildcards) and its Secret a name; whether
+/// the Secret exists and holds a usable certificate is the controller's to say (an Event),
+/// as in Kubernetes, since it may be created later.
+fn check_tls(tls: &Value, field: &str, causes: &mut Vec<Cause>) {
+    for (j, host) in tls["hosts"].as_array().into_iter().flatten().enumerate() {
+        check_host(
+            host.as_str().unwrap_or_default(),
+            &format!("{field}.hosts[{j}]"),
+            causes,
+        );
+    }
+    if let Some(name) = tls["secretName"].as_str() {
+        validation::check_dns_subdomain(name, &format!("{field}.secretName"), causes);
     }
 }
 
@@ -339,7 +358,11 @@ fn cells(ingress: &Value, now: jiff::Timestamp) -> Vec<Value> {
             false => hosts.join(",").into(),
         },
         addresses.join(",").into(),
-        "80".into(),
+        // As kubectl prints it: 443 too when the Ingress has TLS.
+        match spec["tls"].as_array().is_some_and(|tls| !tls.is_empty()) {
+            true => "80, 443".into(),
+            false => "80".into(),
+        },
         age(ingress, now),
     ]
 }
@@ -385,8 +408,25 @@ mod tests {
     #[test]
     fn what_cannot_be_honoured_is_refused_by_field() {
         let mut tls = ingress(json!({}), rules());
-        tls["spec"]["tls"] = json!([{"hosts": ["shop.example.com"], "secretName": "s"}]);
-        assert_eq!(fields(admit(&tls)), ["spec.tls"]);
+        tls["spec"]["tls"] = json!([{"hosts": ["shop.example.com", "*.example.com"],
+                                      "secretName": "shop-tls"}]);
+        admit(&tls).unwrap();
+        tls["spec"]["tls"] = json!([{"hosts": ["10.0.0.1", "a_b"], "secretName": "Bad_Name"},
+                                     {"secretName": "ok", "extra": 1}]);
+        assert_eq!(
+            fields(admit(&tls)),
+            ["spec.tls[1].extra"],
+            "unknown fields first (shape)"
+        );
+        tls["spec"]["tls"] = json!([{"hosts": ["10.0.0.1", "a_b"], "secretName": "Bad_Name"}]);
+        assert_eq!(
+            fields(admit(&tls)),
+            [
+                "spec.tls[0].hosts[0]",
+                "spec.tls[0].hosts[1]",
+                "spec.tls[0].secretName"
+            ]
+        );
         let rewrite = ingress(
             json!({"nginx.ingress.kubernetes.io/rewrite-target": "/"}),
             rules(),
