@@ -120,6 +120,28 @@ fn peers(node: &str, credentials: Arc<TunnelIdentity>, table: &PeerTable) -> Pee
     peers
 }
 
+/// node-a (dials out only) and node-b (listening), peers with pod ranges `10.{net}.0.0/24`
+/// and `10.{net}.1.0/24`, with certificates of one CA: the table and both ends.
+async fn two_peers(net: u8) -> (PeerTable, Peers, Peers) {
+    let ca = Ca::new();
+    let (a_creds, a_pin) = ca.node("node-a");
+    let (b_creds, b_pin) = ca.node("node-b");
+    let b_port = free_port();
+    let table = PeerTable {
+        revision: 1,
+        relay_port: 0,
+        peers: vec![
+            peer("node-a", &format!("10.{net}.0.0/24"), None, a_pin),
+            peer("node-b", &format!("10.{net}.1.0/24"), Some(b_port), b_pin),
+        ],
+        relay_host: String::new(),
+    };
+    let a = peers("node-a", a_creds, &table);
+    let b = peers("node-b", b_creds, &table);
+    tokio::spawn(b.clone().listen(b_port));
+    (table, a, b)
+}
+
 /// An echo "pod" at `alias:port` that prefixes what it echoes with the caller's address.
 async fn pod(alias: Ipv4Addr, port: u16) {
     let listener = TcpListener::bind((alias, port)).await.unwrap();
@@ -156,22 +178,7 @@ async fn ask(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_reach_the_peers_pods_from_the_callers_pod_ip_and_nothing_else() {
-    let ca = Ca::new();
-    let (a_creds, a_pin) = ca.node("node-a");
-    let (b_creds, b_pin) = ca.node("node-b");
-    let b_port = free_port();
-    let table = PeerTable {
-        revision: 1,
-        relay_port: 0,
-        peers: vec![
-            peer("node-a", "10.77.0.0/24", None, a_pin),
-            peer("node-b", "10.77.1.0/24", Some(b_port), b_pin),
-        ],
-        relay_host: String::new(),
-    };
-    let a = peers("node-a", a_creds, &table);
-    let b = peers("node-b", b_creds, &table);
-    tokio::spawn(b.clone().listen(b_port));
+    let (table, a, _b) = two_peers(77).await;
     pod(Ipv4Addr::new(127, 77, 1, 5), 7000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -290,22 +297,7 @@ async fn holding_pod(alias: Ipv4Addr, port: u16) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_peer_that_leaves_the_table_loses_the_tunnels_it_was_served() {
-    let ca = Ca::new();
-    let (a_creds, a_pin) = ca.node("node-a");
-    let (b_creds, b_pin) = ca.node("node-b");
-    let b_port = free_port();
-    let table = PeerTable {
-        revision: 1,
-        relay_port: 0,
-        peers: vec![
-            peer("node-a", "10.79.0.0/24", None, a_pin),
-            peer("node-b", "10.79.1.0/24", Some(b_port), b_pin),
-        ],
-        relay_host: String::new(),
-    };
-    let a = peers("node-a", a_creds, &table);
-    let b = peers("node-b", b_creds, &table);
-    tokio::spawn(b.clone().listen(b_port));
+    let (table, a, b) = two_peers(79).await;
     holding_pod(Ipv4Addr::new(127, 79, 1, 5), 7000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 

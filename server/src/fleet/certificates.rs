@@ -17,16 +17,15 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::Notify;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::ingress_tls::{IngressCertificates, KeyFormat, TlsCertificate};
 use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode};
 
+use super::retained::{Passes, run_passes};
 use crate::controllers::service_lb::eligible_nodes;
 use crate::events::{self, Involved, Type};
 use crate::informer::Cache;
@@ -43,9 +42,6 @@ const SOURCES: [&str; 6] = [
     "secrets",
     "nodes",
 ];
-
-/// How long to wait after a change for more changes, so bursts cost one pass.
-const SETTLE: Duration = Duration::from_millis(20);
 
 /// The Event reason of a Secret that cannot be served (the Gateway API's condition
 /// reason, for Ingresses too).
@@ -90,33 +86,15 @@ impl CertificatePublisher {
     }
 
     /// Runs until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut changes = self.cache.subscribe();
-        let republish = Arc::clone(&self.republish);
-        let mut due = true;
-        loop {
-            if due {
-                tokio::time::sleep(SETTLE).await;
-                while changes.try_recv().is_ok() {}
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = self.pass() => {}
-                }
-            }
-            due = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = republish.notified() => {
-                    self.sent = None;
-                    true
-                }
-                batch = changes.recv() => match batch {
-                    Ok(batch) => batch.relisted
-                        || SOURCES.iter().any(|r| batch.of(r).next().is_some()),
-                    Err(RecvError::Lagged(_)) => true,
-                    Err(RecvError::Closed) => break,
-                },
-            };
-        }
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (cache, republish) = (self.cache.clone(), Arc::clone(&self.republish));
+        run_passes(self, &cache, &SOURCES, &republish, shutdown).await;
+    }
+}
+
+impl Passes for CertificatePublisher {
+    fn forget(&mut self) {
+        self.sent = None;
     }
 
     /// Builds the certificates and sends what changed.
@@ -189,7 +167,9 @@ impl CertificatePublisher {
         self.sent = Some(built.certificates);
         self.serving = serving;
     }
+}
 
+impl CertificatePublisher {
     async fn retain(&self, node: &str, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
         self.client
             .publish(

@@ -21,6 +21,51 @@ use crate::informer::Cache;
 /// How long to wait after a change for more changes, so bursts cost one publish.
 const SETTLE: Duration = Duration::from_millis(20);
 
+/// A publisher of retained messages built from the cache, for [`run_passes`].
+pub(super) trait Passes: Send {
+    /// Forgets what was sent, so the next pass sends everything (after a reconnect).
+    fn forget(&mut self);
+    /// Builds what to send from the cache and sends what changed.
+    fn pass(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// The loop of every cache-built retained publisher: a pass at start, a pass after each
+/// batch of cache changes that touches `sources` (waiting [`SETTLE`] for more first, so a
+/// burst costs one pass), and a full one when `republish` is notified; until `shutdown`.
+pub(super) async fn run_passes<P: Passes>(
+    mut publisher: P,
+    cache: &Cache,
+    sources: &[&str],
+    republish: &Notify,
+    shutdown: CancellationToken,
+) {
+    let mut changes = cache.subscribe();
+    let mut due = true;
+    loop {
+        if due {
+            tokio::time::sleep(SETTLE).await;
+            while changes.try_recv().is_ok() {}
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = publisher.pass() => {}
+            }
+        }
+        due = tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = republish.notified() => {
+                publisher.forget();
+                true
+            }
+            batch = changes.recv() => match batch {
+                Ok(batch) => batch.relisted
+                    || sources.iter().any(|r| batch.of(r).next().is_some()),
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => break,
+            },
+        };
+    }
+}
+
 /// A table the server keeps retained on one topic.
 pub trait RetainedTable: Send + 'static {
     /// What decides whether the table changed (the table without its revision).
@@ -64,33 +109,15 @@ impl<T: RetainedTable> RetainedPublisher<T> {
     }
 
     /// Runs until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut changes = self.cache.subscribe();
-        let republish = Arc::clone(&self.republish);
-        let mut due = true;
-        loop {
-            if due {
-                tokio::time::sleep(SETTLE).await;
-                while changes.try_recv().is_ok() {}
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = self.pass() => {}
-                }
-            }
-            due = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = republish.notified() => {
-                    self.published = None;
-                    true
-                }
-                batch = changes.recv() => match batch {
-                    Ok(batch) => batch.relisted
-                        || T::SOURCES.iter().any(|r| batch.of(r).next().is_some()),
-                    Err(RecvError::Lagged(_)) => true,
-                    Err(RecvError::Closed) => break,
-                },
-            };
-        }
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (cache, republish) = (self.cache.clone(), Arc::clone(&self.republish));
+        run_passes(self, &cache, T::SOURCES, &republish, shutdown).await;
+    }
+}
+
+impl<T: RetainedTable> Passes for RetainedPublisher<T> {
+    fn forget(&mut self) {
+        self.published = None;
     }
 
     /// Builds the table and publishes it if it changed.
