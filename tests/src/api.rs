@@ -1,5 +1,5 @@
 //! Just enough of a Kubernetes API client for the benchmark tools: the cluster's CA and
-//! admin token from its kubeconfig, plain GETs and streaming watches.
+//! admin token from its kubeconfig, plain GETs, POSTs and DELETEs, and streaming watches.
 
 use anyhow::Context;
 use base64::Engine as _;
@@ -48,6 +48,25 @@ impl ApiClient {
     pub async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
         self.http
             .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+    }
+
+    /// POSTs `body` as JSON to `path`, authenticated.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+    }
+
+    /// DELETEs `path`, authenticated.
+    pub async fn delete(&self, path: &str) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .delete(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .send()
             .await

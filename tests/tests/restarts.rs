@@ -62,6 +62,14 @@ fn an_agent_restart_resumes_its_pods_and_does_not_rerun_finished_ones() {
     cluster.wait_pod("done", "to succeed", |p| phase(p) == "Succeeded");
     cluster.apply(&pod("long", "exerciser:v1", &["print", "100000"], "Never"));
     let before = cluster.wait_pod("long", "to run", |p| phase(p) == "Running");
+    // Two lines in before the agent goes, for `--previous` to show below.
+    wait_for("two lines from the first run", CONVERGE, || {
+        let logs = cluster.try_logs("long")?;
+        match logs.lines().count() >= 2 {
+            true => Ok(()),
+            false => Err(logs),
+        }
+    });
 
     cluster.kill_agent("node-a");
     cluster.wait_node_condition("node-a", "Unknown");

@@ -1,7 +1,9 @@
 //! Answers log requests: one task per request streams `LogChunk`s up.
 //!
 //! The retained tail goes out first (split so no chunk nears the message size limit);
-//! with `follow`, new lines are batched every ~100 ms until the container ends, the server
+//! with `follow`, new lines go out once they pause for 10 ms, at most ~100 ms after the
+//! first of a batch and at most one chunk per ~100 ms ([`super::debounce`]), until the
+//! container ends, the server
 //! cancels (`CancelLogs`) or the agent stops. The last chunk has `done` set; an unknown pod
 //! or container gets a single `done` chunk carrying the error.
 
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::logs::{LogChunk, LogOptions, LogRequest, LogSince, NodeCommand};
@@ -17,11 +20,15 @@ use wasmfleet_protocol::topic::Up;
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message};
 
 use super::PodBackend;
+use super::debounce::{Debounce, sleep_until};
 use crate::link::Uplink;
 use crate::pods::LogStream;
 use crate::runtime::{LogLine, LogSelection};
 
-/// How long new lines of a follow are collected before they go out.
+/// New lines of a follow go out once they pause for this long...
+const BATCH_QUIET: Duration = Duration::from_millis(10);
+
+/// ...and at most this long after the first line a batch holds.
 const BATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A chunk's lines stay below this many bytes, well inside one message.
@@ -140,23 +147,27 @@ impl<P: PodBackend> Stream<P> {
         self.send(last).await;
     }
 
-    /// Sends new lines in batches until the log finishes or the stream is cancelled.
+    /// Sends new lines in batches ([`Debounce`]: a lone line within [`BATCH_QUIET`], a
+    /// stream of them every [`BATCH_INTERVAL`]) until the log finishes or the stream is
+    /// cancelled.
     async fn follow(&self, mut stream: LogStream) {
         let mut batch = Vec::new();
         let mut bytes = 0;
-        let mut flush = tokio::time::interval(BATCH_INTERVAL);
+        let mut pending = Debounce::new(BATCH_QUIET, BATCH_INTERVAL);
         loop {
             tokio::select! {
                 () = self.token.cancelled() => break,
-                _ = flush.tick() => {
+                () = sleep_until(pending.due()) => {
+                    pending.sent(Instant::now());
                     self.flush(&mut batch, &mut bytes).await;
-                    continue;
                 }
                 line = stream.next_line() => match line {
                     Some(line) => {
                         bytes += line.text.len();
                         batch.push(line);
+                        pending.change(Instant::now());
                         if bytes >= CHUNK_BYTES {
+                            pending.sent(Instant::now());
                             self.flush(&mut batch, &mut bytes).await;
                         }
                     }

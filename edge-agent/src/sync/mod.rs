@@ -13,6 +13,7 @@
 //! - `events`: forwards probe events in batches.
 
 pub mod backend;
+mod debounce;
 mod events;
 mod logs;
 pub mod outbox;

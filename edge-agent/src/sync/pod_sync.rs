@@ -4,8 +4,9 @@
 //!
 //! - a desired snapshot newer than the applied one is committed to local state first, then
 //!   applied (offline autonomy: a reboot finds it there);
-//! - status changes are coalesced for ~100 ms, persisted (so finished pods are not re-run
-//!   after a restart), and reported with the next sequence number;
+//! - status changes are reported once they pause for a few milliseconds, at most ~100 ms
+//!   after the first ([`super::debounce`]), persisted (so finished pods are not re-run after
+//!   a restart), and reported with the next sequence number;
 //! - the latest report is re-sent every few seconds until acknowledged; every new session
 //!   and every new server epoch gets a fresh report, so reports survive broker, server and
 //!   agent restarts;
@@ -24,13 +25,11 @@ use wasmfleet_protocol::pod::{DesiredPods, PodStatus};
 use wasmfleet_protocol::topic::Up;
 
 use super::PodBackend;
+use super::debounce::{Debounce, STATUS_COALESCE, sleep_until};
 use super::logs::LogStreams;
 use super::outbox::{Outbox, is_newer};
 use crate::link::{Inbox, Session, Uplink};
 use crate::state::AgentState;
-
-/// Status changes closer together than this go out in one report.
-const COALESCE: Duration = Duration::from_millis(100);
 
 /// How often an unacknowledged report is sent again.
 pub const RESEND_INTERVAL: Duration = Duration::from_secs(3);
@@ -141,6 +140,7 @@ impl<P: PodBackend> Task<P> {
         let mut changes = self.pods.changes();
         // Persist (and, once connected, report) what the pods look like right away.
         let mut report_at = Some(Instant::now());
+        let mut changed = Debounce::status();
         let mut resend = tokio::time::interval(RESEND_INTERVAL);
         resend.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -163,12 +163,16 @@ impl<P: PodBackend> Task<P> {
                     Ok(()) => self.on_server_epoch(),
                     Err(_) => break,
                 },
-                changed = changes.changed() => match changed {
-                    Ok(()) => Some(Instant::now() + COALESCE),
+                change = changes.changed() => match change {
+                    Ok(()) => {
+                        changed.change(Instant::now());
+                        None
+                    }
                     Err(_) => break,
                 },
-                () = sleep_until(report_at) => {
+                () = sleep_until(earliest(report_at, changed.due())) => {
                     report_at = None;
+                    changed.sent(Instant::now());
                     self.report();
                     None
                 }
@@ -177,11 +181,9 @@ impl<P: PodBackend> Task<P> {
                     None
                 }
             };
-            // The earliest request wins, so a burst of changes cannot postpone a report.
-            report_at = match (report_at, scheduled) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            // The earliest request wins: a session, a new server epoch or a new desired
+            // state is never postponed (status changes wait as `changed` says).
+            report_at = earliest(report_at, scheduled);
         }
         // The pods have stopped by now (run stops them first): tell the server.
         self.report();
@@ -197,7 +199,8 @@ impl<P: PodBackend> Task<P> {
 
     fn on_desired(&mut self) -> Option<Instant> {
         let desired = self.desired.borrow_and_update().clone()?;
-        self.apply(desired).then(|| Instant::now() + COALESCE)
+        self.apply(desired)
+            .then(|| Instant::now() + STATUS_COALESCE)
     }
 
     fn on_ack(&mut self) -> Option<Instant> {
@@ -335,11 +338,11 @@ pub fn pod_changes(old: Option<&DesiredPods>, new: &DesiredPods) -> (Vec<String>
     (started, stopped)
 }
 
-/// Sleeps until `at`, or forever when there is nothing scheduled.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

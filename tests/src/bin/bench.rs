@@ -12,7 +12,11 @@
 //! - `--emulated ARCH BINARY`: the agent is a `cross/build` binary for `ARCH` (`aarch64`,
 //!   `armv7`) under qemu-user instead of the native one (its RSS then includes qemu's);
 //! - `--refuse-artifacts`: the agent trusts another CA as the artifact signer, so it refuses
-//!   the server's precompiled artifacts and compiles every module itself.
+//!   the server's precompiled artifacts and compiles every module itself;
+//! - `--serial N`: afterwards, N rounds of one pod at a time (module cached): created through
+//!   the API, watched until its container runs, then its log followed to the first line, as
+//!   `kubectl run` then `kubectl logs -f` would; p50/p99 of create → first line, and of
+//!   create → running.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,6 +35,7 @@ struct Options {
     pods: usize,
     emulated: Option<(String, PathBuf)>,
     refuse_artifacts: bool,
+    serial: usize,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -38,6 +43,7 @@ fn parse_options() -> anyhow::Result<Options> {
         pods: 100,
         emulated: None,
         refuse_artifacts: false,
+        serial: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -49,6 +55,10 @@ fn parse_options() -> anyhow::Result<Options> {
                 options.emulated = Some((arch, PathBuf::from(binary)));
             }
             "--refuse-artifacts" => options.refuse_artifacts = true,
+            "--serial" => {
+                let rounds = args.next().context("usage: --serial ROUNDS")?;
+                options.serial = rounds.parse().context("the number of serial rounds")?;
+            }
             pods => options.pods = pods.parse().context("the number of pods")?,
         }
     }
@@ -114,6 +124,12 @@ fn main() -> anyhow::Result<()> {
     ))?;
     report("warm module cache", &warm);
     delete_all(&cluster, &names, "warm")?;
+    if options.serial > 0 {
+        let (running, first_lines) =
+            runtime.block_on(serial_rounds(&client, &names[0], options.serial))?;
+        report_as("create -> running, one pod at a time", &running);
+        report_as("create -> first log line, one pod at a time", &first_lines);
+    }
 
     print_rss(
         &cluster,
@@ -201,11 +217,15 @@ fn delete_all(cluster: &Cluster, names: &[String], round: &str) -> anyhow::Resul
 }
 
 fn report(what: &str, samples: &[Duration]) {
+    report_as(&format!("apply -> first log line, {what}"), samples);
+}
+
+fn report_as(what: &str, samples: &[Duration]) {
     let mut sorted = samples.to_vec();
     sorted.sort();
     let at = |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1)];
     println!(
-        "apply -> first log line, {what}: p50 {:?}, p99 {:?}, max {:?}",
+        "{what}: p50 {:?}, p99 {:?}, max {:?}",
         at(0.50),
         at(0.99),
         sorted[sorted.len() - 1]
@@ -219,6 +239,42 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmRSS in /proc/<pid>/status")
+}
+
+/// `rounds` times: creates one pod of module `name` (cached by now), times until its
+/// container runs (watched) and until the first line of its followed log, deletes it.
+async fn serial_rounds(
+    client: &ApiClient,
+    name: &str,
+    rounds: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let pods = "/api/v1/namespaces/default/pods";
+    let (mut running, mut first_lines) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let pod = format!("serial-{round}");
+        let body = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": format!("{name}:v1"), "args": ["print", "600"]}]},
+        });
+        let watch = format!("{pods}?watch=true&fieldSelector=metadata.name%3D{pod}");
+        let started = Instant::now();
+        client.post_json(pods, &body).await?.error_for_status()?;
+        client
+            .watch(&watch, |event| {
+                let statuses = &event["object"]["status"]["containerStatuses"];
+                !statuses[0]["state"]["running"].is_object()
+            })
+            .await?;
+        running.push(started.elapsed());
+        wait_first_log_line(client, &pod).await?;
+        first_lines.push(started.elapsed());
+        client
+            .delete(&format!("{pods}/{pod}"))
+            .await?
+            .error_for_status()?;
+    }
+    Ok((running, first_lines))
 }
 
 /// Follows the pod's log until its first line arrives, retrying while it is not running.
