@@ -257,33 +257,19 @@ fn volume_source(
     (lookup, tokens): (&Lookup<'_>, &TokenSource<'_>),
 ) -> Result<VolumeSource, String> {
     let mut files = Vec::new();
+    let keyed = |source: Keyed<'_>, mode: u32, files: &mut Vec<VolumeFile>| {
+        source.files(mode, namespace, lookup, files)
+    };
     if let Some(map) = &volume.config_map {
-        let mode = mode_of(map.default_mode);
-        let items = map.items.as_deref();
-        keyed_files(
-            "configmaps",
-            &map.name,
-            items,
-            map.optional,
-            mode,
-            namespace,
-            lookup,
+        keyed(
+            Keyed::config_map(&map.name, &map.items, map.optional),
+            mode_of(map.default_mode),
             &mut files,
         )?;
     } else if let Some(secret) = &volume.secret {
-        let mode = mode_of(secret.default_mode);
         let name = secret.secret_name.as_deref().unwrap_or("");
-        let items = secret.items.as_deref();
-        keyed_files(
-            "secrets",
-            name,
-            items,
-            secret.optional,
-            mode,
-            namespace,
-            lookup,
-            &mut files,
-        )?;
+        let source = Keyed::secret(name, &secret.items, secret.optional);
+        keyed(source, mode_of(secret.default_mode), &mut files)?;
     } else if let Some(downward) = &volume.downward_api {
         let mode = mode_of(downward.default_mode);
         downward_files(pod, downward.items.iter().flatten(), mode, &mut files);
@@ -291,28 +277,16 @@ fn volume_source(
         let mode = mode_of(projected.default_mode);
         for source in projected.sources.iter().flatten() {
             if let Some(map) = &source.config_map {
-                let items = map.items.as_deref();
-                keyed_files(
-                    "configmaps",
-                    &map.name,
-                    items,
-                    map.optional,
+                keyed(
+                    Keyed::config_map(&map.name, &map.items, map.optional),
                     mode,
-                    namespace,
-                    lookup,
                     &mut files,
                 )?;
             }
             if let Some(secret) = &source.secret {
-                let items = secret.items.as_deref();
-                keyed_files(
-                    "secrets",
-                    &secret.name,
-                    items,
-                    secret.optional,
+                keyed(
+                    Keyed::secret(&secret.name, &secret.items, secret.optional),
                     mode,
-                    namespace,
-                    lookup,
                     &mut files,
                 )?;
             }
@@ -361,49 +335,83 @@ fn mode_of(mode: Option<i32>) -> u32 {
         .map_or(DEFAULT_MODE, |m| m & 0o777)
 }
 
-/// The files of a ConfigMap or Secret: every key, or the `items` chosen.
-#[allow(clippy::too_many_arguments)]
-fn keyed_files(
-    resource: &str,
-    name: &str,
-    items: Option<&[KeyToPath]>,
+/// A ConfigMap or Secret a volume takes files from.
+struct Keyed<'a> {
+    resource: &'static str,
+    name: &'a str,
+    /// The keys chosen, with their paths; `None`: every key, named after it.
+    items: Option<&'a [KeyToPath]>,
     optional: Option<bool>,
-    mode: u32,
-    namespace: &str,
-    lookup: &Lookup<'_>,
-    files: &mut Vec<VolumeFile>,
-) -> Result<(), String> {
-    let Some(mut data) = lookup(resource, name) else {
-        return match optional {
-            Some(true) => Ok(()),
-            _ => Err(not_found(resource, name)),
-        };
-    };
-    let Some(items) = items else {
-        files.extend(
-            data.into_iter()
-                .map(|(path, data)| VolumeFile { path, mode, data }),
-        );
-        return Ok(());
-    };
-    for item in items {
-        match data.remove(&item.key) {
-            Some(bytes) => files.push(VolumeFile {
-                path: item.path.clone(),
-                mode: item.mode.map_or(mode, |m| mode_of(Some(m))),
-                data: bytes,
-            }),
-            None if optional == Some(true) => {}
-            None => {
-                return Err(format!(
-                    "couldn't find key {} in {} {namespace}/{name}",
-                    item.key,
-                    kind_name(resource)
-                ));
-            }
+}
+
+impl<'a> Keyed<'a> {
+    fn config_map(
+        name: &'a str,
+        items: &'a Option<Vec<KeyToPath>>,
+        optional: Option<bool>,
+    ) -> Self {
+        Self::new("configmaps", name, items, optional)
+    }
+
+    fn secret(name: &'a str, items: &'a Option<Vec<KeyToPath>>, optional: Option<bool>) -> Self {
+        Self::new("secrets", name, items, optional)
+    }
+
+    fn new(
+        resource: &'static str,
+        name: &'a str,
+        items: &'a Option<Vec<KeyToPath>>,
+        optional: Option<bool>,
+    ) -> Self {
+        Self {
+            resource,
+            name,
+            items: items.as_deref(),
+            optional,
         }
     }
-    Ok(())
+
+    /// Adds its files (mode `mode` unless an item says otherwise) to `files`.
+    fn files(
+        &self,
+        mode: u32,
+        namespace: &str,
+        lookup: &Lookup<'_>,
+        files: &mut Vec<VolumeFile>,
+    ) -> Result<(), String> {
+        let (resource, name, optional) = (self.resource, self.name, self.optional);
+        let Some(mut data) = lookup(resource, name) else {
+            return match optional {
+                Some(true) => Ok(()),
+                _ => Err(not_found(resource, name)),
+            };
+        };
+        let Some(items) = self.items else {
+            files.extend(
+                data.into_iter()
+                    .map(|(path, data)| VolumeFile { path, mode, data }),
+            );
+            return Ok(());
+        };
+        for item in items {
+            match data.remove(&item.key) {
+                Some(bytes) => files.push(VolumeFile {
+                    path: item.path.clone(),
+                    mode: item.mode.map_or(mode, |m| mode_of(Some(m))),
+                    data: bytes,
+                }),
+                None if optional == Some(true) => {}
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in {} {namespace}/{name}",
+                        item.key,
+                        kind_name(resource)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn downward_files<'a>(
