@@ -10,6 +10,8 @@
 //!   aliases);
 //! - [`blob`]: content-addressed module transfer in chunks;
 //! - [`backoff`]: capped exponential back-off with jitter (reconnects, retries);
+//! - [`debounce`]: when batched changes are due (status reports, followed logs, the
+//!   server's desired-state passes);
 //! - [`artifact`]: modules the server precompiled for a node's engine, and their signature;
 //! - [`logs`]: container log requests and the chunks that answer them;
 //! - [`limits`]: limits of the HTTPS API that the server and its clients share;
@@ -30,7 +32,7 @@
 //! - [`tail`]: fields appended at the end of a message, which old and new peers both read;
 //! - [`broker_url`]: `mqtts://` / `mqtt://` broker addresses;
 //! - `transport` (feature `client`): how a rumqttc client reaches such a broker, TLS
-//!   included.
+//!   included, with Nagle's algorithm off.
 //!
 //! Wire evolution is append-only: new messages are new variants at the end of
 //! [`Message`], a changed message is a new envelope version.
@@ -41,6 +43,7 @@ pub mod artifact;
 pub mod backoff;
 pub mod blob;
 pub mod broker_url;
+pub mod debounce;
 pub mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -16,6 +16,7 @@ pub mod mqtt;
 pub mod netns;
 pub mod ports;
 pub mod process;
+pub mod timeline;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterOptions};

@@ -141,7 +141,7 @@ impl Link {
         deliveries: Option<Deliveries>,
         tracker: &TaskTracker,
     ) -> (Link, Inbox) {
-        let (client, eventloop) = rumqttc::AsyncClient::new(
+        let (client, eventloop) = wasmfleet_protocol::transport::client(
             connection::mqtt_options(config),
             connection::REQUEST_CAPACITY,
         );

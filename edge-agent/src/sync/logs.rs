@@ -82,6 +82,7 @@ impl<P: PodBackend> LogStreams<P> {
     fn start(&self, request: LogRequest) {
         let token = self.stop.child_token();
         let id = request.request_id;
+        tracing::debug!(request_id = id, pod_uid = %request.pod_uid, "log request received");
         if let Some(old) = lock(&self.running).insert(id, token.clone()) {
             old.cancel();
         }
@@ -203,6 +204,10 @@ impl<P: PodBackend> Stream<P> {
     }
 
     async fn send(&self, chunk: LogChunk) {
+        let (request_id, lines) = (chunk.request_id, chunk.lines.len());
+        if lines > 0 {
+            tracing::debug!(request_id, lines, "log lines sent");
+        }
         if let Err(err) = self.uplink.send(Up::Logs, &Message::LogChunk(chunk)).await {
             tracing::debug!(%err, "log chunk not sent");
         }

@@ -25,7 +25,7 @@ use wasmfleet_protocol::pod::{DesiredPods, PodStatus};
 use wasmfleet_protocol::topic::Up;
 
 use super::PodBackend;
-use super::debounce::{Debounce, STATUS_COALESCE, sleep_until};
+use super::debounce::{self, STATUS_COALESCE, sleep_until};
 use super::logs::LogStreams;
 use super::outbox::{Outbox, is_newer};
 use crate::link::{Inbox, Session, Uplink};
@@ -140,7 +140,7 @@ impl<P: PodBackend> Task<P> {
         let mut changes = self.pods.changes();
         // Persist (and, once connected, report) what the pods look like right away.
         let mut report_at = Some(Instant::now());
-        let mut changed = Debounce::status();
+        let mut changed = debounce::status();
         let mut resend = tokio::time::interval(RESEND_INTERVAL);
         resend.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {

@@ -138,6 +138,9 @@ pub async fn serve(
         listener,
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
     )?
+    // Watches and followed logs stream small writes: without this each waited ~40 ms for
+    // the client's delayed ACK (Nagle's algorithm).
+    .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
     .handle(handle.clone());
     tracing::info!(%local, "API serving");
     let serving = server.serve(app.into_make_service());

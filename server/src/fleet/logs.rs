@@ -112,6 +112,7 @@ impl LogRouter {
             self.with(|map| map.remove(&request_id));
             return Err(err);
         }
+        tracing::debug!(%node, request_id, "log request sent");
         let watchdog = Watchdog {
             router: self.clone(),
             request_id,
@@ -157,6 +158,7 @@ impl LogRouter {
                 return;
             }
             if let Some(first) = pending.first.take() {
+                tracing::debug!(%node, request_id, "first log chunk received");
                 let _ = first.send(());
             }
             if let Err(mpsc::error::TrySendError::Full(_)) = pending.tx.try_send(chunk) {

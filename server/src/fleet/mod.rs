@@ -58,7 +58,7 @@ use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::broker_url::BrokerUrl;
 use wasmfleet_protocol::logs::LogChunk;
 use wasmfleet_protocol::node::ServerState;
-use wasmfleet_protocol::transport::{TransportError, transport};
+use wasmfleet_protocol::transport::{self, TransportError, transport};
 use wasmfleet_protocol::{Message, encode, topic};
 
 use crate::artifacts::Artifacts;
@@ -217,7 +217,7 @@ impl Fleet {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<FleetHandle, FleetError> {
-        let (client, eventloop) = AsyncClient::new(mqtt_options(&config)?, REQUEST_QUEUE);
+        let (client, eventloop) = transport::client(mqtt_options(&config)?, REQUEST_QUEUE);
         let (inbound_tx, inbound_rx) = mpsc::channel(connection::INBOUND_QUEUE);
         let inbound_tx = connection::InboundSender::new(
             inbound_tx,

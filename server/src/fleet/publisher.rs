@@ -26,7 +26,9 @@ use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use wasmfleet_protocol::debounce::Debounce;
 use wasmfleet_protocol::topic::{self, Down};
 use wasmfleet_protocol::{Message, encode};
 
@@ -58,8 +60,19 @@ pub struct DesiredPublisher {
     tokens: Option<Arc<PodTokens>>,
 }
 
-/// How long to wait after a change for more changes, so bursts cost one pass.
-const SETTLE: Duration = Duration::from_millis(20);
+/// How long changes must pause before a pass: a lone change (a pod just scheduled) is
+/// published within milliseconds.
+const PASS_QUIET: Duration = Duration::from_millis(2);
+
+/// Passes are at least this far apart, so a burst of changes (a large apply) costs one pass
+/// per this time however long it lasts.
+const PASS_SPACING: Duration = Duration::from_millis(20);
+
+/// When the next pass of a publisher of desired or retained state is due
+/// ([`Debounce`]'s rule).
+pub(super) fn passes() -> Debounce<Instant> {
+    Debounce::new(PASS_QUIET, PASS_SPACING)
+}
 
 /// Which nodes a pass re-plans.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,32 +216,35 @@ impl DesiredPublisher {
         let republish = Arc::clone(&self.republish);
         let mut force = false;
         let mut targets = Targets::All;
+        let mut pending = passes();
+        pending.change(Instant::now());
         loop {
-            if !targets.is_empty() {
-                tokio::time::sleep(SETTLE).await;
-                drain(&mut changes, &mut targets, &self.cache);
-                module_changes.borrow_and_update();
-                if force {
-                    self.published.clear();
-                }
-                // A publish can wait forever once the event loop has stopped: bail out at
-                // shutdown.
-                let outcome = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    outcome = self.pass(&targets) => outcome,
-                };
-                match outcome {
-                    Ok(()) => {
-                        force = false;
-                        targets = Targets::Nodes(BTreeSet::new());
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "desired-state pass failed; retrying on the next change")
-                    }
-                }
-            }
+            let due = pending.due();
+            let mut changed = true;
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    pending.sent(Instant::now());
+                    changed = false;
+                    drain(&mut changes, &mut targets, &self.cache);
+                    module_changes.borrow_and_update();
+                    if force {
+                        self.published.clear();
+                    }
+                    // A publish can wait forever once the event loop has stopped: bail out
+                    // at shutdown.
+                    let outcome = tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        outcome = self.pass(&targets) => outcome,
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            force = false;
+                            targets = Targets::Nodes(BTreeSet::new());
+                        }
+                        Err(err) => tracing::warn!(%err, "desired-state pass failed; retrying on the next change"),
+                    }
+                }
                 () = republish.notified() => {
                     force = true;
                     targets = Targets::All;
@@ -238,12 +254,15 @@ impl DesiredPublisher {
                     Err(RecvError::Lagged(_)) => targets = Targets::All,
                     Err(RecvError::Closed) => break,
                 },
-                changed = module_changes.changed() => {
-                    if changed.is_err() { break }
+                module_changed = module_changes.changed() => {
+                    if module_changed.is_err() { break }
                     targets = Targets::All;
                 }
                 () = tokio::time::sleep(resync) => targets = Targets::All,
                 due = token_refresh(self.tokens.clone()) => targets.add_nodes(due),
+            }
+            if changed && !targets.is_empty() {
+                pending.change(Instant::now());
             }
         }
     }

@@ -8,18 +8,16 @@
 //! (the agents keep the last one) and says so in the log.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::Notify;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::{MAX_MESSAGE_SIZE, Message, encode};
 
+use super::publisher::passes;
 use crate::informer::Cache;
-
-/// How long to wait after a change for more changes, so bursts cost one publish.
-const SETTLE: Duration = Duration::from_millis(20);
 
 /// A publisher of retained messages built from the cache, for [`run_passes`].
 pub(super) trait Passes: Send {
@@ -30,8 +28,9 @@ pub(super) trait Passes: Send {
 }
 
 /// The loop of every cache-built retained publisher: a pass at start, a pass after each
-/// batch of cache changes that touches `sources` (waiting [`SETTLE`] for more first, so a
-/// burst costs one pass), and a full one when `republish` is notified; until `shutdown`.
+/// batch of cache changes that touches `sources` (by [`passes`]' rule: within
+/// milliseconds, and a burst costs one pass per few tens of milliseconds), and a full one
+/// when `republish` is notified; until `shutdown`.
 pub(super) async fn run_passes<P: Passes>(
     mut publisher: P,
     cache: &Cache,
@@ -40,18 +39,21 @@ pub(super) async fn run_passes<P: Passes>(
     shutdown: CancellationToken,
 ) {
     let mut changes = cache.subscribe();
-    let mut due = true;
+    let mut pending = passes();
+    pending.change(Instant::now());
     loop {
-        if due {
-            tokio::time::sleep(SETTLE).await;
-            while changes.try_recv().is_ok() {}
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = publisher.pass() => {}
-            }
-        }
-        due = tokio::select! {
+        let due = pending.due();
+        let changed = tokio::select! {
             () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                pending.sent(Instant::now());
+                while changes.try_recv().is_ok() {}
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = publisher.pass() => {}
+                }
+                false
+            }
             () = republish.notified() => {
                 publisher.forget();
                 true
@@ -63,6 +65,9 @@ pub(super) async fn run_passes<P: Passes>(
                 Err(RecvError::Closed) => break,
             },
         };
+        if changed {
+            pending.change(Instant::now());
+        }
     }
 }
 

@@ -16,15 +16,19 @@
 //! - `--serial N`: afterwards, N rounds of one pod at a time (module cached): created through
 //!   the API, watched until its container runs, then its log followed to the first line, as
 //!   `kubectl run` then `kubectl logs -f` would; p50/p99 of create → first line, and of
-//!   create → running.
+//!   create → running; then where that time went, step by step, from the server's and the
+//!   agent's debug logs ([`wasmfleet_tests::timeline`]).
+//! - `--keep-logs DIR`: copies the server's and the agent's logs into `DIR` at the end.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
+use jiff::Timestamp;
 use wasmfleet_tests::api::ApiClient;
 use wasmfleet_tests::cluster::AgentLaunch;
+use wasmfleet_tests::timeline::{Source, Step, Timeline};
 use wasmfleet_tests::{Cluster, ClusterOptions, guest, with_custom_section};
 
 /// The agent's node name.
@@ -36,6 +40,7 @@ struct Options {
     emulated: Option<(String, PathBuf)>,
     refuse_artifacts: bool,
     serial: usize,
+    keep_logs: Option<PathBuf>,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -44,6 +49,7 @@ fn parse_options() -> anyhow::Result<Options> {
         emulated: None,
         refuse_artifacts: false,
         serial: 0,
+        keep_logs: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -58,6 +64,10 @@ fn parse_options() -> anyhow::Result<Options> {
             "--serial" => {
                 let rounds = args.next().context("usage: --serial ROUNDS")?;
                 options.serial = rounds.parse().context("the number of serial rounds")?;
+            }
+            "--keep-logs" => {
+                let dir = args.next().context("usage: --keep-logs DIR")?;
+                options.keep_logs = Some(PathBuf::from(dir));
             }
             pods => options.pods = pods.parse().context("the number of pods")?,
         }
@@ -125,16 +135,38 @@ fn main() -> anyhow::Result<()> {
     report("warm module cache", &warm);
     delete_all(&cluster, &names, "warm")?;
     if options.serial > 0 {
-        let (running, first_lines) =
-            runtime.block_on(serial_rounds(&client, &names[0], options.serial))?;
+        let rounds = runtime.block_on(serial_rounds(&client, &names[0], options.serial))?;
+        let running: Vec<_> = rounds.iter().map(Round::to_running).collect();
+        let first_lines: Vec<_> = rounds.iter().map(Round::to_first_line).collect();
         report_as("create -> running, one pod at a time", &running);
         report_as("create -> first log line, one pod at a time", &first_lines);
+        match Timeline::read(cluster.dir(), NODE) {
+            Ok(timeline) => print_breakdown(&timeline, &rounds),
+            Err(err) => println!("no breakdown: cannot read the logs: {err}"),
+        }
     }
 
     print_rss(
         &cluster,
         "idle RSS after the runs (pods deleted, modules cached)",
-    )
+    )?;
+    if let Some(dir) = &options.keep_logs {
+        keep_logs(&cluster, dir)?;
+    }
+    Ok(())
+}
+
+/// Copies the cluster's process logs into `dir`.
+fn keep_logs(cluster: &Cluster, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(cluster.dir())? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            std::fs::copy(&path, dir.join(path.file_name().context("a file name")?))?;
+        }
+    }
+    println!("logs kept in {}", dir.display());
+    Ok(())
 }
 
 fn print_rss(cluster: &Cluster, what: &str) -> anyhow::Result<()> {
@@ -241,53 +273,217 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS in /proc/<pid>/status")
 }
 
+/// The steps of one pod's start, in the order they happen: from the create to the first
+/// log line in the hands of a client that followed the log once the pod ran.
+const POD_START: &[Step] = &[
+    step("scheduled", Source::Server, "pod scheduled", true),
+    step(
+        "desired index published",
+        Source::Server,
+        "desired index published",
+        false,
+    ),
+    step(
+        "agent applies the desired pods",
+        Source::Agent,
+        "applying desired pods",
+        false,
+    ),
+    step(
+        "container started",
+        Source::Agent,
+        "container started",
+        true,
+    ),
+    step("status report sent", Source::Agent, "status report", false),
+    step(
+        "status report applied",
+        Source::Server,
+        "status report applied",
+        false,
+    ),
+];
+
+/// The log request's steps, after the client saw the pod running.
+const LOG_REQUEST: &[Step] = &[
+    step(
+        "log request sent",
+        Source::Server,
+        "log request sent",
+        false,
+    ),
+    step(
+        "log request received",
+        Source::Agent,
+        "log request received",
+        false,
+    ),
+    step("log lines sent", Source::Agent, "log lines sent", false),
+    step(
+        "first log chunk received",
+        Source::Server,
+        "first log chunk received",
+        false,
+    ),
+];
+
+const fn step(label: &'static str, log: Source, words: &'static str, names_pod: bool) -> Step {
+    Step {
+        label,
+        log,
+        words,
+        names_pod,
+    }
+}
+
+/// One serial round's times, as the client saw them.
+struct Round {
+    pod: String,
+    uid: String,
+    created: Timestamp,
+    running: Timestamp,
+    /// When the guest wrote its first line (the line's own timestamp).
+    printed: Timestamp,
+    first_line: Timestamp,
+}
+
+impl Round {
+    fn to_running(&self) -> Duration {
+        since(self.created, self.running)
+    }
+
+    fn to_first_line(&self) -> Duration {
+        since(self.created, self.first_line)
+    }
+}
+
+fn since(from: Timestamp, to: Timestamp) -> Duration {
+    Duration::try_from(to.duration_since(from)).unwrap_or_default()
+}
+
 /// `rounds` times: creates one pod of module `name` (cached by now), times until its
 /// container runs (watched) and until the first line of its followed log, deletes it.
 async fn serial_rounds(
     client: &ApiClient,
     name: &str,
     rounds: usize,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+) -> anyhow::Result<Vec<Round>> {
     let pods = "/api/v1/namespaces/default/pods";
-    let (mut running, mut first_lines) = (Vec::new(), Vec::new());
+    let mut done = Vec::new();
     for round in 0..rounds {
-        let pod = format!("serial-{round}");
+        let pod = format!("serial-{round:04}");
         let body = serde_json::json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
             "spec": {"restartPolicy": "Never", "containers": [
                 {"name": "main", "image": format!("{name}:v1"), "args": ["print", "600"]}]},
         });
         let watch = format!("{pods}?watch=true&fieldSelector=metadata.name%3D{pod}");
-        let started = Instant::now();
-        client.post_json(pods, &body).await?.error_for_status()?;
+        let created = Timestamp::now();
+        let response = client.post_json(pods, &body).await?.error_for_status()?;
+        let object: serde_json::Value = response.json().await?;
+        let uid = object["metadata"]["uid"].as_str().unwrap_or("").to_owned();
         client
             .watch(&watch, |event| {
                 let statuses = &event["object"]["status"]["containerStatuses"];
                 !statuses[0]["state"]["running"].is_object()
             })
             .await?;
-        running.push(started.elapsed());
-        wait_first_log_line(client, &pod).await?;
-        first_lines.push(started.elapsed());
+        let running = Timestamp::now();
+        let line = first_log_line(client, &pod, "&timestamps=true").await?;
+        let first_line = Timestamp::now();
+        let printed = line
+            .split_once(' ')
+            .and_then(|(at, _)| at.parse().ok())
+            .context("a timestamped log line")?;
         client
             .delete(&format!("{pods}/{pod}"))
             .await?
             .error_for_status()?;
+        done.push(Round {
+            pod,
+            uid,
+            created,
+            running,
+            printed,
+            first_line,
+        });
+        // The deletion's own publishing stays out of the next round.
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    Ok((running, first_lines))
+    Ok(done)
+}
+
+/// Where the rounds' time went, step by step from the logs: the median time of each step
+/// after the create, and after the step before.
+fn print_breakdown(timeline: &Timeline, rounds: &[Round]) {
+    let mut rows: Vec<(&str, Vec<Duration>)> = POD_START
+        .iter()
+        .map(|step| step.label)
+        .chain([
+            "the guest prints its first line",
+            "client sees the pod running (watch)",
+        ])
+        .chain(LOG_REQUEST.iter().map(|step| step.label))
+        .chain(["client reads the first line"])
+        .map(|label| (label, Vec::new()))
+        .collect();
+    for round in rounds {
+        let names = [format!(" default/{} ", round.pod), round.uid.clone()];
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let start = timeline.trace(round.created, POD_START, &names);
+        let logs = timeline.trace(round.running, LOG_REQUEST, &names);
+        let times = start
+            .into_iter()
+            .chain([Some(round.printed), Some(round.running)])
+            .chain(logs)
+            .chain([Some(round.first_line)]);
+        for ((_, samples), at) in rows.iter_mut().zip(times) {
+            samples.extend(at.map(|at| since(round.created, at)));
+        }
+    }
+    println!("where the time goes (median ms after the create; the step's own share):");
+    let mut previous = Duration::ZERO;
+    for (label, samples) in rows {
+        let seen = samples.len();
+        let at = median(samples);
+        println!(
+            "  {:>7.1}  {:>+7.1}  {label} ({seen} of {} rounds)",
+            ms(at),
+            ms(at.saturating_sub(previous)),
+            rounds.len()
+        );
+        previous = at;
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Follows the pod's log until its first line arrives, retrying while it is not running.
 async fn wait_first_log_line(client: &ApiClient, pod: &str) -> anyhow::Result<()> {
-    let path = format!("/api/v1/namespaces/default/pods/{pod}/log?follow=true");
+    first_log_line(client, pod, "").await.map(drop)
+}
+
+/// The pod's first log line, followed with the extra `query`, retrying while the pod is not
+/// running.
+async fn first_log_line(client: &ApiClient, pod: &str, query: &str) -> anyhow::Result<String> {
+    let path = format!("/api/v1/namespaces/default/pods/{pod}/log?follow=true{query}");
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
         let response = client.get(&path).await?;
         if response.status().is_success() {
             let mut body = response.bytes_stream();
+            let mut text = Vec::new();
             while let Some(chunk) = body.next().await {
-                if chunk?.contains(&b'\n') {
-                    return Ok(());
+                text.extend_from_slice(&chunk?);
+                if let Some(end) = text.iter().position(|b| *b == b'\n') {
+                    return Ok(String::from_utf8_lossy(&text[..end]).into_owned());
                 }
             }
         }

@@ -41,11 +41,11 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::{AsyncClient, MqttOptions};
+use rumqttc::v5::MqttOptions;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wasmfleet_protocol::transport::transport;
+use wasmfleet_protocol::transport::{self, transport};
 
 use super::{FleetError, MqttTarget};
 use crate::api::auth::Authorizer;
@@ -93,7 +93,7 @@ impl FrontDoor {
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<FrontDoorHandle, FleetError> {
-        let (client, eventloop) = AsyncClient::new(options(mqtt)?, REQUEST_QUEUE);
+        let (client, eventloop) = transport::client_v5(options(mqtt)?, REQUEST_QUEUE);
         let (subscribed_tx, subscribed) = watch::channel(false);
         let (queue, requests) = mpsc::channel(link::QUEUE);
         let link = link::Link {
