@@ -52,7 +52,8 @@ impl Mosquitto {
              keyfile {}\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
              persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n\
              log_type notice\nmax_packet_size 16778240\nmax_queued_messages 1000\n\
-             max_queued_bytes 33554432\nmax_inflight_messages 64\n",
+             max_queued_bytes 33554432\nmax_inflight_messages 64\n\
+             set_tcp_nodelay true\n",
             addr.port(),
             dir.join("ca.crt").display(),
             dir.join("server.crt").display(),

@@ -102,6 +102,7 @@ impl LogRouter {
                 },
             )
         });
+        tracing::debug!(%node, request_id, pod_uid = %params.pod_uid, "sending a log request");
         let command = NodeCommand::Logs(LogRequest {
             request_id,
             pod_uid: params.pod_uid,
@@ -112,7 +113,6 @@ impl LogRouter {
             self.with(|map| map.remove(&request_id));
             return Err(err);
         }
-        tracing::debug!(%node, request_id, "log request sent");
         let watchdog = Watchdog {
             router: self.clone(),
             request_id,

@@ -244,37 +244,59 @@ pub fn apply_report(
     let running: HashMap<&str, &PodImages> =
         report.images.iter().map(|i| (i.uid.as_str(), i)).collect();
     let now = now_rfc3339();
-    let mut changed = 0;
-    for reported in &report.pods {
-        let Some(key) = bound.get(&reported.uid) else {
-            tracing::debug!(%node, uid = %reported.uid, "ignoring status of a pod not bound to this node");
-            continue;
-        };
-        let starting: Vec<&str> = report
-            .starting
-            .iter()
-            .filter(|c| c.uid == reported.uid)
-            .map(|c| c.container.as_str())
-            .collect();
-        let mut wrote = false;
-        let mut before = Value::Null;
-        let result = store.update_with(key, |obj: &mut Value| {
-            if uid_and_node(obj) == (Some(reported.uid.as_str()), Some(node)) {
-                before = obj.clone();
-                let runs = running.get(reported.uid.as_str()).copied();
-                wrote = merge_status(obj, reported, &starting, runs, image_id, &now);
+    let reported: Vec<(&PodStatus, ObjectKey)> = report
+        .pods
+        .iter()
+        .filter_map(|reported| match bound.get(&reported.uid) {
+            Some(key) => Some((reported, key.clone())),
+            None => {
+                tracing::debug!(%node, uid = %reported.uid, "ignoring status of a pod not bound to this node");
+                None
             }
-            Ok::<(), StoreError>(())
-        });
-        match result {
-            Ok(after) if wrote => record_events(store, &before, &after),
-            Ok(_) | Err(StoreError::NotFound(_)) => {}
-            Err(err) => return Err(err),
-        }
-        changed += usize::from(wrote);
+        })
+        .collect();
+    let mut changed = 0;
+    // One commit (one fsync) per batch of pods, not one per pod: a node that starts a
+    // hundred pods reports them in one message.
+    for batch in reported.chunks(WRITE_BATCH) {
+        let keys: Vec<ObjectKey> = batch.iter().map(|(_, key)| key.clone()).collect();
+        let mut before = vec![Value::Null; batch.len()];
+        let written = store.upsert_many(&keys, |index, current| {
+            let (reported, _) = batch[index];
+            let Some(current) = current else {
+                return Ok::<_, StoreError>(None);
+            };
+            if uid_and_node(current) != (Some(reported.uid.as_str()), Some(node)) {
+                return Ok(None);
+            }
+            let mut edited = current.clone();
+            let starting: Vec<&str> = report
+                .starting
+                .iter()
+                .filter(|c| c.uid == reported.uid)
+                .map(|c| c.container.as_str())
+                .collect();
+            let runs = running.get(reported.uid.as_str()).copied();
+            if !merge_status(&mut edited, reported, &starting, runs, image_id, &now) {
+                return Ok(None);
+            }
+            before[index] = current.clone();
+            Ok(Some(edited))
+        })?;
+        let occurrences: Vec<events::Occurrence> = before
+            .iter()
+            .zip(&written)
+            .filter_map(|(before, after)| Some(occurrences_between(before, after.as_ref()?)))
+            .flatten()
+            .collect();
+        events::record_many(store, &occurrences, "kubelet");
+        changed += written.iter().flatten().count();
     }
     Ok(changed + remove_stopped(store, cache, node, report)?)
 }
+
+/// The most pods whose statuses one store commit writes.
+const WRITE_BATCH: usize = 256;
 
 /// Removes the pods bound to `node` that are being deleted and that its report no longer
 /// lists: the node has stopped them ([`termination::confirmed_gone`]). Each is checked again
@@ -323,10 +345,21 @@ fn remove_stopped(
 /// Records what the report (or the delete that marked the pod) implies about the pod (see
 /// [`pod_events`]).
 pub(crate) fn record_events(store: &Store, before: &Value, after: &Value) {
+    events::record_many(store, &occurrences_between(before, after), "kubelet");
+}
+
+/// The events a pod's change from `before` to `after` implies ([`pod_events::between`]).
+fn occurrences_between(before: &Value, after: &Value) -> Vec<events::Occurrence<'static>> {
     let involved = events::Involved::of(after);
-    for (kind, reason, message) in pod_events::between(before, after) {
-        events::record(store, &involved, kind, reason, &message, "kubelet");
-    }
+    pod_events::between(before, after)
+        .into_iter()
+        .map(|(kind, reason, message)| events::Occurrence {
+            involved: involved.clone(),
+            kind,
+            reason,
+            message,
+        })
+        .collect()
 }
 
 /// Records the events of `reported` about pods bound to `node` (others are ignored: a node

@@ -20,6 +20,7 @@
 //!   agent's debug logs ([`wasmfleet_tests::timeline`]).
 //! - `--keep-logs DIR`: copies the server's and the agent's logs into `DIR` at the end.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -128,22 +129,21 @@ fn main() -> anyhow::Result<()> {
         &cluster, &client, &names, "cold",
     ))?;
     report("cold module cache", &cold);
+    let timeline = || Timeline::read(cluster.dir(), NODE);
     delete_all(&cluster, &names, "cold")?;
     let warm = runtime.block_on(apply_and_time_first_lines(
         &cluster, &client, &names, "warm",
     ))?;
     report("warm module cache", &warm);
+    print_breakdown(&timeline()?, &warm);
     delete_all(&cluster, &names, "warm")?;
     if options.serial > 0 {
         let rounds = runtime.block_on(serial_rounds(&client, &names[0], options.serial))?;
-        let running: Vec<_> = rounds.iter().map(Round::to_running).collect();
-        let first_lines: Vec<_> = rounds.iter().map(Round::to_first_line).collect();
+        let running: Vec<_> = rounds.iter().filter_map(Sample::to_running).collect();
+        let first_lines: Vec<_> = rounds.iter().map(Sample::to_first_line).collect();
         report_as("create -> running, one pod at a time", &running);
         report_as("create -> first log line, one pod at a time", &first_lines);
-        match Timeline::read(cluster.dir(), NODE) {
-            Ok(timeline) => print_breakdown(&timeline, &rounds),
-            Err(err) => println!("no breakdown: cannot read the logs: {err}"),
-        }
+        print_breakdown(&timeline()?, &rounds);
     }
 
     print_rss(
@@ -220,22 +220,52 @@ async fn apply_and_time_first_lines(
     client: &ApiClient,
     names: &[String],
     round: &str,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<Vec<Sample>> {
+    let pods = "/api/v1/namespaces/default/pods";
+    let list: serde_json::Value = client.get(pods).await?.error_for_status()?.json().await?;
+    let from = list["metadata"]["resourceVersion"].as_str().unwrap_or("0");
     let manifest = manifest(names, round);
-    let started = Instant::now();
+    let created = Timestamp::now();
     let out = cluster.cli_with_stdin(&["apply", "-f", "-"], Some(&manifest));
     if !out.success {
         bail!("apply: {}", out.stderr);
     }
-    let waits = names.iter().map(|name| {
+    // One watch tells each pod's waiter when its container runs (with the uid); the
+    // waiter then follows its log, as `kubectl wait` and `kubectl logs -f` would.
+    let mut started = HashMap::new();
+    let mut waits = Vec::new();
+    for name in names {
         let pod = format!("{name}-{round}");
-        async move {
-            wait_first_log_line(client, &pod)
-                .await
-                .map(|()| started.elapsed())
+        let (tx, rx) = tokio::sync::oneshot::channel::<(Timestamp, String)>();
+        started.insert(pod.clone(), tx);
+        waits.push(async move {
+            let (running, uid) = rx.await.context("the watch ended first")?;
+            let line = first_log_line(client, &pod, "&timestamps=true").await?;
+            anyhow::Ok(Sample {
+                uid,
+                created,
+                running: Some(running),
+                printed: printed_at(&line)?,
+                first_line: Timestamp::now(),
+                pod,
+            })
+        });
+    }
+    let path = format!("{pods}?watch=true&resourceVersion={from}");
+    let watch = client.watch(&path, |event| {
+        let pod = &event["object"];
+        let name = pod["metadata"]["name"].as_str().unwrap_or("");
+        if pod["status"]["containerStatuses"][0]["state"]["running"].is_object()
+            && let Some(tx) = started.remove(name)
+        {
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+            let _ = tx.send((Timestamp::now(), uid));
         }
+        !started.is_empty()
     });
-    futures::future::join_all(waits).await.into_iter().collect()
+    let (watched, samples) = tokio::join!(watch, futures::future::join_all(waits));
+    watched?;
+    samples.into_iter().collect()
 }
 
 fn delete_all(cluster: &Cluster, names: &[String], round: &str) -> anyhow::Result<()> {
@@ -248,8 +278,9 @@ fn delete_all(cluster: &Cluster, names: &[String], round: &str) -> anyhow::Resul
     Ok(())
 }
 
-fn report(what: &str, samples: &[Duration]) {
-    report_as(&format!("apply -> first log line, {what}"), samples);
+fn report(what: &str, samples: &[Sample]) {
+    let first_lines: Vec<_> = samples.iter().map(Sample::to_first_line).collect();
+    report_as(&format!("apply -> first log line, {what}"), &first_lines);
 }
 
 fn report_as(what: &str, samples: &[Duration]) {
@@ -309,14 +340,14 @@ const LOG_REQUEST: &[Step] = &[
     step(
         "log request sent",
         Source::Server,
-        "log request sent",
-        false,
+        "sending a log request",
+        true,
     ),
     step(
         "log request received",
         Source::Agent,
         "log request received",
-        false,
+        true,
     ),
     step("log lines sent", Source::Agent, "log lines sent", false),
     step(
@@ -336,25 +367,33 @@ const fn step(label: &'static str, log: Source, words: &'static str, names_pod: 
     }
 }
 
-/// One serial round's times, as the client saw them.
-struct Round {
+/// One pod's times, as the client saw them.
+struct Sample {
     pod: String,
     uid: String,
     created: Timestamp,
-    running: Timestamp,
+    /// When a watch showed its container running (serial rounds only).
+    running: Option<Timestamp>,
     /// When the guest wrote its first line (the line's own timestamp).
     printed: Timestamp,
     first_line: Timestamp,
 }
 
-impl Round {
-    fn to_running(&self) -> Duration {
-        since(self.created, self.running)
+impl Sample {
+    fn to_running(&self) -> Option<Duration> {
+        Some(since(self.created, self.running?))
     }
 
     fn to_first_line(&self) -> Duration {
         since(self.created, self.first_line)
     }
+}
+
+/// When the guest wrote a line of a log read with `timestamps=true`.
+fn printed_at(line: &str) -> anyhow::Result<Timestamp> {
+    line.split_once(' ')
+        .and_then(|(at, _)| at.parse().ok())
+        .context("a timestamped log line")
 }
 
 fn since(from: Timestamp, to: Timestamp) -> Duration {
@@ -367,7 +406,7 @@ async fn serial_rounds(
     client: &ApiClient,
     name: &str,
     rounds: usize,
-) -> anyhow::Result<Vec<Round>> {
+) -> anyhow::Result<Vec<Sample>> {
     let pods = "/api/v1/namespaces/default/pods";
     let mut done = Vec::new();
     for round in 0..rounds {
@@ -391,19 +430,16 @@ async fn serial_rounds(
         let running = Timestamp::now();
         let line = first_log_line(client, &pod, "&timestamps=true").await?;
         let first_line = Timestamp::now();
-        let printed = line
-            .split_once(' ')
-            .and_then(|(at, _)| at.parse().ok())
-            .context("a timestamped log line")?;
+        let printed = printed_at(&line)?;
         client
             .delete(&format!("{pods}/{pod}"))
             .await?
             .error_for_status()?;
-        done.push(Round {
+        done.push(Sample {
             pod,
             uid,
             created,
-            running,
+            running: Some(running),
             printed,
             first_line,
         });
@@ -415,7 +451,7 @@ async fn serial_rounds(
 
 /// Where the rounds' time went, step by step from the logs: the median time of each step
 /// after the create, and after the step before.
-fn print_breakdown(timeline: &Timeline, rounds: &[Round]) {
+fn print_breakdown(timeline: &Timeline, rounds: &[Sample]) {
     let mut rows: Vec<(&str, Vec<Duration>)> = POD_START
         .iter()
         .map(|step| step.label)
@@ -431,23 +467,23 @@ fn print_breakdown(timeline: &Timeline, rounds: &[Round]) {
         let names = [format!(" default/{} ", round.pod), round.uid.clone()];
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let start = timeline.trace(round.created, POD_START, &names);
-        let logs = timeline.trace(round.running, LOG_REQUEST, &names);
+        let logs = timeline.trace(round.running.unwrap_or(round.printed), LOG_REQUEST, &names);
         let times = start
             .into_iter()
-            .chain([Some(round.printed), Some(round.running)])
+            .chain([Some(round.printed), round.running])
             .chain(logs)
             .chain([Some(round.first_line)]);
         for ((_, samples), at) in rows.iter_mut().zip(times) {
             samples.extend(at.map(|at| since(round.created, at)));
         }
     }
-    println!("where the time goes (median ms after the create; the step's own share):");
+    println!("  where the time goes (median ms after the create; the step's own share):");
     let mut previous = Duration::ZERO;
     for (label, samples) in rows {
         let seen = samples.len();
         let at = median(samples);
         println!(
-            "  {:>7.1}  {:>+7.1}  {label} ({seen} of {} rounds)",
+            "    {:>7.1}  {:>+7.1}  {label} ({seen} of {} pods)",
             ms(at),
             ms(at.saturating_sub(previous)),
             rounds.len()
@@ -463,11 +499,6 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Follows the pod's log until its first line arrives, retrying while it is not running.
-async fn wait_first_log_line(client: &ApiClient, pod: &str) -> anyhow::Result<()> {
-    first_log_line(client, pod, "").await.map(drop)
 }
 
 /// The pod's first log line, followed with the extra `query`, retrying while the pod is not
