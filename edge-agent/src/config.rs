@@ -61,6 +61,8 @@ pub struct AgentConfig {
     /// `--system-reserved`); a resource left out gets the default reserve of
     /// [`crate::node_info::allocatable`].
     pub system_reserved: ResourceAmounts,
+    /// How many pods the node takes (its `pods` capacity; the kubelet's `--max-pods`).
+    pub max_pods: u32,
     /// The first delay before restarting a crashed container; doubles per restart.
     pub restart_backoff_base: Duration,
     /// How often the agent renews its lease.
@@ -172,6 +174,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("labels", &self.labels)
             .field("module_cache_bytes", &self.module_cache_bytes)
             .field("system_reserved", &self.system_reserved)
+            .field("max_pods", &self.max_pods)
             .field("restart_backoff_base", &self.restart_backoff_base)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("usage_interval", &self.usage_interval)
@@ -197,6 +200,7 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             module_cache_bytes: DEFAULT_BUDGET_BYTES,
             system_reserved: ResourceAmounts::default(),
+            max_pods: crate::node_info::MAX_PODS,
             restart_backoff_base: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
             usage_interval: crate::usage::DEFAULT_INTERVAL,
@@ -336,6 +340,10 @@ pub struct Cli {
     /// pods against and what the agent lets all pods together use.
     #[arg(long, env = "WASMFLEET_SYSTEM_RESERVED")]
     pub system_reserved: Option<String>,
+    /// How many pods the node takes (the kubelet's `--max-pods`) [default: 110]. Small
+    /// Wasm pods cost little: a node may take far more than a kubelet would.
+    #[arg(long, env = "WASMFLEET_MAX_PODS")]
+    pub max_pods: Option<u32>,
     /// The node's address (its `InternalIP`), where it serves NodePort and LoadBalancer
     /// Services [default: the source address of its route to the server's broker, or of
     /// the default route when the broker is on this machine].
@@ -439,6 +447,10 @@ impl Cli {
                     .as_deref()
                     .unwrap_or(""),
             )?,
+            max_pods: self
+                .max_pods
+                .or(file.max_pods)
+                .unwrap_or(crate::node_info::MAX_PODS),
             restart_backoff_base: Duration::from_millis(self.restart_backoff_base_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             usage_interval: self
@@ -484,6 +496,8 @@ pub struct FileConfig {
     pub module_cache_mib: Option<u64>,
     /// What the agent keeps back from pods: `cpu=100m,memory=256Mi`.
     pub system_reserved: Option<String>,
+    /// How many pods the node takes.
+    pub max_pods: Option<u32>,
     /// Seconds between reports of what the pods use (`kubectl top`).
     pub usage_interval: Option<u64>,
     /// Where to serve the agent's Prometheus metrics (`127.0.0.1:9101`).

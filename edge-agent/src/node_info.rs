@@ -13,7 +13,7 @@ use wasmfleet_protocol::broker_url::BrokerUrl;
 use wasmfleet_protocol::node::{EngineInfo, NodeInfo, Resources};
 use wasmfleet_protocol::quantity::ResourceAmounts;
 
-/// The pod capacity of every node, as the kubelet's default `maxPods`.
+/// The pod capacity of a node unless `--max-pods` says otherwise: the kubelet's default.
 pub const MAX_PODS: u32 = 110;
 
 /// Memory kept back from pods for the agent and the OS, as a fraction (1/10) of the total…
@@ -38,17 +38,18 @@ pub struct ReserveTooLarge {
     pub capacity: u64,
 }
 
-/// Collects the node's identity and capacity from the running machine; allocatable is the
-/// capacity minus `reserved` (see [`allocatable`]).
+/// Collects the node's identity and capacity (`max_pods` pods) from the running machine;
+/// allocatable is the capacity minus `reserved` (see [`allocatable`]).
 pub fn collect(
     labels: BTreeMap<String, String>,
     engine: EngineInfo,
     reserved: ResourceAmounts,
+    max_pods: u32,
 ) -> Result<NodeInfo, ReserveTooLarge> {
     let capacity = Resources {
         memory_bytes: read_or_log("/proc/meminfo", parse_mem_total),
         cpu_millis: cpu_millis(),
-        pods: MAX_PODS,
+        pods: max_pods,
     };
     Ok(NodeInfo {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -296,7 +297,13 @@ mod tests {
             compatibility_key: "00".into(),
             can_compile: true,
         };
-        let info = collect(BTreeMap::new(), engine, ResourceAmounts::default()).expect("fits");
+        let info = collect(
+            BTreeMap::new(),
+            engine,
+            ResourceAmounts::default(),
+            MAX_PODS,
+        )
+        .expect("fits");
         assert!(info.capacity.memory_bytes > 0);
         assert!(info.capacity.cpu_millis >= 1000);
         assert!(info.allocatable.memory_bytes < info.capacity.memory_bytes);

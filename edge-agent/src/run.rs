@@ -67,6 +67,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         config.labels.clone(),
         runtime.engine_info(),
         config.system_reserved,
+        config.max_pods,
     )?;
     let node_ip = match config.node_ip {
         Some(ip) => ip,

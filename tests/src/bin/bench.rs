@@ -18,6 +18,9 @@
 //!   `kubectl run` then `kubectl logs -f` would; p50/p99 of create → first line, and of
 //!   create → running; then where that time went, step by step, from the server's and the
 //!   agent's debug logs ([`wasmfleet_tests::timeline`]).
+//! - `--density N`: instead of all the above, N long-running pods (the exerciser sleeping)
+//!   on one agent: the time until all run, the agent's RSS growth per pod (guests included),
+//!   and the agent's CPU while they idle.
 //! - `--keep-logs DIR`: copies the server's and the agent's logs into `DIR` at the end.
 
 use std::collections::HashMap;
@@ -35,6 +38,9 @@ use wasmfleet_tests::{Cluster, ClusterOptions, guest, with_custom_section};
 /// The agent's node name.
 const NODE: &str = "node-a";
 
+/// Where the agent serves its metrics in `--density` runs.
+const METRICS: &str = "127.0.0.1:19101";
+
 /// What to measure, from the command line.
 struct Options {
     pods: usize,
@@ -42,6 +48,7 @@ struct Options {
     refuse_artifacts: bool,
     serial: usize,
     keep_logs: Option<PathBuf>,
+    density: usize,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -51,6 +58,7 @@ fn parse_options() -> anyhow::Result<Options> {
         refuse_artifacts: false,
         serial: 0,
         keep_logs: None,
+        density: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -65,6 +73,10 @@ fn parse_options() -> anyhow::Result<Options> {
             "--serial" => {
                 let rounds = args.next().context("usage: --serial ROUNDS")?;
                 options.serial = rounds.parse().context("the number of serial rounds")?;
+            }
+            "--density" => {
+                let pods = args.next().context("usage: --density PODS")?;
+                options.density = pods.parse().context("the number of pods")?;
             }
             "--keep-logs" => {
                 let dir = args.next().context("usage: --keep-logs DIR")?;
@@ -83,10 +95,20 @@ fn start_cluster(options: &Options) -> anyhow::Result<Cluster> {
         Some((arch, binary)) => AgentLaunch::emulated(arch, binary),
         None => AgentLaunch::host(""),
     };
+    if options.density > 0 {
+        launch.extra_args.extend([
+            "--max-pods".to_owned(),
+            (options.density + 10).to_string(),
+            "--metrics-listen".to_owned(),
+            METRICS.to_owned(),
+        ]);
+    }
     if options.refuse_artifacts {
         let foreign = cluster.dir().join("foreign-ca.crt");
         std::fs::write(&foreign, foreign_ca_pem()?)?;
-        launch.extra_args = vec!["--cluster-ca-file".into(), foreign.display().to_string()];
+        launch
+            .extra_args
+            .extend(["--cluster-ca-file".into(), foreign.display().to_string()]);
     }
     println!(
         "agent: {}, artifacts: {}",
@@ -122,6 +144,10 @@ fn main() -> anyhow::Result<()> {
     let client = ApiClient::from_kubeconfig(&cluster)?;
     let runtime = tokio::runtime::Runtime::new()?;
     print_rss(&cluster, "idle RSS, fresh cluster")?;
+    if options.density > 0 {
+        let names = push_distinct_modules(&cluster, 1)?;
+        return runtime.block_on(density(&cluster, &client, &names[0], options.density));
+    }
 
     let names = push_distinct_modules(&cluster, pods)?;
     println!("pods: {pods}, module: exerciser (one distinct digest per pod)");
@@ -521,4 +547,109 @@ async fn first_log_line(client: &ApiClient, pod: &str, query: &str) -> anyhow::R
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     bail!("no log line from {pod} within 300 s")
+}
+
+/// `pods` pods of module `name` sleeping on the one agent: how long until all run, how
+/// much the agent's RSS grows per pod, and its CPU while they idle.
+async fn density(
+    cluster: &Cluster,
+    client: &ApiClient,
+    name: &str,
+    pods: usize,
+) -> anyhow::Result<()> {
+    let agent = cluster.agent_pid(NODE).context("agent pid")?;
+    let idle = rss_kib(agent)?;
+    let path = "/api/v1/namespaces/default/pods";
+    let list: serde_json::Value = client.get(path).await?.error_for_status()?.json().await?;
+    let from = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_owned();
+    let started = Instant::now();
+    let creates = (0..pods).map(|i| {
+        let body = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("dense-{i:05}")},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "main", "image": format!("{name}:v1"), "args": ["sleep", "86400000"],
+                "resources": {"requests": {"cpu": "1m", "memory": "2Mi"},
+                              "limits": {"memory": "8Mi"}}}]},
+        });
+        async move { client.post_json(path, &body).await?.error_for_status() }
+    });
+    let created: Vec<_> = futures::stream::iter(creates)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for result in created {
+        result?;
+    }
+    let all_created = started.elapsed();
+    let mut running = std::collections::HashSet::new();
+    client
+        .watch(
+            &format!("{path}?watch=true&resourceVersion={from}"),
+            |event| {
+                let pod = &event["object"];
+                if pod["status"]["containerStatuses"][0]["state"]["running"].is_object() {
+                    running.insert(pod["metadata"]["name"].as_str().unwrap_or("").to_owned());
+                }
+                running.len() < pods
+            },
+        )
+        .await?;
+    let all_running = started.elapsed();
+    println!("{pods} pods: all created in {all_created:.2?}, all running after {all_running:.2?}");
+    // Let start-up settle (the heap trimmer waits for 2 s of quiet) before reading.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let busy = rss_kib(agent)?;
+    let metrics = reqwest::get(format!("http://{METRICS}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let linear_kib = metric_sum(&metrics, "wasmfleet_agent_linear_memory_bytes") / 1024.0;
+    // Granted linear memory is mostly untouched (not resident), so the growth per pod is
+    // the bound that counts: the agent's own share plus what the guests touched.
+    let per_pod = (busy as f64 - idle as f64) / pods as f64;
+    println!(
+        "agent RSS: {} MiB idle, {} MiB with the pods: {per_pod:.0} KiB per pod, guests' \
+         touched memory included (their granted linear memory: {:.0} MiB, mostly not resident)",
+        idle / 1024,
+        busy / 1024,
+        linear_kib / 1024.0
+    );
+    let window = Duration::from_secs(30);
+    let before = cpu_ticks(agent)?;
+    tokio::time::sleep(window).await;
+    let ticks = cpu_ticks(agent)? - before;
+    // Linux counts CPU time in ticks of 1/100 s.
+    let percent = ticks as f64 / window.as_secs_f64();
+    println!("agent CPU while the pods idle: {percent:.1} % of one core ({window:?} window)");
+    println!(
+        "server RSS with them: {} MiB",
+        rss_kib(cluster.server_pid().context("server pid")?)? / 1024
+    );
+    Ok(())
+}
+
+/// The sum of a metric's samples in Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The process's user plus system CPU time, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(n - 3)
+            .context("a /proc/PID/stat field")?
+            .parse()?)
+    };
+    Ok(field(14)? + field(15)?)
 }
