@@ -151,15 +151,11 @@ fn main() -> anyhow::Result<()> {
 
     let names = push_distinct_modules(&cluster, pods)?;
     println!("pods: {pods}, module: exerciser (one distinct digest per pod)");
-    let cold = runtime.block_on(apply_and_time_first_lines(
-        &cluster, &client, &names, "cold",
-    ))?;
+    let cold = apply_and_time_first_lines(&runtime, &cluster, &client, &names, "cold")?;
     report("cold module cache", &cold);
     let timeline = || Timeline::read(cluster.dir(), NODE);
     delete_all(&cluster, &names, "cold")?;
-    let warm = runtime.block_on(apply_and_time_first_lines(
-        &cluster, &client, &names, "warm",
-    ))?;
+    let warm = apply_and_time_first_lines(&runtime, &cluster, &client, &names, "warm")?;
     report("warm module cache", &warm);
     print_breakdown(&timeline()?, &warm);
     delete_all(&cluster, &names, "warm")?;
@@ -241,23 +237,51 @@ fn manifest(names: &[String], round: &str) -> String {
         .join("---\n")
 }
 
-async fn apply_and_time_first_lines(
+/// Applies one pod per module in `names` with `wasmfleet apply` and times, per pod, until
+/// its first log line, watching and following while the apply still runs.
+fn apply_and_time_first_lines(
+    runtime: &tokio::runtime::Runtime,
     cluster: &Cluster,
     client: &ApiClient,
     names: &[String],
     round: &str,
 ) -> anyhow::Result<Vec<Sample>> {
     let pods = "/api/v1/namespaces/default/pods";
-    let list: serde_json::Value = client.get(pods).await?.error_for_status()?.json().await?;
-    let from = list["metadata"]["resourceVersion"].as_str().unwrap_or("0");
+    let from = runtime.block_on(async {
+        let list: serde_json::Value = client.get(pods).await?.error_for_status()?.json().await?;
+        anyhow::Ok(
+            list["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("0")
+                .to_owned(),
+        )
+    })?;
     let manifest = manifest(names, round);
-    let created = Timestamp::now();
-    let out = cluster.cli_with_stdin(&["apply", "-f", "-"], Some(&manifest));
-    if !out.success {
-        bail!("apply: {}", out.stderr);
-    }
-    // One watch tells each pod's waiter when its container runs (with the uid); the
-    // waiter then follows its log, as `kubectl wait` and `kubectl logs -f` would.
+    std::thread::scope(|scope| {
+        let created = Timestamp::now();
+        let apply = scope.spawn(|| cluster.cli_with_stdin(&["apply", "-f", "-"], Some(&manifest)));
+        let samples = runtime.block_on(first_lines(client, names, round, &from, created));
+        let out = apply
+            .join()
+            .map_err(|_| anyhow::anyhow!("the apply thread panicked"))?;
+        if !out.success {
+            bail!("apply: {}", out.stderr);
+        }
+        samples
+    })
+}
+
+/// Watches the pods of `names` from resource version `from` and follows each one's log
+/// once it runs, as `kubectl wait` and `kubectl logs -f` would.
+async fn first_lines(
+    client: &ApiClient,
+    names: &[String],
+    round: &str,
+    from: &str,
+    created: Timestamp,
+) -> anyhow::Result<Vec<Sample>> {
+    let pods = "/api/v1/namespaces/default/pods";
+    // One watch tells each pod's waiter when its container runs (with the uid).
     let mut started = HashMap::new();
     let mut waits = Vec::new();
     for name in names {
