@@ -21,7 +21,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: filler}
 spec:
-  restartPolicy: Never
+  restartPolicy: Always
   containers:
     - name: main
       image: exerciser:v1
@@ -106,6 +106,25 @@ fn an_empty_dir_over_its_size_limit_gets_the_pod_evicted() {
     let modest: serde_json::Value = serde_json::from_str(&modest).expect("json");
     assert_eq!(phase(&modest), "Running", "{modest}");
     assert!(modest["status"]["reason"].is_null(), "{modest}");
+
+    // An evicted pod stays evicted across an agent restart (it restarts `Always`, yet
+    // nothing of it runs again), and its volume was freed.
+    let scratch = cluster.agent_dir("node-a").join("volumes");
+    let uid = evicted["metadata"]["uid"].as_str().expect("uid").to_owned();
+    assert!(
+        !scratch.join(&uid).exists(),
+        "the evicted pod's volume is kept"
+    );
+    cluster.restart_agent("node-a");
+    cluster.wait_pod("modest", "to run again after the restart", |p| {
+        container_status(p, "main")["restartCount"] == 1
+            && container_status(p, "main")["state"]["running"].is_object()
+    });
+    let filler = cluster.kubectl_ok(&["get", "pod", "filler", "-o", "json"]);
+    let filler: serde_json::Value = serde_json::from_str(&filler).expect("json");
+    assert_eq!(phase(&filler), "Failed", "{filler}");
+    assert_eq!(filler["status"]["reason"], "Evicted");
+    assert_eq!(container_status(&filler, "main")["restartCount"], 0);
 }
 
 const HOST_PATHS: &str = "

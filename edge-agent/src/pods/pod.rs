@@ -44,6 +44,9 @@ pub struct Pod {
     lifecycles: Mutex<Vec<Lifecycle>>,
     // Restored in a final phase: nothing runs, the status is kept as it was.
     finished: bool,
+    // That phase (an evicted pod that restarts `Always` is Failed, not what its
+    // containers' states alone would say).
+    final_phase: Option<PodPhase>,
     // Set once its supervisor has ended (its containers have stopped).
     ended: AtomicBool,
     // Why the agent evicted it, and when (Unix ms): it is Failed, its containers stopped.
@@ -66,8 +69,10 @@ impl Pod {
         backoff: Backoff,
         changes: watch::Sender<u64>,
     ) -> Self {
-        let finished =
-            restored.is_some_and(|s| matches!(s.phase, PodPhase::Succeeded | PodPhase::Failed));
+        let final_phase = restored
+            .map(|s| s.phase)
+            .filter(|phase| matches!(phase, PodPhase::Succeeded | PodPhase::Failed));
+        let finished = final_phase.is_some();
         let lifecycles = assignment
             .containers
             .iter()
@@ -114,6 +119,7 @@ impl Pod {
             log_dir,
             lifecycles: Mutex::new(lifecycles),
             finished,
+            final_phase,
             ended: AtomicBool::new(false),
             evicted: OnceLock::new(),
             backoff,
@@ -238,6 +244,9 @@ impl Pod {
                 .map(|(spec, lifecycle)| lifecycle.status(&spec.name))
                 .collect(),
         };
+        if let Some(phase) = self.final_phase {
+            status.phase = phase;
+        }
         if let Some((_, at)) = self.evicted.get() {
             status.phase = PodPhase::Failed;
             for container in &mut status.containers {
