@@ -246,4 +246,37 @@ fn host_paths_reach_only_what_the_agent_allows() {
         "jsonpath={.items[0].type}",
     ]);
     assert_eq!(events, "Warning");
+
+    // What cannot be honoured is refused by field, and nothing is created.
+    for (volume, field) in [
+        (
+            "{name: v, hostPath: {path: /dev/ttyS0, type: CharDevice}}",
+            "spec.volumes[0].hostPath.type",
+        ),
+        (
+            "{name: v, hostPath: {path: sys/class}}",
+            "spec.volumes[0].hostPath.path",
+        ),
+        (
+            "{name: v, emptyDir: {medium: Memory}}",
+            "spec.volumes[0].emptyDir.medium",
+        ),
+        (
+            "{name: v, emptyDir: {sizeLimit: lots}}",
+            "spec.volumes[0].emptyDir.sizeLimit",
+        ),
+    ] {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: refused}}\nspec:\n  containers: \
+             [{{name: c, image: exerciser:v1, args: [ls, /v], volumeMounts: [{{name: v, mountPath: /v}}]}}]\n  \
+             volumes: [{volume}]\n"
+        );
+        let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&pod));
+        assert!(
+            !out.success && out.stderr.contains(field),
+            "{volume}: {}",
+            out.stderr
+        );
+    }
+    assert!(!cluster.kubectl(&["get", "pod", "refused"]).success);
 }
