@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::modules::gc::DEFAULT_BUDGET_BYTES;
+use crate::pods::host_paths::HostPathRule;
 use clap::Parser;
 use serde::Deserialize;
 use wasmfleet_protocol::broker_url::{BrokerUrl, BrokerUrlError};
@@ -84,6 +85,10 @@ pub struct AgentConfig {
     /// The port of the agent's tunnel listener (mutual TLS with the node certificate),
     /// reported in the birth; 0: none, the node only dials out.
     pub tunnel_port: u16,
+    /// The node directories pods may mount as `hostPath` volumes (none by default).
+    pub host_path_allow: Vec<HostPathRule>,
+    /// How often the pods' `emptyDir` `sizeLimit`s are checked.
+    pub volume_check_interval: Duration,
 }
 
 /// Why a configuration was refused.
@@ -155,6 +160,9 @@ pub enum ConfigError {
     /// An interval is zero.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
+    /// A `--host-path-allow` rule is malformed.
+    #[error("invalid --host-path-allow (or `host_path_allow` in --config): {0}")]
+    HostPathRule(String),
 }
 
 /// The token is a credential: it never appears in logs.
@@ -182,6 +190,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("ingress_port", &self.ingress_port)
             .field("ingress_https_port", &self.ingress_https_port)
             .field("tunnel_port", &self.tunnel_port)
+            .field("host_path_allow", &self.host_path_allow)
+            .field("volume_check_interval", &self.volume_check_interval)
             .finish()
     }
 }
@@ -209,6 +219,8 @@ impl AgentConfig {
             ingress_https_port: DEFAULT_INGRESS_HTTPS_PORT,
             node_ip: None,
             tunnel_port: DEFAULT_TUNNEL_PORT,
+            host_path_allow: Vec::new(),
+            volume_check_interval: crate::pods::volume_limits::DEFAULT_CHECK_INTERVAL,
         }
     }
 
@@ -236,6 +248,9 @@ impl AgentConfig {
         }
         if self.restart_backoff_base.is_zero() {
             return Err(ConfigError::ZeroDuration("the restart back-off base"));
+        }
+        if self.volume_check_interval.is_zero() {
+            return Err(ConfigError::ZeroDuration("the volume check interval"));
         }
         Ok(())
     }
@@ -383,6 +398,15 @@ pub struct Cli {
     /// traffic is relayed through the server.
     #[arg(long, env = "WASMFLEET_TUNNEL_PORT", default_value_t = DEFAULT_TUNNEL_PORT)]
     pub tunnel_port: u16,
+    /// A node directory pods may mount as a `hostPath` volume (it and everything below it),
+    /// read-only for them unless written `PATH:rw`; repeat for more. None by default: a pod
+    /// asking for a path not allowed does not start (CreateContainerConfigError). Replaces
+    /// the file's `host_path_allow`.
+    #[arg(long = "host-path-allow", value_name = "PATH[:rw]")]
+    pub host_path_allow: Vec<String>,
+    /// Milliseconds between checks of the pods' emptyDir sizeLimits (for tests).
+    #[arg(long, hide = true, default_value_t = 10_000)]
+    pub volume_check_interval_ms: u64,
 }
 
 impl Cli {
@@ -462,6 +486,15 @@ impl Cli {
             ingress_https_port: self.ingress_https_port,
             node_ip: self.node_ip,
             tunnel_port: self.tunnel_port,
+            host_path_allow: match self.host_path_allow.is_empty() {
+                true => file.host_path_allow,
+                false => self.host_path_allow,
+            }
+            .iter()
+            .map(|rule| HostPathRule::parse(rule))
+            .collect::<Result<_, _>>()
+            .map_err(ConfigError::HostPathRule)?,
+            volume_check_interval: Duration::from_millis(self.volume_check_interval_ms),
         };
         config.validate()?;
         Ok(config)
@@ -502,6 +535,9 @@ pub struct FileConfig {
     pub usage_interval: Option<u64>,
     /// Where to serve the agent's Prometheus metrics (`127.0.0.1:9101`).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Node directories pods may mount as `hostPath` volumes (`PATH` or `PATH:rw`).
+    #[serde(default)]
+    pub host_path_allow: Vec<String>,
     /// Node labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -801,6 +837,35 @@ mod tests {
         assert_eq!(config.labels.get("site").map(String::as_str), Some("barn"));
         assert_eq!(config.usage_interval, crate::usage::DEFAULT_INTERVAL);
         assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn host_paths_are_allowed_by_the_file_or_the_flags_and_bad_rules_are_named() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write_config(
+            dir.path(),
+            "server = \"mqtt://b:1883\"\ntoken = \"t\"\nnode_name = \"n\"\n\
+             host_path_allow = [\"/sys/class/thermal\", \"/srv/data:rw\"]\n",
+        );
+        let config = cli(&["--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        let rules: Vec<String> = config
+            .host_path_allow
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(rules, ["/sys/class/thermal", "/srv/data:rw"]);
+        let config = cli(&["--config", &path, "--host-path-allow", "/dev/i2c:rw"]);
+        let config = config.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.host_path_allow.len(),
+            1,
+            "the flags replace the file's"
+        );
+        assert!(config.host_path_allow[0].writable);
+        let Err(err) = cli(&["--config", &path, "--host-path-allow", "data"]) else {
+            panic!("a relative host path was allowed");
+        };
+        assert!(err.to_string().contains("--host-path-allow"), "{err}");
     }
 
     #[test]

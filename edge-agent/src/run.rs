@@ -12,6 +12,7 @@ use crate::net::ServiceDirectory;
 use crate::net::node_ports::NodePorts;
 use crate::net::peers::Peers;
 use crate::net::remote::Remote;
+use crate::pods::host_paths::HostPathPolicy;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmfleet_protocol::node::NodeAddress;
@@ -139,9 +140,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
             volume_dir: Some(config.data_dir.join("volumes")),
             module_cache_bytes: config.module_cache_bytes,
             services: services.clone(),
+            host_paths: HostPathPolicy::new(config.host_path_allow.clone()),
         },
         pods_shutdown.clone(),
         pods_tracker.clone(),
+    );
+    pods_tracker.spawn(
+        pods.clone()
+            .enforce_volume_limits(config.volume_check_interval, pods_shutdown.clone()),
     );
     let applied = resume_from_local_state(&state, &pods);
     if let Some(address) = config.metrics_listen {

@@ -469,6 +469,7 @@ async fn a_node_is_born_runs_a_pod_reports_its_status_and_downloads_the_module()
             container: "main".into(),
         }],
         images: Vec::new(),
+        reasons: Vec::new(),
     };
     node.send(Up::Status, &Message::Status(report)).await;
     let ack = node
@@ -562,6 +563,7 @@ async fn garbage_is_dropped_and_later_messages_still_work() {
         }],
         starting: vec![],
         images: Vec::new(),
+        reasons: Vec::new(),
     };
     node.send(Up::Status, &Message::Status(stray)).await;
     node.send(Up::State, &birth(1)).await;
@@ -631,6 +633,7 @@ async fn a_will_of_the_current_session_marks_the_node_unknown_and_a_stale_one_do
         pods: vec![],
         starting: vec![],
         images: Vec::new(),
+        reasons: Vec::new(),
     };
     let mut node = node;
     node.send(Up::Status, &Message::Status(marker)).await;

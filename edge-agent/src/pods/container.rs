@@ -148,9 +148,11 @@ pub fn run_spec(spec: &ContainerSpec) -> RunSpec {
 fn mounts(shared: &Shared, pod: &Pod, spec: &ContainerSpec) -> Result<Vec<Preopen>, Event> {
     let config = &pod.assignment.config;
     let root = shared.volume_dir.as_deref();
-    volumes::preopens(root, pod.uid(), config, &spec.name).map_err(|message| Event::ModuleFailed {
-        reason: WaitingReason::CreateContainerError,
-        message,
+    volumes::preopens(root, &shared.host_paths, pod.uid(), config, &spec.name).map_err(|err| {
+        Event::ModuleFailed {
+            reason: err.reason,
+            message: err.message,
+        }
     })
 }
 

@@ -19,6 +19,8 @@ pub enum WaitingReason {
     ErrModulePull,
     /// The module was fetched but cannot run (invalid wasm, not a command).
     CreateContainerError,
+    /// The pod asks for what this node refuses (a `hostPath` its agent does not allow).
+    CreateContainerConfigError,
     /// Backing off before a restart.
     CrashLoopBackOff,
 }
@@ -30,6 +32,7 @@ impl WaitingReason {
             Self::ContainerCreating => "ContainerCreating",
             Self::ErrModulePull => "ErrModulePull",
             Self::CreateContainerError => "CreateContainerError",
+            Self::CreateContainerConfigError => "CreateContainerConfigError",
             Self::CrashLoopBackOff => "CrashLoopBackOff",
         }
     }
@@ -38,6 +41,7 @@ impl WaitingReason {
         match reason {
             "ErrModulePull" => Self::ErrModulePull,
             "CreateContainerError" => Self::CreateContainerError,
+            "CreateContainerConfigError" => Self::CreateContainerConfigError,
             "CrashLoopBackOff" => Self::CrashLoopBackOff,
             _ => Self::ContainerCreating,
         }

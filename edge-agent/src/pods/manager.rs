@@ -5,12 +5,13 @@ use crate::net::ServiceDirectory;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::pod::probe::PodEvent;
-use wasmfleet_protocol::pod::{ContainerRef, PodAssignment, PodImages, PodStatus};
+use wasmfleet_protocol::pod::{ContainerRef, PodAssignment, PodImages, PodReason, PodStatus};
 
 use super::container::now_unix_ms;
 use super::events::EventSink;
@@ -18,8 +19,8 @@ use super::lifecycle::Backoff;
 use super::logfiles;
 use super::logs::{LogError, LogStream};
 use super::pod::{Pod, supervise};
-use super::volumes;
 use super::{ModuleSource, PodManagerConfig};
+use super::{volume_limits, volumes};
 use crate::modules::gc;
 use crate::modules::single_flight::SingleFlight;
 use crate::runtime::{LogSelection, NoPreviousRun, Runtime};
@@ -43,6 +44,8 @@ pub struct Shared {
     pub services: ServiceDirectory,
     /// Probe events on their way to the link.
     pub events: EventSink,
+    /// The node directories pods may mount.
+    pub host_paths: super::host_paths::HostPathPolicy,
 }
 
 /// Whether `new`, the same pod as `old`, runs other modules: a container's image or module
@@ -112,6 +115,7 @@ impl PodManager {
                     artifact_installs: SingleFlight::default(),
                     services: config.services,
                     events: EventSink::default(),
+                    host_paths: config.host_paths,
                 }),
                 backoff: Backoff::with_base(config.restart_backoff_base),
                 shutdown,
@@ -345,6 +349,60 @@ impl PodManager {
             pods.iter().map(|pod| pod.status()).collect(),
             pods.iter().map(|pod| pod.images()).collect(),
         )
+    }
+
+    /// Why the pods the agent evicted ended, for a report.
+    pub fn reasons(&self) -> Vec<PodReason> {
+        self.reported()
+            .iter()
+            .filter_map(|pod| pod.reason())
+            .collect()
+    }
+
+    /// Enforces the pods' `emptyDir` `sizeLimit`s until `shutdown`: every `interval`, one
+    /// blocking pass measures each limited volume of the pods still running and evicts
+    /// those over a limit ([`super::volume_limits`]).
+    pub async fn enforce_volume_limits(self, interval: Duration, shutdown: CancellationToken) {
+        let Some(root) = self.inner.shared.volume_dir.clone() else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let limited: Vec<Arc<Pod>> = self
+                .state()
+                .pods
+                .values()
+                .filter(|pod| !pod.assignment.config.size_limits.is_empty())
+                .filter(|pod| pod.reason().is_none() && !pod.has_ended())
+                .cloned()
+                .collect();
+            if limited.is_empty() {
+                continue;
+            }
+            let root = root.clone();
+            let pass = tokio::task::spawn_blocking(move || {
+                for pod in limited {
+                    let usage = |volume: &str| {
+                        volumes::volume_dir(&root, pod.uid(), volume)
+                            .map_or(0, |dir| volume_limits::disk_usage(&dir))
+                    };
+                    if let Some(message) = volume_limits::exceeded(&pod.assignment.config, usage) {
+                        tracing::warn!(uid = pod.uid(), name = %pod.assignment.name, %message, "evicting the pod");
+                        pod.evict(volume_limits::EVICTED, message, now_unix_ms());
+                        // The kubelet frees an evicted pod's volumes: the point is the disk.
+                        volumes::remove(&root, pod.uid());
+                    }
+                }
+            });
+            if let Err(err) = pass.await {
+                tracing::warn!(%err, "measuring the pods' volumes failed");
+            }
+        }
     }
 
     fn reported(&self) -> Vec<Arc<Pod>> {

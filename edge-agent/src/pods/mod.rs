@@ -13,18 +13,23 @@
 //! - `events`: probe events queued for the link;
 //! - `logs`: what [`PodManager::logs`] returns;
 //! - `logfiles`: where container logs live on disk, so they survive an agent restart;
-//! - `volumes`: pods' volumes on disk and the WASI preopened directories they become.
+//! - `volumes`: pods' volumes on disk and the WASI preopened directories they become;
+//! - `host_paths`: which node directories pods may mount (`hostPath`), the administrator's
+//!   decision;
+//! - `volume_limits`: `emptyDir` `sizeLimit`s, measured and enforced by eviction.
 
 pub mod lifecycle;
 pub mod probing;
 
 mod container;
 mod events;
+pub mod host_paths;
 mod logfiles;
 mod logs;
 mod manager;
 mod pod;
 mod prober;
+pub mod volume_limits;
 pub mod volumes;
 
 use std::future::Future;
@@ -87,6 +92,8 @@ pub struct PodManagerConfig {
     pub module_cache_bytes: u64,
     /// The node's table of Services, which pods' networks route by.
     pub services: crate::net::ServiceDirectory,
+    /// The node directories pods may mount as `hostPath` volumes.
+    pub host_paths: host_paths::HostPathPolicy,
 }
 
 impl Default for PodManagerConfig {
@@ -97,6 +104,7 @@ impl Default for PodManagerConfig {
             volume_dir: None,
             module_cache_bytes: crate::modules::gc::DEFAULT_BUDGET_BYTES,
             services: crate::net::ServiceDirectory::new("", None),
+            host_paths: host_paths::HostPathPolicy::default(),
         }
     }
 }

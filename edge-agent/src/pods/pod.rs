@@ -2,13 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::pod::{
-    ContainerRef, PodAssignment, PodImages, PodPhase, PodStatus, RunningImage,
+    ContainerRef, ContainerState, PodAssignment, PodImages, PodPhase, PodReason, PodStatus,
+    RunningImage,
 };
 
 use super::container;
@@ -43,8 +44,13 @@ pub struct Pod {
     lifecycles: Mutex<Vec<Lifecycle>>,
     // Restored in a final phase: nothing runs, the status is kept as it was.
     finished: bool,
+    // That phase (an evicted pod that restarts `Always` is Failed, not what its
+    // containers' states alone would say).
+    final_phase: Option<PodPhase>,
     // Set once its supervisor has ended (its containers have stopped).
     ended: AtomicBool,
+    // Why the agent evicted it, and when (Unix ms): it is Failed, its containers stopped.
+    evicted: OnceLock<(PodReason, u64)>,
     backoff: Backoff,
     changes: watch::Sender<u64>,
 }
@@ -63,8 +69,10 @@ impl Pod {
         backoff: Backoff,
         changes: watch::Sender<u64>,
     ) -> Self {
-        let finished =
-            restored.is_some_and(|s| matches!(s.phase, PodPhase::Succeeded | PodPhase::Failed));
+        let final_phase = restored
+            .map(|s| s.phase)
+            .filter(|phase| matches!(phase, PodPhase::Succeeded | PodPhase::Failed));
+        let finished = final_phase.is_some();
         let lifecycles = assignment
             .containers
             .iter()
@@ -111,7 +119,9 @@ impl Pod {
             log_dir,
             lifecycles: Mutex::new(lifecycles),
             finished,
+            final_phase,
             ended: AtomicBool::new(false),
+            evicted: OnceLock::new(),
             backoff,
             changes,
         }
@@ -149,6 +159,25 @@ impl Pod {
                 .map(Arc::new)
         });
         self
+    }
+
+    /// Evicts the pod (once): it ends `Failed` with `reason` and `message`, its containers
+    /// stop and do not run again, and watchers are told.
+    pub fn evict(&self, reason: &str, message: String, now_unix_ms: u64) {
+        let why = PodReason {
+            uid: self.assignment.uid.clone(),
+            reason: reason.to_owned(),
+            message,
+        };
+        if self.evicted.set((why, now_unix_ms)).is_ok() {
+            self.stop.cancel();
+            self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Why the pod ended, when its containers do not say it (an eviction).
+    pub fn reason(&self) -> Option<PodReason> {
+        self.evicted.get().map(|(why, _)| why.clone())
     }
 
     /// The uid.
@@ -200,10 +229,10 @@ impl Pod {
             .collect()
     }
 
-    /// The wire status.
+    /// The wire status (an evicted pod's unfinished containers show as killed).
     pub fn status(&self) -> PodStatus {
         let lifecycles = self.lifecycles();
-        PodStatus {
+        let mut status = PodStatus {
             uid: self.assignment.uid.clone(),
             phase: pod_phase(self.assignment.restart_policy, lifecycles.iter()),
             start_unix_ms: Some(self.start_unix_ms),
@@ -214,7 +243,29 @@ impl Pod {
                 .zip(lifecycles.iter())
                 .map(|(spec, lifecycle)| lifecycle.status(&spec.name))
                 .collect(),
+        };
+        if let Some(phase) = self.final_phase {
+            status.phase = phase;
         }
+        if let Some((_, at)) = self.evicted.get() {
+            status.phase = PodPhase::Failed;
+            for container in &mut status.containers {
+                container.ready = false;
+                let started_unix_ms = match container.state {
+                    ContainerState::Terminated { .. } => continue,
+                    ContainerState::Running { started_unix_ms } => started_unix_ms,
+                    ContainerState::Waiting { .. } => *at,
+                };
+                container.state = ContainerState::Terminated {
+                    exit_code: 137,
+                    reason: "Error".to_owned(),
+                    message: "The container was stopped: the pod was evicted".to_owned(),
+                    started_unix_ms,
+                    finished_unix_ms: *at,
+                };
+            }
+        }
+        status
     }
 
     /// What its containers have used so far.
@@ -254,7 +305,7 @@ impl Pod {
 
     /// The containers that still have to run.
     pub fn containers_to_run(&self) -> Vec<usize> {
-        if self.finished {
+        if self.finished || self.evicted.get().is_some() {
             return Vec::new();
         }
         let lifecycles = self.lifecycles();

@@ -9,6 +9,9 @@
 //! leaves the node. What WASI shows of them: files and directories with their content; the
 //! permission bits are set on the host but WASI has no modes, so a guest sees only whether
 //! it may write (a mount is read-only for `readOnly`, and always for server-given files).
+//! A `hostPath` volume has no directory here: it is the node's own directory, mounted only
+//! if the agent's [`HostPathPolicy`] allows it (else the container waits with
+//! `CreateContainerConfigError` saying why).
 
 use std::collections::HashSet;
 use std::fs;
@@ -19,7 +22,28 @@ use std::path::{Component, Path, PathBuf};
 use wasmfleet_protocol::pod::PodConfig;
 use wasmfleet_protocol::pod::volumes::{VolumeFile, VolumeSource};
 
+use super::host_paths::HostPathPolicy;
+use super::lifecycle::WaitingReason;
 use crate::runtime::Preopen;
+
+/// Why a container's mounts cannot be set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountError {
+    /// `CreateContainerConfigError` (the pod asks for what this node refuses) or
+    /// `CreateContainerError`.
+    pub reason: WaitingReason,
+    /// Why, in words.
+    pub message: String,
+}
+
+impl MountError {
+    fn other(message: String) -> Self {
+        Self {
+            reason: WaitingReason::CreateContainerError,
+            message,
+        }
+    }
+}
 
 /// The directory of one pod's volumes (`None` for a uid that could name another path).
 pub fn pod_dir(root: &Path, uid: &str) -> Option<PathBuf> {
@@ -37,9 +61,13 @@ pub fn sync(root: &Path, uid: &str, config: &PodConfig) -> io::Result<()> {
     };
     for volume in &config.volumes {
         let path = dir.join(&volume.name);
-        fs::create_dir_all(&path)?;
-        if let VolumeSource::Files(files) = &volume.source {
-            sync_files(&path, files)?;
+        match &volume.source {
+            VolumeSource::Files(files) => {
+                fs::create_dir_all(&path)?;
+                sync_files(&path, files)?;
+            }
+            VolumeSource::EmptyDir => fs::create_dir_all(&path)?,
+            VolumeSource::HostPath(_) => {}
         }
     }
     Ok(())
@@ -102,31 +130,52 @@ fn relative(path: &str) -> Option<PathBuf> {
 /// volume if it names one (which must be a directory: WASI preopens only directories).
 pub fn preopens(
     root: Option<&Path>,
+    host_paths: &HostPathPolicy,
     uid: &str,
     config: &PodConfig,
     container: &str,
-) -> Result<Vec<Preopen>, String> {
+) -> Result<Vec<Preopen>, MountError> {
     let mut preopens = Vec::new();
     for mount in config.mounts_of(container) {
-        let Some(dir) = root.and_then(|root| pod_dir(root, uid)) else {
-            return Err("this agent keeps no volumes".to_owned());
+        let source = config.volumes.iter().find(|v| v.name == mount.volume);
+        let (mut host, writable) = match source.map(|v| &v.source) {
+            Some(VolumeSource::HostPath(host_path)) => {
+                let granted = host_paths
+                    .check(&host_path.path)
+                    .map_err(|message| MountError {
+                        reason: WaitingReason::CreateContainerConfigError,
+                        message: format!("volume {:?}: {message}", mount.volume),
+                    })?;
+                if host_path.must_be_directory && !granted.path.is_dir() {
+                    return Err(MountError::other(format!(
+                        "volume {:?}: hostPath {:?} is not a directory",
+                        mount.volume, host_path.path
+                    )));
+                }
+                (granted.path, granted.writable)
+            }
+            _ => {
+                let Some(dir) = root.and_then(|root| pod_dir(root, uid)) else {
+                    return Err(MountError::other("this agent keeps no volumes".to_owned()));
+                };
+                (dir.join(&mount.volume), true)
+            }
         };
-        let mut host = dir.join(&mount.volume);
         if !mount.sub_path.is_empty() {
             let Some(sub) = relative(&mount.sub_path) else {
-                return Err(format!(
+                return Err(MountError::other(format!(
                     "subPath {:?} is not a relative path",
                     mount.sub_path
-                ));
+                )));
             };
             host = host.join(sub);
-            if !host.exists() {
+            if !host.exists() && writable {
                 fs::create_dir_all(&host)
-                    .map_err(|e| format!("subPath {:?}: {e}", mount.sub_path))?;
+                    .map_err(|e| MountError::other(format!("subPath {:?}: {e}", mount.sub_path)))?;
             }
         }
         if !host.is_dir() {
-            return Err(format!(
+            return Err(MountError::other(format!(
                 "volume {:?} mounted at {:?}: {} is not a directory (WASI mounts only directories)",
                 mount.volume,
                 mount.mount_path,
@@ -134,15 +183,20 @@ pub fn preopens(
                     true => "the volume".to_owned(),
                     false => format!("subPath {:?}", mount.sub_path),
                 }
-            ));
+            )));
         }
         preopens.push(Preopen {
             host,
             guest: mount.mount_path.clone(),
-            read_only: mount.read_only,
+            read_only: mount.read_only || !writable,
         });
     }
     Ok(preopens)
+}
+
+/// The directory of volume `name` of pod `uid` (an `emptyDir`'s, for measuring it).
+pub fn volume_dir(root: &Path, uid: &str, name: &str) -> Option<PathBuf> {
+    pod_dir(root, uid).map(|dir| dir.join(name))
 }
 
 /// Removes a pod's volumes.
@@ -210,6 +264,7 @@ mod tests {
                     read_only: false,
                 },
             ],
+            size_limits: Vec::new(),
         }
     }
 
@@ -235,15 +290,28 @@ mod tests {
             "emptyDir is kept"
         );
 
-        let opened = preopens(Some(root.path()), "u-1", &first, "c").unwrap();
+        let opened = preopens(
+            Some(root.path()),
+            &HostPathPolicy::default(),
+            "u-1",
+            &first,
+            "c",
+        )
+        .unwrap();
         assert_eq!(opened[0].host, conf);
         assert!(opened[0].read_only);
         assert_eq!(opened[1].host, root.path().join("u-1/scratch/a"));
         assert_eq!(opened[1].guest, "/work");
         assert!(
-            preopens(Some(root.path()), "u-1", &first, "other")
-                .unwrap()
-                .is_empty()
+            preopens(
+                Some(root.path()),
+                &HostPathPolicy::default(),
+                "u-1",
+                &first,
+                "other"
+            )
+            .unwrap()
+            .is_empty()
         );
 
         remove_others(root.path(), &HashSet::new());
@@ -256,9 +324,67 @@ mod tests {
         let mut config = config(vec![file("app.conf", "v1")]);
         config.mounts[0].sub_path = "app.conf".into();
         sync(root.path(), "u-2", &config).unwrap();
-        let err = preopens(Some(root.path()), "u-2", &config, "c").unwrap_err();
-        assert!(err.contains("not a directory"), "{err}");
-        assert!(preopens(None, "u-2", &config, "c").is_err());
+        let err = preopens(
+            Some(root.path()),
+            &HostPathPolicy::default(),
+            "u-2",
+            &config,
+            "c",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("not a directory"), "{err:?}");
+        assert!(preopens(None, &HostPathPolicy::default(), "u-2", &config, "c").is_err());
         assert!(pod_dir(root.path(), "../x").is_none());
+    }
+
+    #[test]
+    fn a_host_path_is_mounted_only_where_allowed_and_read_only_unless_writable() {
+        use super::super::host_paths::HostPathRule;
+        use wasmfleet_protocol::pod::volumes::HostPath;
+        let host = tempfile::tempdir().unwrap();
+        let sensors = host.path().join("sensors");
+        fs::create_dir(&sensors).unwrap();
+        let config = |path: &Path, read_only: bool| PodConfig {
+            volumes: vec![Volume {
+                name: "dev".into(),
+                source: VolumeSource::HostPath(HostPath {
+                    path: path.display().to_string(),
+                    must_be_directory: true,
+                }),
+            }],
+            mounts: vec![Mount {
+                container: "c".into(),
+                volume: "dev".into(),
+                mount_path: "/dev/sensors".into(),
+                sub_path: String::new(),
+                read_only,
+            }],
+            size_limits: Vec::new(),
+        };
+        let rule = |suffix: &str| {
+            HostPathPolicy::new(vec![
+                HostPathRule::parse(&format!("{}{suffix}", sensors.display())).unwrap(),
+            ])
+        };
+        let mount = |policy: &HostPathPolicy, config: &PodConfig| {
+            preopens(None, policy, "u-3", config, "c")
+        };
+        let opened = mount(&rule(""), &config(&sensors, false)).unwrap();
+        assert_eq!(opened[0].host, sensors.canonicalize().unwrap());
+        assert!(opened[0].read_only, "read-only unless the rule says :rw");
+        assert!(!mount(&rule(":rw"), &config(&sensors, false)).unwrap()[0].read_only);
+        assert!(mount(&rule(":rw"), &config(&sensors, true)).unwrap()[0].read_only);
+
+        let refused = mount(&rule(""), &config(host.path(), false)).unwrap_err();
+        assert_eq!(refused.reason, WaitingReason::CreateContainerConfigError);
+        assert!(
+            refused.message.contains("is not allowed on this node"),
+            "{refused:?}"
+        );
+        sync(host.path(), "u-3", &config(&sensors, false)).unwrap();
+        assert!(
+            !host.path().join("u-3/dev").exists(),
+            "no directory of its own"
+        );
     }
 }

@@ -245,6 +245,7 @@ impl AgentState {
             pods: pods.to_vec(),
             starting: Vec::new(),
             images: Vec::new(),
+            reasons: Vec::new(),
         };
         self.put(STATUSES, &encode(&Message::Status(report)))
     }

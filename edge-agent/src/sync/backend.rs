@@ -8,7 +8,7 @@
 
 use tokio::sync::{mpsc, watch};
 use wasmfleet_protocol::pod::probe::PodEvent;
-use wasmfleet_protocol::pod::{ContainerRef, PodAssignment, PodImages, PodStatus};
+use wasmfleet_protocol::pod::{ContainerRef, PodAssignment, PodImages, PodReason, PodStatus};
 
 use crate::pods::{LogError, LogStream, PodManager};
 use crate::runtime::LogSelection;
@@ -22,6 +22,11 @@ pub trait PodBackend: Clone + Send + Sync + 'static {
     /// The status of every pod on the node (ordered by uid) and the images their containers
     /// run, for a report.
     fn report(&self) -> (Vec<PodStatus>, Vec<PodImages>);
+
+    /// Why pods the backend ended itself (evictions) ended: their `status.reason`.
+    fn reasons(&self) -> Vec<PodReason> {
+        Vec::new()
+    }
 
     /// The running containers whose startup probe has not succeeded yet.
     fn starting(&self) -> Vec<ContainerRef>;
@@ -50,6 +55,10 @@ impl PodBackend for PodManager {
 
     fn report(&self) -> (Vec<PodStatus>, Vec<PodImages>) {
         PodManager::report(self)
+    }
+
+    fn reasons(&self) -> Vec<PodReason> {
+        PodManager::reasons(self)
     }
 
     fn starting(&self) -> Vec<ContainerRef> {

@@ -4,7 +4,9 @@
 //! one matters: it is re-sent until the server acknowledges its `(epoch, seq)` or a newer
 //! report replaces it. Pure bookkeeping, no I/O.
 
-use wasmfleet_protocol::pod::{ContainerRef, PodImages, PodStatus, StatusAck, StatusReport};
+use wasmfleet_protocol::pod::{
+    ContainerRef, PodImages, PodReason, PodStatus, StatusAck, StatusReport,
+};
 
 /// The latest report and the counters that stamp the next one.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +43,7 @@ impl Outbox {
         pods: Vec<PodStatus>,
         starting: Vec<ContainerRef>,
         images: Vec<PodImages>,
+        reasons: Vec<PodReason>,
     ) -> StatusReport {
         self.seq += 1;
         let report = StatusReport {
@@ -50,6 +53,7 @@ impl Outbox {
             pods,
             starting,
             images,
+            reasons,
         };
         self.pending = Some(report.clone());
         report
@@ -85,13 +89,13 @@ mod tests {
     #[test]
     fn each_report_gets_the_next_sequence_number() {
         let mut outbox = Outbox::new(4);
-        assert_eq!(outbox.next_report(1, vec![], vec![], vec![]).seq, 1);
-        let second = outbox.next_report(1, vec![], vec![], vec![]);
+        assert_eq!(outbox.next_report(1, vec![], vec![], vec![], vec![]).seq, 1);
+        let second = outbox.next_report(1, vec![], vec![], vec![], vec![]);
         assert_eq!((second.seq, second.observed_revision), (2, 4));
         outbox.set_observed_revision(9);
         assert_eq!(
             outbox
-                .next_report(2, vec![], vec![], vec![])
+                .next_report(2, vec![], vec![], vec![], vec![])
                 .observed_revision,
             9
         );
@@ -100,7 +104,7 @@ mod tests {
     #[test]
     fn an_ack_of_the_pending_report_clears_it() {
         let mut outbox = Outbox::new(0);
-        outbox.next_report(3, vec![], vec![], vec![]);
+        outbox.next_report(3, vec![], vec![], vec![], vec![]);
         assert!(outbox.ack(StatusAck { epoch: 3, seq: 1 }));
         assert_eq!(outbox.pending(), None);
     }
@@ -108,8 +112,8 @@ mod tests {
     #[test]
     fn an_ack_of_an_older_report_keeps_the_newer_one_pending() {
         let mut outbox = Outbox::new(0);
-        outbox.next_report(3, vec![], vec![], vec![]);
-        outbox.next_report(3, vec![], vec![], vec![]);
+        outbox.next_report(3, vec![], vec![], vec![], vec![]);
+        outbox.next_report(3, vec![], vec![], vec![], vec![]);
         assert!(!outbox.ack(StatusAck { epoch: 3, seq: 1 }));
         assert_eq!(outbox.pending().map(|p| p.seq), Some(2));
     }
@@ -117,7 +121,7 @@ mod tests {
     #[test]
     fn an_ack_from_another_epoch_clears_nothing() {
         let mut outbox = Outbox::new(0);
-        outbox.next_report(3, vec![], vec![], vec![]);
+        outbox.next_report(3, vec![], vec![], vec![], vec![]);
         assert!(!outbox.ack(StatusAck { epoch: 2, seq: 9 }));
         assert!(outbox.pending().is_some());
     }

@@ -271,9 +271,10 @@ impl<P: PodBackend> Task<P> {
             return;
         }
         let starting = self.pods.starting();
+        let reasons = self.pods.reasons();
         let report = self
             .outbox
-            .next_report(session.epoch, statuses, starting, images);
+            .next_report(session.epoch, statuses, starting, images, reasons);
         tracing::debug!(
             epoch = report.epoch,
             seq = report.seq,

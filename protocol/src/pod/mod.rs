@@ -156,6 +156,22 @@ pub struct StatusReport {
     /// the spec's images), older servers ignore it. Keep it the last field.
     #[serde(default, deserialize_with = "crate::tail::or_default")]
     pub images: Vec<PodImages>,
+    /// Why a reported pod ended when its containers do not say it (Kubernetes'
+    /// `status.reason`/`message`: `Evicted`). Appended after `images` ([`crate::tail`]):
+    /// older agents send none, older servers ignore it. Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub reasons: Vec<PodReason>,
+}
+
+/// Why one pod ended (its `status.reason` and `status.message`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodReason {
+    /// The pod's uid.
+    pub uid: String,
+    /// A CamelCase reason (`Evicted`).
+    pub reason: String,
+    /// A human explanation.
+    pub message: String,
 }
 
 /// One container of a pod on the reporting node.
@@ -375,7 +391,20 @@ mod tests {
                 sub_path: String::new(),
                 read_only: true,
             }],
+            size_limits: Vec::new(),
         };
+        let message = Message::DesiredPodV3(DesiredPod {
+            revision: 7,
+            pod: pod.clone(),
+        });
+        // A server from before `sizeLimit`s ends the payload before that (empty) tail.
+        let bytes = encode(&message);
+        assert_eq!(decode(&bytes[..bytes.len() - 1]).unwrap(), message);
+        pod.config.size_limits.push(volumes::SizeLimit {
+            volume: "scratch".into(),
+            bytes: 1 << 20,
+            quantity: "1Mi".into(),
+        });
         let message = Message::DesiredPodV3(DesiredPod { revision: 7, pod });
         assert_eq!(decode(&encode(&message)).unwrap(), message);
         // An older server's payload ends where `config` would start.
@@ -384,7 +413,7 @@ mod tests {
             pod: assignment(),
         });
         let bytes = encode(&plain);
-        let older = &bytes[..bytes.len() - 2];
+        let older = &bytes[..bytes.len() - 3];
         assert_eq!(decode(older).unwrap(), plain);
     }
 
@@ -442,8 +471,12 @@ mod tests {
             pods: vec![],
             starting: vec![],
             images: vec![],
+            reasons: vec![],
         };
         let mut bytes = encode(&Message::Status(report.clone()));
+        // An agent from before `reasons` ends its report before that (empty) tail.
+        assert_eq!(bytes.pop(), Some(0));
+        assert_eq!(decode(&bytes), Ok(Message::Status(report.clone())));
         // An agent from before `images` ends its report before that (empty) tail.
         assert_eq!(bytes.pop(), Some(0));
         assert_eq!(decode(&bytes), Ok(Message::Status(report)));
@@ -497,6 +530,11 @@ mod tests {
                     digest: "ab".repeat(32),
                 }],
             }],
+            reasons: vec![PodReason {
+                uid: "6b1c".into(),
+                reason: "Evicted".into(),
+                message: "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\".".into(),
+            }],
         });
         assert_eq!(decode(&encode(&message)), Ok(message));
     }
@@ -541,6 +579,7 @@ mod tests {
             pods: Vec::new(),
             starting: Vec::new(),
             images: Vec::new(),
+            reasons: Vec::new(),
         });
         assert_eq!(decode(&bytes), Ok(expected));
     }

@@ -12,6 +12,22 @@ pub struct PodConfig {
     pub volumes: Vec<Volume>,
     /// Every container's mounts.
     pub mounts: Vec<Mount>,
+    /// The `sizeLimit` of each `emptyDir` that has one. Appended after the volumes'
+    /// release ([`crate::tail`]): older servers send none, older agents ignore them (and
+    /// do not enforce them). Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub size_limits: Vec<SizeLimit>,
+}
+
+/// An `emptyDir`'s `sizeLimit`: a pod whose volume uses more is evicted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeLimit {
+    /// The volume's name.
+    pub volume: String,
+    /// The limit in bytes.
+    pub bytes: u64,
+    /// The limit as the spec wrote it (`1Mi`), for the eviction message.
+    pub quantity: String,
 }
 
 /// One volume of a pod.
@@ -32,6 +48,19 @@ pub enum VolumeSource {
     /// An empty directory of the pod's own (`emptyDir`): kept across container restarts,
     /// removed with the pod.
     EmptyDir,
+    /// A directory of the node's own (`hostPath`), mounted only if the agent's
+    /// administrator allows its path (appended: older agents cannot decode a pod with one).
+    HostPath(HostPath),
+}
+
+/// A `hostPath` volume: a directory on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPath {
+    /// The absolute path on the node.
+    pub path: String,
+    /// Whether the spec's `type` asks for a directory that must exist (`Directory`);
+    /// otherwise (`""`) nothing is checked before mounting.
+    pub must_be_directory: bool,
 }
 
 /// One file of a [`VolumeSource::Files`] volume.
@@ -64,6 +93,11 @@ impl PodConfig {
     /// Whether the pod has no volumes and no mounts.
     pub fn is_empty(&self) -> bool {
         self.volumes.is_empty() && self.mounts.is_empty()
+    }
+
+    /// The `sizeLimit` of volume `name`, if it has one.
+    pub fn size_limit(&self, name: &str) -> Option<&SizeLimit> {
+        self.size_limits.iter().find(|l| l.volume == name)
     }
 
     /// The mounts of container `name`.

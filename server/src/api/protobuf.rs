@@ -29,6 +29,8 @@ enum Ty {
     Map,
     /// `map<string, Quantity>` entries.
     QuantityMap,
+    /// A `resource.Quantity` (`sizeLimit`), a string in JSON.
+    Quantity,
     /// `map<string, bytes>` entries, base64 in JSON (a Secret's `data`).
     BytesMap,
     IntOrString,
@@ -60,7 +62,7 @@ enum Zero {
 
 use Rep::{Many, One};
 use Ty::{
-    Bool, BytesMap, Inline, Int, IntOrString, Map as StrMap, Msg, QuantityMap, Str, Time,
+    Bool, BytesMap, Inline, Int, IntOrString, Map as StrMap, Msg, Quantity, QuantityMap, Str, Time,
     Unsupported,
 };
 use Zero::{Drop, Keep};
@@ -172,9 +174,14 @@ const SECRET_VOLUME: &[FieldDef] = &[
     FieldDef(4, "optional", Bool, One, Keep),
 ];
 
+const HOST_PATH_VOLUME: &[FieldDef] = &[
+    FieldDef(1, "path", Str, One, Drop),
+    FieldDef(2, "type", Str, One, Drop),
+];
+
 const EMPTY_DIR_VOLUME: &[FieldDef] = &[
     FieldDef(1, "medium", Str, One, Drop),
-    FieldDef(2, "sizeLimit", Unsupported, One, Drop),
+    FieldDef(2, "sizeLimit", Quantity, One, Drop),
 ];
 
 const DOWNWARD_API_FILE: &[FieldDef] = &[
@@ -224,7 +231,7 @@ const PROJECTED_VOLUME: &[FieldDef] = &[
 /// `VolumeSource`: the types a Wasm pod can have, and every other one as the marker
 /// (an empty source message is kept: `emptyDir: {}` is a volume).
 const VOLUME_SOURCE: &[FieldDef] = &[
-    FieldDef(1, "hostPath", Unsupported, One, Drop),
+    FieldDef(1, "hostPath", Msg(HOST_PATH_VOLUME), One, Keep),
     FieldDef(2, "emptyDir", Msg(EMPTY_DIR_VOLUME), One, Keep),
     FieldDef(3, "gcePersistentDisk", Unsupported, One, Drop),
     FieldDef(4, "awsElasticBlockStore", Unsupported, One, Drop),
@@ -707,6 +714,10 @@ fn value(payload: Payload<'_>, ty: Ty) -> Option<Value> {
             )?;
             json!({ key: quantity.get("q").cloned().unwrap_or(json!("0")) })
         }
+        (Quantity, Payload::Bytes(b)) => {
+            let quantity = message(b, &[FieldDef(1, "q", Str, One, Drop)])?;
+            quantity.get("q").cloned().unwrap_or(json!("0"))
+        }
         (IntOrString, Payload::Bytes(b)) => int_or_string(b)?,
         (Time, Payload::Bytes(b)) => time(b)?,
         (Msg(table), Payload::Bytes(b)) => Value::Object(message(b, table)?),
@@ -994,6 +1005,18 @@ mod tests {
                 1,
                 &[field(1, b"host"), field(2, &field(1, &field(1, b"/etc")))].concat(),
             ),
+            field(
+                1,
+                &[
+                    field(1, b"scratch"),
+                    field(2, &field(2, &field(2, &field(1, b"1Mi")))),
+                ]
+                .concat(),
+            ),
+            field(
+                1,
+                &[field(1, b"share"), field(2, &field(7, &field(1, b"srv")))].concat(),
+            ),
         ]
         .concat();
         let spec = message(&[field(2, &container), volumes].concat(), POD_SPEC).unwrap();
@@ -1007,7 +1030,9 @@ mod tests {
                 "volumes": [
                     {"name": "conf", "configMap": {"name": "app", "defaultMode": 36}},
                     {"name": "tmp", "emptyDir": {}},
-                    {"name": "host", "hostPath": {"unsupported": true}}
+                    {"name": "host", "hostPath": {"path": "/etc"}},
+                    {"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}},
+                    {"name": "share", "nfs": {"unsupported": true}}
                 ]
             })
         );

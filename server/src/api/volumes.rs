@@ -1,13 +1,16 @@
 //! What a pod may ask of its configuration: `env[].valueFrom`, `envFrom`, `volumes` and
 //! `volumeMounts` (shapes for [`super::validation`]'s allow-list, and the checks across
 //! fields). Volumes are WASI preopened directories: `configMap`, `secret`, `downwardAPI`,
-//! `projected` (with `serviceAccountToken` sources: `identity::pod_tokens`) and `emptyDir`;
+//! `projected` (with `serviceAccountToken` sources: `identity::pod_tokens`), `emptyDir`
+//! (with `sizeLimit`) and `hostPath` (directories only; the node's agent decides which);
 //! every other volume type, and what a Wasm guest cannot be given, is a 422 naming the
 //! field.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
+
+use wasmfleet_protocol::quantity;
 
 use super::status::Cause;
 use super::validation::{Shape, is_dns_label};
@@ -92,8 +95,18 @@ const PROJECTED_KEYS: Shape = Shape::Object(&[
     ("items", Shape::List(&KEY_TO_PATH)),
     ("optional", Shape::Bool),
 ]);
-/// `emptyDir` on the node's disk (no `medium: Memory`, no `sizeLimit` yet).
-const EMPTY_DIR: Shape = Shape::Object(&[("medium", Shape::OneOf(&[""]))]);
+/// `emptyDir` on the node's disk, its `sizeLimit` enforced by eviction (no `medium:
+/// Memory`: a guest's files are not in its memory).
+const EMPTY_DIR: Shape = Shape::Object(&[
+    ("medium", Shape::OneOf(&[""])),
+    ("sizeLimit", Shape::Quantity),
+]);
+/// `hostPath`: a directory of the node, mounted only where the node's agent allows it
+/// (WASI preopens only directories: no `File`, and nothing is created on the node).
+const HOST_PATH: Shape = Shape::Object(&[
+    ("path", Shape::Str),
+    ("type", Shape::OneOf(&["", "Directory"])),
+]);
 /// A pod's `volumes[]`.
 pub const VOLUME: Shape = Shape::Object(&[
     ("name", Shape::Str),
@@ -108,15 +121,17 @@ pub const VOLUME: Shape = Shape::Object(&[
         ]),
     ),
     ("emptyDir", EMPTY_DIR),
+    ("hostPath", HOST_PATH),
 ]);
 
 /// The volume types [`VOLUME`] allows; a volume names exactly one.
-const TYPES: [&str; 5] = [
+const TYPES: [&str; 6] = [
     "configMap",
     "secret",
     "downwardAPI",
     "projected",
     "emptyDir",
+    "hostPath",
 ];
 
 /// The downward API fields an env var may read.
@@ -228,6 +243,12 @@ fn check_volume(volume: &Value, at: &str, causes: &mut Vec<Cause>) {
         check_items(&volume[kind], &format!("{at}.{kind}"), causes);
     }
     check_downward(&volume["downwardAPI"], &format!("{at}.downwardAPI"), causes);
+    check_host_path(&volume["hostPath"], &format!("{at}.hostPath"), causes);
+    check_size_limit(
+        &volume["emptyDir"]["sizeLimit"],
+        &format!("{at}.emptyDir.sizeLimit"),
+        causes,
+    );
     for (s, source) in list(&volume["projected"], "sources").enumerate() {
         let at = format!("{at}.projected.sources[{s}]");
         check_one_of(source, &PROJECTED_SOURCES, &at, causes);
@@ -239,6 +260,44 @@ fn check_volume(volume: &Value, at: &str, causes: &mut Vec<Cause>) {
             &format!("{at}.serviceAccountToken"),
             causes,
         );
+    }
+}
+
+/// A `hostPath`'s path: absolute, without `..` (whether the node allows it is the node's
+/// agent's decision, when the pod starts).
+fn check_host_path(host_path: &Value, at: &str, causes: &mut Vec<Cause>) {
+    if !host_path.is_object() {
+        return;
+    }
+    let path = host_path["path"].as_str().unwrap_or("");
+    if path.is_empty() {
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            format!("{at}.path"),
+            "Required value",
+        ));
+    } else if !path.starts_with('/') || path.split('/').any(|p| p == "..") {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            format!("{at}.path"),
+            format!("Invalid value: {path:?}: must be an absolute path without '..'"),
+        ));
+    }
+}
+
+/// An `emptyDir`'s `sizeLimit`: a quantity of bytes.
+fn check_size_limit(limit: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let text = match limit {
+        Value::Null => return,
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    if let Err(err) = quantity::memory_bytes(&text) {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            at,
+            format!("Invalid value: {text:?}: {err}"),
+        ));
     }
 }
 
@@ -438,7 +497,8 @@ mod tests {
                 {"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 600}},
                 {"serviceAccountToken": {"path": "api-token"}}
             ]}},
-            {"name": "work", "emptyDir": {}}
+            {"name": "work", "emptyDir": {"sizeLimit": "1Mi"}},
+            {"name": "dev", "hostPath": {"path": "/sys/class/thermal", "type": "Directory"}}
         ]});
         assert!(fields(spec).is_empty());
     }
@@ -494,10 +554,12 @@ mod tests {
             {"name": "tmp", "mountPath": "/t", "subPath": "../up"}
         ]}))],
         "volumes": [
-            {"name": "host", "hostPath": {"path": "/etc"}},
+            {"name": "host", "hostPath": {"path": "/dev/ttyS0", "type": "CharDevice"}},
             {"name": "tok", "projected": {"sources": [{"serviceAccountToken": {"path": "t", "expirationSeconds": 300}}]}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "1Mi"}},
-            {"name": "tmp", "configMap": {"name": "x", "defaultMode": 4096}}
+            {"name": "tmp", "emptyDir": {"sizeLimit": "lots", "medium": "Memory"}},
+            {"name": "tmp", "configMap": {"name": "x", "defaultMode": 4096}},
+            {"name": "rel", "hostPath": {"path": "etc/../x"}},
+            {"name": "nfs", "nfs": {"server": "s", "path": "/"}}
         ]});
         let mut got = fields(spec);
         got.sort();
@@ -510,12 +572,15 @@ mod tests {
                 "spec.containers[0].volumeMounts[0].name",
                 "spec.containers[0].volumeMounts[1].mountPath",
                 "spec.containers[0].volumeMounts[2].subPath",
-                "spec.volumes[0]",
-                "spec.volumes[0].hostPath",
+                "spec.volumes[0].hostPath.type",
                 "spec.volumes[1].projected.sources[0].serviceAccountToken.expirationSeconds",
+                "spec.volumes[2].emptyDir.medium",
                 "spec.volumes[2].emptyDir.sizeLimit",
                 "spec.volumes[3].configMap.defaultMode",
                 "spec.volumes[3].name",
+                "spec.volumes[4].hostPath.path",
+                "spec.volumes[5]",
+                "spec.volumes[5].nfs",
             ]
         );
     }

@@ -435,6 +435,7 @@ mod tests {
             pods: vec![],
             starting: vec![],
             images: Vec::new(),
+            reasons: Vec::new(),
         };
         leases.remember_report("a", &report(9));
         assert!(leases.get("a").is_some_and(|l| l.last_report.is_none()));

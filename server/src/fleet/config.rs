@@ -17,7 +17,10 @@ use k8s_openapi::api::core::v1::{
     ServiceAccountTokenProjection, Volume,
 };
 use wasmfleet_protocol::pod::PodConfig;
-use wasmfleet_protocol::pod::volumes::{Mount, Volume as WireVolume, VolumeFile, VolumeSource};
+use wasmfleet_protocol::pod::volumes::{
+    HostPath, Mount, SizeLimit, Volume as WireVolume, VolumeFile, VolumeSource,
+};
+use wasmfleet_protocol::quantity;
 
 use crate::identity::pod_tokens::TokenProjection;
 
@@ -91,6 +94,19 @@ pub fn resolve(
         }
     }
     for volume in spec.volumes.iter().flatten() {
+        let limit = volume
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.as_ref());
+        if let Some(limit) = limit
+            && let Ok(bytes) = quantity::memory_bytes(&limit.0)
+        {
+            resolved.config.size_limits.push(SizeLimit {
+                volume: volume.name.clone(),
+                bytes,
+                quantity: limit.0.clone(),
+            });
+        }
         match volume_source(pod, namespace, volume, (lookup, tokens)) {
             Ok(source) => resolved.config.volumes.push(WireVolume {
                 name: volume.name.clone(),
@@ -302,6 +318,11 @@ fn volume_source(
                 });
             }
         }
+    } else if let Some(host_path) = &volume.host_path {
+        return Ok(VolumeSource::HostPath(HostPath {
+            path: host_path.path.clone(),
+            must_be_directory: host_path.type_.as_deref() == Some("Directory"),
+        }));
     } else {
         // `emptyDir` (admission refuses every other type).
         return Ok(VolumeSource::EmptyDir);
@@ -579,9 +600,25 @@ mod tests {
                 {"secret": {"name": "absent", "optional": true}},
                 {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
             ]}},
-            {"name": "scratch", "emptyDir": {}}
+            {"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}},
+            {"name": "dev", "hostPath": {"path": "/sys/class/thermal", "type": "Directory"}}
         ]}));
         let config = resolve(&pod, &lookup, &no_tokens).unwrap().config;
+        assert_eq!(
+            config.size_limits,
+            [SizeLimit {
+                volume: "scratch".into(),
+                bytes: 1 << 20,
+                quantity: "1Mi".into(),
+            }]
+        );
+        assert_eq!(
+            config.volumes[2].source,
+            VolumeSource::HostPath(HostPath {
+                path: "/sys/class/thermal".into(),
+                must_be_directory: true,
+            })
+        );
         let VolumeSource::Files(files) = &config.volumes[0].source else {
             panic!("{config:?}");
         };

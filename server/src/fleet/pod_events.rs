@@ -2,7 +2,8 @@
 //! `Pulled` when a container's module is first resolved, `Started` when it (re)starts,
 //! `BackOff` when it enters `CrashLoopBackOff`, `OOMKilled` when it was killed for memory,
 //! `Failed` when it cannot run (a missing or invalid module), `Killing` when a graceful
-//! delete starts stopping a running container. Pure: [`between`] compares a pod before and
+//! delete starts stopping a running container, `Evicted` when the agent evicted the pod
+//! (an `emptyDir` over its `sizeLimit`). Pure: [`between`] compares a pod before and
 //! after a report (or the delete that marked it). Probe failures are not in any status field: agents report
 //! them as they happen, and [`reported`] words them as the kubelet does (`Unhealthy`,
 //! `Killing`).
@@ -29,6 +30,18 @@ pub fn between(old: &Value, new: &Value) -> Vec<PodEvent> {
         .and_then(Value::as_str)
         .unwrap_or("");
     let mut events = Vec::new();
+    let evicted = |pod: &Value| pod.pointer("/status/reason") == Some(&Value::from("Evicted"));
+    if evicted(new) && !evicted(old) {
+        let message = new.pointer("/status/message").and_then(Value::as_str);
+        events.push((
+            Type::Warning,
+            "Evicted",
+            message
+                .unwrap_or("The pod was evicted")
+                .trim_end()
+                .to_owned(),
+        ));
+    }
     let deleted = |pod: &Value| pod.pointer("/metadata/deletionTimestamp").is_some();
     let stopping = deleted(new) && !deleted(old);
     for after in containers(new) {
@@ -60,7 +73,11 @@ pub fn between(old: &Value, new: &Value) -> Vec<PodEvent> {
                     "BackOff",
                     format!("Back-off restarting failed container {name} in pod {pod}"),
                 )),
-                Some(reason) if reason.starts_with("Err") || reason.contains("Invalid") => {
+                Some(reason)
+                    if reason.starts_with("Err")
+                        || reason.contains("Invalid")
+                        || reason == "CreateContainerConfigError" =>
+                {
                     let message = after
                         .pointer("/state/waiting/message")
                         .and_then(Value::as_str)
@@ -176,6 +193,27 @@ mod tests {
         let before = finished.clone();
         finished["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
         assert!(between(&before, &finished).is_empty(), "nothing to stop");
+    }
+
+    #[test]
+    fn an_eviction_and_a_refused_host_path_are_warnings_said_once() {
+        let running = pod(json!({"name": "c", "state": {"running": {"startedAt": "t"}}}));
+        let mut evicted = running.clone();
+        evicted["status"]["phase"] = json!("Failed");
+        evicted["status"]["reason"] = json!("Evicted");
+        evicted["status"]["message"] =
+            json!("Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ");
+        let events = between(&running, &evicted);
+        assert_eq!(reasons(&events), ["Evicted"]);
+        assert_eq!(events[0].0, Type::Warning);
+        assert!(events[0].2.ends_with("\"1Mi\"."), "{}", events[0].2);
+        assert!(between(&evicted, &evicted).is_empty(), "said once");
+
+        let refused = pod(json!({"name": "c", "state": {"waiting": {
+            "reason": "CreateContainerConfigError", "message": "volume \"dev\": not allowed"}}}));
+        let events = between(&pod(json!({"name": "c"})), &refused);
+        assert_eq!(reasons(&events), ["Failed"]);
+        assert_eq!(events[0].2, "Error: volume \"dev\": not allowed");
     }
 
     #[test]

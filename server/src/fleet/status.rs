@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Map, Value, json};
 use wasmfleet_protocol::pod::probe::{MAX_EVENTS_PER_MESSAGE, NodeEventKind, PodEvents};
 use wasmfleet_protocol::pod::{
-    ContainerState, ContainerStatus, PodImages, PodPhase, PodStatus, StatusReport,
+    ContainerState, ContainerStatus, PodImages, PodPhase, PodReason, PodStatus, StatusReport,
 };
 
 use super::pod_events;
@@ -172,6 +172,19 @@ pub fn merge_status(
     *pod != before
 }
 
+/// Writes why the pod ended (`status.reason`, `status.message`: an eviction) and says
+/// whether that changed it. Reports without a reason leave them as they were.
+pub fn set_reason(pod: &mut Value, why: &PodReason) -> bool {
+    let Some(status) = status_map(pod) else {
+        return false;
+    };
+    let changed = status.get("reason").and_then(Value::as_str) != Some(why.reason.as_str())
+        || status.get("message").and_then(Value::as_str) != Some(why.message.as_str());
+    status.insert("reason".into(), why.reason.clone().into());
+    status.insert("message".into(), why.message.clone().into());
+    changed
+}
+
 fn status_map(pod: &mut Value) -> Option<&mut Map<String, Value>> {
     pod.as_object_mut()?
         .entry("status")
@@ -277,7 +290,11 @@ pub fn apply_report(
                 .map(|c| c.container.as_str())
                 .collect();
             let runs = running.get(reported.uid.as_str()).copied();
-            if !merge_status(&mut edited, reported, &starting, runs, image_id, &now) {
+            let mut wrote = merge_status(&mut edited, reported, &starting, runs, image_id, &now);
+            if let Some(why) = report.reasons.iter().find(|r| r.uid == reported.uid) {
+                wrote |= set_reason(&mut edited, why);
+            }
+            if !wrote {
                 return Ok(None);
             }
             before[index] = current.clone();

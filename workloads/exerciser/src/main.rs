@@ -19,6 +19,9 @@
 //! |             | it again every EVERY_MS ms and prints it whenever it changed, forever |
 //! | `ls DIR`    | prints the directory's entries, one per line, sorted                |
 //! | `env NAME`  | prints the value of the environment variable NAME                   |
+//! | `write PATH BYTES [HOLD_MS]` | writes BYTES bytes to the file PATH in 64 KiB pieces, |
+//! |             | prints `wrote BYTES bytes`, then stays HOLD_MS ms (default 0); a failed |
+//! |             | write prints `exerciser: write PATH: ERROR` to stderr and exits 1     |
 //!
 //! Anything else prints the usage to stderr and exits 2. Like spin's `core-wasi-test`
 //! and krustlet's wasmerciser, one small guest serves every host test.
@@ -40,7 +43,8 @@ commands:
   work N      N million rounds of a hash (fixed CPU work), print the result
   cat PATH [EVERY_MS]  print a file (again whenever it changes, checked every EVERY_MS ms)
   ls DIR      print a directory's entries, one per line
-  env NAME    print the value of the environment variable NAME";
+  env NAME    print the value of the environment variable NAME
+  write PATH BYTES [HOLD_MS]  write BYTES bytes to the file PATH, then stay HOLD_MS ms";
 
 const MIB: usize = 1024 * 1024;
 /// Wasm pages are 64 KiB, host pages 4 KiB: writing every 4 KiB touches both.
@@ -60,6 +64,7 @@ enum Command {
     Cat(String, Option<u64>),
     Ls(String),
     Env(String),
+    Write(String, u64, u64),
 }
 
 fn main() {
@@ -89,6 +94,12 @@ fn parse(args: &[String]) -> Result<Command, String> {
         ["cat", path, every] => Ok(Command::Cat((*path).to_owned(), Some(number(every)?))),
         ["ls", dir] => Ok(Command::Ls((*dir).to_owned())),
         ["env", name] => Ok(Command::Env((*name).to_owned())),
+        ["write", path, bytes] => Ok(Command::Write((*path).to_owned(), number(bytes)?, 0)),
+        ["write", path, bytes, hold] => Ok(Command::Write(
+            (*path).to_owned(),
+            number(bytes)?,
+            number(hold)?,
+        )),
         [] => Err("missing command".to_owned()),
         _ => Err(format!("bad arguments: {}", words.join(" "))),
     }
@@ -119,6 +130,10 @@ fn run(command: Command) {
         Command::Work(millions) => say(&format!("work {millions}: {:016x}", work(millions))),
         Command::Cat(path, every) => cat(&path, every.map(Duration::from_millis)),
         Command::Ls(dir) => ls(&dir),
+        Command::Write(path, bytes, hold_ms) => {
+            write(&path, bytes);
+            std::thread::sleep(Duration::from_millis(hold_ms));
+        }
         Command::Env(name) => match std::env::var(&name) {
             Ok(value) => say(&value),
             Err(_) => {
@@ -227,6 +242,27 @@ fn cat(path: &str, every: Option<Duration>) {
     }
 }
 
+/// Writes `bytes` bytes to the file at `path` (a mounted volume's), in 64 KiB pieces.
+fn write(path: &str, bytes: u64) {
+    let piece = vec![b'x'; 64 * 1024];
+    let written = std::fs::File::create(path).and_then(|mut file| {
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(piece.len() as u64) as usize;
+            file.write_all(&piece[..n])?;
+            left -= n as u64;
+        }
+        file.flush()
+    });
+    match written {
+        Ok(()) => say(&format!("wrote {bytes} bytes")),
+        Err(err) => {
+            eprintln!("exerciser: write {path}: {err}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Prints the entries of `dir`, one per line, sorted.
 fn ls(dir: &str) {
     let entries = match std::fs::read_dir(dir) {
@@ -276,6 +312,10 @@ mod tests {
             Ok(Command::Cat("/etc/a".into(), Some(100)))
         );
         assert_eq!(parse(&args(&["ls", "/etc"])), Ok(Command::Ls("/etc".into())));
+        assert_eq!(
+            parse(&args(&["write", "/data/f", "2048", "100"])),
+            Ok(Command::Write("/data/f".into(), 2048, 100))
+        );
     }
 
     #[test]
