@@ -8,6 +8,7 @@
 //! - `lifecycle`: pure container lifecycle, back-off and pod phase;
 //! - `manager`: the handle, apply/restore/statuses/logs;
 //! - `pod`: one pod's shared record and its supervisor task;
+//! - `update`: which containers a pod's new assignment restarts (pure);
 //! - `container`: one container's task (fetch, load, run, restart);
 //! - `probing`: what a container's probes decide (pure); `prober`: running them;
 //! - `events`: probe events queued for the link;
@@ -25,6 +26,7 @@ mod logs;
 mod manager;
 mod pod;
 mod prober;
+mod update;
 pub mod volumes;
 
 use std::future::Future;
