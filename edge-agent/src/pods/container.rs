@@ -137,7 +137,10 @@ impl Task<'_> {
     }
 
     /// Waits until the container's image changes, then loads the new module.
-    async fn next_module(&self, wanted: &mut watch::Receiver<ContainerSpec>) -> Result<Loaded, Event> {
+    async fn next_module(
+        &self,
+        wanted: &mut watch::Receiver<ContainerSpec>,
+    ) -> Result<Loaded, Event> {
         if wanted.changed().await.is_err() {
             // The pod is gone: nothing will change any more.
             std::future::pending::<()>().await;

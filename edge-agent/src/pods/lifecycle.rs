@@ -774,8 +774,16 @@ mod tests {
             &backoff(),
         );
         assert_eq!(next, Next::RetryAfter(Duration::ZERO), "restarted at once");
-        c.apply(started(2_000 + 10 * MINUTE), RestartPolicy::Always, &backoff());
-        let next = c.apply(exited(1, 2_001 + 10 * MINUTE), RestartPolicy::Always, &backoff());
+        c.apply(
+            started(2_000 + 10 * MINUTE),
+            RestartPolicy::Always,
+            &backoff(),
+        );
+        let next = c.apply(
+            exited(1, 2_001 + 10 * MINUTE),
+            RestartPolicy::Always,
+            &backoff(),
+        );
         assert_eq!(next, Next::RetryAfter(Duration::from_secs(10)));
     }
 
@@ -904,7 +912,9 @@ mod tests {
 
     #[test]
     fn the_first_restart_does_not_wait_and_later_ones_double() {
-        let delays: Vec<u64> = (0..5).map(|n| backoff().restart_delay(n).as_secs()).collect();
+        let delays: Vec<u64> = (0..5)
+            .map(|n| backoff().restart_delay(n).as_secs())
+            .collect();
         assert_eq!(delays, [0, 10, 20, 40, 80]);
         assert_eq!(backoff().restart_delay(u32::MAX), Duration::from_secs(300));
     }

@@ -171,7 +171,11 @@ impl Pod {
 
     /// The digests of the modules its containers run or are assigned.
     pub fn module_digests(&self) -> Vec<String> {
-        let running = self.running_images().iter().map(|i| i.digest.clone()).collect::<Vec<_>>();
+        let running = self
+            .running_images()
+            .iter()
+            .map(|i| i.digest.clone())
+            .collect::<Vec<_>>();
         let wanted = self.wanted.iter().map(|w| w.borrow().module.digest.clone());
         running.into_iter().chain(wanted).collect()
     }
