@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use wasmfleet_protocol::backoff::BackoffPolicy;
 use wasmfleet_protocol::pod::{ContainerState, ContainerStatus, PodPhase, RestartPolicy};
 
 /// Why a container is waiting.
@@ -162,15 +163,13 @@ pub enum Next {
     Done,
 }
 
-/// Kubernetes' back-off, the one rule for restarts and module retries: `base` doubling up
-/// to `cap`, forgotten after a run of `reset_after`. A crash streak's first restart does not
+/// The kubelet's back-off of a container: [`BackoffPolicy`] steps from `base` doubling up
+/// to 5 minutes, forgotten after a run of 10 minutes. A crash streak's first restart does not
 /// wait ([`Backoff::restart_delay`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    /// The first delay.
-    pub base: Duration,
-    /// The longest delay.
-    pub cap: Duration,
+    /// The first delay and the longest.
+    pub policy: BackoffPolicy,
     /// A run at least this long resets the back-off.
     pub reset_after: Duration,
 }
@@ -179,21 +178,22 @@ impl Backoff {
     /// The kubelet's schedule (5 min cap, reset after 10 min) with the given base.
     pub fn with_base(base: Duration) -> Self {
         Self {
-            base,
-            cap: Duration::from_secs(300),
+            policy: BackoffPolicy {
+                base,
+                max: Duration::from_secs(300),
+            },
             reset_after: Duration::from_secs(600),
         }
     }
 
     /// The delay before retry number `attempt` (0-based) of a module that failed.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
+        self.policy.step(attempt)
     }
 
     /// The delay before restart number `restart` (0-based) of a crash streak: none for the
     /// first, as the kubelet restarts a crashed container at once and only then backs off,
-    /// then `base`, `2 * base`, ... up to `cap`.
+    /// then `base`, `2 * base`, ... up to the cap.
     pub fn restart_delay(&self, restart: u32) -> Duration {
         match restart.checked_sub(1) {
             None => Duration::ZERO,
