@@ -76,7 +76,8 @@ pub trait ModuleSource: Send + Sync + 'static {
 /// How the pod manager behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodManagerConfig {
-    /// The first restart (and module retry) delay; it doubles up to 5 minutes.
+    /// The delay before the second restart of a crash streak (the first is immediate) and
+    /// before the first module retry; it doubles up to 5 minutes.
     pub restart_backoff_base: Duration,
     /// Where container logs are persisted (`<log_dir>/<pod uid>/<container>.log`), so
     /// that they survive an agent restart; `None` keeps them in memory only.
