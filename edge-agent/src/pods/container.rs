@@ -121,7 +121,7 @@ enum Ended {
     /// By itself (or killed for a failed probe).
     Exited(Exit),
     /// The agent ended it for a new image: its module, or why there is none.
-    Replaced(Result<Loaded, Event>),
+    Replaced(Box<Result<Loaded, Event>>),
 }
 
 impl Task<'_> {
@@ -186,7 +186,7 @@ impl Task<'_> {
                 next = self.next_module(wanted) => {
                     run.cancel();
                     running.await;
-                    Ended::Replaced(next)
+                    Ended::Replaced(Box::new(next))
                 }
             }
         };
@@ -215,7 +215,7 @@ impl Task<'_> {
                 };
                 let step = self.pod.record(self.index, replaced);
                 self.shared.runtime.unload_idle();
-                match next {
+                match *next {
                     Ok(new) => (Some(step), Some(new)),
                     Err(failure) => (Some(self.module_failed(failure)), None),
                 }
