@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use wasmfleet_tests::cluster::{container_status, phase};
-use wasmfleet_tests::{Cluster, ClusterOptions};
+use wasmfleet_tests::cluster::{CONVERGE, container_status, phase};
+use wasmfleet_tests::{Cluster, ClusterOptions, wait_for};
 
 const TWO_CONTAINERS: &str = "apiVersion: v1
 kind: Pod
@@ -114,4 +114,17 @@ fn a_new_image_restarts_only_that_container_and_status_names_it_once_it_runs() {
             assert_eq!(c2["imageID"], old_id, "{c2}");
         }
     }
+    // As the kubelet says it: the new module was pulled, and the container started on it.
+    wait_for("an event for the new module", CONVERGE, || {
+        let events = cluster.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=two",
+        ]);
+        match events.contains("Successfully pulled module exerciser:v2") {
+            true => Ok(()),
+            false => Err(events),
+        }
+    });
 }
