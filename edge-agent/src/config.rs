@@ -64,7 +64,8 @@ pub struct AgentConfig {
     pub system_reserved: ResourceAmounts,
     /// How many pods the node takes (its `pods` capacity; the kubelet's `--max-pods`).
     pub max_pods: u32,
-    /// The first delay before restarting a crashed container; doubles per restart.
+    /// The delay before the second restart of a crashed container (the first is immediate) and
+    /// before a module retry; doubles per restart.
     pub restart_backoff_base: Duration,
     /// How often the agent renews its lease.
     pub heartbeat_interval: Duration,
@@ -364,7 +365,7 @@ pub struct Cli {
     /// the default route when the broker is on this machine].
     #[arg(long, env = "WASMFLEET_NODE_IP")]
     pub node_ip: Option<std::net::IpAddr>,
-    /// The first container restart delay in milliseconds (for tests).
+    /// The back-off base in milliseconds: the delay before a second restart (for tests).
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub restart_backoff_base_ms: u64,
     /// The heartbeat interval in milliseconds (for tests).

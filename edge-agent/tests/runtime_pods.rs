@@ -848,3 +848,75 @@ async fn an_unwritable_log_dir_leaves_logs_in_memory_with_a_warning() {
     );
     node.stop().await;
 }
+
+/// Two long-running containers, `c1` and `c2`.
+fn two_sleepers(node: &Node) -> Vec<ContainerSpec> {
+    ["c1", "c2"]
+        .into_iter()
+        .map(|name| ContainerSpec {
+            name: name.into(),
+            ..node.container("exerciser", &["sleep", "600000"])
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_image_whose_module_cannot_be_had_ends_only_that_container_and_names_no_new_image() {
+    let node = Node::start(Duration::from_secs(60));
+    let containers = two_sleepers(&node);
+    node.manager.apply(vec![assignment(
+        "img",
+        RestartPolicy::Always,
+        containers.clone(),
+    )]);
+    let running = node.wait_for_phase("img", PodPhase::Running).await;
+    wait_for_live_instances(&node, 2).await;
+    let c1_before = running.containers[0].clone();
+
+    let mut changed = containers.clone();
+    changed[1].image = "exerciser:missing".into();
+    changed[1].module.digest = "00".repeat(32);
+    node.manager
+        .apply(vec![assignment("img", RestartPolicy::Always, changed)]);
+
+    let statuses = node
+        .wait_until("c2 to wait for its module", Duration::from_secs(10), |s| {
+            pod(s, "img").is_some_and(|p| {
+                matches!(&p.containers[1].state, ContainerState::Waiting { reason, .. } if reason == "ErrModulePull")
+            })
+        })
+        .await;
+    let status = pod(&statuses, "img").expect("pod");
+    assert_eq!(status.containers[0], c1_before, "c1 keeps its run");
+    let c2 = &status.containers[1];
+    assert_eq!(c2.restart_count, 0, "no run on the new image yet");
+    assert!(
+        matches!(
+            &c2.last_state,
+            Some(ContainerState::Terminated { exit_code: 137, .. })
+        ),
+        "{c2:?}"
+    );
+    wait_for_live_instances(&node, 1).await;
+    let (_, images) = node.manager.report();
+    let c2_image = &images[0].containers[1];
+    assert_eq!(
+        (c2_image.image.as_str(), c2_image.digest.as_str()),
+        ("exerciser:test", containers[1].module.digest.as_str()),
+        "status names the image of c2's last run, not one that never ran"
+    );
+
+    // Back to the old image: c2 runs again at once, without waiting out the back-off.
+    node.manager
+        .apply(vec![assignment("img", RestartPolicy::Always, containers)]);
+    let statuses = node
+        .wait_until("c2 to run again", Duration::from_secs(10), |s| {
+            pod(s, "img")
+                .is_some_and(|p| matches!(p.containers[1].state, ContainerState::Running { .. }))
+        })
+        .await;
+    let status = pod(&statuses, "img").expect("pod");
+    assert_eq!(status.containers[1].restart_count, 1);
+    assert_eq!(status.containers[0], c1_before, "c1 still keeps its run");
+    node.stop().await;
+}

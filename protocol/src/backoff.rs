@@ -1,5 +1,6 @@
 //! Capped exponential back-off: the one home of the rule, for the agent's and the server's
-//! reconnects to the broker and the server's controllers retrying a key.
+//! reconnects to the broker, the server's controllers retrying a key, and the agent's
+//! container restarts and module retries ([`BackoffPolicy::step`], without jitter).
 //!
 //! rumqttc reconnects on the very next `poll()` after an error, so without this a client
 //! whose broker is down would spin on connect attempts. Jitter spreads a fleet's reconnects
@@ -26,6 +27,15 @@ impl Default for BackoffPolicy {
     }
 }
 
+impl BackoffPolicy {
+    /// The delay of attempt `attempt` (0-based), without jitter: `base` doubled `attempt`
+    /// times, at most `max`.
+    pub fn step(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
 /// The attempt counter of one reconnect sequence.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -46,11 +56,7 @@ impl Backoff {
     /// delay is drawn from the upper half of the doubled step, `[d/2, d)`. A jitter of 1.0
     /// gives the full step (no jitter).
     pub fn next_delay(&mut self, jitter: f64) -> Duration {
-        let step = self
-            .policy
-            .base
-            .saturating_mul(1u32 << self.failures.min(20))
-            .min(self.policy.max);
+        let step = self.policy.step(self.failures);
         self.failures = self.failures.saturating_add(1);
         let jitter = jitter.clamp(0.0, 1.0);
         step.mul_f64(0.5 + jitter / 2.0)

@@ -15,7 +15,10 @@ schemas, taken from `apis__networking.k8s.io__v1_openapi.json` of Kubernetes 1.3
 `gateway_v1.json` (Gateway API kinds, which are CRDs upstream: written here, a described
 object per kind whose spec and status keep unknown fields, as a CRD without a full schema)
 and `rbac_v1.json` (the RBAC kinds, written here with wasmfleet's descriptions) and
-`coordination_v1.json` (Lease and LeaseSpec, as in `apis__coordination.k8s.io__v1_openapi.json`).
+`coordination_v1.json` (Lease and LeaseSpec, as in `apis__coordination.k8s.io__v1_openapi.json`)
+and `metrics_v1beta1.json` (NodeMetrics, PodMetrics and ContainerMetrics of metrics-server's
+`metrics.k8s.io/v1beta1`, written here with wasmfleet's descriptions; `window` inlined as a
+string).
 
 Usage: python3 server/openapi/trim.py DIR
 """
@@ -37,6 +40,7 @@ KINDS = {
     ("gateway.networking.k8s.io", "v1"): ["GatewayClass", "Gateway", "HTTPRoute"],
     ("rbac.authorization.k8s.io", "v1"): ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"],
     ("coordination.k8s.io", "v1"): ["Lease"],
+    ("metrics.k8s.io", "v1beta1"): ["NodeMetrics", "PodMetrics"],
 }
 DOCS = [
     "api__v1_openapi.json",
@@ -65,7 +69,7 @@ def main(src):
             schemas.update(json.load(f)["components"]["schemas"])
     for extra in [
         "policy_v1.json", "networking_v1.json", "gateway_v1.json", "core_v1_config.json",
-        "rbac_v1.json", "coordination_v1.json",
+        "rbac_v1.json", "coordination_v1.json", "metrics_v1beta1.json",
     ]:
         with open(os.path.join(os.path.dirname(__file__), extra)) as f:
             schemas.update(json.load(f))

@@ -63,6 +63,10 @@ pub struct Cli {
     /// The heartbeat interval in milliseconds, as the agent's.
     #[arg(long, default_value_t = 10_000)]
     pub heartbeat_interval_ms: u64,
+    /// Seconds between usage reports (`kubectl top`), as the agent's `--usage-interval`; a
+    /// node without pods reports every fourth interval.
+    #[arg(long, default_value_t = 15)]
+    pub usage_interval: u64,
 }
 
 /// Why the command line cannot run.
@@ -113,6 +117,8 @@ pub struct SimConfig {
     pub summary_interval: Duration,
     /// Between heartbeats.
     pub heartbeat_interval: Duration,
+    /// Between usage reports.
+    pub usage_interval: Duration,
 }
 
 impl Cli {
@@ -125,7 +131,10 @@ impl Cli {
         if self.connect_rate == 0 {
             return Err(invalid("connect-rate", "at least 1 per second".into()));
         }
-        if self.heartbeat_interval_ms == 0 || self.summary_interval_secs == 0 {
+        if self.heartbeat_interval_ms == 0
+            || self.summary_interval_secs == 0
+            || self.usage_interval == 0
+        {
             return Err(invalid("*-interval*", "must not be zero".into()));
         }
         validate_node_name(&node_name(&self.name_prefix, self.agents))
@@ -163,6 +172,7 @@ impl Cli {
             labels,
             summary_interval: Duration::from_secs(self.summary_interval_secs),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            usage_interval: Duration::from_secs(self.usage_interval),
         })
     }
 

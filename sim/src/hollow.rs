@@ -100,6 +100,12 @@ impl HollowAgent {
             stopping.clone(),
         ));
         let pods = HollowPods::new(node, tally);
+        tracker.spawn(crate::usage::send(
+            pods.clone(),
+            uplink.clone(),
+            config.usage_interval,
+            stopping.clone(),
+        ));
         let sync = PodSync::start(inbox, pods, state, uplink, None, &tracker);
         Ok(HollowAgent {
             link,
@@ -183,6 +189,17 @@ impl HollowPods {
                 synced: Mutex::new(false),
             }),
         }
+    }
+
+    /// Every pod's uid and container names (all of them run, as far as anyone can tell).
+    pub fn containers(&self) -> Vec<(String, Vec<String>)> {
+        self.pods()
+            .iter()
+            .map(|(uid, pod)| {
+                let names = pod.assignment.containers.iter().map(|c| c.name.clone());
+                (uid.clone(), names.collect())
+            })
+            .collect()
     }
 
     fn pods(&self) -> MutexGuard<'_, BTreeMap<String, HollowPod>> {

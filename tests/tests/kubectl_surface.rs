@@ -2,8 +2,7 @@
 //! run` (its defaulted fields accepted) then `logs` (with `--timestamps`, `--since`,
 //! `--since-time` and `--previous`), `auth can-i` / `whoami`, the clear refusals of `exec`, `cp`,
 //! `attach`, `port-forward` and `debug`, `describe node` with its Lease, `get --raw /readyz` and
-//! `/metrics`, and paged lists
-//! (`--chunk-size`).
+//! `/metrics`, paged lists (`--chunk-size`), and `explain` of the metrics kinds `top` reads.
 
 use wasmfleet_tests::cluster::phase;
 use wasmfleet_tests::{Cluster, ClusterOptions};
@@ -149,4 +148,34 @@ fn kubectl_run_logs_auth_and_the_refusals_users_see() {
     assert_eq!(paged.stdout, "pod/h\npod/s\npod/w\n");
     let continued = paged.stderr.matches("continue=").count();
     assert_eq!(continued, 2, "{}", paged.stderr);
+}
+
+#[test]
+fn kubectl_explain_describes_the_metrics_kinds() {
+    let cluster = Cluster::start(ClusterOptions::default());
+
+    let pods = cluster.kubectl_ok(&["explain", "podmetrics"]);
+    assert!(
+        pods.starts_with(
+            "GROUP:      metrics.k8s.io\nKIND:       PodMetrics\nVERSION:    v1beta1\n"
+        ),
+        "{pods}"
+    );
+    assert!(
+        pods.contains("PodMetrics sets resource usage metrics of a pod"),
+        "{pods}"
+    );
+    assert!(pods.contains("containers\t<[]ContainerMetrics>"), "{pods}");
+    let usage = cluster.kubectl_ok(&["explain", "podmetrics.containers.usage"]);
+    assert!(
+        usage.contains("FIELD: usage <map[string]Quantity>"),
+        "{usage}"
+    );
+    assert!(usage.contains("linear memory"), "{usage}");
+
+    let nodes = cluster.kubectl_ok(&["explain", "nodemetrics"]);
+    assert!(nodes.contains("KIND:       NodeMetrics\n"), "{nodes}");
+    assert!(nodes.contains("window\t<string>"), "{nodes}");
+    let refused = kubectl_fails(&cluster, &["explain", "podmetrics.nothere"]);
+    assert!(refused.contains("nothere"), "{refused}");
 }

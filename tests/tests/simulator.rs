@@ -1,7 +1,8 @@
 //! The fleet simulator (issue 13): `wasmfleet-sim` runs hollow agents (the agent's own link
 //! and pod sync over pods that run nothing) against a real server and broker. Their Nodes
 //! become Ready, a Deployment spread over them is reported Running, `kubectl logs` reaches
-//! a hollow pod, and stopping the simulator prints its report and takes the nodes offline.
+//! a hollow pod, `kubectl top` shows what the hollow nodes report (every second here), and
+//! stopping the simulator prints its report and takes the nodes offline.
 
 use std::collections::BTreeSet;
 
@@ -73,7 +74,11 @@ fn hollow_agents_join_run_a_spread_deployment_answer_logs_and_leave_on_sigint() 
     let pushed = cluster.cli(&["push", &module.display().to_string(), "hollow:v1"]);
     assert!(pushed.success, "{}{}", pushed.stdout, pushed.stderr);
 
-    let sim = cluster.start_simulator(AGENTS, PREFIX, &["--summary-interval-secs", "1"]);
+    let sim = cluster.start_simulator(
+        AGENTS,
+        PREFIX,
+        &["--summary-interval-secs", "1", "--usage-interval", "1"],
+    );
     wait_nodes(&cluster, "True");
 
     let applied = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&deployment(REPLICAS)));
@@ -99,6 +104,29 @@ fn hollow_agents_join_run_a_spread_deployment_answer_logs_and_leave_on_sigint() 
         logs.contains("hollow container app of pod default/"),
         "a hollow pod answers logs: {logs}"
     );
+
+    // Hollow containers report 1m and 1Mi each; their nodes 20m and 32Mi more.
+    wait_for("kubectl top pod for every replica", CONVERGE, || {
+        let out = cluster.kubectl(&["top", "pod", "-l", "app=fleet", "--no-headers"]);
+        let rows: Vec<Vec<&str>> = out
+            .stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let all = rows.len() == REPLICAS && rows.iter().all(|r| r[1..] == ["1m", "1Mi"]);
+        all.then_some(())
+            .ok_or(format!("{}{}", out.stdout, out.stderr))
+    });
+    let node = pods[0]["spec"]["nodeName"].as_str().expect("a node name");
+    let out = cluster.kubectl_ok(&["top", "node", node, "--no-headers"]);
+    let columns: Vec<&str> = out.split_whitespace().collect();
+    let replicas_there = pods
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == node)
+        .count();
+    assert_eq!(columns[0], node, "{out}");
+    assert_eq!(columns[1], format!("{}m", 20 + replicas_there), "{out}");
+    assert_eq!(columns[3], format!("{}Mi", 32 + replicas_there), "{out}");
 
     sim.signal("INT");
     let report = wait_for("the final report", CONVERGE, || {

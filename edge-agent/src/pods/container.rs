@@ -2,6 +2,12 @@
 //! decisions (restart after a back-off, retry a failed fetch, or stop) until it is done
 //! or its pod is stopped.
 //!
+//! When its image changes ([`Pod::update_images`]) while it runs, the new module is
+//! fetched and loaded while the current run goes on; then the run is ended and the
+//! container restarts on the new module at once (a module that cannot be had is the
+//! usual module failure, retried with back-off). A change while it waits ends the wait.
+//! Status names the new image only from the new run's start.
+//!
 //! A stop (pod removed, agent shutting down) ends the task without recording anything:
 //! a removed pod has no status any more, and on shutdown the last recorded status is what
 //! a restarted agent should continue from.
@@ -9,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::network::Protocol;
 use wasmfleet_protocol::pod::{ContainerSpec, ProbeKind};
@@ -30,6 +37,9 @@ pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
     let Some(logs) = pod.logs.get(index) else {
         return;
     };
+    let Some(mut wanted) = pod.wanted(index) else {
+        return;
+    };
     let mut task = Task {
         pod: &pod,
         index,
@@ -44,29 +54,38 @@ pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
         logs,
         shared: &shared,
     };
-    let mut program: Option<Program> = None;
+    let mut program: Option<Loaded> = None;
     loop {
-        let step = match &program {
-            None => match until_stopped(&pod.stop, load(&shared, spec, &pod)).await {
-                None => None,
-                Some(Ok(loaded)) => match mounts(&shared, &pod, spec) {
-                    Ok(preopens) => {
-                        task.run_spec.preopens = preopens;
+        if program.as_ref().is_some_and(|p| p.spec != *wanted.borrow()) {
+            // The image changed while it waited (or ran out by itself as the new module
+            // was loading): the new image's module is the one to run.
+            program = None;
+        }
+        let step = match program.take() {
+            None => {
+                let module = wanted.borrow_and_update().clone();
+                match until_stopped(&pod.stop, task.load(module)).await {
+                    None => None,
+                    Some(Ok(loaded)) => {
                         program = Some(loaded);
                         continue;
                     }
-                    Err(failure) => Some(task.module_failed(failure)),
-                },
-                Some(Err(failure)) => Some(task.module_failed(failure)),
-            },
-            Some(program) => task.run_once(program).await,
+                    Some(Err(failure)) => Some(task.module_failed(failure)),
+                }
+            }
+            Some(loaded) => {
+                let (step, next) = task.run_once(loaded, &mut wanted).await;
+                program = next;
+                step
+            }
         };
         let proceed = match step {
             None | Some(Next::Done) => false,
             Some(Next::Continue) => true,
-            Some(Next::RetryAfter(delay)) => until_stopped(&pod.stop, tokio::time::sleep(delay))
-                .await
-                .is_some(),
+            Some(Next::RetryAfter(delay)) => {
+                let wait = tokio::time::timeout(delay, wanted.changed());
+                until_stopped(&pod.stop, wait).await.is_some()
+            }
         };
         if !proceed {
             break;
@@ -76,6 +95,15 @@ pub async fn run(pod: Arc<Pod>, index: usize, shared: Arc<Shared>) {
     // This container no longer holds its program; unload what went idle past the budget.
     drop(program);
     shared.runtime.unload_idle();
+}
+
+/// A container's module, loaded and ready to run.
+struct Loaded {
+    program: Program,
+    /// The spec it was loaded for (its image).
+    spec: ContainerSpec,
+    /// The container's volume mounts.
+    preopens: Vec<Preopen>,
 }
 
 /// One container's fixed context.
@@ -88,7 +116,40 @@ struct Task<'a> {
     shared: &'a Arc<Shared>,
 }
 
+/// How a run ended.
+enum Ended {
+    /// By itself (or killed for a failed probe).
+    Exited(Exit),
+    /// The agent ended it for a new image: its module, or why there is none.
+    Replaced(Box<Result<Loaded, Event>>),
+}
+
 impl Task<'_> {
+    /// Fetches and loads `spec`'s module and prepares the container's mounts.
+    async fn load(&self, spec: ContainerSpec) -> Result<Loaded, Event> {
+        let program = load(self.shared, &spec, self.pod).await?;
+        let preopens = mounts(self.shared, self.pod, self.spec)?;
+        Ok(Loaded {
+            program,
+            spec,
+            preopens,
+        })
+    }
+
+    /// Waits until the container's image changes, then loads the new module.
+    async fn next_module(
+        &self,
+        wanted: &mut watch::Receiver<ContainerSpec>,
+    ) -> Result<Loaded, Event> {
+        if wanted.changed().await.is_err() {
+            // The pod is gone: nothing will change any more.
+            std::future::pending::<()>().await;
+        }
+        let spec = wanted.borrow_and_update().clone();
+        tracing::info!(uid = self.pod.uid(), container = %self.spec.name, image = %spec.image, "image changed; loading the new module");
+        self.load(spec).await
+    }
+
     /// Records a fetch or load failure.
     fn module_failed(&self, failure: Event) -> Next {
         tracing::warn!(uid = self.pod.uid(), container = %self.spec.name, ?failure, "module not available");
@@ -96,33 +157,70 @@ impl Task<'_> {
     }
 
     /// Runs the container once, with its probes, and records how it went; `None` when it
-    /// was stopped.
-    async fn run_once(&self, program: &Program) -> Option<Next> {
+    /// was stopped. A new image ends the run once its module is loaded. Returns what the
+    /// container runs next time, if it is loaded.
+    async fn run_once(
+        &mut self,
+        loaded: Loaded,
+        wanted: &mut watch::Receiver<ContainerSpec>,
+    ) -> (Option<Next>, Option<Loaded>) {
+        self.run_spec.preopens.clone_from(&loaded.preopens);
+        self.pod.set_running(self.index, &loaded.spec);
         let started = Event::Started {
             at_unix_ms: now_unix_ms(),
         };
         self.pod.record(self.index, started);
-        tracing::info!(uid = self.pod.uid(), container = %self.spec.name, "container started");
-        // Ends this run only: the pod's stop, or a failed liveness or startup verdict.
+        tracing::info!(uid = self.pod.uid(), container = %self.spec.name, image = %loaded.spec.image, "container started");
+        // Ends this run only: the pod's stop, a failed liveness or startup verdict, a new image.
         let run = self.pod.stop.child_token();
         let probes = prober::start(self.pod, self.index, &run, self.shared);
         self.logs.begin_run();
-        let exit = self
-            .shared
-            .runtime
-            .run(program, &self.run_spec, self.logs, &run)
-            .await;
+        let ended = {
+            let running = self
+                .shared
+                .runtime
+                .run(&loaded.program, &self.run_spec, self.logs, &run);
+            tokio::pin!(running);
+            tokio::select! {
+                exit = &mut running => Ended::Exited(exit),
+                next = self.next_module(wanted) => {
+                    run.cancel();
+                    running.await;
+                    Ended::Replaced(Box::new(next))
+                }
+            }
+        };
         self.logs.end_run();
         run.cancel();
         if self.pod.stop.is_cancelled() {
-            return None;
+            return (None, None);
         }
-        let event = match probes.and_then(|p| p.killed_by()) {
-            Some(kind) => killed_by_probe(&self.spec.name, kind),
-            None => exited(exit),
-        };
-        tracing::info!(uid = self.pod.uid(), container = %self.spec.name, ?event, "container exited");
-        Some(self.pod.record(self.index, event))
+        match ended {
+            Ended::Exited(exit) => {
+                let event = match probes.and_then(|p| p.killed_by()) {
+                    Some(kind) => killed_by_probe(&self.spec.name, kind),
+                    None => exited(exit),
+                };
+                tracing::info!(uid = self.pod.uid(), container = %self.spec.name, ?event, "container exited");
+                (Some(self.pod.record(self.index, event)), Some(loaded))
+            }
+            Ended::Replaced(next) => {
+                drop(loaded);
+                let replaced = Event::Replaced {
+                    message: format!(
+                        "Container {} definition changed, restarted on its new image",
+                        self.spec.name
+                    ),
+                    at_unix_ms: now_unix_ms(),
+                };
+                let step = self.pod.record(self.index, replaced);
+                self.shared.runtime.unload_idle();
+                match *next {
+                    Ok(new) => (Some(step), Some(new)),
+                    Err(failure) => (Some(self.module_failed(failure)), None),
+                }
+            }
+        }
     }
 }
 

@@ -1,13 +1,16 @@
 //! One container's lifecycle and its pod's phase, as pure data and functions (no I/O).
 //!
 //! A container starts `Waiting(ContainerCreating)`, runs, and terminates. The restart
-//! policy decides whether it runs again; restarts wait a Kubernetes-style exponential
-//! back-off (`Waiting(CrashLoopBackOff)`), and module failures wait the same way
-//! (`Waiting(ErrModulePull)` / `Waiting(CreateContainerError)`). The pod phase is derived
+//! policy decides whether it runs again; as in the kubelet, the first restart of a crash
+//! streak is immediate and later ones wait an exponential back-off
+//! (`Waiting(CrashLoopBackOff)`, [`Backoff`]); module failures wait the back-off too
+//! (`Waiting(ErrModulePull)` / `Waiting(CreateContainerError)`). A run ended because the
+//! container's image changed ([`Event::Replaced`]) restarts at once, whatever the policy. The pod phase is derived
 //! from its containers exactly as the kubelet's `getPhase` does it.
 
 use std::time::Duration;
 
+use wasmfleet_protocol::backoff::BackoffPolicy;
 use wasmfleet_protocol::pod::{ContainerState, ContainerStatus, PodPhase, RestartPolicy};
 
 /// Why a container is waiting.
@@ -142,6 +145,15 @@ pub enum Event {
         /// When, Unix ms.
         at_unix_ms: u64,
     },
+    /// The agent ended the run because the container's image changed; it starts again at
+    /// once on the new module, whatever the restart policy (as the kubelet does when a
+    /// container's spec changes).
+    Replaced {
+        /// Why, for the run's termination message.
+        message: String,
+        /// When, Unix ms.
+        at_unix_ms: u64,
+    },
 }
 
 /// What the container's task does after an event.
@@ -155,14 +167,13 @@ pub enum Next {
     Done,
 }
 
-/// Kubernetes' restart back-off: `base` doubling up to `cap`, forgotten after a run of
-/// `reset_after`.
+/// The kubelet's back-off of a container: [`BackoffPolicy`] steps from `base` doubling up
+/// to 5 minutes, forgotten after a run of 10 minutes. A crash streak's first restart does not
+/// wait ([`Backoff::restart_delay`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    /// The first delay.
-    pub base: Duration,
-    /// The longest delay.
-    pub cap: Duration,
+    /// The first delay and the longest.
+    pub policy: BackoffPolicy,
     /// A run at least this long resets the back-off.
     pub reset_after: Duration,
 }
@@ -171,16 +182,27 @@ impl Backoff {
     /// The kubelet's schedule (5 min cap, reset after 10 min) with the given base.
     pub fn with_base(base: Duration) -> Self {
         Self {
-            base,
-            cap: Duration::from_secs(300),
+            policy: BackoffPolicy {
+                base,
+                max: Duration::from_secs(300),
+            },
             reset_after: Duration::from_secs(600),
         }
     }
 
-    /// The delay before retry number `attempt` (0-based).
+    /// The delay before retry number `attempt` (0-based) of a module that failed.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
+        self.policy.step(attempt)
+    }
+
+    /// The delay before restart number `restart` (0-based) of a crash streak: none for the
+    /// first, as the kubelet restarts a crashed container at once and only then backs off,
+    /// then `base`, `2 * base`, ... up to the cap.
+    pub fn restart_delay(&self, restart: u32) -> Duration {
+        match restart.checked_sub(1) {
+            None => Duration::ZERO,
+            Some(attempt) => self.delay(attempt),
+        }
     }
 }
 
@@ -290,6 +312,10 @@ impl Lifecycle {
                 message,
                 at_unix_ms,
             } => self.exited(exit_code, reason, message, at_unix_ms, policy, backoff),
+            Event::Replaced {
+                message,
+                at_unix_ms,
+            } => self.replaced(message, at_unix_ms),
         }
     }
 
@@ -351,14 +377,36 @@ impl Lifecycle {
             self.state = State::Terminated(termination);
             return Next::Done;
         }
-        let delay = backoff.delay(self.crash_streak);
+        let delay = backoff.restart_delay(self.crash_streak);
         self.crash_streak += 1;
         self.last_termination = Some(termination);
-        self.state = State::Waiting {
-            reason: WaitingReason::CrashLoopBackOff,
-            message: format!("back-off {} restarting the container", human(delay)),
+        self.state = if delay.is_zero() {
+            creating()
+        } else {
+            State::Waiting {
+                reason: WaitingReason::CrashLoopBackOff,
+                message: format!("back-off {} restarting the container", human(delay)),
+            }
         };
         Next::RetryAfter(delay)
+    }
+
+    fn replaced(&mut self, message: String, at_unix_ms: u64) -> Next {
+        let started_unix_ms = match self.state {
+            State::Running { started_unix_ms } => started_unix_ms,
+            _ => at_unix_ms,
+        };
+        self.last_termination = Some(Termination {
+            exit_code: crate::runtime::KILLED_EXIT_CODE,
+            reason: TerminationReason::Error,
+            message,
+            started_unix_ms,
+            finished_unix_ms: at_unix_ms,
+        });
+        // A new spec is a new back-off, as the kubelet keys it by the container's spec.
+        self.crash_streak = 0;
+        self.state = creating();
+        Next::Continue
     }
 
     /// Rebuilds a lifecycle from a status persisted by an earlier agent process.
@@ -404,22 +452,7 @@ impl Lifecycle {
             });
         }
         if !self.is_done() {
-            self.state = State::Waiting {
-                reason: WaitingReason::ContainerCreating,
-                message: String::new(),
-            };
-        }
-    }
-
-    /// Gives the run [`Self::resume`] just ended a reason other than an agent restart: the
-    /// agent stopped it on purpose (a kill, 137) because of `why`.
-    pub fn explain_restart(&mut self, why: &str) {
-        if let Some(ended) = &mut self.last_termination
-            && ended.reason == TerminationReason::Unknown
-        {
-            ended.exit_code = crate::runtime::KILLED_EXIT_CODE;
-            ended.reason = TerminationReason::Error;
-            ended.message = why.to_owned();
+            self.state = creating();
         }
     }
 
@@ -435,6 +468,14 @@ impl Lifecycle {
                 .map(|t| wire_state(&State::Terminated(t.clone()))),
             ready: matches!(self.state, State::Running { .. }) && self.probe_ready != Some(false),
         }
+    }
+}
+
+/// Waiting for its module (or to start again at once).
+fn creating() -> State {
+    State::Waiting {
+        reason: WaitingReason::ContainerCreating,
+        message: String::new(),
     }
 }
 
@@ -666,13 +707,17 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_under_on_failure_backs_off_then_restarts() {
+    fn a_first_failure_under_on_failure_restarts_at_once_then_backs_off() {
         let (mut c, next) = run_once(RestartPolicy::OnFailure, 3);
-        assert_eq!(next, Next::RetryAfter(Duration::from_secs(10)));
-        assert!(matches!(
-            &c.state,
-            State::Waiting { reason: WaitingReason::CrashLoopBackOff, message } if message.contains("10s")
-        ));
+        assert_eq!(next, Next::RetryAfter(Duration::ZERO));
+        assert_eq!(
+            c.status("main").state,
+            ContainerState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: String::new()
+            },
+            "no CrashLoopBackOff before the first restart"
+        );
         assert_eq!(c.last_termination.as_ref().map(|t| t.exit_code), Some(3));
         c.apply(started(300), RestartPolicy::OnFailure, &backoff());
         assert_eq!(c.restart_count, 1);
@@ -682,6 +727,13 @@ mod tests {
                 .map(|s| matches!(s, ContainerState::Terminated { exit_code: 3, .. })),
             Some(true)
         );
+        let next = c.apply(exited(4, 400), RestartPolicy::OnFailure, &backoff());
+        assert_eq!(next, Next::RetryAfter(Duration::from_secs(10)));
+        assert!(matches!(
+            &c.state,
+            State::Waiting { reason: WaitingReason::CrashLoopBackOff, message } if message.contains("10s")
+        ));
+        assert_eq!(c.restart_count, 1, "not restarted yet");
     }
 
     #[test]
@@ -693,12 +745,12 @@ mod tests {
     #[test]
     fn a_success_under_always_is_restarted() {
         let (c, next) = run_once(RestartPolicy::Always, 0);
-        assert_eq!(next, Next::RetryAfter(Duration::from_secs(10)));
+        assert_eq!(next, Next::RetryAfter(Duration::ZERO));
         assert!(!c.is_done());
     }
 
     #[test]
-    fn repeated_quick_crashes_double_the_back_off_up_to_five_minutes() {
+    fn repeated_quick_crashes_restart_at_once_then_double_the_back_off_up_to_five_minutes() {
         let mut c = Lifecycle::new();
         let mut delays = Vec::new();
         for i in 0..8 {
@@ -708,7 +760,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300]);
         assert_eq!(c.restart_count, 7);
     }
 
@@ -722,6 +774,17 @@ mod tests {
         c.apply(started(1_000), RestartPolicy::Always, &backoff());
         let next = c.apply(
             exited(1, 1_000 + 10 * MINUTE),
+            RestartPolicy::Always,
+            &backoff(),
+        );
+        assert_eq!(next, Next::RetryAfter(Duration::ZERO), "restarted at once");
+        c.apply(
+            started(2_000 + 10 * MINUTE),
+            RestartPolicy::Always,
+            &backoff(),
+        );
+        let next = c.apply(
+            exited(1, 2_001 + 10 * MINUTE),
             RestartPolicy::Always,
             &backoff(),
         );
@@ -810,19 +873,54 @@ mod tests {
     }
 
     #[test]
-    fn a_container_restarted_for_a_new_image_shows_its_last_run_killed() {
+    fn a_run_replaced_for_a_new_image_restarts_at_once_whatever_the_policy() {
         let mut c = Lifecycle::new();
-        c.apply(started(100), RestartPolicy::Always, &backoff());
-        let mut replaced = Lifecycle::restore(&c.status("main"));
-        replaced.resume(500);
-        replaced.explain_restart("image changed");
-        let last = replaced.last_termination.clone().expect("last state");
+        c.apply(started(100), RestartPolicy::Never, &backoff());
+        let next = c.apply(
+            Event::Replaced {
+                message: "image changed".into(),
+                at_unix_ms: 500,
+            },
+            RestartPolicy::Never,
+            &backoff(),
+        );
+        assert_eq!(next, Next::Continue);
+        assert_eq!(c.state, creating());
+        let last = c.last_termination.clone().expect("last state");
         assert_eq!(
             (last.reason, last.exit_code, last.message.as_str()),
             (TerminationReason::Error, 137, "image changed")
         );
-        replaced.apply(started(600), RestartPolicy::Always, &backoff());
-        assert_eq!(replaced.restart_count, 1);
+        assert_eq!((last.started_unix_ms, last.finished_unix_ms), (100, 500));
+        c.apply(started(600), RestartPolicy::Never, &backoff());
+        assert_eq!(c.restart_count, 1);
+    }
+
+    #[test]
+    fn a_replaced_run_starts_a_new_back_off() {
+        let mut c = Lifecycle::new();
+        for i in 0..4 {
+            c.apply(started(i), RestartPolicy::Always, &backoff());
+            c.apply(exited(1, i + 1), RestartPolicy::Always, &backoff());
+        }
+        c.apply(started(10), RestartPolicy::Always, &backoff());
+        let replaced = Event::Replaced {
+            message: String::new(),
+            at_unix_ms: 11,
+        };
+        c.apply(replaced, RestartPolicy::Always, &backoff());
+        c.apply(started(12), RestartPolicy::Always, &backoff());
+        let next = c.apply(exited(1, 13), RestartPolicy::Always, &backoff());
+        assert_eq!(next, Next::RetryAfter(Duration::ZERO));
+    }
+
+    #[test]
+    fn the_first_restart_does_not_wait_and_later_ones_double() {
+        let delays: Vec<u64> = (0..5)
+            .map(|n| backoff().restart_delay(n).as_secs())
+            .collect();
+        assert_eq!(delays, [0, 10, 20, 40, 80]);
+        assert_eq!(backoff().restart_delay(u32::MAX), Duration::from_secs(300));
     }
 
     #[test]

@@ -48,22 +48,10 @@ pub struct Shared {
     pub host_paths: super::host_paths::HostPathPolicy,
 }
 
-/// Whether `new`, the same pod as `old`, runs other modules: a container's image or module
-/// digest changed (the only container fields a pod update may change).
-fn images_changed(old: &PodAssignment, new: &PodAssignment) -> bool {
-    let modules = |p: &PodAssignment| -> Vec<(String, String, String)> {
-        p.containers
-            .iter()
-            .map(|c| (c.name.clone(), c.image.clone(), c.module.digest.clone()))
-            .collect()
-    };
-    modules(old) != modules(new)
-}
-
 /// Runs this node's pods. Cheap to clone; all clones manage the same pods.
 ///
 /// A uid names one pod for its whole life, so [`PodManager::apply`] starts new uids, stops
-/// missing ones and restarts the containers of a pod whose images changed. On shutdown (the token given to
+/// missing ones and restarts only the containers whose image changed ([`super::update`]). On shutdown (the token given to
 /// [`PodManager::new`] is cancelled) every container stops and statuses are left as they
 /// were, so that a restarted agent continues from them via [`PodManager::restore`].
 #[derive(Clone)]
@@ -209,26 +197,22 @@ impl PodManager {
             }
         }
         for assignment in desired {
-            let mut restored = state.restored.remove(&assignment.uid);
-            let mut replacing = false;
+            let restored = state.restored.remove(&assignment.uid);
             if let Some(running) = state.pods.get(&assignment.uid) {
-                if !images_changed(&running.assignment, &assignment) {
-                    // New files of its volumes (a ConfigMap changed) reach the running
-                    // containers; their env stays as it was.
-                    if running.assignment.config != assignment.config {
-                        self.sync_volumes(&assignment);
-                    }
-                    continue;
+                // New files of its volumes (a ConfigMap changed) reach the running
+                // containers; their env stays as it was.
+                if running.assignment.config != assignment.config {
+                    self.sync_volumes(&assignment);
                 }
-                // A new image restarts the pod's containers on it, continuing its status.
-                tracing::info!(uid = %assignment.uid, name = %assignment.name, "image changed; restarting the pod's containers");
-                running.stop.cancel();
-                running.finish_logs();
-                restored = Some(running.status());
-                replacing = true;
+                let restarted = running.update_images(&assignment);
+                if !restarted.is_empty() {
+                    tracing::info!(uid = %assignment.uid, name = %assignment.name, containers = ?restarted, "image changed; restarting those containers on the new one");
+                    changed = true;
+                }
+                continue;
             }
             self.sync_volumes(&assignment);
-            let mut pod = Pod::new(
+            let pod = Pod::new(
                 assignment,
                 restored.as_ref(),
                 self.inner.shared.log_dir.as_deref(),
@@ -238,9 +222,6 @@ impl PodManager {
                 self.inner.changes.clone(),
             )
             .with_network(&self.inner.shared.services);
-            if replacing {
-                pod.explain_restarts("the container's image changed; restarted on the new one");
-            }
             let pod = Arc::new(pod);
             state.pods.insert(pod.uid().to_string(), pod.clone());
             let manager = self.clone();
@@ -318,8 +299,7 @@ impl PodManager {
         self.state()
             .pods
             .values()
-            .flat_map(|pod| pod.assignment.containers.iter())
-            .map(|container| container.module.digest.clone())
+            .flat_map(|pod| pod.module_digests())
             .collect()
     }
 

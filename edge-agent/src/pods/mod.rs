@@ -8,6 +8,7 @@
 //! - `lifecycle`: pure container lifecycle, back-off and pod phase;
 //! - `manager`: the handle, apply/restore/statuses/logs;
 //! - `pod`: one pod's shared record and its supervisor task;
+//! - `update`: which containers a pod's new assignment restarts (pure);
 //! - `container`: one container's task (fetch, load, run, restart);
 //! - `probing`: what a container's probes decide (pure); `prober`: running them;
 //! - `events`: probe events queued for the link;
@@ -30,6 +31,7 @@ mod manager;
 mod pod;
 mod prober;
 pub mod volume_limits;
+mod update;
 pub mod volumes;
 
 use std::future::Future;
@@ -79,7 +81,8 @@ pub trait ModuleSource: Send + Sync + 'static {
 /// How the pod manager behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodManagerConfig {
-    /// The first restart (and module retry) delay; it doubles up to 5 minutes.
+    /// The delay before the second restart of a crash streak (the first is immediate) and
+    /// before the first module retry; it doubles up to 5 minutes.
     pub restart_backoff_base: Duration,
     /// Where container logs are persisted (`<log_dir>/<pod uid>/<container>.log`), so
     /// that they survive an agent restart; `None` keeps them in memory only.

@@ -8,14 +8,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasmfleet_protocol::pod::{
-    ContainerRef, ContainerState, PodAssignment, PodImages, PodPhase, PodReason, PodStatus,
-    RunningImage,
+    ContainerRef, ContainerSpec, ContainerState, PodAssignment, PodImages, PodPhase, PodReason,
+    PodStatus, RunningImage,
 };
 
 use super::container;
 use super::lifecycle::{Backoff, Event, Lifecycle, Next, pod_phase};
 use super::logfiles;
 use super::manager::Shared;
+use super::update::restarted_containers;
 use crate::net::{PodNet, ServiceDirectory};
 use crate::runtime::{LogBuffer, UsageMeter};
 use crate::usage::{ContainerSample, PodSample};
@@ -26,7 +27,8 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything the agent knows about one pod, shared by its tasks and the manager.
 pub struct Pod {
-    /// The assignment it was created from (immutable: same uid, same pod).
+    /// The assignment it was created from (same uid, same pod). Of its containers only the
+    /// image may change later: each container's current one is in `wanted`.
     pub assignment: PodAssignment,
     /// When this agent accepted it, Unix ms.
     pub start_unix_ms: u64,
@@ -42,6 +44,11 @@ pub struct Pod {
     // Where the logs are persisted, if anywhere.
     log_dir: Option<PathBuf>,
     lifecycles: Mutex<Vec<Lifecycle>>,
+    // Each container's spec as last assigned, in spec order; its task moves to a new image.
+    wanted: Vec<watch::Sender<ContainerSpec>>,
+    // The image each container's current or last run runs (the assigned one before its
+    // first run), in spec order: what status reports.
+    running: Mutex<Vec<RunningImage>>,
     // Restored in a final phase: nothing runs, the status is kept as it was.
     finished: bool,
     // That phase (an evicted pod that restarts `Always` is Failed, not what its
@@ -107,9 +114,17 @@ impl Pod {
             .iter()
             .map(|_| UsageMeter::default())
             .collect();
+        let wanted = assignment
+            .containers
+            .iter()
+            .map(|spec| watch::Sender::new(spec.clone()))
+            .collect();
+        let running = assignment.containers.iter().map(running_image).collect();
         Self {
             net: None,
             usage,
+            wanted,
+            running: Mutex::new(running),
             start_unix_ms: restored
                 .and_then(|s| s.start_unix_ms)
                 .unwrap_or(now_unix_ms),
@@ -137,14 +152,42 @@ impl Pod {
         self.ended.store(true, Ordering::Release);
     }
 
-    /// Says why containers continued from an earlier status run again (instead of "the
-    /// agent restarted"): `why` becomes their last termination's message.
-    pub fn explain_restarts(&mut self, why: &str) {
-        let lifecycles = self
-            .lifecycles
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        lifecycles.iter_mut().for_each(|l| l.explain_restart(why));
+    /// Takes the images of `assigned`, a new assignment of this pod: each container whose
+    /// image changed is told to restart on its new module (a finished one keeps its end).
+    /// Returns their names.
+    pub fn update_images(&self, assigned: &PodAssignment) -> Vec<String> {
+        let wanted: Vec<ContainerSpec> = self.wanted.iter().map(|w| w.borrow().clone()).collect();
+        restarted_containers(&wanted, &assigned.containers)
+            .into_iter()
+            .filter_map(|(index, spec)| {
+                self.wanted.get(index)?.send_replace(spec.clone());
+                Some(spec.name.clone())
+            })
+            .collect()
+    }
+
+    /// Container `index`'s spec as last assigned; it changes when its image does.
+    pub fn wanted(&self, index: usize) -> Option<watch::Receiver<ContainerSpec>> {
+        self.wanted.get(index).map(watch::Sender::subscribe)
+    }
+
+    /// Records that container `index` now runs `spec`'s module (call before its start is
+    /// recorded, so that no status names a run with the image of another).
+    pub fn set_running(&self, index: usize, spec: &ContainerSpec) {
+        if let Some(image) = self.running_images().get_mut(index) {
+            *image = running_image(spec);
+        }
+    }
+
+    /// The digests of the modules its containers run or are assigned.
+    pub fn module_digests(&self) -> Vec<String> {
+        let running = self
+            .running_images()
+            .iter()
+            .map(|i| i.digest.clone())
+            .collect::<Vec<_>>();
+        let wanted = self.wanted.iter().map(|w| w.borrow().module.digest.clone());
+        running.into_iter().chain(wanted).collect()
     }
 
     /// The pod with its network (if the server sent one), routing Services by `services`.
@@ -286,20 +329,12 @@ impl Pod {
         }
     }
 
-    /// The images its containers run: the assignment's (a new image replaces the pod).
+    /// The images its containers run: each one's current or last run's (the assigned one
+    /// before its first run), so a new image is named only once a run on it has started.
     pub fn images(&self) -> PodImages {
         PodImages {
             uid: self.assignment.uid.clone(),
-            containers: self
-                .assignment
-                .containers
-                .iter()
-                .map(|c| RunningImage {
-                    name: c.name.clone(),
-                    image: c.image.clone(),
-                    digest: c.module.digest.clone(),
-                })
-                .collect(),
+            containers: self.running_images().clone(),
         }
     }
 
@@ -337,12 +372,27 @@ impl Pod {
         self.logs.get(index)
     }
 
+    fn running_images(&self) -> MutexGuard<'_, Vec<RunningImage>> {
+        // Only ever changed by single assignments.
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn lifecycles(&self) -> MutexGuard<'_, Vec<Lifecycle>> {
         // Lifecycle updates are single assignments; a panicking holder cannot leave a
         // half-applied transition that matters more than losing the pod's status.
         self.lifecycles
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn running_image(spec: &ContainerSpec) -> RunningImage {
+    RunningImage {
+        name: spec.name.clone(),
+        image: spec.image.clone(),
+        digest: spec.module.digest.clone(),
     }
 }
 

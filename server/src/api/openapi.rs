@@ -7,7 +7,8 @@
 //! reachable from the kinds of the registry, trimmed from the upstream documents by
 //! `server/openapi/trim.py` (its doc says where they come from and how to regenerate).
 //! A group-version's document holds the schemas reachable from its kinds; each is built once,
-//! on first use.
+//! on first use. Besides the registry's kinds, the documents describe the read-only kinds of
+//! `metrics.k8s.io` ([`super::metrics_api`]), which the registry does not hold.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
@@ -15,6 +16,7 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value, json};
 
 use super::kinds::{self, Kind};
+use super::metrics_api::render as metrics;
 
 /// The vendored schemas, by name (`io.k8s.api.apps.v1.Deployment`).
 const SCHEMAS: &str = include_str!("openapi_schemas.json");
@@ -39,18 +41,57 @@ fn build_all() -> HashMap<String, Value> {
             Map::new()
         }
     };
-    let mut documents = HashMap::new();
-    for kind in described() {
-        let path = kind.group_version_path();
-        if documents.contains_key(&path) {
-            continue;
-        }
-        let members: Vec<&Kind> = described()
-            .filter(|k| k.group == kind.group && k.version == kind.version)
-            .collect();
-        documents.insert(path, build(&schemas, &members));
+    let all = members();
+    group_versions()
+        .into_iter()
+        .map(|path| {
+            let members: Vec<&Member> = all.iter().filter(|m| m.path() == path).collect();
+            let document = build(&schemas, &members);
+            (path, document)
+        })
+        .collect()
+}
+
+/// The group-version paths (`/api/v1`, `/apis/apps/v1`) that have a document.
+pub fn group_versions() -> BTreeSet<String> {
+    members().iter().map(Member::path).collect()
+}
+
+/// One kind a document describes.
+struct Member {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    /// Its item path (`{namespace}`, `{name}`), where kubectl finds the kind.
+    item_path: String,
+    /// Whether it is only read (no PATCH, so nothing for `kubectl apply` to validate).
+    read_only: bool,
+}
+
+impl Member {
+    fn path(&self) -> String {
+        kinds::group_version_path(self.group, self.version)
     }
-    documents
+}
+
+/// Every kind the documents describe: the [`described`] kinds of the registry, and the
+/// metrics kinds.
+fn members() -> Vec<Member> {
+    let registered = described().map(|kind| Member {
+        group: kind.group,
+        version: kind.version,
+        kind: kind.kind,
+        item_path: kind.openapi_item_path(),
+        read_only: false,
+    });
+    let read_only = metrics::KINDS.iter().map(|kind| Member {
+        group: metrics::GROUP,
+        version: metrics::VERSION,
+        kind,
+        item_path: metrics::item_path(kind),
+        read_only: true,
+    });
+    registered.chain(read_only).collect()
 }
 
 /// The kinds the documents describe: all but the review kinds (`kinds::reviews`).
@@ -61,17 +102,22 @@ pub fn described() -> impl Iterator<Item = &'static Kind> {
         .filter(|kind| !kinds::reviews::is_review(kind))
 }
 
-/// One document: the schemas reachable from `members`, and their PATCH operations.
-fn build(schemas: &Map<String, Value>, members: &[&Kind]) -> Value {
+/// One document: the schemas reachable from `members`, and one operation per item path
+/// naming its kind: PATCH declaring `fieldValidation`, or GET for a read-only kind.
+fn build(schemas: &Map<String, Value>, members: &[&Member]) -> Value {
     let mut paths = Map::new();
     for kind in members {
-        let patch = json!({"patch": {
-            "x-kubernetes-group-version-kind":
-                {"group": kind.group, "version": kind.version, "kind": kind.kind},
-            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "OK"}},
-        }});
-        paths.insert(kind.openapi_item_path(), patch);
+        let gvk = json!({"group": kind.group, "version": kind.version, "kind": kind.kind});
+        let ok = json!({"200": {"description": "OK"}});
+        let operation = match kind.read_only {
+            true => json!({"get": {"x-kubernetes-group-version-kind": gvk, "responses": ok}}),
+            false => json!({"patch": {
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+                "responses": ok,
+            }}),
+        };
+        paths.insert(kind.item_path.clone(), operation);
     }
     let roots = schemas
         .iter()
@@ -90,7 +136,7 @@ fn build(schemas: &Map<String, Value>, members: &[&Kind]) -> Value {
 }
 
 /// Whether `schema` is the schema of `kind` (its `x-kubernetes-group-version-kind`).
-fn declares(schema: &Value, kind: &Kind) -> bool {
+fn declares(schema: &Value, kind: &Member) -> bool {
     schema["x-kubernetes-group-version-kind"]
         .as_array()
         .into_iter()
@@ -145,16 +191,38 @@ mod tests {
 
     #[test]
     fn every_served_kind_has_its_schema_with_descriptions() {
-        for kind in described() {
+        for kind in members() {
             let doc = document(kind.group, kind.version).unwrap_or(&Value::Null);
             let found = doc["components"]["schemas"]
                 .as_object()
                 .into_iter()
                 .flatten()
-                .find(|(_, schema)| declares(schema, kind));
+                .find(|(_, schema)| declares(schema, &kind));
             let (_, found) = found.unwrap_or_else(|| panic!("no schema for {}", kind.kind));
             assert!(found["description"].is_string(), "{}", kind.kind);
         }
+    }
+
+    #[test]
+    fn the_metrics_kinds_have_a_read_only_document() {
+        let Some(doc) = document("metrics.k8s.io", "v1beta1") else {
+            panic!("metrics.k8s.io/v1beta1 has a document");
+        };
+        let pod = schema(doc, "io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetrics");
+        assert!(pod["properties"]["containers"]["description"].is_string());
+        let container = schema(
+            doc,
+            "io.k8s.metrics.pkg.apis.metrics.v1beta1.ContainerMetrics",
+        );
+        assert!(container["properties"]["usage"]["description"].is_string());
+        assert!(schema(doc, "io.k8s.apimachinery.pkg.api.resource.Quantity").is_object());
+        let pods = &doc["paths"]["/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{name}"];
+        assert_eq!(
+            pods["get"]["x-kubernetes-group-version-kind"]["kind"],
+            "PodMetrics"
+        );
+        assert!(pods["patch"].is_null(), "nothing to PATCH");
+        assert!(group_versions().contains("/apis/metrics.k8s.io/v1beta1"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The Events an agent's status reports imply (what the kubelet records in Kubernetes):
-//! `Pulled` when a container's module is first resolved, `Started` when it (re)starts,
+//! `Pulled` when a container's module is first resolved (and again when it runs a new image),
+//! `Started` when it (re)starts,
 //! `BackOff` when it enters `CrashLoopBackOff`, `OOMKilled` when it was killed for memory,
 //! `Failed` when it cannot run (a missing or invalid module), `Killing` when a graceful
 //! delete starts stopping a running container, `Evicted` when the agent evicted the pod
@@ -51,7 +52,7 @@ pub fn between(old: &Value, new: &Value) -> Vec<PodEvent> {
             .find(|c| c["name"] == name)
             .unwrap_or(&Value::Null);
         let changed = |pointer: &str| after.pointer(pointer) != before.pointer(pointer);
-        if !after["imageID"].is_null() && before["imageID"].is_null() {
+        if !after["imageID"].is_null() && changed("/imageID") {
             let image = after["image"].as_str().unwrap_or("");
             events.push((
                 Type::Normal,
@@ -173,6 +174,21 @@ mod tests {
             json!({"name": "c", "state": {"waiting": {"reason": "ErrModuleNotFound", "message": "no module app:v9"}}}),
         );
         assert_eq!(between(&pending, &missing)[0].2, "Error: no module app:v9");
+    }
+
+    #[test]
+    fn a_container_restarted_on_a_new_image_says_it_pulled_it() {
+        let on_v1 = pod(
+            json!({"name": "c", "image": "app:v1", "imageID": "sha256:1",
+                   "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}),
+        );
+        let on_v2 = pod(
+            json!({"name": "c", "image": "app:v2", "imageID": "sha256:2", "restartCount": 1,
+                   "state": {"running": {"startedAt": "2026-01-01T00:01:00Z"}}}),
+        );
+        let events = between(&on_v1, &on_v2);
+        assert_eq!(reasons(&events), ["Pulled", "Started"]);
+        assert_eq!(events[0].2, "Successfully pulled module app:v2");
     }
 
     #[test]

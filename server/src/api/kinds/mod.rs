@@ -175,11 +175,7 @@ pub struct Subresource {
 impl Kind {
     /// The path of the group-version: `/api/v1` or `/apis/apps/v1`.
     pub fn group_version_path(&self) -> String {
-        if self.group.is_empty() {
-            format!("/api/{}", self.version)
-        } else {
-            format!("/apis/{}/{}", self.group, self.version)
-        }
+        group_version_path(self.group, self.version)
     }
 
     /// The collection path across namespaces (or of a cluster-scoped kind).
@@ -208,6 +204,14 @@ impl Kind {
     /// The item path with OpenAPI's parameter names (`{namespace}`, `{name}`).
     pub fn openapi_item_path(&self) -> String {
         self.item_path().replace("{ns}", "{namespace}")
+    }
+}
+
+/// The path of a group-version: `/api/v1` for the core group, else `/apis/{group}/{version}`.
+pub fn group_version_path(group: &str, version: &str) -> String {
+    match group {
+        "" => format!("/api/{version}"),
+        group => format!("/apis/{group}/{version}"),
     }
 }
 

@@ -23,6 +23,17 @@ pub const VERSION: &str = "v1beta1";
 /// `apiVersion` of its objects.
 pub const API_VERSION: &str = "metrics.k8s.io/v1beta1";
 
+/// Its kinds (each read through `get` and `list`).
+pub const KINDS: &[&str] = &["NodeMetrics", "PodMetrics"];
+
+/// The item path of one of its [`KINDS`], OpenAPI style (`{namespace}`, `{name}`).
+pub fn item_path(kind: &str) -> String {
+    match kind {
+        "NodeMetrics" => format!("/apis/{API_VERSION}/nodes/{{name}}"),
+        _ => format!("/apis/{API_VERSION}/namespaces/{{namespace}}/pods/{{name}}"),
+    }
+}
+
 /// CPU as a Kubernetes quantity in nanocores (`0` for none, as metrics-server writes it).
 pub fn cpu(nanocores: u64) -> String {
     match nanocores {
