@@ -71,9 +71,13 @@ impl Agent {
             )
             .expect("tunnel key"),
         };
-        let info =
-            wasmfleet_agent::node_info::collect(BTreeMap::new(), engine(), Default::default())
-                .expect("the default reserve fits");
+        let info = wasmfleet_agent::node_info::collect(
+            BTreeMap::new(),
+            engine(),
+            Default::default(),
+            wasmfleet_agent::node_info::MAX_PODS,
+        )
+        .expect("the default reserve fits");
         let (link, inbox) = Link::start(&config, parts, info, state, Some(deliveries), &tracker);
         Agent {
             fetcher,

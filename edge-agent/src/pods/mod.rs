@@ -30,8 +30,8 @@ mod logs;
 mod manager;
 mod pod;
 mod prober;
-pub mod volume_limits;
 mod update;
+pub mod volume_limits;
 pub mod volumes;
 
 use std::future::Future;
