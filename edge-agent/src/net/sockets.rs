@@ -441,7 +441,11 @@ impl HostUdpSocket for PodSockets<'_> {
     )> {
         let socket = this.rep();
         let remote = match remote_address {
-            Some(guest) => Some(self.datagram_target(socket, guest.into())?.into()),
+            Some(guest) => {
+                let target = self.datagram_target(socket, guest.into())?;
+                self.udp_flows.pin(socket, guest.into());
+                Some(target.into())
+            }
             None => None,
         };
         let (incoming, outgoing) = HostUdpSocket::stream(&mut self.inner, this, remote).await?;

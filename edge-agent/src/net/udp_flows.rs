@@ -3,7 +3,9 @@
 //! keep going to one endpoint and the replies show the ClusterIP they were sent to.
 //!
 //! A flow lives while datagrams pass either way and ends after [`IDLE_TIMEOUT`] without
-//! any (conntrack's UDP timeout); the next datagram picks an endpoint anew. Datagram
+//! any (conntrack's UDP timeout); the next datagram picks an endpoint anew. The flow of a
+//! socket connected to a ClusterIP lasts as long as the socket (the kernel keeps the
+//! connected endpoint). Datagram
 //! streams belong to their socket: the table also remembers which socket each stream is
 //! of, since wasi hands the streams, not the socket, to `send` and `receive`.
 
@@ -22,6 +24,14 @@ pub const MAX_FLOWS_PER_SOCKET: usize = 256;
 struct Flow {
     host: SocketAddr,
     last: Instant,
+    /// The socket is connected to the endpoint: the flow lasts as long as the socket.
+    pinned: bool,
+}
+
+impl Flow {
+    fn live(&self, now: Instant) -> bool {
+        self.pinned || now.saturating_duration_since(self.last) < IDLE_TIMEOUT
+    }
 }
 
 /// The flows of every socket of one container, by socket handle.
@@ -67,20 +77,40 @@ impl UdpFlows {
     ) -> Result<SocketAddr, E> {
         let flows = self.sockets.entry(socket).or_default();
         if let Some(flow) = flows.get_mut(&service)
-            && now.saturating_duration_since(flow.last) < IDLE_TIMEOUT
+            && flow.live(now)
         {
             flow.last = now;
             return Ok(flow.host);
         }
         let host = route()?;
-        flows.retain(|_, flow| now.saturating_duration_since(flow.last) < IDLE_TIMEOUT);
+        flows.retain(|_, flow| flow.live(now));
         if flows.len() >= MAX_FLOWS_PER_SOCKET
             && let Some(oldest) = flows.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
         {
             flows.remove(&oldest);
         }
-        flows.insert(service, Flow { host, last: now });
+        let pinned = false;
+        flows.insert(
+            service,
+            Flow {
+                host,
+                last: now,
+                pinned,
+            },
+        );
         Ok(host)
+    }
+
+    /// Keeps the flow of `socket` to `service` for the socket's life (the socket was
+    /// connected to its endpoint, which the kernel keeps however long it is idle).
+    pub fn pin(&mut self, socket: u32, service: SocketAddr) {
+        if let Some(flow) = self
+            .sockets
+            .get_mut(&socket)
+            .and_then(|flows| flows.get_mut(&service))
+        {
+            flow.pinned = true;
+        }
     }
 
     /// The ClusterIP address a datagram that `socket` received from the host address
@@ -94,7 +124,7 @@ impl UdpFlows {
         let flows = self.sockets.get_mut(&socket)?;
         let (service, flow) = flows
             .iter_mut()
-            .filter(|(_, f)| f.host == host && now.saturating_duration_since(f.last) < IDLE_TIMEOUT)
+            .filter(|(_, f)| f.host == host && f.live(now))
             .max_by_key(|(_, f)| f.last)?;
         flow.last = now;
         Some(*service)
