@@ -271,7 +271,10 @@ fn services_that_cannot_be_honoured_are_refused_by_field() {
         "spec.ports[0].nodePort",
     );
     refused(
-        &svc("udp", "  ports: [{port: 53, protocol: UDP}]\n"),
+        &svc(
+            "udp",
+            "  type: LoadBalancer\n  ports: [{port: 53, protocol: UDP}]\n",
+        ),
         "spec.ports[0].protocol",
     );
 

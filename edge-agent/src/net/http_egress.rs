@@ -195,7 +195,7 @@ async fn connect(net: &PodNet, target: SocketAddr, timeout: Duration) -> Result<
 fn refused(refusal: Refusal) -> Error {
     match refusal {
         Refusal::Denied => Error::HttpRequestDenied,
-        Refusal::NotBindable | Refusal::Ipv6 => Error::DestinationIpProhibited,
+        Refusal::NotBindable | Refusal::Ipv6 | Refusal::UdpEgress => Error::DestinationIpProhibited,
         Refusal::NoEndpoints => Error::ConnectionRefused,
         Refusal::Elsewhere => Error::DestinationUnavailable,
         Refusal::NoSuchName => Error::DnsError {

@@ -31,6 +31,14 @@
 //! certificates of [`ingress_tls`] and matching canaries' header patterns with
 //! [`header_patterns`]. [`node_ports`] serves NodePort and
 //! LoadBalancer Services on the node's own addresses.
+//!
+//! UDP follows the same rules on the same aliases (a pod's UDP and TCP ports are separate
+//! spaces): [`sockets`] maps each datagram's destination with
+//! [`PodNet::datagram_address`], and [`udp_flows`] keeps, per socket, which endpoint each
+//! ClusterIP flow goes to (until it has been idle for 30 s, like conntrack's UDP timeout),
+//! so that replies show the ClusterIP as their source. Datagrams stay on the node: a pod
+//! or Service endpoint on another node, or any address outside the cluster, is refused
+//! at once.
 
 pub mod header_patterns;
 pub mod http_egress;
@@ -43,6 +51,7 @@ pub mod remote;
 pub mod services;
 pub mod sockets;
 pub mod tunnel;
+pub mod udp_flows;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -71,6 +80,8 @@ pub enum Refusal {
     Elsewhere,
     /// A cluster name that names no Service.
     NoSuchName,
+    /// UDP to an address outside the cluster (allowed or not, pods' UDP stays inside).
+    UdpEgress,
 }
 
 /// One pod's network: its addresses and egress rules, shared by its containers.
@@ -178,6 +189,33 @@ impl PodNet {
             return Ok(guest);
         }
         Err(Refusal::Denied)
+    }
+
+    /// Where a guest's UDP datagram to `guest` really goes, if the pod may send it there:
+    /// like [`Self::connect_address`], but only to pods and Service endpoints on this node
+    /// (datagrams do not cross the tunnels yet: [`Refusal::Elsewhere`]), and never outside
+    /// the cluster (a pod's UDP socket is bound on its loopback alias, which cannot reach
+    /// other hosts: an address the egress rules allow is [`Refusal::UdpEgress`]).
+    pub fn datagram_address(&self, guest: SocketAddr) -> Result<SocketAddr, Refusal> {
+        let ip = v4(guest.ip())?;
+        let port = guest.port();
+        if ip.is_loopback() || ip == self.ip {
+            return Ok(host_addr(self.alias, port));
+        }
+        if self.cluster.net().contains(&ip) {
+            return match self.services.is_remote_pod(ip) {
+                true => Err(Refusal::Elsewhere),
+                false => Ok(host_addr(loopback_alias(ip), port)),
+            };
+        }
+        if let Some(routed) = self.services.route_datagrams(self.ip, ip, port) {
+            let (endpoint, target) = routed?;
+            return Ok(host_addr(loopback_alias(endpoint), target));
+        }
+        match self.egress_allows(ip, port) {
+            true => Err(Refusal::UdpEgress),
+            false => Err(Refusal::Denied),
+        }
     }
 
     /// Whether `guest` is a Service's address (in the service CIDR): a socket connected to
@@ -503,6 +541,81 @@ mod tests {
             })
         );
         assert_eq!(net.lookup("other", "p"), Err(Refusal::Denied));
+    }
+
+    #[test]
+    fn datagrams_reach_local_udp_endpoints_and_stay_inside_the_cluster() {
+        use wasmfleet_protocol::network::Protocol;
+        use wasmfleet_protocol::service::{
+            Endpoint, ServiceAddress, ServiceEntry, ServicePort, ServiceTable,
+        };
+        let entry = |name: &str, vip: &str, node: &str| ServiceEntry {
+            namespace: "default".into(),
+            name: name.into(),
+            address: ServiceAddress::ClusterIp(vip.parse().unwrap()),
+            ports: vec![
+                ServicePort {
+                    name: "web".into(),
+                    port: 80,
+                    protocol: Protocol::Tcp,
+                },
+                ServicePort {
+                    name: "dns".into(),
+                    port: 53,
+                    protocol: Protocol::Udp,
+                },
+            ],
+            client_ip_affinity: false,
+            endpoints: vec![Endpoint {
+                ip: "10.42.1.7".parse().unwrap(),
+                node: node.into(),
+                target_ports: vec![Some(8080), Some(5353)],
+            }],
+        };
+        let services = ServiceDirectory::new("pi-1", None);
+        services.replace(ServiceTable {
+            revision: 1,
+            service_cidr: Some("10.43.0.0/16".parse().unwrap()),
+            services: vec![
+                entry("dns", "10.43.0.2", "pi-1"),
+                entry("far", "10.43.0.3", "pi-2"),
+            ],
+            ..ServiceTable::default()
+        });
+        let net = pod_with("1.1.1.1:53", services);
+        assert_eq!(
+            net.datagram_address(addr("10.43.0.2:53")),
+            Ok(addr("127.42.1.7:5353"))
+        );
+        // TCP and UDP ports of one number are different Service ports.
+        assert_eq!(
+            net.datagram_address(addr("10.43.0.2:80")),
+            Err(Refusal::NoEndpoints)
+        );
+        assert_eq!(
+            net.connect_address(addr("10.43.0.2:53")),
+            Err(Refusal::NoEndpoints)
+        );
+        assert_eq!(
+            net.datagram_address(addr("10.43.0.3:53")),
+            Err(Refusal::Elsewhere)
+        );
+        assert_eq!(
+            net.datagram_address(addr("127.0.0.1:53")),
+            Ok(addr("127.42.1.5:53"))
+        );
+        assert_eq!(
+            net.datagram_address(addr("10.42.9.9:53")),
+            Ok(addr("127.42.9.9:53"))
+        );
+        assert_eq!(
+            net.datagram_address(addr("1.1.1.1:53")),
+            Err(Refusal::UdpEgress)
+        );
+        assert_eq!(
+            net.datagram_address(addr("8.8.8.8:53")),
+            Err(Refusal::Denied)
+        );
     }
 
     #[test]

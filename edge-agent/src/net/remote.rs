@@ -73,6 +73,15 @@ impl Remote {
         &self.inner.peers
     }
 
+    /// Whether `ip` is a pod IP that a peer other than this node owns.
+    pub fn is_remote_pod(&self, ip: Ipv4Addr) -> bool {
+        self.inner
+            .peers
+            .table()
+            .owner_of(ip)
+            .is_some_and(|p| p.node != self.inner.peers.node())
+    }
+
     /// Prepares one connect to the host address `host`: if it is the alias of a pod on
     /// another node, a forwarder takes it. `false`: it is such an alias, but no forwarder
     /// could be opened; any other address is left as it is.

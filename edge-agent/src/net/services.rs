@@ -9,7 +9,8 @@
 //! endpoints do not change), among the ready endpoints on every node (pods on other nodes
 //! are reached through [`super::remote`]), or only this node's with
 //! `externalTrafficPolicy: Local` ([`Scope::Local`]). A Service with no endpoints refuses
-//! the connect as a closed port would.
+//! the connect as a closed port would. UDP ports are routed the same way, per flow
+//! (`super::udp_flows`), to endpoints on this node only.
 //!
 //! The directory also holds the table of HTTP routes the ingress serves by
 //! ([`super::ingress`]), replaced and persisted the same way, and the certificates it
@@ -187,13 +188,49 @@ impl ServiceDirectory {
         vip: Ipv4Addr,
         port: u16,
     ) -> Option<Result<(Ipv4Addr, u16), Refusal>> {
+        self.route_protocol(client, vip, port, Protocol::Tcp, Scope::Cluster)
+    }
+
+    /// Where a new UDP flow from `client` to the ClusterIP `vip` on `port` goes: an
+    /// endpoint on this node (datagrams do not cross the tunnels yet; a Service whose
+    /// endpoints are all elsewhere is refused as [`Refusal::Elsewhere`]). `None`: `vip` is
+    /// not in the service CIDR.
+    pub fn route_datagrams(
+        &self,
+        client: Ipv4Addr,
+        vip: Ipv4Addr,
+        port: u16,
+    ) -> Option<Result<(Ipv4Addr, u16), Refusal>> {
+        self.route_protocol(client, vip, port, Protocol::Udp, Scope::Local)
+    }
+
+    fn route_protocol(
+        &self,
+        client: Ipv4Addr,
+        vip: Ipv4Addr,
+        port: u16,
+        protocol: Protocol,
+        scope: Scope,
+    ) -> Option<Result<(Ipv4Addr, u16), Refusal>> {
         let table = self.table();
         if !table.is_service_ip(vip) {
             return None;
         }
         let entry = table.by_cluster_ip(vip).ok_or(Refusal::NoEndpoints);
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        Some(entry.and_then(|entry| choose(entry, port, &self.node, client, turn, Scope::Cluster)))
+        let to = Target {
+            port,
+            protocol,
+            scope,
+        };
+        Some(entry.and_then(|entry| choose_for(entry, to, &self.node, client, turn)))
+    }
+
+    /// Whether `ip` is the IP of a pod on another node (as far as the peer table knows).
+    pub fn is_remote_pod(&self, ip: Ipv4Addr) -> bool {
+        self.remote
+            .get()
+            .is_some_and(|remote| remote.is_remote_pod(ip))
     }
 
     /// What a lookup of `name` by a pod in `namespace` gives, if it is a Service name.
@@ -221,7 +258,18 @@ pub enum Scope {
     Local,
 }
 
-/// Pure: the endpoint of `entry` a connect to `port` from `client` goes to.
+/// What a client asks a Service for: a port, its protocol and which endpoints may serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The Service port.
+    pub port: u16,
+    /// TCP or UDP (the same port number of each is a different Service port).
+    pub protocol: Protocol,
+    /// Which endpoints may serve it.
+    pub scope: Scope,
+}
+
+/// Pure: the endpoint of `entry` a TCP connect to `port` from `client` goes to.
 pub fn choose(
     entry: &ServiceEntry,
     port: u16,
@@ -230,8 +278,29 @@ pub fn choose(
     turn: usize,
     scope: Scope,
 ) -> Result<(Ipv4Addr, u16), Refusal> {
+    let to = Target {
+        port,
+        protocol: Protocol::Tcp,
+        scope,
+    };
+    choose_for(entry, to, node, client, turn)
+}
+
+/// Pure: the endpoint of `entry` that traffic for `to` from `client` goes to.
+pub fn choose_for(
+    entry: &ServiceEntry,
+    to: Target,
+    node: &str,
+    client: Ipv4Addr,
+    turn: usize,
+) -> Result<(Ipv4Addr, u16), Refusal> {
+    let Target {
+        port,
+        protocol,
+        scope,
+    } = to;
     let index = entry
-        .port_index(port, Protocol::Tcp)
+        .port_index(port, protocol)
         .ok_or(Refusal::NoEndpoints)?;
     let serving: Vec<(Ipv4Addr, u16, bool)> = entry
         .serving(index)

@@ -2,7 +2,7 @@
 //! passing through the pod's [`PodNet`] on the way in and out.
 //!
 //! The socket types of wasmtime-wasi are opaque, so this wraps the generated host traits
-//! (`tcp`, `tcp-create-socket`, `ip-name-lookup`) and delegates each call to wasmtime's
+//! (`tcp`, `tcp-create-socket`, `udp`, `udp-create-socket`, `ip-name-lookup`) and delegates each call to wasmtime's
 //! implementation after rewriting its arguments (see `notes/wasmtime-runtime.md` §6).
 //! The wrappers shadow wasmtime's in the component linker ([`add_to_linker`]).
 //! `socket_addr_check` stays the last gate on the rewritten host addresses
@@ -10,7 +10,9 @@
 //!
 //! A pod without a network (delivered by an older server) has no `PodNet`: its socket
 //! calls go to wasmtime unchanged, and the WASI context grants it no sockets at all.
-//! UDP is not part of the pod network yet: the context denies UDP sockets.
+//! UDP sockets bind like TCP ones (on the pod's alias); each datagram's destination is
+//! mapped by [`PodNet::datagram_address`] before wasmtime sends it, ClusterIP flows are
+//! kept in [`UdpFlows`], and received datagrams show the address the guest sent to.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -25,10 +27,17 @@ use wasmtime_wasi::p2::bindings::sockets::network::{
     self, ErrorCode, IpAddress, IpAddressFamily, IpSocketAddress, Network,
 };
 use wasmtime_wasi::p2::bindings::sockets::tcp::{self, HostTcpSocket, ShutdownType, TcpSocket};
-use wasmtime_wasi::p2::bindings::sockets::{instance_network, tcp_create_socket};
+use wasmtime_wasi::p2::bindings::sockets::udp::{
+    self, HostIncomingDatagramStream, HostOutgoingDatagramStream, HostUdpSocket, IncomingDatagram,
+    IncomingDatagramStream, OutgoingDatagram, OutgoingDatagramStream, UdpSocket,
+};
+use wasmtime_wasi::p2::bindings::sockets::{
+    instance_network, tcp_create_socket, udp_create_socket,
+};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, SocketError, SocketResult};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 
+use super::udp_flows::UdpFlows;
 use super::{Lookup, PodNet, Refusal};
 
 /// What the wrapped traits work on: wasmtime's view plus the pod's network.
@@ -44,6 +53,8 @@ pub struct PodSockets<'a> {
     /// The ClusterIP and port each socket connected through a Service asked for, by socket
     /// handle: the peer the guest sees, as behind kube-proxy's NAT.
     pub service_peers: &'a mut HashMap<u32, SocketAddr>,
+    /// The ClusterIP flows of the UDP sockets.
+    pub udp_flows: &'a mut UdpFlows,
 }
 
 /// The [`HasData`] marker of [`PodSockets`].
@@ -65,15 +76,18 @@ pub fn add_to_linker<T: PodSocketsView + 'static>(linker: &mut Linker<T>) -> was
     tcp::add_to_linker::<T, PodSocketsData>(linker, T::pod_sockets)?;
     tcp_create_socket::add_to_linker::<T, PodSocketsData>(linker, T::pod_sockets)?;
     ip_name_lookup::add_to_linker::<T, PodSocketsData>(linker, T::pod_sockets)?;
+    udp::add_to_linker::<T, PodSocketsData>(linker, T::pod_sockets)?;
+    udp_create_socket::add_to_linker::<T, PodSocketsData>(linker, T::pod_sockets)?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
-/// Grants a pod with a network TCP sockets and name lookups, gated by its [`PodNet`].
+/// Grants a pod with a network TCP and UDP sockets and name lookups, gated by its
+/// [`PodNet`].
 pub fn grant(builder: &mut WasiCtxBuilder, net: std::sync::Arc<PodNet>) {
     builder
         .allow_tcp(true)
-        .allow_udp(false)
+        .allow_udp(true)
         .allow_ip_name_lookup(true)
         .socket_addr_check(move |addr, used| {
             let allowed = match used {
@@ -83,7 +97,11 @@ pub fn grant(builder: &mut WasiCtxBuilder, net: std::sync::Arc<PodNet>) {
                     net.allows_host_connect(addr) && net.services().reach(addr)
                 }
                 SocketAddrUse::TcpAccept => true,
-                _ => false,
+                SocketAddrUse::UdpBind => net.allows_host_bind(addr),
+                // Destinations were mapped (and refused) per datagram before this.
+                SocketAddrUse::UdpSend => net.allows_host_connect(addr),
+                // The socket is bound on the pod's alias: only the host's loopback reaches it.
+                SocketAddrUse::UdpReceive => true,
             };
             Box::pin(async move { allowed })
         });
@@ -97,6 +115,7 @@ fn refused(refusal: Refusal) -> SocketError {
         Refusal::NoEndpoints => ErrorCode::ConnectionRefused,
         Refusal::Elsewhere => ErrorCode::RemoteUnreachable,
         Refusal::NoSuchName => ErrorCode::NameUnresolvable,
+        Refusal::UdpEgress => ErrorCode::NotSupported,
     }
     .into()
 }
@@ -341,5 +360,193 @@ impl HostResolveAddressStream for PodSockets<'_> {
     fn drop(&mut self, resource: Resource<ResolveAddressStream>) -> wasmtime::Result<()> {
         self.lookups.remove(&resource.rep());
         HostResolveAddressStream::drop(&mut self.inner, resource)
+    }
+}
+
+impl udp_create_socket::Host for PodSockets<'_> {
+    async fn create_udp_socket(
+        &mut self,
+        address_family: IpAddressFamily,
+    ) -> SocketResult<Resource<UdpSocket>> {
+        if self.net.is_some() && address_family == IpAddressFamily::Ipv6 {
+            return Err(refused(Refusal::Ipv6));
+        }
+        udp_create_socket::Host::create_udp_socket(&mut self.inner, address_family).await
+    }
+}
+
+impl udp::Host for PodSockets<'_> {}
+
+impl PodSockets<'_> {
+    /// Where a datagram of `socket` to `guest` really goes (a ClusterIP keeps its flow).
+    fn datagram_target(&mut self, socket: u32, guest: SocketAddr) -> SocketResult<SocketAddr> {
+        let Some(net) = self.net else {
+            return Ok(guest);
+        };
+        let target = match net.is_service_address(guest) {
+            true => self
+                .udp_flows
+                .destination(socket, guest, std::time::Instant::now(), || {
+                    net.datagram_address(guest)
+                }),
+            false => net.datagram_address(guest),
+        };
+        target.map_err(refused)
+    }
+
+    /// The source the guest sees for a datagram `socket` received from `host`.
+    fn datagram_source(&mut self, socket: Option<u32>, host: SocketAddr) -> SocketAddr {
+        let Some(net) = self.net else {
+            return host;
+        };
+        socket
+            .and_then(|socket| {
+                self.udp_flows
+                    .reply_source(socket, host, std::time::Instant::now())
+            })
+            .unwrap_or_else(|| net.guest_peer(host))
+    }
+}
+
+/// Delegates UDP socket methods that carry no address to wasmtime unchanged.
+macro_rules! delegate_udp {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        $(fn $name(&mut self, this: Resource<UdpSocket> $(, $arg: $ty)*) -> $ret {
+            HostUdpSocket::$name(&mut self.inner, this $(, $arg)*)
+        })*
+    };
+}
+
+impl HostUdpSocket for PodSockets<'_> {
+    async fn start_bind(
+        &mut self,
+        this: Resource<UdpSocket>,
+        network: Resource<Network>,
+        local_address: IpSocketAddress,
+    ) -> SocketResult<()> {
+        let address = match self.net {
+            Some(net) => net.bind_address(local_address.into()).map_err(refused)?,
+            None => local_address.into(),
+        };
+        HostUdpSocket::start_bind(&mut self.inner, this, network, address.into()).await
+    }
+
+    async fn stream(
+        &mut self,
+        this: Resource<UdpSocket>,
+        remote_address: Option<IpSocketAddress>,
+    ) -> SocketResult<(
+        Resource<IncomingDatagramStream>,
+        Resource<OutgoingDatagramStream>,
+    )> {
+        let socket = this.rep();
+        let remote = match remote_address {
+            Some(guest) => {
+                let target = self.datagram_target(socket, guest.into())?;
+                self.udp_flows.pin(socket, guest.into());
+                Some(target.into())
+            }
+            None => None,
+        };
+        let (incoming, outgoing) = HostUdpSocket::stream(&mut self.inner, this, remote).await?;
+        self.udp_flows.link(socket, incoming.rep(), outgoing.rep());
+        Ok((incoming, outgoing))
+    }
+
+    fn local_address(&mut self, this: Resource<UdpSocket>) -> SocketResult<IpSocketAddress> {
+        let host = HostUdpSocket::local_address(&mut self.inner, this)?;
+        Ok(self.guest(host))
+    }
+
+    fn remote_address(&mut self, this: Resource<UdpSocket>) -> SocketResult<IpSocketAddress> {
+        let socket = this.rep();
+        let host = HostUdpSocket::remote_address(&mut self.inner, this)?;
+        Ok(self.datagram_source(Some(socket), host.into()).into())
+    }
+
+    fn drop(&mut self, this: Resource<UdpSocket>) -> wasmtime::Result<()> {
+        self.udp_flows.forget_socket(this.rep());
+        HostUdpSocket::drop(&mut self.inner, this)
+    }
+
+    delegate_udp! {
+        finish_bind() -> SocketResult<()>;
+        address_family() -> wasmtime::Result<IpAddressFamily>;
+        unicast_hop_limit() -> SocketResult<u8>;
+        set_unicast_hop_limit(value: u8) -> SocketResult<()>;
+        receive_buffer_size() -> SocketResult<u64>;
+        set_receive_buffer_size(value: u64) -> SocketResult<()>;
+        send_buffer_size() -> SocketResult<u64>;
+        set_send_buffer_size(value: u64) -> SocketResult<()>;
+        subscribe() -> wasmtime::Result<Resource<DynPollable>>;
+    }
+}
+
+impl HostIncomingDatagramStream for PodSockets<'_> {
+    fn receive(
+        &mut self,
+        this: Resource<IncomingDatagramStream>,
+        max_results: u64,
+    ) -> SocketResult<Vec<IncomingDatagram>> {
+        let socket = self.udp_flows.socket_of(this.rep());
+        let mut datagrams =
+            HostIncomingDatagramStream::receive(&mut self.inner, this, max_results)?;
+        for datagram in &mut datagrams {
+            let host: SocketAddr = datagram.remote_address.into();
+            datagram.remote_address = self.datagram_source(socket, host).into();
+        }
+        Ok(datagrams)
+    }
+
+    fn subscribe(
+        &mut self,
+        this: Resource<IncomingDatagramStream>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        HostIncomingDatagramStream::subscribe(&mut self.inner, this)
+    }
+
+    fn drop(&mut self, this: Resource<IncomingDatagramStream>) -> wasmtime::Result<()> {
+        self.udp_flows.forget_stream(this.rep());
+        HostIncomingDatagramStream::drop(&mut self.inner, this)
+    }
+}
+
+impl HostOutgoingDatagramStream for PodSockets<'_> {
+    fn check_send(&mut self, this: Resource<OutgoingDatagramStream>) -> SocketResult<u64> {
+        HostOutgoingDatagramStream::check_send(&mut self.inner, this)
+    }
+
+    fn send(
+        &mut self,
+        this: Resource<OutgoingDatagramStream>,
+        datagrams: Vec<OutgoingDatagram>,
+    ) -> SocketResult<u64> {
+        let socket = self.udp_flows.socket_of(this.rep()).unwrap_or(this.rep());
+        let mut mapped = Vec::with_capacity(datagrams.len());
+        for mut datagram in datagrams {
+            if let Some(guest) = datagram.remote_address {
+                match self.datagram_target(socket, guest.into()) {
+                    Ok(host) => datagram.remote_address = Some(host.into()),
+                    // A refusal ends the batch; it is the error only if it comes first
+                    // (wasi: a send that sent something returns no error).
+                    Err(err) if mapped.is_empty() => return Err(err),
+                    Err(_) => break,
+                }
+            }
+            mapped.push(datagram);
+        }
+        HostOutgoingDatagramStream::send(&mut self.inner, this, mapped)
+    }
+
+    fn subscribe(
+        &mut self,
+        this: Resource<OutgoingDatagramStream>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        HostOutgoingDatagramStream::subscribe(&mut self.inner, this)
+    }
+
+    async fn drop(&mut self, this: Resource<OutgoingDatagramStream>) -> wasmtime::Result<()> {
+        self.udp_flows.forget_stream(this.rep());
+        HostOutgoingDatagramStream::drop(&mut self.inner, this).await
     }
 }

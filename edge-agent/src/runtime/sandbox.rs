@@ -140,6 +140,7 @@ pub struct ComponentState {
     pod_name: String,
     lookups: HashMap<u32, Option<u16>>,
     service_peers: HashMap<u32, std::net::SocketAddr>,
+    udp_flows: crate::net::udp_flows::UdpFlows,
     http: WasiHttpCtx,
     http_hooks: PodHttpHooks,
     _live: LiveGuard,
@@ -166,6 +167,7 @@ impl PodSocketsView for ComponentState {
             pod_name: &self.pod_name,
             lookups: &mut self.lookups,
             service_peers: &mut self.service_peers,
+            udp_flows: &mut self.udp_flows,
         }
     }
 }
@@ -248,6 +250,7 @@ impl Sandbox<'_> {
             pod_name: spec.pod_name.clone(),
             lookups: HashMap::new(),
             service_peers: HashMap::new(),
+            udp_flows: Default::default(),
             http: WasiHttpCtx::new(),
             http_hooks: PodHttpHooks::new(spec.network.clone(), spec.pod_name.clone()),
             _live: LiveGuard::new(self.live),

@@ -219,7 +219,7 @@ fn resolved_ports(service: &Value, pod: &Value) -> Vec<Option<u16>> {
     service_ports(service)
         .iter()
         .map(|port| match &port["targetPort"] {
-            Value::String(name) => named_port(pod, name),
+            Value::String(name) => named_port(pod, name, protocol_of(port)),
             Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
             _ => port["port"].as_u64().and_then(|n| u16::try_from(n).ok()),
         })
@@ -232,13 +232,18 @@ fn service_ports(service: &Value) -> &[Value] {
         .map_or(&[], Vec::as_slice)
 }
 
-/// The number of the pod's `containerPort` called `name`.
-fn named_port(pod: &Value, name: &str) -> Option<u16> {
+/// A port's `protocol` (TCP when unset).
+fn protocol_of(port: &Value) -> &str {
+    port["protocol"].as_str().unwrap_or("TCP")
+}
+
+/// The number of the pod's `containerPort` called `name` with `protocol`.
+fn named_port(pod: &Value, name: &str, protocol: &str) -> Option<u16> {
     pod["spec"]["containers"]
         .as_array()?
         .iter()
         .flat_map(|c| c["ports"].as_array().into_iter().flatten())
-        .find(|p| p["name"] == name)
+        .find(|p| p["name"] == name && protocol_of(p) == protocol)
         .and_then(|p| p["containerPort"].as_u64())
         .and_then(|n| u16::try_from(n).ok())
 }
@@ -267,7 +272,7 @@ fn port_list(service: &Value, ports: &[Option<u16>]) -> Value {
             Some(json!({
                 "name": port["name"].as_str().unwrap_or(""),
                 "port": (*number)?,
-                "protocol": port["protocol"].as_str().unwrap_or("TCP"),
+                "protocol": protocol_of(port),
             }))
         })
         .collect()
@@ -664,6 +669,25 @@ mod tests {
             [8080, 9090],
             "the pod without an `http` port is no endpoint"
         );
+    }
+
+    #[test]
+    fn a_named_udp_target_port_takes_the_pods_udp_port_of_that_name() {
+        let svc = service(
+            json!({"app": "web"}),
+            json!([{"port": 53, "protocol": "UDP", "targetPort": "dns"}]),
+        );
+        let mut udp = (*pod("a", "10.42.0.2", true, "dns", 5353)).clone();
+        udp["spec"]["containers"][0]["ports"][0]["protocol"] = json!("UDP");
+        let pods = vec![Arc::new(udp), pod("b", "10.42.0.3", true, "dns", 5300)];
+        let slices = puts(&plan(&state(Some(svc), pods)), "endpointslices");
+        assert_eq!(
+            slices.len(),
+            1,
+            "the pod with a TCP `dns` port is no endpoint"
+        );
+        assert_eq!(slices[0]["ports"][0]["port"], 5353);
+        assert_eq!(slices[0]["ports"][0]["protocol"], "UDP");
     }
 
     #[test]

@@ -31,16 +31,32 @@
 //! latency: 1000 round trips: p50 85 us, p99 210 us
 //! ```
 //!
+//! With `--udp` first it does the same over UDP: `tcp-echo --udp [--port N]` answers every
+//! datagram with the same bytes, printing `listening on udp 0.0.0.0:PORT` and then
+//! `PEER sent N bytes` per datagram; `tcp-echo --udp --connect HOST:PORT [--send TEXT]`
+//! sends TEXT from an ephemeral port (again every 250 ms while no answer came or the send
+//! was refused as by a closed port, for up to 10 s, as datagrams to a server that is not
+//! up yet are lost) and prints
+//!
+//! ```text
+//! udp echo from 10.43.0.9:53: hello
+//! ```
+//!
 //! Networking is Rust's `std::net`, which wasm32-wasip2 implements on `wasi:sockets`, so
 //! the host must grant the component network access: without it binding or connecting
 //! fails, the error goes to stderr and the program exits 1. Bad arguments print the
 //! usage to stderr and exit 2.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 
 const USAGE: &str = "usage: tcp-echo [--port N] [--http] | tcp-echo --connect HOST:PORT \
-     [--send TEXT | --bench BYTES ROUNDS]";
+     [--send TEXT | --bench BYTES ROUNDS] | tcp-echo --udp [--port N] | \
+     tcp-echo --udp --connect HOST:PORT [--send TEXT]";
+/// How often the UDP client sends again while no answer came.
+const UDP_RESEND: std::time::Duration = std::time::Duration::from_millis(250);
+/// The largest datagram the UDP modes read.
+const MAX_DATAGRAM: usize = 65_536;
 /// The chunk `--bench` sends before it reads the echo.
 const BENCH_CHUNK: usize = 64 * 1024;
 /// The most request-head bytes `--http` reads before answering anyway.
@@ -63,6 +79,10 @@ enum Mode {
         bytes: usize,
         rounds: usize,
     },
+    /// Echo datagrams on this port.
+    UdpServe { port: u16 },
+    /// Send a datagram to this address and print the answer.
+    UdpConnect { address: String, text: String },
 }
 
 fn main() {
@@ -82,6 +102,8 @@ fn main() {
             bytes,
             rounds,
         } => bench(&address, bytes, rounds),
+        Mode::UdpServe { port } => serve_udp(port),
+        Mode::UdpConnect { address, text } => connect_udp(&address, &text),
     };
     if let Err(problem) = outcome {
         eprintln!("tcp-echo: {problem}");
@@ -91,6 +113,13 @@ fn main() {
 
 /// Parses argv (without the program name).
 fn parse(args: &[String]) -> Result<Mode, String> {
+    if args.first().map(String::as_str) == Some("--udp") {
+        return match parse(&args[1..])? {
+            Mode::Serve { port, http: false } => Ok(Mode::UdpServe { port }),
+            Mode::Connect { address, text } => Ok(Mode::UdpConnect { address, text }),
+            _ => Err(format!("bad arguments for --udp: {}", args[1..].join(" "))),
+        };
+    }
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let connect = |address: &str, text: &str| Mode::Connect {
         address: address.to_owned(),
@@ -120,7 +149,9 @@ fn parse_client(words: &[&str], connect: impl Fn(&str, &str) -> Mode) -> Result<
         ["--connect", address, "--send", text] => Ok(connect(address, text)),
         ["--connect", address, "--bench", bytes, rounds] => Ok(Mode::Bench {
             address: (*address).to_owned(),
-            bytes: bytes.parse().map_err(|_| format!("not a byte count: {bytes:?}"))?,
+            bytes: bytes
+                .parse()
+                .map_err(|_| format!("not a byte count: {bytes:?}"))?,
             rounds: rounds
                 .parse()
                 .map_err(|_| format!("not a round count: {rounds:?}"))?,
@@ -160,7 +191,9 @@ fn bench(address: &str, bytes: usize, rounds: usize) -> Result<(), String> {
     let mut sent = 0;
     while sent < bytes {
         let n = BENCH_CHUNK.min(bytes - sent);
-        writer.write_all(&chunk[..n]).map_err(|e| format!("send: {e}"))?;
+        writer
+            .write_all(&chunk[..n])
+            .map_err(|e| format!("send: {e}"))?;
         reader
             .read_exact(&mut echo[..n])
             .map_err(|e| format!("echo: {e}"))?;
@@ -177,7 +210,9 @@ fn bench(address: &str, bytes: usize, rounds: usize) -> Result<(), String> {
     for _ in 0..rounds {
         let started = std::time::Instant::now();
         writer.write_all(&byte).map_err(|e| format!("send: {e}"))?;
-        reader.read_exact(&mut byte).map_err(|e| format!("echo: {e}"))?;
+        reader
+            .read_exact(&mut byte)
+            .map_err(|e| format!("echo: {e}"))?;
         trips.push(started.elapsed().as_micros());
     }
     trips.sort_unstable();
@@ -227,11 +262,73 @@ fn serve(port: u16, http: bool) -> Result<(), String> {
     }
 }
 
+/// Binds `port` over UDP and sends every datagram back to where it came from. Returns
+/// only when binding or receiving fails.
+fn serve_udp(port: u16) -> Result<(), String> {
+    let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let socket = UdpSocket::bind(address).map_err(|e| format!("cannot bind udp {address}: {e}"))?;
+    say(&format!("listening on udp {address}"));
+    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, peer) = socket
+            .recv_from(&mut buffer)
+            .map_err(|e| format!("cannot receive: {e}"))?;
+        match socket.send_to(&buffer[..n], peer) {
+            Ok(_) => say(&format!("{peer} sent {n} bytes")),
+            Err(e) => say(&format!("{peer} failed: {e}")),
+        }
+    }
+}
+
+/// Sends `text` to `address` over UDP until an answer comes (or [`CONNECT_PATIENCE`] runs
+/// out), and prints the answer. A send refused as by a closed port is retried; any other
+/// send error (a denied address) is final at once.
+fn connect_udp(address: &str, text: &str) -> Result<(), String> {
+    let target = address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| format!("cannot resolve {address}: no IPv4 address"))?;
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .map_err(|e| format!("cannot open a udp socket: {e}"))?;
+    let deadline = std::time::Instant::now() + CONNECT_PATIENCE;
+    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    while std::time::Instant::now() < deadline {
+        match socket.send_to(text.as_bytes(), target) {
+            Ok(_) => {}
+            // A Service without a ready endpoint yet refuses like a closed port: retry.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(format!("cannot send to {address}: {e}")),
+        }
+        let resend = std::time::Instant::now() + UDP_RESEND;
+        while std::time::Instant::now() < resend {
+            match socket.recv_from(&mut buffer) {
+                Ok((n, peer)) => {
+                    let answer = String::from_utf8_lossy(&buffer[..n]);
+                    say(&format!("udp echo from {peer}: {answer}"));
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(format!("cannot receive from {address}: {e}")),
+            }
+        }
+    }
+    Err(format!(
+        "no answer from {address} within {CONNECT_PATIENCE:?}"
+    ))
+}
+
 /// Reads one request head and answers `200 OK`; returns the request line.
 fn answer(stream: TcpStream) -> io::Result<String> {
     let (mut reader, mut writer) = (&stream, &stream);
     let head = read_head(&mut reader)?;
-    let body = format!("{}\n", std::env::var("MESSAGE").unwrap_or_else(|_| "ok".into()));
+    let body = format!(
+        "{}\n",
+        std::env::var("MESSAGE").unwrap_or_else(|_| "ok".into())
+    );
     let response = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -354,7 +451,13 @@ mod tests {
     #[test]
     fn bench_mode_takes_a_byte_and_a_round_count() {
         assert_eq!(
-            parse(&args(&["--connect", "echo:80", "--bench", "1048576", "100"])),
+            parse(&args(&[
+                "--connect",
+                "echo:80",
+                "--bench",
+                "1048576",
+                "100"
+            ])),
             Ok(Mode::Bench {
                 address: "echo:80".into(),
                 bytes: 1 << 20,
@@ -381,6 +484,24 @@ mod tests {
             })
         );
         assert!(parse(&args(&["--connect"])).is_err());
+    }
+
+    #[test]
+    fn udp_first_turns_the_server_and_the_client_to_udp() {
+        assert_eq!(parse(&args(&["--udp"])), Ok(Mode::UdpServe { port: 7 }));
+        assert_eq!(
+            parse(&args(&["--udp", "--port", "5353"])),
+            Ok(Mode::UdpServe { port: 5353 })
+        );
+        assert_eq!(
+            parse(&args(&["--udp", "--connect", "echo:53", "--send", "hi"])),
+            Ok(Mode::UdpConnect {
+                address: "echo:53".into(),
+                text: "hi".into()
+            })
+        );
+        assert!(parse(&args(&["--udp", "--http"])).is_err());
+        assert!(parse(&args(&["--udp", "--connect", "e:1", "--bench", "1", "1"])).is_err());
     }
 
     #[test]

@@ -1,0 +1,192 @@
+//! UDP on the pod network (issue 10 §1 and §2) with the real kubectl against a real server
+//! and agent: a pod sends a datagram to a ClusterIP Service of UDP echo pods and gets the
+//! echo back from the ClusterIP; a second UDP bind of a port in one pod is `address in
+//! use` while TCP on that port is free; a datagram to a denied address fails at once; and
+//! UDP on a NodePort Service is refused by name.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use wasmfleet_tests::wait::wait_for;
+use wasmfleet_tests::{Cluster, ClusterOptions};
+
+const START: Duration = Duration::from_secs(60);
+
+const BACKENDS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: udp-echo
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: udp-echo}
+  template:
+    metadata:
+      labels: {app: udp-echo}
+    spec:
+      containers:
+      - name: server
+        image: tcp-echo:v1
+        args: [\"--udp\", \"--port\", \"5353\"]
+        ports: [{name: dns, containerPort: 5353, protocol: UDP}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: udp-echo
+spec:
+  selector: {app: udp-echo}
+  ports:
+  - port: 53
+    protocol: UDP
+    targetPort: dns
+";
+
+fn pod(name: &str, containers: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: Never
+  containers:
+{containers}"
+    )
+}
+
+/// The first log line of `pod`'s `container` that starts with `prefix`.
+fn wait_log(cluster: &Cluster, pod: &str, container: &str, prefix: &str) -> String {
+    wait_for(
+        &format!("{pod}/{container} to log {prefix:?}"),
+        START,
+        || {
+            let out = cluster.kubectl(&["logs", pod, "-c", container]);
+            out.stdout
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .map(str::to_owned)
+                .ok_or(format!("{}{}", out.stdout, out.stderr))
+        },
+    )
+}
+
+fn container_status(pod: &Value, name: &str) -> Value {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_pod_gets_the_echo_of_a_udp_service_and_udp_ports_are_the_pods_own() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.push("tcp-echo", "tcp-echo:v1");
+    cluster.kubectl_apply(BACKENDS);
+    let service: Value =
+        serde_json::from_str(&cluster.kubectl_ok(&["get", "service", "udp-echo", "-o", "json"]))
+            .expect("kubectl prints JSON");
+    let cluster_ip = service["spec"]["clusterIP"]
+        .as_str()
+        .expect("a ClusterIP")
+        .to_owned();
+    assert_eq!(service["spec"]["ports"][0]["protocol"], "UDP");
+
+    // A pod sends to the Service by name; the echo comes back from the ClusterIP.
+    cluster.kubectl_apply(&pod(
+        "client",
+        "  - name: main
+    image: tcp-echo:v1
+    args: [\"--udp\", \"--connect\", \"udp-echo:53\", \"--send\", \"hello over udp\"]
+",
+    ));
+    let echoed = wait_log(&cluster, "client", "main", "udp echo from");
+    assert_eq!(
+        echoed,
+        format!("udp echo from {cluster_ip}:53: hello over udp")
+    );
+    // The endpoint saw the client's pod IP.
+    let client = cluster.wait_pod("client", "a pod IP", |p| p["status"]["podIP"].is_string());
+    let client_ip = client["status"]["podIP"]
+        .as_str()
+        .expect("pod IP")
+        .to_owned();
+    wait_for("an endpoint to log the client", START, || {
+        let out = cluster.kubectl(&["logs", "-l", "app=udp-echo"]);
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{client_ip}:")))
+            .filter(|l| l.ends_with("sent 14 bytes"))
+            .map(str::to_owned)
+            .ok_or(out.stdout)
+    });
+
+    // Two UDP binds of one port in a pod: the second is `address in use`; TCP on the same
+    // port is a separate space and free.
+    cluster.kubectl_apply(&pod(
+        "clash",
+        "  - name: first
+    image: tcp-echo:v1
+    args: [\"--udp\", \"--port\", \"9000\"]
+  - name: second
+    image: tcp-echo:v1
+    args: [\"--udp\", \"--port\", \"9000\"]
+  - name: tcp
+    image: tcp-echo:v1
+    args: [\"--port\", \"9000\"]
+",
+    ));
+    let settled = cluster.wait_pod("clash", "one udp container failed", |p| {
+        ["first", "second"]
+            .iter()
+            .any(|c| container_status(p, c)["state"]["terminated"]["exitCode"] == 1)
+    });
+    let loser = ["first", "second"]
+        .into_iter()
+        .find(|c| container_status(&settled, c)["state"]["terminated"]["exitCode"] == 1)
+        .expect("a failed container");
+    let why = wait_log(&cluster, "clash", loser, "tcp-echo:");
+    assert!(
+        why.starts_with("tcp-echo: cannot bind udp 0.0.0.0:9000: Address in use"),
+        "{why}"
+    );
+    let tcp = wait_log(&cluster, "clash", "tcp", "listening on");
+    assert_eq!(tcp, "listening on 0.0.0.0:9000");
+
+    // A datagram outside the cluster without an egress rule: a clear error, at once.
+    cluster.kubectl_apply(&pod(
+        "outbound",
+        "  - name: main
+    image: tcp-echo:v1
+    args: [\"--udp\", \"--connect\", \"192.0.2.1:53\"]
+",
+    ));
+    let denied = wait_log(&cluster, "outbound", "main", "tcp-echo:");
+    assert!(
+        denied.starts_with("tcp-echo: cannot send to 192.0.2.1:53: Permission denied"),
+        "{denied}"
+    );
+
+    // The nodes serve NodePorts over TCP only: UDP there is refused by name.
+    let service = "apiVersion: v1
+kind: Service
+metadata:
+  name: udp-nodeport
+spec:
+  type: NodePort
+  selector: {app: udp-echo}
+  ports:
+  - port: 53
+    protocol: UDP
+";
+    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(service));
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("spec.ports[0].protocol"),
+        "{}",
+        out.stderr
+    );
+}
