@@ -3,7 +3,7 @@
 //!
 //! Each hollow agent sends a [`UsageReport`] on `up/usage` as the agent's reporter does
 //! ([`wasmfleet_agent::usage`]): every interval while it has pods, every
-//! [`IDLE_EVERY`] intervals while it has none. The figures are made up and fixed (hollow pods
+//! [`wasmfleet_agent::usage::IDLE_EVERY`] intervals while it has none. The figures are made up and fixed (hollow pods
 //! run nothing): [`CONTAINER`] per container, the node its pods plus [`NODE_BASE`].
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use wasmfleet_agent::link::Uplink;
-use wasmfleet_agent::usage::IDLE_EVERY;
+use wasmfleet_agent::usage::Schedule;
 use wasmfleet_protocol::Message;
 use wasmfleet_protocol::topic::Up;
 use wasmfleet_protocol::usage::{ContainerUsage, PodUsage, Usage, UsageReport};
@@ -57,27 +57,22 @@ pub fn report(pods: Vec<(String, Vec<String>)>, window: Duration) -> UsageReport
     }
 }
 
-/// Sends `pods`' usage on `uplink` every `interval` (every [`IDLE_EVERY`] intervals while
+/// Sends `pods`' usage on `uplink` every `interval` (every [`wasmfleet_agent::usage::IDLE_EVERY`] intervals while
 /// there are none, the window then spanning them all) until `stop` is cancelled.
 pub async fn send(pods: HollowPods, uplink: Uplink, interval: Duration, stop: CancellationToken) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // As the agent's: the first report goes after one interval.
-    let mut since_report = IDLE_EVERY - 1;
-    let mut listed_pods = false;
+    let mut schedule = Schedule::default();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        since_report += 1;
         let running = pods.containers();
-        if running.is_empty() && !listed_pods && since_report < IDLE_EVERY {
+        let Some(span) = schedule.tick(!running.is_empty()) else {
             continue;
-        }
-        let window = interval * since_report;
-        since_report = 0;
-        listed_pods = !running.is_empty();
+        };
+        let window = interval * span;
         let usage = report(running, window);
         if let Err(err) = uplink.try_send(Up::Usage, &Message::Usage(usage)) {
             tracing::debug!(%err, "dropping a hollow usage report");

@@ -29,6 +29,41 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 /// A node without running pods reports once every this many intervals.
 pub const IDLE_EVERY: u32 = 4;
 
+/// Which interval ticks send a report (the agent's and the simulator's hollow agents'
+/// rule): every tick while pods run, every [`IDLE_EVERY`] ticks while none do, the tick
+/// after the last pod stopped at once, and the first tick of all (so a new node shows in
+/// `kubectl top node` at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Ticks since the last report.
+    since_report: u32,
+    /// Whether the last report listed pods.
+    listed_pods: bool,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            since_report: IDLE_EVERY - 1,
+            listed_pods: false,
+        }
+    }
+}
+
+impl Schedule {
+    /// A tick with `has_pods` running: `Some(the intervals the report spans)` when one goes
+    /// now.
+    pub fn tick(&mut self, has_pods: bool) -> Option<u32> {
+        self.since_report += 1;
+        if !has_pods && !self.listed_pods && self.since_report < IDLE_EVERY {
+            return None;
+        }
+        let span = std::mem::replace(&mut self.since_report, 0);
+        self.listed_pods = has_pods;
+        Some(span)
+    }
+}
+
 /// What one container has used so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSample {
@@ -47,4 +82,26 @@ pub struct PodSample {
     pub uid: String,
     /// Its containers, in spec order.
     pub containers: Vec<ContainerSample>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_go_every_tick_with_pods_and_every_idle_every_ticks_without() {
+        let mut schedule = Schedule::default();
+        // The first tick reports, even with nothing running.
+        assert_eq!(schedule.tick(false), Some(IDLE_EVERY));
+        for _ in 1..IDLE_EVERY {
+            assert_eq!(schedule.tick(false), None);
+        }
+        assert_eq!(schedule.tick(false), Some(IDLE_EVERY));
+        // A pod starts: a report at once, then every tick.
+        assert_eq!(schedule.tick(true), Some(1));
+        assert_eq!(schedule.tick(true), Some(1));
+        // The tick after the last pod stopped reports at once, then it is idle again.
+        assert_eq!(schedule.tick(false), Some(1));
+        assert_eq!(schedule.tick(false), None);
+    }
 }

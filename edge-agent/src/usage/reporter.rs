@@ -8,35 +8,28 @@ use wasmfleet_protocol::Message;
 use wasmfleet_protocol::topic::Up;
 
 use super::rates::{Rates, Sample};
-use super::{IDLE_EVERY, host};
+use super::{Schedule, host};
 use crate::link::Uplink;
 use crate::pods::PodManager;
 
 /// Samples `pods` and the host every `interval` and sends a report on the uplink: after
-/// every interval while pods run, every [`IDLE_EVERY`] intervals while none do (the
+/// every interval while pods run, every [`super::IDLE_EVERY`] intervals while none do (the
 /// window then spans them all). Runs until `stop` is cancelled.
 pub async fn report(pods: PodManager, uplink: Uplink, interval: Duration, stop: CancellationToken) {
     let mut rates = Rates::default();
     rates.start(sample(&pods));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Counted from one short of a report, so the first goes after one interval and a new
-    // node shows in `kubectl top node` at once.
-    let mut since_report = IDLE_EVERY - 1;
-    // Whether the last report listed pods: the one after the last pod stopped goes at once.
-    let mut listed_pods = false;
+    let mut schedule = Schedule::default();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        since_report += 1;
         let sample = sample(&pods);
-        if sample.pods.is_empty() && !listed_pods && since_report < IDLE_EVERY {
+        if schedule.tick(!sample.pods.is_empty()).is_none() {
             continue;
         }
-        since_report = 0;
-        listed_pods = !sample.pods.is_empty();
         let Some(report) = rates.report(sample) else {
             continue;
         };
