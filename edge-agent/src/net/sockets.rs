@@ -193,11 +193,12 @@ impl network::HostNetwork for PodSockets<'_> {
     }
 }
 
-/// Delegates methods that carry no address to wasmtime's implementation unchanged.
+/// Delegates socket methods that carry no address to wasmtime's implementation unchanged:
+/// `delegate!(Socket, HostTrait { method(args) -> Result; ... })`.
 macro_rules! delegate {
-    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
-        $(fn $name(&mut self, this: Resource<TcpSocket> $(, $arg: $ty)*) -> $ret {
-            HostTcpSocket::$name(&mut self.inner, this $(, $arg)*)
+    ($socket:ty, $host:ident { $($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)* }) => {
+        $(fn $name(&mut self, this: Resource<$socket> $(, $arg: $ty)*) -> $ret {
+            $host::$name(&mut self.inner, this $(, $arg)*)
         })*
     };
 }
@@ -280,7 +281,7 @@ impl HostTcpSocket for PodSockets<'_> {
         HostTcpSocket::drop(&mut self.inner, this)
     }
 
-    delegate! {
+    delegate!(TcpSocket, HostTcpSocket {
         finish_bind() -> SocketResult<()>;
         finish_connect() -> SocketResult<(Resource<DynInputStream>, Resource<DynOutputStream>)>;
         finish_listen() -> SocketResult<()>;
@@ -303,7 +304,7 @@ impl HostTcpSocket for PodSockets<'_> {
         set_send_buffer_size(value: u64) -> SocketResult<()>;
         subscribe() -> wasmtime::Result<Resource<DynPollable>>;
         shutdown(shutdown_type: ShutdownType) -> SocketResult<()>;
-    }
+    });
 }
 
 impl ip_name_lookup::Host for PodSockets<'_> {
@@ -408,15 +409,6 @@ impl PodSockets<'_> {
     }
 }
 
-/// Delegates UDP socket methods that carry no address to wasmtime unchanged.
-macro_rules! delegate_udp {
-    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
-        $(fn $name(&mut self, this: Resource<UdpSocket> $(, $arg: $ty)*) -> $ret {
-            HostUdpSocket::$name(&mut self.inner, this $(, $arg)*)
-        })*
-    };
-}
-
 impl HostUdpSocket for PodSockets<'_> {
     async fn start_bind(
         &mut self,
@@ -469,7 +461,7 @@ impl HostUdpSocket for PodSockets<'_> {
         HostUdpSocket::drop(&mut self.inner, this)
     }
 
-    delegate_udp! {
+    delegate!(UdpSocket, HostUdpSocket {
         finish_bind() -> SocketResult<()>;
         address_family() -> wasmtime::Result<IpAddressFamily>;
         unicast_hop_limit() -> SocketResult<u8>;
@@ -479,7 +471,7 @@ impl HostUdpSocket for PodSockets<'_> {
         send_buffer_size() -> SocketResult<u64>;
         set_send_buffer_size(value: u64) -> SocketResult<()>;
         subscribe() -> wasmtime::Result<Resource<DynPollable>>;
-    }
+    });
 }
 
 impl HostIncomingDatagramStream for PodSockets<'_> {
