@@ -638,6 +638,23 @@ impl Cluster {
             .flatten()
     }
 
+    /// The first line of `pod`'s `container` log that starts with `prefix`, waiting up to a
+    /// minute for it.
+    pub fn wait_log_line(&self, pod: &str, container: &str, prefix: &str) -> String {
+        crate::wait::wait_for(
+            &format!("{pod}/{container} to log {prefix:?}"),
+            Duration::from_secs(60),
+            || {
+                let out = self.kubectl(&["logs", pod, "-c", container]);
+                out.stdout
+                    .lines()
+                    .find(|l| l.starts_with(prefix))
+                    .map(str::to_owned)
+                    .ok_or(format!("{}{}", out.stdout, out.stderr))
+            },
+        )
+    }
+
     /// Waits until the pod satisfies `accept`, returning it.
     pub fn wait_pod(&self, name: &str, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
         self.wait_pod_within(name, what, CONVERGE, accept)

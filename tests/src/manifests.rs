@@ -1,5 +1,19 @@
 //! Pod manifests for the end-to-end tests, written as a user would write them.
 
+/// A pod that never restarts, with `containers` (a YAML list indented by 2 spaces).
+pub fn pod_of(name: &str, containers: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: Never
+  containers:
+{containers}"
+    )
+}
+
 /// A one-container pod running `image` with `args`.
 pub fn pod(name: &str, image: &str, args: &[&str], restart_policy: &str) -> String {
     pod_with(name, image, args, restart_policy, "")

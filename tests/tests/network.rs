@@ -4,43 +4,10 @@
 //! (hostPort, ports on a wasip1 module).
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use serde_json::Value;
-use wasmfleet_tests::wait::wait_for;
-use wasmfleet_tests::{Cluster, ClusterOptions};
-
-const START: Duration = Duration::from_secs(60);
-
-fn pod(name: &str, containers: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  restartPolicy: Never
-  containers:
-{containers}"
-    )
-}
-
-/// The log of one container, once it has a line starting with `prefix`.
-fn wait_log(cluster: &Cluster, pod: &str, container: &str, prefix: &str) -> String {
-    wait_for(
-        &format!("{pod}/{container} to log {prefix:?}"),
-        START,
-        || {
-            let out = cluster.kubectl(&["logs", pod, "-c", container]);
-            out.stdout
-                .lines()
-                .find(|l| l.starts_with(prefix))
-                .map(str::to_owned)
-                .ok_or(format!("{}{}", out.stdout, out.stderr))
-        },
-    )
-}
+use wasmfleet_tests::{Cluster, ClusterOptions, manifests};
 
 fn pod_ip(cluster: &Cluster, name: &str) -> Ipv4Addr {
     let pod = cluster.wait_pod(name, "a pod IP", |p| p["status"]["podIP"].is_string());
@@ -65,7 +32,7 @@ fn pods_get_addresses_and_talk_over_localhost_and_pod_ips() {
     let cluster = Cluster::start(ClusterOptions::default());
     cluster.push("tcp-echo", "tcp-echo:v1");
 
-    cluster.kubectl_apply(&pod(
+    cluster.kubectl_apply(&manifests::pod_of(
         "echo",
         "  - name: server
     image: tcp-echo:v1
@@ -77,7 +44,7 @@ fn pods_get_addresses_and_talk_over_localhost_and_pod_ips() {
 ",
     ));
     // Two containers of one pod: the caller reaches the server over 127.0.0.1.
-    let echoed = wait_log(&cluster, "echo", "caller", "echo from");
+    let echoed = cluster.wait_log_line("echo", "caller", "echo from");
     assert_eq!(echoed, "echo from 127.0.0.1:7: hello");
 
     // The node got a range of the cluster CIDR and the pod an address in it.
@@ -98,7 +65,7 @@ fn pods_get_addresses_and_talk_over_localhost_and_pod_ips() {
     );
 
     // Another pod reaches it by its pod IP, and the server sees the caller's pod IP.
-    cluster.kubectl_apply(&pod(
+    cluster.kubectl_apply(&manifests::pod_of(
         "client",
         &format!(
             "  - name: main
@@ -107,25 +74,25 @@ fn pods_get_addresses_and_talk_over_localhost_and_pod_ips() {
 "
         ),
     ));
-    let echoed = wait_log(&cluster, "client", "main", "echo from");
+    let echoed = cluster.wait_log_line("client", "main", "echo from");
     assert_eq!(
         echoed,
         format!("echo from {echo_ip}:7: over the pod network")
     );
     let client_ip = pod_ip(&cluster, "client");
     assert_ne!(client_ip, echo_ip);
-    let closed = wait_log(&cluster, "echo", "server", &format!("{client_ip}:"));
+    let closed = cluster.wait_log_line("echo", "server", &format!("{client_ip}:"));
     assert!(closed.ends_with("closed after 21 bytes"), "{closed}");
 
     // Outside the cluster nothing is reachable without an egress rule: a clear error, fast.
-    cluster.kubectl_apply(&pod(
+    cluster.kubectl_apply(&manifests::pod_of(
         "outbound",
         "  - name: main
     image: tcp-echo:v1
     args: [\"--connect\", \"192.0.2.1:80\"]
 ",
     ));
-    let denied = wait_log(&cluster, "outbound", "main", "tcp-echo:");
+    let denied = cluster.wait_log_line("outbound", "main", "tcp-echo:");
     assert_eq!(
         denied,
         "tcp-echo: cannot connect to 192.0.2.1:80: Permission denied (os error 2)"
@@ -144,7 +111,7 @@ fn a_port_conflict_in_a_pod_and_unusable_ports_are_clear_errors() {
     cluster.push("hello", "hello:v1");
 
     // Two containers of one pod listening on one port: the second one says why it failed.
-    cluster.kubectl_apply(&pod(
+    cluster.kubectl_apply(&manifests::pod_of(
         "clash",
         "  - name: first
     image: tcp-echo:v1
@@ -163,7 +130,7 @@ fn a_port_conflict_in_a_pod_and_unusable_ports_are_clear_errors() {
         .into_iter()
         .find(|c| container_status(&settled, c)["state"]["terminated"]["exitCode"] == 1)
         .expect("a failed container");
-    let why = wait_log(&cluster, "clash", loser, "tcp-echo:");
+    let why = cluster.wait_log_line("clash", loser, "tcp-echo:");
     assert!(
         why.starts_with("tcp-echo: cannot listen on 0.0.0.0:8000: Address in use"),
         "{why}"
@@ -172,7 +139,7 @@ fn a_port_conflict_in_a_pod_and_unusable_ports_are_clear_errors() {
     // hostPort is refused, naming the field.
     let out = cluster.kubectl_with_stdin(
         &["apply", "-f", "-"],
-        Some(&pod(
+        Some(&manifests::pod_of(
             "hostport",
             "  - name: main
     image: tcp-echo:v1
@@ -188,7 +155,7 @@ fn a_port_conflict_in_a_pod_and_unusable_ports_are_clear_errors() {
     );
 
     // A wasip1 module has no sockets: declaring ports for it says to build for wasip2.
-    cluster.kubectl_apply(&pod(
+    cluster.kubectl_apply(&manifests::pod_of(
         "p1ports",
         "  - name: main
     image: hello:v1

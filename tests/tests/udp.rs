@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wasmfleet_tests::wait::wait_for;
-use wasmfleet_tests::{Cluster, ClusterOptions};
+use wasmfleet_tests::{Cluster, ClusterOptions, manifests};
 
 const START: Duration = Duration::from_secs(60);
 
@@ -42,35 +42,6 @@ spec:
     targetPort: dns
 ";
 
-fn pod(name: &str, containers: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  restartPolicy: Never
-  containers:
-{containers}"
-    )
-}
-
-/// The first log line of `pod`'s `container` that starts with `prefix`.
-fn wait_log(cluster: &Cluster, pod: &str, container: &str, prefix: &str) -> String {
-    wait_for(
-        &format!("{pod}/{container} to log {prefix:?}"),
-        START,
-        || {
-            let out = cluster.kubectl(&["logs", pod, "-c", container]);
-            out.stdout
-                .lines()
-                .find(|l| l.starts_with(prefix))
-                .map(str::to_owned)
-                .ok_or(format!("{}{}", out.stdout, out.stderr))
-        },
-    )
-}
-
 fn container_status(pod: &Value, name: &str) -> Value {
     pod["status"]["containerStatuses"]
         .as_array()
@@ -96,14 +67,14 @@ fn a_pod_gets_the_echo_of_a_udp_service_and_udp_ports_are_the_pods_own() {
     assert_eq!(service["spec"]["ports"][0]["protocol"], "UDP");
 
     // A pod sends to the Service by name; the echo comes back from the ClusterIP.
-    cluster.kubectl_apply(&pod(
+    cluster.kubectl_apply(&manifests::pod_of(
         "client",
         "  - name: main
     image: tcp-echo:v1
     args: [\"--udp\", \"--connect\", \"udp-echo:53\", \"--send\", \"hello over udp\"]
 ",
     ));
-    let echoed = wait_log(&cluster, "client", "main", "udp echo from");
+    let echoed = cluster.wait_log_line("client", "main", "udp echo from");
     assert_eq!(
         echoed,
         format!("udp echo from {cluster_ip}:53: hello over udp")
@@ -126,7 +97,7 @@ fn a_pod_gets_the_echo_of_a_udp_service_and_udp_ports_are_the_pods_own() {
 
     // Two UDP binds of one port in a pod: the second is `address in use`; TCP on the same
     // port is a separate space and free.
-    cluster.kubectl_apply(&pod(
+    cluster.kubectl_apply(&manifests::pod_of(
         "clash",
         "  - name: first
     image: tcp-echo:v1
@@ -148,23 +119,23 @@ fn a_pod_gets_the_echo_of_a_udp_service_and_udp_ports_are_the_pods_own() {
         .into_iter()
         .find(|c| container_status(&settled, c)["state"]["terminated"]["exitCode"] == 1)
         .expect("a failed container");
-    let why = wait_log(&cluster, "clash", loser, "tcp-echo:");
+    let why = cluster.wait_log_line("clash", loser, "tcp-echo:");
     assert!(
         why.starts_with("tcp-echo: cannot bind udp 0.0.0.0:9000: Address in use"),
         "{why}"
     );
-    let tcp = wait_log(&cluster, "clash", "tcp", "listening on");
+    let tcp = cluster.wait_log_line("clash", "tcp", "listening on");
     assert_eq!(tcp, "listening on 0.0.0.0:9000");
 
     // A datagram outside the cluster without an egress rule: a clear error, at once.
-    cluster.kubectl_apply(&pod(
+    cluster.kubectl_apply(&manifests::pod_of(
         "outbound",
         "  - name: main
     image: tcp-echo:v1
     args: [\"--udp\", \"--connect\", \"192.0.2.1:53\"]
 ",
     ));
-    let denied = wait_log(&cluster, "outbound", "main", "tcp-echo:");
+    let denied = cluster.wait_log_line("outbound", "main", "tcp-echo:");
     assert!(
         denied.starts_with("tcp-echo: cannot send to 192.0.2.1:53: Permission denied"),
         "{denied}"
