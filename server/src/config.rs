@@ -119,9 +119,15 @@ pub struct ServerConfig {
     #[arg(long, hide = true)]
     pub node_monitor_grace_ms: Option<u64>,
 
-    /// The pod network: every node gets a /24 of it, every pod an IP from its node's /24.
+    /// The pod network: every node gets a range of it (`--node-cidr-mask-size`), every pod
+    /// an IP from its node's range.
     #[arg(long, default_value = DEFAULT_CLUSTER_CIDR)]
     pub cluster_cidr: ClusterCidr,
+    /// The prefix length of each node's range of the cluster CIDR (kube-controller-manager's
+    /// flag): 24 gives a node 253 pod IPs, 22 gives 1,021. Set it before the first node
+    /// joins: nodes keep the range they got.
+    #[arg(long, default_value_t = wasmfleet_protocol::network::NODE_PREFIX)]
+    pub node_cidr_mask_size: u8,
     /// Services' virtual IPs (ClusterIPs) come from this range.
     #[arg(long, default_value = DEFAULT_SERVICE_CIDR)]
     pub service_cidr: ipnet::Ipv4Net,

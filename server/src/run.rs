@@ -40,6 +40,8 @@ use crate::store::{Store, StoreOptions};
 use wasmfleet_agent::config::{AgentConfig, read_ca_file};
 use wasmfleet_protocol::broker_url::BrokerUrl;
 
+use crate::network::ipam::NodeRanges;
+
 /// How long tracked tasks get to finish after shutdown begins.
 /// The in-process agent needs up to about 16 s to stop its pods and say goodbye.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -50,6 +52,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     crate::network::service_ips::check_service_cidr(config.service_cidr, config.cluster_cidr)
         .map_err(anyhow::Error::msg)
         .context("checking --service-cidr")?;
+    let ranges = NodeRanges::new(config.cluster_cidr, config.node_cidr_mask_size)
+        .map_err(anyhow::Error::msg)?;
     // A stale file from an earlier run would point readers at dead ports.
     let _ = std::fs::remove_file(config.data_dir.join("endpoints.json"));
     let mut sans = config.tls_sans.clone();
@@ -115,6 +119,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     }
     let (fleet, cache, metrics) = start_loops(
         fleet_config,
+        ranges,
         (relay, &boot.tls),
         &store,
         &modules,
@@ -203,6 +208,7 @@ fn fleet_config(
 /// the fleet's handle and the cache (the API's authorizer reads RBAC objects from it).
 fn start_loops(
     mut fleet_config: FleetConfig,
+    ranges: NodeRanges,
     (relay, tls): (tokio::net::TcpListener, &bootstrap::TlsMaterial),
     store: &Store,
     modules: &ModuleStore,
@@ -214,7 +220,6 @@ fn start_loops(
     let metrics = Metrics::collect_from(store.clone(), cache.clone());
     fleet_config.metrics = metrics.clone();
     let node_grace = fleet_config.node_grace;
-    let cluster = fleet_config.cluster_cidr;
     let fleet = Fleet::start(
         fleet_config,
         store.clone(),
@@ -243,7 +248,7 @@ fn start_loops(
         .filter(|kind| kind.namespaced)
         .map(|kind| kind.plural)
         .collect();
-    controllers::start_workloads(store, &cache, cluster, namespaced, shutdown, tracker);
+    controllers::start_workloads(store, &cache, ranges, namespaced, shutdown, tracker);
     tracker.spawn(events::run_expiry(
         store.clone(),
         events::DEFAULT_TTL,

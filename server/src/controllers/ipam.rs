@@ -18,14 +18,13 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
-use wasmfleet_protocol::network::ClusterCidr;
 
 use super::runner::Controller;
 use super::writes;
 use crate::events::{self, Involved, Type};
 use crate::informer::{Cache, Change, key_of};
 use crate::k8s::pods::bound_node;
-use crate::network::ipam::{free_node_cidr, free_pod_ip, node_cidr_of, pod_ip_of};
+use crate::network::ipam::{NodeRanges, free_pod_ip, node_cidr_of, pod_ip_of};
 use crate::store::{ObjectKey, Store, StoreError};
 
 /// The `source.component` of its events.
@@ -33,13 +32,16 @@ const COMPONENT: &str = "ipam-controller";
 
 /// The IPAM controller for one cluster CIDR.
 pub struct Ipam {
-    cluster: ClusterCidr,
+    ranges: NodeRanges,
 }
 
 impl Ipam {
-    /// Hands out addresses of `cluster`.
-    pub fn new(cluster: ClusterCidr) -> Self {
-        Self { cluster }
+    /// Hands out `ranges` (a cluster CIDR alone: its `/24`s) to nodes and their addresses
+    /// to pods.
+    pub fn new(ranges: impl Into<NodeRanges>) -> Self {
+        Self {
+            ranges: ranges.into(),
+        }
     }
 }
 
@@ -73,7 +75,8 @@ pub enum Action {
 }
 
 /// Pure: the node's range if it has none, then an IP for each pod that needs one.
-pub fn plan(cluster: ClusterCidr, state: &State) -> Vec<Action> {
+pub fn plan(ranges: impl Into<NodeRanges>, state: &State) -> Vec<Action> {
+    let ranges: NodeRanges = ranges.into();
     let Some(node) = state.node.as_deref() else {
         return Vec::new();
     };
@@ -83,7 +86,7 @@ pub fn plan(cluster: ClusterCidr, state: &State) -> Vec<Action> {
     let mut actions = Vec::new();
     let range = match node_cidr_of(node) {
         Some(range) => range,
-        None => match free_node_cidr(cluster, &state.taken) {
+        None => match ranges.free(&state.taken) {
             Some(range) => {
                 actions.push(Action::NodeRange(node_key.clone(), range));
                 range
@@ -93,8 +96,10 @@ pub fn plan(cluster: ClusterCidr, state: &State) -> Vec<Action> {
                     involved: Involved::of(node),
                     reason: "CIDRNotAvailable",
                     message: format!(
-                        "Node {} has no pod range: every /24 of the cluster CIDR {cluster} is taken",
-                        node_key.name
+                        "Node {} has no pod range: every /{} of the cluster CIDR {} is taken",
+                        node_key.name,
+                        ranges.prefix(),
+                        ranges.cluster()
                     ),
                 }];
             }
@@ -195,7 +200,7 @@ impl Controller for Ipam {
     }
 
     fn plan(&self, state: &State) -> Vec<Action> {
-        plan(self.cluster, state)
+        plan(self.ranges, state)
     }
 
     fn execute(&self, action: &Action, store: &Store) -> Result<(), StoreError> {
@@ -234,6 +239,8 @@ impl Controller for Ipam {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use wasmfleet_protocol::network::ClusterCidr;
+
     use super::*;
 
     fn state(node: Value, pods: Vec<Value>, taken: &[&str]) -> State {
@@ -352,5 +359,18 @@ mod tests {
             (involved.name.as_str(), *reason),
             ("b", "FailedCreatePodSandBox")
         );
+    }
+
+    #[test]
+    fn a_wider_node_mask_gives_nodes_larger_ranges() {
+        let node = json!({"metadata": {"name": "pi-2"}, "spec": {}});
+        let ranges = NodeRanges::new(ClusterCidr::default(), 22).unwrap();
+        let actions = plan(ranges, &state(node, vec![], &["10.42.0.0/22"]));
+        assert!(actions.contains(&Action::NodeRange(
+            ObjectKey::cluster("nodes", "pi-2"),
+            "10.42.4.0/22".parse().unwrap()
+        )));
+        assert!(NodeRanges::new(ClusterCidr::default(), 15).is_err());
+        assert!(NodeRanges::new(ClusterCidr::default(), 31).is_err());
     }
 }

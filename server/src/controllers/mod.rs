@@ -53,11 +53,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use wasmfleet_protocol::network::ClusterCidr;
-
 use crate::informer::Cache;
 use crate::store::Store;
 use runner::RunnerConfig;
+
+use crate::network::ipam::NodeRanges;
 
 /// Starts the workload controllers (ReplicaSets, Deployments, Jobs, CronJobs, DaemonSets,
 /// disruption budgets, taint eviction, the garbage collector, namespaces; `namespaced` are
@@ -65,7 +65,7 @@ use runner::RunnerConfig;
 pub fn start_workloads(
     store: &Store,
     cache: &Cache,
-    cluster: ClusterCidr,
+    ranges: NodeRanges,
     namespaced: Vec<&'static str>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
@@ -76,7 +76,7 @@ pub fn start_workloads(
         shutdown,
         tracker,
     };
-    start.spawn(ipam::Ipam::new(cluster));
+    start.spawn(ipam::Ipam::new(ranges));
     start.spawn(replicasets::ReplicaSets);
     start.spawn(deployments::Deployments);
     start.spawn(jobs::Jobs);

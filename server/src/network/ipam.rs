@@ -1,9 +1,10 @@
-//! Address allocation, pure: a free `/24` of the cluster CIDR for a node, a free address
-//! of a node's range for a pod.
+//! Address allocation, pure: a free range of the cluster CIDR for a node (a `/24` unless
+//! `--node-cidr-mask-size` says otherwise, as kube-controller-manager's flag), a free
+//! address of a node's range for a pod.
 //!
 //! In a node's `/24`, `.0` and `.255` are the network and broadcast addresses and `.1` is
 //! kept for the node itself (k3s gives it to the `cni0` bridge), so pods get `.2` to
-//! `.254`: 253 addresses, more than a node's default 110 pods. An address stays taken
+//! `.254`: 253 addresses, more than a node's default 110 pods (a `/22` holds 1,021). An address stays taken
 //! while a pod that holds it exists (terminating pods included), so it is never reused
 //! under a running pod.
 
@@ -14,13 +15,59 @@ use ipnet::Ipv4Net;
 use serde_json::Value;
 use wasmfleet_protocol::network::{ClusterCidr, NODE_PREFIX};
 
+/// How the cluster CIDR is cut into nodes' ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRanges {
+    cluster: ClusterCidr,
+    prefix: u8,
+}
+
+impl NodeRanges {
+    /// `/prefix` ranges of `cluster`: the prefix must lie between the cluster's own and 30.
+    pub fn new(cluster: ClusterCidr, prefix: u8) -> Result<Self, String> {
+        let widest = cluster.net().prefix_len();
+        if !(widest..=30).contains(&prefix) {
+            return Err(format!(
+                "--node-cidr-mask-size {prefix} does not fit the cluster CIDR {cluster}: \
+                 it must be from {widest} to 30"
+            ));
+        }
+        Ok(Self { cluster, prefix })
+    }
+
+    /// The first free range, in address order.
+    pub fn free(&self, taken: &BTreeSet<Ipv4Net>) -> Option<Ipv4Net> {
+        self.cluster
+            .net()
+            .subnets(self.prefix)
+            .ok()?
+            .find(|subnet| !taken.contains(subnet))
+    }
+
+    /// The cluster CIDR.
+    pub fn cluster(&self) -> ClusterCidr {
+        self.cluster
+    }
+
+    /// The ranges' prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+}
+
+impl From<ClusterCidr> for NodeRanges {
+    /// `/24` ranges, as k3s.
+    fn from(cluster: ClusterCidr) -> Self {
+        Self {
+            cluster,
+            prefix: NODE_PREFIX,
+        }
+    }
+}
+
 /// The first free `/24` of `cluster`, in address order.
 pub fn free_node_cidr(cluster: ClusterCidr, taken: &BTreeSet<Ipv4Net>) -> Option<Ipv4Net> {
-    cluster
-        .net()
-        .subnets(NODE_PREFIX)
-        .ok()?
-        .find(|subnet| !taken.contains(subnet))
+    NodeRanges::from(cluster).free(taken)
 }
 
 /// The lowest free pod address of `node_cidr`.

@@ -91,6 +91,10 @@ fn parse_options() -> anyhow::Result<Options> {
 /// A server and one agent, as the options say.
 fn start_cluster(options: &Options) -> anyhow::Result<Cluster> {
     let mut cluster = Cluster::start(ClusterOptions { agents: Vec::new() });
+    if options.density > 250 {
+        // A node's default /24 holds 253 pod IPs; a /22 holds 1,021.
+        cluster.restart_server_with(&["--node-cidr-mask-size", "22"]);
+    }
     let mut launch = match &options.emulated {
         Some((arch, binary)) => AgentLaunch::emulated(arch, binary),
         None => AgentLaunch::host(""),
