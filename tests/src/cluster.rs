@@ -655,6 +655,21 @@ impl Cluster {
         )
     }
 
+    /// Waits until one of `containers` of `pod` has exited with code 1 and returns which
+    /// (two containers racing for one port: the loser).
+    pub fn wait_failed_container<'a>(&self, pod: &str, containers: &[&'a str]) -> &'a str {
+        let failed =
+            |p: &Value, c: &str| container_status(p, c)["state"]["terminated"]["exitCode"] == 1;
+        let settled = self.wait_pod(pod, "one container failed", |p| {
+            containers.iter().any(|c| failed(p, c))
+        });
+        containers
+            .iter()
+            .find(|c| failed(&settled, c))
+            .copied()
+            .expect("the container that failed")
+    }
+
     /// Waits until the pod satisfies `accept`, returning it.
     pub fn wait_pod(&self, name: &str, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
         self.wait_pod_within(name, what, CONVERGE, accept)

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use serde_json::Value;
+use wasmfleet_tests::cluster::container_status;
 use wasmfleet_tests::{Cluster, ClusterOptions, manifests};
 
 fn pod_ip(cluster: &Cluster, name: &str) -> Ipv4Addr {
@@ -15,16 +15,6 @@ fn pod_ip(cluster: &Cluster, name: &str) -> Ipv4Addr {
         .as_str()
         .and_then(|ip| ip.parse().ok())
         .expect("an IPv4 pod IP")
-}
-
-fn container_status(pod: &Value, name: &str) -> Value {
-    pod["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 #[test]
@@ -121,15 +111,7 @@ fn a_port_conflict_in_a_pod_and_unusable_ports_are_clear_errors() {
     args: [\"--port\", \"8000\"]
 ",
     ));
-    let settled = cluster.wait_pod("clash", "one container failed", |p| {
-        ["first", "second"]
-            .iter()
-            .any(|c| container_status(p, c)["state"]["terminated"]["exitCode"] == 1)
-    });
-    let loser = ["first", "second"]
-        .into_iter()
-        .find(|c| container_status(&settled, c)["state"]["terminated"]["exitCode"] == 1)
-        .expect("a failed container");
+    let loser = cluster.wait_failed_container("clash", &["first", "second"]);
     let why = cluster.wait_log_line("clash", loser, "tcp-echo:");
     assert!(
         why.starts_with("tcp-echo: cannot listen on 0.0.0.0:8000: Address in use"),

@@ -42,16 +42,6 @@ spec:
     targetPort: dns
 ";
 
-fn container_status(pod: &Value, name: &str) -> Value {
-    pod["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 #[test]
 fn a_pod_gets_the_echo_of_a_udp_service_and_udp_ports_are_the_pods_own() {
     let cluster = Cluster::start(ClusterOptions::default());
@@ -110,15 +100,7 @@ fn a_pod_gets_the_echo_of_a_udp_service_and_udp_ports_are_the_pods_own() {
     args: [\"--port\", \"9000\"]
 ",
     ));
-    let settled = cluster.wait_pod("clash", "one udp container failed", |p| {
-        ["first", "second"]
-            .iter()
-            .any(|c| container_status(p, c)["state"]["terminated"]["exitCode"] == 1)
-    });
-    let loser = ["first", "second"]
-        .into_iter()
-        .find(|c| container_status(&settled, c)["state"]["terminated"]["exitCode"] == 1)
-        .expect("a failed container");
+    let loser = cluster.wait_failed_container("clash", &["first", "second"]);
     let why = cluster.wait_log_line("clash", loser, "tcp-echo:");
     assert!(
         why.starts_with("tcp-echo: cannot bind udp 0.0.0.0:9000: Address in use"),
