@@ -710,6 +710,24 @@ mod tests {
     }
 
     #[test]
+    fn the_pod_capacity_is_the_kubelets_110_unless_max_pods_says_otherwise() {
+        let base = [
+            "--server",
+            "mqtt://b:1883",
+            "--token",
+            "t",
+            "--node-name",
+            "pi-1",
+        ];
+        assert_eq!(cli(&base).map(|c| c.max_pods).ok(), Some(110));
+        let more = cli(&[&base[..], &["--max-pods", "1010"]].concat()).map(|c| c.max_pods);
+        assert_eq!(more.ok(), Some(1010));
+        let file = FileConfig::parse("max_pods = 500").expect("valid file");
+        assert_eq!(file.max_pods, Some(500));
+        assert!(cli(&[&base[..], &["--max-pods", "many"]].concat()).is_err());
+    }
+
+    #[test]
     fn labels_parse_into_a_sorted_map() {
         let labels =
             parse_labels("site=barn, kubernetes.io/role=edge,empty=").map_err(|e| e.to_string());
