@@ -825,7 +825,7 @@ async fn the_server_announces_itself_and_republishes_desired_state_after_a_resta
         .put("hello", "v1", &wasm(10))
         .expect("module");
     cluster.create_pod("web", "hello:v1");
-    node.desired(|d| d.pods.len() == 1).await;
+    let before = node.desired(|d| d.pods.len() == 1).await;
 
     // A second fleet link on the same store (a server restart) publishes the snapshot again.
     let port = cluster.port();
@@ -847,7 +847,15 @@ async fn the_server_announces_itself_and_republishes_desired_state_after_a_resta
         &tracker,
     )
     .expect("second fleet starts");
-    node.desired(|d| d.pods.len() == 1).await;
+    // Nothing changed, so the index comes again with the same revision (an agent that
+    // holds it ignores it; one whose broker lost it gets it back).
+    node.expect("the republished index", |_, m| match m {
+        Message::DesiredIndex(index) => {
+            (index.revision == before.revision && index.pods.len() == 1).then_some(())
+        }
+        _ => None,
+    })
+    .await;
     restarted.cancel();
     tracker.close();
     tracker.wait().await;

@@ -57,6 +57,12 @@ const CLIENT_CHANNEL_CAPACITY: usize = 256;
 const MAX_QUEUED_MESSAGES: usize = 1000;
 const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 
+/// Connections the broker admits at once: beyond the 10,000 nodes one server is built for
+/// (mqtt5's default, 10,000, would leave no room for the server's own clients). The process's
+/// open-files limit bounds it too; mqtt5 also admits at most 10,000 connections from one
+/// address, which is not configurable.
+const MAX_CLIENTS: usize = 50_000;
+
 /// How long a disconnected persistent session is kept before the broker forgets it.
 const SESSION_EXPIRY: Duration = Duration::from_secs(3600);
 
@@ -311,6 +317,7 @@ fn config(addr: SocketAddr, tls: &TlsMaterial) -> BrokerConfig {
         // No plain-TCP listener at all.
         .with_bind_addresses(Vec::new())
         .with_tls(tls)
+        .with_max_clients(MAX_CLIENTS)
         .with_max_packet_size(MAX_PACKET_SIZE)
         .with_max_retained_message_size(MAX_RETAINED_MESSAGE_SIZE)
         .with_session_expiry(SESSION_EXPIRY)

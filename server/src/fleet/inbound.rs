@@ -25,7 +25,7 @@ use super::logs::LogRouter;
 use super::usage::UsageBook;
 use super::{blobs, nodes, status};
 use crate::artifacts::Artifacts;
-use crate::controllers::leases::{self, LeaseUpdate, Leases};
+use crate::controllers::leases::{LeaseUpdate, Leases};
 use crate::identity::certificates::NodeCertificates;
 use crate::informer::Cache;
 use crate::modules::ModuleStore;
@@ -267,13 +267,8 @@ impl Dispatcher {
             LeaseUpdate::Ignored => {
                 tracing::debug!(%node, epoch, "ignoring a heartbeat that is not of the current session");
             }
-            LeaseUpdate::Applied { persist } => {
-                if persist
-                    && let Err(err) = leases::write_lease(&self.store, node, self.leases.grace())
-                {
-                    tracing::warn!(%node, %err, "cannot write the node's lease");
-                }
-            }
+            // A lease that fell due is written by the lease writer.
+            LeaseUpdate::Applied { .. } => {}
         }
     }
 

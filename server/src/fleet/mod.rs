@@ -63,7 +63,7 @@ use wasmfleet_protocol::{Message, encode, topic};
 
 use crate::artifacts::Artifacts;
 use crate::broker::MAX_PACKET_SIZE;
-use crate::controllers::leases::Leases;
+use crate::controllers::leases::{self, Leases};
 use crate::controllers::node_lifecycle;
 use crate::identity::certificates::NodeCertificates;
 use crate::informer::Cache;
@@ -286,6 +286,11 @@ impl Fleet {
             inbound_tx,
             server_state_payload(&config, false),
             (Arc::clone(&link_up), config.metrics.clone()),
+            shutdown.clone(),
+        ));
+        tracker.spawn(leases::write_due(
+            ctx.store.clone(),
+            leases.clone(),
             shutdown.clone(),
         ));
         tracker.spawn(ctx.run(inbound_rx));

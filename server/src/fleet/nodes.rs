@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use wasmfleet_protocol::node::{NodeAddress, NodeInfo, NodeState, Resources};
 
-use crate::controllers::leases::{self, LeaseUpdate, Leases};
+use crate::controllers::leases::{LeaseUpdate, Leases};
 use crate::controllers::node_lifecycle::add_taint;
 use crate::controllers::node_lifecycle::{
     DISCONNECTED_MESSAGE, ready_condition, set_node_ready, unknown_condition,
@@ -195,14 +195,11 @@ pub fn handle_state(
     approval: bool,
 ) -> Result<(), StoreError> {
     let update = leases.presence(node, state.epoch, state.online, Instant::now());
-    let LeaseUpdate::Applied { persist } = update else {
+    // A lease that fell due is written by the lease writer (`leases::write_due`).
+    let LeaseUpdate::Applied { .. } = update else {
         tracing::debug!(%node, epoch = state.epoch, online = state.online, "ignoring a will that is not of the current session");
         return Ok(());
     };
-    if persist && let Err(err) = leases::write_lease(store, node, leases.grace()) {
-        // The in-memory session still counts; the next due renewal writes the lease.
-        tracing::warn!(%node, %err, "cannot write the node's lease");
-    }
     match (&state.online, &state.info) {
         (true, Some(info)) => register(store, node, info, approval),
         (true, None) => {
