@@ -13,9 +13,11 @@
 //! 2. stamps the object (`uid`, `creationTimestamp`, `generation`, `resourceVersion`),
 //! 3. stores it and appends an event (ADDED/MODIFIED/DELETED with the object) under the
 //!    revision,
-//! 4. commits (durably: one fsync, quick-repair on),
+//! 4. commits durably (quick-repair on; concurrent writers share fsyncs: [`group_commit`]),
 //!
-//! and then wakes watchers through a `tokio::sync::watch<u64>` carrying the revision.
+//! and then wakes watchers through a `tokio::sync::watch<u64>` carrying the revision: the
+//! watched revision is always durable, and the event log is read only up to it, so watchers
+//! and the informer never see a write a crash could take back.
 //! [`Store::upsert_many`] writes a batch of objects the same way in one transaction (one
 //! fsync for all, each object still with its own revision and event).
 //! Events older than the retention window are compacted; a watch that needs them gets
@@ -31,6 +33,7 @@
 
 mod error;
 mod events;
+mod group_commit;
 mod key;
 mod meta;
 mod pages;
@@ -112,6 +115,8 @@ struct Inner {
     writes: std::sync::atomic::AtomicU64,
     /// Seals and opens the objects of [`sealing::SEALED_RESOURCES`].
     cipher: Option<Arc<SecretsCipher>>,
+    /// Shares fsyncs between concurrent writers.
+    group: group_commit::GroupCommit,
 }
 
 /// What a read-modify-write decided to do with the object.
@@ -157,6 +162,7 @@ impl Store {
                 snapshots: pages::Snapshots::default(),
                 writes: std::sync::atomic::AtomicU64::new(0),
                 cipher: options.secrets_cipher,
+                group: group_commit::GroupCommit::default(),
             }),
             dry_run: false,
         })
@@ -356,10 +362,15 @@ impl Store {
                 oldest: compacted,
             });
         }
-        let mut scanned = after.max(read_counter(&meta, REV)?);
+        // Only up to the watched revision: later commits may not be durable yet.
+        let upto = read_counter(&meta, REV)?.min(self.revision());
+        let mut scanned = after.max(upto);
+        if after >= upto {
+            return Ok((Vec::new(), scanned));
+        }
         let table = read.open_table(EVENTS)?;
         let mut events = Vec::new();
-        for (count, entry) in table.range(after + 1..)?.enumerate() {
+        for (count, entry) in table.range(after + 1..=upto)?.enumerate() {
             let (revision, raw) = entry?;
             if count == limit {
                 scanned = revision.value() - 1;
@@ -395,7 +406,7 @@ impl Store {
             // Dropping `write` aborts the transaction.
             return Ok(stored);
         }
-        write.commit().map_err(StoreError::from)?;
+        self.commit(write)?;
         self.notify(rev);
         Ok(stored)
     }
@@ -433,10 +444,15 @@ impl Store {
             });
         }
         if let Some(rev) = last {
-            write.commit().map_err(StoreError::from)?;
+            self.commit(write)?;
             self.notify(rev);
         }
         Ok(stored)
+    }
+
+    /// Commits `write` durably, sharing the fsync with concurrent writers.
+    fn commit(&self, write: WriteTransaction) -> Result<(), StoreError> {
+        self.inner.group.commit(&self.inner.db, write)
     }
 
     /// Wakes watchers with the revision of a commit (and lets go of paged lists' snapshots
