@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use wasmfleet_protocol::usage::{ContainerUsage, InvalidUsage, PodUsage, Usage, UsageReport};
 
 /// How often stale entries are swept out.
@@ -81,9 +82,21 @@ struct Saved {
 }
 
 /// The latest usage of every node. Cheap to clone; every clone is the same book.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UsageBook {
     inner: Arc<Mutex<Book>>,
+    /// How many reports were recorded: the metrics' `resourceVersion`, and what their
+    /// watches wait on.
+    recorded: Arc<watch::Sender<u64>>,
+}
+
+impl Default for UsageBook {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            recorded: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -124,7 +137,20 @@ impl UsageBook {
             book.swept = Some(now);
         }
         book.nodes.insert(node.to_owned(), Arc::new(usage));
+        drop(book);
+        self.recorded
+            .send_modify(|count| *count = count.wrapping_add(1));
         Ok(())
+    }
+
+    /// How many reports were recorded so far (grows with every one).
+    pub fn revision(&self) -> u64 {
+        *self.recorded.borrow()
+    }
+
+    /// Changes whenever a report is recorded.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.recorded.subscribe()
     }
 
     /// `node`'s latest report, if it is fresh at `now`.
