@@ -200,14 +200,14 @@ pub async fn revoke(
     let key = ObjectKey::cluster(RESOURCE, &serial);
     let now = jiff::Timestamp::now();
     let revoked = blocking(move || {
-        Ok(store.upsert_with::<ApiError, _>(&key, |existing| {
+        store.upsert_with::<ApiError, _>(&key, |existing| {
             Ok(user_certificates::revoke(
                 existing,
                 &serial,
                 &caller.name,
                 now,
             ))
-        })?)
+        })
     })
     .await?;
     tracing::info!(serial = %revoked["metadata"]["name"], user = %revoked["spec"]["username"], "user certificate revoked");
