@@ -49,8 +49,9 @@ fn logs_of(cluster: &Cluster, pod: &str) -> String {
     cluster.kubectl(&["logs", pod]).stdout
 }
 
-#[test]
-fn an_empty_dir_over_its_size_limit_gets_the_pod_evicted() {
+/// A cluster whose one agent, node-a, checks sizeLimits every [`CHECK_MS`], running
+/// `manifests` with the exerciser.
+fn checking_cluster(manifests: &str) -> Cluster {
     let mut cluster = Cluster::start(ClusterOptions { agents: vec![] });
     cluster.launch_agent(
         "node-a",
@@ -60,7 +61,13 @@ fn an_empty_dir_over_its_size_limit_gets_the_pod_evicted() {
         },
     );
     cluster.push("exerciser", "exerciser:v1");
-    cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(SIZED));
+    cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifests));
+    cluster
+}
+
+#[test]
+fn an_empty_dir_over_its_size_limit_gets_the_pod_evicted() {
+    let mut cluster = checking_cluster(SIZED);
 
     wait_for("both pods to write", Duration::from_secs(30), || {
         match (logs_of(&cluster, "filler"), logs_of(&cluster, "modest")) {
@@ -329,16 +336,7 @@ fn memory_volumes_of(uid: &str) -> Option<std::path::PathBuf> {
 
 #[test]
 fn a_memory_empty_dir_lives_on_a_tmpfs_within_the_pods_memory_limit() {
-    let mut cluster = Cluster::start(ClusterOptions { agents: vec![] });
-    cluster.launch_agent(
-        "node-a",
-        AgentLaunch {
-            extra_args: vec!["--volume-check-interval-ms".into(), CHECK_MS.into()],
-            ..AgentLaunch::host("")
-        },
-    );
-    cluster.push("exerciser", "exerciser:v1");
-    cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(IN_MEMORY));
+    let cluster = checking_cluster(IN_MEMORY);
 
     // With no sizeLimit, the pod's memory limit is the volume's (Kubernetes' default).
     let evicted = cluster.wait_pod("hoarder", "to be evicted", |p| phase(p) == "Failed");

@@ -11,19 +11,16 @@
 //! `timeoutSeconds` (default 30 minutes), when the client goes away, or at shutdown.
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::http::header;
 use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Measured, current, table_of};
 use crate::api::ApiContext;
 use crate::api::status::ApiError;
+use crate::api::watch::{self as stream, Chunk};
 use crate::k8s::selectors::Selector;
 use crate::store::Scope;
 
@@ -32,8 +29,6 @@ const RECHECK: Duration = Duration::from_secs(15);
 
 /// The shortest time between two measurements (reports of many nodes come together).
 const MIN_GAP: Duration = Duration::from_secs(1);
-
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The metrics of a collection by `namespace/name`.
 type Measurement = BTreeMap<String, Value>;
@@ -47,15 +42,12 @@ pub fn serve(
     query: &HashMap<String, String>,
     as_table: bool,
 ) -> Result<Response, ApiError> {
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let timeout = stream::timeout(query);
     let from_now = !matches!(
         query.get("resourceVersion").map(String::as_str),
         None | Some("" | "0")
     );
-    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let (tx, rx) = mpsc::channel::<Chunk>(64);
     let stream = Stream {
         ctx: ctx.clone(),
         measured,
@@ -65,10 +57,7 @@ pub fn serve(
         tx,
     };
     ctx.tracker.spawn(stream.run(from_now, timeout));
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(ReceiverStream::new(rx)))
-        .map_err(|err| ApiError::internal(&err))
+    stream::response(rx)
 }
 
 /// What changed from `before` to `after`, as watch events (type, object), in name order.
@@ -112,7 +101,7 @@ struct Stream {
     selector: Selector,
     /// Send each object as a one-row Table (`kubectl get -w`).
     as_table: bool,
-    tx: mpsc::Sender<Result<Bytes, Infallible>>,
+    tx: mpsc::Sender<Chunk>,
 }
 
 impl Stream {
@@ -190,9 +179,7 @@ impl Stream {
     }
 
     async fn send_line(&self, event: Value) -> bool {
-        let mut line = event.to_string().into_bytes();
-        line.push(b'\n');
-        self.tx.send(Ok(Bytes::from(line))).await.is_ok()
+        self.tx.send(stream::line(&event)).await.is_ok()
     }
 }
 
