@@ -176,7 +176,7 @@ async fn get_node(
     let node = one(&ctx, key).await?;
     let fresh = ctx.usage.fresh(Instant::now());
     node.and_then(|node| render::node_metrics(&node, &fresh, jiff::Timestamp::now()))
-        .map(|metrics| answer_one(metrics, &headers))
+        .map(|metrics| answer_one(&ctx, metrics, &headers))
         .ok_or_else(|| not_found("nodemetrics", &name))
 }
 
@@ -209,14 +209,18 @@ async fn get_pod(
     let pod = one(&ctx, ObjectKey::namespaced("pods", &namespace, &name)).await?;
     let fresh = ctx.usage.fresh(Instant::now());
     pod.and_then(|pod| render::pod_metrics(&pod, &fresh, jiff::Timestamp::now()))
-        .map(|metrics| answer_one(metrics, &headers))
+        .map(|metrics| answer_one(&ctx, metrics, &headers))
         .ok_or_else(|| not_found("podmetrics", &format!("{namespace}/{name}")))
 }
 
-/// One object, or its one-row Table.
-fn answer_one(metrics: Value, headers: &HeaderMap) -> Json<Value> {
+/// One object, or its one-row Table (with the `resourceVersion` a watch goes on from:
+/// `kubectl get podmetrics NAME -w`).
+fn answer_one(ctx: &ApiContext, metrics: Value, headers: &HeaderMap) -> Json<Value> {
     match table::wants_table(headers) {
-        true => Json(table_of(&[metrics], None)),
+        true => Json(table_of(
+            &[metrics],
+            Some(&ctx.usage.revision().to_string()),
+        )),
         false => Json(metrics),
     }
 }
