@@ -1,7 +1,7 @@
 //! The route table. Every route but the health checks ([`health`]) is authenticated and
 //! authorized ([`auth::guard`]); unknown paths get a 404 Status, unknown methods a 405
 //! Status, and `dryRun` on the writes that do not implement it (module pushes, join tokens,
-//! evictions) a 400. Every request is counted into the [`crate::metrics`] that `/metrics`
+//! user certificates and their revocations, evictions) a 400. Every request is counted into the [`crate::metrics`] that `/metrics`
 //! renders.
 
 use std::sync::Arc;
