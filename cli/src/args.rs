@@ -61,6 +61,23 @@ pub enum UserCommand {
     /// Write a kubeconfig for a new user, with a client certificate signed by the cluster
     /// CA (cluster-admin only). Grant it rights with RoleBindings to the user or its groups.
     Kubeconfig(UserKubeconfigArgs),
+    /// Revoke a user's client certificates: every one signed for NAME, or the one with
+    /// --serial (as `openssl x509 -serial` prints it). Refused at once, also after restarts.
+    Revoke(UserRevokeArgs),
+    /// List the client certificates signed for users: serial, user, groups, expiry, and
+    /// when each was revoked.
+    List,
+}
+
+/// `wasmfleet user revoke NAME | --serial SERIAL`
+#[derive(Debug, Args)]
+pub struct UserRevokeArgs {
+    /// The user whose certificates to revoke (all of them).
+    #[arg(required_unless_present = "serial", conflicts_with = "serial")]
+    pub name: Option<String>,
+    /// The serial number of one certificate (hex; also one signed before records were kept).
+    #[arg(long, value_name = "SERIAL")]
+    pub serial: Option<String>,
 }
 
 /// `wasmfleet user kubeconfig NAME [--group G] [-o FILE] [--days N]`

@@ -13,6 +13,7 @@ use crate::net::node_ports::NodePorts;
 use crate::net::peers::Peers;
 use crate::net::remote::Remote;
 use crate::pods::host_paths::HostPathPolicy;
+use crate::pods::volumes::VolumeRoots;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmfleet_protocol::node::NodeAddress;
@@ -137,7 +138,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         PodManagerConfig {
             restart_backoff_base: config.restart_backoff_base,
             log_dir: Some(config.data_dir.join("logs")),
-            volume_dir: Some(config.data_dir.join("volumes")),
+            volume_dir: Some(VolumeRoots::for_data_dir(&config.data_dir)),
             module_cache_bytes: config.module_cache_bytes,
             services: services.clone(),
             host_paths: HostPathPolicy::new(config.host_path_allow.clone()),

@@ -6,12 +6,13 @@
 //! all reading the cache → HTTPS API → `admin.kubeconfig` and `endpoints.json`.
 //! Stop (when `shutdown` is cancelled): every task sees the token, the API drains its
 //! connections, tracked tasks get [`DRAIN_TIMEOUT`] to finish, then the broker stops last so
-//! the fleet can still say goodbye through it.
+//! the fleet can still say goodbye through it; the nodes' last usage reports are saved for
+//! the next start ([`USAGE_FILE`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -142,6 +143,10 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let api_addr = listener.local_addr()?;
     let link = fleet.clone();
     let usage = fleet.usage().clone();
+    let usage_file = config.data_dir.join(USAGE_FILE);
+    let restored = usage.restore(&usage_file, Instant::now(), jiff::Timestamp::now());
+    tracing::debug!(nodes = restored, "usage reports restored");
+    let saved_usage = usage.clone();
     let ctx = ApiContext {
         store,
         modules: Some(modules),
@@ -176,8 +181,15 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     };
     shutdown.cancel();
     drain(tracker, broker).await;
+    if let Err(err) = saved_usage.save(&usage_file, Instant::now()) {
+        tracing::warn!(%err, "cannot save the nodes' usage for the next start");
+    }
     result
 }
+
+/// Where a stopping server leaves the nodes' last usage reports for the next start
+/// (`fleet::usage`), so `kubectl top` answers across a restart.
+const USAGE_FILE: &str = "usage.json";
 
 /// The fleet link's settings: the broker, artifact signing, the node grace period.
 fn fleet_config(

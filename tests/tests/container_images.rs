@@ -1,5 +1,6 @@
 //! A running pod's container gets a new image: only that container restarts, on the new
-//! module, and status never names an image that is not running.
+//! module, and status never names an image that is not running; the events say it as the
+//! kubelet does (`Killing` "definition changed", `Pulled`).
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -114,16 +115,28 @@ fn a_new_image_restarts_only_that_container_and_status_names_it_once_it_runs() {
             assert_eq!(c2["imageID"], old_id, "{c2}");
         }
     }
-    // As the kubelet says it: the new module was pulled, and the container started on it.
-    wait_for("an event for the new module", CONVERGE, || {
+    // As the kubelet says it: the container was killed for its new definition (once, for
+    // c2 only), the new module was pulled, and the container started on it.
+    wait_for("events for the new module", CONVERGE, || {
         let events = cluster.kubectl_ok(&[
             "get",
             "events",
             "--field-selector",
             "involvedObject.name=two",
         ]);
-        match events.contains("Successfully pulled module exerciser:v2") {
-            true => Ok(()),
+        let killed = events
+            .lines()
+            .filter(|l| l.contains("Killing"))
+            .collect::<Vec<_>>();
+        match events.contains("Successfully pulled module exerciser:v2") && !killed.is_empty() {
+            true => {
+                assert_eq!(killed.len(), 1, "{events}");
+                assert!(
+                    killed[0].ends_with("Container c2 definition changed, will be restarted"),
+                    "{events}"
+                );
+                Ok(())
+            }
             false => Err(events),
         }
     });

@@ -4,17 +4,26 @@
 //! by a RoleBinding to a Role; `kubectl auth can-i` (and `--list`) and `whoami` answer for
 //! the real user. ServiceAccounts: a `default` one per namespace, pods refused without
 //! their account, `kubectl create token` and requests with it; tokens of another audience,
-//! expired or of a deleted account refused (401).
+//! expired or of a deleted account refused (401). A user's certificates revoked with
+//! `wasmfleet user revoke`: refused at once (on an open connection too) and after a
+//! restart, other users unaffected.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use base64::Engine as _;
 
 use wasmfleet_tests::cluster::{CliOutput, Clients};
 use wasmfleet_tests::{Cluster, ClusterOptions};
 
 /// A kubeconfig for `name` in `groups`, minted by the CLI as the admin.
 fn user(cluster: &Cluster, name: &str, groups: &[&str]) -> Clients {
-    let path: PathBuf = cluster.dir().join(format!("{name}.kubeconfig"));
+    user_in(cluster, name, &format!("{name}.kubeconfig"), groups)
+}
+
+/// A kubeconfig for `name` in `groups`, written to `file` in the cluster's directory.
+fn user_in(cluster: &Cluster, name: &str, file: &str, groups: &[&str]) -> Clients {
+    let path: PathBuf = cluster.dir().join(file);
     let mut args = vec![
         "user",
         "kubeconfig",
@@ -143,6 +152,154 @@ fn with_token(cluster: &Cluster, token: &str, args: &[&str]) -> CliOutput {
     let mut full = vec!["--token", token];
     full.extend(args);
     cluster.kubectl(&full)
+}
+
+/// An HTTPS client holding one user's certificate (from its kubeconfig) that keeps its
+/// connection open between requests, as kubectl's long-lived clients and SDKs do.
+fn kept_client(kubeconfig: &std::path::Path) -> reqwest::Client {
+    let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
+    let field = |key: &str| {
+        let value = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} in {text}"));
+        base64::engine::general_purpose::STANDARD
+            .decode(value.trim().trim_matches('"'))
+            .expect("base64")
+    };
+    let mut identity = field("client-certificate-data:");
+    identity.extend(field("client-key-data:"));
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&field("certificate-authority-data:")).expect("CA"),
+        )
+        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("client")
+}
+
+/// The `SERIAL` column of `wasmfleet user list` rows of `user`, with their `REVOKED` cell.
+fn certificates_of(cluster: &Cluster, user: &str) -> Vec<(String, String)> {
+    let out = cluster.cli(&["user", "list"]);
+    assert!(out.success, "{}", out.stderr);
+    out.stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cells| cells.get(1) == Some(&user))
+        .map(|cells| (cells[0].to_owned(), cells[4].to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_revoked_user_certificate_is_refused_at_once_and_after_a_restart() {
+    let mut cluster = Cluster::start(ClusterOptions { agents: Vec::new() });
+    let alice = user(&cluster, "alice", &[]);
+    let laptop = user_in(&cluster, "alice", "alice-laptop.kubeconfig", &[]);
+    let bob = user(&cluster, "bob", &[]);
+    cluster.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "viewers",
+        "--clusterrole=view",
+        "--user=alice",
+        "--user=bob",
+    ]);
+    for clients in [&alice, &laptop, &bob] {
+        can_i(clients, &["list", "pods"], "yes");
+    }
+    assert_eq!(certificates_of(&cluster, "alice").len(), 2);
+
+    // A client whose connection stays open across the revocation.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let kept = kept_client(&cluster.dir().join("alice.kubeconfig"));
+    let url = format!("{}/api/v1/namespaces/default/pods", cluster.api_url());
+    let get = |client: &reqwest::Client| {
+        runtime.block_on(async {
+            let response = client.get(&url).send().await.expect("request");
+            let code = response.status().as_u16();
+            (code, response.text().await.unwrap_or_default())
+        })
+    };
+    assert_eq!(get(&kept).0, 200);
+
+    // Every certificate of alice, at once; bob keeps his.
+    let revoked = cluster.cli(&["user", "revoke", "alice"]);
+    assert!(revoked.success, "{}", revoked.stderr);
+    assert_eq!(revoked.stdout.lines().count(), 2, "{}", revoked.stdout);
+    assert!(
+        revoked
+            .stdout
+            .lines()
+            .all(|l| l.ends_with(r#"of user "alice" revoked"#)),
+        "{}",
+        revoked.stdout
+    );
+    let (code, body) = get(&kept);
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body.contains(r#"of user \"alice\" was revoked at"#),
+        "{body}"
+    );
+    for clients in [&alice, &laptop] {
+        let refused = clients.kubectl(&["get", "pods"]);
+        assert!(!refused.success);
+        assert!(
+            refused
+                .stderr
+                .contains("You must be logged in to the server")
+                && refused.stderr.contains("was revoked at"),
+            "{}",
+            refused.stderr
+        );
+    }
+    let listed = bob.kubectl(&["get", "pods"]);
+    assert!(listed.success, "{}", listed.stderr);
+    let alices = certificates_of(&cluster, "alice");
+    assert!(alices.iter().all(|(_, at)| at != "<no>"), "{alices:?}");
+    assert!(
+        certificates_of(&cluster, "bob")
+            .iter()
+            .all(|(_, at)| at == "<no>")
+    );
+    let again = cluster.cli(&["user", "revoke", "alice"]);
+    assert!(!again.success);
+    assert!(
+        again.stderr.contains("no certificate left to revoke"),
+        "{}",
+        again.stderr
+    );
+
+    // Still refused after a restart; bob revoked by serial; a new certificate for alice works.
+    cluster.restart_server();
+    let refused = alice.kubectl(&["get", "pods"]);
+    assert!(
+        !refused.success && refused.stderr.contains("was revoked at"),
+        "{}",
+        refused.stderr
+    );
+    can_i(&bob, &["list", "pods"], "yes");
+    let (serial, _) = certificates_of(&cluster, "bob").remove(0);
+    let by_serial = cluster.cli(&["user", "revoke", "--serial", &serial.to_uppercase()]);
+    assert!(by_serial.success, "{}", by_serial.stderr);
+    assert_eq!(
+        by_serial.stdout,
+        format!("certificate {serial} of user \"bob\" revoked\n")
+    );
+    assert!(!bob.kubectl(&["get", "pods"]).success);
+    let renewed = user_in(&cluster, "alice", "alice-new.kubeconfig", &[]);
+    can_i(&renewed, &["list", "pods"], "yes");
+
+    // A serial that is not one is refused by name, and changes nothing.
+    let bad = cluster.cli(&["user", "revoke", "--serial", &"a".repeat(41)]);
+    assert!(!bad.success);
+    assert!(
+        bad.stderr.contains("a serial number is 1 to 40 hex digits"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `kubectl top` (issue 11, `metrics.k8s.io`): the real kubectl shows the CPU and memory
-//! an agent reports for its pods and its node, and a deleted pod drops out. The agent
-//! reports every second here (`--usage-interval 1`) instead of every 15 s.
+//! an agent reports for its pods and its node, a deleted pod drops out, `kubectl get
+//! podmetrics -w` follows new reports, and a server restart keeps the last reports. The agent reports every second here
+//! (`--usage-interval 1`) instead of every 15 s.
 
 use wasmfleet_tests::cluster::{AgentLaunch, CONVERGE, Clients, phase};
 use wasmfleet_tests::manifests::{limits, pod_with};
@@ -199,4 +200,53 @@ fn kubectl_top_shows_what_the_pods_and_the_node_use() {
         !gone.success && gone.stderr.contains("not found"),
         "{gone:?}"
     );
+
+    // `kubectl get podmetrics -w`: the row again with every new report (each second here).
+    let mut watch = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args([
+            "get",
+            "podmetrics",
+            "allocator",
+            "-w",
+            "--output-watch-events",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kubectl get -w");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let _ = watch.kill();
+    let watched = watch.wait_with_output().expect("kubectl get -w");
+    let printed = String::from_utf8_lossy(&watched.stdout);
+    let events: Vec<Vec<&str>> = printed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        events.first().map(Vec::as_slice),
+        Some(&["EVENT", "NAME", "CPU", "MEMORY", "WINDOW"][..]),
+        "{printed}{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    assert_eq!(
+        events.get(1).map(|e| &e[..2]),
+        Some(&["ADDED", "allocator"][..])
+    );
+    let modified = events
+        .iter()
+        .filter(|e| e[..2] == ["MODIFIED", "allocator"])
+        .count();
+    assert!(modified >= 1, "no newer report watched: {printed}");
+
+    // Across a server restart the last reports are kept: with the agent stopped (so no
+    // report can come after the restart), `top` still answers from them.
+    cluster.kill_agent("node-a");
+    let before = top(&cluster, &["pod", "allocator"]).expect("top before the restart");
+    cluster.restart_server();
+    let after = top(&cluster, &["pod", "allocator"]).expect("top right after the restart");
+    assert_eq!(after, before, "the same report, with its own timestamp");
+    let node = top(&cluster, &["node", "node-a"]).expect("top node after the restart");
+    assert_eq!(node[0][0], "node-a", "{node:?}");
 }

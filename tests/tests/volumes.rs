@@ -1,7 +1,8 @@
 //! Volumes beyond configuration (issue 12 §1), with real processes and the real kubectl:
 //! an `emptyDir` over its `sizeLimit` gets its pod evicted as Kubernetes words it while a
 //! pod under its limit runs on, and `hostPath` volumes reach only the node directories
-//! the agent's administrator allows, read-only unless allowed.
+//! the agent's administrator allows, read-only unless allowed. An `emptyDir` with `medium:
+//! Memory` lives on the node's tmpfs, limited by the pod's memory limit.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -48,8 +49,9 @@ fn logs_of(cluster: &Cluster, pod: &str) -> String {
     cluster.kubectl(&["logs", pod]).stdout
 }
 
-#[test]
-fn an_empty_dir_over_its_size_limit_gets_the_pod_evicted() {
+/// A cluster whose one agent, node-a, checks sizeLimits every [`CHECK_MS`], running
+/// `manifests` with the exerciser.
+fn checking_cluster(manifests: &str) -> Cluster {
     let mut cluster = Cluster::start(ClusterOptions { agents: vec![] });
     cluster.launch_agent(
         "node-a",
@@ -59,7 +61,13 @@ fn an_empty_dir_over_its_size_limit_gets_the_pod_evicted() {
         },
     );
     cluster.push("exerciser", "exerciser:v1");
-    cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(SIZED));
+    cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifests));
+    cluster
+}
+
+#[test]
+fn an_empty_dir_over_its_size_limit_gets_the_pod_evicted() {
+    let mut cluster = checking_cluster(SIZED);
 
     wait_for("both pods to write", Duration::from_secs(30), || {
         match (logs_of(&cluster, "filler"), logs_of(&cluster, "modest")) {
@@ -258,7 +266,7 @@ fn host_paths_reach_only_what_the_agent_allows() {
             "spec.volumes[0].hostPath.path",
         ),
         (
-            "{name: v, emptyDir: {medium: Memory}}",
+            "{name: v, emptyDir: {medium: HugePages}}",
             "spec.volumes[0].emptyDir.medium",
         ),
         (
@@ -279,4 +287,103 @@ fn host_paths_reach_only_what_the_agent_allows() {
         );
     }
     assert!(!cluster.kubectl(&["get", "pod", "refused"]).success);
+}
+
+const IN_MEMORY: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: hoarder}
+spec:
+  restartPolicy: Never
+  containers:
+    - name: main
+      image: exerciser:v1
+      args: [write, /ram/fill, '10485760', '600000']
+      resources: {limits: {memory: 8Mi}}
+      volumeMounts: [{name: ram, mountPath: /ram}]
+  volumes:
+    - {name: ram, emptyDir: {medium: Memory}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cache}
+spec:
+  restartPolicy: Never
+  containers:
+    - name: main
+      image: exerciser:v1
+      args: [write, /ram/fill, '102400', '600000']
+      resources: {limits: {memory: 64Mi}}
+      volumeMounts: [{name: ram, mountPath: /ram}]
+  volumes:
+    - {name: ram, emptyDir: {medium: Memory, sizeLimit: 1Mi}}
+";
+
+/// The directory of pod `uid`'s memory volumes: under the node's tmpfs (`/dev/shm`), in
+/// the directory of the agent that runs it.
+fn memory_volumes_of(uid: &str) -> Option<std::path::PathBuf> {
+    fs::read_dir("/dev/shm")
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("wasmfleet-volumes-")
+        })
+        .map(|e| e.path().join(uid))
+        .find(|dir| dir.exists())
+}
+
+#[test]
+fn a_memory_empty_dir_lives_on_a_tmpfs_within_the_pods_memory_limit() {
+    let cluster = checking_cluster(IN_MEMORY);
+
+    // With no sizeLimit, the pod's memory limit is the volume's (Kubernetes' default).
+    let evicted = cluster.wait_pod("hoarder", "to be evicted", |p| phase(p) == "Failed");
+    assert_eq!(evicted["status"]["reason"], "Evicted", "{evicted}");
+    assert_eq!(
+        evicted["status"]["message"],
+        "Usage of EmptyDir volume \"ram\" exceeds the limit \"8Mi\". "
+    );
+    let uid = evicted["metadata"]["uid"].as_str().expect("uid");
+    assert_eq!(
+        memory_volumes_of(uid),
+        None,
+        "the evicted pod's memory is freed"
+    );
+
+    // Under its (smaller) sizeLimit, a pod runs on, its files in memory and not on disk.
+    wait_for(
+        "the cache pod to write",
+        Duration::from_secs(30),
+        || match logs_of(&cluster, "cache") {
+            logs if logs.contains("wrote 102400 bytes") => Ok(()),
+            logs => Err(logs),
+        },
+    );
+    let cache = cluster.kubectl_ok(&["get", "pod", "cache", "-o", "json"]);
+    let cache: serde_json::Value = serde_json::from_str(&cache).expect("json");
+    let uid = cache["metadata"]["uid"].as_str().expect("uid").to_owned();
+    let dir = memory_volumes_of(&uid).expect("the cache pod's volume under /dev/shm");
+    assert_eq!(
+        fs::metadata(dir.join("ram/fill")).expect("file").len(),
+        102_400
+    );
+    let disk = cluster.agent_dir("node-a").join("volumes").join(&uid);
+    assert!(!disk.join("ram").exists(), "a memory volume on disk");
+    std::thread::sleep(Duration::from_millis(4 * 500));
+    let cache = cluster.kubectl_ok(&["get", "pod", "cache", "-o", "json"]);
+    let cache: serde_json::Value = serde_json::from_str(&cache).expect("json");
+    assert_eq!(phase(&cache), "Running", "{cache}");
+
+    // Deleting the pod frees its memory.
+    cluster.kubectl_ok(&["delete", "pod", "cache", "--grace-period=0", "--force"]);
+    wait_for(
+        "the memory volume to go",
+        Duration::from_secs(10),
+        || match memory_volumes_of(&uid) {
+            None => Ok(()),
+            Some(dir) => Err(dir.display().to_string()),
+        },
+    );
 }

@@ -245,8 +245,8 @@ pub fn run_spec(spec: &ContainerSpec) -> RunSpec {
 /// names a file, no volume directory) is the lifecycle event for it.
 fn mounts(shared: &Shared, pod: &Pod, spec: &ContainerSpec) -> Result<Vec<Preopen>, Event> {
     let config = &pod.assignment.config;
-    let root = shared.volume_dir.as_deref();
-    volumes::preopens(root, &shared.host_paths, pod.uid(), config, &spec.name).map_err(|err| {
+    let roots = shared.volume_dir.as_ref();
+    volumes::preopens(roots, &shared.host_paths, pod.uid(), config, &spec.name).map_err(|err| {
         Event::ModuleFailed {
             reason: err.reason,
             message: err.message,

@@ -36,7 +36,7 @@ pub struct Shared {
     /// Where container logs are persisted, if anywhere.
     pub log_dir: Option<PathBuf>,
     /// Where pods' volumes live, if anywhere ([`super::volumes`]).
-    pub volume_dir: Option<PathBuf>,
+    pub volume_dir: Option<volumes::VolumeRoots>,
     /// One fetch-and-install of the server's artifact per module digest at a time, shared
     /// by every container starting that module.
     pub artifact_installs: SingleFlight<()>,
@@ -367,11 +367,12 @@ impl PodManager {
             let root = root.clone();
             let pass = tokio::task::spawn_blocking(move || {
                 for pod in limited {
+                    let config = &pod.assignment.config;
                     let usage = |volume: &str| {
-                        volumes::volume_dir(&root, pod.uid(), volume)
+                        root.volume_dir(config, pod.uid(), volume)
                             .map_or(0, |dir| volume_limits::disk_usage(&dir))
                     };
-                    if let Some(message) = volume_limits::exceeded(&pod.assignment.config, usage) {
+                    if let Some(message) = volume_limits::exceeded(config, usage) {
                         tracing::warn!(uid = pod.uid(), name = %pod.assignment.name, %message, "evicting the pod");
                         pod.evict(volume_limits::EVICTED, message, now_unix_ms());
                         // The kubelet frees an evicted pod's volumes: the point is the disk.

@@ -17,7 +17,8 @@
 //! - `volumes`: pods' volumes on disk and the WASI preopened directories they become;
 //! - `host_paths`: which node directories pods may mount (`hostPath`), the administrator's
 //!   decision;
-//! - `volume_limits`: `emptyDir` `sizeLimit`s, measured and enforced by eviction.
+//! - `volume_limits`: `emptyDir` `sizeLimit`s, measured and enforced by eviction;
+//! - `memory_volumes`: where `emptyDir`s with `medium: Memory` live (a tmpfs the agent finds).
 
 pub mod lifecycle;
 pub mod probing;
@@ -28,6 +29,7 @@ pub mod host_paths;
 mod logfiles;
 mod logs;
 mod manager;
+pub mod memory_volumes;
 mod pod;
 mod prober;
 mod update;
@@ -87,9 +89,9 @@ pub struct PodManagerConfig {
     /// Where container logs are persisted (`<log_dir>/<pod uid>/<container>.log`), so
     /// that they survive an agent restart; `None` keeps them in memory only.
     pub log_dir: Option<PathBuf>,
-    /// Where pods' volumes live (`<volume_dir>/<pod uid>/<volume>`, [`volumes`]); `None`:
-    /// a container that mounts a volume cannot start.
-    pub volume_dir: Option<PathBuf>,
+    /// Where pods' volumes live (`<root>/<pod uid>/<volume>`, on disk or for `medium:
+    /// Memory` on a tmpfs, [`volumes`]); `None`: a container that mounts a volume cannot start.
+    pub volume_dir: Option<volumes::VolumeRoots>,
     /// The disk budget of cached modules and their compiled artifacts; modules no pod uses
     /// are deleted, least recently used first, to stay within it.
     pub module_cache_bytes: u64,

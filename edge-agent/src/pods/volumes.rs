@@ -11,7 +11,10 @@
 //! it may write (a mount is read-only for `readOnly`, and always for server-given files).
 //! A `hostPath` volume has no directory here: it is the node's own directory, mounted only
 //! if the agent's [`HostPathPolicy`] allows it (else the container waits with
-//! `CreateContainerConfigError` saying why).
+//! `CreateContainerConfigError` saying why). An `emptyDir` with `medium: Memory` lives
+//! under the memory root instead ([`VolumeRoots::memory`], on a tmpfs: see
+//! [`super::memory_volumes`]); without one, its containers wait with
+//! `CreateContainerConfigError` saying why.
 
 use std::collections::HashSet;
 use std::fs;
@@ -45,6 +48,51 @@ impl MountError {
     }
 }
 
+/// Where pods' volumes live: `<root>/<pod uid>/<volume>`, on the node's disk, or for
+/// `medium: Memory` under a tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRoots {
+    /// The root on disk (`<data dir>/volumes`).
+    pub disk: PathBuf,
+    /// The root of memory-backed `emptyDir`s, or why this node has none.
+    pub memory: Result<PathBuf, String>,
+}
+
+impl VolumeRoots {
+    /// The roots of an agent whose data directory is `data_dir`.
+    pub fn for_data_dir(data_dir: &Path) -> Self {
+        Self {
+            disk: data_dir.join("volumes"),
+            memory: super::memory_volumes::root_for(data_dir),
+        }
+    }
+
+    /// Volumes on disk only (`medium: Memory` refused).
+    pub fn on_disk(disk: &Path) -> Self {
+        Self {
+            disk: disk.to_owned(),
+            memory: Err("this agent keeps no memory volumes".to_owned()),
+        }
+    }
+
+    /// The roots that exist: the disk's, and the memory one if there is one.
+    fn all(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.disk.as_path()).chain(self.memory.as_deref().ok())
+    }
+
+    /// The directory of volume `name` of pod `uid` (on the root its medium says), or why
+    /// there is none.
+    pub fn volume_dir(&self, config: &PodConfig, uid: &str, name: &str) -> Result<PathBuf, String> {
+        let root = match config.in_memory(name) {
+            true => self.memory.as_deref().map_err(|why| why.clone())?,
+            false => self.disk.as_path(),
+        };
+        pod_dir(root, uid)
+            .map(|dir| dir.join(name))
+            .ok_or_else(|| format!("pod uid {uid:?} cannot name a directory"))
+    }
+}
+
 /// The directory of one pod's volumes (`None` for a uid that could name another path).
 pub fn pod_dir(root: &Path, uid: &str) -> Option<PathBuf> {
     let plain = !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
@@ -52,25 +100,40 @@ pub fn pod_dir(root: &Path, uid: &str) -> Option<PathBuf> {
 }
 
 /// Brings the pod's volume directories to what `config` says: files written (only those
-/// that changed), files no longer listed removed, empty directories created.
-pub fn sync(root: &Path, uid: &str, config: &PodConfig) -> io::Result<()> {
-    let Some(dir) = pod_dir(root, uid) else {
-        return Err(io::Error::other(format!(
-            "pod uid {uid:?} cannot name a directory"
-        )));
-    };
+/// that changed), files no longer listed removed, empty directories created (a memory
+/// one only where there is a tmpfs: its containers say why otherwise).
+pub fn sync(roots: &VolumeRoots, uid: &str, config: &PodConfig) -> io::Result<()> {
     for volume in &config.volumes {
-        let path = dir.join(&volume.name);
+        let path = || {
+            roots
+                .volume_dir(config, uid, &volume.name)
+                .map_err(io::Error::other)
+        };
         match &volume.source {
             VolumeSource::Files(files) => {
+                let path = path()?;
                 fs::create_dir_all(&path)?;
                 sync_files(&path, files)?;
             }
-            VolumeSource::EmptyDir => fs::create_dir_all(&path)?,
+            VolumeSource::EmptyDir => {
+                if let Ok(path) = roots.volume_dir(config, uid, &volume.name) {
+                    create_private(&path)?;
+                }
+            }
             VolumeSource::HostPath(_) => {}
         }
     }
     Ok(())
+}
+
+/// Creates `dir` and its parents, the parents readable by their owner only (a memory
+/// root is in a directory every user of the node can list).
+fn create_private(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn sync_files(dir: &Path, files: &[VolumeFile]) -> io::Result<()> {
@@ -129,7 +192,7 @@ fn relative(path: &str) -> Option<PathBuf> {
 /// The preopened directories of `container`: one per mount, its `subPath` inside the
 /// volume if it names one (which must be a directory: WASI preopens only directories).
 pub fn preopens(
-    root: Option<&Path>,
+    roots: Option<&VolumeRoots>,
     host_paths: &HostPathPolicy,
     uid: &str,
     config: &PodConfig,
@@ -155,10 +218,16 @@ pub fn preopens(
                 (granted.path, granted.writable)
             }
             _ => {
-                let Some(dir) = root.and_then(|root| pod_dir(root, uid)) else {
+                let Some(roots) = roots else {
                     return Err(MountError::other("this agent keeps no volumes".to_owned()));
                 };
-                (dir.join(&mount.volume), true)
+                let dir = roots
+                    .volume_dir(config, uid, &mount.volume)
+                    .map_err(|message| MountError {
+                        reason: WaitingReason::CreateContainerConfigError,
+                        message: format!("volume {:?}: {message}", mount.volume),
+                    })?;
+                (dir, true)
             }
         };
         if !mount.sub_path.is_empty() {
@@ -194,31 +263,33 @@ pub fn preopens(
     Ok(preopens)
 }
 
-/// The directory of volume `name` of pod `uid` (an `emptyDir`'s, for measuring it).
-pub fn volume_dir(root: &Path, uid: &str, name: &str) -> Option<PathBuf> {
-    pod_dir(root, uid).map(|dir| dir.join(name))
-}
-
-/// Removes a pod's volumes.
-pub fn remove(root: &Path, uid: &str) {
-    if let Some(dir) = pod_dir(root, uid)
-        && let Err(err) = fs::remove_dir_all(&dir)
-        && err.kind() != io::ErrorKind::NotFound
-    {
-        tracing::warn!(%uid, %err, "cannot remove the pod's volumes");
+/// Removes a pod's volumes (on disk and in memory).
+pub fn remove(roots: &VolumeRoots, uid: &str) {
+    for root in roots.all() {
+        if let Some(dir) = pod_dir(root, uid)
+            && let Err(err) = fs::remove_dir_all(&dir)
+            && err.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(%uid, %err, "cannot remove the pod's volumes");
+        }
     }
 }
 
 /// Removes the volumes of every pod not in `keep` (left by pods that went while the agent
 /// was down).
-pub fn remove_others(root: &Path, keep: &HashSet<String>) {
-    let Ok(entries) = fs::read_dir(root) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !keep.contains(&name) {
-            remove(root, &name);
+pub fn remove_others(roots: &VolumeRoots, keep: &HashSet<String>) {
+    for root in roots.all() {
+        let Ok(entries) = fs::read_dir(root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name)
+                && let Some(dir) = pod_dir(root, &name)
+                && let Err(err) = fs::remove_dir_all(&dir)
+            {
+                tracing::warn!(uid = %name, %err, "cannot remove the pod's volumes");
+            }
         }
     }
 }
@@ -265,6 +336,7 @@ mod tests {
                 },
             ],
             size_limits: Vec::new(),
+            memory_volumes: Vec::new(),
         }
     }
 
@@ -272,7 +344,8 @@ mod tests {
     fn files_are_written_updated_in_place_and_removed_when_unlisted() {
         let root = tempfile::tempdir().unwrap();
         let first = config(vec![file("app.conf", "v1"), file("sub/extra", "x")]);
-        sync(root.path(), "u-1", &first).unwrap();
+        let roots = VolumeRoots::on_disk(root.path());
+        sync(&roots, "u-1", &first).unwrap();
         let conf = root.path().join("u-1/conf");
         assert_eq!(fs::read_to_string(conf.join("app.conf")).unwrap(), "v1");
         let mode = fs::metadata(conf.join("app.conf"))
@@ -282,7 +355,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o640);
         fs::write(root.path().join("u-1/scratch/kept"), "guest data").unwrap();
 
-        sync(root.path(), "u-1", &config(vec![file("app.conf", "v2")])).unwrap();
+        sync(&roots, "u-1", &config(vec![file("app.conf", "v2")])).unwrap();
         assert_eq!(fs::read_to_string(conf.join("app.conf")).unwrap(), "v2");
         assert!(!conf.join("sub").exists());
         assert!(
@@ -290,21 +363,15 @@ mod tests {
             "emptyDir is kept"
         );
 
-        let opened = preopens(
-            Some(root.path()),
-            &HostPathPolicy::default(),
-            "u-1",
-            &first,
-            "c",
-        )
-        .unwrap();
+        let opened =
+            preopens(Some(&roots), &HostPathPolicy::default(), "u-1", &first, "c").unwrap();
         assert_eq!(opened[0].host, conf);
         assert!(opened[0].read_only);
         assert_eq!(opened[1].host, root.path().join("u-1/scratch/a"));
         assert_eq!(opened[1].guest, "/work");
         assert!(
             preopens(
-                Some(root.path()),
+                Some(&roots),
                 &HostPathPolicy::default(),
                 "u-1",
                 &first,
@@ -314,7 +381,7 @@ mod tests {
             .is_empty()
         );
 
-        remove_others(root.path(), &HashSet::new());
+        remove_others(&roots, &HashSet::new());
         assert!(!root.path().join("u-1").exists());
     }
 
@@ -323,9 +390,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mut config = config(vec![file("app.conf", "v1")]);
         config.mounts[0].sub_path = "app.conf".into();
-        sync(root.path(), "u-2", &config).unwrap();
+        let roots = VolumeRoots::on_disk(root.path());
+        sync(&roots, "u-2", &config).unwrap();
         let err = preopens(
-            Some(root.path()),
+            Some(&roots),
             &HostPathPolicy::default(),
             "u-2",
             &config,
@@ -360,6 +428,7 @@ mod tests {
                 read_only,
             }],
             size_limits: Vec::new(),
+            memory_volumes: Vec::new(),
         };
         let rule = |suffix: &str| {
             HostPathPolicy::new(vec![
@@ -381,10 +450,54 @@ mod tests {
             refused.message.contains("is not allowed on this node"),
             "{refused:?}"
         );
-        sync(host.path(), "u-3", &config(&sensors, false)).unwrap();
+        sync(
+            &VolumeRoots::on_disk(host.path()),
+            "u-3",
+            &config(&sensors, false),
+        )
+        .unwrap();
         assert!(
             !host.path().join("u-3/dev").exists(),
             "no directory of its own"
+        );
+    }
+    #[test]
+    fn a_memory_volume_lives_on_the_memory_root_or_says_why_not() {
+        let disk = tempfile::tempdir().unwrap();
+        let memory = tempfile::tempdir().unwrap();
+        let mut config = config(vec![]);
+        config.memory_volumes.push("scratch".into());
+        let roots = VolumeRoots {
+            disk: disk.path().to_owned(),
+            memory: Ok(memory.path().to_owned()),
+        };
+        sync(&roots, "u-4", &config).unwrap();
+        let opened = preopens(
+            Some(&roots),
+            &HostPathPolicy::default(),
+            "u-4",
+            &config,
+            "c",
+        );
+        assert_eq!(opened.unwrap()[1].host, memory.path().join("u-4/scratch/a"));
+        assert!(!disk.path().join("u-4/scratch").exists());
+        remove(&roots, "u-4");
+        assert!(!memory.path().join("u-4").exists());
+
+        let roots = VolumeRoots::on_disk(disk.path());
+        sync(&roots, "u-5", &config).unwrap();
+        let refused = preopens(
+            Some(&roots),
+            &HostPathPolicy::default(),
+            "u-5",
+            &config,
+            "c",
+        );
+        let refused = refused.unwrap_err();
+        assert_eq!(refused.reason, WaitingReason::CreateContainerConfigError);
+        assert_eq!(
+            refused.message,
+            "volume \"scratch\": this agent keeps no memory volumes"
         );
     }
 }

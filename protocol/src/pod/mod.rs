@@ -392,28 +392,39 @@ mod tests {
                 read_only: true,
             }],
             size_limits: Vec::new(),
+            memory_volumes: Vec::new(),
         };
         let message = Message::DesiredPodV3(DesiredPod {
             revision: 7,
             pod: pod.clone(),
         });
-        // A server from before `sizeLimit`s ends the payload before that (empty) tail.
+        // A server from before `sizeLimit`s ends the payload before that (empty) tail and
+        // the memory volumes'; one from before memory volumes before theirs.
         let bytes = encode(&message);
+        assert_eq!(decode(&bytes[..bytes.len() - 2]).unwrap(), message);
         assert_eq!(decode(&bytes[..bytes.len() - 1]).unwrap(), message);
         pod.config.size_limits.push(volumes::SizeLimit {
             volume: "scratch".into(),
             bytes: 1 << 20,
             quantity: "1Mi".into(),
         });
+        pod.config.memory_volumes.push("scratch".into());
         let message = Message::DesiredPodV3(DesiredPod { revision: 7, pod });
-        assert_eq!(decode(&encode(&message)).unwrap(), message);
+        let bytes = encode(&message);
+        assert_eq!(decode(&bytes).unwrap(), message);
+        // An agent from before memory volumes reads the rest and stops before them.
+        let Ok(Message::DesiredPodV3(older)) = decode(&bytes[..bytes.len() - 9]) else {
+            panic!("a pod without its memory volumes does not decode");
+        };
+        assert!(older.pod.config.memory_volumes.is_empty());
+        assert_eq!(older.pod.config.size_limits.len(), 1);
         // An older server's payload ends where `config` would start.
         let plain = Message::DesiredPodV3(DesiredPod {
             revision: 7,
             pod: assignment(),
         });
         let bytes = encode(&plain);
-        let older = &bytes[..bytes.len() - 3];
+        let older = &bytes[..bytes.len() - 4];
         assert_eq!(decode(older).unwrap(), plain);
     }
 

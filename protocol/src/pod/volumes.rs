@@ -12,11 +12,16 @@ pub struct PodConfig {
     pub volumes: Vec<Volume>,
     /// Every container's mounts.
     pub mounts: Vec<Mount>,
-    /// The `sizeLimit` of each `emptyDir` that has one. Appended after the volumes'
-    /// release ([`crate::tail`]): older servers send none, older agents ignore them (and
-    /// do not enforce them). Keep it the last field.
+    /// The `sizeLimit` of each `emptyDir` that has one (for `medium: Memory`, at most the
+    /// pod's memory limit). Appended after the volumes' release ([`crate::tail`]): older
+    /// servers send none, older agents ignore them (and do not enforce them).
     #[serde(default, deserialize_with = "crate::tail::or_default")]
     pub size_limits: Vec<SizeLimit>,
+    /// The `emptyDir`s with `medium: Memory`, by name: the agent keeps them on a tmpfs.
+    /// Appended after `size_limits` ([`crate::tail`]): older servers send none, older
+    /// agents keep these volumes on disk (within the same limits). Keep it the last field.
+    #[serde(default, deserialize_with = "crate::tail::or_default")]
+    pub memory_volumes: Vec<String>,
 }
 
 /// An `emptyDir`'s `sizeLimit`: a pod whose volume uses more is evicted.
@@ -98,6 +103,11 @@ impl PodConfig {
     /// The `sizeLimit` of volume `name`, if it has one.
     pub fn size_limit(&self, name: &str) -> Option<&SizeLimit> {
         self.size_limits.iter().find(|l| l.volume == name)
+    }
+
+    /// Whether volume `name` is an `emptyDir` with `medium: Memory`.
+    pub fn in_memory(&self, name: &str) -> bool {
+        self.memory_volumes.iter().any(|v| v == name)
     }
 
     /// The mounts of container `name`.

@@ -271,8 +271,9 @@ pub struct Guard {
 /// Authenticates the request (401 without a valid credential), authorizes what it asks
 /// (403), and passes it on with its [`User`] in the extensions.
 pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
-    let Some(user) = authenticate(&guard, &request) else {
-        return ApiError::unauthorized().into_response();
+    let user = match authenticate(&guard, &request) {
+        Ok(user) => user,
+        Err(refused) => return refused.into_response(),
     };
     let attributes = request_info::attributes(
         request.method(),
@@ -286,17 +287,24 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
     next.run(request).await
 }
 
-/// The identity the request's credential proves, if any: a bearer token, else a client
-/// certificate (already verified against the cluster CA by the TLS layer).
-fn authenticate(guard: &Guard, request: &Request) -> Option<User> {
+/// The identity the request's credential proves: a bearer token, else a client
+/// certificate (already verified against the cluster CA by the TLS layer); a 401 without.
+fn authenticate(guard: &Guard, request: &Request) -> Result<User, ApiError> {
     let bearer = request.headers().get(header::AUTHORIZATION).is_some();
     if !bearer {
-        let tls = request
-            .extensions()
-            .get::<Arc<axum_server::tls::TlsInfo>>()?;
-        let cache = guard.authorizer.cache()?;
-        return super::users::authenticate(cache, tls.peer_certificates.first()?);
+        let tls = request.extensions().get::<Arc<axum_server::tls::TlsInfo>>();
+        let cache = guard.authorizer.cache();
+        let (Some(der), Some(cache)) = (tls.and_then(|t| t.peer_certificates.first()), cache)
+        else {
+            return Err(ApiError::unauthorized());
+        };
+        return super::users::authenticate(cache, der);
     }
+    bearer_user(guard, request).ok_or_else(ApiError::unauthorized)
+}
+
+/// The identity a bearer token proves: the admin's, or a ServiceAccount's.
+fn bearer_user(guard: &Guard, request: &Request) -> Option<User> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -1,7 +1,7 @@
 //! The route table. Every route but the health checks ([`health`]) is authenticated and
 //! authorized ([`auth::guard`]); unknown paths get a 404 Status, unknown methods a 405
 //! Status, and `dryRun` on the writes that do not implement it (module pushes, join tokens,
-//! evictions) a 400. Every request is counted into the [`crate::metrics`] that `/metrics`
+//! user certificates and their revocations, evictions) a 400. Every request is counted into the [`crate::metrics`] that `/metrics`
 //! renders.
 
 use std::sync::Arc;
@@ -41,7 +41,13 @@ pub fn build(ctx: ApiContext) -> Router {
         )
         .route(
             "/apis/wasmfleet.dev/v1/usercertificates",
-            post(users::sign).fallback(method_not_allowed),
+            get(users::list)
+                .post(users::sign)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/apis/wasmfleet.dev/v1/usercertificates/{serial}/revocation",
+            post(users::revoke).fallback(method_not_allowed),
         )
         .route(
             "/apis/wasmfleet.dev/v1/jointokens",
@@ -139,7 +145,7 @@ async fn refuse_dry_run(request: Request, next: Next) -> Response {
     match objects::dry_run(objects::query_dry_run(request.uri().query())) {
         Ok(false) => next.run(request).await,
         Ok(true) => ApiError::bad_request(
-            "dryRun is not supported by wasmfleet for module pushes, join tokens and evictions; nothing was written",
+            "dryRun is not supported by wasmfleet for module pushes, join tokens, user certificates and evictions; nothing was written",
         )
         .into_response(),
         Err(err) => err.into_response(),

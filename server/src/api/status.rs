@@ -61,6 +61,12 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
     }
 
+    /// 401 Unauthorized saying why a credential that was good is refused (a revoked
+    /// certificate), so its holder knows to ask for a new one.
+    pub fn unauthorized_because(why: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", why)
+    }
+
     /// 404 NotFound for an object: `deployments.apps "web" not found`, with the name,
     /// group and resource in `details` as kube-apiserver gives them.
     pub fn not_found(resource: &str, name: &str) -> Self {

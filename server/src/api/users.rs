@@ -14,12 +14,16 @@
 //! `POST /apis/wasmfleet.dev/v1/usercertificates` ([`sign`]) certifies a user's key: the
 //! client (`wasmfleet user kubeconfig`) keeps its private key and sends the public one; only
 //! whoever may `create` `usercertificates` in `wasmfleet.dev` (cluster-admin) may ask.
+//! Every signed certificate is recorded ([`crate::identity::user_certificates`]);
+//! [`list`] shows the records and [`revoke`] (`POST .../usercertificates/{serial}/revocation`,
+//! `create` on the subresource) takes one back: from then on that certificate gets a 401
+//! naming its revocation.
 
-use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
@@ -30,8 +34,9 @@ use super::body::{self, MAX_OBJECT_BODY};
 use super::status::{ApiError, Cause};
 use super::{ApiContext, blocking};
 use crate::identity::certificates::{TUNNEL_KEY_ANNOTATION, tunnel_key_sha256};
+use crate::identity::user_certificates::{self, RESOURCE};
 use crate::informer::Cache;
-use crate::store::ObjectKey;
+use crate::store::{ObjectKey, Scope, Store};
 
 /// The group of every node identity.
 pub const NODES: &str = "system:nodes";
@@ -41,17 +46,42 @@ pub fn node_user(node: &str) -> String {
     format!("system:node:{node}")
 }
 
-/// The identity a (verified) client certificate proves, if any: [`from_certificate`]; a node
-/// identity only while the Node of that name in `cache` pins the certificate's key.
-pub fn authenticate(cache: &Cache, der: &[u8]) -> Option<User> {
-    let user = from_certificate(der)?;
-    let Some(node) = user.name.strip_prefix("system:node:") else {
-        return Some(user);
+/// The identity a (verified) client certificate proves ([`from_certificate`]), or a 401: a
+/// node identity only while the Node of that name in `cache` pins the certificate's key; a
+/// user identity unless its certificate's record in `cache` is revoked (refused saying so).
+pub fn authenticate(cache: &Cache, der: &[u8]) -> Result<User, ApiError> {
+    let user = from_certificate(der).ok_or_else(ApiError::unauthorized)?;
+    match user.name.strip_prefix("system:node:") {
+        Some(node) => node_pinned(cache, node, der)
+            .then_some(user)
+            .ok_or_else(ApiError::unauthorized),
+        None => match revoked(cache, der) {
+            Some(why) => Err(ApiError::unauthorized_because(why)),
+            None => Ok(user),
+        },
+    }
+}
+
+/// Whether the Node `node` pins the key of the certificate `der`.
+fn node_pinned(cache: &Cache, node: &str, der: &[u8]) -> bool {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
     };
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
     let hash = tunnel_key_sha256(cert.public_key().raw);
-    let pinned = cache.get(&ObjectKey::cluster("nodes", node))?;
-    (pinned["metadata"]["annotations"][TUNNEL_KEY_ANNOTATION] == hash.as_str()).then_some(user)
+    cache
+        .get(&ObjectKey::cluster("nodes", node))
+        .is_some_and(|pinned| {
+            pinned["metadata"]["annotations"][TUNNEL_KEY_ANNOTATION] == hash.as_str()
+        })
+}
+
+/// Why the user certificate `der` is refused, if its record says it was revoked.
+fn revoked(cache: &Cache, der: &[u8]) -> Option<String> {
+    let serial = user_certificates::serial_of(der)?;
+    let record = cache.get(&ObjectKey::cluster(user_certificates::RESOURCE, &serial))?;
+    let at = user_certificates::revocation(&record)?;
+    let user = from_certificate(der).map(|u| u.name).unwrap_or_default();
+    Some(user_certificates::refusal(&serial, &user, at))
 }
 
 /// The identity a (verified) client certificate's subject names, if any.
@@ -97,26 +127,104 @@ pub async fn sign(
     let bytes = body::read_limited(&headers, request, MAX_OBJECT_BODY).await?;
     let mut request = body::decode_object(&headers, bytes).await?;
     let (user, groups, spki, days) = parse(&request)?;
-    let cert = blocking(move || {
-        signer
+    let store = ctx.store.clone();
+    let (record, cert, ca) = blocking(move || {
+        let der = signer
             .sign_user(
                 &user,
                 groups.first().map(String::as_str),
                 &spki,
                 jiff::Span::new().days(days),
             )
-            .map_err(|e| ApiError::bad_request(e.to_string()))
-            .map(|der| {
-                (
-                    pem("CERTIFICATE", &der),
-                    pem("CERTIFICATE", signer.ca_der()),
-                )
-            })
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let (serial, record) = user_certificates::record_of(&der, &user, &groups)
+            .ok_or_else(|| ApiError::internal(&"the signed certificate does not parse"))?;
+        prune_expired(&store)?;
+        let record = store.create(&ObjectKey::cluster(RESOURCE, &serial), record)?;
+        tracing::info!(user = %user, serial = %serial, "user certificate signed");
+        Ok((
+            record,
+            pem("CERTIFICATE", &der),
+            pem("CERTIFICATE", signer.ca_der()),
+        ))
     })
     .await?;
-    request["status"] = json!({"certificate": cert.0, "ca": cert.1});
+    request["metadata"] = record["metadata"].clone();
+    request["status"] = json!({"certificate": cert, "ca": ca});
     Ok((StatusCode::CREATED, Json(request)).into_response())
 }
+
+/// Deletes the records of certificates that have expired: they prove nothing any more.
+fn prune_expired(store: &Store) -> Result<(), ApiError> {
+    let now = jiff::Timestamp::now();
+    for record in store.list(&Scope::all(RESOURCE))?.items {
+        if user_certificates::expired(&record, now)
+            && let Some(name) = record["metadata"]["name"].as_str()
+        {
+            store.delete(&ObjectKey::cluster(RESOURCE, name), None)?;
+        }
+    }
+    Ok(())
+}
+
+/// `GET /apis/wasmfleet.dev/v1/usercertificates`: the records of the certificates signed
+/// for users (serial, user, groups, expiry), revoked or not.
+pub async fn list(State(ctx): State<ApiContext>) -> Result<Json<Value>, ApiError> {
+    let store = ctx.store.clone();
+    let listing = blocking(move || Ok(store.list(&Scope::all(RESOURCE))?)).await?;
+    Ok(Json(json!({
+        "apiVersion": "wasmfleet.dev/v1",
+        "kind": "UserCertificateList",
+        "metadata": {"resourceVersion": listing.revision.to_string()},
+        "items": listing.items,
+    })))
+}
+
+/// `POST /apis/wasmfleet.dev/v1/usercertificates/{serial}/revocation`: revokes the
+/// certificate with that serial (hex, as `openssl x509 -serial` prints it), recorded or
+/// not. Answered once the authenticator sees it: the next request with it gets a 401.
+pub async fn revoke(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<User>,
+    Path(serial): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(serial) = user_certificates::parse_serial(&serial) else {
+        let cause = Cause::new(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: {serial:?}: a serial number is 1 to 40 hex digits"),
+        );
+        return Err(ApiError::invalid("UserCertificate", &serial, &[cause]));
+    };
+    let store = ctx.store.clone();
+    let key = ObjectKey::cluster(RESOURCE, &serial);
+    let now = jiff::Timestamp::now();
+    let revoked = blocking(move || {
+        store.upsert_with::<ApiError, _>(&key, |existing| {
+            Ok(user_certificates::revoke(
+                existing,
+                &serial,
+                &caller.name,
+                now,
+            ))
+        })
+    })
+    .await?;
+    tracing::info!(serial = %revoked["metadata"]["name"], user = %revoked["spec"]["username"], "user certificate revoked");
+    if let Some(cache) = ctx.authorizer.cache() {
+        let revision = ctx.store.revision();
+        let caught_up = tokio::time::timeout(CACHE_WAIT, cache.wait_for(revision)).await;
+        if !matches!(caught_up, Ok(true)) {
+            return Err(ApiError::unavailable(
+                "the revocation is stored but the authenticator has not seen it yet: it takes effect in a moment",
+            ));
+        }
+    }
+    Ok(Json(revoked))
+}
+
+/// How long a revocation waits for the authenticator's cache to see it.
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Parsed = (String, Vec<String>, Vec<u8>, i64);
 

@@ -95,10 +95,10 @@ const PROJECTED_KEYS: Shape = Shape::Object(&[
     ("items", Shape::List(&KEY_TO_PATH)),
     ("optional", Shape::Bool),
 ]);
-/// `emptyDir` on the node's disk, its `sizeLimit` enforced by eviction (no `medium:
-/// Memory`: a guest's files are not in its memory).
+/// `emptyDir` on the node's disk, or with `medium: Memory` on a tmpfs of the node (its
+/// `sizeLimit` at most the pod's memory limit); the limit enforced by eviction.
 const EMPTY_DIR: Shape = Shape::Object(&[
-    ("medium", Shape::OneOf(&[""])),
+    ("medium", Shape::OneOf(&["", "Memory"])),
     ("sizeLimit", Shape::Quantity),
 ]);
 /// `hostPath`: a directory of the node, mounted only where the node's agent allows it
@@ -556,7 +556,7 @@ mod tests {
         "volumes": [
             {"name": "host", "hostPath": {"path": "/dev/ttyS0", "type": "CharDevice"}},
             {"name": "tok", "projected": {"sources": [{"serviceAccountToken": {"path": "t", "expirationSeconds": 300}}]}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "lots", "medium": "Memory"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "lots", "medium": "HugePages"}},
             {"name": "tmp", "configMap": {"name": "x", "defaultMode": 4096}},
             {"name": "rel", "hostPath": {"path": "etc/../x"}},
             {"name": "nfs", "nfs": {"server": "s", "path": "/"}}

@@ -30,7 +30,8 @@ use crate::store::{EventType, Scope, StoreError, Watcher};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-type Chunk = Result<Bytes, Infallible>;
+/// One chunk of a watch stream.
+pub type Chunk = Result<Bytes, Infallible>;
 
 /// Starts a watch and returns the streaming response.
 pub async fn serve(
@@ -41,10 +42,7 @@ pub async fn serve(
     query: &HashMap<String, String>,
     as_table: bool,
 ) -> Result<Response, ApiError> {
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let timeout = timeout(query);
     let from = match query.get("resourceVersion").map(String::as_str) {
         None | Some("" | "0") => None,
         Some(rv) => Some(
@@ -76,10 +74,30 @@ pub async fn serve(
         _counted: ctx.metrics.watch(),
     };
     ctx.tracker.spawn(stream.run(initial, start, timeout));
+    response(rx)
+}
+
+/// How long a watch runs: `timeoutSeconds`, else 30 minutes.
+pub fn timeout(query: &HashMap<String, String>) -> Duration {
+    query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+}
+
+/// The streaming response whose chunks (one event line each) come from `rx`.
+pub fn response(rx: mpsc::Receiver<Chunk>) -> Result<Response, ApiError> {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(ReceiverStream::new(rx)))
         .map_err(|err| ApiError::internal(&err))
+}
+
+/// One event as a chunk of the stream: its JSON and a newline.
+pub fn line(event: &Value) -> Chunk {
+    let mut line = event.to_string().into_bytes();
+    line.push(b'\n');
+    Ok(Bytes::from(line))
 }
 
 /// One watch connection's sending side.
@@ -157,8 +175,6 @@ impl Stream {
     }
 
     async fn send(&self, event: Value) -> bool {
-        let mut line = event.to_string().into_bytes();
-        line.push(b'\n');
-        self.tx.send(Ok(Bytes::from(line))).await.is_ok()
+        self.tx.send(line(&event)).await.is_ok()
     }
 }

@@ -24,6 +24,31 @@ use wasmfleet_protocol::quantity;
 
 use crate::identity::pod_tokens::TokenProjection;
 
+/// The `emptyDir` medium kept in memory (on a tmpfs of the node).
+const MEMORY: &str = "Memory";
+
+/// The pod's memory limit, as Kubernetes counts a memory-backed `emptyDir` against it: the
+/// sum of its containers' `limits.memory` when every one has a limit (else the node's
+/// memory bounds it, which the agent does not measure: no limit), with its quantity as
+/// written when one container sets it all.
+fn pod_memory_limit(containers: &[Container]) -> Option<(u64, String)> {
+    let limits: Option<Vec<&str>> = containers
+        .iter()
+        .map(|c| {
+            let limits = c.resources.as_ref()?.limits.as_ref()?;
+            limits.get("memory").map(|q| q.0.as_str())
+        })
+        .collect();
+    let limits = limits?;
+    let bytes = limits.iter().try_fold(0u64, |sum, q| {
+        sum.checked_add(quantity::memory_bytes(q).ok()?)
+    })?;
+    match limits.as_slice() {
+        [one] => Some((bytes, (*one).to_owned())),
+        _ => Some((bytes, quantity::format_memory(bytes))),
+    }
+}
+
 /// The waiting reason of a container whose configuration is missing.
 pub const CONFIG_ERROR: &str = "CreateContainerConfigError";
 
@@ -94,18 +119,27 @@ pub fn resolve(
         }
     }
     for volume in spec.volumes.iter().flatten() {
-        let limit = volume
-            .empty_dir
-            .as_ref()
-            .and_then(|e| e.size_limit.as_ref());
-        if let Some(limit) = limit
-            && let Ok(bytes) = quantity::memory_bytes(&limit.0)
-        {
-            resolved.config.size_limits.push(SizeLimit {
-                volume: volume.name.clone(),
-                bytes,
-                quantity: limit.0.clone(),
-            });
+        if let Some(empty_dir) = &volume.empty_dir {
+            let in_memory = empty_dir.medium.as_deref() == Some(MEMORY);
+            if in_memory {
+                resolved.config.memory_volumes.push(volume.name.clone());
+            }
+            let limits = [
+                empty_dir.size_limit.as_ref().and_then(|limit| {
+                    let bytes = quantity::memory_bytes(&limit.0).ok()?;
+                    Some((bytes, limit.0.clone()))
+                }),
+                in_memory
+                    .then(|| pod_memory_limit(&spec.containers))
+                    .flatten(),
+            ];
+            if let Some((bytes, quantity)) = limits.into_iter().flatten().min_by_key(|l| l.0) {
+                resolved.config.size_limits.push(SizeLimit {
+                    volume: volume.name.clone(),
+                    bytes,
+                    quantity,
+                });
+            }
         }
         match volume_source(pod, namespace, volume, (lookup, tokens)) {
             Ok(source) => resolved.config.volumes.push(WireVolume {
@@ -583,6 +617,55 @@ mod tests {
                 ("a", "configmap \"nope\" not found"),
                 ("b", "couldn't find key token in Secret shop/creds"),
                 ("c", "secret \"absent\" not found"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_memory_empty_dir_is_limited_by_the_pods_memory_limit() {
+        let limited = |memory: &str| json!({"resources": {"limits": {"memory": memory}}});
+        let spec = |containers: serde_json::Value| {
+            json!({"containers": containers, "volumes": [
+                {"name": "ram", "emptyDir": {"medium": "Memory"}},
+                {"name": "small", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                {"name": "big", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+                {"name": "disk", "emptyDir": {}}
+            ]})
+        };
+        let limits = |containers| {
+            let config = resolve(&pod(spec(containers)), &lookup, &no_tokens)
+                .unwrap()
+                .config;
+            assert_eq!(config.memory_volumes, ["ram", "small", "big"]);
+            config
+                .size_limits
+                .into_iter()
+                .map(|l| (l.volume, l.bytes, l.quantity))
+                .collect::<Vec<_>>()
+        };
+        let mut one = limited("64Mi");
+        one["name"] = "a".into();
+        assert_eq!(
+            limits(json!([one])),
+            [
+                ("ram".into(), 64 << 20, "64Mi".into()),
+                ("small".into(), 1 << 20, "1Mi".into()),
+                ("big".into(), 64 << 20, "64Mi".into()),
+            ]
+        );
+        let (mut a, mut b) = (limited("1Mi"), limited("1024Ki"));
+        a["name"] = "a".into();
+        b["name"] = "b".into();
+        assert_eq!(
+            limits(json!([a, b]))[0],
+            ("ram".into(), 2 << 20, "2048Ki".into())
+        );
+        // A container without a limit: only the node's memory bounds the pod.
+        assert_eq!(
+            limits(json!([a, {"name": "b"}])),
+            [
+                ("small".into(), 1 << 20, "1Mi".into()),
+                ("big".into(), 1 << 30, "1Gi".into()),
             ]
         );
     }

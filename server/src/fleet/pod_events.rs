@@ -3,7 +3,8 @@
 //! `Started` when it (re)starts,
 //! `BackOff` when it enters `CrashLoopBackOff`, `OOMKilled` when it was killed for memory,
 //! `Failed` when it cannot run (a missing or invalid module), `Killing` when a graceful
-//! delete starts stopping a running container, `Evicted` when the agent evicted the pod
+//! delete starts stopping a running container or a new image restarted it ("definition
+//! changed"), `Evicted` when the agent evicted the pod
 //! (an `emptyDir` over its `sizeLimit`). Pure: [`between`] compares a pod before and
 //! after a report (or the delete that marked it). Probe failures are not in any status field: agents report
 //! them as they happen, and [`reported`] words them as the kubelet does (`Unhealthy`,
@@ -52,6 +53,13 @@ pub fn between(old: &Value, new: &Value) -> Vec<PodEvent> {
             .find(|c| c["name"] == name)
             .unwrap_or(&Value::Null);
         let changed = |pointer: &str| after.pointer(pointer) != before.pointer(pointer);
+        if replaced(new, before, after) {
+            events.push((
+                Type::Normal,
+                "Killing",
+                format!("Container {name} definition changed, will be restarted"),
+            ));
+        }
         if !after["imageID"].is_null() && changed("/imageID") {
             let image = after["image"].as_str().unwrap_or("");
             events.push((
@@ -110,6 +118,25 @@ pub fn between(old: &Value, new: &Value) -> Vec<PodEvent> {
         }
     }
     events
+}
+
+/// Whether a container's run ended because its image changed (the agent ends it with 137
+/// once the new module is loaded, or could not be): it restarted while its status named
+/// another image than the one `pod`'s spec now asks for.
+fn replaced(pod: &Value, before: &Value, after: &Value) -> bool {
+    let name = &after["name"];
+    let wanted = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .and_then(|specs| specs.iter().find(|c| &c["name"] == name))
+        .map(|spec| &spec["image"]);
+    let restarts = |c: &Value| c["restartCount"].as_i64().unwrap_or(0);
+    let last = &after["lastState"]["terminated"];
+    restarts(after) > restarts(before)
+        && before["image"].is_string()
+        && wanted.is_some_and(|image| image != &before["image"])
+        && last["exitCode"] == 137
+        && last["reason"] != "OOMKilled"
 }
 
 /// The Kubernetes event for a probe event an agent reported.
@@ -177,18 +204,36 @@ mod tests {
     }
 
     #[test]
-    fn a_container_restarted_on_a_new_image_says_it_pulled_it() {
-        let on_v1 = pod(
+    fn a_container_restarted_on_a_new_image_says_it_was_killed_and_pulled_it() {
+        let mut on_v1 = pod(
             json!({"name": "c", "image": "app:v1", "imageID": "sha256:1",
                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}),
         );
-        let on_v2 = pod(
+        on_v1["spec"] = json!({"containers": [{"name": "c", "image": "app:v2"}]});
+        let mut on_v2 = pod(
             json!({"name": "c", "image": "app:v2", "imageID": "sha256:2", "restartCount": 1,
+                   "lastState": {"terminated": {"exitCode": 137, "reason": "Error"}},
                    "state": {"running": {"startedAt": "2026-01-01T00:01:00Z"}}}),
         );
+        on_v2["spec"] = on_v1["spec"].clone();
         let events = between(&on_v1, &on_v2);
-        assert_eq!(reasons(&events), ["Pulled", "Started"]);
-        assert_eq!(events[0].2, "Successfully pulled module app:v2");
+        assert_eq!(reasons(&events), ["Killing", "Pulled", "Started"]);
+        assert_eq!(
+            events[0].2,
+            "Container c definition changed, will be restarted"
+        );
+        assert_eq!(events[1].2, "Successfully pulled module app:v2");
+        assert!(between(&on_v2, &on_v2).is_empty(), "said once");
+
+        // A crash (or an OOM kill) on the image the spec asks for is no definition change.
+        let mut crashed = on_v2.clone();
+        crashed["status"]["containerStatuses"][0]["restartCount"] = json!(2);
+        assert!(!reasons(&between(&on_v2, &crashed)).contains(&"Killing"));
+        let mut oom = on_v1.clone();
+        oom["status"]["containerStatuses"][0]["restartCount"] = json!(1);
+        oom["status"]["containerStatuses"][0]["lastState"] =
+            json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}});
+        assert!(!reasons(&between(&on_v1, &oom)).contains(&"Killing"));
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The latest usage each node reported (`n/{node}/up/usage`), kept in memory only, as
-//! metrics-server keeps its scrapes: it is gone after a server restart until the agents'
-//! next reports, and the store never sees it.
+//! The latest usage each node reported (`n/{node}/up/usage`), kept in memory, as
+//! metrics-server keeps its scrapes; the store never sees it. A server that stops saves
+//! the fresh reports to a file ([`UsageBook::save`]) and the next one reads them back
+//! ([`UsageBook::restore`]), so `kubectl top` answers across a restart with the reports'
+//! own timestamps, no write per report and no message to the agents; after a crash it is
+//! empty until their next reports.
 //!
 //! A node's report replaces its previous one whole, so the pods it no longer lists are
 //! forgotten with it; a report older than [`stale_after`] its window counts as gone (the
@@ -11,10 +14,13 @@
 //! reported it.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use wasmfleet_protocol::usage::{ContainerUsage, InvalidUsage, Usage, UsageReport};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use wasmfleet_protocol::usage::{ContainerUsage, InvalidUsage, PodUsage, Usage, UsageReport};
 
 /// How often stale entries are swept out.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -48,12 +54,49 @@ impl NodeUsage {
     pub fn is_fresh(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.received) <= stale_after(self.window)
     }
+
+    /// The report it was made from.
+    fn report(&self) -> UsageReport {
+        UsageReport {
+            window_ms: u32::try_from(self.window.as_millis()).unwrap_or(u32::MAX),
+            node: self.node,
+            pods: self
+                .pods
+                .iter()
+                .map(|(uid, containers)| PodUsage {
+                    uid: uid.clone(),
+                    containers: containers.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One node's report as [`UsageBook::save`] writes it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    node: String,
+    /// When it arrived (RFC 3339).
+    timestamp: String,
+    report: UsageReport,
 }
 
 /// The latest usage of every node. Cheap to clone; every clone is the same book.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UsageBook {
     inner: Arc<Mutex<Book>>,
+    /// How many reports were recorded: the metrics' `resourceVersion`, and what their
+    /// watches wait on.
+    recorded: Arc<watch::Sender<u64>>,
+}
+
+impl Default for UsageBook {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            recorded: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -94,7 +137,20 @@ impl UsageBook {
             book.swept = Some(now);
         }
         book.nodes.insert(node.to_owned(), Arc::new(usage));
+        drop(book);
+        self.recorded
+            .send_modify(|count| *count = count.wrapping_add(1));
         Ok(())
+    }
+
+    /// How many reports were recorded so far (grows with every one).
+    pub fn revision(&self) -> u64 {
+        *self.recorded.borrow()
+    }
+
+    /// Changes whenever a report is recorded.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.recorded.subscribe()
     }
 
     /// `node`'s latest report, if it is fresh at `now`.
@@ -114,6 +170,60 @@ impl UsageBook {
             .filter(|(_, usage)| usage.is_fresh(now))
             .map(|(node, usage)| (node.clone(), usage.clone()))
             .collect()
+    }
+
+    /// Writes every report that is fresh at `now` to `path` (replaced whole, through a
+    /// temporary file), with the time it arrived.
+    pub fn save(&self, path: &Path, now: Instant) -> std::io::Result<usize> {
+        let saved: Vec<Saved> = self
+            .fresh(now)
+            .into_iter()
+            .map(|(node, usage)| Saved {
+                node,
+                timestamp: usage.timestamp.to_string(),
+                report: usage.report(),
+            })
+            .collect();
+        let text = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(saved.len())
+    }
+
+    /// Reads back what [`UsageBook::save`] wrote and deletes the file: the reports that are
+    /// still fresh (by their arrival time on the wall clock, `wall`, against `now`) and
+    /// whose node has not reported since. A missing or unreadable file restores nothing.
+    pub fn restore(&self, path: &Path, now: Instant, wall: jiff::Timestamp) -> usize {
+        let Ok(text) = std::fs::read(path) else {
+            return 0;
+        };
+        let _ = std::fs::remove_file(path);
+        let saved: Vec<Saved> = match serde_json::from_slice(&text) {
+            Ok(saved) => saved,
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "cannot read the saved usage");
+                return 0;
+            }
+        };
+        let mut restored = 0;
+        for entry in saved {
+            let Ok(timestamp) = entry.timestamp.parse::<jiff::Timestamp>() else {
+                continue;
+            };
+            let age = wall.duration_since(timestamp).unsigned_abs();
+            let Some(received) = now.checked_sub(age) else {
+                continue;
+            };
+            if self.node(&entry.node, now).is_some() {
+                continue;
+            }
+            let recorded = self.record(&entry.node, entry.report, received, timestamp);
+            if recorded.is_ok() && self.node(&entry.node, now).is_some() {
+                restored += 1;
+            }
+        }
+        restored
     }
 
     /// How many nodes the book holds, fresh or not (for tests of its bound).
@@ -137,7 +247,6 @@ impl UsageBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmfleet_protocol::usage::PodUsage;
 
     fn report(window_ms: u32, uids: &[&str]) -> UsageReport {
         UsageReport {
@@ -202,6 +311,54 @@ mod tests {
         book.record("pi-1", report(1_000, &[]), t0 + SWEEP_EVERY, at)
             .expect("valid");
         assert_eq!(book.len(), 1);
+    }
+
+    #[test]
+    fn saved_reports_come_back_with_their_age_unless_stale_or_newer_ones_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.json");
+        let book = UsageBook::default();
+        let t0 = Instant::now();
+        let at = jiff::Timestamp::now();
+        book.record("pi-1", report(15_000, &["a"]), t0, at)
+            .expect("valid");
+        book.record("pi-2", report(15_000, &["b"]), t0, at)
+            .expect("valid");
+        book.record("old", report(1_000, &[]), t0 - Duration::from_secs(31), at)
+            .expect("valid");
+        assert_eq!(
+            book.save(&path, t0).unwrap(),
+            2,
+            "the stale one is not saved"
+        );
+
+        // Ten seconds later, in a new process; pi-2 has reported already.
+        let restarted = UsageBook::default();
+        let t1 = Instant::now();
+        let wall = at.checked_add(jiff::SignedDuration::from_secs(10)).unwrap();
+        restarted
+            .record("pi-2", report(15_000, &["c"]), t1, wall)
+            .expect("valid");
+        assert_eq!(restarted.restore(&path, t1, wall), 1);
+        assert!(!path.exists(), "read once");
+        let pi1 = restarted.node("pi-1", t1).expect("restored");
+        assert_eq!(pi1.timestamp, at);
+        assert_eq!(pi1.pods.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(pi1.report(), report(15_000, &["a"]));
+        let pi2 = restarted.node("pi-2", t1).expect("kept");
+        assert_eq!(pi2.pods.keys().collect::<Vec<_>>(), ["c"]);
+        // It ages from when it arrived, not from the restart.
+        assert!(
+            restarted
+                .node("pi-1", t1 + Duration::from_secs(36))
+                .is_none()
+        );
+
+        // Saved too long ago: nothing comes back.
+        book.save(&path, t0).unwrap();
+        let late = at.checked_add(jiff::SignedDuration::from_secs(60)).unwrap();
+        assert_eq!(UsageBook::default().restore(&path, t1, late), 0);
+        assert_eq!(UsageBook::default().restore(&path, t1, late), 0, "no file");
     }
 
     #[test]

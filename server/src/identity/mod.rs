@@ -19,6 +19,9 @@
 //! ([`pod_tokens`]): the tokens projected into pods' volumes, bound to the pod, reused
 //! until their refresh time.
 //!
+//! User certificates ([`user_certificates`]): the record of each certificate the CA signs
+//! for a user, and its revocation, which the API honours on the next request.
+//!
 //! Join tokens: the cluster's default token (`<data-dir>/node-token`, replaced by
 //! `--rotate-join-token`) and the tokens an admin creates, limited in time and uses and
 //! revocable at once ([`tokens`]). Either admits a new node name.
@@ -31,6 +34,7 @@ pub mod certificates;
 pub mod pod_tokens;
 pub mod service_account_tokens;
 pub mod tokens;
+pub mod user_certificates;
 
 use std::sync::Arc;
 

@@ -36,7 +36,7 @@ use crate::store::{ObjectKey, Store, StoreError};
 pub use index::{Change, Index};
 
 /// The resources the server's cache follows.
-pub const RESOURCES: [&str; 25] = [
+pub const RESOURCES: [&str; 26] = [
     "pods",
     "configmaps",
     "secrets",
@@ -62,6 +62,7 @@ pub const RESOURCES: [&str; 25] = [
     "rolebindings",
     "clusterrolebindings",
     "serviceaccounts",
+    "usercertificates",
 ];
 
 /// How many change batches a subscriber may fall behind before it gets `Lagged`.

@@ -9,15 +9,19 @@
 //! resource names, `nodes` and `pods`, are the core kinds' store tables); discovery lists
 //! them through [`group`] and [`resource_list`].
 //!
-//! - [`render`]: the objects and their quantities (pure).
+//! - [`render`]: the objects and their quantities (pure);
+//! - [`watch`]: `?watch=true` on a collection: the metrics that changed whenever a report
+//!   arrives (`kubectl get podmetrics -w`), which metrics-server does not offer.
 
 pub mod render;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -66,7 +70,7 @@ pub fn group() -> Value {
 pub fn resource_list() -> Value {
     let resource = |name: &str, singular: &str, kind: &str, namespaced: bool| {
         json!({"name": name, "singularName": singular, "namespaced": namespaced,
-               "kind": kind, "verbs": ["get", "list"]})
+               "kind": kind, "verbs": ["get", "list", "watch"]})
     };
     json!({
         "kind": "APIResourceList",
@@ -89,20 +93,77 @@ fn selector(query: &HashMap<String, String>) -> Result<Selector, ApiError> {
     .map_err(ApiError::bad_request)
 }
 
+/// What a collection measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measured {
+    /// NodeMetrics.
+    Nodes,
+    /// PodMetrics.
+    Pods,
+}
+
+impl Measured {
+    fn list_kind(self) -> &'static str {
+        match self {
+            Measured::Nodes => "NodeMetricsList",
+            Measured::Pods => "PodMetricsList",
+        }
+    }
+}
+
+/// The metrics of the stored objects of `scope` that `selector` matches and that have a
+/// fresh report.
+pub async fn current(
+    ctx: &ApiContext,
+    measured: Measured,
+    scope: Scope,
+    selector: Selector,
+) -> Result<Vec<Value>, ApiError> {
+    let objects = stored(ctx, scope, selector).await?;
+    let (fresh, now) = (ctx.usage.fresh(Instant::now()), jiff::Timestamp::now());
+    let render = match measured {
+        Measured::Nodes => render::node_metrics,
+        Measured::Pods => render::pod_metrics,
+    };
+    Ok(objects
+        .iter()
+        .filter_map(|obj| render(obj, &fresh, now))
+        .collect())
+}
+
+/// A list, or with `watch` a stream of the changes ([`watch`]).
+async fn collection(
+    ctx: &ApiContext,
+    measured: Measured,
+    scope: Scope,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let selector = selector(query)?;
+    let as_table = table::wants_table(headers);
+    if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
+        return watch::serve(ctx, measured, scope, selector, query, as_table);
+    }
+    let revision = ctx.usage.revision().to_string();
+    let items = current(ctx, measured, scope, selector).await?;
+    Ok(Json(match as_table {
+        true => table_of(&items, Some(&revision)),
+        false => {
+            let mut list = render::list(measured.list_kind(), items);
+            list["metadata"]["resourceVersion"] = revision.into();
+            list
+        }
+    })
+    .into_response())
+}
+
 /// `GET .../nodes`.
 async fn list_nodes(
     State(ctx): State<ApiContext>,
     Query(query): Params,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    let selector = selector(&query)?;
-    let nodes = stored(&ctx, Scope::all("nodes"), selector).await?;
-    let (fresh, now) = (ctx.usage.fresh(Instant::now()), jiff::Timestamp::now());
-    let items = nodes
-        .iter()
-        .filter_map(|node| render::node_metrics(node, &fresh, now))
-        .collect();
-    Ok(answer("NodeMetricsList", items, &headers))
+) -> Result<Response, ApiError> {
+    collection(&ctx, Measured::Nodes, Scope::all("nodes"), &query, &headers).await
 }
 
 /// `GET .../nodes/{name}`.
@@ -115,7 +176,7 @@ async fn get_node(
     let node = one(&ctx, key).await?;
     let fresh = ctx.usage.fresh(Instant::now());
     node.and_then(|node| render::node_metrics(&node, &fresh, jiff::Timestamp::now()))
-        .map(|metrics| answer_one(metrics, &headers))
+        .map(|metrics| answer_one(&ctx, metrics, &headers))
         .ok_or_else(|| not_found("nodemetrics", &name))
 }
 
@@ -124,8 +185,8 @@ async fn list_all_pods(
     State(ctx): State<ApiContext>,
     Query(query): Params,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    pods(&ctx, Scope::all("pods"), &query, &headers).await
+) -> Result<Response, ApiError> {
+    collection(&ctx, Measured::Pods, Scope::all("pods"), &query, &headers).await
 }
 
 /// `GET .../namespaces/{ns}/pods`.
@@ -134,8 +195,9 @@ async fn list_pods(
     Path(namespace): Path<String>,
     Query(query): Params,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    pods(&ctx, Scope::namespace("pods", &namespace), &query, &headers).await
+) -> Result<Response, ApiError> {
+    let scope = Scope::namespace("pods", &namespace);
+    collection(&ctx, Measured::Pods, scope, &query, &headers).await
 }
 
 /// `GET .../namespaces/{ns}/pods/{name}`.
@@ -147,46 +209,26 @@ async fn get_pod(
     let pod = one(&ctx, ObjectKey::namespaced("pods", &namespace, &name)).await?;
     let fresh = ctx.usage.fresh(Instant::now());
     pod.and_then(|pod| render::pod_metrics(&pod, &fresh, jiff::Timestamp::now()))
-        .map(|metrics| answer_one(metrics, &headers))
+        .map(|metrics| answer_one(&ctx, metrics, &headers))
         .ok_or_else(|| not_found("podmetrics", &format!("{namespace}/{name}")))
 }
 
-async fn pods(
-    ctx: &ApiContext,
-    scope: Scope,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    let selector = selector(query)?;
-    let pods = stored(ctx, scope, selector).await?;
-    let (fresh, now) = (ctx.usage.fresh(Instant::now()), jiff::Timestamp::now());
-    let items = pods
-        .iter()
-        .filter_map(|pod| render::pod_metrics(pod, &fresh, now))
-        .collect();
-    Ok(answer("PodMetricsList", items, headers))
-}
-
-/// A list of `list_kind`, or the Table of its items when the client asked for one
-/// (`kubectl get podmetrics`).
-fn answer(list_kind: &str, items: Vec<Value>, headers: &HeaderMap) -> Json<Value> {
+/// One object, or its one-row Table (with the `resourceVersion` a watch goes on from:
+/// `kubectl get podmetrics NAME -w`).
+fn answer_one(ctx: &ApiContext, metrics: Value, headers: &HeaderMap) -> Json<Value> {
     match table::wants_table(headers) {
-        true => Json(table_of(&items)),
-        false => Json(render::list(list_kind, items)),
-    }
-}
-
-/// One object, or its one-row Table.
-fn answer_one(metrics: Value, headers: &HeaderMap) -> Json<Value> {
-    match table::wants_table(headers) {
-        true => Json(table_of(&[metrics])),
+        true => Json(table_of(
+            &[metrics],
+            Some(&ctx.usage.revision().to_string()),
+        )),
         false => Json(metrics),
     }
 }
 
-fn table_of(items: &[Value]) -> Value {
+/// The Table of metrics-server's columns (`kubectl get podmetrics`).
+fn table_of(items: &[Value], revision: Option<&str>) -> Value {
     let now = jiff::Timestamp::now();
-    table::render_columns(render::COLUMNS, render::cells, items, None, now)
+    table::render_columns(render::COLUMNS, render::cells, items, revision, now)
 }
 
 /// The stored objects of `scope` that `selector` matches.
