@@ -93,7 +93,11 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let last = Mutex::new(Instant::now());
-    let touch = || *last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    let touch = || {
+        *last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now()
+    };
     let (socket, client, mut queue) = match local {
         Local::Connected(socket) => (socket, None, None),
         Local::Shared {

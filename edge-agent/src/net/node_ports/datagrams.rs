@@ -88,7 +88,8 @@ pub(super) async fn serve(
             endpoint,
             client,
         };
-        let (shared, token, ended, id) = (Arc::clone(&shared), token.clone(), ended.clone(), next_id);
+        let (shared, token, ended, id) =
+            (Arc::clone(&shared), token.clone(), ended.clone(), next_id);
         tracker.spawn(async move {
             flow.run(&shared, queued, token).await;
             let _ = ended.send((client, id));
@@ -143,7 +144,12 @@ struct Flow {
 
 impl Flow {
     /// Carries datagrams both ways until idle, the client's queue closes, or `token`.
-    async fn run(self, shared: &Shared, mut queue: mpsc::Receiver<Bytes>, token: CancellationToken) {
+    async fn run(
+        self,
+        shared: &Shared,
+        mut queue: mpsc::Receiver<Bytes>,
+        token: CancellationToken,
+    ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let step = async {

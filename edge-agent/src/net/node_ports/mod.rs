@@ -286,8 +286,13 @@ impl NodePorts {
             let addr = listener.addr;
             let bound = match listener.udp {
                 false => TcpListener::bind(addr).await.map(|socket| {
-                    self.tracker
-                        .spawn(accept_loop(socket, listener, shared, token.clone(), tracker));
+                    self.tracker.spawn(accept_loop(
+                        socket,
+                        listener,
+                        shared,
+                        token.clone(),
+                        tracker,
+                    ));
                 }),
                 true => UdpSocket::bind(addr).await.map(|socket| {
                     let serve = datagrams::serve(socket, listener, shared, token.clone(), tracker);
@@ -400,9 +405,9 @@ impl Shared {
         };
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let node = self.directory.node();
-        let chosen = entry.ok_or(super::Refusal::NoEndpoints).and_then(|entry| {
-            choose_for(entry, target.service_target(), node, client_ip, turn)
-        });
+        let chosen = entry
+            .ok_or(super::Refusal::NoEndpoints)
+            .and_then(|entry| choose_for(entry, target.service_target(), node, client_ip, turn));
         match chosen {
             Ok((pod_ip, pod_port)) => {
                 let endpoint = SocketAddr::new(IpAddr::V4(loopback_alias(pod_ip)), pod_port);
@@ -537,11 +542,7 @@ mod tests {
         assert_eq!(wanted[&tcp("192.0.2.2:30081")].name, "lb");
         assert_eq!(wanted[&tcp("192.0.2.2:30081")].port, 18080);
         assert_eq!(wanted[&tcp("192.0.2.2:30080")].port, 80);
-        assert_eq!(
-            wanted[&tcp("192.0.2.2:18080")].name,
-            "lb",
-            "first one wins"
-        );
+        assert_eq!(wanted[&tcp("192.0.2.2:18080")].name, "lb", "first one wins");
         assert_eq!(conflicts.len(), 2, "lb2 wants 18080 on both addresses");
 
         let (other, _) = listeners(&table(&["pi-1"]), "pi-2", ip);
