@@ -11,7 +11,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -227,5 +227,21 @@ mod tests {
         assert_eq!(&frame[..4], b"pong");
         stop.cancel();
         carried.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flow_ends_after_its_idle_timeout_and_not_before() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (_queue, queued) = mpsc::channel(1);
+        let (near, far) = tokio::io::duplex(1024);
+        let local = Local::Shared {
+            socket: &socket,
+            client: "127.0.0.1:9".parse().unwrap(),
+            queue: queued,
+        };
+        let started = tokio::time::Instant::now();
+        carry(far, local, CancellationToken::new()).await;
+        assert_eq!(started.elapsed(), IDLE_TIMEOUT);
+        drop(near);
     }
 }
