@@ -8,6 +8,7 @@
 //! idle for [`IDLE_TIMEOUT`] (no datagram either way, as the flow tables of
 //! [`super::udp_flows`]), the stream ends, or the node stops.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -66,6 +67,71 @@ pub async fn read<R: AsyncRead + Unpin>(
     buf.resize(len, 0);
     reader.read_exact(&mut buf[..len]).await?;
     Ok(Some(len))
+}
+
+/// The flows of one socket that several clients send to (a UDP forwarder's, a node-port
+/// listener's), by client address: each flow is a task fed by a queue of
+/// [`CLIENT_QUEUE`] datagrams (more are dropped, as a full socket buffer drops them).
+#[derive(Debug)]
+pub struct ClientFlows {
+    flows: HashMap<SocketAddr, (u64, mpsc::Sender<Bytes>)>,
+    next_id: u64,
+    limit: usize,
+}
+
+/// Datagrams queued for one client's flow.
+pub const CLIENT_QUEUE: usize = 64;
+
+/// A flow [`ClientFlows::start`]ed: its id (for [`ClientFlows::end`]) and its queue.
+pub type Started = (u64, mpsc::Receiver<Bytes>);
+
+impl ClientFlows {
+    /// No flows yet; at most `limit` at once.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            flows: HashMap::new(),
+            next_id: 0,
+            limit,
+        }
+    }
+
+    /// Queues `payload` on `client`'s live flow; gives it back when the client has none.
+    pub fn deliver(&mut self, client: SocketAddr, payload: Bytes) -> Option<Bytes> {
+        match self.flows.get(&client).filter(|(_, q)| !q.is_closed()) {
+            Some((_, queue)) => {
+                let _ = queue.try_send(payload);
+                None
+            }
+            None => Some(payload),
+        }
+    }
+
+    /// Whether a new flow would be over the limit (flows whose task ended do not count).
+    pub fn is_full(&mut self) -> bool {
+        self.flows.retain(|_, (_, queue)| !queue.is_closed());
+        self.flows.len() >= self.limit
+    }
+
+    /// Starts `client`'s flow with `payload` queued first.
+    pub fn start(&mut self, client: SocketAddr, payload: Bytes) -> Started {
+        let (queue, queued) = mpsc::channel(CLIENT_QUEUE);
+        let _ = queue.try_send(payload);
+        self.next_id += 1;
+        self.flows.insert(client, (self.next_id, queue));
+        (self.next_id, queued)
+    }
+
+    /// Forgets the flow `id` of `client` (its task ended), unless a newer one replaced it.
+    pub fn end(&mut self, client: SocketAddr, id: u64) {
+        if self.flows.get(&client).is_some_and(|(live, _)| *live == id) {
+            self.flows.remove(&client);
+        }
+    }
+
+    /// Whether no flow is open.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
 }
 
 /// The UDP side of a carried flow.
@@ -227,6 +293,41 @@ mod tests {
         assert_eq!(&frame[..4], b"pong");
         stop.cancel();
         carried.await.unwrap();
+    }
+
+    #[test]
+    fn client_flows_queue_per_client_up_to_a_limit_and_end_by_id() {
+        let a: SocketAddr = "127.42.0.5:4000".parse().unwrap();
+        let b: SocketAddr = "127.42.0.6:4000".parse().unwrap();
+        let mut flows = ClientFlows::new(1);
+        let ping = Bytes::from_static(b"ping");
+        assert_eq!(flows.deliver(a, ping.clone()), Some(ping.clone()));
+        let (first, mut queue) = flows.start(a, ping.clone());
+        assert_eq!(flows.deliver(a, Bytes::from_static(b"two")), None);
+        assert_eq!(queue.try_recv().unwrap(), ping);
+        assert_eq!(queue.try_recv().unwrap(), Bytes::from_static(b"two"));
+        assert!(flows.is_full(), "one flow is the limit");
+        assert_eq!(flows.deliver(b, ping.clone()), Some(ping.clone()));
+        // A flow whose task ended (its queue dropped) makes room and takes no datagrams.
+        drop(queue);
+        assert_eq!(flows.deliver(a, ping.clone()), Some(ping.clone()));
+        assert!(!flows.is_full());
+        let (second, _queue) = flows.start(a, ping.clone());
+        // The first flow's late ending does not end its successor.
+        flows.end(a, first);
+        assert!(!flows.is_empty());
+        flows.end(a, second);
+        assert!(flows.is_empty());
+        // Datagrams beyond a flow's queue are dropped.
+        let (_, mut queue) = flows.start(b, ping.clone());
+        for _ in 0..CLIENT_QUEUE * 2 {
+            assert_eq!(flows.deliver(b, ping.clone()), None);
+        }
+        let mut queued = 0;
+        while queue.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, CLIENT_QUEUE);
     }
 
     #[tokio::test(start_paused = true)]

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Refusal;
-use super::datagrams::{IDLE_TIMEOUT, Local, MAX_DATAGRAM, carry};
+use super::datagrams::{ClientFlows, IDLE_TIMEOUT, Local, MAX_DATAGRAM, carry};
 use super::peers::Peers;
 
 /// The most UDP forwarders (remote pod ports) open at once.
@@ -42,9 +42,6 @@ pub const MAX_FLOWS: usize = 256;
 
 /// How long datagrams to a pod port are refused after a flow to it could not be opened.
 pub const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
-
-/// Datagrams queued for one flow while its stream opens or is slow; more are dropped.
-const QUEUE: usize = 64;
 
 /// The node's UDP forwarders to remote pods; cheap to clone.
 #[derive(Clone)]
@@ -125,47 +122,21 @@ impl DatagramForwarders {
     /// Receives the clients' datagrams and hands each to its flow, until idle or stop.
     async fn run(self, socket: UdpSocket, alias: SocketAddrV4, destination: SocketAddrV4) {
         let socket = Arc::new(socket);
-        let mut flows: HashMap<SocketAddr, (u64, mpsc::Sender<Bytes>)> = HashMap::new();
+        let mut flows = ClientFlows::new(MAX_FLOWS);
         let (ended, mut endings) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
-        let mut next_id = 0u64;
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let idle = flows.is_empty();
-            tokio::select! {
+            let (len, client) = tokio::select! {
                 () = self.inner.stop.cancelled() => break,
                 Some((client, id)) = endings.recv() => {
-                    if flows.get(&client).is_some_and(|(live, _)| *live == id) {
-                        flows.remove(&client);
-                    }
+                    flows.end(client, id);
+                    continue;
                 }
-                received = socket.recv_from(&mut buf) => {
-                    let Ok((len, client)) = received else { continue };
-                    let payload = Bytes::copy_from_slice(&buf[..len]);
-                    if let Some((_, queue)) = flows.get(&client).filter(|(_, q)| !q.is_closed()) {
-                        let _ = queue.try_send(payload);
-                        continue;
-                    }
-                    let Some(source) = self.source_of(client) else {
-                        tracing::debug!(%client, %destination, "dropping a datagram from outside this node's pods");
-                        continue;
-                    };
-                    if flows.len() >= MAX_FLOWS {
-                        tracing::warn!(%destination, limit = MAX_FLOWS, "too many UDP flows to one remote pod port; dropping a datagram");
-                        continue;
-                    }
-                    let (queue, queued) = mpsc::channel(QUEUE);
-                    let _ = queue.try_send(payload);
-                    next_id += 1;
-                    flows.insert(client, (next_id, queue));
-                    let flow = Flow { alias, destination, client, source, id: next_id };
-                    let forwarders = self.clone();
-                    let ended = ended.clone();
-                    let socket = Arc::clone(&socket);
-                    self.inner.tracker.spawn(async move {
-                        forwarders.flow(socket, flow, queued).await;
-                        let _ = ended.send((flow.client, flow.id));
-                    });
-                }
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok(received) => received,
+                    Err(_) => continue,
+                },
                 () = tokio::time::sleep(IDLE_TIMEOUT), if idle => {
                     let mut open = lock(&self.inner.open);
                     if open.get(&alias).is_none_or(|f| f.reached.elapsed() >= IDLE_TIMEOUT) {
@@ -174,8 +145,32 @@ impl DatagramForwarders {
                         drop(socket);
                         return;
                     }
+                    continue;
                 }
+            };
+            let Some(payload) = flows.deliver(client, Bytes::copy_from_slice(&buf[..len])) else {
+                continue;
+            };
+            let Some(source) = self.source_of(client) else {
+                tracing::debug!(%client, %destination, "dropping a datagram from outside this node's pods");
+                continue;
+            };
+            if flows.is_full() {
+                tracing::warn!(%destination, limit = MAX_FLOWS, "too many UDP flows to one remote pod port; dropping a datagram");
+                continue;
             }
+            let (id, queue) = flows.start(client, payload);
+            let flow = Flow {
+                alias,
+                destination,
+                client,
+                source,
+            };
+            let (forwarders, ended, socket) = (self.clone(), ended.clone(), Arc::clone(&socket));
+            self.inner.tracker.spawn(async move {
+                forwarders.flow(socket, flow, queue).await;
+                let _ = ended.send((client, id));
+            });
         }
         lock(&self.inner.open).remove(&alias);
     }
@@ -223,7 +218,6 @@ struct Flow {
     destination: SocketAddrV4,
     client: SocketAddr,
     source: Ipv4Addr,
-    id: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -14,7 +14,6 @@
 //! endpoint, this node's pod range not known yet) is dropped and why is logged once per
 //! Service, as a TCP connection is closed: a client on the host has no other signal.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -26,13 +25,10 @@ use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::network::loopback_alias;
 
 use super::{Listener, Shared, lock};
-use crate::net::datagrams::{IDLE_TIMEOUT, MAX_DATAGRAM};
+use crate::net::datagrams::{ClientFlows, IDLE_TIMEOUT, MAX_DATAGRAM};
 
 /// The most flows one UDP listener keeps at once.
 pub const MAX_FLOWS: usize = 1024;
-
-/// Datagrams queued for one flow; more are dropped.
-const QUEUE: usize = 64;
 
 /// Serves one UDP listener until `token`.
 pub(super) async fn serve(
@@ -43,18 +39,15 @@ pub(super) async fn serve(
     tracker: TaskTracker,
 ) {
     let socket = Arc::new(socket);
-    let mut flows: HashMap<SocketAddr, (u64, mpsc::Sender<Bytes>)> = HashMap::new();
+    let mut flows = ClientFlows::new(MAX_FLOWS);
     let (ended, mut endings) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
-    let mut next_id = 0u64;
     let mut full_logged = false;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (len, client) = tokio::select! {
             () = token.cancelled() => break,
             Some((client, id)) = endings.recv() => {
-                if flows.get(&client).is_some_and(|(live, _)| *live == id) {
-                    flows.remove(&client);
-                }
+                flows.end(client, id);
                 continue;
             }
             received = socket.recv_from(&mut buf) => match received {
@@ -62,13 +55,10 @@ pub(super) async fn serve(
                 Err(_) => continue,
             },
         };
-        let payload = Bytes::copy_from_slice(&buf[..len]);
-        if let Some((_, queue)) = flows.get(&client).filter(|(_, q)| !q.is_closed()) {
-            let _ = queue.try_send(payload);
+        let Some(payload) = flows.deliver(client, Bytes::copy_from_slice(&buf[..len])) else {
             continue;
-        }
-        flows.retain(|_, (_, queue)| !queue.is_closed());
-        if flows.len() >= MAX_FLOWS {
+        };
+        if flows.is_full() {
             if !std::mem::replace(&mut full_logged, true) {
                 tracing::warn!(%listener, limit = MAX_FLOWS, "too many UDP flows on a NodePort/LoadBalancer listener; dropping new clients' datagrams");
             }
@@ -78,20 +68,16 @@ pub(super) async fn serve(
         let Some((upstream, endpoint)) = open_flow(&shared, listener, client).await else {
             continue;
         };
-        let (queue, queued) = mpsc::channel(QUEUE);
-        let _ = queue.try_send(payload);
-        next_id += 1;
-        flows.insert(client, (next_id, queue));
+        let (id, queue) = flows.start(client, payload);
         let flow = Flow {
             socket: Arc::clone(&socket),
             upstream,
             endpoint,
             client,
         };
-        let (shared, token, ended, id) =
-            (Arc::clone(&shared), token.clone(), ended.clone(), next_id);
+        let (shared, token, ended) = (Arc::clone(&shared), token.clone(), ended.clone());
         tracker.spawn(async move {
-            flow.run(&shared, queued, token).await;
+            flow.run(&shared, queue, token).await;
             let _ = ended.send((client, id));
         });
     }
