@@ -125,6 +125,7 @@ impl DatagramForwarders {
         let mut flows = ClientFlows::new(MAX_FLOWS);
         let (ended, mut endings) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
         let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut full_logged = false;
         loop {
             let idle = flows.is_empty();
             let (len, client) = tokio::select! {
@@ -156,9 +157,12 @@ impl DatagramForwarders {
                 continue;
             };
             if flows.is_full() {
-                tracing::warn!(%destination, limit = MAX_FLOWS, "too many UDP flows to one remote pod port; dropping a datagram");
+                if !std::mem::replace(&mut full_logged, true) {
+                    tracing::warn!(%destination, limit = MAX_FLOWS, "too many UDP flows to one remote pod port; dropping new clients' datagrams");
+                }
                 continue;
             }
+            full_logged = false;
             let (id, queue) = flows.start(client, payload);
             let flow = Flow {
                 alias,
