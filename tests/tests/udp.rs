@@ -2,8 +2,9 @@
 //! and agent: a pod sends a datagram to a ClusterIP Service of UDP echo pods and gets the
 //! echo back from the ClusterIP; a second UDP bind of a port in one pod is `address in
 //! use` while TCP on that port is free; a datagram to a denied address fails at once; and
-//! a datagram from the host to a UDP NodePort comes back echoed (`cross_node` sends UDP
-//! across nodes).
+//! a datagram from the host to a UDP NodePort comes back echoed; a datagram to an outside
+//! address the pod's egress rule allows comes back from that address (`cross_node` sends
+//! UDP across nodes).
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -167,6 +168,45 @@ spec:
         .expect("a podCIDR")
         .to_owned();
     let node_address = pod_cidr.replace(".0/24", ".1");
+    // UDP to an outside address (a host process on the node's address) that the pod's
+    // egress rule allows: the answer comes back from that address.
+    let node_ip = node["items"][0]["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback())
+        .expect("a non-loopback InternalIP");
+    let outside = UdpSocket::bind((node_ip, 0)).expect("a UDP socket on the node's address");
+    let outside_addr = outside.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((len, from)) = outside.recv_from(&mut buf) {
+            let _ = outside.send_to(&buf[..len], from);
+        }
+    });
+    cluster.kubectl_apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: egress
+  annotations: {{wasmfleet.io/egress: \"{outside_addr}\"}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: tcp-echo:v1
+    args: [\"--udp\", \"--connect\", \"{outside_addr}\", \"--send\", \"out and back\"]
+"
+    ));
+    let echoed = cluster.wait_log_line("egress", "main", "udp echo from");
+    assert_eq!(
+        echoed,
+        format!("udp echo from {outside_addr}: out and back")
+    );
+
     wait_for("an endpoint to log the node port's client", START, || {
         let out = cluster.kubectl(&["logs", "-l", "app=udp-echo"]);
         out.stdout

@@ -38,8 +38,9 @@
 //! ClusterIP flow goes to (until it has been idle for 30 s, like conntrack's UDP timeout),
 //! so that replies show the ClusterIP as their source. A pod or Service endpoint on
 //! another node is reached through a UDP forwarder at its alias ([`remote_datagrams`]),
-//! whose flows travel as streams of the tunnel ([`datagrams`]); any address outside the
-//! cluster is refused at once.
+//! whose flows travel as streams of the tunnel ([`datagrams`]); an address outside the
+//! cluster that the egress rules allow through a proxy per flow ([`udp_egress`]); any
+//! other address is refused at once.
 
 pub mod datagrams;
 pub mod header_patterns;
@@ -54,6 +55,7 @@ pub mod remote_datagrams;
 pub mod services;
 pub mod sockets;
 pub mod tunnel;
+pub mod udp_egress;
 pub mod udp_flows;
 
 use std::collections::HashMap;
@@ -83,11 +85,14 @@ pub enum Refusal {
     Elsewhere,
     /// A cluster name that names no Service.
     NoSuchName,
-    /// UDP to an address outside the cluster (allowed or not, pods' UDP stays inside).
+    /// UDP to an allowed address outside the cluster where no egress proxies run (see
+    /// [`PodNet::is_udp_egress`]; the agent always runs them).
     UdpEgress,
     /// The node of the destination pod cannot be reached (its datagrams are refused for a
     /// while after a flow failed to open), or too many forwarders are open.
     Unreachable,
+    /// The node has no room for another socket (UDP egress proxies).
+    SocketLimit,
 }
 
 /// One pod's network: its addresses and egress rules, shared by its containers.
@@ -201,7 +206,8 @@ impl PodNet {
     /// like [`Self::connect_address`] (a pod or Service endpoint on another node is its
     /// alias, which [`ServiceDirectory::reach_datagrams`] prepares), but never outside the
     /// cluster (a pod's UDP socket is bound on its loopback alias, which cannot reach
-    /// other hosts: an address the egress rules allow is [`Refusal::UdpEgress`]).
+    /// other hosts: an address the egress rules allow is [`Refusal::UdpEgress`], and goes
+    /// through a proxy instead, see [`udp_egress`]).
     pub fn datagram_address(&self, guest: SocketAddr) -> Result<SocketAddr, Refusal> {
         let ip = v4(guest.ip())?;
         let port = guest.port();
@@ -218,6 +224,19 @@ impl PodNet {
         match self.egress_allows(ip, port) {
             true => Err(Refusal::UdpEgress),
             false => Err(Refusal::Denied),
+        }
+    }
+
+    /// Whether a datagram to `guest` leaves the cluster through a UDP egress proxy: an
+    /// address outside the cluster and the service CIDR that the egress rules allow.
+    pub fn is_udp_egress(&self, guest: SocketAddr) -> bool {
+        match guest.ip() {
+            IpAddr::V4(ip) => {
+                !self.cluster.net().contains(&ip)
+                    && !self.services.table().is_service_ip(ip)
+                    && self.egress_allows(ip, guest.port())
+            }
+            IpAddr::V6(_) => false,
         }
     }
 
@@ -616,6 +635,11 @@ mod tests {
             net.datagram_address(addr("1.1.1.1:53")),
             Err(Refusal::UdpEgress)
         );
+        // An allowed outside address goes through a proxy (when the node runs them).
+        assert!(net.is_udp_egress(addr("1.1.1.1:53")));
+        assert!(!net.is_udp_egress(addr("8.8.8.8:53")));
+        assert!(!net.is_udp_egress(addr("10.43.0.2:53")));
+        assert!(!net.is_udp_egress(addr("10.42.9.9:53")));
         assert_eq!(
             net.datagram_address(addr("8.8.8.8:53")),
             Err(Refusal::Denied)

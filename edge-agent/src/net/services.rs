@@ -30,6 +30,7 @@ use wasmfleet_protocol::ingress_tls::IngressCertificates;
 use super::Refusal;
 use super::ingress_tls::IngressTls;
 use super::remote::Remote;
+use super::udp_egress::UdpEgress;
 
 /// The table of Services, shared by the link (which replaces it) and every pod, and the
 /// table of HTTP routes the ingress serves by.
@@ -48,6 +49,8 @@ pub struct ServiceDirectory {
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Pods on other nodes, once the agent has started reaching them.
     remote: Arc<OnceLock<Remote>>,
+    /// The proxies of pods' UDP to allowed outside addresses, once the agent runs them.
+    udp_egress: Arc<OnceLock<UdpEgress>>,
     /// The certificates the ingress serves HTTPS with (memory only, never persisted).
     tls: IngressTls,
 }
@@ -72,6 +75,7 @@ impl ServiceDirectory {
             lookups: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             remote: Arc::default(),
+            udp_egress: Arc::default(),
             tls: IngressTls::default(),
         }
     }
@@ -82,6 +86,19 @@ impl ServiceDirectory {
         if self.remote.set(remote).is_err() {
             tracing::warn!("the remote pods were attached twice; keeping the first");
         }
+    }
+
+    /// From now on, pods' UDP to allowed outside addresses goes through `egress` (the agent
+    /// does this once at start).
+    pub fn attach_udp_egress(&self, egress: UdpEgress) {
+        if self.udp_egress.set(egress).is_err() {
+            tracing::warn!("the UDP egress proxies were attached twice; keeping the first");
+        }
+    }
+
+    /// The UDP egress proxies, once attached.
+    pub fn udp_egress(&self) -> Option<&UdpEgress> {
+        self.udp_egress.get()
     }
 
     /// How pods on other nodes are reached, once attached.

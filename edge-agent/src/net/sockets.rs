@@ -117,6 +117,7 @@ fn refused(refusal: Refusal) -> SocketError {
         Refusal::NoSuchName => ErrorCode::NameUnresolvable,
         Refusal::UdpEgress => ErrorCode::NotSupported,
         Refusal::Unreachable => ErrorCode::RemoteUnreachable,
+        Refusal::SocketLimit => ErrorCode::NewSocketLimit,
     }
     .into()
 }
@@ -386,17 +387,38 @@ impl PodSockets<'_> {
         let Some(net) = self.net else {
             return Ok(guest);
         };
-        let target = match net.is_service_address(guest) {
-            true => self
-                .udp_flows
-                .destination(socket, guest, std::time::Instant::now(), || {
-                    net.datagram_address(guest)
-                }),
-            false => net.datagram_address(guest),
+        let now = std::time::Instant::now();
+        let egress = net
+            .services()
+            .udp_egress()
+            .filter(|_| net.is_udp_egress(guest));
+        let target = if let Some(egress) = egress {
+            let owner = self.udp_local_host(socket)?;
+            self.udp_flows.destination(socket, guest, now, || {
+                match egress.open(owner, guest) {
+                    Ok((proxy, guard)) => Ok((proxy, Some(guard))),
+                    Err(err) => {
+                        tracing::warn!(%err, destination = %guest, "refusing a pod's UDP egress flow");
+                        Err(Refusal::SocketLimit)
+                    }
+                }
+            })
+        } else if net.is_service_address(guest) {
+            self.udp_flows.destination(socket, guest, now, || {
+                net.datagram_address(guest).map(|host| (host, None))
+            })
+        } else {
+            net.datagram_address(guest)
         };
         let target = target.map_err(refused)?;
         net.services().reach_datagrams(target).map_err(refused)?;
         Ok(target)
+    }
+
+    /// The host address a UDP socket is bound at (the pod's alias and its port).
+    fn udp_local_host(&mut self, socket: u32) -> SocketResult<SocketAddr> {
+        let resource = Resource::<UdpSocket>::new_borrow(socket);
+        Ok(HostUdpSocket::local_address(&mut self.inner, resource)?.into())
     }
 
     /// Prepares the datagrams of a connected socket (they carry no address): its remote
