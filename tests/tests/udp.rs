@@ -2,7 +2,7 @@
 //! and agent: a pod sends a datagram to a ClusterIP Service of UDP echo pods and gets the
 //! echo back from the ClusterIP; a second UDP bind of a port in one pod is `address in
 //! use` while TCP on that port is free; a datagram to a denied address fails at once; and
-//! a datagram from the host to a UDP NodePort comes back echoed; a datagram to an outside
+//! a datagram from the host to a UDP LoadBalancer's node port and port comes back echoed; a datagram to an outside
 //! address the pod's egress rule allows comes back from that address (`cross_node` sends
 //! UDP across nodes).
 
@@ -126,41 +126,39 @@ fn a_pod_gets_the_echo_of_a_udp_service_and_udp_ports_are_the_pods_own() {
         "{denied}"
     );
 
-    // A UDP NodePort: a datagram from the host comes back from the node port, and the
-    // endpoint saw the node's own address of its pod range as the client.
+    // A UDP LoadBalancer (so also a NodePort): a datagram from the host comes back from
+    // the node port, and from the Service's port on the node; the endpoint saw the node's
+    // own address of its pod range as the client.
     let service = "apiVersion: v1
 kind: Service
 metadata:
-  name: udp-nodeport
+  name: udp-lb
 spec:
-  type: NodePort
+  type: LoadBalancer
   selector: {app: udp-echo}
   ports:
-  - port: 53
+  - port: 15353
     protocol: UDP
     targetPort: dns
 ";
     cluster.kubectl_apply(service);
-    let service: Value = serde_json::from_str(&cluster.kubectl_ok(&[
-        "get",
-        "service",
-        "udp-nodeport",
-        "-o",
-        "json",
-    ]))
-    .expect("kubectl prints JSON");
+    let service: Value =
+        serde_json::from_str(&cluster.kubectl_ok(&["get", "service", "udp-lb", "-o", "json"]))
+            .expect("kubectl prints JSON");
     let node_port = service["spec"]["ports"][0]["nodePort"]
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .expect("a nodePort");
-    let node_port_addr = format!("127.0.0.1:{node_port}");
-    assert_eq!(
-        udp_echo(&node_port_addr, b"hello node port"),
-        (
-            node_port_addr.parse().expect("address"),
-            b"hello node port".to_vec()
-        )
-    );
+    for port in [node_port, 15353] {
+        let address = format!("127.0.0.1:{port}");
+        assert_eq!(
+            udp_echo(&address, b"hello node port"),
+            (
+                address.parse().expect("address"),
+                b"hello node port".to_vec()
+            )
+        );
+    }
     let node: Value = serde_json::from_str(&cluster.kubectl_ok(&["get", "nodes", "-o", "json"]))
         .expect("kubectl prints JSON");
     let pod_cidr = node["items"][0]["spec"]["podCIDR"]
