@@ -12,7 +12,8 @@
 //! way: a pod on node-a gets the echo of a UDP Service whose one endpoint runs on node-b
 //! (direct) or node-c (relayed), and of the node-c pod by its IP, each from the address
 //! it sent to; a datagram from the host to a UDP NodePort on node-a and node-b comes back
-//! from the endpoint on node-b.
+//! from the endpoint on node-b, and with `externalTrafficPolicy: Local` only node-b
+//! answers.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
@@ -377,4 +378,39 @@ fn udp_crosses_nodes(cluster: &Cluster, addresses: &[Ipv4Addr]) {
         });
         assert_eq!((from, &buf[..len]), (to, &b"from-host"[..]));
     }
+
+    // externalTrafficPolicy: Local: node-b still answers with its own endpoint; node-a,
+    // which runs none, drops new clients' datagrams (a flow keeps its endpoint, so each
+    // try is a new client).
+    cluster.kubectl_ok(&[
+        "patch",
+        "svc",
+        "udp-b",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
+    let node_a = std::net::SocketAddr::from((addresses[0], node_port));
+    wait_for("node-a to stop answering for udp-b", START, || {
+        let client = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .map_err(|e| e.to_string())?;
+        client
+            .send_to(b"local?", node_a)
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 16];
+        match client.recv_from(&mut buf) {
+            Ok(_) => Err("node-a answered".to_owned()),
+            Err(_) => Ok(()),
+        }
+    });
+    let node_b = std::net::SocketAddr::from((addresses[1], node_port));
+    let mut buf = [0u8; 64];
+    let (len, from) = wait_for(&format!("an answer from {node_b}"), START, || {
+        socket
+            .send_to(b"still", node_b)
+            .map_err(|e| e.to_string())?;
+        socket.recv_from(&mut buf).map_err(|e| e.to_string())
+    });
+    assert_eq!((from, &buf[..len]), (node_b, &b"still"[..]));
 }
