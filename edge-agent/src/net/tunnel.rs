@@ -15,7 +15,8 @@
 //! (RFC 9298's name) with the same authority and source header; the serving side sends
 //! from a UDP socket on the source's alias, connected to the pod, and the stream carries
 //! the datagrams both ways as frames ([`super::datagrams`]). A peer that does not know
-//! UDP flows never enabled extended `CONNECT`, so such a stream fails at once there.
+//! UDP flows never enabled extended `CONNECT`, so such a stream fails at once there
+//! (taken for a closed tunnel: dialed once more, then the flow is refused).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
