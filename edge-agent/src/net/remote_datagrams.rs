@@ -17,7 +17,10 @@
 //! datagram beyond them is refused (a forwarder) or dropped (a flow), as a full queue
 //! drops it. An alias that cannot be bound because something on this host holds it (a
 //! pod of another agent sharing the host's loopback in tests, or this node's own socket
-//! of a flow served for that pod) is reached as it is.
+//! of a flow served for that pod) is reached as it is. (The converse, a forwarder holding
+//! the alias port before a pod of another agent on the same loopback binds it, can only
+//! happen where agents share a loopback, as in some tests; the pod's bind then fails
+//! until the forwarder has been idle for 30 s.)
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
