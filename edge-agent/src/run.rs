@@ -120,6 +120,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         pods_tracker.clone(),
         pods_shutdown.clone(),
     ));
+    services.attach_udp_egress(crate::net::udp_egress::UdpEgress::new(
+        pods_tracker.clone(),
+        pods_shutdown.clone(),
+    ));
     // With the pods' token and tracker: connections finish their request before the pods
     // stop.
     let ingress_ports = crate::net::ingress::IngressPorts {

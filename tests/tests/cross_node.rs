@@ -8,10 +8,15 @@
 //! broker, which the server names with `--relay-address`), by pod IP and through a ClusterIP
 //! Service whose endpoints run on both; a pod on node-c reaches node-b; curl from the host
 //! to node-a's NodePort lands on pods of the other nodes; Events on node-a say which path
-//! each peer takes; a deleted endpoint receives no new requests.
+//! each peer takes; a deleted endpoint receives no new requests. UDP crosses the same
+//! way: a pod on node-a gets the echo of a UDP Service whose one endpoint runs on node-b
+//! (direct) or node-c (relayed), and of the node-c pod by its IP, each from the address
+//! it sent to; a datagram from the host to a UDP NodePort on node-a and node-b comes back
+//! from the endpoint on node-b, and with `externalTrafficPolicy: Local` only node-b
+//! answers.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -249,4 +254,163 @@ fn pods_reach_pods_and_services_on_other_nodes_directly_and_through_the_relay() 
     });
     let got = fetch(&cluster, "a-to-svc-after", "node-a", "http://echo/", 6);
     assert_eq!(got, ["200 from-node-b"; 6]);
+
+    udp_crosses_nodes(&cluster, &addresses);
+}
+
+/// A UDP echo pod on `node` behind the Service `name` (a NodePort one).
+fn udp_backend(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {name}}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: server
+    image: tcp-echo:v1
+    args: [\"--udp\", \"--port\", \"5353\"]
+    ports: [{{name: dns, containerPort: 5353, protocol: UDP}}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  type: NodePort
+  selector: {{app: {name}}}
+  ports:
+  - port: 53
+    protocol: UDP
+    targetPort: dns
+"
+    )
+}
+
+/// A pod on `node` that sends `text` to `target` over UDP and prints the echo.
+fn udp_client(cluster: &Cluster, name: &str, node: &str, target: &str, text: &str) -> String {
+    cluster.kubectl_apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: tcp-echo:v1
+    args: [\"--udp\", \"--connect\", \"{target}\", \"--send\", \"{text}\"]
+"
+    ));
+    cluster.wait_log_line(name, "main", "udp echo from")
+}
+
+fn udp_crosses_nodes(cluster: &Cluster, addresses: &[Ipv4Addr]) {
+    for (name, node) in [("udp-b", "node-b"), ("udp-c", "node-c")] {
+        cluster.kubectl_apply(&udp_backend(name, node));
+    }
+    for name in ["udp-b", "udp-c"] {
+        cluster.wait_pod_within(name, "Ready", START, ready);
+    }
+    let service = |name: &str| -> Value {
+        let json = cluster.kubectl_ok(&["get", "svc", name, "-o", "json"]);
+        serde_json::from_str(&json).expect("service JSON")
+    };
+    // The ClusterIP's only endpoint on node-b (direct) and node-c (relayed).
+    for (name, node) in [("udp-b", "node-b"), ("udp-c", "node-c")] {
+        let vip = service(name)["spec"]["clusterIP"]
+            .as_str()
+            .expect("a ClusterIP")
+            .to_owned();
+        let text = format!("to-{node}");
+        let echoed = udp_client(
+            cluster,
+            &format!("a-{name}"),
+            "node-a",
+            &format!("{name}:53"),
+            &text,
+        );
+        assert_eq!(echoed, format!("udp echo from {vip}:53: {text}"));
+    }
+    // By pod IP, through the relay; the endpoint sees the client's pod IP.
+    let c = pod_ip(cluster, "udp-c");
+    let echoed = udp_client(
+        cluster,
+        "a-udp-c-ip",
+        "node-a",
+        &format!("{c}:5353"),
+        "by-ip",
+    );
+    assert_eq!(echoed, format!("udp echo from {c}:5353: by-ip"));
+    let client = pod_ip(cluster, "a-udp-c-ip");
+    wait_for("udp-c to log the client pod", START, || {
+        let log = cluster.kubectl_ok(&["logs", "udp-c"]);
+        match log
+            .lines()
+            .any(|l| l.starts_with(&format!("{client}:")) && l.ends_with("sent 5 bytes"))
+        {
+            true => Ok(()),
+            false => Err(log),
+        }
+    });
+
+    // The NodePort from the host, on node-a (endpoint on node-b, through the tunnel) and
+    // on node-b (its own endpoint): the answer comes from the node port.
+    let node_port = service("udp-b")["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("a nodePort");
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("a UDP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .expect("a read timeout");
+    for address in &addresses[..2] {
+        let to = std::net::SocketAddr::from((*address, node_port));
+        let mut buf = [0u8; 64];
+        let (len, from) = wait_for(&format!("an answer from {to}"), START, || {
+            socket
+                .send_to(b"from-host", to)
+                .map_err(|e| e.to_string())?;
+            socket.recv_from(&mut buf).map_err(|e| e.to_string())
+        });
+        assert_eq!((from, &buf[..len]), (to, &b"from-host"[..]));
+    }
+
+    // externalTrafficPolicy: Local: node-b still answers with its own endpoint; node-a,
+    // which runs none, drops new clients' datagrams (a flow keeps its endpoint, so each
+    // try is a new client).
+    cluster.kubectl_ok(&[
+        "patch",
+        "svc",
+        "udp-b",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
+    let node_a = std::net::SocketAddr::from((addresses[0], node_port));
+    wait_for("node-a to stop answering for udp-b", START, || {
+        let client = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .map_err(|e| e.to_string())?;
+        client
+            .send_to(b"local?", node_a)
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 16];
+        match client.recv_from(&mut buf) {
+            Ok(_) => Err("node-a answered".to_owned()),
+            Err(_) => Ok(()),
+        }
+    });
+    let node_b = std::net::SocketAddr::from((addresses[1], node_port));
+    let mut buf = [0u8; 64];
+    let (len, from) = wait_for(&format!("an answer from {node_b}"), START, || {
+        socket
+            .send_to(b"still", node_b)
+            .map_err(|e| e.to_string())?;
+        socket.recv_from(&mut buf).map_err(|e| e.to_string())
+    });
+    assert_eq!((from, &buf[..len]), (node_b, &b"still"[..]));
 }

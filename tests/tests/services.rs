@@ -272,8 +272,8 @@ fn services_that_cannot_be_honoured_are_refused_by_field() {
     );
     refused(
         &svc(
-            "udp",
-            "  type: LoadBalancer\n  ports: [{port: 53, protocol: UDP}]\n",
+            "sctp",
+            "  type: LoadBalancer\n  ports: [{port: 53, protocol: SCTP}]\n",
         ),
         "spec.ports[0].protocol",
     );

@@ -2,8 +2,11 @@
 //! and agent: a pod sends a datagram to a ClusterIP Service of UDP echo pods and gets the
 //! echo back from the ClusterIP; a second UDP bind of a port in one pod is `address in
 //! use` while TCP on that port is free; a datagram to a denied address fails at once; and
-//! UDP on a NodePort Service is refused by name.
+//! a datagram from the host to a UDP LoadBalancer's node port and port comes back echoed; a datagram to an outside
+//! address the pod's egress rule allows comes back from that address (`cross_node` sends
+//! UDP across nodes).
 
+use std::net::UdpSocket;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -123,23 +126,108 @@ fn a_pod_gets_the_echo_of_a_udp_service_and_udp_ports_are_the_pods_own() {
         "{denied}"
     );
 
-    // The nodes serve NodePorts over TCP only: UDP there is refused by name.
+    // A UDP LoadBalancer (so also a NodePort): a datagram from the host comes back from
+    // the node port, and from the Service's port on the node; the endpoint saw the node's
+    // own address of its pod range as the client.
     let service = "apiVersion: v1
 kind: Service
 metadata:
-  name: udp-nodeport
+  name: udp-lb
 spec:
-  type: NodePort
+  type: LoadBalancer
   selector: {app: udp-echo}
   ports:
-  - port: 53
+  - port: 15353
     protocol: UDP
+    targetPort: dns
 ";
-    let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(service));
-    assert!(!out.success);
-    assert!(
-        out.stderr.contains("spec.ports[0].protocol"),
-        "{}",
-        out.stderr
+    cluster.kubectl_apply(service);
+    let service: Value =
+        serde_json::from_str(&cluster.kubectl_ok(&["get", "service", "udp-lb", "-o", "json"]))
+            .expect("kubectl prints JSON");
+    let node_port = service["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("a nodePort");
+    for port in [node_port, 15353] {
+        let address = format!("127.0.0.1:{port}");
+        assert_eq!(
+            udp_echo(&address, b"hello node port"),
+            (
+                address.parse().expect("address"),
+                b"hello node port".to_vec()
+            )
+        );
+    }
+    let node: Value = serde_json::from_str(&cluster.kubectl_ok(&["get", "nodes", "-o", "json"]))
+        .expect("kubectl prints JSON");
+    let pod_cidr = node["items"][0]["spec"]["podCIDR"]
+        .as_str()
+        .expect("a podCIDR")
+        .to_owned();
+    let node_address = pod_cidr.replace(".0/24", ".1");
+    // UDP to an outside address (a host process on the node's address) that the pod's
+    // egress rule allows: the answer comes back from that address.
+    let node_ip = node["items"][0]["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback())
+        .expect("a non-loopback InternalIP");
+    let outside = UdpSocket::bind((node_ip, 0)).expect("a UDP socket on the node's address");
+    let outside_addr = outside.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((len, from)) = outside.recv_from(&mut buf) {
+            let _ = outside.send_to(&buf[..len], from);
+        }
+    });
+    cluster.kubectl_apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: egress
+  annotations: {{wasmfleet.io/egress: \"{outside_addr}\"}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: tcp-echo:v1
+    args: [\"--udp\", \"--connect\", \"{outside_addr}\", \"--send\", \"out and back\"]
+"
+    ));
+    let echoed = cluster.wait_log_line("egress", "main", "udp echo from");
+    assert_eq!(
+        echoed,
+        format!("udp echo from {outside_addr}: out and back")
     );
+
+    wait_for("an endpoint to log the node port's client", START, || {
+        let out = cluster.kubectl(&["logs", "-l", "app=udp-echo"]);
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{node_address}:")) && l.ends_with("sent 15 bytes"))
+            .map(str::to_owned)
+            .ok_or(out.stdout)
+    });
+}
+
+/// Sends `payload` to `address` from the host until an answer comes (the listener may not
+/// be open yet); the answer's source and bytes.
+fn udp_echo(address: &str, payload: &[u8]) -> (std::net::SocketAddr, Vec<u8>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .expect("a read timeout");
+    let mut buf = [0u8; 2048];
+    wait_for(&format!("an answer from {address}"), START, || {
+        socket
+            .send_to(payload, address)
+            .map_err(|e| e.to_string())?;
+        let (len, from) = socket.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        Ok((from, buf[..len].to_vec()))
+    })
 }

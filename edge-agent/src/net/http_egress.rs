@@ -197,7 +197,9 @@ fn refused(refusal: Refusal) -> Error {
         Refusal::Denied => Error::HttpRequestDenied,
         Refusal::NotBindable | Refusal::Ipv6 | Refusal::UdpEgress => Error::DestinationIpProhibited,
         Refusal::NoEndpoints => Error::ConnectionRefused,
-        Refusal::Elsewhere => Error::DestinationUnavailable,
+        Refusal::Elsewhere | Refusal::Unreachable | Refusal::SocketLimit => {
+            Error::DestinationUnavailable
+        }
         Refusal::NoSuchName => Error::DnsError {
             rcode: Some("NXDOMAIN".into()),
             info_code: None,

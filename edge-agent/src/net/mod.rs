@@ -36,10 +36,13 @@
 //! spaces): [`sockets`] maps each datagram's destination with
 //! [`PodNet::datagram_address`], and [`udp_flows`] keeps, per socket, which endpoint each
 //! ClusterIP flow goes to (until it has been idle for 30 s, like conntrack's UDP timeout),
-//! so that replies show the ClusterIP as their source. Datagrams stay on the node: a pod
-//! or Service endpoint on another node, or any address outside the cluster, is refused
-//! at once.
+//! so that replies show the ClusterIP as their source. A pod or Service endpoint on
+//! another node is reached through a UDP forwarder at its alias ([`remote_datagrams`]),
+//! whose flows travel as streams of the tunnel ([`datagrams`]); an address outside the
+//! cluster that the egress rules allow through a proxy per flow ([`udp_egress`]); any
+//! other address is refused at once.
 
+pub mod datagrams;
 pub mod header_patterns;
 pub mod http_egress;
 pub mod http_listener;
@@ -48,9 +51,11 @@ pub mod ingress_tls;
 pub mod node_ports;
 pub mod peers;
 pub mod remote;
+pub mod remote_datagrams;
 pub mod services;
 pub mod sockets;
 pub mod tunnel;
+pub mod udp_egress;
 pub mod udp_flows;
 
 use std::collections::HashMap;
@@ -80,8 +85,14 @@ pub enum Refusal {
     Elsewhere,
     /// A cluster name that names no Service.
     NoSuchName,
-    /// UDP to an address outside the cluster (allowed or not, pods' UDP stays inside).
+    /// UDP to an allowed address outside the cluster where no egress proxies run (see
+    /// [`PodNet::is_udp_egress`]; the agent always runs them).
     UdpEgress,
+    /// The node of the destination pod cannot be reached (its datagrams are refused for a
+    /// while after a flow failed to open), or too many forwarders are open.
+    Unreachable,
+    /// The node has no room for another socket (UDP egress proxies).
+    SocketLimit,
 }
 
 /// One pod's network: its addresses and egress rules, shared by its containers.
@@ -192,10 +203,11 @@ impl PodNet {
     }
 
     /// Where a guest's UDP datagram to `guest` really goes, if the pod may send it there:
-    /// like [`Self::connect_address`], but only to pods and Service endpoints on this node
-    /// (datagrams do not cross the tunnels yet: [`Refusal::Elsewhere`]), and never outside
-    /// the cluster (a pod's UDP socket is bound on its loopback alias, which cannot reach
-    /// other hosts: an address the egress rules allow is [`Refusal::UdpEgress`]).
+    /// like [`Self::connect_address`] (a pod or Service endpoint on another node is its
+    /// alias, which [`ServiceDirectory::reach_datagrams`] prepares), but never outside the
+    /// cluster (a pod's UDP socket is bound on its loopback alias, which cannot reach
+    /// other hosts: an address the egress rules allow is [`Refusal::UdpEgress`], and goes
+    /// through a proxy instead, see [`udp_egress`]).
     pub fn datagram_address(&self, guest: SocketAddr) -> Result<SocketAddr, Refusal> {
         let ip = v4(guest.ip())?;
         let port = guest.port();
@@ -203,10 +215,7 @@ impl PodNet {
             return Ok(host_addr(self.alias, port));
         }
         if self.cluster.net().contains(&ip) {
-            return match self.services.is_remote_pod(ip) {
-                true => Err(Refusal::Elsewhere),
-                false => Ok(host_addr(loopback_alias(ip), port)),
-            };
+            return Ok(host_addr(loopback_alias(ip), port));
         }
         if let Some(routed) = self.services.route_datagrams(self.ip, ip, port) {
             let (endpoint, target) = routed?;
@@ -215,6 +224,19 @@ impl PodNet {
         match self.egress_allows(ip, port) {
             true => Err(Refusal::UdpEgress),
             false => Err(Refusal::Denied),
+        }
+    }
+
+    /// Whether a datagram to `guest` leaves the cluster through a UDP egress proxy: an
+    /// address outside the cluster and the service CIDR that the egress rules allow.
+    pub fn is_udp_egress(&self, guest: SocketAddr) -> bool {
+        match guest.ip() {
+            IpAddr::V4(ip) => {
+                !self.cluster.net().contains(&ip)
+                    && !self.services.table().is_service_ip(ip)
+                    && self.egress_allows(ip, guest.port())
+            }
+            IpAddr::V6(_) => false,
         }
     }
 
@@ -544,7 +566,7 @@ mod tests {
     }
 
     #[test]
-    fn datagrams_reach_local_udp_endpoints_and_stay_inside_the_cluster() {
+    fn datagrams_reach_udp_endpoints_and_stay_inside_the_cluster() {
         use wasmfleet_protocol::network::Protocol;
         use wasmfleet_protocol::service::{
             Endpoint, ServiceAddress, ServiceEntry, ServicePort, ServiceTable,
@@ -596,9 +618,10 @@ mod tests {
             net.connect_address(addr("10.43.0.2:53")),
             Err(Refusal::NoEndpoints)
         );
+        // An endpoint on another node is its alias (a forwarder takes it there).
         assert_eq!(
             net.datagram_address(addr("10.43.0.3:53")),
-            Err(Refusal::Elsewhere)
+            Ok(addr("127.42.1.7:5353"))
         );
         assert_eq!(
             net.datagram_address(addr("127.0.0.1:53")),
@@ -612,6 +635,11 @@ mod tests {
             net.datagram_address(addr("1.1.1.1:53")),
             Err(Refusal::UdpEgress)
         );
+        // An allowed outside address goes through a proxy (when the node runs them).
+        assert!(net.is_udp_egress(addr("1.1.1.1:53")));
+        assert!(!net.is_udp_egress(addr("8.8.8.8:53")));
+        assert!(!net.is_udp_egress(addr("10.43.0.2:53")));
+        assert!(!net.is_udp_egress(addr("10.42.9.9:53")));
         assert_eq!(
             net.datagram_address(addr("8.8.8.8:53")),
             Err(Refusal::Denied)

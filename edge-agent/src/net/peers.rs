@@ -81,6 +81,26 @@ pub enum PeerError {
     Stream(#[from] StreamError),
 }
 
+/// What a stream carries: a TCP connection, or a UDP flow.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Tcp(Option<Ipv4Addr>),
+    Udp(Ipv4Addr),
+}
+
+impl Stream {
+    async fn open(
+        self,
+        link: &Link,
+        destination: SocketAddrV4,
+    ) -> Result<TokioIo<Upgraded>, StreamError> {
+        match self {
+            Self::Tcp(source) => link.open(destination, source).await,
+            Self::Udp(source) => link.open_datagrams(destination, source).await,
+        }
+    }
+}
+
 /// How a peer is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Path {
@@ -204,16 +224,34 @@ impl Peers {
         destination: SocketAddrV4,
         source: Option<Ipv4Addr>,
     ) -> Result<TokioIo<Upgraded>, PeerError> {
+        self.open_stream(destination, Stream::Tcp(source)).await
+    }
+
+    /// Opens a stream carrying a UDP flow to `destination`, a pod on another node, from
+    /// the local pod (or this node's own pod address) `source`.
+    pub async fn open_datagrams(
+        &self,
+        destination: SocketAddrV4,
+        source: Ipv4Addr,
+    ) -> Result<TokioIo<Upgraded>, PeerError> {
+        self.open_stream(destination, Stream::Udp(source)).await
+    }
+
+    async fn open_stream(
+        &self,
+        destination: SocketAddrV4,
+        stream: Stream,
+    ) -> Result<TokioIo<Upgraded>, PeerError> {
         let peer = self
             .remote_owner(*destination.ip())
             .ok_or(PeerError::NoOwner(*destination.ip()))?;
         let link = self.link(&peer).await?;
-        match link.open(destination, source).await {
+        match stream.open(&link, destination).await {
             Err(StreamError::Closed(_)) => {
                 // The tunnel died since its last use: dial once more.
                 self.forget(&peer.node);
                 let link = self.link(&peer).await?;
-                Ok(link.open(destination, source).await?)
+                Ok(stream.open(&link, destination).await?)
             }
             opened => Ok(opened?),
         }

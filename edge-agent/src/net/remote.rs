@@ -15,6 +15,9 @@
 //! share one host's loopback, as in tests, see each other's pods there directly). At most
 //! [`MAX_FORWARDERS`] are open at once. A remote pod port where nothing listens shows as
 //! a connection that closes at once (the forwarder had accepted it).
+//!
+//! Datagrams to remote pods take forwarders of their own, which live while their flows do
+//! ([`super::remote_datagrams`], [`Remote::reach_datagrams`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -26,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::peers::PeerTable;
 
+use super::Refusal;
 use super::peers::Peers;
+use super::remote_datagrams::DatagramForwarders;
 use super::tunnel::splice;
 
 /// How long a forwarder waits for a connect it was told about.
@@ -51,6 +56,8 @@ struct Inner {
     peers: Peers,
     /// Per open forwarder, how many connects it still expects.
     forwarders: Mutex<HashMap<SocketAddrV4, usize>>,
+    /// The UDP forwarders.
+    datagrams: DatagramForwarders,
     tracker: TaskTracker,
     stop: CancellationToken,
 }
@@ -60,6 +67,7 @@ impl Remote {
     pub fn new(peers: Peers, tracker: TaskTracker, stop: CancellationToken) -> Self {
         Self {
             inner: Arc::new(Inner {
+                datagrams: DatagramForwarders::new(peers.clone(), tracker.clone(), stop.clone()),
                 peers,
                 forwarders: Mutex::default(),
                 tracker,
@@ -82,23 +90,46 @@ impl Remote {
             .is_some_and(|p| p.node != self.inner.peers.node())
     }
 
+    /// This node's own address in its pod range: the range's first address (`.1` of a
+    /// `/24`), which the server never gives a pod.
+    pub fn node_pod_address(&self) -> Option<Ipv4Addr> {
+        let table = self.inner.peers.table();
+        let own = table.get(self.inner.peers.node())?;
+        own.pod_cidr.hosts().next()
+    }
+
     /// Prepares one connect to the host address `host`: if it is the alias of a pod on
     /// another node, a forwarder takes it. `false`: it is such an alias, but no forwarder
     /// could be opened; any other address is left as it is.
     pub fn reach(&self, host: SocketAddr) -> bool {
+        match self.remote_pod(host) {
+            Some((alias, destination)) => self.forwarder(alias, destination),
+            None => true,
+        }
+    }
+
+    /// Prepares a datagram to the host address `host`: if it is the alias of a pod on
+    /// another node, a UDP forwarder takes it (see [`super::remote_datagrams`]); any other
+    /// address is left as it is.
+    pub fn reach_datagrams(&self, host: SocketAddr) -> Result<(), Refusal> {
+        match self.remote_pod(host) {
+            Some((alias, destination)) => self.inner.datagrams.reach(alias, destination),
+            None => Ok(()),
+        }
+    }
+
+    /// The alias `host` and the pod address on another node it stands for, if it is one.
+    fn remote_pod(&self, host: SocketAddr) -> Option<(SocketAddrV4, SocketAddrV4)> {
         let SocketAddr::V4(host) = host else {
-            return true;
+            return None;
         };
         let table = self.inner.peers.table();
-        let remote = pod_ip_of_alias(&table, *host.ip()).filter(|ip| {
+        let pod_ip = pod_ip_of_alias(&table, *host.ip()).filter(|ip| {
             table
                 .owner_of(*ip)
                 .is_some_and(|p| p.node != self.inner.peers.node())
-        });
-        match remote {
-            Some(pod_ip) => self.forwarder(host, SocketAddrV4::new(pod_ip, host.port())),
-            None => true,
-        }
+        })?;
+        Some((host, SocketAddrV4::new(pod_ip, host.port())))
     }
 
     fn forwarder(&self, alias: SocketAddrV4, destination: SocketAddrV4) -> bool {

@@ -10,7 +10,7 @@
 //! are reached through [`super::remote`]), or only this node's with
 //! `externalTrafficPolicy: Local` ([`Scope::Local`]). A Service with no endpoints refuses
 //! the connect as a closed port would. UDP ports are routed the same way, per flow
-//! (`super::udp_flows`), to endpoints on this node only.
+//! (`super::udp_flows`).
 //!
 //! The directory also holds the table of HTTP routes the ingress serves by
 //! ([`super::ingress`]), replaced and persisted the same way, and the certificates it
@@ -30,6 +30,7 @@ use wasmfleet_protocol::ingress_tls::IngressCertificates;
 use super::Refusal;
 use super::ingress_tls::IngressTls;
 use super::remote::Remote;
+use super::udp_egress::UdpEgress;
 
 /// The table of Services, shared by the link (which replaces it) and every pod, and the
 /// table of HTTP routes the ingress serves by.
@@ -48,6 +49,8 @@ pub struct ServiceDirectory {
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Pods on other nodes, once the agent has started reaching them.
     remote: Arc<OnceLock<Remote>>,
+    /// The proxies of pods' UDP to allowed outside addresses, once the agent runs them.
+    udp_egress: Arc<OnceLock<UdpEgress>>,
     /// The certificates the ingress serves HTTPS with (memory only, never persisted).
     tls: IngressTls,
 }
@@ -72,6 +75,7 @@ impl ServiceDirectory {
             lookups: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             remote: Arc::default(),
+            udp_egress: Arc::default(),
             tls: IngressTls::default(),
         }
     }
@@ -82,6 +86,19 @@ impl ServiceDirectory {
         if self.remote.set(remote).is_err() {
             tracing::warn!("the remote pods were attached twice; keeping the first");
         }
+    }
+
+    /// From now on, pods' UDP to allowed outside addresses goes through `egress` (the agent
+    /// does this once at start).
+    pub fn attach_udp_egress(&self, egress: UdpEgress) {
+        if self.udp_egress.set(egress).is_err() {
+            tracing::warn!("the UDP egress proxies were attached twice; keeping the first");
+        }
+    }
+
+    /// The UDP egress proxies, once attached.
+    pub fn udp_egress(&self) -> Option<&UdpEgress> {
+        self.udp_egress.get()
     }
 
     /// How pods on other nodes are reached, once attached.
@@ -96,6 +113,21 @@ impl ServiceDirectory {
             Some(remote) => remote.reach(host),
             None => true,
         }
+    }
+
+    /// Makes the host address `host` ready for datagrams if it is a pod on another node
+    /// (see [`Remote::reach_datagrams`]).
+    pub fn reach_datagrams(&self, host: std::net::SocketAddr) -> Result<(), Refusal> {
+        match self.remote.get() {
+            Some(remote) => remote.reach_datagrams(host),
+            None => Ok(()),
+        }
+    }
+
+    /// This node's own address in its pod range (`.1`), once the table of peers lists the
+    /// range: the source of traffic the node itself sends to pods over UDP.
+    pub fn node_pod_address(&self) -> Option<Ipv4Addr> {
+        self.remote.get()?.node_pod_address()
     }
 
     /// Replaces the table of HTTP routes (the server sent a new one).
@@ -192,16 +224,14 @@ impl ServiceDirectory {
     }
 
     /// Where a new UDP flow from `client` to the ClusterIP `vip` on `port` goes: an
-    /// endpoint on this node (datagrams do not cross the tunnels yet; a Service whose
-    /// endpoints are all elsewhere is refused as [`Refusal::Elsewhere`]). `None`: `vip` is
-    /// not in the service CIDR.
+    /// endpoint's pod IP and port, on any node. `None`: `vip` is not in the service CIDR.
     pub fn route_datagrams(
         &self,
         client: Ipv4Addr,
         vip: Ipv4Addr,
         port: u16,
     ) -> Option<Result<(Ipv4Addr, u16), Refusal>> {
-        self.route_protocol(client, vip, port, Protocol::Udp, Scope::Local)
+        self.route_protocol(client, vip, port, Protocol::Udp, Scope::Cluster)
     }
 
     fn route_protocol(

@@ -116,6 +116,8 @@ fn refused(refusal: Refusal) -> SocketError {
         Refusal::Elsewhere => ErrorCode::RemoteUnreachable,
         Refusal::NoSuchName => ErrorCode::NameUnresolvable,
         Refusal::UdpEgress => ErrorCode::NotSupported,
+        Refusal::Unreachable => ErrorCode::RemoteUnreachable,
+        Refusal::SocketLimit => ErrorCode::NewSocketLimit,
     }
     .into()
 }
@@ -379,20 +381,58 @@ impl udp_create_socket::Host for PodSockets<'_> {
 impl udp::Host for PodSockets<'_> {}
 
 impl PodSockets<'_> {
-    /// Where a datagram of `socket` to `guest` really goes (a ClusterIP keeps its flow).
+    /// Where a datagram of `socket` to `guest` really goes (a ClusterIP keeps its flow; a
+    /// pod on another node gets its forwarder).
     fn datagram_target(&mut self, socket: u32, guest: SocketAddr) -> SocketResult<SocketAddr> {
         let Some(net) = self.net else {
             return Ok(guest);
         };
-        let target = match net.is_service_address(guest) {
-            true => self
-                .udp_flows
-                .destination(socket, guest, std::time::Instant::now(), || {
-                    net.datagram_address(guest)
-                }),
-            false => net.datagram_address(guest),
+        let now = std::time::Instant::now();
+        let egress = net
+            .services()
+            .udp_egress()
+            .filter(|_| net.is_udp_egress(guest));
+        let target = if let Some(egress) = egress {
+            let owner = self.udp_local_host(socket)?;
+            self.udp_flows.destination(socket, guest, now, || {
+                match egress.open(owner, guest) {
+                    Ok((proxy, guard)) => Ok((proxy, Some(guard))),
+                    Err(err) => {
+                        tracing::warn!(%err, destination = %guest, "refusing a pod's UDP egress flow");
+                        Err(Refusal::SocketLimit)
+                    }
+                }
+            })
+        } else if net.is_service_address(guest) {
+            self.udp_flows.destination(socket, guest, now, || {
+                net.datagram_address(guest).map(|host| (host, None))
+            })
+        } else {
+            net.datagram_address(guest)
         };
-        target.map_err(refused)
+        let target = target.map_err(refused)?;
+        net.services().reach_datagrams(target).map_err(refused)?;
+        Ok(target)
+    }
+
+    /// The host address a UDP socket is bound at (the pod's alias and its port).
+    fn udp_local_host(&mut self, socket: u32) -> SocketResult<SocketAddr> {
+        let resource = Resource::<UdpSocket>::new_borrow(socket);
+        Ok(HostUdpSocket::local_address(&mut self.inner, resource)?.into())
+    }
+
+    /// Prepares the datagrams of a connected socket (they carry no address): its remote
+    /// may be a pod on another node whose forwarder closed while the socket was idle.
+    fn reach_connected_remote(&mut self, socket: u32) -> SocketResult<()> {
+        let Some(net) = self.net else {
+            return Ok(());
+        };
+        let resource = Resource::<UdpSocket>::new_borrow(socket);
+        match HostUdpSocket::remote_address(&mut self.inner, resource) {
+            Ok(host) => net.services().reach_datagrams(host.into()).map_err(refused),
+            // Not connected: wasmtime refuses the datagrams without an address itself.
+            Err(_) => Ok(()),
+        }
     }
 
     /// The source the guest sees for a datagram `socket` received from `host`.
@@ -514,6 +554,9 @@ impl HostOutgoingDatagramStream for PodSockets<'_> {
         datagrams: Vec<OutgoingDatagram>,
     ) -> SocketResult<u64> {
         let socket = self.udp_flows.socket_of(this.rep()).unwrap_or(this.rep());
+        if datagrams.iter().any(|d| d.remote_address.is_none()) {
+            self.reach_connected_remote(socket)?;
+        }
         let mut mapped = Vec::with_capacity(datagrams.len());
         for mut datagram in datagrams {
             if let Some(guest) = datagram.remote_address {

@@ -10,6 +10,13 @@
 //! destination pod sees the real peer pod IP, as on a flat pod network. A destination
 //! outside the serving node's own pod range, or a source outside the dialing node's, is
 //! refused: a peer reaches only pods, never the node's other ports.
+//!
+//! A UDP flow is an extended `CONNECT` stream (RFC 8441) of protocol [`CONNECT_UDP`]
+//! (RFC 9298's name) with the same authority and source header; the serving side sends
+//! from a UDP socket on the source's alias, connected to the pod, and the stream carries
+//! the datagrams both ways as frames ([`super::datagrams`]). A peer that does not know
+//! UDP flows never enabled extended `CONNECT`, so such a stream fails at once there
+//! (taken for a closed tunnel: dialed once more, then the flow is refused).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -22,10 +29,13 @@ use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ipnet::Ipv4Net;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::network::loopback_alias;
+
+/// The extended `CONNECT` protocol of a stream that carries a UDP flow.
+pub const CONNECT_UDP: &str = "connect-udp";
 
 /// The request header naming the pod IP a stream comes from.
 pub const SOURCE_HEADER: &str = "wasmfleet-source";
@@ -97,9 +107,31 @@ impl Link {
         destination: SocketAddrV4,
         source: Option<Ipv4Addr>,
     ) -> Result<TokioIo<Upgraded>, StreamError> {
-        let mut request = Request::builder()
+        let request = Request::builder()
             .method(Method::CONNECT)
             .uri(destination.to_string());
+        self.send(request, source).await
+    }
+
+    /// Opens a stream that carries a UDP flow to `destination` (a pod on the peer) from
+    /// the pod `source`, as frames of [`super::datagrams`].
+    pub async fn open_datagrams(
+        &self,
+        destination: SocketAddrV4,
+        source: Ipv4Addr,
+    ) -> Result<TokioIo<Upgraded>, StreamError> {
+        let request = Request::builder()
+            .method(Method::CONNECT)
+            .uri(format!("https://{destination}/"))
+            .extension(hyper::ext::Protocol::from_static(CONNECT_UDP));
+        self.send(request, Some(source)).await
+    }
+
+    async fn send(
+        &self,
+        mut request: http::request::Builder,
+        source: Option<Ipv4Addr>,
+    ) -> Result<TokioIo<Upgraded>, StreamError> {
         if let Some(source) = source {
             request = request.header(SOURCE_HEADER, source.to_string());
         }
@@ -157,6 +189,7 @@ where
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_STREAMS)
+        .enable_connect_protocol()
         .keep_alive_interval(KEEP_ALIVE)
         .keep_alive_timeout(KEEP_ALIVE)
         .serve_connection(TokioIo::new(io), service);
@@ -185,6 +218,15 @@ async fn stream(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<Ipv4Addr>().ok())
         .filter(|ip| served.peer_pods.contains(ip));
+    let udp = request
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .map(|protocol| protocol.as_str() == CONNECT_UDP);
+    match udp {
+        None => {}
+        Some(true) => return datagram_stream(request, target, source, tracker, stop).await,
+        Some(false) => return refusal(StatusCode::BAD_REQUEST, "unknown stream protocol"),
+    }
     let pod = match connect(target, source).await {
         Ok(pod) => pod,
         Err(err) => return refusal(StatusCode::BAD_GATEWAY, &err.to_string()),
@@ -195,6 +237,42 @@ async fn stream(
         splice(TokioIo::new(upgraded), pod, stop).await;
     });
     Response::new(Empty::new())
+}
+
+/// Connects one UDP flow to the pod it names, from the source pod's alias, then carries
+/// its datagrams on `tracker`.
+async fn datagram_stream(
+    mut request: Request<Incoming>,
+    target: SocketAddrV4,
+    source: Option<Ipv4Addr>,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) -> Response<Empty<Bytes>> {
+    let Some(source) = source else {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "a UDP flow names a source pod of the peer",
+        );
+    };
+    let socket = match udp_connect(target, source).await {
+        Ok(socket) => socket,
+        Err(err) => return refusal(StatusCode::BAD_GATEWAY, &err.to_string()),
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    tracker.spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let local = super::datagrams::Local::Connected(&socket);
+        super::datagrams::carry(TokioIo::new(upgraded), local, stop).await;
+    });
+    Response::new(Empty::new())
+}
+
+/// A UDP socket on `source`'s alias connected to a pod of this node.
+async fn udp_connect(target: SocketAddrV4, source: Ipv4Addr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::new(loopback_alias(source).into(), 0)).await?;
+    let alias = SocketAddr::new(loopback_alias(*target.ip()).into(), target.port());
+    socket.connect(alias).await?;
+    Ok(socket)
 }
 
 /// The pod address a stream asks for, if this node may connect it.

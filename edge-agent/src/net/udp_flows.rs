@@ -8,10 +8,15 @@
 //! connected endpoint). Datagram
 //! streams belong to their socket: the table also remembers which socket each stream is
 //! of, since wasi hands the streams, not the socket, to `send` and `receive`.
+//!
+//! Flows to allowed addresses outside the cluster work the same way, through a proxy
+//! ([`super::udp_egress`]) whose guard the flow holds: the proxy closes with the flow.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::DropGuard;
 
 /// How long a flow without datagrams lasts.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -19,14 +24,19 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most flows one socket keeps (the oldest goes first).
 pub const MAX_FLOWS_PER_SOCKET: usize = 256;
 
-/// One ClusterIP flow: the endpoint's host address and when a datagram last passed.
-#[derive(Debug, Clone, Copy)]
+/// One flow: the endpoint's (or proxy's) host address and when a datagram last passed.
+#[derive(Debug)]
 struct Flow {
     host: SocketAddr,
     last: Instant,
     /// The socket is connected to the endpoint: the flow lasts as long as the socket.
     pinned: bool,
+    /// Closes the flow's egress proxy when the flow ends.
+    _proxy: Option<DropGuard>,
 }
+
+/// Where a new flow goes: a host address, and the guard of the proxy that serves it.
+pub type Route = (SocketAddr, Option<DropGuard>);
 
 impl Flow {
     fn live(&self, now: Instant) -> bool {
@@ -65,15 +75,15 @@ impl UdpFlows {
         self.sockets.remove(&socket);
     }
 
-    /// The host address a datagram of `socket` to the ClusterIP address `service` goes to
-    /// at `now`: the flow's endpoint while the flow lives, else `route()`'s pick, which
-    /// starts a new flow.
+    /// The host address a datagram of `socket` to the ClusterIP (or outside) address
+    /// `service` goes to at `now`: the flow's endpoint while the flow lives, else
+    /// `route()`'s pick, which starts a new flow.
     pub fn destination<E>(
         &mut self,
         socket: u32,
         service: SocketAddr,
         now: Instant,
-        route: impl FnOnce() -> Result<SocketAddr, E>,
+        route: impl FnOnce() -> Result<Route, E>,
     ) -> Result<SocketAddr, E> {
         let flows = self.sockets.entry(socket).or_default();
         if let Some(flow) = flows.get_mut(&service)
@@ -82,22 +92,20 @@ impl UdpFlows {
             flow.last = now;
             return Ok(flow.host);
         }
-        let host = route()?;
+        let (host, proxy) = route()?;
         flows.retain(|_, flow| flow.live(now));
         if flows.len() >= MAX_FLOWS_PER_SOCKET
             && let Some(oldest) = flows.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
         {
             flows.remove(&oldest);
         }
-        let pinned = false;
-        flows.insert(
-            service,
-            Flow {
-                host,
-                last: now,
-                pinned,
-            },
-        );
+        let flow = Flow {
+            host,
+            last: now,
+            pinned: false,
+            _proxy: proxy,
+        };
+        flows.insert(service, flow);
         Ok(host)
     }
 
@@ -135,6 +143,7 @@ impl UdpFlows {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use tokio_util::sync::CancellationToken;
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap()
@@ -145,8 +154,8 @@ mod tests {
         let mut flows = UdpFlows::default();
         let vip = addr("10.43.0.2:53");
         let t0 = Instant::now();
-        let first = || Ok::<_, ()>(addr("127.42.0.5:5353"));
-        let second = || Ok::<_, ()>(addr("127.42.0.6:5353"));
+        let first = || Ok::<_, ()>((addr("127.42.0.5:5353"), None));
+        let second = || Ok::<_, ()>((addr("127.42.0.6:5353"), None));
         assert_eq!(
             flows.destination(1, vip, t0, first),
             Ok(addr("127.42.0.5:5353"))
@@ -192,5 +201,32 @@ mod tests {
         flows.forget_stream(10);
         flows.forget_socket(1);
         assert_eq!((flows.socket_of(10), flows.socket_of(11)), (None, Some(1)));
+    }
+
+    #[test]
+    fn a_flow_holds_its_proxy_until_it_is_replaced_or_its_socket_goes() {
+        let mut flows = UdpFlows::default();
+        let outside = addr("192.0.2.1:53");
+        let t0 = Instant::now();
+        let (first, second) = (CancellationToken::new(), CancellationToken::new());
+        let route = |token: &CancellationToken, host: &str| {
+            let (token, host) = (token.clone(), addr(host));
+            move || Ok::<_, ()>((host, Some(token.drop_guard())))
+        };
+        let proxy = flows.destination(1, outside, t0, route(&first, "127.42.1.5:40000"));
+        assert_eq!(proxy, Ok(addr("127.42.1.5:40000")));
+        assert_eq!(
+            flows.reply_source(1, addr("127.42.1.5:40000"), t0),
+            Some(outside)
+        );
+        assert!(!first.is_cancelled());
+        // Idle for 30 s: the next datagram starts a new flow, the old proxy closes.
+        let later = t0 + IDLE_TIMEOUT;
+        let proxy = flows.destination(1, outside, later, route(&second, "127.42.1.5:40001"));
+        assert_eq!(proxy, Ok(addr("127.42.1.5:40001")));
+        assert!(first.is_cancelled());
+        assert!(!second.is_cancelled());
+        flows.forget_socket(1);
+        assert!(second.is_cancelled());
     }
 }

@@ -11,6 +11,10 @@
 //!   the Ingress, with keep-alive connections from this process; and of `wasmtime serve`
 //!   running the same component (when `wasmtime` is on PATH:
 //!   `cargo install wasmtime-cli --version 48.0.8 --locked`), measured the same way.
+//! - `udp [ROUNDS]` (2000): one-byte UDP round trips from this process to `tcp-echo --udp`
+//!   pods through node-a's UDP NodePorts: to a pod on node-a, on node-b (a direct tunnel)
+//!   and on node-c (the relay); against a UDP echo between two host processes over
+//!   loopback. The same three agents in network namespaces.
 //! - `rss [PODS]` (100): one agent running PODS `tcp-echo` servers, each with a pod IP and a
 //!   listening socket, then its resident memory.
 //!
@@ -43,7 +47,8 @@ fn main() -> anyhow::Result<()> {
         None | Some("tcp") => tcp(number(1, 64)?, number(2, 2000)?),
         Some("http") => http(number(1, 10)?, number(2, 16)?),
         Some("rss") => rss(number(1, 100)?),
-        Some(other) => bail!("unknown mode {other:?}: tcp, http or rss"),
+        Some("udp") => udp(number(1, 2000)?),
+        Some(other) => bail!("unknown mode {other:?}: tcp, http, udp or rss"),
     }
 }
 
@@ -207,14 +212,16 @@ fn percentile(sorted: &[u64], q: usize) -> u64 {
         .unwrap_or(0)
 }
 
-fn tcp(mib: u64, rounds: u64) -> anyhow::Result<()> {
-    let bytes = mib << 20;
+/// Three agents in network namespaces (node-c can only dial out), all Ready; the
+/// network lives as long as the returned handle.
+fn three_nodes() -> anyhow::Result<(Network, Cluster, Vec<std::net::Ipv4Addr>)> {
     let mut network = Network::create()?;
     let mut cluster = Cluster::start_with_broker_on(
         ClusterOptions { agents: Vec::new() },
         Broker::Embedded,
         IpAddr::V4(network.host_addr()),
     );
+    let mut addresses = Vec::new();
     for node in ["node-a", "node-b", "node-c"] {
         let namespace = network.add_namespace(node)?;
         if node == "node-c" {
@@ -229,10 +236,17 @@ fn tcp(mib: u64, rounds: u64) -> anyhow::Result<()> {
             "10260".into(),
         ];
         cluster.launch_agent(node, launch);
+        addresses.push(namespace.addr);
     }
     for node in ["node-a", "node-b", "node-c"] {
         cluster.wait_node_ready(node);
     }
+    Ok((network, cluster, addresses))
+}
+
+fn tcp(mib: u64, rounds: u64) -> anyhow::Result<()> {
+    let bytes = mib << 20;
+    let (_network, cluster, _) = three_nodes()?;
     cluster.push("tcp-echo", "tcp-echo:v1");
     for (name, node) in [
         ("echo-a", "node-a"),
@@ -301,6 +315,107 @@ fn tcp(mib: u64, rounds: u64) -> anyhow::Result<()> {
                 rounds,
             )?,
         );
+    }
+    Ok(())
+}
+
+/// A `tcp-echo --udp` pod on `node` behind its own UDP NodePort Service `name`.
+fn udp_echo_server(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{bench: {name}}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: server
+    image: tcp-echo:v1
+    args: [\"--udp\", \"--port\", \"5353\"]
+    ports: [{{containerPort: 5353, protocol: UDP}}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  type: NodePort
+  selector: {{bench: {name}}}
+  ports: [{{port: 53, targetPort: 5353, protocol: UDP}}]
+"
+    )
+}
+
+/// One-byte round trips to `to` (after a first answer, within [`START`]): p50, p99 in µs
+/// and how many were lost (no answer within a second).
+fn udp_round_trips(to: SocketAddr, rounds: u64) -> anyhow::Result<(u64, u64, u64)> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut buf = [0u8; 16];
+    wait_for(&format!("an answer from {to}"), START, || {
+        socket.send_to(b"w", to).map_err(|e| e.to_string())?;
+        socket.recv_from(&mut buf).map_err(|e| e.to_string())
+    });
+    let mut trips = Vec::new();
+    let mut lost = 0;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        socket.send_to(b"x", to)?;
+        match socket.recv_from(&mut buf) {
+            Ok(_) => trips.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)),
+            Err(_) => lost += 1,
+        }
+    }
+    trips.sort_unstable();
+    Ok((percentile(&trips, 50), percentile(&trips, 99), lost))
+}
+
+fn udp(rounds: u64) -> anyhow::Result<()> {
+    let (_network, cluster, addresses) = three_nodes()?;
+    cluster.push("tcp-echo", "tcp-echo:v1");
+    let servers = [
+        ("udp-a", "node-a"),
+        ("udp-b", "node-b"),
+        ("udp-c", "node-c"),
+    ];
+    for (name, node) in servers {
+        let manifest = udp_echo_server(name, node);
+        kubectl(&cluster, &["apply", "-f", "-"], Some(&manifest))?;
+    }
+    // The baseline: a UDP echo thread of this process.
+    let echo = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let baseline = echo.local_addr()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = echo.recv_from(&mut buf) {
+            let _ = echo.send_to(&buf[..n], from);
+        }
+    });
+    println!("UDP echo, {rounds} one-byte round trips from a host process\n");
+    println!("| path | round trip p50 | p99 | lost |");
+    println!("|---|---|---|---|");
+    let row = |what: &str, (p50, p99, lost): (u64, u64, u64)| {
+        println!("| {what} | {p50} µs | {p99} µs | {lost} |");
+    };
+    row(
+        "host process → host process, loopback",
+        udp_round_trips(baseline, rounds)?,
+    );
+    let paths = [
+        "host → node-a NodePort → pod on node-a",
+        "host → node-a NodePort → pod on node-b (direct tunnel)",
+        "host → node-a NodePort → pod on node-c (relay)",
+    ];
+    for ((name, _), what) in servers.iter().zip(paths) {
+        let service = kubectl(&cluster, &["get", "svc", name, "-o", "json"], None)?;
+        let service: Value = serde_json::from_str(&service)?;
+        let node_port = service["spec"]["ports"][0]["nodePort"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .context("a nodePort")?;
+        let to = SocketAddr::from((addresses[0], node_port));
+        row(what, udp_round_trips(to, rounds)?);
     }
     Ok(())
 }

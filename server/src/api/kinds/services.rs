@@ -5,9 +5,8 @@
 //! `service_lb` controller their load-balancer status; the agents route to them.
 //!
 //! Types `ClusterIP` (also headless, `clusterIP: None`), `NodePort`, `LoadBalancer` (served
-//! by the nodes themselves, like k3s's ServiceLB) and `ExternalName` are served. UDP ports
-//! are served for ClusterIP Services and refused by name on NodePort and LoadBalancer
-//! ones (the nodes listen over TCP only); `externalIPs` are refused by name.
+//! by the nodes themselves, like k3s's ServiceLB) and `ExternalName` are served, with TCP
+//! and UDP ports; `externalIPs` are refused by name.
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
@@ -154,7 +153,7 @@ fn check_spec(spec: &Value, causes: &mut Vec<Cause>) {
         }
     }
     let ports = spec["ports"].as_array().map_or(&[][..], Vec::as_slice);
-    check_ports(ports, kind, causes);
+    check_ports(ports, causes);
     check_external(spec, kind, cluster_ip, ports, causes);
     check_selector(spec, causes);
     check_affinity(spec, causes);
@@ -221,7 +220,7 @@ fn check_cluster_ip(spec: &Value, cluster_ip: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-fn check_ports(ports: &[Value], kind: &str, causes: &mut Vec<Cause>) {
+fn check_ports(ports: &[Value], causes: &mut Vec<Cause>) {
     let mut names = HashSet::new();
     let mut numbers = HashSet::new();
     for (i, port) in ports.iter().enumerate() {
@@ -239,16 +238,7 @@ fn check_ports(ports: &[Value], kind: &str, causes: &mut Vec<Cause>) {
         }
         let protocol = port["protocol"].as_str().unwrap_or("TCP");
         match protocol {
-            "TCP" => {}
-            "UDP" if matches!(kind, "NodePort" | "LoadBalancer") => causes.push(Cause::new(
-                "FieldValueNotSupported",
-                format!("{path}.protocol"),
-                format!(
-                    "Unsupported value: \"UDP\": the nodes serve {kind} Services over TCP only; \
-                     UDP works for ClusterIP Services"
-                ),
-            )),
-            "UDP" => {}
+            "TCP" | "UDP" => {}
             other => causes.push(not_supported(
                 &format!("{path}.protocol"),
                 other,
@@ -801,11 +791,7 @@ mod tests {
                 "spec.allocateLoadBalancerNodePorts",
             ),
             (
-                json!({"type": "NodePort", "ports": [{"port": 53, "protocol": "UDP"}]}),
-                "spec.ports[0].protocol",
-            ),
-            (
-                json!({"type": "LoadBalancer", "ports": [{"port": 53, "protocol": "UDP"}]}),
+                json!({"type": "NodePort", "ports": [{"port": 53, "protocol": "SCTP"}]}),
                 "spec.ports[0].protocol",
             ),
             (

@@ -1,11 +1,12 @@
 //! NodePort and LoadBalancer Services on the node (kube-proxy's and k3s ServiceLB's role):
-//! real sockets on the node's own addresses that forward each TCP connection to a ready
-//! endpoint of the Service on this node.
+//! real sockets on the node's own addresses that forward each TCP connection, and each
+//! UDP flow ([`datagrams`]), to a ready endpoint of the Service.
 //!
 //! From the table of Services ([`ServiceDirectory`]) [`listeners`] works out, purely,
 //! every address to listen on: `<node IP>:<nodePort>` and `127.0.0.1:<nodePort>` for
 //! each node port of a NodePort or LoadBalancer Service, and the same for the Service's
-//! own `port` when it is a LoadBalancer and this node serves load balancers. The
+//! own `port` when it is a LoadBalancer and this node serves load balancers, over the
+//! port's protocol (a TCP and a UDP listener of one address are apart). The
 //! [`NodePorts`] task opens and closes listeners as the table changes and closes them
 //! all, with their connections, on shutdown. An address it cannot bind (the port is taken
 //! on the host, or below 1024 without `CAP_NET_BIND_SERVICE`; or two LoadBalancers want
@@ -22,13 +23,15 @@
 //! with no endpoint to choose has the connection closed at once, and the reason is logged
 //! once (until a connection succeeds again).
 
+pub mod datagrams;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,7 +41,7 @@ use wasmfleet_protocol::pod::probe::{NodeEvent, NodeEventKind, PodEvents};
 use wasmfleet_protocol::service::{ExposedService, ServiceTable};
 use wasmfleet_protocol::topic::Up;
 
-use super::services::{Scope, ServiceDirectory, choose};
+use super::services::{Scope, ServiceDirectory, choose_for};
 use crate::link::Uplink;
 
 /// How often listeners that could not bind are tried again.
@@ -47,6 +50,24 @@ pub const RETRY: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most connections forwarded at once, over all listeners.
 const MAX_CONNECTIONS: usize = 1024;
+
+/// One address the node listens on, over one protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Listener {
+    /// The host address and port.
+    pub addr: SocketAddr,
+    /// `true` for UDP, `false` for TCP.
+    pub udp: bool,
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.udp {
+            true => write!(f, "{} (UDP)", self.addr),
+            false => write!(f, "{}", self.addr),
+        }
+    }
+}
 
 /// Where a listener's connections go: one port of one Service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -57,6 +78,8 @@ pub struct Target {
     pub name: String,
     /// The Service port (as in its ClusterIP entry).
     pub port: u16,
+    /// The Service port's protocol.
+    pub protocol: Protocol,
     /// `externalTrafficPolicy: Local`.
     pub local_only: bool,
 }
@@ -74,6 +97,15 @@ impl Target {
             false => Scope::Cluster,
         }
     }
+
+    /// What its traffic asks the Service for.
+    pub fn service_target(&self) -> super::services::Target {
+        super::services::Target {
+            port: self.port,
+            protocol: self.protocol,
+            scope: self.scope(),
+        }
+    }
 }
 
 /// Pure: every address this node listens on and where each goes. Two Services wanting
@@ -83,7 +115,7 @@ pub fn listeners(
     table: &ServiceTable,
     node: &str,
     node_ip: IpAddr,
-) -> (BTreeMap<SocketAddr, Target>, Vec<(SocketAddr, Target)>) {
+) -> (BTreeMap<Listener, Target>, Vec<(Listener, Target)>) {
     let serves_lb = table.serves_load_balancers(node);
     let mut wanted = BTreeMap::new();
     let mut conflicts = Vec::new();
@@ -108,26 +140,26 @@ fn service_listeners(
     exposed: &ExposedService,
     serves_lb: bool,
     node_ip: IpAddr,
-) -> Vec<(SocketAddr, Target)> {
+) -> Vec<(Listener, Target)> {
     let Some(entry) = table.entry_of(exposed) else {
         return Vec::new();
     };
     let mut wanted = Vec::new();
     for (i, port) in entry.ports.iter().enumerate() {
-        if port.protocol != Protocol::Tcp {
-            continue;
-        }
         let target = Target {
             namespace: entry.namespace.clone(),
             name: entry.name.clone(),
             port: port.port,
+            protocol: port.protocol,
             local_only: exposed.local_only,
         };
+        let udp = port.protocol == Protocol::Udp;
         let node_port = exposed.node_ports.get(i).copied().flatten();
         let lb_port = (exposed.load_balancer && serves_lb).then_some(port.port);
         for listen_port in node_port.into_iter().chain(lb_port) {
             for ip in host_addresses(node_ip) {
-                wanted.push((SocketAddr::new(ip, listen_port), target.clone()));
+                let addr = SocketAddr::new(ip, listen_port);
+                wanted.push((Listener { addr, udp }, target.clone()));
             }
         }
     }
@@ -146,7 +178,7 @@ fn host_addresses(node_ip: IpAddr) -> Vec<IpAddr> {
 /// What the listeners and their connections share.
 struct Shared {
     directory: ServiceDirectory,
-    targets: Mutex<BTreeMap<SocketAddr, Target>>,
+    targets: Mutex<BTreeMap<Listener, Target>>,
     turn: AtomicUsize,
     connections: Arc<Semaphore>,
     /// Services whose refusal was logged (so it is logged once).
@@ -161,10 +193,10 @@ pub struct NodePorts {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// Open listeners, each with the token that closes it.
-    open: HashMap<SocketAddr, CancellationToken>,
+    open: HashMap<Listener, CancellationToken>,
     /// Addresses a Service could not have (taken on the host, or by another Service):
     /// why, and whether the server was told.
-    failed: HashMap<(SocketAddr, Target), Failure>,
+    failed: HashMap<(Listener, Target), Failure>,
 }
 
 /// Why an address could not be bound.
@@ -227,62 +259,76 @@ impl NodePorts {
         let table = self.shared.directory.table();
         let (wanted, conflicts) = listeners(&table, self.shared.directory.node(), self.node_ip);
         let before = std::mem::take(&mut self.failed);
-        for (addr, target) in conflicts {
-            let winner = wanted.get(&addr).map(Target::service).unwrap_or_default();
+        for (listener, target) in conflicts {
+            let winner = wanted
+                .get(&listener)
+                .map(Target::service)
+                .unwrap_or_default();
             let why = format!("Service {winner} already listens on it");
-            self.failure(&before, addr, &target, why);
+            self.failure(&before, listener, &target, why);
         }
-        self.open.retain(|addr, token| {
-            let keep = wanted.contains_key(addr);
+        self.open.retain(|listener, token| {
+            let keep = wanted.contains_key(listener);
             if !keep {
-                tracing::info!(%addr, "closing a NodePort/LoadBalancer listener");
+                tracing::info!(%listener, "closing a NodePort/LoadBalancer listener");
                 token.cancel();
             }
             keep
         });
         *lock(&self.shared.targets) = wanted.clone();
-        for (addr, target) in wanted {
-            if self.open.contains_key(&addr) {
+        for (listener, target) in wanted {
+            if self.open.contains_key(&listener) {
                 continue;
             }
-            match TcpListener::bind(addr).await {
-                Ok(listener) => self.serve(listener, addr, &target),
-                Err(err) => self.failure(&before, addr, &target, err.to_string()),
+            let token = self.shutdown.child_token();
+            let shared = Arc::clone(&self.shared);
+            let tracker = self.tracker.clone();
+            let addr = listener.addr;
+            let bound = match listener.udp {
+                false => TcpListener::bind(addr).await.map(|socket| {
+                    self.tracker.spawn(accept_loop(
+                        socket,
+                        listener,
+                        shared,
+                        token.clone(),
+                        tracker,
+                    ));
+                }),
+                true => UdpSocket::bind(addr).await.map(|socket| {
+                    let serve = datagrams::serve(socket, listener, shared, token.clone(), tracker);
+                    self.tracker.spawn(serve);
+                }),
+            };
+            match bound {
+                Ok(()) => {
+                    tracing::info!(%listener, service = %target.service(), port = target.port,
+                        "listening for a NodePort/LoadBalancer Service");
+                    self.open.insert(listener, token);
+                }
+                Err(err) => self.failure(&before, listener, &target, err.to_string()),
             }
         }
-    }
-
-    /// Starts accepting on a freshly bound listener.
-    fn serve(&mut self, listener: TcpListener, addr: SocketAddr, target: &Target) {
-        tracing::info!(%addr, service = %target.service(), port = target.port,
-            "listening for a NodePort/LoadBalancer Service");
-        let token = self.shutdown.child_token();
-        self.open.insert(addr, token.clone());
-        let shared = Arc::clone(&self.shared);
-        let tracker = self.tracker.clone();
-        self.tracker
-            .spawn(accept_loop(listener, addr, shared, token, tracker));
     }
 
     /// Notes that `target` cannot have `addr`: logged when new (`before` holds the
     /// failures of the previous pass), reported to the server until the link takes it.
     fn failure(
         &mut self,
-        before: &HashMap<(SocketAddr, Target), Failure>,
-        addr: SocketAddr,
+        before: &HashMap<(Listener, Target), Failure>,
+        listener: Listener,
         target: &Target,
         why: String,
     ) {
-        let key = (addr, target.clone());
+        let key = (listener, target.clone());
         let known = before.get(&key).filter(|f| f.why == why);
         if known.is_none() {
-            tracing::warn!(%addr, service = %target.service(), error = %why, retry = ?RETRY,
+            tracing::warn!(%listener, service = %target.service(), error = %why, retry = ?RETRY,
                 "cannot listen for a NodePort/LoadBalancer Service");
         }
         let mut reported = known.is_some_and(|f| f.reported);
         if !reported {
             let detail = format!(
-                "cannot listen on {addr} for Service {} port {}: {why}",
+                "cannot listen on {listener} for Service {} port {}: {why}",
                 target.service(),
                 target.port
             );
@@ -304,8 +350,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
-    addr: SocketAddr,
+    socket: TcpListener,
+    listener: Listener,
     shared: Arc<Shared>,
     token: CancellationToken,
     tracker: TaskTracker,
@@ -313,7 +359,7 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = socket.accept() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok((stream, peer)) => {
@@ -321,13 +367,13 @@ async fn accept_loop(
                 (stream, peer)
             }
             Err(err) => {
-                tracing::warn!(%addr, %err, "accept failed");
+                tracing::warn!(%listener, %err, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
-            tracing::warn!(%addr, limit = MAX_CONNECTIONS, "too many forwarded connections; closing a new one");
+            tracing::warn!(%listener, limit = MAX_CONNECTIONS, "too many forwarded connections; closing a new one");
             continue;
         };
         let shared = Arc::clone(&shared);
@@ -335,37 +381,52 @@ async fn accept_loop(
         tracker.spawn(async move {
             tokio::select! {
                 () = token.cancelled() => {}
-                () = forward(stream, peer, addr, &shared) => {}
+                () = forward(stream, peer, listener, &shared) => {}
             }
             drop(permit);
         });
     }
 }
 
+impl Shared {
+    /// The endpoint (its alias and target port) a new connection or flow of `client` to
+    /// `listener` goes to, with the listener's target; `None` when it has none (logged
+    /// once per Service).
+    fn pick(&self, listener: Listener, client: SocketAddr) -> Option<(SocketAddr, Target)> {
+        let target = lock(&self.targets).get(&listener).cloned()?;
+        let table = self.directory.table();
+        let entry = table
+            .services
+            .iter()
+            .find(|e| e.namespace == target.namespace && e.name == target.name);
+        let client_ip = match client.ip() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        };
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let node = self.directory.node();
+        let chosen = entry
+            .ok_or(super::Refusal::NoEndpoints)
+            .and_then(|entry| choose_for(entry, target.service_target(), node, client_ip, turn));
+        match chosen {
+            Ok((pod_ip, pod_port)) => {
+                let endpoint = SocketAddr::new(IpAddr::V4(loopback_alias(pod_ip)), pod_port);
+                Some((endpoint, target))
+            }
+            Err(why) => {
+                refuse(self, &target, why);
+                None
+            }
+        }
+    }
+}
+
 /// Splices one connection to an endpoint on this node, or closes it.
-async fn forward(mut client: TcpStream, peer: SocketAddr, addr: SocketAddr, shared: &Shared) {
-    let Some(target) = lock(&shared.targets).get(&addr).cloned() else {
+async fn forward(mut client: TcpStream, peer: SocketAddr, listener: Listener, shared: &Shared) {
+    let Some((endpoint, target)) = shared.pick(listener, peer) else {
         return;
     };
-    let table = shared.directory.table();
-    let entry = table
-        .services
-        .iter()
-        .find(|e| e.namespace == target.namespace && e.name == target.name);
-    let client_ip = match peer.ip() {
-        IpAddr::V4(ip) => ip,
-        IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
-    };
-    let turn = shared.turn.fetch_add(1, Ordering::Relaxed);
-    let node = shared.directory.node();
-    let chosen = entry
-        .ok_or(super::Refusal::NoEndpoints)
-        .and_then(|entry| choose(entry, target.port, node, client_ip, turn, target.scope()));
-    let (pod_ip, pod_port) = match chosen {
-        Ok(chosen) => chosen,
-        Err(why) => return refuse(shared, &target, why),
-    };
-    let endpoint = SocketAddr::new(IpAddr::V4(loopback_alias(pod_ip)), pod_port);
+    let pod_ip = endpoint.ip();
     if !shared.directory.reach(endpoint) {
         return;
     }
@@ -455,11 +516,18 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn tcp(s: &str) -> Listener {
+        Listener {
+            addr: addr(s),
+            udp: false,
+        }
+    }
+
     #[test]
     fn every_node_listens_on_node_ports_and_eligible_ones_on_load_balancer_ports() {
         let ip: IpAddr = "192.0.2.2".parse().unwrap();
         let (wanted, conflicts) = listeners(&table(&["pi-1"]), "pi-1", ip);
-        let addrs: Vec<SocketAddr> = wanted.keys().copied().collect();
+        let addrs: Vec<SocketAddr> = wanted.keys().map(|l| l.addr).collect();
         assert_eq!(
             addrs,
             [
@@ -471,14 +539,10 @@ mod tests {
                 addr("192.0.2.2:30081"),
             ]
         );
-        assert_eq!(wanted[&addr("192.0.2.2:30081")].name, "lb");
-        assert_eq!(wanted[&addr("192.0.2.2:30081")].port, 18080);
-        assert_eq!(wanted[&addr("192.0.2.2:30080")].port, 80);
-        assert_eq!(
-            wanted[&addr("192.0.2.2:18080")].name,
-            "lb",
-            "first one wins"
-        );
+        assert_eq!(wanted[&tcp("192.0.2.2:30081")].name, "lb");
+        assert_eq!(wanted[&tcp("192.0.2.2:30081")].port, 18080);
+        assert_eq!(wanted[&tcp("192.0.2.2:30080")].port, 80);
+        assert_eq!(wanted[&tcp("192.0.2.2:18080")].name, "lb", "first one wins");
         assert_eq!(conflicts.len(), 2, "lb2 wants 18080 on both addresses");
 
         let (other, _) = listeners(&table(&["pi-1"]), "pi-2", ip);
@@ -488,7 +552,29 @@ mod tests {
     #[test]
     fn a_loopback_node_address_is_listened_on_once() {
         let (wanted, _) = listeners(&table(&[]), "pi-1", "127.0.0.1".parse().unwrap());
-        let addrs: Vec<SocketAddr> = wanted.keys().copied().collect();
+        assert!(wanted.keys().all(|l| !l.udp));
+        let addrs: Vec<SocketAddr> = wanted.keys().map(|l| l.addr).collect();
         assert_eq!(addrs, [addr("127.0.0.1:30080"), addr("127.0.0.1:30081")]);
+    }
+
+    #[test]
+    fn udp_ports_get_udp_listeners_beside_tcp_ones_of_the_same_number() {
+        let mut table = table(&["pi-1"]);
+        table.services[0].ports.push(ServicePort {
+            name: "dns".into(),
+            port: 80,
+            protocol: Protocol::Udp,
+        });
+        table.exposed.services[2].node_ports.push(Some(30080));
+        let (wanted, conflicts) = listeners(&table, "pi-2", "192.0.2.2".parse().unwrap());
+        assert!(conflicts.is_empty());
+        let udp = Listener {
+            addr: addr("192.0.2.2:30080"),
+            udp: true,
+        };
+        assert_eq!(wanted[&udp].protocol, Protocol::Udp);
+        assert_eq!(wanted[&tcp("192.0.2.2:30080")].protocol, Protocol::Tcp);
+        assert_eq!(wanted[&udp].service_target().protocol, Protocol::Udp);
+        assert_eq!(wanted.len(), 6);
     }
 }
