@@ -77,6 +77,22 @@ pub struct ClientFlows {
     flows: HashMap<SocketAddr, (u64, mpsc::Sender<Bytes>)>,
     next_id: u64,
     limit: usize,
+    /// Whether the table has been full since the last flow started (so a full table is
+    /// logged once per spell, not once per datagram).
+    full: bool,
+}
+
+/// Whether a new flow may start ([`ClientFlows::room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// Under the limit.
+    Free,
+    /// At the limit: the new client's datagram is dropped; `first` for the first refusal
+    /// since a flow last started (the one to log).
+    Full {
+        /// The first refusal of this spell.
+        first: bool,
+    },
 }
 
 /// Datagrams queued for one client's flow.
@@ -92,6 +108,7 @@ impl ClientFlows {
             flows: HashMap::new(),
             next_id: 0,
             limit,
+            full: false,
         }
     }
 
@@ -106,16 +123,22 @@ impl ClientFlows {
         }
     }
 
-    /// Whether a new flow would be over the limit (flows whose task ended do not count).
-    pub fn is_full(&mut self) -> bool {
+    /// Whether a new flow may start (flows whose task ended do not count).
+    pub fn room(&mut self) -> Room {
         self.flows.retain(|_, (_, queue)| !queue.is_closed());
-        self.flows.len() >= self.limit
+        if self.flows.len() < self.limit {
+            return Room::Free;
+        }
+        Room::Full {
+            first: !std::mem::replace(&mut self.full, true),
+        }
     }
 
     /// Starts `client`'s flow with `payload` queued first.
     pub fn start(&mut self, client: SocketAddr, payload: Bytes) -> Started {
         let (queue, queued) = mpsc::channel(CLIENT_QUEUE);
         let _ = queue.try_send(payload);
+        self.full = false;
         self.next_id += 1;
         self.flows.insert(client, (self.next_id, queue));
         (self.next_id, queued)
@@ -306,12 +329,18 @@ mod tests {
         assert_eq!(flows.deliver(a, Bytes::from_static(b"two")), None);
         assert_eq!(queue.try_recv().unwrap(), ping);
         assert_eq!(queue.try_recv().unwrap(), Bytes::from_static(b"two"));
-        assert!(flows.is_full(), "one flow is the limit");
+        assert_eq!(
+            flows.room(),
+            Room::Full { first: true },
+            "one flow is the limit"
+        );
         assert_eq!(flows.deliver(b, ping.clone()), Some(ping.clone()));
+        // Logged once per spell of a full table.
+        assert_eq!(flows.room(), Room::Full { first: false });
         // A flow whose task ended (its queue dropped) makes room and takes no datagrams.
         drop(queue);
         assert_eq!(flows.deliver(a, ping.clone()), Some(ping.clone()));
-        assert!(!flows.is_full());
+        assert_eq!(flows.room(), Room::Free);
         let (second, _queue) = flows.start(a, ping.clone());
         // The first flow's late ending does not end its successor.
         flows.end(a, first);

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Refusal;
-use super::datagrams::{ClientFlows, IDLE_TIMEOUT, Local, MAX_DATAGRAM, carry};
+use super::datagrams::{ClientFlows, IDLE_TIMEOUT, Local, MAX_DATAGRAM, Room, carry};
 use super::peers::Peers;
 
 /// The most UDP forwarders (remote pod ports) open at once.
@@ -128,7 +128,6 @@ impl DatagramForwarders {
         let mut flows = ClientFlows::new(MAX_FLOWS);
         let (ended, mut endings) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut full_logged = false;
         loop {
             let idle = flows.is_empty();
             let (len, client) = tokio::select! {
@@ -159,13 +158,12 @@ impl DatagramForwarders {
                 tracing::debug!(%client, %destination, "dropping a datagram from outside this node's pods");
                 continue;
             };
-            if flows.is_full() {
-                if !std::mem::replace(&mut full_logged, true) {
+            if let Room::Full { first } = flows.room() {
+                if first {
                     tracing::warn!(%destination, limit = MAX_FLOWS, "too many UDP flows to one remote pod port; dropping new clients' datagrams");
                 }
                 continue;
             }
-            full_logged = false;
             let (id, queue) = flows.start(client, payload);
             let flow = Flow {
                 alias,

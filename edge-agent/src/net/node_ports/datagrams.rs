@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use wasmfleet_protocol::network::loopback_alias;
 
 use super::{Listener, Shared, lock};
-use crate::net::datagrams::{ClientFlows, IDLE_TIMEOUT, MAX_DATAGRAM};
+use crate::net::datagrams::{ClientFlows, IDLE_TIMEOUT, MAX_DATAGRAM, Room};
 
 /// The most flows one UDP listener keeps at once.
 pub const MAX_FLOWS: usize = 1024;
@@ -41,7 +41,6 @@ pub(super) async fn serve(
     let socket = Arc::new(socket);
     let mut flows = ClientFlows::new(MAX_FLOWS);
     let (ended, mut endings) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
-    let mut full_logged = false;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (len, client) = tokio::select! {
@@ -58,13 +57,12 @@ pub(super) async fn serve(
         let Some(payload) = flows.deliver(client, Bytes::copy_from_slice(&buf[..len])) else {
             continue;
         };
-        if flows.is_full() {
-            if !std::mem::replace(&mut full_logged, true) {
+        if let Room::Full { first } = flows.room() {
+            if first {
                 tracing::warn!(%listener, limit = MAX_FLOWS, "too many UDP flows on a NodePort/LoadBalancer listener; dropping new clients' datagrams");
             }
             continue;
         }
-        full_logged = false;
         let Some((upstream, endpoint)) = open_flow(&shared, listener, client).await else {
             continue;
         };
