@@ -237,11 +237,7 @@ impl Controller for ReplicaSets {
         let namespace = key.namespace.as_deref().unwrap_or_default();
         State {
             owned: cache.owned(replica_set.as_deref(), "Pod"),
-            orphans: cache
-                .in_namespace("pods", namespace)
-                .into_iter()
-                .filter(|pod| owners::controller_uid(pod).is_none())
-                .collect(),
+            orphans: cache.uncontrolled_pods(namespace),
             replica_set,
             now: jiff::Timestamp::now(),
         }

@@ -29,7 +29,7 @@ impl Change {
 }
 
 /// Objects by key, with indexes by node (pods' `spec.nodeName`; unbound pods apart), by
-/// controller owner uid and by namespace.
+/// controller owner uid, by namespace, and the pods without a controller by namespace.
 #[derive(Debug, Default)]
 pub struct Index {
     objects: BTreeMap<ObjectKey, Arc<Value>>,
@@ -37,6 +37,9 @@ pub struct Index {
     unbound: BTreeSet<ObjectKey>,
     by_owner: HashMap<String, BTreeSet<ObjectKey>>,
     by_namespace: HashMap<String, BTreeSet<ObjectKey>>,
+    /// Pods without a controller, by namespace: what workload controllers may adopt (so a
+    /// ReplicaSet's reconcile does not read every pod of its namespace to find them).
+    uncontrolled_pods: HashMap<String, BTreeSet<ObjectKey>>,
 }
 
 /// The index entries one object is filed under.
@@ -44,13 +47,21 @@ struct Entries<'a> {
     node: Option<Option<&'a str>>,
     owner: Option<&'a str>,
     namespace: Option<&'a str>,
+    /// The namespace of a pod without a controller.
+    uncontrolled_pod: Option<&'a str>,
 }
 
 fn entries<'a>(key: &'a ObjectKey, obj: &'a Value) -> Entries<'a> {
+    let is_pod = key.resource == "pods";
+    let owner = owners::controller_uid(obj);
     Entries {
-        node: (key.resource == "pods").then(|| pods::bound_node(obj)),
-        owner: owners::controller_uid(obj),
+        node: is_pod.then(|| pods::bound_node(obj)),
+        owner,
         namespace: key.namespace.as_deref(),
+        uncontrolled_pod: key
+            .namespace
+            .as_deref()
+            .filter(|_| is_pod && owner.is_none()),
     }
 }
 
@@ -125,6 +136,9 @@ impl Index {
         if let Some(namespace) = at.namespace {
             file(&mut self.by_namespace, namespace, key);
         }
+        if let Some(namespace) = at.uncontrolled_pod {
+            file(&mut self.uncontrolled_pods, namespace, key);
+        }
     }
 
     fn unindex(&mut self, key: &ObjectKey, obj: &Value) {
@@ -141,6 +155,9 @@ impl Index {
         }
         if let Some(namespace) = at.namespace {
             unfile(&mut self.by_namespace, namespace, key);
+        }
+        if let Some(namespace) = at.uncontrolled_pod {
+            unfile(&mut self.uncontrolled_pods, namespace, key);
         }
     }
 
@@ -196,6 +213,11 @@ impl Index {
     pub fn in_namespace(&self, resource: &str, namespace: &str) -> Vec<Arc<Value>> {
         let keys = self.by_namespace.get(namespace).into_iter().flatten();
         self.resolve(keys.filter(|key| key.resource == resource))
+    }
+
+    /// The pods in `namespace` without a controller owner.
+    pub fn uncontrolled_pods(&self, namespace: &str) -> Vec<Arc<Value>> {
+        self.resolve(self.uncontrolled_pods.get(namespace).into_iter().flatten())
     }
 }
 
@@ -270,8 +292,18 @@ mod tests {
         index.apply(other, Some(pod("c", None, Some("rs-1"))));
         assert_eq!(names(&index.owned_by("rs-1")), ["a", "c"]);
         assert_eq!(names(&index.in_namespace("pods", "default")), ["a", "b"]);
+        assert!(index.uncontrolled_pods("default").is_empty());
+        // Released: now a pod a controller may adopt, in its namespace only.
         index.apply(pod_key("a"), Some(pod("a", None, None)));
         assert_eq!(names(&index.owned_by("rs-1")), ["c"]);
+        assert_eq!(names(&index.uncontrolled_pods("default")), ["a"]);
+        assert!(index.uncontrolled_pods("kube-system").is_empty());
+        // Adopted again, or deleted: no longer.
+        index.apply(pod_key("a"), Some(pod("a", None, Some("rs-2"))));
+        assert!(index.uncontrolled_pods("default").is_empty());
+        index.apply(pod_key("b"), Some(pod("b", None, None)));
+        index.apply(pod_key("b"), None);
+        assert!(index.uncontrolled_pods("default").is_empty());
     }
 
     #[test]

@@ -243,6 +243,12 @@ impl Cache {
     pub fn in_namespace(&self, resource: &str, namespace: &str) -> Vec<Arc<Value>> {
         self.read(|index| index.in_namespace(resource, namespace))
     }
+
+    /// The pods in `namespace` without a controller owner (what a workload controller may
+    /// adopt).
+    pub fn uncontrolled_pods(&self, namespace: &str) -> Vec<Arc<Value>> {
+        self.read(|index| index.uncontrolled_pods(namespace))
+    }
 }
 
 /// The store key of an object of `resource` read from the cache (its namespace and name).
