@@ -14,7 +14,10 @@ const THREADS: u32 = 8;
 
 fn create(store: &Store, name: &str) -> anyhow::Result<()> {
     let key = ObjectKey::namespaced("pods", "default", name);
-    store.create(&key, json!({"metadata": {"name": name, "namespace": "default"}}))?;
+    store.create(
+        &key,
+        json!({"metadata": {"name": name, "namespace": "default"}}),
+    )?;
     Ok(())
 }
 
