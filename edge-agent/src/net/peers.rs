@@ -610,3 +610,48 @@ fn server_config(credentials: &TunnelIdentity) -> Result<Arc<ServerConfig>, Stri
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// The pod IP whose alias is `alias`, if some peer's pod range holds it (an alias keeps
+/// the last three octets of the pod IP).
+pub fn pod_ip_of_alias(table: &PeerTable, alias: Ipv4Addr) -> Option<Ipv4Addr> {
+    let [first, b, c, d] = alias.octets();
+    if first != 127 {
+        return None;
+    }
+    table.peers.iter().find_map(|peer| {
+        let candidate = Ipv4Addr::new(peer.pod_cidr.addr().octets()[0], b, c, d);
+        peer.pod_cidr.contains(&candidate).then_some(candidate)
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_map_back_to_the_pod_ips_of_the_peers_ranges() {
+        let peer = |node: &str, cidr: &str| Peer {
+            node: node.into(),
+            pod_cidr: cidr.parse().unwrap(),
+            address: None,
+            key_sha256: [0; 32],
+        };
+        let table = PeerTable {
+            peers: vec![peer("a", "10.42.0.0/24"), peer("b", "10.42.1.0/24")],
+            ..PeerTable::default()
+        };
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            pod_ip_of_alias(&table, ip("127.42.1.7")),
+            Some(ip("10.42.1.7"))
+        );
+        assert_eq!(
+            pod_ip_of_alias(&table, ip("127.42.0.2")),
+            Some(ip("10.42.0.2"))
+        );
+        assert_eq!(pod_ip_of_alias(&table, ip("127.42.9.2")), None);
+        assert_eq!(pod_ip_of_alias(&table, ip("127.0.0.1")), None);
+        assert_eq!(pod_ip_of_alias(&table, ip("10.42.1.7")), None);
+    }
+}

@@ -212,7 +212,7 @@ impl DatagramForwarders {
         };
         let table = self.inner.peers.table();
         let own = table.get(self.inner.peers.node())?;
-        super::remote::pod_ip_of_alias(&table, alias).filter(|ip| own.pod_cidr.contains(ip))
+        super::peers::pod_ip_of_alias(&table, alias).filter(|ip| own.pod_cidr.contains(ip))
     }
 }
 
