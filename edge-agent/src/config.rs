@@ -681,16 +681,19 @@ mod tests {
         cli.into_config().map_err(|e| e.to_string())
     }
 
+    /// The flags every agent needs; tests add the one under test.
+    const BASE_ARGS: [&str; 6] = [
+        "--server",
+        "mqtt://b:1883",
+        "--token",
+        "t",
+        "--node-name",
+        "pi-1",
+    ];
+
     #[test]
     fn the_system_reserve_comes_from_the_flag_or_the_file_and_bad_ones_are_named() {
-        let base = [
-            "--server",
-            "mqtt://b:1883",
-            "--token",
-            "t",
-            "--node-name",
-            "pi-1",
-        ];
+        let base = BASE_ARGS;
         let config = cli(&[&base[..], &["--system-reserved", "cpu=250m,memory=256Mi"]].concat())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.system_reserved.cpu_millis, Some(250));
@@ -711,14 +714,7 @@ mod tests {
 
     #[test]
     fn the_pod_capacity_is_the_kubelets_110_unless_max_pods_says_otherwise() {
-        let base = [
-            "--server",
-            "mqtt://b:1883",
-            "--token",
-            "t",
-            "--node-name",
-            "pi-1",
-        ];
+        let base = BASE_ARGS;
         assert_eq!(cli(&base).map(|c| c.max_pods).ok(), Some(110));
         let more = cli(&[&base[..], &["--max-pods", "1010"]].concat()).map(|c| c.max_pods);
         assert_eq!(more.ok(), Some(1010));
